@@ -1,0 +1,229 @@
+//! The file-system seam. Every byte the engine reads or writes goes through
+//! [`FileSystem`], so tests can swap in an implementation that fails, tears
+//! or drops writes (fault injection) without touching engine code.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, IoResultExt, Result};
+
+/// A file opened for appending (WAL segments, table files, manifests).
+pub trait WritableFile: Send {
+    /// Appends `data`; on return it has reached the OS (survives a process
+    /// crash, not a power cut).
+    fn append(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes everything appended so far durable (fdatasync).
+    fn sync_data(&mut self) -> Result<()>;
+    /// Bytes in the file, including any that were there before opening.
+    fn len(&self) -> u64;
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The read-only contents of a whole file, usually a memory map.
+pub trait FileBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait FileLock: Send + Sync {}
+
+/// Everything the engine needs from a file system.
+pub trait FileSystem: Send + Sync + 'static {
+    fn create_dir_all(&self, path: &Path) -> Result<()>;
+    /// Creates (or truncates) a file for appending.
+    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for appending at its end.
+    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
+    /// Reads a whole file into memory.
+    fn read(&self, path: &Path) -> Result<Vec<u8>>;
+    /// Maps a whole (immutable) file read-only.
+    fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>>;
+    fn exists(&self, path: &Path) -> bool;
+    /// Names (not paths) of the entries of a directory.
+    fn list(&self, dir: &Path) -> Result<Vec<String>>;
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    fn remove(&self, path: &Path) -> Result<()>;
+    /// Cuts a file to `len` bytes and makes the new length durable.
+    fn truncate(&self, path: &Path, len: u64) -> Result<()>;
+    /// Makes renames and creations in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> Result<()>;
+    /// Takes an exclusive, advisory, process-level lock on `path`, creating
+    /// it; fails with [`ErrorKind::Locked`] when another process holds it.
+    fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>>;
+}
+
+/// The real file system (std::fs, memmap2, flock).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OsFileSystem;
+
+impl OsFileSystem {
+    pub fn shared() -> Arc<dyn FileSystem> {
+        Arc::new(OsFileSystem)
+    }
+}
+
+struct OsWritableFile {
+    file: File,
+    path: PathBuf,
+    len: u64,
+}
+
+impl WritableFile for OsWritableFile {
+    fn append(&mut self, data: &[u8]) -> Result<()> {
+        self.file
+            .write_all(data)
+            .ctx(format_args!("writing {}", self.path.display()))?;
+        self.len += data.len() as u64;
+        Ok(())
+    }
+
+    fn sync_data(&mut self) -> Result<()> {
+        self.file
+            .sync_data()
+            .ctx(format_args!("syncing {}", self.path.display()))
+    }
+
+    fn len(&self) -> u64 {
+        self.len
+    }
+}
+
+struct MappedFile {
+    // Empty files cannot be mapped; they are represented by `None`.
+    map: Option<memmap2::Mmap>,
+}
+
+impl FileBytes for MappedFile {
+    fn bytes(&self) -> &[u8] {
+        self.map.as_deref().unwrap_or(&[])
+    }
+}
+
+struct OsFileLock {
+    _file: File,
+}
+
+impl FileLock for OsFileLock {}
+
+impl FileSystem for OsFileSystem {
+    fn create_dir_all(&self, path: &Path) -> Result<()> {
+        fs::create_dir_all(path).ctx(format_args!("creating directory {}", path.display()))
+    }
+
+    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        let file = File::create(path).ctx(format_args!("creating {}", path.display()))?;
+        Ok(Box::new(OsWritableFile {
+            file,
+            path: path.to_path_buf(),
+            len: 0,
+        }))
+    }
+
+    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new()
+            .append(true)
+            .open(path)
+            .ctx(format_args!("opening {}", path.display()))?;
+        let len = file
+            .metadata()
+            .ctx(format_args!("reading metadata of {}", path.display()))?
+            .len();
+        Ok(Box::new(OsWritableFile {
+            file,
+            path: path.to_path_buf(),
+            len,
+        }))
+    }
+
+    fn read(&self, path: &Path) -> Result<Vec<u8>> {
+        fs::read(path).ctx(format_args!("reading {}", path.display()))
+    }
+
+    fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
+        let file = File::open(path).ctx(format_args!("opening {}", path.display()))?;
+        let len = file
+            .metadata()
+            .ctx(format_args!("reading metadata of {}", path.display()))?
+            .len();
+        if len == 0 {
+            return Ok(Arc::new(MappedFile { map: None }));
+        }
+        // SAFETY: table files are written once, synced, and never modified or
+        // truncated while mapped (they are only deleted, which keeps the
+        // mapping valid until it is dropped).
+        let map = unsafe { memmap2::Mmap::map(&file) }
+            .ctx(format_args!("mapping {}", path.display()))?;
+        Ok(Arc::new(MappedFile { map: Some(map) }))
+    }
+
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+
+    fn list(&self, dir: &Path) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(dir).ctx(format_args!("listing {}", dir.display()))? {
+            let entry = entry.ctx(format_args!("listing {}", dir.display()))?;
+            if let Some(name) = entry.file_name().to_str() {
+                names.push(name.to_owned());
+            }
+        }
+        Ok(names)
+    }
+
+    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
+        fs::rename(from, to).ctx(format_args!(
+            "renaming {} to {}",
+            from.display(),
+            to.display()
+        ))
+    }
+
+    fn remove(&self, path: &Path) -> Result<()> {
+        fs::remove_file(path).ctx(format_args!("removing {}", path.display()))
+    }
+
+    fn truncate(&self, path: &Path, len: u64) -> Result<()> {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .ctx(format_args!("opening {}", path.display()))?;
+        file.set_len(len)
+            .ctx(format_args!("truncating {}", path.display()))?;
+        file.sync_all()
+            .ctx(format_args!("syncing {}", path.display()))
+    }
+
+    fn sync_dir(&self, dir: &Path) -> Result<()> {
+        let d = File::open(dir).ctx(format_args!("opening directory {}", dir.display()))?;
+        d.sync_all()
+            .ctx(format_args!("syncing directory {}", dir.display()))
+    }
+
+    fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .ctx(format_args!("opening lock file {}", path.display()))?;
+        match file.try_lock() {
+            Ok(()) => Ok(Box::new(OsFileLock { _file: file })),
+            Err(fs::TryLockError::WouldBlock) => Err(Error::new(
+                ErrorKind::Locked,
+                format!(
+                    "{} is locked by another process (or another open that does not share this engine)",
+                    path.display()
+                ),
+            )),
+            Err(fs::TryLockError::Error(e)) => {
+                Err(Error::io(e, format_args!("locking {}", path.display())))
+            }
+        }
+    }
+}

@@ -1,0 +1,1 @@
+//! Node.js binding for toondb-storage (in progress).
