@@ -164,7 +164,12 @@ mod tests {
     #[test]
     fn record_round_trip() {
         let mut b = WriteBatch::new();
-        b.put("a", "1").unwrap().delete("b").unwrap().put("c", "").unwrap();
+        b.put("a", "1")
+            .unwrap()
+            .delete("b")
+            .unwrap()
+            .put("c", "")
+            .unwrap();
         let mut rec = Vec::new();
         b.encode_record(7, &mut rec);
         let (ts, back) = WriteBatch::decode_record(&rec).unwrap();

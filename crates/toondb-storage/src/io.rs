@@ -155,8 +155,8 @@ impl FileSystem for OsFileSystem {
         // SAFETY: table files are written once, synced, and never modified or
         // truncated while mapped (they are only deleted, which keeps the
         // mapping valid until it is dropped).
-        let map = unsafe { memmap2::Mmap::map(&file) }
-            .ctx(format_args!("mapping {}", path.display()))?;
+        let map =
+            unsafe { memmap2::Mmap::map(&file) }.ctx(format_args!("mapping {}", path.display()))?;
         Ok(Arc::new(MappedFile { map: Some(map) }))
     }
 

@@ -17,17 +17,29 @@
 
 pub mod batch;
 mod coding;
+mod commit;
+mod db;
+mod engine;
 pub mod error;
+mod flush;
 pub mod io;
+mod iter;
 pub mod key;
+mod memtable;
+mod options;
+mod read;
 mod record;
-#[allow(dead_code)] // wired into db.rs by the foundation work in progress
-pub(crate) mod sstable;
-#[allow(dead_code)]
-pub(crate) mod version;
-#[allow(dead_code)]
-pub(crate) mod wal;
+mod recovery;
+mod sstable;
+mod stats;
+mod version;
+mod wal;
 
 pub use batch::{BatchOp, WriteBatch};
+pub use db::Database;
 pub use error::{Error, ErrorKind, Result};
+pub use iter::{prefix_successor, DbIter, Scan, ScanOptions};
 pub use key::{Timestamp, ValueKind};
+pub use options::{Options, WriteOptions};
+pub use stats::Stats;
+pub use wal::{DroppedTail, ReplayReport};

@@ -21,6 +21,27 @@ pub fn encode_frame(payload: &[u8], out: &mut Vec<u8>) {
     out.extend_from_slice(payload);
 }
 
+/// Starts a frame in place: reserves the header and returns where it begins,
+/// so a caller can encode the payload straight into `out` (no extra copy)
+/// and then seal it with [`finish_frame`].
+pub fn begin_frame(out: &mut Vec<u8>) -> usize {
+    let start = out.len();
+    out.extend_from_slice(&[0; FRAME_HEADER_LEN]);
+    start
+}
+
+/// Fills in the header of the frame begun at `start`; everything after the
+/// header up to the end of `out` is its payload.
+pub fn finish_frame(out: &mut [u8], start: usize) {
+    let payload_start = start + FRAME_HEADER_LEN;
+    let len = ((out.len() - payload_start) as u32).to_le_bytes();
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&len);
+    hasher.update(&out[payload_start..]);
+    out[start..start + 4].copy_from_slice(&hasher.finalize().to_le_bytes());
+    out[start + 4..payload_start].copy_from_slice(&len);
+}
+
 /// What sits at the start of a buffer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Frame<'a> {
@@ -67,6 +88,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn in_place_frames_match_encode_frame() {
+        let mut a = Vec::new();
+        encode_frame(b"payload", &mut a);
+        let mut b = vec![9];
+        let start = begin_frame(&mut b);
+        b.extend_from_slice(b"payload");
+        finish_frame(&mut b, start);
+        assert_eq!(&b[1..], &a[..]);
+    }
+
+    #[test]
     fn round_trip_and_damage() {
         let mut buf = Vec::new();
         encode_frame(b"hello", &mut buf);
@@ -75,7 +107,13 @@ mod tests {
             panic!("first record")
         };
         assert_eq!(payload, b"hello");
-        assert!(matches!(read_frame(&buf[consumed..]), Frame::Record { payload: b"world!", .. }));
+        assert!(matches!(
+            read_frame(&buf[consumed..]),
+            Frame::Record {
+                payload: b"world!",
+                ..
+            }
+        ));
         assert_eq!(read_frame(&buf[..consumed - 1]), Frame::Truncated);
         assert_eq!(read_frame(&[]), Frame::End);
         assert_eq!(read_frame(&[0; 32]), Frame::End);

@@ -1,0 +1,308 @@
+//! The commit thread: the one place that orders writes. It takes requests
+//! from a bounded channel, gives each a commit timestamp, writes the whole
+//! group to the WAL in one write, fsyncs once when any member asked for
+//! durability, applies the group to the memtable, publishes the new visible
+//! timestamp, and only then completes every member.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::Receiver;
+
+use crate::batch::WriteBatch;
+use crate::engine::{Engine, LsmState};
+use crate::error::{Error, Result};
+use crate::key::Timestamp;
+use crate::memtable::Memtable;
+use crate::record::{begin_frame, finish_frame};
+use crate::stats::Counters;
+use crate::wal::WalWriter;
+
+/// Most requests written in one group, and most bytes, so one huge queue
+/// does not delay the first member's acknowledgement without bound.
+const MAX_GROUP_LEN: usize = 1024;
+const MAX_GROUP_BYTES: usize = 8 << 20;
+
+/// A callback that is always called exactly once: by `complete`, or on drop
+/// with a `Closed` error (a request still queued when the engine stopped).
+pub struct Completion<T> {
+    callback: Option<Box<dyn FnOnce(Result<T>) + Send>>,
+}
+
+impl<T> Completion<T> {
+    pub fn new(callback: impl FnOnce(Result<T>) + Send + 'static) -> Self {
+        Completion {
+            callback: Some(Box::new(callback)),
+        }
+    }
+
+    pub fn complete(mut self, result: Result<T>) {
+        if let Some(callback) = self.callback.take() {
+            // A panicking callback (a bug in the caller) must not take the
+            // commit thread down with it.
+            let _ = catch_unwind(AssertUnwindSafe(|| callback(result)));
+        }
+    }
+}
+
+impl<T> Drop for Completion<T> {
+    fn drop(&mut self) {
+        if let Some(callback) = self.callback.take() {
+            let _ = catch_unwind(AssertUnwindSafe(|| callback(Err(Error::closed()))));
+        }
+    }
+}
+
+pub(crate) enum CommitMsg {
+    Write {
+        batch: WriteBatch,
+        sync: bool,
+        done: Completion<Timestamp>,
+    },
+    /// Seal the active memtable (if it holds anything) so it gets flushed;
+    /// completes with the id of the newest memtable that must be flushed.
+    Seal { done: Completion<u64> },
+}
+
+impl CommitMsg {
+    fn bytes(&self) -> usize {
+        match self {
+            CommitMsg::Write { batch, .. } => batch.byte_size(),
+            CommitMsg::Seal { .. } => 0,
+        }
+    }
+}
+
+pub(crate) struct CommitThread {
+    engine: Arc<Engine>,
+    rx: Receiver<CommitMsg>,
+    wal: WalWriter,
+    last_ts: Timestamp,
+    next_memtable_id: u64,
+    frames: Vec<u8>,
+}
+
+struct Pending {
+    batch: WriteBatch,
+    ts: Timestamp,
+    done: Completion<Timestamp>,
+}
+
+impl CommitThread {
+    pub fn new(
+        engine: Arc<Engine>,
+        rx: Receiver<CommitMsg>,
+        wal: WalWriter,
+        last_ts: Timestamp,
+        next_memtable_id: u64,
+    ) -> Self {
+        CommitThread {
+            engine,
+            rx,
+            wal,
+            last_ts,
+            next_memtable_id,
+            frames: Vec::with_capacity(64 << 10),
+        }
+    }
+
+    pub fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut bytes = first.bytes();
+            let mut group = vec![first];
+            while group.len() < MAX_GROUP_LEN && bytes < MAX_GROUP_BYTES {
+                match self.rx.try_recv() {
+                    Ok(msg) => {
+                        bytes += msg.bytes();
+                        group.push(msg);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if catch_unwind(AssertUnwindSafe(|| self.process(group))).is_err() {
+                // The group's completions were dropped during unwinding and
+                // so report `Closed`; later writes report this error.
+                self.engine
+                    .set_bg_error(Error::internal("the commit thread panicked"));
+            }
+        }
+        // Shutdown: whatever was acknowledged as written reaches the disk.
+        if self.engine.bg_error().is_none() {
+            if let Err(e) = self.wal.sync() {
+                self.engine.set_bg_error(e);
+            }
+        }
+    }
+
+    fn process(&mut self, group: Vec<CommitMsg>) {
+        let mut writes = Vec::with_capacity(group.len());
+        let mut sync = false;
+        for msg in group {
+            match msg {
+                CommitMsg::Write {
+                    batch,
+                    sync: s,
+                    done,
+                } => {
+                    sync |= s;
+                    writes.push((batch, done));
+                }
+                CommitMsg::Seal { done } => {
+                    // Writes queued before the seal belong to the old memtable.
+                    self.commit(std::mem::take(&mut writes), std::mem::take(&mut sync));
+                    let result = self.seal_for_flush();
+                    done.complete(result);
+                }
+            }
+        }
+        self.commit(writes, sync);
+    }
+
+    fn commit(&mut self, writes: Vec<(WriteBatch, Completion<Timestamp>)>, sync: bool) {
+        if writes.is_empty() {
+            return;
+        }
+        if let Some(err) = self.engine.bg_error() {
+            for (_, done) in writes {
+                done.complete(Err(err.clone()));
+            }
+            return;
+        }
+        if let Err(err) = self.make_room() {
+            self.engine.set_bg_error(err.clone());
+            for (_, done) in writes {
+                done.complete(Err(err.clone()));
+            }
+            return;
+        }
+        let pending = self.encode(writes);
+        if let Err(err) = self.write_wal(sync) {
+            // The WAL may now end in a partial record and the OS may have
+            // dropped dirty pages; acknowledging anything more would risk
+            // acknowledging lost data, so the engine stops taking writes.
+            self.engine.set_bg_error(err.clone());
+            for p in pending {
+                p.done.complete(Err(err.clone()));
+            }
+            return;
+        }
+        let state = self.engine.state();
+        for p in &pending {
+            state.mem.apply(&p.batch, p.ts);
+        }
+        self.engine.publish_ts(self.last_ts);
+        let c = &self.engine.counters;
+        Counters::add(&c.commits, pending.len() as u64);
+        Counters::add(&c.commit_groups, 1);
+        for p in pending {
+            p.done.complete(Ok(p.ts));
+        }
+    }
+
+    /// Assigns timestamps in arrival order and frames every batch into one
+    /// buffer, so the group costs one write system call.
+    fn encode(&mut self, writes: Vec<(WriteBatch, Completion<Timestamp>)>) -> Vec<Pending> {
+        self.frames.clear();
+        let mut pending = Vec::with_capacity(writes.len());
+        for (batch, done) in writes {
+            self.last_ts += 1;
+            let start = begin_frame(&mut self.frames);
+            batch.encode_record(self.last_ts, &mut self.frames);
+            finish_frame(&mut self.frames, start);
+            pending.push(Pending {
+                batch,
+                ts: self.last_ts,
+                done,
+            });
+        }
+        pending
+    }
+
+    fn write_wal(&mut self, sync: bool) -> Result<()> {
+        self.wal.append(&self.frames)?;
+        Counters::add(
+            &self.engine.counters.wal_bytes_written,
+            self.frames.len() as u64,
+        );
+        if sync {
+            self.wal.sync()?;
+            Counters::add(&self.engine.counters.wal_syncs, 1);
+        }
+        Ok(())
+    }
+
+    /// Seals the memtable when it is full, first waiting (a write stall)
+    /// while too many sealed memtables are still waiting for flush.
+    fn make_room(&mut self) -> Result<()> {
+        let state = self.engine.state();
+        if state.mem.approximate_bytes() < self.engine.options.memtable_size {
+            return Ok(());
+        }
+        self.seal()
+    }
+
+    fn seal_for_flush(&mut self) -> Result<u64> {
+        if let Some(err) = self.engine.bg_error() {
+            return Err(err);
+        }
+        let state = self.engine.state();
+        if state.mem.is_empty() {
+            // Nothing new: wait only for what is already sealed.
+            return Ok(state.imms.first().map_or(0, |m| m.id()));
+        }
+        let id = state.mem.id();
+        self.seal()
+            .inspect_err(|e| self.engine.set_bg_error(e.clone()))?;
+        Ok(id)
+    }
+
+    fn seal(&mut self) -> Result<()> {
+        self.wait_for_flush_capacity()?;
+        // A power cut must never tear a segment that is followed by another:
+        // replay treats damage before the last segment as corruption.
+        self.wal.sync()?;
+        let number = self.engine.alloc_file_number();
+        let wal = WalWriter::create(&*self.engine.fs, &self.engine.dir, number)?;
+        self.wal = wal;
+        let fresh = Arc::new(Memtable::new(self.next_memtable_id));
+        self.next_memtable_id += 1;
+        self.engine.install(|s| {
+            s.mem.seal(number);
+            let mut imms = Vec::with_capacity(s.imms.len() + 1);
+            imms.push(s.mem.clone());
+            imms.extend(s.imms.iter().cloned());
+            LsmState {
+                mem: fresh,
+                imms,
+                tables: s.tables.clone(),
+            }
+        });
+        self.engine.wake_maintenance();
+        Ok(())
+    }
+
+    fn wait_for_flush_capacity(&self) -> Result<()> {
+        let limit = self.engine.options.max_immutable_memtables.max(1);
+        let mut m = self.engine.maintenance.lock();
+        if self.engine.state().imms.len() < limit {
+            return Ok(());
+        }
+        let started = Instant::now();
+        Counters::add(&self.engine.counters.write_stalls, 1);
+        while self.engine.state().imms.len() >= limit {
+            if let Some(err) = self.engine.bg_error() {
+                return Err(err);
+            }
+            if m.shutdown {
+                return Err(Error::closed());
+            }
+            self.engine.flush_done.wait(&mut m);
+        }
+        Counters::add(
+            &self.engine.counters.write_stall_micros,
+            started.elapsed().as_micros() as u64,
+        );
+        Ok(())
+    }
+}

@@ -1,0 +1,257 @@
+//! `Database`: the public handle. Handles opened on the same directory in
+//! one process share one engine (a second engine would fail on the
+//! directory lock); the engine shuts down when the last handle closes.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use parking_lot::Mutex;
+
+use crate::batch::WriteBatch;
+use crate::commit::{CommitMsg, Completion};
+use crate::engine::Engine;
+use crate::error::{Error, IoResultExt, Result};
+use crate::iter::{DbIter, Scan, ScanOptions};
+use crate::key::Timestamp;
+use crate::options::{Options, WriteOptions};
+use crate::recovery::open_engine;
+use crate::stats::Stats;
+
+struct Registered {
+    engine: Arc<Engine>,
+    handles: usize,
+}
+
+/// Engines open in this process, by absolute directory path.
+fn registry() -> &'static Mutex<HashMap<PathBuf, Registered>> {
+    static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Registered>>> = OnceLock::new();
+    REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// An open database. Cheap to share across threads (`Send + Sync`); all
+/// methods take `&self`.
+pub struct Database {
+    engine: Arc<Engine>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("path", &self.engine.dir)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+impl Database {
+    /// Opens (creating if missing) the database in directory `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Database> {
+        Self::open_with(path, Options::default())
+    }
+
+    /// Opens with explicit options. When this process already has the
+    /// directory open, the new handle shares that engine and `options`
+    /// other than `error_if_exists` are ignored.
+    pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Database> {
+        let dir = std::path::absolute(path.as_ref())
+            .ctx(format_args!("resolving {}", path.as_ref().display()))?;
+        let mut open = registry().lock();
+        if let Some(entry) = open.get_mut(&dir) {
+            if options.error_if_exists {
+                return Err(Error::invalid_argument(format!(
+                    "a database already exists at {} (errorIfExists is on)",
+                    dir.display()
+                )));
+            }
+            entry.handles += 1;
+            return Ok(Database::handle(entry.engine.clone()));
+        }
+        let engine = open_engine(&dir, options)?;
+        open.insert(
+            dir,
+            Registered {
+                engine: engine.clone(),
+                handles: 1,
+            },
+        );
+        Ok(Database::handle(engine))
+    }
+
+    fn handle(engine: Arc<Engine>) -> Database {
+        Database {
+            engine,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.engine.dir
+    }
+
+    fn check_open(&self) -> Result<()> {
+        if self.closed.load(Ordering::Acquire) || self.engine.is_closed() {
+            return Err(Error::closed());
+        }
+        Ok(())
+    }
+
+    /// The value of `key`, or `None`.
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.get_with(key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    /// Lends the value of `key` to `f` without copying it out of the engine.
+    pub fn get_with<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        self.check_open()?;
+        let key = key.as_ref();
+        crate::key::check_key(key)?;
+        let snapshot = self.engine.visible_ts();
+        self.engine.state().get_with(key, snapshot, f)
+    }
+
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(key, value)?;
+        self.write(batch).map(drop)
+    }
+
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(key)?;
+        self.write(batch).map(drop)
+    }
+
+    /// Applies `batch` atomically with the database's default durability;
+    /// returns its commit timestamp.
+    pub fn write(&self, batch: WriteBatch) -> Result<Timestamp> {
+        self.write_with(batch, WriteOptions::default())
+    }
+
+    /// Applies `batch` atomically and waits until it is committed (and
+    /// durable, when `sync` is on).
+    pub fn write_with(&self, batch: WriteBatch, options: WriteOptions) -> Result<Timestamp> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.submit(batch, options, move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| Err(Error::closed()))
+    }
+
+    /// Hands `batch` to the commit thread and returns at once; `done` is
+    /// called exactly once, from the commit thread (or from this call when
+    /// the database is closed), with the commit timestamp or the error.
+    /// This is what lets an async caller wait without parking a thread.
+    pub fn submit(
+        &self,
+        batch: WriteBatch,
+        options: WriteOptions,
+        done: impl FnOnce(Result<Timestamp>) + Send + 'static,
+    ) {
+        let done = Completion::new(done);
+        if let Err(e) = self.check_open() {
+            return done.complete(Err(e));
+        }
+        let sync = options.sync.unwrap_or(self.engine.options.sync);
+        self.engine
+            .send_commit(CommitMsg::Write { batch, sync, done });
+    }
+
+    /// A scan over the current state (a consistent snapshot of it).
+    pub fn scan(&self, options: ScanOptions) -> Result<Scan> {
+        self.check_open()?;
+        let snapshot = self.engine.visible_ts();
+        Ok(Scan::new(
+            self.engine.clone(),
+            self.engine.state(),
+            snapshot,
+            options,
+        ))
+    }
+
+    /// Iterates `(key, value)` pairs in key order (see [`ScanOptions`]).
+    pub fn iter(&self, options: ScanOptions) -> Result<DbIter> {
+        Ok(DbIter::new(self.scan(options)?))
+    }
+
+    /// Writes everything in memtables to table files and waits for it.
+    pub fn flush(&self) -> Result<()> {
+        self.check_open()?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.engine.send_commit(CommitMsg::Seal {
+            done: Completion::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        });
+        let target = rx.recv().unwrap_or_else(|_| Err(Error::closed()))?;
+        let engine = &self.engine;
+        let mut m = engine.maintenance.lock();
+        while m.flushed_id < target {
+            if let Some(err) = engine.bg_error() {
+                return Err(err);
+            }
+            if m.shutdown {
+                return Err(Error::closed());
+            }
+            engine.flush_done.wait(&mut m);
+        }
+        Ok(())
+    }
+
+    pub fn stats(&self) -> Stats {
+        let engine = &self.engine;
+        let state = engine.state();
+        let mut s = Stats {
+            visible_ts: engine.visible_ts(),
+            memtable_bytes: state.mem.approximate_bytes() as u64,
+            immutable_memtables: state.imms.len() as u64,
+            tables: state.tables.len() as u64,
+            table_bytes: state.tables.iter().map(|t| t.summary().file_size).sum(),
+            recovery: engine.recovery.clone(),
+            background_error: engine.bg_error().map(|e| e.to_string()),
+            ..Stats::default()
+        };
+        engine.counters.fill(&mut s);
+        s
+    }
+
+    /// Closes this handle. The engine stops (after finishing queued writes
+    /// and syncing the WAL) when the last handle on the directory closes.
+    /// Closing twice is a no-op.
+    pub fn close(&self) -> Result<()> {
+        if self.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let mut open = registry().lock();
+        let last = match open.get_mut(&self.engine.dir) {
+            Some(entry) if Arc::ptr_eq(&entry.engine, &self.engine) => {
+                entry.handles -= 1;
+                entry.handles == 0
+            }
+            _ => false,
+        };
+        if last {
+            open.remove(&self.engine.dir);
+            // Shut down under the registry lock so a concurrent open of the
+            // same path waits for the directory lock to be released.
+            return self.engine.shutdown();
+        }
+        Ok(())
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.check_open().is_err()
+    }
+}
+
+impl Drop for Database {
+    fn drop(&mut self) {
+        let _ = self.close();
+    }
+}

@@ -1,0 +1,200 @@
+//! The shared engine behind every `Database` handle of one directory: the
+//! current LSM state, the visible timestamp, the channels and condition
+//! variables that connect the commit and maintenance threads, and counters.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+
+use crossbeam_channel::Sender;
+use parking_lot::{Condvar, Mutex, RwLock};
+
+use crate::commit::CommitMsg;
+use crate::error::{Error, Result};
+use crate::io::{FileLock, FileSystem};
+use crate::key::Timestamp;
+use crate::memtable::Memtable;
+use crate::options::Options;
+use crate::sstable::Table;
+use crate::stats::Counters;
+use crate::wal::ReplayReport;
+
+/// One consistent view of where data lives. Replaced whole (copy on write)
+/// by the commit thread (seal) and the maintenance thread (flush), so a
+/// reader holding an `Arc<LsmState>` never sees a half-moved memtable.
+pub(crate) struct LsmState {
+    pub mem: Arc<Memtable>,
+    /// Sealed memtables waiting to be flushed, newest first.
+    pub imms: Vec<Arc<Memtable>>,
+    /// Table files, newest first.
+    pub tables: Vec<Arc<Table>>,
+}
+
+/// State shared with the maintenance thread, guarded by one mutex so that
+/// waits on its condition variables cannot miss a wake-up.
+#[derive(Default)]
+pub(crate) struct MaintenanceState {
+    pub shutdown: bool,
+    /// Id of the newest memtable whose contents are in a table file.
+    pub flushed_id: u64,
+}
+
+pub(crate) struct Engine {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub fs: Arc<dyn FileSystem>,
+    state: RwLock<Arc<LsmState>>,
+    /// Every commit with a timestamp <= this is fully applied to the memtable.
+    visible_ts: AtomicU64,
+    pub next_file_number: AtomicU64,
+    /// `None` once shutdown began; senders hold the read lock while sending
+    /// so no request can slip in behind the shutdown.
+    commit_tx: RwLock<Option<Sender<CommitMsg>>>,
+    /// The first unrecoverable background failure (a failed WAL write or
+    /// fsync, a failed flush). Once set, writes fail with it: continuing
+    /// after a failed fsync could acknowledge data the disk never got.
+    bg_error: Mutex<Option<Error>>,
+    pub maintenance: Mutex<MaintenanceState>,
+    /// Signalled when a memtable is sealed (work for the maintenance thread).
+    pub work_ready: Condvar,
+    /// Signalled when a flush finishes or fails (stalled writers, `flush()`).
+    pub flush_done: Condvar,
+    pub counters: Counters,
+    pub recovery: ReplayReport,
+    commit_thread: Mutex<Option<JoinHandle<()>>>,
+    maintenance_thread: Mutex<Option<JoinHandle<()>>>,
+    lock: Mutex<Option<Box<dyn FileLock>>>,
+}
+
+pub(crate) struct EngineParts {
+    pub dir: PathBuf,
+    pub options: Options,
+    pub state: LsmState,
+    pub last_ts: Timestamp,
+    pub next_file_number: u64,
+    pub flushed_id: u64,
+    pub recovery: ReplayReport,
+    pub commit_tx: Sender<CommitMsg>,
+    pub lock: Box<dyn FileLock>,
+}
+
+impl Engine {
+    pub fn new(parts: EngineParts) -> Engine {
+        Engine {
+            fs: parts.options.fs.clone(),
+            dir: parts.dir,
+            options: parts.options,
+            state: RwLock::new(Arc::new(parts.state)),
+            visible_ts: AtomicU64::new(parts.last_ts),
+            next_file_number: AtomicU64::new(parts.next_file_number),
+            commit_tx: RwLock::new(Some(parts.commit_tx)),
+            bg_error: Mutex::new(None),
+            maintenance: Mutex::new(MaintenanceState {
+                shutdown: false,
+                flushed_id: parts.flushed_id,
+            }),
+            work_ready: Condvar::new(),
+            flush_done: Condvar::new(),
+            counters: Counters::default(),
+            recovery: parts.recovery,
+            commit_thread: Mutex::new(None),
+            maintenance_thread: Mutex::new(None),
+            lock: Mutex::new(Some(parts.lock)),
+        }
+    }
+
+    pub fn set_threads(&self, commit: JoinHandle<()>, maintenance: JoinHandle<()>) {
+        *self.commit_thread.lock() = Some(commit);
+        *self.maintenance_thread.lock() = Some(maintenance);
+    }
+
+    pub fn state(&self) -> Arc<LsmState> {
+        self.state.read().clone()
+    }
+
+    /// Replaces the LSM state through `edit`, which builds the new one.
+    pub fn install(&self, edit: impl FnOnce(&LsmState) -> LsmState) {
+        let mut guard = self.state.write();
+        let next = edit(&guard);
+        *guard = Arc::new(next);
+    }
+
+    pub fn visible_ts(&self) -> Timestamp {
+        self.visible_ts.load(Ordering::Acquire)
+    }
+
+    pub fn publish_ts(&self, ts: Timestamp) {
+        self.visible_ts.store(ts, Ordering::Release);
+    }
+
+    pub fn alloc_file_number(&self) -> u64 {
+        self.next_file_number.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn bg_error(&self) -> Option<Error> {
+        self.bg_error.lock().clone()
+    }
+
+    /// Records the first background failure and wakes everyone who waits on
+    /// background progress so they can report it.
+    pub fn set_bg_error(&self, err: Error) {
+        {
+            let mut slot = self.bg_error.lock();
+            if slot.is_none() {
+                *slot = Some(err);
+            }
+        }
+        let _guard = self.maintenance.lock();
+        self.flush_done.notify_all();
+        self.work_ready.notify_all();
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.commit_tx.read().is_none()
+    }
+
+    /// Hands a request to the commit thread. When the engine is closed the
+    /// request is dropped, which completes it with a `Closed` error.
+    pub fn send_commit(&self, msg: CommitMsg) {
+        let guard = self.commit_tx.read();
+        if let Some(tx) = guard.as_ref() {
+            // A send error means the commit thread is gone; dropping the
+            // message completes it with `Closed`.
+            let _ = tx.send(msg);
+        }
+    }
+
+    /// Wakes the maintenance thread after a memtable was sealed.
+    pub fn wake_maintenance(&self) {
+        let _guard = self.maintenance.lock();
+        self.work_ready.notify_one();
+    }
+
+    /// Stops accepting writes, lets the commit thread finish what is queued
+    /// (and sync the WAL), stops the maintenance thread after its current
+    /// flush, and releases the directory lock.
+    pub fn shutdown(&self) -> Result<()> {
+        drop(self.commit_tx.write().take());
+        let mut panicked = false;
+        // The commit thread goes first: a write stalled on a full set of
+        // sealed memtables needs the maintenance thread to drain its queue.
+        if let Some(t) = self.commit_thread.lock().take() {
+            panicked |= t.join().is_err();
+        }
+        {
+            let mut m = self.maintenance.lock();
+            m.shutdown = true;
+            self.work_ready.notify_all();
+            self.flush_done.notify_all();
+        }
+        if let Some(t) = self.maintenance_thread.lock().take() {
+            panicked |= t.join().is_err();
+        }
+        drop(self.lock.lock().take());
+        if panicked {
+            return Err(Error::internal("a background thread panicked"));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,385 @@
+//! Range scans. A scan holds one consistent `LsmState` and a snapshot
+//! timestamp, and produces entries in batches. Each batch re-positions a
+//! cursor per source (memtables and tables) just past the last key it
+//! returned and merges them, so no cursor has to outlive a call: this keeps
+//! the skiplist borrows inside one function and costs one seek per source
+//! per batch.
+
+use std::cmp::Ordering;
+use std::collections::VecDeque;
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crossbeam_skiplist::map::{Entry, Range};
+
+use crate::engine::{Engine, LsmState};
+use crate::error::{Error, Result};
+use crate::key::{compare_versions, Timestamp, ValueKind};
+use crate::memtable::{MemKey, MemValue};
+use crate::sstable::TableIter;
+
+/// Which keys a scan visits, in which direction, and how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScanOptions {
+    pub lower: Bound<Vec<u8>>,
+    pub upper: Bound<Vec<u8>>,
+    pub reverse: bool,
+    pub limit: Option<usize>,
+}
+
+impl Default for ScanOptions {
+    fn default() -> Self {
+        ScanOptions {
+            lower: Bound::Unbounded,
+            upper: Bound::Unbounded,
+            reverse: false,
+            limit: None,
+        }
+    }
+}
+
+impl ScanOptions {
+    /// Every key that starts with `prefix`.
+    pub fn prefix(prefix: &[u8]) -> Self {
+        ScanOptions {
+            lower: Bound::Included(prefix.to_vec()),
+            upper: prefix_successor(prefix).map_or(Bound::Unbounded, Bound::Excluded),
+            ..ScanOptions::default()
+        }
+    }
+
+    pub fn reverse(mut self, reverse: bool) -> Self {
+        self.reverse = reverse;
+        self
+    }
+
+    pub fn limit(mut self, limit: usize) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+}
+
+/// The smallest key greater than every key starting with `prefix`, or
+/// `None` when there is none (the prefix is empty or all 0xff bytes).
+pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// A scan in progress; see the module docs.
+pub struct Scan {
+    engine: Arc<Engine>,
+    state: Arc<LsmState>,
+    snapshot: Timestamp,
+    options: ScanOptions,
+    /// The last user key already consumed; the next batch starts after it.
+    resume: Option<Vec<u8>>,
+    returned: usize,
+    done: bool,
+}
+
+type MemRange<'a> = Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, MemValue>;
+
+enum Cursor<'a> {
+    Mem {
+        range: MemRange<'a>,
+        current: Option<Entry<'a, MemKey, MemValue>>,
+    },
+    Table(TableIter),
+}
+
+struct Version<'s> {
+    key: &'s [u8],
+    ts: Timestamp,
+    kind: ValueKind,
+    value: &'s [u8],
+}
+
+impl Cursor<'_> {
+    fn current(&self) -> Option<Version<'_>> {
+        match self {
+            Cursor::Mem { current, .. } => current.as_ref().map(|e| Version {
+                key: &e.key().user_key,
+                ts: e.key().ts,
+                kind: e.value().kind,
+                value: &e.value().value,
+            }),
+            Cursor::Table(it) => it.entry().map(|e| Version {
+                key: e.user_key,
+                ts: e.ts,
+                kind: e.kind,
+                value: e.value,
+            }),
+        }
+    }
+
+    fn advance(&mut self, reverse: bool) -> Result<()> {
+        match self {
+            Cursor::Mem { range, current } => {
+                *current = if reverse {
+                    range.next_back()
+                } else {
+                    range.next()
+                };
+                Ok(())
+            }
+            Cursor::Table(it) if reverse => it.prev(),
+            Cursor::Table(it) => it.next(),
+        }
+    }
+}
+
+impl Scan {
+    pub(crate) fn new(
+        engine: Arc<Engine>,
+        state: Arc<LsmState>,
+        snapshot: Timestamp,
+        options: ScanOptions,
+    ) -> Self {
+        Scan {
+            engine,
+            state,
+            snapshot,
+            options,
+            resume: None,
+            returned: 0,
+            done: false,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Up to `max_entries` visible (key, value) pairs, stopping early once
+    /// `max_bytes` of keys and values are collected. An empty result means
+    /// the scan is finished.
+    pub fn next_batch(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        if self.engine.is_closed() {
+            return Err(Error::closed());
+        }
+        let mut out = Vec::new();
+        if self.done {
+            return Ok(out);
+        }
+        let state = self.state.clone();
+        let reverse = self.options.reverse;
+        let mut cursors = self.open_cursors(&state)?;
+        let mut bytes = 0usize;
+        let mut last_skipped: Option<Vec<u8>> = None;
+        while out.len() < max_entries.max(1) && bytes < max_bytes.max(1) {
+            if self.options.limit.is_some_and(|l| self.returned >= l) {
+                self.done = true;
+                break;
+            }
+            let Some(key) = pick(&cursors, reverse)
+                .and_then(|i| cursors[i].current())
+                .map(|v| v.key.to_vec())
+            else {
+                self.done = true;
+                break;
+            };
+            if self.past_end(&key) {
+                self.done = true;
+                break;
+            }
+            let chosen = self.consume_group(&mut cursors, &key)?;
+            match chosen {
+                Some(value) => {
+                    bytes += key.len() + value.len();
+                    out.push((key, value));
+                    self.returned += 1;
+                    last_skipped = None;
+                }
+                None => last_skipped = Some(key),
+            }
+        }
+        self.resume = last_skipped.or_else(|| out.last().map(|(k, _)| k.clone()));
+        Ok(out)
+    }
+
+    /// Consumes every version of `key` and returns the value visible at the
+    /// snapshot (`None` when absent or deleted).
+    fn consume_group(&self, cursors: &mut [Cursor<'_>], key: &[u8]) -> Result<Option<Vec<u8>>> {
+        let reverse = self.options.reverse;
+        let mut chosen: Option<(ValueKind, Vec<u8>)> = None;
+        while let Some(i) = pick(cursors, reverse) {
+            let Some(v) = cursors[i].current() else { break };
+            if v.key != key {
+                break;
+            }
+            // Forward, versions come newest first, so the first visible one
+            // wins; in reverse they come oldest first, so the last one does.
+            if v.ts <= self.snapshot && (reverse || chosen.is_none()) {
+                chosen = Some((v.kind, v.value.to_vec()));
+            }
+            cursors[i].advance(reverse)?;
+        }
+        Ok(match chosen {
+            Some((ValueKind::Put, value)) => Some(value),
+            _ => None,
+        })
+    }
+
+    fn past_end(&self, key: &[u8]) -> bool {
+        if self.options.reverse {
+            match &self.options.lower {
+                Bound::Included(l) => key < l.as_slice(),
+                Bound::Excluded(l) => key <= l.as_slice(),
+                Bound::Unbounded => false,
+            }
+        } else {
+            match &self.options.upper {
+                Bound::Included(u) => key > u.as_slice(),
+                Bound::Excluded(u) => key >= u.as_slice(),
+                Bound::Unbounded => false,
+            }
+        }
+    }
+
+    /// Where this batch starts: just past the last consumed key, or at the
+    /// scan's own starting bound.
+    fn start_bound(&self) -> Bound<&[u8]> {
+        if let Some(k) = &self.resume {
+            return Bound::Excluded(k);
+        }
+        let b = if self.options.reverse {
+            &self.options.upper
+        } else {
+            &self.options.lower
+        };
+        match b {
+            Bound::Included(k) => Bound::Included(k),
+            Bound::Excluded(k) => Bound::Excluded(k),
+            Bound::Unbounded => Bound::Unbounded,
+        }
+    }
+
+    fn open_cursors<'s>(&self, state: &'s LsmState) -> Result<Vec<Cursor<'s>>> {
+        let reverse = self.options.reverse;
+        let start = self.start_bound();
+        // Timestamps are >= 1, so (k, u64::MAX) sorts before every version of
+        // k and (k, 0) after every version of k.
+        let (lower, upper) = match (reverse, start) {
+            (_, Bound::Unbounded) => (Bound::Unbounded, Bound::Unbounded),
+            (false, Bound::Included(k)) => {
+                (Bound::Included(MemKey::new(k, u64::MAX)), Bound::Unbounded)
+            }
+            (false, Bound::Excluded(k)) => (Bound::Excluded(MemKey::new(k, 0)), Bound::Unbounded),
+            (true, Bound::Included(k)) => (Bound::Unbounded, Bound::Included(MemKey::new(k, 0))),
+            (true, Bound::Excluded(k)) => {
+                (Bound::Unbounded, Bound::Excluded(MemKey::new(k, u64::MAX)))
+            }
+        };
+        let mut cursors = Vec::with_capacity(1 + state.imms.len() + state.tables.len());
+        for mem in std::iter::once(&state.mem).chain(state.imms.iter()) {
+            let mut cursor = Cursor::Mem {
+                range: mem.range(lower.clone(), upper.clone()),
+                current: None,
+            };
+            cursor.advance(reverse)?;
+            cursors.push(cursor);
+        }
+        for table in &state.tables {
+            let mut it = TableIter::new(table.clone());
+            match (reverse, start) {
+                (false, Bound::Unbounded) => it.seek_to_first()?,
+                (true, Bound::Unbounded) => it.seek_to_last()?,
+                (false, Bound::Included(k) | Bound::Excluded(k)) => it.seek(k)?,
+                (true, Bound::Included(k) | Bound::Excluded(k)) => it.seek_for_prev(k)?,
+            }
+            if let Bound::Excluded(k) = start {
+                while it.entry().is_some_and(|e| e.user_key == k) {
+                    if reverse {
+                        it.prev()?;
+                    } else {
+                        it.next()?;
+                    }
+                }
+            }
+            cursors.push(Cursor::Table(it));
+        }
+        Ok(cursors)
+    }
+}
+
+/// The cursor whose current version comes first in scan order.
+fn pick(cursors: &[Cursor<'_>], reverse: bool) -> Option<usize> {
+    let want = if reverse {
+        Ordering::Greater
+    } else {
+        Ordering::Less
+    };
+    let mut best: Option<(usize, Version<'_>)> = None;
+    for (i, c) in cursors.iter().enumerate() {
+        let Some(v) = c.current() else { continue };
+        let better = match &best {
+            None => true,
+            Some((_, b)) => compare_versions(v.key, v.ts, b.key, b.ts) == want,
+        };
+        if better {
+            best = Some((i, v));
+        }
+    }
+    best.map(|(i, _)| i)
+}
+
+/// A Rust iterator over a scan, fetching entries in batches.
+pub struct DbIter {
+    scan: Scan,
+    buffer: VecDeque<(Vec<u8>, Vec<u8>)>,
+    failed: bool,
+}
+
+const ITER_BATCH: usize = 256;
+const ITER_BATCH_BYTES: usize = 1 << 20;
+
+impl DbIter {
+    pub(crate) fn new(scan: Scan) -> Self {
+        DbIter {
+            scan,
+            buffer: VecDeque::new(),
+            failed: false,
+        }
+    }
+}
+
+impl Iterator for DbIter {
+    type Item = Result<(Vec<u8>, Vec<u8>)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.buffer.is_empty() && !self.failed && !self.scan.is_done() {
+            match self.scan.next_batch(ITER_BATCH, ITER_BATCH_BYTES) {
+                Ok(batch) => self.buffer.extend(batch),
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        self.buffer.pop_front().map(Ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefix_successor_cases() {
+        assert_eq!(prefix_successor(b"abc"), Some(b"abd".to_vec()));
+        assert_eq!(prefix_successor(b"a\xff\xff"), Some(b"b".to_vec()));
+        assert_eq!(prefix_successor(b"\xff"), None);
+        assert_eq!(prefix_successor(b""), None);
+    }
+}

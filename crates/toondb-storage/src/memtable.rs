@@ -1,0 +1,204 @@
+//! The memtable: a lock-free skiplist (crossbeam-skiplist) of versions keyed
+//! by (user key ascending, commit timestamp descending). Only the commit
+//! thread inserts; any thread reads. A version is never modified once
+//! inserted, so readers need no lock.
+
+use std::cmp::Ordering;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+
+use crossbeam_skiplist::SkipMap;
+
+use crate::batch::WriteBatch;
+use crate::key::{compare_versions, Timestamp, ValueKind};
+
+/// Skiplist key: one version of a user key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct MemKey {
+    pub user_key: Box<[u8]>,
+    pub ts: Timestamp,
+}
+
+impl Ord for MemKey {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_versions(&self.user_key, self.ts, &other.user_key, other.ts)
+    }
+}
+
+impl PartialOrd for MemKey {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl MemKey {
+    pub fn new(user_key: &[u8], ts: Timestamp) -> Self {
+        MemKey {
+            user_key: user_key.into(),
+            ts,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct MemValue {
+    pub kind: ValueKind,
+    pub value: Box<[u8]>,
+}
+
+/// Per-entry bookkeeping the skiplist adds beyond key and value bytes; an
+/// estimate, used only to decide when to rotate.
+const ENTRY_OVERHEAD: usize = 64;
+
+pub(crate) struct Memtable {
+    map: SkipMap<MemKey, MemValue>,
+    approximate_bytes: AtomicUsize,
+    /// Sequence number of this memtable; `Database::flush` waits on it.
+    id: u64,
+    /// Set when the memtable is sealed: the first WAL segment that holds
+    /// none of its writes (the manifest's `log_number` once it is flushed).
+    sealed_log: AtomicU64,
+    max_ts: AtomicU64,
+}
+
+impl Memtable {
+    pub fn new(id: u64) -> Self {
+        Memtable {
+            map: SkipMap::new(),
+            approximate_bytes: AtomicUsize::new(0),
+            id,
+            sealed_log: AtomicU64::new(0),
+            max_ts: AtomicU64::new(0),
+        }
+    }
+
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub fn approximate_bytes(&self) -> usize {
+        self.approximate_bytes.load(AtomicOrdering::Relaxed)
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    pub fn max_ts(&self) -> Timestamp {
+        self.max_ts.load(AtomicOrdering::Acquire)
+    }
+
+    pub fn seal(&self, next_log: u64) {
+        self.sealed_log.store(next_log, AtomicOrdering::Release);
+    }
+
+    pub fn sealed_log(&self) -> u64 {
+        self.sealed_log.load(AtomicOrdering::Acquire)
+    }
+
+    /// Inserts every operation of `batch` as a version at `ts`. A key that
+    /// appears twice in one batch keeps its last operation, because the
+    /// skiplist replaces an equal (key, ts) entry.
+    pub fn apply(&self, batch: &WriteBatch, ts: Timestamp) {
+        let mut added = 0;
+        for op in batch.iter() {
+            added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
+            self.map.insert(
+                MemKey::new(op.key, ts),
+                MemValue {
+                    kind: op.kind,
+                    value: op.value.into(),
+                },
+            );
+        }
+        self.approximate_bytes
+            .fetch_add(added, AtomicOrdering::Relaxed);
+        self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
+    }
+
+    /// The newest version of `key` with a timestamp <= `snapshot`.
+    #[cfg(test)]
+    pub fn get(&self, key: &[u8], snapshot: Timestamp) -> Option<(Timestamp, MemValue)> {
+        self.get_ref(key, snapshot, |_, _| ())?;
+        let probe = MemKey::new(key, snapshot);
+        let entry = self.map.lower_bound(Bound::Included(&probe))?;
+        Some((entry.key().ts, entry.value().clone()))
+    }
+
+    /// Like `get`, but lends the version to `f` instead of copying it.
+    /// Returns `None` (without calling `f`) when this memtable has no
+    /// version of `key` at or below `snapshot`.
+    pub fn get_ref<R>(
+        &self,
+        key: &[u8],
+        snapshot: Timestamp,
+        f: impl FnOnce(ValueKind, &[u8]) -> R,
+    ) -> Option<R> {
+        let probe = MemKey::new(key, snapshot);
+        let entry = self.map.lower_bound(Bound::Included(&probe))?;
+        if &*entry.key().user_key != key {
+            return None;
+        }
+        let value = entry.value();
+        Some(f(value.kind, &value.value))
+    }
+
+    /// Versions in internal order between the bounds (see `read.rs` for how
+    /// user-key bounds become version bounds).
+    pub fn range(
+        &self,
+        lower: Bound<MemKey>,
+        upper: Bound<MemKey>,
+    ) -> crossbeam_skiplist::map::Range<'_, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, MemValue>
+    {
+        self.map.range((lower, upper))
+    }
+
+    /// All versions in internal order (for flushing to a table file).
+    pub fn iter(&self) -> crossbeam_skiplist::map::Iter<'_, MemKey, MemValue> {
+        self.map.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch(ops: &[(&str, Option<&str>)]) -> WriteBatch {
+        let mut b = WriteBatch::new();
+        for (k, v) in ops {
+            match v {
+                Some(v) => b.put(k, v).unwrap(),
+                None => b.delete(k).unwrap(),
+            };
+        }
+        b
+    }
+
+    #[test]
+    fn reads_see_only_versions_at_or_before_the_snapshot() {
+        let m = Memtable::new(1);
+        m.apply(&batch(&[("a", Some("1"))]), 1);
+        m.apply(&batch(&[("a", Some("2")), ("b", Some("x"))]), 2);
+        m.apply(&batch(&[("a", None)]), 3);
+        assert!(m.get(b"a", 0).is_none());
+        assert_eq!(&*m.get(b"a", 1).unwrap().1.value, b"1");
+        assert_eq!(&*m.get(b"a", 2).unwrap().1.value, b"2");
+        assert_eq!(m.get(b"a", 3).unwrap().1.kind, ValueKind::Delete);
+        assert!(m.get(b"aa", 3).is_none());
+        assert!(m.get(b"", 3).is_none());
+        assert_eq!(m.max_ts(), 3);
+    }
+
+    #[test]
+    fn last_write_in_a_batch_wins() {
+        let m = Memtable::new(1);
+        m.apply(&batch(&[("k", Some("1")), ("k", Some("2"))]), 5);
+        assert_eq!(&*m.get(b"k", 5).unwrap().1.value, b"2");
+        assert_eq!(m.len(), 1);
+    }
+}

@@ -1,0 +1,151 @@
+//! Opening a database: lock the directory, load the manifest, open the
+//! table files, replay the WAL segments the manifest does not cover into a
+//! memtable, write a fresh manifest, and start the engine's threads.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::batch::WriteBatch;
+use crate::commit::CommitThread;
+use crate::engine::{Engine, EngineParts, LsmState};
+use crate::error::{Error, ErrorKind, Result};
+use crate::flush::MaintenanceThread;
+use crate::memtable::Memtable;
+use crate::options::Options;
+use crate::sstable::{parse_table_name, table_file_name, Table};
+use crate::version::{parse_manifest_name, Manifest, ManifestState};
+use crate::wal::{self, parse_segment_name, WalWriter};
+
+pub(crate) const LOCK_FILE: &str = "LOCK";
+const CURRENT_FILE: &str = "CURRENT";
+
+pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
+    let fs = options.fs.clone();
+    if !fs.exists(dir) {
+        if !options.create_if_missing {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no database at {} (createIfMissing is off)", dir.display()),
+            ));
+        }
+        fs.create_dir_all(dir)?;
+    }
+    let lock = fs.lock(&dir.join(LOCK_FILE))?;
+    let names = fs.list(dir)?;
+
+    let loaded = Manifest::load(&*fs, dir)?;
+    let mut state = match loaded {
+        Some(_) if options.error_if_exists => {
+            return Err(Error::invalid_argument(format!(
+                "a database already exists at {} (errorIfExists is on)",
+                dir.display()
+            )))
+        }
+        Some(state) => state,
+        None => {
+            if names
+                .iter()
+                .any(|n| parse_table_name(n).is_some() || parse_manifest_name(n).is_some())
+            {
+                return Err(Error::corruption(format!(
+                    "{} has table or manifest files but no {CURRENT_FILE}",
+                    dir.display()
+                )));
+            }
+            ManifestState {
+                next_file_number: 1,
+                ..ManifestState::default()
+            }
+        }
+    };
+
+    // Newest first: tables were appended to the manifest in flush order.
+    let mut tables = Vec::with_capacity(state.tables.len());
+    for meta in state.tables.iter().rev() {
+        let path = dir.join(table_file_name(meta.number));
+        let table = Table::open(meta.number, fs.map(&path)?)
+            .map_err(|e| e.context(format_args!("opening table {}", path.display())))?;
+        tables.push(Arc::new(table));
+    }
+
+    let mut max_file_number = state.next_file_number.saturating_sub(1);
+    let mut segments = Vec::new();
+    for name in &names {
+        let number = parse_segment_name(name)
+            .or_else(|| parse_table_name(name))
+            .or_else(|| parse_manifest_name(name));
+        if let Some(n) = number {
+            max_file_number = max_file_number.max(n);
+        }
+        match parse_segment_name(name) {
+            Some(n) if n >= state.log_number => segments.push(n),
+            Some(_) => {
+                let _ = fs.remove(&dir.join(name)); // flushed already
+            }
+            None => {}
+        }
+        if let Some(n) = parse_table_name(name) {
+            if !state.tables.iter().any(|t| t.number == n) {
+                // Written by a flush that crashed before its manifest edit.
+                let _ = fs.remove(&dir.join(name));
+            }
+        }
+    }
+    segments.sort_unstable();
+
+    let mem = Memtable::new(1);
+    let mut last_ts = state.last_ts;
+    let recovery = wal::replay(&*fs, dir, &segments, |payload| {
+        let (ts, batch) = WriteBatch::decode_record(payload)?;
+        mem.apply(&batch, ts);
+        last_ts = last_ts.max(ts);
+        Ok(())
+    })?;
+
+    let mut next_file_number = max_file_number + 1;
+    let wal_number = next_file_number;
+    let manifest_number = next_file_number + 1;
+    next_file_number += 2;
+    let wal = WalWriter::create(&*fs, dir, wal_number)?;
+    state.next_file_number = next_file_number;
+    state.last_ts = last_ts;
+    let manifest = Manifest::create(fs.clone(), dir, manifest_number, state)?;
+
+    let (commit_tx, commit_rx) = crossbeam_channel::bounded(options.commit_queue_len.max(1));
+    let engine = Arc::new(Engine::new(EngineParts {
+        dir: dir.to_path_buf(),
+        options,
+        state: LsmState {
+            mem: Arc::new(mem),
+            imms: Vec::new(),
+            tables,
+        },
+        last_ts,
+        next_file_number,
+        flushed_id: 0,
+        recovery,
+        commit_tx,
+        lock,
+    }));
+
+    let committer = CommitThread::new(engine.clone(), commit_rx, wal, last_ts, 2);
+    let maintainer = MaintenanceThread::new(engine.clone(), manifest);
+    let commit = spawn("toondb-commit", move || committer.run())?;
+    let maintenance = match spawn("toondb-maintenance", move || maintainer.run()) {
+        Ok(t) => t,
+        Err(e) => {
+            engine.set_threads(commit, std::thread::spawn(|| {}));
+            let _ = engine.shutdown();
+            return Err(e);
+        }
+    };
+    engine.set_threads(commit, maintenance);
+    Ok(engine)
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| Error::io(e, format_args!("starting the {name} thread")))
+}

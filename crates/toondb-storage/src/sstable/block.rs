@@ -1,0 +1,247 @@
+//! Block framing shared by data, index and properties blocks
+//! (docs/format-table.md, "Blocks"):
+//!
+//! `entry* | entry offsets u32 LE * count | count u32 LE | crc32 u32 LE`
+//!
+//! with each entry `key_len varint | value_len varint | key | value`. The
+//! offsets array lets readers binary-search a block without scanning it; the
+//! CRC covers every byte of the block before it.
+//!
+//! Decoding never trusts the bytes: every length and offset is bounds-checked
+//! and failures come back as a short `&'static str` that the table reader
+//! wraps with the table number and block offset.
+
+use std::ops::Range;
+
+use crate::coding::{put_varint, Reader};
+use crate::error::{Error, Result};
+
+/// Bytes after the offsets array: entry count and CRC.
+pub(crate) const BLOCK_TRAILER_LEN: usize = 8;
+
+/// Accumulates the entries of one block and frames them.
+#[derive(Debug, Default)]
+pub(crate) struct BlockBuilder {
+    buf: Vec<u8>,
+    offsets: Vec<u32>,
+}
+
+impl BlockBuilder {
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        // Offsets and block lengths are u32 in the format; a block only grows
+        // past its target by one entry, so this needs a >4 GiB entry to fail.
+        let offset = u32::try_from(self.buf.len())
+            .map_err(|_| Error::invalid_argument("table block would exceed 4 GiB"))?;
+        self.offsets.push(offset);
+        put_varint(&mut self.buf, key.len() as u64);
+        put_varint(&mut self.buf, value.len() as u64);
+        self.buf.extend_from_slice(key);
+        self.buf.extend_from_slice(value);
+        Ok(())
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Size of the block if it were finished now.
+    pub(crate) fn framed_len(&self) -> usize {
+        self.buf.len() + 4 * self.offsets.len() + BLOCK_TRAILER_LEN
+    }
+
+    /// Appends the framed block to `out`, resets the builder and returns the
+    /// block's length.
+    pub(crate) fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<u32> {
+        let len = u32::try_from(self.framed_len())
+            .map_err(|_| Error::invalid_argument("table block would exceed 4 GiB"))?;
+        let start = out.len();
+        out.extend_from_slice(&self.buf);
+        for off in &self.offsets {
+            out.extend_from_slice(&off.to_le_bytes());
+        }
+        // `len` fitting in u32 bounds the count too.
+        out.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
+        let crc = crc32fast::hash(&out[start..]);
+        out.extend_from_slice(&crc.to_le_bytes());
+        self.buf.clear();
+        self.offsets.clear();
+        Ok(len)
+    }
+}
+
+/// A block whose trailer has been checked, addressed by absolute offsets
+/// into the file bytes so an iterator can keep it without borrowing them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct BlockLayout {
+    /// File offset of the block's first byte.
+    start: usize,
+    /// Length of the entries region (= start of the offsets array), relative
+    /// to `start`.
+    entries_end: usize,
+    count: usize,
+}
+
+/// Absolute byte ranges of one entry's key and value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct RawEntry {
+    pub(crate) key: Range<usize>,
+    pub(crate) value: Range<usize>,
+}
+
+impl BlockLayout {
+    /// Checks the block `file[start..start + len]`: the CRC when `verify`
+    /// (callers skip it for blocks they have verified before), then that the
+    /// count and offsets array fit.
+    pub(crate) fn parse(
+        file: &[u8],
+        start: usize,
+        len: usize,
+        verify: bool,
+    ) -> Result<BlockLayout, &'static str> {
+        let block = start
+            .checked_add(len)
+            .and_then(|end| file.get(start..end))
+            .ok_or("block extends past the end of the file")?;
+        let body_len = len
+            .checked_sub(BLOCK_TRAILER_LEN)
+            .ok_or("block is shorter than its trailer")?;
+        let mut trailer = Reader::new(block.get(body_len..).unwrap_or_default());
+        let (Some(count), Some(crc)) = (trailer.u32_le(), trailer.u32_le()) else {
+            return Err("block is shorter than its trailer");
+        };
+        if verify {
+            let covered = block.get(..len - 4).unwrap_or_default();
+            if crc32fast::hash(covered) != crc {
+                return Err("block checksum mismatch");
+            }
+        }
+        let count = count as usize;
+        let entries_end = count
+            .checked_mul(4)
+            .and_then(|offsets_len| body_len.checked_sub(offsets_len))
+            .ok_or("block entry count does not fit in the block")?;
+        Ok(BlockLayout {
+            start,
+            entries_end,
+            count,
+        })
+    }
+
+    pub(crate) fn count(&self) -> usize {
+        self.count
+    }
+
+    /// Locates entry `i`. Only its framing is checked; what the key means is
+    /// up to the caller.
+    pub(crate) fn entry(&self, file: &[u8], i: usize) -> Result<RawEntry, &'static str> {
+        if i >= self.count {
+            return Err("entry index past the block's entry count");
+        }
+        // In range: parse() checked entries_end + 4 * count <= block length.
+        let slot = self.start + self.entries_end + 4 * i;
+        let offset = file
+            .get(slot..slot + 4)
+            .and_then(|b| Reader::new(b).u32_le())
+            .ok_or("entry offset past the end of the block")? as usize;
+        let entry_start = self.start + offset;
+        let region = file
+            .get(entry_start..self.start + self.entries_end)
+            .ok_or("entry offset past the end of the entries")?;
+        let mut r = Reader::new(region);
+        let key_len = r.varint().ok_or("bad entry key length")?;
+        let value_len = r.varint().ok_or("bad entry value length")?;
+        let header = region.len() - r.remaining();
+        let key_len = usize::try_from(key_len).map_err(|_| "entry key too long")?;
+        let value_len = usize::try_from(value_len).map_err(|_| "entry value too long")?;
+        r.bytes(key_len).ok_or("entry key runs past the entries")?;
+        r.bytes(value_len)
+            .ok_or("entry value runs past the entries")?;
+        // No overflow: both ranges lie inside `region`, a slice in memory.
+        let key_start = entry_start + header;
+        let value_start = key_start + key_len;
+        Ok(RawEntry {
+            key: key_start..value_start,
+            value: value_start..value_start + value_len,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn build(entries: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut b = BlockBuilder::new();
+        for (k, v) in entries {
+            b.add(k, v).unwrap();
+        }
+        let expected = b.framed_len();
+        let mut out = vec![0xAA; 3]; // blocks need not start at offset 0
+        let len = b.finish_into(&mut out).unwrap();
+        assert_eq!(len as usize, expected);
+        assert_eq!(out.len(), 3 + expected);
+        assert!(b.is_empty());
+        out
+    }
+
+    #[test]
+    fn block_round_trip() {
+        let entries: &[(&[u8], &[u8])] = &[(b"a", b""), (b"bb", b"value"), (&[7; 300], &[9; 200])];
+        let file = build(entries);
+        let layout = BlockLayout::parse(&file, 3, file.len() - 3, true).unwrap();
+        assert_eq!(layout.count(), 3);
+        for (i, (k, v)) in entries.iter().enumerate() {
+            let e = layout.entry(&file, i).unwrap();
+            assert_eq!(&file[e.key], *k);
+            assert_eq!(&file[e.value], *v);
+        }
+        assert!(layout.entry(&file, 3).is_err());
+    }
+
+    #[test]
+    fn empty_block_round_trip() {
+        let file = build(&[]);
+        let layout = BlockLayout::parse(&file, 3, file.len() - 3, true).unwrap();
+        assert_eq!(layout.count(), 0);
+    }
+
+    #[test]
+    fn block_damage_is_an_error() {
+        let file = build(&[(b"key", b"value"), (b"key2", b"value2")]);
+        for i in 3..file.len() {
+            let mut bad = file.clone();
+            bad[i] ^= 0x01;
+            assert!(
+                BlockLayout::parse(&bad, 3, bad.len() - 3, true).is_err(),
+                "byte {i}"
+            );
+        }
+        for len in 0..file.len() - 3 {
+            assert!(BlockLayout::parse(&file[..3 + len], 3, len, true).is_err());
+        }
+        assert!(BlockLayout::parse(&file, 3, file.len(), true).is_err());
+        assert!(BlockLayout::parse(&file, usize::MAX, 10, true).is_err());
+    }
+
+    #[test]
+    fn unverified_garbage_does_not_panic() {
+        // Without the CRC, structural checks alone must keep decoding safe.
+        let mut file = build(&[(b"key", b"value"), (b"key2", b"value2")]);
+        let n = file.len();
+        for i in 0..n {
+            for x in [0x01u8, 0x80, 0xFF] {
+                file[i] ^= x;
+                if let Ok(layout) = BlockLayout::parse(&file, 3, n - 3, false) {
+                    for j in 0..layout.count().min(4) {
+                        let _ = layout.entry(&file, j);
+                    }
+                }
+                file[i] ^= x;
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! Engine counters and the `Stats` snapshot returned by `Database::stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::key::Timestamp;
+use crate::wal::ReplayReport;
+
+/// Monotonic counters updated by the engine's threads.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub commits: AtomicU64,
+    pub commit_groups: AtomicU64,
+    pub wal_bytes_written: AtomicU64,
+    pub wal_syncs: AtomicU64,
+    pub write_stalls: AtomicU64,
+    pub write_stall_micros: AtomicU64,
+    pub flushes: AtomicU64,
+    pub flush_bytes_written: AtomicU64,
+}
+
+impl Counters {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+fn get(c: &AtomicU64) -> u64 {
+    c.load(Ordering::Relaxed)
+}
+
+/// A point-in-time view of the engine, for monitoring and tests.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Newest commit timestamp visible to new readers.
+    pub visible_ts: Timestamp,
+    /// Bytes (estimated) in the active memtable.
+    pub memtable_bytes: u64,
+    /// Sealed memtables waiting to be flushed.
+    pub immutable_memtables: u64,
+    /// Live table files and their total size.
+    pub tables: u64,
+    pub table_bytes: u64,
+    /// Commits applied, and the groups they were written in (one WAL write each).
+    pub commits: u64,
+    pub commit_groups: u64,
+    pub wal_bytes_written: u64,
+    /// fdatasync calls on the WAL; `wal_syncs / commits` is fsyncs per commit.
+    pub wal_syncs: u64,
+    /// Times writers waited for a flush, and for how long in total.
+    pub write_stalls: u64,
+    pub write_stall_micros: u64,
+    /// Memtables flushed to table files since open.
+    pub flushes: u64,
+    pub flush_bytes_written: u64,
+    /// What the WAL replay at open found.
+    pub recovery: ReplayReport,
+    /// The background error that stopped writes, if any.
+    pub background_error: Option<String>,
+}
+
+impl Counters {
+    pub fn fill(&self, s: &mut Stats) {
+        s.commits = get(&self.commits);
+        s.commit_groups = get(&self.commit_groups);
+        s.wal_bytes_written = get(&self.wal_bytes_written);
+        s.wal_syncs = get(&self.wal_syncs);
+        s.write_stalls = get(&self.write_stalls);
+        s.write_stall_micros = get(&self.write_stall_micros);
+        s.flushes = get(&self.flushes);
+        s.flush_bytes_written = get(&self.flush_bytes_written);
+    }
+}

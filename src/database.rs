@@ -1,0 +1,338 @@
+//! The native `Database` class. index.js wraps it with the promise API.
+
+use std::sync::Arc;
+
+use napi::bindgen_prelude::{AsyncTask, Buffer, Function};
+use napi::{Env, Task};
+use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
+
+use crate::completion::{Completions, Settled};
+use crate::convert::{as_bytes, Bytes};
+use crate::errors::{guard, guard_ref, invalid_argument, to_js, JsResult};
+use crate::iterator::{NativeIterator, ScanArgs};
+
+/// Options accepted by `Database.open` (documented in index.d.ts).
+#[napi(object)]
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    pub sync: Option<bool>,
+    pub memtable_size: Option<f64>,
+    pub create_if_missing: Option<bool>,
+    pub error_if_exists: Option<bool>,
+    pub block_size: Option<f64>,
+    pub max_immutable_memtables: Option<f64>,
+}
+
+fn positive(name: &str, v: Option<f64>, min: f64, max: f64) -> JsResult<Option<usize>> {
+    match v {
+        None => Ok(None),
+        Some(x) if x.is_finite() && x.fract() == 0.0 && (min..=max).contains(&x) => {
+            Ok(Some(x as usize))
+        }
+        Some(x) => Err(invalid_argument(format!(
+            "{name} must be a whole number from {min} to {max}, got {x}"
+        ))),
+    }
+}
+
+fn engine_options(o: Option<OpenOptions>) -> JsResult<Options> {
+    let o = o.unwrap_or_default();
+    let mut options = Options::default();
+    if let Some(v) = o.sync {
+        options.sync = v;
+    }
+    if let Some(v) = o.create_if_missing {
+        options.create_if_missing = v;
+    }
+    if let Some(v) = o.error_if_exists {
+        options.error_if_exists = v;
+    }
+    if let Some(v) = positive("memtableSize", o.memtable_size, 4096.0, (1u64 << 40) as f64)? {
+        options.memtable_size = v;
+    }
+    if let Some(v) = positive("blockSize", o.block_size, 256.0, (1u64 << 24) as f64)? {
+        options.block_size = v;
+    }
+    if let Some(v) = positive(
+        "maxImmutableMemtables",
+        o.max_immutable_memtables,
+        1.0,
+        64.0,
+    )? {
+        options.max_immutable_memtables = v;
+    }
+    Ok(options)
+}
+
+/// Counters and sizes returned by `db.stats()` (documented in index.d.ts).
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct DatabaseStats {
+    pub visible_ts: f64,
+    pub memtable_bytes: f64,
+    pub immutable_memtables: f64,
+    pub tables: f64,
+    pub table_bytes: f64,
+    pub commits: f64,
+    pub commit_groups: f64,
+    pub wal_bytes_written: f64,
+    pub wal_syncs: f64,
+    pub write_stalls: f64,
+    pub write_stall_micros: f64,
+    pub flushes: f64,
+    pub flush_bytes_written: f64,
+    pub recovered_records: f64,
+    pub recovered_segments: f64,
+    pub dropped_tail_bytes: f64,
+    pub dropped_tail_reason: Option<String>,
+    pub background_error: Option<String>,
+}
+
+#[napi]
+pub struct NativeDatabase {
+    db: Arc<Database>,
+    completions: Arc<Completions>,
+}
+
+pub struct OpenTask {
+    path: String,
+    options: Options,
+    completions: Option<Arc<Completions>>,
+}
+
+impl Task for OpenTask {
+    type Output = Database;
+    type JsValue = NativeDatabase;
+
+    fn compute(&mut self) -> napi::Result<Database> {
+        let (path, options) = (self.path.clone(), self.options.clone());
+        guard(move || Database::open_with(&path, options)).map_err(status_error)
+    }
+
+    fn resolve(&mut self, _env: Env, db: Database) -> napi::Result<NativeDatabase> {
+        let completions = self
+            .completions
+            .take()
+            .ok_or_else(|| napi::Error::from_reason("open resolved twice"))?;
+        Ok(NativeDatabase {
+            db: Arc::new(db),
+            completions,
+        })
+    }
+}
+
+/// AsyncTask requires `napi::Error<Status>`; the code travels in the reason
+/// as "CODE: message" and index.js splits it back out.
+fn status_error(e: napi::Error<String>) -> napi::Error {
+    napi::Error::new(
+        napi::Status::GenericFailure,
+        format!("{}: {}", e.status, e.reason),
+    )
+}
+
+pub struct BlockingTask<F: FnMut() -> toondb_storage::Result<()> + Send>(F);
+
+impl<F: FnMut() -> toondb_storage::Result<()> + Send> Task for BlockingTask<F> {
+    type Output = ();
+    type JsValue = ();
+
+    fn compute(&mut self) -> napi::Result<()> {
+        guard_ref(&mut self.0).map_err(status_error)
+    }
+
+    fn resolve(&mut self, _env: Env, _: ()) -> napi::Result<()> {
+        Ok(())
+    }
+}
+
+type DbTask = BlockingTask<Box<dyn FnMut() -> toondb_storage::Result<()> + Send>>;
+
+#[napi]
+impl NativeDatabase {
+    /// Opens on the libuv pool (recovery can take a while).
+    #[napi(catch_unwind)]
+    pub fn open(
+        path: String,
+        options: Option<OpenOptions>,
+        settle: Function<Settled, ()>,
+    ) -> JsResult<AsyncTask<OpenTask>> {
+        Ok(AsyncTask::new(OpenTask {
+            path,
+            options: engine_options(options)?,
+            completions: Some(Completions::new(settle)?),
+        }))
+    }
+
+    #[napi(factory, catch_unwind)]
+    pub fn open_sync(
+        path: String,
+        options: Option<OpenOptions>,
+        settle: Function<Settled, ()>,
+    ) -> JsResult<Self> {
+        let options = engine_options(options)?;
+        let completions = Completions::new(settle)?;
+        let db = guard(move || Database::open_with(&path, options))?;
+        Ok(NativeDatabase {
+            db: Arc::new(db),
+            completions,
+        })
+    }
+
+    /// Copies the value of `key` into `out` and returns its length, or -1
+    /// when absent. A length above `out.length` means nothing was copied
+    /// and the caller should retry with a larger buffer.
+    #[napi(catch_unwind)]
+    pub fn get_into(&self, key: Bytes, out: &mut [u8]) -> JsResult<i64> {
+        let key = as_bytes(&key);
+        self.db
+            .get_with(key, |v| match v {
+                None => -1,
+                Some(v) => {
+                    if let Some(dst) = out.get_mut(..v.len()) {
+                        dst.copy_from_slice(v);
+                    }
+                    v.len() as i64
+                }
+            })
+            .map_err(to_js)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get(&self, key: Bytes) -> JsResult<Option<Buffer>> {
+        let key = as_bytes(&key);
+        self.db
+            .get_with(key, |v| v.map(Buffer::from))
+            .map_err(to_js)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn get_many(&self, keys: Vec<Bytes>) -> JsResult<Vec<Option<Buffer>>> {
+        keys.iter()
+            .map(|k| {
+                self.db
+                    .get_with(as_bytes(k), |v| v.map(Buffer::from))
+                    .map_err(to_js)
+            })
+            .collect()
+    }
+
+    /// Starts a put; the outcome reaches `settle` under `id`.
+    #[napi(catch_unwind)]
+    pub fn put(&self, id: u32, key: Bytes, value: Bytes, sync: Option<bool>) -> JsResult<()> {
+        let mut batch = WriteBatch::new();
+        batch.put(as_bytes(&key), as_bytes(&value)).map_err(to_js)?;
+        self.submit(id, batch, sync);
+        Ok(())
+    }
+
+    #[napi(catch_unwind)]
+    pub fn del(&self, id: u32, key: Bytes, sync: Option<bool>) -> JsResult<()> {
+        let mut batch = WriteBatch::new();
+        batch.delete(as_bytes(&key)).map_err(to_js)?;
+        self.submit(id, batch, sync);
+        Ok(())
+    }
+
+    /// An atomic batch as flat arrays (much cheaper to cross than an array
+    /// of objects): `kinds[i]` is 1 for put (taking the next entry of
+    /// `values`) and 0 for delete.
+    #[napi(catch_unwind)]
+    pub fn batch(
+        &self,
+        id: u32,
+        kinds: &[u8],
+        keys: Vec<Bytes>,
+        values: Vec<Bytes>,
+        sync: Option<bool>,
+    ) -> JsResult<()> {
+        if kinds.len() != keys.len() {
+            return Err(invalid_argument("batch: kinds and keys differ in length"));
+        }
+        let bytes: usize = keys
+            .iter()
+            .chain(values.iter())
+            .map(|b| as_bytes(b).len())
+            .sum();
+        let mut batch = WriteBatch::with_capacity(bytes + keys.len() * 4);
+        let mut values = values.iter();
+        for (kind, key) in kinds.iter().zip(keys.iter()) {
+            let key = as_bytes(key);
+            let result = match kind {
+                1 => match values.next() {
+                    Some(v) => batch.put(key, as_bytes(v)),
+                    None => return Err(invalid_argument("batch: missing value for a put")),
+                },
+                0 => batch.delete(key),
+                _ => return Err(invalid_argument("batch: unknown operation kind")),
+            };
+            result.map_err(to_js)?;
+        }
+        self.submit(id, batch, sync);
+        Ok(())
+    }
+
+    fn submit(&self, id: u32, batch: WriteBatch, sync: Option<bool>) {
+        let options = WriteOptions { sync };
+        self.db
+            .submit(batch, options, self.completions.callback(id));
+    }
+
+    /// Holds the event loop open while writes are pending (see completion.rs).
+    #[napi(catch_unwind)]
+    pub fn keep_alive(&self, env: Env, active: bool) -> JsResult<()> {
+        self.completions.keep_alive(&env, active)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn iterator(&self, args: ScanArgs) -> JsResult<NativeIterator> {
+        NativeIterator::new(&self.db, args)
+    }
+
+    #[napi(catch_unwind)]
+    pub fn flush(&self) -> AsyncTask<DbTask> {
+        let db = self.db.clone();
+        AsyncTask::new(BlockingTask(Box::new(move || db.flush())))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn close(&self) -> AsyncTask<DbTask> {
+        let db = self.db.clone();
+        AsyncTask::new(BlockingTask(Box::new(move || db.close())))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn close_sync(&self) -> JsResult<()> {
+        guard_ref(|| self.db.close())
+    }
+
+    #[napi(getter)]
+    pub fn is_closed(&self) -> bool {
+        self.db.is_closed()
+    }
+
+    #[napi(catch_unwind)]
+    pub fn stats(&self) -> DatabaseStats {
+        let s = self.db.stats();
+        let tail = s.recovery.dropped_tail.as_ref();
+        DatabaseStats {
+            visible_ts: s.visible_ts as f64,
+            memtable_bytes: s.memtable_bytes as f64,
+            immutable_memtables: s.immutable_memtables as f64,
+            tables: s.tables as f64,
+            table_bytes: s.table_bytes as f64,
+            commits: s.commits as f64,
+            commit_groups: s.commit_groups as f64,
+            wal_bytes_written: s.wal_bytes_written as f64,
+            wal_syncs: s.wal_syncs as f64,
+            write_stalls: s.write_stalls as f64,
+            write_stall_micros: s.write_stall_micros as f64,
+            flushes: s.flushes as f64,
+            flush_bytes_written: s.flush_bytes_written as f64,
+            recovered_records: s.recovery.records as f64,
+            recovered_segments: s.recovery.segments as f64,
+            dropped_tail_bytes: tail.map_or(0.0, |t| t.dropped_bytes as f64),
+            dropped_tail_reason: tail.map(|t| t.reason.clone()),
+            background_error: s.background_error,
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The native iterator: hands out entries in batches packed into one
+//! Buffer, so a scan costs one native call per batch, not per entry.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use napi::bindgen_prelude::Buffer;
+use toondb_storage::{Database, Scan, ScanOptions};
+
+use crate::errors::{invalid_argument, to_js, JsResult};
+
+/// Scan bounds as index.js normalises them (documented in index.d.ts).
+#[napi(object)]
+pub struct ScanArgs {
+    pub gt: Option<Buffer>,
+    pub gte: Option<Buffer>,
+    pub lt: Option<Buffer>,
+    pub lte: Option<Buffer>,
+    pub prefix: Option<Buffer>,
+    pub reverse: Option<bool>,
+    pub limit: Option<f64>,
+}
+
+/// One batch: keys and values back to back in `data`; `ends[2i]` is where
+/// key i ends and `ends[2i+1]` where its value ends.
+#[napi(object)]
+pub struct ScanBatch {
+    pub data: Buffer,
+    pub ends: Vec<u32>,
+}
+
+#[napi]
+pub struct NativeIterator {
+    scan: Scan,
+}
+
+fn bound(inclusive: Option<Buffer>, exclusive: Option<Buffer>) -> JsResult<Bound<Vec<u8>>> {
+    match (inclusive, exclusive) {
+        (Some(_), Some(_)) => Err(invalid_argument("give at most one of gt/gte (or lt/lte)")),
+        (Some(b), None) => Ok(Bound::Included(b.to_vec())),
+        (None, Some(b)) => Ok(Bound::Excluded(b.to_vec())),
+        (None, None) => Ok(Bound::Unbounded),
+    }
+}
+
+/// The tighter of two bounds on the same side.
+fn tighter(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>, lower: bool) -> Bound<Vec<u8>> {
+    let key = |x: &Bound<Vec<u8>>| match x {
+        Bound::Included(k) | Bound::Excluded(k) => Some(k.clone()),
+        Bound::Unbounded => None,
+    };
+    match (key(&a), key(&b)) {
+        (None, _) => b,
+        (_, None) => a,
+        (Some(ka), Some(kb)) => {
+            let a_wins = if lower { ka > kb } else { ka < kb };
+            if a_wins || (ka == kb && matches!(a, Bound::Excluded(_))) {
+                a
+            } else {
+                b
+            }
+        }
+    }
+}
+
+impl NativeIterator {
+    pub fn new(db: &Arc<Database>, args: ScanArgs) -> JsResult<NativeIterator> {
+        let mut options = ScanOptions {
+            lower: bound(args.gte, args.gt)?,
+            upper: bound(args.lte, args.lt)?,
+            reverse: args.reverse.unwrap_or(false),
+            limit: None,
+        };
+        if let Some(prefix) = args.prefix {
+            let p = ScanOptions::prefix(&prefix);
+            options.lower = tighter(options.lower, p.lower, true);
+            options.upper = tighter(options.upper, p.upper, false);
+        }
+        if let Some(limit) = args.limit {
+            if !(limit.is_finite() || limit == f64::INFINITY) || limit < 0.0 {
+                return Err(invalid_argument("limit must be a non-negative number"));
+            }
+            if limit.is_finite() {
+                options.limit = Some(limit as usize);
+            }
+        }
+        let scan = db.scan(options).map_err(to_js)?;
+        Ok(NativeIterator { scan })
+    }
+}
+
+#[napi]
+impl NativeIterator {
+    /// Up to `max` entries; `null` when the scan is finished.
+    #[napi(catch_unwind)]
+    pub fn next_batch(&mut self, max: u32) -> JsResult<Option<ScanBatch>> {
+        let entries = self
+            .scan
+            .next_batch(max.max(1) as usize, 4 << 20)
+            .map_err(to_js)?;
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        let total: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let mut data = Vec::with_capacity(total);
+        let mut ends = Vec::with_capacity(entries.len() * 2);
+        for (k, v) in &entries {
+            data.extend_from_slice(k);
+            ends.push(data.len() as u32);
+            data.extend_from_slice(v);
+            ends.push(data.len() as u32);
+        }
+        Ok(Some(ScanBatch {
+            data: data.into(),
+            ends,
+        }))
+    }
+}
