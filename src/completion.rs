@@ -14,9 +14,9 @@ use napi::bindgen_prelude::Function;
 use napi::threadsafe_function::{ThreadsafeFunction, ThreadsafeFunctionCallMode};
 use napi::Env;
 use parking_lot::Mutex;
-use toondb_storage::{Result, Timestamp};
+use toondb_storage::{Result as EngineResult, Timestamp};
 
-use crate::errors::{from_napi, JsResult};
+use crate::errors::{from_napi, Result};
 
 /// A write that failed: the id the JS side gave it and the error.
 #[napi(object)]
@@ -52,7 +52,7 @@ pub struct Completions {
 impl Completions {
     /// Wraps the JS function `settle(settled)` that resolves and rejects
     /// the pending promises by id.
-    pub fn new(settle: Function<'_, Settled, ()>) -> JsResult<Arc<Completions>> {
+    pub fn new(settle: Function<'_, Settled, ()>) -> Result<Arc<Completions>> {
         let queue = Arc::new(Queue::default());
         let drain = queue.clone();
         let tsfn = settle
@@ -73,12 +73,15 @@ impl Completions {
     }
 
     /// The engine callback for the write the JS side calls `id`.
-    pub fn callback(self: &Arc<Self>, id: u32) -> impl FnOnce(Result<Timestamp>) + Send + 'static {
+    pub fn callback(
+        self: &Arc<Self>,
+        id: u32,
+    ) -> impl FnOnce(EngineResult<Timestamp>) + Send + 'static {
         let this = self.clone();
         move |result| this.push(id, result)
     }
 
-    fn push(&self, id: u32, result: Result<Timestamp>) {
+    fn push(&self, id: u32, result: EngineResult<Timestamp>) {
         {
             let mut settled = self.queue.settled.lock();
             match result {
@@ -100,7 +103,7 @@ impl Completions {
     /// Keeps the Node event loop alive while writes are in flight (`true`),
     /// and lets the process exit when idle (`false`).
     #[allow(deprecated)] // refer/unref are the napi calls for exactly this
-    pub fn keep_alive(&self, env: &Env, active: bool) -> JsResult<()> {
+    pub fn keep_alive(&self, env: &Env, active: bool) -> Result<()> {
         let mut tsfn = self.tsfn.lock();
         if active {
             tsfn.refer(env).map_err(from_napi)

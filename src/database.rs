@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{AsyncTask, Buffer, Function};
+use napi::bindgen_prelude::{AsyncTask, Buffer, BufferSlice, Function};
 use napi::{Env, Task};
 use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
 
 use crate::completion::{Completions, Settled};
 use crate::convert::{as_bytes, Bytes};
-use crate::errors::{guard, guard_ref, invalid_argument, to_js, JsResult};
+use crate::errors::{guard_ref, invalid_argument, to_js, Result};
 use crate::iterator::{NativeIterator, ScanArgs};
 
 /// Options accepted by `Database.open` (documented in index.d.ts).
@@ -23,7 +23,7 @@ pub struct OpenOptions {
     pub max_immutable_memtables: Option<f64>,
 }
 
-fn positive(name: &str, v: Option<f64>, min: f64, max: f64) -> JsResult<Option<usize>> {
+fn positive(name: &str, v: Option<f64>, min: f64, max: f64) -> Result<Option<usize>> {
     match v {
         None => Ok(None),
         Some(x) if x.is_finite() && x.fract() == 0.0 && (min..=max).contains(&x) => {
@@ -35,7 +35,7 @@ fn positive(name: &str, v: Option<f64>, min: f64, max: f64) -> JsResult<Option<u
     }
 }
 
-fn engine_options(o: Option<OpenOptions>) -> JsResult<Options> {
+fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
     let o = o.unwrap_or_default();
     let mut options = Options::default();
     if let Some(v) = o.sync {
@@ -106,7 +106,7 @@ impl Task for OpenTask {
 
     fn compute(&mut self) -> napi::Result<Database> {
         let (path, options) = (self.path.clone(), self.options.clone());
-        guard(move || Database::open_with(&path, options)).map_err(status_error)
+        guard_ref(move || Database::open_with(&path, options)).map_err(status_error)
     }
 
     fn resolve(&mut self, _env: Env, db: Database) -> napi::Result<NativeDatabase> {
@@ -155,7 +155,7 @@ impl NativeDatabase {
         path: String,
         options: Option<OpenOptions>,
         settle: Function<Settled, ()>,
-    ) -> JsResult<AsyncTask<OpenTask>> {
+    ) -> Result<AsyncTask<OpenTask>> {
         Ok(AsyncTask::new(OpenTask {
             path,
             options: engine_options(options)?,
@@ -168,10 +168,10 @@ impl NativeDatabase {
         path: String,
         options: Option<OpenOptions>,
         settle: Function<Settled, ()>,
-    ) -> JsResult<Self> {
+    ) -> Result<Self> {
         let options = engine_options(options)?;
         let completions = Completions::new(settle)?;
-        let db = guard(move || Database::open_with(&path, options))?;
+        let db = guard_ref(move || Database::open_with(&path, options))?;
         Ok(NativeDatabase {
             db: Arc::new(db),
             completions,
@@ -182,7 +182,7 @@ impl NativeDatabase {
     /// when absent. A length above `out.length` means nothing was copied
     /// and the caller should retry with a larger buffer.
     #[napi(catch_unwind)]
-    pub fn get_into(&self, key: Bytes, out: &mut [u8]) -> JsResult<i64> {
+    pub fn get_into(&self, key: Bytes, mut out: BufferSlice) -> Result<i64> {
         let key = as_bytes(&key);
         self.db
             .get_with(key, |v| match v {
@@ -198,7 +198,7 @@ impl NativeDatabase {
     }
 
     #[napi(catch_unwind)]
-    pub fn get(&self, key: Bytes) -> JsResult<Option<Buffer>> {
+    pub fn get(&self, key: Bytes) -> Result<Option<Buffer>> {
         let key = as_bytes(&key);
         self.db
             .get_with(key, |v| v.map(Buffer::from))
@@ -206,7 +206,7 @@ impl NativeDatabase {
     }
 
     #[napi(catch_unwind)]
-    pub fn get_many(&self, keys: Vec<Bytes>) -> JsResult<Vec<Option<Buffer>>> {
+    pub fn get_many(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Buffer>>> {
         keys.iter()
             .map(|k| {
                 self.db
@@ -218,7 +218,7 @@ impl NativeDatabase {
 
     /// Starts a put; the outcome reaches `settle` under `id`.
     #[napi(catch_unwind)]
-    pub fn put(&self, id: u32, key: Bytes, value: Bytes, sync: Option<bool>) -> JsResult<()> {
+    pub fn put(&self, id: u32, key: Bytes, value: Bytes, sync: Option<bool>) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(as_bytes(&key), as_bytes(&value)).map_err(to_js)?;
         self.submit(id, batch, sync);
@@ -226,7 +226,7 @@ impl NativeDatabase {
     }
 
     #[napi(catch_unwind)]
-    pub fn del(&self, id: u32, key: Bytes, sync: Option<bool>) -> JsResult<()> {
+    pub fn del(&self, id: u32, key: Bytes, sync: Option<bool>) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.delete(as_bytes(&key)).map_err(to_js)?;
         self.submit(id, batch, sync);
@@ -244,7 +244,7 @@ impl NativeDatabase {
         keys: Vec<Bytes>,
         values: Vec<Bytes>,
         sync: Option<bool>,
-    ) -> JsResult<()> {
+    ) -> Result<()> {
         if kinds.len() != keys.len() {
             return Err(invalid_argument("batch: kinds and keys differ in length"));
         }
@@ -279,12 +279,12 @@ impl NativeDatabase {
 
     /// Holds the event loop open while writes are pending (see completion.rs).
     #[napi(catch_unwind)]
-    pub fn keep_alive(&self, env: Env, active: bool) -> JsResult<()> {
+    pub fn keep_alive(&self, env: Env, active: bool) -> Result<()> {
         self.completions.keep_alive(&env, active)
     }
 
     #[napi(catch_unwind)]
-    pub fn iterator(&self, args: ScanArgs) -> JsResult<NativeIterator> {
+    pub fn iterator(&self, args: ScanArgs) -> Result<NativeIterator> {
         NativeIterator::new(&self.db, args)
     }
 
@@ -301,7 +301,7 @@ impl NativeDatabase {
     }
 
     #[napi(catch_unwind)]
-    pub fn close_sync(&self) -> JsResult<()> {
+    pub fn close_sync(&self) -> Result<()> {
         guard_ref(|| self.db.close())
     }
 

@@ -2,7 +2,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe, UnwindSafe};
 
-pub type JsResult<T> = napi::Result<T, String>;
+pub type Result<T> = napi::Result<T, String>;
 
 pub fn to_js(err: toondb_storage::Error) -> napi::Error<String> {
     napi::Error::new(err.kind().code().to_owned(), err.message().to_owned())
@@ -18,7 +18,7 @@ pub fn internal(message: impl Into<String>) -> napi::Error<String> {
 
 /// Runs engine work that may panic on a thread napi-rs does not guard (the
 /// libuv pool), turning a panic into a TOONDB_INTERNAL error.
-pub fn guard<T>(f: impl FnOnce() -> toondb_storage::Result<T> + UnwindSafe) -> JsResult<T> {
+pub fn guard<T>(f: impl FnOnce() -> toondb_storage::Result<T> + UnwindSafe) -> Result<T> {
     match catch_unwind(f) {
         Ok(r) => r.map_err(to_js),
         Err(_) => Err(internal("the storage engine panicked")),
@@ -27,7 +27,7 @@ pub fn guard<T>(f: impl FnOnce() -> toondb_storage::Result<T> + UnwindSafe) -> J
 
 /// Like `guard`, for closures that capture non-unwind-safe references whose
 /// state cannot be observed half-updated after a panic (engine handles).
-pub fn guard_ref<T>(f: impl FnOnce() -> toondb_storage::Result<T>) -> JsResult<T> {
+pub fn guard_ref<T>(f: impl FnOnce() -> toondb_storage::Result<T>) -> Result<T> {
     guard(AssertUnwindSafe(f))
 }
 

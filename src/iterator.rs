@@ -7,7 +7,7 @@ use std::sync::Arc;
 use napi::bindgen_prelude::Buffer;
 use toondb_storage::{Database, Scan, ScanOptions};
 
-use crate::errors::{invalid_argument, to_js, JsResult};
+use crate::errors::{invalid_argument, to_js, Result};
 
 /// Scan bounds as index.js normalises them (documented in index.d.ts).
 #[napi(object)]
@@ -34,7 +34,7 @@ pub struct NativeIterator {
     scan: Scan,
 }
 
-fn bound(inclusive: Option<Buffer>, exclusive: Option<Buffer>) -> JsResult<Bound<Vec<u8>>> {
+fn bound(inclusive: Option<Buffer>, exclusive: Option<Buffer>) -> Result<Bound<Vec<u8>>> {
     match (inclusive, exclusive) {
         (Some(_), Some(_)) => Err(invalid_argument("give at most one of gt/gte (or lt/lte)")),
         (Some(b), None) => Ok(Bound::Included(b.to_vec())),
@@ -64,7 +64,7 @@ fn tighter(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>, lower: bool) -> Bound<Vec<u8>> 
 }
 
 impl NativeIterator {
-    pub fn new(db: &Arc<Database>, args: ScanArgs) -> JsResult<NativeIterator> {
+    pub fn new(db: &Arc<Database>, args: ScanArgs) -> Result<NativeIterator> {
         let mut options = ScanOptions {
             lower: bound(args.gte, args.gt)?,
             upper: bound(args.lte, args.lt)?,
@@ -93,7 +93,7 @@ impl NativeIterator {
 impl NativeIterator {
     /// Up to `max` entries; `null` when the scan is finished.
     #[napi(catch_unwind)]
-    pub fn next_batch(&mut self, max: u32) -> JsResult<Option<ScanBatch>> {
+    pub fn next_batch(&mut self, max: u32) -> Result<Option<ScanBatch>> {
         let entries = self
             .scan
             .next_batch(max.max(1) as usize, 4 << 20)

@@ -213,6 +213,7 @@ impl Database {
             immutable_memtables: state.imms.len() as u64,
             tables: state.tables.len() as u64,
             table_bytes: state.tables.iter().map(|t| t.summary().file_size).sum(),
+            table_bytes_read: state.tables.iter().map(|t| t.bytes_read()).sum(),
             recovery: engine.recovery.clone(),
             background_error: engine.bg_error().map(|e| e.to_string()),
             ..Stats::default()

@@ -80,6 +80,7 @@ impl Memtable {
         self.approximate_bytes.load(AtomicOrdering::Relaxed)
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.map.len()
     }

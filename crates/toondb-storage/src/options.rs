@@ -38,7 +38,7 @@ impl Default for Options {
             sync: false,
             memtable_size: 32 << 20,
             max_immutable_memtables: 2,
-            block_size: 4096,
+            block_size: crate::sstable::DEFAULT_BLOCK_SIZE,
             commit_queue_len: 4096,
             fs: OsFileSystem::shared(),
         }

@@ -13,11 +13,10 @@ use crate::flush::MaintenanceThread;
 use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::sstable::{parse_table_name, table_file_name, Table};
-use crate::version::{parse_manifest_name, Manifest, ManifestState};
+use crate::version::{parse_manifest_name, Manifest, ManifestState, CURRENT_FILE_NAME};
 use crate::wal::{self, parse_segment_name, WalWriter};
 
 pub(crate) const LOCK_FILE: &str = "LOCK";
-const CURRENT_FILE: &str = "CURRENT";
 
 pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let fs = options.fs.clone();
@@ -43,12 +42,11 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
         Some(state) => state,
         None => {
-            if names
-                .iter()
-                .any(|n| parse_table_name(n).is_some() || parse_manifest_name(n).is_some())
-            {
+            // A MANIFEST without CURRENT is what a crash during the very
+            // first open leaves; table files without one mean lost metadata.
+            if names.iter().any(|n| parse_table_name(n).is_some()) {
                 return Err(Error::corruption(format!(
-                    "{} has table or manifest files but no {CURRENT_FILE}",
+                    "{} has table files but no {CURRENT_FILE_NAME}",
                     dir.display()
                 )));
             }

@@ -40,6 +40,8 @@ pub struct Stats {
     /// Live table files and their total size.
     pub tables: u64,
     pub table_bytes: u64,
+    /// Bytes of table data blocks read by gets and scans since open.
+    pub table_bytes_read: u64,
     /// Commits applied, and the groups they were written in (one WAL write each).
     pub commits: u64,
     pub commit_groups: u64,

@@ -57,6 +57,7 @@ impl TableIter {
         }
     }
 
+    #[cfg(test)]
     pub fn valid(&self) -> bool {
         self.pos.is_some()
     }

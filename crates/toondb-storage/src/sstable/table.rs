@@ -130,10 +130,6 @@ impl Table {
         })
     }
 
-    pub fn number(&self) -> u64 {
-        self.number
-    }
-
     /// Read back from the properties block (and the file's length).
     pub fn summary(&self) -> &TableSummary {
         &self.summary

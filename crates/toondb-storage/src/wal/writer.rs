@@ -39,10 +39,6 @@ impl WalWriter {
         })
     }
 
-    pub fn number(&self) -> u64 {
-        self.number
-    }
-
     /// Appends already-framed bytes (one or more frames built with
     /// `encode_frame`) in ONE write call; on return they reached the OS.
     pub fn append(&mut self, framed: &[u8]) -> Result<()> {
@@ -64,6 +60,7 @@ impl WalWriter {
     }
 
     /// Bytes in the segment including the header.
+    #[cfg(test)]
     pub fn len(&self) -> u64 {
         self.file.len()
     }
@@ -186,7 +183,6 @@ mod tests {
     fn create_writes_header_and_tracks_len() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(&OsFileSystem, dir.path(), 9).unwrap();
-        assert_eq!(w.number(), 9);
         assert_eq!(w.len(), SEGMENT_HEADER_LEN as u64);
         let mut two = framed(b"one");
         two.extend_from_slice(&framed(b"two"));

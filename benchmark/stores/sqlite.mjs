@@ -1,0 +1,108 @@
+// better-sqlite3 adapter (SQLite, one WITHOUT ROWID table as a key-value store).
+import path from 'node:path';
+import { createRequire } from 'node:module';
+import { na, checkValue, checkCount, packageVersion } from '../common.mjs';
+
+const require = createRequire(import.meta.url);
+let Database;
+
+export const id = 'sqlite';
+export const name = 'better-sqlite3';
+export const aliases = ['sqlite', 'better-sqlite3', 'sqlite3'];
+
+export async function init() {
+  Database = require('better-sqlite3');
+  const version = packageVersion(require, 'better-sqlite3');
+  const probe = new Database(':memory:');
+  const sqliteVersion = probe.prepare('select sqlite_version()').pluck().get();
+  probe.close();
+  return {
+    version: `${version} (SQLite ${sqliteVersion})`,
+    settings: [
+      'CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID',
+      'pragma journal_mode = WAL, synchronous = NORMAL (no fsync per commit; fsync at WAL checkpoints)',
+      'writes are INSERT OR REPLACE (put = upsert)',
+    ],
+  };
+}
+
+export async function open(dir) {
+  const db = new Database(path.join(dir, 'kv.sqlite'));
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.exec('CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID');
+  return {
+    db,
+    insert: db.prepare('INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)'),
+    get: db.prepare('SELECT v FROM kv WHERE k = ?').pluck(),
+    all: db.prepare('SELECT k, v FROM kv ORDER BY k').raw(),
+    scan: db.prepare('SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT ?').raw(),
+  };
+}
+
+export async function close(h) {
+  h.db.close();
+}
+
+export async function load(h, data) {
+  fillBatch(h, data);
+}
+
+function fillBatch(h, { n, keys, values, batchSize }) {
+  const tx = h.db.transaction((lo, hi) => {
+    for (let i = lo; i < hi; i++) h.insert.run(keys[i], values[i]);
+  });
+  for (let lo = 0; lo < n; lo += batchSize) tx(lo, Math.min(lo + batchSize, n));
+}
+
+export const workloads = {
+  fillseq: [
+    {
+      variant: 'insert',
+      api: 'prepared INSERT .run(k, v), autocommit (1 txn per put), WAL + synchronous=NORMAL',
+      run: (h, { n, keys, values }) => {
+        for (let i = 0; i < n; i++) h.insert.run(keys[i], values[i]);
+      },
+    },
+  ],
+  fillbatch: [{ variant: 'transaction', api: 'db.transaction(1000× INSERT .run)', run: fillBatch }],
+  'readrandom-sync': [
+    {
+      variant: 'get',
+      api: 'prepared SELECT v WHERE k = ? .pluck().get(k)',
+      run: (h, data) => {
+        const { n, keys, readOrder } = data;
+        for (let i = 0; i < n; i++) checkValue(h.get.get(keys[readOrder[i]]), data, 'get');
+      },
+    },
+  ],
+  'readrandom-async': na('better-sqlite3 has no asynchronous API'),
+  readseq: [
+    {
+      variant: 'iterate',
+      api: 'SELECT k, v ORDER BY k .raw().iterate()',
+      run: (h, data) => {
+        let count = 0;
+        for (const [k, v] of h.all.iterate()) {
+          if (k.length !== data.keySize || v.length !== data.valueSize) throw new Error('bad entry');
+          count++;
+        }
+        checkCount(count, data.n, 'iterate');
+      },
+    },
+  ],
+  scan100: [
+    {
+      variant: 'all',
+      api: 'SELECT k, v WHERE k >= ? ORDER BY k LIMIT 100 .raw().all()',
+      run: (h, data) => {
+        const { keys, scans, scanStarts, scanLength } = data;
+        for (let s = 0; s < scans; s++) {
+          const rows = h.scan.all(keys[scanStarts[s]], scanLength);
+          for (const [, v] of rows) if (v.length !== data.valueSize) throw new Error('bad entry');
+          checkCount(rows.length, scanLength, 'scan');
+        }
+      },
+    },
+  ],
+};
