@@ -207,13 +207,9 @@ impl NativeDatabase {
 
     #[napi(catch_unwind)]
     pub fn get_many(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Buffer>>> {
-        keys.iter()
-            .map(|k| {
-                self.db
-                    .get_with(as_bytes(k), |v| v.map(Buffer::from))
-                    .map_err(to_js)
-            })
-            .collect()
+        let keys: Vec<&[u8]> = keys.iter().map(as_bytes).collect();
+        let values = self.db.get_many(&keys).map_err(to_js)?;
+        Ok(values.into_iter().map(|v| v.map(Buffer::from)).collect())
     }
 
     /// Starts a put; the outcome reaches `settle` under `id`.

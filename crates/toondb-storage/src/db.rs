@@ -116,6 +116,21 @@ impl Database {
         self.engine.state().get_with(key, snapshot, f)
     }
 
+    /// Values of several keys read from one snapshot.
+    pub fn get_many<K: AsRef<[u8]>>(&self, keys: &[K]) -> Result<Vec<Option<Vec<u8>>>> {
+        self.check_open()?;
+        // The timestamp first: a state read after it holds every commit at
+        // or below it (the commit thread applies before it publishes).
+        let snapshot = self.engine.visible_ts();
+        let state = self.engine.state();
+        keys.iter()
+            .map(|k| {
+                crate::key::check_key(k.as_ref())?;
+                state.get_with(k.as_ref(), snapshot, |v| v.map(<[u8]>::to_vec))
+            })
+            .collect()
+    }
+
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let mut batch = WriteBatch::new();
         batch.put(key, value)?;

@@ -1,0 +1,50 @@
+// Type-checked by `npm run test:types` (tsc --noEmit): a TypeScript user's
+// view of the API. It must compile against index.d.ts, and the @ts-expect-error
+// lines prove that misuse is rejected by the types.
+import { Database, type ToondbError, type BatchOperation, type DatabaseStats } from '../../index.js'
+
+export async function quickStart(dir: string): Promise<void> {
+  const db: Database = await Database.open(dir, { sync: true, memtableSize: 8 << 20 })
+  await db.put('users/1', 'Alice')
+  await db.put(Buffer.from('users/2'), new Uint8Array([66, 111, 98]), { sync: false })
+  const v: Buffer | null = await db.get('users/1')
+  const s: Buffer | null = db.getSync('users/2')
+  const many: Array<Buffer | null> = await db.getMany(['users/1', 'users/2'])
+  const ops: BatchOperation[] = [
+    { type: 'put', key: 'a', value: '1' },
+    { type: 'del', key: 'users/1' },
+  ]
+  await db.batch(ops)
+  await db.batch().put('b', '2').del('a').write({ sync: true })
+  for await (const [key, value] of db.iterator({ prefix: 'users/', reverse: true, limit: 10 })) {
+    const k: Buffer = key
+    const val: Buffer = value
+    void k, val
+  }
+  for (const [key] of db.iterator({ gte: 'a', lt: 'z' })) void key
+  const all: Array<[Buffer, Buffer]> = await db.iterator().all()
+  await db.flush()
+  const stats: DatabaseStats = db.stats()
+  const fsyncsPerCommit: number = stats.walSyncs / Math.max(1, stats.commits)
+  try {
+    await db.put('', 'x')
+  } catch (e) {
+    const err = e as ToondbError
+    if (err.code === 'TOONDB_INVALID_ARGUMENT') void err.message
+  }
+  await db.close()
+  void v, s, many, all, fsyncsPerCommit
+
+  // @ts-expect-error keys must be bytes or strings
+  await db.put(42, 'x')
+  // @ts-expect-error unknown batch operation type
+  await db.batch([{ type: 'merge', key: 'a', value: 'b' }])
+  // @ts-expect-error the constructor is private: use Database.open
+  new Database()
+  // @ts-expect-error sync is a boolean
+  await Database.open(dir, { sync: 'yes' })
+}
+
+export function syncOpen(dir: string): Database {
+  return Database.openSync(dir, { createIfMissing: false })
+}

@@ -1,0 +1,203 @@
+/// <reference types="node" />
+// The public TypeScript contract of toondb-storage. index.js implements it
+// over the napi-rs classes in native.js.
+
+/** A key or value: strings are stored as their UTF-8 bytes. */
+export type Bytes = string | Buffer | Uint8Array
+
+/** Stable error codes, found on `err.code` of every error the library raises. */
+export type ErrorCode =
+  /** A transaction lost a conflict (transactions arrive in a later release). */
+  | 'TOONDB_CONFLICT'
+  /** The database (handle) is closed. */
+  | 'TOONDB_CLOSED'
+  /** Something that must exist does not (e.g. opening with `createIfMissing: false`). */
+  | 'TOONDB_NOT_FOUND'
+  /** A wrong type, an empty or oversized key, a bad option. */
+  | 'TOONDB_INVALID_ARGUMENT'
+  /** A file failed its checksum or structure checks; no data was guessed. */
+  | 'TOONDB_CORRUPTION'
+  /** Another process has the database directory open. */
+  | 'TOONDB_LOCKED'
+  /** The operating system reported an I/O failure. After a failed WAL write or fsync the database stops accepting writes until reopened. */
+  | 'TOONDB_IO'
+  /** A bug in toondb-storage (a Rust panic is caught and reported as this; the process keeps running). */
+  | 'TOONDB_INTERNAL'
+
+/** The errors toondb-storage raises: plain `Error`s with a stable `code`. */
+export interface ToondbError extends Error {
+  code: ErrorCode
+}
+
+export interface OpenOptions {
+  /**
+   * Default durability of writes (each write may override it).
+   * - `true`: a write resolves after the WAL is fdatasynced. Survives a
+   *   process crash and a power cut.
+   * - `false` (default): a write resolves once the WAL write reached the
+   *   operating system. Survives a process crash (SIGKILL, uncaught
+   *   exception), not a power cut or kernel crash.
+   */
+  sync?: boolean
+  /** Create the directory and an empty database if none exists. Default `true`. */
+  createIfMissing?: boolean
+  /** Fail with TOONDB_INVALID_ARGUMENT if a database already exists (or is open in this process). Default `false`. */
+  errorIfExists?: boolean
+  /**
+   * Bytes a memtable holds before it is written to a table file. It also
+   * bounds the WAL replayed by the next open. Default 32 MiB.
+   */
+  memtableSize?: number
+  /** Target size of a table file's data blocks. Default 4096. */
+  blockSize?: number
+  /** Full memtables that may wait for flushing before writes stall. Default 2. */
+  maxImmutableMemtables?: number
+}
+
+export interface WriteOptions {
+  /** Overrides the database's `sync` option for this write (see {@link OpenOptions.sync}). */
+  sync?: boolean
+}
+
+export type BatchOperation =
+  | { type: 'put'; key: Bytes; value: Bytes }
+  | { type: 'del' | 'delete'; key: Bytes }
+
+export interface IteratorOptions {
+  /** Only keys greater than this. */
+  gt?: Bytes
+  /** Only keys greater than or equal to this. */
+  gte?: Bytes
+  /** Only keys less than this. */
+  lt?: Bytes
+  /** Only keys less than or equal to this. */
+  lte?: Bytes
+  /** Only keys that start with these bytes (combines with the bounds above). */
+  prefix?: Bytes
+  /** Descending key order. Default `false`. */
+  reverse?: boolean
+  /** At most this many entries (`-1` or absent: no limit). */
+  limit?: number
+}
+
+/** Counters and sizes of the engine (shared by all handles on one path). */
+export interface DatabaseStats {
+  /** Newest commit timestamp visible to readers. */
+  visibleTs: number
+  /** Estimated bytes in the active memtable. */
+  memtableBytes: number
+  /** Full memtables waiting to be written to table files. */
+  immutableMemtables: number
+  /** Live table files and their total size in bytes. */
+  tables: number
+  tableBytes: number
+  /** Bytes of table data blocks read by gets and scans since open. */
+  tableBytesRead: number
+  /** Commits applied since open. */
+  commits: number
+  /** WAL writes those commits were grouped into (group commit). */
+  commitGroups: number
+  walBytesWritten: number
+  /** fdatasync calls on the WAL; `walSyncs / commits` is fsyncs per commit. */
+  walSyncs: number
+  /** Times writes waited for a memtable flush, and the total wait. */
+  writeStalls: number
+  writeStallMicros: number
+  /** Memtables written to table files since open, and their bytes. */
+  flushes: number
+  flushBytesWritten: number
+  /** Records and WAL segments replayed by the last open. */
+  recoveredRecords: number
+  recoveredSegments: number
+  /** Bytes of a torn or corrupt WAL tail that the last open dropped (0: none), and why. */
+  droppedTailBytes: number
+  droppedTailReason?: string
+  /** The failure that stopped writes, if any (reopen to recover). */
+  backgroundError?: string
+  /** Writes of this handle whose promises have not settled yet. */
+  pendingWrites: number
+}
+
+/** An atomic batch built step by step; nothing is written until `write()`. */
+export declare class ChainedBatch {
+  private constructor()
+  put(key: Bytes, value: Bytes): this
+  del(key: Bytes): this
+  delete(key: Bytes): this
+  /** Drops the operations added so far. */
+  clear(): this
+  /** Operations added so far. */
+  readonly length: number
+  /** Applies every operation atomically. A batch can be written once. */
+  write(options?: WriteOptions): Promise<void>
+}
+
+/**
+ * Entries of a range, in key order (or reverse), as `[key, value]` Buffers,
+ * from a consistent snapshot taken when the iterator was created: writes
+ * made afterwards are not seen. Usable with `for await` and plain `for`.
+ */
+export declare class Iterator implements AsyncIterableIterator<[Buffer, Buffer]>, Iterable<[Buffer, Buffer]> {
+  private constructor()
+  next(): Promise<IteratorResult<[Buffer, Buffer]>>
+  /** The next entry, or `undefined` at the end. */
+  nextSync(): [Buffer, Buffer] | undefined
+  /** Up to `n` entries; an empty array at the end. */
+  nextv(n: number): Promise<Array<[Buffer, Buffer]>>
+  /** All remaining entries. */
+  all(): Promise<Array<[Buffer, Buffer]>>
+  /** Ends the iteration early (called by `break` in `for await`). */
+  return(): Promise<IteratorResult<[Buffer, Buffer]>>
+  close(): Promise<void>
+  [Symbol.asyncIterator](): this
+  [Symbol.iterator](): Generator<[Buffer, Buffer]>
+}
+
+/**
+ * An open database. All handles opened on one path in one process (also
+ * from worker threads) share one engine; the engine closes with the last
+ * handle. Another process gets TOONDB_LOCKED.
+ */
+export declare class Database {
+  private constructor()
+  /** Opens (by default creating) the database in directory `path`; recovery runs on the thread pool. */
+  static open(path: string, options?: OpenOptions): Promise<Database>
+  /** Like {@link Database.open}, on the calling thread. */
+  static openSync(path: string, options?: OpenOptions): Database
+  /** The path this handle was opened with. */
+  readonly path: string
+  /** Whether this handle (or the engine) is closed. */
+  readonly closed: boolean
+  /** The value of `key`, or `null`. Runs on the calling thread (reads are in memory or memory-mapped). */
+  getSync(key: Bytes): Buffer | null
+  /** The value of `key`, or `null`. Resolves at once: reads do not hop to the thread pool. */
+  get(key: Bytes): Promise<Buffer | null>
+  /** Values of several keys, in order (`null` where absent), from one consistent view per key. */
+  getMany(keys: Bytes[]): Promise<Array<Buffer | null>>
+  /**
+   * Writes `value` under `key`. Resolves when the write is committed and
+   * visible to readers (and durable, per `sync`); the engine's commit
+   * thread groups concurrent writes into one WAL write and one fsync.
+   */
+  put(key: Bytes, value: Bytes, options?: WriteOptions): Promise<void>
+  /** Deletes `key` (a no-op if absent); same durability as `put`. */
+  delete(key: Bytes, options?: WriteOptions): Promise<void>
+  /** Alias of {@link Database.delete}. */
+  del(key: Bytes, options?: WriteOptions): Promise<void>
+  /** Applies all operations atomically: after a crash, all or none of them are present. Later operations on the same key win. */
+  batch(operations: BatchOperation[], options?: WriteOptions): Promise<void>
+  /** A chained batch: `db.batch().put(k, v).del(k2).write()`. */
+  batch(): ChainedBatch
+  /** Iterates a range; see {@link IteratorOptions}. */
+  iterator(options?: IteratorOptions): Iterator
+  /** Writes all memtables to table files and waits for it. */
+  flush(): Promise<void>
+  /** Engine counters; see {@link DatabaseStats}. */
+  stats(): DatabaseStats
+  /**
+   * Waits for this handle's pending writes, then closes it. The engine
+   * syncs its WAL and stops when the last handle on the path closes.
+   * Closing twice is harmless.
+   */
+  close(): Promise<void>
+}
