@@ -12,12 +12,14 @@ use crossbeam_channel::Receiver;
 
 use crate::batch::WriteBatch;
 use crate::engine::{Engine, LsmState};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
 use crate::memtable::Memtable;
 use crate::record::{begin_frame, finish_frame};
 use crate::stats::Counters;
+use crate::txn::ConflictCheck;
 use crate::wal::WalWriter;
+use std::collections::BTreeSet;
 
 /// Most requests written in one group, and most bytes, so one huge queue
 /// does not delay the first member's acknowledgement without bound.
@@ -58,6 +60,8 @@ pub(crate) enum CommitMsg {
     Write {
         batch: WriteBatch,
         sync: bool,
+        /// Present for transactions: validated before a timestamp is given.
+        check: Option<Box<ConflictCheck>>,
         done: Completion<Timestamp>,
     },
     /// Seal the active memtable (if it holds anything) so it gets flushed;
@@ -81,6 +85,12 @@ pub(crate) struct CommitThread {
     last_ts: Timestamp,
     next_memtable_id: u64,
     frames: Vec<u8>,
+}
+
+struct Request {
+    batch: WriteBatch,
+    check: Option<Box<ConflictCheck>>,
+    done: Completion<Timestamp>,
 }
 
 struct Pending {
@@ -143,10 +153,11 @@ impl CommitThread {
                 CommitMsg::Write {
                     batch,
                     sync: s,
+                    check,
                     done,
                 } => {
                     sync |= s;
-                    writes.push((batch, done));
+                    writes.push(Request { batch, check, done });
                 }
                 CommitMsg::Seal { done } => {
                     // Writes queued before the seal belong to the old memtable.
@@ -159,21 +170,25 @@ impl CommitThread {
         self.commit(writes, sync);
     }
 
-    fn commit(&mut self, writes: Vec<(WriteBatch, Completion<Timestamp>)>, sync: bool) {
+    fn commit(&mut self, writes: Vec<Request>, sync: bool) {
         if writes.is_empty() {
             return;
         }
         if let Some(err) = self.engine.bg_error() {
-            for (_, done) in writes {
-                done.complete(Err(err.clone()));
+            for r in writes {
+                r.done.complete(Err(err.clone()));
             }
             return;
         }
         if let Err(err) = self.make_room() {
             self.engine.set_bg_error(err.clone());
-            for (_, done) in writes {
-                done.complete(Err(err.clone()));
+            for r in writes {
+                r.done.complete(Err(err.clone()));
             }
+            return;
+        }
+        let writes = self.validate(writes);
+        if writes.is_empty() {
             return;
         }
         let pending = self.encode(writes);
@@ -200,12 +215,47 @@ impl CommitThread {
         }
     }
 
+    /// Fails the transactions that conflict (first committer wins) and
+    /// returns the requests that may commit, in order. Members earlier in
+    /// the group are not in the memtable yet, so their keys are collected
+    /// as the group is walked.
+    fn validate(&self, writes: Vec<Request>) -> Vec<Request> {
+        if writes.iter().all(|r| r.check.is_none()) {
+            return writes;
+        }
+        let state = self.engine.state();
+        let mut group_keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut accepted = Vec::with_capacity(writes.len());
+        for r in writes {
+            if let Some(check) = &r.check {
+                match check.conflicts(&state, &group_keys, &r.batch) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        Counters::add(&self.engine.counters.conflicts, 1);
+                        r.done.complete(Err(Error::new(
+                            ErrorKind::Conflict,
+                            "transaction conflict: a key it wrote or read was committed by another writer after its snapshot; retry it",
+                        )));
+                        continue;
+                    }
+                    Err(e) => {
+                        r.done.complete(Err(e));
+                        continue;
+                    }
+                }
+            }
+            group_keys.extend(r.batch.iter().map(|op| op.key.to_vec()));
+            accepted.push(r);
+        }
+        accepted
+    }
+
     /// Assigns timestamps in arrival order and frames every batch into one
     /// buffer, so the group costs one write system call.
-    fn encode(&mut self, writes: Vec<(WriteBatch, Completion<Timestamp>)>) -> Vec<Pending> {
+    fn encode(&mut self, writes: Vec<Request>) -> Vec<Pending> {
         self.frames.clear();
         let mut pending = Vec::with_capacity(writes.len());
-        for (batch, done) in writes {
+        for Request { batch, done, .. } in writes {
             self.last_ts += 1;
             let start = begin_frame(&mut self.frames);
             batch.encode_record(self.last_ts, &mut self.frames);

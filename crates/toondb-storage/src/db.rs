@@ -18,6 +18,7 @@ use crate::key::Timestamp;
 use crate::options::{Options, WriteOptions};
 use crate::recovery::open_engine;
 use crate::stats::Stats;
+use crate::txn::{Snapshot, Transaction, TransactionOptions};
 
 struct Registered {
     engine: Arc<Engine>,
@@ -110,10 +111,8 @@ impl Database {
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
         self.check_open()?;
-        let key = key.as_ref();
-        crate::key::check_key(key)?;
-        let snapshot = self.engine.visible_ts();
-        self.engine.state().get_with(key, snapshot, f)
+        self.engine
+            .get_at(key.as_ref(), self.engine.visible_ts(), f)
     }
 
     /// Values of several keys read from one snapshot.
@@ -174,8 +173,28 @@ impl Database {
             return done.complete(Err(e));
         }
         let sync = options.sync.unwrap_or(self.engine.options.sync);
-        self.engine
-            .send_commit(CommitMsg::Write { batch, sync, done });
+        self.engine.send_commit(CommitMsg::Write {
+            batch,
+            sync,
+            check: None,
+            done,
+        });
+    }
+
+    /// Begins a snapshot-isolation transaction.
+    pub fn transaction(&self) -> Result<Transaction> {
+        self.transaction_with(TransactionOptions::default())
+    }
+
+    pub fn transaction_with(&self, options: TransactionOptions) -> Result<Transaction> {
+        self.check_open()?;
+        Ok(Transaction::begin(self.engine.clone(), options))
+    }
+
+    /// A consistent read-only view of the database as of now.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        self.check_open()?;
+        Ok(Snapshot::new(self.engine.clone()))
     }
 
     /// A scan over the current state (a consistent snapshot of it).
@@ -231,6 +250,8 @@ impl Database {
             table_bytes_read: state.tables.iter().map(|t| t.bytes_read()).sum(),
             recovery: engine.recovery.clone(),
             background_error: engine.bg_error().map(|e| e.to_string()),
+            live_snapshots: engine.snapshots.count() as u64,
+            oldest_snapshot_ts: engine.snapshots.oldest(),
             ..Stats::default()
         };
         engine.counters.fill(&mut s);

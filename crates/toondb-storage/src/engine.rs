@@ -18,6 +18,7 @@ use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::sstable::Table;
 use crate::stats::Counters;
+use crate::txn::snapshots::SnapshotList;
 use crate::wal::ReplayReport;
 
 /// One consistent view of where data lives. Replaced whole (copy on write)
@@ -61,6 +62,8 @@ pub(crate) struct Engine {
     /// Signalled when a flush finishes or fails (stalled writers, `flush()`).
     pub flush_done: Condvar,
     pub counters: Counters,
+    /// Live snapshots and transactions, by read timestamp.
+    pub snapshots: SnapshotList,
     pub recovery: ReplayReport,
     commit_thread: Mutex<Option<JoinHandle<()>>>,
     maintenance_thread: Mutex<Option<JoinHandle<()>>>,
@@ -97,6 +100,7 @@ impl Engine {
             work_ready: Condvar::new(),
             flush_done: Condvar::new(),
             counters: Counters::default(),
+            snapshots: SnapshotList::default(),
             recovery: parts.recovery,
             commit_thread: Mutex::new(None),
             maintenance_thread: Mutex::new(None),
@@ -122,6 +126,18 @@ impl Engine {
 
     pub fn visible_ts(&self) -> Timestamp {
         self.visible_ts.load(Ordering::Acquire)
+    }
+
+    /// Lends the value of `key` at timestamp `ts` to `f`. Any state read
+    /// now holds every version at or below an already-visible `ts`.
+    pub fn get_at<R>(
+        &self,
+        key: &[u8],
+        ts: Timestamp,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        crate::key::check_key(key)?;
+        self.state().get_with(key, ts, f)
     }
 
     pub fn publish_ts(&self, ts: Timestamp) {

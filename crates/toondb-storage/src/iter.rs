@@ -334,9 +334,50 @@ fn pick(cursors: &[Cursor<'_>], reverse: bool) -> Option<usize> {
     best.map(|(i, _)| i)
 }
 
+/// Anything that yields scan results in batches: a database or snapshot
+/// `Scan`, or a transaction's `TxnScan`.
+pub trait BatchScan: Send {
+    /// Up to `max_entries` (key, value) pairs, stopping early once
+    /// `max_bytes` are collected; empty when the scan is finished.
+    fn next_batch(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    fn is_done(&self) -> bool;
+}
+
+impl BatchScan for Scan {
+    fn next_batch(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        Scan::next_batch(self, max_entries, max_bytes)
+    }
+
+    fn is_done(&self) -> bool {
+        Scan::is_done(self)
+    }
+}
+
+impl BatchScan for crate::txn::TxnScan {
+    fn next_batch(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        crate::txn::TxnScan::next_batch(self, max_entries, max_bytes)
+    }
+
+    fn is_done(&self) -> bool {
+        crate::txn::TxnScan::is_done(self)
+    }
+}
+
 /// A Rust iterator over a scan, fetching entries in batches.
 pub struct DbIter {
-    scan: Scan,
+    scan: Box<dyn BatchScan>,
     buffer: VecDeque<(Vec<u8>, Vec<u8>)>,
     failed: bool,
 }
@@ -346,6 +387,14 @@ const ITER_BATCH_BYTES: usize = 1 << 20;
 
 impl DbIter {
     pub(crate) fn new(scan: Scan) -> Self {
+        Self::boxed(Box::new(scan))
+    }
+
+    pub(crate) fn from_txn(scan: crate::txn::TxnScan) -> Self {
+        Self::boxed(Box::new(scan))
+    }
+
+    fn boxed(scan: Box<dyn BatchScan>) -> Self {
         DbIter {
             scan,
             buffer: VecDeque::new(),

@@ -11,6 +11,9 @@ use std::cmp::Ordering;
 
 use crate::error::{Error, Result};
 
+/// A range of user keys: (lower, upper) bounds.
+pub type KeyRange = (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>);
+
 /// A commit timestamp. 0 is "before any commit"; the first commit gets 1.
 pub type Timestamp = u64;
 

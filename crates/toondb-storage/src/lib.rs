@@ -32,14 +32,16 @@ mod record;
 mod recovery;
 mod sstable;
 mod stats;
+mod txn;
 mod version;
 mod wal;
 
 pub use batch::{BatchOp, WriteBatch};
 pub use db::Database;
 pub use error::{Error, ErrorKind, Result};
-pub use iter::{prefix_successor, DbIter, Scan, ScanOptions};
+pub use iter::{prefix_successor, BatchScan, DbIter, Scan, ScanOptions};
 pub use key::{Timestamp, ValueKind};
 pub use options::{Options, WriteOptions};
 pub use stats::Stats;
+pub use txn::{Isolation, Snapshot, Transaction, TransactionOptions, TxnScan};
 pub use wal::{DroppedTail, ReplayReport};

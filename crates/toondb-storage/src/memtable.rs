@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
 use crossbeam_skiplist::SkipMap;
 
 use crate::batch::WriteBatch;
-use crate::key::{compare_versions, Timestamp, ValueKind};
+use crate::key::{compare_versions, KeyRange, Timestamp, ValueKind};
 
 /// Skiplist key: one version of a user key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +146,28 @@ impl Memtable {
         }
         let value = entry.value();
         Some(f(value.kind, &value.value))
+    }
+
+    /// Timestamp of the newest version of `key`, if any.
+    pub fn newest_ts(&self, key: &[u8]) -> Option<Timestamp> {
+        let probe = MemKey::new(key, Timestamp::MAX);
+        let entry = self.map.lower_bound(Bound::Included(&probe))?;
+        (&*entry.key().user_key == key).then_some(entry.key().ts)
+    }
+
+    /// Whether a version newer than `since` exists for a key in `range`.
+    pub fn any_newer(&self, range: &KeyRange, since: Timestamp) -> bool {
+        let lower = match &range.0 {
+            Bound::Included(k) => Bound::Included(MemKey::new(k, Timestamp::MAX)),
+            Bound::Excluded(k) => Bound::Excluded(MemKey::new(k, 0)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        let upper = match &range.1 {
+            Bound::Included(k) => Bound::Included(MemKey::new(k, 0)),
+            Bound::Excluded(k) => Bound::Excluded(MemKey::new(k, Timestamp::MAX)),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        self.map.range((lower, upper)).any(|e| e.key().ts > since)
     }
 
     /// Versions in internal order between the bounds (see `read.rs` for how

@@ -16,6 +16,7 @@ pub(crate) struct Counters {
     pub write_stall_micros: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_bytes_written: AtomicU64,
+    pub conflicts: AtomicU64,
 }
 
 impl Counters {
@@ -54,6 +55,12 @@ pub struct Stats {
     /// Memtables flushed to table files since open.
     pub flushes: u64,
     pub flush_bytes_written: u64,
+    /// Transaction commits rejected with `Conflict`.
+    pub conflicts: u64,
+    /// Live snapshots and transactions, and the oldest read timestamp
+    /// among them (a long-lived one pins old versions: a leak shows here).
+    pub live_snapshots: u64,
+    pub oldest_snapshot_ts: Option<Timestamp>,
     /// What the WAL replay at open found.
     pub recovery: ReplayReport,
     /// The background error that stopped writes, if any.
@@ -70,5 +77,6 @@ impl Counters {
         s.write_stall_micros = get(&self.write_stall_micros);
         s.flushes = get(&self.flushes);
         s.flush_bytes_written = get(&self.flush_bytes_written);
+        s.conflicts = get(&self.conflicts);
     }
 }

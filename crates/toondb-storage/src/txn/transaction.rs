@@ -1,0 +1,289 @@
+//! `Transaction`: reads at the snapshot taken at begin plus its own
+//! buffered writes; `commit` hands the writes to the commit thread, which
+//! applies them atomically or fails them with `Conflict`.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::batch::WriteBatch;
+use crate::commit::{CommitMsg, Completion};
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::iter::{DbIter, Scan, ScanOptions};
+use crate::key::{check_key, check_value, KeyRange, Timestamp};
+use crate::read::range_contains;
+use crate::txn::{ConflictCheck, TxnScan};
+
+/// How a transaction is validated at commit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Snapshot isolation: reads see the snapshot taken at begin; a commit
+    /// fails if another transaction committed a write to one of the same
+    /// keys after that snapshot (first committer wins). Write skew is
+    /// possible.
+    #[default]
+    Snapshot,
+    /// Serializable (optimistic): additionally fails if any key or range
+    /// the transaction read was written after its snapshot.
+    Serializable,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransactionOptions {
+    pub isolation: Isolation,
+    /// Durability of the commit; `None` uses the database's `sync` option.
+    pub sync: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Active,
+    Committed,
+    RolledBack,
+}
+
+/// Keeps the read timestamp registered (see `SnapshotList`) until dropped.
+struct ReadTsGuard {
+    engine: Arc<Engine>,
+    ts: Timestamp,
+}
+
+impl Drop for ReadTsGuard {
+    fn drop(&mut self) {
+        self.engine.snapshots.release(self.ts);
+    }
+}
+
+struct TxnState {
+    status: Status,
+    /// Buffered writes; `None` is a delete.
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    read_keys: Vec<Vec<u8>>,
+    read_ranges: Vec<KeyRange>,
+    guard: Option<ReadTsGuard>,
+}
+
+pub struct Transaction {
+    engine: Arc<Engine>,
+    read_ts: Timestamp,
+    options: TransactionOptions,
+    state: Mutex<TxnState>,
+}
+
+impl std::fmt::Debug for Transaction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transaction")
+            .field("read_ts", &self.read_ts)
+            .field("options", &self.options)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transaction {
+    pub(crate) fn begin(engine: Arc<Engine>, options: TransactionOptions) -> Transaction {
+        let read_ts = engine.snapshots.acquire(|| engine.visible_ts());
+        Transaction {
+            state: Mutex::new(TxnState {
+                status: Status::Active,
+                writes: BTreeMap::new(),
+                read_keys: Vec::new(),
+                read_ranges: Vec::new(),
+                guard: Some(ReadTsGuard {
+                    engine: engine.clone(),
+                    ts: read_ts,
+                }),
+            }),
+            engine,
+            read_ts,
+            options,
+        }
+    }
+
+    /// The snapshot timestamp this transaction reads at.
+    pub fn read_ts(&self) -> Timestamp {
+        self.read_ts
+    }
+
+    pub fn isolation(&self) -> Isolation {
+        self.options.isolation
+    }
+
+    fn serializable(&self) -> bool {
+        self.options.isolation == Isolation::Serializable
+    }
+
+    fn active(&self) -> Result<MutexGuard<'_, TxnState>> {
+        let st = self.state.lock();
+        match st.status {
+            Status::Active if self.engine.is_closed() => Err(Error::closed()),
+            Status::Active => Ok(st),
+            Status::Committed => Err(Error::new(
+                ErrorKind::Closed,
+                "transaction was already committed",
+            )),
+            Status::RolledBack => Err(Error::new(
+                ErrorKind::Closed,
+                "transaction was already rolled back",
+            )),
+        }
+    }
+
+    pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
+        self.get_with(key, |v| v.map(<[u8]>::to_vec))
+    }
+
+    /// Own writes first, then the snapshot.
+    pub fn get_with<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> Result<R> {
+        let key = key.as_ref();
+        check_key(key)?;
+        let mut st = self.active()?;
+        if let Some(own) = st.writes.get(key) {
+            return Ok(f(own.as_deref()));
+        }
+        if self.serializable() {
+            st.read_keys.push(key.to_vec());
+        }
+        drop(st);
+        self.engine.get_at(key, self.read_ts, f)
+    }
+
+    pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
+        let (key, value) = (key.as_ref(), value.as_ref());
+        check_key(key)?;
+        check_value(value)?;
+        self.active()?
+            .writes
+            .insert(key.to_vec(), Some(value.to_vec()));
+        Ok(())
+    }
+
+    pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
+        let key = key.as_ref();
+        check_key(key)?;
+        self.active()?.writes.insert(key.to_vec(), None);
+        Ok(())
+    }
+
+    /// A scan of the snapshot merged with this transaction's writes as they
+    /// are now (writes made after this call are not seen by it).
+    pub fn scan(&self, options: ScanOptions) -> Result<TxnScan> {
+        let mut st = self.active()?;
+        let range: KeyRange = (options.lower.clone(), options.upper.clone());
+        let mut own: Vec<(Vec<u8>, Option<Vec<u8>>)> = st
+            .writes
+            .iter()
+            .filter(|(k, _)| range_contains(&range, k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if options.reverse {
+            own.reverse();
+        }
+        if self.serializable() {
+            st.read_ranges.push(range);
+        }
+        drop(st);
+        let limit = options.limit;
+        let base = Scan::new(
+            self.engine.clone(),
+            self.engine.state(),
+            self.read_ts,
+            ScanOptions {
+                limit: None,
+                ..options.clone()
+            },
+        );
+        Ok(TxnScan::new(base, own, options.reverse, limit))
+    }
+
+    pub fn iter(&self, options: ScanOptions) -> Result<DbIter> {
+        Ok(DbIter::from_txn(self.scan(options)?))
+    }
+
+    /// Commits and waits; returns the commit timestamp (the read timestamp
+    /// for a transaction that wrote nothing).
+    pub fn commit(&self) -> Result<Timestamp> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.commit_with(move |r| {
+            let _ = tx.send(r);
+        });
+        rx.recv().unwrap_or_else(|_| Err(Error::closed()))
+    }
+
+    /// Starts the commit; `done` is called exactly once, from the commit
+    /// thread (or from this call when there is nothing to commit or the
+    /// transaction cannot commit). After this call the transaction is
+    /// finished whatever the outcome: retry a conflict with a new one.
+    pub fn commit_with(&self, done: impl FnOnce(Result<Timestamp>) + Send + 'static) {
+        let done = Completion::new(done);
+        let mut st = match self.active() {
+            Ok(st) => st,
+            Err(e) => return done.complete(Err(e)),
+        };
+        st.status = Status::Committed;
+        let guard = st.guard.take();
+        let writes = std::mem::take(&mut st.writes);
+        let check = ConflictCheck {
+            read_ts: self.read_ts,
+            read_keys: std::mem::take(&mut st.read_keys),
+            read_ranges: std::mem::take(&mut st.read_ranges),
+        };
+        drop(st);
+        if writes.is_empty() {
+            // Read-only: nothing to validate, never conflicts.
+            drop(guard);
+            return done.complete(Ok(self.read_ts));
+        }
+        let batch = match batch_of(writes) {
+            Ok(b) => b,
+            Err(e) => return done.complete(Err(e)),
+        };
+        // The read timestamp stays registered until the commit thread has
+        // validated against it.
+        let done = Completion::new(move |r| {
+            drop(guard);
+            done.complete(r);
+        });
+        let sync = self.options.sync.unwrap_or(self.engine.options.sync);
+        self.engine.send_commit(CommitMsg::Write {
+            batch,
+            sync,
+            check: Some(Box::new(check)),
+            done,
+        });
+    }
+
+    /// Discards the buffered writes. Later use of the transaction fails.
+    pub fn rollback(&self) -> Result<()> {
+        let mut st = self.active()?;
+        st.status = Status::RolledBack;
+        st.writes.clear();
+        st.guard = None;
+        Ok(())
+    }
+
+    /// Whether the transaction can still be used.
+    pub fn is_active(&self) -> bool {
+        self.state.lock().status == Status::Active
+    }
+}
+
+fn batch_of(writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<WriteBatch> {
+    let bytes: usize = writes
+        .iter()
+        .map(|(k, v)| k.len() + v.as_ref().map_or(0, Vec::len) + 12)
+        .sum();
+    let mut batch = WriteBatch::with_capacity(bytes);
+    for (key, value) in &writes {
+        match value {
+            Some(v) => batch.put(key, v)?,
+            None => batch.delete(key)?,
+        };
+    }
+    Ok(batch)
+}
