@@ -7,7 +7,7 @@ export type Bytes = string | Buffer | Uint8Array
 
 /** Stable error codes, found on `err.code` of every error the library raises. */
 export type ErrorCode =
-  /** A transaction lost a conflict (transactions arrive in a later release). */
+  /** A transaction's commit lost to a concurrent writer (first committer wins); nothing of it was applied. Retry it (see {@link Database.transact}). */
   | 'TOONDB_CONFLICT'
   /** The database (handle) is closed. */
   | 'TOONDB_CLOSED'
@@ -116,6 +116,78 @@ export interface DatabaseStats {
   backgroundError?: string
   /** Writes of this handle whose promises have not settled yet. */
   pendingWrites: number
+  /** Transaction commits rejected with TOONDB_CONFLICT since open. */
+  conflicts: number
+  /** Live snapshots and transactions; a number that only grows is a leak. */
+  liveSnapshots: number
+  /** Read timestamp of the oldest live snapshot or transaction, if any. */
+  oldestSnapshotTs?: number
+}
+
+export interface TransactionOptions {
+  /**
+   * - `'snapshot'` (default): snapshot isolation. Reads see the database as
+   *   of `db.transaction()`; the commit fails with TOONDB_CONFLICT if
+   *   another writer committed one of the same keys after that (first
+   *   committer wins). Two transactions that read overlapping data and
+   *   write different keys can both commit (write skew).
+   * - `'serializable'`: also fails the commit if any key or range the
+   *   transaction read was written after its snapshot (optimistic
+   *   concurrency control), which rules out write skew.
+   */
+  isolation?: 'snapshot' | 'serializable'
+  /** Durability of the commit; defaults to the database's `sync` option. */
+  sync?: boolean
+}
+
+export interface TransactOptions extends TransactionOptions {
+  /** How many times to retry `fn` after TOONDB_CONFLICT. Default 10. */
+  retries?: number
+}
+
+/**
+ * A transaction: reads from the snapshot taken at `db.transaction()` plus
+ * its own buffered writes; writes are invisible to others until `commit()`,
+ * which applies all of them or none. Using it after commit or rollback
+ * throws TOONDB_CLOSED. An abandoned transaction is released when
+ * garbage-collected (watch `stats().liveSnapshots`).
+ */
+export declare class Transaction {
+  private constructor()
+  /** The snapshot timestamp this transaction reads at. */
+  readonly readTs: number
+  /** False once committed (or committing) or rolled back. */
+  readonly active: boolean
+  getSync(key: Bytes): Buffer | null
+  /** Own writes first, then the snapshot. Resolves at once (no thread-pool hop). */
+  get(key: Bytes): Promise<Buffer | null>
+  /** Buffers a write (validated now, applied at commit). */
+  put(key: Bytes, value: Bytes): void
+  delete(key: Bytes): void
+  del(key: Bytes): void
+  /** The snapshot merged with this transaction's writes as of this call. */
+  iterator(options?: IteratorOptions): Iterator
+  /**
+   * Resolves when all writes are applied (and durable with `sync`);
+   * rejects with TOONDB_CONFLICT, applying nothing, if a concurrent commit
+   * won. Read-only transactions always succeed. Calling it again returns
+   * the same promise.
+   */
+  commit(): Promise<void>
+  /** Discards the buffered writes and ends the transaction. */
+  rollback(): void
+}
+
+/** A consistent read-only view at one moment, outside a transaction. */
+export declare class Snapshot {
+  private constructor()
+  /** The commit timestamp this snapshot reads at. */
+  readonly ts: number
+  getSync(key: Bytes): Buffer | null
+  get(key: Bytes): Promise<Buffer | null>
+  iterator(options?: IteratorOptions): Iterator
+  /** Ends the snapshot; later reads throw TOONDB_CLOSED. Released on garbage collection too. */
+  release(): void
 }
 
 /** An atomic batch built step by step; nothing is written until `write()`. */
@@ -190,6 +262,16 @@ export declare class Database {
   batch(): ChainedBatch
   /** Iterates a range; see {@link IteratorOptions}. */
   iterator(options?: IteratorOptions): Iterator
+  /** Begins a transaction (snapshot taken now). */
+  transaction(options?: TransactionOptions): Transaction
+  /**
+   * Runs `fn` in a new transaction and commits it; on TOONDB_CONFLICT
+   * retries `fn` with a fresh transaction up to `retries` times. If `fn`
+   * throws, the transaction is rolled back and the error rethrown.
+   */
+  transact<T>(fn: (txn: Transaction) => Promise<T> | T, options?: TransactOptions): Promise<T>
+  /** A consistent read-only view as of now. */
+  snapshot(): Snapshot
   /** Writes all memtables to table files and waits for it. */
   flush(): Promise<void>
   /** Engine counters; see {@link DatabaseStats}. */

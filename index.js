@@ -80,13 +80,49 @@ function toBuffer(v) {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength)
 }
 
-const SCRATCH_MIN = 64 * 1024
+// One scratch buffer per JS thread: a read copies the value into it and
+// then into a right-sized Buffer, which is cheaper than the native side
+// allocating a Buffer per read.
+let scratch = Buffer.allocUnsafe(64 * 1024)
+
+function readVia(native, key) {
+  checkKey(key)
+  const n = callNative(() => native.getInto(key, scratch))
+  if (n < 0) return null
+  if (n > scratch.length) return callNative(() => native.get(key))
+  return Buffer.from(scratch.subarray(0, n))
+}
+
+function resolveNow(fn) {
+  try {
+    return Promise.resolve(fn())
+  } catch (err) {
+    return Promise.reject(err)
+  }
+}
+
+function iteratorArgs(options) {
+  const o = checkOptions(options, 'iterator options')
+  const args = {}
+  for (const bound of ['gt', 'gte', 'lt', 'lte', 'prefix']) {
+    if (o[bound] !== undefined) {
+      if (!isBytes(o[bound])) throw invalid(`${bound} must be a string, Buffer or Uint8Array`)
+      args[bound] = toBuffer(o[bound])
+    }
+  }
+  if (o.reverse !== undefined && typeof o.reverse !== 'boolean') throw invalid('reverse must be a boolean')
+  if (o.limit !== undefined && o.limit !== null && o.limit !== -1) {
+    if (typeof o.limit !== 'number' || !(o.limit >= 0)) throw invalid('limit must be a non-negative number')
+    args.limit = o.limit
+  }
+  args.reverse = o.reverse
+  return args
+}
 
 class Database {
   #native
   #pending = new Map()
   #nextId = 1
-  #scratch = Buffer.allocUnsafe(SCRATCH_MIN)
   #closing = null
   #idle = null
   #path
@@ -158,14 +194,8 @@ class Database {
 
   /** The value of `key` as a Buffer, or null. Runs on the calling thread. */
   getSync(key) {
-    checkKey(key)
     this.#checkOpen()
-    let n = callNative(() => this.#native.getInto(key, this.#scratch))
-    if (n < 0) return null
-    if (n > this.#scratch.length) {
-      return callNative(() => this.#native.get(key))
-    }
-    return Buffer.from(this.#scratch.subarray(0, n))
+    return readVia(this.#native, key)
   }
 
   /**
@@ -173,11 +203,7 @@ class Database {
    * at once rather than paying a thread-pool round trip.
    */
   get(key) {
-    try {
-      return Promise.resolve(this.getSync(key))
-    } catch (err) {
-      return Promise.reject(err)
-    }
+    return resolveNow(() => this.getSync(key))
   }
 
   getMany(keys) {
@@ -298,23 +324,56 @@ class Database {
 
   /** Iterates [key, value] pairs of Buffers in key order; see index.d.ts. */
   iterator(options) {
-    const o = checkOptions(options, 'iterator options')
-    const args = {}
-    for (const bound of ['gt', 'gte', 'lt', 'lte', 'prefix']) {
-      if (o[bound] !== undefined) {
-        if (!isBytes(o[bound])) throw invalid(`${bound} must be a string, Buffer or Uint8Array`)
-        args[bound] = toBuffer(o[bound])
+    const args = iteratorArgs(options)
+    this.#checkOpen()
+    return new Iterator(callNative(() => this.#native.iterator(args)), args.limit)
+  }
+
+  /**
+   * Begins a transaction reading from a snapshot taken now; see index.d.ts.
+   */
+  transaction(options) {
+    const o = checkOptions(options, 'transaction options')
+    if (o.isolation !== undefined && o.isolation !== 'snapshot' && o.isolation !== 'serializable') {
+      throw invalid(`isolation must be 'snapshot' or 'serializable', got ${JSON.stringify(o.isolation)}`)
+    }
+    const sync = syncFlag({ sync: o.sync })
+    this.#checkOpen()
+    const native = callNative(() => this.#native.transaction(o.isolation, sync))
+    return new Transaction(native, (start) => this.#submit(start), TXN_TOKEN)
+  }
+
+  /**
+   * Runs `fn` in a transaction and commits it, retrying the whole function
+   * (with a fresh transaction) when the commit fails with TOONDB_CONFLICT.
+   */
+  async transact(fn, options) {
+    if (typeof fn !== 'function') throw invalid('transact needs a function')
+    const o = checkOptions(options, 'transact options')
+    const retries = o.retries === undefined ? 10 : o.retries
+    if (!Number.isInteger(retries) || retries < 0) throw invalid('retries must be a non-negative integer')
+    for (let attempt = 0; ; attempt++) {
+      const txn = this.transaction(o)
+      try {
+        const result = await fn(txn)
+        if (txn.active) await txn.commit()
+        return result
+      } catch (err) {
+        if (txn.active) txn.rollback()
+        if (err && err.code === 'TOONDB_CONFLICT' && attempt < retries) {
+          // Let the winner's followers run before trying again.
+          await new Promise((resolve) => setImmediate(resolve))
+          continue
+        }
+        throw err
       }
     }
-    if (o.reverse !== undefined && typeof o.reverse !== 'boolean') throw invalid('reverse must be a boolean')
-    if (o.limit !== undefined && o.limit !== null && o.limit !== -1) {
-      if (typeof o.limit !== 'number' || !(o.limit >= 0)) throw invalid('limit must be a non-negative number')
-      args.limit = o.limit
-    }
-    args.reverse = o.reverse
+  }
+
+  /** A consistent read-only view as of now; release it when done. */
+  snapshot() {
     this.#checkOpen()
-    const native = callNative(() => this.#native.iterator(args))
-    return new Iterator(native, args.limit)
+    return new Snapshot(callNative(() => this.#native.snapshot()), TXN_TOKEN)
   }
 
   flush() {
@@ -358,6 +417,104 @@ class Database {
 }
 
 const OPEN_TOKEN = Symbol('open')
+const TXN_TOKEN = Symbol('transaction')
+
+class Transaction {
+  #native
+  #submit
+  #committing = null
+
+  constructor(native, submit, token) {
+    if (token !== TXN_TOKEN) throw invalid('use db.transaction()')
+    this.#native = native
+    this.#submit = submit
+  }
+
+  /** The snapshot timestamp this transaction reads at. */
+  get readTs() {
+    return this.#native.readTs
+  }
+
+  /** Whether the transaction can still be used (not committed or rolled back). */
+  get active() {
+    return this.#committing === null && this.#native.active
+  }
+
+  getSync(key) {
+    return readVia(this.#native, key)
+  }
+
+  get(key) {
+    return resolveNow(() => this.getSync(key))
+  }
+
+  put(key, value) {
+    checkKey(key)
+    checkValue(value)
+    callNative(() => this.#native.put(key, value))
+  }
+
+  delete(key) {
+    checkKey(key)
+    callNative(() => this.#native.del(key))
+  }
+
+  del(key) {
+    this.delete(key)
+  }
+
+  iterator(options) {
+    const args = iteratorArgs(options)
+    return new Iterator(callNative(() => this.#native.iterator(args)), args.limit)
+  }
+
+  commit() {
+    if (this.#committing === null) {
+      try {
+        this.#committing = this.#submit((id) => this.#native.commit(id))
+      } catch (err) {
+        this.#committing = Promise.reject(normalizeError(err))
+      }
+    }
+    return this.#committing
+  }
+
+  rollback() {
+    if (this.#committing !== null) throw toondbError('TOONDB_CLOSED', 'transaction was already committed')
+    callNative(() => this.#native.rollback())
+  }
+}
+
+class Snapshot {
+  #native
+
+  constructor(native, token) {
+    if (token !== TXN_TOKEN) throw invalid('use db.snapshot()')
+    this.#native = native
+  }
+
+  /** The commit timestamp this snapshot reads at. */
+  get ts() {
+    return this.#native.ts
+  }
+
+  getSync(key) {
+    return readVia(this.#native, key)
+  }
+
+  get(key) {
+    return resolveNow(() => this.getSync(key))
+  }
+
+  iterator(options) {
+    const args = iteratorArgs(options)
+    return new Iterator(callNative(() => this.#native.iterator(args)), args.limit)
+  }
+
+  release() {
+    this.#native.release()
+  }
+}
 
 class ChainedBatch {
   #db
@@ -512,4 +669,4 @@ class Iterator {
   }
 }
 
-module.exports = { Database, Iterator, ChainedBatch }
+module.exports = { Database, Iterator, ChainedBatch, Transaction, Snapshot }

@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use napi::bindgen_prelude::{AsyncTask, Buffer, BufferSlice, Function};
 use napi::{Env, Task};
-use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
+use toondb_storage::{Database, Isolation, Options, TransactionOptions, WriteBatch, WriteOptions};
 
 use crate::completion::{Completions, Settled};
 use crate::convert::{as_bytes, Bytes};
 use crate::errors::{guard_ref, invalid_argument, to_js, Result};
-use crate::iterator::{NativeIterator, ScanArgs};
+use crate::iterator::{scan_options, NativeIterator, ScanArgs};
+use crate::transaction::{copy_into, NativeSnapshot, NativeTransaction};
 
 /// Options accepted by `Database.open` (documented in index.d.ts).
 #[napi(object)]
@@ -86,6 +87,9 @@ pub struct DatabaseStats {
     pub dropped_tail_bytes: f64,
     pub dropped_tail_reason: Option<String>,
     pub background_error: Option<String>,
+    pub conflicts: f64,
+    pub live_snapshots: f64,
+    pub oldest_snapshot_ts: Option<f64>,
 }
 
 #[napi]
@@ -183,17 +187,8 @@ impl NativeDatabase {
     /// and the caller should retry with a larger buffer.
     #[napi(catch_unwind)]
     pub fn get_into(&self, key: Bytes, mut out: BufferSlice) -> Result<i64> {
-        let key = as_bytes(&key);
         self.db
-            .get_with(key, |v| match v {
-                None => -1,
-                Some(v) => {
-                    if let Some(dst) = out.get_mut(..v.len()) {
-                        dst.copy_from_slice(v);
-                    }
-                    v.len() as i64
-                }
-            })
+            .get_with(as_bytes(&key), |v| copy_into(v, &mut out))
             .map_err(to_js)
     }
 
@@ -281,7 +276,36 @@ impl NativeDatabase {
 
     #[napi(catch_unwind)]
     pub fn iterator(&self, args: ScanArgs) -> Result<NativeIterator> {
-        NativeIterator::new(&self.db, args)
+        let scan = self.db.scan(scan_options(args)?).map_err(to_js)?;
+        Ok(NativeIterator::new(scan))
+    }
+
+    /// `isolation` is "snapshot" (default) or "serializable".
+    #[napi(catch_unwind)]
+    pub fn transaction(
+        &self,
+        isolation: Option<String>,
+        sync: Option<bool>,
+    ) -> Result<NativeTransaction> {
+        let isolation = match isolation.as_deref() {
+            None | Some("snapshot") => Isolation::Snapshot,
+            Some("serializable") => Isolation::Serializable,
+            Some(other) => {
+                return Err(invalid_argument(format!(
+                    "isolation must be 'snapshot' or 'serializable', got {other:?}"
+                )))
+            }
+        };
+        let txn = self
+            .db
+            .transaction_with(TransactionOptions { isolation, sync })
+            .map_err(to_js)?;
+        Ok(NativeTransaction::new(txn, self.completions.clone()))
+    }
+
+    #[napi(catch_unwind)]
+    pub fn snapshot(&self) -> Result<NativeSnapshot> {
+        Ok(NativeSnapshot::new(self.db.snapshot().map_err(to_js)?))
     }
 
     #[napi(catch_unwind)]
@@ -329,6 +353,9 @@ impl NativeDatabase {
             dropped_tail_bytes: tail.map_or(0.0, |t| t.dropped_bytes as f64),
             dropped_tail_reason: tail.map(|t| t.reason.clone()),
             background_error: s.background_error,
+            conflicts: s.conflicts as f64,
+            live_snapshots: s.live_snapshots as f64,
+            oldest_snapshot_ts: s.oldest_snapshot_ts.map(|t| t as f64),
         }
     }
 }

@@ -2,10 +2,9 @@
 //! Buffer, so a scan costs one native call per batch, not per entry.
 
 use std::ops::Bound;
-use std::sync::Arc;
 
 use napi::bindgen_prelude::Buffer;
-use toondb_storage::{Database, Scan, ScanOptions};
+use toondb_storage::{BatchScan, ScanOptions};
 
 use crate::errors::{invalid_argument, to_js, Result};
 
@@ -31,7 +30,7 @@ pub struct ScanBatch {
 
 #[napi]
 pub struct NativeIterator {
-    scan: Scan,
+    scan: Box<dyn BatchScan>,
 }
 
 fn bound(inclusive: Option<Buffer>, exclusive: Option<Buffer>) -> Result<Bound<Vec<u8>>> {
@@ -63,29 +62,35 @@ fn tighter(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>, lower: bool) -> Bound<Vec<u8>> 
     }
 }
 
+/// The engine's scan options for what index.js passes.
+pub fn scan_options(args: ScanArgs) -> Result<ScanOptions> {
+    let mut options = ScanOptions {
+        lower: bound(args.gte, args.gt)?,
+        upper: bound(args.lte, args.lt)?,
+        reverse: args.reverse.unwrap_or(false),
+        limit: None,
+    };
+    if let Some(prefix) = args.prefix {
+        let p = ScanOptions::prefix(&prefix);
+        options.lower = tighter(options.lower, p.lower, true);
+        options.upper = tighter(options.upper, p.upper, false);
+    }
+    if let Some(limit) = args.limit {
+        if limit.is_nan() || limit < 0.0 {
+            return Err(invalid_argument("limit must be a non-negative number"));
+        }
+        if limit.is_finite() {
+            options.limit = Some(limit as usize);
+        }
+    }
+    Ok(options)
+}
+
 impl NativeIterator {
-    pub fn new(db: &Arc<Database>, args: ScanArgs) -> Result<NativeIterator> {
-        let mut options = ScanOptions {
-            lower: bound(args.gte, args.gt)?,
-            upper: bound(args.lte, args.lt)?,
-            reverse: args.reverse.unwrap_or(false),
-            limit: None,
-        };
-        if let Some(prefix) = args.prefix {
-            let p = ScanOptions::prefix(&prefix);
-            options.lower = tighter(options.lower, p.lower, true);
-            options.upper = tighter(options.upper, p.upper, false);
+    pub fn new(scan: impl BatchScan + 'static) -> NativeIterator {
+        NativeIterator {
+            scan: Box::new(scan),
         }
-        if let Some(limit) = args.limit {
-            if !(limit.is_finite() || limit == f64::INFINITY) || limit < 0.0 {
-                return Err(invalid_argument("limit must be a non-negative number"));
-            }
-            if limit.is_finite() {
-                options.limit = Some(limit as usize);
-            }
-        }
-        let scan = db.scan(options).map_err(to_js)?;
-        Ok(NativeIterator { scan })
     }
 }
 

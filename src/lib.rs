@@ -11,3 +11,4 @@ mod convert;
 mod database;
 mod errors;
 mod iterator;
+mod transaction;

@@ -32,8 +32,21 @@ export async function quickStart(dir: string): Promise<void> {
     const err = e as ToondbError
     if (err.code === 'TOONDB_INVALID_ARGUMENT') void err.message
   }
+  const txn = db.transaction({ isolation: 'serializable' })
+  const balance: Buffer | null = await txn.get('acct/a')
+  txn.put('acct/a', String(Number(balance) - 1))
+  await txn.commit()
+  const total: number = await db.transact(async (t) => {
+    t.delete('x')
+    return 1
+  }, { retries: 3 })
+  const snap = db.snapshot()
+  const old: Buffer | null = snap.getSync('acct/a')
+  snap.release()
   await db.close()
-  void v, s, many, all, fsyncsPerCommit
+  void v, s, many, all, fsyncsPerCommit, total, old
+  // @ts-expect-error isolation is 'snapshot' or 'serializable'
+  db.transaction({ isolation: 'repeatable-read' })
 
   // @ts-expect-error keys must be bytes or strings
   await db.put(42, 'x')
