@@ -220,7 +220,7 @@ impl CommitThread {
     /// the group are not in the memtable yet, so their keys are collected
     /// as the group is walked.
     fn validate(&self, writes: Vec<Request>) -> Vec<Request> {
-        if writes.iter().all(|r| r.check.is_none()) {
+        if cfg!(feature = "broken-isolation") || writes.iter().all(|r| r.check.is_none()) {
             return writes;
         }
         let state = self.engine.state();
