@@ -122,6 +122,8 @@ function iteratorArgs(options) {
 class Database {
   #native
   #pending = new Map()
+  #pendingWrites = 0
+  #group = null
   #nextId = 1
   #closing = null
   #idle = null
@@ -222,7 +224,12 @@ class Database {
       checkKey(key)
       checkValue(value)
       const sync = syncFlag(options)
-      return this.#submit((id) => this.#native.put(id, key, value, sync))
+      this.#checkOpen()
+      const g = this.#currentGroup(sync)
+      g.kinds.push(1)
+      g.keys.push(key)
+      g.values.push(value)
+      return this.#join(g)
     } catch (err) {
       return Promise.reject(normalizeError(err))
     }
@@ -232,7 +239,11 @@ class Database {
     try {
       checkKey(key)
       const sync = syncFlag(options)
-      return this.#submit((id) => this.#native.del(id, key, sync))
+      this.#checkOpen()
+      const g = this.#currentGroup(sync)
+      g.kinds.push(0)
+      g.keys.push(key)
+      return this.#join(g)
     } catch (err) {
       return Promise.reject(normalizeError(err))
     }
@@ -252,65 +263,122 @@ class Database {
     try {
       if (!Array.isArray(ops)) throw invalid(`batch operations must be an array, got ${describe(ops)}`)
       const sync = syncFlag(options)
-      const kinds = new Uint8Array(ops.length)
-      const keys = new Array(ops.length)
-      const values = []
       for (let i = 0; i < ops.length; i++) {
         const op = ops[i]
         if (op === null || typeof op !== 'object') throw invalid(`batch[${i}] must be an object`)
         checkKey(op.key, `batch[${i}].key`)
-        keys[i] = op.key
-        if (op.type === 'put') {
-          checkValue(op.value)
-          kinds[i] = 1
-          values.push(op.value)
-        } else if (op.type !== 'del' && op.type !== 'delete') {
+        if (op.type === 'put') checkValue(op.value)
+        else if (op.type !== 'del' && op.type !== 'delete') {
           throw invalid(`batch[${i}].type must be 'put' or 'del', got ${JSON.stringify(op.type)}`)
         }
       }
-      return this.#writeBatch(kinds, keys, values, sync)
+      this.#checkOpen()
+      const g = this.#currentGroup(sync)
+      for (let i = 0; i < ops.length; i++) {
+        const op = ops[i]
+        g.keys.push(op.key)
+        if (op.type === 'put') {
+          g.kinds.push(1)
+          g.values.push(op.value)
+        } else {
+          g.kinds.push(0)
+        }
+      }
+      return this.#join(g)
     } catch (err) {
       return Promise.reject(normalizeError(err))
     }
   }
 
-  /** @internal */
+  /** @internal the chained batch's write: operations already validated */
   _writeFlat(kinds, keys, values, sync) {
-    return this.#writeBatch(kinds, keys, values, sync)
-  }
-
-  #writeBatch(kinds, keys, values, sync) {
-    return this.#submit((id) => this.#native.batch(id, kinds, keys, values, sync))
-  }
-
-  // Registers a pending promise under a fresh id, then hands the write to
-  // the engine; the commit thread settles it through #settle.
-  #submit(start) {
     this.#checkOpen()
+    const g = this.#currentGroup(sync)
+    for (let i = 0; i < keys.length; i++) g.kinds.push(kinds[i])
+    for (const k of keys) g.keys.push(k)
+    for (const v of values) g.values.push(v)
+    return this.#join(g)
+  }
+
+  // Writes issued in one turn of the event loop (say, the 64 puts started
+  // by the continuations of one settled group) travel to the engine as one
+  // atomic batch: one native call, one commit, one WAL record. Each write
+  // keeps its own promise, settled when the whole group is committed.
+  // Grouping only ever makes writes more atomic, and a write with
+  // `sync: true` makes its group durable.
+  #currentGroup(sync) {
+    let g = this.#group
+    if (g === null) {
+      g = { kinds: [], keys: [], values: [], waiters: [], anySync: false, anyDefault: false }
+      this.#group = g
+      queueMicrotask(this.#flushGroup)
+    }
+    if (sync === true) g.anySync = true
+    else if (sync === undefined) g.anyDefault = true
+    return g
+  }
+
+  #join(g) {
+    const p = new Promise((resolve, reject) => {
+      g.waiters.push(resolve, reject)
+    })
+    if (g.keys.length >= GROUP_MAX_OPS) this.#flushGroup()
+    return p
+  }
+
+  #flushGroup = () => {
+    const g = this.#group
+    if (g === null) return
+    this.#group = null
+    const sync = g.anySync ? true : g.anyDefault ? undefined : false
+    const kinds = Uint8Array.from(g.kinds)
+    try {
+      this.#submitWaiters(g.waiters, (id) => this.#native.batch(id, kinds, g.keys, g.values, sync))
+    } catch (err) {
+      const e = normalizeError(err)
+      for (let i = 1; i < g.waiters.length; i += 2) g.waiters[i](e)
+    }
+  }
+
+  // Hands a request to the engine under a fresh id; `waiters` holds
+  // resolve/reject pairs settled together when the commit thread reports
+  // that id (see #settle).
+  #submitWaiters(waiters, start) {
     const id = this.#nextId
     this.#nextId = id >= 0xfffffffe ? 1 : id + 1
     callNative(() => start(id))
     if (this.#pending.size === 0) this.#native.keepAlive(true)
-    return new Promise((resolve, reject) => {
-      this.#pending.set(id, { resolve, reject })
+    this.#pending.set(id, waiters)
+    this.#pendingWrites += waiters.length / 2
+  }
+
+  /** Submits a request with one promise of its own (transaction commits). */
+  #submit(start) {
+    this.#checkOpen()
+    this.#flushGroup() // keep issue order: earlier writes commit first
+    const waiters = []
+    const p = new Promise((resolve, reject) => {
+      waiters.push(resolve, reject)
     })
+    this.#submitWaiters(waiters, start)
+    return p
   }
 
   #settle({ ok, failed }) {
     const pending = this.#pending
     for (let i = 0; i < ok.length; i++) {
-      const p = pending.get(ok[i])
-      if (p !== undefined) {
-        pending.delete(ok[i])
-        p.resolve()
-      }
+      const waiters = pending.get(ok[i])
+      if (waiters === undefined) continue
+      pending.delete(ok[i])
+      this.#pendingWrites -= waiters.length / 2
+      for (let j = 0; j < waiters.length; j += 2) waiters[j]()
     }
     for (const f of failed) {
-      const p = pending.get(f.id)
-      if (p !== undefined) {
-        pending.delete(f.id)
-        p.reject(toondbError(f.code, f.message))
-      }
+      const waiters = pending.get(f.id)
+      if (waiters === undefined) continue
+      pending.delete(f.id)
+      this.#pendingWrites -= waiters.length / 2
+      for (let j = 1; j < waiters.length; j += 2) waiters[j](toondbError(f.code, f.message))
     }
     if (pending.size === 0) {
       this.#native.keepAlive(false)
@@ -389,7 +457,7 @@ class Database {
 
   stats() {
     const s = this.#native.stats()
-    s.pendingWrites = this.#pending.size
+    s.pendingWrites = this.#pendingWrites
     return s
   }
 
@@ -399,6 +467,7 @@ class Database {
    */
   close() {
     if (this.#closing === null) {
+      this.#flushGroup()
       this.#closing = (async () => {
         if (this.#pending.size > 0) {
           await new Promise((resolve) => {
@@ -417,6 +486,8 @@ class Database {
 }
 
 const OPEN_TOKEN = Symbol('open')
+// Most operations one coalesced write group carries before it is sent.
+const GROUP_MAX_OPS = 1024
 const TXN_TOKEN = Symbol('transaction')
 
 class Transaction {
@@ -569,7 +640,7 @@ class ChainedBatch {
     try {
       this.#check()
       this.#done = true
-      return this.#db._writeFlat(Uint8Array.from(this.#kinds), this.#keys, this.#values, syncFlag(options))
+      return this.#db._writeFlat(this.#kinds, this.#keys, this.#values, syncFlag(options))
     } catch (err) {
       return Promise.reject(normalizeError(err))
     }

@@ -57,8 +57,13 @@ impl Database {
     /// directory open, the new handle shares that engine and `options`
     /// other than `error_if_exists` are ignored.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Database> {
-        let dir = std::path::absolute(path.as_ref())
-            .ctx(format_args!("resolving {}", path.as_ref().display()))?;
+        // The registry key must name the directory, however it is spelled
+        // (`..`, symlinks); a path that does not exist yet cannot be open.
+        let dir = match std::fs::canonicalize(path.as_ref()) {
+            Ok(dir) => dir,
+            Err(_) => std::path::absolute(path.as_ref())
+                .ctx(format_args!("resolving {}", path.as_ref().display()))?,
+        };
         let mut open = registry().lock();
         if let Some(entry) = open.get_mut(&dir) {
             if options.error_if_exists {

@@ -40,7 +40,10 @@ enum Reader {
     /// `Database::iter` (batches of 256).
     Iter,
     /// `Scan::next_batch(max_entries, max_bytes)` until it returns nothing.
-    Batches { max_entries: usize, max_bytes: usize },
+    Batches {
+        max_entries: usize,
+        max_bytes: usize,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -100,12 +103,14 @@ fn scan_options() -> impl Strategy<Value = ScanOptions> {
 fn reader() -> impl Strategy<Value = Reader> {
     prop_oneof![
         Just(Reader::Iter),
-        (1usize..4, prop_oneof![Just(1usize), Just(8), Just(usize::MAX)]).prop_map(
-            |(max_entries, max_bytes)| Reader::Batches {
+        (
+            1usize..4,
+            prop_oneof![Just(1usize), Just(8), Just(usize::MAX)]
+        )
+            .prop_map(|(max_entries, max_bytes)| Reader::Batches {
                 max_entries,
                 max_bytes
-            }
-        ),
+            }),
     ]
 }
 
@@ -314,10 +319,30 @@ fn edge_cases() {
         Op::Scan(ScanOptions::prefix(b"a\xff"), Reader::Iter),
         Op::Scan(ScanOptions::prefix(b""), Reader::Iter),
         scan(Bound::Excluded(k(b"")), Bound::Unbounded, false, None),
-        scan(Bound::Unbounded, Bound::Excluded(k(b"\xff\xff")), true, None),
-        scan(Bound::Included(k(b"b")), Bound::Excluded(k(b"a")), false, None),
-        scan(Bound::Included(k(b"a")), Bound::Included(k(b"a")), true, None),
-        scan(Bound::Excluded(k(b"a")), Bound::Excluded(k(b"a")), false, None),
+        scan(
+            Bound::Unbounded,
+            Bound::Excluded(k(b"\xff\xff")),
+            true,
+            None,
+        ),
+        scan(
+            Bound::Included(k(b"b")),
+            Bound::Excluded(k(b"a")),
+            false,
+            None,
+        ),
+        scan(
+            Bound::Included(k(b"a")),
+            Bound::Included(k(b"a")),
+            true,
+            None,
+        ),
+        scan(
+            Bound::Excluded(k(b"a")),
+            Bound::Excluded(k(b"a")),
+            false,
+            None,
+        ),
         scan(Bound::Unbounded, Bound::Unbounded, true, Some(2)),
         scan(Bound::Unbounded, Bound::Unbounded, false, Some(0)),
         Op::Reopen,

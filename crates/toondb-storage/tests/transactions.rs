@@ -1,9 +1,7 @@
 //! Transactions: snapshot reads, own writes, first-committer-wins, write
 //! skew under snapshot isolation vs serializable, snapshots that stay put.
 
-use toondb_storage::{
-    Database, ErrorKind, Isolation, Options, ScanOptions, TransactionOptions,
-};
+use toondb_storage::{Database, ErrorKind, Isolation, Options, ScanOptions, TransactionOptions};
 
 fn open(dir: &std::path::Path) -> Database {
     Database::open_with(
@@ -43,7 +41,10 @@ fn reads_come_from_the_snapshot_plus_own_writes() {
         .collect();
     assert_eq!(
         seen,
-        vec![(b"a".to_vec(), b"1".to_vec()), (b"c".to_vec(), b"3".to_vec())]
+        vec![
+            (b"a".to_vec(), b"1".to_vec()),
+            (b"c".to_vec(), b"3".to_vec())
+        ]
     );
     let rev: Vec<_> = txn
         .iter(ScanOptions::default().reverse(true).limit(1))
@@ -167,7 +168,11 @@ fn a_snapshot_keeps_its_view_while_writers_overwrite_and_flush() {
     let t = db.transaction().unwrap();
     assert_eq!(db.stats().live_snapshots, 1);
     drop(t);
-    assert_eq!(db.stats().live_snapshots, 0, "a dropped transaction releases its snapshot");
+    assert_eq!(
+        db.stats().live_snapshots,
+        0,
+        "a dropped transaction releases its snapshot"
+    );
 }
 
 #[test]
