@@ -43,17 +43,56 @@ function isBytes(v) {
   return typeof v === 'string' || v instanceof Uint8Array
 }
 
+const MAX_KEY_BYTES = 64 * 1024
+const MAX_VALUE_BYTES = 256 * 1024 * 1024
+
+// A string's UTF-8 length is at most 3 bytes per UTF-16 unit, so the exact
+// (slower) count is only needed for long strings.
+function byteLengthOver(v, limit) {
+  if (typeof v !== 'string') return v.length > limit
+  return v.length * 3 > limit && Buffer.byteLength(v) > limit
+}
+
 function checkKey(key, what = 'key') {
   if (!isBytes(key)) {
     throw invalid(`${what} must be a string, Buffer or Uint8Array, got ${describe(key)}`)
   }
   if (key.length === 0) throw invalid(`${what} must not be empty`)
+  if (byteLengthOver(key, MAX_KEY_BYTES)) throw invalid(`${what} is longer than ${MAX_KEY_BYTES} bytes`)
 }
 
 function checkValue(value) {
   if (!isBytes(value)) {
     throw invalid(`value must be a string, Buffer or Uint8Array, got ${describe(value)}`)
   }
+  if (byteLengthOver(value, MAX_VALUE_BYTES)) throw invalid(`value is longer than ${MAX_VALUE_BYTES} bytes`)
+}
+
+// Packs a write group into one Buffer plus a lengths array (key and value
+// length per operation), so the native side reads it with no per-element
+// napi calls.
+function encodeGroup(kinds, keys, values) {
+  const n = keys.length
+  let bound = 0
+  for (let i = 0; i < n; i++) bound += typeof keys[i] === 'string' ? keys[i].length * 3 : keys[i].length
+  for (let i = 0; i < values.length; i++) {
+    bound += typeof values[i] === 'string' ? values[i].length * 3 : values[i].length
+  }
+  const data = Buffer.allocUnsafe(bound)
+  const lens = new Uint32Array(2 * n)
+  let off = 0
+  let v = 0
+  for (let i = 0; i < n; i++) {
+    off += (lens[2 * i] = put(data, keys[i], off))
+    if (kinds[i] === 1) off += (lens[2 * i + 1] = put(data, values[v++], off))
+  }
+  return { data: data.subarray(0, off), lens }
+}
+
+function put(buf, v, off) {
+  if (typeof v === 'string') return buf.utf8Write(v, off)
+  buf.set(v, off)
+  return v.length
 }
 
 function describe(v) {
@@ -69,6 +108,7 @@ function checkOptions(options, what) {
 }
 
 function syncFlag(options) {
+  if (options === undefined) return undefined
   const { sync } = checkOptions(options, 'write options')
   if (sync !== undefined && typeof sync !== 'boolean') throw invalid('sync must be a boolean')
   return sync
@@ -319,9 +359,8 @@ class Database {
   }
 
   #join(g) {
-    const p = new Promise((resolve, reject) => {
-      g.waiters.push(resolve, reject)
-    })
+    const p = new Promise(captureResolvers)
+    g.waiters.push(capturedResolve, capturedReject)
     if (g.keys.length >= GROUP_MAX_OPS) this.#flushGroup()
     return p
   }
@@ -331,9 +370,10 @@ class Database {
     if (g === null) return
     this.#group = null
     const sync = g.anySync ? true : g.anyDefault ? undefined : false
-    const kinds = Uint8Array.from(g.kinds)
     try {
-      this.#submitWaiters(g.waiters, (id) => this.#native.batch(id, kinds, g.keys, g.values, sync))
+      const kinds = Uint8Array.from(g.kinds)
+      const { data, lens } = encodeGroup(kinds, g.keys, g.values)
+      this.#submitWaiters(g.waiters, (id) => this.#native.writeFlat(id, kinds, lens, data, sync))
     } catch (err) {
       const e = normalizeError(err)
       for (let i = 1; i < g.waiters.length; i += 2) g.waiters[i](e)
@@ -483,6 +523,15 @@ class Database {
     }
     return this.#closing
   }
+}
+
+// A shared promise executor (no closure per write): `new Promise` runs it
+// synchronously, so the captured functions are read right after.
+let capturedResolve = null
+let capturedReject = null
+function captureResolvers(resolve, reject) {
+  capturedResolve = resolve
+  capturedReject = reject
 }
 
 const OPEN_TOKEN = Symbol('open')

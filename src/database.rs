@@ -65,6 +65,35 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
     Ok(options)
 }
 
+fn decode_flat(kinds: &[u8], lens: &[u32], data: &[u8]) -> Result<WriteBatch> {
+    if lens.len() != kinds.len() * 2 {
+        return Err(invalid_argument(
+            "writeFlat: lens must hold two entries per operation",
+        ));
+    }
+    let mut batch = WriteBatch::with_capacity(data.len() + kinds.len() * 4);
+    let mut rest = data;
+    let mut take = |n: u32| -> Result<&[u8]> {
+        let n = n as usize;
+        if n > rest.len() {
+            return Err(invalid_argument("writeFlat: lengths run past the data"));
+        }
+        let (head, tail) = rest.split_at(n);
+        rest = tail;
+        Ok(head)
+    };
+    for (i, kind) in kinds.iter().enumerate() {
+        let key = take(lens[2 * i])?;
+        let result = match kind {
+            1 => batch.put(key, take(lens[2 * i + 1])?),
+            0 => batch.delete(key),
+            _ => return Err(invalid_argument("writeFlat: unknown operation kind")),
+        };
+        result.map_err(to_js)?;
+    }
+    Ok(batch)
+}
+
 /// Counters and sizes returned by `db.stats()` (documented in index.d.ts).
 #[napi(object)]
 #[derive(Debug, Clone)]
@@ -207,57 +236,19 @@ impl NativeDatabase {
         Ok(values.into_iter().map(|v| v.map(Buffer::from)).collect())
     }
 
-    /// Starts a put; the outcome reaches `settle` under `id`.
+    /// An atomic batch, packed by index.js: operation `i` is a put when
+    /// `kinds[i]` is 1 (a delete when 0); its key is the next `lens[2i]`
+    /// bytes of `data`, followed (puts only) by `lens[2i+1]` value bytes.
     #[napi(catch_unwind)]
-    pub fn put(&self, id: u32, key: Bytes, value: Bytes, sync: Option<bool>) -> Result<()> {
-        let mut batch = WriteBatch::new();
-        batch.put(as_bytes(&key), as_bytes(&value)).map_err(to_js)?;
-        self.submit(id, batch, sync);
-        Ok(())
-    }
-
-    #[napi(catch_unwind)]
-    pub fn del(&self, id: u32, key: Bytes, sync: Option<bool>) -> Result<()> {
-        let mut batch = WriteBatch::new();
-        batch.delete(as_bytes(&key)).map_err(to_js)?;
-        self.submit(id, batch, sync);
-        Ok(())
-    }
-
-    /// An atomic batch as flat arrays (much cheaper to cross than an array
-    /// of objects): `kinds[i]` is 1 for put (taking the next entry of
-    /// `values`) and 0 for delete.
-    #[napi(catch_unwind)]
-    pub fn batch(
+    pub fn write_flat(
         &self,
         id: u32,
         kinds: &[u8],
-        keys: Vec<Bytes>,
-        values: Vec<Bytes>,
+        lens: &[u32],
+        data: &[u8],
         sync: Option<bool>,
     ) -> Result<()> {
-        if kinds.len() != keys.len() {
-            return Err(invalid_argument("batch: kinds and keys differ in length"));
-        }
-        let bytes: usize = keys
-            .iter()
-            .chain(values.iter())
-            .map(|b| as_bytes(b).len())
-            .sum();
-        let mut batch = WriteBatch::with_capacity(bytes + keys.len() * 4);
-        let mut values = values.iter();
-        for (kind, key) in kinds.iter().zip(keys.iter()) {
-            let key = as_bytes(key);
-            let result = match kind {
-                1 => match values.next() {
-                    Some(v) => batch.put(key, as_bytes(v)),
-                    None => return Err(invalid_argument("batch: missing value for a put")),
-                },
-                0 => batch.delete(key),
-                _ => return Err(invalid_argument("batch: unknown operation kind")),
-            };
-            result.map_err(to_js)?;
-        }
+        let batch = decode_flat(kinds, lens, data)?;
         self.submit(id, batch, sync);
         Ok(())
     }

@@ -120,8 +120,8 @@ impl MaintenanceThread {
             let mut builder =
                 TableBuilder::new(engine.fs.create(&path)?, engine.options.block_size);
             for entry in imm.iter() {
-                let (k, v) = (entry.key(), entry.value());
-                builder.add(&k.user_key, k.ts, v.kind, &v.value)?;
+                let v = entry.key();
+                builder.add(v.user_key(), v.ts, v.kind, v.value())?;
             }
             let summary = builder.finish()?;
             engine.fs.sync_dir(&engine.dir)?;

@@ -15,7 +15,7 @@ use crossbeam_skiplist::map::{Entry, Range};
 use crate::engine::{Engine, LsmState};
 use crate::error::{Error, Result};
 use crate::key::{compare_versions, Timestamp, ValueKind};
-use crate::memtable::{MemKey, MemValue};
+use crate::memtable::MemKey;
 use crate::sstable::TableIter;
 
 /// Which keys a scan visits, in which direction, and how many.
@@ -84,12 +84,12 @@ pub struct Scan {
     done: bool,
 }
 
-type MemRange<'a> = Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, MemValue>;
+type MemRange<'a> = Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>;
 
 enum Cursor<'a> {
     Mem {
         range: MemRange<'a>,
-        current: Option<Entry<'a, MemKey, MemValue>>,
+        current: Option<Entry<'a, MemKey, ()>>,
     },
     Table(TableIter),
 }
@@ -104,11 +104,14 @@ struct Version<'s> {
 impl Cursor<'_> {
     fn current(&self) -> Option<Version<'_>> {
         match self {
-            Cursor::Mem { current, .. } => current.as_ref().map(|e| Version {
-                key: &e.key().user_key,
-                ts: e.key().ts,
-                kind: e.value().kind,
-                value: &e.value().value,
+            Cursor::Mem { current, .. } => current.as_ref().map(|e| {
+                let v = e.key();
+                Version {
+                    key: v.user_key(),
+                    ts: v.ts,
+                    kind: v.kind,
+                    value: v.value(),
+                }
             }),
             Cursor::Table(it) => it.entry().map(|e| Version {
                 key: e.user_key,

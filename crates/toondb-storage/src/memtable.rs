@@ -12,16 +12,21 @@ use crossbeam_skiplist::SkipMap;
 use crate::batch::WriteBatch;
 use crate::key::{compare_versions, KeyRange, Timestamp, ValueKind};
 
-/// Skiplist key: one version of a user key.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One version of a user key: the skiplist key. The user key and the value
+/// share one allocation (half the mallocs of separate boxes, which
+/// measurably limits batch throughput). Ordering and equality look only at
+/// (user key, timestamp).
+#[derive(Debug, Clone)]
 pub(crate) struct MemKey {
-    pub user_key: Box<[u8]>,
+    bytes: Box<[u8]>,
+    key_len: usize,
     pub ts: Timestamp,
+    pub kind: ValueKind,
 }
 
 impl Ord for MemKey {
     fn cmp(&self, other: &Self) -> Ordering {
-        compare_versions(&self.user_key, self.ts, &other.user_key, other.ts)
+        compare_versions(self.user_key(), self.ts, other.user_key(), other.ts)
     }
 }
 
@@ -31,19 +36,39 @@ impl PartialOrd for MemKey {
     }
 }
 
-impl MemKey {
-    pub fn new(user_key: &[u8], ts: Timestamp) -> Self {
-        MemKey {
-            user_key: user_key.into(),
-            ts,
-        }
+impl PartialEq for MemKey {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
     }
 }
 
-#[derive(Debug, Clone)]
-pub(crate) struct MemValue {
-    pub kind: ValueKind,
-    pub value: Box<[u8]>,
+impl Eq for MemKey {}
+
+impl MemKey {
+    /// A search key (no value).
+    pub fn new(user_key: &[u8], ts: Timestamp) -> Self {
+        Self::version(user_key, ts, ValueKind::Put, &[])
+    }
+
+    pub fn version(user_key: &[u8], ts: Timestamp, kind: ValueKind, value: &[u8]) -> Self {
+        let mut bytes = Vec::with_capacity(user_key.len() + value.len());
+        bytes.extend_from_slice(user_key);
+        bytes.extend_from_slice(value);
+        MemKey {
+            bytes: bytes.into_boxed_slice(),
+            key_len: user_key.len(),
+            ts,
+            kind,
+        }
+    }
+
+    pub fn user_key(&self) -> &[u8] {
+        self.bytes.get(..self.key_len).unwrap_or_default()
+    }
+
+    pub fn value(&self) -> &[u8] {
+        self.bytes.get(self.key_len..).unwrap_or_default()
+    }
 }
 
 /// Per-entry bookkeeping the skiplist adds beyond key and value bytes; an
@@ -51,7 +76,7 @@ pub(crate) struct MemValue {
 const ENTRY_OVERHEAD: usize = 64;
 
 pub(crate) struct Memtable {
-    map: SkipMap<MemKey, MemValue>,
+    map: SkipMap<MemKey, ()>,
     approximate_bytes: AtomicUsize,
     /// Sequence number of this memtable; `Database::flush` waits on it.
     id: u64,
@@ -108,13 +133,8 @@ impl Memtable {
         let mut added = 0;
         for op in batch.iter() {
             added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
-            self.map.insert(
-                MemKey::new(op.key, ts),
-                MemValue {
-                    kind: op.kind,
-                    value: op.value.into(),
-                },
-            );
+            self.map
+                .insert(MemKey::version(op.key, ts, op.kind, op.value), ());
         }
         self.approximate_bytes
             .fetch_add(added, AtomicOrdering::Relaxed);
@@ -123,11 +143,12 @@ impl Memtable {
 
     /// The newest version of `key` with a timestamp <= `snapshot`.
     #[cfg(test)]
-    pub fn get(&self, key: &[u8], snapshot: Timestamp) -> Option<(Timestamp, MemValue)> {
+    pub fn get(&self, key: &[u8], snapshot: Timestamp) -> Option<(Timestamp, ValueKind, Vec<u8>)> {
         self.get_ref(key, snapshot, |_, _| ())?;
         let probe = MemKey::new(key, snapshot);
         let entry = self.map.lower_bound(Bound::Included(&probe))?;
-        Some((entry.key().ts, entry.value().clone()))
+        let k = entry.key();
+        Some((k.ts, k.kind, k.value().to_vec()))
     }
 
     /// Like `get`, but lends the version to `f` instead of copying it.
@@ -141,18 +162,18 @@ impl Memtable {
     ) -> Option<R> {
         let probe = MemKey::new(key, snapshot);
         let entry = self.map.lower_bound(Bound::Included(&probe))?;
-        if &*entry.key().user_key != key {
+        let version = entry.key();
+        if version.user_key() != key {
             return None;
         }
-        let value = entry.value();
-        Some(f(value.kind, &value.value))
+        Some(f(version.kind, version.value()))
     }
 
     /// Timestamp of the newest version of `key`, if any.
     pub fn newest_ts(&self, key: &[u8]) -> Option<Timestamp> {
         let probe = MemKey::new(key, Timestamp::MAX);
         let entry = self.map.lower_bound(Bound::Included(&probe))?;
-        (&*entry.key().user_key == key).then_some(entry.key().ts)
+        (entry.key().user_key() == key).then_some(entry.key().ts)
     }
 
     /// Whether a version newer than `since` exists for a key in `range`.
@@ -176,13 +197,13 @@ impl Memtable {
         &self,
         lower: Bound<MemKey>,
         upper: Bound<MemKey>,
-    ) -> crossbeam_skiplist::map::Range<'_, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, MemValue>
+    ) -> crossbeam_skiplist::map::Range<'_, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>
     {
         self.map.range((lower, upper))
     }
 
     /// All versions in internal order (for flushing to a table file).
-    pub fn iter(&self) -> crossbeam_skiplist::map::Iter<'_, MemKey, MemValue> {
+    pub fn iter(&self) -> crossbeam_skiplist::map::Iter<'_, MemKey, ()> {
         self.map.iter()
     }
 }
@@ -209,9 +230,9 @@ mod tests {
         m.apply(&batch(&[("a", Some("2")), ("b", Some("x"))]), 2);
         m.apply(&batch(&[("a", None)]), 3);
         assert!(m.get(b"a", 0).is_none());
-        assert_eq!(&*m.get(b"a", 1).unwrap().1.value, b"1");
-        assert_eq!(&*m.get(b"a", 2).unwrap().1.value, b"2");
-        assert_eq!(m.get(b"a", 3).unwrap().1.kind, ValueKind::Delete);
+        assert_eq!(m.get(b"a", 1).unwrap().2, b"1");
+        assert_eq!(m.get(b"a", 2).unwrap().2, b"2");
+        assert_eq!(m.get(b"a", 3).unwrap().1, ValueKind::Delete);
         assert!(m.get(b"aa", 3).is_none());
         assert!(m.get(b"", 3).is_none());
         assert_eq!(m.max_ts(), 3);
@@ -221,7 +242,7 @@ mod tests {
     fn last_write_in_a_batch_wins() {
         let m = Memtable::new(1);
         m.apply(&batch(&[("k", Some("1")), ("k", Some("2"))]), 5);
-        assert_eq!(&*m.get(b"k", 5).unwrap().1.value, b"2");
+        assert_eq!(m.get(b"k", 5).unwrap().2, b"2");
         assert_eq!(m.len(), 1);
     }
 }
