@@ -50,7 +50,7 @@ export interface OpenOptions {
   memtableSize?: number
   /** Target size of a table file's data blocks. Default 4096. */
   blockSize?: number
-  /** Full memtables that may wait for flushing before writes stall. Default 2. */
+  /** Full memtables that may wait for flushing before writes stall (with one fewer, writes are slowed). Default 3. */
   maxImmutableMemtables?: number
 }
 
@@ -100,6 +100,8 @@ export interface DatabaseStats {
   walBytesWritten: number
   /** fdatasync calls on the WAL; `walSyncs / commits` is fsyncs per commit. */
   walSyncs: number
+  /** Write groups delayed by 1 ms because the flush backlog was one memtable short of a stall. */
+  writeSlowdowns: number
   /** Times writes waited for a memtable flush, and the total wait. */
   writeStalls: number
   writeStallMicros: number

@@ -25,6 +25,8 @@ use std::collections::BTreeSet;
 /// does not delay the first member's acknowledgement without bound.
 const MAX_GROUP_LEN: usize = 1024;
 const MAX_GROUP_BYTES: usize = 8 << 20;
+/// Delay per commit group while the flush backlog is one short of a stall.
+const SLOWDOWN_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// A callback that is always called exactly once: by `complete`, or on drop
 /// with a `Closed` error (a request still queued when the engine stopped).
@@ -284,8 +286,17 @@ impl CommitThread {
 
     /// Seals the memtable when it is full, first waiting (a write stall)
     /// while too many sealed memtables are still waiting for flush.
+    ///
+    /// Before the stall comes a slowdown: with all but one of the allowed
+    /// sealed memtables waiting, each group is delayed a little, which
+    /// spreads the wait over many writes instead of one long stop.
     fn make_room(&mut self) -> Result<()> {
         let state = self.engine.state();
+        let limit = self.engine.options.max_immutable_memtables.max(1);
+        if limit >= 2 && state.imms.len() + 1 >= limit {
+            Counters::add(&self.engine.counters.write_slowdowns, 1);
+            std::thread::sleep(SLOWDOWN_DELAY);
+        }
         if state.mem.approximate_bytes() < self.engine.options.memtable_size {
             return Ok(());
         }

@@ -19,7 +19,8 @@ pub struct Options {
     /// Memtable size at which it is sealed and flushed to a table file. It
     /// also bounds the WAL that a reopen must replay (default 32 MiB).
     pub memtable_size: usize,
-    /// Sealed memtables waiting for flush before writers stall (default 2).
+    /// Sealed memtables waiting for flush before writers stall (default 3);
+    /// with one fewer waiting, writes are slowed down first.
     pub max_immutable_memtables: usize,
     /// Target size of a table data block (default 4 KiB).
     pub block_size: usize,
@@ -37,7 +38,7 @@ impl Default for Options {
             error_if_exists: false,
             sync: false,
             memtable_size: 32 << 20,
-            max_immutable_memtables: 2,
+            max_immutable_memtables: 3,
             block_size: crate::sstable::DEFAULT_BLOCK_SIZE,
             commit_queue_len: 4096,
             fs: OsFileSystem::shared(),

@@ -13,6 +13,7 @@ pub(crate) struct Counters {
     pub wal_bytes_written: AtomicU64,
     pub wal_syncs: AtomicU64,
     pub write_stalls: AtomicU64,
+    pub write_slowdowns: AtomicU64,
     pub write_stall_micros: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_bytes_written: AtomicU64,
@@ -49,6 +50,9 @@ pub struct Stats {
     pub wal_bytes_written: u64,
     /// fdatasync calls on the WAL; `wal_syncs / commits` is fsyncs per commit.
     pub wal_syncs: u64,
+    /// Commit groups delayed (1 ms each) because the flush backlog was one
+    /// memtable short of a stall.
+    pub write_slowdowns: u64,
     /// Times writers waited for a flush, and for how long in total.
     pub write_stalls: u64,
     pub write_stall_micros: u64,
@@ -74,6 +78,7 @@ impl Counters {
         s.wal_bytes_written = get(&self.wal_bytes_written);
         s.wal_syncs = get(&self.wal_syncs);
         s.write_stalls = get(&self.write_stalls);
+        s.write_slowdowns = get(&self.write_slowdowns);
         s.write_stall_micros = get(&self.write_stall_micros);
         s.flushes = get(&self.flushes);
         s.flush_bytes_written = get(&self.flush_bytes_written);
