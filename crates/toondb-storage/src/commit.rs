@@ -272,6 +272,9 @@ impl CommitThread {
     }
 
     fn write_wal(&mut self, sync: bool) -> Result<()> {
+        if sync {
+            self.wal.preallocate_for(self.frames.len() as u64);
+        }
         self.wal.append(&self.frames)?;
         Counters::add(
             &self.engine.counters.wal_bytes_written,

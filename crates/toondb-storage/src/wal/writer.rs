@@ -17,7 +17,12 @@ pub struct WalWriter {
     /// would turn that recoverable torn tail into damage in the middle of the
     /// log, so the writer refuses all further work.
     failed: bool,
+    /// End of the zero-filled space ahead of the logical end (0: none).
+    preallocated_to: u64,
 }
+
+/// Zeroed space added at a time when durable writes need it.
+const PREALLOCATE_CHUNK: u64 = 1 << 20;
 
 impl WalWriter {
     /// Creates segment `number` in `dir` (truncating any existing file),
@@ -36,6 +41,7 @@ impl WalWriter {
             file,
             number,
             failed: false,
+            preallocated_to: 0,
         })
     }
 
@@ -49,6 +55,23 @@ impl WalWriter {
         let result = self.file.append(framed);
         self.failed = result.is_err();
         result.map_err(|e| e.context(format_args!("appending to WAL segment {}", self.number)))
+    }
+
+    /// Makes sure `upcoming` bytes can be appended into zero-filled,
+    /// already-durable space, so the fdatasync after them does not have to
+    /// persist a larger file size too (on this machine that took a small
+    /// synced write from ~120 to ~85 µs). Only worth it for synced writes;
+    /// failure only costs the speed-up, so it is not an error.
+    pub fn preallocate_for(&mut self, upcoming: u64) {
+        let end = self.file.len() + upcoming;
+        if self.failed || end <= self.preallocated_to {
+            return;
+        }
+        let extra = upcoming.max(PREALLOCATE_CHUNK);
+        match self.file.preallocate(extra) {
+            Ok(()) => self.preallocated_to = self.file.len() + extra,
+            Err(_) => self.preallocated_to = u64::MAX, // stop trying
+        }
     }
 
     /// fdatasync.
