@@ -246,7 +246,7 @@ export declare class Database {
   getSync(key: Bytes): Buffer | null
   /** The value of `key`, or `null`. Resolves at once: reads do not hop to the thread pool. */
   get(key: Bytes): Promise<Buffer | null>
-  /** Values of several keys, in order (`null` where absent), from one consistent view per key. */
+  /** Values of several keys, in order (`null` where absent), all read from one snapshot. */
   getMany(keys: Bytes[]): Promise<Array<Buffer | null>>
   /**
    * Writes `value` under `key`. Resolves when the write is committed and
