@@ -383,10 +383,15 @@ class Database {
   // Hands a request to the engine under a fresh id; `waiters` holds
   // resolve/reject pairs settled together when the commit thread reports
   // that id (see #settle).
+  // `start` returns true when the engine committed the write on the spot
+  // (see NativeDatabase.writeFlat): then the waiters are settled now.
   #submitWaiters(waiters, start) {
     const id = this.#nextId
     this.#nextId = id >= 0xfffffffe ? 1 : id + 1
-    callNative(() => start(id))
+    if (callNative(() => start(id)) === true) {
+      for (let j = 0; j < waiters.length; j += 2) waiters[j]()
+      return
+    }
     if (this.#pending.size === 0) this.#native.keepAlive(true)
     this.#pending.set(id, waiters)
     this.#pendingWrites += waiters.length / 2

@@ -240,6 +240,11 @@ impl NativeDatabase {
     /// An atomic batch, packed by index.js: operation `i` is a put when
     /// `kinds[i]` is 1 (a delete when 0); its key is the next `lens[2i]`
     /// bytes of `data`, followed (puts only) by `lens[2i+1]` value bytes.
+    ///
+    /// Returns `true` when the write was committed on this thread (a
+    /// non-durable write while the engine was idle: no thread hop, settle it
+    /// now), `false` when it went to the commit thread and will be settled
+    /// through `settle` under `id`.
     #[napi(catch_unwind)]
     pub fn write_flat(
         &self,
@@ -248,10 +253,16 @@ impl NativeDatabase {
         lens: &[u32],
         data: &[u8],
         sync: Option<bool>,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let batch = decode_flat(kinds, lens, data)?;
-        self.submit(id, batch, sync);
-        Ok(())
+        let options = WriteOptions { sync };
+        match self.db.try_write_inline(batch, options) {
+            Ok(result) => result.map(|_| true).map_err(to_js),
+            Err(batch) => {
+                self.submit(id, batch, sync);
+                Ok(false)
+            }
+        }
     }
 
     fn submit(&self, id: u32, batch: WriteBatch, sync: Option<bool>) {

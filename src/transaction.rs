@@ -81,11 +81,16 @@ impl NativeTransaction {
         Ok(NativeIterator::new(scan))
     }
 
-    /// Starts the commit; the outcome reaches the database's `settle`
-    /// callback under `id`, from the commit thread.
+    /// Commits. Returns `true` when the commit finished on this thread
+    /// (throwing if it failed, e.g. TOONDB_CONFLICT); `false` when it went
+    /// to the commit thread and its outcome reaches the database's `settle`
+    /// callback under `id`.
     #[napi(catch_unwind)]
-    pub fn commit(&self, id: u32) {
-        self.txn.commit_with(self.completions.callback(id));
+    pub fn commit(&self, id: u32) -> Result<bool> {
+        match self.txn.commit_inline_or(self.completions.callback(id)) {
+            Some(result) => result.map(|_| true).map_err(to_js),
+            None => Ok(false),
+        }
     }
 
     #[napi(catch_unwind)]

@@ -5,6 +5,7 @@
 //! timestamp, and only then completes every member.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -20,6 +21,38 @@ use crate::stats::Counters;
 use crate::txn::ConflictCheck;
 use crate::wal::WalWriter;
 use std::collections::BTreeSet;
+
+/// Commits `batch` on the calling thread when that is cheap and cannot
+/// reorder anything: it needs no fsync, no request is queued or being
+/// committed, and the memtable has room without sealing or slowing down.
+/// Otherwise the batch comes back untouched, to be submitted. This saves
+/// the two thread hops of the commit thread for the common case of
+/// non-durable writes from an otherwise idle engine.
+/// A transaction's `check` is validated here just as on the commit thread.
+pub(crate) fn try_commit_inline(
+    engine: &Engine,
+    batch: WriteBatch,
+    check: Option<Box<ConflictCheck>>,
+) -> std::result::Result<Result<Timestamp>, (WriteBatch, Option<Box<ConflictCheck>>)> {
+    let Some(mut guard) = engine.committer.try_lock() else {
+        return Err((batch, check));
+    };
+    let Some(c) = guard.as_mut() else {
+        return Err((batch, check));
+    };
+    if engine.queued.load(Ordering::Acquire) != 0 || !c.has_room() {
+        return Err((batch, check));
+    }
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    let done = Completion::new(move |r| {
+        let _ = tx.send(r);
+    });
+    let request = Request { batch, check, done };
+    if catch_unwind(AssertUnwindSafe(|| c.commit(vec![request], false))).is_err() {
+        engine.set_bg_error(Error::internal("a commit panicked"));
+    }
+    Ok(rx.try_recv().unwrap_or_else(|_| Err(Error::closed())))
+}
 
 /// Most requests written in one group, and most bytes, so one huge queue
 /// does not delay the first member's acknowledgement without bound.
@@ -80,9 +113,19 @@ impl CommitMsg {
     }
 }
 
+/// The commit thread: drains the request channel in groups and runs them
+/// through the engine's `Committer`.
 pub(crate) struct CommitThread {
     engine: Arc<Engine>,
     rx: Receiver<CommitMsg>,
+}
+
+/// The state only one committer may touch at a time: the WAL writer, the
+/// timestamp counter and the encoding buffer. It lives behind a mutex in
+/// the engine so that, besides the commit thread, a caller may commit a
+/// cheap write itself when nothing is queued (see `try_commit_inline`).
+pub(crate) struct Committer {
+    engine: Arc<Engine>,
     wal: WalWriter,
     last_ts: Timestamp,
     next_memtable_id: u64,
@@ -102,24 +145,11 @@ struct Pending {
 }
 
 impl CommitThread {
-    pub fn new(
-        engine: Arc<Engine>,
-        rx: Receiver<CommitMsg>,
-        wal: WalWriter,
-        last_ts: Timestamp,
-        next_memtable_id: u64,
-    ) -> Self {
-        CommitThread {
-            engine,
-            rx,
-            wal,
-            last_ts,
-            next_memtable_id,
-            frames: Vec::with_capacity(64 << 10),
-        }
+    pub fn new(engine: Arc<Engine>, rx: Receiver<CommitMsg>) -> Self {
+        CommitThread { engine, rx }
     }
 
-    pub fn run(mut self) {
+    pub fn run(self) {
         while let Ok(first) = self.rx.recv() {
             let mut bytes = first.bytes();
             let mut group = vec![first];
@@ -132,18 +162,48 @@ impl CommitThread {
                     Err(_) => break,
                 }
             }
-            if catch_unwind(AssertUnwindSafe(|| self.process(group))).is_err() {
-                // The group's completions were dropped during unwinding and
-                // so report `Closed`; later writes report this error.
-                self.engine
-                    .set_bg_error(Error::internal("the commit thread panicked"));
+            let n = group.len();
+            let mut committer = self.engine.committer.lock();
+            match committer.as_mut() {
+                Some(c) => {
+                    if catch_unwind(AssertUnwindSafe(|| c.process(group))).is_err() {
+                        // The group's completions were dropped during
+                        // unwinding and so report `Closed`; later writes
+                        // report this error.
+                        self.engine
+                            .set_bg_error(Error::internal("the commit thread panicked"));
+                    }
+                }
+                None => drop(group), // completes every member with `Closed`
             }
+            // Decremented under the lock, after processing: a caller that
+            // sees zero while holding the lock knows nothing is ahead of it.
+            self.engine.queued.fetch_sub(n, Ordering::AcqRel);
         }
         // Shutdown: whatever was acknowledged as written reaches the disk.
-        if self.engine.bg_error().is_none() {
-            if let Err(e) = self.wal.sync() {
-                self.engine.set_bg_error(e);
+        if let Some(mut c) = self.engine.committer.lock().take() {
+            if self.engine.bg_error().is_none() {
+                if let Err(e) = c.wal.sync() {
+                    self.engine.set_bg_error(e);
+                }
             }
+        }
+    }
+}
+
+impl Committer {
+    pub fn new(
+        engine: Arc<Engine>,
+        wal: WalWriter,
+        last_ts: Timestamp,
+        next_memtable_id: u64,
+    ) -> Self {
+        Committer {
+            engine,
+            wal,
+            last_ts,
+            next_memtable_id,
+            frames: Vec::with_capacity(64 << 10),
         }
     }
 
@@ -215,6 +275,15 @@ impl CommitThread {
         for p in pending {
             p.done.complete(Ok(p.ts));
         }
+    }
+
+    /// Whether a write can be committed right now without sealing the
+    /// memtable, slowing down or stalling.
+    fn has_room(&self) -> bool {
+        let state = self.engine.state();
+        let limit = self.engine.options.max_immutable_memtables.max(1);
+        state.mem.approximate_bytes() < self.engine.options.memtable_size
+            && !(limit >= 2 && state.imms.len() + 1 >= limit)
     }
 
     /// Fails the transactions that conflict (first committer wins) and

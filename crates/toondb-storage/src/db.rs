@@ -156,11 +156,33 @@ impl Database {
     /// Applies `batch` atomically and waits until it is committed (and
     /// durable, when `sync` is on).
     pub fn write_with(&self, batch: WriteBatch, options: WriteOptions) -> Result<Timestamp> {
+        let batch = match self.try_write_inline(batch, options) {
+            Ok(result) => return result,
+            Err(batch) => batch,
+        };
         let (tx, rx) = crossbeam_channel::bounded(1);
         self.submit(batch, options, move |r| {
             let _ = tx.send(r);
         });
         rx.recv().unwrap_or_else(|_| Err(Error::closed()))
+    }
+
+    /// Commits `batch` on the calling thread if that is cheap and cannot
+    /// reorder anything (no fsync needed, nothing queued for the commit
+    /// thread, room in the memtable); otherwise returns it untouched for
+    /// [`Database::submit`]. Same atomicity and durability as `submit`.
+    pub fn try_write_inline(
+        &self,
+        batch: WriteBatch,
+        options: WriteOptions,
+    ) -> std::result::Result<Result<Timestamp>, WriteBatch> {
+        if let Err(e) = self.check_open() {
+            return Ok(Err(e));
+        }
+        if options.sync.unwrap_or(self.engine.options.sync) {
+            return Err(batch);
+        }
+        crate::commit::try_commit_inline(&self.engine, batch, None).map_err(|(batch, _)| batch)
     }
 
     /// Hands `batch` to the commit thread and returns at once; `done` is

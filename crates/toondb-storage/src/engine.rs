@@ -3,14 +3,14 @@
 //! variables that connect the commit and maintenance threads, and counters.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
-use crate::commit::CommitMsg;
+use crate::commit::{CommitMsg, Committer};
 use crate::error::{Error, Result};
 use crate::io::{FileLock, FileSystem};
 use crate::key::Timestamp;
@@ -52,6 +52,10 @@ pub(crate) struct Engine {
     /// `None` once shutdown began; senders hold the read lock while sending
     /// so no request can slip in behind the shutdown.
     commit_tx: RwLock<Option<Sender<CommitMsg>>>,
+    /// Requests sent to the commit thread and not yet fully committed.
+    pub queued: AtomicUsize,
+    /// The commit state; `None` once the commit thread has stopped.
+    pub committer: Mutex<Option<Committer>>,
     /// The first unrecoverable background failure (a failed WAL write or
     /// fsync, a failed flush). Once set, writes fail with it: continuing
     /// after a failed fsync could acknowledge data the disk never got.
@@ -92,6 +96,8 @@ impl Engine {
             visible_ts: AtomicU64::new(parts.last_ts),
             next_file_number: AtomicU64::new(parts.next_file_number),
             commit_tx: RwLock::new(Some(parts.commit_tx)),
+            queued: AtomicUsize::new(0),
+            committer: Mutex::new(None),
             bg_error: Mutex::new(None),
             maintenance: Mutex::new(MaintenanceState {
                 shutdown: false,
@@ -175,9 +181,12 @@ impl Engine {
     pub fn send_commit(&self, msg: CommitMsg) {
         let guard = self.commit_tx.read();
         if let Some(tx) = guard.as_ref() {
-            // A send error means the commit thread is gone; dropping the
-            // message completes it with `Closed`.
-            let _ = tx.send(msg);
+            self.queued.fetch_add(1, Ordering::AcqRel);
+            if tx.send(msg).is_err() {
+                // The commit thread is gone; the dropped message completed
+                // itself with `Closed`.
+                self.queued.fetch_sub(1, Ordering::AcqRel);
+            }
         }
     }
 

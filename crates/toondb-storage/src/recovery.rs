@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::batch::WriteBatch;
-use crate::commit::CommitThread;
+use crate::commit::{CommitThread, Committer};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::flush::MaintenanceThread;
@@ -126,9 +126,16 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         lock,
     }));
 
-    let committer = CommitThread::new(engine.clone(), commit_rx, wal, last_ts, 2);
+    *engine.committer.lock() = Some(Committer::new(engine.clone(), wal, last_ts, 2));
+    let commit_thread = CommitThread::new(engine.clone(), commit_rx);
     let maintainer = MaintenanceThread::new(engine.clone(), manifest);
-    let commit = spawn("toondb-commit", move || committer.run())?;
+    let commit = match spawn("toondb-commit", move || commit_thread.run()) {
+        Ok(t) => t,
+        Err(e) => {
+            drop(engine.committer.lock().take()); // breaks the Arc cycle
+            return Err(e);
+        }
+    };
     let maintenance = match spawn("toondb-maintenance", move || maintainer.run()) {
         Ok(t) => t,
         Err(e) => {

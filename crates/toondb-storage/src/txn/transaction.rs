@@ -209,51 +209,123 @@ impl Transaction {
     /// for a transaction that wrote nothing).
     pub fn commit(&self) -> Result<Timestamp> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        self.commit_with(move |r| {
+        if let Some(result) = self.commit_inline_or(move |r| {
             let _ = tx.send(r);
-        });
+        }) {
+            return result;
+        }
         rx.recv().unwrap_or_else(|_| Err(Error::closed()))
     }
 
     /// Starts the commit; `done` is called exactly once, from the commit
-    /// thread (or from this call when there is nothing to commit or the
-    /// transaction cannot commit). After this call the transaction is
+    /// thread or from this call. After this call the transaction is
     /// finished whatever the outcome: retry a conflict with a new one.
     pub fn commit_with(&self, done: impl FnOnce(Result<Timestamp>) + Send + 'static) {
         let done = Completion::new(done);
+        match self.prepare_commit() {
+            Prepared::Done(result) => done.complete(result),
+            Prepared::Submit(commit) => self.submit(commit, done),
+        }
+    }
+
+    /// Like `commit_with`, but when the commit can be finished on this
+    /// thread (nothing to write, a failure found up front, or an idle engine
+    /// and no fsync needed) returns its result instead and never calls
+    /// `done`; `None` means `done` will be called.
+    pub fn commit_inline_or(
+        &self,
+        done: impl FnOnce(Result<Timestamp>) + Send + 'static,
+    ) -> Option<Result<Timestamp>> {
+        let commit = match self.prepare_commit() {
+            Prepared::Done(result) => return Some(result),
+            Prepared::Submit(commit) => commit,
+        };
+        let PreparedCommit {
+            batch,
+            check,
+            guard,
+            sync,
+        } = commit;
+        if sync {
+            self.submit(
+                PreparedCommit {
+                    batch,
+                    check,
+                    guard,
+                    sync,
+                },
+                Completion::new(done),
+            );
+            return None;
+        }
+        match crate::commit::try_commit_inline(&self.engine, batch, Some(check)) {
+            Ok(result) => {
+                drop(guard);
+                Some(result)
+            }
+            Err((batch, check)) => {
+                let check = check.unwrap_or_default();
+                self.submit(
+                    PreparedCommit {
+                        batch,
+                        check,
+                        guard,
+                        sync,
+                    },
+                    Completion::new(done),
+                );
+                None
+            }
+        }
+    }
+
+    /// Ends the transaction and turns its writes into a batch to commit.
+    fn prepare_commit(&self) -> Prepared {
         let mut st = match self.active() {
             Ok(st) => st,
-            Err(e) => return done.complete(Err(e)),
+            Err(e) => return Prepared::Done(Err(e)),
         };
         st.status = Status::Committed;
         let guard = st.guard.take();
         let writes = std::mem::take(&mut st.writes);
-        let check = ConflictCheck {
+        let check = Box::new(ConflictCheck {
             read_ts: self.read_ts,
             read_keys: std::mem::take(&mut st.read_keys),
             read_ranges: std::mem::take(&mut st.read_ranges),
-        };
+        });
         drop(st);
         if writes.is_empty() {
             // Read-only: nothing to validate, never conflicts.
-            drop(guard);
-            return done.complete(Ok(self.read_ts));
+            return Prepared::Done(Ok(self.read_ts));
         }
-        let batch = match batch_of(writes) {
-            Ok(b) => b,
-            Err(e) => return done.complete(Err(e)),
-        };
+        match batch_of(writes) {
+            Ok(batch) => Prepared::Submit(PreparedCommit {
+                batch,
+                check,
+                guard,
+                sync: self.options.sync.unwrap_or(self.engine.options.sync),
+            }),
+            Err(e) => Prepared::Done(Err(e)),
+        }
+    }
+
+    fn submit(&self, commit: PreparedCommit, done: Completion<Timestamp>) {
+        let PreparedCommit {
+            batch,
+            check,
+            guard,
+            sync,
+        } = commit;
         // The read timestamp stays registered until the commit thread has
         // validated against it.
         let done = Completion::new(move |r| {
             drop(guard);
             done.complete(r);
         });
-        let sync = self.options.sync.unwrap_or(self.engine.options.sync);
         self.engine.send_commit(CommitMsg::Write {
             batch,
             sync,
-            check: Some(Box::new(check)),
+            check: Some(check),
             done,
         });
     }
@@ -271,6 +343,18 @@ impl Transaction {
     pub fn is_active(&self) -> bool {
         self.state.lock().status == Status::Active
     }
+}
+
+struct PreparedCommit {
+    batch: WriteBatch,
+    check: Box<ConflictCheck>,
+    guard: Option<ReadTsGuard>,
+    sync: bool,
+}
+
+enum Prepared {
+    Done(Result<Timestamp>),
+    Submit(PreparedCommit),
 }
 
 fn batch_of(writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<WriteBatch> {
