@@ -361,6 +361,7 @@ class Database {
   #join(g) {
     const p = new Promise(captureResolvers)
     g.waiters.push(capturedResolve, capturedReject)
+    this.#pendingWrites++
     if (g.keys.length >= GROUP_MAX_OPS) this.#flushGroup()
     return p
   }
@@ -376,6 +377,7 @@ class Database {
       this.#submitWaiters(g.waiters, (id) => this.#native.writeFlat(id, kinds, lens, data, sync))
     } catch (err) {
       const e = normalizeError(err)
+      this.#pendingWrites -= g.waiters.length / 2
       for (let i = 1; i < g.waiters.length; i += 2) g.waiters[i](e)
     }
   }
@@ -389,23 +391,27 @@ class Database {
     const id = this.#nextId
     this.#nextId = id >= 0xfffffffe ? 1 : id + 1
     if (callNative(() => start(id)) === true) {
+      this.#pendingWrites -= waiters.length / 2
       for (let j = 0; j < waiters.length; j += 2) waiters[j]()
       return
     }
     if (this.#pending.size === 0) this.#native.keepAlive(true)
     this.#pending.set(id, waiters)
-    this.#pendingWrites += waiters.length / 2
   }
 
   /** Submits a request with one promise of its own (transaction commits). */
   #submit(start) {
     this.#checkOpen()
     this.#flushGroup() // keep issue order: earlier writes commit first
-    const waiters = []
-    const p = new Promise((resolve, reject) => {
-      waiters.push(resolve, reject)
-    })
-    this.#submitWaiters(waiters, start)
+    const p = new Promise(captureResolvers)
+    const waiters = [capturedResolve, capturedReject]
+    this.#pendingWrites++
+    try {
+      this.#submitWaiters(waiters, start)
+    } catch (err) {
+      this.#pendingWrites--
+      throw err
+    }
     return p
   }
 
@@ -495,6 +501,7 @@ class Database {
     } catch (err) {
       return Promise.reject(err)
     }
+    this.#flushGroup() // writes issued before flush() are covered by it
     return this.#native.flush().catch((err) => {
       throw normalizeError(err)
     })
@@ -693,8 +700,9 @@ class ChainedBatch {
   write(options) {
     try {
       this.#check()
+      const sync = syncFlag(options)
       this.#done = true
-      return this.#db._writeFlat(this.#kinds, this.#keys, this.#values, syncFlag(options))
+      return this.#db._writeFlat(this.#kinds, this.#keys, this.#values, sync)
     } catch (err) {
       return Promise.reject(normalizeError(err))
     }

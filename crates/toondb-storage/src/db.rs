@@ -58,7 +58,11 @@ impl Database {
     /// other than `error_if_exists` are ignored.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Database> {
         // The registry key must name the directory, however it is spelled
-        // (`..`, symlinks); a path that does not exist yet cannot be open.
+        // (`..`, symlinks), so it is created first when that is allowed; a
+        // path that still does not exist cannot be open.
+        if options.create_if_missing && !options.fs.exists(path.as_ref()) {
+            options.fs.create_dir_all(path.as_ref())?;
+        }
         let dir = match std::fs::canonicalize(path.as_ref()) {
             Ok(dir) => dir,
             Err(_) => std::path::absolute(path.as_ref())

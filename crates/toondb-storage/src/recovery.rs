@@ -41,6 +41,12 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
             )))
         }
         Some(state) => state,
+        None if !options.create_if_missing => {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no database in {} (createIfMissing is off)", dir.display()),
+            ))
+        }
         None => {
             // A MANIFEST without CURRENT is what a crash during the very
             // first open leaves; table files without one mean lost metadata.
