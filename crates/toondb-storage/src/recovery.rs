@@ -29,6 +29,14 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
         fs.create_dir_all(dir)?;
     }
+    // Refuse before taking the lock, so a refused open leaves no LOCK file
+    // in a directory that holds no database.
+    if !options.create_if_missing && !fs.exists(&dir.join(CURRENT_FILE_NAME)) {
+        return Err(Error::new(
+            ErrorKind::NotFound,
+            format!("no database in {} (createIfMissing is off)", dir.display()),
+        ));
+    }
     let lock = fs.lock(&dir.join(LOCK_FILE))?;
     let names = fs.list(dir)?;
 
@@ -67,6 +75,12 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let mut tables = Vec::with_capacity(state.tables.len());
     for meta in state.tables.iter().rev() {
         let path = dir.join(table_file_name(meta.number));
+        if !fs.exists(&path) {
+            return Err(Error::corruption(format!(
+                "table {} is listed in the manifest but missing",
+                path.display()
+            )));
+        }
         let table = Table::open(meta.number, fs.map(&path)?)
             .map_err(|e| e.context(format_args!("opening table {}", path.display())))?;
         tables.push(Arc::new(table));
