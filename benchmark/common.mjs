@@ -24,6 +24,42 @@ export async function windowed(n, concurrency, fn) {
   await Promise.all(workers);
 }
 
+/**
+ * Like `windowed`, but times every operation (start -> resolve) and returns the
+ * latencies in milliseconds (Float64Array, indexed by operation).
+ */
+export async function windowedLatency(n, concurrency, fn) {
+  const lat = new Float64Array(n);
+  await windowed(n, concurrency, async (i) => {
+    const t0 = performance.now();
+    await fn(i);
+    lat[i] = performance.now() - t0;
+  });
+  return lat;
+}
+
+/** Run fn(0) .. fn(n - 1) one after another (awaiting each), timing each. */
+export async function serialLatency(n, fn) {
+  const lat = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    await fn(i);
+    lat[i] = performance.now() - t0;
+  }
+  return lat;
+}
+
+/** Synchronous version of `serialLatency` for synchronous APIs. */
+export function syncLatency(n, fn) {
+  const lat = new Float64Array(n);
+  for (let i = 0; i < n; i++) {
+    const t0 = performance.now();
+    fn(i);
+    lat[i] = performance.now() - t0;
+  }
+  return lat;
+}
+
 /** Throw unless a read returned a value of the expected length. */
 export function checkValue(v, data, what) {
   if (v == null) throw new Error(`${what}: key not found`);
@@ -84,6 +120,68 @@ export function makeData({ n, valueSize, scans, scanLength, batchSize, concurren
   for (let i = 0; i < scans; i++) scanStarts[i] = Math.floor(rnd() * (n - scanLen + 1));
 
   return { n, keySize, valueSize, keys, values, readOrder, scans, scanLength: scanLen, scanStarts, batchSize, concurrency };
+}
+
+/**
+ * The read-modify-write transaction plan of the txn workloads (same for every
+ * store): transaction t touches the distinct key indexes
+ * txnKeyIdx[txnStart[t] .. txnStart[t + 1]), 1 to 4 of them (uniform), drawn
+ * uniformly from a hot set of `hotKeys` random keys out of the n preloaded ones.
+ * Uses its own PRNG stream so the other workloads' data does not change.
+ */
+export function makeTxnPlan({ n, txns, hotKeys, seed }) {
+  const rnd = prng(seed ^ 0x7a3c5e91);
+  const hot = Math.min(hotKeys, n);
+  // Hot set: the first `hot` entries of a partial Fisher-Yates shuffle of 0..n-1.
+  const perm = new Uint32Array(n);
+  for (let i = 0; i < n; i++) perm[i] = i;
+  for (let i = 0; i < hot; i++) {
+    const j = i + Math.floor(rnd() * (n - i));
+    const t = perm[i];
+    perm[i] = perm[j];
+    perm[j] = t;
+  }
+  const hotSet = perm.slice(0, hot);
+  const txnStart = new Uint32Array(txns + 1);
+  const idx = [];
+  for (let t = 0; t < txns; t++) {
+    txnStart[t] = idx.length;
+    const count = Math.min(hot, 1 + Math.floor(rnd() * 4));
+    const chosen = [];
+    while (chosen.length < count) {
+      const k = hotSet[Math.floor(rnd() * hot)];
+      if (!chosen.includes(k)) chosen.push(k);
+    }
+    idx.push(...chosen);
+  }
+  txnStart[txns] = idx.length;
+  return { txns, hotKeys: hot, txnStart, txnKeyIdx: Uint32Array.from(idx) };
+}
+
+/** A copy of `v` whose first 8 bytes (a little-endian u64 counter) are incremented. */
+export function incremented(v) {
+  const out = Buffer.allocUnsafe(v.length);
+  v.copy(out);
+  out.writeBigUInt64LE(BigInt.asUintN(64, v.readBigUInt64LE(0) + 1n), 0);
+  return out;
+}
+
+/**
+ * After a txn workload: every key the plan touched must hold its preloaded
+ * counter plus the number of committed transactions that touched it (a lost
+ * or doubled update fails the run). read(key) -> Buffer, synchronous.
+ */
+export function checkTxnCounters(data, read) {
+  const { txnKeyIdx } = data;
+  const times = new Map();
+  for (const i of txnKeyIdx) times.set(i, (times.get(i) ?? 0) + 1);
+  for (const [i, c] of times) {
+    const v = read(data.keys[i]);
+    checkValue(v, data, 'txn check');
+    const want = BigInt.asUintN(64, data.values[i].readBigUInt64LE(0) + BigInt(c));
+    const got = v.readBigUInt64LE(0);
+    if (got !== want) throw new Error(`txn check: key ${data.keys[i].toString('latin1')} counter is ${got}, expected ${want} (lost or doubled update)`);
+  }
 }
 
 /**

@@ -34,3 +34,22 @@ export function formatRatio(x) {
   if (!Number.isFinite(x)) return '—';
   return `${x.toFixed(x >= 10 ? 1 : 2)}x`;
 }
+
+/**
+ * { count, p50Ms, p99Ms, maxMs } of one run's per-operation latencies in ms
+ * (nearest-rank percentiles: the smallest sample with >= p% of samples at or below it).
+ */
+export function latencySummary(latMs) {
+  const s = Float64Array.from(latMs).sort();
+  const at = (p) => s[Math.min(Math.max(1, Math.ceil((p / 100) * s.length)), s.length) - 1];
+  return { count: s.length, p50Ms: at(50), p99Ms: at(99), maxMs: s[s.length - 1] };
+}
+
+/** 0.1234 -> "0.123", 12.345 -> "12.3" (ms with about 3 significant digits). */
+export function formatMs(x) {
+  if (!Number.isFinite(x)) return 'n/a';
+  if (x >= 100) return x.toFixed(0);
+  if (x >= 10) return x.toFixed(1);
+  if (x >= 1) return x.toFixed(2);
+  return x.toFixed(3);
+}

@@ -1,6 +1,6 @@
 // classic-level adapter (LevelDB via abstract-level).
 import { createRequire } from 'node:module';
-import { windowed, checkValue, checkCount, packageVersion } from '../common.mjs';
+import { na, windowed, windowedLatency, serialLatency, checkValue, checkCount, packageVersion } from '../common.mjs';
 
 const require = createRequire(import.meta.url);
 let ClassicLevel;
@@ -17,6 +17,7 @@ export async function init() {
     settings: [
       "new ClassicLevel(dir, { keyEncoding: 'buffer', valueEncoding: 'buffer' }), LevelDB defaults (4 MiB write buffer, 8 MiB cache, snappy)",
       'writes with the default sync: false (no fsync per write)',
+      'fillsync64 / fillsync1: db.put(k, v, { sync: true }) — LevelDB fsyncs its log before the put resolves',
     ],
   };
 }
@@ -44,6 +45,8 @@ async function fillBatch(db, { n, keys, values, batchSize }) {
   }
 }
 
+const SYNC = { sync: true };
+
 export const workloads = {
   fillseq: [
     {
@@ -52,6 +55,26 @@ export const workloads = {
       run: (db, { n, keys, values, concurrency }) => windowed(n, concurrency, (i) => db.put(keys[i], values[i])),
     },
   ],
+  fillsync64: [
+    {
+      variant: 'put',
+      api: 'await db.put(k, v, { sync: true }), 64 in flight',
+      run: async (db, { syncPuts, keys, values, concurrency }) => ({
+        latenciesMs: await windowedLatency(syncPuts, concurrency, (i) => db.put(keys[i], values[i], SYNC)),
+      }),
+    },
+  ],
+  fillsync1: [
+    {
+      variant: 'put',
+      api: 'await db.put(k, v, { sync: true }), one at a time',
+      run: async (db, { sync1Puts, keys, values }) => ({
+        latenciesMs: await serialLatency(sync1Puts, (i) => db.put(keys[i], values[i], SYNC)),
+      }),
+    },
+  ],
+  txn1: na('classic-level has no transactions (only atomic batches)'),
+  txn64: na('classic-level has no transactions (only atomic batches)'),
   fillbatch: [{ variant: 'batch', api: 'await db.batch(1000 put ops)', run: fillBatch }],
   'readrandom-sync': [
     {

@@ -1,6 +1,6 @@
 // lmdb-js adapter (lmdb package, LMDB B+tree over mmap).
 import { createRequire } from 'node:module';
-import { windowed, checkValue, checkCount, packageVersion } from '../common.mjs';
+import { windowed, windowedLatency, serialLatency, checkValue, checkCount, packageVersion, incremented, checkTxnCounters } from '../common.mjs';
 
 const require = createRequire(import.meta.url);
 let openLmdb;
@@ -21,13 +21,14 @@ export async function init(opts = {}) {
       useDefaultDurability
         ? 'lmdb default durability (--lmdb-sync): every commit is fsynced (overlappingSync on Linux)'
         : 'noSync: true — no fsync per commit (lmdb default would fsync every commit; see --lmdb-sync)',
+      'fillsync64 / fillsync1: lmdb default durability whatever --lmdb-sync says (no noSync; overlappingSync on Linux: a write promise resolves after its txn is flushed)',
     ],
   };
 }
 
-export async function open(dir) {
+export async function open(dir, { durable = false } = {}) {
   const options = { path: dir, keyEncoding: 'binary', encoding: 'binary' };
-  if (!useDefaultDurability) options.noSync = true;
+  if (!useDefaultDurability && !durable) options.noSync = true;
   return openLmdb(options);
 }
 
@@ -49,6 +50,21 @@ function fillBatchSync(db, { n, keys, values, batchSize }) {
   }
 }
 
+/** One read-modify-write transaction of the txn plan, inside an lmdb write txn. */
+function rmw(db, data, t) {
+  const { keys, txnStart, txnKeyIdx } = data;
+  for (let j = txnStart[t]; j < txnStart[t + 1]; j++) {
+    const k = keys[txnKeyIdx[j]];
+    const v = db.get(k);
+    checkValue(v, data, 'get in txn');
+    db.put(k, incremented(v));
+  }
+}
+
+function txnAfter(db, data) {
+  checkTxnCounters(data, (k) => db.get(k));
+}
+
 export const workloads = {
   fillseq: [
     {
@@ -62,6 +78,42 @@ export const workloads = {
       variant: 'put',
       api: 'await db.put(k, v), 64 in flight (lmdb groups them into txns)',
       run: (db, { n, keys, values, concurrency }) => windowed(n, concurrency, (i) => db.put(keys[i], values[i])),
+    },
+  ],
+  fillsync64: [
+    {
+      variant: 'put',
+      api: 'durable default; await db.put(k, v), 64 in flight (lmdb groups them into txns)',
+      run: async (db, { syncPuts, keys, values, concurrency }) => ({
+        latenciesMs: await windowedLatency(syncPuts, concurrency, (i) => db.put(keys[i], values[i])),
+      }),
+    },
+  ],
+  fillsync1: [
+    {
+      variant: 'put',
+      api: 'durable default; await db.put(k, v), one at a time',
+      run: async (db, { sync1Puts, keys, values }) => ({
+        latenciesMs: await serialLatency(sync1Puts, (i) => db.put(keys[i], values[i])),
+      }),
+    },
+  ],
+  txn1: [
+    {
+      variant: 'transactionSync',
+      api: 'db.transactionSync(() => { db.get; db.put }), one at a time',
+      run: (db, data) => {
+        for (let t = 0; t < data.txns; t++) db.transactionSync(() => rmw(db, data, t));
+      },
+      after: txnAfter,
+    },
+  ],
+  txn64: [
+    {
+      variant: 'transaction',
+      api: 'await db.transaction(() => { db.get; db.put }), 64 in flight (callbacks of one event turn share an LMDB txn)',
+      run: (db, data) => windowed(data.txns, data.concurrency, (t) => db.transaction(() => rmw(db, data, t))),
+      after: txnAfter,
     },
   ],
   fillbatch: [

@@ -1,7 +1,7 @@
 // better-sqlite3 adapter (SQLite, one WITHOUT ROWID table as a key-value store).
 import path from 'node:path';
 import { createRequire } from 'node:module';
-import { na, checkValue, checkCount, packageVersion } from '../common.mjs';
+import { na, checkValue, checkCount, packageVersion, syncLatency, incremented, checkTxnCounters } from '../common.mjs';
 
 const require = createRequire(import.meta.url);
 let Database;
@@ -22,19 +22,21 @@ export async function init() {
       'CREATE TABLE kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID',
       'pragma journal_mode = WAL, synchronous = NORMAL (no fsync per commit; fsync at WAL checkpoints)',
       'writes are INSERT OR REPLACE (put = upsert)',
+      'fillsync64 / fillsync1: pragma synchronous = FULL (WAL fsynced at every commit), one autocommit INSERT per put',
     ],
   };
 }
 
-export async function open(dir) {
+export async function open(dir, { durable = false } = {}) {
   const db = new Database(path.join(dir, 'kv.sqlite'));
   db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
+  db.pragma(durable ? 'synchronous = FULL' : 'synchronous = NORMAL');
   db.exec('CREATE TABLE IF NOT EXISTS kv (k BLOB PRIMARY KEY, v BLOB NOT NULL) WITHOUT ROWID');
   return {
     db,
     insert: db.prepare('INSERT OR REPLACE INTO kv (k, v) VALUES (?, ?)'),
     get: db.prepare('SELECT v FROM kv WHERE k = ?').pluck(),
+    update: db.prepare('UPDATE kv SET v = ? WHERE k = ?'),
     all: db.prepare('SELECT k, v FROM kv ORDER BY k').raw(),
     scan: db.prepare('SELECT k, v FROM kv WHERE k >= ? ORDER BY k LIMIT ?').raw(),
   };
@@ -55,6 +57,23 @@ function fillBatch(h, { n, keys, values, batchSize }) {
   for (let lo = 0; lo < n; lo += batchSize) tx(lo, Math.min(lo + batchSize, n));
 }
 
+/** A transaction function running one read-modify-write transaction of the txn plan. */
+function rmwTxn(h, data) {
+  const { keys, txnStart, txnKeyIdx } = data;
+  return h.db.transaction((t) => {
+    for (let j = txnStart[t]; j < txnStart[t + 1]; j++) {
+      const k = keys[txnKeyIdx[j]];
+      const v = h.get.get(k);
+      checkValue(v, data, 'SELECT in txn');
+      h.update.run(incremented(v), k);
+    }
+  });
+}
+
+function putOne(h, { keys, values }) {
+  return (i) => h.insert.run(keys[i], values[i]);
+}
+
 export const workloads = {
   fillseq: [
     {
@@ -65,6 +84,32 @@ export const workloads = {
       },
     },
   ],
+  fillsync64: [
+    {
+      variant: 'insert',
+      api: 'INSERT .run(k, v), autocommit, WAL + synchronous=FULL; synchronous API: one at a time, not 64 in flight',
+      run: (h, data) => ({ latenciesMs: syncLatency(data.syncPuts, putOne(h, data)) }),
+    },
+  ],
+  fillsync1: [
+    {
+      variant: 'insert',
+      api: 'INSERT .run(k, v), autocommit, WAL + synchronous=FULL',
+      run: (h, data) => ({ latenciesMs: syncLatency(data.sync1Puts, putOne(h, data)) }),
+    },
+  ],
+  txn1: [
+    {
+      variant: 'transaction',
+      api: 'db.transaction(() => { SELECT v; UPDATE kv SET v }) per txn, WAL + synchronous=NORMAL',
+      run: (h, data) => {
+        const tx = rmwTxn(h, data);
+        for (let t = 0; t < data.txns; t++) tx(t);
+      },
+      after: (h, data) => checkTxnCounters(data, (k) => h.get.get(k)),
+    },
+  ],
+  txn64: na('better-sqlite3 is synchronous: one transaction at a time (see txn1)'),
   fillbatch: [{ variant: 'transaction', api: 'db.transaction(1000× INSERT .run)', run: fillBatch }],
   'readrandom-sync': [
     {

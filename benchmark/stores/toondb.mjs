@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { windowed, checkValue, checkCount } from '../common.mjs';
+import { windowed, windowedLatency, serialLatency, checkValue, checkCount, incremented, checkTxnCounters } from '../common.mjs';
 
 const require = createRequire(import.meta.url);
 // TOONDB_BENCH_ENTRY=/path/to/index.js benchmarks another build (e.g. a checkout of an older commit).
@@ -25,13 +25,55 @@ export async function init() {
     version,
     settings: [
       'Database.open(dir, { sync: false }) — no fsync per write, default memtable size',
+      'fillsync64 / fillsync1: Database.open(dir, { sync: true }) — every put resolves after the WAL is fdatasynced',
+      'txn1 / txn64: db.transact(fn) with its defaults (snapshot isolation, up to 10 retries on TOONDB_CONFLICT), sync: false',
       ...(process.env.TOONDB_BENCH_ENTRY ? [`binding loaded from TOONDB_BENCH_ENTRY=${ENTRY}`] : []),
     ],
   };
 }
 
-export async function open(dir) {
-  return Database.open(dir, { sync: false });
+export async function open(dir, { durable = false } = {}) {
+  return Database.open(dir, { sync: durable });
+}
+
+/**
+ * Group-commit counters at the end of a run (untimed): fsyncs per commit and
+ * commits per WAL write group, from db.stats().
+ */
+function commitCounters(db) {
+  const s = db.stats();
+  return {
+    counters: {
+      commits: s.commits,
+      commitGroups: s.commitGroups,
+      walSyncs: s.walSyncs,
+      fsyncsPerCommit: s.commits ? s.walSyncs / s.commits : NaN,
+      commitsPerGroup: s.commitGroups ? s.commits / s.commitGroups : NaN,
+    },
+  };
+}
+
+/**
+ * One read-modify-write transaction of the txn plan: read each key, write it
+ * back with its counter incremented. transact() retries on TOONDB_CONFLICT (default: up to 10 times);
+ * `attempts` counts every run of the callback (retries = attempts - txns).
+ */
+function rmwTxn(db, data, t, stats) {
+  const { keys, txnStart, txnKeyIdx } = data;
+  return db.transact(async (txn) => {
+    stats.attempts++;
+    for (let j = txnStart[t]; j < txnStart[t + 1]; j++) {
+      const k = keys[txnKeyIdx[j]];
+      const v = await txn.get(k);
+      checkValue(v, data, 'txn.get');
+      txn.put(k, incremented(v));
+    }
+  });
+}
+
+function txnAfter(db, data) {
+  checkTxnCounters(data, (k) => db.getSync(k));
+  return { counters: { conflicts: db.stats().conflicts } };
 }
 
 export async function close(db) {
@@ -58,6 +100,51 @@ export const workloads = {
       variant: 'put',
       api: 'await db.put(k, v), 64 in flight',
       run: (db, { n, keys, values, concurrency }) => windowed(n, concurrency, (i) => db.put(keys[i], values[i])),
+      after: commitCounters,
+    },
+  ],
+  fillsync64: [
+    {
+      variant: 'put',
+      api: 'open { sync: true }; await db.put(k, v), 64 in flight',
+      run: async (db, { syncPuts, keys, values, concurrency }) => ({
+        latenciesMs: await windowedLatency(syncPuts, concurrency, (i) => db.put(keys[i], values[i])),
+      }),
+      after: commitCounters,
+    },
+  ],
+  fillsync1: [
+    {
+      variant: 'put',
+      api: 'open { sync: true }; await db.put(k, v), one at a time',
+      run: async (db, { sync1Puts, keys, values }) => ({
+        latenciesMs: await serialLatency(sync1Puts, (i) => db.put(keys[i], values[i])),
+      }),
+      after: commitCounters,
+    },
+  ],
+  txn1: [
+    {
+      variant: 'transact',
+      api: 'await db.transact(async (txn) => { await txn.get; txn.put }), one at a time',
+      run: async (db, data) => {
+        const stats = { attempts: 0 };
+        for (let t = 0; t < data.txns; t++) await rmwTxn(db, data, t, stats);
+        return { counters: { retries: stats.attempts - data.txns } };
+      },
+      after: txnAfter,
+    },
+  ],
+  txn64: [
+    {
+      variant: 'transact',
+      api: 'await db.transact(async (txn) => { await txn.get; txn.put }), 64 in flight',
+      run: async (db, data) => {
+        const stats = { attempts: 0 };
+        await windowed(data.txns, data.concurrency, (t) => rmwTxn(db, data, t, stats));
+        return { counters: { retries: stats.attempts - data.txns } };
+      },
+      after: txnAfter,
     },
   ],
   fillbatch: [{ variant: 'batch', api: 'await db.batch(1000 put ops)', run: fillBatch }],

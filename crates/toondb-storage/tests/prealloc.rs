@@ -74,6 +74,9 @@ fn zero_filled_tail_is_a_clean_end_and_torn_records_before_it_are_dropped() {
     let db3 = Database::open(torn.path()).unwrap();
     assert!(db3.stats().recovery.dropped_tail.is_some());
     assert!(db3.get("k048").unwrap().is_some());
-    assert!(db3.get("k049").unwrap().is_none(), "the torn last record is dropped");
+    assert!(
+        db3.get("k049").unwrap().is_none(),
+        "the torn last record is dropped"
+    );
     db.close().unwrap();
 }
