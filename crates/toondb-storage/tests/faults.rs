@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use toondb_storage::io::{FileBytes, FileLock, FileSystem, OsFileSystem, WritableFile};
+use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{
     Database, Error, ErrorKind, Options, Result, ScanOptions, WriteBatch, WriteOptions,
 };
@@ -125,7 +125,11 @@ impl WritableFile for FaultyFile {
     }
 }
 
-impl FaultyFs {
+impl WriteHook for FaultyFs {
+    fn before_create(&self, path: &Path) -> Result<()> {
+        self.faults.check(kind_of(path), Op::Create, path)
+    }
+
     fn wrap(&self, path: &Path, inner: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
         Box::new(FaultyFile {
             inner,
@@ -136,51 +140,11 @@ impl FaultyFs {
     }
 }
 
-impl FileSystem for FaultyFs {
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        OsFileSystem.create_dir_all(path)
-    }
-    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.faults.check(kind_of(path), Op::Create, path)?;
-        Ok(self.wrap(path, OsFileSystem.create(path)?))
-    }
-    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        Ok(self.wrap(path, OsFileSystem.open_append(path)?))
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>> {
-        OsFileSystem.read(path)
-    }
-    fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
-        OsFileSystem.map(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        OsFileSystem.exists(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>> {
-        OsFileSystem.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        OsFileSystem.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> Result<()> {
-        OsFileSystem.remove(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> Result<()> {
-        OsFileSystem.truncate(path, len)
-    }
-    fn sync_dir(&self, dir: &Path) -> Result<()> {
-        OsFileSystem.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {
-        OsFileSystem.lock(path)
-    }
-}
-
 fn faulty(options: Options) -> (Options, Arc<Faults>) {
     let faults = Arc::new(Faults::default());
-    let fs = Arc::new(FaultyFs {
+    let fs = Arc::new(WrappedFs::os(FaultyFs {
         faults: faults.clone(),
-    });
+    }));
     (Options { fs, ..options }, faults)
 }
 

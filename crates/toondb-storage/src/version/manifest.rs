@@ -378,7 +378,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::*;
-    use crate::io::{FileBytes, FileLock, OsFileSystem};
+    use crate::io::{OsFileSystem, WrappedFs, WriteHook};
     use crate::version::TableMeta;
 
     fn table(number: u64) -> TableMeta {
@@ -842,8 +842,8 @@ mod tests {
         }
     }
 
-    impl FailingFs {
-        fn wrap(&self, inner: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+    impl WriteHook for FailingFs {
+        fn wrap(&self, _path: &Path, inner: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
             Box::new(FailingFile {
                 inner,
                 fail_append: self.fail_append.clone(),
@@ -852,53 +852,14 @@ mod tests {
         }
     }
 
-    impl FileSystem for FailingFs {
-        fn create_dir_all(&self, path: &Path) -> Result<()> {
-            OsFileSystem.create_dir_all(path)
-        }
-        fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-            Ok(self.wrap(OsFileSystem.create(path)?))
-        }
-        fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-            Ok(self.wrap(OsFileSystem.open_append(path)?))
-        }
-        fn read(&self, path: &Path) -> Result<Vec<u8>> {
-            OsFileSystem.read(path)
-        }
-        fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
-            OsFileSystem.map(path)
-        }
-        fn exists(&self, path: &Path) -> bool {
-            OsFileSystem.exists(path)
-        }
-        fn list(&self, dir: &Path) -> Result<Vec<String>> {
-            OsFileSystem.list(dir)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-            OsFileSystem.rename(from, to)
-        }
-        fn remove(&self, path: &Path) -> Result<()> {
-            OsFileSystem.remove(path)
-        }
-        fn truncate(&self, path: &Path, len: u64) -> Result<()> {
-            OsFileSystem.truncate(path, len)
-        }
-        fn sync_dir(&self, dir: &Path) -> Result<()> {
-            OsFileSystem.sync_dir(dir)
-        }
-        fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {
-            OsFileSystem.lock(path)
-        }
-    }
-
     #[test]
     fn manifest_apply_io_failure_leaves_state_unchanged() {
         let fail_append = Arc::new(AtomicBool::new(false));
         let fail_sync = Arc::new(AtomicBool::new(false));
-        let fs: Arc<dyn FileSystem> = Arc::new(FailingFs {
+        let fs: Arc<dyn FileSystem> = Arc::new(WrappedFs::os(FailingFs {
             fail_append: fail_append.clone(),
             fail_sync: fail_sync.clone(),
-        });
+        }));
         let edit = VersionEdit {
             add_tables: vec![table(6)],
             log_number: Some(6),
@@ -938,10 +899,10 @@ mod tests {
     #[test]
     fn manifest_create_failure_keeps_old_manifest() {
         let fail_sync = Arc::new(AtomicBool::new(false));
-        let fs: Arc<dyn FileSystem> = Arc::new(FailingFs {
+        let fs: Arc<dyn FileSystem> = Arc::new(WrappedFs::os(FailingFs {
             fail_append: Arc::new(AtomicBool::new(false)),
             fail_sync: fail_sync.clone(),
-        });
+        }));
         let dir = tempfile::tempdir().unwrap();
         let m = Manifest::create(fs.clone(), dir.path(), 4, initial()).unwrap();
         let state = m.state().clone();

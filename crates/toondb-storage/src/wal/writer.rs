@@ -106,10 +106,9 @@ impl WalWriter {
 mod tests {
     use std::io;
     use std::path::PathBuf;
-    use std::sync::Arc;
 
     use super::*;
-    use crate::io::{FileBytes, FileLock, OsFileSystem};
+    use crate::io::{OsFileSystem, WrappedFs, WriteHook};
     use crate::record::encode_frame;
     use crate::wal::{replay, SEGMENT_HEADER_LEN};
 
@@ -147,48 +146,12 @@ mod tests {
         }
     }
 
-    impl FileSystem for FailingFs {
-        fn create_dir_all(&self, path: &Path) -> Result<()> {
-            OsFileSystem.create_dir_all(path)
-        }
-        fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-            Ok(Box::new(FailingFile {
-                inner: OsFileSystem.create(path)?,
+    impl WriteHook for FailingFs {
+        fn wrap(&self, _path: &Path, inner: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+            Box::new(FailingFile {
+                inner,
                 budget: self.budget,
-            }))
-        }
-        fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-            Ok(Box::new(FailingFile {
-                inner: OsFileSystem.open_append(path)?,
-                budget: self.budget,
-            }))
-        }
-        fn read(&self, path: &Path) -> Result<Vec<u8>> {
-            OsFileSystem.read(path)
-        }
-        fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
-            OsFileSystem.map(path)
-        }
-        fn exists(&self, path: &Path) -> bool {
-            OsFileSystem.exists(path)
-        }
-        fn list(&self, dir: &Path) -> Result<Vec<String>> {
-            OsFileSystem.list(dir)
-        }
-        fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-            OsFileSystem.rename(from, to)
-        }
-        fn remove(&self, path: &Path) -> Result<()> {
-            OsFileSystem.remove(path)
-        }
-        fn truncate(&self, path: &Path, len: u64) -> Result<()> {
-            OsFileSystem.truncate(path, len)
-        }
-        fn sync_dir(&self, dir: &Path) -> Result<()> {
-            OsFileSystem.sync_dir(dir)
-        }
-        fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {
-            OsFileSystem.lock(path)
+            })
         }
     }
 
@@ -235,7 +198,7 @@ mod tests {
         let record = framed(b"a record of some length");
         // Room for the header, two whole records and half of a third.
         let budget = (SEGMENT_HEADER_LEN + 2 * record.len() + record.len() / 2) as u64;
-        let fs = FailingFs { budget };
+        let fs = WrappedFs::os(FailingFs { budget });
         let mut w = WalWriter::create(&fs, dir.path(), 1).unwrap();
         w.append(&record).unwrap();
         w.append(&record).unwrap();
@@ -263,7 +226,7 @@ mod tests {
     #[test]
     fn header_write_failure_is_io_error() {
         let dir = tempfile::tempdir().unwrap();
-        let fs = FailingFs { budget: 5 };
+        let fs = WrappedFs::os(FailingFs { budget: 5 });
         let err = WalWriter::create(&fs, dir.path(), 1).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::Io);
     }
