@@ -240,24 +240,17 @@ impl Transaction {
             Prepared::Done(result) => return Some(result),
             Prepared::Submit(commit) => commit,
         };
+        if commit.sync {
+            // An fsync never runs on the caller's thread.
+            self.submit(commit, Completion::new(done));
+            return None;
+        }
         let PreparedCommit {
             batch,
             check,
             guard,
             sync,
         } = commit;
-        if sync {
-            self.submit(
-                PreparedCommit {
-                    batch,
-                    check,
-                    guard,
-                    sync,
-                },
-                Completion::new(done),
-            );
-            return None;
-        }
         match crate::commit::try_commit_inline(&self.engine, batch, Some(check)) {
             Ok(result) => {
                 drop(guard);
@@ -265,15 +258,13 @@ impl Transaction {
             }
             Err((batch, check)) => {
                 let check = check.unwrap_or_default();
-                self.submit(
-                    PreparedCommit {
-                        batch,
-                        check,
-                        guard,
-                        sync,
-                    },
-                    Completion::new(done),
-                );
+                let commit = PreparedCommit {
+                    batch,
+                    check,
+                    guard,
+                    sync,
+                };
+                self.submit(commit, Completion::new(done));
                 None
             }
         }
