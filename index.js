@@ -5,7 +5,8 @@
 // pending write promises that the engine's commit thread settles, and
 // adapts the native batch iterator to `for await`. No storage logic here.
 
-const { NativeDatabase } = require('./native.js')
+const native = require('./native.js')
+const { NativeDatabase } = native
 
 const CODE_PREFIX = /^(TOONDB_[A-Z_]+): ([\s\S]*)$/
 
@@ -801,5 +802,10 @@ class Iterator {
     for (let e = this.nextSync(); e !== undefined; e = this.nextSync()) yield e
   }
 }
+
+// Test hooks, deliberately off the documented API.
+Object.defineProperty(Database, Symbol.for('toondb.testing'), {
+  value: { panic: (message) => callNative(() => native.testPanic(message)) },
+})
 
 module.exports = { Database, Iterator, ChainedBatch, Transaction, Snapshot }

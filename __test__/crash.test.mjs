@@ -1,7 +1,7 @@
 // THE crash test. A child process (fixtures/crash-writer.mjs) writes with
 // { sync: true } (some single writes override it with { sync: false }, which
 // is documented to survive a process crash too; a separate test runs the
-// whole writer with { sync: false }) with 32 writes in flight, batches, deletes,
+// whole writer with { sync: false }) with 64 writes in flight, batches, deletes,
 // overwrites, explicit flush() calls and a 64 KiB memtable (so memtable
 // rotation, WAL segment rotation and table flushes happen all the time),
 // printing every acknowledged write. The parent SIGKILLs it at a random
@@ -209,7 +209,7 @@ function check(state, rounds) {
  */
 function crashOnce(dir, prefix, seed, delayMs, { duringOpen = false, sync = true } = {}) {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [WRITER, dir, prefix, String(seed), '32', '20000', String(sync)], {
+    const child = spawn(process.execPath, [WRITER, dir, prefix, String(seed), '64', '20000', String(sync)], {
       stdio: ['ignore', 'pipe', 'pipe'],
     })
     let stdout = ''

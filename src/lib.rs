@@ -12,3 +12,10 @@ mod database;
 mod errors;
 mod iterator;
 mod transaction;
+
+/// Test hook: panics inside a native call, so the test suite can prove a
+/// Rust panic surfaces as a TOONDB_INTERNAL error instead of aborting Node.
+#[napi(catch_unwind)]
+pub fn test_panic(message: String) {
+    std::panic::panic_any(message);
+}

@@ -48,6 +48,20 @@ impl ScanOptions {
         }
     }
 
+    /// The keys in `range`, e.g. `ScanOptions::range(&b"a"[..]..&b"c"[..])`.
+    pub fn range<'a>(range: impl std::ops::RangeBounds<&'a [u8]>) -> Self {
+        let owned = |b: Bound<&&[u8]>| match b {
+            Bound::Included(k) => Bound::Included(k.to_vec()),
+            Bound::Excluded(k) => Bound::Excluded(k.to_vec()),
+            Bound::Unbounded => Bound::Unbounded,
+        };
+        ScanOptions {
+            lower: owned(range.start_bound()),
+            upper: owned(range.end_bound()),
+            ..ScanOptions::default()
+        }
+    }
+
     pub fn reverse(mut self, reverse: bool) -> Self {
         self.reverse = reverse;
         self

@@ -62,6 +62,11 @@ fn scans_merge_memtable_and_tables_in_both_directions() {
     let mut rev = collect(&db, ScanOptions::default().reverse(true));
     rev.reverse();
     assert_eq!(rev, expected);
+    let ranged = collect(&db, ScanOptions::range(&b"k010"[..]..&b"k014"[..]));
+    assert_eq!(
+        ranged.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
+        vec![b"k011".to_vec(), b"k012".to_vec(), b"k013".to_vec()]
+    );
     let prefixed = collect(&db, ScanOptions::prefix(b"k01").limit(3));
     assert_eq!(
         prefixed.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(),
