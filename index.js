@@ -266,7 +266,7 @@ class Database {
       checkValue(value)
       const sync = syncFlag(options)
       this.#checkOpen()
-      const g = this.#currentGroup(sync)
+      const g = this.#currentGroup(sync, sizeOf(key) + sizeOf(value))
       g.kinds.push(1)
       g.keys.push(key)
       g.values.push(value)
@@ -281,7 +281,7 @@ class Database {
       checkKey(key)
       const sync = syncFlag(options)
       this.#checkOpen()
-      const g = this.#currentGroup(sync)
+      const g = this.#currentGroup(sync, sizeOf(key))
       g.kinds.push(0)
       g.keys.push(key)
       return this.#join(g)
@@ -314,7 +314,11 @@ class Database {
         }
       }
       this.#checkOpen()
-      const g = this.#currentGroup(sync)
+      let bytes = 0
+      for (let i = 0; i < ops.length; i++) {
+        bytes += sizeOf(ops[i].key) + (ops[i].type === 'put' ? sizeOf(ops[i].value) : 0)
+      }
+      const g = this.#currentGroup(sync, bytes)
       for (let i = 0; i < ops.length; i++) {
         const op = ops[i]
         g.keys.push(op.key)
@@ -334,7 +338,10 @@ class Database {
   /** @internal the chained batch's write: operations already validated */
   _writeFlat(kinds, keys, values, sync) {
     this.#checkOpen()
-    const g = this.#currentGroup(sync)
+    let bytes = 0
+    for (const k of keys) bytes += sizeOf(k)
+    for (const v of values) bytes += sizeOf(v)
+    const g = this.#currentGroup(sync, bytes)
     for (let i = 0; i < keys.length; i++) g.kinds.push(kinds[i])
     for (const k of keys) g.keys.push(k)
     for (const v of values) g.values.push(v)
@@ -347,13 +354,18 @@ class Database {
   // keeps its own promise, settled when the whole group is committed.
   // Grouping only ever makes writes more atomic, and a write with
   // `sync: true` makes its group durable.
-  #currentGroup(sync) {
+  #currentGroup(sync, bytes) {
     let g = this.#group
+    if (g !== null && g.bytes + bytes > GROUP_MAX_BYTES) {
+      this.#flushGroup()
+      g = null
+    }
     if (g === null) {
-      g = { kinds: [], keys: [], values: [], waiters: [], anySync: false, anyDefault: false }
+      g = { kinds: [], keys: [], values: [], waiters: [], bytes: 0, anySync: false, anyDefault: false }
       this.#group = g
       queueMicrotask(this.#flushGroup)
     }
+    g.bytes += bytes
     if (sync === true) g.anySync = true
     else if (sync === undefined) g.anyDefault = true
     return g
@@ -391,13 +403,37 @@ class Database {
   #submitWaiters(waiters, start) {
     const id = this.#nextId
     this.#nextId = id >= 0xfffffffe ? 1 : id + 1
-    if (callNative(() => start(id)) === true) {
-      this.#pendingWrites -= waiters.length / 2
-      for (let j = 0; j < waiters.length; j += 2) waiters[j]()
-      return
-    }
+    // Registered (and the event loop held open) before the engine can
+    // possibly settle it; undone if the write was refused or done inline.
     if (this.#pending.size === 0) this.#native.keepAlive(true)
     this.#pending.set(id, waiters)
+    let committed
+    try {
+      committed = callNative(() => start(id))
+    } catch (err) {
+      this.#unregister(id)
+      throw err
+    }
+    if (committed === true) {
+      this.#unregister(id)
+      this.#pendingWrites -= waiters.length / 2
+      for (let j = 0; j < waiters.length; j += 2) waiters[j]()
+    }
+  }
+
+  #unregister(id) {
+    this.#pending.delete(id)
+    this.#releaseIfIdle()
+  }
+
+  #releaseIfIdle() {
+    if (this.#pending.size !== 0) return
+    this.#native.keepAlive(false)
+    if (this.#idle !== null) {
+      const wake = this.#idle
+      this.#idle = null
+      wake()
+    }
   }
 
   /** Submits a request with one promise of its own (transaction commits). */
@@ -432,14 +468,7 @@ class Database {
       this.#pendingWrites -= waiters.length / 2
       for (let j = 1; j < waiters.length; j += 2) waiters[j](toondbError(f.code, f.message))
     }
-    if (pending.size === 0) {
-      this.#native.keepAlive(false)
-      if (this.#idle !== null) {
-        const wake = this.#idle
-        this.#idle = null
-        wake()
-      }
-    }
+    this.#releaseIfIdle()
   }
 
   /** Iterates [key, value] pairs of Buffers in key order; see index.d.ts. */
@@ -548,8 +577,16 @@ function captureResolvers(resolve, reject) {
 }
 
 const OPEN_TOKEN = Symbol('open')
-// Most operations one coalesced write group carries before it is sent.
+// Most operations, and most bytes, one coalesced write group carries. The
+// byte cap keeps legal writes from being merged into a batch larger than
+// one WAL record can hold (1 GiB); a single oversized batch still gets its
+// own group and its own clear error.
 const GROUP_MAX_OPS = 1024
+const GROUP_MAX_BYTES = 64 * 1024 * 1024
+
+function sizeOf(v) {
+  return typeof v === 'string' ? v.length * 3 : v.length
+}
 const TXN_TOKEN = Symbol('transaction')
 
 class Transaction {

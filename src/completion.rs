@@ -94,9 +94,15 @@ impl Completions {
             }
         }
         if !self.queue.scheduled.swap(true, Ordering::AcqRel) {
-            self.tsfn
+            let status = self
+                .tsfn
                 .lock()
                 .call((), ThreadsafeFunctionCallMode::NonBlocking);
+            if status != napi::Status::Ok {
+                // Not scheduled after all (the JS side is going away): let
+                // the next outcome try again instead of waiting forever.
+                self.queue.scheduled.store(false, Ordering::Release);
+            }
         }
     }
 

@@ -8,6 +8,10 @@
 use crate::coding::{put_varint, Reader};
 use crate::error::{Error, Result};
 use crate::key::{check_key, check_value, Timestamp, ValueKind};
+use crate::record::MAX_FRAME_PAYLOAD;
+
+/// Bytes before `rep` in a batch's WAL record: commit ts and count.
+const RECORD_HEADER_LEN: usize = 12;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
@@ -39,6 +43,7 @@ impl WriteBatch {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_key(key)?;
         check_value(value)?;
+        self.check_room(key, value)?;
         self.bump()?;
         self.rep.push(ValueKind::Put as u8);
         put_varint(&mut self.rep, key.len() as u64);
@@ -51,11 +56,25 @@ impl WriteBatch {
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<&mut Self> {
         let key = key.as_ref();
         check_key(key)?;
+        self.check_room(key, &[])?;
         self.bump()?;
         self.rep.push(ValueKind::Delete as u8);
         put_varint(&mut self.rep, key.len() as u64);
         self.rep.extend_from_slice(key);
         Ok(self)
+    }
+
+    /// Keeps the WAL record of this batch (header plus `rep`) within one
+    /// frame, which replay can read back: a larger record would be written
+    /// and acknowledged, then rejected at the next open.
+    fn check_room(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let op = 1 + 10 + key.len() + 10 + value.len();
+        if RECORD_HEADER_LEN + self.rep.len() + op > MAX_FRAME_PAYLOAD {
+            return Err(Error::invalid_argument(format!(
+                "batch would exceed {MAX_FRAME_PAYLOAD} bytes; split it into smaller batches"
+            )));
+        }
+        Ok(())
     }
 
     fn bump(&mut self) -> Result<()> {
@@ -190,6 +209,19 @@ mod tests {
         for cut in 0..rec.len() {
             assert!(WriteBatch::decode_record(&rec[..cut]).is_err(), "cut {cut}");
         }
+    }
+
+    #[test]
+    fn a_batch_never_outgrows_one_wal_record() {
+        let big = vec![7u8; crate::key::MAX_VALUE_LEN];
+        let mut b = WriteBatch::new();
+        for i in 0..3 {
+            b.put(format!("k{i}"), &big).unwrap();
+        }
+        let err = b.put("k3", &big).unwrap_err();
+        assert_eq!(err.kind(), crate::error::ErrorKind::InvalidArgument);
+        assert_eq!(b.len(), 3, "the rejected op is not added");
+        assert!(b.byte_size() + RECORD_HEADER_LEN <= MAX_FRAME_PAYLOAD);
     }
 
     #[test]

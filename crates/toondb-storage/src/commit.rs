@@ -49,7 +49,9 @@ pub(crate) fn try_commit_inline(
     });
     let request = Request { batch, check, done };
     if catch_unwind(AssertUnwindSafe(|| c.commit(vec![request], false))).is_err() {
-        engine.set_bg_error(Error::internal("a commit panicked"));
+        let err = Error::internal("a commit panicked");
+        engine.set_bg_error(err.clone());
+        return Ok(Err(err));
     }
     Ok(rx.try_recv().unwrap_or_else(|_| Err(Error::closed())))
 }

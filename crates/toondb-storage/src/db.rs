@@ -193,6 +193,11 @@ impl Database {
     /// called exactly once, from the commit thread (or from this call when
     /// the database is closed), with the commit timestamp or the error.
     /// This is what lets an async caller wait without parking a thread.
+    ///
+    /// `done` runs on the commit thread while it holds the commit lock: it
+    /// must be quick and must not block on this database (a blocking write
+    /// would wait for itself) nor drop its last handle (closing joins the
+    /// commit thread). Hand the result to another thread or an event loop.
     pub fn submit(
         &self,
         batch: WriteBatch,

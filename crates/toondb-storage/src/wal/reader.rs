@@ -110,7 +110,7 @@ fn replay_segment(
             Frame::Bad(why) => why,
         };
         let later = find_record_after(&data, pos);
-        if is_last && later.is_none() {
+        if is_last && later == Later::Nothing {
             // Nothing valid follows, so these bytes are the unfinished last
             // append. Cut them off so segments written after recovery do not
             // leave this damage in the middle of the log.
@@ -124,8 +124,11 @@ fn replay_segment(
             return Ok(());
         }
         let why_fatal = match later {
-            Some(at) => format!("a valid record follows at offset {at}"),
-            None => "it is not the last segment".to_owned(),
+            Later::RecordAt(at) => format!("a valid record follows at offset {at}"),
+            Later::Unknown => {
+                "too much data follows it to rule out a valid record after it".to_owned()
+            }
+            Later::Nothing => "it is not the last segment".to_owned(),
         };
         return Err(Error::corruption(format!(
             "WAL segment {number}: {reason} at offset {pos} ({why_fatal})"
@@ -140,19 +143,47 @@ fn replay_segment(
 /// error path. The length pre-check skips offsets that cannot hold a record
 /// without calling `read_frame`, whose all-zero scan would make long zero runs
 /// quadratic.
-fn find_record_after(data: &[u8], bad: usize) -> Option<usize> {
-    let start = bad.checked_add(1)?;
-    let last_start = data.len().checked_sub(FRAME_HEADER_LEN + 1)?;
-    (start..=last_start).find(|&at| {
+fn find_record_after(data: &[u8], bad: usize) -> Later {
+    let Some(start) = bad.checked_add(1) else {
+        return Later::Nothing;
+    };
+    let Some(last_start) = data.len().checked_sub(FRAME_HEADER_LEN + 1) else {
+        return Later::Nothing;
+    };
+    let mut budget = SCAN_CHECKSUM_BUDGET;
+    for at in start..=last_start {
         let len_bytes = [data[at + 4], data[at + 5], data[at + 6], data[at + 7]];
         let len = u32::from_le_bytes(len_bytes) as usize;
         let fits = len <= data.len() - at - FRAME_HEADER_LEN;
-        len != 0
-            && len <= MAX_FRAME_PAYLOAD
-            && fits
-            && matches!(read_frame(&data[at..]), Frame::Record { .. })
-    })
+        if len == 0 || len > MAX_FRAME_PAYLOAD || !fits {
+            continue;
+        }
+        // Random bytes after damage early in a large segment look like
+        // plausible lengths at many offsets; checksumming each could take
+        // hours. Past the budget the answer is "cannot tell", which is
+        // treated as corruption, never as a droppable tail.
+        budget = match budget.checked_sub(len) {
+            Some(left) => left,
+            None => return Later::Unknown,
+        };
+        if matches!(read_frame(&data[at..]), Frame::Record { .. }) {
+            return Later::RecordAt(at);
+        }
+    }
+    Later::Nothing
 }
+
+/// What follows a bad record in a segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Later {
+    Nothing,
+    RecordAt(usize),
+    /// The scan gave up (see `SCAN_CHECKSUM_BUDGET`).
+    Unknown,
+}
+
+/// Bytes the search for a record after damage may checksum in total.
+const SCAN_CHECKSUM_BUDGET: usize = 4 << 30;
 
 #[cfg(test)]
 mod tests {
@@ -467,13 +498,24 @@ mod tests {
     #[test]
     fn find_record_after_probes_every_offset() {
         let mut data = vec![0xEEu8; 37];
-        assert_eq!(find_record_after(&data, 0), None);
+        assert_eq!(find_record_after(&data, 0), Later::Nothing);
         encode_frame(b"x", &mut data);
-        assert_eq!(find_record_after(&data, 0), Some(37));
-        assert_eq!(find_record_after(&data, 37), None);
-        assert_eq!(find_record_after(&[], 0), None);
+        assert_eq!(find_record_after(&data, 0), Later::RecordAt(37));
+        assert_eq!(find_record_after(&data, 37), Later::Nothing);
+        assert_eq!(find_record_after(&[], 0), Later::Nothing);
         // Long zero runs stay cheap (no quadratic all-zero scans).
         let zeros = vec![0u8; 8 << 20];
-        assert_eq!(find_record_after(&zeros, 0), None);
+        assert_eq!(find_record_after(&zeros, 0), Later::Nothing);
+    }
+
+    #[test]
+    fn find_record_after_gives_up_on_huge_plausible_garbage() {
+        // Every offset claims a 1 MiB record that fits: checksumming them
+        // all would cost terabytes; the scan must stop and say "unknown".
+        let mut data = Vec::new();
+        while data.len() < (64 << 20) {
+            data.extend_from_slice(&[0x55, 0x55, 0x55, 0x55, 0x00, 0x00, 0x10, 0x00]);
+        }
+        assert_eq!(find_record_after(&data, 0), Later::Unknown);
     }
 }
