@@ -3,9 +3,10 @@
 //! lets a read at snapshot `s` stop at the first version with `ts <= s`.
 //!
 //! Encoded form (used in table files): `user_key ++ (u64::MAX - ts) as
-//! big-endian u64 ++ kind`, so plain byte order of encoded keys is internal
-//! order as long as no user key is a prefix-extension ambiguity; table files
-//! therefore always compare through [`compare_internal`], never raw bytes.
+//! big-endian u64 ++ kind`. Byte order of encoded keys is *not* internal
+//! order when one user key is a prefix of another (`a` vs `a\0`), so table
+//! files decode keys and compare them with [`compare_versions`], never as
+//! raw bytes.
 
 use std::cmp::Ordering;
 
