@@ -403,27 +403,23 @@ class Database {
   #submitWaiters(waiters, start) {
     const id = this.#nextId
     this.#nextId = id >= 0xfffffffe ? 1 : id + 1
-    // Registered (and the event loop held open) before the engine can
-    // possibly settle it; undone if the write was refused or done inline.
-    if (this.#pending.size === 0) this.#native.keepAlive(true)
-    this.#pending.set(id, waiters)
-    let committed
-    try {
-      committed = callNative(() => start(id))
-    } catch (err) {
-      this.#unregister(id)
-      throw err
-    }
-    if (committed === true) {
-      this.#unregister(id)
+    // If `start` throws, nothing was handed to the engine. Once it returns,
+    // the write is the engine's: nothing below may turn it into a rejection.
+    // The engine settles a queued id only on a later tick (through the
+    // threadsafe function), so registering it after `start` is in time.
+    if (callNative(() => start(id)) === true) {
       this.#pendingWrites -= waiters.length / 2
       for (let j = 0; j < waiters.length; j += 2) waiters[j]()
+      return
     }
-  }
-
-  #unregister(id) {
-    this.#pending.delete(id)
-    this.#releaseIfIdle()
+    this.#pending.set(id, waiters)
+    if (this.#pending.size === 1) {
+      try {
+        this.#native.keepAlive(true)
+      } catch {
+        // Only the hold on the event loop is lost, not the write.
+      }
+    }
   }
 
   #releaseIfIdle() {
