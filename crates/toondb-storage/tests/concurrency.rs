@@ -8,7 +8,7 @@
 //! the engine). Reader threads scan (forward, reverse, by prefix, in tiny
 //! batches) and read pairs with `get`, while a flusher thread calls
 //! `flush()`; the memtable is 8 KiB, so memtables also rotate and flush on
-//! their own throughout.
+//! their own throughout. Every third write asks for an fsync.
 //!
 //! Proves: a batch is atomic to readers (every scan sees `a == b`, both
 //! present or both absent), a reader never sees a writer's counter go back
@@ -61,11 +61,19 @@ fn expected(writer: usize, last: u64) -> Option<Vec<u8>> {
     (writer != TOGGLER || last.is_multiple_of(2)).then(|| encode(writer, last))
 }
 
+/// Every third write is durable, so synced and unsynced appends (and the
+/// WAL's direct and buffered paths, io/direct.rs) interleave in one log.
+fn durability(counter: u64) -> WriteOptions {
+    WriteOptions::sync(counter.is_multiple_of(3))
+}
+
 /// Blocking writes; returns the last acknowledged counter.
 fn write_blocking(db: &Database, writer: usize, acked: &AtomicU64) {
     let mut last_ts = 0;
     for c in 1..=ROUNDS {
-        let ts = db.write(batch_for(writer, c)).unwrap();
+        let ts = db
+            .write_with(batch_for(writer, c), durability(c))
+            .unwrap();
         assert!(ts > last_ts, "writer {writer}: timestamps went back");
         last_ts = ts;
         acked.store(c, Ordering::SeqCst);
@@ -95,7 +103,7 @@ fn write_pipelined(db: &Database, writer: usize, acked: &AtomicU64) {
             in_flight -= 1;
         }
         let tx = tx.clone();
-        db.submit(batch_for(writer, c), WriteOptions::default(), move |r| {
+        db.submit(batch_for(writer, c), durability(c), move |r| {
             let _ = tx.send((c, r));
         });
         in_flight += 1;

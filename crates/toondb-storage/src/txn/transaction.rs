@@ -207,11 +207,16 @@ impl Transaction {
 
     /// Commits and waits; returns the commit timestamp (the read timestamp
     /// for a transaction that wrote nothing).
+    /// When the engine is idle the commit runs on this thread, fsync
+    /// included (the caller blocks either way).
     pub fn commit(&self) -> Result<Timestamp> {
         let (tx, rx) = crossbeam_channel::bounded(1);
-        if let Some(result) = self.commit_inline_or(move |r| {
-            let _ = tx.send(r);
-        }) {
+        if let Some(result) = self.commit_here_or(
+            true,
+            Completion::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        ) {
             return result;
         }
         rx.recv().unwrap_or_else(|_| Err(Error::closed()))
@@ -232,17 +237,28 @@ impl Transaction {
     /// thread (nothing to write, a failure found up front, or an idle engine
     /// and no fsync needed) returns its result instead and never calls
     /// `done`; `None` means `done` will be called.
+    /// An fsync never runs on the caller's thread: a durable commit is
+    /// always handed to the commit thread.
     pub fn commit_inline_or(
         &self,
         done: impl FnOnce(Result<Timestamp>) + Send + 'static,
+    ) -> Option<Result<Timestamp>> {
+        self.commit_here_or(false, Completion::new(done))
+    }
+
+    /// `commit_inline_or`, where `may_sync` lets a durable commit run (and
+    /// fsync) on this thread too.
+    fn commit_here_or(
+        &self,
+        may_sync: bool,
+        done: Completion<Timestamp>,
     ) -> Option<Result<Timestamp>> {
         let commit = match self.prepare_commit() {
             Prepared::Done(result) => return Some(result),
             Prepared::Submit(commit) => commit,
         };
-        if commit.sync {
-            // An fsync never runs on the caller's thread.
-            self.submit(commit, Completion::new(done));
+        if commit.sync && !may_sync {
+            self.submit(commit, done);
             return None;
         }
         let PreparedCommit {
@@ -251,7 +267,7 @@ impl Transaction {
             guard,
             sync,
         } = commit;
-        match crate::commit::try_commit_inline(&self.engine, batch, Some(check)) {
+        match crate::commit::try_commit_inline(&self.engine, batch, Some(check), sync) {
             Ok(result) => {
                 drop(guard);
                 Some(result)
@@ -264,7 +280,7 @@ impl Transaction {
                     guard,
                     sync,
                 };
-                self.submit(commit, Completion::new(done));
+                self.submit(commit, done);
                 None
             }
         }

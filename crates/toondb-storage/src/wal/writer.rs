@@ -57,6 +57,20 @@ impl WalWriter {
         result.map_err(|e| e.context(format_args!("appending to WAL segment {}", self.number)))
     }
 
+    /// Appends already-framed bytes and makes the whole segment durable,
+    /// in one direct write when the file system allows (io/direct.rs).
+    pub fn append_durable(&mut self, framed: &[u8]) -> Result<()> {
+        self.check_usable()?;
+        let result = self.file.append_durable(framed);
+        self.failed = result.is_err();
+        result.map_err(|e| {
+            e.context(format_args!(
+                "durably appending to WAL segment {}",
+                self.number
+            ))
+        })
+    }
+
     /// Makes sure `upcoming` bytes can be appended into zero-filled,
     /// already-durable space, so the fdatasync after them does not have to
     /// persist a larger file size too (on this machine that took a small

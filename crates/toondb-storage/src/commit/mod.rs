@@ -4,12 +4,15 @@
 //! durability, applies the group to the memtable, publishes the new visible
 //! timestamp, and only then completes every member.
 
+mod thread;
+
+use std::collections::BTreeSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::Receiver;
+pub(crate) use thread::CommitThread;
 
 use crate::batch::WriteBatch;
 use crate::engine::{Engine, LsmState};
@@ -20,19 +23,23 @@ use crate::record::{begin_frame, finish_frame};
 use crate::stats::Counters;
 use crate::txn::ConflictCheck;
 use crate::wal::WalWriter;
-use std::collections::BTreeSet;
 
 /// Commits `batch` on the calling thread when that is cheap and cannot
-/// reorder anything: it needs no fsync, no request is queued or being
-/// committed, and the memtable has room without sealing or slowing down.
-/// Otherwise the batch comes back untouched, to be submitted. This saves
-/// the two thread hops of the commit thread for the common case of
-/// non-durable writes from an otherwise idle engine.
-/// A transaction's `check` is validated here just as on the commit thread.
+/// reorder anything: no request is queued or being committed, and the
+/// memtable has room without sealing or slowing down. Otherwise the batch
+/// comes back untouched, to be submitted. This saves the two thread hops of
+/// the commit thread when the engine is idle.
+///
+/// `sync` asks for an fsync before returning. Only a caller that would
+/// block for the result anyway (the Rust blocking API) may pass it: a
+/// caller on an event loop must submit durable writes instead, so that no
+/// fsync runs on its thread. A transaction's `check` is validated here just
+/// as on the commit thread.
 pub(crate) fn try_commit_inline(
     engine: &Engine,
     batch: WriteBatch,
     check: Option<Box<ConflictCheck>>,
+    sync: bool,
 ) -> std::result::Result<Result<Timestamp>, (WriteBatch, Option<Box<ConflictCheck>>)> {
     let Some(mut guard) = engine.committer.try_lock() else {
         return Err((batch, check));
@@ -48,7 +55,7 @@ pub(crate) fn try_commit_inline(
         let _ = tx.send(r);
     });
     let request = Request { batch, check, done };
-    if catch_unwind(AssertUnwindSafe(|| c.commit(vec![request], false))).is_err() {
+    if catch_unwind(AssertUnwindSafe(|| c.commit(vec![request], sync))).is_err() {
         let err = Error::internal("a commit panicked");
         engine.set_bg_error(err.clone());
         return Ok(Err(err));
@@ -107,19 +114,16 @@ pub(crate) enum CommitMsg {
 }
 
 impl CommitMsg {
+    fn is_durable(&self) -> bool {
+        matches!(self, CommitMsg::Write { sync: true, .. })
+    }
+
     fn bytes(&self) -> usize {
         match self {
             CommitMsg::Write { batch, .. } => batch.byte_size(),
             CommitMsg::Seal { .. } => 0,
         }
     }
-}
-
-/// The commit thread: drains the request channel in groups and runs them
-/// through the engine's `Committer`.
-pub(crate) struct CommitThread {
-    engine: Arc<Engine>,
-    rx: Receiver<CommitMsg>,
 }
 
 /// The state only one committer may touch at a time: the WAL writer, the
@@ -144,53 +148,6 @@ struct Pending {
     batch: WriteBatch,
     ts: Timestamp,
     done: Completion<Timestamp>,
-}
-
-impl CommitThread {
-    pub fn new(engine: Arc<Engine>, rx: Receiver<CommitMsg>) -> Self {
-        CommitThread { engine, rx }
-    }
-
-    pub fn run(self) {
-        while let Ok(first) = self.rx.recv() {
-            let mut bytes = first.bytes();
-            let mut group = vec![first];
-            while group.len() < MAX_GROUP_LEN && bytes < MAX_GROUP_BYTES {
-                match self.rx.try_recv() {
-                    Ok(msg) => {
-                        bytes += msg.bytes();
-                        group.push(msg);
-                    }
-                    Err(_) => break,
-                }
-            }
-            let n = group.len();
-            let mut committer = self.engine.committer.lock();
-            match committer.as_mut() {
-                Some(c) => {
-                    if catch_unwind(AssertUnwindSafe(|| c.process(group))).is_err() {
-                        // The group's completions were dropped during
-                        // unwinding and so report `Closed`; later writes
-                        // report this error.
-                        self.engine
-                            .set_bg_error(Error::internal("the commit thread panicked"));
-                    }
-                }
-                None => drop(group), // completes every member with `Closed`
-            }
-            // Decremented under the lock, after processing: a caller that
-            // sees zero while holding the lock knows nothing is ahead of it.
-            self.engine.queued.fetch_sub(n, Ordering::AcqRel);
-        }
-        // Shutdown: whatever was acknowledged as written reaches the disk.
-        if let Some(mut c) = self.engine.committer.lock().take() {
-            if self.engine.bg_error().is_none() {
-                if let Err(e) = c.wal.sync() {
-                    self.engine.set_bg_error(e);
-                }
-            }
-        }
-    }
 }
 
 impl Committer {
@@ -345,16 +302,15 @@ impl Committer {
     fn write_wal(&mut self, sync: bool) -> Result<()> {
         if sync {
             self.wal.preallocate_for(self.frames.len() as u64);
+            self.wal.append_durable(&self.frames)?;
+            Counters::add(&self.engine.counters.wal_syncs, 1);
+        } else {
+            self.wal.append(&self.frames)?;
         }
-        self.wal.append(&self.frames)?;
         Counters::add(
             &self.engine.counters.wal_bytes_written,
             self.frames.len() as u64,
         );
-        if sync {
-            self.wal.sync()?;
-            Counters::add(&self.engine.counters.wal_syncs, 1);
-        }
         Ok(())
     }
 

@@ -1,0 +1,78 @@
+//! The file-system seam. Every byte the engine reads or writes goes through
+//! [`FileSystem`], so tests can swap in an implementation that fails, tears
+//! or drops writes (fault injection) without touching engine code.
+
+mod direct;
+mod os;
+mod wrapped;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::Result;
+
+pub use os::OsFileSystem;
+pub use wrapped::{WrappedFs, WriteHook};
+
+/// A file opened for appending (WAL segments, table files, manifests).
+pub trait WritableFile: Send {
+    /// Appends `data`; on return it has reached the OS (survives a process
+    /// crash, not a power cut).
+    fn append(&mut self, data: &[u8]) -> Result<()>;
+    /// Makes everything appended so far durable (fdatasync).
+    fn sync_data(&mut self) -> Result<()>;
+    /// Appends `data` and makes everything appended so far durable: the
+    /// same as `append` then `sync_data`, which is the default. The OS file
+    /// does it in one direct, synchronous write when it can (see direct.rs).
+    fn append_durable(&mut self, data: &[u8]) -> Result<()> {
+        self.append(data)?;
+        self.sync_data()
+    }
+    /// Bytes appended so far (the logical end), including any that were
+    /// there before opening; preallocated space is not counted.
+    fn len(&self) -> u64;
+    /// Writes `len` zero bytes after the logical end, without moving it,
+    /// and makes them durable. Later appends overwrite the zeros, so a sync
+    /// after an append need not also persist a new file size, which makes
+    /// fdatasync measurably cheaper (docs/format-wal.md). Optional.
+    fn preallocate(&mut self, len: u64) -> Result<()> {
+        let _ = len;
+        Ok(())
+    }
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The read-only contents of a whole file, usually a memory map.
+pub trait FileBytes: Send + Sync {
+    fn bytes(&self) -> &[u8];
+}
+
+/// A held directory lock; dropping it releases the lock.
+pub trait FileLock: Send + Sync {}
+
+/// Everything the engine needs from a file system.
+pub trait FileSystem: Send + Sync + 'static {
+    fn create_dir_all(&self, path: &Path) -> Result<()>;
+    /// Creates (or truncates) a file for appending.
+    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
+    /// Opens an existing file for appending at its end.
+    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
+    /// Reads a whole file into memory.
+    fn read(&self, path: &Path) -> Result<Vec<u8>>;
+    /// Maps a whole (immutable) file read-only.
+    fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>>;
+    fn exists(&self, path: &Path) -> bool;
+    /// Names (not paths) of the entries of a directory.
+    fn list(&self, dir: &Path) -> Result<Vec<String>>;
+    fn rename(&self, from: &Path, to: &Path) -> Result<()>;
+    fn remove(&self, path: &Path) -> Result<()>;
+    /// Cuts a file to `len` bytes and makes the new length durable.
+    fn truncate(&self, path: &Path, len: u64) -> Result<()>;
+    /// Makes renames and creations in `dir` durable.
+    fn sync_dir(&self, dir: &Path) -> Result<()>;
+    /// Takes an exclusive, advisory, process-level lock on `path`, creating
+    /// it; fails with [`ErrorKind::Locked`] when another process holds it.
+    fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>>;
+}
