@@ -71,9 +71,7 @@ fn durability(counter: u64) -> WriteOptions {
 fn write_blocking(db: &Database, writer: usize, acked: &AtomicU64) {
     let mut last_ts = 0;
     for c in 1..=ROUNDS {
-        let ts = db
-            .write_with(batch_for(writer, c), durability(c))
-            .unwrap();
+        let ts = db.write_with(batch_for(writer, c), durability(c)).unwrap();
         assert!(ts > last_ts, "writer {writer}: timestamps went back");
         last_ts = ts;
         acked.store(c, Ordering::SeqCst);

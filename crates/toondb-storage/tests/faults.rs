@@ -3,7 +3,12 @@
 //! segments (`*.wal`), table files (`*.sst`) or manifests (`MANIFEST-*`).
 //! A failed append first writes half of its bytes (a torn write).
 //!
-//! Proves that after a failed WAL append or fsync, a failed table write or a
+//! Durable WAL appends go through the real file's `append_durable` (direct
+//! I/O where available); an armed sync fault lets that write happen and
+//! then reports failure.
+//!
+//! Proves that after a failed WAL append or fsync (including the sync of
+//! preallocated WAL space), a failed table write or a
 //! failed manifest edit during a flush, or a failed WAL segment creation at
 //! memtable rotation: the write (or `flush()`) that hit it returns
 //! `ErrorKind::Io`; the engine then refuses every later write, even once the
@@ -55,6 +60,8 @@ fn kind_of(path: &Path) -> Option<Kind> {
 #[derive(Default)]
 struct Faults {
     armed: [AtomicBool; 9],
+    /// Armed faults that disarm themselves after failing once.
+    once: [AtomicBool; 9],
     injected: AtomicUsize,
 }
 
@@ -69,6 +76,13 @@ impl Faults {
         self.armed[Self::slot(kind, op)].store(on, Ordering::SeqCst);
     }
 
+    /// Fails the next `op` on a file of `kind` only: like an fdatasync
+    /// error that the kernel reports once, after which syncs succeed again.
+    fn fail_once(&self, kind: Kind, op: Op) {
+        self.once[Self::slot(kind, op)].store(true, Ordering::SeqCst);
+        self.set(kind, op, true);
+    }
+
     fn heal(&self) {
         for a in &self.armed {
             a.store(false, Ordering::SeqCst);
@@ -79,6 +93,10 @@ impl Faults {
     fn check(&self, kind: Option<Kind>, op: Op, what: &Path) -> Result<()> {
         match kind {
             Some(kind) if self.armed[Self::slot(kind, op)].load(Ordering::SeqCst) => {
+                let slot = Self::slot(kind, op);
+                if self.once[slot].swap(false, Ordering::SeqCst) {
+                    self.armed[slot].store(false, Ordering::SeqCst);
+                }
                 self.injected.fetch_add(1, Ordering::SeqCst);
                 Err(Error::io(
                     std::io::Error::other(format!("injected {op:?} failure")),
@@ -118,6 +136,26 @@ impl WritableFile for FaultyFile {
     fn sync_data(&mut self) -> Result<()> {
         self.faults.check(self.kind, Op::Sync, &self.path)?;
         self.inner.sync_data()
+    }
+
+    /// Goes to the real file's durable append (direct I/O for WAL segments
+    /// where available). An armed append fault tears the write as in
+    /// `append`; an armed sync fault lets the write reach the disk and then
+    /// reports failure, as an fsync error can.
+    fn append_durable(&mut self, data: &[u8]) -> Result<()> {
+        if let Err(e) = self.faults.check(self.kind, Op::Append, &self.path) {
+            self.inner.append(&data[..data.len() / 2])?;
+            return Err(e);
+        }
+        if let Err(e) = self.faults.check(self.kind, Op::Sync, &self.path) {
+            let _ = self.inner.append_durable(data);
+            return Err(e);
+        }
+        self.inner.append_durable(data)
+    }
+
+    fn preallocate(&mut self, len: u64) -> Result<()> {
+        self.inner.preallocate(len)
     }
 
     fn len(&self) -> u64 {
@@ -236,6 +274,40 @@ fn failed_wal_sync_stops_writes_and_keeps_acknowledged_data() {
     assert_eq!(faults.injected(), 1);
     faults.heal();
     // Not acknowledged, so not visible either.
+    assert_eq!(db.get(key(ACKED)).unwrap(), None);
+    assert_stopped_but_readable(&db, ACKED);
+    let _ = db.close();
+    reopen_healthy(dir.path(), ACKED).close().unwrap();
+}
+
+/// The first durable write into a segment first writes zeroed space ahead
+/// of the log and syncs it; that sync failing is a failed WAL sync like any
+/// other (the earlier unsynced writes may be gone from the page cache), not
+/// a preallocation that merely did not work out.
+#[test]
+fn failed_sync_of_preallocated_wal_space_stops_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, faults) = faulty(Options::default());
+    let db = Database::open_with(dir.path(), options).unwrap();
+    const ACKED: usize = 20;
+    for i in 0..ACKED {
+        db.put(key(i), value(i)).unwrap(); // not durable: no preallocation yet
+    }
+    // Only that one sync fails: a writer that carried on would sync
+    // successfully next and acknowledge a write whose predecessors the
+    // kernel may have dropped.
+    faults.fail_once(Kind::Wal, Op::Sync);
+    let mut batch = WriteBatch::new();
+    batch.put(key(ACKED), value(ACKED)).unwrap();
+    assert_io(
+        db.write_with(batch, WriteOptions::sync(true)),
+        "durable write whose preallocation sync fails",
+    );
+    assert_eq!(
+        faults.injected(),
+        1,
+        "the preallocation's sync was the one that failed"
+    );
     assert_eq!(db.get(key(ACKED)).unwrap(), None);
     assert_stopped_but_readable(&db, ACKED);
     let _ = db.close();

@@ -1,8 +1,10 @@
-//! The commit thread: the one place that orders writes. It takes requests
-//! from a bounded channel, gives each a commit timestamp, writes the whole
-//! group to the WAL in one write, fsyncs once when any member asked for
-//! durability, applies the group to the memtable, publishes the new visible
-//! timestamp, and only then completes every member.
+//! Group commit: the one place that orders writes. The `Committer` gives
+//! each request of a group a commit timestamp, writes the whole group to
+//! the WAL in one write, fsyncs once when any member asked for durability,
+//! applies the group to the memtable, publishes the new visible timestamp,
+//! and only then completes every member. The commit thread (thread.rs)
+//! feeds it groups from a bounded channel; an idle engine lets a caller
+//! commit on its own thread (`try_commit_inline`).
 
 mod thread;
 
@@ -301,7 +303,7 @@ impl Committer {
 
     fn write_wal(&mut self, sync: bool) -> Result<()> {
         if sync {
-            self.wal.preallocate_for(self.frames.len() as u64);
+            self.wal.preallocate_for(self.frames.len() as u64)?;
             self.wal.append_durable(&self.frames)?;
             Counters::add(&self.engine.counters.wal_syncs, 1);
         } else {

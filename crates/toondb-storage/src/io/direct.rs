@@ -19,8 +19,12 @@
 //!   is already durable; otherwise the buffered append + fdatasync runs, so
 //!   earlier buffered bytes become durable too.
 //! - A direct write drops the block's page from the page cache. The next
-//!   buffered append rewrites that page whole (tail, data, zeros) so the
-//!   kernel does not have to read it back from disk first.
+//!   buffered append rewrites that 4096-byte page whole (tail, data, zeros)
+//!   so the kernel does not have to read it back from disk first (on
+//!   kernels with larger pages it still may: slower, not wrong).
+//!
+//! Only WAL segments get this (`FileSystem::create_log`): the zeros after
+//! the logical end would corrupt a format that keeps a footer at its end.
 
 use std::fs::File;
 use std::io;
@@ -38,61 +42,73 @@ const MAX_DIRECT_BYTES: usize = 1 << 20;
 pub(super) enum Outcome {
     /// The bytes are written and durable.
     Done,
-    /// Direct I/O is not possible here (not Linux, a file system without
-    /// `O_DIRECT`, an unexpected alignment rule, a large write): nothing
-    /// was written; use the buffered path.
+    /// Direct I/O is not possible for this write (the device refused its
+    /// alignment, or it is large): nothing was written; use the buffered
+    /// path.
     Declined,
 }
 
-enum Descriptor {
-    NotOpened,
-    Unsupported,
-    Open(File),
-}
-
-/// The state a file created by this process keeps for direct durable
-/// appends: the bytes of its last partial block and the direct descriptor.
+/// The state a log file created by this process keeps for direct durable
+/// appends: the direct descriptor and the bytes of its last partial block.
 pub(super) struct DirectAppender {
-    descriptor: Descriptor,
+    /// `None` once direct I/O turned out to be unavailable.
+    file: Option<File>,
     /// The file's bytes from the last block boundary at or before its
     /// logical end up to that end (less than one block).
     tail: Vec<u8>,
     /// Set by a direct write: the tail block's page is not in the page
     /// cache, so the next buffered append should rewrite it whole.
     tail_page_dropped: bool,
+    /// Aligned staging for direct writes, and the page a buffered append
+    /// rewrites; at most `MAX_DIRECT_BYTES` plus two blocks.
     scratch: Vec<u8>,
     #[cfg(test)]
     direct_writes: u64,
 }
 
+/// What a buffered append must write after a direct write dropped the tail
+/// page: `head` at `offset` (one whole block: the old tail, the first bytes
+/// of the data, zeros if the data ends inside it), then the data from
+/// `rest_from` on at `offset + BLOCK`.
+pub(super) struct PageRewrite<'a> {
+    pub offset: u64,
+    pub head: &'a [u8],
+    pub rest_from: usize,
+}
+
 impl DirectAppender {
-    /// For a file that is empty now.
-    pub fn new() -> Self {
-        DirectAppender {
-            descriptor: Descriptor::NotOpened,
+    /// Opens the direct descriptor of `path`, a file that was just created
+    /// (so it is empty). `None` when direct I/O is not available there, or
+    /// when opening it fails for any reason: the buffered path then serves.
+    pub fn open(path: &Path) -> Option<Self> {
+        let file = open_direct(path).ok()?;
+        Some(DirectAppender {
+            file: Some(file),
             tail: Vec::with_capacity(BLOCK as usize),
             tail_page_dropped: false,
             scratch: Vec::new(),
             #[cfg(test)]
             direct_writes: 0,
-        }
+        })
     }
 
-    /// The bytes a buffered append of `data` at logical end `len` should
-    /// write, and where: `data` itself at `len`, or, after a direct write,
-    /// the whole tail block rewritten and padded to a page boundary.
-    pub fn buffered_write<'a>(&'a mut self, len: u64, data: &'a [u8]) -> (u64, &'a [u8]) {
+    /// For a buffered append of `data` at logical end `len`: the whole-page
+    /// rewrite to do instead, when a direct write dropped the tail page.
+    pub fn page_rewrite(&mut self, len: u64, data: &[u8]) -> Option<PageRewrite<'_>> {
         if !self.tail_page_dropped {
-            return (len, data);
+            return None;
         }
-        let start = len - self.tail.len() as u64;
-        let total = self.tail.len() + data.len();
-        let padded = round_up(total as u64) as usize;
+        let block = BLOCK as usize;
+        let rest_from = data.len().min(block - self.tail.len());
         self.scratch.clear();
         self.scratch.extend_from_slice(&self.tail);
-        self.scratch.extend_from_slice(data);
-        self.scratch.resize(padded, 0);
-        (start, &self.scratch)
+        self.scratch.extend_from_slice(&data[..rest_from]);
+        self.scratch.resize(block, 0);
+        Some(PageRewrite {
+            offset: len - self.tail.len() as u64,
+            head: &self.scratch,
+            rest_from,
+        })
     }
 
     /// Records that `data` was appended (by either path) at logical end
@@ -113,14 +129,11 @@ impl DirectAppender {
     /// Writes `data` at logical end `len` and makes it durable in one
     /// direct, synchronous write. The caller guarantees that every byte
     /// before `len` is already durable.
-    pub fn write_durable(&mut self, path: &Path, len: u64, data: &[u8]) -> io::Result<Outcome> {
+    pub fn write_durable(&mut self, len: u64, data: &[u8]) -> io::Result<Outcome> {
         if data.len() > MAX_DIRECT_BYTES {
             return Ok(Outcome::Declined);
         }
-        if !self.open_descriptor(path)? {
-            return Ok(Outcome::Declined);
-        }
-        let Descriptor::Open(file) = &self.descriptor else {
+        let Some(file) = &self.file else {
             return Ok(Outcome::Declined);
         };
         let start = len - self.tail.len() as u64;
@@ -141,7 +154,7 @@ impl DirectAppender {
             // An alignment the device does not accept is refused before
             // anything is written; fall back for good.
             Err(e) if is_unsupported(&e) => {
-                self.descriptor = Descriptor::Unsupported;
+                self.file = None;
                 Ok(Outcome::Declined)
             }
             Err(e) => Err(e),
@@ -152,19 +165,6 @@ impl DirectAppender {
     #[cfg(test)]
     pub fn direct_writes(&self) -> u64 {
         self.direct_writes
-    }
-
-    /// Opens the direct descriptor on first use; false when direct I/O is
-    /// not available for this file.
-    fn open_descriptor(&mut self, path: &Path) -> io::Result<bool> {
-        if let Descriptor::NotOpened = self.descriptor {
-            self.descriptor = match open_direct(path) {
-                Ok(file) => Descriptor::Open(file),
-                Err(e) if is_unsupported(&e) => Descriptor::Unsupported,
-                Err(e) => return Err(e),
-            };
-        }
-        Ok(matches!(self.descriptor, Descriptor::Open(_)))
     }
 }
 
@@ -198,7 +198,8 @@ fn open_direct(_path: &Path) -> io::Result<File> {
 
 #[cfg(target_os = "linux")]
 fn is_unsupported(e: &io::Error) -> bool {
-    e.raw_os_error() == Some(libc::EINVAL) || e.kind() == io::ErrorKind::Unsupported
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP))
+        || e.kind() == io::ErrorKind::Unsupported
 }
 
 #[cfg(not(target_os = "linux"))]

@@ -21,9 +21,12 @@ pub trait WritableFile: Send {
     fn append(&mut self, data: &[u8]) -> Result<()>;
     /// Makes everything appended so far durable (fdatasync).
     fn sync_data(&mut self) -> Result<()>;
-    /// Appends `data` and makes everything appended so far durable: the
-    /// same as `append` then `sync_data`, which is the default. The OS file
-    /// does it in one direct, synchronous write when it can (see direct.rs).
+    /// Appends `data` and makes everything appended so far durable: by
+    /// default `append` then `sync_data`. A log file from
+    /// [`FileSystem::create_log`] may instead do it in one direct,
+    /// synchronous write (direct.rs), which can leave up to a block of zero
+    /// bytes after the logical end; only formats that read trailing zeros as
+    /// the end (the WAL) may use such files.
     fn append_durable(&mut self, data: &[u8]) -> Result<()> {
         self.append(data)?;
         self.sync_data()
@@ -31,10 +34,11 @@ pub trait WritableFile: Send {
     /// Bytes appended so far (the logical end), including any that were
     /// there before opening; preallocated space is not counted.
     fn len(&self) -> u64;
-    /// Writes `len` zero bytes after the logical end, without moving it,
-    /// and makes them durable. Later appends overwrite the zeros, so a sync
-    /// after an append need not also persist a new file size, which makes
-    /// fdatasync measurably cheaper (docs/format-wal.md). Optional.
+    /// Writes `len` zero bytes after the logical end, without moving it;
+    /// a `sync_data` afterwards makes them durable. Later appends overwrite
+    /// the zeros, so a sync after an append need not also persist a new
+    /// file size, which makes fdatasync measurably cheaper
+    /// (docs/format-wal.md). Optional.
     fn preallocate(&mut self, len: u64) -> Result<()> {
         let _ = len;
         Ok(())
@@ -57,6 +61,12 @@ pub trait FileSystem: Send + Sync + 'static {
     fn create_dir_all(&self, path: &Path) -> Result<()>;
     /// Creates (or truncates) a file for appending.
     fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
+    /// Creates (or truncates) a log file for appending: like `create`, but
+    /// the file may end in zero bytes past its logical end (see
+    /// [`WritableFile::append_durable`]). Defaults to `create`.
+    fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        self.create(path)
+    }
     /// Opens an existing file for appending at its end.
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>>;
     /// Reads a whole file into memory.

@@ -1,11 +1,10 @@
 //! The real file system: std::fs, memmap2 and flock.
 
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use super::direct::{DirectAppender, Outcome};
+use super::direct::{DirectAppender, Outcome, BLOCK};
 use super::{FileBytes, FileLock, FileSystem, WritableFile};
 use crate::error::{Error, ErrorKind, IoResultExt, Result};
 
@@ -25,43 +24,90 @@ struct OsWritableFile {
     len: u64,
     /// Every byte before this offset is durable.
     durable_len: u64,
-    /// Present for files this process created, whose every byte it has
-    /// seen: their durable appends can use direct I/O (see direct.rs).
+    /// Set by a failed sync or durable write. After a failed fdatasync
+    /// Linux may drop the dirty pages it could not write and report success
+    /// to the next fdatasync, so every later sync fails instead: nothing
+    /// appended before or after can be called durable any more.
+    sync_failed: bool,
+    /// Present for log files (`create_log`) whose file system takes direct
+    /// I/O: their durable appends skip the page cache (see direct.rs).
     direct: Option<DirectAppender>,
 }
 
 impl OsWritableFile {
+    fn new(file: File, path: &Path, len: u64, direct: Option<DirectAppender>) -> Self {
+        OsWritableFile {
+            file,
+            path: path.to_path_buf(),
+            len,
+            durable_len: 0,
+            sync_failed: false,
+            direct,
+        }
+    }
+
     fn write_at(&self, data: &[u8], offset: u64) -> Result<()> {
         write_all_at(&self.file, data, offset).ctx(format_args!("writing {}", self.path.display()))
+    }
+
+    fn check_syncable(&self) -> Result<()> {
+        if self.sync_failed {
+            return Err(Error::new(
+                ErrorKind::Io,
+                format!(
+                    "an earlier sync of {} failed, so nothing written to it can be made durable",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Records the outcome of a sync or durable write.
+    fn note_sync<T>(&mut self, result: Result<T>) -> Result<T> {
+        self.sync_failed |= result.is_err();
+        result
     }
 }
 
 impl WritableFile for OsWritableFile {
     fn append(&mut self, data: &[u8]) -> Result<()> {
-        match self.direct.as_mut() {
-            Some(direct) => {
-                let (offset, bytes) = direct.buffered_write(self.len, data);
-                write_all_at(&self.file, bytes, offset)
+        let rewrite = self
+            .direct
+            .as_mut()
+            .and_then(|d| d.page_rewrite(self.len, data));
+        match rewrite {
+            Some(r) => {
+                write_all_at(&self.file, r.head, r.offset)
+                    .and_then(|()| {
+                        let rest = &data[r.rest_from..];
+                        if rest.is_empty() {
+                            return Ok(());
+                        }
+                        write_all_at(&self.file, rest, r.offset + BLOCK)
+                    })
                     .ctx(format_args!("writing {}", self.path.display()))?;
-                direct.appended(self.len, data, false);
             }
-            None => self
-                .file
-                .write_all(data)
-                .ctx(format_args!("writing {}", self.path.display()))?,
+            None => self.write_at(data, self.len)?,
+        }
+        if let Some(direct) = self.direct.as_mut() {
+            direct.appended(self.len, data, false);
         }
         self.len += data.len() as u64;
         Ok(())
     }
 
     fn append_durable(&mut self, data: &[u8]) -> Result<()> {
+        self.check_syncable()?;
         if let Some(direct) = self.direct.as_mut() {
             if self.durable_len == self.len {
                 let outcome = direct
-                    .write_durable(&self.path, self.len, data)
-                    .ctx(format_args!("writing {}", self.path.display()))?;
-                if let Outcome::Done = outcome {
-                    direct.appended(self.len, data, true);
+                    .write_durable(self.len, data)
+                    .ctx(format_args!("writing {}", self.path.display()));
+                if let Outcome::Done = self.note_sync(outcome)? {
+                    if let Some(direct) = self.direct.as_mut() {
+                        direct.appended(self.len, data, true);
+                    }
                     self.len += data.len() as u64;
                     self.durable_len = self.len;
                     return Ok(());
@@ -73,9 +119,12 @@ impl WritableFile for OsWritableFile {
     }
 
     fn sync_data(&mut self) -> Result<()> {
-        self.file
+        self.check_syncable()?;
+        let result = self
+            .file
             .sync_data()
-            .ctx(format_args!("syncing {}", self.path.display()))?;
+            .ctx(format_args!("syncing {}", self.path.display()));
+        self.note_sync(result)?;
         self.durable_len = self.len;
         Ok(())
     }
@@ -94,7 +143,7 @@ impl WritableFile for OsWritableFile {
                 .map_err(|e| e.context("preallocating"))?;
             written += n as u64;
         }
-        self.sync_data()
+        Ok(())
     }
 }
 
@@ -105,7 +154,7 @@ fn write_all_at(file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
 
 #[cfg(not(unix))]
 fn write_all_at(mut file: &File, data: &[u8], offset: u64) -> std::io::Result<()> {
-    use std::io::{Seek, SeekFrom};
+    use std::io::{Seek, SeekFrom, Write};
     file.seek(SeekFrom::Start(offset))?;
     file.write_all(data)
 }
@@ -134,31 +183,27 @@ impl FileSystem for OsFileSystem {
 
     fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         let file = File::create(path).ctx(format_args!("creating {}", path.display()))?;
-        Ok(Box::new(OsWritableFile {
-            file,
-            path: path.to_path_buf(),
-            len: 0,
-            durable_len: 0,
-            direct: Some(DirectAppender::new()),
-        }))
+        Ok(Box::new(OsWritableFile::new(file, path, 0, None)))
+    }
+
+    fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        let file = File::create(path).ctx(format_args!("creating {}", path.display()))?;
+        let direct = DirectAppender::open(path);
+        Ok(Box::new(OsWritableFile::new(file, path, 0, direct)))
     }
 
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        // Not O_APPEND: every write is positional (at the logical end, or
+        // preallocated space past it), which O_APPEND would override.
         let file = OpenOptions::new()
-            .append(true)
+            .write(true)
             .open(path)
             .ctx(format_args!("opening {}", path.display()))?;
         let len = file
             .metadata()
             .ctx(format_args!("reading metadata of {}", path.display()))?
             .len();
-        Ok(Box::new(OsWritableFile {
-            file,
-            path: path.to_path_buf(),
-            len,
-            durable_len: 0,
-            direct: None,
-        }))
+        Ok(Box::new(OsWritableFile::new(file, path, len, None)))
     }
 
     fn read(&self, path: &Path) -> Result<Vec<u8>> {
@@ -302,19 +347,54 @@ mod tests {
         fn mixed_appends_keep_the_logical_bytes_in_order(ops in proptest::collection::vec(op(), 1..40)) {
             let dir = tempfile::tempdir().unwrap();
             let path = dir.path().join("f");
-            let mut file = OsFileSystem.create(&path).unwrap();
+            let mut file = OsFileSystem.create_log(&path).unwrap();
             let mut expected = Vec::new();
             for op in ops {
                 match op {
                     Op::Append(d) => { file.append(&d).unwrap(); expected.extend_from_slice(&d); }
                     Op::AppendDurable(d) => { file.append_durable(&d).unwrap(); expected.extend_from_slice(&d); }
                     Op::Sync => file.sync_data().unwrap(),
-                    Op::Preallocate(n) => file.preallocate(n).unwrap(),
+                    Op::Preallocate(n) => { file.preallocate(n).unwrap(); file.sync_data().unwrap(); }
                 }
                 prop_assert_eq!(file.len(), expected.len() as u64);
                 check_contents(&path, &expected);
             }
         }
+    }
+
+    fn log_file(path: &Path) -> OsWritableFile {
+        let file = File::create(path).unwrap();
+        OsWritableFile::new(file, path, 0, DirectAppender::open(path))
+    }
+
+    /// After a failed sync nothing may be reported durable again, even if
+    /// a later fdatasync would return success.
+    #[test]
+    fn a_failed_sync_fails_every_later_sync_and_durable_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("wal");
+        let mut file = log_file(&path);
+        file.append_durable(b"durable").unwrap();
+        let failed: Result<()> = Err(Error::new(ErrorKind::Io, "injected: fdatasync failed"));
+        assert!(file.note_sync(failed).is_err());
+        file.append(b" buffered").unwrap();
+        for attempt in [file.sync_data(), file.append_durable(b" more")] {
+            let err = attempt.unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Io);
+            assert!(err.message().contains("earlier sync"), "{err}");
+        }
+        assert_eq!(file.durable_len, b"durable".len() as u64);
+    }
+
+    /// Plain files (tables, manifests) never get zeros past their end.
+    #[test]
+    fn plain_files_end_exactly_at_their_last_append() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("table");
+        let mut file = OsFileSystem.create(&path).unwrap();
+        file.append(b"block").unwrap();
+        file.append_durable(b"footer").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), b"blockfooter");
     }
 
     #[cfg(target_os = "linux")]
@@ -341,13 +421,8 @@ mod tests {
             return;
         }
         let path = dir.path().join("wal");
-        let mut file = OsWritableFile {
-            file: File::create(&path).unwrap(),
-            path: path.clone(),
-            len: 0,
-            durable_len: 0,
-            direct: Some(DirectAppender::new()),
-        };
+        let mut file = log_file(&path);
+        assert!(file.direct.is_some());
         let mut expected = Vec::new();
         file.append(b"header").unwrap();
         file.sync_data().unwrap();
@@ -370,16 +445,12 @@ mod tests {
     fn durable_append_after_unsynced_bytes_takes_the_buffered_path() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("wal");
-        let mut file = OsWritableFile {
-            file: File::create(&path).unwrap(),
-            path: path.clone(),
-            len: 0,
-            durable_len: 0,
-            direct: Some(DirectAppender::new()),
-        };
+        let mut file = log_file(&path);
         file.append(b"not yet durable").unwrap();
         file.append_durable(b" and now durable").unwrap();
-        assert_eq!(file.direct.as_ref().unwrap().direct_writes(), 0);
+        if let Some(direct) = &file.direct {
+            assert_eq!(direct.direct_writes(), 0);
+        }
         assert_eq!(file.durable_len, file.len);
         check_contents(&path, b"not yet durable and now durable");
     }

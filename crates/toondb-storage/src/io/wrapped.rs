@@ -47,6 +47,10 @@ impl<H: WriteHook> FileSystem for WrappedFs<H> {
         self.hook.before_create(path)?;
         Ok(self.hook.wrap(path, self.inner.create(path)?))
     }
+    fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        self.hook.before_create(path)?;
+        Ok(self.hook.wrap(path, self.inner.create_log(path)?))
+    }
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         Ok(self.hook.wrap(path, self.inner.open_append(path)?))
     }

@@ -207,6 +207,7 @@ impl Transaction {
 
     /// Commits and waits; returns the commit timestamp (the read timestamp
     /// for a transaction that wrote nothing).
+    ///
     /// When the engine is idle the commit runs on this thread, fsync
     /// included (the caller blocks either way).
     pub fn commit(&self) -> Result<Timestamp> {

@@ -30,7 +30,7 @@ impl WalWriter {
     /// durable.
     pub fn create(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<WalWriter> {
         let path = dir.join(segment_file_name(number));
-        let mut file = fs.create(&path)?;
+        let mut file = fs.create_log(&path)?;
         // The header is durable before any record can be appended, which is
         // what lets replay call a short header a torn creation rather than
         // corruption.
@@ -74,18 +74,24 @@ impl WalWriter {
     /// Makes sure `upcoming` bytes can be appended into zero-filled,
     /// already-durable space, so the fdatasync after them does not have to
     /// persist a larger file size too (on this machine that took a small
-    /// synced write from ~120 to ~85 µs). Only worth it for synced writes;
-    /// failure only costs the speed-up, so it is not an error.
-    pub fn preallocate_for(&mut self, upcoming: u64) {
+    /// synced write from ~120 to ~85 µs). Only worth it for synced writes.
+    /// Failing to write the zeros only costs the speed-up; failing to sync
+    /// them is a failed sync like any other (earlier unsynced frames may be
+    /// lost), so it poisons the writer.
+    pub fn preallocate_for(&mut self, upcoming: u64) -> Result<()> {
         let end = self.file.len() + upcoming;
         if self.failed || end <= self.preallocated_to {
-            return;
+            return Ok(());
         }
         let extra = upcoming.max(PREALLOCATE_CHUNK);
         match self.file.preallocate(extra) {
-            Ok(()) => self.preallocated_to = self.file.len() + extra,
+            Ok(()) => {
+                self.sync()?;
+                self.preallocated_to = self.file.len() + extra;
+            }
             Err(_) => self.preallocated_to = u64::MAX, // stop trying
         }
+        Ok(())
     }
 
     /// fdatasync.
