@@ -116,6 +116,8 @@ const NOTE_COUNTERS = {
 const USAGE = `Usage: node benchmark/run.mjs [options]
 
   --runs N             runs per store × workload (default 3)
+  --warmup N           untimed runs per store × workload before the timed ones, so every
+                       store is measured with its JavaScript already optimized by V8 (default 1)
   --quick              smoke test: 20,000 keys, 1,000 scans, 2,000 / 200 durable puts, 1,000 txns
                        (unless the matching option is given)
   --keys N             number of keys (default 200000)
@@ -142,6 +144,7 @@ function parseCli() {
   const { values } = parseArgs({
     options: {
       runs: { type: 'string', default: '3' },
+      warmup: { type: 'string', default: '1' },
       quick: { type: 'boolean', default: false },
       keys: { type: 'string' },
       scans: { type: 'string' },
@@ -198,6 +201,7 @@ function parseCli() {
   stores = stores.filter((s) => !s.baseline || workloads.some((w) => s.workloads[w] && !s.workloads[w].na));
   return {
     runs: int('runs', values.runs),
+    warmup: int('warmup', values.warmup, 0),
     quick: values.quick,
     keys,
     scans,
@@ -371,6 +375,7 @@ async function main() {
     txnKeysPerTxn: '1-4 distinct keys, uniform',
     txnHotKeys: data.hotKeys,
     runs: opts.runs,
+    warmupRuns: opts.warmup,
     seed: opts.seed,
     quick: opts.quick,
     lmdbSync: opts.lmdbSync,
@@ -431,6 +436,22 @@ async function main() {
 
   for (const workload of opts.workloads) {
     log(`\n## ${workload}: ${WORKLOADS[workload].describe(data)}`);
+    // Untimed warm-up: the first runs in a process also measure V8 compiling
+    // the store's JavaScript (in a cold 20,000-put fillsync64 run the JS side
+    // of each write group took 100-140 µs, against ~70 µs once warm), which
+    // would favour whichever store happened to run later.
+    for (let w = 0; w < opts.warmup; w++) {
+      for (const store of available) {
+        for (const variant of store.workloads[workload] && !store.workloads[workload].na ? store.workloads[workload] : []) {
+          try {
+            await timedRun(store, variant, workload, data, gc);
+          } catch {
+            // A failing store fails its timed runs too, where it is reported.
+          }
+        }
+      }
+      log(`[${workload} warm-up ${w + 1}/${opts.warmup}] done`);
+    }
     for (let run = 0; run < opts.runs; run++) {
       // Rotate the store order each run so no store always goes first (warm page cache, CPU boost, ...).
       const order = available.map((_, i) => available[(i + run) % available.length]);
@@ -495,7 +516,7 @@ async function main() {
   out.push(`- machine: ${machine.cpuModel} × ${machine.cpuCount} CPUs, ${machine.totalMemMiB} MiB RAM, ${machine.platform} ${machine.release}, node ${machine.node}`);
   out.push(`- tmpdir: ${machine.tmpdir} (${machine.tmpdirFs}); git ${machine.gitCommit ?? 'n/a'}`);
   out.push(
-    `- data: ${data.n.toLocaleString('en-US')} keys × 16 B, values ${data.valueSize} B random; ${opts.runs} run${opts.runs === 1 ? '' : 's'} per cell, fresh temp dir per run; ` +
+    `- data: ${data.n.toLocaleString('en-US')} keys × 16 B, values ${data.valueSize} B random; ${opts.runs} run${opts.runs === 1 ? '' : 's'} per cell after ${opts.warmup} untimed warm-up run${opts.warmup === 1 ? '' : 's'}, fresh temp dir per run; ` +
       `async workloads ${data.concurrency} in flight; batches of ${data.batchSize}; scan100 = ${data.scans.toLocaleString('en-US')} scans × ${data.scanLength}`,
   );
   const selected = new Set(opts.workloads);
