@@ -267,8 +267,10 @@ impl NativeDatabase {
 
     fn submit(&self, id: u32, batch: WriteBatch, sync: Option<bool>) {
         let options = WriteOptions { sync };
-        self.db
-            .submit(batch, options, self.completions.callback(id));
+        match self.completions.notice_and_callback(id) {
+            (Some(notice), done) => self.db.submit_with_notice(batch, options, notice, done),
+            (None, done) => self.db.submit(batch, options, done),
+        }
     }
 
     /// Holds the event loop open while writes are pending (see completion.rs).

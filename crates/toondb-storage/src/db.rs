@@ -211,7 +211,30 @@ impl Database {
         options: WriteOptions,
         done: impl FnOnce(Result<Timestamp>) + Send + 'static,
     ) {
-        let done = Completion::new(done);
+        self.submit_completion(batch, options, Completion::new(done));
+    }
+
+    /// Like `submit`, and `notice` may be called first, from the commit
+    /// thread, once the write is in the WAL (and durable, if asked) and only
+    /// memtable inserts remain before `done`: an event loop that takes tens
+    /// of microseconds to wake can start waking then, and `done` is usually
+    /// called before it is awake. `notice` is a hint; it may not be called.
+    pub fn submit_with_notice(
+        &self,
+        batch: WriteBatch,
+        options: WriteOptions,
+        notice: impl FnOnce() + Send + 'static,
+        done: impl FnOnce(Result<Timestamp>) + Send + 'static,
+    ) {
+        self.submit_completion(batch, options, Completion::new(done).with_notice(notice));
+    }
+
+    fn submit_completion(
+        &self,
+        batch: WriteBatch,
+        options: WriteOptions,
+        done: Completion<Timestamp>,
+    ) {
         if let Err(e) = self.check_open() {
             return done.complete(Err(e));
         }
