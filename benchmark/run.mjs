@@ -122,7 +122,8 @@ const USAGE = `Usage: node benchmark/run.mjs [options]
                        (unless the matching option is given)
   --keys N             number of keys (default 200000)
   --scans N            number of range scans for scan100 (default keys / 20)
-  --sync-puts N        durable puts in fillsync64 (default 20000)
+  --sync-puts N        durable puts in fillsync64 (default 60000: at 20,000 a run of the fastest
+                       store lasted ~0.1 s, short enough for warm-up to swing its result by 50%)
   --sync1-puts N       durable puts in fillsync1 (default 2000)
   --txns N             transactions per run in txn1 / txn64 (default 10000)
   --hot-keys N         keys the txn workloads pick from (default 10000, at most --keys)
@@ -175,7 +176,7 @@ function parseCli() {
   const keys = values.keys != null ? int('keys', values.keys, 100) : values.quick ? 20_000 : 200_000;
   const scans = values.scans != null ? int('scans', values.scans) : values.quick && values.keys == null ? 1_000 : Math.max(1, Math.floor(keys / 20));
   const quickOr = (name, quick, full) => (values[name] != null ? int(name, values[name]) : values.quick ? quick : full);
-  const syncPuts = quickOr('sync-puts', 2_000, 20_000);
+  const syncPuts = quickOr('sync-puts', 2_000, 60_000);
   const sync1Puts = quickOr('sync1-puts', 200, 2_000);
   const txns = quickOr('txns', 1_000, 10_000);
   const hotKeys = int('hot-keys', values['hot-keys']);
