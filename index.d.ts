@@ -2,7 +2,14 @@
 // The public TypeScript contract of toondb-storage. index.js implements it
 // over the napi-rs classes in native.js.
 
-/** A key or value: strings are stored as their UTF-8 bytes. */
+/**
+ * A key or value: strings are stored as their UTF-8 bytes.
+ *
+ * Every call copies the bytes it is given before it returns (`put`,
+ * `delete`, `batch`, a chained batch's `put`/`del`, a transaction's
+ * `put`/`delete`): once the call returns, the caller may reuse, mutate or
+ * transfer (detach) its buffers without changing what is written.
+ */
 export type Bytes = string | Buffer | Uint8Array
 
 /** Stable error codes, found on `err.code` of every error the library raises. */
@@ -37,6 +44,11 @@ export interface OpenOptions {
    * - `false` (default): a write resolves once the WAL write reached the
    *   operating system. Survives a process crash (SIGKILL, uncaught
    *   exception), not a power cut or kernel crash.
+   *
+   * Each handle keeps its own `sync`: opening a path that is already open
+   * in this process (another handle, another worker thread) shares the
+   * engine, but the writes and transactions of each handle follow the
+   * option that handle was opened with.
    */
   sync?: boolean
   /** Create the directory and an empty database if none exists. Default `true`. */
@@ -281,7 +293,9 @@ export declare class Database {
   /**
    * Waits for this handle's pending writes, then closes it. The engine
    * syncs its WAL and stops when the last handle on the path closes.
-   * Closing twice is harmless.
+   * Closing twice is harmless. Rejects (TOONDB_IO) when the final WAL sync
+   * failed or the engine had an earlier background failure: a resolved
+   * close means every acknowledged write is on disk.
    */
   close(): Promise<void>
 }

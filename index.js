@@ -6,6 +6,7 @@
 // adapts the native batch iterator to `for await`. No storage logic here.
 
 const native = require('./native.js')
+const { OpLog } = require('./lib/oplog.js')
 const { NativeDatabase } = native
 
 const CODE_PREFIX = /^(TOONDB_[A-Z_]+): ([\s\S]*)$/
@@ -67,33 +68,6 @@ function checkValue(value) {
     throw invalid(`value must be a string, Buffer or Uint8Array, got ${describe(value)}`)
   }
   if (byteLengthOver(value, MAX_VALUE_BYTES)) throw invalid(`value is longer than ${MAX_VALUE_BYTES} bytes`)
-}
-
-// Packs a write group into one Buffer plus a lengths array (key and value
-// length per operation), so the native side reads it with no per-element
-// napi calls.
-function encodeGroup(kinds, keys, values) {
-  const n = keys.length
-  let bound = 0
-  for (let i = 0; i < n; i++) bound += typeof keys[i] === 'string' ? keys[i].length * 3 : keys[i].length
-  for (let i = 0; i < values.length; i++) {
-    bound += typeof values[i] === 'string' ? values[i].length * 3 : values[i].length
-  }
-  const data = Buffer.allocUnsafe(bound)
-  const lens = new Uint32Array(2 * n)
-  let off = 0
-  let v = 0
-  for (let i = 0; i < n; i++) {
-    off += (lens[2 * i] = put(data, keys[i], off))
-    if (kinds[i] === 1) off += (lens[2 * i + 1] = put(data, values[v++], off))
-  }
-  return { data: data.subarray(0, off), lens }
-}
-
-function put(buf, v, off) {
-  if (typeof v === 'string') return buf.utf8Write(v, off)
-  buf.set(v, off)
-  return v.length
 }
 
 function describe(v) {
@@ -164,7 +138,10 @@ class Database {
   #native
   #pending = new Map()
   #pendingWrites = 0
+  // The write group being gathered this turn (see #currentGroup): its
+  // operations are already encoded in #log.
   #group = null
+  #log = new OpLog()
   #nextId = 1
   #closing = null
   #idle = null
@@ -266,10 +243,8 @@ class Database {
       checkValue(value)
       const sync = syncFlag(options)
       this.#checkOpen()
-      const g = this.#currentGroup(sync, sizeOf(key) + sizeOf(value))
-      g.kinds.push(1)
-      g.keys.push(key)
-      g.values.push(value)
+      const g = this.#currentGroup(sync, OpLog.bound(key) + OpLog.bound(value))
+      this.#log.put(key, value)
       return this.#join(g)
     } catch (err) {
       return Promise.reject(normalizeError(err))
@@ -281,9 +256,8 @@ class Database {
       checkKey(key)
       const sync = syncFlag(options)
       this.#checkOpen()
-      const g = this.#currentGroup(sync, sizeOf(key))
-      g.kinds.push(0)
-      g.keys.push(key)
+      const g = this.#currentGroup(sync, OpLog.bound(key))
+      this.#log.del(key)
       return this.#join(g)
     } catch (err) {
       return Promise.reject(normalizeError(err))
@@ -304,30 +278,43 @@ class Database {
     try {
       if (!Array.isArray(ops)) throw invalid(`batch operations must be an array, got ${describe(ops)}`)
       const sync = syncFlag(options)
-      for (let i = 0; i < ops.length; i++) {
+      // Each operation's fields are read exactly once (a getter could
+      // answer differently the second time), validated, then copied.
+      const n = ops.length
+      const kinds = new Uint8Array(n)
+      const keys = new Array(n)
+      const values = new Array(n)
+      let bytes = 0
+      for (let i = 0; i < n; i++) {
         const op = ops[i]
         if (op === null || typeof op !== 'object') throw invalid(`batch[${i}] must be an object`)
-        checkKey(op.key, `batch[${i}].key`)
-        if (op.type === 'put') checkValue(op.value)
-        else if (op.type !== 'del' && op.type !== 'delete') {
-          throw invalid(`batch[${i}].type must be 'put' or 'del', got ${JSON.stringify(op.type)}`)
+        const type = op.type
+        const key = op.key
+        checkKey(key, `batch[${i}].key`)
+        keys[i] = key
+        bytes += OpLog.bound(key)
+        if (type === 'put') {
+          const value = op.value
+          checkValue(value)
+          kinds[i] = 1
+          values[i] = value
+          bytes += OpLog.bound(value)
+        } else if (type !== 'del' && type !== 'delete') {
+          throw invalid(`batch[${i}].type must be 'put' or 'del', got ${JSON.stringify(type)}`)
         }
       }
       this.#checkOpen()
-      let bytes = 0
-      for (let i = 0; i < ops.length; i++) {
-        bytes += sizeOf(ops[i].key) + (ops[i].type === 'put' ? sizeOf(ops[i].value) : 0)
-      }
       const g = this.#currentGroup(sync, bytes)
-      for (let i = 0; i < ops.length; i++) {
-        const op = ops[i]
-        g.keys.push(op.key)
-        if (op.type === 'put') {
-          g.kinds.push(1)
-          g.values.push(op.value)
-        } else {
-          g.kinds.push(0)
+      const log = this.#log
+      const mark = log.mark()
+      try {
+        for (let i = 0; i < n; i++) {
+          if (kinds[i] === 1) log.put(keys[i], values[i])
+          else log.del(keys[i])
         }
+      } catch (err) {
+        log.truncate(mark) // nothing of a failed batch joins the group
+        throw err
       }
       return this.#join(g)
     } catch (err) {
@@ -335,16 +322,11 @@ class Database {
     }
   }
 
-  /** @internal the chained batch's write: operations already validated */
-  _writeFlat(kinds, keys, values, sync) {
+  /** @internal the chained batch's write: its operations, already encoded */
+  _writeLog(log, sync) {
     this.#checkOpen()
-    let bytes = 0
-    for (const k of keys) bytes += sizeOf(k)
-    for (const v of values) bytes += sizeOf(v)
-    const g = this.#currentGroup(sync, bytes)
-    for (let i = 0; i < keys.length; i++) g.kinds.push(kinds[i])
-    for (const k of keys) g.keys.push(k)
-    for (const v of values) g.values.push(v)
+    const g = this.#currentGroup(sync, log.bytes)
+    this.#log.append(log)
     return this.#join(g)
   }
 
@@ -356,16 +338,15 @@ class Database {
   // `sync: true` makes its group durable.
   #currentGroup(sync, bytes) {
     let g = this.#group
-    if (g !== null && g.bytes + bytes > GROUP_MAX_BYTES) {
+    if (g !== null && this.#log.bytes + bytes > GROUP_MAX_BYTES) {
       this.#flushGroup()
       g = null
     }
     if (g === null) {
-      g = { kinds: [], keys: [], values: [], waiters: [], bytes: 0, anySync: false, anyDefault: false }
+      g = { waiters: [], anySync: false, anyDefault: false }
       this.#group = g
       queueMicrotask(this.#flushGroup)
     }
-    g.bytes += bytes
     if (sync === true) g.anySync = true
     else if (sync === undefined) g.anyDefault = true
     return g
@@ -375,7 +356,7 @@ class Database {
     const p = new Promise(captureResolvers)
     g.waiters.push(capturedResolve, capturedReject)
     this.#pendingWrites++
-    if (g.keys.length >= GROUP_MAX_OPS) this.#flushGroup()
+    if (this.#log.count >= GROUP_MAX_OPS) this.#flushGroup()
     return p
   }
 
@@ -384,14 +365,20 @@ class Database {
     if (g === null) return
     this.#group = null
     const sync = g.anySync ? true : g.anyDefault ? undefined : false
+    const log = this.#log
     try {
-      const kinds = Uint8Array.from(g.kinds)
-      const { data, lens } = encodeGroup(kinds, g.keys, g.values)
+      // writeFlat copies the bytes into the engine's batch before it
+      // returns, so the log is reused for the next group.
+      const kinds = log.kinds.subarray(0, log.count)
+      const lens = log.lens.subarray(0, 2 * log.count)
+      const data = log.data.subarray(0, log.bytes)
       this.#submitWaiters(g.waiters, (id) => this.#native.writeFlat(id, kinds, lens, data, sync))
     } catch (err) {
       const e = normalizeError(err)
       this.#pendingWrites -= g.waiters.length / 2
       for (let i = 1; i < g.waiters.length; i += 2) g.waiters[i](e)
+    } finally {
+      log.reset()
     }
   }
 
@@ -580,9 +567,6 @@ const OPEN_TOKEN = Symbol('open')
 const GROUP_MAX_OPS = 1024
 const GROUP_MAX_BYTES = 64 * 1024 * 1024
 
-function sizeOf(v) {
-  return typeof v === 'string' ? v.length * 3 : v.length
-}
 const TXN_TOKEN = Symbol('transaction')
 
 class Transaction {
@@ -684,9 +668,9 @@ class Snapshot {
 
 class ChainedBatch {
   #db
-  #kinds = []
-  #keys = []
-  #values = []
+  // Operations are encoded as they are added, so later changes to the
+  // caller's buffers do not reach the batch.
+  #log = new OpLog()
   #done = false
 
   constructor(db) {
@@ -701,17 +685,14 @@ class ChainedBatch {
     this.#check()
     checkKey(key)
     checkValue(value)
-    this.#kinds.push(1)
-    this.#keys.push(key)
-    this.#values.push(value)
+    this.#log.put(key, value)
     return this
   }
 
   del(key) {
     this.#check()
     checkKey(key)
-    this.#kinds.push(0)
-    this.#keys.push(key)
+    this.#log.del(key)
     return this
   }
 
@@ -721,22 +702,22 @@ class ChainedBatch {
 
   clear() {
     this.#check()
-    this.#kinds = []
-    this.#keys = []
-    this.#values = []
+    this.#log.reset()
     return this
   }
 
   get length() {
-    return this.#keys.length
+    return this.#log.count
   }
 
   write(options) {
     try {
       this.#check()
       const sync = syncFlag(options)
+      const p = this.#db._writeLog(this.#log, sync)
       this.#done = true
-      return this.#db._writeFlat(this.#kinds, this.#keys, this.#values, sync)
+      this.#log = null
+      return p
     } catch (err) {
       return Promise.reject(normalizeError(err))
     }

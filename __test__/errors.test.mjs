@@ -543,12 +543,15 @@ describe('corrupt databases', { timeout: TIMEOUT }, () => {
         b[0] ^= 0xff
         fs.writeFileSync(p, b)
       }, /magic|header/],
-      ['MANIFEST payload byte flipped (complete frame: checksum mismatch)', (dir, m) => {
+      // A damaged final frame reads as a torn, unacknowledged append; this
+      // one was acknowledged (the flush deleted the WAL segments it covered),
+      // which the missing checkpoint segment gives away.
+      ['MANIFEST last edit damaged after it was acknowledged', (dir, m) => {
         const p = path.join(dir, m)
         const b = fs.readFileSync(p)
         b[b.length - 1] ^= 0x01
         fs.writeFileSync(p, b)
-      }, /checksum|corrupt/i],
+      }, /checkpoint/i],
       ['MANIFEST deleted', (dir, m) => fs.unlinkSync(path.join(dir, m)), /does not exist/],
       ['CURRENT garbage', (dir) => fs.writeFileSync(path.join(dir, 'CURRENT'), Buffer.from([0xde, 0xad, 0xbe, 0xef, 0, 1])), /CURRENT/],
       ['CURRENT empty', (dir) => fs.writeFileSync(path.join(dir, 'CURRENT'), ''), /CURRENT/],

@@ -36,6 +36,9 @@ fn registry() -> &'static Mutex<HashMap<PathBuf, Registered>> {
 pub struct Database {
     engine: Arc<Engine>,
     closed: AtomicBool,
+    /// This handle's default durability (its own `Options::sync`): handles
+    /// sharing an engine each keep the option they were opened with.
+    sync: bool,
 }
 
 impl std::fmt::Debug for Database {
@@ -54,14 +57,16 @@ impl Database {
     }
 
     /// Opens with explicit options. When this process already has the
-    /// directory open, the new handle shares that engine and `options`
-    /// other than `error_if_exists` are ignored.
+    /// directory open, the new handle shares that engine: its own `sync`
+    /// still governs the writes made through it, while the engine's other
+    /// options (sizes, thresholds) stay those of the first open, and
+    /// `error_if_exists` is honoured.
     pub fn open_with(path: impl AsRef<Path>, options: Options) -> Result<Database> {
         // The registry key must name the directory, however it is spelled
         // (`..`, symlinks), so it is created first when that is allowed; a
         // path that still does not exist cannot be open.
         if options.create_if_missing && !options.fs.exists(path.as_ref()) {
-            options.fs.create_dir_all(path.as_ref())?;
+            crate::io::create_dir_all_durable(&*options.fs, path.as_ref())?;
         }
         let dir = match std::fs::canonicalize(path.as_ref()) {
             Ok(dir) => dir,
@@ -77,8 +82,9 @@ impl Database {
                 )));
             }
             entry.handles += 1;
-            return Ok(Database::handle(entry.engine.clone()));
+            return Ok(Database::handle(entry.engine.clone(), options.sync));
         }
+        let sync = options.sync;
         let engine = open_engine(&dir, options)?;
         open.insert(
             dir,
@@ -87,13 +93,14 @@ impl Database {
                 handles: 1,
             },
         );
-        Ok(Database::handle(engine))
+        Ok(Database::handle(engine, sync))
     }
 
-    fn handle(engine: Arc<Engine>) -> Database {
+    fn handle(engine: Arc<Engine>, sync: bool) -> Database {
         Database {
             engine,
             closed: AtomicBool::new(false),
+            sync,
         }
     }
 
@@ -165,7 +172,7 @@ impl Database {
     /// thread hand-offs per durable write.
     pub fn write_with(&self, batch: WriteBatch, options: WriteOptions) -> Result<Timestamp> {
         self.check_open()?;
-        let sync = options.sync.unwrap_or(self.engine.options.sync);
+        let sync = options.sync.unwrap_or(self.sync);
         let batch = match crate::commit::try_commit_inline(&self.engine, batch, None, sync) {
             Ok(result) => return result,
             Err((batch, _)) => batch,
@@ -189,7 +196,7 @@ impl Database {
         if let Err(e) = self.check_open() {
             return Ok(Err(e));
         }
-        if options.sync.unwrap_or(self.engine.options.sync) {
+        if options.sync.unwrap_or(self.sync) {
             return Err(batch);
         }
         crate::commit::try_commit_inline(&self.engine, batch, None, false)
@@ -238,7 +245,7 @@ impl Database {
         if let Err(e) = self.check_open() {
             return done.complete(Err(e));
         }
-        let sync = options.sync.unwrap_or(self.engine.options.sync);
+        let sync = options.sync.unwrap_or(self.sync);
         self.engine.send_commit(CommitMsg::Write {
             batch,
             sync,
@@ -254,6 +261,10 @@ impl Database {
 
     pub fn transaction_with(&self, options: TransactionOptions) -> Result<Transaction> {
         self.check_open()?;
+        let options = TransactionOptions {
+            sync: Some(options.sync.unwrap_or(self.sync)),
+            ..options
+        };
         Ok(Transaction::begin(self.engine.clone(), options))
     }
 

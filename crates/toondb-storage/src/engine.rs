@@ -198,7 +198,9 @@ impl Engine {
 
     /// Stops accepting writes, lets the commit thread finish what is queued
     /// (and sync the WAL), stops the maintenance thread after its current
-    /// flush, and releases the directory lock.
+    /// flush, and releases the directory lock. Fails with the background
+    /// error, if there is one (the final WAL sync's included): a clean
+    /// return means every acknowledged write is on disk.
     pub fn shutdown(&self) -> Result<()> {
         drop(self.commit_tx.write().take());
         let mut panicked = false;
@@ -220,6 +222,9 @@ impl Engine {
         if panicked {
             return Err(Error::internal("a background thread panicked"));
         }
-        Ok(())
+        match self.bg_error() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
     }
 }

@@ -27,7 +27,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
                 format!("no database at {} (createIfMissing is off)", dir.display()),
             ));
         }
-        fs.create_dir_all(dir)?;
+        crate::io::create_dir_all_durable(&*fs, dir)?;
     }
     // Refuse before taking the lock, so a refused open leaves no LOCK file
     // in a directory that holds no database.
@@ -110,6 +110,20 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
     }
     segments.sort_unstable();
+    // The checkpoint segment is kept until an edit moves the checkpoint
+    // past it, so it is missing only when such an edit existed and is gone:
+    // a damaged final manifest record that had been acknowledged (and the
+    // segments it made obsolete deleted). Opening would silently lose the
+    // writes those segments held. Databases written before this rule may
+    // have checkpoint 0 (never flushed), which names no segment.
+    if state.log_number != 0 && segments.first() != Some(&state.log_number) {
+        return Err(Error::corruption(format!(
+            "WAL segment {} (the manifest's checkpoint) is missing from {}: \
+             a manifest edit that moved the checkpoint may be damaged",
+            crate::wal::segment_file_name(state.log_number),
+            dir.display()
+        )));
+    }
 
     let mem = Memtable::new(1);
     let mut last_ts = state.last_ts;
@@ -125,6 +139,9 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let manifest_number = next_file_number + 1;
     next_file_number += 2;
     let wal = WalWriter::create(&*fs, dir, wal_number)?;
+    // The checkpoint names an existing segment from now on: the oldest one
+    // replay still needs, or the new one (see the check above).
+    state.log_number = segments.first().copied().unwrap_or(wal_number);
     state.next_file_number = next_file_number;
     state.last_ts = last_ts;
     let manifest = Manifest::create(fs.clone(), dir, manifest_number, state)?;

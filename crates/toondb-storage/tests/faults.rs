@@ -63,6 +63,8 @@ struct Faults {
     /// Armed faults that disarm themselves after failing once.
     once: [AtomicBool; 9],
     injected: AtomicUsize,
+    /// Successful `sync_data` calls on WAL segments.
+    wal_syncs: AtomicUsize,
 }
 
 impl Faults {
@@ -135,7 +137,11 @@ impl WritableFile for FaultyFile {
 
     fn sync_data(&mut self) -> Result<()> {
         self.faults.check(self.kind, Op::Sync, &self.path)?;
-        self.inner.sync_data()
+        self.inner.sync_data()?;
+        if self.kind == Some(Kind::Wal) {
+            self.faults.wal_syncs.fetch_add(1, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// Goes to the real file's durable append (direct I/O for WAL segments
@@ -513,4 +519,43 @@ fn failed_open_leaves_the_database_recoverable() {
             reopen_healthy(dir.path(), 150).close().unwrap();
         }
     }
+}
+
+/// A failed flush (a table write) leaves the WAL healthy and the only copy
+/// of the sealed writes: `close()` must still sync it, and must report the
+/// failure instead of claiming a clean shutdown.
+#[test]
+fn close_syncs_the_wal_and_reports_an_earlier_flush_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, faults) = faulty(Options::default());
+    let db = Database::open_with(dir.path(), options).unwrap();
+    for i in 0..20 {
+        db.put(key(i), value(i)).unwrap();
+    }
+    faults.set(Kind::Table, Op::Create, true);
+    assert_io(db.flush(), "flush with table creation failing");
+    faults.heal();
+    let syncs_before_close = faults.wal_syncs.load(Ordering::SeqCst);
+    assert_io(db.close(), "close after a failed flush");
+    assert!(
+        faults.wal_syncs.load(Ordering::SeqCst) > syncs_before_close,
+        "close did not sync the WAL after an unrelated background error"
+    );
+    reopen_healthy(dir.path(), 20).close().unwrap();
+}
+
+/// A failed final WAL sync is returned by `close()`, not only stored.
+#[test]
+fn close_reports_a_failed_final_wal_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (options, faults) = faulty(Options::default());
+    let db = Database::open_with(dir.path(), options).unwrap();
+    for i in 0..20 {
+        db.put(key(i), value(i)).unwrap();
+    }
+    faults.set(Kind::Wal, Op::Sync, true);
+    assert_io(db.close(), "close whose final WAL sync fails");
+    assert!(faults.injected() > 0);
+    // The bytes did reach the OS; a healthy reopen finds them.
+    reopen_healthy(dir.path(), 20).close().unwrap();
 }

@@ -105,6 +105,14 @@ impl<T> Completion<T> {
         }
     }
 
+    /// Drops the completion without calling it, for a caller that hands
+    /// the outcome back as a return value instead: the callback must not
+    /// also hear of it (dropping would report `Closed`).
+    pub fn disarm(mut self) {
+        self.callback = None;
+        self.notice = None;
+    }
+
     pub fn complete(mut self, result: Result<T>) {
         if let Some(callback) = self.callback.take() {
             // A panicking callback (a bug in the caller) must not take the

@@ -62,12 +62,15 @@ impl CommitThread {
             // sees zero while holding the lock knows nothing is ahead of it.
             self.engine.queued.fetch_sub(n, Ordering::AcqRel);
         }
-        // Shutdown: whatever was acknowledged as written reaches the disk.
+        // Shutdown: whatever was acknowledged as written reaches the disk,
+        // whatever else failed before (a failed flush leaves the WAL
+        // healthy, and it is then the only copy of those writes). A writer
+        // that already failed refuses, and its failure is already the
+        // background error; `Engine::shutdown` reports either.
         if let Some(mut c) = self.engine.committer.lock().take() {
-            if self.engine.bg_error().is_none() {
-                if let Err(e) = c.wal.sync() {
-                    self.engine.set_bg_error(e);
-                }
+            if let Err(e) = c.wal.sync() {
+                self.engine
+                    .set_bg_error(e.context("syncing the WAL at close"));
             }
         }
     }

@@ -86,3 +86,31 @@ pub trait FileSystem: Send + Sync + 'static {
     /// it; fails with [`ErrorKind::Locked`] when another process holds it.
     fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>>;
 }
+
+/// Creates `path` and any missing parents, then syncs the directory that
+/// holds each one it created, so that a power cut cannot take the new
+/// database directory (and every file later synced inside it) away.
+pub(crate) fn create_dir_all_durable(fs: &dyn FileSystem, path: &Path) -> Result<()> {
+    let mut missing = Vec::new();
+    let mut at = Some(path);
+    while let Some(p) = at {
+        if p.as_os_str().is_empty() || fs.exists(p) {
+            break;
+        }
+        missing.push(p);
+        at = p.parent();
+    }
+    if missing.is_empty() {
+        return Ok(());
+    }
+    fs.create_dir_all(path)?;
+    // Outermost first: each new entry is durable before the one inside it.
+    for created in missing.iter().rev() {
+        let parent = match created.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        fs.sync_dir(parent)?;
+    }
+    Ok(())
+}

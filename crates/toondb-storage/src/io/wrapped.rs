@@ -17,6 +17,12 @@ pub trait WriteHook: Send + Sync + 'static {
 
     /// Wraps a file opened for writing (by `create` or `open_append`).
     fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile>;
+
+    /// Runs before a directory is synced; an error fails `sync_dir`.
+    fn before_sync_dir(&self, dir: &Path) -> Result<()> {
+        let _ = dir;
+        Ok(())
+    }
 }
 
 /// A file system that delegates everything to `inner` and passes every
@@ -76,6 +82,7 @@ impl<H: WriteHook> FileSystem for WrappedFs<H> {
         self.inner.truncate(path, len)
     }
     fn sync_dir(&self, dir: &Path) -> Result<()> {
+        self.hook.before_sync_dir(dir)?;
         self.inner.sync_dir(dir)
     }
     fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {

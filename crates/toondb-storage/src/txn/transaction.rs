@@ -255,7 +255,10 @@ impl Transaction {
         done: Completion<Timestamp>,
     ) -> Option<Result<Timestamp>> {
         let commit = match self.prepare_commit() {
-            Prepared::Done(result) => return Some(result),
+            Prepared::Done(result) => {
+                done.disarm();
+                return Some(result);
+            }
             Prepared::Submit(commit) => commit,
         };
         if commit.sync && !may_sync {
@@ -271,6 +274,7 @@ impl Transaction {
         match crate::commit::try_commit_inline(&self.engine, batch, Some(check), sync) {
             Ok(result) => {
                 drop(guard);
+                done.disarm();
                 Some(result)
             }
             Err((batch, check)) => {

@@ -108,9 +108,22 @@ fn replay(bytes: &[u8]) -> Result<ManifestState> {
                     )));
                 }
             },
-            Frame::Bad(why) => {
-                return Err(Error::corruption(format!("record at offset {pos}: {why}")));
-            }
+            // A damaged final record is an append that a power cut tore:
+            // the file's length can reach the disk before the payload pages
+            // do, so a complete-length record may hold old or zeroed bytes.
+            // Its edit was never acknowledged (`apply` returns after the
+            // sync), so it is dropped like a short one. Damage followed by
+            // a valid record is corruption. Recovery's check that the WAL
+            // checkpoint segment exists catches an acknowledged final edit
+            // that was damaged later (see docs/format-manifest.md).
+            Frame::Bad(why) => match valid_record_after(bytes, pos) {
+                None => break,
+                Some(next) => {
+                    return Err(Error::corruption(format!(
+                        "record at offset {pos}: {why}, and a valid record follows at offset {next}"
+                    )));
+                }
+            },
         }
     }
     if records == 0 {
@@ -120,9 +133,9 @@ fn replay(bytes: &[u8]) -> Result<ManifestState> {
 }
 
 /// The offset of the first complete, checksummed record that decodes as an
-/// edit and starts after `pos`, if any. Only used on a tail that runs past
-/// the end of the file: short for a torn append, and when a length field was
-/// damaged a real record is found within one record's length.
+/// edit and starts after `pos`, if any. Only used on damage, which is
+/// rare: a torn final append has nothing valid after it, and when damage
+/// sits in an earlier record the real records after it are found.
 fn valid_record_after(bytes: &[u8], pos: usize) -> Option<usize> {
     (pos + 1..bytes.len()).find(|&q| {
         let rest = bytes.get(q..).unwrap_or(&[]);
@@ -670,19 +683,54 @@ mod tests {
     }
 
     #[test]
-    fn manifest_bad_checksum_in_last_record_is_corruption() {
-        // A complete record with a bad checksum is damage, not a torn write,
-        // even at the end of the file.
+    fn manifest_damaged_last_record_is_a_torn_append() {
+        // A complete-length last record whose bytes never all reached the
+        // disk (a power cut during its append) was never acknowledged: it is
+        // dropped, whether its payload is zeroed, garbage or bit-flipped.
         let dir = tempfile::tempdir().unwrap();
-        let (m, _) = build(dir.path());
+        let (m, offsets) = build(dir.path());
+        drop(m);
+        let full = std::fs::read(manifest_path(dir.path(), 4)).unwrap();
+        let last = *offsets.last().unwrap();
+        let mut without_last = initial();
+        for edit in &edits()[..edits().len() - 1] {
+            without_last.apply(edit).unwrap();
+        }
+        let n = full.len();
+        let mut flipped = full.clone();
+        flipped[n - 1] ^= 1;
+        let mut zeroed_payload = full.clone();
+        zeroed_payload[last + FRAME_HEADER_LEN..].fill(0);
+        let mut garbage = full.clone();
+        for (i, b) in garbage[last..].iter_mut().enumerate() {
+            *b = (i as u8).wrapping_mul(97).wrapping_add(13);
+        }
+        for (name, bytes) in [
+            ("flipped", flipped),
+            ("zeroed payload", zeroed_payload),
+            ("garbage", garbage),
+        ] {
+            std::fs::write(manifest_path(dir.path(), 4), &bytes).unwrap();
+            assert_eq!(
+                load(dir.path()).unwrap().as_ref(),
+                Some(&without_last),
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn manifest_damaged_record_before_a_valid_one_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (m, offsets) = build(dir.path());
         drop(m);
         let mut bytes = std::fs::read(manifest_path(dir.path(), 4)).unwrap();
-        let n = bytes.len();
-        bytes[n - 1] ^= 1;
+        let second_last = offsets[offsets.len() - 2];
+        bytes[second_last + FRAME_HEADER_LEN] ^= 1;
         std::fs::write(manifest_path(dir.path(), 4), &bytes).unwrap();
         let err = load(dir.path()).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption);
-        assert!(err.message().contains("checksum mismatch"), "{err}");
+        assert!(err.message().contains("a valid record follows"), "{err}");
     }
 
     #[test]
