@@ -366,6 +366,62 @@ mod tests {
         assert!(BlockLayout::parse(&file, usize::MAX, 10, true).is_err());
     }
 
+    /// Version-2 contents with one entry `k` -> `v` carrying `meta`.
+    fn v2_entry_with_meta(meta: &[u8]) -> Vec<u8> {
+        let mut out = vec![1, 1, meta.len() as u8, b'k', b'v'];
+        out.extend_from_slice(meta);
+        out.extend_from_slice(&0u32.to_le_bytes()); // offset of entry 0
+        out.extend_from_slice(&1u32.to_le_bytes()); // count
+        out
+    }
+
+    #[test]
+    fn v2_contents_round_trip_with_empty_metadata() {
+        let mut b = BlockBuilder::new_v2();
+        b.add(b"k", b"v").unwrap();
+        let mut out = Vec::new();
+        b.finish_contents(&mut out).unwrap();
+        assert_eq!(out, v2_entry_with_meta(&[]));
+        let layout = BlockLayout::parse_contents(&out, 0, out.len()).unwrap();
+        let e = layout.entry(&out, 0).unwrap();
+        assert_eq!((&out[e.key], &out[e.value]), (&b"k"[..], &b"v"[..]));
+    }
+
+    #[test]
+    fn entry_metadata_skippable_fields_are_ignored_required_ones_refused() {
+        // Odd tag 1 (advisory) with a 2-byte body, then odd tag 3, empty.
+        let ok = v2_entry_with_meta(&[1, 2, 0xaa, 0xbb, 3, 0]);
+        let layout = BlockLayout::parse_contents(&ok, 0, ok.len()).unwrap();
+        let e = layout.entry(&ok, 0).unwrap();
+        assert_eq!((&ok[e.key], &ok[e.value]), (&b"k"[..], &b"v"[..]));
+        // Even tag 2 (e.g. a future expiry time) must be understood.
+        let required = v2_entry_with_meta(&[1, 0, 2, 1, 9]);
+        let layout = BlockLayout::parse_contents(&required, 0, required.len()).unwrap();
+        assert!(layout.entry(&required, 0).unwrap_err().contains("required"));
+        // A field running past the metadata is malformed.
+        let bad = v2_entry_with_meta(&[1, 5, 0]);
+        let layout = BlockLayout::parse_contents(&bad, 0, bad.len()).unwrap();
+        assert!(layout.entry(&bad, 0).is_err());
+    }
+
+    #[test]
+    fn v2_stored_trailer_checks_crc_and_reports_type() {
+        let mut out = vec![0xAA, 1, 2, 3];
+        put_v2_trailer(&mut out, 1, 7);
+        assert_eq!(parse_v2_stored(&out, 1, out.len() - 1, true), Ok((1..4, 7)));
+        for i in 1..out.len() {
+            let mut bad = out.clone();
+            bad[i] ^= 0x10;
+            assert!(
+                parse_v2_stored(&bad, 1, bad.len() - 1, true).is_err(),
+                "byte {i}"
+            );
+        }
+        for len in 0..V2_TRAILER_LEN {
+            assert!(parse_v2_stored(&out, 1, len, true).is_err());
+        }
+    }
+
     #[test]
     fn unverified_garbage_does_not_panic() {
         // Without the CRC, structural checks alone must keep decoding safe.

@@ -70,6 +70,10 @@ pub struct TableBuilder {
     /// Scratch buffer for one block's contents before compression.
     contents: Vec<u8>,
     bloom: BloomBuilder,
+    /// Extra raw meta blocks (name, contents), for tests of readers that
+    /// meet meta blocks they do not know.
+    #[cfg(test)]
+    extra_meta: Vec<(Vec<u8>, Vec<u8>)>,
     /// Encoded internal key of the last entry added: the order check and the
     /// index entry of the current block both need it.
     last_key: Vec<u8>,
@@ -111,6 +115,8 @@ impl TableBuilder {
             index: BlockBuilder::new_v2(),
             contents: Vec::new(),
             bloom: BloomBuilder::default(),
+            #[cfg(test)]
+            extra_meta: Vec::new(),
             last_key: Vec::new(),
             last_ts: 0,
             entries: 0,
@@ -176,12 +182,17 @@ impl TableBuilder {
         if !self.data.is_empty() {
             self.finish_data_block()?;
         }
-        let mut meta = BlockBuilder::new_v2();
-        // Meta blocks, named in ascending byte order in the metaindex.
+        // Meta blocks: (name, handle), listed by name in the metaindex.
+        let mut metas: Vec<(Vec<u8>, [u8; 12])> = Vec::new();
         if self.options.bloom_bits_per_key > 0 {
             let filter = self.bloom.finish(self.options.bloom_bits_per_key);
             let handle = self.write_stored(&filter, Compression::None)?;
-            meta.add(META_FILTER_BLOOM, &handle)?;
+            metas.push((META_FILTER_BLOOM.to_vec(), handle));
+        }
+        #[cfg(test)]
+        for (name, contents) in std::mem::take(&mut self.extra_meta) {
+            let handle = self.write_stored(&contents, Compression::None)?;
+            metas.push((name, handle));
         }
         let largest = self.last_user_key().to_vec();
         let mut props = BlockBuilder::new_v2();
@@ -192,7 +203,12 @@ impl TableBuilder {
         props.add(PROP_MIN_TS, &self.min_ts.to_le_bytes())?;
         props.add(PROP_SMALLEST, &self.smallest)?;
         let handle = self.write_entries(&mut props, Compression::None)?;
-        meta.add(META_PROPERTIES, &handle)?;
+        metas.push((META_PROPERTIES.to_vec(), handle));
+        metas.sort();
+        let mut meta = BlockBuilder::new_v2();
+        for (name, handle) in &metas {
+            meta.add(name, handle)?;
+        }
         let (metaindex_offset, metaindex_len) =
             split(self.write_entries(&mut meta, Compression::None)?);
         let mut index = std::mem::take(&mut self.index);
@@ -217,6 +233,12 @@ impl TableBuilder {
             min_ts: self.min_ts,
             max_ts: self.max_ts,
         })
+    }
+
+    /// Adds a raw meta block named `name` to the table (tests only).
+    #[cfg(test)]
+    pub(crate) fn add_meta_block(&mut self, name: &[u8], contents: &[u8]) {
+        self.extra_meta.push((name.to_vec(), contents.to_vec()));
     }
 
     fn last_user_key(&self) -> &[u8] {

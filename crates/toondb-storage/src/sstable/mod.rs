@@ -33,7 +33,7 @@ pub use compress::Compression;
 #[allow(unused_imports)]
 pub use iter::TableIter;
 #[allow(unused_imports)]
-pub use table::{Table, TableEntry, TableGet};
+pub use table::{Table, TableCounters, TableEntry, TableGet};
 
 /// Target size of a data block unless the caller chooses another.
 pub const DEFAULT_BLOCK_SIZE: usize = 4096;

@@ -235,6 +235,19 @@ impl Table {
             .is_some_and(|w| w.load(AtomicOrdering::Relaxed) & (1 << (block % 64)) != 0)
     }
 
+    /// (offset, stored length) of data block `block`, for tests.
+    #[cfg(test)]
+    pub(crate) fn block_region(&self, block: usize) -> (usize, usize) {
+        let h = &self.index.handles[block];
+        (h.offset, h.len)
+    }
+
+    /// Whether the table has a bloom filter, for tests.
+    #[cfg(test)]
+    pub(crate) fn has_filter(&self) -> bool {
+        self.filter.is_some()
+    }
+
     /// End of the last data block (0 without blocks), for tests.
     #[cfg(test)]
     pub(crate) fn data_end(&self) -> usize {

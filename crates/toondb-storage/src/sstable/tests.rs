@@ -610,3 +610,6 @@ proptest! {
         check_all(&rows, block_size, 3);
     }
 }
+
+#[path = "tests_v2.rs"]
+mod v2;
