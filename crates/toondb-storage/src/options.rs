@@ -25,8 +25,8 @@ pub struct Options {
     pub max_immutable_memtables: usize,
     /// Target size of a table data block (default 4 KiB), before compression.
     pub block_size: usize,
-    /// Compression of table data blocks (default LZ4; see docs/performance.md,
-    /// "Table compression"). Applies to tables written from now on; tables
+    /// Compression of table data blocks (default none until a block cache
+    /// exists; see docs/performance.md, "Table compression"). Applies to tables written from now on; tables
     /// already written keep theirs and every setting reads all of them.
     pub compression: Compression,
     /// Bloom filter bits per user key in each table (default 10, about 1%

@@ -17,10 +17,13 @@ use crate::coding::{put_varint, Reader};
 /// Compression of table data blocks (a per-database option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Compression {
-    /// Blocks are stored as is.
+    /// Blocks are stored as is (the default: with no block cache yet, every
+    /// point read of a compressed block decompresses it again, which halved
+    /// point-read throughput with LZ4; see docs/performance.md, "Table
+    /// compression").
+    #[default]
     None,
     /// LZ4 (the `lz4_flex` crate): fast to decompress, moderate ratio.
-    #[default]
     Lz4,
     /// zstd level 3 (the `zstd` crate): better ratio, slower to decompress.
     Zstd,

@@ -312,3 +312,81 @@ proptest! {
         check_all_with(&rows, options, 2);
     }
 }
+
+/// The measurement behind the default compression (docs/performance.md,
+/// "Table compression"). Run in release:
+/// `cargo test --release -p toondb-storage --lib measure_compression -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement, not a test; run in release"]
+fn measure_compression() {
+    use std::time::Instant;
+    const N: usize = 200_000;
+    let mut rng = Rng(0x00C0_FFEE);
+    let json: Vec<Row> = (0..N)
+        .map(|i| {
+            let mut v = format!(
+                r#"{{"id":{i},"name":"user {i}","email":"user{i}@example.com","active":{},"score":{}}}"#,
+                i % 3 == 0,
+                rng.below(100_000)
+            );
+            v.truncate(100);
+            while v.len() < 100 {
+                v.push(' ');
+            }
+            put(format!("key{:013}", i * 7).as_bytes(), 1, v.as_bytes())
+        })
+        .collect();
+    let random: Vec<Row> = json
+        .iter()
+        .map(|r| {
+            let v: Vec<u8> = (0..100).map(|_| rng.next() as u8).collect();
+            (r.0.clone(), r.1, r.2, v)
+        })
+        .collect();
+    let probes: Vec<usize> = (0..N).map(|_| rng.below(N as u64) as usize).collect();
+    for (name, rows) in [("json", &json), ("random", &random)] {
+        let raw: usize = rows.iter().map(|r| r.0.len() + r.3.len()).sum();
+        for c in ALL_COMPRESSIONS {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("t.sst");
+            let t = Instant::now();
+            let summary = write_table_with(&path, rows, opts(DEFAULT_BLOCK_SIZE, c));
+            let build = t.elapsed();
+            let table = Table::open(1, OsFileSystem.map(&path).unwrap()).unwrap();
+            // Warm the page cache and the verified bits, then time.
+            for r in rows.iter() {
+                table.get(&r.0, Timestamp::MAX).unwrap();
+            }
+            let mut best = f64::MAX;
+            for _ in 0..3 {
+                let t = Instant::now();
+                let mut sum = 0usize;
+                for &p in &probes {
+                    let g = table.get(&rows[p].0, Timestamp::MAX).unwrap().unwrap();
+                    sum += g.entry().value.len();
+                }
+                assert_eq!(sum, N * 100);
+                best = best.min(t.elapsed().as_secs_f64());
+            }
+            let t = Instant::now();
+            let mut it = TableIter::new(Arc::new(table));
+            it.seek_to_first().unwrap();
+            let mut n = 0;
+            while it.valid() {
+                n += 1;
+                it.next().unwrap();
+            }
+            assert_eq!(n, N);
+            let scan = t.elapsed();
+            println!(
+                "{name:6} {c:5?}: file {:>9} bytes ({:.2} of raw {raw}), build {:>6.1} ms, \
+                 point reads {:>5.0} K/s, scan {:>6.1} ms",
+                summary.file_size,
+                summary.file_size as f64 / raw as f64,
+                build.as_secs_f64() * 1e3,
+                N as f64 / best / 1e3,
+                scan.as_secs_f64() * 1e3,
+            );
+        }
+    }
+}
