@@ -16,7 +16,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use toondb_storage::{Database, Options, ScanOptions};
+use toondb_storage::{Compression, Database, Options, ScanOptions};
 
 /// One step of the script: `Some(value)` puts, `None` deletes.
 type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -120,6 +120,23 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// The last 8 bytes (the format magic) of each table file, by file name.
+fn table_magics(dir: &Path) -> Vec<[u8; 8]> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes[bytes.len() - 8..].try_into().unwrap()
+        })
+        .collect()
+}
+
 fn fixture_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-db")
 }
@@ -149,8 +166,15 @@ fn v1_fixture_opens_reads_and_takes_new_tables() {
     let dir = tmp.path().join("db");
     copy_dir(&fixture_dir(), &dir);
     let mut model = expected_v1();
+    // New tables are written compressed, so one database mixes v1 tables,
+    // uncompressed reads and LZ4 blocks.
+    let options = Options {
+        compression: Compression::Lz4,
+        ..Options::default()
+    };
+    assert_eq!(table_magics(&dir), vec![*b"TOONSST1"; 2]);
     {
-        let db = Database::open(&dir).unwrap();
+        let db = Database::open_with(&dir, options.clone()).unwrap();
         assert_eq!(db.stats().tables, 2, "the fixture's two v1 tables");
         assert!(
             db.stats().recovery.records > 0,
@@ -172,7 +196,11 @@ fn v1_fixture_opens_reads_and_takes_new_tables() {
         check(&db, &model);
         db.close().unwrap();
     }
-    let db = Database::open(&dir).unwrap();
+    assert_eq!(
+        table_magics(&dir),
+        vec![*b"TOONSST1", *b"TOONSST1", *b"TOONSST2"]
+    );
+    let db = Database::open_with(&dir, options).unwrap();
     assert_eq!(db.stats().tables, 3);
     check(&db, &model);
     db.close().unwrap();
