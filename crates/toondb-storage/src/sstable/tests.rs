@@ -552,8 +552,12 @@ fn flipped_metadata_byte_fails_open() {
 
 #[test]
 fn truncated_file_fails_open() {
-    for rows in [Vec::new(), damage_rows()] {
-        let file = build_bytes(&rows, 64);
+    for (rows, c) in [
+        (Vec::new(), Compression::None),
+        (damage_rows(), Compression::None),
+        (damage_rows(), Compression::Zstd),
+    ] {
+        let file = build_bytes_with(&rows, opts(64, c));
         for len in 0..file.len() {
             let err = open_vec(file[..len].to_vec()).expect_err("truncated");
             assert_eq!(err.kind(), ErrorKind::Corruption, "len {len}: {err}");
