@@ -25,7 +25,8 @@ use crate::error::{Error, Result};
 use crate::io::FileBytes;
 use crate::key::{compare_versions, decode_internal, Timestamp, ValueKind, INTERNAL_SUFFIX_LEN};
 
-/// One version read from a table, borrowed from the file's bytes.
+/// One version read from a table, borrowed from the file's bytes (or from
+/// the decompressed block that holds it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableEntry<'a> {
     pub user_key: &'a [u8],
