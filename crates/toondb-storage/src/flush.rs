@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::engine::{Engine, LsmState};
 use crate::error::{Error, Result};
 use crate::memtable::Memtable;
-use crate::sstable::{table_file_name, Table, TableBuilder};
+use crate::sstable::{table_file_name, Table, TableBuilder, TableOptions};
 use crate::stats::Counters;
 use crate::version::{Manifest, TableMeta, VersionEdit};
 use crate::wal::parse_segment_name;
@@ -117,8 +117,12 @@ impl MaintenanceThread {
         let number = engine.alloc_file_number();
         let path = engine.dir.join(table_file_name(number));
         let result = (|| {
-            let mut builder =
-                TableBuilder::new(engine.fs.create(&path)?, engine.options.block_size);
+            let options = TableOptions {
+                block_size: engine.options.block_size,
+                compression: engine.options.compression,
+                bloom_bits_per_key: engine.options.bloom_bits_per_key,
+            };
+            let mut builder = TableBuilder::with_options(engine.fs.create(&path)?, options);
             for entry in imm.iter() {
                 let v = entry.key();
                 builder.add(v.user_key(), v.ts, v.kind, v.value())?;

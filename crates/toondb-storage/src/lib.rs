@@ -42,6 +42,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use iter::{prefix_successor, BatchScan, DbIter, Scan, ScanOptions};
 pub use key::{Timestamp, ValueKind};
 pub use options::{Options, WriteOptions};
+pub use sstable::Compression;
 pub use stats::Stats;
 pub use txn::{Isolation, Snapshot, Transaction, TransactionOptions, TxnScan};
 pub use wal::{DroppedTail, ReplayReport};

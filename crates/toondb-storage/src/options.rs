@@ -4,6 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::io::{FileSystem, OsFileSystem};
+use crate::sstable::Compression;
 
 /// How a database is opened. `Options::default()` is what `Database::open` uses.
 #[derive(Clone)]
@@ -22,8 +23,15 @@ pub struct Options {
     /// Sealed memtables waiting for flush before writers stall (default 3);
     /// with one fewer waiting, writes are slowed down first.
     pub max_immutable_memtables: usize,
-    /// Target size of a table data block (default 4 KiB).
+    /// Target size of a table data block (default 4 KiB), before compression.
     pub block_size: usize,
+    /// Compression of table data blocks (default none until a block cache
+    /// exists; see docs/performance.md, "Table compression"). Applies to tables written from now on; tables
+    /// already written keep theirs and every setting reads all of them.
+    pub compression: Compression,
+    /// Bloom filter bits per user key in each table (default 10, about 1%
+    /// false positives); 0 writes no filter. Clamped to 1..=32 otherwise.
+    pub bloom_bits_per_key: u32,
     /// Commit requests that may queue for the commit thread before
     /// submitters wait (default 4096).
     pub commit_queue_len: usize,
@@ -40,6 +48,8 @@ impl Default for Options {
             memtable_size: 32 << 20,
             max_immutable_memtables: 3,
             block_size: crate::sstable::DEFAULT_BLOCK_SIZE,
+            compression: Compression::default(),
+            bloom_bits_per_key: crate::sstable::DEFAULT_BLOOM_BITS_PER_KEY,
             commit_queue_len: 4096,
             fs: OsFileSystem::shared(),
         }
@@ -55,6 +65,8 @@ impl fmt::Debug for Options {
             .field("memtable_size", &self.memtable_size)
             .field("max_immutable_memtables", &self.max_immutable_memtables)
             .field("block_size", &self.block_size)
+            .field("compression", &self.compression)
+            .field("bloom_bits_per_key", &self.bloom_bits_per_key)
             .field("commit_queue_len", &self.commit_queue_len)
             .finish_non_exhaustive()
     }

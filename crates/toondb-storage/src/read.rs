@@ -39,7 +39,8 @@ impl LsmState {
             if key < summary.smallest.as_slice() || key > summary.largest.as_slice() {
                 continue;
             }
-            if let Some(entry) = table.get(key, snapshot)? {
+            if let Some(found) = table.get(key, snapshot)? {
+                let entry = found.entry();
                 return Ok(f(visible(entry.kind, entry.value)));
             }
         }
@@ -76,8 +77,8 @@ impl LsmState {
             {
                 continue;
             }
-            if let Some(entry) = table.get(key, Timestamp::MAX)? {
-                return Ok(entry.ts > since);
+            if let Some(found) = table.get(key, Timestamp::MAX)? {
+                return Ok(found.entry().ts > since);
             }
         }
         Ok(false)

@@ -397,20 +397,25 @@ fn u64_at(data: &[u8], at: usize) -> u64 {
 }
 
 /// Byte ranges of the data blocks of a table file, read from its footer
-/// and index block (docs/format-table.md).
+/// and index block (docs/format-table.md, version 2: the index is stored
+/// uncompressed, `contents | type | crc32`).
 fn data_blocks(file: &[u8]) -> Vec<std::ops::Range<usize>> {
     let footer = file.len() - 64;
+    assert_eq!(&file[file.len() - 8..], b"TOONSST2");
     let index_off = u64_at(file, footer) as usize;
     let index_len = u64_at(file, footer + 8) as usize;
-    let index = &file[index_off..index_off + index_len];
-    let count = u32_at(index, index_len - 8) as usize;
-    let offsets = index_len - 8 - 4 * count;
+    assert_eq!(file[index_off + index_len - 5], 0, "index block type");
+    let contents_len = index_len - 5;
+    let index = &file[index_off..index_off + contents_len];
+    let count = u32_at(index, contents_len - 4) as usize;
+    let offsets = contents_len - 4 - 4 * count;
     (0..count)
         .map(|i| {
             let mut pos = u32_at(index, offsets + 4 * i) as usize;
             let key_len = read_varint(index, &mut pos);
             let value_len = read_varint(index, &mut pos);
-            assert_eq!(value_len, 12);
+            let meta_len = read_varint(index, &mut pos);
+            assert_eq!((value_len, meta_len), (12, 0));
             let handle = pos + key_len;
             let off = u64_at(index, handle) as usize;
             let len = u32_at(index, handle + 8) as usize;

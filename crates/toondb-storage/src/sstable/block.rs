@@ -1,11 +1,18 @@
-//! Block framing shared by data, index and properties blocks
-//! (docs/format-table.md, "Blocks"):
+//! Block framing shared by data, index, metaindex and properties blocks
+//! (docs/format-table.md, "Blocks").
 //!
-//! `entry* | entry offsets u32 LE * count | count u32 LE | crc32 u32 LE`
+//! Version 1: `entry* | entry offsets u32 LE * count | count u32 LE | crc32 u32 LE`
+//! with each entry `key_len varint | value_len varint | key | value`.
 //!
-//! with each entry `key_len varint | value_len varint | key | value`. The
-//! offsets array lets readers binary-search a block without scanning it; the
-//! CRC covers every byte of the block before it.
+//! Version 2 separates the *contents* (what a reader searches) from the
+//! *stored* form (what is in the file):
+//!
+//! - contents: `entry* | entry offsets u32 LE * count | count u32 LE`, each
+//!   entry `key_len varint | value_len varint | meta_len varint | key | value | meta`;
+//! - stored: `payload | block type u8 | crc32 u32 LE` (see [`super::compress`]),
+//!   the CRC covering payload and type.
+//!
+//! The offsets array lets readers binary-search a block without scanning it.
 //!
 //! Decoding never trusts the bytes: every length and offset is bounds-checked
 //! and failures come back as a short `&'static str` that the table reader
@@ -16,19 +23,33 @@ use std::ops::Range;
 use crate::coding::{put_varint, Reader};
 use crate::error::{Error, Result};
 
-/// Bytes after the offsets array: entry count and CRC.
+/// Bytes after the offsets array in version 1: entry count and CRC.
 pub(crate) const BLOCK_TRAILER_LEN: usize = 8;
+/// Bytes after the stored payload in version 2: block type and CRC.
+pub(crate) const V2_TRAILER_LEN: usize = 5;
 
 /// Accumulates the entries of one block and frames them.
 #[derive(Debug, Default)]
 pub(crate) struct BlockBuilder {
     buf: Vec<u8>,
     offsets: Vec<u32>,
+    /// Version 2 entry layout (a `meta_len` varint per entry).
+    v2: bool,
 }
 
 impl BlockBuilder {
+    /// A version-1 block builder (kept for tests that write version 1).
+    #[cfg(test)]
     pub(crate) fn new() -> Self {
         Self::default()
+    }
+
+    /// A builder for version-2 block contents.
+    pub(crate) fn new_v2() -> Self {
+        BlockBuilder {
+            v2: true,
+            ..Self::default()
+        }
     }
 
     pub(crate) fn add(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
@@ -39,8 +60,32 @@ impl BlockBuilder {
         self.offsets.push(offset);
         put_varint(&mut self.buf, key.len() as u64);
         put_varint(&mut self.buf, value.len() as u64);
+        if self.v2 {
+            // No entry metadata is defined yet: meta_len 0 (see the spec).
+            put_varint(&mut self.buf, 0);
+        }
         self.buf.extend_from_slice(key);
         self.buf.extend_from_slice(value);
+        Ok(())
+    }
+
+    /// Size of the version-2 contents if finished now.
+    pub(crate) fn contents_len(&self) -> usize {
+        self.buf.len() + 4 * self.offsets.len() + 4
+    }
+
+    /// Appends the version-2 contents (entries, offsets, count; no CRC) to
+    /// `out` and resets the builder.
+    pub(crate) fn finish_contents(&mut self, out: &mut Vec<u8>) -> Result<()> {
+        u32::try_from(self.contents_len())
+            .map_err(|_| Error::invalid_argument("table block would exceed 4 GiB"))?;
+        out.extend_from_slice(&self.buf);
+        for off in &self.offsets {
+            out.extend_from_slice(&off.to_le_bytes());
+        }
+        out.extend_from_slice(&(self.offsets.len() as u32).to_le_bytes());
+        self.buf.clear();
+        self.offsets.clear();
         Ok(())
     }
 
@@ -48,13 +93,15 @@ impl BlockBuilder {
         self.offsets.is_empty()
     }
 
-    /// Size of the block if it were finished now.
+    /// Size of the version-1 block if it were finished now.
+    #[cfg(test)]
     pub(crate) fn framed_len(&self) -> usize {
         self.buf.len() + 4 * self.offsets.len() + BLOCK_TRAILER_LEN
     }
 
-    /// Appends the framed block to `out`, resets the builder and returns the
-    /// block's length.
+    /// Appends the framed version-1 block to `out`, resets the builder and
+    /// returns the block's length.
+    #[cfg(test)]
     pub(crate) fn finish_into(&mut self, out: &mut Vec<u8>) -> Result<u32> {
         let len = u32::try_from(self.framed_len())
             .map_err(|_| Error::invalid_argument("table block would exceed 4 GiB"))?;
@@ -83,6 +130,8 @@ pub(crate) struct BlockLayout {
     /// to `start`.
     entries_end: usize,
     count: usize,
+    /// Entries carry a `meta_len` varint (version 2).
+    v2: bool,
 }
 
 /// Absolute byte ranges of one entry's key and value.
@@ -128,6 +177,36 @@ impl BlockLayout {
             start,
             entries_end,
             count,
+            v2: false,
+        })
+    }
+
+    /// Frames version-2 contents `bytes[start..start + len]` (already
+    /// checksummed and decompressed): checks that the count and offsets fit.
+    pub(crate) fn parse_contents(
+        bytes: &[u8],
+        start: usize,
+        len: usize,
+    ) -> Result<BlockLayout, &'static str> {
+        let block = start
+            .checked_add(len)
+            .and_then(|end| bytes.get(start..end))
+            .ok_or("block extends past the end of the file")?;
+        let body_len = len
+            .checked_sub(4)
+            .ok_or("block is shorter than its entry count")?;
+        let count = Reader::new(block.get(body_len..).unwrap_or_default())
+            .u32_le()
+            .ok_or("block is shorter than its entry count")? as usize;
+        let entries_end = count
+            .checked_mul(4)
+            .and_then(|offsets_len| body_len.checked_sub(offsets_len))
+            .ok_or("block entry count does not fit in the block")?;
+        Ok(BlockLayout {
+            start,
+            entries_end,
+            count,
+            v2: true,
         })
     }
 
@@ -154,12 +233,22 @@ impl BlockLayout {
         let mut r = Reader::new(region);
         let key_len = r.varint().ok_or("bad entry key length")?;
         let value_len = r.varint().ok_or("bad entry value length")?;
+        let meta_len = if self.v2 {
+            r.varint().ok_or("bad entry metadata length")?
+        } else {
+            0
+        };
         let header = region.len() - r.remaining();
         let key_len = usize::try_from(key_len).map_err(|_| "entry key too long")?;
         let value_len = usize::try_from(value_len).map_err(|_| "entry value too long")?;
+        let meta_len = usize::try_from(meta_len).map_err(|_| "entry metadata too long")?;
         r.bytes(key_len).ok_or("entry key runs past the entries")?;
         r.bytes(value_len)
             .ok_or("entry value runs past the entries")?;
+        let meta = r
+            .bytes(meta_len)
+            .ok_or("entry metadata runs past the entries")?;
+        check_entry_meta(meta)?;
         // No overflow: both ranges lie inside `region`, a slice in memory.
         let key_start = entry_start + header;
         let value_start = key_start + key_len;
@@ -168,6 +257,56 @@ impl BlockLayout {
             value: value_start..value_start + value_len,
         })
     }
+}
+
+/// Checks an entry's metadata (version 2): a sequence of
+/// `tag varint | len varint | bytes[len]` fields. No tag is defined yet, so
+/// every field is unknown to this reader: an odd tag is advisory and skipped,
+/// an even tag changes what the entry means (e.g. a future expiry time) and
+/// must not be ignored, so it is an error.
+fn check_entry_meta(meta: &[u8]) -> Result<(), &'static str> {
+    let mut r = Reader::new(meta);
+    while !r.is_empty() {
+        let tag = r.varint().ok_or("bad entry metadata tag")?;
+        r.length_prefixed()
+            .ok_or("entry metadata field runs past the entry")?;
+        if tag % 2 == 0 {
+            return Err("entry metadata has a required field this build does not support");
+        }
+    }
+    Ok(())
+}
+
+/// Splits a stored version-2 block `file[start..start + len]` into its
+/// payload range and block type, checking the CRC when `verify`.
+pub(crate) fn parse_v2_stored(
+    file: &[u8],
+    start: usize,
+    len: usize,
+    verify: bool,
+) -> Result<(Range<usize>, u8), &'static str> {
+    let block = start
+        .checked_add(len)
+        .and_then(|end| file.get(start..end))
+        .ok_or("block extends past the end of the file")?;
+    let payload_len = len
+        .checked_sub(V2_TRAILER_LEN)
+        .ok_or("block is shorter than its trailer")?;
+    let mut trailer = Reader::new(block.get(payload_len..).unwrap_or_default());
+    let (Some(block_type), Some(crc)) = (trailer.u8(), trailer.u32_le()) else {
+        return Err("block is shorter than its trailer");
+    };
+    if verify && crc32fast::hash(block.get(..payload_len + 1).unwrap_or_default()) != crc {
+        return Err("block checksum mismatch");
+    }
+    Ok((start..start + payload_len, block_type))
+}
+
+/// Appends the stored form of a version-2 block: `payload | type | crc32`.
+pub(crate) fn put_v2_trailer(out: &mut Vec<u8>, payload_start: usize, block_type: u8) {
+    out.push(block_type);
+    let crc = crc32fast::hash(out.get(payload_start..).unwrap_or_default());
+    out.extend_from_slice(&crc.to_le_bytes());
 }
 
 #[cfg(test)]
@@ -225,6 +364,62 @@ mod tests {
         }
         assert!(BlockLayout::parse(&file, 3, file.len(), true).is_err());
         assert!(BlockLayout::parse(&file, usize::MAX, 10, true).is_err());
+    }
+
+    /// Version-2 contents with one entry `k` -> `v` carrying `meta`.
+    fn v2_entry_with_meta(meta: &[u8]) -> Vec<u8> {
+        let mut out = vec![1, 1, meta.len() as u8, b'k', b'v'];
+        out.extend_from_slice(meta);
+        out.extend_from_slice(&0u32.to_le_bytes()); // offset of entry 0
+        out.extend_from_slice(&1u32.to_le_bytes()); // count
+        out
+    }
+
+    #[test]
+    fn v2_contents_round_trip_with_empty_metadata() {
+        let mut b = BlockBuilder::new_v2();
+        b.add(b"k", b"v").unwrap();
+        let mut out = Vec::new();
+        b.finish_contents(&mut out).unwrap();
+        assert_eq!(out, v2_entry_with_meta(&[]));
+        let layout = BlockLayout::parse_contents(&out, 0, out.len()).unwrap();
+        let e = layout.entry(&out, 0).unwrap();
+        assert_eq!((&out[e.key], &out[e.value]), (&b"k"[..], &b"v"[..]));
+    }
+
+    #[test]
+    fn entry_metadata_skippable_fields_are_ignored_required_ones_refused() {
+        // Odd tag 1 (advisory) with a 2-byte body, then odd tag 3, empty.
+        let ok = v2_entry_with_meta(&[1, 2, 0xaa, 0xbb, 3, 0]);
+        let layout = BlockLayout::parse_contents(&ok, 0, ok.len()).unwrap();
+        let e = layout.entry(&ok, 0).unwrap();
+        assert_eq!((&ok[e.key], &ok[e.value]), (&b"k"[..], &b"v"[..]));
+        // Even tag 2 (e.g. a future expiry time) must be understood.
+        let required = v2_entry_with_meta(&[1, 0, 2, 1, 9]);
+        let layout = BlockLayout::parse_contents(&required, 0, required.len()).unwrap();
+        assert!(layout.entry(&required, 0).unwrap_err().contains("required"));
+        // A field running past the metadata is malformed.
+        let bad = v2_entry_with_meta(&[1, 5, 0]);
+        let layout = BlockLayout::parse_contents(&bad, 0, bad.len()).unwrap();
+        assert!(layout.entry(&bad, 0).is_err());
+    }
+
+    #[test]
+    fn v2_stored_trailer_checks_crc_and_reports_type() {
+        let mut out = vec![0xAA, 1, 2, 3];
+        put_v2_trailer(&mut out, 1, 7);
+        assert_eq!(parse_v2_stored(&out, 1, out.len() - 1, true), Ok((1..4, 7)));
+        for i in 1..out.len() {
+            let mut bad = out.clone();
+            bad[i] ^= 0x10;
+            assert!(
+                parse_v2_stored(&bad, 1, bad.len() - 1, true).is_err(),
+                "byte {i}"
+            );
+        }
+        for len in 0..V2_TRAILER_LEN {
+            assert!(parse_v2_stored(&out, 1, len, true).is_err());
+        }
     }
 
     #[test]

@@ -1,12 +1,17 @@
-//! Writes a table file from entries arriving in internal order
-//! (docs/format-table.md). Data blocks are cut once they reach the target
-//! size; the index, properties block and footer are written by `finish`.
+//! Writes a version-2 table file from entries arriving in internal order
+//! (docs/format-table.md). Data blocks are cut once their contents reach the
+//! target size and stored compressed when that pays; the bloom filter,
+//! properties, metaindex, index and footer are written by `finish`.
 
 use std::cmp::Ordering;
 
-use super::block::BlockBuilder;
+use super::block::{put_v2_trailer, BlockBuilder};
+use super::bloom::BloomBuilder;
+use super::compress::{compress_into, Compression, TYPE_NONE};
+use super::footer::{encode_footer_v2, FooterV2};
 use super::{
-    encode_footer, Footer, PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST,
+    DEFAULT_BLOCK_SIZE, DEFAULT_BLOOM_BITS_PER_KEY, META_FILTER_BLOOM, META_PROPERTIES,
+    PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST, TABLE_KIND_KV,
 };
 use crate::error::{Error, Result};
 use crate::io::WritableFile;
@@ -31,15 +36,44 @@ pub struct TableSummary {
     pub max_ts: Timestamp,
 }
 
+/// How a table is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableOptions {
+    /// Target size of a data block's contents (before compression).
+    pub block_size: usize,
+    /// Compression of data blocks.
+    pub compression: Compression,
+    /// Bloom filter bits per user key; 0 writes no filter. Other values are
+    /// clamped to 1..=32.
+    pub bloom_bits_per_key: u32,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions {
+            block_size: DEFAULT_BLOCK_SIZE,
+            compression: Compression::default(),
+            bloom_bits_per_key: DEFAULT_BLOOM_BITS_PER_KEY,
+        }
+    }
+}
+
 pub struct TableBuilder {
     file: Box<dyn WritableFile>,
-    block_size: usize,
+    options: TableOptions,
     /// File offset of the first byte of `out`.
     offset: u64,
     /// Finished blocks not yet appended to `file`.
     out: Vec<u8>,
     data: BlockBuilder,
     index: BlockBuilder,
+    /// Scratch buffer for one block's contents before compression.
+    contents: Vec<u8>,
+    bloom: BloomBuilder,
+    /// Extra raw meta blocks (name, contents), for tests of readers that
+    /// meet meta blocks they do not know.
+    #[cfg(test)]
+    extra_meta: Vec<(Vec<u8>, Vec<u8>)>,
     /// Encoded internal key of the last entry added: the order check and the
     /// index entry of the current block both need it.
     last_key: Vec<u8>,
@@ -54,17 +88,35 @@ pub struct TableBuilder {
 }
 
 impl TableBuilder {
+    /// Starts a table in `file` with default compression and bloom filter.
+    // The engine uses `with_options`; this stays for callers that only
+    // choose a block size (compaction, tests).
+    #[allow(dead_code)]
+    pub fn new(file: Box<dyn WritableFile>, block_size: usize) -> TableBuilder {
+        Self::with_options(
+            file,
+            TableOptions {
+                block_size,
+                ..TableOptions::default()
+            },
+        )
+    }
+
     /// Starts a table in `file`, which should be empty: block offsets are
     /// absolute, counted from the file's current length.
-    pub fn new(file: Box<dyn WritableFile>, block_size: usize) -> TableBuilder {
+    pub fn with_options(file: Box<dyn WritableFile>, options: TableOptions) -> TableBuilder {
         let offset = file.len();
         TableBuilder {
             file,
-            block_size,
+            options,
             offset,
             out: Vec::new(),
-            data: BlockBuilder::new(),
-            index: BlockBuilder::new(),
+            data: BlockBuilder::new_v2(),
+            index: BlockBuilder::new_v2(),
+            contents: Vec::new(),
+            bloom: BloomBuilder::default(),
+            #[cfg(test)]
+            extra_meta: Vec::new(),
             last_key: Vec::new(),
             last_ts: 0,
             entries: 0,
@@ -102,6 +154,12 @@ impl TableBuilder {
             self.min_ts = ts;
             self.max_ts = ts;
         }
+        // The filter holds user keys, once each (versions arrive together).
+        if self.options.bloom_bits_per_key > 0
+            && (self.entries == 0 || self.last_user_key() != user_key)
+        {
+            self.bloom.add(user_key);
+        }
         self.last_key.clear();
         encode_internal(&mut self.last_key, user_key, ts, kind);
         self.last_ts = ts;
@@ -109,7 +167,7 @@ impl TableBuilder {
         self.min_ts = self.min_ts.min(ts);
         self.max_ts = self.max_ts.max(ts);
         let mut result = self.data.add(&self.last_key, value);
-        if result.is_ok() && self.data.framed_len() >= self.block_size {
+        if result.is_ok() && self.data.contents_len() >= self.options.block_size {
             result = self.finish_data_block();
         }
         // Past the order check, a failure leaves the builder's state out of
@@ -124,27 +182,44 @@ impl TableBuilder {
         if !self.data.is_empty() {
             self.finish_data_block()?;
         }
-        let (index_offset, index_len) = self.finish_block(Which::Index)?;
-
+        // Meta blocks: (name, handle), listed by name in the metaindex.
+        let mut metas: Vec<(Vec<u8>, [u8; 12])> = Vec::new();
+        if self.options.bloom_bits_per_key > 0 {
+            let filter = self.bloom.finish(self.options.bloom_bits_per_key);
+            let handle = self.write_stored(&filter, Compression::None)?;
+            metas.push((META_FILTER_BLOOM.to_vec(), handle));
+        }
+        #[cfg(test)]
+        for (name, contents) in std::mem::take(&mut self.extra_meta) {
+            let handle = self.write_stored(&contents, Compression::None)?;
+            metas.push((name, handle));
+        }
         let largest = self.last_user_key().to_vec();
-        let mut props = BlockBuilder::new();
+        let mut props = BlockBuilder::new_v2();
         // Names in ascending byte order (see the spec).
         props.add(PROP_ENTRIES, &self.entries.to_le_bytes())?;
         props.add(PROP_LARGEST, &largest)?;
         props.add(PROP_MAX_TS, &self.max_ts.to_le_bytes())?;
         props.add(PROP_MIN_TS, &self.min_ts.to_le_bytes())?;
         props.add(PROP_SMALLEST, &self.smallest)?;
-        let props_offset = self.offset + self.out.len() as u64;
-        let props_len = props.finish_into(&mut self.out)?;
-
-        encode_footer(
-            &Footer {
+        let handle = self.write_entries(&mut props, Compression::None)?;
+        metas.push((META_PROPERTIES.to_vec(), handle));
+        metas.sort();
+        let mut meta = BlockBuilder::new_v2();
+        for (name, handle) in &metas {
+            meta.add(name, handle)?;
+        }
+        let (metaindex_offset, metaindex_len) =
+            split(self.write_entries(&mut meta, Compression::None)?);
+        let mut index = std::mem::take(&mut self.index);
+        let (index_offset, index_len) = split(self.write_entries(&mut index, Compression::None)?);
+        encode_footer_v2(
+            &FooterV2 {
                 index_offset,
-                index_len: u64::from(index_len),
-                props_offset,
-                props_len: u64::from(props_len),
-                filter_offset: 0,
-                filter_len: 0,
+                index_len,
+                metaindex_offset,
+                metaindex_len,
+                kind: TABLE_KIND_KV,
             },
             &mut self.out,
         );
@@ -158,6 +233,12 @@ impl TableBuilder {
             min_ts: self.min_ts,
             max_ts: self.max_ts,
         })
+    }
+
+    /// Adds a raw meta block named `name` to the table (tests only).
+    #[cfg(test)]
+    pub(crate) fn add_meta_block(&mut self, name: &[u8], contents: &[u8]) {
+        self.extra_meta.push((name.to_vec(), contents.to_vec()));
     }
 
     fn last_user_key(&self) -> &[u8] {
@@ -176,26 +257,52 @@ impl TableBuilder {
     }
 
     fn finish_data_block(&mut self) -> Result<()> {
-        let (offset, len) = self.finish_block(Which::Data)?;
-        let mut handle = [0u8; 12];
-        handle[..8].copy_from_slice(&offset.to_le_bytes());
-        handle[8..].copy_from_slice(&len.to_le_bytes());
-        self.index.add(&self.last_key, &handle)?;
+        let mut data = std::mem::take(&mut self.data);
+        let handle = self.write_entries(&mut data, self.options.compression);
+        self.data = data;
+        self.index.add(&self.last_key, &handle?)?;
         if self.out.len() >= WRITE_BUFFER {
             self.flush()?;
         }
         Ok(())
     }
 
-    /// Frames the data or index block into `out`; returns its (offset, len).
-    fn finish_block(&mut self, which: Which) -> Result<(u64, u32)> {
+    /// Finishes `block`'s contents and stores them into `out`; returns the
+    /// 12-byte handle of the stored block.
+    fn write_entries(
+        &mut self,
+        block: &mut BlockBuilder,
+        compression: Compression,
+    ) -> Result<[u8; 12]> {
+        let mut contents = std::mem::take(&mut self.contents);
+        contents.clear();
+        block.finish_contents(&mut contents)?;
+        let handle = self.write_stored(&contents, compression);
+        self.contents = contents;
+        handle
+    }
+
+    /// Appends `payload | type | crc32` for `contents` to `out` and returns
+    /// the block's handle: offset u64, stored length u32.
+    fn write_stored(&mut self, contents: &[u8], compression: Compression) -> Result<[u8; 12]> {
         let offset = self.offset + self.out.len() as u64;
-        let block = match which {
-            Which::Data => &mut self.data,
-            Which::Index => &mut self.index,
+        let start = self.out.len();
+        let block_type = match compression {
+            Compression::None => {
+                self.out.extend_from_slice(contents);
+                TYPE_NONE
+            }
+            c => compress_into(c, contents, &mut self.out),
         };
-        let len = block.finish_into(&mut self.out)?;
-        Ok((offset, len))
+        put_v2_trailer(&mut self.out, start, block_type);
+        // Handles hold u32 lengths; only a filter for billions of keys or a
+        // multi-GiB entry gets here.
+        let len = u32::try_from(self.out.len() - start)
+            .map_err(|_| Error::invalid_argument("table block would exceed 4 GiB"))?;
+        let mut handle = [0u8; 12];
+        handle[..8].copy_from_slice(&offset.to_le_bytes());
+        handle[8..].copy_from_slice(&len.to_le_bytes());
+        Ok(handle)
     }
 
     fn flush(&mut self) -> Result<()> {
@@ -212,9 +319,16 @@ impl TableBuilder {
     }
 }
 
-enum Which {
-    Data,
-    Index,
+/// A 12-byte handle as (offset, length) for the footer.
+fn split(handle: [u8; 12]) -> (u64, u64) {
+    let mut offset = [0u8; 8];
+    let mut len = [0u8; 4];
+    offset.copy_from_slice(&handle[..8]);
+    len.copy_from_slice(&handle[8..]);
+    (
+        u64::from_le_bytes(offset),
+        u64::from(u32::from_le_bytes(len)),
+    )
 }
 
 /// Shows a key in an error message: printable ASCII as is, the rest escaped,

@@ -63,7 +63,8 @@ impl TableIter {
     }
 
     pub fn entry(&self) -> Option<TableEntry<'_>> {
-        self.table.view(&self.pos.as_ref()?.entry)
+        let pos = self.pos.as_ref()?;
+        self.table.view(&pos.buf, &pos.entry)
     }
 
     pub fn next(&mut self) -> Result<()> {
@@ -71,7 +72,10 @@ impl TableIter {
             return Ok(());
         };
         if cur.idx + 1 < cur.layout.count() {
-            self.pos = Some(self.table.cursor(cur.block, cur.layout, cur.idx + 1)?);
+            self.pos = Some(
+                self.table
+                    .cursor(cur.block, cur.buf, cur.layout, cur.idx + 1)?,
+            );
             Ok(())
         } else if cur.block + 1 < self.table.block_count() {
             self.enter_block(cur.block + 1, |_| Some(0))
@@ -85,7 +89,7 @@ impl TableIter {
             return Ok(());
         };
         if let Some(idx) = cur.idx.checked_sub(1) {
-            self.pos = Some(self.table.cursor(cur.block, cur.layout, idx)?);
+            self.pos = Some(self.table.cursor(cur.block, cur.buf, cur.layout, idx)?);
             Ok(())
         } else if let Some(block) = cur.block.checked_sub(1) {
             self.enter_block(block, |count| count.checked_sub(1))
@@ -96,11 +100,11 @@ impl TableIter {
 
     /// Loads data block `block` and positions at entry `pick(count)`.
     fn enter_block(&mut self, block: usize, pick: impl Fn(usize) -> Option<usize>) -> Result<()> {
-        let layout = self.table.load_block(block)?;
+        let (buf, layout) = self.table.load_block(block)?;
         // load_block rejects empty data blocks, so `pick` finds an entry.
         let idx =
             pick(layout.count()).ok_or_else(|| Error::internal("table block has no entries"))?;
-        self.pos = Some(self.table.cursor(block, layout, idx)?);
+        self.pos = Some(self.table.cursor(block, buf, layout, idx)?);
         Ok(())
     }
 }

@@ -1,39 +1,59 @@
 //! Table files: immutable, sorted, checksummed runs of versions, read through
-//! a memory map. The byte format is specified in docs/format-table.md:
+//! a memory map. The byte format is specified in docs/format-table.md.
+//! Version 2 (written by this code):
 //!
-//! `data block* | index block | properties block | footer (64 bytes)`
+//! `data block* | filter.bloom | properties | metaindex | index | footer (64 bytes)`
 //!
-//! - [`block`]: the framing every block shares (entries, offsets, count, CRC).
-//! - [`builder`]: [`TableBuilder`] writes a table from sorted entries.
-//! - [`table`]: [`Table`] opens one and answers point reads.
+//! every block stored as `payload | type u8 | crc32` so blocks can be
+//! compressed and new block kinds added without a format break. Version 1
+//! files (no block types, no metaindex) are still read.
+//!
+//! - [`block`]: the framing every block shares (entries, offsets, count, trailer).
+//! - [`compress`]: block types and per-block LZ4 / zstd compression.
+//! - [`bloom`]: the whole-table bloom filter on user keys.
+//! - [`footer`]: the fixed-size footer of both versions.
+//! - [`meta`]: decoding the index, metaindex and properties at open.
+//! - [`builder`]: [`TableBuilder`] writes a version-2 table from sorted entries.
+//! - [`table`]: [`Table`] opens either version and answers point reads.
 //! - [`iter`]: [`TableIter`] walks it both ways.
 
 mod block;
+mod bloom;
 mod builder;
+mod compress;
+mod footer;
 mod iter;
+mod meta;
 mod table;
 
 // Used by the db layer once it is wired in; until then only tests use them.
 #[allow(unused_imports)]
-pub use builder::{TableBuilder, TableSummary};
+pub use builder::{TableBuilder, TableOptions, TableSummary};
+pub use compress::Compression;
 #[allow(unused_imports)]
 pub use iter::TableIter;
 #[allow(unused_imports)]
-pub use table::{Table, TableEntry};
-
-use crate::coding::Reader;
+pub use table::{Table, TableCounters, TableEntry, TableGet};
 
 /// Target size of a data block unless the caller chooses another.
 pub const DEFAULT_BLOCK_SIZE: usize = 4096;
 
-/// The only format version this code writes and reads.
-pub const FORMAT_VERSION: u32 = 1;
-/// Last eight bytes of every table file.
-pub const TABLE_MAGIC: &[u8; 8] = b"TOONSST1";
-/// Fixed size of the footer at the end of the file.
+/// Bits per key of the bloom filter unless the caller chooses another
+/// (about 1% false positives).
+pub const DEFAULT_BLOOM_BITS_PER_KEY: u32 = 10;
+
+/// The format version this code writes; it reads 1 and 2.
+pub const FORMAT_VERSION: u32 = 2;
+/// Fixed size of the footer at the end of the file (both versions).
 pub const FOOTER_LEN: usize = 64;
-/// Bytes of the footer covered by its CRC (everything before the CRC).
-const FOOTER_CRC_COVERS: usize = 52;
+
+/// Table kinds (version-2 footer byte 32). Only key-value tables exist yet;
+/// columnar tables will get their own kind.
+pub const TABLE_KIND_KV: u8 = 0;
+
+/// Meta block names in the metaindex (version 2), in ascending byte order.
+const META_FILTER_BLOOM: &[u8] = b"filter.bloom";
+const META_PROPERTIES: &[u8] = b"properties";
 
 // Property names in the properties block, in the ascending byte order the
 // builder writes them.
@@ -57,74 +77,6 @@ pub fn parse_table_name(name: &str) -> Option<u64> {
     }
     let number = digits.parse().ok()?;
     (table_file_name(number) == name).then_some(number)
-}
-
-/// Where the index, properties and (future) filter blocks are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Footer {
-    index_offset: u64,
-    index_len: u64,
-    props_offset: u64,
-    props_len: u64,
-    /// Reserved for bloom filters; (0, 0) in version 1 files.
-    filter_offset: u64,
-    filter_len: u64,
-}
-
-fn encode_footer(f: &Footer, out: &mut Vec<u8>) {
-    let start = out.len();
-    for v in [
-        f.index_offset,
-        f.index_len,
-        f.props_offset,
-        f.props_len,
-        f.filter_offset,
-        f.filter_len,
-    ] {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
-    out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
-    let crc = crc32fast::hash(&out[start..]);
-    out.extend_from_slice(&crc.to_le_bytes());
-    out.extend_from_slice(TABLE_MAGIC);
-}
-
-/// Reads the footer at the end of `file`, checking length, magic, CRC and
-/// version in that order (so a truncated file reports as such, not as a
-/// checksum error).
-fn decode_footer(file: &[u8]) -> Result<Footer, String> {
-    let start = file.len().checked_sub(FOOTER_LEN).ok_or_else(|| {
-        format!(
-            "file is {} bytes, shorter than the {FOOTER_LEN}-byte footer (truncated?)",
-            file.len()
-        )
-    })?;
-    let footer = file.get(start..).unwrap_or_default();
-    let mut r = Reader::new(footer);
-    let mut field = || r.u64_le().ok_or("footer too short");
-    let f = Footer {
-        index_offset: field()?,
-        index_len: field()?,
-        props_offset: field()?,
-        props_len: field()?,
-        filter_offset: field()?,
-        filter_len: field()?,
-    };
-    let (Some(version), Some(crc), Some(magic)) = (r.u32_le(), r.u32_le(), r.bytes(8)) else {
-        return Err("footer too short".into());
-    };
-    if magic != TABLE_MAGIC {
-        return Err("bad magic at the end of the file (not a table, or truncated)".into());
-    }
-    if crc32fast::hash(footer.get(..FOOTER_CRC_COVERS).unwrap_or_default()) != crc {
-        return Err("footer checksum mismatch".into());
-    }
-    if version != FORMAT_VERSION {
-        return Err(format!(
-            "format version {version} is not supported (this build reads {FORMAT_VERSION})"
-        ));
-    }
-    Ok(f)
 }
 
 #[cfg(test)]
@@ -153,24 +105,5 @@ mod format_tests {
         ] {
             assert_eq!(parse_table_name(bad), None, "{bad}");
         }
-    }
-
-    #[test]
-    fn footer_round_trip_and_layout() {
-        let f = Footer {
-            index_offset: 1,
-            index_len: 2,
-            props_offset: 3,
-            props_len: 4,
-            filter_offset: 0,
-            filter_len: 0,
-        };
-        let mut out = vec![9; 5];
-        encode_footer(&f, &mut out);
-        assert_eq!(out.len(), 5 + FOOTER_LEN);
-        assert_eq!(&out[out.len() - 8..], TABLE_MAGIC);
-        assert_eq!(decode_footer(&out), Ok(f));
-        assert!(decode_footer(&out[1..]).is_ok());
-        assert!(decode_footer(&out[6..]).is_err());
     }
 }

@@ -1,24 +1,32 @@
-//! Reading a table file: `open` checks the footer, index and properties and
-//! decodes the index into memory; data blocks are checked the first time they
-//! are touched and then trusted (see "Checksums" in docs/format-table.md).
+//! Reading a table file, version 1 or 2: `open` checks the footer, index,
+//! metaindex and properties and decodes the index into memory; data blocks
+//! are checked the first time they are touched and then trusted (see
+//! "Checksums" in docs/format-table.md). A compressed data block is
+//! decompressed on every load (there is no block cache yet); an uncompressed
+//! one is read in place from the memory map.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 use std::sync::Arc;
 
-use super::block::BlockLayout;
-use super::{
-    decode_footer, table_file_name, TableSummary, FOOTER_LEN, PROP_ENTRIES, PROP_LARGEST,
-    PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST,
+use super::block::{parse_v2_stored, BlockLayout};
+use super::bloom::may_contain;
+use super::compress::{decompress, TYPE_NONE};
+use super::footer::{decode_footer, Footer, FooterV1, FooterV2};
+use super::meta::{
+    decode_index, decode_metaindex, decode_props, read_v2_entries, read_v2_raw, region,
+    BlockHandle, Contents, Index,
 };
-use crate::coding::Reader;
+use super::{table_file_name, TableSummary, FOOTER_LEN, TABLE_KIND_KV};
 use crate::error::{Error, Result};
 use crate::io::FileBytes;
 use crate::key::{compare_versions, decode_internal, Timestamp, ValueKind, INTERNAL_SUFFIX_LEN};
 
-/// One version read from a table, borrowed from the file's bytes.
+/// One version read from a table, borrowed from the file's bytes (or from
+/// the decompressed block that holds it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TableEntry<'a> {
     pub user_key: &'a [u8],
@@ -32,29 +40,59 @@ pub struct TableEntry<'a> {
 pub struct Table {
     number: u64,
     bytes: Arc<dyn FileBytes>,
+    /// Format version of the file: 1 or 2.
+    version: u32,
     /// The decoded index block: one handle per data block, in order.
-    index: Vec<BlockHandle>,
+    index: Index,
     summary: TableSummary,
+    /// The `filter.bloom` contents (version 2), checked at open.
+    filter: Option<Vec<u8>>,
     /// Bit `i` is set once data block `i` passed its CRC and consistency
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
     /// cost of a stale read is checking a block twice.
     verified: Vec<AtomicU64>,
     bytes_read: AtomicU64,
+    counters: TableCounters,
 }
 
-/// Where a data block is and the last internal key in it.
+/// Read counters of one table, for the engine's statistics.
+#[derive(Debug, Default)]
+pub struct TableCounters {
+    /// Data blocks loaded (point lookups and iterators).
+    pub data_block_reads: AtomicU64,
+    /// Point lookups that consulted the bloom filter.
+    pub bloom_checked: AtomicU64,
+    /// Lookups the filter answered "absent", saving a data block read.
+    pub bloom_useful: AtomicU64,
+}
+
+/// Where the entries of a loaded data block live: in place in the file
+/// (uncompressed) or in a buffer holding the decompressed contents.
 #[derive(Debug, Clone)]
-struct BlockHandle {
-    /// Absolute range of the block's last internal key (inside the index).
-    last_key: Range<usize>,
-    last_ts: Timestamp,
-    offset: usize,
-    len: usize,
+pub(crate) enum BlockBuf {
+    Mapped,
+    Owned(Arc<[u8]>),
 }
 
-impl BlockHandle {
-    fn last_user_key(&self) -> Range<usize> {
-        self.last_key.start..self.last_key.end - INTERNAL_SUFFIX_LEN
+/// A version found by [`Table::get`]; it holds the decompressed block when
+/// there is one, so the entry can borrow from it.
+#[derive(Debug)]
+pub struct TableGet<'a> {
+    table: &'a Table,
+    buf: BlockBuf,
+    pos: EntryPos,
+}
+
+impl TableGet<'_> {
+    pub fn entry(&self) -> TableEntry<'_> {
+        // `pos` came from `buf` of this table, so the ranges are in bounds;
+        // the fallback only guards against a bug.
+        self.table.view(&self.buf, &self.pos).unwrap_or(TableEntry {
+            user_key: &[],
+            ts: self.pos.ts,
+            kind: self.pos.kind,
+            value: &[],
+        })
     }
 }
 
@@ -72,6 +110,7 @@ pub(crate) struct EntryPos {
 #[derive(Debug, Clone)]
 pub(crate) struct Cursor {
     pub(crate) block: usize,
+    pub(crate) buf: BlockBuf,
     pub(crate) layout: BlockLayout,
     pub(crate) idx: usize,
     pub(crate) entry: EntryPos,
@@ -81,53 +120,63 @@ impl fmt::Debug for Table {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Table")
             .field("number", &self.number)
-            .field("blocks", &self.index.len())
+            .field("version", &self.version)
+            .field("blocks", &self.index.handles.len())
             .field("summary", &self.summary)
             .finish()
     }
 }
 
 impl Table {
-    /// Validates footer, magic, version and index/properties checksums.
+    /// Validates footer, magic, version and index/metaindex/properties
+    /// checksums (and the bloom filter's, in version 2).
     pub fn open(number: u64, bytes: Arc<dyn FileBytes>) -> Result<Table> {
         let name = table_file_name(number);
         let file = bytes.bytes();
         let footer = decode_footer(file).map_err(|m| corrupt(&name, m))?;
         let meta_end = file.len() - FOOTER_LEN; // decode_footer checked the length
-        let index_range = region(footer.index_offset, footer.index_len, meta_end)
-            .ok_or_else(|| corrupt(&name, "index block lies outside the file"))?;
-        let props_range = region(footer.props_offset, footer.props_len, meta_end)
-            .ok_or_else(|| corrupt(&name, "properties block lies outside the file"))?;
-        // Version 1 has no filters, but the pair must still make sense.
-        if footer.filter_len != 0
-            && region(footer.filter_offset, footer.filter_len, meta_end).is_none()
-        {
-            return Err(corrupt(&name, "filter block lies outside the file"));
-        }
-
-        let index = decode_index(file, index_range).map_err(|m| {
-            corrupt(
-                &name,
-                format!("index block at {}: {m}", footer.index_offset),
-            )
-        })?;
-        let summary = decode_props(file, props_range, &index)
-            .map_err(|m| corrupt(&name, format!("properties at {}: {m}", footer.props_offset)))?;
+        let (version, index, summary, filter) = match footer {
+            Footer::V1(f) => {
+                let (index, summary) =
+                    open_v1(file, &f, meta_end).map_err(|m| corrupt(&name, m))?;
+                (1, index, summary, None)
+            }
+            Footer::V2(f) => {
+                let (index, summary, filter) =
+                    open_v2(file, &f, meta_end).map_err(|m| corrupt(&name, m))?;
+                (2, index, summary, filter)
+            }
+        };
         let summary = TableSummary {
             file_size: file.len() as u64,
             ..summary
         };
-        let verified = (0..index.len().div_ceil(64))
+        let verified = (0..index.handles.len().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
         Ok(Table {
             number,
             bytes,
+            version,
             index,
             summary,
+            filter,
             verified,
             bytes_read: AtomicU64::new(0),
+            counters: TableCounters::default(),
         })
+    }
+
+    /// Format version of the file (1 or 2).
+    #[allow(dead_code)] // for tests and tools; the engine reads both alike
+    pub fn format_version(&self) -> u32 {
+        self.version
+    }
+
+    /// Data block reads and bloom filter use so far.
+    #[allow(dead_code)] // not in `Stats` yet: the stats wiring is another change
+    pub fn counters(&self) -> &TableCounters {
+        &self.counters
     }
 
     /// Read back from the properties block (and the file's length).
@@ -138,7 +187,21 @@ impl Table {
     /// Newest version of `user_key` with ts <= `snapshot` (a Delete entry is
     /// returned as such; the caller interprets tombstones). Binary search the
     /// index, then the block.
-    pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableEntry<'_>>> {
+    ///
+    /// The bloom filter, when the table has one, is consulted first: a key
+    /// it rules out costs no data block read.
+    pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableGet<'_>>> {
+        if let Some(filter) = &self.filter {
+            self.counters
+                .bloom_checked
+                .fetch_add(1, AtomicOrdering::Relaxed);
+            if !may_contain(filter, user_key) {
+                self.counters
+                    .bloom_useful
+                    .fetch_add(1, AtomicOrdering::Relaxed);
+                return Ok(None);
+            }
+        }
         // The first entry at or after (user_key, snapshot) in internal order
         // is the newest version with ts <= snapshot, if it is of user_key.
         let found =
@@ -147,9 +210,16 @@ impl Table {
             return Ok(None);
         };
         let entry = self
-            .view(&cursor.entry)
+            .view(&cursor.buf, &cursor.entry)
             .ok_or_else(|| self.block_error(cursor.block, "entry outside the file"))?;
-        Ok((entry.user_key == user_key).then_some(entry))
+        if entry.user_key != user_key {
+            return Ok(None);
+        }
+        Ok(Some(TableGet {
+            table: self,
+            buf: cursor.buf,
+            pos: cursor.entry,
+        }))
     }
 
     /// Bytes of table data read so far through get/iter: each time a data
@@ -166,33 +236,54 @@ impl Table {
             .is_some_and(|w| w.load(AtomicOrdering::Relaxed) & (1 << (block % 64)) != 0)
     }
 
+    /// (offset, stored length) of data block `block`, for tests.
+    #[cfg(test)]
+    pub(crate) fn block_region(&self, block: usize) -> (usize, usize) {
+        let h = &self.index.handles[block];
+        (h.offset, h.len)
+    }
+
+    /// Whether the table has a bloom filter, for tests.
+    #[cfg(test)]
+    pub(crate) fn has_filter(&self) -> bool {
+        self.filter.is_some()
+    }
+
+    /// End of the last data block (0 without blocks), for tests.
+    #[cfg(test)]
+    pub(crate) fn data_end(&self) -> usize {
+        self.index.handles.last().map_or(0, |h| h.offset + h.len)
+    }
+
     pub(crate) fn block_count(&self) -> usize {
-        self.index.len()
+        self.index.handles.len()
     }
 
     /// Positions at the first entry for which `before(user_key, ts)` is false;
     /// `before` must hold on a prefix of the table in internal order. `None`
     /// when it holds for every entry.
     pub(crate) fn find(&self, before: impl Fn(&[u8], Timestamp) -> bool) -> Result<Option<Cursor>> {
-        let file = self.bytes.bytes();
         // Every entry of a block is <= its last key, so the first block whose
         // last key is not `before` holds the first entry that is not.
-        let block = partition(self.index.len(), |i| {
+        let block = partition(self.block_count(), |i| {
             let h = self.handle(i)?;
-            let key = file
+            let key = self
+                .index
+                .keys
                 .get(h.last_user_key())
-                .ok_or_else(|| self.block_error(i, "index key outside the file"))?;
+                .ok_or_else(|| self.block_error(i, "index key out of range"))?;
             Ok(before(key, h.last_ts))
         })?;
-        if block == self.index.len() {
+        if block == self.block_count() {
             return Ok(None);
         }
-        let layout = self.load_block(block)?;
+        let (buf, layout) = self.load_block(block)?;
+        let bytes = self.buf_bytes(&buf);
         let idx = partition(layout.count(), |j| {
-            let e = self.entry_pos(block, &layout, j)?;
-            let key = file
+            let e = self.entry_pos(block, bytes, &layout, j)?;
+            let key = bytes
                 .get(e.user_key)
-                .ok_or_else(|| self.block_error(block, "entry outside the file"))?;
+                .ok_or_else(|| self.block_error(block, "entry outside the block"))?;
             Ok(before(key, e.ts))
         })?;
         if idx == layout.count() {
@@ -200,22 +291,37 @@ impl Table {
             // only possible if the block disagrees with the index.
             return Err(self.block_error(block, "entries disagree with the index"));
         }
-        self.cursor(block, layout, idx).map(Some)
+        self.cursor(block, buf, layout, idx).map(Some)
     }
 
-    pub(crate) fn cursor(&self, block: usize, layout: BlockLayout, idx: usize) -> Result<Cursor> {
-        let entry = self.entry_pos(block, &layout, idx)?;
+    pub(crate) fn cursor(
+        &self,
+        block: usize,
+        buf: BlockBuf,
+        layout: BlockLayout,
+        idx: usize,
+    ) -> Result<Cursor> {
+        let entry = self.entry_pos(block, self.buf_bytes(&buf), &layout, idx)?;
         Ok(Cursor {
             block,
+            buf,
             layout,
             idx,
             entry,
         })
     }
 
-    /// The entry's bytes; `None` only if `pos` did not come from this table.
-    pub(crate) fn view(&self, pos: &EntryPos) -> Option<TableEntry<'_>> {
-        let file = self.bytes.bytes();
+    /// The bytes a loaded block's layout addresses.
+    fn buf_bytes<'a>(&'a self, buf: &'a BlockBuf) -> &'a [u8] {
+        match buf {
+            BlockBuf::Mapped => self.bytes.bytes(),
+            BlockBuf::Owned(b) => b,
+        }
+    }
+
+    /// The entry's bytes; `None` only if `pos` did not come from `buf`.
+    pub(crate) fn view<'a>(&'a self, buf: &'a BlockBuf, pos: &EntryPos) -> Option<TableEntry<'a>> {
+        let file = self.buf_bytes(buf);
         Some(TableEntry {
             user_key: file.get(pos.user_key.clone())?,
             ts: pos.ts,
@@ -224,9 +330,10 @@ impl Table {
         })
     }
 
-    /// Checks and frames data block `block`, verifying its CRC and its last
-    /// key against the index the first time only, and counts it as read.
-    pub(crate) fn load_block(&self, block: usize) -> Result<BlockLayout> {
+    /// Checks and frames data block `block` (decompressing it if needed),
+    /// verifying its CRC and its last key against the index the first time
+    /// only, and counts it as read.
+    pub(crate) fn load_block(&self, block: usize) -> Result<(BlockBuf, BlockLayout)> {
         let h = self.handle(block)?;
         let (word, bit) = (block / 64, 1u64 << (block % 64));
         let flags = self
@@ -235,30 +342,56 @@ impl Table {
             .ok_or_else(|| Error::internal("table block bitmap too short"))?;
         let verified = flags.load(AtomicOrdering::Relaxed) & bit != 0;
         let file = self.bytes.bytes();
-        let layout = BlockLayout::parse(file, h.offset, h.len, !verified)
-            .map_err(|m| self.block_error(block, m))?;
+        let (buf, layout) = if self.version == 1 {
+            let layout = BlockLayout::parse(file, h.offset, h.len, !verified)
+                .map_err(|m| self.block_error(block, m))?;
+            (BlockBuf::Mapped, layout)
+        } else {
+            let (payload, block_type) = parse_v2_stored(file, h.offset, h.len, !verified)
+                .map_err(|m| self.block_error(block, m))?;
+            if block_type == TYPE_NONE {
+                let layout = BlockLayout::parse_contents(file, payload.start, payload.len())
+                    .map_err(|m| self.block_error(block, m))?;
+                (BlockBuf::Mapped, layout)
+            } else {
+                let contents = decompress(block_type, file.get(payload).unwrap_or_default())
+                    .map_err(|m| self.block_error(block, m))?;
+                let layout = BlockLayout::parse_contents(&contents, 0, contents.len())
+                    .map_err(|m| self.block_error(block, m))?;
+                (BlockBuf::Owned(contents.into()), layout)
+            }
+        };
         if !verified {
             // A CRC-clean block can still disagree with the index (a writer
             // bug); checking the last key once keeps searches consistent.
+            let bytes = self.buf_bytes(&buf);
             let last = layout
                 .count()
                 .checked_sub(1)
                 .ok_or_else(|| self.block_error(block, "data block has no entries"))?;
             let raw = layout
-                .entry(file, last)
+                .entry(bytes, last)
                 .map_err(|m| self.block_error(block, m))?;
-            if file.get(raw.key) != file.get(h.last_key.clone()) {
+            if bytes.get(raw.key) != self.index.keys.get(h.last_key.clone()) {
                 return Err(self.block_error(block, "last key differs from the index"));
             }
             flags.fetch_or(bit, AtomicOrdering::Relaxed);
         }
         self.bytes_read
             .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
-        Ok(layout)
+        self.counters
+            .data_block_reads
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        Ok((buf, layout))
     }
 
-    fn entry_pos(&self, block: usize, layout: &BlockLayout, idx: usize) -> Result<EntryPos> {
-        let file = self.bytes.bytes();
+    fn entry_pos(
+        &self,
+        block: usize,
+        file: &[u8],
+        layout: &BlockLayout,
+        idx: usize,
+    ) -> Result<EntryPos> {
         let raw = layout
             .entry(file, idx)
             .map_err(|m| self.block_error(block, format!("entry {idx}: {m}")))?;
@@ -276,12 +409,13 @@ impl Table {
 
     fn handle(&self, block: usize) -> Result<&BlockHandle> {
         self.index
+            .handles
             .get(block)
             .ok_or_else(|| Error::internal(format!("table block {block} out of range")))
     }
 
     fn block_error(&self, block: usize, msg: impl fmt::Display) -> Error {
-        let offset = self.index.get(block).map_or(0, |h| h.offset);
+        let offset = self.index.handles.get(block).map_or(0, |h| h.offset);
         corrupt(
             &table_file_name(self.number),
             format!("data block {block} at offset {offset}: {msg}"),
@@ -291,13 +425,6 @@ impl Table {
 
 fn corrupt(name: &str, msg: impl fmt::Display) -> Error {
     Error::corruption(format!("table {name}: {msg}"))
-}
-
-/// `offset..offset + len` if it is non-empty and ends at or before `end`.
-fn region(offset: u64, len: u64, end: usize) -> Option<Range<usize>> {
-    let start = usize::try_from(offset).ok()?;
-    let stop = start.checked_add(usize::try_from(len).ok()?)?;
-    (len > 0 && stop <= end).then_some(start..stop)
 }
 
 /// The first `i` in `0..n` for which `before(i)` is false (binary search;
@@ -315,103 +442,67 @@ fn partition(n: usize, mut before: impl FnMut(usize) -> Result<bool>) -> Result<
     Ok(lo)
 }
 
-/// Decodes and checks the whole index: keys strictly ascending in internal
-/// order, data blocks ascending, non-overlapping and before the index.
-fn decode_index(file: &[u8], range: Range<usize>) -> Result<Vec<BlockHandle>, String> {
-    let layout = BlockLayout::parse(file, range.start, range.len(), true)?;
-    let mut index: Vec<BlockHandle> = Vec::with_capacity(layout.count());
-    let mut data_end = 0;
-    for i in 0..layout.count() {
-        let raw = layout
-            .entry(file, i)
-            .map_err(|m| format!("entry {i}: {m}"))?;
-        let key = file
-            .get(raw.key.clone())
-            .and_then(decode_internal)
-            .ok_or_else(|| format!("entry {i}: bad internal key"))?;
-        let mut v = Reader::new(file.get(raw.value).unwrap_or_default());
-        let (Some(offset), Some(len), true) = (v.u64_le(), v.u32_le(), v.is_empty()) else {
-            return Err(format!("entry {i}: block handle is not 12 bytes"));
-        };
-        let block = region(offset, u64::from(len), range.start)
-            .filter(|b| b.start >= data_end)
-            .ok_or_else(|| format!("entry {i}: data block {offset}+{len} out of place"))?;
-        if let Some(prev) = index.last() {
-            let prev_key = file.get(prev.last_user_key()).unwrap_or_default();
-            if compare_versions(prev_key, prev.last_ts, key.user_key, key.ts) != Ordering::Less {
-                return Err(format!("entry {i}: keys out of order"));
-            }
-        }
-        data_end = block.end;
-        index.push(BlockHandle {
-            last_key: raw.key,
-            last_ts: key.ts,
-            offset: block.start,
-            len: block.len(),
-        });
+/// Version 1: the index and properties blocks are named by the footer and
+/// framed with their own CRC; there is no filter.
+fn open_v1(file: &[u8], f: &FooterV1, meta_end: usize) -> Result<(Index, TableSummary), String> {
+    let index_range =
+        region(f.index_offset, f.index_len, meta_end).ok_or("index block lies outside the file")?;
+    let props_range = region(f.props_offset, f.props_len, meta_end)
+        .ok_or("properties block lies outside the file")?;
+    // Version 1 has no filters, but the pair must still make sense.
+    if f.filter_len != 0 && region(f.filter_offset, f.filter_len, meta_end).is_none() {
+        return Err("filter block lies outside the file".into());
     }
-    Ok(index)
+    let v1_block = |range: &Range<usize>| {
+        BlockLayout::parse(file, range.start, range.len(), true).map(|layout| Contents {
+            bytes: Cow::Borrowed(file),
+            layout,
+        })
+    };
+    let index = v1_block(&index_range)
+        .map_err(String::from)
+        .and_then(|b| decode_index(&b, index_range.start))
+        .map_err(|m| format!("index block at {}: {m}", f.index_offset))?;
+    let summary = v1_block(&props_range)
+        .map_err(String::from)
+        .and_then(|b| decode_props(&b, &index))
+        .map_err(|m| format!("properties at {}: {m}", f.props_offset))?;
+    Ok((index, summary))
 }
 
-/// Decodes the properties block into a summary (file_size left 0) and checks
-/// it against the index.
-fn decode_props(
+/// Version 2: the footer names the index and the metaindex; the metaindex
+/// names the properties and the (optional) bloom filter.
+fn open_v2(
     file: &[u8],
-    range: Range<usize>,
-    index: &[BlockHandle],
-) -> Result<TableSummary, String> {
-    let layout = BlockLayout::parse(file, range.start, range.len(), true)?;
-    let mut found: [Option<&[u8]>; 5] = [None; 5];
-    let names = [
-        PROP_ENTRIES,
-        PROP_LARGEST,
-        PROP_MAX_TS,
-        PROP_MIN_TS,
-        PROP_SMALLEST,
-    ];
-    for i in 0..layout.count() {
-        let raw = layout
-            .entry(file, i)
-            .map_err(|m| format!("entry {i}: {m}"))?;
-        let (Some(name), Some(value)) = (file.get(raw.key), file.get(raw.value)) else {
-            return Err(format!("entry {i} outside the file"));
-        };
-        // Unknown names are skipped: later versions may add properties.
-        if let Some(slot) = names.iter().position(|n| *n == name) {
-            if found[slot].replace(value).is_some() {
-                return Err(format!("property {} appears twice", name.escape_ascii()));
-            }
-        }
+    f: &FooterV2,
+    meta_end: usize,
+) -> Result<(Index, TableSummary, Option<Vec<u8>>), String> {
+    if f.kind != TABLE_KIND_KV {
+        return Err(format!(
+            "unsupported table kind {} (this build reads key-value tables, kind {TABLE_KIND_KV})",
+            f.kind
+        ));
     }
-    let mut get = |slot: usize| {
-        found[slot]
-            .take()
-            .ok_or_else(|| format!("property {} missing", names[slot].escape_ascii()))
+    let index_range =
+        region(f.index_offset, f.index_len, meta_end).ok_or("index block lies outside the file")?;
+    let metaindex_range = region(f.metaindex_offset, f.metaindex_len, meta_end)
+        .ok_or("metaindex block lies outside the file")?;
+    let index = read_v2_entries(file, index_range.clone())
+        .and_then(|b| decode_index(&b, index_range.start))
+        .map_err(|m| format!("index block at {}: {m}", f.index_offset))?;
+    let meta = read_v2_entries(file, metaindex_range)
+        .and_then(|b| decode_metaindex(&b, meta_end))
+        .map_err(|m| format!("metaindex at {}: {m}", f.metaindex_offset))?;
+    let summary = read_v2_entries(file, meta.properties.clone())
+        .and_then(|b| decode_props(&b, &index))
+        .map_err(|m| format!("properties at {}: {m}", meta.properties.start))?;
+    let filter = match meta.filter_bloom {
+        None => None,
+        Some(range) => Some(
+            read_v2_raw(file, range.clone())
+                .map_err(|m| format!("filter.bloom at {}: {m}", range.start))?
+                .into_owned(),
+        ),
     };
-    let fixed = |v: &[u8], what: &str| {
-        v.try_into()
-            .map(u64::from_le_bytes)
-            .map_err(|_| format!("property {what} is not 8 bytes"))
-    };
-    let summary = TableSummary {
-        entries: fixed(get(0)?, "entries")?,
-        largest: get(1)?.to_vec(),
-        max_ts: fixed(get(2)?, "max_ts")?,
-        min_ts: fixed(get(3)?, "min_ts")?,
-        smallest: get(4)?.to_vec(),
-        file_size: 0,
-    };
-    let consistent = match index.last() {
-        None => summary.entries == 0,
-        Some(last) => {
-            summary.entries >= index.len() as u64
-                && summary.smallest <= summary.largest
-                && summary.min_ts <= summary.max_ts
-                && file.get(last.last_user_key()) == Some(&summary.largest[..])
-        }
-    };
-    if !consistent {
-        return Err("properties disagree with the index".into());
-    }
-    Ok(summary)
+    Ok((index, summary, filter))
 }

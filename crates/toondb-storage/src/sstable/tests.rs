@@ -32,8 +32,22 @@ fn normalize(mut rows: Vec<Row>) -> Vec<Row> {
 }
 
 fn write_table(path: &Path, rows: &[Row], block_size: usize) -> TableSummary {
+    write_table_with(path, rows, opts(block_size, Compression::default()))
+}
+
+fn opts(block_size: usize, compression: Compression) -> TableOptions {
+    TableOptions {
+        block_size,
+        compression,
+        ..TableOptions::default()
+    }
+}
+
+const ALL_COMPRESSIONS: [Compression; 3] = [Compression::None, Compression::Lz4, Compression::Zstd];
+
+fn write_table_with(path: &Path, rows: &[Row], options: TableOptions) -> TableSummary {
     let file = OsFileSystem.create(path).unwrap();
-    let mut b = TableBuilder::new(file, block_size);
+    let mut b = TableBuilder::with_options(file, options);
     for (k, ts, kind, v) in rows {
         b.add(k, *ts, *kind, v).unwrap();
     }
@@ -42,9 +56,13 @@ fn write_table(path: &Path, rows: &[Row], block_size: usize) -> TableSummary {
 
 /// Builds a table in a temporary file and opens it through a memory map.
 fn build_mapped(rows: &[Row], block_size: usize) -> (Arc<Table>, TableSummary) {
+    build_mapped_with(rows, opts(block_size, Compression::default()))
+}
+
+fn build_mapped_with(rows: &[Row], options: TableOptions) -> (Arc<Table>, TableSummary) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join(table_file_name(7));
-    let summary = write_table(&path, rows, block_size);
+    let summary = write_table_with(&path, rows, options);
     let bytes = OsFileSystem.map(&path).unwrap();
     // The mapping stays valid after the directory is removed.
     let table = Table::open(7, bytes).unwrap();
@@ -52,9 +70,13 @@ fn build_mapped(rows: &[Row], block_size: usize) -> (Arc<Table>, TableSummary) {
 }
 
 fn build_bytes(rows: &[Row], block_size: usize) -> Vec<u8> {
+    build_bytes_with(rows, opts(block_size, Compression::default()))
+}
+
+fn build_bytes_with(rows: &[Row], options: TableOptions) -> Vec<u8> {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.sst");
-    write_table(&path, rows, block_size);
+    write_table_with(&path, rows, options);
     OsFileSystem.read(&path).unwrap()
 }
 
@@ -66,9 +88,14 @@ fn row(e: TableEntry<'_>) -> Row {
     (e.user_key.to_vec(), e.ts, e.kind, e.value.to_vec())
 }
 
-fn index_offset(file: &[u8]) -> usize {
-    let f = &file[file.len() - FOOTER_LEN..];
-    u64::from_le_bytes(f[..8].try_into().unwrap()) as usize
+/// The table's point read, as an owned row.
+fn got(table: &Table, key: &[u8], snap: Timestamp) -> crate::Result<Option<Row>> {
+    Ok(table.get(key, snap)?.map(|g| row(g.entry())))
+}
+
+/// Where the data blocks end (the first meta block starts).
+fn data_end(file: &[u8]) -> usize {
+    open_vec(file.to_vec()).unwrap().data_end()
 }
 
 /// What `get(key, snap)` should return.
@@ -110,7 +137,7 @@ fn check_gets(table: &Table, rows: &[Row]) {
             snaps.extend([r.1, r.1.saturating_sub(1), r.1.saturating_add(1)]);
         }
         for snap in snaps {
-            let got = table.get(&key, snap).unwrap().map(row);
+            let got = got(table, &key, snap).unwrap();
             assert_eq!(
                 got.as_ref(),
                 model_get(rows, &key, snap),
@@ -191,8 +218,19 @@ fn check_iteration(table: &Arc<Table>, rows: &[Row], steps: usize) {
     }
 }
 
+/// Checks a table of `rows` written with each compression; returns the
+/// last one (zstd).
 fn check_all(rows: &[Row], block_size: usize, steps: usize) -> Arc<Table> {
-    let (table, summary) = build_mapped(rows, block_size);
+    let mut last = None;
+    for c in ALL_COMPRESSIONS {
+        last = Some(check_all_with(rows, opts(block_size, c), steps));
+    }
+    last.unwrap()
+}
+
+fn check_all_with(rows: &[Row], options: TableOptions, steps: usize) -> Arc<Table> {
+    let (table, summary) = build_mapped_with(rows, options);
+    assert_eq!(table.format_version(), 2);
     assert_eq!(table.summary(), &summary);
     assert_eq!(summary.entries, rows.len() as u64);
     if let (Some(first), Some(last)) = (rows.first(), rows.last()) {
@@ -207,17 +245,17 @@ fn check_all(rows: &[Row], block_size: usize, steps: usize) -> Arc<Table> {
 }
 
 /// xorshift64*: deterministic test data without another dependency.
-struct Rng(u64);
+pub(super) struct Rng(pub(super) u64);
 
 impl Rng {
-    fn next(&mut self) -> u64 {
+    pub(super) fn next(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
-    fn below(&mut self, n: u64) -> u64 {
+    pub(super) fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
 }
@@ -269,7 +307,7 @@ fn empty_table() {
     let s = table.summary();
     assert_eq!((s.entries, s.min_ts, s.max_ts), (0, 0, 0));
     assert!(s.smallest.is_empty() && s.largest.is_empty());
-    assert_eq!(table.get(b"k", Timestamp::MAX).unwrap(), None);
+    assert!(table.get(b"k", Timestamp::MAX).unwrap().is_none());
     let mut it = TableIter::new(table.clone());
     it.seek(b"").unwrap();
     assert!(!it.valid());
@@ -290,7 +328,9 @@ fn many_versions_match_model() {
     // ~20K versions over ~8K keys, with tombstones.
     let rows = versioned_rows(0x5EED, 8000);
     assert!(rows.len() > 19_000, "{}", rows.len());
-    let table = check_all(&rows, DEFAULT_BLOCK_SIZE, 2);
+    // One compression only: the others are covered by the smaller tests and
+    // this one is slow in debug builds.
+    let table = check_all_with(&rows, opts(DEFAULT_BLOCK_SIZE, Compression::Lz4), 2);
     assert!(table.block_count() > 50);
 }
 
@@ -347,9 +387,9 @@ fn big_keys_and_values_span_blocks() {
     let rows = normalize(rows);
     let table = check_all(&rows, DEFAULT_BLOCK_SIZE, 3);
     let big = vec![b'a' + 7; 65_536];
-    let e = table.get(&big, 9).unwrap().unwrap();
-    assert_eq!((e.ts, e.kind, e.value), (9, ValueKind::Put, &b""[..]));
-    assert_eq!(table.get(&big, 10).unwrap().unwrap().value.len(), 100_000);
+    let e = got(&table, &big, 9).unwrap().unwrap();
+    assert_eq!((e.1, e.2, &e.3[..]), (9, ValueKind::Put, &b""[..]));
+    assert_eq!(got(&table, &big, 10).unwrap().unwrap().3.len(), 100_000);
 }
 
 #[test]
@@ -369,7 +409,7 @@ fn out_of_order_add_is_invalid_argument() {
     assert_eq!(summary.entries, 3);
     assert_eq!((summary.min_ts, summary.max_ts), (4, 9));
     let table = Table::open(1, OsFileSystem.map(&path).unwrap()).unwrap();
-    assert_eq!(table.get(b"b", 4).unwrap().unwrap().kind, ValueKind::Delete);
+    assert_eq!(got(&table, b"b", 4).unwrap().unwrap().2, ValueKind::Delete);
     assert_eq!(
         table.summary().file_size,
         std::fs::metadata(&path).unwrap().len()
@@ -384,11 +424,11 @@ fn data_blocks_are_verified_once_and_counted() {
     assert_eq!(table.bytes_read(), 0);
     assert!(!table.block_verified(0));
     let first = &rows[0];
-    table.get(&first.0, Timestamp::MAX).unwrap().unwrap();
+    got(&table, &first.0, Timestamp::MAX).unwrap().unwrap();
     let one_block = table.bytes_read();
     assert!(one_block > 0);
     assert!(table.block_verified(0) && !table.block_verified(1));
-    table.get(&first.0, Timestamp::MAX).unwrap().unwrap();
+    got(&table, &first.0, Timestamp::MAX).unwrap().unwrap();
     assert_eq!(table.bytes_read(), 2 * one_block);
 
     // A full scan reads every data block once: all bytes before the index.
@@ -402,7 +442,7 @@ fn data_blocks_are_verified_once_and_counted() {
     while it.valid() {
         it.next().unwrap();
     }
-    assert_eq!(table.bytes_read(), index_offset(&file) as u64);
+    assert_eq!(table.bytes_read(), data_end(&file) as u64);
     assert!((0..table.block_count()).all(|b| table.block_verified(b)));
 }
 
@@ -415,7 +455,7 @@ fn concurrent_readers_share_a_table() {
             let (table, rows) = (table.clone(), rows.clone());
             std::thread::spawn(move || {
                 for r in rows.iter().skip(t).step_by(3) {
-                    let got = table.get(&r.0, r.1).unwrap().map(row);
+                    let got = got(&table, &r.0, r.1).unwrap();
                     assert_eq!(got.as_ref(), Some(r));
                 }
             })
@@ -446,7 +486,7 @@ fn damage_rows() -> Vec<Row> {
 fn flipped_data_byte_is_corruption() {
     let rows = damage_rows();
     let file = build_bytes(&rows, 64);
-    let data_end = index_offset(&file);
+    let data_end = data_end(&file);
     assert!(data_end > 64);
     for i in 0..data_end {
         for flip in [0x01u8, 0x80] {
@@ -483,8 +523,8 @@ fn flipped_data_byte_is_corruption() {
             let table = open_vec(bad).unwrap();
             let mut errors = 0;
             for r in &rows {
-                match table.get(&r.0, r.1) {
-                    Ok(got) => assert_eq!(got.map(row).as_ref(), Some(r), "byte {i}"),
+                match got(&table, &r.0, r.1) {
+                    Ok(got) => assert_eq!(got.as_ref(), Some(r), "byte {i}"),
                     Err(e) => {
                         assert_eq!(e.kind(), ErrorKind::Corruption);
                         errors += 1;
@@ -500,7 +540,7 @@ fn flipped_data_byte_is_corruption() {
 fn flipped_metadata_byte_fails_open() {
     let file = build_bytes(&damage_rows(), 64);
     assert!(open_vec(file.clone()).is_ok());
-    for i in index_offset(&file)..file.len() {
+    for i in data_end(&file)..file.len() {
         for flip in [0x01u8, 0x80, 0xFF] {
             let mut bad = file.clone();
             bad[i] ^= flip;
@@ -512,8 +552,12 @@ fn flipped_metadata_byte_fails_open() {
 
 #[test]
 fn truncated_file_fails_open() {
-    for rows in [Vec::new(), damage_rows()] {
-        let file = build_bytes(&rows, 64);
+    for (rows, c) in [
+        (Vec::new(), Compression::None),
+        (damage_rows(), Compression::None),
+        (damage_rows(), Compression::Zstd),
+    ] {
+        let file = build_bytes_with(&rows, opts(64, c));
         for len in 0..file.len() {
             let err = open_vec(file[..len].to_vec()).expect_err("truncated");
             assert_eq!(err.kind(), ErrorKind::Corruption, "len {len}: {err}");
@@ -529,12 +573,12 @@ fn truncated_file_fails_open() {
 fn unknown_version_fails_open() {
     let mut file = build_bytes(&damage_rows(), 64);
     let footer = file.len() - FOOTER_LEN;
-    file[footer + 48..footer + 52].copy_from_slice(&2u32.to_le_bytes());
+    file[footer + 48..footer + 52].copy_from_slice(&3u32.to_le_bytes());
     let crc = crc32fast::hash(&file[footer..footer + 52]);
     file[footer + 52..footer + 56].copy_from_slice(&crc.to_le_bytes());
     let err = open_vec(file).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Corruption);
-    assert!(err.message().contains("version 2"), "{err}");
+    assert!(err.message().contains("version 3"), "{err}");
 }
 
 #[test]
@@ -570,3 +614,6 @@ proptest! {
         check_all(&rows, block_size, 3);
     }
 }
+
+#[path = "tests_v2.rs"]
+mod v2;

@@ -12,8 +12,17 @@
 //! | 4   | next_file_number   | varint                                                  |
 //! | 5   | last_ts            | varint                                                  |
 //!
-//! Unknown tags, a scalar field given twice, or a body that runs past the end
-//! of the payload are corruption.
+//! Tags 64 and above are *extension* fields whose body is always a byte
+//! string (`len varint | bytes`), so a reader can step over one it does not
+//! know. The low bit says whether it may: an odd extension tag is
+//! *skippable* (an unknown one is ignored), an even one is *required* (an
+//! unknown one is corruption, because applying the edit without it would
+//! give a wrong state). No extension tag is defined yet.
+//!
+//! Unknown tags below 64, unknown required extension tags, a scalar field
+//! given twice, or a body that runs past the end of the payload are
+//! corruption. Every edit written before extension tags existed decodes
+//! exactly as before.
 
 use crate::coding::{put_varint, Reader};
 use crate::error::{Error, Result};
@@ -24,6 +33,13 @@ const TAG_REMOVE_TABLE: u64 = 2;
 const TAG_LOG_NUMBER: u64 = 3;
 const TAG_NEXT_FILE_NUMBER: u64 = 4;
 const TAG_LAST_TS: u64 = 5;
+/// First extension tag: this and every higher tag has a byte-string body.
+const FIRST_EXTENSION_TAG: u64 = 64;
+
+/// Whether an extension tag may be ignored by a reader that does not know it.
+fn is_skippable(tag: u64) -> bool {
+    tag & 1 == 1
+}
 
 /// What the manifest knows about one table file.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +144,21 @@ impl VersionEdit {
                     set_once(&mut edit.next_file_number, &mut r, at, "next_file_number")?;
                 }
                 TAG_LAST_TS => set_once(&mut edit.last_ts, &mut r, at, "last_ts")?,
+                ext if ext >= FIRST_EXTENSION_TAG => {
+                    r.length_prefixed().ok_or_else(|| {
+                        corrupt(at, format_args!("extension field {ext} is truncated"))
+                    })?;
+                    if !is_skippable(ext) {
+                        return Err(corrupt(
+                            at,
+                            format_args!(
+                                "unknown required extension field {ext} (written by a newer version?)"
+                            ),
+                        ));
+                    }
+                    // Dropped, not kept: a rewritten manifest loses it, so
+                    // skippable fields may only carry what is safe to lose.
+                }
                 other => {
                     return Err(corrupt(
                         at,
@@ -265,6 +296,78 @@ mod tests {
         let err = VersionEdit::decode(&bytes[..6]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption);
         assert!(err.message().contains("add_table"), "{}", err.message());
+    }
+
+    #[test]
+    fn documented_example_decodes() {
+        // docs/format-manifest.md: "remove table 5, set log_number to 6".
+        let edit = VersionEdit {
+            remove_tables: vec![5],
+            log_number: Some(6),
+            ..Default::default()
+        };
+        assert_eq!(edit.encoded(), [0x02, 0x05, 0x03, 0x06]);
+        assert_eq!(
+            VersionEdit::decode(&[0x02, 0x05, 0x03, 0x06]).unwrap(),
+            edit
+        );
+    }
+
+    fn extension(tag: u64, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_varint(&mut out, tag);
+        put_varint(&mut out, body.len() as u64);
+        out.extend_from_slice(body);
+        out
+    }
+
+    #[test]
+    fn unknown_skippable_extension_fields_are_skipped() {
+        let known = VersionEdit {
+            add_tables: vec![table(5)],
+            remove_tables: vec![3],
+            log_number: Some(4),
+            next_file_number: Some(9),
+            last_ts: Some(1000),
+        };
+        // Skippable fields before, between and after the known ones, with
+        // empty, small and large bodies and multi-byte tags.
+        let mut bytes = extension(65, b"");
+        bytes.extend(known.encoded());
+        bytes.extend(extension(129, &[0xff; 300]));
+        bytes.extend(extension(u64::MAX, b"x"));
+        assert_eq!(VersionEdit::decode(&bytes).unwrap(), known);
+        // An edit of skippable fields only decodes to "no change".
+        assert!(VersionEdit::decode(&extension(67, b"hint"))
+            .unwrap()
+            .is_empty());
+    }
+
+    #[test]
+    fn unknown_required_extension_fields_are_corruption() {
+        for tag in [64, 66, 1000, u64::MAX - 1] {
+            let mut bytes = VersionEdit {
+                log_number: Some(1),
+                ..Default::default()
+            }
+            .encoded();
+            bytes.extend(extension(tag, b"body"));
+            let err = VersionEdit::decode(&bytes).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption);
+            assert!(err.message().contains("required extension field"), "{err}");
+        }
+        // A skippable field whose body runs past the payload.
+        let bytes = extension(65, b"body");
+        for cut in 1..bytes.len() {
+            let err = VersionEdit::decode(&bytes[..cut]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption, "cut {cut}");
+        }
+        // Tags below 64 other than 1..=5 have no known body length.
+        for tag in [0, 6, 63] {
+            let bytes = extension(tag, b"");
+            let err = VersionEdit::decode(&bytes).unwrap_err();
+            assert!(err.message().contains("unknown field tag"), "{err}");
+        }
     }
 
     #[test]

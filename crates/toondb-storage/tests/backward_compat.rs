@@ -1,0 +1,207 @@
+//! A database directory written by the version-1 code (table format 1,
+//! manifest version 1) must open and read correctly forever after.
+//!
+//! `tests/fixtures/v1-db/` was produced by `generate_v1_fixture` below, run
+//! at commit 9a075ae (the last commit that wrote table format 1):
+//!
+//! ```text
+//! TOONDB_FIXTURE_OUT=tests/fixtures/v1-db \
+//!   cargo test -p toondb-storage --test backward_compat -- --ignored generate_v1_fixture
+//! ```
+//!
+//! The fixture holds two flushed v1 tables and a WAL tail that was never
+//! flushed. The expected contents are recomputed here from the same
+//! deterministic script, so the fixture itself is the only input.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use toondb_storage::{Compression, Database, Options, ScanOptions};
+
+/// One step of the script: `Some(value)` puts, `None` deletes.
+type Op = (Vec<u8>, Option<Vec<u8>>);
+
+fn key(i: u32) -> Vec<u8> {
+    format!("key/{i:04}").into_bytes()
+}
+
+/// Phase 1 and 2 end with a flush; phase 3 stays in the WAL only.
+fn phase(n: u32) -> Vec<Op> {
+    let mut ops = Vec::new();
+    match n {
+        1 => {
+            for i in 0..200 {
+                ops.push((
+                    key(i),
+                    Some(format!("v1-{i}-{}", "x".repeat((i % 7) as usize)).into_bytes()),
+                ));
+            }
+        }
+        2 => {
+            for i in (0..200).step_by(3) {
+                ops.push((key(i), Some(format!("v2-{i}").into_bytes())));
+            }
+            for i in (0..200).step_by(7) {
+                ops.push((key(i), None));
+            }
+            for i in 200..300 {
+                ops.push((key(i), Some(format!("v2-new-{i}").into_bytes())));
+            }
+        }
+        _ => {
+            for i in (0..300).step_by(5) {
+                ops.push((key(i), Some(format!("v3-{i}").into_bytes())));
+            }
+            for i in (0..350).step_by(11) {
+                ops.push((key(i), None));
+            }
+            for i in 300..350 {
+                ops.push((key(i), Some(format!("v3-wal-{i}").into_bytes())));
+            }
+        }
+    }
+    ops
+}
+
+fn apply(db: &Database, ops: &[Op], model: &mut BTreeMap<Vec<u8>, Vec<u8>>) {
+    for (k, v) in ops {
+        match v {
+            Some(v) => {
+                db.put(k, v).unwrap();
+                model.insert(k.clone(), v.clone());
+            }
+            None => {
+                db.delete(k).unwrap();
+                model.remove(k);
+            }
+        }
+    }
+}
+
+fn expected_v1() -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
+    for n in 1..=3 {
+        for (k, v) in phase(n) {
+            match v {
+                Some(v) => model.insert(k, v),
+                None => model.remove(&k),
+            };
+        }
+    }
+    model
+}
+
+fn check(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) {
+    for i in 0..400 {
+        let k = key(i);
+        assert_eq!(db.get(&k).unwrap(), model.get(&k).cloned(), "key {i}");
+    }
+    let all: Vec<(Vec<u8>, Vec<u8>)> = db
+        .iter(ScanOptions::default())
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    let want: Vec<(Vec<u8>, Vec<u8>)> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(all, want);
+    let mut rev: Vec<(Vec<u8>, Vec<u8>)> = db
+        .iter(ScanOptions::default().reverse(true))
+        .unwrap()
+        .map(|r| r.unwrap())
+        .collect();
+    rev.reverse();
+    assert_eq!(rev, want);
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+/// The last 8 bytes (the format magic) of each table file, by file name.
+fn table_magics(dir: &Path) -> Vec<[u8; 8]> {
+    let mut names: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
+        .collect();
+    names.sort();
+    names
+        .iter()
+        .map(|p| {
+            let bytes = std::fs::read(p).unwrap();
+            bytes[bytes.len() - 8..].try_into().unwrap()
+        })
+        .collect()
+}
+
+fn fixture_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-db")
+}
+
+#[test]
+#[ignore = "writes the v1 fixture; run only at the commit that last wrote format 1"]
+fn generate_v1_fixture() {
+    let out = std::env::var("TOONDB_FIXTURE_OUT").expect("set TOONDB_FIXTURE_OUT");
+    let out = Path::new(&out);
+    assert!(!out.exists(), "{} exists", out.display());
+    let mut model = BTreeMap::new();
+    let db = Database::open_with(out, Options::default()).unwrap();
+    apply(&db, &phase(1), &mut model);
+    db.flush().unwrap();
+    apply(&db, &phase(2), &mut model);
+    db.flush().unwrap();
+    apply(&db, &phase(3), &mut model);
+    assert_eq!(db.stats().tables, 2);
+    check(&db, &model);
+    assert_eq!(model, expected_v1());
+    db.close().unwrap();
+}
+
+#[test]
+fn v1_fixture_opens_reads_and_takes_new_tables() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    copy_dir(&fixture_dir(), &dir);
+    let mut model = expected_v1();
+    // New tables are written compressed, so one database mixes v1 tables,
+    // uncompressed reads and LZ4 blocks.
+    let options = Options {
+        compression: Compression::Lz4,
+        ..Options::default()
+    };
+    assert_eq!(table_magics(&dir), vec![*b"TOONSST1"; 2]);
+    {
+        let db = Database::open_with(&dir, options.clone()).unwrap();
+        assert_eq!(db.stats().tables, 2, "the fixture's two v1 tables");
+        assert!(
+            db.stats().recovery.records > 0,
+            "phase 3 is replayed from the WAL"
+        );
+        check(&db, &model);
+        // New writes over the old data, then a flush: a newer-format table
+        // now sits next to the v1 ones.
+        let mut more = Vec::new();
+        for i in (0..400).step_by(4) {
+            more.push((key(i), Some(format!("v4-{i}").into_bytes())));
+        }
+        for i in (1..400).step_by(13) {
+            more.push((key(i), None));
+        }
+        apply(&db, &more, &mut model);
+        db.flush().unwrap();
+        assert_eq!(db.stats().tables, 3);
+        check(&db, &model);
+        db.close().unwrap();
+    }
+    assert_eq!(
+        table_magics(&dir),
+        vec![*b"TOONSST1", *b"TOONSST1", *b"TOONSST2"]
+    );
+    let db = Database::open_with(&dir, options).unwrap();
+    assert_eq!(db.stats().tables, 3);
+    check(&db, &model);
+    db.close().unwrap();
+}
