@@ -196,6 +196,12 @@ impl Committer {
         }
     }
 
+    /// fdatasync of the current WAL segment: what a handle that closes
+    /// while others stay open needs (see `Engine::sync_wal`).
+    pub(crate) fn sync_wal(&mut self) -> Result<()> {
+        self.wal.sync()
+    }
+
     fn process(&mut self, group: Vec<CommitMsg>) {
         let mut writes = Vec::with_capacity(group.len());
         let mut sync = false;
