@@ -100,3 +100,19 @@ describe('a write issued while another is being copied', { timeout: TIMEOUT }, (
     await db.close()
   })
 })
+
+describe('close() of a handle that is not the last one', { timeout: TIMEOUT }, () => {
+  // index.d.ts: "a resolved close means every acknowledged write is on
+  // disk". Another handle on the path (a worker's, the main thread's) keeps
+  // the engine open, but this close still has to sync the WAL.
+  test('syncs the WAL before it resolves', async () => {
+    const dir = tmp.dir()
+    const main = await Database.open(dir)
+    const worker = await Database.open(dir)
+    for (let i = 0; i < 10; i++) await worker.put('w' + i, 'v')
+    const before = main.stats().walSyncs
+    await worker.close()
+    assert.ok(main.stats().walSyncs > before, 'close() resolved without syncing the WAL')
+    await main.close()
+  })
+})
