@@ -199,7 +199,9 @@ impl Committer {
     /// fdatasync of the current WAL segment: what a handle that closes
     /// while others stay open needs (see `Engine::sync_wal`).
     pub(crate) fn sync_wal(&mut self) -> Result<()> {
-        self.wal.sync()
+        self.wal.sync()?;
+        Counters::add(&self.engine.counters.wal_syncs, 1);
+        Ok(())
     }
 
     fn process(&mut self, group: Vec<CommitMsg>) {
