@@ -8,6 +8,19 @@
 // back.
 
 const MIN_BYTES = 16 * 1024
+
+// The length of a genuine typed array, read from its internal slot: no
+// getter a subclass or a Proxy defines runs while an operation is copied
+// (user code there could issue another write into this same log half-way
+// through the copy). Throws a TypeError for anything else (a Proxy).
+const typedArrayLength = Object.getOwnPropertyDescriptor(
+  Object.getPrototypeOf(Uint8Array.prototype),
+  'length',
+).get
+
+function lengthOf(v) {
+  return typeof v === 'string' ? v.length : typedArrayLength.call(v)
+}
 // A log that grew past this for one big batch is not kept for the next.
 const KEEP_BYTES = 1024 * 1024
 
@@ -22,7 +35,7 @@ class OpLog {
 
   // Upper bound of the bytes `v` takes once encoded.
   static bound(v) {
-    return typeof v === 'string' ? v.length * 3 : v.length
+    return typeof v === 'string' ? v.length * 3 : typedArrayLength.call(v)
   }
 
   #reserve(ops, bytes) {
@@ -45,31 +58,36 @@ class OpLog {
     }
   }
 
-  #write(v) {
-    if (typeof v === 'string') {
-      const n = this.data.utf8Write(v, this.bytes)
-      this.bytes += n
-      return n
-    }
-    this.data.set(v, this.bytes)
-    this.bytes += v.length
-    return v.length
+  // Copies `v` into `data` at `at` and returns its length. Nothing of the
+  // log changes until the whole operation was copied (see #commit), so an
+  // operation whose copy throws (a detached buffer) leaves no trace.
+  static #copy(data, v, at) {
+    if (typeof v === 'string') return data.utf8Write(v, at)
+    const n = typedArrayLength.call(v)
+    data.set(v, at)
+    return n
+  }
+
+  #commit(kind, keyLen, valueLen) {
+    const i = this.count
+    this.kinds[i] = kind
+    this.lens[2 * i] = keyLen
+    this.lens[2 * i + 1] = valueLen
+    this.count = i + 1
+    this.bytes += keyLen + valueLen
   }
 
   put(key, value) {
     this.#reserve(1, OpLog.bound(key) + OpLog.bound(value))
-    const i = this.count++
-    this.kinds[i] = 1
-    this.lens[2 * i] = this.#write(key)
-    this.lens[2 * i + 1] = this.#write(value)
+    const at = this.bytes
+    const k = OpLog.#copy(this.data, key, at)
+    const v = OpLog.#copy(this.data, value, at + k)
+    this.#commit(1, k, v)
   }
 
   del(key) {
     this.#reserve(1, OpLog.bound(key))
-    const i = this.count++
-    this.kinds[i] = 0
-    this.lens[2 * i] = this.#write(key)
-    this.lens[2 * i + 1] = 0
+    this.#commit(0, OpLog.#copy(this.data, key, this.bytes), 0)
   }
 
   /** Appends every operation of `other` (already encoded). */

@@ -210,8 +210,8 @@ impl Database {
     ///
     /// `done` runs on the commit thread while it holds the commit lock: it
     /// must be quick and must not block on this database (a blocking write
-    /// would wait for itself) nor drop its last handle (closing joins the
-    /// commit thread). Hand the result to another thread or an event loop.
+    /// would wait for itself) nor close a handle (closing syncs the WAL
+    /// under the commit lock, or joins the commit thread). Hand the result to another thread or an event loop.
     pub fn submit(
         &self,
         batch: WriteBatch,
@@ -336,9 +336,16 @@ impl Database {
     }
 
     /// Closes this handle. The engine stops (after finishing queued writes
-    /// and syncing the WAL) when the last handle on the directory closes.
+    /// and syncing the WAL) when the last handle on the directory closes;
+    /// an earlier handle's close syncs the WAL too.
     /// Closing twice is a no-op.
     pub fn close(&self) -> Result<()> {
+        self.close_handle(true)
+    }
+
+    /// `sync_if_not_last`: whether closing a handle that is not the last
+    /// one syncs the WAL (an explicit close does; a drop does not).
+    fn close_handle(&self, sync_if_not_last: bool) -> Result<()> {
         if self.closed.swap(true, Ordering::AcqRel) {
             return Ok(());
         }
@@ -356,7 +363,13 @@ impl Database {
             // same path waits for the directory lock to be released.
             return self.engine.shutdown();
         }
-        Ok(())
+        drop(open);
+        if !sync_if_not_last {
+            return Ok(());
+        }
+        // Other handles keep the engine running, but this close still
+        // promises that what it acknowledged is on disk.
+        self.engine.sync_wal()
     }
 
     pub fn is_closed(&self) -> bool {
@@ -366,6 +379,6 @@ impl Database {
 
 impl Drop for Database {
     fn drop(&mut self) {
-        let _ = self.close();
+        let _ = self.close_handle(false);
     }
 }

@@ -196,6 +196,23 @@ impl Engine {
         self.work_ready.notify_one();
     }
 
+    /// Makes every write acknowledged so far durable without stopping the
+    /// engine (a handle closing while others stay open), and reports the
+    /// background error if there is one, as `shutdown` does.
+    pub fn sync_wal(&self) -> Result<()> {
+        if let Some(c) = self.committer.lock().as_mut() {
+            if let Err(e) = c.sync_wal() {
+                let e = e.context("syncing the WAL at close");
+                self.set_bg_error(e.clone());
+                return Err(e);
+            }
+        }
+        match self.bg_error() {
+            Some(err) => Err(err),
+            None => Ok(()),
+        }
+    }
+
     /// Stops accepting writes, lets the commit thread finish what is queued
     /// (and sync the WAL), stops the maintenance thread after its current
     /// flush, and releases the directory lock. Fails with the background

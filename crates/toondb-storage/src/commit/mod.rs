@@ -196,6 +196,14 @@ impl Committer {
         }
     }
 
+    /// fdatasync of the current WAL segment: what a handle that closes
+    /// while others stay open needs (see `Engine::sync_wal`).
+    pub(crate) fn sync_wal(&mut self) -> Result<()> {
+        self.wal.sync()?;
+        Counters::add(&self.engine.counters.wal_syncs, 1);
+        Ok(())
+    }
+
     fn process(&mut self, group: Vec<CommitMsg>) {
         let mut writes = Vec::with_capacity(group.len());
         let mut sync = false;
