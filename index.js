@@ -6,7 +6,7 @@
 // adapts the native batch iterator to `for await`. No storage logic here.
 
 const native = require('./native.js')
-const { OpLog } = require('./lib/oplog.js')
+const { OpLog, lengthOf } = require('./lib/oplog.js')
 const { NativeDatabase } = native
 
 const CODE_PREFIX = /^(TOONDB_[A-Z_]+): ([\s\S]*)$/
@@ -41,8 +41,10 @@ function callNative(fn) {
   }
 }
 
+// A genuine Uint8Array (or Buffer): a Proxy passes `instanceof` but is no
+// view, and its traps would run user code in the middle of a write.
 function isBytes(v) {
-  return typeof v === 'string' || v instanceof Uint8Array
+  return typeof v === 'string' || (v instanceof Uint8Array && ArrayBuffer.isView(v))
 }
 
 const MAX_KEY_BYTES = 64 * 1024
@@ -51,7 +53,7 @@ const MAX_VALUE_BYTES = 256 * 1024 * 1024
 // A string's UTF-8 length is at most 3 bytes per UTF-16 unit, so the exact
 // (slower) count is only needed for long strings.
 function byteLengthOver(v, limit) {
-  if (typeof v !== 'string') return v.length > limit
+  if (typeof v !== 'string') return lengthOf(v) > limit
   return v.length * 3 > limit && Buffer.byteLength(v) > limit
 }
 
@@ -59,7 +61,7 @@ function checkKey(key, what = 'key') {
   if (!isBytes(key)) {
     throw invalid(`${what} must be a string, Buffer or Uint8Array, got ${describe(key)}`)
   }
-  if (key.length === 0) throw invalid(`${what} must not be empty`)
+  if (lengthOf(key) === 0) throw invalid(`${what} must not be empty`)
   if (byteLengthOver(key, MAX_KEY_BYTES)) throw invalid(`${what} is longer than ${MAX_KEY_BYTES} bytes`)
 }
 
@@ -716,7 +718,6 @@ class ChainedBatch {
       const sync = syncFlag(options)
       const p = this.#db._writeLog(this.#log, sync)
       this.#done = true
-      this.#log = null
       return p
     } catch (err) {
       return Promise.reject(normalizeError(err))

@@ -64,7 +64,9 @@ class OpLog {
   static #copy(data, v, at) {
     if (typeof v === 'string') return data.utf8Write(v, at)
     const n = typedArrayLength.call(v)
-    data.set(v, at)
+    // A view of a detached buffer has length 0 (and `set` would throw):
+    // what it held at the time of the call is nothing.
+    if (n !== 0) data.set(v, at)
     return n
   }
 
@@ -118,4 +120,4 @@ class OpLog {
   }
 }
 
-module.exports = { OpLog }
+module.exports = { OpLog, lengthOf }

@@ -99,7 +99,7 @@ fn replay(bytes: &[u8]) -> Result<ManifestState> {
             // cut short by a crash and never acknowledged, so it is dropped.
             // Unless a valid record follows: then this record's length field
             // is damaged, and ignoring the rest would drop acknowledged edits.
-            Frame::Truncated => match valid_record_after(bytes, pos) {
+            Frame::Truncated => match valid_record_after(bytes, pos + 1) {
                 None => break,
                 Some(next) => {
                     return Err(Error::corruption(format!(
@@ -116,7 +116,7 @@ fn replay(bytes: &[u8]) -> Result<ManifestState> {
             // a valid record is corruption. Recovery's check that the WAL
             // checkpoint segment exists catches an acknowledged final edit
             // that was damaged later (see docs/format-manifest.md).
-            Frame::Bad(why) => match valid_record_after(bytes, pos) {
+            Frame::Bad(why) => match valid_record_after(bytes, damaged_extent_end(bytes, pos)) {
                 None => break,
                 Some(next) => {
                     return Err(Error::corruption(format!(
@@ -132,12 +132,32 @@ fn replay(bytes: &[u8]) -> Result<ManifestState> {
     Ok(state)
 }
 
-/// The offset of the first complete, checksummed record that decodes as an
-/// edit and starts after `pos`, if any. Only used on damage, which is
-/// rare: a torn final append has nothing valid after it, and when damage
-/// sits in an earlier record the real records after it are found.
-fn valid_record_after(bytes: &[u8], pos: usize) -> Option<usize> {
-    (pos + 1..bytes.len()).find(|&q| {
+/// Where to look for valid records after a damaged frame at `pos`. When
+/// its length field is plausible and its extent fits in the file, that
+/// whole extent is the torn append: its payload may hold stale bytes,
+/// including valid frames of an older, deleted manifest, which prove
+/// nothing. Otherwise the search starts just after `pos`.
+fn damaged_extent_end(bytes: &[u8], pos: usize) -> usize {
+    let mut r = Reader::new(bytes.get(pos..).unwrap_or(&[]));
+    match (r.u32_le(), r.u32_le()) {
+        (Some(_crc), Some(len))
+            if len != 0 && len as usize <= MAX_FRAME_PAYLOAD && len as usize <= r.remaining() =>
+        {
+            pos + FRAME_HEADER_LEN + len as usize
+        }
+        _ => pos + 1,
+    }
+}
+
+/// The offset of the first record at or after `from` that proves an edit
+/// was appended after the damage: a complete, checksummed frame that
+/// decodes as an edit and from which valid frames run on to the end of the
+/// log. Only used on damage, which is rare. A torn final append has no such
+/// record after it (stale bytes inside it may hold old frames, but their
+/// chain does not end exactly at the end of the log); damage in an earlier
+/// record is followed by the real records, which do.
+fn valid_record_after(bytes: &[u8], from: usize) -> Option<usize> {
+    (from..bytes.len()).find(|&q| {
         let rest = bytes.get(q..).unwrap_or(&[]);
         let mut r = Reader::new(rest);
         // Cheap filter before checksumming: the length must fit.
@@ -147,8 +167,24 @@ fn valid_record_after(bytes: &[u8], pos: usize) -> Option<usize> {
         if len == 0 || len as usize > r.remaining() {
             return false;
         }
-        matches!(read_frame(rest), Frame::Record { payload, .. } if VersionEdit::decode(payload).is_ok())
+        valid_frames_to_end(rest)
     })
+}
+
+/// True when `log` is one or more valid edit frames and then the end of
+/// the log (nothing, or zeros).
+fn valid_frames_to_end(mut log: &[u8]) -> bool {
+    let mut records = 0;
+    loop {
+        match read_frame(log) {
+            Frame::Record { payload, consumed } if VersionEdit::decode(payload).is_ok() => {
+                records += 1;
+                log = log.get(consumed..).unwrap_or(&[]);
+            }
+            Frame::End => return records > 0,
+            _ => return false,
+        }
+    }
 }
 
 /// The manifest number named by `CURRENT`, or `None` when there is no `CURRENT`.
