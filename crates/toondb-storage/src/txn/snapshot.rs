@@ -62,10 +62,12 @@ impl Snapshot {
 
     pub fn scan(&self, options: ScanOptions) -> Result<Scan> {
         self.check()?;
+        // The scan pins the timestamp itself, so it may outlive a release.
+        let ts = self.engine.snapshots.acquire(|| self.ts);
         Ok(Scan::new(
             self.engine.clone(),
             self.engine.state(),
-            self.ts,
+            ts,
             options,
         ))
     }

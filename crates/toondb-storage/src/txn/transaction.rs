@@ -189,10 +189,13 @@ impl Transaction {
         }
         drop(st);
         let limit = options.limit;
+        // The scan pins the read timestamp itself, so it may outlive the
+        // transaction.
+        let pinned = self.engine.snapshots.acquire(|| self.read_ts);
         let base = Scan::new(
             self.engine.clone(),
             self.engine.state(),
-            self.read_ts,
+            pinned,
             ScanOptions {
                 limit: None,
                 ..options.clone()
