@@ -41,7 +41,9 @@ fn all(db: &Database) -> Vec<(Vec<u8>, Vec<u8>)> {
         .unwrap()
 }
 
-fn model_vec(m: &BTreeMap<Vec<u8>, Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn model_vec(m: &Model) -> Vec<(Vec<u8>, Vec<u8>)> {
     m.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
@@ -88,7 +90,7 @@ fn model_with_held_snapshots_across_compactions() {
         let mut db = Database::open_with(dir.path(), tiny()).unwrap();
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
         let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
-        let mut held: Vec<(toondb_storage::Snapshot, BTreeMap<Vec<u8>, Vec<u8>>)> = Vec::new();
+        let mut held: Vec<(toondb_storage::Snapshot, Model)> = Vec::new();
         for step in 0..3000u32 {
             let k = key(rng.below(300) as u32);
             match rng.below(100) {

@@ -103,7 +103,7 @@ fn merge_into(
     let mut seen = 0u64;
     while let Some(v) = merged.current() {
         seen += 1;
-        if seen % CANCEL_CHECK_EVERY == 0 && (ctx.cancelled)() {
+        if seen.is_multiple_of(CANCEL_CHECK_EVERY) && (ctx.cancelled)() {
             return Err(Error::new(
                 ErrorKind::Closed,
                 "compaction cancelled: closing",
