@@ -175,6 +175,16 @@ fn data_moves_through_several_levels_and_survives_reopen() {
     db.flush().unwrap();
     settle(&db);
     let s = db.stats();
+    // Shown with --nocapture; docs/compaction.md quotes a run.
+    println!(
+        "levels {:?}\nflushed {} B, compaction read {} B written {} B, write amplification {:.2}, space amplification {:.2}",
+        s.levels,
+        s.flush_bytes_written,
+        s.compaction_bytes_read,
+        s.compaction_bytes_written,
+        s.write_amplification(),
+        s.space_amplification()
+    );
     let deep = s.levels.iter().skip(2).map(|l| l.tables).sum::<u64>();
     assert!(deep > 0, "nothing reached level 2 or below: {:?}", s.levels);
     assert!(s.compactions > 0);
@@ -604,4 +614,59 @@ fn automatic_compaction_bounds_level_zero_and_reports_stats() {
     assert!(s.compaction_bytes_read > 0 && s.compaction_bytes_written > 0);
     assert!(s.live_bytes_estimate > 0 && s.live_bytes_estimate <= s.table_bytes);
     assert!(s.space_amplification() >= 1.0);
+}
+
+#[test]
+fn reads_racing_compactions_never_go_back_in_time() {
+    // Writers bump per-key counters; readers check that a plain get never
+    // sees a key vanish or its counter go backwards while compactions (with
+    // no snapshot held) drop old versions underneath them.
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open_with(dir.path(), tiny()).unwrap());
+    const KEYS: u32 = 50;
+    for i in 0..KEYS {
+        db.put(key(i), 0u64.to_be_bytes()).unwrap();
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut threads = Vec::new();
+    {
+        let (db, stop) = (db.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut n = 1u64;
+            while !stop.load(Ordering::Relaxed) {
+                for i in 0..KEYS {
+                    db.put(key(i), n.to_be_bytes()).unwrap();
+                }
+                n += 1;
+            }
+        }));
+    }
+    {
+        let (db, stop) = (db.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                db.compact().unwrap();
+            }
+        }));
+    }
+    for _ in 0..2 {
+        let (db, stop) = (db.clone(), stop.clone());
+        threads.push(std::thread::spawn(move || {
+            let mut seen = vec![0u64; KEYS as usize];
+            while !stop.load(Ordering::Relaxed) {
+                for i in 0..KEYS {
+                    let v = db.get(key(i)).unwrap().expect("a key vanished");
+                    let n = u64::from_be_bytes(v.try_into().unwrap());
+                    assert!(n >= seen[i as usize], "key {i} went back: {n}");
+                    seen[i as usize] = n;
+                }
+            }
+        }));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    assert!(db.stats().compactions > 0);
 }
