@@ -261,7 +261,7 @@ impl Scan {
             if levels.level(n).is_empty() {
                 continue;
             }
-            let mut c = Cursor::Level(LevelCursor::new(levels.level(n).to_vec()));
+            let mut c = Cursor::Level(LevelCursor::new(levels.level(n)));
             c.seek(start, reverse)?;
             cursors.push(c);
         }

@@ -39,7 +39,7 @@ pub(crate) enum Cursor<'a> {
     Table(TableIter),
     /// A sorted level with disjoint tables, walked as one run: only the
     /// table under the cursor is open.
-    Level(LevelCursor),
+    Level(LevelCursor<'a>),
 }
 
 impl<'a> Cursor<'a> {
@@ -129,16 +129,16 @@ fn seek_table(it: &mut TableIter, start: Bound<&[u8]>, reverse: bool) -> Result<
 }
 
 /// Walks the tables of one sorted level as one sequence.
-pub(crate) struct LevelCursor {
-    tables: Vec<Arc<TableFile>>,
+pub(crate) struct LevelCursor<'a> {
+    tables: &'a [Arc<TableFile>],
     /// Index in `tables` of the open table.
     idx: usize,
     iter: Option<TableIter>,
 }
 
-impl LevelCursor {
+impl<'a> LevelCursor<'a> {
     /// An unpositioned cursor; `tables` must be sorted and disjoint.
-    pub fn new(tables: Vec<Arc<TableFile>>) -> LevelCursor {
+    pub fn new(tables: &'a [Arc<TableFile>]) -> LevelCursor<'a> {
         LevelCursor {
             tables,
             idx: 0,

@@ -670,3 +670,54 @@ fn reads_racing_compactions_never_go_back_in_time() {
     }
     assert!(db.stats().compactions > 0);
 }
+
+/// Fails the creation of manifest files while armed.
+struct FailManifest(Arc<AtomicBool>);
+
+impl WriteHook for FailManifest {
+    fn before_create(&self, path: &Path) -> Result<()> {
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with("MANIFEST-") && self.0.load(Ordering::SeqCst) {
+            return Err(injected());
+        }
+        Ok(())
+    }
+    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
+    }
+}
+
+#[test]
+fn unlisted_table_files_are_deleted_only_once_the_new_manifest_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = Arc::new(AtomicBool::new(false));
+    let options = Options {
+        fs: Arc::new(WrappedFs::os(FailManifest(fail.clone()))),
+        ..tiny()
+    };
+    let db = Database::open_with(dir.path(), options.clone()).unwrap();
+    for i in 0..500 {
+        db.put(key(i), value(i, 0)).unwrap();
+    }
+    db.compact().unwrap();
+    db.close().unwrap();
+    drop(db);
+    let listed = sst_files(dir.path());
+    let stray = dir.path().join("999999.sst");
+    std::fs::write(&stray, b"left by a crashed compaction").unwrap();
+
+    // The open fails writing its fresh manifest: nothing may be deleted.
+    fail.store(true, Ordering::SeqCst);
+    assert!(Database::open_with(dir.path(), options.clone()).is_err());
+    assert!(
+        stray.exists(),
+        "deleted on the strength of an unsynced manifest"
+    );
+
+    fail.store(false, Ordering::SeqCst);
+    let db = Database::open_with(dir.path(), options).unwrap();
+    assert!(!stray.exists());
+    assert_eq!(sst_files(dir.path()), listed, "listed tables are kept");
+    let expected: Vec<_> = (0..500).map(|i| (key(i), value(i, 0))).collect();
+    assert_eq!(all(&db), expected);
+}

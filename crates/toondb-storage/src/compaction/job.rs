@@ -91,7 +91,7 @@ fn merge_into(
                 cursors.push(Cursor::Table(TableIter::new(t.table().clone())));
             }
         } else {
-            cursors.push(Cursor::Level(LevelCursor::new(tables.clone())));
+            cursors.push(Cursor::Level(LevelCursor::new(tables)));
         }
     }
     for cursor in &mut cursors {
