@@ -381,6 +381,8 @@ fn a_scan_from_a_released_snapshot_stays_correct() {
 struct TableFaults {
     fail_create: AtomicBool,
     fail_sync: AtomicBool,
+    /// Fail syncs of table files larger than 8 KiB only.
+    fail_big_sync: AtomicBool,
     injected: AtomicUsize,
 }
 
@@ -399,7 +401,10 @@ impl WritableFile for FaultFile {
         self.inner.append(data)
     }
     fn sync_data(&mut self) -> Result<()> {
-        if self.faults.fail_sync.load(Ordering::SeqCst) {
+        let big = self.inner.len() > 8 << 10;
+        if self.faults.fail_sync.load(Ordering::SeqCst)
+            || (big && self.faults.fail_big_sync.load(Ordering::SeqCst))
+        {
             self.faults.injected.fetch_add(1, Ordering::SeqCst);
             return Err(injected());
         }
@@ -495,6 +500,7 @@ fn writers_stalled_on_failing_compaction_get_the_error_not_a_hang() {
                 l0_compaction_trigger: 2,
                 l0_slowdown_writes: 2,
                 l0_stop_writes: 3,
+                target_file_size: 1 << 20,
                 fs: Arc::new(WrappedFs::os(FaultHook(faults.clone()))),
                 ..tiny()
             },
@@ -503,7 +509,9 @@ fn writers_stalled_on_failing_compaction_get_the_error_not_a_hang() {
     );
     db.put(b"before", b"1").unwrap();
     db.flush().unwrap();
-    faults.fail_sync.store(true, Ordering::SeqCst);
+    // Flushed tables (one 4 KiB memtable) stay small; compaction outputs
+    // of several of them do not: only compactions fail.
+    faults.fail_big_sync.store(true, Ordering::SeqCst);
     let writer = {
         let db = db.clone();
         std::thread::spawn(move || {
@@ -517,12 +525,24 @@ fn writers_stalled_on_failing_compaction_get_the_error_not_a_hang() {
     };
     let err = join_within(writer, Duration::from_secs(20)).expect("writes never failed");
     assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    let s = db.stats();
+    assert_eq!(s.background_error, None, "{s:?}");
+    assert!(s.compaction_error.is_some() && s.compaction_errors > 0);
     assert_eq!(db.get(b"before").unwrap(), Some(b"1".to_vec()));
+
+    // Once the disk heals, the retried compaction ends the stall.
+    faults.fail_big_sync.store(false, Ordering::SeqCst);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.put(b"after", b"2").is_err() {
+        assert!(std::time::Instant::now() < deadline, "writes never resumed");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(db.get(b"after").unwrap(), Some(b"2".to_vec()));
     let closer = {
         let db = db.clone();
         std::thread::spawn(move || db.close())
     };
-    let _ = join_within(closer, Duration::from_secs(20));
+    join_within(closer, Duration::from_secs(20)).unwrap();
 }
 
 fn join_within<T: Send + 'static>(t: std::thread::JoinHandle<T>, limit: Duration) -> T {
