@@ -353,16 +353,21 @@ impl Database {
             table_bytes: state.levels.total_bytes(),
             table_bytes_read: state.levels.all().map(|t| t.table().bytes_read()).sum(),
             levels: (0..NUM_LEVELS)
-                .map(|n| LevelStats {
-                    tables: state.levels.level(n).len() as u64,
-                    bytes: state.levels.level_bytes(n),
+                .map(|n| {
+                    let c = &engine.counters;
+                    let load = |a: &[std::sync::atomic::AtomicU64; NUM_LEVELS]| {
+                        a[n].load(std::sync::atomic::Ordering::Relaxed)
+                    };
+                    LevelStats {
+                        tables: state.levels.level(n).len() as u64,
+                        bytes: state.levels.level_bytes(n),
+                        compacted_in: load(&c.level_moved_in),
+                        compaction_bytes_written: load(&c.level_written),
+                    }
                 })
                 .collect(),
             pending_compaction_bytes: Policy::new(&engine.options).pending_bytes(&state.levels),
-            live_bytes_estimate: (0..NUM_LEVELS)
-                .map(|n| state.levels.level_bytes(n))
-                .max()
-                .unwrap_or(0),
+            live_bytes_estimate: state.levels.live_bytes_estimate(),
             compaction_error: engine
                 .maintenance
                 .lock()

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::key::Timestamp;
+use crate::lsm::NUM_LEVELS;
 use crate::wal::ReplayReport;
 
 /// Monotonic counters updated by the engine's threads.
@@ -23,6 +24,10 @@ pub(crate) struct Counters {
     pub compaction_errors: AtomicU64,
     pub compaction_bytes_read: AtomicU64,
     pub compaction_bytes_written: AtomicU64,
+    /// Per output level: bytes of shallower tables compacted (or moved)
+    /// into it, and bytes compactions wrote into it.
+    pub level_moved_in: [AtomicU64; NUM_LEVELS],
+    pub level_written: [AtomicU64; NUM_LEVELS],
 }
 
 impl Counters {
@@ -36,11 +41,28 @@ fn get(c: &AtomicU64) -> u64 {
 }
 
 /// A point-in-time view of the engine, for monitoring and tests.
-/// Tables and bytes in one level.
+/// One level: its tables now, and what compactions into it cost since open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LevelStats {
     pub tables: u64,
     pub bytes: u64,
+    /// Bytes of shallower-level tables that compactions (and trivial
+    /// moves) brought into this level.
+    pub compacted_in: u64,
+    /// Bytes compactions wrote into this level (the merged result of those
+    /// tables and the overlapping tables already here).
+    pub compaction_bytes_written: u64,
+}
+
+impl LevelStats {
+    /// Bytes written per byte brought in from above: the write
+    /// amplification of the pass into this level (0 if none ran).
+    pub fn write_amplification(&self) -> f64 {
+        if self.compacted_in == 0 {
+            return 0.0;
+        }
+        self.compaction_bytes_written as f64 / self.compacted_in as f64
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,9 +93,10 @@ pub struct Stats {
     /// Table bytes read and written by compactions since open.
     pub compaction_bytes_read: u64,
     pub compaction_bytes_written: u64,
-    /// Estimated bytes of live data in tables: the size of the largest
-    /// level (after compaction, the bottom level holds nearly everything,
-    /// and upper levels mostly hold newer copies of the same keys).
+    /// Estimated bytes of live data in tables: the tables whose key range
+    /// no older table overlaps (overlapping ones are assumed to hold newer
+    /// copies of keys already counted). Exact after `compact()` with no
+    /// snapshot held.
     pub live_bytes_estimate: u64,
     /// Bytes of table data blocks read by gets and scans since open.
     pub table_bytes_read: u64,

@@ -185,6 +185,23 @@ fn data_moves_through_several_levels_and_survives_reopen() {
         s.write_amplification(),
         s.space_amplification()
     );
+    for (n, l) in s.levels.iter().enumerate() {
+        println!(
+            "L{n}: {} tables {} B; compacted in {} B, written {} B, pass write amplification {:.2}",
+            l.tables,
+            l.bytes,
+            l.compacted_in,
+            l.compaction_bytes_written,
+            l.write_amplification()
+        );
+    }
+    assert_eq!(
+        s.levels
+            .iter()
+            .map(|l| l.compaction_bytes_written)
+            .sum::<u64>(),
+        s.compaction_bytes_written
+    );
     let deep = s.levels.iter().skip(2).map(|l| l.tables).sum::<u64>();
     assert!(deep > 0, "nothing reached level 2 or below: {:?}", s.levels);
     assert!(s.compactions > 0);
@@ -193,11 +210,14 @@ fn data_moves_through_several_levels_and_survives_reopen() {
     for i in (0..2000).step_by(37) {
         assert_eq!(db.get(key(i)).unwrap(), model.get(&key(i)).cloned());
     }
-    let levels = s.levels.clone();
+    let shape = |s: &toondb_storage::Stats| -> Vec<(u64, u64)> {
+        s.levels.iter().map(|l| (l.tables, l.bytes)).collect()
+    };
+    let levels = shape(&s);
     db.close().unwrap();
     let db = Database::open_with(dir.path(), tiny()).unwrap();
     assert_eq!(
-        db.stats().levels,
+        shape(&db.stats()),
         levels,
         "levels rebuilt from the manifest"
     );

@@ -103,6 +103,32 @@ impl Levels {
         self.levels.iter().flatten()
     }
 
+    /// Estimated live bytes: a table counts when nothing older (a deeper
+    /// level, or an older level-0 table) overlaps its key range; a table
+    /// that overlaps older data is assumed to hold newer copies of keys
+    /// counted there. Exact after a full compaction with no snapshots held;
+    /// otherwise an estimate.
+    pub fn live_bytes_estimate(&self) -> u64 {
+        let older_overlaps = |n: usize, i: usize, t: &TableFile| {
+            let lo = Some(t.smallest());
+            let hi = Some(t.largest());
+            let older_l0 = n == 0 && self.level(0).iter().skip(i + 1).any(|o| o.overlaps(lo, hi));
+            older_l0
+                || self
+                    .levels
+                    .iter()
+                    .skip(n + 1)
+                    .any(|l| l.iter().any(|o| o.overlaps(lo, hi)))
+        };
+        self.levels
+            .iter()
+            .enumerate()
+            .flat_map(|(n, l)| l.iter().enumerate().map(move |(i, t)| (n, i, t)))
+            .filter(|(n, i, t)| !older_overlaps(*n, *i, t))
+            .map(|(_, _, t)| t.file_size())
+            .sum()
+    }
+
     /// The deepest level that holds a table (0 when there are none).
     pub fn deepest_nonempty(&self) -> usize {
         (0..NUM_LEVELS)

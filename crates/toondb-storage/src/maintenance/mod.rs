@@ -301,6 +301,20 @@ impl MaintenanceThread {
             levels: s.levels.with_changes(&removed, &added),
             compacted_ts: s.compacted_ts.max(visible),
         });
+        let moved_in: u64 = c
+            .inputs
+            .iter()
+            .filter(|(level, _)| *level < c.output_level)
+            .flat_map(|(_, tables)| tables.iter().map(|t| t.file_size()))
+            .sum();
+        let written: u64 = outputs.iter().map(|t| t.file_size()).sum();
+        if let (Some(m), Some(w)) = (
+            engine.counters.level_moved_in.get(c.output_level),
+            engine.counters.level_written.get(c.output_level),
+        ) {
+            Counters::add(m, moved_in);
+            Counters::add(w, written);
+        }
         if c.is_trivial_move() {
             Counters::add(&engine.counters.trivial_moves, 1);
         } else {
