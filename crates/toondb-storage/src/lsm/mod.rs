@@ -14,7 +14,7 @@ pub(crate) mod testutil {
     use std::sync::Arc;
 
     use super::TableFile;
-    use crate::io::{FileSystem, OsFileSystem};
+    use crate::io::OsFileSystem;
     use crate::key::ValueKind;
     use crate::sstable::{table_file_name, Table, TableBuilder};
     use crate::version::TableMeta;
