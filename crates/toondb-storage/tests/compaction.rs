@@ -761,3 +761,42 @@ fn unlisted_table_files_are_deleted_only_once_the_new_manifest_is_durable() {
     let expected: Vec<_> = (0..500).map(|i| (key(i), value(i, 0))).collect();
     assert_eq!(all(&db), expected);
 }
+
+#[test]
+fn transactions_conflict_and_read_correctly_across_compactions() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), tiny()).unwrap();
+    for i in 0..100 {
+        db.put(key(i), value(i, 0)).unwrap();
+    }
+    db.compact().unwrap();
+    // Written by someone else after the snapshot, then compacted away into
+    // the bottom level: still a conflict.
+    let txn = db.transaction().unwrap();
+    assert_eq!(txn.get(key(5)).unwrap(), Some(value(5, 0)));
+    db.put(key(5), value(5, 1)).unwrap();
+    db.put(key(5), value(5, 2)).unwrap();
+    db.delete(key(6)).unwrap();
+    db.compact().unwrap();
+    assert_eq!(txn.get(key(5)).unwrap(), Some(value(5, 0)));
+    assert_eq!(txn.get(key(6)).unwrap(), Some(value(6, 0)));
+    txn.put(key(5), b"mine").unwrap();
+    assert_eq!(txn.commit().unwrap_err().kind(), ErrorKind::Conflict);
+    // A deleted key whose tombstone a held transaction still needs.
+    let txn = db.transaction().unwrap();
+    db.delete(key(7)).unwrap();
+    db.compact().unwrap();
+    txn.put(key(7), b"mine").unwrap();
+    assert_eq!(txn.commit().unwrap_err().kind(), ErrorKind::Conflict);
+    // No concurrent writer: commits fine after compactions.
+    let txn = db.transaction().unwrap();
+    db.compact().unwrap();
+    txn.put(key(8), b"mine").unwrap();
+    txn.commit().unwrap();
+    assert_eq!(db.get(key(8)).unwrap(), Some(b"mine".to_vec()));
+    assert_eq!(db.get(key(6)).unwrap(), None);
+    assert_eq!(db.get(key(5)).unwrap(), Some(value(5, 2)));
+    // An inverted range compacts nothing and is not an error.
+    db.compact_range(Bound::Included(key(9)), Bound::Included(key(1)))
+        .unwrap();
+}

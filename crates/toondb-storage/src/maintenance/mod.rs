@@ -163,6 +163,11 @@ impl MaintenanceThread {
             Bound::Unbounded => None,
         };
         let (lo, hi) = (bound(&req.lower), bound(&req.upper));
+        if let (Some(l), Some(h)) = (&lo, &hi) {
+            if l > h {
+                return Ok(()); // an empty range
+            }
+        }
         let levels = self.engine.state().levels.clone();
         match pick_manual(&levels, lo.as_deref(), hi.as_deref()) {
             Some(c) => self.run_compaction(c),
