@@ -800,3 +800,42 @@ fn transactions_conflict_and_read_correctly_across_compactions() {
     db.compact_range(Bound::Included(key(9)), Bound::Included(key(1)))
         .unwrap();
 }
+
+#[test]
+fn a_flush_does_not_wait_for_a_long_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(
+        Database::open_with(
+            dir.path(),
+            Options {
+                auto_compaction: false,
+                memtable_size: 64 << 10,
+                target_file_size: 1024,
+                ..tiny()
+            },
+        )
+        .unwrap(),
+    );
+    for round in 0..2 {
+        for i in 0..6_000u32 {
+            db.put(key(i), value(i, round)).unwrap();
+        }
+    }
+    db.flush().unwrap();
+    let compactor = {
+        let db = db.clone();
+        std::thread::spawn(move || db.compact())
+    };
+    // Wait until the compaction is under way (it has flushed nothing new).
+    std::thread::sleep(Duration::from_millis(50));
+    db.put(b"during", b"1").unwrap();
+    db.flush().unwrap();
+    let overlapped = !compactor.is_finished();
+    join_within(compactor, Duration::from_secs(60)).unwrap();
+    assert!(
+        overlapped,
+        "the flush waited for the whole compaction (or the compaction was too short to tell)"
+    );
+    assert_eq!(db.get(b"during").unwrap(), Some(b"1".to_vec()));
+    assert_eq!(db.get(key(7)).unwrap(), Some(value(7, 1)));
+}
