@@ -117,4 +117,80 @@ mod tests {
         // Newer than every read point: kept as is.
         assert_eq!(run(&[4], &[("a", 5, Delete)]), vec![Keep]);
     }
+
+    /// Against the definition, by brute force: after dropping, every read
+    /// point (and any timestamp above the newest) sees exactly what it saw
+    /// before, and nothing kept is invisible to all of them.
+    #[test]
+    fn matches_the_definition_on_random_histories() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..2000 {
+            let mut ts: Vec<Timestamp> = (0..1 + next(6)).map(|_| 1 + next(20)).collect();
+            ts.sort_unstable_by(|a, b| b.cmp(a));
+            ts.dedup();
+            let versions: Vec<(Timestamp, ValueKind)> = ts
+                .iter()
+                .map(|&t| (t, if next(3) == 0 { Delete } else { Put }))
+                .collect();
+            let mut points: Vec<Timestamp> = (0..next(4)).map(|_| 1 + next(20)).collect();
+            points.push(ts[0] + next(3)); // the visible timestamp
+            points.sort_unstable();
+            points.dedup();
+            let mut r = Retention::new(&points);
+            let decisions: Vec<Decision> = versions
+                .iter()
+                .map(|&(t, k)| r.decide(b"k", t, k))
+                .collect();
+            let kept: Vec<(Timestamp, ValueKind)> = versions
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, d)| **d != Drop)
+                .map(|(v, _)| *v)
+                .collect();
+            // Tombstones at the bottom (nothing older outside) may go too.
+            let bottom: Vec<(Timestamp, ValueKind)> = versions
+                .iter()
+                .zip(&decisions)
+                .filter(|(_, d)| **d == Keep)
+                .map(|(v, _)| *v)
+                .collect();
+            // What a reader at `at` sees: the timestamp of a live put.
+            let read = |set: &[(Timestamp, ValueKind)], at: Timestamp| match set
+                .iter()
+                .find(|(t, _)| *t <= at)
+            {
+                Some((t, Put)) => Some(*t),
+                _ => None,
+            };
+            for &p in &points {
+                assert_eq!(
+                    read(&versions, p),
+                    read(&kept, p),
+                    "{versions:?} {points:?}"
+                );
+                assert_eq!(
+                    read(&versions, p),
+                    read(&bottom, p),
+                    "{versions:?} {points:?}"
+                );
+            }
+            for (v, d) in versions.iter().zip(&decisions) {
+                if *d != Drop {
+                    let seen = points
+                        .iter()
+                        .any(|&p| versions.iter().find(|(t, _)| *t <= p).map(|x| x.0) == Some(v.0));
+                    assert!(
+                        seen,
+                        "kept {v:?} that no read point sees: {versions:?} {points:?}"
+                    );
+                }
+            }
+        }
+    }
 }
