@@ -206,12 +206,20 @@ impl<'a> LevelCursor<'a> {
 pub(crate) struct MergeIter<'a> {
     cursors: Vec<Cursor<'a>>,
     reverse: bool,
+    /// The cursor holding the next version (recomputed on every advance).
+    next: Option<usize>,
 }
 
 impl<'a> MergeIter<'a> {
     /// `cursors` must already be positioned.
     pub fn new(cursors: Vec<Cursor<'a>>, reverse: bool) -> MergeIter<'a> {
-        MergeIter { cursors, reverse }
+        let mut m = MergeIter {
+            cursors,
+            reverse,
+            next: None,
+        };
+        m.next = m.pick();
+        m
     }
 
     /// The cursor whose current version comes first in scan order.
@@ -237,16 +245,17 @@ impl<'a> MergeIter<'a> {
 
     /// The next version in scan order without consuming it.
     pub fn current(&self) -> Option<Version<'_>> {
-        let i = self.pick()?;
-        self.cursors.get(i)?.current()
+        self.cursors.get(self.next?)?.current()
     }
 
     /// Consumes the version `current` returns.
     pub fn advance(&mut self) -> Result<()> {
-        if let Some(i) = self.pick() {
-            if let Some(c) = self.cursors.get_mut(i) {
-                c.advance(self.reverse)?;
-            }
+        if let Some(c) = self.next.and_then(|i| self.cursors.get_mut(i)) {
+            let result = c.advance(self.reverse);
+            // Recomputed even after an error, so `current` never points at
+            // a cursor that moved.
+            self.next = self.pick();
+            result?;
         }
         Ok(())
     }
