@@ -839,3 +839,65 @@ fn a_flush_does_not_wait_for_a_long_compaction() {
     assert_eq!(db.get(b"during").unwrap(), Some(b"1".to_vec()));
     assert_eq!(db.get(key(7)).unwrap(), Some(value(7, 1)));
 }
+
+/// A rough cost check, not run by default:
+/// `cargo test --release -p toondb-storage --test compaction -- --ignored --nocapture`
+#[test]
+#[ignore]
+fn fill_with_and_without_compaction() {
+    for auto in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_with(
+            dir.path(),
+            Options {
+                auto_compaction: auto,
+                memtable_size: 1 << 20,
+                target_file_size: 1 << 20,
+                level_base_bytes: 4 << 20,
+                ..Options::default()
+            },
+        )
+        .unwrap();
+        let started = std::time::Instant::now();
+        let n = 400_000u32;
+        let mut batch = toondb_storage::WriteBatch::new();
+        for i in 0..n {
+            // Random-ish order over 200K keys, so half the writes overwrite.
+            let k = (i.wrapping_mul(2_654_435_761)) % 200_000;
+            batch.put(key(k), [b'v'; 100]).unwrap();
+            if batch.len() == 1000 {
+                db.write(std::mem::take(&mut batch)).unwrap();
+            }
+        }
+        db.flush().unwrap();
+        let write = started.elapsed();
+        if auto {
+            settle(&db);
+        }
+        let settled = started.elapsed();
+        let s = db.stats();
+        println!(
+            "auto_compaction={auto}: {n} puts in {:.2}s ({:.0}/s), settled {:.2}s; tables {} ({} B), W-Amp {:.2}, S-Amp {:.2}, stalls {} ({} ms), slowdowns {}",
+            write.as_secs_f64(),
+            n as f64 / write.as_secs_f64(),
+            settled.as_secs_f64(),
+            s.tables,
+            s.table_bytes,
+            s.write_amplification(),
+            s.space_amplification(),
+            s.write_stalls,
+            s.write_stall_micros / 1000,
+            s.write_slowdowns
+        );
+        for (i, l) in s.levels.iter().enumerate() {
+            if l.tables > 0 || l.compacted_in > 0 {
+                println!(
+                    "  L{i}: {} tables {} B, pass W-Amp {:.2}",
+                    l.tables,
+                    l.bytes,
+                    l.write_amplification()
+                );
+            }
+        }
+    }
+}
