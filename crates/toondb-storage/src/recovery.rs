@@ -6,7 +6,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::batch::WriteBatch;
-use crate::commit::{CommitThread, Committer};
+use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lsm::{Levels, TableFile};
@@ -174,7 +174,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     *engine.committer.lock() = Some(Committer::new(engine.clone(), wal, last_ts, 2));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
     let maintainer = MaintenanceThread::new(engine.clone(), manifest);
-    let commit = match spawn("toondb-commit", move || commit_thread.run()) {
+    let commit = match spawn(COMMIT_THREAD_NAME, move || commit_thread.run()) {
         Ok(t) => t,
         Err(e) => {
             drop(engine.committer.lock().take()); // breaks the Arc cycle

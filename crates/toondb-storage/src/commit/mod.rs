@@ -16,6 +16,9 @@ use std::time::Instant;
 
 pub(crate) use thread::CommitThread;
 
+/// Name of the commit thread; a stall on compaction debt only ever blocks it.
+pub(crate) const COMMIT_THREAD_NAME: &str = "toondb-commit";
+
 use crate::batch::WriteBatch;
 use crate::engine::{Engine, LsmState};
 use crate::error::{Error, ErrorKind, Result};
@@ -318,6 +321,13 @@ impl Committer {
     /// fails with that error instead, so a stall is never permanent.
     fn compaction_backpressure(&self) -> Result<()> {
         let engine = &self.engine;
+        // An inline commit runs on its caller's thread (possibly Node's
+        // event loop) and passed `has_room`, which rules out any debt, a
+        // moment ago; if a flush raised the debt since, letting this one
+        // group through beats blocking that thread.
+        if std::thread::current().name() != Some(COMMIT_THREAD_NAME) {
+            return Ok(());
+        }
         match compaction_debt(engine, &engine.state()) {
             Debt::None => return Ok(()),
             Debt::Slow => {
