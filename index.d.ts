@@ -64,6 +64,44 @@ export interface OpenOptions {
   blockSize?: number
   /** Full memtables that may wait for flushing before writes stall (with one fewer, writes are slowed). Default 3. */
   maxImmutableMemtables?: number
+  /**
+   * Compression of table data blocks written from now on. Default `'none'`:
+   * there is no block cache yet, so a compressed block is decompressed on
+   * every read (see docs/performance.md, "Table compression").
+   */
+  compression?: 'none' | 'lz4' | 'zstd'
+  /** Bloom filter bits per key in each table (0 turns filters off, at most 32). Default 10. */
+  bloomBitsPerKey?: number
+  /** Run leveled compaction in the background. Default `true` (see docs/compaction.md). */
+  autoCompaction?: boolean
+  /** Size at which compaction cuts its output tables. Default 16 MiB. */
+  targetFileSize?: number
+  /** Target size of level 1; each deeper level is 10 times larger. Default 64 MiB. */
+  levelBaseBytes?: number
+  /** Level-0 tables that trigger a compaction into level 1. Default 4. */
+  l0CompactionTrigger?: number
+  /** Level-0 tables at which writes are slowed down. Default 20. */
+  l0SlowdownWrites?: number
+  /** Level-0 tables at which writes stop until compaction catches up. Default 36. */
+  l0StopWrites?: number
+}
+
+/** Bounds of a key range (at most one lower and one upper bound). */
+export interface KeyRange {
+  gt?: Bytes
+  gte?: Bytes
+  lt?: Bytes
+  lte?: Bytes
+}
+
+/** One LSM level in {@link DatabaseStats.levels}. */
+export interface LevelStats {
+  tables: number
+  bytes: number
+  /** Bytes compacted into this level since open (inputs of its compactions). */
+  compactedIn: number
+  /** Bytes compactions wrote into this level since open. */
+  compactionBytesWritten: number
 }
 
 export interface WriteOptions {
@@ -136,6 +174,29 @@ export interface DatabaseStats {
   liveSnapshots: number
   /** Read timestamp of the oldest live snapshot or transaction, if any. */
   oldestSnapshotTs?: number
+  /** Tables and bytes per level, level 0 first. */
+  levels: LevelStats[]
+  /** Estimated bytes compaction must rewrite to bring every level under its target. */
+  pendingCompactionBytes: number
+  /** Compactions installed since open, of which trivial moves (a table moved down a level without rewriting). */
+  compactions: number
+  trivialMoves: number
+  /** Compactions that failed (and were retried) since open, and the last failure while it is unresolved. */
+  compactionErrors: number
+  compactionError?: string
+  /** Table bytes compactions read and wrote since open. */
+  compactionBytesRead: number
+  compactionBytesWritten: number
+  /** Estimated bytes of the newest version of every live key (exact after a full compact()). */
+  liveBytesEstimate: number
+  /** (flush + compaction bytes written) / flush bytes written since open: table bytes written per byte flushed. */
+  writeAmplification: number
+  /** tableBytes / liveBytesEstimate. */
+  spaceAmplification: number
+  /** Data blocks loaded, and point lookups that consulted a bloom filter and that it answered "absent" (over the live tables). */
+  dataBlocksRead: number
+  bloomChecked: number
+  bloomUseful: number
 }
 
 export interface TransactionOptions {
@@ -288,6 +349,13 @@ export declare class Database {
   snapshot(): Snapshot
   /** Writes all memtables to table files and waits for it. */
   flush(): Promise<void>
+  /**
+   * Compacts the tables holding keys in `range` (everything without one)
+   * down to the bottom level: overwritten and deleted versions that no live
+   * snapshot, transaction or iterator can see are dropped. Resolves when
+   * done.
+   */
+  compact(range?: KeyRange): Promise<void>
   /** Engine counters; see {@link DatabaseStats}. */
   stats(): DatabaseStats
   /**

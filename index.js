@@ -177,11 +177,14 @@ class Database {
       throw invalid(`path must be a non-empty string, got ${describe(path)}`)
     }
     const o = checkOptions(options, 'options')
-    for (const flag of ['sync', 'createIfMissing', 'errorIfExists']) {
+    for (const flag of ['sync', 'createIfMissing', 'errorIfExists', 'autoCompaction']) {
       if (o[flag] !== undefined && typeof o[flag] !== 'boolean') throw invalid(`${flag} must be a boolean`)
     }
-    for (const num of ['memtableSize', 'blockSize', 'maxImmutableMemtables']) {
+    for (const num of NUMERIC_OPEN_OPTIONS) {
       if (o[num] !== undefined && typeof o[num] !== 'number') throw invalid(`${num} must be a number`)
+    }
+    if (o.compression !== undefined && !['none', 'lz4', 'zstd'].includes(o.compression)) {
+      throw invalid(`compression must be 'none', 'lz4' or 'zstd', got ${JSON.stringify(o.compression)}`)
     }
     const opts = {
       sync: o.sync,
@@ -190,6 +193,14 @@ class Database {
       errorIfExists: o.errorIfExists,
       blockSize: o.blockSize,
       maxImmutableMemtables: o.maxImmutableMemtables,
+      compression: o.compression,
+      bloomBitsPerKey: o.bloomBitsPerKey,
+      autoCompaction: o.autoCompaction,
+      targetFileSize: o.targetFileSize,
+      levelBaseBytes: o.levelBaseBytes,
+      l0CompactionTrigger: o.l0CompactionTrigger,
+      l0SlowdownWrites: o.l0SlowdownWrites,
+      l0StopWrites: o.l0StopWrites,
     }
     // The settle callback exists before the Database does; it forwards to
     // the instance once attached.
@@ -522,6 +533,32 @@ class Database {
     })
   }
 
+  /**
+   * Compacts the tables holding keys in `range` ({ gt, gte, lt, lte }, or
+   * everything without it) down to the bottom level; resolves when done.
+   */
+  compact(range) {
+    try {
+      let args
+      if (range !== undefined && range !== null) {
+        const o = checkOptions(range, 'compact range')
+        args = {}
+        for (const b of ['gt', 'gte', 'lt', 'lte']) {
+          if (o[b] === undefined) continue
+          if (!isBytes(o[b])) throw invalid(`${b} must be a string, Buffer or Uint8Array`)
+          args[b] = toBuffer(o[b])
+        }
+      }
+      this.#checkOpen()
+      this.#flushGroup() // writes issued before compact() are covered by it
+      return this.#native.compact(args).catch((err) => {
+        throw normalizeError(err)
+      })
+    } catch (err) {
+      return Promise.reject(normalizeError(err))
+    }
+  }
+
   stats() {
     const s = this.#native.stats()
     s.pendingWrites = this.#pendingWrites
@@ -562,6 +599,17 @@ function captureResolvers(resolve, reject) {
 }
 
 const OPEN_TOKEN = Symbol('open')
+const NUMERIC_OPEN_OPTIONS = [
+  'memtableSize',
+  'blockSize',
+  'maxImmutableMemtables',
+  'bloomBitsPerKey',
+  'targetFileSize',
+  'levelBaseBytes',
+  'l0CompactionTrigger',
+  'l0SlowdownWrites',
+  'l0StopWrites',
+]
 // Most operations, and most bytes, one coalesced write group carries. The
 // byte cap keeps legal writes from being merged into a batch larger than
 // one WAL record can hold (1 GiB); a single oversized batch still gets its

@@ -23,6 +23,7 @@
 // Reproduce a run: TOONDB_CRASH_SEED=<seed printed in the diagnostics>.
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
+import fs from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { after, test } from 'node:test'
 
@@ -91,6 +92,9 @@ function parseOutput(stdout) {
         break
       case 'flushed':
         out.flushes = Math.max(out.flushes, Number(a))
+        break
+      case 'compacted':
+        out.compactions = Math.max(out.compactions ?? 0, Number(a))
         break
       default:
         throw new Error(`unexpected line from the crash writer: ${JSON.stringify(line)}`)
@@ -248,7 +252,8 @@ function crashOnce(dir, prefix, seed, delayMs, { duringOpen = false, sync = true
 
 /** Opens `dir`, reads everything, checks it, closes. */
 async function recoverAndCheck(dir, rounds) {
-  const db = await Database.open(dir)
+  // No background compaction while the files are counted below.
+  const db = await Database.open(dir, { autoCompaction: false })
   try {
     const stats = db.stats()
     const state = new Map()
@@ -261,6 +266,11 @@ async function recoverAndCheck(dir, rounds) {
     for (const { out } of rounds) {
       for (const key of out.dacks) assert.equal(db.getSync(key), null, `getSync(${key}) after acked delete`)
     }
+    // No orphans: once open has made its manifest durable it deletes every
+    // table file the manifest does not list (a flush or compaction the kill
+    // cut short, or inputs of an installed compaction).
+    const onDisk = fs.readdirSync(dir).filter((n) => /^\d{6}\.sst$/.test(n)).length
+    assert.equal(onDisk, stats.tables, `${onDisk} table files on disk, ${stats.tables} live`)
     return { stats, state, problems: check(state, rounds) }
   } finally {
     await db.close()
@@ -269,7 +279,7 @@ async function recoverAndCheck(dir, rounds) {
 
 const summary = (out) =>
   `acks ${out.acks.size} single, ${out.backs.size}/${out.bints.size} batches, ` +
-  `${[...out.oacks.values()].reduce((a, b) => a + b, 0)} overwrites, ${out.dacks.size} deletes, ${out.flushes} flushes`
+  `${[...out.oacks.values()].reduce((a, b) => a + b, 0)} overwrites, ${out.dacks.size} deletes, ${out.flushes} flushes, ${out.compactions ?? 0} compactions`
 const recoverySummary = (s) =>
   `recovered ${s.recoveredRecords} records from ${s.recoveredSegments} WAL segments, ` +
   `dropped tail ${s.droppedTailBytes} B${s.droppedTailReason ? ` (${s.droppedTailReason})` : ''}, tables ${s.tables}`
@@ -284,6 +294,7 @@ test(`acknowledged writes survive SIGKILL at random moments (${FRESH_ITERATIONS}
   t.diagnostic(`seed ${BASE_SEED}`)
   let totalAcks = 0
   let totalTables = 0
+  let totalCompactions = 0
   for (let i = 0; i < FRESH_ITERATIONS; i++) {
     const dir = tmp.dir('fresh')
     const seed = Math.floor(rnd() * 0x7fffffff)
@@ -296,9 +307,11 @@ test(`acknowledged writes survive SIGKILL at random moments (${FRESH_ITERATIONS}
     assertNoProblems(problems, `iteration ${i} (seed ${seed}, delay ${delay})`)
     totalAcks += out.acks.size + out.backs.size
     totalTables += stats.tables
+    totalCompactions += out.compactions ?? 0
     lastFresh = { dir, rounds, state }
   }
   assert.ok(totalAcks > 0, 'the writers acknowledged nothing at all')
+  assert.ok(totalCompactions > 0, 'no compact() call finished: the test did not exercise compaction')
   assert.ok(totalTables > 0, 'no memtable was ever flushed: the test did not exercise table files')
 })
 

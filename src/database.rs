@@ -1,10 +1,13 @@
 //! The native `Database` class. index.js wraps it with the promise API.
 
+use std::ops::Bound;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::{AsyncTask, Buffer, BufferSlice, Function};
 use napi::{Env, Task};
-use toondb_storage::{Database, Isolation, Options, TransactionOptions, WriteBatch, WriteOptions};
+use toondb_storage::{
+    Compression, Database, Isolation, Options, TransactionOptions, WriteBatch, WriteOptions,
+};
 
 use crate::completion::{Completions, Settled};
 use crate::convert::{as_bytes, Bytes};
@@ -22,6 +25,15 @@ pub struct OpenOptions {
     pub error_if_exists: Option<bool>,
     pub block_size: Option<f64>,
     pub max_immutable_memtables: Option<f64>,
+    /// "none" (default), "lz4" or "zstd".
+    pub compression: Option<String>,
+    pub bloom_bits_per_key: Option<f64>,
+    pub auto_compaction: Option<bool>,
+    pub target_file_size: Option<f64>,
+    pub level_base_bytes: Option<f64>,
+    pub l0_compaction_trigger: Option<f64>,
+    pub l0_slowdown_writes: Option<f64>,
+    pub l0_stop_writes: Option<f64>,
 }
 
 fn positive(name: &str, v: Option<f64>, min: f64, max: f64) -> Result<Option<usize>> {
@@ -61,6 +73,40 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
         64.0,
     )? {
         options.max_immutable_memtables = v;
+    }
+    if let Some(c) = o.compression.as_deref() {
+        options.compression = match c {
+            "none" => Compression::None,
+            "lz4" => Compression::Lz4,
+            "zstd" => Compression::Zstd,
+            other => {
+                return Err(invalid_argument(format!(
+                    "compression must be 'none', 'lz4' or 'zstd', got {other:?}"
+                )))
+            }
+        };
+    }
+    if let Some(v) = positive("bloomBitsPerKey", o.bloom_bits_per_key, 0.0, 32.0)? {
+        options.bloom_bits_per_key = v as u32;
+    }
+    if let Some(v) = o.auto_compaction {
+        options.auto_compaction = v;
+    }
+    let big = (1u64 << 50) as f64;
+    if let Some(v) = positive("targetFileSize", o.target_file_size, 4096.0, big)? {
+        options.target_file_size = v as u64;
+    }
+    if let Some(v) = positive("levelBaseBytes", o.level_base_bytes, 4096.0, big)? {
+        options.level_base_bytes = v as u64;
+    }
+    if let Some(v) = positive("l0CompactionTrigger", o.l0_compaction_trigger, 1.0, 1000.0)? {
+        options.l0_compaction_trigger = v;
+    }
+    if let Some(v) = positive("l0SlowdownWrites", o.l0_slowdown_writes, 1.0, 1000.0)? {
+        options.l0_slowdown_writes = v;
+    }
+    if let Some(v) = positive("l0StopWrites", o.l0_stop_writes, 1.0, 1000.0)? {
+        options.l0_stop_writes = v;
     }
     Ok(options)
 }
@@ -120,6 +166,31 @@ pub struct DatabaseStats {
     pub conflicts: f64,
     pub live_snapshots: f64,
     pub oldest_snapshot_ts: Option<f64>,
+    pub levels: Vec<LevelStats>,
+    pub pending_compaction_bytes: f64,
+    pub compactions: f64,
+    pub trivial_moves: f64,
+    pub compaction_errors: f64,
+    pub compaction_error: Option<String>,
+    pub compaction_bytes_read: f64,
+    pub compaction_bytes_written: f64,
+    pub live_bytes_estimate: f64,
+    pub write_amplification: f64,
+    pub space_amplification: f64,
+    pub table_bytes_read: f64,
+    pub data_blocks_read: f64,
+    pub bloom_checked: f64,
+    pub bloom_useful: f64,
+}
+
+/// One level of the LSM tree in `db.stats().levels` (level 0 first).
+#[napi(object)]
+#[derive(Debug, Clone)]
+pub struct LevelStats {
+    pub tables: f64,
+    pub bytes: f64,
+    pub compacted_in: f64,
+    pub compaction_bytes_written: f64,
 }
 
 #[napi]
@@ -319,6 +390,23 @@ impl NativeDatabase {
         AsyncTask::new(BlockingTask(Box::new(move || db.flush())))
     }
 
+    /// Compacts the tables holding keys in the range (all of them without
+    /// one) down to the bottom level, on the libuv pool.
+    #[napi(catch_unwind)]
+    pub fn compact(&self, range: Option<ScanArgs>) -> Result<AsyncTask<DbTask>> {
+        let (lower, upper) = match range {
+            Some(args) => {
+                let o = scan_options(args)?;
+                (o.lower, o.upper)
+            }
+            None => (Bound::Unbounded, Bound::Unbounded),
+        };
+        let db = self.db.clone();
+        Ok(AsyncTask::new(BlockingTask(Box::new(move || {
+            db.compact_range(lower.clone(), upper.clone())
+        }))))
+    }
+
     #[napi(catch_unwind)]
     pub fn close(&self) -> AsyncTask<DbTask> {
         let db = self.db.clone();
@@ -358,10 +446,34 @@ impl NativeDatabase {
             recovered_segments: s.recovery.segments as f64,
             dropped_tail_bytes: tail.map_or(0.0, |t| t.dropped_bytes as f64),
             dropped_tail_reason: tail.map(|t| t.reason.clone()),
-            background_error: s.background_error,
+            background_error: s.background_error.clone(),
             conflicts: s.conflicts as f64,
             live_snapshots: s.live_snapshots as f64,
             oldest_snapshot_ts: s.oldest_snapshot_ts.map(|t| t as f64),
+            levels: s
+                .levels
+                .iter()
+                .map(|l| LevelStats {
+                    tables: l.tables as f64,
+                    bytes: l.bytes as f64,
+                    compacted_in: l.compacted_in as f64,
+                    compaction_bytes_written: l.compaction_bytes_written as f64,
+                })
+                .collect(),
+            pending_compaction_bytes: s.pending_compaction_bytes as f64,
+            compactions: s.compactions as f64,
+            trivial_moves: s.trivial_moves as f64,
+            compaction_errors: s.compaction_errors as f64,
+            compaction_error: s.compaction_error.clone(),
+            compaction_bytes_read: s.compaction_bytes_read as f64,
+            compaction_bytes_written: s.compaction_bytes_written as f64,
+            live_bytes_estimate: s.live_bytes_estimate as f64,
+            write_amplification: s.write_amplification(),
+            space_amplification: s.space_amplification(),
+            table_bytes_read: s.table_bytes_read as f64,
+            data_blocks_read: s.data_blocks_read as f64,
+            bloom_checked: s.bloom_checked as f64,
+            bloom_useful: s.bloom_useful as f64,
         }
     }
 }

@@ -3,6 +3,7 @@
 //! directory lock); the engine shuts down when the last handle closes.
 
 use std::collections::HashMap;
+use std::ops::Bound;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -11,13 +12,16 @@ use parking_lot::Mutex;
 
 use crate::batch::WriteBatch;
 use crate::commit::{CommitMsg, Completion};
+use crate::compaction::Policy;
 use crate::engine::Engine;
 use crate::error::{Error, IoResultExt, Result};
 use crate::iter::{DbIter, Scan, ScanOptions};
 use crate::key::Timestamp;
+use crate::lsm::NUM_LEVELS;
+use crate::maintenance::ManualRequest;
 use crate::options::{Options, WriteOptions};
 use crate::recovery::open_engine;
-use crate::stats::Stats;
+use crate::stats::{LevelStats, Stats};
 use crate::txn::{Snapshot, Transaction, TransactionOptions};
 
 struct Registered {
@@ -127,8 +131,9 @@ impl Database {
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
         self.check_open()?;
-        self.engine
-            .get_at(key.as_ref(), self.engine.visible_ts(), f)
+        crate::key::check_key(key.as_ref())?;
+        let (ts, state) = self.engine.read_view();
+        state.get_with(key.as_ref(), ts, f)
     }
 
     /// Values of several keys read from one snapshot.
@@ -136,8 +141,7 @@ impl Database {
         self.check_open()?;
         // The timestamp first: a state read after it holds every commit at
         // or below it (the commit thread applies before it publishes).
-        let snapshot = self.engine.visible_ts();
-        let state = self.engine.state();
+        let (snapshot, state) = self.engine.read_view();
         keys.iter()
             .map(|k| {
                 crate::key::check_key(k.as_ref())?;
@@ -277,7 +281,7 @@ impl Database {
     /// A scan over the current state (a consistent snapshot of it).
     pub fn scan(&self, options: ScanOptions) -> Result<Scan> {
         self.check_open()?;
-        let snapshot = self.engine.visible_ts();
+        let snapshot = self.engine.snapshots.acquire(|| self.engine.visible_ts());
         Ok(Scan::new(
             self.engine.clone(),
             self.engine.state(),
@@ -315,6 +319,40 @@ impl Database {
         Ok(())
     }
 
+    /// Compacts every table into the bottom level in use, dropping every
+    /// version no live snapshot, transaction or scan can see, and every
+    /// tombstone with nothing left below it. Memtables are flushed first.
+    /// Returns once the result is installed (or with the error that
+    /// prevented it; the database is then unchanged).
+    pub fn compact(&self) -> Result<()> {
+        self.compact_range(Bound::Unbounded, Bound::Unbounded)
+    }
+
+    /// Like [`compact`](Self::compact), for the tables holding keys in
+    /// `lower..upper` (bounds as in [`ScanOptions`]). Tables overlapping the
+    /// range are compacted whole, so keys just outside it may be compacted
+    /// too.
+    pub fn compact_range(&self, lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> Result<()> {
+        self.check_open()?;
+        self.flush()?;
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        {
+            let mut m = self.engine.maintenance.lock();
+            if m.shutdown || m.stopped {
+                return Err(self.engine.bg_error().unwrap_or_else(Error::closed));
+            }
+            m.manual.push_back(ManualRequest {
+                lower,
+                upper,
+                done: tx,
+            });
+            self.engine.work_ready.notify_all();
+        }
+        // The thread answers every request it takes, and fails those still
+        // queued when it stops; a dropped sender means it is gone.
+        rx.recv().unwrap_or_else(|_| Err(Error::closed()))
+    }
+
     pub fn stats(&self) -> Stats {
         let engine = &self.engine;
         let state = engine.state();
@@ -322,9 +360,34 @@ impl Database {
             visible_ts: engine.visible_ts(),
             memtable_bytes: state.mem.approximate_bytes() as u64,
             immutable_memtables: state.imms.len() as u64,
-            tables: state.tables.len() as u64,
-            table_bytes: state.tables.iter().map(|t| t.summary().file_size).sum(),
-            table_bytes_read: state.tables.iter().map(|t| t.bytes_read()).sum(),
+            tables: state.levels.table_count() as u64,
+            table_bytes: state.levels.total_bytes(),
+            table_bytes_read: state.levels.all().map(|t| t.table().bytes_read()).sum(),
+            data_blocks_read: table_counter(&state, |c| &c.data_block_reads),
+            bloom_checked: table_counter(&state, |c| &c.bloom_checked),
+            bloom_useful: table_counter(&state, |c| &c.bloom_useful),
+            levels: (0..NUM_LEVELS)
+                .map(|n| {
+                    let c = &engine.counters;
+                    let load = |a: &[std::sync::atomic::AtomicU64; NUM_LEVELS]| {
+                        a[n].load(std::sync::atomic::Ordering::Relaxed)
+                    };
+                    LevelStats {
+                        tables: state.levels.level(n).len() as u64,
+                        bytes: state.levels.level_bytes(n),
+                        compacted_in: load(&c.level_moved_in),
+                        compaction_bytes_written: load(&c.level_written),
+                    }
+                })
+                .collect(),
+            pending_compaction_bytes: Policy::new(&engine.options).pending_bytes(&state.levels),
+            live_bytes_estimate: state.levels.live_bytes_estimate(),
+            compaction_error: engine
+                .maintenance
+                .lock()
+                .compaction_error
+                .as_ref()
+                .map(|e| e.to_string()),
             recovery: engine.recovery.clone(),
             background_error: engine.bg_error().map(|e| e.to_string()),
             live_snapshots: engine.snapshots.count() as u64,
@@ -381,4 +444,16 @@ impl Drop for Database {
     fn drop(&mut self) {
         let _ = self.close_handle(false);
     }
+}
+
+/// One of the per-table counters, summed over the live tables.
+fn table_counter(
+    state: &crate::engine::LsmState,
+    pick: impl Fn(&crate::sstable::TableCounters) -> &std::sync::atomic::AtomicU64,
+) -> u64 {
+    state
+        .levels
+        .all()
+        .map(|t| pick(t.table().counters()).load(std::sync::atomic::Ordering::Relaxed))
+        .sum()
 }

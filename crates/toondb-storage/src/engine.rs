@@ -14,9 +14,10 @@ use crate::commit::{CommitMsg, Committer};
 use crate::error::{Error, Result};
 use crate::io::{FileLock, FileSystem};
 use crate::key::Timestamp;
+use crate::lsm::Levels;
+use crate::maintenance::MaintenanceState;
 use crate::memtable::Memtable;
 use crate::options::Options;
-use crate::sstable::Table;
 use crate::stats::Counters;
 use crate::txn::snapshots::SnapshotList;
 use crate::wal::ReplayReport;
@@ -28,17 +29,14 @@ pub(crate) struct LsmState {
     pub mem: Arc<Memtable>,
     /// Sealed memtables waiting to be flushed, newest first.
     pub imms: Vec<Arc<Memtable>>,
-    /// Table files, newest first.
-    pub tables: Vec<Arc<Table>>,
-}
-
-/// State shared with the maintenance thread, guarded by one mutex so that
-/// waits on its condition variables cannot miss a wake-up.
-#[derive(Default)]
-pub(crate) struct MaintenanceState {
-    pub shutdown: bool,
-    /// Id of the newest memtable whose contents are in a table file.
-    pub flushed_id: u64,
+    /// Table files by level.
+    pub levels: Levels,
+    /// The newest read timestamp any compaction whose output is in `levels`
+    /// retained versions for. A reader at an older timestamp that was not
+    /// registered when that compaction started may miss versions, so
+    /// unregistered readers (plain gets) take a newer timestamp (see
+    /// `Engine::read_view`).
+    pub compacted_ts: Timestamp,
 }
 
 pub(crate) struct Engine {
@@ -61,9 +59,11 @@ pub(crate) struct Engine {
     /// after a failed fsync could acknowledge data the disk never got.
     bg_error: Mutex<Option<Error>>,
     pub maintenance: Mutex<MaintenanceState>,
-    /// Signalled when a memtable is sealed (work for the maintenance thread).
+    /// Signalled when there is work for the maintenance thread (a sealed
+    /// memtable, a manual compaction) or it should stop.
     pub work_ready: Condvar,
-    /// Signalled when a flush finishes or fails (stalled writers, `flush()`).
+    /// Signalled when a flush or compaction finishes or fails (stalled
+    /// writers, `flush()`).
     pub flush_done: Condvar,
     pub counters: Counters,
     /// Live snapshots and transactions, by read timestamp.
@@ -100,8 +100,8 @@ impl Engine {
             committer: Mutex::new(None),
             bg_error: Mutex::new(None),
             maintenance: Mutex::new(MaintenanceState {
-                shutdown: false,
                 flushed_id: parts.flushed_id,
+                ..MaintenanceState::default()
             }),
             work_ready: Condvar::new(),
             flush_done: Condvar::new(),
@@ -128,6 +128,22 @@ impl Engine {
         let mut guard = self.state.write();
         let next = edit(&guard);
         *guard = Arc::new(next);
+    }
+
+    /// A timestamp and a state to read at, for a reader that is not in the
+    /// live-snapshot registry (plain gets). The timestamp is taken first, so
+    /// the state holds every commit at or below it; if a compaction that
+    /// started after the timestamp was taken is already installed, it may
+    /// have dropped versions only that timestamp needed, so take a fresh
+    /// pair (the visible timestamp is then at least that compaction's).
+    pub fn read_view(&self) -> (Timestamp, Arc<LsmState>) {
+        loop {
+            let ts = self.visible_ts();
+            let state = self.state();
+            if state.compacted_ts <= ts {
+                return (ts, state);
+            }
+        }
     }
 
     pub fn visible_ts(&self) -> Timestamp {

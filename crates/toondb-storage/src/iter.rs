@@ -5,17 +5,16 @@
 //! the skiplist borrows inside one function and costs one seek per source
 //! per batch.
 
-use std::cmp::Ordering;
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crossbeam_skiplist::map::{Entry, Range};
-
 use crate::engine::{Engine, LsmState};
 use crate::error::{Error, Result};
-use crate::key::{compare_versions, Timestamp, ValueKind};
+use crate::key::{Timestamp, ValueKind};
+use crate::lsm::NUM_LEVELS;
 use crate::memtable::MemKey;
+use crate::merge::{Cursor, LevelCursor, MergeIter};
 use crate::sstable::TableIter;
 
 /// Which keys a scan visits, in which direction, and how many.
@@ -98,61 +97,12 @@ pub struct Scan {
     done: bool,
 }
 
-type MemRange<'a> = Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>;
-
-enum Cursor<'a> {
-    Mem {
-        range: MemRange<'a>,
-        current: Option<Entry<'a, MemKey, ()>>,
-    },
-    Table(TableIter),
-}
-
-struct Version<'s> {
-    key: &'s [u8],
-    ts: Timestamp,
-    kind: ValueKind,
-    value: &'s [u8],
-}
-
-impl Cursor<'_> {
-    fn current(&self) -> Option<Version<'_>> {
-        match self {
-            Cursor::Mem { current, .. } => current.as_ref().map(|e| {
-                let v = e.key();
-                Version {
-                    key: v.user_key(),
-                    ts: v.ts,
-                    kind: v.kind,
-                    value: v.value(),
-                }
-            }),
-            Cursor::Table(it) => it.entry().map(|e| Version {
-                key: e.user_key,
-                ts: e.ts,
-                kind: e.kind,
-                value: e.value,
-            }),
-        }
-    }
-
-    fn advance(&mut self, reverse: bool) -> Result<()> {
-        match self {
-            Cursor::Mem { range, current } => {
-                *current = if reverse {
-                    range.next_back()
-                } else {
-                    range.next()
-                };
-                Ok(())
-            }
-            Cursor::Table(it) if reverse => it.prev(),
-            Cursor::Table(it) => it.next(),
-        }
-    }
-}
-
 impl Scan {
+    /// `snapshot` must already be registered in the engine's live-snapshot
+    /// list for this scan (`engine.snapshots.acquire`); the scan releases
+    /// that registration when dropped, so compaction keeps every version
+    /// the scan may still read for as long as it lives, even after the
+    /// snapshot or transaction it came from is gone.
     pub(crate) fn new(
         engine: Arc<Engine>,
         state: Arc<LsmState>,
@@ -190,8 +140,7 @@ impl Scan {
             return Ok(out);
         }
         let state = self.state.clone();
-        let reverse = self.options.reverse;
-        let mut cursors = self.open_cursors(&state)?;
+        let mut merged = self.open_merge(&state)?;
         let mut bytes = 0usize;
         let mut last_skipped: Option<Vec<u8>> = None;
         while out.len() < max_entries.max(1) && bytes < max_bytes.max(1) {
@@ -199,10 +148,7 @@ impl Scan {
                 self.done = true;
                 break;
             }
-            let Some(key) = pick(&cursors, reverse)
-                .and_then(|i| cursors[i].current())
-                .map(|v| v.key.to_vec())
-            else {
+            let Some(key) = merged.current().map(|v| v.key.to_vec()) else {
                 self.done = true;
                 break;
             };
@@ -210,7 +156,7 @@ impl Scan {
                 self.done = true;
                 break;
             }
-            let chosen = self.consume_group(&mut cursors, &key)?;
+            let chosen = self.consume_group(&mut merged, &key)?;
             match chosen {
                 Some(value) => {
                     bytes += key.len() + value.len();
@@ -227,11 +173,10 @@ impl Scan {
 
     /// Consumes every version of `key` and returns the value visible at the
     /// snapshot (`None` when absent or deleted).
-    fn consume_group(&self, cursors: &mut [Cursor<'_>], key: &[u8]) -> Result<Option<Vec<u8>>> {
+    fn consume_group(&self, merged: &mut MergeIter<'_>, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let reverse = self.options.reverse;
         let mut chosen: Option<(ValueKind, Vec<u8>)> = None;
-        while let Some(i) = pick(cursors, reverse) {
-            let Some(v) = cursors[i].current() else { break };
+        while let Some(v) = merged.current() {
             if v.key != key {
                 break;
             }
@@ -240,7 +185,7 @@ impl Scan {
             if v.ts <= self.snapshot && (reverse || chosen.is_none()) {
                 chosen = Some((v.kind, v.value.to_vec()));
             }
-            cursors[i].advance(reverse)?;
+            merged.advance()?;
         }
         Ok(match chosen {
             Some((ValueKind::Put, value)) => Some(value),
@@ -282,7 +227,7 @@ impl Scan {
         }
     }
 
-    fn open_cursors<'s>(&self, state: &'s LsmState) -> Result<Vec<Cursor<'s>>> {
+    fn open_merge<'s>(&self, state: &'s LsmState) -> Result<MergeIter<'s>> {
         let reverse = self.options.reverse;
         let start = self.start_bound();
         // Timestamps are >= 1, so (k, u64::MAX) sorts before every version of
@@ -298,57 +243,36 @@ impl Scan {
                 (Bound::Unbounded, Bound::Excluded(MemKey::new(k, u64::MAX)))
             }
         };
-        let mut cursors = Vec::with_capacity(1 + state.imms.len() + state.tables.len());
+        let levels = &state.levels;
+        let mut cursors =
+            Vec::with_capacity(1 + state.imms.len() + levels.level(0).len() + NUM_LEVELS);
         for mem in std::iter::once(&state.mem).chain(state.imms.iter()) {
-            let mut cursor = Cursor::Mem {
-                range: mem.range(lower.clone(), upper.clone()),
-                current: None,
-            };
-            cursor.advance(reverse)?;
-            cursors.push(cursor);
+            cursors.push(Cursor::mem(
+                mem.range(lower.clone(), upper.clone()),
+                reverse,
+            ));
         }
-        for table in &state.tables {
-            let mut it = TableIter::new(table.clone());
-            match (reverse, start) {
-                (false, Bound::Unbounded) => it.seek_to_first()?,
-                (true, Bound::Unbounded) => it.seek_to_last()?,
-                (false, Bound::Included(k) | Bound::Excluded(k)) => it.seek(k)?,
-                (true, Bound::Included(k) | Bound::Excluded(k)) => it.seek_for_prev(k)?,
-            }
-            if let Bound::Excluded(k) = start {
-                while it.entry().is_some_and(|e| e.user_key == k) {
-                    if reverse {
-                        it.prev()?;
-                    } else {
-                        it.next()?;
-                    }
-                }
-            }
-            cursors.push(Cursor::Table(it));
+        for file in levels.level(0) {
+            let mut c = Cursor::Table(TableIter::new(file.table().clone()));
+            c.seek(start, reverse)?;
+            cursors.push(c);
         }
-        Ok(cursors)
+        for n in 1..NUM_LEVELS {
+            if levels.level(n).is_empty() {
+                continue;
+            }
+            let mut c = Cursor::Level(LevelCursor::new(levels.level(n)));
+            c.seek(start, reverse)?;
+            cursors.push(c);
+        }
+        Ok(MergeIter::new(cursors, reverse))
     }
 }
 
-/// The cursor whose current version comes first in scan order.
-fn pick(cursors: &[Cursor<'_>], reverse: bool) -> Option<usize> {
-    let want = if reverse {
-        Ordering::Greater
-    } else {
-        Ordering::Less
-    };
-    let mut best: Option<(usize, Version<'_>)> = None;
-    for (i, c) in cursors.iter().enumerate() {
-        let Some(v) = c.current() else { continue };
-        let better = match &best {
-            None => true,
-            Some((_, b)) => compare_versions(v.key, v.ts, b.key, b.ts) == want,
-        };
-        if better {
-            best = Some((i, v));
-        }
+impl Drop for Scan {
+    fn drop(&mut self) {
+        self.engine.snapshots.release(self.snapshot);
     }
-    best.map(|(i, _)| i)
 }
 
 /// Anything that yields scan results in batches: a database or snapshot

@@ -35,6 +35,33 @@ pub struct Options {
     /// Commit requests that may queue for the commit thread before
     /// submitters wait (default 4096).
     pub commit_queue_len: usize,
+    /// Run compactions picked by score on the maintenance thread (default
+    /// true). Off, only `Database::compact`/`compact_range` compact, and the
+    /// level-0 and pending-bytes write stalls are not applied (nothing
+    /// would end them).
+    pub auto_compaction: bool,
+    /// Level-0 table count at which level 0 is compacted into level 1
+    /// (default 4). See docs/compaction.md.
+    pub l0_compaction_trigger: usize,
+    /// Level-0 table count at which each commit group is delayed 1 ms
+    /// (default 20).
+    pub l0_slowdown_writes: usize,
+    /// Level-0 table count at which writers stop until compaction catches
+    /// up (default 36).
+    pub l0_stop_writes: usize,
+    /// Estimated bytes compaction still has to rewrite at which commit
+    /// groups are delayed (default 64 GiB; 0 turns it off).
+    pub pending_compaction_bytes_slowdown: u64,
+    /// Estimated pending compaction bytes at which writers stop (default
+    /// 256 GiB; 0 turns it off).
+    pub pending_compaction_bytes_stop: u64,
+    /// Size at which compaction cuts an output table (default 16 MiB).
+    pub target_file_size: u64,
+    /// Target size of level 1 (default 64 MiB); level n+1 targets
+    /// `level_size_ratio` times level n.
+    pub level_base_bytes: u64,
+    /// Size ratio between adjacent levels (default 10).
+    pub level_size_ratio: u64,
     /// The file system; tests inject faults through it.
     pub fs: Arc<dyn FileSystem>,
 }
@@ -51,7 +78,27 @@ impl Default for Options {
             compression: Compression::default(),
             bloom_bits_per_key: crate::sstable::DEFAULT_BLOOM_BITS_PER_KEY,
             commit_queue_len: 4096,
+            auto_compaction: true,
+            l0_compaction_trigger: 4,
+            l0_slowdown_writes: 20,
+            l0_stop_writes: 36,
+            pending_compaction_bytes_slowdown: 64 << 30,
+            pending_compaction_bytes_stop: 256 << 30,
+            target_file_size: 16 << 20,
+            level_base_bytes: 64 << 20,
+            level_size_ratio: 10,
             fs: OsFileSystem::shared(),
+        }
+    }
+}
+
+impl Options {
+    /// How table files are written (flushes and compactions alike).
+    pub(crate) fn table_options(&self) -> crate::sstable::TableOptions {
+        crate::sstable::TableOptions {
+            block_size: self.block_size,
+            compression: self.compression,
+            bloom_bits_per_key: self.bloom_bits_per_key,
         }
     }
 }
@@ -68,6 +115,21 @@ impl fmt::Debug for Options {
             .field("compression", &self.compression)
             .field("bloom_bits_per_key", &self.bloom_bits_per_key)
             .field("commit_queue_len", &self.commit_queue_len)
+            .field("auto_compaction", &self.auto_compaction)
+            .field("l0_compaction_trigger", &self.l0_compaction_trigger)
+            .field("l0_slowdown_writes", &self.l0_slowdown_writes)
+            .field("l0_stop_writes", &self.l0_stop_writes)
+            .field(
+                "pending_compaction_bytes_slowdown",
+                &self.pending_compaction_bytes_slowdown,
+            )
+            .field(
+                "pending_compaction_bytes_stop",
+                &self.pending_compaction_bytes_stop,
+            )
+            .field("target_file_size", &self.target_file_size)
+            .field("level_base_bytes", &self.level_base_bytes)
+            .field("level_size_ratio", &self.level_size_ratio)
             .finish_non_exhaustive()
     }
 }
@@ -82,5 +144,26 @@ pub struct WriteOptions {
 impl WriteOptions {
     pub fn sync(sync: bool) -> Self {
         WriteOptions { sync: Some(sync) }
+    }
+}
+
+impl Options {
+    /// The same options with inconsistent compaction thresholds made
+    /// consistent, so no setting can stall writers forever: trigger >= 1,
+    /// slowdown >= trigger, stop >= slowdown (for level-0 counts and for
+    /// pending bytes), ratio >= 2, sizes >= 1 KiB. Applied at open.
+    pub(crate) fn sanitized(mut self) -> Options {
+        self.l0_compaction_trigger = self.l0_compaction_trigger.max(1);
+        self.l0_slowdown_writes = self.l0_slowdown_writes.max(self.l0_compaction_trigger);
+        self.l0_stop_writes = self.l0_stop_writes.max(self.l0_slowdown_writes);
+        if self.pending_compaction_bytes_stop != 0 {
+            self.pending_compaction_bytes_stop = self
+                .pending_compaction_bytes_stop
+                .max(self.pending_compaction_bytes_slowdown);
+        }
+        self.level_size_ratio = self.level_size_ratio.max(2);
+        self.target_file_size = self.target_file_size.max(1024);
+        self.level_base_bytes = self.level_base_bytes.max(1024);
+        self
     }
 }

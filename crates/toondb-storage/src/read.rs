@@ -1,5 +1,5 @@
 //! Point reads: the active memtable, sealed memtables newest first, then
-//! table files newest first. The first version at or below the snapshot
+//! level-0 tables newest first, then at most one table per deeper level. The first version at or below the snapshot
 //! timestamp decides; a tombstone means "absent".
 
 use std::ops::Bound;
@@ -34,12 +34,8 @@ impl LsmState {
                 "read callback consumed twice",
             ));
         };
-        for table in &self.tables {
-            let summary = table.summary();
-            if key < summary.smallest.as_slice() || key > summary.largest.as_slice() {
-                continue;
-            }
-            if let Some(found) = table.get(key, snapshot)? {
+        for file in self.levels.candidates(key) {
+            if let Some(found) = file.table().get(key, snapshot)? {
                 let entry = found.entry();
                 return Ok(f(visible(entry.kind, entry.value)));
             }
@@ -69,15 +65,14 @@ impl LsmState {
                 return Ok(ts > since);
             }
         }
-        for table in &self.tables {
-            let summary = table.summary();
-            if summary.max_ts <= since
-                || key < summary.smallest.as_slice()
-                || key > summary.largest.as_slice()
-            {
+        // Probed newest first, so the first table with a version has the
+        // newest one; a table with only old versions cannot hide a newer
+        // one further down.
+        for file in self.levels.candidates(key) {
+            if file.max_ts() <= since {
                 continue;
             }
-            if let Some(found) = table.get(key, Timestamp::MAX)? {
+            if let Some(found) = file.table().get(key, Timestamp::MAX)? {
                 return Ok(found.entry().ts > since);
             }
         }
@@ -92,12 +87,11 @@ impl LsmState {
                 return Ok(true);
             }
         }
-        for table in &self.tables {
-            let summary = table.summary();
-            if summary.max_ts <= since {
+        for file in self.levels.all() {
+            if file.max_ts() <= since {
                 continue;
             }
-            let mut it = TableIter::new(table.clone());
+            let mut it = TableIter::new(file.table().clone());
             match &range.0 {
                 Bound::Included(k) | Bound::Excluded(k) => it.seek(k)?,
                 Bound::Unbounded => it.seek_to_first()?,

@@ -6,10 +6,11 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::batch::WriteBatch;
-use crate::commit::{CommitThread, Committer};
+use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
-use crate::flush::MaintenanceThread;
+use crate::lsm::{Levels, TableFile};
+use crate::maintenance::MaintenanceThread;
 use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::sstable::{parse_table_name, table_file_name, Table};
@@ -19,6 +20,7 @@ use crate::wal::{self, parse_segment_name, WalWriter};
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
 pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
+    let options = options.sanitized();
     let fs = options.fs.clone();
     if !fs.exists(dir) {
         if !options.create_if_missing {
@@ -71,9 +73,8 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
     };
 
-    // Newest first: tables were appended to the manifest in flush order.
     let mut tables = Vec::with_capacity(state.tables.len());
-    for meta in state.tables.iter().rev() {
+    for meta in &state.tables {
         let path = dir.join(table_file_name(meta.number));
         if !fs.exists(&path) {
             return Err(Error::corruption(format!(
@@ -83,11 +84,28 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
         let table = Table::open(meta.number, fs.map(&path)?)
             .map_err(|e| e.context(format_args!("opening table {}", path.display())))?;
-        tables.push(Arc::new(table));
+        // Levels are ordered by the manifest's key ranges; a file that
+        // disagrees would be searched in the wrong place.
+        let summary = table.summary();
+        if summary.smallest != meta.smallest || summary.largest != meta.largest {
+            return Err(Error::corruption(format!(
+                "table {} holds a different key range than the manifest records",
+                path.display()
+            )));
+        }
+        let file = TableFile::new(table, meta.clone(), path, fs.clone());
+        tables.push((meta.level as usize, file));
     }
+    let levels = Levels::build(tables)?;
 
     let mut max_file_number = state.next_file_number.saturating_sub(1);
     let mut segments = Vec::new();
+    // Files the manifest makes redundant. They are deleted only after the
+    // fresh manifest below is durable: the manifest just read may end in an
+    // edit that reached the page cache but not the disk (a kill right after
+    // the write, before its fsync), and deleting on its strength could lose
+    // data to a power cut during this open.
+    let mut garbage = Vec::new();
     for name in &names {
         let number = parse_segment_name(name)
             .or_else(|| parse_table_name(name))
@@ -97,15 +115,15 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
         match parse_segment_name(name) {
             Some(n) if n >= state.log_number => segments.push(n),
-            Some(_) => {
-                let _ = fs.remove(&dir.join(name)); // flushed already
-            }
+            Some(_) => garbage.push(name.clone()), // flushed already
             None => {}
         }
         if let Some(n) = parse_table_name(name) {
             if !state.tables.iter().any(|t| t.number == n) {
-                // Written by a flush that crashed before its manifest edit.
-                let _ = fs.remove(&dir.join(name));
+                // Written by a flush or compaction that crashed before its
+                // manifest edit, or an input whose removal was durable but
+                // whose deletion was not done yet.
+                garbage.push(name.clone());
             }
         }
     }
@@ -145,6 +163,12 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     state.next_file_number = next_file_number;
     state.last_ts = last_ts;
     let manifest = Manifest::create(fs.clone(), dir, manifest_number, state)?;
+    // The state the garbage list came from is now durable (create syncs the
+    // new manifest, CURRENT and the directory), so deleting cannot lose
+    // anything a later open needs. A failed delete only wastes space.
+    for name in garbage {
+        let _ = fs.remove(&dir.join(name));
+    }
 
     let (commit_tx, commit_rx) = crossbeam_channel::bounded(options.commit_queue_len.max(1));
     let engine = Arc::new(Engine::new(EngineParts {
@@ -153,7 +177,8 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         state: LsmState {
             mem: Arc::new(mem),
             imms: Vec::new(),
-            tables,
+            levels,
+            compacted_ts: 0,
         },
         last_ts,
         next_file_number,
@@ -166,7 +191,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     *engine.committer.lock() = Some(Committer::new(engine.clone(), wal, last_ts, 2));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
     let maintainer = MaintenanceThread::new(engine.clone(), manifest);
-    let commit = match spawn("toondb-commit", move || commit_thread.run()) {
+    let commit = match spawn(COMMIT_THREAD_NAME, move || commit_thread.run()) {
         Ok(t) => t,
         Err(e) => {
             drop(engine.committer.lock().take()); // breaks the Arc cycle

@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::key::Timestamp;
+use crate::lsm::NUM_LEVELS;
 use crate::wal::ReplayReport;
 
 /// Monotonic counters updated by the engine's threads.
@@ -18,6 +19,15 @@ pub(crate) struct Counters {
     pub flushes: AtomicU64,
     pub flush_bytes_written: AtomicU64,
     pub conflicts: AtomicU64,
+    pub compactions: AtomicU64,
+    pub trivial_moves: AtomicU64,
+    pub compaction_errors: AtomicU64,
+    pub compaction_bytes_read: AtomicU64,
+    pub compaction_bytes_written: AtomicU64,
+    /// Per output level: bytes of shallower tables compacted (or moved)
+    /// into it, and bytes compactions wrote into it.
+    pub level_moved_in: [AtomicU64; NUM_LEVELS],
+    pub level_written: [AtomicU64; NUM_LEVELS],
 }
 
 impl Counters {
@@ -31,6 +41,30 @@ fn get(c: &AtomicU64) -> u64 {
 }
 
 /// A point-in-time view of the engine, for monitoring and tests.
+/// One level: its tables now, and what compactions into it cost since open.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LevelStats {
+    pub tables: u64,
+    pub bytes: u64,
+    /// Bytes of shallower-level tables that compactions (and trivial
+    /// moves) brought into this level.
+    pub compacted_in: u64,
+    /// Bytes compactions wrote into this level (the merged result of those
+    /// tables and the overlapping tables already here).
+    pub compaction_bytes_written: u64,
+}
+
+impl LevelStats {
+    /// Bytes written per byte brought in from above: the write
+    /// amplification of the pass into this level (0 if none ran).
+    pub fn write_amplification(&self) -> f64 {
+        if self.compacted_in == 0 {
+            return 0.0;
+        }
+        self.compaction_bytes_written as f64 / self.compacted_in as f64
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Newest commit timestamp visible to new readers.
@@ -42,8 +76,37 @@ pub struct Stats {
     /// Live table files and their total size.
     pub tables: u64,
     pub table_bytes: u64,
+    /// Per level (index = level, 0 first): tables and bytes.
+    pub levels: Vec<LevelStats>,
+    /// Estimated bytes compaction still has to rewrite to bring every level
+    /// under its threshold (docs/compaction.md); writes slow down and stop
+    /// on it.
+    pub pending_compaction_bytes: u64,
+    /// Compactions that merged tables, and trivial moves (a table moved
+    /// one level down by a manifest edit alone), since open.
+    pub compactions: u64,
+    pub trivial_moves: u64,
+    /// Compactions that failed (their outputs were deleted; the database
+    /// was unchanged), and the last failure while it is unresolved.
+    pub compaction_errors: u64,
+    pub compaction_error: Option<String>,
+    /// Table bytes read and written by compactions since open.
+    pub compaction_bytes_read: u64,
+    pub compaction_bytes_written: u64,
+    /// Estimated bytes of live data in tables: the tables whose key range
+    /// no older table overlaps (overlapping ones are assumed to hold newer
+    /// copies of keys already counted). Exact after `compact()` with no
+    /// snapshot held.
+    pub live_bytes_estimate: u64,
     /// Bytes of table data blocks read by gets and scans since open.
     pub table_bytes_read: u64,
+    /// Like `table_bytes_read`, these count over the tables live now (a
+    /// table compacted away takes its counts with it): data blocks loaded,
+    /// point lookups that consulted a table's bloom filter, and those the
+    /// filter answered "absent" (a data block read saved).
+    pub data_blocks_read: u64,
+    pub bloom_checked: u64,
+    pub bloom_useful: u64,
     /// Commits applied, and the groups they were written in (one WAL write each).
     pub commits: u64,
     pub commit_groups: u64,
@@ -83,5 +146,33 @@ impl Counters {
         s.flushes = get(&self.flushes);
         s.flush_bytes_written = get(&self.flush_bytes_written);
         s.conflicts = get(&self.conflicts);
+        s.compactions = get(&self.compactions);
+        s.trivial_moves = get(&self.trivial_moves);
+        s.compaction_errors = get(&self.compaction_errors);
+        s.compaction_bytes_read = get(&self.compaction_bytes_read);
+        s.compaction_bytes_written = get(&self.compaction_bytes_written);
+    }
+}
+
+impl Stats {
+    /// Table bytes written (flushes plus compactions) per byte flushed:
+    /// how many times, on average, compaction has rewritten each flushed
+    /// byte, plus one. The WAL adds about one more write of every byte
+    /// (`wal_bytes_written`). 0 before the first flush.
+    pub fn write_amplification(&self) -> f64 {
+        if self.flush_bytes_written == 0 {
+            return 0.0;
+        }
+        (self.flush_bytes_written + self.compaction_bytes_written) as f64
+            / self.flush_bytes_written as f64
+    }
+
+    /// Table bytes per estimated live byte (1.0 = no garbage; 0 with no
+    /// tables).
+    pub fn space_amplification(&self) -> f64 {
+        if self.live_bytes_estimate == 0 {
+            return 0.0;
+        }
+        self.table_bytes as f64 / self.live_bytes_estimate as f64
     }
 }

@@ -16,6 +16,9 @@ use std::time::Instant;
 
 pub(crate) use thread::CommitThread;
 
+/// Name of the commit thread; a stall on compaction debt only ever blocks it.
+pub(crate) const COMMIT_THREAD_NAME: &str = "toondb-commit";
+
 use crate::batch::WriteBatch;
 use crate::engine::{Engine, LsmState};
 use crate::error::{Error, ErrorKind, Result};
@@ -75,6 +78,32 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 const NOTICE_MAX_OPS: usize = 128;
 /// Delay per commit group while the flush backlog is one short of a stall.
 const SLOWDOWN_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Debt {
+    None,
+    Slow,
+    Stop,
+}
+
+/// How far compaction is behind, against the (sanitized) thresholds. Off
+/// without automatic compaction, which is the only thing that pays it.
+fn compaction_debt(engine: &Engine, state: &LsmState) -> Debt {
+    let o = &engine.options;
+    if !o.auto_compaction {
+        return Debt::None;
+    }
+    let l0 = state.levels.level(0).len();
+    let pending = crate::compaction::Policy::new(o).pending_bytes(&state.levels);
+    let over = |limit: u64| limit != 0 && pending >= limit;
+    if l0 >= o.l0_stop_writes || over(o.pending_compaction_bytes_stop) {
+        Debt::Stop
+    } else if l0 >= o.l0_slowdown_writes || over(o.pending_compaction_bytes_slowdown) {
+        Debt::Slow
+    } else {
+        Debt::None
+    }
+}
 
 /// A callback that is always called exactly once: by `complete`, or on drop
 /// with a `Closed` error (a request still queued when the engine stopped).
@@ -239,6 +268,13 @@ impl Committer {
             }
             return;
         }
+        if let Err(err) = self.compaction_backpressure() {
+            // Not a background error: writes resume once compaction catches up.
+            for r in writes {
+                r.done.complete(Err(err.clone()));
+            }
+            return;
+        }
         if let Err(err) = self.make_room() {
             self.engine.set_bg_error(err.clone());
             for r in writes {
@@ -291,6 +327,60 @@ impl Committer {
         let limit = self.engine.options.max_immutable_memtables.max(1);
         state.mem.approximate_bytes() < self.engine.options.memtable_size
             && !(limit >= 2 && state.imms.len() + 1 >= limit)
+            && compaction_debt(&self.engine, &state) == Debt::None
+    }
+
+    /// Slows a group down (1 ms) or stops it while compaction is behind:
+    /// too many level-0 tables or too many pending compaction bytes (see
+    /// docs/compaction.md). A stop ends when compaction catches up; if the
+    /// last compaction failed, or the engine failed or is closing, the group
+    /// fails with that error instead, so a stall is never permanent.
+    fn compaction_backpressure(&self) -> Result<()> {
+        let engine = &self.engine;
+        // An inline commit runs on its caller's thread (possibly Node's
+        // event loop) and passed `has_room`, which rules out any debt, a
+        // moment ago; if a flush raised the debt since, letting this one
+        // group through beats blocking that thread.
+        if std::thread::current().name() != Some(COMMIT_THREAD_NAME) {
+            return Ok(());
+        }
+        match compaction_debt(engine, &engine.state()) {
+            Debt::None => return Ok(()),
+            Debt::Slow => {
+                Counters::add(&engine.counters.write_slowdowns, 1);
+                std::thread::sleep(SLOWDOWN_DELAY);
+                return Ok(());
+            }
+            Debt::Stop => {}
+        }
+        let started = Instant::now();
+        Counters::add(&engine.counters.write_stalls, 1);
+        let mut m = engine.maintenance.lock();
+        let result = loop {
+            if compaction_debt(engine, &engine.state()) != Debt::Stop {
+                break Ok(());
+            }
+            if let Some(err) = engine.bg_error() {
+                break Err(err);
+            }
+            if m.stopped {
+                break Err(Error::closed());
+            }
+            if let Some(err) = &m.compaction_error {
+                break Err(err
+                    .clone()
+                    .context("writes are stopped until compaction catches up, and it failed"));
+            }
+            // Woken by every compaction; the timeout is only a safety net.
+            engine
+                .flush_done
+                .wait_for(&mut m, std::time::Duration::from_millis(100));
+        };
+        Counters::add(
+            &engine.counters.write_stall_micros,
+            started.elapsed().as_micros() as u64,
+        );
+        result
     }
 
     /// Fails the transactions that conflict (first committer wins) and
@@ -414,7 +504,8 @@ impl Committer {
             LsmState {
                 mem: fresh,
                 imms,
-                tables: s.tables.clone(),
+                levels: s.levels.clone(),
+                compacted_ts: s.compacted_ts,
             }
         });
         self.engine.wake_maintenance();

@@ -61,11 +61,20 @@ impl Snapshot {
     }
 
     pub fn scan(&self, options: ScanOptions) -> Result<Scan> {
-        self.check()?;
+        // The scan pins the timestamp itself, so it may outlive a release.
+        // Pin first, then check: if the snapshot is not released at the
+        // check, its own registration was still there when the pin was
+        // taken, so the timestamp was never unregistered in between (a
+        // compaction could have dropped versions only it needed).
+        let ts = self.engine.snapshots.acquire(|| self.ts);
+        if let Err(e) = self.check() {
+            self.engine.snapshots.release(ts);
+            return Err(e);
+        }
         Ok(Scan::new(
             self.engine.clone(),
             self.engine.state(),
-            self.ts,
+            ts,
             options,
         ))
     }

@@ -1,6 +1,6 @@
-//! The registry of live read timestamps (snapshots and transactions). It
-//! makes a leak visible in stats, and it is what compaction will consult
-//! before dropping a version some reader can still see.
+//! The registry of live read timestamps (snapshots, transactions and
+//! scans). It makes a leak visible in stats, and it is what compaction
+//! consults before dropping a version some reader can still see.
 
 use std::collections::BTreeMap;
 
@@ -33,6 +33,20 @@ impl SnapshotList {
                 live.remove(&ts);
             }
         }
+    }
+
+    /// Every live read timestamp plus `now()` (the visible timestamp),
+    /// sorted and without duplicates: the timestamps compaction must keep a
+    /// version for. Taken under the registry lock, so a reader registering
+    /// later gets a timestamp at or above `now()`.
+    pub fn read_points(&self, now: impl FnOnce() -> Timestamp) -> Vec<Timestamp> {
+        let live = self.live.lock();
+        let visible = now();
+        let mut points: Vec<Timestamp> = live.keys().copied().collect();
+        if points.last().is_none_or(|&last| last < visible) {
+            points.push(visible);
+        }
+        points
     }
 
     pub fn oldest(&self) -> Option<Timestamp> {

@@ -187,12 +187,16 @@ impl Transaction {
         if self.serializable() {
             st.read_ranges.push(range);
         }
+        // The scan pins the read timestamp itself, so it may outlive the
+        // transaction. Pinned while the transaction is active (its state
+        // lock held), so the timestamp is never unregistered in between.
+        let pinned = self.engine.snapshots.acquire(|| self.read_ts);
         drop(st);
         let limit = options.limit;
         let base = Scan::new(
             self.engine.clone(),
             self.engine.state(),
-            self.read_ts,
+            pinned,
             ScanOptions {
                 limit: None,
                 ..options.clone()

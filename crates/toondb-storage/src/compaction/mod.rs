@@ -1,0 +1,10 @@
+//! Leveled compaction: which tables to merge ([`pick`]), which versions a
+//! merge may drop ([`retention`]), and the merge itself ([`job`]). The
+//! maintenance thread schedules and installs; see docs/compaction.md.
+
+pub(crate) mod job;
+pub(crate) mod pick;
+pub(crate) mod retention;
+
+pub(crate) use job::run_job;
+pub(crate) use pick::{pick_manual, Compaction, Policy};

@@ -1,0 +1,197 @@
+//! Choosing work: scores per level, the automatic pick, and the manual
+//! (compact everything or a range to the bottom) pick.
+
+use std::sync::Arc;
+
+use crate::lsm::{Levels, TableFile, NUM_LEVELS};
+use crate::options::Options;
+
+/// One unit of compaction work.
+#[derive(Debug, Clone)]
+pub(crate) struct Compaction {
+    /// Input tables by level (level 0 newest first, others in key order).
+    pub inputs: Vec<(usize, Vec<Arc<TableFile>>)>,
+    pub output_level: usize,
+    /// Picked by `Database::compact`/`compact_range` (never a trivial move:
+    /// the caller wants garbage dropped, not tables relabelled).
+    pub manual: bool,
+}
+
+impl Compaction {
+    pub fn input_tables(&self) -> impl Iterator<Item = &Arc<TableFile>> {
+        self.inputs.iter().flat_map(|(_, t)| t.iter())
+    }
+
+    pub fn input_numbers(&self) -> Vec<u64> {
+        self.input_tables().map(|t| t.number()).collect()
+    }
+
+    pub fn input_bytes(&self) -> u64 {
+        self.input_tables().map(|t| t.file_size()).sum()
+    }
+
+    /// One table and nothing in the output level overlapping it: the
+    /// table can change level by a manifest edit alone.
+    pub fn is_trivial_move(&self) -> bool {
+        !self.manual && self.input_tables().count() == 1
+    }
+}
+
+/// The thresholds of docs/compaction.md, from `Options`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Policy {
+    pub l0_trigger: usize,
+    pub base_bytes: u64,
+    pub ratio: u64,
+}
+
+impl Policy {
+    pub fn new(options: &Options) -> Policy {
+        Policy {
+            l0_trigger: options.l0_compaction_trigger.max(1),
+            base_bytes: options.level_base_bytes.max(1),
+            ratio: options.level_size_ratio.max(2),
+        }
+    }
+
+    /// Target size of level `n` >= 1.
+    pub fn level_target(&self, n: usize) -> u64 {
+        let mut target = self.base_bytes;
+        for _ in 1..n {
+            target = target.saturating_mul(self.ratio);
+        }
+        target
+    }
+
+    /// How urgently level `n` needs compaction; >= 1 means it does. The
+    /// bottom level is never compacted automatically (it has no target).
+    pub fn score(&self, levels: &Levels, n: usize) -> f64 {
+        if n == 0 {
+            levels.level(0).len() as f64 / self.l0_trigger as f64
+        } else if n + 1 < NUM_LEVELS {
+            levels.level_bytes(n) as f64 / self.level_target(n) as f64
+        } else {
+            0.0
+        }
+    }
+
+    /// Estimated bytes compaction must still rewrite to bring every level
+    /// under its threshold: all of level 0 once it reaches the trigger,
+    /// plus every level's excess over its target.
+    pub fn pending_bytes(&self, levels: &Levels) -> u64 {
+        let mut pending = 0u64;
+        if levels.level(0).len() >= self.l0_trigger {
+            pending = pending.saturating_add(levels.level_bytes(0));
+        }
+        for n in 1..NUM_LEVELS - 1 {
+            pending =
+                pending.saturating_add(levels.level_bytes(n).saturating_sub(self.level_target(n)));
+        }
+        pending
+    }
+
+    /// The level with the highest score >= 1 and the tables to merge from
+    /// it. `pointers[n]` is the largest key of the last table compacted out
+    /// of level n, so successive compactions of a level walk its key space
+    /// round-robin.
+    pub fn pick(&self, levels: &Levels, pointers: &[Vec<u8>]) -> Option<Compaction> {
+        let (level, score) = (0..NUM_LEVELS - 1)
+            .map(|n| (n, self.score(levels, n)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        if score < 1.0 {
+            return None;
+        }
+        let picked: Vec<Arc<TableFile>> = if level == 0 {
+            levels.level(0).to_vec()
+        } else {
+            let tables = levels.level(level);
+            let after = pointers.get(level).map_or(&[][..], Vec::as_slice);
+            let next = tables
+                .iter()
+                .find(|t| t.smallest() > after)
+                .or_else(|| tables.first())?;
+            vec![next.clone()]
+        };
+        let lo = picked.iter().map(|t| t.smallest()).min()?.to_vec();
+        let hi = picked.iter().map(|t| t.largest()).max()?.to_vec();
+        let below = levels.overlapping(level + 1, Some(&lo), Some(&hi));
+        let mut inputs = vec![(level, picked)];
+        if !below.is_empty() {
+            inputs.push((level + 1, below));
+        }
+        Some(Compaction {
+            inputs,
+            output_level: level + 1,
+            manual: false,
+        })
+    }
+}
+
+/// Everything in `[lo, hi]` (`None` = unbounded), from every level, merged
+/// into the bottom level in use (at least level 1). All of level 0 goes
+/// when any of it overlaps (its tables overlap each other in time order),
+/// and the key span grows until no table outside the inputs overlaps it,
+/// so no table left in any level holds keys of the outputs.
+pub(crate) fn pick_manual(
+    levels: &Levels,
+    lo: Option<&[u8]>,
+    hi: Option<&[u8]>,
+) -> Option<Compaction> {
+    let bottom = levels.deepest_nonempty().max(1);
+    let mut span: (Option<Vec<u8>>, Option<Vec<u8>>) =
+        (lo.map(<[u8]>::to_vec), hi.map(<[u8]>::to_vec));
+    let mut chosen: Vec<Vec<Arc<TableFile>>> = vec![Vec::new(); NUM_LEVELS];
+    loop {
+        let mut grew = false;
+        for (n, slot) in chosen.iter_mut().enumerate() {
+            let found: Vec<Arc<TableFile>> = if n == 0 {
+                let l0 = levels.level(0);
+                if l0
+                    .iter()
+                    .any(|t| t.overlaps(span.0.as_deref(), span.1.as_deref()))
+                {
+                    l0.to_vec()
+                } else {
+                    Vec::new()
+                }
+            } else {
+                levels.overlapping(n, span.0.as_deref(), span.1.as_deref())
+            };
+            if found.len() != slot.len() {
+                grew = true;
+                *slot = found;
+            }
+        }
+        let tables: Vec<&Arc<TableFile>> = chosen.iter().flatten().collect();
+        let new_lo = tables.iter().map(|t| t.smallest()).min();
+        let new_hi = tables.iter().map(|t| t.largest()).max();
+        if let (Some(l), Some(cur)) = (new_lo, span.0.as_deref()) {
+            if l < cur {
+                span.0 = Some(l.to_vec());
+                grew = true;
+            }
+        }
+        if let (Some(h), Some(cur)) = (new_hi, span.1.as_deref()) {
+            if h > cur {
+                span.1 = Some(h.to_vec());
+                grew = true;
+            }
+        }
+        if !grew {
+            break;
+        }
+    }
+    let inputs: Vec<(usize, Vec<Arc<TableFile>>)> = chosen
+        .into_iter()
+        .enumerate()
+        .filter(|(_, t)| !t.is_empty())
+        .collect();
+    if inputs.is_empty() {
+        return None;
+    }
+    Some(Compaction {
+        inputs,
+        output_level: bottom,
+        manual: true,
+    })
+}

@@ -1,0 +1,173 @@
+//! The current shape of the LSM tree: which table files are live and at
+//! which level ([`Levels`]), and the handle that owns one table file's
+//! lifetime ([`TableFile`]).
+
+mod levels;
+mod table_file;
+
+pub(crate) use levels::{Levels, NUM_LEVELS};
+pub(crate) use table_file::TableFile;
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::TableFile;
+    use crate::io::OsFileSystem;
+    use crate::key::ValueKind;
+    use crate::sstable::{table_file_name, Table, TableBuilder};
+    use crate::version::TableMeta;
+
+    /// A table file in `dir` holding `keys` (one put each, at `ts`).
+    pub fn table(dir: &Path, number: u64, level: u32, keys: &[&str], ts: u64) -> Arc<TableFile> {
+        let fs = OsFileSystem::shared();
+        let path = dir.join(table_file_name(number));
+        let mut b = TableBuilder::new(fs.create(&path).unwrap(), 256);
+        for k in keys {
+            b.add(k.as_bytes(), ts, ValueKind::Put, k.as_bytes())
+                .unwrap();
+        }
+        let s = b.finish().unwrap();
+        let table = Table::open(number, fs.map(&path).unwrap()).unwrap();
+        let meta = TableMeta {
+            number,
+            level,
+            file_size: s.file_size,
+            entries: s.entries,
+            smallest: s.smallest,
+            largest: s.largest,
+            min_ts: s.min_ts,
+            max_ts: s.max_ts,
+        };
+        TableFile::new(table, meta, path, fs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::ops::Bound;
+
+    use super::testutil::table;
+    use super::*;
+    use crate::compaction::{pick_manual, Policy};
+    use crate::error::ErrorKind;
+    use crate::merge::{Cursor, LevelCursor, MergeIter};
+
+    #[test]
+    fn levels_lookup_order_and_invariants() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let levels = Levels::build(vec![
+            (0, table(d, 10, 0, &["b", "m"], 9)),
+            (0, table(d, 11, 0, &["a", "c"], 10)),
+            (1, table(d, 3, 1, &["k", "z"], 2)),
+            (1, table(d, 2, 1, &["a", "f"], 1)),
+            (2, table(d, 1, 2, &["c", "d"], 1)),
+        ])
+        .unwrap();
+        let l0: Vec<u64> = levels.level(0).iter().map(|t| t.number()).collect();
+        assert_eq!(l0, vec![11, 10], "level 0 newest first");
+        let l1: Vec<u64> = levels.level(1).iter().map(|t| t.number()).collect();
+        assert_eq!(l1, vec![2, 3], "level 1 in key order");
+        let probe = |k: &str| -> Vec<u64> {
+            levels
+                .candidates(k.as_bytes())
+                .map(|t| t.number())
+                .collect()
+        };
+        assert_eq!(probe("c"), vec![11, 10, 2, 1]);
+        assert_eq!(probe("g"), vec![10]);
+        assert_eq!(probe("z"), vec![3]);
+        assert!(levels.covered_below(1, b"c"));
+        assert!(!levels.covered_below(1, b"e"));
+        assert_eq!(levels.deepest_nonempty(), 2);
+
+        let err = Levels::build(vec![
+            (1, table(d, 20, 1, &["a", "f"], 1)),
+            (1, table(d, 21, 1, &["f", "g"], 1)),
+        ])
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+        let err = Levels::build(vec![(NUM_LEVELS, table(d, 22, 9, &["a"], 1))]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+    }
+
+    #[test]
+    fn level_cursor_walks_tables_both_ways_and_seeks() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let tables = vec![
+            table(d, 1, 1, &["a", "b"], 1),
+            table(d, 2, 1, &["d", "e"], 1),
+            table(d, 3, 1, &["g"], 1),
+        ];
+        let collect = |start: Bound<&[u8]>, reverse: bool| -> Vec<String> {
+            let mut c = Cursor::Level(LevelCursor::new(&tables));
+            c.seek(start, reverse).unwrap();
+            let mut m = MergeIter::new(vec![c], reverse);
+            let mut out = Vec::new();
+            while let Some(v) = m.current() {
+                out.push(String::from_utf8(v.key.to_vec()).unwrap());
+                m.advance().unwrap();
+            }
+            out
+        };
+        assert_eq!(collect(Bound::Unbounded, false), ["a", "b", "d", "e", "g"]);
+        assert_eq!(collect(Bound::Unbounded, true), ["g", "e", "d", "b", "a"]);
+        assert_eq!(collect(Bound::Included(b"c"), false), ["d", "e", "g"]);
+        assert_eq!(collect(Bound::Excluded(b"b"), false), ["d", "e", "g"]);
+        assert_eq!(collect(Bound::Excluded(b"d"), true), ["b", "a"]);
+        assert_eq!(collect(Bound::Included(b"f"), true), ["e", "d", "b", "a"]);
+        assert!(collect(Bound::Excluded(b"g"), false).is_empty());
+    }
+
+    #[test]
+    fn picks_by_score_with_trivial_moves_and_manual_spans() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let policy = Policy {
+            l0_trigger: 2,
+            base_bytes: 1 << 30,
+            ratio: 10,
+        };
+        let levels = Levels::build(vec![
+            (0, table(d, 5, 0, &["a", "c"], 5)),
+            (1, table(d, 2, 1, &["x", "y"], 1)),
+        ])
+        .unwrap();
+        assert!(policy.pick(&levels, &[]).is_none(), "one level-0 table");
+        assert_eq!(policy.pending_bytes(&levels), 0);
+
+        let levels = levels.with_flushed(table(d, 6, 0, &["b", "d"], 6));
+        let c = policy.pick(&levels, &[]).unwrap();
+        assert_eq!((c.output_level, c.input_numbers()), (1, vec![6, 5]));
+        assert!(!c.is_trivial_move());
+        assert!(policy.pending_bytes(&levels) > 0);
+
+        // A lone level-1 table over its target with nothing below: a move.
+        let tiny = Policy {
+            base_bytes: 1,
+            ..policy
+        };
+        let levels = Levels::build(vec![(1, table(d, 7, 1, &["a"], 1))]).unwrap();
+        let c = tiny.pick(&levels, &[]).unwrap();
+        assert!(c.is_trivial_move());
+        assert_eq!(c.output_level, 2);
+
+        // Manual: the span grows to cover every overlapping table.
+        let levels = Levels::build(vec![
+            (1, table(d, 8, 1, &["c", "h"], 1)),
+            (1, table(d, 9, 1, &["p", "q"], 1)),
+            (2, table(d, 10, 2, &["a", "d"], 1)),
+            (2, table(d, 11, 2, &["g", "k"], 1)),
+            (2, table(d, 12, 2, &["r", "s"], 1)),
+        ])
+        .unwrap();
+        let c = pick_manual(&levels, Some(b"e"), Some(b"f")).unwrap();
+        let mut n = c.input_numbers();
+        n.sort_unstable();
+        assert_eq!((c.output_level, n), (2, vec![8, 10, 11]));
+        assert!(pick_manual(&levels, Some(b"t"), None).is_none());
+    }
+}

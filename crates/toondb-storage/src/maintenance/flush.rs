@@ -1,0 +1,129 @@
+//! The flush job: write the oldest sealed memtable to a level-0 table,
+//! record it in the manifest, swap it into the read state, and delete the
+//! WAL segments it made redundant.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crate::engine::{Engine, LsmState};
+use crate::error::Result;
+use crate::lsm::TableFile;
+use crate::memtable::Memtable;
+use crate::sstable::{table_file_name, Table, TableBuilder};
+use crate::stats::Counters;
+use crate::version::{Manifest, TableMeta, VersionEdit};
+use crate::wal::parse_segment_name;
+
+/// A manifest is rewritten as a fresh snapshot once its log grows past this.
+const MANIFEST_REWRITE_BYTES: u64 = 4 << 20;
+
+/// Flushes the oldest sealed memtable, if there is one, and wakes whoever
+/// waits for flushes. Returns whether there was one. A failure is left for
+/// the caller to turn into the background error.
+pub(crate) fn flush_oldest(engine: &Engine, manifest: &mut Manifest) -> Result<bool> {
+    let Some(imm) = engine.state().imms.last().cloned() else {
+        return Ok(false);
+    };
+    flush(engine, manifest, &imm)?;
+    let mut m = engine.maintenance.lock();
+    m.flushed_id = m.flushed_id.max(imm.id());
+    engine.flush_done.notify_all();
+    Ok(true)
+}
+
+fn flush(engine: &Engine, manifest: &mut Manifest, imm: &Arc<Memtable>) -> Result<()> {
+    let built = if imm.is_empty() {
+        None
+    } else {
+        Some(write_table(engine, imm)?)
+    };
+    let mut edit = VersionEdit {
+        log_number: Some(imm.sealed_log()),
+        last_ts: Some(manifest.state().last_ts.max(imm.max_ts())),
+        ..VersionEdit::default()
+    };
+    if let Some(file) = &built {
+        edit.add_tables.push(file.meta().clone());
+    }
+    edit.next_file_number = Some(engine.next_file_number.load(Ordering::Relaxed));
+    manifest.apply(&edit)?;
+    engine.install(|s| LsmState {
+        mem: s.mem.clone(),
+        imms: s
+            .imms
+            .iter()
+            .filter(|m| m.id() != imm.id())
+            .cloned()
+            .collect(),
+        levels: match &built {
+            Some(file) => s.levels.with_flushed(file.clone()),
+            None => s.levels.clone(),
+        },
+        compacted_ts: s.compacted_ts,
+    });
+    Counters::add(&engine.counters.flushes, 1);
+    remove_obsolete_wal(engine, imm.sealed_log());
+    rewrite_manifest_if_large(engine, manifest)
+}
+
+/// Starts a fresh manifest once the log is long, so reopening stays fast.
+pub(crate) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest) -> Result<()> {
+    if manifest.file_size() > MANIFEST_REWRITE_BYTES {
+        let number = engine.alloc_file_number();
+        let mut state = manifest.state().clone();
+        state.next_file_number = engine.next_file_number.load(Ordering::Relaxed);
+        *manifest = Manifest::create(engine.fs.clone(), &engine.dir, number, state)?;
+    }
+    Ok(())
+}
+
+fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
+    let number = engine.alloc_file_number();
+    let path = engine.dir.join(table_file_name(number));
+    let result = (|| {
+        let mut builder =
+            TableBuilder::with_options(engine.fs.create(&path)?, engine.options.table_options());
+        for entry in imm.iter() {
+            let v = entry.key();
+            builder.add(v.user_key(), v.ts, v.kind, v.value())?;
+        }
+        let summary = builder.finish()?;
+        engine.fs.sync_dir(&engine.dir)?;
+        let table = Table::open(number, engine.fs.map(&path)?)?;
+        Ok((summary, table))
+    })();
+    let (summary, table) = match result {
+        Ok(done) => done,
+        Err(e) => {
+            // The file is not in the manifest; it would only be garbage.
+            let _ = engine.fs.remove(&path);
+            return Err(e);
+        }
+    };
+    Counters::add(&engine.counters.flush_bytes_written, summary.file_size);
+    let meta = TableMeta {
+        number,
+        level: 0,
+        file_size: summary.file_size,
+        entries: summary.entries,
+        smallest: summary.smallest,
+        largest: summary.largest,
+        min_ts: summary.min_ts,
+        max_ts: summary.max_ts,
+    };
+    Ok(TableFile::new(table, meta, path, engine.fs.clone()))
+}
+
+/// WAL segments below the manifest's log number hold only data that is
+/// now in table files. Failing to delete one wastes space but loses
+/// nothing (replay skips segments below the log number).
+fn remove_obsolete_wal(engine: &Engine, log_number: u64) {
+    let Ok(names) = engine.fs.list(&engine.dir) else {
+        return;
+    };
+    for name in names {
+        if parse_segment_name(&name).is_some_and(|n| n < log_number) {
+            let _ = engine.fs.remove(&engine.dir.join(&name));
+        }
+    }
+}

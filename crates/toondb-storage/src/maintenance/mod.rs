@@ -1,0 +1,338 @@
+//! The maintenance thread: the one scheduler of background work. Its jobs,
+//! in priority order: flush the oldest sealed memtable; run a manual
+//! compaction (`Database::compact`); run the automatic compaction with the
+//! highest score. It owns the manifest, so every change to the set of
+//! tables is one synced manifest edit made here, followed by one swap of
+//! the read state.
+//!
+//! Failures: a failed flush or manifest edit is a background error (writes
+//! stop; reads go on). A compaction that fails while writing its outputs
+//! changes nothing: its outputs are deleted, the error is kept for
+//! `stats()` and for writers stalled on compaction debt, and automatic
+//! compaction retries with exponential backoff (see docs/compaction.md).
+
+mod flush;
+
+use std::collections::VecDeque;
+use std::ops::Bound;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+
+use crate::compaction::job::JobContext;
+use crate::compaction::{pick_manual, run_job, Compaction, Policy};
+use crate::engine::{Engine, LsmState};
+use crate::error::{Error, ErrorKind, Result};
+use crate::lsm::{TableFile, NUM_LEVELS};
+use crate::stats::Counters;
+use crate::version::{Manifest, VersionEdit};
+
+pub(crate) use flush::flush_oldest;
+
+/// First delay before an automatic compaction is retried after a failure;
+/// it doubles per consecutive failure up to `MAX_BACKOFF`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A `Database::compact_range` waiting for the maintenance thread.
+pub(crate) struct ManualRequest {
+    pub lower: Bound<Vec<u8>>,
+    pub upper: Bound<Vec<u8>>,
+    pub done: Sender<Result<()>>,
+}
+
+/// State shared with the maintenance thread, guarded by one mutex so that
+/// waits on its condition variables cannot miss a wake-up.
+#[derive(Default)]
+pub(crate) struct MaintenanceState {
+    pub shutdown: bool,
+    /// Set by the thread as it exits; no request is accepted after it.
+    pub stopped: bool,
+    /// Id of the newest memtable whose contents are in a table file.
+    pub flushed_id: u64,
+    pub manual: VecDeque<ManualRequest>,
+    /// The last compaction failure, cleared by the next success. Writers
+    /// stalled on compaction debt fail with it instead of waiting.
+    pub compaction_error: Option<Error>,
+}
+
+enum Job {
+    Flush,
+    Manual(ManualRequest),
+    Auto(Compaction),
+}
+
+pub(crate) struct MaintenanceThread {
+    engine: Arc<Engine>,
+    manifest: Manifest,
+    policy: Policy,
+    /// Per level, the largest key of the last table compacted out of it.
+    pointers: Vec<Vec<u8>>,
+    failures: u32,
+    retry_at: Option<Instant>,
+}
+
+impl MaintenanceThread {
+    pub fn new(engine: Arc<Engine>, manifest: Manifest) -> Self {
+        let policy = Policy::new(&engine.options);
+        MaintenanceThread {
+            engine,
+            manifest,
+            policy,
+            pointers: vec![Vec::new(); NUM_LEVELS],
+            failures: 0,
+            retry_at: None,
+        }
+    }
+
+    pub fn run(mut self) {
+        while let Some(job) = self.next_job() {
+            let outcome = catch_unwind(AssertUnwindSafe(|| self.run_job(job)));
+            if outcome.is_err() {
+                self.engine
+                    .set_bg_error(Error::internal("the maintenance thread panicked"));
+            }
+        }
+        let mut m = self.engine.maintenance.lock();
+        m.stopped = true;
+        let err = self.engine.bg_error().unwrap_or_else(Error::closed);
+        for req in m.manual.drain(..) {
+            let _ = req.done.send(Err(err.clone()));
+        }
+        self.engine.flush_done.notify_all();
+    }
+
+    fn run_job(&mut self, job: Job) {
+        match job {
+            Job::Flush => {
+                if let Err(err) = flush_oldest(&self.engine, &mut self.manifest) {
+                    // Writes stop (see Engine::bg_error); the sealed memtable
+                    // stays readable and its WAL segments stay on disk, so
+                    // nothing acknowledged is lost.
+                    self.engine.set_bg_error(err.context("flushing a memtable"));
+                }
+            }
+            Job::Manual(req) => {
+                let result = self.run_manual(&req);
+                let _ = req.done.send(result);
+            }
+            Job::Auto(c) => {
+                let _ = self.run_compaction(c);
+            }
+        }
+    }
+
+    /// Waits for work; `None` at shutdown or after a background error.
+    fn next_job(&mut self) -> Option<Job> {
+        let engine = self.engine.clone();
+        let mut m = engine.maintenance.lock();
+        loop {
+            if m.shutdown || engine.bg_error().is_some() {
+                return None;
+            }
+            let state = engine.state();
+            if !state.imms.is_empty() {
+                return Some(Job::Flush);
+            }
+            if let Some(req) = m.manual.pop_front() {
+                return Some(Job::Manual(req));
+            }
+            let now = Instant::now();
+            let waiting = self.retry_at.is_some_and(|t| now < t);
+            if engine.options.auto_compaction && !waiting {
+                if let Some(c) = self.policy.pick(&state.levels, &self.pointers) {
+                    return Some(Job::Auto(c));
+                }
+            }
+            match self.retry_at {
+                Some(t) if waiting => {
+                    engine.work_ready.wait_until(&mut m, t);
+                }
+                _ => engine.work_ready.wait(&mut m),
+            }
+        }
+    }
+
+    /// Compacts everything in the request's range into the bottom level.
+    fn run_manual(&mut self, req: &ManualRequest) -> Result<()> {
+        let bound = |b: &Bound<Vec<u8>>| match b {
+            Bound::Included(k) | Bound::Excluded(k) => Some(k.clone()),
+            Bound::Unbounded => None,
+        };
+        let (lo, hi) = (bound(&req.lower), bound(&req.upper));
+        if let (Some(l), Some(h)) = (&lo, &hi) {
+            if l > h {
+                return Ok(()); // an empty range
+            }
+        }
+        let levels = self.engine.state().levels.clone();
+        match pick_manual(&levels, lo.as_deref(), hi.as_deref()) {
+            Some(c) => self.run_compaction(c),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs and installs one compaction. Errors are recorded (stats,
+    /// stalled writers, backoff) before they are returned.
+    fn run_compaction(&mut self, c: Compaction) -> Result<()> {
+        let result = self.compact(&c);
+        let mut m = self.engine.maintenance.lock();
+        match &result {
+            Ok(()) => {
+                m.compaction_error = None;
+                self.failures = 0;
+                self.retry_at = None;
+            }
+            Err(e) if e.kind() == ErrorKind::Closed => {}
+            Err(e) => {
+                Counters::add(&self.engine.counters.compaction_errors, 1);
+                m.compaction_error = Some(e.clone());
+                self.failures = self.failures.saturating_add(1);
+                let backoff = FIRST_BACKOFF
+                    .saturating_mul(1 << self.failures.min(10))
+                    .min(MAX_BACKOFF);
+                self.retry_at = Some(Instant::now() + backoff);
+            }
+        }
+        // Stalled writers re-check the level-0 count and pending bytes.
+        self.engine.flush_done.notify_all();
+        result
+    }
+
+    fn compact(&mut self, c: &Compaction) -> Result<()> {
+        let engine = self.engine.clone();
+        if let Some(last) = c.inputs.first() {
+            if let Some(max) = last.1.iter().map(|t| t.largest()).max() {
+                if let Some(p) = self.pointers.get_mut(last.0) {
+                    *p = max.to_vec();
+                }
+            }
+        }
+        if c.is_trivial_move() {
+            return self.install(c, Vec::new(), 0);
+        }
+        let levels = engine.state().levels.clone();
+        let (points, visible) = {
+            let mut visible = 0;
+            let points = engine.snapshots.read_points(|| {
+                visible = engine.visible_ts();
+                visible
+            });
+            (points, visible)
+        };
+        let cancelled = || engine.maintenance.lock().shutdown;
+        let manifest = &mut self.manifest;
+        let mut between = || -> Result<()> {
+            // Flushes come first even in the middle of a compaction. A flush
+            // failure is a background error, and it stops this job too.
+            while flush_oldest(&engine, manifest)
+                .inspect_err(|e| engine.set_bg_error(e.clone().context("flushing a memtable")))?
+            {
+            }
+            Ok(())
+        };
+        let mut ctx = JobContext {
+            engine: &engine,
+            levels: &levels,
+            points: &points,
+            cancelled: &cancelled,
+            between_outputs: &mut between,
+        };
+        let out = run_job(&mut ctx, c).map_err(|e| {
+            if e.kind() == ErrorKind::Closed {
+                e
+            } else {
+                e.context(format_args!(
+                    "compacting {} tables into level {}",
+                    c.input_numbers().len(),
+                    c.output_level
+                ))
+            }
+        })?;
+        Counters::add(&engine.counters.compaction_bytes_read, out.bytes_read);
+        Counters::add(&engine.counters.compaction_bytes_written, out.bytes_written);
+        self.install(c, out.tables, visible)
+    }
+
+    /// One synced manifest edit (outputs added, inputs removed; a trivial
+    /// move re-adds its input at the new level), then one swap of the read
+    /// state, then the inputs are marked obsolete: their files go when the
+    /// last reader drops them.
+    fn install(
+        &mut self,
+        c: &Compaction,
+        outputs: Vec<Arc<TableFile>>,
+        visible: u64,
+    ) -> Result<()> {
+        let engine = &self.engine;
+        let removed = c.input_numbers();
+        let added: Vec<(usize, Arc<TableFile>)> = if c.is_trivial_move() {
+            c.input_tables()
+                .map(|t| (c.output_level, t.clone()))
+                .collect()
+        } else {
+            outputs
+                .iter()
+                .map(|t| (c.output_level, t.clone()))
+                .collect()
+        };
+        let edit = VersionEdit {
+            add_tables: added
+                .iter()
+                .map(|(level, t)| {
+                    let mut meta = t.meta().clone();
+                    meta.level = *level as u32;
+                    meta
+                })
+                .collect(),
+            remove_tables: removed.clone(),
+            next_file_number: Some(engine.next_file_number.load(Ordering::Relaxed)),
+            ..VersionEdit::default()
+        };
+        if let Err(e) = self.manifest.apply(&edit) {
+            // The edit may or may not be on disk, so every file it names
+            // must stay (outputs are not marked obsolete), and this manifest
+            // takes no more edits: a background error, like a failed flush.
+            let e = e.context("recording a compaction in the manifest");
+            engine.set_bg_error(e.clone());
+            return Err(e);
+        }
+        engine.install(|s| LsmState {
+            mem: s.mem.clone(),
+            imms: s.imms.clone(),
+            levels: s.levels.with_changes(&removed, &added),
+            compacted_ts: s.compacted_ts.max(visible),
+        });
+        let moved_in: u64 = c
+            .inputs
+            .iter()
+            .filter(|(level, _)| *level < c.output_level)
+            .flat_map(|(_, tables)| tables.iter().map(|t| t.file_size()))
+            .sum();
+        let written: u64 = outputs.iter().map(|t| t.file_size()).sum();
+        if let (Some(m), Some(w)) = (
+            engine.counters.level_moved_in.get(c.output_level),
+            engine.counters.level_written.get(c.output_level),
+        ) {
+            Counters::add(m, moved_in);
+            Counters::add(w, written);
+        }
+        if c.is_trivial_move() {
+            Counters::add(&engine.counters.trivial_moves, 1);
+        } else {
+            Counters::add(&engine.counters.compactions, 1);
+            for t in c.input_tables() {
+                t.mark_obsolete();
+            }
+        }
+        // The compaction is installed; failing to start a fresh manifest
+        // from here on is a background error but does not undo it.
+        if let Err(e) = flush::rewrite_manifest_if_large(engine, &mut self.manifest) {
+            engine.set_bg_error(e.context("rewriting the manifest"));
+        }
+        Ok(())
+    }
+}
