@@ -132,7 +132,7 @@ const stores = {
       await db.flush()
       for (let i = 0; i < 600; i++) {
         const s = db.stats()
-        if (s.pendingCompactionBytes === 0 && s.runningCompactions === 0) return
+        if (s.pendingCompactionBytes === 0 && s.levels[0].tables < 4) return
         await new Promise((r) => setTimeout(r, 50))
       }
     },
