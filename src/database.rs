@@ -9,7 +9,7 @@ use toondb_storage::{Database, Isolation, Options, TransactionOptions, WriteBatc
 use crate::completion::{Completions, Settled};
 use crate::convert::{as_bytes, Bytes};
 use crate::errors::{guard_ref, invalid_argument, to_js, Result};
-use crate::iterator::{scan_options, NativeIterator, ScanArgs};
+use crate::iterator::{scan_options, NativeIterator, Parts, ScanArgs};
 use crate::transaction::{copy_into, NativeSnapshot, NativeTransaction};
 
 /// Options accepted by `Database.open` (documented in index.d.ts).
@@ -281,8 +281,9 @@ impl NativeDatabase {
 
     #[napi(catch_unwind)]
     pub fn iterator(&self, args: ScanArgs) -> Result<NativeIterator> {
+        let parts = Parts::of(&args);
         let scan = self.db.scan(scan_options(args)?).map_err(to_js)?;
-        Ok(NativeIterator::new(scan))
+        Ok(NativeIterator::new(scan, parts))
     }
 
     /// `isolation` is "snapshot" (default) or "serializable".
