@@ -895,7 +895,6 @@ class Iterator {
     this.#batch = Math.min(this.#batch * 4, MAX_BATCH)
     if (batch === null) {
       this.#done = true
-      if (!this.#hold) this.#release()
       return false
     }
     this.#data = batch.data
@@ -932,18 +931,23 @@ class Iterator {
   seek(target) {
     checkKey(target, 'seek target')
     if (this.#closed) throw toondbError('TOONDB_CLOSED', 'iterator is closed')
-    if (this.#done && !this.#hold && this.#snapshot === null) {
-      throw toondbError('TOONDB_CLOSED', 'iterator reached its end and released its snapshot: seek before the end or create a new iterator')
+    if (!this.#hold && this.#snapshot === null) {
+      throw toondbError('TOONDB_CLOSED', 'iterator was consumed to its end by for await or all() and released its snapshot: create a new iterator')
     }
     const a = seekArgs(this.#args, Buffer.from(toBuffer(target)))
     if (a.limit !== undefined) a.limit = Math.max(0, a.limit - this.#yielded)
     this.#start(a)
   }
 
+  /** The async-iteration step; the end of `for await` releases the iterator's snapshot. */
   next() {
     try {
       const entry = this.nextSync()
-      return Promise.resolve(entry === undefined ? { done: true, value: undefined } : { done: false, value: entry })
+      if (entry === undefined) {
+        if (!this.#hold) this.#release()
+        return Promise.resolve({ done: true, value: undefined })
+      }
+      return Promise.resolve({ done: false, value: entry })
     } catch (err) {
       return Promise.reject(err)
     }
@@ -960,10 +964,11 @@ class Iterator {
     return out
   }
 
-  /** Every remaining entry. */
+  /** Every remaining entry; then releases the iterator's snapshot. */
   async all() {
     const out = []
     for (let e = this.nextSync(); e !== undefined; e = this.nextSync()) out.push(e)
+    if (!this.#hold) this.#release()
     return out
   }
 
