@@ -232,8 +232,8 @@ export declare class ChainedBatch {
  *
  * A database iterator holds its snapshot (counted in
  * `stats().liveSnapshots`) until `close()`, a `break` out of `for await`
- * (`return()`), the end of `for await` or of `all()`, or garbage
- * collection; `nextSync()` and `nextv()` reaching the end keep it, so the
+ * (`return()`) or `for...of`, the end of `for await`, `for...of` or
+ * `all()`, or garbage collection; `nextSync()` and `nextv()` reaching the end keep it, so the
  * iterator can `seek()` again.
  */
 export declare class Iterator<T = [Buffer, Buffer]> implements AsyncIterableIterator<T>, Iterable<T> {
@@ -249,9 +249,9 @@ export declare class Iterator<T = [Buffer, Buffer]> implements AsyncIterableIter
    * Moves to the first key at or after `target` (at or before it in
    * reverse) that is inside the iterator's range, reading from the same
    * snapshot. A `limit` counts the entries of all seeks together. Throws
-   * TOONDB_CLOSED after `close()`, `return()` or the end of `for await` /
-   * `all()`. A transaction's iterator re-reads the transaction's own writes
-   * as they are at the time of the seek.
+   * TOONDB_CLOSED once the snapshot is released (see above). A
+   * transaction's iterator re-reads the transaction's own writes as they
+   * are at the time of the seek.
    */
   seek(target: Bytes): void
   /** Ends the iteration early (called by `break` in `for await`). */

@@ -932,7 +932,7 @@ class Iterator {
     checkKey(target, 'seek target')
     if (this.#closed) throw toondbError('TOONDB_CLOSED', 'iterator is closed')
     if (!this.#hold && this.#snapshot === null) {
-      throw toondbError('TOONDB_CLOSED', 'iterator was consumed to its end by for await or all() and released its snapshot: create a new iterator')
+      throw toondbError('TOONDB_CLOSED', 'iterator was consumed to its end by for await, for...of or all() and released its snapshot: create a new iterator')
     }
     const a = seekArgs(this.#args, Buffer.from(toBuffer(target)))
     if (a.limit !== undefined) a.limit = Math.max(0, a.limit - this.#yielded)
@@ -989,8 +989,13 @@ class Iterator {
     return this
   }
 
+  /** Plain `for...of`; its end (or a `break`) releases the iterator's snapshot. */
   *[Symbol.iterator]() {
-    for (let e = this.nextSync(); e !== undefined; e = this.nextSync()) yield e
+    try {
+      for (let e = this.nextSync(); e !== undefined; e = this.nextSync()) yield e
+    } finally {
+      if (!this.#hold) this.#release()
+    }
   }
 }
 

@@ -113,6 +113,10 @@ describe('iterator.seek()', { timeout: TIMEOUT }, () => {
     for await (const _ of loop) n++
     assert.equal(n, 5)
     assert.equal(db.stats().liveSnapshots, 0)
+    for (const _ of db.iterator()) n++ // plain for...of to the end
+    for (const _ of db.iterator()) break
+    assert.equal(n, 10)
+    assert.equal(db.stats().liveSnapshots, 0)
     const early = db.iterator()
     early.nextSync()
     for await (const _ of early) break // return() releases

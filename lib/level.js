@@ -160,14 +160,18 @@ class ToonLevel extends AbstractLevel {
     return v === null ? undefined : v
   }
 
+  // All keys from one snapshot: the explicit one, else the engine's getMany.
+  async #many(keys, options) {
+    const snapshot = options.snapshot
+    if (snapshot == null) return this.#db.getMany(keys.map(escapeKey))
+    const src = snapshot[kSnapshot]
+    return keys.map((k) => src.getSync(escapeKey(k)))
+  }
+
   async _getMany(keys, options) {
-    const src = this.#source(options)
-    const out = new Array(keys.length)
-    for (let i = 0; i < keys.length; i++) {
-      const v = src.getSync(escapeKey(keys[i]))
-      out[i] = v === null ? undefined : v
-    }
-    return out
+    const values = await this.#many(keys, options)
+    for (let i = 0; i < values.length; i++) if (values[i] === null) values[i] = undefined
+    return values
   }
 
   async _has(key, options) {
@@ -175,8 +179,7 @@ class ToonLevel extends AbstractLevel {
   }
 
   async _hasMany(keys, options) {
-    const src = this.#source(options)
-    return keys.map((k) => src.getSync(escapeKey(k)) !== null)
+    return (await this.#many(keys, options)).map((v) => v != null)
   }
 
   async _put(key, value, options) {
