@@ -168,6 +168,12 @@ try {
   step(run(process.execPath, ['check.mjs'], { cwd: path.join(tmp, 'project') }).stdout.trim())
   step(run(process.execPath, ['check.cjs'], { cwd: path.join(tmp, 'project') }).stdout.trim())
 
+  const project = path.join(tmp, 'project')
+  run(path.join(project, 'node_modules', '.bin', 'toondb'), ['put', path.join(project, 'cli-db'), 'k', 'v'], { cwd: project })
+  const got = run(path.join(project, 'node_modules', '.bin', 'toondb'), ['get', path.join(project, 'cli-db'), 'k'], { cwd: project })
+  if (got.stdout !== 'v\n') throw new Error(`toondb get printed ${JSON.stringify(got.stdout)}`)
+  step('the toondb command (node_modules/.bin/toondb) works')
+
   write('esm.mts', TS_ESM)
   write('cjs.cts', TS_CJS)
   write(
