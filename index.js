@@ -866,7 +866,10 @@ class Iterator {
     // The native side copies only what is asked for.
     const p = parts || { keys: mode !== VALUES, values: mode !== KEYS }
     this.#parts = p
-    this.#args = { ...args, keys: p.keys, values: p.values }
+    // seek() scans again with these bounds: keep copies, not the caller's buffers.
+    const a = { ...args, keys: p.keys, values: p.values }
+    for (const b of ['gt', 'gte', 'lt', 'lte', 'prefix']) if (a[b] !== undefined) a[b] = Buffer.from(a[b])
+    this.#args = a
     this.#start(this.#args)
   }
 

@@ -84,6 +84,17 @@ describe('iterator.seek()', { timeout: TIMEOUT }, () => {
     await db.close()
   })
 
+  test('seek uses the bounds as they were when the iterator was created', async () => {
+    const db = await filled(20)
+    const lower = Buffer.from(k(10))
+    const it = db.iterator({ gte: lower })
+    lower.write(k(0)) // the caller reuses its buffer
+    it.seek(k(2))
+    assert.equal(str(it.nextSync()[0]), k(10))
+    await it.close()
+    await db.close()
+  })
+
   test('a limit counts the entries of all seeks together', async () => {
     const db = await filled(20)
     const it = db.iterator({ limit: 4 })
