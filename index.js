@@ -497,7 +497,8 @@ class Database {
 
   // A database iterator reads from a snapshot of its own, so that seek()
   // stays on the version of the data the iterator started with. `hold`
-  // keeps that snapshot until close() (else it goes at the natural end).
+  // keeps that snapshot until close(); without it the end of (or a break
+  // out of) for await / for...of, and all(), release it too.
   #iterate(options, mode, hold, parts) {
     const args = iteratorArgs(options)
     this.#checkOpen()
@@ -935,7 +936,7 @@ class Iterator {
     checkKey(target, 'seek target')
     if (this.#closed) throw toondbError('TOONDB_CLOSED', 'iterator is closed')
     if (!this.#hold && this.#snapshot === null) {
-      throw toondbError('TOONDB_CLOSED', 'iterator was consumed to its end by for await, for...of or all() and released its snapshot: create a new iterator')
+      throw toondbError('TOONDB_CLOSED', 'iterator released its snapshot (closed, or ended by for await, for...of or all()): create a new iterator')
     }
     const a = seekArgs(this.#args, Buffer.from(toBuffer(target)))
     if (a.limit !== undefined) a.limit = Math.max(0, a.limit - this.#yielded)
