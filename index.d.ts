@@ -242,6 +242,10 @@ export declare class Transaction {
   del(key: Bytes): void
   /** The snapshot merged with this transaction's writes as of this call. */
   iterator(options?: IteratorOptions): Iterator
+  /** Keys only (see {@link Transaction.iterator}). */
+  keys(options?: IteratorOptions): Iterator<Buffer>
+  /** Values only (see {@link Transaction.iterator}). */
+  values(options?: IteratorOptions): Iterator<Buffer>
   /**
    * Resolves when all writes are applied (and durable with `sync`);
    * rejects with TOONDB_CONFLICT, applying nothing, if a concurrent commit
@@ -261,6 +265,8 @@ export declare class Snapshot {
   getSync(key: Bytes): Buffer | null
   get(key: Bytes): Promise<Buffer | null>
   iterator(options?: IteratorOptions): Iterator
+  keys(options?: IteratorOptions): Iterator<Buffer>
+  values(options?: IteratorOptions): Iterator<Buffer>
   /** Ends the snapshot; later reads throw TOONDB_CLOSED. Released on garbage collection too. */
   release(): void
 }
@@ -280,25 +286,44 @@ export declare class ChainedBatch {
 }
 
 /**
- * Entries of a range, in key order (or reverse), as `[key, value]` Buffers,
- * from a consistent snapshot taken when the iterator was created: writes
- * made afterwards are not seen. Usable with `for await` and plain `for`.
+ * Entries of a range, in key order (or reverse), as `[key, value]` Buffers
+ * (keys or values alone from `keys()` / `values()`), from a consistent
+ * snapshot taken when the iterator was created: writes made afterwards are
+ * not seen, also after `seek()`. Usable with `for await` and plain `for`.
+ *
+ * A database iterator holds its snapshot (counted in
+ * `stats().liveSnapshots`) until `close()`, a `break` out of `for await`
+ * (`return()`) or `for...of`, the end of `for await`, `for...of` or
+ * `all()`, or garbage collection; `nextSync()` and `nextv()` reaching the end keep it, so the
+ * iterator can `seek()` again.
  */
-export declare class Iterator implements AsyncIterableIterator<[Buffer, Buffer]>, Iterable<[Buffer, Buffer]> {
+export declare class Iterator<T = [Buffer, Buffer]> implements AsyncIterableIterator<T>, Iterable<T> {
   private constructor()
-  next(): Promise<IteratorResult<[Buffer, Buffer]>>
+  next(): Promise<IteratorResult<T>>
   /** The next entry, or `undefined` at the end. */
-  nextSync(): [Buffer, Buffer] | undefined
+  nextSync(): T | undefined
   /** Up to `n` entries; an empty array at the end. */
-  nextv(n: number): Promise<Array<[Buffer, Buffer]>>
+  nextv(n: number): Promise<Array<T>>
   /** All remaining entries. */
-  all(): Promise<Array<[Buffer, Buffer]>>
+  all(): Promise<Array<T>>
+  /**
+   * Moves to the first key at or after `target` (at or before it in
+   * reverse) that is inside the iterator's range, reading from the same
+   * snapshot. A `limit` counts the entries of all seeks together. Throws
+   * TOONDB_CLOSED once the snapshot is released (see above). A
+   * transaction's iterator re-reads the transaction's own writes as they
+   * are at the time of the seek.
+   */
+  seek(target: Bytes): void
   /** Ends the iteration early (called by `break` in `for await`). */
-  return(): Promise<IteratorResult<[Buffer, Buffer]>>
+  return(): Promise<IteratorResult<T>>
   close(): Promise<void>
   [Symbol.asyncIterator](): this
-  [Symbol.iterator](): Generator<[Buffer, Buffer]>
+  [Symbol.iterator](): Generator<T>
 }
+
+/** Which keys {@link Database.clear} deletes: the options of an iterator over them. */
+export type ClearOptions = IteratorOptions
 
 /**
  * An open database. All handles opened on one path in one process (also
@@ -337,6 +362,21 @@ export declare class Database {
   batch(): ChainedBatch
   /** Iterates a range; see {@link IteratorOptions}. */
   iterator(options?: IteratorOptions): Iterator
+  /** The keys of a range; values are not copied out of the engine. */
+  keys(options?: IteratorOptions): Iterator<Buffer>
+  /** The values of a range; keys are not copied out of the engine. */
+  values(options?: IteratorOptions): Iterator<Buffer>
+  /**
+   * Deletes every key in a range (every key without options) that exists
+   * when `clear` is called, and resolves with how many were deleted. The
+   * keys are read from a snapshot taken at the call (keys only, no values)
+   * and deleted in atomic batches of 1000: each batch is all-or-nothing,
+   * the clear as a whole is not (a crash midway leaves a prefix of the
+   * range deleted), and a key written again while the clear runs may still
+   * be deleted if it existed when the clear began. `reverse` and `limit`
+   * choose which keys go first and how many.
+   */
+  clear(options?: ClearOptions, writeOptions?: WriteOptions): Promise<number>
   /** Begins a transaction (snapshot taken now). */
   transaction(options?: TransactionOptions): Transaction
   /**

@@ -136,6 +136,32 @@ function iteratorArgs(options) {
   return args
 }
 
+// Moves the scan start of `args` (a copy of an iterator's arguments) to
+// `target`, keeping any tighter bound the iterator was created with: the
+// lower bound when iterating forward, the upper one in reverse.
+function seekArgs(args, target) {
+  const a = { ...args }
+  const [incl, excl, after] = a.reverse ? ['lte', 'lt', -1] : ['gte', 'gt', 1]
+  const cur = a[incl] !== undefined ? a[incl] : a[excl]
+  if (cur !== undefined) {
+    const c = Buffer.compare(target, cur) * after
+    if (c < 0 || (c === 0 && a[incl] === undefined)) return a // the range already starts past target
+  }
+  delete a[excl]
+  a[incl] = target
+  return a
+}
+
+// Keys a clear() deletes per atomic batch.
+const CLEAR_CHUNK = 1000
+
+// Entry shapes an Iterator yields.
+const ENTRIES = 0
+const KEYS = 1
+const VALUES = 2
+// Internal entry points for lib/level.js, off the documented API.
+const ITERATE = Symbol.for('toondb.iterate')
+
 class Database {
   #native
   #pending = new Map()
@@ -469,9 +495,52 @@ class Database {
 
   /** Iterates [key, value] pairs of Buffers in key order; see index.d.ts. */
   iterator(options) {
+    return this.#iterate(options, ENTRIES, false)
+  }
+
+  /** Iterates keys only (values are not copied out of the engine). */
+  keys(options) {
+    return this.#iterate(options, KEYS, false)
+  }
+
+  /** Iterates values only (keys are not copied out of the engine). */
+  values(options) {
+    return this.#iterate(options, VALUES, false)
+  }
+
+  // A database iterator reads from a snapshot of its own, so that seek()
+  // stays on the version of the data the iterator started with. `hold`
+  // keeps that snapshot until close(); without it the end of (or a break
+  // out of) for await / for...of, and all(), release it too.
+  #iterate(options, mode, hold, parts) {
     const args = iteratorArgs(options)
     this.#checkOpen()
-    return new Iterator(callNative(() => this.#native.iterator(args)), args.limit)
+    const snap = callNative(() => this.#native.snapshot())
+    try {
+      return new Iterator((a) => snap.iterator(a), args, mode, parts, snap, hold, TXN_TOKEN)
+    } catch (err) {
+      snap.release()
+      throw err
+    }
+  }
+
+  /** @internal the Level adapter's iterators (see lib/level.js) */
+  [ITERATE](options, mode, hold, parts) {
+    return this.#iterate(options, mode, hold, parts)
+  }
+
+  /**
+   * Deletes every key in a range (all keys without options) as of this
+   * call; see index.d.ts. Resolves with the number of keys deleted.
+   */
+  async clear(options, writeOptions) {
+    const sync = syncFlag(writeOptions)
+    const it = this.#iterate(options, KEYS, false)
+    try {
+      return await clearKeys(it, (ops) => this.batch(ops, { sync }))
+    } finally {
+      it.close()
+    }
   }
 
   /**
@@ -663,9 +732,20 @@ class Transaction {
     this.delete(key)
   }
 
+  /**
+   * The snapshot merged with this transaction's writes. seek() re-reads the
+   * transaction's own writes as they are at the time of the seek.
+   */
   iterator(options) {
-    const args = iteratorArgs(options)
-    return new Iterator(callNative(() => this.#native.iterator(args)), args.limit)
+    return iterateOver(this.#native, options, ENTRIES)
+  }
+
+  keys(options) {
+    return iterateOver(this.#native, options, KEYS)
+  }
+
+  values(options) {
+    return iterateOver(this.#native, options, VALUES)
   }
 
   commit() {
@@ -707,8 +787,20 @@ class Snapshot {
   }
 
   iterator(options) {
-    const args = iteratorArgs(options)
-    return new Iterator(callNative(() => this.#native.iterator(args)), args.limit)
+    return iterateOver(this.#native, options, ENTRIES)
+  }
+
+  keys(options) {
+    return iterateOver(this.#native, options, KEYS)
+  }
+
+  values(options) {
+    return iterateOver(this.#native, options, VALUES)
+  }
+
+  /** @internal the Level adapter's iterators (see lib/level.js) */
+  [ITERATE](options, mode, hold, parts) {
+    return iterateOver(this.#native, options, mode, parts)
   }
 
   release() {
@@ -773,24 +865,82 @@ class ChainedBatch {
   }
 }
 
+function iterateOver(native, options, mode, parts) {
+  const args = iteratorArgs(options)
+  return new Iterator((a) => native.iterator(a), args, mode, parts, null, true, TXN_TOKEN)
+}
+
+// Deletes the keys `it` yields in atomic batches of CLEAR_CHUNK.
+async function clearKeys(it, write) {
+  let deleted = 0
+  for (;;) {
+    const ops = []
+    for (let k = it.nextSync(); k !== undefined; k = ops.length < CLEAR_CHUNK ? it.nextSync() : undefined) {
+      ops.push({ type: 'del', key: k })
+    }
+    if (ops.length === 0) return deleted
+    await write(ops)
+    deleted += ops.length
+  }
+}
+
 // Batches grow from small (cheap first results, small limits) to large
 // (fewer native calls on long scans).
 const FIRST_BATCH = 16
 const MAX_BATCH = 1024
 
 class Iterator {
-  #native
+  #open
+  #args
+  #mode
+  #parts
+  #snapshot
+  #hold
+  #native = null
   #data = null
   #ends = null
   #pos = 0
   #count = 0
   #batch = FIRST_BATCH
   #done = false
+  #closed = false
+  #yielded = 0
 
-  constructor(native, limit) {
-    this.#native = native
+  /** @internal use db.iterator(), db.keys(), db.values() */
+  constructor(open, args, mode, parts, snapshot, hold, token) {
+    if (token !== TXN_TOKEN) throw invalid('use db.iterator()')
+    this.#open = open
+    this.#mode = mode
+    this.#snapshot = snapshot
+    this.#hold = hold
+    // The native side copies only what is asked for.
+    const p = parts || { keys: mode !== VALUES, values: mode !== KEYS }
+    this.#parts = p
+    // seek() scans again with these bounds: keep copies, not the caller's buffers.
+    const a = { ...args, keys: p.keys, values: p.values }
+    for (const b of ['gt', 'gte', 'lt', 'lte', 'prefix']) if (a[b] !== undefined) a[b] = Buffer.from(a[b])
+    this.#args = a
+    this.#start(this.#args)
+  }
+
+  #start(args) {
+    this.#native = callNative(() => this.#open(args))
+    const limit = args.limit
+    this.#batch = FIRST_BATCH
     if (limit !== undefined && limit < FIRST_BATCH) this.#batch = Math.max(1, limit)
     if (limit !== undefined && limit >= FIRST_BATCH) this.#batch = Math.min(limit, MAX_BATCH)
+    this.#data = null
+    this.#ends = null
+    this.#pos = 0
+    this.#count = 0
+    this.#done = false
+  }
+
+  #release() {
+    if (this.#snapshot !== null) {
+      this.#snapshot.release()
+      this.#snapshot = null
+    }
   }
 
   #fill() {
@@ -807,22 +957,50 @@ class Iterator {
     return true
   }
 
-  /** The next [key, value] pair, or undefined at the end (synchronous). */
+  /** The next entry (a key or value for keys()/values()), or undefined at the end (synchronous). */
   nextSync() {
     if (this.#pos >= this.#count) {
       if (this.#done || !this.#fill()) return undefined
     }
     const i = this.#pos++
+    this.#yielded++
     const ends = this.#ends
     const kStart = i === 0 ? 0 : ends[2 * i - 1]
     const kEnd = ends[2 * i]
-    return [this.#data.subarray(kStart, kEnd), this.#data.subarray(kEnd, ends[2 * i + 1])]
+    const data = this.#data
+    if (this.#mode === KEYS) return data.subarray(kStart, kEnd)
+    if (this.#mode === VALUES) return data.subarray(kEnd, ends[2 * i + 1])
+    return [
+      this.#parts.keys ? data.subarray(kStart, kEnd) : undefined,
+      this.#parts.values ? data.subarray(kEnd, ends[2 * i + 1]) : undefined,
+    ]
   }
 
+  /**
+   * Repositions the iterator at the first key >= target (<= target in
+   * reverse) within its range, on the same snapshot. A `limit` counts the
+   * entries of all seeks together.
+   */
+  seek(target) {
+    checkKey(target, 'seek target')
+    if (this.#closed) throw toondbError('TOONDB_CLOSED', 'iterator is closed')
+    if (!this.#hold && this.#snapshot === null) {
+      throw toondbError('TOONDB_CLOSED', 'iterator released its snapshot (closed, or ended by for await, for...of or all()): create a new iterator')
+    }
+    const a = seekArgs(this.#args, Buffer.from(toBuffer(target)))
+    if (a.limit !== undefined) a.limit = Math.max(0, a.limit - this.#yielded)
+    this.#start(a)
+  }
+
+  /** The async-iteration step; the end of `for await` releases the iterator's snapshot. */
   next() {
     try {
       const entry = this.nextSync()
-      return Promise.resolve(entry === undefined ? { done: true, value: undefined } : { done: false, value: entry })
+      if (entry === undefined) {
+        if (!this.#hold) this.#release()
+        return Promise.resolve({ done: true, value: undefined })
+      }
+      return Promise.resolve({ done: false, value: entry })
     } catch (err) {
       return Promise.reject(err)
     }
@@ -839,16 +1017,19 @@ class Iterator {
     return out
   }
 
-  /** Every remaining entry. */
+  /** Every remaining entry; then releases the iterator's snapshot. */
   async all() {
     const out = []
     for (let e = this.nextSync(); e !== undefined; e = this.nextSync()) out.push(e)
+    if (!this.#hold) this.#release()
     return out
   }
 
   return() {
     this.#done = true
+    this.#closed = true
     this.#pos = this.#count
+    this.#release()
     return Promise.resolve({ done: true, value: undefined })
   }
 
@@ -861,8 +1042,13 @@ class Iterator {
     return this
   }
 
+  /** Plain `for...of`; its end (or a `break`) releases the iterator's snapshot. */
   *[Symbol.iterator]() {
-    for (let e = this.nextSync(); e !== undefined; e = this.nextSync()) yield e
+    try {
+      for (let e = this.nextSync(); e !== undefined; e = this.nextSync()) yield e
+    } finally {
+      if (!this.#hold) this.#release()
+    }
   }
 }
 

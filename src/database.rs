@@ -12,7 +12,7 @@ use toondb_storage::{
 use crate::completion::{Completions, Settled};
 use crate::convert::{as_bytes, Bytes};
 use crate::errors::{guard_ref, invalid_argument, to_js, Result};
-use crate::iterator::{scan_options, NativeIterator, ScanArgs};
+use crate::iterator::{scan_options, NativeIterator, Parts, ScanArgs};
 use crate::transaction::{copy_into, NativeSnapshot, NativeTransaction};
 
 /// Options accepted by `Database.open` (documented in index.d.ts).
@@ -149,6 +149,7 @@ pub struct DatabaseStats {
     pub immutable_memtables: f64,
     pub tables: f64,
     pub table_bytes: f64,
+    pub table_bytes_read: f64,
     pub commits: f64,
     pub commit_groups: f64,
     pub wal_bytes_written: f64,
@@ -352,8 +353,9 @@ impl NativeDatabase {
 
     #[napi(catch_unwind)]
     pub fn iterator(&self, args: ScanArgs) -> Result<NativeIterator> {
+        let parts = Parts::of(&args);
         let scan = self.db.scan(scan_options(args)?).map_err(to_js)?;
-        Ok(NativeIterator::new(scan))
+        Ok(NativeIterator::new(scan, parts))
     }
 
     /// `isolation` is "snapshot" (default) or "serializable".
@@ -433,6 +435,7 @@ impl NativeDatabase {
             immutable_memtables: s.immutable_memtables as f64,
             tables: s.tables as f64,
             table_bytes: s.table_bytes as f64,
+            table_bytes_read: s.table_bytes_read as f64,
             commits: s.commits as f64,
             commit_groups: s.commit_groups as f64,
             wal_bytes_written: s.wal_bytes_written as f64,

@@ -18,6 +18,10 @@ pub struct ScanArgs {
     pub prefix: Option<Buffer>,
     pub reverse: Option<bool>,
     pub limit: Option<f64>,
+    /// `false`: batches carry no key bytes (each key is empty).
+    pub keys: Option<bool>,
+    /// `false`: batches carry no value bytes (each value is empty).
+    pub values: Option<bool>,
 }
 
 /// One batch: keys and values back to back in `data`; `ends[2i]` is where
@@ -31,6 +35,24 @@ pub struct ScanBatch {
 #[napi]
 pub struct NativeIterator {
     scan: Box<dyn BatchScan>,
+    keys: bool,
+    values: bool,
+}
+
+/// Which parts of each entry the JS side asked for.
+#[derive(Clone, Copy)]
+pub struct Parts {
+    pub keys: bool,
+    pub values: bool,
+}
+
+impl Parts {
+    pub fn of(args: &ScanArgs) -> Parts {
+        Parts {
+            keys: args.keys.unwrap_or(true),
+            values: args.values.unwrap_or(true),
+        }
+    }
 }
 
 fn bound(inclusive: Option<Buffer>, exclusive: Option<Buffer>) -> Result<Bound<Vec<u8>>> {
@@ -87,9 +109,11 @@ pub fn scan_options(args: ScanArgs) -> Result<ScanOptions> {
 }
 
 impl NativeIterator {
-    pub fn new(scan: impl BatchScan + 'static) -> NativeIterator {
+    pub fn new(scan: impl BatchScan + 'static, parts: Parts) -> NativeIterator {
         NativeIterator {
             scan: Box::new(scan),
+            keys: parts.keys,
+            values: parts.values,
         }
     }
 }
@@ -106,13 +130,21 @@ impl NativeIterator {
         if entries.is_empty() {
             return Ok(None);
         }
-        let total: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+        let (keys, values) = (self.keys, self.values);
+        let total: usize = entries
+            .iter()
+            .map(|(k, v)| if keys { k.len() } else { 0 } + if values { v.len() } else { 0 })
+            .sum();
         let mut data = Vec::with_capacity(total);
         let mut ends = Vec::with_capacity(entries.len() * 2);
         for (k, v) in &entries {
-            data.extend_from_slice(k);
+            if keys {
+                data.extend_from_slice(k);
+            }
             ends.push(data.len() as u32);
-            data.extend_from_slice(v);
+            if values {
+                data.extend_from_slice(v);
+            }
             ends.push(data.len() as u32);
         }
         Ok(Some(ScanBatch {

@@ -9,7 +9,7 @@ use toondb_storage::{Snapshot, Transaction};
 use crate::completion::Completions;
 use crate::convert::{as_bytes, Bytes};
 use crate::errors::{to_js, Result};
-use crate::iterator::{scan_options, NativeIterator, ScanArgs};
+use crate::iterator::{scan_options, NativeIterator, Parts, ScanArgs};
 
 /// Copies a value into the caller's scratch buffer: its length, or -1 when
 /// absent; a length above `out.length` means "retry with a larger buffer".
@@ -77,8 +77,9 @@ impl NativeTransaction {
 
     #[napi(catch_unwind)]
     pub fn iterator(&self, args: ScanArgs) -> Result<NativeIterator> {
+        let parts = Parts::of(&args);
         let scan = self.txn.scan(scan_options(args)?).map_err(to_js)?;
-        Ok(NativeIterator::new(scan))
+        Ok(NativeIterator::new(scan, parts))
     }
 
     /// Commits. Returns `true` when the commit finished on this thread
@@ -133,8 +134,9 @@ impl NativeSnapshot {
 
     #[napi(catch_unwind)]
     pub fn iterator(&self, args: ScanArgs) -> Result<NativeIterator> {
+        let parts = Parts::of(&args);
         let scan = self.snapshot.scan(scan_options(args)?).map_err(to_js)?;
-        Ok(NativeIterator::new(scan))
+        Ok(NativeIterator::new(scan, parts))
     }
 
     #[napi(catch_unwind)]

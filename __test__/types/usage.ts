@@ -61,3 +61,24 @@ export async function quickStart(dir: string): Promise<void> {
 export function syncOpen(dir: string): Database {
   return Database.openSync(dir, { createIfMissing: false })
 }
+
+export async function iteration(db: Database): Promise<number> {
+  const it = db.iterator({ gte: 'a' })
+  it.seek('m')
+  const entry: [Buffer, Buffer] | undefined = it.nextSync()
+  void entry
+  const keys: Buffer[] = await db.keys({ prefix: 'users/' }).all()
+  for await (const value of db.values({ limit: 3 })) {
+    const v: Buffer = value
+    void v
+  }
+  // @ts-expect-error keys() yields Buffers, not pairs
+  const wrong: Array<[Buffer, Buffer]> = await db.keys().all()
+  void wrong
+  const snap = db.snapshot()
+  const first: Buffer | undefined = snap.keys().nextSync()
+  void first
+  snap.release()
+  const deleted: number = await db.clear({ gte: 'a', lt: 'b' }, { sync: true })
+  return deleted + keys.length
+}

@@ -1,0 +1,240 @@
+// Iteration additions of the native API: iterator.seek(), db.keys() and
+// db.values(), and db.clear(range), checked against a sorted JS model, in
+// memtables and table files.
+import assert from 'node:assert/strict'
+import { after, describe, test } from 'node:test'
+
+import { Database, assertCode, assertRejectsCode, tempRoot } from './helpers.mjs'
+
+const TIMEOUT = 60000
+const tmp = tempRoot('iteration')
+after(() => tmp.cleanup())
+
+const str = (b) => (b === undefined ? undefined : Buffer.from(b).toString())
+const pairs = (entries) => entries.map(([k, v]) => [str(k), str(v)])
+const k = (i) => `k${String(i).padStart(4, '0')}`
+
+async function filled(n = 50, options) {
+  const db = await Database.open(tmp.dir(), options)
+  await db.batch(Array.from({ length: n }, (_, i) => ({ type: 'put', key: k(i), value: `v${i}` })))
+  return db
+}
+
+describe('iterator.seek()', { timeout: TIMEOUT }, () => {
+  test('moves forward and back within the range, forward and reverse', async () => {
+    const db = await filled(50)
+    for (const flushed of [false, true]) {
+      if (flushed) await db.flush()
+      const it = db.iterator({ gte: k(10), lt: k(40) })
+      assert.deepEqual(pairs([it.nextSync()]), [[k(10), 'v10']])
+      it.seek(k(30))
+      assert.deepEqual(pairs(await it.nextv(2)), [[k(30), 'v30'], [k(31), 'v31']])
+      it.seek(k(12)) // back again
+      assert.deepEqual(str(it.nextSync()[0]), k(12))
+      it.seek(k(5)) // before the range: the range's start
+      assert.deepEqual(str(it.nextSync()[0]), k(10))
+      it.seek(`${k(20)}x`) // between keys: the next one
+      assert.deepEqual(str(it.nextSync()[0]), k(21))
+      it.seek(k(45)) // past the range: the end
+      assert.equal(it.nextSync(), undefined)
+      await it.close()
+
+      const rev = db.iterator({ gt: k(10), lte: k(40), reverse: true })
+      assert.equal(str(rev.nextSync()[0]), k(40))
+      rev.seek(k(20))
+      assert.deepEqual(pairs(await rev.nextv(2)), [[k(20), 'v20'], [k(19), 'v19']])
+      rev.seek(`${k(30)}x`)
+      assert.equal(str(rev.nextSync()[0]), k(30))
+      rev.seek(k(10)) // gt k(10): nothing at or below it
+      assert.equal(rev.nextSync(), undefined)
+      rev.seek('zzz') // above the range: its end (k(40))
+      assert.equal(str(rev.nextSync()[0]), k(40))
+      await rev.close()
+    }
+    await db.close()
+  })
+
+  test('keeps exclusive bounds exclusive and honours prefix', async () => {
+    const db = await filled(50)
+    const it = db.iterator({ gt: k(10) })
+    it.seek(k(10))
+    assert.equal(str(it.nextSync()[0]), k(11))
+    await it.close()
+    const p = db.iterator({ prefix: 'k002' })
+    p.seek('k0000')
+    assert.equal(str(p.nextSync()[0]), k(20))
+    p.seek(k(25))
+    assert.deepEqual((await p.all()).map(([key]) => str(key)), [k(25), k(26), k(27), k(28), k(29)])
+    await db.close()
+  })
+
+  test('reads the snapshot the iterator started with, also after a flush', async () => {
+    const db = await filled(20)
+    const it = db.iterator()
+    await db.put(k(5), 'changed')
+    await db.del(k(6))
+    await db.put('a-new', 'x')
+    await db.flush()
+    it.seek(k(5))
+    assert.deepEqual(pairs(await it.nextv(2)), [[k(5), 'v5'], [k(6), 'v6']])
+    it.seek('a')
+    assert.equal(str(it.nextSync()[0]), k(0))
+    await it.close()
+    assert.equal(db.stats().liveSnapshots, 0, 'close() releases the iterator snapshot')
+    await db.close()
+  })
+
+  test('seek uses the bounds as they were when the iterator was created', async () => {
+    const db = await filled(20)
+    const lower = Buffer.from(k(10))
+    const it = db.iterator({ gte: lower })
+    lower.write(k(0)) // the caller reuses its buffer
+    it.seek(k(2))
+    assert.equal(str(it.nextSync()[0]), k(10))
+    await it.close()
+    await db.close()
+  })
+
+  test('a limit counts the entries of all seeks together', async () => {
+    const db = await filled(20)
+    const it = db.iterator({ limit: 4 })
+    assert.equal((await it.nextv(3)).length, 3)
+    it.seek(k(10))
+    assert.deepEqual((await it.nextv(10)).map(([key]) => str(key)), [k(10)])
+    it.seek(k(0))
+    assert.deepEqual(await it.nextv(10), [])
+    await it.close()
+    await db.close()
+  })
+
+  test('for await to the end, all(), break and close() release the snapshot; seek then throws TOONDB_CLOSED', async () => {
+    const db = await filled(5)
+    const it = db.iterator()
+    assert.equal(db.stats().liveSnapshots, 1)
+    assert.equal((await it.nextv(10)).length, 5)
+    assert.equal(it.nextSync(), undefined)
+    assert.equal(db.stats().liveSnapshots, 1, 'nextSync/nextv at the end keep it, for seek()')
+    it.seek(k(3))
+    assert.equal(str(it.nextSync()[0]), k(3))
+    assert.equal((await it.all()).length, 1)
+    assert.equal(db.stats().liveSnapshots, 0)
+    assertCode(catchSync(() => it.seek(k(0))), 'TOONDB_CLOSED', /create a new iterator/)
+    let n = 0
+    const loop = db.keys()
+    for await (const _ of loop) n++
+    assert.equal(n, 5)
+    assert.equal(db.stats().liveSnapshots, 0)
+    for (const _ of db.iterator()) n++ // plain for...of to the end
+    for (const _ of db.iterator()) break
+    assert.equal(n, 10)
+    assert.equal(db.stats().liveSnapshots, 0)
+    const early = db.iterator()
+    early.nextSync()
+    for await (const _ of early) break // return() releases
+    assert.equal(db.stats().liveSnapshots, 0)
+    assertCode(catchSync(() => early.seek(k(0))), 'TOONDB_CLOSED')
+    assertCode(catchSync(() => db.iterator().seek('')), 'TOONDB_INVALID_ARGUMENT')
+    assertCode(catchSync(() => db.iterator().seek(42)), 'TOONDB_INVALID_ARGUMENT')
+    await db.close()
+  })
+
+  test('snapshot and transaction iterators seek too', async () => {
+    const db = await filled(20)
+    const snap = db.snapshot()
+    await db.put(k(3), 'new')
+    const it = snap.iterator()
+    it.seek(k(3))
+    assert.deepEqual(pairs([it.nextSync()]), [[k(3), 'v3']])
+    it.nextSync()
+    it.seek(k(3)) // after the snapshot iterator ran on: still the snapshot
+    assert.deepEqual(pairs([it.nextSync()]), [[k(3), 'v3']])
+    snap.release()
+
+    const txn = db.transaction()
+    txn.put(k(7), 'mine')
+    const ti = txn.iterator()
+    ti.seek(k(7))
+    assert.deepEqual(pairs([ti.nextSync()]), [[k(7), 'mine']])
+    txn.rollback()
+    await db.close()
+  })
+})
+
+describe('keys() and values()', { timeout: TIMEOUT }, () => {
+  test('yield Buffers of keys or values with every range option', async () => {
+    const db = await filled(30)
+    await db.flush()
+    await db.put(k(30), 'v30') // one entry in the memtable
+    const keys = (await db.keys({ gte: k(25) }).all()).map(str)
+    assert.deepEqual(keys, [k(25), k(26), k(27), k(28), k(29), k(30)])
+    const values = (await db.values({ lt: k(3), reverse: true }).all()).map(str)
+    assert.deepEqual(values, ['v2', 'v1', 'v0'])
+    const limited = []
+    for await (const key of db.keys({ prefix: 'k001', limit: 3 })) limited.push(str(key))
+    assert.deepEqual(limited, [k(10), k(11), k(12)])
+    const it = db.values()
+    it.seek(k(29))
+    assert.deepEqual((await it.all()).map(str), ['v29', 'v30'])
+    assert.ok(Buffer.isBuffer(db.keys().nextSync()))
+
+    const snap = db.snapshot()
+    await db.del(k(0))
+    assert.equal(str(snap.keys().nextSync()), k(0))
+    assert.equal(str(db.keys().nextSync()), k(1))
+    snap.release()
+    const txn = db.transaction()
+    txn.put('a', 'mine')
+    assert.deepEqual((await txn.values({ limit: 2 }).all()).map(str), ['mine', 'v1'])
+    txn.rollback()
+    await db.close()
+  })
+})
+
+describe('db.clear()', { timeout: TIMEOUT }, () => {
+  test('deletes a range, in memtable and tables, and resolves with the count', async () => {
+    const db = await filled(50)
+    await db.flush()
+    await db.batch([{ type: 'put', key: k(50), value: 'v50' }])
+    assert.equal(await db.clear({ gte: k(10), lt: k(20) }), 10)
+    assert.equal(await db.clear({ prefix: 'k004' }), 10)
+    assert.equal(await db.clear({ gt: k(35), limit: 2 }), 2)
+    assert.equal(await db.clear({ lte: k(4), reverse: true, limit: 2 }), 2)
+    const left = (await db.keys().all()).map(str)
+    const model = Array.from({ length: 51 }, (_, i) => i)
+      .filter((i) => !(i >= 10 && i < 20) && !(i >= 40 && i < 50) && i !== 36 && i !== 37 && i !== 3 && i !== 4)
+      .map(k)
+    assert.deepEqual(left, model)
+    assert.equal(await db.clear(), model.length)
+    assert.deepEqual(await db.keys().all(), [])
+    assert.equal(db.stats().liveSnapshots, 0)
+    await db.close()
+  })
+
+  test('clears more keys than one chunk, and leaves keys written after it began', async () => {
+    const db = await filled(2500)
+    const cleared = db.clear({ sync: true }, { sync: true })
+    await db.put('zz-after', 'kept') // issued after clear() took its snapshot
+    assert.equal(await cleared, 2500)
+    assert.deepEqual((await db.keys().all()).map(str), ['zz-after'])
+    await db.close()
+  })
+
+  test('rejects bad arguments with TOONDB_INVALID_ARGUMENT and closed databases with TOONDB_CLOSED', async () => {
+    const db = await filled(3)
+    await assertRejectsCode(() => db.clear({ gt: 5 }), 'TOONDB_INVALID_ARGUMENT')
+    await assertRejectsCode(() => db.clear({}, { sync: 'yes' }), 'TOONDB_INVALID_ARGUMENT')
+    await assertRejectsCode(() => db.clear('a'), 'TOONDB_INVALID_ARGUMENT')
+    assert.equal((await db.keys().all()).length, 3, 'a rejected clear deletes nothing')
+    await db.close()
+    await assertRejectsCode(() => db.clear(), 'TOONDB_CLOSED')
+  })
+})
+
+function catchSync(fn) {
+  try {
+    fn()
+  } catch (err) {
+    return err
+  }
+  throw new Error('expected a throw')
+}

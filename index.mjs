@@ -1,0 +1,6 @@
+// The ES module entry of toondb-storage: the same classes as the CommonJS
+// entry (index.js), so both module systems share one loaded addon.
+import toondb from './index.js'
+
+export const { Database, Iterator, ChainedBatch, Transaction, Snapshot } = toondb
+export default toondb
