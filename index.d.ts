@@ -170,7 +170,11 @@ export interface DatabaseStats {
   pendingWrites: number
   /** Transaction commits rejected with TOONDB_CONFLICT since open. */
   conflicts: number
-  /** Live snapshots and transactions; a number that only grows is a leak. */
+  /**
+   * Live snapshots, transactions and open iterator scans (each pins the
+   * versions it reads against compaction); a number that only grows is a
+   * leak. An iterator counts until it ends, is closed or is collected.
+   */
   liveSnapshots: number
   /** Read timestamp of the oldest live snapshot or transaction, if any. */
   oldestSnapshotTs?: number

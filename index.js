@@ -924,6 +924,7 @@ class Iterator {
   }
 
   #start(args) {
+    this.#closeNative()
     this.#native = callNative(() => this.#open(args))
     const limit = args.limit
     this.#batch = FIRST_BATCH
@@ -936,7 +937,17 @@ class Iterator {
     this.#done = false
   }
 
+  // Drops the native scan now, which unpins the versions and table files it
+  // reads (compaction may reclaim them) without waiting for GC.
+  #closeNative() {
+    if (this.#native !== null) {
+      this.#native.close()
+      this.#native = null
+    }
+  }
+
   #release() {
+    this.#closeNative()
     if (this.#snapshot !== null) {
       this.#snapshot.release()
       this.#snapshot = null
@@ -944,10 +955,15 @@ class Iterator {
   }
 
   #fill() {
+    if (this.#native === null) {
+      this.#done = true
+      return false
+    }
     const batch = callNative(() => this.#native.nextBatch(this.#batch))
     this.#batch = Math.min(this.#batch * 4, MAX_BATCH)
     if (batch === null) {
       this.#done = true
+      this.#closeNative() // finished: unpin now (seek() starts a new scan)
       return false
     }
     this.#data = batch.data

@@ -394,7 +394,7 @@ test('a snapshot holds still while writers overwrite and flush; stats show it un
     assert.equal(db.getSync(k(7)), null)
   }
   stats = db.stats()
-  assert.ok(stats.tables >= 4, `flushed to tables (${stats.tables})`)
+  assert.ok(stats.flushes >= 4, `flushed to tables (${stats.flushes})`)
   assert.equal(stats.liveSnapshots, 1)
   assert.equal(stats.oldestSnapshotTs, snap.ts)
 

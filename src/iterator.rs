@@ -34,7 +34,10 @@ pub struct ScanBatch {
 
 #[napi]
 pub struct NativeIterator {
-    scan: Box<dyn BatchScan>,
+    /// `None` once closed: dropping the scan releases its pin on the read
+    /// timestamp (and on the table files it reads) at once, instead of
+    /// whenever the garbage collector gets to this object.
+    scan: Option<Box<dyn BatchScan>>,
     keys: bool,
     values: bool,
 }
@@ -111,7 +114,7 @@ pub fn scan_options(args: ScanArgs) -> Result<ScanOptions> {
 impl NativeIterator {
     pub fn new(scan: impl BatchScan + 'static, parts: Parts) -> NativeIterator {
         NativeIterator {
-            scan: Box::new(scan),
+            scan: Some(Box::new(scan)),
             keys: parts.keys,
             values: parts.values,
         }
@@ -123,8 +126,10 @@ impl NativeIterator {
     /// Up to `max` entries; `null` when the scan is finished.
     #[napi(catch_unwind)]
     pub fn next_batch(&mut self, max: u32) -> Result<Option<ScanBatch>> {
-        let entries = self
-            .scan
+        let Some(scan) = self.scan.as_mut() else {
+            return Ok(None);
+        };
+        let entries = scan
             .next_batch(max.max(1) as usize, 4 << 20)
             .map_err(to_js)?;
         if entries.is_empty() {
@@ -151,5 +156,11 @@ impl NativeIterator {
             data: data.into(),
             ends,
         }))
+    }
+
+    /// Ends the scan now; later batches are empty.
+    #[napi(catch_unwind)]
+    pub fn close(&mut self) {
+        self.scan = None;
     }
 }
