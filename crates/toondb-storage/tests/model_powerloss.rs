@@ -1,0 +1,273 @@
+//! Model-based power-loss test: random sequences of puts, deletes, batches
+//! and transactions (each with `sync` on or off), flushes, clean reopens,
+//! process kills and power cuts run against the engine on a
+//! [`PowerLossFs`], and against the model in `powerloss_support` (what each
+//! kind of crash may lose: see that module).
+//!
+//! After every reopen the database must equal the model for an allowed
+//! prefix of the acknowledged commits (so every durable write survives, no
+//! deleted key comes back, no batch is half applied), and the directory
+//! must hold no orphaned file. Memtables are tiny, so they rotate and flush
+//! in the background mid-run; before a crash the test waits for background
+//! flushes to finish, so a case replays the same way every time (crashes
+//! inside a flush or an open are `powerloss_steps.rs`'s job).
+//!
+//! Shrunk failures are kept below as named regression tests.
+
+mod powerloss_support;
+
+use proptest::prelude::*;
+use proptest::test_runner::Config;
+use toondb_storage::io::PowerCut;
+use toondb_storage::{Database, TransactionOptions, WriteBatch, WriteOptions};
+
+use powerloss_support::{
+    check_no_orphans, fresh_disk, kill_and_reopen, options, power_cut_and_reopen, unique_dir,
+    wait_idle, Commit, Model, Tolerate,
+};
+
+#[derive(Debug, Clone)]
+enum Step {
+    Put(u8, Vec<u8>, bool),
+    Delete(u8, bool),
+    /// (key, value or delete) ops, sync.
+    Batch(Vec<(u8, Option<Vec<u8>>)>, bool),
+    Txn(Vec<(u8, Option<Vec<u8>>)>, bool),
+    Flush,
+    /// Runs a compaction. TODO(compaction): `Database::compact()` lands
+    /// with the compaction branch; until then this step does nothing (see
+    /// `compact`).
+    Compact,
+    Reopen,
+    Kill,
+    PowerCut(PowerCut),
+}
+
+/// A small key space, so keys are overwritten and deleted across flushes.
+fn key(k: u8) -> Vec<u8> {
+    format!("key{:02}", k % 24).into_bytes()
+}
+
+fn value() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(any::<u8>(), 0..48)
+}
+
+fn ops() -> impl Strategy<Value = Vec<(u8, Option<Vec<u8>>)>> {
+    prop::collection::vec((any::<u8>(), prop::option::weighted(0.75, value())), 1..6)
+}
+
+fn cut() -> impl Strategy<Value = PowerCut> {
+    prop_oneof![
+        1 => Just(PowerCut::drop_unsynced()),
+        1 => Just(PowerCut::keep_unsynced()),
+        3 => (any::<u64>(), any::<bool>()).prop_map(|(seed, garbage)| PowerCut::random(seed, garbage)),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        30 => (any::<u8>(), value(), any::<bool>()).prop_map(|(k, v, s)| Step::Put(k, v, s)),
+        8 => (any::<u8>(), any::<bool>()).prop_map(|(k, s)| Step::Delete(k, s)),
+        8 => (ops(), any::<bool>()).prop_map(|(o, s)| Step::Batch(o, s)),
+        6 => (ops(), any::<bool>()).prop_map(|(o, s)| Step::Txn(o, s)),
+        3 => Just(Step::Flush),
+        2 => Just(Step::Compact),
+        2 => Just(Step::Reopen),
+        3 => Just(Step::Kill),
+        6 => cut().prop_map(Step::PowerCut),
+    ]
+}
+
+/// TODO(compaction): replace the body with `db.compact().unwrap()` once the
+/// compaction branch adds `Database::compact()`. A compaction must not
+/// change the contents or their durability, so the model is untouched.
+fn compact(db: &Database) {
+    let _ = db;
+}
+
+fn commit_of(ops: &[(u8, Option<Vec<u8>>)]) -> Commit {
+    ops.iter().map(|(k, v)| (key(*k), v.clone())).collect()
+}
+
+struct Run {
+    tolerate: Tolerate,
+    memtable_size: usize,
+}
+
+impl Run {
+    fn run(&self, steps: &[Step]) -> Result<(), String> {
+        let dir = unique_dir("model");
+        let fs = fresh_disk(&dir);
+        let opts = options(&fs, self.memtable_size);
+        let mut db = Database::open_with(&dir, opts.clone()).map_err(|e| e.to_string())?;
+        let mut model = Model::default();
+        for (i, step) in steps.iter().enumerate() {
+            let ctx = |e: String| format!("step {i} ({step:?}): {e}");
+            match step {
+                Step::Put(k, v, sync) => {
+                    db.write_with(batch(&[(*k, Some(v.clone()))]), WriteOptions::sync(*sync))
+                        .map_err(|e| ctx(e.to_string()))?;
+                    model.commit(vec![(key(*k), Some(v.clone()))], *sync);
+                }
+                Step::Delete(k, sync) => {
+                    db.write_with(batch(&[(*k, None)]), WriteOptions::sync(*sync))
+                        .map_err(|e| ctx(e.to_string()))?;
+                    model.commit(vec![(key(*k), None)], *sync);
+                }
+                Step::Batch(ops, sync) => {
+                    db.write_with(batch(ops), WriteOptions::sync(*sync))
+                        .map_err(|e| ctx(e.to_string()))?;
+                    model.commit(commit_of(ops), *sync);
+                }
+                Step::Txn(ops, sync) => {
+                    let txn = db
+                        .transaction_with(TransactionOptions {
+                            sync: Some(*sync),
+                            ..TransactionOptions::default()
+                        })
+                        .map_err(|e| ctx(e.to_string()))?;
+                    for (k, v) in ops {
+                        match v {
+                            Some(v) => txn.put(key(*k), v),
+                            None => txn.delete(key(*k)),
+                        }
+                        .map_err(|e| ctx(e.to_string()))?;
+                    }
+                    txn.commit().map_err(|e| ctx(e.to_string()))?;
+                    model.commit(commit_of(ops), *sync);
+                }
+                Step::Flush => {
+                    db.flush().map_err(|e| ctx(e.to_string()))?;
+                    model.all_durable();
+                }
+                Step::Compact => compact(&db),
+                Step::Reopen => {
+                    db.close().map_err(|e| ctx(e.to_string()))?;
+                    drop(db);
+                    db = Database::open_with(&dir, opts.clone()).map_err(|e| ctx(e.to_string()))?;
+                    model.all_durable();
+                    model.check_all(&db).map_err(ctx)?;
+                    check_no_orphans(&fs, &dir, self.tolerate).map_err(ctx)?;
+                }
+                Step::Kill => {
+                    wait_idle(&db);
+                    db = kill_and_reopen(&fs, db, &dir, &opts).map_err(ctx)?;
+                    model.check_all(&db).map_err(ctx)?;
+                    check_no_orphans(&fs, &dir, self.tolerate).map_err(ctx)?;
+                }
+                Step::PowerCut(cut) => {
+                    wait_idle(&db);
+                    db = power_cut_and_reopen(&fs, db, &dir, *cut, &opts).map_err(ctx)?;
+                    model.settle_power_cut(&db).map_err(ctx)?;
+                    check_no_orphans(&fs, &dir, self.tolerate).map_err(ctx)?;
+                }
+            }
+        }
+        // Finally a power cut that drops everything unsynced: what was
+        // durable must all be there.
+        wait_idle(&db);
+        db = power_cut_and_reopen(&fs, db, &dir, PowerCut::drop_unsynced(), &opts)?;
+        model
+            .settle_power_cut(&db)
+            .map_err(|e| format!("final power cut: {e}"))?;
+        check_no_orphans(&fs, &dir, self.tolerate).map_err(|e| format!("final: {e}"))?;
+        db.close().map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+fn batch(ops: &[(u8, Option<Vec<u8>>)]) -> WriteBatch {
+    let mut b = WriteBatch::new();
+    for (k, v) in ops {
+        match v {
+            Some(v) => b.put(key(*k), v).unwrap(),
+            None => b.delete(key(*k)).unwrap(),
+        };
+    }
+    b
+}
+
+/// Known defects this run tolerates so it can still find others; each has
+/// its own strict, ignored regression test below.
+const TOLERATED: Tolerate = Tolerate {
+    // Defect: see `stale_manifest_reappears_after_power_cut`.
+    stale_manifests: true,
+};
+
+proptest! {
+    #![proptest_config(Config {
+        cases: 64,
+        failure_persistence: None,
+        ..Config::default()
+    })]
+
+    #[test]
+    fn acknowledged_writes_survive_crashes(steps in prop::collection::vec(step(), 1..80)) {
+        let run = Run { tolerate: TOLERATED, memtable_size: 1024 };
+        if let Err(e) = run.run(&steps) {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+}
+
+/// The strict run (nothing tolerated) of a shrunk case.
+fn strict(steps: &[Step]) {
+    let run = Run {
+        tolerate: Tolerate::default(),
+        memtable_size: 1024,
+    };
+    run.run(steps).unwrap();
+}
+
+/// DEFECT (found by this test, shrunk from a random case): a power cut
+/// leaves an old MANIFEST file behind for good.
+///
+/// Open 1 writes MANIFEST-000002. The clean reopen writes MANIFEST-000004,
+/// switches CURRENT to it (synced), then removes
+/// MANIFEST-000002 without syncing the directory. A power cut before the
+/// next directory sync brings MANIFEST-000002 back; the next open removes
+/// only the manifest CURRENT named (000004), so 000002 is never deleted.
+/// Every such power cut can leak one manifest. Fix: after the new manifest
+/// is live, the open should delete every `MANIFEST-*` that CURRENT does not
+/// name (docs/format-manifest.md already calls them obsolete), or sync the
+/// directory after removing the previous one (version/manifest.rs
+/// `Manifest::create`, recovery.rs).
+#[test]
+#[ignore = "defect: stale MANIFEST files are never deleted after a power cut (see doc comment)"]
+fn stale_manifest_reappears_after_power_cut() {
+    strict(&[Step::Reopen]);
+}
+
+/// DEFECT (found by this test, shrunk): after a process kill, the reopen
+/// replays the old WAL segment but never syncs it, then starts a newer
+/// segment. The killed process's unsynced (`sync: false`) records are still
+/// only in the OS page cache; a power cut tears them, and because the torn
+/// segment is no longer the last one, the next open fails with
+/// "WAL segment 3: truncated record at offset 16 (it is not the last
+/// segment)": the database cannot be opened at all.
+#[test]
+#[ignore = "defect: replayed WAL segments are not synced at open (see doc comment)"]
+fn kill_then_power_cut_tears_a_replayed_segment() {
+    strict(&[
+        Step::Reopen,
+        Step::Delete(0, false),
+        Step::Kill,
+        Step::PowerCut(PowerCut::random(10914744495065852510, false)),
+    ]);
+}
+
+/// DEFECT (same cause, the data-loss face): a `sync: false` put
+/// acknowledged before a kill is replayed at reopen but never synced; a
+/// `sync: true` put after the reopen is durable in the new segment. A power
+/// cut then keeps the later commit and loses the earlier one: a hole in
+/// commit order, which the engine promises never to leave.
+#[test]
+#[ignore = "defect: replayed WAL segments are not synced at open (see doc comment)"]
+fn kill_then_durable_write_then_power_cut_leaves_no_hole() {
+    strict(&[
+        Step::Put(1, b"before the kill".to_vec(), false),
+        Step::Kill,
+        Step::Put(2, b"durable".to_vec(), true),
+        Step::PowerCut(PowerCut::drop_unsynced()),
+    ]);
+}
