@@ -74,7 +74,6 @@ fn is_new_wal_header(op: &str) -> bool {
 /// database could not be opened. Found by `powerloss_steps.rs`
 /// (`power_cut_at_every_step_of_a_clean_close_and_reopen`, seed 189).
 #[test]
-#[ignore = "defect: a last WAL segment whose header was torn with garbage is called corruption"]
 fn torn_wal_header_with_garbage_is_a_torn_creation() {
     let n = {
         let (fs, dir, opts, _) = closed_db();
