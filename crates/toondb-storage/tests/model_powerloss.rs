@@ -194,9 +194,18 @@ const TOLERATED: Tolerate = Tolerate {
     stale_manifests: true,
 };
 
+/// 48 cases by default (about 15 s in debug); `POWERLOSS_CASES=1000` for a
+/// longer hunt.
+fn cases() -> u32 {
+    std::env::var("POWERLOSS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
 proptest! {
     #![proptest_config(Config {
-        cases: 64,
+        cases: cases(),
         failure_persistence: None,
         ..Config::default()
     })]

@@ -169,3 +169,51 @@ fn engine_created_directory_survives_power_cut() {
     model.check_all(&db).unwrap();
     db.close().unwrap();
 }
+
+/// DESIGN DEFECT (not fixed: it needs a format or policy decision).
+/// Unsynced WAL pages can reach the device out of order (page-cache
+/// writeback, a volatile device cache): a power cut may keep a later page
+/// of `sync: false` records without an earlier one (`Tail::Pages`). Those
+/// records were never promised to survive a power cut, but replay sees
+/// damage followed by a valid record in the last segment and calls it
+/// corruption ("WAL segment 1: checksum mismatch at offset 4068 (a valid
+/// record follows at offset 8208)"), so the database cannot be opened:
+/// 15 of these 32 seeds. Nothing synced is at stake (the damage is always
+/// past the last sync), but the reader cannot know where that was. Options:
+/// record sync points in the log (a small marker frame, or the synced
+/// offset in each group's first frame) so replay can drop unsynced damage
+/// as a torn tail and still refuse damage before a sync point; or adopt
+/// RocksDB-style point-in-time recovery for the last segment.
+#[test]
+#[ignore = "design defect: out-of-order writeback of unsynced WAL pages makes the db unopenable (corruption)"]
+fn unsynced_wal_pages_written_back_out_of_order() {
+    let mut failures = Vec::new();
+    for seed in 0..32 {
+        let dir = unique_dir("regress-pages");
+        let fs = fresh_disk(&dir);
+        let opts = options(&fs, 1 << 20);
+        let db = Database::open_with(&dir, opts.clone()).unwrap();
+        let mut model = Model::default();
+        put_some(&db, &mut model, 0, true);
+        // About 17 KB of records: five pages of the segment.
+        for round in 0..60 {
+            put_some(&db, &mut model, 100 + round * 8, false);
+        }
+        fs.power_cut(PowerCut::pages(seed));
+        match reopen_after_crash(&fs, db, &dir, &opts) {
+            Ok(db) => {
+                if let Err(e) = model.settle_power_cut(&db) {
+                    failures.push(format!("seed {seed}: {e}"));
+                }
+                db.close().unwrap();
+            }
+            Err(e) => failures.push(format!("seed {seed}: {}", e.lines().next().unwrap_or(""))),
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of 32 seeds failed:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}

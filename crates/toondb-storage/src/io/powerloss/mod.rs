@@ -19,6 +19,9 @@
 //!   a prefix of the operations issued since (none, all, or, with
 //!   [`Tail::Random`], a seeded random prefix whose first lost write may be
 //!   torn, optionally leaving garbage up to the end of its 512-byte sector);
+//! - [`Tail::Pages`] instead persists each unsynced page of a file
+//!   independently, as out-of-order writeback (or a device's volatile
+//!   cache) can;
 //! - a process crash ([`PowerLossFs::kill`]) loses nothing the OS was
 //!   given, and makes nothing more durable either.
 //!
@@ -69,6 +72,10 @@ pub enum Tail {
     /// Per file and directory, a seeded random prefix survives; the first
     /// lost write of a file may be torn (a prefix of it survives).
     Random,
+    /// Out-of-order writeback: each unsynced 4 KiB page of a file's writes
+    /// survives or not independently (a later page without an earlier one:
+    /// a hole of old bytes or zeros before it). Directories as `Random`.
+    Pages,
 }
 
 /// A power cut: which unsynced operations survive it.
@@ -93,6 +100,15 @@ impl PowerCut {
         PowerCut {
             seed: 0,
             tail: Tail::Keep,
+            garbage: false,
+        }
+    }
+
+    /// Out-of-order page writeback (see [`Tail::Pages`]).
+    pub fn pages(seed: u64) -> Self {
+        PowerCut {
+            seed,
+            tail: Tail::Pages,
             garbage: false,
         }
     }

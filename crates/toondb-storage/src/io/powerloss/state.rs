@@ -181,7 +181,12 @@ impl Disk {
         dir_ids.sort_unstable();
         for id in dir_ids {
             if let Some(dir) = self.dirs.get_mut(&id) {
-                let keep = kept_ops(cut.tail, dir.pending.len(), &mut rng);
+                // Directory entries are journaled in order: at most a prefix.
+                let tail = match cut.tail {
+                    Tail::Pages => Tail::Random,
+                    t => t,
+                };
+                let keep = kept_ops(tail, dir.pending.len(), &mut rng);
                 let mut entries = std::mem::take(&mut dir.durable);
                 for op in &dir.pending[..keep] {
                     op.apply(&mut entries);
@@ -198,6 +203,9 @@ impl Disk {
                 let n = inode.pending.len();
                 let keep = kept_ops(cut.tail, n, &mut rng);
                 let mut bytes = std::mem::take(&mut inode.durable);
+                if cut.tail == Tail::Pages {
+                    bytes = pages_image(bytes, &inode.pending, &mut rng);
+                }
                 for op in &inode.pending[..keep] {
                     op.apply(&mut bytes);
                 }
@@ -246,13 +254,61 @@ impl Disk {
     }
 }
 
-/// How many of `n` pending operations survive.
+/// How many of `n` pending operations survive whole, in order. (With
+/// `Tail::Pages`, files get none whole: their pages are chosen one by one
+/// by `pages_image`; directories get a random prefix.)
 fn kept_ops(tail: Tail, n: usize, rng: &mut SplitMix64) -> usize {
     match tail {
         Tail::Drop => 0,
         Tail::Keep => n,
         Tail::Random => rng.below(n as u64 + 1) as usize,
+        Tail::Pages => 0,
     }
+}
+
+/// Out-of-order writeback. The page cache writes a dirty page whole, with
+/// whatever it held at that moment, and pages reach the device in any
+/// order. So each page touched by a pending write ends up as it was after
+/// some random number of the pending operations (0: as durable, all: as
+/// live), independently of the other pages; the file's size is that after
+/// another random number of them. Bytes inside the size that no chosen
+/// page version covers read as zeros.
+fn pages_image(durable: Vec<u8>, pending: &[FileOp], rng: &mut SplitMix64) -> Vec<u8> {
+    const PAGE: u64 = 4096;
+    let n = pending.len() as u64;
+    let mut pages: BTreeMap<u64, u64> = BTreeMap::new(); // page -> ops kept
+    for op in pending {
+        if let FileOp::Write { offset, data } = op {
+            let end = offset + data.len() as u64;
+            for page in offset / PAGE..end.div_ceil(PAGE) {
+                pages.entry(page).or_insert_with(|| rng.below(n + 1));
+            }
+        }
+    }
+    let size_after = rng.below(n + 1);
+    let mut version = durable.clone();
+    let mut out = durable;
+    let mut final_len = version.len();
+    for k in 0..=n {
+        if k == size_after {
+            final_len = version.len();
+        }
+        for (&page, _) in pages.iter().filter(|&(_, &kp)| kp == k) {
+            let from = to_usize(page * PAGE);
+            let to = to_usize((page + 1) * PAGE);
+            if out.len() < to {
+                out.resize(to, 0);
+            }
+            for (i, b) in out[from..to].iter_mut().enumerate() {
+                *b = version.get(from + i).copied().unwrap_or(0);
+            }
+        }
+        if let Some(op) = pending.get(to_usize(k)) {
+            op.apply(&mut version);
+        }
+    }
+    out.resize(final_len, 0);
+    out
 }
 
 /// Writes a random prefix of `data` at `offset`, then (with `garbage`) junk
