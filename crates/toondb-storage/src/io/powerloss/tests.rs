@@ -342,10 +342,7 @@ fn pages_survive_independently() {
         cut(&fs, PowerCut::pages(seed));
         let bytes = read(&fs, &path).unwrap();
         assert!(bytes[..100].iter().all(|&b| b == 1), "seed {seed}");
-        let pages: Vec<bool> = bytes[100..]
-            .chunks(4096)
-            .map(|c| c.iter().any(|&b| b == 2))
-            .collect();
+        let pages: Vec<bool> = bytes[100..].chunks(4096).map(|c| c.contains(&2)).collect();
         if pages.windows(2).any(|w| !w[0] && w[1]) {
             hole_then_data += 1;
         }
