@@ -122,6 +122,7 @@ fn recover_and_check(
     opts: &Options,
     mut model: Model,
     crash: Crash,
+    acked: Acked,
 ) -> Result<(), String> {
     let db = match crashed {
         Some(db) => reopen_after_crash(fs, db, dir, opts)?,
@@ -131,9 +132,9 @@ fn recover_and_check(
                 .map_err(|e| format!("reopen after a crash failed: {e}"))?
         }
     };
-    match crash {
-        Crash::Kill => model.check_all(&db)?,
-        Crash::PowerCut(_) => {
+    match (crash, acked) {
+        (Crash::Kill, Acked::Durable | Acked::Nothing) => model.check_all(&db)?,
+        _ => {
             model.settle_power_cut(&db)?;
         }
     }
@@ -159,17 +160,29 @@ fn recover_and_check(
     Ok(())
 }
 
+/// What the step under test did to the commits before it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Acked {
+    /// The engine acknowledged all of them as durable (`flush()`, `close()`).
+    Durable,
+    /// Nothing: they are as durable as they were.
+    Nothing,
+    /// The step itself cut the power (before the armed crash): some of the
+    /// unsynced ones may be gone, so the check after the armed crash is a
+    /// prefix check whatever its kind.
+    PowerCutInside,
+}
+
 /// What a step under test left: the engine (if it has one; a failed open
-/// has none) and whether the engine acknowledged everything before the
-/// step as durable (a successful `flush()` or `close()`).
-type StepOutcome = (Option<Database>, bool);
+/// has none) and what it acknowledged.
+type StepOutcome = (Option<Database>, Acked);
 
 /// Runs `step` on a freshly built database once to count its mutating
 /// file-system operations, then once per (operation, crash kind) with the
 /// crash armed right after that operation.
 fn crash_at_every_step(
     name: &str,
-    step: impl Fn(Database, &Path, &Options) -> StepOutcome,
+    step: impl Fn(Database, &Path, &Options, &PowerLossFs) -> StepOutcome,
 ) -> Vec<String> {
     let count = {
         let dir = unique_dir(name);
@@ -177,7 +190,7 @@ fn crash_at_every_step(
         let opts = options(&fs, 1 << 20);
         let (db, _) = build(&dir, &opts);
         let before = fs.mutations();
-        let (db, _) = step(db, &dir, &opts);
+        let (db, _) = step(db, &dir, &opts, &fs);
         let n = fs.mutations() - before;
         if let Some(db) = db {
             db.close().unwrap();
@@ -193,17 +206,17 @@ fn crash_at_every_step(
             let opts = options(&fs, 1 << 20);
             let (db, mut model) = build(&dir, &opts);
             fs.crash_after(i, crash);
-            let (db, acked) = step(db, &dir, &opts);
+            let (db, acked) = step(db, &dir, &opts, &fs);
             if !fs.is_down() {
                 failures.push(format!(
                     "{name}: crash after op {i} of {count} did not fire"
                 ));
                 continue;
             }
-            if acked {
+            if acked == Acked::Durable {
                 model.all_durable();
             }
-            if let Err(e) = recover_and_check(&fs, db, &dir, &opts, model, crash) {
+            if let Err(e) = recover_and_check(&fs, db, &dir, &opts, model, crash, acked) {
                 failures.push(format!(
                     "{name}: {crash:?} after op {i} of {count}: {e}\n  trace:\n    {}",
                     fs.trace().join("\n    ")
@@ -214,23 +227,65 @@ fn crash_at_every_step(
     failures
 }
 
-fn flush_step(db: Database, _dir: &Path, _opts: &Options) -> StepOutcome {
-    let acked = db.flush().is_ok();
+fn flush_step(db: Database, _dir: &Path, _opts: &Options, _fs: &PowerLossFs) -> StepOutcome {
+    let acked = match db.flush() {
+        Ok(()) => Acked::Durable,
+        Err(_) => Acked::Nothing,
+    };
     (Some(db), acked)
 }
 
 /// A clean close, then the open under test (which replays the WAL, syncs
 /// it, writes a new segment and a new manifest, switches CURRENT, removes
 /// the old manifest).
-fn reopen_step(db: Database, dir: &Path, opts: &Options) -> StepOutcome {
+fn reopen_step(db: Database, dir: &Path, opts: &Options, _fs: &PowerLossFs) -> StepOutcome {
     let closed = db.close().is_ok();
     drop(db);
     if closed {
-        (Database::open_with(dir, opts.clone()).ok(), true)
+        (Database::open_with(dir, opts.clone()).ok(), Acked::Durable)
     } else {
-        (None, false)
+        (None, Acked::Nothing)
     }
 }
+
+/// A process kill (the last commits are only in the page cache), then the
+/// open under test: it replays them and must make them durable before it
+/// builds on them.
+fn reopen_after_kill_step(
+    db: Database,
+    dir: &Path,
+    opts: &Options,
+    fs: &PowerLossFs,
+) -> StepOutcome {
+    fs.kill();
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+    (Database::open_with(dir, opts.clone()).ok(), Acked::Nothing)
+}
+
+/// A power cut that tears the WAL's unsynced tail, then the open under
+/// test: it truncates the torn tail (and replays, syncs, switches
+/// manifests).
+fn reopen_after_torn_tail_step(
+    db: Database,
+    dir: &Path,
+    opts: &Options,
+    fs: &PowerLossFs,
+) -> StepOutcome {
+    fs.power_cut(PowerCut::random(TEARING_SEED, true));
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+    (
+        Database::open_with(dir, opts.clone()).ok(),
+        Acked::PowerCutInside,
+    )
+}
+
+/// A seed whose random power cut tears the WAL tail that `build` leaves
+/// (checked by `a_torn_tail_seed_tears`).
+const TEARING_SEED: u64 = 3;
 
 fn report(failures: Vec<String>) {
     assert!(
@@ -249,4 +304,34 @@ fn power_cut_at_every_step_of_a_flush() {
 #[test]
 fn power_cut_at_every_step_of_a_clean_close_and_reopen() {
     report(crash_at_every_step("reopen", reopen_step));
+}
+
+#[test]
+fn power_cut_at_every_step_of_a_reopen_after_a_kill() {
+    report(crash_at_every_step("reopen-kill", reopen_after_kill_step));
+}
+
+#[test]
+fn power_cut_at_every_step_of_a_reopen_that_drops_a_torn_tail() {
+    report(crash_at_every_step(
+        "reopen-torn",
+        reopen_after_torn_tail_step,
+    ));
+}
+
+/// `TEARING_SEED` really leaves a torn WAL tail for the open to drop.
+#[test]
+fn a_torn_tail_seed_tears() {
+    let dir = unique_dir("tearing-seed");
+    let fs = fresh_disk(&dir);
+    let opts = options(&fs, 1 << 20);
+    let (db, _) = build(&dir, &opts);
+    let (db, _) = reopen_after_torn_tail_step(db, &dir, &opts, &fs);
+    let db = db.unwrap();
+    assert!(
+        db.stats().recovery.dropped_tail.is_some(),
+        "seed {TEARING_SEED} tore nothing: {:?}",
+        db.stats().recovery
+    );
+    db.close().unwrap();
 }
