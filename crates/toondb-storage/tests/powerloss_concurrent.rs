@@ -25,7 +25,6 @@ const WRITERS: usize = 4;
 #[derive(Debug)]
 struct Acked {
     key: Vec<u8>,
-    value: Vec<u8>,
     sync: bool,
 }
 
@@ -55,7 +54,7 @@ fn write_until_crash(
                     attempted.lock().push(key.clone());
                     match db.write_with(b, WriteOptions::sync(sync)) {
                         Ok(ts) => {
-                            let old = acked.lock().insert(ts, Acked { key, value, sync });
+                            let old = acked.lock().insert(ts, Acked { key, sync });
                             assert!(old.is_none(), "timestamp {ts} given twice");
                         }
                         Err(_) => return, // the crash
@@ -87,7 +86,7 @@ fn run(seed: u64, kill: bool) -> Result<(), String> {
         if kill {
             fs.kill();
         } else {
-            fs.power_cut(PowerCut::random(seed, seed % 2 == 0));
+            fs.power_cut(PowerCut::random(seed, seed.is_multiple_of(2)));
         }
     });
     if acked.len() < 20 {

@@ -4,6 +4,8 @@
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::error::ErrorKind;
+use crate::io::FileSystem;
 
 fn setup() -> (PowerLossFs, PathBuf) {
     let fs = PowerLossFs::new();
