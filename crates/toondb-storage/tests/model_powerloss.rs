@@ -40,6 +40,8 @@ enum Step {
     Compact,
     Reopen,
     Kill,
+    /// A kill without waiting for background flushes.
+    KillBusy,
     PowerCut(PowerCut),
     /// A power cut without waiting for background flushes: it lands
     /// wherever the maintenance thread is (timing-dependent, so such a
@@ -52,8 +54,12 @@ fn key(k: u8) -> Vec<u8> {
     format!("key{:02}", k % 24).into_bytes()
 }
 
+/// Mostly small values; now and then one that spans pages and blocks.
 fn value() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(any::<u8>(), 0..48)
+    prop_oneof![
+        20 => prop::collection::vec(any::<u8>(), 0..48),
+        1 => (2000usize..9000, any::<u8>()).prop_map(|(n, b)| vec![b; n]),
+    ]
 }
 
 fn ops() -> impl Strategy<Value = Vec<(u8, Option<Vec<u8>>)>> {
@@ -78,6 +84,7 @@ fn step() -> impl Strategy<Value = Step> {
         2 => Just(Step::Compact),
         2 => Just(Step::Reopen),
         3 => Just(Step::Kill),
+        1 => Just(Step::KillBusy),
         6 => cut().prop_map(Step::PowerCut),
         2 => cut().prop_map(Step::PowerCutBusy),
     ]
@@ -154,8 +161,10 @@ impl Run {
                     model.check_all(&db).map_err(ctx)?;
                     check_no_orphans(&fs, &dir, self.tolerate).map_err(ctx)?;
                 }
-                Step::Kill => {
-                    wait_idle(&db);
+                Step::Kill | Step::KillBusy => {
+                    if let Step::Kill = step {
+                        wait_idle(&db);
+                    }
                     db = kill_and_reopen(&fs, db, &dir, &opts).map_err(ctx)?;
                     model.check_all(&db).map_err(ctx)?;
                     check_no_orphans(&fs, &dir, self.tolerate).map_err(ctx)?;
