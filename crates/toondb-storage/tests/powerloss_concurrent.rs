@@ -12,7 +12,7 @@
 mod powerloss_support;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use toondb_storage::io::{PowerCut, PowerLossFs};
@@ -32,11 +32,14 @@ fn value(w: usize, i: usize) -> Vec<u8> {
     format!("writer {w} commit {i} {}", "v".repeat(i % 13)).into_bytes()
 }
 
-/// Runs the writers until `crash` (called after `delay`) stops them; returns
-/// the acknowledged commits by timestamp and every key attempted.
+/// Runs the writers until `crash` (called once `commits` commits were
+/// acknowledged, or after a few seconds on a very slow machine) stops them;
+/// returns the acknowledged commits by timestamp and every key attempted.
+/// Counting commits rather than sleeping keeps the test meaningful on a
+/// loaded machine.
 fn write_until_crash(
     db: &Database,
-    delay: Duration,
+    commits: usize,
     crash: impl FnOnce(),
 ) -> (BTreeMap<u64, Acked>, Vec<Vec<u8>>) {
     let acked = Mutex::new(BTreeMap::new());
@@ -62,7 +65,10 @@ fn write_until_crash(
                 }
             });
         }
-        std::thread::sleep(delay);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while acked.lock().len() < commits && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_micros(200));
+        }
         crash();
     });
     (acked.into_inner(), attempted.into_inner())
@@ -81,8 +87,8 @@ fn run(seed: u64, kill: bool) -> Result<(), String> {
     // Small memtables: rotations and flushes run during the writes.
     let opts = options(&fs, 8 << 10);
     let db = Database::open_with(&dir, opts.clone()).unwrap();
-    let delay = Duration::from_millis(20 + seed % 5 * 15);
-    let (acked, attempted) = write_until_crash(&db, delay, || {
+    let commits = 50 + (seed as usize * 97) % 400;
+    let (acked, attempted) = write_until_crash(&db, commits, || {
         if kill {
             fs.kill();
         } else {
