@@ -110,6 +110,7 @@ fn crashes(i: u64) -> Vec<Crash> {
 const TOLERATED: Tolerate = Tolerate {
     // See model_powerloss.rs `stale_manifest_reappears_after_power_cut`.
     stale_manifests: true,
+    manifest_torn_with_garbage: false,
 };
 
 /// After the crash: reopen (closing the crashed engine first, if the step
