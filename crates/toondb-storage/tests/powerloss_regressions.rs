@@ -91,7 +91,7 @@ fn torn_wal_header_with_garbage_is_a_torn_creation() {
         )
     };
     for seed in 0..SEEDS {
-        let (fs, dir, opts, model) = closed_db();
+        let (fs, dir, opts, mut model) = closed_db();
         fs.crash_after(n, Crash::PowerCut(PowerCut::random(seed, true)));
         let crashed = Database::open_with(&dir, opts.clone()).ok();
         assert!(fs.is_down(), "seed {seed}: the crash did not fire");
@@ -245,7 +245,7 @@ fn kill_during_manifest_switch_leaves_no_stale_manifest() {
             is_manifest_create,
         )
     };
-    let (fs, dir, opts, model) = closed_db();
+    let (fs, dir, opts, mut model) = closed_db();
     // Past the create, its sync and the directory sync; before the rename.
     fs.crash_after(n + 3, Crash::Kill);
     let crashed = Database::open_with(&dir, opts.clone()).ok();
