@@ -356,6 +356,7 @@ impl Database {
     pub fn stats(&self) -> Stats {
         let engine = &self.engine;
         let state = engine.state();
+        let maintenance = engine.maintenance.lock();
         let mut s = Stats {
             visible_ts: engine.visible_ts(),
             memtable_bytes: state.mem.approximate_bytes() as u64,
@@ -382,18 +383,15 @@ impl Database {
                 .collect(),
             pending_compaction_bytes: Policy::new(&engine.options).pending_bytes(&state.levels),
             live_bytes_estimate: state.levels.live_bytes_estimate(),
-            compaction_error: engine
-                .maintenance
-                .lock()
-                .compaction_error
-                .as_ref()
-                .map(|e| e.to_string()),
+            compaction_error: maintenance.compaction_error.as_ref().map(|e| e.to_string()),
+            maintenance_busy: maintenance.busy,
             recovery: engine.recovery.clone(),
             background_error: engine.bg_error().map(|e| e.to_string()),
             live_snapshots: engine.snapshots.count() as u64,
             oldest_snapshot_ts: engine.snapshots.oldest(),
             ..Stats::default()
         };
+        drop(maintenance);
         engine.counters.fill(&mut s);
         s
     }

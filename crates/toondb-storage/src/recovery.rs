@@ -158,8 +158,34 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     next_file_number += 2;
     let wal = WalWriter::create(&*fs, dir, wal_number)?;
     // The checkpoint names an existing segment from now on: the oldest one
-    // replay still needs, or the new one (see the check above).
-    state.log_number = segments.first().copied().unwrap_or(wal_number);
+    // replay still needs, or the new one (see the check above). Segments
+    // that replayed nothing are not needed again.
+    let replayed = if mem.is_empty() {
+        garbage.extend(segments.iter().map(|&n| crate::wal::segment_file_name(n)));
+        None
+    } else {
+        // The recovered writes become a sealed memtable that the
+        // maintenance thread flushes at once; that flush moves the
+        // checkpoint to the new segment and deletes the replayed ones, so
+        // WAL segments do not pile up across reopens (each would be read
+        // again by every later open).
+        mem.seal(wal_number);
+        Some(Arc::new(mem))
+    };
+    state.log_number = match replayed {
+        Some(_) => segments.first().copied().unwrap_or(wal_number),
+        None => wal_number,
+    };
+    // Manifests other than the one about to be written are stale: the one
+    // CURRENT named, and any a crash left behind (written before CURRENT
+    // pointed at it, or removed without a directory sync and brought back
+    // by a power cut).
+    garbage.extend(
+        names
+            .iter()
+            .filter(|n| parse_manifest_name(n).is_some_and(|m| m != manifest_number))
+            .cloned(),
+    );
     state.next_file_number = next_file_number;
     state.last_ts = last_ts;
     let manifest = Manifest::create(fs.clone(), dir, manifest_number, state)?;
@@ -175,8 +201,8 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         dir: dir.to_path_buf(),
         options,
         state: LsmState {
-            mem: Arc::new(mem),
-            imms: Vec::new(),
+            mem: Arc::new(Memtable::new(2)),
+            imms: replayed.into_iter().collect(),
             levels,
             compacted_ts: 0,
         },
@@ -188,7 +214,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         lock,
     }));
 
-    *engine.committer.lock() = Some(Committer::new(engine.clone(), wal, last_ts, 2));
+    *engine.committer.lock() = Some(Committer::new(engine.clone(), wal, last_ts, 3));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
     let maintainer = MaintenanceThread::new(engine.clone(), manifest);
     let commit = match spawn(COMMIT_THREAD_NAME, move || commit_thread.run()) {

@@ -98,6 +98,10 @@ pub struct Stats {
     /// copies of keys already counted). Exact after `compact()` with no
     /// snapshot held.
     pub live_bytes_estimate: u64,
+    /// The maintenance thread is flushing or compacting (false only while
+    /// it has nothing to do): with no sealed memtables, false means every
+    /// table file in the directory is in the manifest.
+    pub maintenance_busy: bool,
     /// Bytes of table data blocks read by gets and scans since open.
     pub table_bytes_read: u64,
     /// Like `table_bytes_read`, these count over the tables live now (a

@@ -1,9 +1,11 @@
 //! The file-system seam. Every byte the engine reads or writes goes through
 //! [`FileSystem`], so tests can swap in an implementation that fails, tears
-//! or drops writes (fault injection) without touching engine code.
+//! or drops writes (fault injection) without touching engine code, and
+//! [`PowerLossFs`] simulates power cuts and process crashes in memory.
 
 mod direct;
 mod os;
+mod powerloss;
 mod wrapped;
 
 use std::path::Path;
@@ -12,6 +14,7 @@ use std::sync::Arc;
 use crate::error::Result;
 
 pub use os::OsFileSystem;
+pub use powerloss::{Crash, PowerCut, PowerLossFs, Tail};
 pub use wrapped::{WrappedFs, WriteHook};
 
 /// A file opened for appending (WAL segments, table files, manifests).

@@ -57,6 +57,9 @@ pub(crate) struct MaintenanceState {
     /// The last compaction failure, cleared by the next success. Writers
     /// stalled on compaction debt fail with it instead of waiting.
     pub compaction_error: Option<Error>,
+    /// The thread is running a job or about to pick one (false only while
+    /// it waits for work).
+    pub busy: bool,
 }
 
 enum Job {
@@ -129,8 +132,13 @@ impl MaintenanceThread {
     fn next_job(&mut self) -> Option<Job> {
         let engine = self.engine.clone();
         let mut m = engine.maintenance.lock();
+        // Busy until this finds nothing to do; a job that finishes comes
+        // straight back here, so `busy` never reads false between a job
+        // and the one it leads to (stats: `maintenance_busy`).
+        m.busy = true;
         loop {
             if m.shutdown || engine.bg_error().is_some() {
+                m.busy = false;
                 return None;
             }
             let state = engine.state();
@@ -147,6 +155,7 @@ impl MaintenanceThread {
                     return Some(Job::Auto(c));
                 }
             }
+            m.busy = false;
             match self.retry_at {
                 Some(t) if waiting => {
                     engine.work_ready.wait_until(&mut m, t);

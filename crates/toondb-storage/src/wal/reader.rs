@@ -51,9 +51,25 @@ pub fn replay(
     for (i, &number) in numbers.iter().enumerate() {
         let is_last = i + 1 == numbers.len();
         replay_segment(fs, dir, number, is_last, &mut apply, &mut report)?;
+        sync_segment(fs, dir, number)?;
         report.segments += 1;
     }
     Ok(report)
+}
+
+/// Makes a replayed segment durable. A process that was killed may have
+/// left `sync: false` records in the OS page cache only; what replay read
+/// is about to be served and built upon (a newer segment follows it), so a
+/// power cut must not tear it afterwards: a torn segment that is no longer
+/// the last is corruption, and losing it under later durable commits would
+/// leave a hole in commit order (tests/model_powerloss.rs,
+/// `kill_then_power_cut_tears_a_replayed_segment`). One fdatasync per
+/// replayed segment per open, before any newer segment exists.
+fn sync_segment(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
+    let path = dir.join(segment_file_name(number));
+    fs.open_append(&path)
+        .and_then(|mut file| file.sync_data())
+        .map_err(|e| e.context(format_args!("syncing replayed WAL segment {number}")))
 }
 
 fn replay_segment(
@@ -73,9 +89,12 @@ fn replay_segment(
     }
     let data = fs.read(&path)?;
 
-    if data.len() < SEGMENT_HEADER_LEN && is_last {
+    if is_last && is_torn_creation(&data) {
         // The writer syncs the header before appending anything, so a short
         // last segment is a crash during its creation and holds no records.
+        // So is a last segment whose header is damaged but which holds
+        // nothing after it: a power cut can persist the file's size before
+        // its data, leaving the header's sector garbage or zeros.
         // Rewriting the header (rather than leaving the stub, or truncating it
         // to zero bytes) matters: the engine opens a newer segment after
         // recovery, and a headerless file that is no longer last would be
@@ -133,6 +152,16 @@ fn replay_segment(
         return Err(Error::corruption(format!(
             "WAL segment {number}: {reason} at offset {pos} ({why_fatal})"
         )));
+    }
+}
+
+/// Whether a segment's bytes are what a crash during its creation leaves:
+/// shorter than a header, or an invalid header followed only by zeros (so
+/// no record was ever appended: records follow a durable, valid header).
+fn is_torn_creation(data: &[u8]) -> bool {
+    match data.get(SEGMENT_HEADER_LEN..) {
+        None => true,
+        Some(rest) => check_header(data).is_err() && rest.iter().all(|&b| b == 0),
     }
 }
 
@@ -434,6 +463,36 @@ mod tests {
             flip_byte(dir.path(), number, at);
         }
         assert!(collect(dir.path(), &[1, 2]).is_ok());
+    }
+
+    /// A power cut can persist a new segment's size before its header:
+    /// garbage or zeros where the header should be, nothing after it.
+    #[test]
+    fn damaged_header_with_nothing_after_in_last_segment_is_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (written, _) = write_log(dir.path(), &[(1, 3), (2, 0)]);
+        let garbage: Vec<u8> = (0..SEGMENT_HEADER_LEN as u8)
+            .map(|b| b.wrapping_mul(37))
+            .collect();
+        for (bytes, zeros_after) in [(garbage.clone(), 0), (vec![0; 16], 4080), (garbage, 100)] {
+            let mut file = bytes.clone();
+            file.resize(file.len() + zeros_after, 0);
+            std::fs::write(path(dir.path(), 2), &file).unwrap();
+            let (got, report) = collect(dir.path(), &[1, 2]).unwrap();
+            assert_eq!(got, written);
+            let tail = report.dropped_tail.unwrap();
+            assert_eq!((tail.segment, tail.offset), (2, 0));
+            assert_eq!(tail.reason, "torn segment header");
+            assert_eq!(file_len(dir.path(), 2), SEGMENT_HEADER_LEN as u64);
+        }
+        // Not last, or with a byte after the header: corruption.
+        let mut file = vec![0xEEu8; SEGMENT_HEADER_LEN];
+        std::fs::write(path(dir.path(), 1), &file).unwrap();
+        assert!(collect(dir.path(), &[1, 2]).is_err());
+        write_log(dir.path(), &[(1, 3), (2, 0)]);
+        file.push(1);
+        std::fs::write(path(dir.path(), 2), &file).unwrap();
+        assert!(collect(dir.path(), &[1, 2]).is_err());
     }
 
     #[test]
