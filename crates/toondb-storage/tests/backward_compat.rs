@@ -170,12 +170,16 @@ fn v1_fixture_opens_reads_and_takes_new_tables() {
     // uncompressed reads and LZ4 blocks.
     let options = Options {
         compression: Compression::Lz4,
+        // The v1 tables stay as they are (a compaction would rewrite them).
+        auto_compaction: false,
         ..Options::default()
     };
     assert_eq!(table_magics(&dir), vec![*b"TOONSST1"; 2]);
     {
         let db = Database::open_with(&dir, options.clone()).unwrap();
-        assert_eq!(db.stats().tables, 2, "the fixture's two v1 tables");
+        // The fixture's two v1 tables, and soon a v2 one: open hands the
+        // records it replayed to a background flush.
+        assert!(db.stats().tables >= 2, "the fixture's two v1 tables");
         assert!(
             db.stats().recovery.records > 0,
             "phase 3 is replayed from the WAL"
@@ -192,16 +196,16 @@ fn v1_fixture_opens_reads_and_takes_new_tables() {
         }
         apply(&db, &more, &mut model);
         db.flush().unwrap();
-        assert_eq!(db.stats().tables, 3);
+        assert_eq!(db.stats().tables, 4);
         check(&db, &model);
         db.close().unwrap();
     }
     assert_eq!(
         table_magics(&dir),
-        vec![*b"TOONSST1", *b"TOONSST1", *b"TOONSST2"]
+        vec![*b"TOONSST1", *b"TOONSST1", *b"TOONSST2", *b"TOONSST2"]
     );
     let db = Database::open_with(&dir, options).unwrap();
-    assert_eq!(db.stats().tables, 3);
+    assert_eq!(db.stats().tables, 4);
     check(&db, &model);
     db.close().unwrap();
 }

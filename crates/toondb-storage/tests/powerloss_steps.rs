@@ -239,6 +239,15 @@ fn flush_step(db: Database, _dir: &Path, _opts: &Options, _fs: &PowerLossFs) -> 
     (Some(db), acked)
 }
 
+/// The open under test, including the background flush of what it
+/// recovered (so every run of a step makes the same file-system calls and
+/// a crash can land inside that flush too).
+fn open_settled(dir: &Path, opts: &Options) -> Option<Database> {
+    let db = Database::open_with(dir, opts.clone()).ok()?;
+    wait_idle(&db);
+    Some(db)
+}
+
 /// A clean close, then the open under test (which replays the WAL, syncs
 /// it, writes a new segment and a new manifest, switches CURRENT, removes
 /// the old manifest).
@@ -246,7 +255,7 @@ fn reopen_step(db: Database, dir: &Path, opts: &Options, _fs: &PowerLossFs) -> S
     let closed = db.close().is_ok();
     drop(db);
     if closed {
-        (Database::open_with(dir, opts.clone()).ok(), Acked::Durable)
+        (open_settled(dir, opts), Acked::Durable)
     } else {
         (None, Acked::Nothing)
     }
@@ -265,7 +274,7 @@ fn reopen_after_kill_step(
     let _ = db.close();
     drop(db);
     fs.restart();
-    (Database::open_with(dir, opts.clone()).ok(), Acked::Nothing)
+    (open_settled(dir, opts), Acked::Nothing)
 }
 
 /// A power cut that tears the WAL's unsynced tail, then the open under
@@ -281,10 +290,7 @@ fn reopen_after_torn_tail_step(
     let _ = db.close();
     drop(db);
     fs.restart();
-    (
-        Database::open_with(dir, opts.clone()).ok(),
-        Acked::PowerCutInside,
-    )
+    (open_settled(dir, opts), Acked::PowerCutInside)
 }
 
 /// A seed whose random power cut tears the WAL tail that `build` leaves

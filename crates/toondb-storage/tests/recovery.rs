@@ -17,9 +17,51 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex};
 
 use tempfile::TempDir;
+use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, DroppedTail, ErrorKind, Options, ScanOptions};
+
+/// Holds every table file creation until released: an open's background
+/// flush of what it recovered waits, so a crash image taken meanwhile still
+/// has the previous session's WAL segment (as a crash that came before
+/// that flush would leave it).
+#[derive(Clone, Default)]
+struct TableGate(Arc<(Mutex<bool>, Condvar)>);
+
+impl TableGate {
+    fn release(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+}
+
+impl WriteHook for TableGate {
+    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
+        if path.extension().is_some_and(|e| e == "sst") {
+            let mut open = self.0 .0.lock().unwrap();
+            while !*open {
+                open = self.0 .1.wait(open).unwrap();
+            }
+        }
+        Ok(())
+    }
+
+    fn wrap(&self, _: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
+    }
+}
+
+/// Opens `dir` with table creation held by a new gate.
+fn open_with_tables_held(dir: &Path) -> (Database, TableGate) {
+    let gate = TableGate::default();
+    let options = Options {
+        fs: Arc::new(WrappedFs::os(gate.clone())),
+        ..Options::default()
+    };
+    (Database::open_with(dir, options).unwrap(), gate)
+}
 
 fn key(i: usize) -> String {
     format!("key{i:04}")
@@ -287,7 +329,7 @@ fn crash_image_with_two_segments() -> (TempDir, Vec<u64>) {
         db.put(key(i), value(i)).unwrap();
     }
     db.close().unwrap();
-    let db = Database::open(live.path()).unwrap();
+    let (db, gate) = open_with_tables_held(live.path());
     let (segment, _) = last_segment(live.path());
     let mut starts = vec![file_len(&segment)];
     for i in 10..20 {
@@ -295,6 +337,7 @@ fn crash_image_with_two_segments() -> (TempDir, Vec<u64>) {
         starts.push(file_len(&segment));
     }
     let image = copy_dir(live.path());
+    gate.release();
     db.close().unwrap();
     assert_eq!(files_with_suffix(image.path(), ".wal").len(), 2);
     (image, starts)
@@ -348,8 +391,9 @@ fn torn_header_of_the_newest_segment_is_repaired() {
         db.put(key(i), value(i)).unwrap();
     }
     db.close().unwrap();
-    let db = Database::open(live.path()).unwrap();
+    let (db, gate) = open_with_tables_held(live.path());
     let image = copy_dir(live.path());
+    gate.release();
     db.close().unwrap();
 
     for len in [0, 7, 15] {
