@@ -163,8 +163,7 @@ fn write_backup(engine: &Engine, dest: &Path, created: &mut Vec<PathBuf>) -> Res
                     level: level as u32,
                     ..file.meta().clone()
                 });
-            } else if let Some(meta) =
-                rewrite_table(engine, file, level as u32, ts, &to, created)?
+            } else if let Some(meta) = rewrite_table(engine, file, level as u32, ts, &to, created)?
             {
                 report.tables_written += 1;
                 report.bytes_written += meta.file_size;
@@ -231,7 +230,12 @@ fn link_unsupported(e: &std::io::Error) -> bool {
 /// Links `from` to `to`, or copies it into a new file when linking is not
 /// possible; returns whether it copied. Never writes over an existing `to`
 /// (it may be a link to a source file).
-fn link_or_copy(engine: &Engine, from: &Path, to: &Path, created: &mut Vec<PathBuf>) -> Result<bool> {
+fn link_or_copy(
+    engine: &Engine,
+    from: &Path,
+    to: &Path,
+    created: &mut Vec<PathBuf>,
+) -> Result<bool> {
     let fs = &engine.fs;
     match fs.hard_link(from, to) {
         Ok(()) => {

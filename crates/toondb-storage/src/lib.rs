@@ -50,6 +50,6 @@ pub use key::{Timestamp, ValueKind};
 pub use options::{Options, WriteOptions};
 pub use sstable::Compression;
 pub use stats::{LevelStats, Stats};
-pub use verify::VerifyReport;
 pub use txn::{Isolation, Snapshot, Transaction, TransactionOptions, TxnScan};
+pub use verify::VerifyReport;
 pub use wal::{DroppedTail, ReplayReport};

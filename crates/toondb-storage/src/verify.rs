@@ -58,14 +58,18 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
         {
             Ok(t) => t,
             Err(e) => {
-                report.problems.push(format!("table {name}: {}", e.message()));
+                report
+                    .problems
+                    .push(format!("table {name}: {}", e.message()));
                 continue;
             }
         };
         for block in 0..table.block_count() {
             report.blocks += 1;
             if let Err(e) = table.load_block(block) {
-                report.problems.push(format!("table {name}: {}", e.message()));
+                report
+                    .problems
+                    .push(format!("table {name}: {}", e.message()));
             }
         }
     }

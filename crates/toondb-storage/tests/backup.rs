@@ -95,7 +95,7 @@ fn backup_under_concurrent_writes_holds_exactly_one_timestamp() {
                     let mut ops = Vec::new();
                     batch.put(&a, v.as_bytes()).unwrap();
                     ops.push((a.clone(), Some(v.clone().into_bytes())));
-                    if i % 4 == 0 {
+                    if i.is_multiple_of(4) {
                         batch.delete(&b).unwrap();
                         ops.push((b, None));
                     } else if b != a {
@@ -132,7 +132,12 @@ fn backup_under_concurrent_writes_holds_exactly_one_timestamp() {
         let copy = Database::open(&dest).unwrap();
         assert_eq!(copy.stats().visible_ts, report.ts, "{report:?}");
         let expected = state_at(&log, report.ts);
-        assert_eq!(all(&copy), expected, "backup at ts {} ({report:?})", report.ts);
+        assert_eq!(
+            all(&copy),
+            expected,
+            "backup at ts {} ({report:?})",
+            report.ts
+        );
         assert!(copy.verify().unwrap().ok());
         // New commits in the copy get newer timestamps.
         let ts = copy.write({
@@ -162,7 +167,10 @@ fn backup_never_modifies_source_files() {
     let dest = dir.path().join("copy");
     let report = db.backup(&dest).unwrap();
     assert!(report.tables_linked > 0, "{report:?}");
-    assert!(report.tables_written > 0, "the memtable became a table: {report:?}");
+    assert!(
+        report.tables_written > 0,
+        "the memtable became a table: {report:?}"
+    );
     db.close().unwrap();
     let before = files(&src);
 
@@ -259,7 +267,11 @@ fn backup_destination_must_be_new_or_empty_and_is_claimed() {
             .into_iter()
             .map(|t| t.join().unwrap())
             .collect();
-        assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 1, "{results:?}");
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
         let copy = Database::open(&dest).unwrap();
         assert_eq!(all(&copy), expected);
         copy.close().unwrap();
@@ -319,7 +331,10 @@ fn verify_reads_every_block_and_catches_a_flipped_byte() {
     db.put("in-wal", "1").unwrap();
     let report = db.verify().unwrap();
     assert!(report.ok(), "{report:?}");
-    assert!(report.tables > 0 && report.blocks > report.tables, "{report:?}");
+    assert!(
+        report.tables > 0 && report.blocks > report.tables,
+        "{report:?}"
+    );
     assert!(report.wal_records >= 1, "{report:?}");
     // Read everything so every block is marked verified in memory: verify
     // must check the file again anyway.
