@@ -373,6 +373,11 @@ impl Database {
         crate::verify::verify(&self.engine)
     }
 
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     pub fn stats(&self) -> Stats {
         let engine = &self.engine;
         let state = engine.state();

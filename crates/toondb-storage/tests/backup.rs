@@ -318,6 +318,60 @@ fn backup_copies_when_links_are_unsupported() {
     copy.close().unwrap();
 }
 
+/// Fails creating files whose path contains `fail-here` (a backup
+/// destination), once the table files are in place: the manifest.
+struct FailInDest;
+
+impl WriteHook for FailInDest {
+    fn before_create(&self, path: &Path) -> Result<()> {
+        let p = path.to_string_lossy();
+        if p.contains("fail-here") && p.contains("MANIFEST") {
+            return Err(toondb_storage::Error::new(ErrorKind::Io, "injected"));
+        }
+        Ok(())
+    }
+    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
+    }
+}
+
+#[test]
+fn a_failed_backup_leaves_the_destination_empty_and_the_source_intact() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("src");
+    let options = Options {
+        fs: Arc::new(WrappedFs::os(FailInDest)),
+        ..tiny()
+    };
+    let db = Database::open_with(&src, options).unwrap();
+    for i in 0..2000u32 {
+        db.put(format!("k{i:05}"), format!("v{i}")).unwrap();
+    }
+    db.flush().unwrap();
+    db.put("memtable", "1").unwrap();
+    let expected = all(&db);
+    let dest = dir.path().join("fail-here");
+    let err = db.backup(&dest).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    assert!(
+        std::fs::read_dir(&dest).unwrap().next().is_none(),
+        "left behind: {:?}",
+        files(&dest).keys().collect::<Vec<_>>()
+    );
+    // The destination is usable again, the source unchanged and working.
+    assert_eq!(all(&db), expected);
+    db.put("after", "2").unwrap();
+    let ok_dest = dir.path().join("ok");
+    db.backup(&ok_dest).unwrap();
+    db.close().unwrap();
+    let db = Database::open(&src).unwrap();
+    assert!(db.verify().unwrap().ok());
+    db.close().unwrap();
+    let copy = Database::open(&ok_dest).unwrap();
+    assert_eq!(copy.get("after").unwrap().as_deref(), Some(&b"2"[..]));
+    copy.close().unwrap();
+}
+
 #[test]
 fn verify_reads_every_block_and_catches_a_flipped_byte() {
     let dir = tempfile::tempdir().unwrap();
