@@ -343,14 +343,17 @@ export declare class Iterator<T = [Buffer, Buffer]> implements AsyncIterableIter
 export interface BackupReport {
   /** The commit timestamp the copy holds exactly: every commit at or below it, nothing newer. Reopening the copy gives `stats().visibleTs === ts`. */
   ts: number
-  /** Table files hard-linked into the destination (they share the source's immutable bytes), and their size. */
+  /** Table files hard-linked into the destination (they share the source's immutable bytes). */
   tablesLinked: number
+  /** Their total size (no bytes were written for them). */
   bytesLinked: number
-  /** Table files copied because the file system could not link them (another device, no link support), and their size. */
+  /** Table files copied because the file system could not link them (another device, no link support). */
   tablesCopied: number
+  /** Bytes copied for them. */
   bytesCopied: number
   /** Table files written: memtable contents at `ts`, and tables that held versions newer than `ts`, rewritten without them. */
   tablesWritten: number
+  /** Bytes of those new table files. */
   bytesWritten: number
 }
 
@@ -358,12 +361,15 @@ export interface BackupReport {
 export interface VerifyReport {
   /** True when every check passed (`problems` is empty). */
   ok: boolean
-  /** Table files checked (footer, index, filter and every data block's checksum), their blocks and bytes. */
+  /** Table files checked (footer, index, filter and every data block's checksum). */
   tables: number
+  /** Data blocks read and checked. */
   blocks: number
+  /** Total size of the table files checked. */
   tableBytes: number
-  /** WAL segments and records read through replay's framing and checksum rules. */
+  /** WAL segments read through replay's framing and checksum rules. */
   walSegments: number
+  /** Valid WAL records in them. */
   walRecords: number
   /** An unfinished record at the end of the newest WAL segment (normal while writes are in flight; not a problem). */
   walTornTail?: string | null
@@ -376,29 +382,41 @@ export type DatabaseEvent = 'flush' | 'compaction' | 'stall' | 'error'
 
 /** Argument of a `'flush'` listener: flushes since the previous event. */
 export interface FlushEvent {
+  /** Memtables flushed since the previous event (usually 1). */
   count: number
+  /** Bytes of table files they wrote. */
   bytes: number
   /** `stats().flushes` now. */
   flushes: number
+  /** The stats the event was derived from. */
   stats: DatabaseStats
 }
 
 /** Argument of a `'compaction'` listener: compactions since the previous event. */
 export interface CompactionEvent {
+  /** Compactions installed since the previous event. */
   count: number
+  /** Of those, trivial moves (a table moved down a level, not rewritten). */
   trivialMoves: number
+  /** Table bytes they read. */
   bytesRead: number
+  /** Table bytes they wrote. */
   bytesWritten: number
   /** `stats().compactions` now. */
   compactions: number
+  /** The stats the event was derived from. */
   stats: DatabaseStats
 }
 
 /** Argument of a `'stall'` listener: write stalls and slowdowns since the previous event. */
 export interface StallEvent {
+  /** Times writes stopped since the previous event (`stats().writeStalls`). */
   stalls: number
+  /** Write groups delayed by 1 ms since the previous event (`stats().writeSlowdowns`). */
   slowdowns: number
+  /** Microseconds writes spent stopped since the previous event. */
   stallMicros: number
+  /** The stats the event was derived from. */
   stats: DatabaseStats
 }
 
