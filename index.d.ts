@@ -96,7 +96,9 @@ export interface KeyRange {
 
 /** One LSM level in {@link DatabaseStats.levels}. */
 export interface LevelStats {
+  /** Table files in this level. */
   tables: number
+  /** Their total size in bytes. */
   bytes: number
   /** Bytes compacted into this level since open (inputs of its compactions). */
   compactedIn: number
@@ -138,8 +140,9 @@ export interface DatabaseStats {
   memtableBytes: number
   /** Full memtables waiting to be written to table files. */
   immutableMemtables: number
-  /** Live table files and their total size in bytes. */
+  /** Live table files (all levels). */
   tables: number
+  /** Total size in bytes of the live table files. */
   tableBytes: number
   /** Bytes of table data blocks read by gets and scans since open. */
   tableBytesRead: number
@@ -147,22 +150,27 @@ export interface DatabaseStats {
   commits: number
   /** WAL writes those commits were grouped into (group commit). */
   commitGroups: number
+  /** Bytes appended to the WAL since open (record frames included). */
   walBytesWritten: number
   /** fdatasync calls on the WAL; `walSyncs / commits` is fsyncs per commit. */
   walSyncs: number
   /** Write groups delayed by 1 ms because the flush backlog was one memtable short of a stall. */
   writeSlowdowns: number
-  /** Times writes waited for a memtable flush, and the total wait. */
+  /** Times writes stopped until a flush or compaction caught up (see {@link OpenOptions.maxImmutableMemtables}, `l0StopWrites`). */
   writeStalls: number
+  /** Total time writes spent stopped, in microseconds. */
   writeStallMicros: number
-  /** Memtables written to table files since open, and their bytes. */
+  /** Memtables written to level-0 table files since open. */
   flushes: number
+  /** Bytes of the table files those flushes wrote. */
   flushBytesWritten: number
-  /** Records and WAL segments replayed by the last open. */
+  /** WAL records replayed by the open of this engine. */
   recoveredRecords: number
+  /** WAL segments replayed by the open of this engine. */
   recoveredSegments: number
-  /** Bytes of a torn or corrupt WAL tail that the last open dropped (0: none), and why. */
+  /** Bytes of a torn or corrupt WAL tail that the open dropped (0: none). */
   droppedTailBytes: number
+  /** Why that tail was dropped (e.g. "truncated record"); absent when nothing was. */
   droppedTailReason?: string
   /** The failure that stopped writes, if any (reopen to recover). */
   backgroundError?: string
@@ -182,14 +190,17 @@ export interface DatabaseStats {
   levels: LevelStats[]
   /** Estimated bytes compaction must rewrite to bring every level under its target. */
   pendingCompactionBytes: number
-  /** Compactions installed since open, of which trivial moves (a table moved down a level without rewriting). */
+  /** Compactions installed since open (trivial moves included). */
   compactions: number
+  /** Of those, trivial moves: a table moved down a level without rewriting it. */
   trivialMoves: number
-  /** Compactions that failed (and were retried) since open, and the last failure while it is unresolved. */
+  /** Compactions that failed (and were retried) since open. */
   compactionErrors: number
+  /** The last compaction failure, while it is unresolved (absent once a compaction succeeds). */
   compactionError?: string
-  /** Table bytes compactions read and wrote since open. */
+  /** Table bytes compactions read since open. */
   compactionBytesRead: number
+  /** Table bytes compactions wrote since open. */
   compactionBytesWritten: number
   /** Estimated bytes of the newest version of every live key (exact after a full compact()). */
   liveBytesEstimate: number
@@ -197,9 +208,11 @@ export interface DatabaseStats {
   writeAmplification: number
   /** tableBytes / liveBytesEstimate. */
   spaceAmplification: number
-  /** Data blocks loaded, and point lookups that consulted a bloom filter and that it answered "absent" (over the live tables). */
+  /** Data blocks loaded by gets and scans (summed over the live tables, so it can drop when compaction replaces tables). */
   dataBlocksRead: number
+  /** Point lookups that consulted a table's bloom filter (over the live tables). */
   bloomChecked: number
+  /** Of those, lookups the filter answered "absent", saving a data block read. */
   bloomUseful: number
 }
 
@@ -326,6 +339,93 @@ export declare class Iterator<T = [Buffer, Buffer]> implements AsyncIterableIter
   [Symbol.iterator](): Generator<T>
 }
 
+/** What {@link Database.backup} resolves with. */
+export interface BackupReport {
+  /** The commit timestamp the copy holds exactly: every commit at or below it, nothing newer. Reopening the copy gives `stats().visibleTs === ts`. */
+  ts: number
+  /** Table files hard-linked into the destination (they share the source's immutable bytes). */
+  tablesLinked: number
+  /** Their total size (no bytes were written for them). */
+  bytesLinked: number
+  /** Table files copied because the file system could not link them (another device, no link support). */
+  tablesCopied: number
+  /** Bytes copied for them. */
+  bytesCopied: number
+  /** Table files written: memtable contents at `ts`, and tables that held versions newer than `ts`, rewritten without them. */
+  tablesWritten: number
+  /** Bytes of those new table files. */
+  bytesWritten: number
+}
+
+/** What {@link Database.verify} resolves with. */
+export interface VerifyReport {
+  /** True when every check passed (`problems` is empty). */
+  ok: boolean
+  /** Table files checked (footer, index, filter and every data block's checksum). */
+  tables: number
+  /** Data blocks read and checked. */
+  blocks: number
+  /** Total size of the table files checked. */
+  tableBytes: number
+  /** WAL segments read through replay's framing and checksum rules. */
+  walSegments: number
+  /** Valid WAL records in them. */
+  walRecords: number
+  /** An unfinished record at the end of the newest WAL segment (normal while writes are in flight; not a problem). */
+  walTornTail?: string | null
+  /** One line per failed check (the file and what failed). */
+  problems: string[]
+}
+
+/** Events of {@link Database.on}. */
+export type DatabaseEvent = 'flush' | 'compaction' | 'stall' | 'error'
+
+/** Argument of a `'flush'` listener: flushes since the previous event. */
+export interface FlushEvent {
+  /** Memtables flushed since the previous event (usually 1). */
+  count: number
+  /** Bytes of table files they wrote. */
+  bytes: number
+  /** `stats().flushes` now. */
+  flushes: number
+  /** The stats the event was derived from. */
+  stats: DatabaseStats
+}
+
+/** Argument of a `'compaction'` listener: compactions since the previous event. */
+export interface CompactionEvent {
+  /** Compactions installed since the previous event. */
+  count: number
+  /** Of those, trivial moves (a table moved down a level, not rewritten). */
+  trivialMoves: number
+  /** Table bytes they read. */
+  bytesRead: number
+  /** Table bytes they wrote. */
+  bytesWritten: number
+  /** `stats().compactions` now. */
+  compactions: number
+  /** The stats the event was derived from. */
+  stats: DatabaseStats
+}
+
+/** Argument of a `'stall'` listener: write stalls and slowdowns since the previous event. */
+export interface StallEvent {
+  /** Times writes stopped since the previous event (`stats().writeStalls`). */
+  stalls: number
+  /** Write groups delayed by 1 ms since the previous event (`stats().writeSlowdowns`). */
+  slowdowns: number
+  /** Microseconds writes spent stopped since the previous event. */
+  stallMicros: number
+  /** The stats the event was derived from. */
+  stats: DatabaseStats
+}
+
+/** Argument of an `'error'` listener. */
+export interface BackgroundError extends ToondbError {
+  /** `'background'`: writes stopped (a failed WAL write or fsync, a failed flush; reopen to recover). `'compaction'`: a compaction failed and will be retried; the database keeps working. */
+  source: 'background' | 'compaction'
+}
+
 /** Which keys {@link Database.clear} deletes: the options of an iterator over them. */
 export type ClearOptions = IteratorOptions
 
@@ -403,11 +503,72 @@ export declare class Database {
   /** Engine counters; see {@link DatabaseStats}. */
   stats(): DatabaseStats
   /**
+   * Writes a consistent copy of the database into `dest` while writes
+   * continue (on the thread pool) and resolves with what it did. The copy
+   * holds exactly the commits at or below one commit timestamp
+   * (`report.ts`): every write that resolved before the call, none that
+   * was issued after it resolved, and any in flight either whole or not at
+   * all. Table files are hard-linked where the file system allows (they
+   * are immutable, so the copy and the source share bytes nobody changes;
+   * a later compaction in either only unlinks its own names), copied
+   * otherwise; memtable contents are written as new table files. `dest`
+   * must not exist or be an empty directory (TOONDB_INVALID_ARGUMENT
+   * otherwise, and while another backup writes there: the destination is
+   * claimed with an exclusively created `BACKUP-PENDING` file, removed when
+   * the copy is complete). Open the copy with {@link Database.open}.
+   */
+  backup(dest: string): Promise<BackupReport>
+  /**
+   * Reads every block of every live table file and every WAL record
+   * through its checksum, changing nothing (on the thread pool). Resolves
+   * with a report; `ok` is false and `problems` names each damaged file
+   * when a check failed.
+   */
+  verify(): Promise<VerifyReport>
+  /**
+   * Listens for engine events:
+   * - `'flush'`: memtables were written to table files ({@link FlushEvent});
+   * - `'compaction'`: compactions were installed ({@link CompactionEvent});
+   * - `'stall'`: writes were slowed down or stopped by backpressure ({@link StallEvent});
+   * - `'error'`: a background failure ({@link BackgroundError}); reported once per distinct failure.
+   *
+   * Events are derived from {@link Database.stats} polled every 100 ms on an
+   * unref'd timer that runs only while this handle has listeners (it never
+   * keeps the process alive, and stops at `close()`): an event reports what
+   * changed since the previous poll (several flushes may arrive as one event
+   * with `count > 1`), up to 100 ms after it happened. Counters are the
+   * engine's, so a handle sees events caused by every handle on the path.
+   * A failure that happened before the first `'error'` listener was added is
+   * reported to it. Unlike EventEmitter, an `'error'` without listeners is
+   * not thrown (`close()` rejects with it instead).
+   */
+  on(event: 'flush', listener: (event: FlushEvent) => void): this
+  on(event: 'compaction', listener: (event: CompactionEvent) => void): this
+  on(event: 'stall', listener: (event: StallEvent) => void): this
+  on(event: 'error', listener: (error: BackgroundError) => void): this
+  /** Alias of {@link Database.on}. */
+  addListener(event: DatabaseEvent, listener: (arg: any) => void): this
+  /** Like {@link Database.on}, removed after its first call. */
+  once(event: 'flush', listener: (event: FlushEvent) => void): this
+  once(event: 'compaction', listener: (event: CompactionEvent) => void): this
+  once(event: 'stall', listener: (event: StallEvent) => void): this
+  once(event: 'error', listener: (error: BackgroundError) => void): this
+  /** Removes a listener added with `on`/`once`; the timer stops with the last one. */
+  off(event: DatabaseEvent, listener: (arg: any) => void): this
+  /** Alias of {@link Database.off}. */
+  removeListener(event: DatabaseEvent, listener: (arg: any) => void): this
+  /** Removes every listener of `event` (of every event without it). */
+  removeAllListeners(event?: DatabaseEvent): this
+  /** How many listeners `event` has. */
+  listenerCount(event: DatabaseEvent): number
+  /**
    * Waits for this handle's pending writes, then closes it. The engine
    * syncs its WAL and stops when the last handle on the path closes.
-   * Closing twice is harmless. Rejects (TOONDB_IO) when the final WAL sync
-   * failed or the engine had an earlier background failure: a resolved
-   * close means every acknowledged write is on disk.
+   * Closing twice is harmless (the same promise). Rejects with the
+   * background failure (`err.code` TOONDB_IO, the message of the failed WAL
+   * write, fsync or flush) when the engine had one, or when the final WAL
+   * sync failed: a resolved close means every acknowledged write is on
+   * disk. The handle is closed either way. Event polling stops.
    */
   close(): Promise<void>
 }

@@ -152,6 +152,10 @@ function seekArgs(args, target) {
   return a
 }
 
+// Events db.on() accepts, and how often they are derived from stats().
+const EVENTS = ['flush', 'compaction', 'stall', 'error']
+const EVENT_POLL_MS = 100
+
 // Keys a clear() deletes per atomic batch.
 const CLEAR_CHUNK = 1000
 
@@ -635,11 +639,182 @@ class Database {
   }
 
   /**
+   * Writes a consistent copy of the database into `dest` (a new or empty
+   * directory) while writes continue, on the libuv pool; resolves with a
+   * report whose `ts` is the one commit timestamp the copy holds exactly.
+   */
+  backup(dest) {
+    try {
+      if (typeof dest !== 'string' || dest.length === 0) {
+        throw invalid(`backup destination must be a non-empty string, got ${describe(dest)}`)
+      }
+      this.#checkOpen()
+      this.#flushGroup() // writes issued before backup() are sent first
+      return this.#native.backup(dest).catch((err) => {
+        throw normalizeError(err)
+      })
+    } catch (err) {
+      return Promise.reject(normalizeError(err))
+    }
+  }
+
+  /** Reads every table block and WAL record through its checksum (libuv pool). */
+  verify() {
+    try {
+      this.#checkOpen()
+      return this.#native.verify().catch((err) => {
+        throw normalizeError(err)
+      })
+    } catch (err) {
+      return Promise.reject(normalizeError(err))
+    }
+  }
+
+  // ---- events: derived from stats() on an unref'd timer while listeners exist
+  #listeners = new Map()
+  #eventTimer = null
+  #eventLast = null
+  #errorsSeen = new Set()
+
+  /** Adds a listener for 'flush', 'compaction', 'stall' or 'error'. */
+  on(event, listener) {
+    if (!EVENTS.includes(event)) {
+      throw invalid(`event must be one of ${EVENTS.map((e) => `'${e}'`).join(', ')}, got ${describe(event)}`)
+    }
+    if (typeof listener !== 'function') throw invalid('listener must be a function')
+    const list = this.#listeners.get(event) || []
+    list.push(listener)
+    this.#listeners.set(event, list)
+    this.#startEvents()
+    return this
+  }
+
+  /** Alias of {@link Database.on}. */
+  addListener(event, listener) {
+    return this.on(event, listener)
+  }
+
+  /** Like {@link Database.on}, removed after its first call. */
+  once(event, listener) {
+    if (typeof listener !== 'function') throw invalid('listener must be a function')
+    const wrapper = (info) => {
+      this.off(event, wrapper)
+      listener.call(this, info)
+    }
+    wrapper.listener = listener
+    return this.on(event, wrapper)
+  }
+
+  /** Removes a listener added with on() or once(). */
+  off(event, listener) {
+    const list = this.#listeners.get(event)
+    if (list) {
+      const i = list.findIndex((l) => l === listener || l.listener === listener)
+      if (i >= 0) list.splice(i, 1)
+      if (list.length === 0) this.#listeners.delete(event)
+    }
+    if (this.#listeners.size === 0) this.#stopEvents()
+    return this
+  }
+
+  /** Alias of {@link Database.off}. */
+  removeListener(event, listener) {
+    return this.off(event, listener)
+  }
+
+  /** Removes every listener (of `event`, or of all events). */
+  removeAllListeners(event) {
+    if (event === undefined) this.#listeners.clear()
+    else this.#listeners.delete(event)
+    if (this.#listeners.size === 0) this.#stopEvents()
+    return this
+  }
+
+  /** Listeners of `event`, in order. */
+  listenerCount(event) {
+    return (this.#listeners.get(event) || []).length
+  }
+
+  #startEvents() {
+    if (this.#eventTimer !== null || this.closed) return
+    this.#eventLast = this.#native.stats()
+    this.#eventTimer = setInterval(() => this.#pollEvents(), EVENT_POLL_MS)
+    this.#eventTimer.unref()
+    // A failure that happened before the first listener is still news.
+    this.#checkErrors(this.#eventLast)
+  }
+
+  #stopEvents() {
+    if (this.#eventTimer !== null) clearInterval(this.#eventTimer)
+    this.#eventTimer = null
+  }
+
+  #emit(event, info) {
+    for (const l of [...(this.#listeners.get(event) || [])]) l.call(this, info)
+  }
+
+  #checkErrors(s) {
+    for (const [source, message] of [
+      ['background', s.backgroundError],
+      ['compaction', s.compactionError],
+    ]) {
+      if (message === undefined || message === null) continue
+      const key = `${source}:${message}`
+      if (this.#errorsSeen.has(key)) continue
+      this.#errorsSeen.add(key)
+      const m = CODE_PREFIX.exec(message)
+      const err = m ? toondbError(m[1], m[2]) : toondbError('TOONDB_IO', message)
+      err.source = source
+      this.#emit('error', err)
+    }
+  }
+
+  #pollEvents() {
+    if (this.closed) return this.#stopEvents()
+    let s
+    try {
+      s = this.#native.stats()
+    } catch {
+      return this.#stopEvents()
+    }
+    const last = this.#eventLast
+    this.#eventLast = s
+    if (s.flushes > last.flushes) {
+      this.#emit('flush', {
+        count: s.flushes - last.flushes,
+        bytes: s.flushBytesWritten - last.flushBytesWritten,
+        flushes: s.flushes,
+        stats: s,
+      })
+    }
+    if (s.compactions > last.compactions) {
+      this.#emit('compaction', {
+        count: s.compactions - last.compactions,
+        trivialMoves: s.trivialMoves - last.trivialMoves,
+        bytesRead: s.compactionBytesRead - last.compactionBytesRead,
+        bytesWritten: s.compactionBytesWritten - last.compactionBytesWritten,
+        compactions: s.compactions,
+        stats: s,
+      })
+    }
+    if (s.writeStalls > last.writeStalls || s.writeSlowdowns > last.writeSlowdowns) {
+      this.#emit('stall', {
+        stalls: s.writeStalls - last.writeStalls,
+        slowdowns: s.writeSlowdowns - last.writeSlowdowns,
+        stallMicros: s.writeStallMicros - last.writeStallMicros,
+        stats: s,
+      })
+    }
+    this.#checkErrors(s)
+  }
+
+  /**
    * Waits for this handle's pending writes, then closes it. The engine
    * shuts down when the last handle in the process on this path closes.
    */
   close() {
     if (this.#closing === null) {
+      this.#stopEvents()
       this.#flushGroup()
       this.#closing = (async () => {
         if (this.#pending.size > 0) {

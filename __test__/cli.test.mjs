@@ -138,4 +138,57 @@ describe('toondb CLI', { timeout: TIMEOUT }, () => {
     assert.equal(noHeader.status, 1)
     assert.match(noHeader.stderr, /line 1: not a toondb dump header/)
   })
+
+  test('compact, backup and verify (a flipped byte in a table file is caught)', async () => {
+    const dir = tmp.dir()
+    const db = await Database.open(dir, { memtableSize: 16 << 10, autoCompaction: false })
+    for (let round = 0; round < 3; round++) {
+      const ops = []
+      for (let i = 0; i < 500; i++) ops.push({ type: 'put', key: `k${String(i).padStart(4, '0')}`, value: `r${round}-${'v'.repeat(40)}` })
+      await db.batch(ops)
+      await db.flush()
+    }
+    await db.close()
+    const before = await contents(dir)
+
+    const compacted = JSON.parse(ok(['compact', dir, '--json']).stdout)
+    // (The CLI's open may start an automatic compaction before the command runs.)
+    assert.ok(compacted.tablesAfter >= 1 && compacted.bytesAfter <= compacted.bytesBefore, JSON.stringify(compacted))
+    assert.match(ok(['compact', dir, '--gte', 'k0100', '--lt', 'k0200']).stdout, /^compacted: /)
+    assert.equal(toondb(['compact', dir, '--prefix', 'k']).status, 2)
+    assert.deepEqual(await contents(dir), before)
+
+    const dest = path.join(tmp.root, 'cli-backup')
+    const human = ok(['backup', dir, dest])
+    assert.match(human.stdout, /^backup of commit \d+ in .*: \d+ tables linked/)
+    assert.match(human.stderr, /backing up: [\d.]+ s/)
+    assert.deepEqual(await contents(dest), before)
+    const again = toondb(['backup', dir, dest])
+    assert.equal(again.status, 1)
+    assert.match(again.stderr, /TOONDB_INVALID_ARGUMENT.*not empty/)
+    assert.equal(toondb(['backup', dir]).status, 2)
+    const json = JSON.parse(ok(['backup', dir, path.join(tmp.root, 'cli-backup-2'), '--json']).stdout)
+    assert.equal(typeof json.ts, 'number')
+
+    const healthy = ok(['verify', dir])
+    assert.match(healthy.stdout, /^\d+ tables \(\d+ blocks, \d+ bytes\), \d+ WAL segments \(\d+ records\): ok$/m)
+    assert.equal(JSON.parse(ok(['verify', dir, '--json']).stdout).ok, true)
+
+    // Flip one byte inside the first data block of a table file of the backup.
+    const sst = fs.readdirSync(dest).find((n) => n.endsWith('.sst'))
+    const file = path.join(dest, sst)
+    // A hard link shares bytes with the source: replace it with a copy first.
+    const bytes = fs.readFileSync(file)
+    fs.rmSync(file)
+    bytes[20] ^= 0x01
+    fs.writeFileSync(file, bytes)
+    const damaged = toondb(['verify', dest])
+    assert.equal(damaged.status, 1, damaged.stdout + damaged.stderr)
+    assert.match(damaged.stdout, new RegExp(`DAMAGED: table ${sst.replace('.', '\\.')}: `))
+    const damagedJson = JSON.parse(toondb(['verify', dest, '--json']).stdout)
+    assert.equal(damagedJson.ok, false)
+    assert.equal(damagedJson.problems.length, 1)
+    // The source is untouched by all of this.
+    assert.equal(JSON.parse(ok(['verify', dir, '--json']).stdout).ok, true)
+  })
 })

@@ -252,6 +252,83 @@ impl<F: FnMut() -> toondb_storage::Result<()> + Send> Task for BlockingTask<F> {
 
 type DbTask = BlockingTask<Box<dyn FnMut() -> toondb_storage::Result<()> + Send>>;
 
+/// What `db.backup(dest)` resolves with.
+#[napi(object)]
+pub struct BackupReport {
+    pub ts: f64,
+    pub tables_linked: f64,
+    pub bytes_linked: f64,
+    pub tables_copied: f64,
+    pub bytes_copied: f64,
+    pub tables_written: f64,
+    pub bytes_written: f64,
+}
+
+pub struct BackupTask {
+    db: Arc<Database>,
+    dest: String,
+}
+
+impl Task for BackupTask {
+    type Output = toondb_storage::BackupReport;
+    type JsValue = BackupReport;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guard_ref(|| self.db.backup(&self.dest)).map_err(status_error)
+    }
+
+    fn resolve(&mut self, _env: Env, r: Self::Output) -> napi::Result<BackupReport> {
+        Ok(BackupReport {
+            ts: r.ts as f64,
+            tables_linked: r.tables_linked as f64,
+            bytes_linked: r.bytes_linked as f64,
+            tables_copied: r.tables_copied as f64,
+            bytes_copied: r.bytes_copied as f64,
+            tables_written: r.tables_written as f64,
+            bytes_written: r.bytes_written as f64,
+        })
+    }
+}
+
+/// What `db.verify()` resolves with.
+#[napi(object)]
+pub struct VerifyReport {
+    pub ok: bool,
+    pub tables: f64,
+    pub blocks: f64,
+    pub table_bytes: f64,
+    pub wal_segments: f64,
+    pub wal_records: f64,
+    pub wal_torn_tail: Option<String>,
+    pub problems: Vec<String>,
+}
+
+pub struct VerifyTask {
+    db: Arc<Database>,
+}
+
+impl Task for VerifyTask {
+    type Output = toondb_storage::VerifyReport;
+    type JsValue = VerifyReport;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        guard_ref(|| self.db.verify()).map_err(status_error)
+    }
+
+    fn resolve(&mut self, _env: Env, r: Self::Output) -> napi::Result<VerifyReport> {
+        Ok(VerifyReport {
+            ok: r.ok(),
+            tables: r.tables as f64,
+            blocks: r.blocks as f64,
+            table_bytes: r.table_bytes as f64,
+            wal_segments: r.wal_segments as f64,
+            wal_records: r.wal_records as f64,
+            wal_torn_tail: r.wal_torn_tail,
+            problems: r.problems,
+        })
+    }
+}
+
 #[napi]
 impl NativeDatabase {
     /// Opens on the libuv pool (recovery can take a while).
@@ -406,6 +483,23 @@ impl NativeDatabase {
         Ok(AsyncTask::new(BlockingTask(Box::new(move || {
             db.compact_range(lower.clone(), upper.clone())
         }))))
+    }
+
+    /// Writes a consistent copy into `dest`, on the libuv pool.
+    #[napi(catch_unwind)]
+    pub fn backup(&self, dest: String) -> AsyncTask<BackupTask> {
+        AsyncTask::new(BackupTask {
+            db: self.db.clone(),
+            dest,
+        })
+    }
+
+    /// Checks every table block and WAL record, on the libuv pool.
+    #[napi(catch_unwind)]
+    pub fn verify(&self) -> AsyncTask<VerifyTask> {
+        AsyncTask::new(VerifyTask {
+            db: self.db.clone(),
+        })
     }
 
     #[napi(catch_unwind)]

@@ -82,3 +82,33 @@ export async function iteration(db: Database): Promise<number> {
   const deleted: number = await db.clear({ gte: 'a', lt: 'b' }, { sync: true })
   return deleted + keys.length
 }
+
+export async function operations(db: Database): Promise<void> {
+  const report = await db.backup('/tmp/copy')
+  const ts: number = report.ts
+  const linked: number = report.tablesLinked + report.tablesCopied + report.tablesWritten
+  const v = await db.verify()
+  const ok: boolean = v.ok
+  const problems: string[] = v.problems
+  db.on('flush', (e) => {
+    const n: number = e.count + e.bytes + e.stats.flushes
+  })
+    .on('compaction', (e) => {
+      const n: number = e.bytesWritten + e.trivialMoves
+    })
+    .on('stall', (e) => {
+      const n: number = e.stalls + e.slowdowns + e.stallMicros
+    })
+    .on('error', (err) => {
+      const source: 'background' | 'compaction' = err.source
+      const code: string = err.code
+    })
+  db.once('flush', () => {})
+  const count: number = db.listenerCount('error')
+  db.removeAllListeners('flush').removeAllListeners()
+  // @ts-expect-error: not an event
+  db.on('write', () => {})
+  // @ts-expect-error: the destination is a path
+  await db.backup()
+  void [ts, linked, ok, problems, count]
+}

@@ -353,6 +353,31 @@ impl Database {
         rx.recv().unwrap_or_else(|_| Err(Error::closed()))
     }
 
+    /// Writes a consistent copy of the database into `dest` while writes
+    /// continue: exactly the commits at or below one commit timestamp (the
+    /// report's `ts`). Table files are hard-linked where the file system
+    /// allows (copied otherwise), memtable contents are written as new
+    /// tables. `dest` must not exist or be an empty directory; a second
+    /// backup into the same destination at the same time fails without
+    /// touching it. See `backup.rs` for the steps.
+    pub fn backup(&self, dest: impl AsRef<Path>) -> Result<crate::BackupReport> {
+        self.check_open()?;
+        crate::backup::backup(&self.engine, dest.as_ref())
+    }
+
+    /// Reads every block of every live table file and every WAL record
+    /// through their checksums, changing nothing; problems are listed in
+    /// the report (an error return is an I/O failure of the check itself).
+    pub fn verify(&self) -> Result<crate::VerifyReport> {
+        self.check_open()?;
+        crate::verify::verify(&self.engine)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
     pub fn stats(&self) -> Stats {
         let engine = &self.engine;
         let state = engine.state();

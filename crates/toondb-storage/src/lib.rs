@@ -15,6 +15,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
+mod backup;
 pub mod batch;
 mod coding;
 mod commit;
@@ -36,9 +37,11 @@ mod recovery;
 mod sstable;
 mod stats;
 mod txn;
+mod verify;
 mod version;
 mod wal;
 
+pub use backup::{BackupReport, BACKUP_MARKER};
 pub use batch::{BatchOp, WriteBatch};
 pub use db::Database;
 pub use error::{Error, ErrorKind, Result};
@@ -48,4 +51,5 @@ pub use options::{Options, WriteOptions};
 pub use sstable::Compression;
 pub use stats::{LevelStats, Stats};
 pub use txn::{Isolation, Snapshot, Transaction, TransactionOptions, TxnScan};
+pub use verify::VerifyReport;
 pub use wal::{DroppedTail, ReplayReport};

@@ -85,6 +85,27 @@ pub trait FileSystem: Send + Sync + 'static {
     fn truncate(&self, path: &Path, len: u64) -> Result<()>;
     /// Makes renames and creations in `dir` durable.
     fn sync_dir(&self, dir: &Path) -> Result<()>;
+    /// Makes `to` a new hard link to the file `from` (backups). Fails with
+    /// the OS error when `to` exists or linking is not possible (another
+    /// device, a file system without links); the default says unsupported,
+    /// which makes callers copy instead.
+    fn hard_link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        let _ = (from, to);
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+    /// Creates a new, empty file for appending, failing if `path` exists
+    /// (claiming a backup destination; copying a file without overwriting
+    /// anything). The default checks then creates, which is not atomic;
+    /// the OS file system uses `O_CREAT | O_EXCL`.
+    fn create_new(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        if self.exists(path) {
+            return Err(crate::error::Error::io(
+                std::io::Error::from(std::io::ErrorKind::AlreadyExists),
+                format_args!("creating {}", path.display()),
+            ));
+        }
+        self.create(path)
+    }
     /// Takes an exclusive, advisory, process-level lock on `path`, creating
     /// it; fails with [`ErrorKind::Locked`] when another process holds it.
     fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>>;

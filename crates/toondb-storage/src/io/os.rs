@@ -192,6 +192,19 @@ impl FileSystem for OsFileSystem {
         Ok(Box::new(OsWritableFile::new(file, path, 0, direct)))
     }
 
+    fn create_new(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .ctx(format_args!("creating {}", path.display()))?;
+        Ok(Box::new(OsWritableFile::new(file, path, 0, None)))
+    }
+
+    fn hard_link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        fs::hard_link(from, to)
+    }
+
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         // Not O_APPEND: every write is positional (at the logical end, or
         // preallocated space past it), which O_APPEND would override.
