@@ -190,6 +190,12 @@ export interface DatabaseStats {
   levels: LevelStats[]
   /** Estimated bytes compaction must rewrite to bring every level under its target. */
   pendingCompactionBytes: number
+  /**
+   * The maintenance thread is flushing or compacting (false only while it
+   * has nothing to do). With `immutableMemtables` 0 and this false, every
+   * table file in the directory is a live one.
+   */
+  maintenanceBusy: boolean
   /** Compactions installed since open (trivial moves included). */
   compactions: number
   /** Of those, trivial moves: a table moved down a level without rewriting it. */

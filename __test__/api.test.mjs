@@ -789,7 +789,8 @@ describe('lifecycle', { timeout: TIMEOUT }, () => {
         for (let i = 0; i < 200; i++) await small.put(`r${String(i).padStart(3, '0')}`, 'v'.repeat(200))
         await small.flush()
         const s3 = small.stats()
-        assert.ok(s3.tables >= 5, `expected several tables from rotation, got ${s3.tables}`)
+        // Several flushes; compaction may already have merged their tables.
+        assert.ok(s3.flushes >= 5, `expected several flushes from rotation, got ${s3.flushes}`)
         assert.equal(s3.commits, 200)
         assert.ok(s3.commitGroups <= 200)
         assert.equal((await small.iterator().all()).length, 200)

@@ -123,9 +123,10 @@ describe('db.compact()', { timeout: TIMEOUT }, () => {
     db = await Database.open(dir, { ...SMALL, autoCompaction: false })
     for (let i = 0; i < 3000; i += 11) assert.equal(String(db.getSync(key(i))), value(i, i < 1500 ? 2 : 1))
     // Open flushes the recovered writes in the background: its table file
-    // exists before it is installed, so count once that flush is done.
+    // exists before it is installed, so count once that work is done.
     const deadline = Date.now() + 10000
-    while (db.stats().immutableMemtables > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    const busy = (s) => s.immutableMemtables > 0 || s.maintenanceBusy
+    while (busy(db.stats()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
     assert.equal(tableFiles(dir).length, db.stats().tables)
     await db.close()
   })

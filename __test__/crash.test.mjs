@@ -270,9 +270,10 @@ async function recoverAndCheck(dir, rounds) {
     // table file the manifest does not list (a flush or compaction the kill
     // cut short, or inputs of an installed compaction).
     // Open flushes the recovered writes in the background: its table file
-    // exists before it is installed, so count once that flush is done.
+    // exists before it is installed, so count once that work is done.
     const deadline = Date.now() + 10000
-    while (db.stats().immutableMemtables > 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    const busy = (s) => s.immutableMemtables > 0 || s.maintenanceBusy
+    while (busy(db.stats()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
     const live = db.stats().tables
     const onDisk = fs.readdirSync(dir).filter((n) => /^\d{6}\.sst$/.test(n)).length
     assert.equal(onDisk, live, `${onDisk} table files on disk, ${live} live`)

@@ -169,6 +169,7 @@ pub struct DatabaseStats {
     pub oldest_snapshot_ts: Option<f64>,
     pub levels: Vec<LevelStats>,
     pub pending_compaction_bytes: f64,
+    pub maintenance_busy: bool,
     pub compactions: f64,
     pub trivial_moves: f64,
     pub compaction_errors: f64,
@@ -557,6 +558,7 @@ impl NativeDatabase {
                 })
                 .collect(),
             pending_compaction_bytes: s.pending_compaction_bytes as f64,
+            maintenance_busy: s.maintenance_busy,
             compactions: s.compactions as f64,
             trivial_moves: s.trivial_moves as f64,
             compaction_errors: s.compaction_errors as f64,
