@@ -87,6 +87,18 @@ impl ScanOptions {
         self
     }
 
+    /// The same scan repositioned at `key` (a seek): forward, it starts at
+    /// the first key >= `key`; in reverse, at the last key <= `key`; never
+    /// outside the original bounds.
+    pub fn starting_at(mut self, key: &[u8]) -> Self {
+        if self.reverse {
+            self.upper = tighter(self.upper, Bound::Included(key.to_vec()), false);
+        } else {
+            self.lower = tighter(self.lower, Bound::Included(key.to_vec()), true);
+        }
+        self
+    }
+
     pub fn reverse(mut self, reverse: bool) -> Self {
         self.reverse = reverse;
         self
@@ -452,6 +464,12 @@ mod tests {
             .within_prefix(b"b");
         assert_eq!(o.upper, Bound::Excluded(b"b".to_vec()));
         assert!(scan_bound(Some(b"a".to_vec()), Some(b"b".to_vec())).is_err());
+        let o = ScanOptions::prefix(b"k").starting_at(b"k5");
+        assert_eq!(o.lower, Bound::Included(b"k5".to_vec()));
+        let o = ScanOptions::prefix(b"k").starting_at(b"a");
+        assert_eq!(o.lower, Bound::Included(b"k".to_vec()));
+        let o = ScanOptions::prefix(b"k").reverse(true).starting_at(b"k5");
+        assert_eq!(o.upper, Bound::Included(b"k5".to_vec()));
         assert_eq!(scan_bound(None, None).unwrap(), Bound::Unbounded);
     }
 }
