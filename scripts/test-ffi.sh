@@ -30,7 +30,7 @@ $CC $CFLAGS crates/toondb-ffi/tests/c/test_ffi.c "$LIBDIR/libtoondb.a" \
 
 mkdir "$WORK/data"
 if command -v valgrind >/dev/null 2>&1; then
-  RUST_BACKTRACE=0 valgrind --quiet --error-exitcode=1 --leak-check=full \
+  RUST_BACKTRACE=0 valgrind --error-exitcode=1 --leak-check=full \
     --show-leak-kinds=definite,indirect,possible \
     --errors-for-leak-kinds=definite,indirect,possible \
     --suppressions=crates/toondb-ffi/tests/c/valgrind.supp \
@@ -41,5 +41,5 @@ else
   RUST_BACKTRACE=0 "$WORK/test_ffi" "$WORK/data"
 fi
 
-TOONDB_LIBRARY="$LIBDIR/libtoondb.so" PYTHONDONTWRITEBYTECODE=1 \
+RUST_BACKTRACE=0 TOONDB_LIBRARY="$LIBDIR/libtoondb.so" PYTHONDONTWRITEBYTECODE=1 \
   python3 -m unittest discover -s bindings/python/tests -t bindings/python -v
