@@ -44,14 +44,19 @@ class _Scratch:
         self.pn = pointer(self.n)
         self.found = c_bool()
         self.pfound = pointer(self.found)
-        self.cap = self.CAP
-        self.buf = ctypes.create_string_buffer(self.cap)
+        self.set_buffer(self.CAP)
         self.key = c_void_p()
         self.pkey = pointer(self.key)
         self.val = c_void_p()
         self.pval = pointer(self.val)
         self.vn = c_size_t()
         self.pvn = pointer(self.vn)
+
+    def set_buffer(self, cap):
+        self.cap = cap
+        self.cap_c = c_size_t(cap)
+        self.buf = ctypes.create_string_buffer(cap)
+        self.view = memoryview(self.buf).cast("B")
 
 
 _tls = threading.local()
@@ -63,6 +68,15 @@ def _scratch():
     except AttributeError:
         s = _tls.s = _Scratch()
         return s
+
+
+_size = n.size
+_SIZES = n.SIZES
+_fast_get_into = n.fast_get_into
+_fast_put = n.fast_put
+_fast_delete = n.fast_delete
+_fast_txn_put = n.fast_txn_put
+_fast_iter_next = n.fast_iter_next
 
 
 def _raise(rc, s):
@@ -134,6 +148,7 @@ class _Handle:
 
     def __init__(self, handle):
         self._h = handle
+        self._hp = c_void_p(handle)  # for the argtypes-free fast calls
 
     def __del__(self):
         h, self._h = getattr(self, "_h", None), None
@@ -211,31 +226,50 @@ class Database(_Handle):
 
     def get(self, key):
         """The value of ``key`` (bytes) or None."""
-        k = _bytes(key)
-        s = _scratch()
+        k = key if type(key) is bytes else _bytes(key)
+        kl = len(k)
+        try:
+            s = _tls.s
+        except AttributeError:
+            s = _scratch()
         while True:
-            rc = n.get_into(self._h, k, len(k), s.buf, s.cap, s.pn, s.pfound, s.perr)
+            rc = _fast_get_into(
+                self._hp, k, _SIZES[kl] if kl <= 1024 else c_size_t(kl),
+                s.buf, s.cap_c, s.pn, s.pfound, s.perr,
+            )
             if rc:
                 _raise(rc, s)
             if not s.found.value:
                 return None
             size = s.n.value
             if size <= s.cap:
-                return string_at(s.buf, size) if size else b""
-            s.cap = max(size, 2 * s.cap)
-            s.buf = ctypes.create_string_buffer(s.cap)
+                return s.view[:size].tobytes()
+            # Larger than the buffer: grow it and read again (the value
+            # may have changed in between, hence the loop).
+            s.set_buffer(max(size, 2 * s.cap))
 
     def put(self, key, value, *, sync=None):
-        k, v = _bytes(key), _bytes(value, "value")
-        s = _scratch()
-        rc = n.put(self._h, k, len(k), v, len(v), _sync(sync), s.perr)
+        k = key if type(key) is bytes else _bytes(key)
+        v = value if type(value) is bytes else _bytes(value, "value")
+        kl, vl = len(k), len(v)
+        try:
+            s = _tls.s
+        except AttributeError:
+            s = _scratch()
+        rc = _fast_put(
+            self._hp,
+            k, _SIZES[kl] if kl <= 1024 else c_size_t(kl),
+            v, _SIZES[vl] if vl <= 1024 else c_size_t(vl),
+            -1 if sync is None else (1 if sync else 0),
+            s.perr,
+        )
         if rc:
             _raise(rc, s)
 
     def delete(self, key, *, sync=None):
-        k = _bytes(key)
+        k = key if type(key) is bytes else _bytes(key)
         s = _scratch()
-        rc = n.delete(self._h, k, len(k), _sync(sync), s.perr)
+        rc = _fast_delete(self._hp, k, _size(len(k)), _sync(sync), s.perr)
         if rc:
             _raise(rc, s)
 
@@ -246,23 +280,30 @@ class Database(_Handle):
         kinds = bytearray()
         lens = array("I")
         parts = []
+        add_kind, add_len, add_part = kinds.append, lens.append, parts.append
         for op in ops:
-            if isinstance(op, dict):
+            if type(op) is dict:
                 op = (op.get("type"), op.get("key"), op.get("value"))
             kind = op[0]
             if kind == "put":
-                k, v = _bytes(op[1]), _bytes(op[2], "value")
-                kinds.append(1)
-                lens.append(len(k))
-                lens.append(len(v))
-                parts.append(k)
-                parts.append(v)
-            elif kind in ("del", "delete"):
-                k = _bytes(op[1])
-                kinds.append(0)
-                lens.append(len(k))
-                lens.append(0)
-                parts.append(k)
+                _, k, v = op
+                if type(k) is not bytes:
+                    k = _bytes(k)
+                if type(v) is not bytes:
+                    v = _bytes(v, "value")
+                add_kind(1)
+                add_len(len(k))
+                add_len(len(v))
+                add_part(k)
+                add_part(v)
+            elif kind == "del" or kind == "delete":
+                k = op[1]
+                if type(k) is not bytes:
+                    k = _bytes(k)
+                add_kind(0)
+                add_len(len(k))
+                add_len(0)
+                add_part(k)
             else:
                 raise ToondbError(
                     "TOONDB_INVALID_ARGUMENT", "batch op type must be 'put' or 'del', got %r" % (kind,)
@@ -375,9 +416,10 @@ class Transaction(_Handle):
         return _alloc_get(n.txn_get, self._h, key)
 
     def put(self, key, value):
-        k, v = _bytes(key), _bytes(value, "value")
+        k = key if type(key) is bytes else _bytes(key)
+        v = value if type(value) is bytes else _bytes(value, "value")
         s = _scratch()
-        rc = n.txn_put(self._h, k, len(k), v, len(v), s.perr)
+        rc = _fast_txn_put(self._hp, k, _size(len(k)), v, _size(len(v)), s.perr)
         if rc:
             _raise(rc, s)
 
@@ -464,12 +506,14 @@ class Iterator(_Handle):
     def __next__(self):
         if self._empty:
             raise StopIteration
-        s = _scratch()
-        valid = s.found
-        rc = n.iter_next(self._h, s.pfound, s.pkey, s.pn, s.pval, s.pvn, s.perr)
+        try:
+            s = _tls.s
+        except AttributeError:
+            s = _scratch()
+        rc = _fast_iter_next(self._hp, s.pfound, s.pkey, s.pn, s.pval, s.pvn, s.perr)
         if rc:
             _raise(rc, s)
-        if not valid.value:
+        if not s.found.value:
             raise StopIteration
         kn, vn = s.n.value, s.vn.value
         return (
