@@ -95,6 +95,25 @@ class Batches(DbTest):
             with self.assertRaises(ToondbError):
                 db.batch([("merge", b"x", b"1")])
 
+    def test_batch_shapes(self):
+        # The all-bytes-puts fast path and the general path agree.
+        with Database.open(self.path()) as db:
+            db.batch([("put", b"p1", b"1"), ("put", b"p2", b"")])
+            db.batch([("put", "s1", "one"), ("put", b"s2", bytearray(b"two"))])
+            db.batch(("put", b"g%d" % i, b"x") for i in range(3))
+            db.batch([["put", b"l1", b"1"], ("del", b"p1")])
+            self.assertIsNone(db.get(b"p1"))
+            self.assertEqual(db.get(b"p2"), b"")
+            self.assertEqual(db.get(b"s1"), b"one")
+            self.assertEqual(db.get(b"s2"), b"two")
+            self.assertEqual(db.get(b"g2"), b"x")
+            self.assertEqual(db.get(b"l1"), b"1")
+            with self.assertRaises(ToondbError):
+                db.batch([("put", b"a", b"1"), ("pux", b"b", b"2")])
+            self.assertIsNone(db.get(b"a"))
+            with self.assertRaises(TypeError):
+                db.batch([("put", b"a", 5)])
+
     def test_large_batch(self):
         with Database.open(self.path()) as db:
             db.batch([("put", b"k%05d" % i, b"v%d" % i) for i in range(5000)], sync=True)
