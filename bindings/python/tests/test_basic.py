@@ -47,7 +47,9 @@ class RoundTrips(DbTest):
             self.assertEqual(cm.exception.code, "TOONDB_INVALID_ARGUMENT")
 
     def test_writes_survive_reopen(self):
-        with Database.open(self.path(), sync=True) as db:
+        import pathlib
+
+        with Database.open(pathlib.Path(self.path()), sync=True) as db:
             db.put(b"a", b"1")
             db.put(b"b", b"2", sync=False)
         with Database.open(self.path()) as db:

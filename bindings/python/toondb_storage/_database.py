@@ -1,6 +1,7 @@
 """The Python classes: thin conversions over the C functions in _native."""
 
 import ctypes
+import os
 import threading
 from array import array
 from ctypes import byref, c_bool, c_size_t, c_uint64, c_void_p, pointer, string_at
@@ -215,7 +216,7 @@ class Database(_Handle):
             o.bloom_bits_per_key = int(bloom_bits_per_key)
         handle = c_void_p()
         s = _scratch()
-        p = path.encode() if isinstance(path, str) else bytes(path)
+        p = os.fsencode(path)
         rc = n.open_(p, byref(o), byref(handle), s.perr)
         if rc:
             _raise(rc, s)

@@ -336,8 +336,9 @@ void toondb_batch_clear(ToondbBatch *batch);
 // `batch` is NULL or a live batch, not used afterwards.
 void toondb_batch_free(ToondbBatch *batch);
 
-// Applies the batch atomically (all or nothing) and empties it. `sync` as
-// for `toondb_put`. The batch stays owned by the caller.
+// Applies the batch atomically (all or nothing). The batch is emptied
+// whether or not the write succeeds, and stays owned by the caller (reuse
+// it or free it). `sync` as for `toondb_put`.
 //
 // # Safety
 // `db`/`batch` are NULL or live; `err` is NULL or valid for a write.

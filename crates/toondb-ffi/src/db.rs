@@ -323,8 +323,9 @@ pub unsafe extern "C" fn toondb_batch_free(batch: *mut ToondbBatch) {
     }
 }
 
-/// Applies the batch atomically (all or nothing) and empties it. `sync` as
-/// for `toondb_put`. The batch stays owned by the caller.
+/// Applies the batch atomically (all or nothing). The batch is emptied
+/// whether or not the write succeeds, and stays owned by the caller (reuse
+/// it or free it). `sync` as for `toondb_put`.
 ///
 /// # Safety
 /// `db`/`batch` are NULL or live; `err` is NULL or valid for a write.

@@ -6,7 +6,8 @@
 //! - Fallible functions return a status, `TOONDB_OK` (0) or a `TOONDB_*`
 //!   error code, and take a last `ToondbError **err` that may be NULL; on
 //!   failure a non-NULL `err` receives an error the caller frees with
-//!   `toondb_error_free`.
+//!   `toondb_error_free` (`*err` is overwritten, not freed: free an error
+//!   before passing the same variable again).
 //! - Every buffer the library returns has a free function
 //!   (`toondb_buffer_free`), every handle a free function; lent pointers
 //!   (iterator entries, error messages) say how long they stay valid.
