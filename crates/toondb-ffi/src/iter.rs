@@ -31,7 +31,8 @@ impl IterSource {
 }
 
 struct IterState {
-    source: IterSource,
+    /// `None` once closed, so the snapshot it pins is let go at once.
+    source: Option<IterSource>,
     options: ScanOptions,
     scan: Box<dyn BatchScan>,
     buffer: VecDeque<(Vec<u8>, Vec<u8>)>,
@@ -53,7 +54,7 @@ fn new_iter(source: IterSource, options: ScanOptions, out: *mut *mut ToondbIter)
     let scan = source.scan(options.clone())?;
     let it = ToondbIter {
         state: Mutex::new(IterState {
-            source,
+            source: Some(source),
             options,
             scan,
             buffer: VecDeque::new(),
@@ -215,7 +216,11 @@ pub unsafe extern "C" fn toondb_iter_seek(
         unsafe {
             with_iter(it, |st| {
                 let options = st.options.clone().starting_at(key);
-                st.scan = st.source.scan(options)?;
+                let source = st
+                    .source
+                    .as_ref()
+                    .ok_or_else(toondb_storage::Error::closed)?;
+                st.scan = source.scan(options)?;
                 st.buffer.clear();
                 st.current = None;
                 Ok(())
@@ -245,8 +250,9 @@ pub unsafe extern "C" fn toondb_iter_close(
             st.closed = true;
             st.buffer = VecDeque::new();
             st.current = None;
-            // Drop the engine scan (its pinned snapshot) now.
+            // Drop the engine scan and the source (their pinned snapshot) now.
             st.scan = Box::new(Finished);
+            st.source = None;
         }
         Ok(())
     })

@@ -330,6 +330,19 @@ static void test_iterators(void) {
     EXPECT_CODE(TOONDB_CLOSED, toondb_iter_seek(it, K("a"), err));
     toondb_iter_free(it);
 
+    /* close lets go of the iterator's snapshot at once, before the free */
+    ToondbStats st;
+    st.struct_size = sizeof st;
+    OK(toondb_stats(db, &st, err));
+    uint64_t live_before = st.live_snapshots;
+    OK(toondb_iter(db, NULL, &it, err));
+    OK(toondb_stats(db, &st, err));
+    CHECK(st.live_snapshots > live_before);
+    OK(toondb_iter_close(it, err));
+    OK(toondb_stats(db, &st, err));
+    CHECK(st.live_snapshots == live_before);
+    toondb_iter_free(it);
+
     /* reverse seek */
     s = scan_none();
     s.reverse = true;
