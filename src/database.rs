@@ -404,7 +404,7 @@ impl NativeDatabase {
         sync: Option<bool>,
     ) -> Result<bool> {
         let batch = decode_flat(kinds, lens, data)?;
-        let options = WriteOptions { sync };
+        let options = WriteOptions::with_sync(sync);
         match self.db.try_write_inline(batch, options) {
             Ok(result) => result.map(|_| true).map_err(to_js),
             Err(batch) => {
@@ -415,7 +415,7 @@ impl NativeDatabase {
     }
 
     fn submit(&self, id: u32, batch: WriteBatch, sync: Option<bool>) {
-        let options = WriteOptions { sync };
+        let options = WriteOptions::with_sync(sync);
         match self.completions.notice_and_callback(id) {
             (Some(notice), done) => self.db.submit_with_notice(batch, options, notice, done),
             (None, done) => self.db.submit(batch, options, done),
@@ -453,7 +453,11 @@ impl NativeDatabase {
         };
         let txn = self
             .db
-            .transaction_with(TransactionOptions { isolation, sync })
+            .transaction_with(
+                TransactionOptions::default()
+                    .isolation(isolation)
+                    .sync(sync),
+            )
             .map_err(to_js)?;
         Ok(NativeTransaction::new(txn, self.completions.clone()))
     }

@@ -2,6 +2,8 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe, UnwindSafe};
 
+use toondb_storage::ErrorKind;
+
 pub type Result<T> = napi::Result<T, String>;
 
 pub fn to_js(err: toondb_storage::Error) -> napi::Error<String> {
@@ -9,11 +11,11 @@ pub fn to_js(err: toondb_storage::Error) -> napi::Error<String> {
 }
 
 pub fn invalid_argument(message: impl Into<String>) -> napi::Error<String> {
-    napi::Error::new("TOONDB_INVALID_ARGUMENT".to_owned(), message.into())
+    napi::Error::new(ErrorKind::InvalidArgument.code().to_owned(), message.into())
 }
 
 pub fn internal(message: impl Into<String>) -> napi::Error<String> {
-    napi::Error::new("TOONDB_INTERNAL".to_owned(), message.into())
+    napi::Error::new(ErrorKind::Internal.code().to_owned(), message.into())
 }
 
 /// Runs engine work that may panic on a thread napi-rs does not guard (the
@@ -33,5 +35,5 @@ pub fn guard_ref<T>(f: impl FnOnce() -> toondb_storage::Result<T>) -> Result<T> 
 
 /// Converts a napi error with the default status into one with our codes.
 pub fn from_napi(err: napi::Error) -> napi::Error<String> {
-    napi::Error::new("TOONDB_INTERNAL".to_owned(), err.reason.clone())
+    napi::Error::new(ErrorKind::Internal.code().to_owned(), err.reason.clone())
 }

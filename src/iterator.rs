@@ -1,10 +1,8 @@
 //! The native iterator: hands out entries in batches packed into one
 //! Buffer, so a scan costs one native call per batch, not per entry.
 
-use std::ops::Bound;
-
 use napi::bindgen_prelude::Buffer;
-use toondb_storage::{BatchScan, ScanOptions};
+use toondb_storage::{scan_bound, BatchScan, ScanOptions};
 
 use crate::errors::{invalid_argument, to_js, Result};
 
@@ -58,47 +56,15 @@ impl Parts {
     }
 }
 
-fn bound(inclusive: Option<Buffer>, exclusive: Option<Buffer>) -> Result<Bound<Vec<u8>>> {
-    match (inclusive, exclusive) {
-        (Some(_), Some(_)) => Err(invalid_argument("give at most one of gt/gte (or lt/lte)")),
-        (Some(b), None) => Ok(Bound::Included(b.to_vec())),
-        (None, Some(b)) => Ok(Bound::Excluded(b.to_vec())),
-        (None, None) => Ok(Bound::Unbounded),
-    }
-}
-
-/// The tighter of two bounds on the same side.
-fn tighter(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>, lower: bool) -> Bound<Vec<u8>> {
-    let key = |x: &Bound<Vec<u8>>| match x {
-        Bound::Included(k) | Bound::Excluded(k) => Some(k.clone()),
-        Bound::Unbounded => None,
-    };
-    match (key(&a), key(&b)) {
-        (None, _) => b,
-        (_, None) => a,
-        (Some(ka), Some(kb)) => {
-            let a_wins = if lower { ka > kb } else { ka < kb };
-            if a_wins || (ka == kb && matches!(a, Bound::Excluded(_))) {
-                a
-            } else {
-                b
-            }
-        }
-    }
-}
-
 /// The engine's scan options for what index.js passes.
 pub fn scan_options(args: ScanArgs) -> Result<ScanOptions> {
-    let mut options = ScanOptions {
-        lower: bound(args.gte, args.gt)?,
-        upper: bound(args.lte, args.lt)?,
-        reverse: args.reverse.unwrap_or(false),
-        limit: None,
-    };
+    let buf = |b: Option<Buffer>| b.map(|b| b.to_vec());
+    let mut options = ScanOptions::default()
+        .lower(scan_bound(buf(args.gte), buf(args.gt)).map_err(to_js)?)
+        .upper(scan_bound(buf(args.lte), buf(args.lt)).map_err(to_js)?)
+        .reverse(args.reverse.unwrap_or(false));
     if let Some(prefix) = args.prefix {
-        let p = ScanOptions::prefix(&prefix);
-        options.lower = tighter(options.lower, p.lower, true);
-        options.upper = tighter(options.upper, p.upper, false);
+        options = options.within_prefix(&prefix);
     }
     if let Some(limit) = args.limit {
         if limit.is_nan() || limit < 0.0 {

@@ -4,30 +4,59 @@
 use std::fmt;
 use std::io;
 
-/// What went wrong, in a form callers can match on. The binding maps each
-/// kind to a stable `err.code`, so variants are only ever added, never renamed.
+/// What went wrong, in a form callers can match on. Each kind has two stable
+/// identities, defined here once for every binding: a name (`code()`, the
+/// Node `err.code` and Python `ToondbError.code`) and a number
+/// (`numeric_code()`, the C ABI's return value). Variants are only ever
+/// added, never renamed or renumbered; match with a wildcard arm.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+#[repr(i32)]
 pub enum ErrorKind {
     /// The caller passed something the engine cannot accept.
-    InvalidArgument,
+    InvalidArgument = 1,
     /// The database (or this handle, transaction or snapshot) is closed.
-    Closed,
+    Closed = 2,
     /// A file failed its checksum or structural checks.
-    Corruption,
+    Corruption = 3,
     /// Another process holds the database directory.
-    Locked,
+    Locked = 4,
     /// The operating system reported an I/O failure.
-    Io,
+    Io = 5,
     /// A transaction lost a write-write (or read-write) race.
-    Conflict,
+    Conflict = 6,
     /// A lookup that must find something did not.
-    NotFound,
+    NotFound = 7,
     /// A bug: an invariant broke or a thread panicked.
-    Internal,
+    Internal = 8,
 }
 
 impl ErrorKind {
-    /// The stable code the Node binding exposes as `err.code`.
+    /// Every kind, in numeric order.
+    pub const ALL: [ErrorKind; 8] = [
+        ErrorKind::InvalidArgument,
+        ErrorKind::Closed,
+        ErrorKind::Corruption,
+        ErrorKind::Locked,
+        ErrorKind::Io,
+        ErrorKind::Conflict,
+        ErrorKind::NotFound,
+        ErrorKind::Internal,
+    ];
+
+    /// The stable number of this kind (never 0, which the C ABI uses for
+    /// success).
+    pub const fn numeric_code(self) -> i32 {
+        self as i32
+    }
+
+    /// The kind with this stable number, if any.
+    pub fn from_numeric_code(code: i32) -> Option<ErrorKind> {
+        Self::ALL.into_iter().find(|k| k.numeric_code() == code)
+    }
+
+    /// The stable name: the Node binding's `err.code`, the Python binding's
+    /// `ToondbError.code`, and the C ABI's `toondb_error_code_name`.
     pub fn code(self) -> &'static str {
         match self {
             ErrorKind::InvalidArgument => "TOONDB_INVALID_ARGUMENT",
@@ -113,5 +142,31 @@ pub trait IoResultExt<T> {
 impl<T> IoResultExt<T> for io::Result<T> {
     fn ctx(self, context: impl fmt::Display) -> Result<T> {
         self.map_err(|e| Error::io(e, context))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ErrorKind;
+
+    #[test]
+    fn numeric_codes_are_stable_and_round_trip() {
+        let expected = [
+            (1, "TOONDB_INVALID_ARGUMENT"),
+            (2, "TOONDB_CLOSED"),
+            (3, "TOONDB_CORRUPTION"),
+            (4, "TOONDB_LOCKED"),
+            (5, "TOONDB_IO"),
+            (6, "TOONDB_CONFLICT"),
+            (7, "TOONDB_NOT_FOUND"),
+            (8, "TOONDB_INTERNAL"),
+        ];
+        for (kind, (n, name)) in ErrorKind::ALL.into_iter().zip(expected) {
+            assert_eq!(kind.numeric_code(), n);
+            assert_eq!(kind.code(), name);
+            assert_eq!(ErrorKind::from_numeric_code(n), Some(kind));
+        }
+        assert_eq!(ErrorKind::from_numeric_code(0), None);
+        assert_eq!(ErrorKind::from_numeric_code(9), None);
     }
 }

@@ -18,7 +18,10 @@ use crate::merge::{Cursor, LevelCursor, MergeIter};
 use crate::sstable::TableIter;
 
 /// Which keys a scan visits, in which direction, and how many.
+/// `#[non_exhaustive]`: build with `ScanOptions::default()`, `prefix`,
+/// `range` and the setters.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ScanOptions {
     pub lower: Bound<Vec<u8>>,
     pub upper: Bound<Vec<u8>>,
@@ -61,6 +64,41 @@ impl ScanOptions {
         }
     }
 
+    /// Sets the lower bound.
+    pub fn lower(mut self, lower: Bound<Vec<u8>>) -> Self {
+        self.lower = lower;
+        self
+    }
+
+    /// Sets the upper bound.
+    pub fn upper(mut self, upper: Bound<Vec<u8>>) -> Self {
+        self.upper = upper;
+        self
+    }
+
+    /// Narrows the bounds to keys starting with `prefix` as well: the scan
+    /// visits the intersection of its range and the prefix's. Every
+    /// binding's `prefix` combined with `gt`/`gte`/`lt`/`lte` goes through
+    /// here.
+    pub fn within_prefix(mut self, prefix: &[u8]) -> Self {
+        let p = ScanOptions::prefix(prefix);
+        self.lower = tighter(self.lower, p.lower, true);
+        self.upper = tighter(self.upper, p.upper, false);
+        self
+    }
+
+    /// The same scan repositioned at `key` (a seek): forward, it starts at
+    /// the first key >= `key`; in reverse, at the last key <= `key`; never
+    /// outside the original bounds.
+    pub fn starting_at(mut self, key: &[u8]) -> Self {
+        if self.reverse {
+            self.upper = tighter(self.upper, Bound::Included(key.to_vec()), false);
+        } else {
+            self.lower = tighter(self.lower, Bound::Included(key.to_vec()), true);
+        }
+        self
+    }
+
     pub fn reverse(mut self, reverse: bool) -> Self {
         self.reverse = reverse;
         self
@@ -69,6 +107,42 @@ impl ScanOptions {
     pub fn limit(mut self, limit: usize) -> Self {
         self.limit = Some(limit);
         self
+    }
+}
+
+/// One side of a scan from a binding's inclusive and exclusive bound
+/// (`gte`/`gt`, or `lte`/`lt`): at most one may be given.
+pub fn scan_bound(
+    inclusive: Option<Vec<u8>>,
+    exclusive: Option<Vec<u8>>,
+) -> Result<Bound<Vec<u8>>> {
+    match (inclusive, exclusive) {
+        (Some(_), Some(_)) => Err(Error::invalid_argument(
+            "give at most one of gt/gte (or lt/lte)",
+        )),
+        (Some(k), None) => Ok(Bound::Included(k)),
+        (None, Some(k)) => Ok(Bound::Excluded(k)),
+        (None, None) => Ok(Bound::Unbounded),
+    }
+}
+
+/// The tighter of two bounds on the same side (`lower` says which side).
+fn tighter(a: Bound<Vec<u8>>, b: Bound<Vec<u8>>, lower: bool) -> Bound<Vec<u8>> {
+    let key = |x: &Bound<Vec<u8>>| match x {
+        Bound::Included(k) | Bound::Excluded(k) => Some(k.clone()),
+        Bound::Unbounded => None,
+    };
+    match (key(&a), key(&b)) {
+        (None, _) => b,
+        (_, None) => a,
+        (Some(ka), Some(kb)) => {
+            let a_wins = if lower { ka > kb } else { ka < kb };
+            if a_wins || (ka == kb && matches!(a, Bound::Excluded(_))) {
+                a
+            } else {
+                b
+            }
+        }
     }
 }
 
@@ -371,5 +445,31 @@ mod tests {
         assert_eq!(prefix_successor(b"a\xff\xff"), Some(b"b".to_vec()));
         assert_eq!(prefix_successor(b"\xff"), None);
         assert_eq!(prefix_successor(b""), None);
+    }
+
+    #[test]
+    fn prefix_intersects_bounds() {
+        let o = ScanOptions::default()
+            .lower(Bound::Excluded(b"users/5".to_vec()))
+            .upper(Bound::Included(b"zzz".to_vec()))
+            .within_prefix(b"users/");
+        assert_eq!(o.lower, Bound::Excluded(b"users/5".to_vec()));
+        assert_eq!(o.upper, Bound::Excluded(b"users0".to_vec()));
+        let o = ScanOptions::default()
+            .lower(Bound::Included(b"a".to_vec()))
+            .within_prefix(b"b");
+        assert_eq!(o.lower, Bound::Included(b"b".to_vec()));
+        let o = ScanOptions::default()
+            .upper(Bound::Excluded(b"b".to_vec()))
+            .within_prefix(b"b");
+        assert_eq!(o.upper, Bound::Excluded(b"b".to_vec()));
+        assert!(scan_bound(Some(b"a".to_vec()), Some(b"b".to_vec())).is_err());
+        let o = ScanOptions::prefix(b"k").starting_at(b"k5");
+        assert_eq!(o.lower, Bound::Included(b"k5".to_vec()));
+        let o = ScanOptions::prefix(b"k").starting_at(b"a");
+        assert_eq!(o.lower, Bound::Included(b"k".to_vec()));
+        let o = ScanOptions::prefix(b"k").reverse(true).starting_at(b"k5");
+        assert_eq!(o.upper, Bound::Included(b"k5".to_vec()));
+        assert_eq!(scan_bound(None, None).unwrap(), Bound::Unbounded);
     }
 }

@@ -25,6 +25,7 @@ pub const MAX_VALUE_LEN: usize = 256 * 1024 * 1024;
 
 /// What a version records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
 #[repr(u8)]
 pub enum ValueKind {
     /// A tombstone: the key was deleted at this timestamp.

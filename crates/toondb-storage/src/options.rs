@@ -134,8 +134,10 @@ impl fmt::Debug for Options {
     }
 }
 
-/// Per-write options.
+/// Per-write options (`#[non_exhaustive]`: build with
+/// `WriteOptions::default()` or `WriteOptions::sync`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct WriteOptions {
     /// Overrides the database's `sync` option for this write.
     pub sync: Option<bool>,
@@ -144,6 +146,11 @@ pub struct WriteOptions {
 impl WriteOptions {
     pub fn sync(sync: bool) -> Self {
         WriteOptions { sync: Some(sync) }
+    }
+
+    /// `sync` as an override (`None` keeps the database's default).
+    pub fn with_sync(sync: Option<bool>) -> Self {
+        WriteOptions { sync }
     }
 }
 

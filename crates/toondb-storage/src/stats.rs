@@ -43,6 +43,7 @@ fn get(c: &AtomicU64) -> u64 {
 /// A point-in-time view of the engine, for monitoring and tests.
 /// One level: its tables now, and what compactions into it cost since open.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct LevelStats {
     pub tables: u64,
     pub bytes: u64,
@@ -66,6 +67,7 @@ impl LevelStats {
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Stats {
     /// Newest commit timestamp visible to new readers.
     pub visible_ts: Timestamp,

@@ -396,10 +396,7 @@ fn run(isolation: Isolation) {
         setup.put(key(i), encode(INITIAL)).unwrap();
     }
     db.write(setup).unwrap();
-    let options = TransactionOptions {
-        isolation,
-        ..TransactionOptions::default()
-    };
+    let options = TransactionOptions::default().isolation(isolation);
 
     let stop = AtomicBool::new(false);
     let committed = AtomicU64::new(0);

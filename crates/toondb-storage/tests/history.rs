@@ -726,14 +726,11 @@ impl Workload<'_> {
             let serializable = rng.below(4) == 0;
             let t = self
                 .db
-                .transaction_with(TransactionOptions {
-                    isolation: if serializable {
-                        Isolation::Serializable
-                    } else {
-                        Isolation::Snapshot
-                    },
-                    ..TransactionOptions::default()
-                })
+                .transaction_with(TransactionOptions::default().isolation(if serializable {
+                    Isolation::Serializable
+                } else {
+                    Isolation::Snapshot
+                }))
                 .unwrap();
             let read_ts = t.read_ts();
             let mut ops = Vec::new();

@@ -82,11 +82,8 @@ fn bound() -> impl Strategy<Value = Bound<Vec<u8>>> {
 }
 
 fn scan_options() -> impl Strategy<Value = ScanOptions> {
-    let ranged = (bound(), bound()).prop_map(|(lower, upper)| ScanOptions {
-        lower,
-        upper,
-        ..ScanOptions::default()
-    });
+    let ranged = (bound(), bound())
+        .prop_map(|(lower, upper)| ScanOptions::default().lower(lower).upper(upper));
     let prefixed = alphabet_bytes(0..=3).prop_map(|p| ScanOptions::prefix(&p));
     (
         prop_oneof![3 => ranged, 2 => prefixed],
@@ -291,11 +288,13 @@ proptest! {
 fn edge_cases() {
     let scan = |lower, upper, reverse, limit| {
         Op::Scan(
-            ScanOptions {
-                lower,
-                upper,
-                reverse,
-                limit,
+            {
+                let mut o = ScanOptions::default()
+                    .lower(lower)
+                    .upper(upper)
+                    .reverse(reverse);
+                o.limit = limit;
+                o
             },
             Reader::Batches {
                 max_entries: 1,

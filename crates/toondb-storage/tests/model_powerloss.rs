@@ -123,10 +123,7 @@ fn exec(db: &Database, step: &Step) -> toondb_storage::Result<()> {
             .write_with(batch(ops), WriteOptions::sync(*sync))
             .map(drop),
         Step::Txn(ops, sync) => {
-            let txn = db.transaction_with(TransactionOptions {
-                sync: Some(*sync),
-                ..TransactionOptions::default()
-            })?;
+            let txn = db.transaction_with(TransactionOptions::default().sync(Some(*sync)))?;
             for (k, v) in ops {
                 match v {
                     Some(v) => txn.put(key(*k), v)?,

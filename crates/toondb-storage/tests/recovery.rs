@@ -556,10 +556,9 @@ fn damaged_table_block_reads_as_corruption() {
     }
     // A scan that never touches the block is fine.
     let after: Vec<_> = db
-        .iter(ScanOptions {
-            lower: std::ops::Bound::Included(key(last_bad + 1).into_bytes()),
-            ..ScanOptions::default()
-        })
+        .iter(
+            ScanOptions::default().lower(std::ops::Bound::Included(key(last_bad + 1).into_bytes())),
+        )
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();

@@ -15,10 +15,7 @@ fn open(dir: &std::path::Path) -> Database {
 }
 
 fn serializable() -> TransactionOptions {
-    TransactionOptions {
-        isolation: Isolation::Serializable,
-        ..TransactionOptions::default()
-    }
+    TransactionOptions::default().isolation(Isolation::Serializable)
 }
 
 #[test]

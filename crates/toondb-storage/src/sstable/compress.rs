@@ -16,6 +16,7 @@ use crate::coding::{put_varint, Reader};
 
 /// Compression of table data blocks (a per-database option).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Compression {
     /// Blocks are stored as is (the default: with no block cache yet, every
     /// point read of a compressed block decompresses it again, which halved

@@ -18,6 +18,7 @@ use crate::txn::{ConflictCheck, TxnScan};
 
 /// How a transaction is validated at commit.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Isolation {
     /// Snapshot isolation: reads see the snapshot taken at begin; a commit
     /// fails if another transaction committed a write to one of the same
@@ -30,11 +31,26 @@ pub enum Isolation {
     Serializable,
 }
 
+/// Build with `TransactionOptions::default()` and the setters (or set the
+/// fields): the struct is `#[non_exhaustive]` so options can be added.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TransactionOptions {
     pub isolation: Isolation,
     /// Durability of the commit; `None` uses the database's `sync` option.
     pub sync: Option<bool>,
+}
+
+impl TransactionOptions {
+    pub fn isolation(mut self, isolation: Isolation) -> Self {
+        self.isolation = isolation;
+        self
+    }
+
+    pub fn sync(mut self, sync: Option<bool>) -> Self {
+        self.sync = sync;
+        self
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

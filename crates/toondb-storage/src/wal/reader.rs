@@ -11,6 +11,7 @@ use super::{check_header, segment_file_name, WalWriter, SEGMENT_HEADER_LEN};
 
 /// What a replay found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReplayReport {
     /// Segments replayed.
     pub segments: usize,

@@ -1,0 +1,145 @@
+import os
+import unittest
+
+from toondb_storage import Database, ToondbError
+
+from ._util import DbTest
+
+
+class RoundTrips(DbTest):
+    def test_put_get_delete(self):
+        with Database.open(self.path()) as db:
+            db.put(b"users/1", b"Alice")
+            self.assertEqual(db.get(b"users/1"), b"Alice")
+            self.assertIsNone(db.get(b"users/2"))
+            db.delete(b"users/1")
+            self.assertIsNone(db.get(b"users/1"))
+            db.delete(b"never-there")
+
+    def test_str_and_buffer_types(self):
+        with Database.open(self.path()) as db:
+            db.put("café", "crème")
+            self.assertEqual(db.get("café"), "crème".encode())
+            self.assertEqual(db.get(b"caf\xc3\xa9"), "crème".encode())
+            db.put(bytearray(b"ba"), memoryview(b"mv"))
+            self.assertEqual(db.get(memoryview(b"ba")), b"mv")
+            with self.assertRaises(TypeError):
+                db.put(1, b"x")
+            with self.assertRaises(TypeError):
+                db.get(None)
+
+    def test_binary_empty_and_large_values(self):
+        with Database.open(self.path()) as db:
+            db.put(b"\x00bin\xff", b"")
+            self.assertEqual(db.get(b"\x00bin\xff"), b"")
+            big = os.urandom(1 << 20)  # larger than the read buffer
+            db.put(b"big", big)
+            self.assertEqual(db.get(b"big"), big)
+            self.assertEqual(db.get(b"\x00bin\xff"), b"")
+
+    def test_invalid_keys(self):
+        with Database.open(self.path()) as db:
+            with self.assertRaises(ToondbError) as cm:
+                db.put(b"", b"v")
+            self.assertEqual(cm.exception.code, "TOONDB_INVALID_ARGUMENT")
+            with self.assertRaises(ToondbError) as cm:
+                db.put(b"k" * (70 * 1024), b"v")
+            self.assertEqual(cm.exception.code, "TOONDB_INVALID_ARGUMENT")
+
+    def test_writes_survive_reopen(self):
+        import pathlib
+
+        with Database.open(pathlib.Path(self.path()), sync=True) as db:
+            db.put(b"a", b"1")
+            db.put(b"b", b"2", sync=False)
+        with Database.open(self.path()) as db:
+            self.assertEqual(db.get(b"a"), b"1")
+            self.assertEqual(db.get(b"b"), b"2")
+
+    def test_open_options(self):
+        with self.assertRaises(ToondbError):
+            Database.open(self.path("missing"), create_if_missing=False)
+        with Database.open(self.path(), memtable_size=64 * 1024, compression="lz4", bloom_bits_per_key=8) as db:
+            db.put(b"k", b"v")
+            with self.assertRaises(ToondbError) as cm:
+                Database.open(self.path(), error_if_exists=True)
+            self.assertEqual(cm.exception.code, "TOONDB_INVALID_ARGUMENT")
+            # The same directory again in this process shares the engine.
+            with Database.open(self.path()) as again:
+                self.assertEqual(again.get(b"k"), b"v")
+        with self.assertRaises(ToondbError) as cm:
+            Database.open(self.path(), compression="brotli")
+        self.assertEqual(cm.exception.code, "TOONDB_INVALID_ARGUMENT")
+        with self.assertRaises(ToondbError) as cm:
+            Database.open(self.path(), memtable_size=10)
+        self.assertEqual(cm.exception.code, "TOONDB_INVALID_ARGUMENT")
+
+
+class Batches(DbTest):
+    def test_batch_is_applied(self):
+        with Database.open(self.path()) as db:
+            db.put(b"b", b"old")
+            db.batch([("put", b"a", b"1"), ("del", b"b"), ("put", "c", "3"), ("delete", b"zz")])
+            self.assertEqual(db.get(b"a"), b"1")
+            self.assertIsNone(db.get(b"b"))
+            self.assertEqual(db.get(b"c"), b"3")
+            db.batch([{"type": "put", "key": b"d", "value": b"4"}, {"type": "del", "key": b"a"}])
+            self.assertEqual(db.get(b"d"), b"4")
+            self.assertIsNone(db.get(b"a"))
+            db.batch([])
+
+    def test_bad_batch_applies_nothing(self):
+        with Database.open(self.path()) as db:
+            with self.assertRaises(ToondbError) as cm:
+                db.batch([("put", b"x", b"1"), ("put", b"", b"empty key")])
+            self.assertEqual(cm.exception.code, "TOONDB_INVALID_ARGUMENT")
+            self.assertIsNone(db.get(b"x"))
+            with self.assertRaises(ToondbError):
+                db.batch([("merge", b"x", b"1")])
+
+    def test_batch_shapes(self):
+        # The all-bytes-puts fast path and the general path agree.
+        with Database.open(self.path()) as db:
+            db.batch([("put", b"p1", b"1"), ("put", b"p2", b"")])
+            db.batch([("put", "s1", "one"), ("put", b"s2", bytearray(b"two"))])
+            db.batch(("put", b"g%d" % i, b"x") for i in range(3))
+            db.batch([["put", b"l1", b"1"], ("del", b"p1")])
+            self.assertIsNone(db.get(b"p1"))
+            self.assertEqual(db.get(b"p2"), b"")
+            self.assertEqual(db.get(b"s1"), b"one")
+            self.assertEqual(db.get(b"s2"), b"two")
+            self.assertEqual(db.get(b"g2"), b"x")
+            self.assertEqual(db.get(b"l1"), b"1")
+            with self.assertRaises(ToondbError):
+                db.batch([("put", b"a", b"1"), ("pux", b"b", b"2")])
+            self.assertIsNone(db.get(b"a"))
+            with self.assertRaises(TypeError):
+                db.batch([("put", b"a", 5)])
+
+    def test_large_batch(self):
+        with Database.open(self.path()) as db:
+            db.batch([("put", b"k%05d" % i, b"v%d" % i) for i in range(5000)], sync=True)
+            self.assertEqual(db.get(b"k04999"), b"v4999")
+            self.assertEqual(len(list(db.iterator(prefix=b"k"))), 5000)
+
+
+class Maintenance(DbTest):
+    def test_flush_compact_stats(self):
+        with Database.open(self.path(), memtable_size=64 * 1024) as db:
+            for round_ in range(3):
+                db.batch([("put", b"key%04d" % i, b"value-%d-%d" % (round_, i)) for i in range(1000)])
+                db.flush()
+            db.compact(gte=b"key0100", lt=b"key0200")
+            db.compact()
+            st = db.stats()
+            self.assertGreaterEqual(st["flushes"], 3)
+            self.assertGreaterEqual(st["compactions"] + st["trivial_moves"], 1)
+            self.assertGreaterEqual(st["commits"], 3)
+            self.assertIsInstance(st["levels"], list)
+            self.assertEqual(sum(l["tables"] for l in st["levels"]), st["tables"])
+            self.assertFalse(st["background_error"])
+            self.assertEqual(db.get(b"key0042"), b"value-2-42")
+
+
+if __name__ == "__main__":
+    unittest.main()
