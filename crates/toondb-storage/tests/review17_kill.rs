@@ -188,7 +188,7 @@ fn kill_at_every_step_loses_nothing_acknowledged() {
         kill.steps.load(Ordering::SeqCst)
     };
     let stride: u64 = std::env::var("R17_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or((total / 80).max(1)); eprintln!("total steps {total}");
-    let mut at = 5;
+    let mut at: u64 = std::env::var("R17_START").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     while at < total {
         let dir = tempfile::tempdir().unwrap();
         let kill = Arc::new(Kill { inner: OsFileSystem::shared(), steps: AtomicU64::new(0), at, dead: AtomicBool::new(false) });
