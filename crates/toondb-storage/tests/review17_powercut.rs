@@ -254,7 +254,7 @@ fn power_cut_at_every_step_loses_nothing_acknowledged() {
         db.close().unwrap();
         kill.steps.load(Ordering::SeqCst)
     };
-    let stride: u64 = std::env::var("R17_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or((total / 80).max(1)); eprintln!("total steps {total}");
+    let stride: u64 = std::env::var("R17_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or((total / 25).max(1)); eprintln!("total steps {total}");
     let mut at: u64 = std::env::var("R17_START").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
     while at < total {
         let dir = tempfile::tempdir().unwrap();
