@@ -144,7 +144,7 @@ export interface DatabaseStats {
   tables: number
   /** Total size in bytes of the live table files. */
   tableBytes: number
-  /** Bytes of table data blocks read by gets and scans since open. */
+  /** Bytes of table data blocks read since open: by gets, scans, transaction conflict checks and compaction inputs. */
   tableBytesRead: number
   /** Commits applied since open. */
   commits: number

@@ -381,6 +381,21 @@ impl Database {
     pub fn stats(&self) -> Stats {
         let engine = &self.engine;
         let state = engine.state();
+        let reads = engine.with_state(|state| {
+            let c = &engine.counters;
+            [
+                retired(&c.retired_table_bytes_read)
+                    + state
+                        .levels
+                        .all()
+                        .map(|t| t.table().bytes_read())
+                        .sum::<u64>(),
+                retired(&c.retired_data_blocks_read)
+                    + table_counter(state, |c| &c.data_block_reads),
+                retired(&c.retired_bloom_checked) + table_counter(state, |c| &c.bloom_checked),
+                retired(&c.retired_bloom_useful) + table_counter(state, |c| &c.bloom_useful),
+            ]
+        });
         let maintenance = engine.maintenance.lock();
         let mut s = Stats {
             visible_ts: engine.visible_ts(),
@@ -388,10 +403,10 @@ impl Database {
             immutable_memtables: state.imms.len() as u64,
             tables: state.levels.table_count() as u64,
             table_bytes: state.levels.total_bytes(),
-            table_bytes_read: state.levels.all().map(|t| t.table().bytes_read()).sum(),
-            data_blocks_read: table_counter(&state, |c| &c.data_block_reads),
-            bloom_checked: table_counter(&state, |c| &c.bloom_checked),
-            bloom_useful: table_counter(&state, |c| &c.bloom_useful),
+            table_bytes_read: reads[0],
+            data_blocks_read: reads[1],
+            bloom_checked: reads[2],
+            bloom_useful: reads[3],
             levels: (0..NUM_LEVELS)
                 .map(|n| {
                     let c = &engine.counters;
@@ -467,6 +482,10 @@ impl Drop for Database {
     fn drop(&mut self) {
         let _ = self.close_handle(false);
     }
+}
+
+fn retired(c: &std::sync::atomic::AtomicU64) -> u64 {
+    c.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 /// One of the per-table counters, summed over the live tables.

@@ -123,6 +123,11 @@ impl Engine {
         self.state.read().clone()
     }
 
+    /// Runs `f` on the current state while no install can replace it.
+    pub fn with_state<R>(&self, f: impl FnOnce(&Arc<LsmState>) -> R) -> R {
+        f(&self.state.read())
+    }
+
     /// Replaces the LSM state through `edit`, which builds the new one.
     pub fn install(&self, edit: impl FnOnce(&LsmState) -> LsmState) {
         let mut guard = self.state.write();

@@ -28,6 +28,12 @@ pub(crate) struct Counters {
     /// into it, and bytes compactions wrote into it.
     pub level_moved_in: [AtomicU64; NUM_LEVELS],
     pub level_written: [AtomicU64; NUM_LEVELS],
+    /// The read counters of tables compaction replaced, taken when they
+    /// left the live set, so the totals in `Stats` never go backwards.
+    pub retired_table_bytes_read: AtomicU64,
+    pub retired_data_blocks_read: AtomicU64,
+    pub retired_bloom_checked: AtomicU64,
+    pub retired_bloom_useful: AtomicU64,
 }
 
 impl Counters {
@@ -104,12 +110,15 @@ pub struct Stats {
     /// it has nothing to do): with no sealed memtables, false means every
     /// table file in the directory is in the manifest.
     pub maintenance_busy: bool,
-    /// Bytes of table data blocks read by gets and scans since open.
+    /// Bytes of table data blocks read since open: by gets, scans,
+    /// transaction conflict checks and compaction inputs.
     pub table_bytes_read: u64,
-    /// Like `table_bytes_read`, these count over the tables live now (a
-    /// table compacted away takes its counts with it): data blocks loaded,
-    /// point lookups that consulted a table's bloom filter, and those the
-    /// filter answered "absent" (a data block read saved).
+    /// Data blocks loaded, point lookups that consulted a table's bloom
+    /// filter, and those the filter answered "absent" (a data block read
+    /// saved), since open. Like `table_bytes_read`, they include the reads
+    /// of transaction conflict checks and of compaction inputs; reads of a
+    /// table after compaction replaced it (by an older iterator) are not
+    /// counted.
     pub data_blocks_read: u64,
     pub bloom_checked: u64,
     pub bloom_useful: u64,

@@ -8,7 +8,13 @@ fn check(options: Options, label: &str) {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_with(dir.path(), options.clone()).unwrap();
     let mut model = BTreeMap::new();
-    let mut keys: Vec<Vec<u8>> = vec![b"a".to_vec(), b"a\x00".to_vec(), b"\x00".to_vec(), b"\xff".to_vec(), b"\xff\xff".to_vec()];
+    let mut keys: Vec<Vec<u8>> = vec![
+        b"a".to_vec(),
+        b"a\x00".to_vec(),
+        b"\x00".to_vec(),
+        b"\xff".to_vec(),
+        b"\xff\xff".to_vec(),
+    ];
     for i in 0..300u32 {
         keys.push(format!("p{}", "p".repeat((i % 40) as usize)).into_bytes());
         keys.push(format!("key/{i}").into_bytes());
@@ -33,12 +39,20 @@ fn check(options: Options, label: &str) {
     }
     let verify = |db: &Database, when: &str| {
         for k in &keys {
-            assert_eq!(db.get(k).unwrap(), model.get(k).cloned(), "{label} {when} {k:?}");
+            assert_eq!(
+                db.get(k).unwrap(),
+                model.get(k).cloned(),
+                "{label} {when} {k:?}"
+            );
         }
         for k in [b"b".to_vec(), b"key/".to_vec(), b"a\x00\x00".to_vec()] {
             assert_eq!(db.get(&k).unwrap(), None, "{label} {when}");
         }
-        let got: BTreeMap<_, _> = db.iter(ScanOptions::default()).unwrap().collect::<Result<_>>().unwrap();
+        let got: BTreeMap<_, _> = db
+            .iter(ScanOptions::default())
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
         assert!(got == model, "{label} {when}: scan differs");
     };
     verify(&db, "flushed");

@@ -70,17 +70,26 @@ impl FileSystem for KillFs {
     fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         self.0.step()?;
         let f = self.0.inner.create(path)?;
-        Ok(Box::new(KillFile { inner: f, fs: self.0.clone() }))
+        Ok(Box::new(KillFile {
+            inner: f,
+            fs: self.0.clone(),
+        }))
     }
     fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         self.0.step()?;
         let f = self.0.inner.create_log(path)?;
-        Ok(Box::new(KillFile { inner: f, fs: self.0.clone() }))
+        Ok(Box::new(KillFile {
+            inner: f,
+            fs: self.0.clone(),
+        }))
     }
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         self.0.step()?;
         let f = self.0.inner.open_append(path)?;
-        Ok(Box::new(KillFile { inner: f, fs: self.0.clone() }))
+        Ok(Box::new(KillFile {
+            inner: f,
+            fs: self.0.clone(),
+        }))
     }
     fn read(&self, path: &Path) -> Result<Vec<u8>> {
         self.0.inner.read(path)
@@ -133,7 +142,13 @@ fn key(i: u64) -> Vec<u8> {
 
 /// Returns the model of acknowledged writes and the one write whose outcome
 /// is unknown (key, value) if the kill hit it.
-fn workload(db: &Database, seed: u64) -> (BTreeMap<Vec<u8>, Vec<u8>>, Option<(Vec<u8>, Option<Vec<u8>>)>) {
+fn workload(
+    db: &Database,
+    seed: u64,
+) -> (
+    BTreeMap<Vec<u8>, Vec<u8>>,
+    Option<(Vec<u8>, Option<Vec<u8>>)>,
+) {
     let mut model = BTreeMap::new();
     let mut x = seed | 1;
     for step in 0..500u64 {
@@ -160,7 +175,10 @@ fn workload(db: &Database, seed: u64) -> (BTreeMap<Vec<u8>, Vec<u8>>, Option<(Ve
                 Err(e) => return (model, Some((k, None))).tap(e),
             },
             18 => db.compact(),
-            _ => db.compact_range(Bound::Included(key(x % 60)), Bound::Excluded(key(x % 60 + 30))),
+            _ => db.compact_range(
+                Bound::Included(key(x % 60)),
+                Bound::Excluded(key(x % 60 + 30)),
+            ),
         };
         if r.is_err() {
             return (model, None);
@@ -181,18 +199,48 @@ fn kill_at_every_step_loses_nothing_acknowledged() {
     // First, count the steps of a full run.
     let total = {
         let dir = tempfile::tempdir().unwrap();
-        let kill = Arc::new(Kill { inner: OsFileSystem::shared(), steps: AtomicU64::new(0), at: u64::MAX, dead: AtomicBool::new(false) });
-        let db = Database::open_with(dir.path(), Options { fs: Arc::new(KillFs(kill.clone())), ..tiny() }).unwrap();
+        let kill = Arc::new(Kill {
+            inner: OsFileSystem::shared(),
+            steps: AtomicU64::new(0),
+            at: u64::MAX,
+            dead: AtomicBool::new(false),
+        });
+        let db = Database::open_with(
+            dir.path(),
+            Options {
+                fs: Arc::new(KillFs(kill.clone())),
+                ..tiny()
+            },
+        )
+        .unwrap();
         workload(&db, 99);
         db.close().unwrap();
         kill.steps.load(Ordering::SeqCst)
     };
-    let stride: u64 = std::env::var("R17_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or((total / 80).max(1)); eprintln!("total steps {total}");
-    let mut at: u64 = std::env::var("R17_START").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let stride: u64 = std::env::var("R17_STRIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or((total / 80).max(1));
+    eprintln!("total steps {total}");
+    let mut at: u64 = std::env::var("R17_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     while at < total {
         let dir = tempfile::tempdir().unwrap();
-        let kill = Arc::new(Kill { inner: OsFileSystem::shared(), steps: AtomicU64::new(0), at, dead: AtomicBool::new(false) });
-        let (model, unknown) = match Database::open_with(dir.path(), Options { fs: Arc::new(KillFs(kill.clone())), ..tiny() }) {
+        let kill = Arc::new(Kill {
+            inner: OsFileSystem::shared(),
+            steps: AtomicU64::new(0),
+            at,
+            dead: AtomicBool::new(false),
+        });
+        let (model, unknown) = match Database::open_with(
+            dir.path(),
+            Options {
+                fs: Arc::new(KillFs(kill.clone())),
+                ..tiny()
+            },
+        ) {
             Ok(db) => {
                 let r = workload(&db, 99);
                 let _ = db.close();
@@ -222,8 +270,16 @@ fn kill_at_every_step_loses_nothing_acknowledged() {
             }
         }
         if got != want {
-            let lost: Vec<_> = model.keys().filter(|k| got.get(*k) != model.get(*k)).map(|k| String::from_utf8_lossy(k).to_string()).collect();
-            let back: Vec<_> = got.keys().filter(|k| !model.contains_key(*k)).map(|k| String::from_utf8_lossy(k).to_string()).collect();
+            let lost: Vec<_> = model
+                .keys()
+                .filter(|k| got.get(*k) != model.get(*k))
+                .map(|k| String::from_utf8_lossy(k).to_string())
+                .collect();
+            let back: Vec<_> = got
+                .keys()
+                .filter(|k| !model.contains_key(*k))
+                .map(|k| String::from_utf8_lossy(k).to_string())
+                .collect();
             panic!("kill at step {at}/{total}: differs; wrong/lost {lost:?} resurrected {back:?} unknown {unknown:?}");
         }
         // Nothing may change after a second reopen.

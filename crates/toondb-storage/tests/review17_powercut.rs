@@ -6,11 +6,11 @@
 //! back.
 
 use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::ops::Bound;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use toondb_storage::io::{FileBytes, FileLock, FileSystem, OsFileSystem, WritableFile};
@@ -29,7 +29,14 @@ struct Kill {
 
 impl Kill {
     fn new(at: u64) -> Kill {
-        Kill { inner: OsFileSystem::shared(), steps: AtomicU64::new(0), at, dead: AtomicBool::new(false), files: Mutex::new(HashMap::new()), renames: Mutex::new(Vec::new()) }
+        Kill {
+            inner: OsFileSystem::shared(),
+            steps: AtomicU64::new(0),
+            at,
+            dead: AtomicBool::new(false),
+            files: Mutex::new(HashMap::new()),
+            renames: Mutex::new(Vec::new()),
+        }
     }
     fn synced(&self, path: &Path, len: u64) {
         if let Some(e) = self.files.lock().unwrap().get_mut(path) {
@@ -119,21 +126,46 @@ impl FileSystem for KillFs {
     fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         self.0.step()?;
         let f = self.0.inner.create(path)?;
-        self.0.files.lock().unwrap().insert(path.to_path_buf(), (0, false));
-        Ok(Box::new(KillFile { inner: f, fs: self.0.clone(), path: path.to_path_buf() }))
+        self.0
+            .files
+            .lock()
+            .unwrap()
+            .insert(path.to_path_buf(), (0, false));
+        Ok(Box::new(KillFile {
+            inner: f,
+            fs: self.0.clone(),
+            path: path.to_path_buf(),
+        }))
     }
     fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         self.0.step()?;
         let f = self.0.inner.create_log(path)?;
-        self.0.files.lock().unwrap().insert(path.to_path_buf(), (0, false));
-        Ok(Box::new(KillFile { inner: f, fs: self.0.clone(), path: path.to_path_buf() }))
+        self.0
+            .files
+            .lock()
+            .unwrap()
+            .insert(path.to_path_buf(), (0, false));
+        Ok(Box::new(KillFile {
+            inner: f,
+            fs: self.0.clone(),
+            path: path.to_path_buf(),
+        }))
     }
     fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
         self.0.step()?;
         let f = self.0.inner.open_append(path)?;
         let len = f.len();
-        self.0.files.lock().unwrap().entry(path.to_path_buf()).or_insert((len, true));
-        Ok(Box::new(KillFile { inner: f, fs: self.0.clone(), path: path.to_path_buf() }))
+        self.0
+            .files
+            .lock()
+            .unwrap()
+            .entry(path.to_path_buf())
+            .or_insert((len, true));
+        Ok(Box::new(KillFile {
+            inner: f,
+            fs: self.0.clone(),
+            path: path.to_path_buf(),
+        }))
     }
     fn read(&self, path: &Path) -> Result<Vec<u8>> {
         self.0.inner.read(path)
@@ -151,7 +183,11 @@ impl FileSystem for KillFs {
         self.0.step()?;
         let old = std::fs::read(to).ok();
         self.0.inner.rename(from, to)?;
-        self.0.renames.lock().unwrap().push((from.to_path_buf(), to.to_path_buf(), old));
+        self.0
+            .renames
+            .lock()
+            .unwrap()
+            .push((from.to_path_buf(), to.to_path_buf(), old));
         let mut files = self.0.files.lock().unwrap();
         let moved = files.remove(from).unwrap_or((0, true));
         files.insert(to.to_path_buf(), (moved.0, true));
@@ -200,7 +236,13 @@ fn key(i: u64) -> Vec<u8> {
 
 /// Returns the model of acknowledged writes and the one write whose outcome
 /// is unknown (key, value) if the kill hit it.
-fn workload(db: &Database, seed: u64) -> (BTreeMap<Vec<u8>, Vec<u8>>, Option<(Vec<u8>, Option<Vec<u8>>)>) {
+fn workload(
+    db: &Database,
+    seed: u64,
+) -> (
+    BTreeMap<Vec<u8>, Vec<u8>>,
+    Option<(Vec<u8>, Option<Vec<u8>>)>,
+) {
     let mut model = BTreeMap::new();
     let mut x = seed | 1;
     for step in 0..500u64 {
@@ -227,7 +269,10 @@ fn workload(db: &Database, seed: u64) -> (BTreeMap<Vec<u8>, Vec<u8>>, Option<(Ve
                 Err(e) => return (model, Some((k, None))).tap(e),
             },
             18 => db.compact(),
-            _ => db.compact_range(Bound::Included(key(x % 60)), Bound::Excluded(key(x % 60 + 30))),
+            _ => db.compact_range(
+                Bound::Included(key(x % 60)),
+                Bound::Excluded(key(x % 60 + 30)),
+            ),
         };
         if r.is_err() {
             return (model, None);
@@ -249,17 +294,37 @@ fn power_cut_at_every_step_loses_nothing_acknowledged() {
     let total = {
         let dir = tempfile::tempdir().unwrap();
         let kill = Arc::new(Kill::new(u64::MAX));
-        let db = Database::open_with(dir.path(), Options { fs: Arc::new(KillFs(kill.clone())), ..tiny() }).unwrap();
+        let db = Database::open_with(
+            dir.path(),
+            Options {
+                fs: Arc::new(KillFs(kill.clone())),
+                ..tiny()
+            },
+        )
+        .unwrap();
         workload(&db, 99);
         db.close().unwrap();
         kill.steps.load(Ordering::SeqCst)
     };
-    let stride: u64 = std::env::var("R17_STRIDE").ok().and_then(|s| s.parse().ok()).unwrap_or((total / 25).max(1)); eprintln!("total steps {total}");
-    let mut at: u64 = std::env::var("R17_START").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
+    let stride: u64 = std::env::var("R17_STRIDE")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or((total / 25).max(1));
+    eprintln!("total steps {total}");
+    let mut at: u64 = std::env::var("R17_START")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
     while at < total {
         let dir = tempfile::tempdir().unwrap();
         let kill = Arc::new(Kill::new(at));
-        let (model, unknown) = match Database::open_with(dir.path(), Options { fs: Arc::new(KillFs(kill.clone())), ..tiny() }) {
+        let (model, unknown) = match Database::open_with(
+            dir.path(),
+            Options {
+                fs: Arc::new(KillFs(kill.clone())),
+                ..tiny()
+            },
+        ) {
             Ok(db) => {
                 let r = workload(&db, 99);
                 let _ = db.close();
@@ -290,8 +355,16 @@ fn power_cut_at_every_step_loses_nothing_acknowledged() {
             }
         }
         if got != want {
-            let lost: Vec<_> = model.keys().filter(|k| got.get(*k) != model.get(*k)).map(|k| String::from_utf8_lossy(k).to_string()).collect();
-            let back: Vec<_> = got.keys().filter(|k| !model.contains_key(*k)).map(|k| String::from_utf8_lossy(k).to_string()).collect();
+            let lost: Vec<_> = model
+                .keys()
+                .filter(|k| got.get(*k) != model.get(*k))
+                .map(|k| String::from_utf8_lossy(k).to_string())
+                .collect();
+            let back: Vec<_> = got
+                .keys()
+                .filter(|k| !model.contains_key(*k))
+                .map(|k| String::from_utf8_lossy(k).to_string())
+                .collect();
             panic!("power cut at step {at}/{total}: differs; wrong/lost {lost:?} resurrected {back:?} unknown {unknown:?}");
         }
         // Nothing may change after a second reopen.

@@ -46,12 +46,18 @@ fn tiny_batches_across_level_tables_match_the_model() {
             snaps.push((db.snapshot().unwrap(), model.clone()));
         }
         if step % 2000 == 1999 {
-            db.compact_range(Bound::Included(key(x % 200)), Bound::Excluded(key(x % 200 + 100)))
-                .unwrap();
+            db.compact_range(
+                Bound::Included(key(x % 200)),
+                Bound::Excluded(key(x % 200 + 100)),
+            )
+            .unwrap();
         }
     }
     let s = db.stats();
-    eprintln!("levels {:?}", s.levels.iter().map(|l| l.tables).collect::<Vec<_>>());
+    eprintln!(
+        "levels {:?}",
+        s.levels.iter().map(|l| l.tables).collect::<Vec<_>>()
+    );
     let mut check = |scan: &mut dyn FnMut(ScanOptions) -> toondb_storage::Scan,
                      m: &BTreeMap<Vec<u8>, Vec<u8>>,
                      what: &str| {
@@ -62,12 +68,9 @@ fn tiny_batches_across_level_tables_match_the_model() {
         ] {
             for reverse in [false, true] {
                 for batch in [1usize, 2, 7] {
-                    let mut sc = scan(ScanOptions {
-                        lower: lo.clone(),
-                        upper: hi.clone(),
-                        reverse,
-                        limit: None,
-                    });
+                    let mut options = ScanOptions::default().lower(lo.clone()).upper(hi.clone());
+                    options.reverse = reverse;
+                    let mut sc = scan(options);
                     let mut got = Vec::new();
                     loop {
                         let b = sc.next_batch(batch, usize::MAX).unwrap();
@@ -83,7 +86,12 @@ fn tiny_batches_across_level_tables_match_the_model() {
                     if reverse {
                         want.reverse();
                     }
-                    assert!(got == want, "{what} {lo:?} {hi:?} rev {reverse} batch {batch}: got {} want {}", got.len(), want.len());
+                    assert!(
+                        got == want,
+                        "{what} {lo:?} {hi:?} rev {reverse} batch {batch}: got {} want {}",
+                        got.len(),
+                        want.len()
+                    );
                 }
             }
         }

@@ -14,9 +14,15 @@ fn tiny() -> Options {
         memtable_size: 4 << 10,
         block_size: 256,
         target_file_size: 2 << 10,
-        level_base_bytes: std::env::var("R17_BASE").ok().and_then(|s| s.parse().ok()).unwrap_or(8 << 10),
+        level_base_bytes: std::env::var("R17_BASE")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(8 << 10),
         level_size_ratio: 2,
-        l0_compaction_trigger: std::env::var("R17_TRIGGER").ok().and_then(|s| s.parse().ok()).unwrap_or(2),
+        l0_compaction_trigger: std::env::var("R17_TRIGGER")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(2),
         compression: Compression::Lz4,
         ..Options::default()
     }
@@ -145,18 +151,22 @@ fn views_match_history_under_constant_compaction() {
                 };
                 for _ in 0..30 {
                     let k = key(r.below(220));
-                    assert_eq!(snap.get(&k).unwrap(), m.get(&k).cloned(), "snapshot get {ts}");
+                    assert_eq!(
+                        snap.get(&k).unwrap(),
+                        m.get(&k).cloned(),
+                        "snapshot get {ts}"
+                    );
                     assert_eq!(txn.get(&k).unwrap(), mt.get(&k).cloned(), "txn get {tts}");
                 }
                 let (lo, hi) = (bound(&mut r), bound(&mut r));
                 let reverse = r.below(2) == 0;
                 let got: Vec<(Vec<u8>, Vec<u8>)> = snap
-                    .iter(ScanOptions {
-                        lower: lo.clone(),
-                        upper: hi.clone(),
-                        reverse,
-                        limit: None,
-                    })
+                    .iter(
+                        ScanOptions::default()
+                            .lower(lo.clone())
+                            .upper(hi.clone())
+                            .reverse(reverse),
+                    )
                     .unwrap()
                     .collect::<Result<_>>()
                     .unwrap();

@@ -20,9 +20,9 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use toondb_storage::{Compression, Database, Options, ScanOptions};
 #[allow(unused_imports)]
 use std::ops::Bound;
+use toondb_storage::{Compression, Database, Options, ScanOptions};
 
 /// One step of the script: `Some(value)` puts, `None` deletes.
 type Op = (Vec<u8>, Option<Vec<u8>>);
@@ -147,7 +147,6 @@ fn fixture_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-db")
 }
 
-
 #[test]
 fn v1_fixture_compacts_into_v2_and_keeps_every_view() {
     for trigger in [1usize, 2, 4] {
@@ -180,14 +179,23 @@ fn v1_fixture_compacts_into_v2_and_keeps_every_view() {
                 more.push((key(i), None));
             }
             apply(&db, &more, &mut model);
-            db.compact_range(Bound::Included(key(50)), Bound::Excluded(key(120))).unwrap();
+            db.compact_range(Bound::Included(key(50)), Bound::Excluded(key(120)))
+                .unwrap();
             check(&db, &model);
             for (k, v) in &at_open {
-                assert_eq!(snap.get(k).unwrap().as_ref(), Some(v), "snapshot, trigger {trigger}");
+                assert_eq!(
+                    snap.get(k).unwrap().as_ref(),
+                    Some(v),
+                    "snapshot, trigger {trigger}"
+                );
             }
             for i in 0..400 {
                 if !at_open.contains_key(&key(i)) {
-                    assert_eq!(snap.get(key(i)).unwrap(), None, "snapshot, trigger {trigger}, key {i}");
+                    assert_eq!(
+                        snap.get(key(i)).unwrap(),
+                        None,
+                        "snapshot, trigger {trigger}, key {i}"
+                    );
                 }
             }
             drop(snap);
@@ -195,7 +203,10 @@ fn v1_fixture_compacts_into_v2_and_keeps_every_view() {
             check(&db, &model);
             db.close().unwrap();
         }
-        assert!(!table_magics(&dir).contains(b"TOONSST1"), "v1 tables remain after compact()");
+        assert!(
+            !table_magics(&dir).contains(b"TOONSST1"),
+            "v1 tables remain after compact()"
+        );
         let db = Database::open_with(&dir, options).unwrap();
         check(&db, &model);
         db.close().unwrap();

@@ -309,11 +309,20 @@ impl MaintenanceThread {
             engine.set_bg_error(e.clone());
             return Err(e);
         }
-        engine.install(|s| LsmState {
-            mem: s.mem.clone(),
-            imms: s.imms.clone(),
-            levels: s.levels.with_changes(&removed, &added),
-            compacted_ts: s.compacted_ts.max(visible),
+        engine.install(|s| {
+            // Under the state lock, so `stats()` sees a replaced table's
+            // reads either in the live set or in the retired totals.
+            if !c.is_trivial_move() {
+                for t in c.input_tables() {
+                    retire_read_counters(engine, t.table());
+                }
+            }
+            LsmState {
+                mem: s.mem.clone(),
+                imms: s.imms.clone(),
+                levels: s.levels.with_changes(&removed, &added),
+                compacted_ts: s.compacted_ts.max(visible),
+            }
         });
         let moved_in: u64 = c
             .inputs
@@ -344,4 +353,18 @@ impl MaintenanceThread {
         }
         Ok(())
     }
+}
+
+/// Keeps a replaced table's read counters in the engine's totals.
+fn retire_read_counters(engine: &Engine, table: &crate::sstable::Table) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let c = &engine.counters;
+    let t = table.counters();
+    Counters::add(&c.retired_table_bytes_read, table.bytes_read());
+    Counters::add(
+        &c.retired_data_blocks_read,
+        t.data_block_reads.load(Relaxed),
+    );
+    Counters::add(&c.retired_bloom_checked, t.bloom_checked.load(Relaxed));
+    Counters::add(&c.retired_bloom_useful, t.bloom_useful.load(Relaxed));
 }

@@ -57,7 +57,14 @@ impl Snapshot {
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
         self.check()?;
-        self.engine.get_at(key.as_ref(), self.ts, f)
+        let result = self.engine.get_at(key.as_ref(), self.ts, f)?;
+        // `release` sets the flag before it unregisters the timestamp: not
+        // released now means the timestamp was registered throughout the
+        // read, so no compaction dropped a version it needed. Otherwise a
+        // racing release (from another thread) may have, and the value
+        // cannot be trusted.
+        self.check()?;
+        Ok(result)
     }
 
     pub fn scan(&self, options: ScanOptions) -> Result<Scan> {

@@ -166,7 +166,13 @@ impl Transaction {
             st.read_keys.push(key.to_vec());
         }
         drop(st);
-        self.engine.get_at(key, self.read_ts, f)
+        let result = self.engine.get_at(key, self.read_ts, f)?;
+        // A commit or rollback racing this read (from another thread) may
+        // have unregistered the read timestamp, letting a compaction drop a
+        // version the read needed; still active now means it was registered
+        // throughout, so the value is the snapshot's.
+        drop(self.active()?);
+        Ok(result)
     }
 
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
