@@ -21,7 +21,7 @@ fn check(options: Options, label: &str) {
     }
     for round in 0..3u32 {
         for (i, k) in keys.iter().enumerate() {
-            if (i as u32 + round) % 5 == 0 {
+            if (i as u32 + round).is_multiple_of(5) {
                 db.delete(k).unwrap();
                 model.remove(k);
                 continue;

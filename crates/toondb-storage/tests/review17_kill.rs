@@ -140,15 +140,12 @@ fn key(i: u64) -> Vec<u8> {
     format!("key{i:04}").into_bytes()
 }
 
+/// A write whose outcome a kill left unknown: key, and value (None: delete).
+type Unknown = Option<(Vec<u8>, Option<Vec<u8>>)>;
+
 /// Returns the model of acknowledged writes and the one write whose outcome
 /// is unknown (key, value) if the kill hit it.
-fn workload(
-    db: &Database,
-    seed: u64,
-) -> (
-    BTreeMap<Vec<u8>, Vec<u8>>,
-    Option<(Vec<u8>, Option<Vec<u8>>)>,
-) {
+fn workload(db: &Database, seed: u64) -> (BTreeMap<Vec<u8>, Vec<u8>>, Unknown) {
     let mut model = BTreeMap::new();
     let mut x = seed | 1;
     for step in 0..500u64 {

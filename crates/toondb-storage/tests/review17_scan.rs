@@ -34,7 +34,7 @@ fn tiny_batches_across_level_tables_match_the_model() {
         x ^= x >> 7;
         x ^= x << 17;
         let k = key(x % 400);
-        if x % 3 == 0 {
+        if x.is_multiple_of(3) {
             db.delete(&k).unwrap();
             model.remove(&k);
         } else {
@@ -58,9 +58,9 @@ fn tiny_batches_across_level_tables_match_the_model() {
         "levels {:?}",
         s.levels.iter().map(|l| l.tables).collect::<Vec<_>>()
     );
-    let mut check = |scan: &mut dyn FnMut(ScanOptions) -> toondb_storage::Scan,
-                     m: &BTreeMap<Vec<u8>, Vec<u8>>,
-                     what: &str| {
+    let check = |scan: &mut dyn FnMut(ScanOptions) -> toondb_storage::Scan,
+                 m: &BTreeMap<Vec<u8>, Vec<u8>>,
+                 what: &str| {
         for (lo, hi) in [
             (Bound::Unbounded, Bound::Unbounded),
             (Bound::Included(key(37)), Bound::Excluded(key(311))),
