@@ -4,6 +4,7 @@
 //! directory sync). Writes are durable (`sync: true`), so every
 //! acknowledged write must survive the reopen, and no deleted key may come
 //! back.
+#![allow(clippy::type_complexity)] // test-local tuples
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
