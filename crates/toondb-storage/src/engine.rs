@@ -222,7 +222,7 @@ impl Engine {
     /// background error if there is one, as `shutdown` does.
     pub fn sync_wal(&self) -> Result<()> {
         if let Some(c) = self.committer.lock().as_mut() {
-            if let Err(e) = c.sync_wal() {
+            if let Err(e) = c.sync_wal(self) {
                 let e = e.context("syncing the WAL at close");
                 self.set_bg_error(e.clone());
                 return Err(e);

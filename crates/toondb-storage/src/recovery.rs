@@ -214,13 +214,13 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         lock,
     }));
 
-    *engine.committer.lock() = Some(Committer::new(engine.clone(), wal, last_ts, 3));
+    *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
     let maintainer = MaintenanceThread::new(engine.clone(), manifest);
     let commit = match spawn(COMMIT_THREAD_NAME, move || commit_thread.run()) {
         Ok(t) => t,
         Err(e) => {
-            drop(engine.committer.lock().take()); // breaks the Arc cycle
+            drop(engine.committer.lock().take());
             return Err(e);
         }
     };

@@ -52,7 +52,7 @@ pub(crate) fn try_commit_inline(
     let Some(c) = guard.as_mut() else {
         return Err((batch, check));
     };
-    if engine.queued.load(Ordering::Acquire) != 0 || !c.has_room() {
+    if engine.queued.load(Ordering::Acquire) != 0 || !c.has_room(engine) {
         return Err((batch, check));
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -60,7 +60,7 @@ pub(crate) fn try_commit_inline(
         let _ = tx.send(r);
     });
     let request = Request { batch, check, done };
-    if catch_unwind(AssertUnwindSafe(|| c.commit(vec![request], sync))).is_err() {
+    if catch_unwind(AssertUnwindSafe(|| c.commit(engine, vec![request], sync))).is_err() {
         let err = Error::internal("a commit panicked");
         engine.set_bg_error(err.clone());
         return Ok(Err(err));
@@ -189,8 +189,11 @@ impl CommitMsg {
 /// timestamp counter and the encoding buffer. It lives behind a mutex in
 /// the engine so that, besides the commit thread, a caller may commit a
 /// cheap write itself when nothing is queued (see `try_commit_inline`).
+///
+/// It holds no handle to the engine (the engine owns it): every method
+/// that needs the engine is handed it by the caller, so the two form no
+/// reference cycle.
 pub(crate) struct Committer {
-    engine: Arc<Engine>,
     wal: WalWriter,
     last_ts: Timestamp,
     next_memtable_id: u64,
@@ -210,14 +213,8 @@ struct Pending {
 }
 
 impl Committer {
-    pub fn new(
-        engine: Arc<Engine>,
-        wal: WalWriter,
-        last_ts: Timestamp,
-        next_memtable_id: u64,
-    ) -> Self {
+    pub fn new(wal: WalWriter, last_ts: Timestamp, next_memtable_id: u64) -> Self {
         Committer {
-            engine,
             wal,
             last_ts,
             next_memtable_id,
@@ -227,13 +224,13 @@ impl Committer {
 
     /// fdatasync of the current WAL segment: what a handle that closes
     /// while others stay open needs (see `Engine::sync_wal`).
-    pub(crate) fn sync_wal(&mut self) -> Result<()> {
+    pub(crate) fn sync_wal(&mut self, engine: &Engine) -> Result<()> {
         self.wal.sync()?;
-        Counters::add(&self.engine.counters.wal_syncs, 1);
+        Counters::add(&engine.counters.wal_syncs, 1);
         Ok(())
     }
 
-    fn process(&mut self, group: Vec<CommitMsg>) {
+    fn process(&mut self, engine: &Engine, group: Vec<CommitMsg>) {
         let mut writes = Vec::with_capacity(group.len());
         let mut sync = false;
         for msg in group {
@@ -249,49 +246,53 @@ impl Committer {
                 }
                 CommitMsg::Seal { done } => {
                     // Writes queued before the seal belong to the old memtable.
-                    self.commit(std::mem::take(&mut writes), std::mem::take(&mut sync));
-                    let result = self.seal_for_flush();
+                    self.commit(
+                        engine,
+                        std::mem::take(&mut writes),
+                        std::mem::take(&mut sync),
+                    );
+                    let result = self.seal_for_flush(engine);
                     done.complete(result);
                 }
             }
         }
-        self.commit(writes, sync);
+        self.commit(engine, writes, sync);
     }
 
-    fn commit(&mut self, writes: Vec<Request>, sync: bool) {
+    fn commit(&mut self, engine: &Engine, writes: Vec<Request>, sync: bool) {
         if writes.is_empty() {
             return;
         }
-        if let Some(err) = self.engine.bg_error() {
+        if let Some(err) = engine.bg_error() {
             for r in writes {
                 r.done.complete(Err(err.clone()));
             }
             return;
         }
-        if let Err(err) = self.compaction_backpressure() {
+        if let Err(err) = self.compaction_backpressure(engine) {
             // Not a background error: writes resume once compaction catches up.
             for r in writes {
                 r.done.complete(Err(err.clone()));
             }
             return;
         }
-        if let Err(err) = self.make_room() {
-            self.engine.set_bg_error(err.clone());
+        if let Err(err) = self.make_room(engine) {
+            engine.set_bg_error(err.clone());
             for r in writes {
                 r.done.complete(Err(err.clone()));
             }
             return;
         }
-        let writes = self.validate(writes);
+        let writes = self.validate(engine, writes);
         if writes.is_empty() {
             return;
         }
         let pending = self.encode(writes);
-        if let Err(err) = self.write_wal(sync) {
+        if let Err(err) = self.write_wal(engine, sync) {
             // The WAL may now end in a partial record and the OS may have
             // dropped dirty pages; acknowledging anything more would risk
             // acknowledging lost data, so the engine stops taking writes.
-            self.engine.set_bg_error(err.clone());
+            engine.set_bg_error(err.clone());
             for p in pending {
                 p.done.complete(Err(err.clone()));
             }
@@ -307,12 +308,12 @@ impl Committer {
                 p.done.notify();
             }
         }
-        let state = self.engine.state();
+        let state = engine.state();
         for p in &pending {
             state.mem.apply(&p.batch, p.ts);
         }
-        self.engine.publish_ts(self.last_ts);
-        let c = &self.engine.counters;
+        engine.publish_ts(self.last_ts);
+        let c = &engine.counters;
         Counters::add(&c.commits, pending.len() as u64);
         Counters::add(&c.commit_groups, 1);
         for p in pending {
@@ -322,12 +323,12 @@ impl Committer {
 
     /// Whether a write can be committed right now without sealing the
     /// memtable, slowing down or stalling.
-    fn has_room(&self) -> bool {
-        let state = self.engine.state();
-        let limit = self.engine.options.max_immutable_memtables.max(1);
-        state.mem.approximate_bytes() < self.engine.options.memtable_size
+    fn has_room(&self, engine: &Engine) -> bool {
+        let state = engine.state();
+        let limit = engine.options.max_immutable_memtables.max(1);
+        state.mem.approximate_bytes() < engine.options.memtable_size
             && !(limit >= 2 && state.imms.len() + 1 >= limit)
-            && compaction_debt(&self.engine, &state) == Debt::None
+            && compaction_debt(engine, &state) == Debt::None
     }
 
     /// Slows a group down (1 ms) or stops it while compaction is behind:
@@ -335,8 +336,8 @@ impl Committer {
     /// docs/compaction.md). A stop ends when compaction catches up; if the
     /// last compaction failed, or the engine failed or is closing, the group
     /// fails with that error instead, so a stall is never permanent.
-    fn compaction_backpressure(&self) -> Result<()> {
-        let engine = &self.engine;
+    fn compaction_backpressure(&self, engine: &Engine) -> Result<()> {
+        let engine = &engine;
         // An inline commit runs on its caller's thread (possibly Node's
         // event loop) and passed `has_room`, which rules out any debt, a
         // moment ago; if a flush raised the debt since, letting this one
@@ -387,11 +388,11 @@ impl Committer {
     /// returns the requests that may commit, in order. Members earlier in
     /// the group are not in the memtable yet, so their keys are collected
     /// as the group is walked.
-    fn validate(&self, writes: Vec<Request>) -> Vec<Request> {
+    fn validate(&self, engine: &Engine, writes: Vec<Request>) -> Vec<Request> {
         if cfg!(feature = "broken-isolation") || writes.iter().all(|r| r.check.is_none()) {
             return writes;
         }
-        let state = self.engine.state();
+        let state = engine.state();
         let mut group_keys: BTreeSet<Vec<u8>> = BTreeSet::new();
         let mut accepted = Vec::with_capacity(writes.len());
         for r in writes {
@@ -399,7 +400,7 @@ impl Committer {
                 match check.conflicts(&state, &group_keys, &r.batch) {
                     Ok(false) => {}
                     Ok(true) => {
-                        Counters::add(&self.engine.counters.conflicts, 1);
+                        Counters::add(&engine.counters.conflicts, 1);
                         r.done.complete(Err(Error::new(
                             ErrorKind::Conflict,
                             "transaction conflict: a key it wrote or read was committed by another writer after its snapshot; retry it",
@@ -437,18 +438,15 @@ impl Committer {
         pending
     }
 
-    fn write_wal(&mut self, sync: bool) -> Result<()> {
+    fn write_wal(&mut self, engine: &Engine, sync: bool) -> Result<()> {
         if sync {
             self.wal.preallocate_for(self.frames.len() as u64)?;
             self.wal.append_durable(&self.frames)?;
-            Counters::add(&self.engine.counters.wal_syncs, 1);
+            Counters::add(&engine.counters.wal_syncs, 1);
         } else {
             self.wal.append(&self.frames)?;
         }
-        Counters::add(
-            &self.engine.counters.wal_bytes_written,
-            self.frames.len() as u64,
-        );
+        Counters::add(&engine.counters.wal_bytes_written, self.frames.len() as u64);
         Ok(())
     }
 
@@ -458,45 +456,45 @@ impl Committer {
     /// Before the stall comes a slowdown: with all but one of the allowed
     /// sealed memtables waiting, each group is delayed a little, which
     /// spreads the wait over many writes instead of one long stop.
-    fn make_room(&mut self) -> Result<()> {
-        let state = self.engine.state();
-        let limit = self.engine.options.max_immutable_memtables.max(1);
+    fn make_room(&mut self, engine: &Engine) -> Result<()> {
+        let state = engine.state();
+        let limit = engine.options.max_immutable_memtables.max(1);
         if limit >= 2 && state.imms.len() + 1 >= limit {
-            Counters::add(&self.engine.counters.write_slowdowns, 1);
+            Counters::add(&engine.counters.write_slowdowns, 1);
             std::thread::sleep(SLOWDOWN_DELAY);
         }
-        if state.mem.approximate_bytes() < self.engine.options.memtable_size {
+        if state.mem.approximate_bytes() < engine.options.memtable_size {
             return Ok(());
         }
-        self.seal()
+        self.seal(engine)
     }
 
-    fn seal_for_flush(&mut self) -> Result<u64> {
-        if let Some(err) = self.engine.bg_error() {
+    fn seal_for_flush(&mut self, engine: &Engine) -> Result<u64> {
+        if let Some(err) = engine.bg_error() {
             return Err(err);
         }
-        let state = self.engine.state();
+        let state = engine.state();
         if state.mem.is_empty() {
             // Nothing new: wait only for what is already sealed.
             return Ok(state.imms.first().map_or(0, |m| m.id()));
         }
         let id = state.mem.id();
-        self.seal()
-            .inspect_err(|e| self.engine.set_bg_error(e.clone()))?;
+        self.seal(engine)
+            .inspect_err(|e| engine.set_bg_error(e.clone()))?;
         Ok(id)
     }
 
-    fn seal(&mut self) -> Result<()> {
-        self.wait_for_flush_capacity()?;
+    fn seal(&mut self, engine: &Engine) -> Result<()> {
+        self.wait_for_flush_capacity(engine)?;
         // A power cut must never tear a segment that is followed by another:
         // replay treats damage before the last segment as corruption.
         self.wal.sync()?;
-        let number = self.engine.alloc_file_number();
-        let wal = WalWriter::create(&*self.engine.fs, &self.engine.dir, number)?;
+        let number = engine.alloc_file_number();
+        let wal = WalWriter::create(&*engine.fs, &engine.dir, number)?;
         self.wal = wal;
         let fresh = Arc::new(Memtable::new(self.next_memtable_id));
         self.next_memtable_id += 1;
-        self.engine.install(|s| {
+        engine.install(|s| {
             s.mem.seal(number);
             let mut imms = Vec::with_capacity(s.imms.len() + 1);
             imms.push(s.mem.clone());
@@ -508,29 +506,29 @@ impl Committer {
                 compacted_ts: s.compacted_ts,
             }
         });
-        self.engine.wake_maintenance();
+        engine.wake_maintenance();
         Ok(())
     }
 
-    fn wait_for_flush_capacity(&self) -> Result<()> {
-        let limit = self.engine.options.max_immutable_memtables.max(1);
-        let mut m = self.engine.maintenance.lock();
-        if self.engine.state().imms.len() < limit {
+    fn wait_for_flush_capacity(&self, engine: &Engine) -> Result<()> {
+        let limit = engine.options.max_immutable_memtables.max(1);
+        let mut m = engine.maintenance.lock();
+        if engine.state().imms.len() < limit {
             return Ok(());
         }
         let started = Instant::now();
-        Counters::add(&self.engine.counters.write_stalls, 1);
-        while self.engine.state().imms.len() >= limit {
-            if let Some(err) = self.engine.bg_error() {
+        Counters::add(&engine.counters.write_stalls, 1);
+        while engine.state().imms.len() >= limit {
+            if let Some(err) = engine.bg_error() {
                 return Err(err);
             }
             if m.shutdown {
                 return Err(Error::closed());
             }
-            self.engine.flush_done.wait(&mut m);
+            engine.flush_done.wait(&mut m);
         }
         Counters::add(
-            &self.engine.counters.write_stall_micros,
+            &engine.counters.write_stall_micros,
             started.elapsed().as_micros() as u64,
         );
         Ok(())

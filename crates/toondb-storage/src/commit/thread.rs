@@ -48,7 +48,7 @@ impl CommitThread {
             let mut committer = self.engine.committer.lock();
             match committer.as_mut() {
                 Some(c) => {
-                    if catch_unwind(AssertUnwindSafe(|| c.process(group))).is_err() {
+                    if catch_unwind(AssertUnwindSafe(|| c.process(&self.engine, group))).is_err() {
                         // The group's completions were dropped during
                         // unwinding and so report `Closed`; later writes
                         // report this error.
