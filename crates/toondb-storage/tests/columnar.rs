@@ -456,9 +456,6 @@ fn reserved_keys_are_rejected_and_hidden() -> Result<()> {
         ErrorKind::InvalidArgument
     );
     t.upsert_in(&txn, &[row(2)])?;
-    let keys = |it: Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>>| -> Vec<Vec<u8>> {
-        it.map(|r| r.unwrap().0).collect()
-    };
     let want: Vec<Vec<u8>> = vec![
         b"a".to_vec(),
         b"\xff".to_vec(),
@@ -496,4 +493,8 @@ fn reserved_keys_are_rejected_and_hidden() -> Result<()> {
     }
     assert_eq!(n, 4);
     Ok(())
+}
+
+fn keys(it: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Vec<Vec<u8>> {
+    it.map(|r| r.unwrap().0).collect()
 }
