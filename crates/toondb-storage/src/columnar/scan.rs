@@ -151,12 +151,13 @@ impl ColumnCursor {
         Ok(())
     }
 
-    fn pop(&mut self, prefix_len: usize) -> Option<(Vec<u8>, Vec<u8>)> {
+    /// The next cell as (full key, value); the primary key is
+    /// `key[prefix_len..]`.
+    fn pop(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
         let (k, v) = self.buffered.pop_front()?;
         self.bytes += (k.len() + v.len()) as u64;
         self.cells += 1;
-        let pk = k[prefix_len..].to_vec();
-        Some((pk, v))
+        Some((k, v))
     }
 }
 
@@ -310,26 +311,30 @@ impl ColumnScan {
         if n == 0 {
             self.done = true;
         }
+        let p = self.prefix_len;
         for _ in 0..n {
             let mut first: Option<Vec<u8>> = None;
             for (i, cur) in self.cursors.iter_mut().enumerate() {
-                let (pk, raw) = cur.pop(self.prefix_len).ok_or_else(|| {
+                let (key, raw) = cur.pop().ok_or_else(|| {
                     Error::corruption(format!(
                         "table {:?}: columns disagree on row count",
                         self.table.name
                     ))
                 })?;
+                let pk = key.get(p..).unwrap_or_default();
                 match &first {
-                    Some(p) if *p != pk => {
+                    Some(f) if f.get(p..).unwrap_or_default() != pk => {
                         return Err(Error::corruption(format!(
                             "table {:?}: columns disagree on primary keys",
                             self.table.name
                         )))
                     }
-                    Some(_) => {}
-                    None => first = Some(pk.clone()),
+                    _ => {}
                 }
-                batch.columns[i].push(self.table.decode(cur.column, &pk, &raw)?);
+                batch.columns[i].push(self.table.decode(cur.column, pk, &raw)?);
+                if first.is_none() {
+                    first = Some(key);
+                }
             }
         }
         Ok(())
@@ -345,11 +350,12 @@ impl ColumnScan {
         while batch.len() < want {
             let cur = &mut self.cursors[0];
             cur.fill(want.max(256))?;
-            let Some((pk, raw)) = cur.pop(self.prefix_len) else {
+            let Some((key, raw)) = cur.pop() else {
                 self.done = true;
                 break;
             };
-            let value = self.table.decode(fcol, &pk, &raw)?;
+            let pk = key.get(self.prefix_len..).unwrap_or_default();
+            let value = self.table.decode(fcol, pk, &raw)?;
             if !filter.matches(&value) {
                 continue;
             }
@@ -357,9 +363,9 @@ impl ColumnScan {
                 if c == fcol {
                     batch.columns[i].push(value.clone());
                 } else if c == self.table.schema.pk_index() {
-                    batch.columns[i].push(self.table.decode(c, &pk, &[])?);
+                    batch.columns[i].push(self.table.decode(c, pk, &[])?);
                 } else {
-                    let key = self.table.cell_key(c, &pk);
+                    let key = self.table.cell_key(c, pk);
                     let raw = self.reader.get(&key)?.ok_or_else(|| {
                         Error::corruption(format!(
                             "table {:?}: row without a column",
@@ -368,7 +374,7 @@ impl ColumnScan {
                     })?;
                     fetched[i].0 += (key.len() + raw.len()) as u64;
                     fetched[i].1 += 1;
-                    batch.columns[i].push(self.table.decode(c, &pk, &raw)?);
+                    batch.columns[i].push(self.table.decode(c, pk, &raw)?);
                 }
             }
         }
