@@ -498,3 +498,41 @@ fn reserved_keys_are_rejected_and_hidden() -> Result<()> {
 fn keys(it: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>)>>) -> Vec<Vec<u8>> {
     it.map(|r| r.unwrap().0).collect()
 }
+
+#[test]
+fn transaction_scans_see_own_writes_and_serializable_scans_conflict() -> Result<()> {
+    use toondb_storage::{Isolation, TransactionOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path())?;
+    let t = db.create_table("events", schema())?;
+    t.upsert(&db, &(0..10).map(row).collect::<Vec<_>>())?;
+    let txn = db.transaction()?;
+    t.delete_in(&txn, &[Value::I64(9)])?;
+    t.upsert_in(&txn, &[row(20)])?;
+    let mut s = t.scan(
+        &txn,
+        TableScanOptions::default()
+            .columns(&["id", "ts"])
+            .filter(Filter::on("amount").gte(Value::F64(10.0))),
+    )?;
+    let b = s.next_batch(100)?;
+    // amount = 1.5 * id >= 10: ids 7, 8 (9 deleted), 20 (own write).
+    assert_eq!(
+        b.columns[0],
+        vec![Value::I64(7), Value::I64(8), Value::I64(20)]
+    );
+    assert_eq!(b.columns[1][2], Value::I64(1020));
+    drop(s);
+    txn.rollback()?;
+
+    // A serializable transaction that scanned the table conflicts with a
+    // concurrent write to it.
+    let txn =
+        db.transaction_with(TransactionOptions::default().isolation(Isolation::Serializable))?;
+    t.scan(&txn, TableScanOptions::default().columns(&["amount"]))?
+        .next_batch(100)?;
+    txn.put("summary", b"x")?;
+    t.upsert(&db, &[row(3)])?;
+    assert_eq!(txn.commit().unwrap_err().kind(), ErrorKind::Conflict);
+    Ok(())
+}
