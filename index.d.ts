@@ -176,6 +176,8 @@ export interface DatabaseStats {
   backgroundError?: string
   /** Writes of this handle whose promises have not settled yet. */
   pendingWrites: number
+  /** Bytes read through the table API since open, per table and column. */
+  tableReads: TableReadStats[]
   /** Transaction commits rejected with TOONDB_CONFLICT since open. */
   conflicts: number
   /**
@@ -278,6 +280,110 @@ export declare class Transaction {
   commit(): Promise<void>
   /** Discards the buffered writes and ends the transaction. */
   rollback(): void
+  /** The table `name` in this transaction: its writes commit (or roll back) with it. */
+  table(name: string): Table
+}
+
+/** A column type of a columnar table. */
+export type ColumnType = 'i64' | 'f64' | 'bool' | 'string' | 'bytes'
+
+/** A cell value: i64 as bigint (a safe-integer number is accepted on write). */
+export type CellValue = bigint | number | boolean | string | Buffer | Uint8Array | null
+
+/** A primary key: i64 (bigint or safe integer) or string. */
+export type PrimaryKey = bigint | number | string
+
+/** A table's schema, as given to `createTable`. */
+export interface TableSchema {
+  /** Column name to type, in storage order. */
+  columns: Record<string, ColumnType>
+  /** The primary key column: an i64 or string column, never nullable. */
+  primaryKey: string
+  /** Columns that may hold null. */
+  nullable?: string[]
+}
+
+/** A row: column name to value. */
+export type Row = Record<string, CellValue>
+
+/** A one-column condition evaluated in the engine before other columns are read. */
+export interface ColumnCondition {
+  eq?: CellValue
+  gt?: CellValue
+  gte?: CellValue
+  lt?: CellValue
+  lte?: CellValue
+}
+
+/** Which rows and columns a table scan reads. Bounds are on the primary key. */
+export interface TableScanOptions {
+  /** Columns to read, in output order (all columns when absent). */
+  columns?: string[]
+  gt?: PrimaryKey
+  gte?: PrimaryKey
+  lt?: PrimaryKey
+  lte?: PrimaryKey
+  reverse?: boolean
+  limit?: number
+  /** One column's condition, e.g. `{ amount: { gte: 100 } }`. */
+  where?: Record<string, ColumnCondition>
+}
+
+/**
+ * Columns from `scanColumns`: Float64Array (f64), BigInt64Array (i64),
+ * Uint8Array (bool, 0/1) for non-nullable columns; arrays with nulls for
+ * nullable ones; arrays of strings or Buffers.
+ */
+export type ColumnArray =
+  | Float64Array
+  | BigInt64Array
+  | Uint8Array
+  | Array<number | bigint | boolean | string | Buffer | null>
+
+export interface GetRowOptions {
+  /** Columns to read (all when absent). */
+  columns?: string[]
+}
+
+/** Bytes read through the table API for one column. */
+export interface ColumnReadStats {
+  name: string
+  bytesRead: number
+  cellsRead: number
+}
+
+/** Bytes read through the table API for one table. */
+export interface TableReadStats {
+  name: string
+  bytesRead: number
+  columns: ColumnReadStats[]
+}
+
+/**
+ * A columnar table: each column stored apart, ordered by primary key, so a
+ * scan reads only the asked columns. From `db.table()` (writes commit on
+ * their own), `txn.table()` (writes commit with the transaction) or
+ * `snapshot.table()` (read-only).
+ */
+export declare class Table {
+  private constructor()
+  readonly name: string
+  readonly schema: Required<TableSchema>
+  /**
+   * Inserts rows; rejects with TOONDB_INVALID_ARGUMENT (naming the row and
+   * column) on a bad row or an existing primary key, applying nothing.
+   */
+  insert(rows: Row | Row[]): Promise<void>
+  /** Inserts or replaces whole rows, atomically. */
+  upsert(rows: Row | Row[]): Promise<void>
+  /** Deletes the rows with these primary keys. */
+  delete(pk: PrimaryKey | PrimaryKey[]): Promise<void>
+  getSync(pk: PrimaryKey, options?: GetRowOptions): Row | null
+  get(pk: PrimaryKey, options?: GetRowOptions): Promise<Row | null>
+  /** Rows holding only the asked columns, in primary-key order. */
+  scan(options?: TableScanOptions): AsyncIterableIterator<Row>
+  /** The asked columns, whole. */
+  scanColumns(options?: TableScanOptions): Promise<Record<string, ColumnArray>>
 }
 
 /** A consistent read-only view at one moment, outside a transaction. */
@@ -290,6 +396,8 @@ export declare class Snapshot {
   iterator(options?: IteratorOptions): Iterator
   keys(options?: IteratorOptions): Iterator<Buffer>
   values(options?: IteratorOptions): Iterator<Buffer>
+  /** The table `name` as of this snapshot (read-only). */
+  table(name: string): Table
   /** Ends the snapshot; later reads throw TOONDB_CLOSED. Released on garbage collection too. */
   release(): void
 }
@@ -497,6 +605,14 @@ export declare class Database {
   transact<T>(fn: (txn: Transaction) => Promise<T> | T, options?: TransactOptions): Promise<T>
   /** A consistent read-only view as of now. */
   snapshot(): Snapshot
+  /** Creates a columnar table; TOONDB_INVALID_ARGUMENT if the name is taken or the schema is bad. */
+  createTable(name: string, schema: TableSchema): Promise<Table>
+  /** The table `name`; throws TOONDB_NOT_FOUND if there is none. */
+  table(name: string): Table
+  /** Every table. */
+  tables(): Table[]
+  /** Drops a table and deletes its data. */
+  dropTable(name: string): Promise<void>
   /** Writes all memtables to table files and waits for it. */
   flush(): Promise<void>
   /**

@@ -8,6 +8,7 @@
 const native = require('./native.js')
 const { OpLog, lengthOf } = require('./lib/oplog.js')
 const { NativeDatabase } = native
+const { makeTables } = require('./lib/table.js')
 
 const CODE_PREFIX = /^(TOONDB_[A-Z_]+): ([\s\S]*)$/
 
@@ -40,6 +41,9 @@ function callNative(fn) {
     throw normalizeError(err)
   }
 }
+
+const tables = makeTables({ invalid, normalizeError, callNative })
+const { Table } = tables
 
 // A genuine Uint8Array (or Buffer): a Proxy passes `instanceof` but is no
 // view, and its traps would run user code in the middle of a write.
@@ -588,6 +592,72 @@ class Database {
     }
   }
 
+  #tableCtx() {
+    return {
+      read: () => {
+        this.#checkOpen()
+        return this.#native
+      },
+      write: (call) => {
+        this.#checkOpen()
+        this.#flushGroup() // earlier writes commit first
+        return call(this.#native).catch((err) => {
+          throw normalizeError(err)
+        })
+      },
+    }
+  }
+
+  /**
+   * Creates a columnar table: { columns: { name: type }, primaryKey,
+   * nullable }; resolves to its Table.
+   */
+  createTable(name, spec) {
+    try {
+      tables.checkName(name)
+      const [columns, primaryKey] = tables.schemaArgs(spec)
+      this.#checkOpen()
+      this.#flushGroup()
+      return this.#native.tableCreate(name, columns, primaryKey).then(
+        () => this.table(name),
+        (err) => {
+          throw normalizeError(err)
+        },
+      )
+    } catch (err) {
+      return Promise.reject(normalizeError(err))
+    }
+  }
+
+  /** The table called `name` (TOONDB_NOT_FOUND if none). */
+  table(name) {
+    tables.checkName(name)
+    this.#checkOpen()
+    const info = callNative(() => this.#native.tableInfo(name))
+    return new Table(this.#tableCtx(), info)
+  }
+
+  /** Every table. */
+  tables() {
+    this.#checkOpen()
+    const ctx = this.#tableCtx()
+    return callNative(() => this.#native.tableList()).map((info) => new Table(ctx, info))
+  }
+
+  /** Drops a table and its data (the space is freed by a compaction of its range). */
+  dropTable(name) {
+    try {
+      tables.checkName(name)
+      this.#checkOpen()
+      this.#flushGroup()
+      return this.#native.tableDrop(name).catch((err) => {
+        throw normalizeError(err)
+      })
+    } catch (err) {
+      return Promise.reject(normalizeError(err))
+    }
+  }
+
   /** A consistent read-only view as of now; release it when done. */
   snapshot() {
     this.#checkOpen()
@@ -635,6 +705,11 @@ class Database {
   stats() {
     const s = this.#native.stats()
     s.pendingWrites = this.#pendingWrites
+    try {
+      s.tableReads = this.#native.tableStats()
+    } catch {
+      s.tableReads = []
+    }
     return s
   }
 
@@ -907,6 +982,23 @@ class Transaction {
     this.delete(key)
   }
 
+  /** The table `name` inside this transaction: its writes commit with it. */
+  table(name) {
+    tables.checkName(name)
+    const native = this.#native
+    const info = callNative(() => native.tableInfo(name))
+    return new Table(
+      {
+        read: () => native,
+        write: (call) => {
+          call(native)
+          return Promise.resolve()
+        },
+      },
+      info,
+    )
+  }
+
   /**
    * The snapshot merged with this transaction's writes. seek() re-reads the
    * transaction's own writes as they are at the time of the seek.
@@ -976,6 +1068,13 @@ class Snapshot {
   /** @internal the Level adapter's iterators (see lib/level.js) */
   [ITERATE](options, mode, hold, parts) {
     return iterateOver(this.#native, options, mode, parts)
+  }
+
+  /** The table `name` as of this snapshot (read-only). */
+  table(name) {
+    tables.checkName(name)
+    const native = this.#native
+    return new Table({ read: () => native, write: null }, callNative(() => native.tableInfo(name)))
   }
 
   release() {
@@ -1248,4 +1347,4 @@ Object.defineProperty(Database, Symbol.for('toondb.testing'), {
   value: { panic: (message) => callNative(() => native.testPanic(message)) },
 })
 
-module.exports = { Database, Iterator, ChainedBatch, Transaction, Snapshot }
+module.exports = { Database, Iterator, ChainedBatch, Transaction, Snapshot, Table }

@@ -2,5 +2,5 @@
 // entry (index.js), so both module systems share one loaded addon.
 import toondb from './index.js'
 
-export const { Database, Iterator, ChainedBatch, Transaction, Snapshot } = toondb
+export const { Database, Iterator, ChainedBatch, Transaction, Snapshot, Table } = toondb
 export default toondb

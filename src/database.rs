@@ -196,7 +196,7 @@ pub struct LevelStats {
 
 #[napi]
 pub struct NativeDatabase {
-    db: Arc<Database>,
+    pub(crate) db: Arc<Database>,
     completions: Arc<Completions>,
 }
 
@@ -236,7 +236,7 @@ fn status_error(e: napi::Error<String>) -> napi::Error {
     )
 }
 
-pub struct BlockingTask<F: FnMut() -> toondb_storage::Result<()> + Send>(F);
+pub struct BlockingTask<F: FnMut() -> toondb_storage::Result<()> + Send>(pub(crate) F);
 
 impl<F: FnMut() -> toondb_storage::Result<()> + Send> Task for BlockingTask<F> {
     type Output = ();
@@ -251,7 +251,7 @@ impl<F: FnMut() -> toondb_storage::Result<()> + Send> Task for BlockingTask<F> {
     }
 }
 
-type DbTask = BlockingTask<Box<dyn FnMut() -> toondb_storage::Result<()> + Send>>;
+pub(crate) type DbTask = BlockingTask<Box<dyn FnMut() -> toondb_storage::Result<()> + Send>>;
 
 /// What `db.backup(dest)` resolves with.
 #[napi(object)]

@@ -11,6 +11,7 @@ mod convert;
 mod database;
 mod errors;
 mod iterator;
+mod table;
 mod transaction;
 
 /// Test hook: panics inside a native call, so the test suite can prove a

@@ -27,7 +27,7 @@ pub fn copy_into(value: Option<&[u8]>, out: &mut [u8]) -> i64 {
 
 #[napi]
 pub struct NativeTransaction {
-    txn: Transaction,
+    pub(crate) txn: Transaction,
     completions: Arc<Completions>,
 }
 
@@ -102,7 +102,7 @@ impl NativeTransaction {
 
 #[napi]
 pub struct NativeSnapshot {
-    snapshot: Snapshot,
+    pub(crate) snapshot: Snapshot,
 }
 
 impl NativeSnapshot {

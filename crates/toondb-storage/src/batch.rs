@@ -39,7 +39,19 @@ impl WriteBatch {
         }
     }
 
+    /// Adds a put. Keys in the reserved range (columnar tables,
+    /// `columnar::RESERVED_PREFIX`) are `InvalidArgument`.
     pub fn put(&mut self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<&mut Self> {
+        crate::columnar::check_user_key(key.as_ref())?;
+        self.put_raw(key, value)
+    }
+
+    /// `put` without the reserved-range check (the columnar layer).
+    pub(crate) fn put_raw(
+        &mut self,
+        key: impl AsRef<[u8]>,
+        value: impl AsRef<[u8]>,
+    ) -> Result<&mut Self> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_key(key)?;
         check_value(value)?;
@@ -53,7 +65,14 @@ impl WriteBatch {
         Ok(self)
     }
 
+    /// Adds a delete; reserved keys are `InvalidArgument` as for `put`.
     pub fn delete(&mut self, key: impl AsRef<[u8]>) -> Result<&mut Self> {
+        crate::columnar::check_user_key(key.as_ref())?;
+        self.delete_raw(key)
+    }
+
+    /// `delete` without the reserved-range check (the columnar layer).
+    pub(crate) fn delete_raw(&mut self, key: impl AsRef<[u8]>) -> Result<&mut Self> {
         let key = key.as_ref();
         check_key(key)?;
         self.check_room(key, &[])?;

@@ -282,12 +282,25 @@ impl Database {
     pub fn scan(&self, options: ScanOptions) -> Result<Scan> {
         self.check_open()?;
         let snapshot = self.engine.snapshots.acquire(|| self.engine.visible_ts());
-        Ok(Scan::new(
+        Ok(
+            Scan::new(self.engine.clone(), self.engine.state(), snapshot, options)
+                .hiding_reserved(),
+        )
+    }
+
+    /// For the columnar layer: a reader at the visible timestamp.
+    pub(crate) fn read_view(&self) -> Result<crate::columnar::CellReader> {
+        self.check_open()?;
+        let ts = self.engine.snapshots.acquire(|| self.engine.visible_ts());
+        Ok(crate::columnar::CellReader::new(
             self.engine.clone(),
-            self.engine.state(),
-            snapshot,
-            options,
+            ts,
+            Vec::new(),
         ))
+    }
+
+    pub(crate) fn engine_ref(&self) -> &Arc<Engine> {
+        &self.engine
     }
 
     /// Iterates `(key, value)` pairs in key order (see [`ScanOptions`]).

@@ -66,6 +66,8 @@ pub(crate) struct Engine {
     /// writers, `flush()`).
     pub flush_done: Condvar,
     pub counters: Counters,
+    /// Bytes read per columnar table and column (`Database::table_stats`).
+    pub columnar: crate::columnar::ReadCounters,
     /// Live snapshots and transactions, by read timestamp.
     pub snapshots: SnapshotList,
     pub recovery: ReplayReport,
@@ -106,6 +108,7 @@ impl Engine {
             work_ready: Condvar::new(),
             flush_done: Condvar::new(),
             counters: Counters::default(),
+            columnar: crate::columnar::ReadCounters::default(),
             snapshots: SnapshotList::default(),
             recovery: parts.recovery,
             commit_thread: Mutex::new(None),

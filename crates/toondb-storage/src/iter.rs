@@ -167,6 +167,11 @@ pub struct Scan {
     options: ScanOptions,
     /// The last user key already consumed; the next batch starts after it.
     resume: Option<Vec<u8>>,
+    /// Set after stepping over the reserved (table) key range: the next
+    /// batch starts here instead of after `resume`.
+    jump: Option<Bound<Vec<u8>>>,
+    /// Plain scans skip the reserved key range (columnar tables).
+    hide_reserved: bool,
     returned: usize,
     done: bool,
 }
@@ -189,9 +194,18 @@ impl Scan {
             snapshot,
             options,
             resume: None,
+            jump: None,
+            hide_reserved: false,
             returned: 0,
             done: false,
         }
+    }
+
+    /// Makes this scan skip the reserved key range that holds columnar
+    /// tables (`columnar::RESERVED_PREFIX`): what plain iterators use.
+    pub(crate) fn hiding_reserved(mut self) -> Self {
+        self.hide_reserved = true;
+        self
     }
 
     pub fn is_done(&self) -> bool {
@@ -214,35 +228,57 @@ impl Scan {
             return Ok(out);
         }
         let state = self.state.clone();
-        let mut merged = self.open_merge(&state)?;
         let mut bytes = 0usize;
-        let mut last_skipped: Option<Vec<u8>> = None;
-        while out.len() < max_entries.max(1) && bytes < max_bytes.max(1) {
-            if self.options.limit.is_some_and(|l| self.returned >= l) {
-                self.done = true;
-                break;
-            }
-            let Some(key) = merged.current().map(|v| v.key.to_vec()) else {
-                self.done = true;
-                break;
-            };
-            if self.past_end(&key) {
-                self.done = true;
-                break;
-            }
-            let chosen = self.consume_group(&mut merged, &key)?;
-            match chosen {
-                Some(value) => {
-                    bytes += key.len() + value.len();
-                    out.push((key, value));
-                    self.returned += 1;
-                    last_skipped = None;
+        loop {
+            let mut merged = self.open_merge(&state)?;
+            let mut last_skipped: Option<Vec<u8>> = None;
+            let first_new = out.len();
+            let mut jumped = false;
+            while out.len() < max_entries.max(1) && bytes < max_bytes.max(1) {
+                if self.options.limit.is_some_and(|l| self.returned >= l) {
+                    self.done = true;
+                    break;
                 }
-                None => last_skipped = Some(key),
+                let Some(key) = merged.current().map(|v| v.key.to_vec()) else {
+                    self.done = true;
+                    break;
+                };
+                if self.past_end(&key) {
+                    self.done = true;
+                    break;
+                }
+                if self.hide_reserved && crate::columnar::is_reserved(&key) {
+                    // Step over the whole reserved range with one re-seek.
+                    self.jump = Some(crate::columnar::reserved_exit(self.options.reverse));
+                    self.resume = None;
+                    jumped = true;
+                    break;
+                }
+                let chosen = self.consume_group(&mut merged, &key)?;
+                match chosen {
+                    Some(value) => {
+                        bytes += key.len() + value.len();
+                        out.push((key, value));
+                        self.returned += 1;
+                        last_skipped = None;
+                    }
+                    None => last_skipped = Some(key),
+                }
+            }
+            if !jumped {
+                let last = last_skipped.or_else(|| {
+                    (out.len() > first_new).then(|| out.last().map(|(k, _)| k.clone()))?
+                });
+                if last.is_some() {
+                    self.resume = last;
+                    self.jump = None;
+                }
+                return Ok(out);
+            }
+            if self.done || out.len() >= max_entries.max(1) || bytes >= max_bytes.max(1) {
+                return Ok(out);
             }
         }
-        self.resume = last_skipped.or_else(|| out.last().map(|(k, _)| k.clone()));
-        Ok(out)
     }
 
     /// Consumes every version of `key` and returns the value visible at the
@@ -286,6 +322,11 @@ impl Scan {
     /// Where this batch starts: just past the last consumed key, or at the
     /// scan's own starting bound.
     fn start_bound(&self) -> Bound<&[u8]> {
+        match &self.jump {
+            Some(Bound::Included(k)) => return Bound::Included(k),
+            Some(Bound::Excluded(k)) => return Bound::Excluded(k),
+            _ => {}
+        }
         if let Some(k) = &self.resume {
             return Bound::Excluded(k);
         }

@@ -18,6 +18,7 @@
 mod backup;
 pub mod batch;
 mod coding;
+pub mod columnar;
 mod commit;
 mod compaction;
 mod db;
@@ -43,6 +44,10 @@ mod wal;
 
 pub use backup::{BackupReport, BACKUP_MARKER};
 pub use batch::{BatchOp, WriteBatch};
+pub use columnar::{
+    lookup_table, ColumnBatch, ColumnDef, ColumnScan, ColumnStats, ColumnType, Filter, ReadSource,
+    Schema, Table, TableScanOptions, TableStats, Value,
+};
 pub use db::Database;
 pub use error::{Error, ErrorKind, Result};
 pub use iter::{prefix_successor, scan_bound, BatchScan, DbIter, Scan, ScanOptions};

@@ -78,11 +78,20 @@ impl Snapshot {
             self.engine.snapshots.release(ts);
             return Err(e);
         }
-        Ok(Scan::new(
+        Ok(Scan::new(self.engine.clone(), self.engine.state(), ts, options).hiding_reserved())
+    }
+
+    /// For the columnar layer: a reader at this snapshot's timestamp.
+    pub(crate) fn read_view(&self) -> Result<crate::columnar::CellReader> {
+        let ts = self.engine.snapshots.acquire(|| self.ts);
+        if let Err(e) = self.check() {
+            self.engine.snapshots.release(ts);
+            return Err(e);
+        }
+        Ok(crate::columnar::CellReader::new(
             self.engine.clone(),
-            self.engine.state(),
             ts,
-            options,
+            Vec::new(),
         ))
     }
 

@@ -178,6 +178,7 @@ impl Transaction {
     pub fn put(&self, key: impl AsRef<[u8]>, value: impl AsRef<[u8]>) -> Result<()> {
         let (key, value) = (key.as_ref(), value.as_ref());
         check_key(key)?;
+        crate::columnar::check_user_key(key)?;
         check_value(value)?;
         self.active()?
             .writes
@@ -188,8 +189,43 @@ impl Transaction {
     pub fn delete(&self, key: impl AsRef<[u8]>) -> Result<()> {
         let key = key.as_ref();
         check_key(key)?;
+        crate::columnar::check_user_key(key)?;
         self.active()?.writes.insert(key.to_vec(), None);
         Ok(())
+    }
+
+    /// Buffers already-checked writes (the columnar layer: reserved keys
+    /// allowed), all under one lock: all of them or none.
+    pub(crate) fn write_raw(&self, cells: Vec<(Vec<u8>, Option<Vec<u8>>)>) -> Result<()> {
+        let mut st = self.active()?;
+        for (k, v) in cells {
+            st.writes.insert(k, v);
+        }
+        Ok(())
+    }
+
+    /// For the columnar layer: this transaction's own writes in `range`
+    /// (in key order), its read timestamp pinned once more for the caller
+    /// (who must release it), and, when serializable, the range recorded as
+    /// read.
+    pub(crate) fn read_view(&self, range: KeyRange) -> Result<crate::columnar::CellReader> {
+        let mut st = self.active()?;
+        let own = st
+            .writes
+            .iter()
+            .filter(|(k, _)| range_contains(&range, k))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        if self.serializable() {
+            st.read_ranges.push(range);
+        }
+        let pinned = self.engine.snapshots.acquire(|| self.read_ts);
+        drop(st);
+        Ok(crate::columnar::CellReader::new(
+            self.engine.clone(),
+            pinned,
+            own,
+        ))
     }
 
     /// A scan of the snapshot merged with this transaction's writes as they
@@ -200,7 +236,7 @@ impl Transaction {
         let mut own: Vec<(Vec<u8>, Option<Vec<u8>>)> = st
             .writes
             .iter()
-            .filter(|(k, _)| range_contains(&range, k))
+            .filter(|(k, _)| range_contains(&range, k) && !crate::columnar::is_reserved(k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         if options.reverse {
@@ -223,7 +259,8 @@ impl Transaction {
                 limit: None,
                 ..options.clone()
             },
-        );
+        )
+        .hiding_reserved();
         Ok(TxnScan::new(base, own, options.reverse, limit))
     }
 
@@ -403,8 +440,8 @@ fn batch_of(writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>) -> Result<WriteBatch> {
     let mut batch = WriteBatch::with_capacity(bytes);
     for (key, value) in &writes {
         match value {
-            Some(v) => batch.put(key, v)?,
-            None => batch.delete(key)?,
+            Some(v) => batch.put_raw(key, v)?,
+            None => batch.delete_raw(key)?,
         };
     }
     Ok(batch)

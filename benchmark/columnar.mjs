@@ -1,0 +1,287 @@
+// Columnar tables: projection pushdown measured. N rows of an i64 key and
+// 5 f64 columns (equal stored width) are loaded, flushed and compacted;
+// then, each in a fresh child process with the page cache dropped (as root:
+// sync; echo 3 > /proc/sys/vm/drop_caches), a scan of 1 column and of all
+// 5: the engine's table-file bytes read, the process's device reads
+// (/proc/self/io read_bytes) and the time. Side by side: the same rows as
+// one JSON value per key (what a user writes today with the KV API) and,
+// when @duckdb/node-api is installed, DuckDB.
+//
+//   npm run bench:columnar -- [--rows 1000000] [--dir /tmp/x] [--keep]
+import { execFileSync, spawnSync } from 'node:child_process'
+import fs from 'node:fs'
+import { createRequire } from 'node:module'
+import os from 'node:os'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+const require = createRequire(import.meta.url)
+const { Database } = require('../index.js')
+const SELF = fileURLToPath(import.meta.url)
+const COLS = ['c0', 'c1', 'c2', 'c3', 'c4']
+const CHUNK = 10000
+
+function arg(name, def) {
+  const i = process.argv.indexOf(`--${name}`)
+  return i < 0 ? def : process.argv[i + 1]
+}
+
+function readBytes() {
+  try {
+    const m = /read_bytes: (\d+)/.exec(fs.readFileSync('/proc/self/io', 'utf8'))
+    return m ? Number(m[1]) : NaN
+  } catch {
+    return NaN
+  }
+}
+
+function dirBytes(dir) {
+  let n = 0
+  for (const e of fs.readdirSync(dir, { withFileTypes: true })) {
+    const p = path.join(dir, e.name)
+    n += e.isDirectory() ? dirBytes(p) : fs.statSync(p).size
+  }
+  return n
+}
+
+function dropCaches() {
+  try {
+    execFileSync('sync')
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '3')
+    return true
+  } catch {
+    return false
+  }
+}
+
+const value = (i, c) => ((i * 2654435761) % 1000003) / 7 + c
+
+async function loadToondb(dir, rows) {
+  const db = await Database.open(dir)
+  const t = await db.createTable('wide', {
+    columns: { id: 'i64', c0: 'f64', c1: 'f64', c2: 'f64', c3: 'f64', c4: 'f64' },
+    primaryKey: 'id',
+  })
+  const t0 = performance.now()
+  for (let i = 0; i < rows; i += CHUNK) {
+    const batch = []
+    for (let j = i; j < Math.min(rows, i + CHUNK); j++) {
+      batch.push({ id: j, c0: value(j, 0), c1: value(j, 1), c2: value(j, 2), c3: value(j, 3), c4: value(j, 4) })
+    }
+    await t.upsert(batch)
+  }
+  const load = performance.now() - t0
+  await db.flush()
+  await db.compact()
+  const total = performance.now() - t0
+  await db.close()
+  return { loadMs: load, loadFlushCompactMs: total, diskBytes: dirBytes(dir) }
+}
+
+const jsonKey = (i) => `row/${String(i).padStart(10, '0')}`
+
+async function loadJson(dir, rows) {
+  const db = await Database.open(dir)
+  const t0 = performance.now()
+  for (let i = 0; i < rows; i += CHUNK) {
+    const ops = []
+    for (let j = i; j < Math.min(rows, i + CHUNK); j++) {
+      const v = { id: j }
+      COLS.forEach((c, k) => (v[c] = value(j, k)))
+      ops.push({ type: 'put', key: jsonKey(j), value: JSON.stringify(v) })
+    }
+    await db.batch(ops)
+  }
+  const load = performance.now() - t0
+  await db.flush()
+  await db.compact()
+  const total = performance.now() - t0
+  await db.close()
+  return { loadMs: load, loadFlushCompactMs: total, diskBytes: dirBytes(dir) }
+}
+
+async function loadDuck(dir, rows) {
+  let duck
+  try {
+    duck = await import('@duckdb/node-api')
+  } catch {
+    return null
+  }
+  const file = path.join(dir, 'duck.db')
+  fs.mkdirSync(dir, { recursive: true })
+  const inst = await duck.DuckDBInstance.create(file)
+  const con = await inst.connect()
+  await con.run('CREATE TABLE wide (id BIGINT PRIMARY KEY, c0 DOUBLE, c1 DOUBLE, c2 DOUBLE, c3 DOUBLE, c4 DOUBLE)')
+  const t0 = performance.now()
+  const app = await con.createAppender('wide')
+  for (let j = 0; j < rows; j++) {
+    app.appendBigInt(BigInt(j))
+    for (let k = 0; k < 5; k++) app.appendDouble(value(j, k))
+    app.endRow()
+  }
+  app.closeSync()
+  await con.run('CHECKPOINT')
+  const load = performance.now() - t0
+  con.closeSync()
+  inst.closeSync?.()
+  return { loadMs: load, loadFlushCompactMs: load, diskBytes: dirBytes(dir) }
+}
+
+// ---- child: one measurement in a fresh process ----------------------------
+
+async function child(kind, dir, what) {
+  if (kind === 'duck') return childDuck(dir, what)
+  const db = await Database.open(dir)
+  const io0 = readBytes()
+  const eng0 = db.stats().tableBytesRead
+  const t0 = performance.now()
+  let rows = 0
+  let sum = 0
+  if (what === 'scan1' || what === 'scan5') {
+    const columns = what === 'scan1' ? ['c0'] : COLS
+    if (kind === 'toondb') {
+      const out = await db.table('wide').scanColumns({ columns })
+      rows = out.c0.length
+      for (const c of columns) for (const x of out[c]) sum += x
+    } else {
+      // JSON baseline: every value is read and parsed whatever is asked.
+      for await (const v of db.values({ prefix: 'row/' })) {
+        const o = JSON.parse(v)
+        for (const c of columns) sum += o[c]
+        rows++
+      }
+    }
+  } else if (what === 'point') {
+    const N = 2000
+    const n = await countRows(db, kind)
+    const table = kind === 'toondb' ? db.table('wide') : null
+    const tg = performance.now()
+    for (let i = 0; i < N; i++) {
+      const id = (i * 7919) % n
+      if (kind === 'toondb') sum += table.getSync(id).c0
+      else sum += JSON.parse(db.getSync(jsonKey(id))).c0
+    }
+    const getUs = ((performance.now() - tg) * 1000) / N
+    const tu = performance.now()
+    for (let i = 0; i < N; i++) {
+      const id = (i * 104729) % n
+      const row = { id, c0: i, c1: i, c2: i, c3: i, c4: i }
+      if (kind === 'toondb') await table.upsert(row)
+      else await db.put(jsonKey(id), JSON.stringify(row))
+    }
+    const upsertUs = ((performance.now() - tu) * 1000) / N
+    await db.close()
+    return { getUs, upsertUs }
+  }
+  const ms = performance.now() - t0
+  const out = {
+    ms,
+    rows,
+    checksum: sum,
+    engineBytesRead: db.stats().tableBytesRead - eng0,
+    deviceReadBytes: readBytes() - io0,
+    tableReads: db.stats().tableReads.map((t) => ({ name: t.name, bytesRead: t.bytesRead })),
+  }
+  await db.close()
+  return out
+}
+
+async function countRows(db, kind) {
+  if (kind === 'toondb') return (await db.table('wide').scanColumns({ columns: ['id'] })).id.length
+  let n = 0
+  for await (const _ of db.keys({ prefix: 'row/' })) n++
+  return n
+}
+
+async function childDuck(dir, what) {
+  const duck = await import('@duckdb/node-api')
+  const inst = await duck.DuckDBInstance.create(path.join(dir, 'duck.db'))
+  const con = await inst.connect()
+  const io0 = readBytes()
+  const t0 = performance.now()
+  if (what === 'point') {
+    const N = 2000
+    const n = Number((await con.runAndReadAll('SELECT count(*) FROM wide')).getRows()[0][0])
+    const get = await con.prepare('SELECT * FROM wide WHERE id = $1')
+    const tg = performance.now()
+    let sum = 0
+    for (let i = 0; i < N; i++) {
+      get.bindBigInt(1, BigInt((i * 7919) % n))
+      sum += (await get.runAndReadAll()).getRows()[0][1]
+    }
+    const getUs = ((performance.now() - tg) * 1000) / N
+    const up = await con.prepare('INSERT OR REPLACE INTO wide VALUES ($1, $2, $2, $2, $2, $2)')
+    const tu = performance.now()
+    for (let i = 0; i < N; i++) {
+      up.bindBigInt(1, BigInt((i * 104729) % n))
+      up.bindDouble(2, i)
+      await up.run()
+    }
+    const upsertUs = ((performance.now() - tu) * 1000) / N
+    return { getUs, upsertUs, checksum: sum }
+  }
+  const columns = what === 'scan1' ? ['c0'] : COLS
+  const reader = await con.runAndReadAll(`SELECT ${columns.join(', ')} FROM wide ORDER BY id`)
+  let sum = 0
+  let rows = 0
+  columns.forEach((c, i) => {
+    const col = reader.getColumns()[i]
+    rows = col.length
+    for (const x of col) sum += x
+  })
+  const ms = performance.now() - t0
+  return { ms, rows, checksum: sum, deviceReadBytes: readBytes() - io0 }
+}
+
+function runChild(kind, dir, what) {
+  const dropped = what === 'point' ? false : dropCaches()
+  const r = spawnSync(process.execPath, [SELF, '--child', kind, '--dir', dir, '--what', what], {
+    encoding: 'utf8',
+    maxBuffer: 1 << 24,
+  })
+  if (r.status !== 0) throw new Error(`child ${kind} ${what} failed: ${r.stderr}`)
+  return { ...JSON.parse(r.stdout.trim().split('\n').pop()), cacheDropped: dropped }
+}
+
+async function main() {
+  if (process.argv.includes('--child')) {
+    const res = await child(arg('child'), arg('dir'), arg('what'))
+    process.stdout.write(JSON.stringify(res) + '\n')
+    return
+  }
+  const rows = Number(arg('rows', 1000000))
+  const root = arg('dir', fs.mkdtempSync(path.join(os.tmpdir(), 'toondb-columnar-')))
+  const dirs = { toondb: path.join(root, 'toondb'), json: path.join(root, 'json'), duck: path.join(root, 'duck') }
+  const results = {}
+  console.log(`rows: ${rows}, dir: ${root}, cpus: ${os.cpus().length}`)
+  results.toondb = { load: await loadToondb(dirs.toondb, rows) }
+  results.json = { load: await loadJson(dirs.json, rows) }
+  const duckLoad = await loadDuck(dirs.duck, rows).catch((e) => ({ error: String(e) }))
+  if (duckLoad && !duckLoad.error) results.duck = { load: duckLoad }
+  else console.log(`duckdb: ${duckLoad ? duckLoad.error : 'not installed (@duckdb/node-api)'}`)
+  for (const kind of Object.keys(results)) {
+    for (const what of ['scan1', 'scan5', 'point']) results[kind][what] = runChild(kind, dirs[kind], what)
+  }
+  const mb = (b) => (b / 1048576).toFixed(1)
+  for (const [kind, r] of Object.entries(results)) {
+    console.log(`\n${kind}: load ${(r.load.loadMs / 1000).toFixed(2)} s (with flush+compact ${(r.load.loadFlushCompactMs / 1000).toFixed(2)} s), on disk ${mb(r.load.diskBytes)} MiB`)
+    for (const w of ['scan1', 'scan5']) {
+      const s = r[w]
+      console.log(
+        `  ${w}: ${s.ms.toFixed(0)} ms, ${s.rows} rows, engine bytes read ${s.engineBytesRead === undefined ? 'n/a' : mb(s.engineBytesRead) + ' MiB'}, device read_bytes ${mb(s.deviceReadBytes)} MiB, cache dropped: ${s.cacheDropped}`,
+      )
+    }
+    console.log(`  point: get ${r.point.getUs.toFixed(1)} µs, upsert ${r.point.upsertUs.toFixed(1)} µs (one at a time, awaited)`)
+  }
+  const t = results.toondb
+  console.log(
+    `\ntoondb 1 vs 5 columns: engine bytes -${(100 * (1 - t.scan1.engineBytesRead / t.scan5.engineBytesRead)).toFixed(1)}%, device bytes -${(100 * (1 - t.scan1.deviceReadBytes / t.scan5.deviceReadBytes)).toFixed(1)}%, ${(t.scan5.ms / t.scan1.ms).toFixed(2)}x faster`,
+  )
+  console.log('\n' + JSON.stringify(results))
+  if (!process.argv.includes('--keep')) fs.rmSync(root, { recursive: true, force: true })
+}
+
+main().catch((e) => {
+  console.error(e)
+  process.exit(1)
+})

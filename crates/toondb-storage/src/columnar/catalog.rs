@@ -1,0 +1,190 @@
+//! The table catalog, stored in the database itself under the reserved
+//! prefix: `'C' name -> schema`, `'N' -> next table id`.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::batch::WriteBatch;
+use crate::db::Database;
+use crate::error::{Error, ErrorKind, Result};
+use crate::iter::ScanOptions;
+
+use super::counters::{ColumnStats, TableStats};
+use super::schema::Schema;
+use super::table::{ReadSource, Table};
+use super::{catalog_key, next_id_key, table_range, tagged, CATALOG_TAG};
+
+const MAX_TABLE_NAME: usize = 255;
+const DROP_BATCH: usize = 4096;
+
+fn check_name(name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > MAX_TABLE_NAME {
+        return Err(Error::invalid_argument(format!(
+            "a table name is 1 to {MAX_TABLE_NAME} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// The table called `name` as `source` sees it (a database, snapshot or
+/// transaction); `NotFound` if there is none.
+pub fn lookup_table<S: ReadSource + ?Sized>(source: &S, name: &str) -> Result<Table> {
+    check_name(name)?;
+    let raw = source
+        .cell_reader(None)?
+        .get(&catalog_key(name))?
+        .ok_or_else(|| not_found(name))?;
+    let (id, schema) = Schema::decode(&raw)?;
+    Ok(Table {
+        name: Arc::from(name),
+        id,
+        schema: Arc::new(schema),
+    })
+}
+
+fn not_found(name: &str) -> Error {
+    Error::new(ErrorKind::NotFound, format!("no table {name:?}"))
+}
+
+impl Database {
+    /// Creates a table; `InvalidArgument` if the schema is bad or the name
+    /// is taken.
+    pub fn create_table(&self, name: &str, schema: Schema) -> Result<Table> {
+        check_name(name)?;
+        schema.validate()?;
+        let txn = self.transaction()?;
+        let reader = self.read_view_at_txn(&txn)?;
+        if reader.get(&catalog_key(name))?.is_some() {
+            return Err(Error::invalid_argument(format!(
+                "table {name:?} already exists"
+            )));
+        }
+        let id = match reader.get(&next_id_key())? {
+            Some(raw) => u32::from_be_bytes(
+                raw.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::corruption("table catalog: bad next id"))?,
+            ),
+            None => 1,
+        };
+        let next = id
+            .checked_add(1)
+            .ok_or_else(|| Error::invalid_argument("too many tables were created"))?;
+        let mut def = Vec::new();
+        schema.encode(id, &mut def);
+        txn.write_raw(vec![
+            (catalog_key(name), Some(def)),
+            (next_id_key(), Some(next.to_be_bytes().to_vec())),
+        ])?;
+        txn.commit()?;
+        Ok(Table {
+            name: Arc::from(name),
+            id,
+            schema: Arc::new(schema),
+        })
+    }
+
+    fn read_view_at_txn(&self, txn: &crate::txn::Transaction) -> Result<super::CellReader> {
+        txn.cell_reader(None)
+    }
+
+    /// The table called `name`; `NotFound` if there is none.
+    pub fn table(&self, name: &str) -> Result<Table> {
+        lookup_table(self, name)
+    }
+
+    /// Every table, by name.
+    pub fn tables(&self) -> Result<Vec<Table>> {
+        let prefix = tagged(CATALOG_TAG);
+        let reader = self.read_view()?;
+        let mut scan = reader.scan(ScanOptions::prefix(&prefix));
+        let mut out = Vec::new();
+        loop {
+            let batch = scan.next_batch(256, usize::MAX)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (k, v) in batch {
+                let name = std::str::from_utf8(&k[prefix.len()..])
+                    .map_err(|_| Error::corruption("table catalog: name is not UTF-8"))?;
+                let (id, schema) = Schema::decode(&v)?;
+                out.push(Table {
+                    name: Arc::from(name),
+                    id,
+                    schema: Arc::new(schema),
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Drops a table: removes it from the catalog (atomically), then
+    /// deletes its cells and compacts its key range so the space is freed.
+    pub fn drop_table(&self, name: &str) -> Result<()> {
+        let table = self.table(name)?;
+        let txn = self.transaction()?;
+        let reader = self.read_view_at_txn(&txn)?;
+        match reader.get(&catalog_key(name))? {
+            Some(raw) if Schema::decode(&raw)?.0 == table.id => {}
+            _ => return Err(not_found(name)),
+        }
+        drop(reader);
+        txn.write_raw(vec![(catalog_key(name), None)])?;
+        txn.commit()?;
+        // The id is never reused, so the cells are unreachable now; delete
+        // them so compaction can drop them.
+        let (start, end) = table_range(table.id);
+        let reader = self.read_view()?;
+        let mut scan = reader.scan(
+            ScanOptions::default()
+                .lower(Bound::Included(start.clone()))
+                .upper(Bound::Excluded(end.clone())),
+        );
+        loop {
+            let cells = scan.next_batch(DROP_BATCH, usize::MAX)?;
+            if cells.is_empty() {
+                break;
+            }
+            let mut batch = WriteBatch::new();
+            for (k, _) in cells {
+                batch.delete_raw(k)?;
+            }
+            self.write(batch)?;
+        }
+        drop(scan);
+        drop(reader);
+        self.compact_range(Bound::Included(start), Bound::Excluded(end))
+    }
+
+    /// Bytes and cells read through the table API, per table and column,
+    /// since the database was opened.
+    pub fn table_stats(&self) -> Result<Vec<TableStats>> {
+        let counters = &self.engine_ref().columnar;
+        Ok(self
+            .tables()?
+            .into_iter()
+            .map(|t| {
+                let columns: Vec<ColumnStats> = t
+                    .schema
+                    .columns
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let (bytes_read, cells_read) = counters.get(t.id, i as u16);
+                        ColumnStats {
+                            name: c.name.clone(),
+                            bytes_read,
+                            cells_read,
+                        }
+                    })
+                    .collect();
+                TableStats {
+                    name: t.name.to_string(),
+                    id: t.id,
+                    bytes_read: columns.iter().map(|c| c.bytes_read).sum(),
+                    columns,
+                }
+            })
+            .collect())
+    }
+}

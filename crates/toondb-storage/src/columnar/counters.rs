@@ -1,0 +1,51 @@
+//! Bytes read per table and column through the columnar API (keys plus
+//! values of the cells returned to the reader), kept in the engine.
+
+use std::collections::BTreeMap;
+
+use parking_lot::Mutex;
+
+#[derive(Default)]
+pub(crate) struct ReadCounters {
+    /// (table id, column id) -> (bytes, cells)
+    map: Mutex<BTreeMap<(u32, u16), (u64, u64)>>,
+}
+
+impl ReadCounters {
+    pub fn add(&self, table: u32, column: u16, bytes: u64, cells: u64) {
+        if cells == 0 {
+            return;
+        }
+        let mut m = self.map.lock();
+        let e = m.entry((table, column)).or_default();
+        e.0 += bytes;
+        e.1 += cells;
+    }
+
+    pub fn get(&self, table: u32, column: u16) -> (u64, u64) {
+        self.map
+            .lock()
+            .get(&(table, column))
+            .copied()
+            .unwrap_or_default()
+    }
+}
+
+/// Read counters of one column.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnStats {
+    pub name: String,
+    /// Key and value bytes of this column's cells read by gets and scans.
+    pub bytes_read: u64,
+    pub cells_read: u64,
+}
+
+/// Read counters and size of one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableStats {
+    pub name: String,
+    pub id: u32,
+    /// Sum over the columns.
+    pub bytes_read: u64,
+    pub columns: Vec<ColumnStats>,
+}
