@@ -293,6 +293,21 @@ impl NativeDatabase {
             .map_err(to_js)
     }
 
+    /// An external for the module's raw `readInto(handle, key, out)` (see
+    /// `fastget.rs`): the read path without napi-rs's per-call class and
+    /// borrow bookkeeping.
+    #[napi(ts_return_type = "unknown")]
+    pub fn read_handle(&self, env: Env) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
+        let raw = crate::fastget::create_handle(
+            env.raw(),
+            crate::fastget::ReadHandle {
+                db: self.db.clone(),
+            },
+        )?;
+        // SAFETY: `raw` is a value just created in this env.
+        Ok(unsafe { napi::bindgen_prelude::Unknown::from_raw_unchecked(env.raw(), raw) })
+    }
+
     #[napi(catch_unwind)]
     pub fn get(&self, key: Bytes) -> Result<Option<Buffer>> {
         let key = as_bytes(&key);

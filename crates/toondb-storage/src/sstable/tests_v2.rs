@@ -21,7 +21,7 @@ fn compressible_rows(n: usize) -> Vec<Row> {
 }
 
 fn stored_types(table: &Table, file: &[u8]) -> Vec<u8> {
-    (0..table.block_count())
+    (0..table.block_count().unwrap())
         .map(|b| {
             let (off, len) = table.block_region(b);
             file[off + len - 5]
@@ -388,5 +388,37 @@ fn measure_compression() {
                 scan.as_secs_f64() * 1e3,
             );
         }
+    }
+}
+
+/// Open reads only the end of the file; the index and filter are checked
+/// on the first read, which reports their damage as corruption (and keeps
+/// reporting it), while an undamaged table reads normally.
+#[test]
+fn index_and_filter_are_checked_on_first_read_not_at_open() {
+    let rows = damage_rows();
+    let file = build_bytes(&rows, 64);
+    let table = Table::open(7, Arc::new(VecBytes(file.clone()))).unwrap();
+    assert!(!table.meta_loaded(), "open decoded the index");
+    let (user_key, ts, _, value) = rows[0].clone();
+    let got = table.get(&user_key, ts).unwrap().unwrap();
+    assert_eq!(got.entry().value, &value[..]);
+    assert!(table.meta_loaded());
+
+    let (index, filter) = Table::open(7, Arc::new(VecBytes(file.clone())))
+        .unwrap()
+        .meta_regions();
+    let filter = filter.expect("the table has a bloom filter");
+    for at in [index.start + 1, index.end - 2, filter.start, filter.end - 1] {
+        let mut bad = file.clone();
+        bad[at] ^= 0x40;
+        let table = Table::open(7, Arc::new(VecBytes(bad)))
+            .expect("open does not read the index or filter");
+        for _ in 0..2 {
+            let err = table.get(&user_key, ts).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption, "byte {at}: {err}");
+        }
+        let err = TableIter::new(Arc::new(table)).seek_to_first().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption, "byte {at}: {err}");
     }
 }
