@@ -233,6 +233,7 @@ class Database {
     const opts = {
       sync: o.sync,
       memtableSize: o.memtableSize,
+      walSizeLimit: o.walSizeLimit,
       createIfMissing: o.createIfMissing,
       errorIfExists: o.errorIfExists,
       blockSize: o.blockSize,
@@ -688,6 +689,7 @@ function captureResolvers(resolve, reject) {
 const OPEN_TOKEN = Symbol('open')
 const NUMERIC_OPEN_OPTIONS = [
   'memtableSize',
+  'walSizeLimit',
   'blockSize',
   'maxImmutableMemtables',
   'bloomBitsPerKey',

@@ -21,6 +21,7 @@ use crate::transaction::{copy_into, NativeSnapshot, NativeTransaction};
 pub struct OpenOptions {
     pub sync: Option<bool>,
     pub memtable_size: Option<f64>,
+    pub wal_size_limit: Option<f64>,
     pub create_if_missing: Option<bool>,
     pub error_if_exists: Option<bool>,
     pub block_size: Option<f64>,
@@ -85,6 +86,14 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
                 )))
             }
         };
+    }
+    if let Some(v) = positive(
+        "walSizeLimit",
+        o.wal_size_limit,
+        4096.0,
+        (1u64 << 50) as f64,
+    )? {
+        options.wal_size_limit = v as u64;
     }
     if let Some(v) = positive("bloomBitsPerKey", o.bloom_bits_per_key, 0.0, 32.0)? {
         options.bloom_bits_per_key = v as u32;

@@ -20,6 +20,11 @@ pub struct Options {
     /// Memtable size at which it is sealed and flushed to a table file. It
     /// also bounds the WAL that a reopen must replay (default 32 MiB).
     pub memtable_size: usize,
+    /// WAL bytes after which the memtable is sealed (and flushed) even if it
+    /// is not full, so a reopen after a crash replays at most this much per
+    /// unflushed memtable whatever the memtable size (default 4 MiB; see
+    /// docs/performance.md, "Reopen").
+    pub wal_size_limit: u64,
     /// Sealed memtables waiting for flush before writers stall (default 3);
     /// with one fewer waiting, writes are slowed down first.
     pub max_immutable_memtables: usize,
@@ -73,6 +78,7 @@ impl Default for Options {
             error_if_exists: false,
             sync: false,
             memtable_size: 32 << 20,
+            wal_size_limit: 4 << 20,
             max_immutable_memtables: 3,
             block_size: crate::sstable::DEFAULT_BLOCK_SIZE,
             compression: Compression::default(),
@@ -110,6 +116,7 @@ impl fmt::Debug for Options {
             .field("error_if_exists", &self.error_if_exists)
             .field("sync", &self.sync)
             .field("memtable_size", &self.memtable_size)
+            .field("wal_size_limit", &self.wal_size_limit)
             .field("max_immutable_memtables", &self.max_immutable_memtables)
             .field("block_size", &self.block_size)
             .field("compression", &self.compression)

@@ -325,8 +325,8 @@ impl Committer {
     fn has_room(&self) -> bool {
         let state = self.engine.state();
         let limit = self.engine.options.max_immutable_memtables.max(1);
-        state.mem.approximate_bytes() < self.engine.options.memtable_size
-            && !(limit >= 2 && state.imms.len() + 1 >= limit)
+        let backlog = limit >= 2 && state.imms.len() + 1 >= limit;
+        !(self.memtable_full(&state) || backlog)
             && compaction_debt(&self.engine, &state) == Debt::None
     }
 
@@ -465,10 +465,18 @@ impl Committer {
             Counters::add(&self.engine.counters.write_slowdowns, 1);
             std::thread::sleep(SLOWDOWN_DELAY);
         }
-        if state.mem.approximate_bytes() < self.engine.options.memtable_size {
+        if !self.memtable_full(&state) {
             return Ok(());
         }
         self.seal()
+    }
+
+    /// Whether the memtable must be sealed: it reached its size, or its WAL
+    /// segment reached the WAL size limit (which bounds replay at reopen).
+    fn memtable_full(&self, state: &LsmState) -> bool {
+        let options = &self.engine.options;
+        state.mem.approximate_bytes() >= options.memtable_size
+            || (self.wal.len() >= options.wal_size_limit && !state.mem.is_empty())
     }
 
     fn seal_for_flush(&mut self) -> Result<u64> {

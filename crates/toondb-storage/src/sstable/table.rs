@@ -65,6 +65,13 @@ struct Locations {
 struct Meta {
     /// The decoded index block: one handle per data block, in order.
     index: Index,
+    /// Search hints: `hints[i]` is 8 bytes of block `i`'s last user key
+    /// right after the prefix all of them share (`prefix_len` bytes), big
+    /// endian, zero-padded. A dense, cache-resident array (8 bytes a block)
+    /// that narrows the index search to the blocks whose hint equals the
+    /// key's, before any index key is touched (see [`Table::find_block`]).
+    hints: Vec<u64>,
+    prefix_len: usize,
     /// The `filter.bloom` contents (version 2), CRC-checked.
     filter: Option<Filter>,
     /// Bit `i` is set once data block `i` passed its CRC and consistency
@@ -235,8 +242,20 @@ impl Table {
         let verified = (0..index.handles.len().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
+        let key_of = |h: &BlockHandle| index.keys.get(h.last_user_key()).unwrap_or_default();
+        let prefix_len = match (index.handles.first(), index.handles.last()) {
+            (Some(a), Some(b)) => common_prefix(key_of(a), key_of(b)),
+            _ => 0,
+        };
+        let hints = index
+            .handles
+            .iter()
+            .map(|h| hint(key_of(h), prefix_len))
+            .collect();
         Ok(Meta {
             index,
+            hints,
+            prefix_len,
             filter,
             verified,
         })
@@ -294,8 +313,10 @@ impl Table {
         }
         // The first entry at or after (user_key, snapshot) in internal order
         // is the newest version with ts <= snapshot, if it is of user_key.
-        let found =
-            self.find(|k, ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less)?;
+        let found = self.find_in(
+            |k, ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less,
+            Some(user_key),
+        )?;
         let Some(cursor) = found else {
             return Ok(None);
         };
@@ -370,16 +391,19 @@ impl Table {
     pub(crate) fn find(&self, before: impl Fn(&[u8], Timestamp) -> bool) -> Result<Option<Cursor>> {
         // Every entry of a block is <= its last key, so the first block whose
         // last key is not `before` holds the first entry that is not.
-        let index = &self.meta()?.index;
-        let count = index.handles.len();
-        let block = partition(count, |i| {
-            let h = self.handle(i)?;
-            let key = index
-                .keys
-                .get(h.last_user_key())
-                .ok_or_else(|| self.block_error(i, "index key out of range"))?;
-            Ok(before(key, h.last_ts))
-        })?;
+        self.find_in(before, None)
+    }
+
+    /// [`Table::find`], with `key` the user key `before` compares with (a
+    /// point read), which lets the index search use the hints.
+    pub(crate) fn find_in(
+        &self,
+        before: impl Fn(&[u8], Timestamp) -> bool,
+        key: Option<&[u8]>,
+    ) -> Result<Option<Cursor>> {
+        let meta = self.meta()?;
+        let count = meta.index.handles.len();
+        let block = self.find_block(meta, &before, key)?;
         if block == count {
             return Ok(None);
         }
@@ -398,6 +422,47 @@ impl Table {
             return Err(self.block_error(block, "entries disagree with the index"));
         }
         self.cursor(block, buf, layout, idx).map(Some)
+    }
+
+    /// The first block whose last key is not `before`, or the block count.
+    /// Every index key shares the first `prefix_len` bytes, so for a `key`
+    /// with that prefix, a block whose hint is below the key's has a smaller
+    /// last user key (`before` holds) and one whose hint is above has a
+    /// larger one (it does not): only the blocks with an equal hint need
+    /// their index keys compared.
+    fn find_block(
+        &self,
+        meta: &Meta,
+        before: &impl Fn(&[u8], Timestamp) -> bool,
+        key: Option<&[u8]>,
+    ) -> Result<usize> {
+        let index = &meta.index;
+        let (mut lo, mut hi) = (0, index.handles.len());
+        if let Some(key) = key {
+            let prefix = index
+                .handles
+                .first()
+                .and_then(|h| index.keys.get(h.last_user_key()))
+                .and_then(|k| k.get(..meta.prefix_len));
+            if prefix.is_some_and(|p| key.starts_with(p)) {
+                let h = hint(key, meta.prefix_len);
+                lo = meta.hints.partition_point(|&x| x < h);
+                hi = lo + meta.hints[lo..].partition_point(|&x| x <= h);
+            }
+        }
+        let found = partition(hi - lo, |j| {
+            let i = lo + j;
+            let h = index
+                .handles
+                .get(i)
+                .ok_or_else(|| Error::internal(format!("table block {i} out of range")))?;
+            let key = index
+                .keys
+                .get(h.last_user_key())
+                .ok_or_else(|| self.block_error(i, "index key out of range"))?;
+            Ok(before(key, h.last_ts))
+        })?;
+        Ok(lo + found)
     }
 
     pub(crate) fn cursor(
@@ -613,6 +678,20 @@ fn open_v2(
         filter: meta.filter_bloom,
     };
     Ok((locations, summary))
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// 8 bytes of `key` after its first `skip`, big endian, zero-padded: for
+/// keys sharing those `skip` bytes, `hint(a) < hint(b)` implies `a < b`.
+fn hint(key: &[u8], skip: usize) -> u64 {
+    let mut b = [0u8; 8];
+    let tail = key.get(skip..).unwrap_or_default();
+    let n = tail.len().min(8);
+    b[..n].copy_from_slice(&tail[..n]);
+    u64::from_be_bytes(b)
 }
 
 /// The range of `inner` (a subslice of `file`) within `file`.

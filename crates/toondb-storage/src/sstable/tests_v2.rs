@@ -422,3 +422,39 @@ fn index_and_filter_are_checked_on_first_read_not_at_open() {
         assert_eq!(err.kind(), ErrorKind::Corruption, "byte {at}: {err}");
     }
 }
+
+/// The index search hints: keys sharing a long prefix, many blocks whose
+/// hints tie (keys that differ only past the 8 hinted bytes), keys shorter
+/// than the shared prefix, versions of one key spread over blocks, and
+/// probes inside and outside the prefix.
+#[test]
+fn index_hints_agree_with_the_model() {
+    let mut rows = Vec::new();
+    for i in 0..300u64 {
+        // Same 8 bytes after the shared prefix for runs of 50 keys.
+        let key = format!("tenant/0042/users/{:08}/{:06}", i / 50, i);
+        rows.push(put(key.as_bytes(), 5 + i % 3, b"v"));
+        rows.push(put(key.as_bytes(), 2, b"old"));
+    }
+    for ts in 1..40 {
+        rows.push(put(b"tenant/0042/users/", ts, b"short"));
+    }
+    rows.push(put(b"tenant/0042/u", 9, b"shorter"));
+    let rows = normalize(rows);
+    let table = check_all_with(&rows, opts(128, Compression::None), 3);
+    for probe in [
+        &b"tenant/0042/users/0000000"[..],
+        b"tenant/0042/users/00000009/999999",
+        b"tenant/0042/v",
+        b"tenant/0041/zzzz",
+        b"tenant",
+        b"a",
+        b"z",
+    ] {
+        for snap in [0, 3, Timestamp::MAX] {
+            let want = model_get(&rows, probe, snap).cloned();
+            let got = table.get(probe, snap).unwrap().map(|g| row(g.entry()));
+            assert_eq!(got, want, "{}", probe.escape_ascii());
+        }
+    }
+}
