@@ -21,6 +21,7 @@ use crate::transaction::{copy_into, NativeSnapshot, NativeTransaction};
 pub struct OpenOptions {
     pub sync: Option<bool>,
     pub memtable_size: Option<f64>,
+    pub wal_size_limit: Option<f64>,
     pub create_if_missing: Option<bool>,
     pub error_if_exists: Option<bool>,
     pub block_size: Option<f64>,
@@ -85,6 +86,14 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
                 )))
             }
         };
+    }
+    if let Some(v) = positive(
+        "walSizeLimit",
+        o.wal_size_limit,
+        4096.0,
+        (1u64 << 50) as f64,
+    )? {
+        options.wal_size_limit = v as u64;
     }
     if let Some(v) = positive("bloomBitsPerKey", o.bloom_bits_per_key, 0.0, 32.0)? {
         options.bloom_bits_per_key = v as u32;
@@ -369,6 +378,21 @@ impl NativeDatabase {
         self.db
             .get_with(as_bytes(&key), |v| copy_into(v, &mut out))
             .map_err(to_js)
+    }
+
+    /// An external for the module's raw `readInto(handle, key, out)` (see
+    /// `fastget.rs`): the read path without napi-rs's per-call class and
+    /// borrow bookkeeping.
+    #[napi(ts_return_type = "unknown")]
+    pub fn read_handle(&self, env: Env) -> napi::Result<napi::bindgen_prelude::Unknown<'_>> {
+        let raw = crate::fastget::create_handle(
+            env.raw(),
+            crate::fastget::ReadHandle {
+                db: self.db.clone(),
+            },
+        )?;
+        // SAFETY: `raw` is a value just created in this env.
+        Ok(unsafe { napi::bindgen_prelude::Unknown::from_raw_unchecked(env.raw(), raw) })
     }
 
     #[napi(catch_unwind)]

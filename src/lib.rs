@@ -10,6 +10,7 @@ mod completion;
 mod convert;
 mod database;
 mod errors;
+mod fastget;
 mod iterator;
 mod table;
 mod transaction;
@@ -19,4 +20,11 @@ mod transaction;
 #[napi(catch_unwind)]
 pub fn test_panic(message: String) {
     std::panic::panic_any(message);
+}
+
+/// Adds the raw-N-API hot paths (see `fastget.rs`) to the exports.
+#[napi(module_exports)]
+pub fn init(exports: napi::bindgen_prelude::Object, env: napi::Env) -> napi::Result<()> {
+    use napi::JsValue;
+    fastget::register(env.raw(), exports.raw())
 }

@@ -3,6 +3,7 @@
 //! thread inserts; any thread reads. A version is never modified once
 //! inserted, so readers need no lock.
 
+use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
@@ -43,6 +44,71 @@ impl PartialEq for MemKey {
 }
 
 impl Eq for MemKey {}
+
+/// What the skiplist orders by: (user key ascending, timestamp descending).
+/// Lookups search by a borrowed [`Probe`] through `dyn Version`, so a point
+/// read allocates nothing (a `MemKey` probe cost a malloc and a free per
+/// memtable searched).
+pub(crate) trait Version {
+    fn version_key(&self) -> &[u8];
+    fn version_ts(&self) -> Timestamp;
+}
+
+impl Version for MemKey {
+    fn version_key(&self) -> &[u8] {
+        self.user_key()
+    }
+    fn version_ts(&self) -> Timestamp {
+        self.ts
+    }
+}
+
+/// A borrowed search key.
+pub(crate) struct Probe<'k> {
+    pub key: &'k [u8],
+    pub ts: Timestamp,
+}
+
+impl Version for Probe<'_> {
+    fn version_key(&self) -> &[u8] {
+        self.key
+    }
+    fn version_ts(&self) -> Timestamp {
+        self.ts
+    }
+}
+
+impl Ord for dyn Version + '_ {
+    fn cmp(&self, other: &Self) -> Ordering {
+        compare_versions(
+            self.version_key(),
+            self.version_ts(),
+            other.version_key(),
+            other.version_ts(),
+        )
+    }
+}
+
+impl PartialOrd for dyn Version + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for dyn Version + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == Ordering::Equal
+    }
+}
+
+impl Eq for dyn Version + '_ {}
+
+// Consistent with `Ord for MemKey`: both compare (user key, ts) the same way.
+impl<'a> Borrow<dyn Version + 'a> for MemKey {
+    fn borrow(&self) -> &(dyn Version + 'a) {
+        self
+    }
+}
 
 impl MemKey {
     /// A search key (no value).
@@ -160,8 +226,10 @@ impl Memtable {
         snapshot: Timestamp,
         f: impl FnOnce(ValueKind, &[u8]) -> R,
     ) -> Option<R> {
-        let probe = MemKey::new(key, snapshot);
-        let entry = self.map.lower_bound(Bound::Included(&probe))?;
+        let probe = Probe { key, ts: snapshot };
+        let entry = self
+            .map
+            .lower_bound(Bound::Included(&probe as &dyn Version))?;
         let version = entry.key();
         if version.user_key() != key {
             return None;
@@ -171,8 +239,13 @@ impl Memtable {
 
     /// Timestamp of the newest version of `key`, if any.
     pub fn newest_ts(&self, key: &[u8]) -> Option<Timestamp> {
-        let probe = MemKey::new(key, Timestamp::MAX);
-        let entry = self.map.lower_bound(Bound::Included(&probe))?;
+        let probe = Probe {
+            key,
+            ts: Timestamp::MAX,
+        };
+        let entry = self
+            .map
+            .lower_bound(Bound::Included(&probe as &dyn Version))?;
         (entry.key().user_key() == key).then_some(entry.key().ts)
     }
 

@@ -20,6 +20,13 @@ pub struct Options {
     /// Memtable size at which it is sealed and flushed to a table file. It
     /// also bounds the WAL that a reopen must replay (default 32 MiB).
     pub memtable_size: usize,
+    /// WAL bytes after which the memtable is sealed (and flushed) even if it
+    /// is not full, so a reopen after a crash replays at most this much per
+    /// unflushed memtable whatever the memtable size. Default `u64::MAX`
+    /// (off: the memtable size bounds the WAL): each seal costs ~3 fsyncs on
+    /// the commit path, and 4 MiB cut 64-in-flight puts by ~35%; see
+    /// docs/performance.md, "Reopen".
+    pub wal_size_limit: u64,
     /// Sealed memtables waiting for flush before writers stall (default 3);
     /// with one fewer waiting, writes are slowed down first.
     pub max_immutable_memtables: usize,
@@ -73,6 +80,7 @@ impl Default for Options {
             error_if_exists: false,
             sync: false,
             memtable_size: 32 << 20,
+            wal_size_limit: u64::MAX,
             max_immutable_memtables: 3,
             block_size: crate::sstable::DEFAULT_BLOCK_SIZE,
             compression: Compression::default(),
@@ -110,6 +118,7 @@ impl fmt::Debug for Options {
             .field("error_if_exists", &self.error_if_exists)
             .field("sync", &self.sync)
             .field("memtable_size", &self.memtable_size)
+            .field("wal_size_limit", &self.wal_size_limit)
             .field("max_immutable_memtables", &self.max_immutable_memtables)
             .field("block_size", &self.block_size)
             .field("compression", &self.compression)

@@ -64,7 +64,18 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
                 continue;
             }
         };
-        for block in 0..table.block_count() {
+        // The index (and filter) are checked on first use: a damaged one is
+        // a problem here too.
+        let blocks = match table.block_count() {
+            Ok(n) => n,
+            Err(e) => {
+                report
+                    .problems
+                    .push(format!("table {name}: {}", e.message()));
+                continue;
+            }
+        };
+        for block in 0..blocks {
             report.blocks += 1;
             if let Err(e) = table.load_block(block) {
                 report

@@ -326,8 +326,8 @@ impl Committer {
     fn has_room(&self, engine: &Engine) -> bool {
         let state = engine.state();
         let limit = engine.options.max_immutable_memtables.max(1);
-        state.mem.approximate_bytes() < engine.options.memtable_size
-            && !(limit >= 2 && state.imms.len() + 1 >= limit)
+        let backlog = limit >= 2 && state.imms.len() + 1 >= limit;
+        !(self.memtable_full(engine, &state) || backlog)
             && compaction_debt(engine, &state) == Debt::None
     }
 
@@ -463,10 +463,18 @@ impl Committer {
             Counters::add(&engine.counters.write_slowdowns, 1);
             std::thread::sleep(SLOWDOWN_DELAY);
         }
-        if state.mem.approximate_bytes() < engine.options.memtable_size {
+        if !self.memtable_full(engine, &state) {
             return Ok(());
         }
         self.seal(engine)
+    }
+
+    /// Whether the memtable must be sealed: it reached its size, or its WAL
+    /// segment reached the WAL size limit (which bounds replay at reopen).
+    fn memtable_full(&self, engine: &Engine, state: &LsmState) -> bool {
+        let options = &engine.options;
+        state.mem.approximate_bytes() >= options.memtable_size
+            || (self.wal.len() >= options.wal_size_limit && !state.mem.is_empty())
     }
 
     fn seal_for_flush(&mut self, engine: &Engine) -> Result<u64> {

@@ -23,7 +23,7 @@ impl TableIter {
 
     pub fn seek_to_first(&mut self) -> Result<()> {
         self.pos = None;
-        if self.table.block_count() == 0 {
+        if self.table.block_count()? == 0 {
             return Ok(());
         }
         self.enter_block(0, |_| Some(0))
@@ -31,7 +31,7 @@ impl TableIter {
 
     pub fn seek_to_last(&mut self) -> Result<()> {
         self.pos = None;
-        match self.table.block_count().checked_sub(1) {
+        match self.table.block_count()?.checked_sub(1) {
             None => Ok(()),
             Some(last) => self.enter_block(last, |count| count.checked_sub(1)),
         }
@@ -77,7 +77,7 @@ impl TableIter {
                     .cursor(cur.block, cur.buf, cur.layout, cur.idx + 1)?,
             );
             Ok(())
-        } else if cur.block + 1 < self.table.block_count() {
+        } else if cur.block + 1 < self.table.block_count()? {
             self.enter_block(cur.block + 1, |_| Some(0))
         } else {
             Ok(())

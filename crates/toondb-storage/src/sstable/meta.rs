@@ -107,10 +107,10 @@ pub(crate) fn decode_index(block: &Contents<'_>, data_end: usize) -> Result<Inde
     Ok(index)
 }
 
-/// Decodes the properties block into a summary (file_size left 0) and checks
-/// it against the index. Unknown names are skipped: later writers may add
-/// properties.
-pub(crate) fn decode_props(block: &Contents<'_>, index: &Index) -> Result<TableSummary, String> {
+/// Decodes the properties block into a summary (file_size left 0). Unknown
+/// names are skipped: later writers may add properties. [`check_props`]
+/// compares it with the index once that is decoded.
+pub(crate) fn decode_props(block: &Contents<'_>) -> Result<TableSummary, String> {
     let (bytes, layout) = (&block.bytes[..], &block.layout);
     let mut found: [Option<&[u8]>; 5] = [None; 5];
     let names = [
@@ -151,6 +151,16 @@ pub(crate) fn decode_props(block: &Contents<'_>, index: &Index) -> Result<TableS
         smallest: get(4)?.to_vec(),
         file_size: 0,
     };
+    if summary.entries > 0
+        && (summary.smallest > summary.largest || summary.min_ts > summary.max_ts)
+    {
+        return Err("properties are inconsistent".into());
+    }
+    Ok(summary)
+}
+
+/// Whether the properties agree with the index.
+pub(crate) fn check_props(summary: &TableSummary, index: &Index) -> Result<(), String> {
     let consistent = match index.handles.last() {
         None => summary.entries == 0,
         Some(last) => {
@@ -163,7 +173,7 @@ pub(crate) fn decode_props(block: &Contents<'_>, index: &Index) -> Result<TableS
     if !consistent {
         return Err("properties disagree with the index".into());
     }
-    Ok(summary)
+    Ok(())
 }
 
 /// The meta blocks this reader knows, located through the metaindex.

@@ -1,24 +1,27 @@
-//! Reading a table file, version 1 or 2: `open` checks the footer, index,
-//! metaindex and properties and decodes the index into memory; data blocks
-//! are checked the first time they are touched and then trusted (see
-//! "Checksums" in docs/format-table.md). A compressed data block is
+//! Reading a table file, version 1 or 2: `open` checks only what sits at the
+//! end of the file (footer, metaindex, properties), so opening a database
+//! touches a page or two per table. The index and the bloom filter are
+//! checked and decoded the first time a read needs them ([`Table::meta`]);
+//! data blocks are checked the first time they are touched and then trusted
+//! (see "Checksums" in docs/format-table.md). A compressed data block is
 //! decompressed on every load (there is no block cache yet); an uncompressed
-//! one is read in place from the memory map.
+//! one is read in place from the memory map, and so is an uncompressed
+//! filter.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Range;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use super::block::{parse_v2_stored, BlockLayout};
 use super::bloom::may_contain;
 use super::compress::{decompress, TYPE_NONE};
 use super::footer::{decode_footer, Footer, FooterV1, FooterV2};
 use super::meta::{
-    decode_index, decode_metaindex, decode_props, read_v2_entries, read_v2_raw, region,
-    BlockHandle, Contents, Index,
+    check_props, decode_index, decode_metaindex, decode_props, read_v2_entries, read_v2_raw,
+    region, BlockHandle, Contents, Index,
 };
 use super::{table_file_name, TableSummary, FOOTER_LEN, TABLE_KIND_KV};
 use crate::error::{Error, Result};
@@ -42,17 +45,46 @@ pub struct Table {
     bytes: Arc<dyn FileBytes>,
     /// Format version of the file: 1 or 2.
     version: u32,
+    /// Where the index and filter are (found at open, decoded on first use).
+    locations: Locations,
+    /// The index and filter once a read needed them.
+    meta: OnceLock<Meta>,
+    summary: TableSummary,
+    bytes_read: AtomicU64,
+    counters: TableCounters,
+}
+
+/// Byte ranges of the lazily decoded meta blocks.
+#[derive(Debug, Clone)]
+struct Locations {
+    index: Range<usize>,
+    filter: Option<Range<usize>>,
+}
+
+/// What a table keeps in memory once it was first read.
+struct Meta {
     /// The decoded index block: one handle per data block, in order.
     index: Index,
-    summary: TableSummary,
-    /// The `filter.bloom` contents (version 2), checked at open.
-    filter: Option<Vec<u8>>,
+    /// Search hints: `hints[i]` is 8 bytes of block `i`'s last user key
+    /// right after the prefix all of them share (`prefix_len` bytes), big
+    /// endian, zero-padded. A dense, cache-resident array (8 bytes a block)
+    /// that narrows the index search to the blocks whose hint equals the
+    /// key's, before any index key is touched (see [`Table::find_block`]).
+    hints: Vec<u64>,
+    prefix_len: usize,
+    /// The `filter.bloom` contents (version 2), CRC-checked.
+    filter: Option<Filter>,
     /// Bit `i` is set once data block `i` passed its CRC and consistency
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
     /// cost of a stale read is checking a block twice.
     verified: Vec<AtomicU64>,
-    bytes_read: AtomicU64,
-    counters: TableCounters,
+}
+
+/// An uncompressed filter is read in place from the file; a compressed one
+/// is decompressed once.
+enum Filter {
+    Mapped(Range<usize>),
+    Owned(Vec<u8>),
 }
 
 /// Read counters of one table, for the engine's statistics.
@@ -121,50 +153,126 @@ impl fmt::Debug for Table {
         f.debug_struct("Table")
             .field("number", &self.number)
             .field("version", &self.version)
-            .field("blocks", &self.index.handles.len())
+            .field("blocks", &self.meta.get().map(|m| m.index.handles.len()))
             .field("summary", &self.summary)
             .finish()
     }
 }
 
 impl Table {
-    /// Validates footer, magic, version and index/metaindex/properties
-    /// checksums (and the bloom filter's, in version 2).
+    /// Validates footer, magic, version, metaindex and properties; the
+    /// index and filter are checked when first needed ([`Table::meta`]).
     pub fn open(number: u64, bytes: Arc<dyn FileBytes>) -> Result<Table> {
         let name = table_file_name(number);
         let file = bytes.bytes();
         let footer = decode_footer(file).map_err(|m| corrupt(&name, m))?;
         let meta_end = file.len() - FOOTER_LEN; // decode_footer checked the length
-        let (version, index, summary, filter) = match footer {
+        let (version, locations, summary) = match footer {
             Footer::V1(f) => {
-                let (index, summary) =
+                let (locations, summary) =
                     open_v1(file, &f, meta_end).map_err(|m| corrupt(&name, m))?;
-                (1, index, summary, None)
+                (1, locations, summary)
             }
             Footer::V2(f) => {
-                let (index, summary, filter) =
+                let (locations, summary) =
                     open_v2(file, &f, meta_end).map_err(|m| corrupt(&name, m))?;
-                (2, index, summary, filter)
+                (2, locations, summary)
             }
         };
         let summary = TableSummary {
             file_size: file.len() as u64,
             ..summary
         };
-        let verified = (0..index.handles.len().div_ceil(64))
-            .map(|_| AtomicU64::new(0))
-            .collect();
         Ok(Table {
             number,
             bytes,
             version,
-            index,
+            locations,
+            meta: OnceLock::new(),
             summary,
-            filter,
-            verified,
             bytes_read: AtomicU64::new(0),
             counters: TableCounters::default(),
         })
+    }
+
+    /// The index and filter, checked and decoded on first use. A damaged
+    /// block is reported on every call (nothing is cached then).
+    fn meta(&self) -> Result<&Meta> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m);
+        }
+        let meta = self
+            .decode_meta()
+            .map_err(|m| corrupt(&table_file_name(self.number), m))?;
+        // Another thread may have won the race with an identical value.
+        let _ = self.meta.set(meta);
+        self.meta
+            .get()
+            .ok_or_else(|| Error::internal("table metadata vanished"))
+    }
+
+    fn decode_meta(&self) -> Result<Meta, String> {
+        let file = self.bytes.bytes();
+        let range = self.locations.index.clone();
+        let index = if self.version == 1 {
+            BlockLayout::parse(file, range.start, range.len(), true)
+                .map_err(String::from)
+                .and_then(|layout| {
+                    decode_index(
+                        &Contents {
+                            bytes: Cow::Borrowed(file),
+                            layout,
+                        },
+                        range.start,
+                    )
+                })
+        } else {
+            read_v2_entries(file, range.clone()).and_then(|b| decode_index(&b, range.start))
+        }
+        .map_err(|m| format!("index block at {}: {m}", range.start))?;
+        check_props(&self.summary, &index)?;
+        let filter = match &self.locations.filter {
+            None => None,
+            Some(range) => Some(match read_v2_raw(file, range.clone()) {
+                Ok(Cow::Borrowed(b)) => Filter::Mapped(offset_in(file, b)),
+                Ok(Cow::Owned(v)) => Filter::Owned(v),
+                Err(m) => return Err(format!("filter.bloom at {}: {m}", range.start)),
+            }),
+        };
+        let verified = (0..index.handles.len().div_ceil(64))
+            .map(|_| AtomicU64::new(0))
+            .collect();
+        let key_of = |h: &BlockHandle| index.keys.get(h.last_user_key()).unwrap_or_default();
+        let prefix_len = match (index.handles.first(), index.handles.last()) {
+            (Some(a), Some(b)) => common_prefix(key_of(a), key_of(b)),
+            _ => 0,
+        };
+        let hints = index
+            .handles
+            .iter()
+            .map(|h| hint(key_of(h), prefix_len))
+            .collect();
+        Ok(Meta {
+            index,
+            hints,
+            prefix_len,
+            filter,
+            verified,
+        })
+    }
+
+    /// Checks and decodes the index and filter now (tests and tools that
+    /// want open-time errors).
+    #[allow(dead_code)]
+    pub(crate) fn load_meta(&self) -> Result<()> {
+        self.meta().map(drop)
+    }
+
+    fn filter_bytes<'a>(&'a self, meta: &'a Meta) -> Option<&'a [u8]> {
+        match meta.filter.as_ref()? {
+            Filter::Mapped(r) => self.bytes.bytes().get(r.clone()),
+            Filter::Owned(v) => Some(v),
+        }
     }
 
     /// Format version of the file (1 or 2).
@@ -190,7 +298,8 @@ impl Table {
     /// The bloom filter, when the table has one, is consulted first: a key
     /// it rules out costs no data block read.
     pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableGet<'_>>> {
-        if let Some(filter) = &self.filter {
+        let meta = self.meta()?;
+        if let Some(filter) = self.filter_bytes(meta) {
             self.counters
                 .bloom_checked
                 .fetch_add(1, AtomicOrdering::Relaxed);
@@ -203,8 +312,10 @@ impl Table {
         }
         // The first entry at or after (user_key, snapshot) in internal order
         // is the newest version with ts <= snapshot, if it is of user_key.
-        let found =
-            self.find(|k, ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less)?;
+        let found = self.find_in(
+            |k, ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less,
+            Some(user_key),
+        )?;
         let Some(cursor) = found else {
             return Ok(None);
         };
@@ -230,7 +341,9 @@ impl Table {
     /// Whether data block `block` has passed its checks (for tests).
     #[cfg(test)]
     pub(crate) fn block_verified(&self, block: usize) -> bool {
-        self.verified
+        self.meta()
+            .unwrap()
+            .verified
             .get(block / 64)
             .is_some_and(|w| w.load(AtomicOrdering::Relaxed) & (1 << (block % 64)) != 0)
     }
@@ -238,24 +351,37 @@ impl Table {
     /// (offset, stored length) of data block `block`, for tests.
     #[cfg(test)]
     pub(crate) fn block_region(&self, block: usize) -> (usize, usize) {
-        let h = &self.index.handles[block];
+        let h = &self.meta().unwrap().index.handles[block];
         (h.offset, h.len)
+    }
+
+    /// Byte ranges of the index and filter blocks, for tests.
+    #[cfg(test)]
+    pub(crate) fn meta_regions(&self) -> (Range<usize>, Option<Range<usize>>) {
+        (self.locations.index.clone(), self.locations.filter.clone())
+    }
+
+    /// Whether the index and filter were decoded yet, for tests.
+    #[cfg(test)]
+    pub(crate) fn meta_loaded(&self) -> bool {
+        self.meta.get().is_some()
     }
 
     /// Whether the table has a bloom filter, for tests.
     #[cfg(test)]
     pub(crate) fn has_filter(&self) -> bool {
-        self.filter.is_some()
+        self.meta().unwrap().filter.is_some()
     }
 
     /// End of the last data block (0 without blocks), for tests.
     #[cfg(test)]
     pub(crate) fn data_end(&self) -> usize {
-        self.index.handles.last().map_or(0, |h| h.offset + h.len)
+        let meta = self.meta().unwrap();
+        meta.index.handles.last().map_or(0, |h| h.offset + h.len)
     }
 
-    pub(crate) fn block_count(&self) -> usize {
-        self.index.handles.len()
+    pub(crate) fn block_count(&self) -> Result<usize> {
+        Ok(self.meta()?.index.handles.len())
     }
 
     /// Positions at the first entry for which `before(user_key, ts)` is false;
@@ -264,16 +390,20 @@ impl Table {
     pub(crate) fn find(&self, before: impl Fn(&[u8], Timestamp) -> bool) -> Result<Option<Cursor>> {
         // Every entry of a block is <= its last key, so the first block whose
         // last key is not `before` holds the first entry that is not.
-        let block = partition(self.block_count(), |i| {
-            let h = self.handle(i)?;
-            let key = self
-                .index
-                .keys
-                .get(h.last_user_key())
-                .ok_or_else(|| self.block_error(i, "index key out of range"))?;
-            Ok(before(key, h.last_ts))
-        })?;
-        if block == self.block_count() {
+        self.find_in(before, None)
+    }
+
+    /// [`Table::find`], with `key` the user key `before` compares with (a
+    /// point read), which lets the index search use the hints.
+    pub(crate) fn find_in(
+        &self,
+        before: impl Fn(&[u8], Timestamp) -> bool,
+        key: Option<&[u8]>,
+    ) -> Result<Option<Cursor>> {
+        let meta = self.meta()?;
+        let count = meta.index.handles.len();
+        let block = self.find_block(meta, &before, key)?;
+        if block == count {
             return Ok(None);
         }
         let (buf, layout) = self.load_block(block)?;
@@ -291,6 +421,47 @@ impl Table {
             return Err(self.block_error(block, "entries disagree with the index"));
         }
         self.cursor(block, buf, layout, idx).map(Some)
+    }
+
+    /// The first block whose last key is not `before`, or the block count.
+    /// Every index key shares the first `prefix_len` bytes, so for a `key`
+    /// with that prefix, a block whose hint is below the key's has a smaller
+    /// last user key (`before` holds) and one whose hint is above has a
+    /// larger one (it does not): only the blocks with an equal hint need
+    /// their index keys compared.
+    fn find_block(
+        &self,
+        meta: &Meta,
+        before: &impl Fn(&[u8], Timestamp) -> bool,
+        key: Option<&[u8]>,
+    ) -> Result<usize> {
+        let index = &meta.index;
+        let (mut lo, mut hi) = (0, index.handles.len());
+        if let Some(key) = key {
+            let prefix = index
+                .handles
+                .first()
+                .and_then(|h| index.keys.get(h.last_user_key()))
+                .and_then(|k| k.get(..meta.prefix_len));
+            if prefix.is_some_and(|p| key.starts_with(p)) {
+                let h = hint(key, meta.prefix_len);
+                lo = meta.hints.partition_point(|&x| x < h);
+                hi = lo + meta.hints[lo..].partition_point(|&x| x <= h);
+            }
+        }
+        let found = partition(hi - lo, |j| {
+            let i = lo + j;
+            let h = index
+                .handles
+                .get(i)
+                .ok_or_else(|| Error::internal(format!("table block {i} out of range")))?;
+            let key = index
+                .keys
+                .get(h.last_user_key())
+                .ok_or_else(|| self.block_error(i, "index key out of range"))?;
+            Ok(before(key, h.last_ts))
+        })?;
+        Ok(lo + found)
     }
 
     pub(crate) fn cursor(
@@ -333,9 +504,10 @@ impl Table {
     /// verifying its CRC and its last key against the index the first time
     /// only, and counts it as read.
     pub(crate) fn load_block(&self, block: usize) -> Result<(BlockBuf, BlockLayout)> {
+        let meta = self.meta()?;
         let h = self.handle(block)?;
         let (word, bit) = (block / 64, 1u64 << (block % 64));
-        let flags = self
+        let flags = meta
             .verified
             .get(word)
             .ok_or_else(|| Error::internal("table block bitmap too short"))?;
@@ -371,7 +543,7 @@ impl Table {
             let raw = layout
                 .entry(bytes, last)
                 .map_err(|m| self.block_error(block, m))?;
-            if bytes.get(raw.key) != self.index.keys.get(h.last_key.clone()) {
+            if bytes.get(raw.key) != meta.index.keys.get(h.last_key.clone()) {
                 return Err(self.block_error(block, "last key differs from the index"));
             }
             flags.fetch_or(bit, AtomicOrdering::Relaxed);
@@ -407,14 +579,19 @@ impl Table {
     }
 
     fn handle(&self, block: usize) -> Result<&BlockHandle> {
-        self.index
+        self.meta()?
+            .index
             .handles
             .get(block)
             .ok_or_else(|| Error::internal(format!("table block {block} out of range")))
     }
 
     fn block_error(&self, block: usize, msg: impl fmt::Display) -> Error {
-        let offset = self.index.handles.get(block).map_or(0, |h| h.offset);
+        let offset = self
+            .meta
+            .get()
+            .and_then(|m| m.index.handles.get(block))
+            .map_or(0, |h| h.offset);
         corrupt(
             &table_file_name(self.number),
             format!("data block {block} at offset {offset}: {msg}"),
@@ -443,7 +620,11 @@ fn partition(n: usize, mut before: impl FnMut(usize) -> Result<bool>) -> Result<
 
 /// Version 1: the index and properties blocks are named by the footer and
 /// framed with their own CRC; there is no filter.
-fn open_v1(file: &[u8], f: &FooterV1, meta_end: usize) -> Result<(Index, TableSummary), String> {
+fn open_v1(
+    file: &[u8],
+    f: &FooterV1,
+    meta_end: usize,
+) -> Result<(Locations, TableSummary), String> {
     let index_range =
         region(f.index_offset, f.index_len, meta_end).ok_or("index block lies outside the file")?;
     let props_range = region(f.props_offset, f.props_len, meta_end)
@@ -452,21 +633,20 @@ fn open_v1(file: &[u8], f: &FooterV1, meta_end: usize) -> Result<(Index, TableSu
     if f.filter_len != 0 && region(f.filter_offset, f.filter_len, meta_end).is_none() {
         return Err("filter block lies outside the file".into());
     }
-    let v1_block = |range: &Range<usize>| {
-        BlockLayout::parse(file, range.start, range.len(), true).map(|layout| Contents {
-            bytes: Cow::Borrowed(file),
-            layout,
+    let summary = BlockLayout::parse(file, props_range.start, props_range.len(), true)
+        .map_err(String::from)
+        .and_then(|layout| {
+            decode_props(&Contents {
+                bytes: Cow::Borrowed(file),
+                layout,
+            })
         })
-    };
-    let index = v1_block(&index_range)
-        .map_err(String::from)
-        .and_then(|b| decode_index(&b, index_range.start))
-        .map_err(|m| format!("index block at {}: {m}", f.index_offset))?;
-    let summary = v1_block(&props_range)
-        .map_err(String::from)
-        .and_then(|b| decode_props(&b, &index))
         .map_err(|m| format!("properties at {}: {m}", f.props_offset))?;
-    Ok((index, summary))
+    let locations = Locations {
+        index: index_range,
+        filter: None,
+    };
+    Ok((locations, summary))
 }
 
 /// Version 2: the footer names the index and the metaindex; the metaindex
@@ -475,7 +655,7 @@ fn open_v2(
     file: &[u8],
     f: &FooterV2,
     meta_end: usize,
-) -> Result<(Index, TableSummary, Option<Vec<u8>>), String> {
+) -> Result<(Locations, TableSummary), String> {
     if f.kind != TABLE_KIND_KV {
         return Err(format!(
             "unsupported table kind {} (this build reads key-value tables, kind {TABLE_KIND_KV})",
@@ -486,22 +666,35 @@ fn open_v2(
         region(f.index_offset, f.index_len, meta_end).ok_or("index block lies outside the file")?;
     let metaindex_range = region(f.metaindex_offset, f.metaindex_len, meta_end)
         .ok_or("metaindex block lies outside the file")?;
-    let index = read_v2_entries(file, index_range.clone())
-        .and_then(|b| decode_index(&b, index_range.start))
-        .map_err(|m| format!("index block at {}: {m}", f.index_offset))?;
     let meta = read_v2_entries(file, metaindex_range)
         .and_then(|b| decode_metaindex(&b, meta_end))
         .map_err(|m| format!("metaindex at {}: {m}", f.metaindex_offset))?;
     let summary = read_v2_entries(file, meta.properties.clone())
-        .and_then(|b| decode_props(&b, &index))
+        .and_then(|b| decode_props(&b))
         .map_err(|m| format!("properties at {}: {m}", meta.properties.start))?;
-    let filter = match meta.filter_bloom {
-        None => None,
-        Some(range) => Some(
-            read_v2_raw(file, range.clone())
-                .map_err(|m| format!("filter.bloom at {}: {m}", range.start))?
-                .into_owned(),
-        ),
+    let locations = Locations {
+        index: index_range,
+        filter: meta.filter_bloom,
     };
-    Ok((index, summary, filter))
+    Ok((locations, summary))
+}
+
+fn common_prefix(a: &[u8], b: &[u8]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
+}
+
+/// 8 bytes of `key` after its first `skip`, big endian, zero-padded: for
+/// keys sharing those `skip` bytes, `hint(a) < hint(b)` implies `a < b`.
+fn hint(key: &[u8], skip: usize) -> u64 {
+    let mut b = [0u8; 8];
+    let tail = key.get(skip..).unwrap_or_default();
+    let n = tail.len().min(8);
+    b[..n].copy_from_slice(&tail[..n]);
+    u64::from_be_bytes(b)
+}
+
+/// The range of `inner` (a subslice of `file`) within `file`.
+fn offset_in(file: &[u8], inner: &[u8]) -> Range<usize> {
+    let start = (inner.as_ptr() as usize).saturating_sub(file.as_ptr() as usize);
+    start..start + inner.len()
 }

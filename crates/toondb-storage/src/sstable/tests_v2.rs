@@ -21,7 +21,7 @@ fn compressible_rows(n: usize) -> Vec<Row> {
 }
 
 fn stored_types(table: &Table, file: &[u8]) -> Vec<u8> {
-    (0..table.block_count())
+    (0..table.block_count().unwrap())
         .map(|b| {
             let (off, len) = table.block_region(b);
             file[off + len - 5]
@@ -387,6 +387,74 @@ fn measure_compression() {
                 N as f64 / best / 1e3,
                 scan.as_secs_f64() * 1e3,
             );
+        }
+    }
+}
+
+/// Open reads only the end of the file; the index and filter are checked
+/// on the first read, which reports their damage as corruption (and keeps
+/// reporting it), while an undamaged table reads normally.
+#[test]
+fn index_and_filter_are_checked_on_first_read_not_at_open() {
+    let rows = damage_rows();
+    let file = build_bytes(&rows, 64);
+    let table = Table::open(7, Arc::new(VecBytes(file.clone()))).unwrap();
+    assert!(!table.meta_loaded(), "open decoded the index");
+    let (user_key, ts, _, value) = rows[0].clone();
+    let got = table.get(&user_key, ts).unwrap().unwrap();
+    assert_eq!(got.entry().value, &value[..]);
+    assert!(table.meta_loaded());
+
+    let (index, filter) = Table::open(7, Arc::new(VecBytes(file.clone())))
+        .unwrap()
+        .meta_regions();
+    let filter = filter.expect("the table has a bloom filter");
+    for at in [index.start + 1, index.end - 2, filter.start, filter.end - 1] {
+        let mut bad = file.clone();
+        bad[at] ^= 0x40;
+        let table = Table::open(7, Arc::new(VecBytes(bad)))
+            .expect("open does not read the index or filter");
+        for _ in 0..2 {
+            let err = table.get(&user_key, ts).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption, "byte {at}: {err}");
+        }
+        let err = TableIter::new(Arc::new(table)).seek_to_first().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption, "byte {at}: {err}");
+    }
+}
+
+/// The index search hints: keys sharing a long prefix, many blocks whose
+/// hints tie (keys that differ only past the 8 hinted bytes), keys shorter
+/// than the shared prefix, versions of one key spread over blocks, and
+/// probes inside and outside the prefix.
+#[test]
+fn index_hints_agree_with_the_model() {
+    let mut rows = Vec::new();
+    for i in 0..300u64 {
+        // Same 8 bytes after the shared prefix for runs of 50 keys.
+        let key = format!("tenant/0042/users/{:08}/{:06}", i / 50, i);
+        rows.push(put(key.as_bytes(), 5 + i % 3, b"v"));
+        rows.push(put(key.as_bytes(), 2, b"old"));
+    }
+    for ts in 1..40 {
+        rows.push(put(b"tenant/0042/users/", ts, b"short"));
+    }
+    rows.push(put(b"tenant/0042/u", 9, b"shorter"));
+    let rows = normalize(rows);
+    let table = check_all_with(&rows, opts(128, Compression::None), 3);
+    for probe in [
+        &b"tenant/0042/users/0000000"[..],
+        b"tenant/0042/users/00000009/999999",
+        b"tenant/0042/v",
+        b"tenant/0041/zzzz",
+        b"tenant",
+        b"a",
+        b"z",
+    ] {
+        for snap in [0, 3, Timestamp::MAX] {
+            let want = model_get(&rows, probe, snap).cloned();
+            let got = table.get(probe, snap).unwrap().map(|g| row(g.entry()));
+            assert_eq!(got, want, "{}", probe.escape_ascii());
         }
     }
 }

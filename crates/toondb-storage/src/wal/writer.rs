@@ -102,8 +102,8 @@ impl WalWriter {
         result.map_err(|e| e.context(format_args!("syncing WAL segment {}", self.number)))
     }
 
-    /// Bytes in the segment including the header.
-    #[cfg(test)]
+    /// Bytes in the segment including the header (the logical end, not
+    /// preallocated space).
     pub fn len(&self) -> u64 {
         self.file.len()
     }

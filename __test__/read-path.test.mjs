@@ -1,0 +1,65 @@
+// getSync's raw native read path (src/fastget.rs): every key form, long
+// keys, values past the 64 KiB scratch buffer, absent keys, errors.
+import assert from 'node:assert/strict'
+import { createRequire } from 'node:module'
+import { after, describe, test } from 'node:test'
+
+import { Database, assertCode, tempRoot } from './helpers.mjs'
+
+const require = createRequire(import.meta.url)
+const tmp = tempRoot('readpath')
+after(() => tmp.cleanup())
+
+describe('getSync fast path', () => {
+  test('string, Buffer and Uint8Array keys, long and multi-byte keys, large values', async () => {
+    const db = await Database.open(tmp.dir())
+    try {
+      const long = 'k'.repeat(255) + 'é' + 'x'.repeat(3000) // crosses the 256-byte stack buffer
+      const edge = 'a'.repeat(256)
+      const big = Buffer.alloc(200 * 1024, 7) // larger than the 64 KiB scratch buffer
+      await db.put('plain', 'v1')
+      await db.put('ключ🙂', 'v2')
+      await db.put(long, 'v3')
+      await db.put(edge, 'v4')
+      await db.put('big', big)
+      await db.put(Buffer.from([0, 1, 2]), 'v5')
+      await db.put('empty-value', '')
+      for (const round of ['memtable', 'tables']) {
+        assert.equal(db.getSync('plain').toString(), 'v1', round)
+        assert.equal(db.getSync(Buffer.from('plain')).toString(), 'v1', round)
+        assert.equal(db.getSync(new Uint8Array(Buffer.from('plain'))).toString(), 'v1', round)
+        assert.equal(db.getSync('ключ🙂').toString(), 'v2', round)
+        assert.equal(db.getSync(long).toString(), 'v3', round)
+        assert.equal(db.getSync(edge).toString(), 'v4', round)
+        assert.equal(db.getSync('a'.repeat(255)), null, round)
+        assert.deepEqual(db.getSync('big'), big, round)
+        assert.equal(db.getSync(new Uint8Array([0, 1, 2])).toString(), 'v5', round)
+        assert.equal(db.getSync('empty-value').length, 0, round)
+        assert.equal(db.getSync('missing'), null, round)
+        assert.equal((await db.get('plain')).toString(), 'v1', round)
+        // The returned Buffer is the caller's: a later read does not change it.
+        const v = db.getSync('plain')
+        db.getSync('ключ🙂')
+        assert.equal(v.toString(), 'v1', round)
+        await db.flush()
+      }
+      await db.delete('plain')
+      assert.equal(db.getSync('plain'), null)
+    } finally {
+      await db.close()
+    }
+  })
+
+  test('errors keep their codes', async () => {
+    const db = await Database.open(tmp.dir())
+    await db.put('a', 'b')
+    assert.throws(() => db.getSync(42), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+    assert.throws(() => db.getSync(''), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+    await db.close()
+    assert.throws(() => db.getSync('a'), (err) => (assertCode(err, 'TOONDB_CLOSED'), true))
+    // The raw entry point refuses anything but its own handle and a Uint8Array.
+    const native = require('../native.js')
+    assert.throws(() => native.readInto({}, 'a', Buffer.alloc(8)), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+    assert.throws(() => native.readInto(), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+  })
+})

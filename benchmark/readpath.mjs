@@ -1,0 +1,192 @@
+// Read-path benchmark: toondb-storage getSync / get / getMany against lmdb's
+// getBinary on the same keys, in the same process, rounds alternating between
+// the stores. The data set is built once per process (untimed): N keys loaded
+// in batches of 1000 in random (or key) order, then, per --state:
+//   memtable   toondb keeps everything in memory (no reopen, no flush);
+//   compacted  toondb flushes and compacts everything, then both stores reopen;
+//   loaded     both stores reopen without a manual compaction (whatever the
+//              background compaction left).
+//
+//   node benchmark/readpath.mjs --keys 1000000 --state compacted --rounds 3
+//   TOONDB_BENCH_ENTRY=/other/worktree/index.js node benchmark/readpath.mjs ...
+//
+// Keys: "key" + 13-digit zero-padded 2*i (16 bytes); the absent probe reads
+// "key" + 2*i+1, which fall between present keys (so a table's key range does
+// not rule them out: only its filter can). Values: 100 random bytes.
+// Prints one line per round and store, then a summary (median/min/max and the
+// toondb ÷ lmdb ratio of medians) as Markdown.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+
+const require = createRequire(import.meta.url);
+const here = path.dirname(fileURLToPath(import.meta.url));
+const { values: opt } = parseArgs({
+  options: {
+    keys: { type: 'string', default: '200000' },
+    reads: { type: 'string' },
+    rounds: { type: 'string', default: '3' },
+    state: { type: 'string', default: 'compacted' },
+    order: { type: 'string', default: 'random' },
+    'value-size': { type: 'string', default: '100' },
+    workloads: { type: 'string', default: 'present,absent,async1,async64,getmany' },
+    dir: { type: 'string', default: os.tmpdir() },
+    'cache-size': { type: 'string' },
+  },
+});
+const N = Number(opt.keys);
+const READS = Number(opt.reads ?? Math.min(N, 1_000_000));
+const ROUNDS = Number(opt.rounds);
+const VSIZE = Number(opt['value-size']);
+const workloads = opt.workloads.split(',');
+
+const ENTRY = process.env.TOONDB_BENCH_ENTRY ? path.resolve(process.env.TOONDB_BENCH_ENTRY) : path.resolve(here, '../index.js');
+const { Database } = require(ENTRY);
+const { open: openLmdb } = await import('lmdb');
+
+// Seeded PRNG (mulberry32) so every run reads the same sequence.
+function rng(seed) {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+function permutation(n, seed) {
+  const r = rng(seed);
+  const p = new Uint32Array(n);
+  for (let i = 0; i < n; i++) p[i] = i;
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    const t = p[i]; p[i] = p[j]; p[j] = t;
+  }
+  return p;
+}
+const keyOf = (i) => Buffer.from('key' + String(i).padStart(13, '0'));
+const keys = new Array(N);
+const absent = new Array(N);
+for (let i = 0; i < N; i++) { keys[i] = keyOf(2 * i); absent[i] = keyOf(2 * i + 1); }
+const r = rng(7);
+const valueFor = (i) => { const v = Buffer.allocUnsafe(VSIZE); for (let j = 0; j < VSIZE; j++) v[j] = (r() * 256) | 0; v.writeUInt32LE(i, 0); return v; };
+const loadOrder = opt.order === 'random' ? permutation(N, 1) : Uint32Array.from({ length: N }, (_, i) => i);
+const readOrder = permutation(N, 2);
+const readKeys = Array.from({ length: READS }, (_, i) => keys[readOrder[i % N]]);
+const absentKeys = Array.from({ length: READS }, (_, i) => absent[readOrder[i % N]]);
+const log = (...a) => console.error(...a);
+
+const base = fs.mkdtempSync(path.join(opt.dir, 'readpath-'));
+const toondbDir = path.join(base, 'toondb');
+const lmdbDir = path.join(base, 'lmdb');
+const toondbOpts = opt['cache-size'] ? { cacheSize: Number(opt['cache-size']) } : {};
+
+log(`# ${N} keys (${opt.order} order) x ${VSIZE} B values, state=${opt.state}, ${READS} reads per loop, toondb from ${ENTRY}`);
+let t0 = performance.now();
+let tdb = await Database.open(toondbDir, toondbOpts);
+{
+  let batch = [];
+  for (let n = 0; n < N; n++) {
+    const i = loadOrder[n];
+    batch.push({ type: 'put', key: keys[i], value: valueFor(i) });
+    if (batch.length === 1000 || n === N - 1) { await tdb.batch(batch); batch = []; }
+  }
+}
+if (opt.state === 'compacted') { await tdb.flush(); await tdb.compact(); }
+if (opt.state !== 'memtable') { await tdb.close(); tdb = await Database.open(toondbDir, toondbOpts); }
+log(`toondb loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; levels ${JSON.stringify(tdb.stats().levels.map((l) => l.tables))}`);
+t0 = performance.now();
+let ldb = openLmdb({ path: lmdbDir, keyEncoding: 'binary', encoding: 'binary', noSync: true });
+{
+  const r2 = rng(7);
+  for (let n = 0; n < N; n += 1000) {
+    await ldb.transaction(() => {
+      for (let m = n; m < Math.min(N, n + 1000); m++) { const i = loadOrder[m]; ldb.put(keys[i], valueFor(i)); }
+    });
+  }
+  void r2;
+}
+await ldb.close();
+ldb = openLmdb({ path: lmdbDir, keyEncoding: 'binary', encoding: 'binary', noSync: true });
+log(`lmdb loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+function check(v) { if (v === null || v === undefined || v.length !== VSIZE) throw new Error('bad read'); }
+async function window64(n, op) {
+  let next = 0;
+  async function lane() { while (next < n) { const i = next++; check(await op(i)); } }
+  await Promise.all(Array.from({ length: 64 }, lane));
+}
+const W = {
+  present: {
+    toondb: () => { for (let i = 0; i < READS; i++) check(tdb.getSync(readKeys[i])); return READS; },
+    lmdb: () => { for (let i = 0; i < READS; i++) check(ldb.getBinary(readKeys[i])); return READS; },
+  },
+  absent: {
+    toondb: () => { for (let i = 0; i < READS; i++) if (tdb.getSync(absentKeys[i]) !== null) throw new Error('found absent'); return READS; },
+    lmdb: () => { for (let i = 0; i < READS; i++) if (ldb.getBinary(absentKeys[i]) !== undefined) throw new Error('found absent'); return READS; },
+  },
+  async1: {
+    toondb: async () => { const n = Math.min(READS, 200000); for (let i = 0; i < n; i++) check(await tdb.get(readKeys[i])); return n; },
+    lmdb: async () => { const n = Math.min(READS, 200000); for (let i = 0; i < n; i++) check(await ldb.get(readKeys[i])); return n; },
+  },
+  async64: {
+    toondb: async () => { const n = Math.min(READS, 200000); await window64(n, (i) => tdb.get(readKeys[i])); return n; },
+    lmdb: async () => { const n = Math.min(READS, 200000); await window64(n, (i) => ldb.getAsync(readKeys[i])); return n; },
+  },
+  getmany: {
+    toondb: async () => { const n = Math.floor(Math.min(READS, 200000) / 100); for (let b = 0; b < n; b++) { const vs = await tdb.getMany(readKeys.slice(b * 100, b * 100 + 100)); vs.forEach(check); } return n * 100; },
+    lmdb: async () => { const n = Math.floor(Math.min(READS, 200000) / 100); for (let b = 0; b < n; b++) { const vs = await ldb.getMany(readKeys.slice(b * 100, b * 100 + 100)); vs.forEach(check); } return n * 100; },
+  },
+};
+// lmdb's getMany/async get return decoded values: with encoding 'binary' they are Buffers.
+
+const results = {};
+// Warm-up: one untimed pass of each workload per store (V8 compiles, pages fault in).
+for (const w of workloads) for (const s of ['toondb', 'lmdb']) await W[w][s]();
+for (let round = 0; round < ROUNDS; round++) {
+  for (const w of workloads) {
+    const order = round % 2 === 0 ? ['toondb', 'lmdb'] : ['lmdb', 'toondb'];
+    for (const s of order) {
+      const before = s === 'toondb' ? tdb.stats() : null;
+      globalThis.gc?.();
+      const t = process.hrtime.bigint();
+      const c = process.cpuUsage();
+      const ops = await W[w][s]();
+      const sec = Number(process.hrtime.bigint() - t) / 1e9;
+      const cu = process.cpuUsage(c);
+      const cpuSec = (cu.user + cu.system) / 1e6;
+      const rate = ops / sec;
+      (results[`${w}|${s}`] ??= []).push(rate);
+      (results[`${w}|${s}|cpu`] ??= []).push(ops / cpuSec);
+      let note = '';
+      if (before) {
+        const after = tdb.stats();
+        const d = (k) => after[k] - before[k];
+        note = ` dataBlocksRead/op=${(d('dataBlocksRead') / ops).toFixed(3)} bloomChecked/op=${(d('bloomChecked') / ops).toFixed(2)} bloomUseful/op=${(d('bloomUseful') / ops).toFixed(2)}`;
+        if (after.blockCacheHits !== undefined) note += ` cacheHits=${d('blockCacheHits')} cacheMisses=${d('blockCacheMisses')}`;
+      }
+      log(`[round ${round + 1}] ${w.padEnd(8)} ${s.padEnd(6)} ${(rate / 1000).toFixed(0).padStart(6)}K/s (${(ops / cpuSec / 1000).toFixed(0)}K per CPU-s)${note}`);
+    }
+  }
+}
+const stat = (a) => { const s = [...a].sort((x, y) => x - y); return { min: s[0], med: s[Math.floor(s.length / 2)], max: s[s.length - 1] }; };
+const k = (x) => `${(x / 1000).toFixed(0)}K`;
+console.log(`\n${N} keys, ${opt.order} load, state=${opt.state}, ${VSIZE} B values, ${ROUNDS} rounds`);
+// Wall-clock rates, and rates per CPU-second of this process (less exposed
+// to the other tenants of a shared VM taking the CPU away mid-loop).
+console.log('| workload | toondb med (min-max) | lmdb med (min-max) | toondb ÷ lmdb | per CPU-s: toondb | lmdb | ÷ |');
+console.log('|---|---|---|---|---|---|---|');
+for (const w of workloads) {
+  const a = stat(results[`${w}|toondb`]);
+  const b = stat(results[`${w}|lmdb`]);
+  const ac = stat(results[`${w}|toondb|cpu`]);
+  const bc = stat(results[`${w}|lmdb|cpu`]);
+  console.log(`| ${w} | ${k(a.med)} (${k(a.min)}-${k(a.max)}) | ${k(b.med)} (${k(b.min)}-${k(b.max)}) | ${(a.med / b.med).toFixed(2)}x | ${k(ac.med)} | ${k(bc.med)} | ${(ac.med / bc.med).toFixed(2)}x |`);
+}
+await tdb.close();
+await ldb.close();
+fs.rmSync(base, { recursive: true, force: true });
