@@ -1,0 +1,70 @@
+//! review-late: `verify` must not report OK for damage that `open` refuses.
+
+use toondb_storage::{Database, Options};
+
+fn manifest_path(dir: &std::path::Path) -> std::path::PathBuf {
+    let current = std::fs::read_to_string(dir.join("CURRENT")).unwrap();
+    dir.join(current.trim())
+}
+
+/// A flipped byte in the live MANIFEST: open refuses the database, verify
+/// (run on the open handle just before) says everything is fine.
+#[test]
+fn review_late_verify_reports_ok_for_a_corrupt_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("db");
+    let options = Options {
+        auto_compaction: false,
+        ..Options::default()
+    };
+    let db = Database::open_with(&src, options.clone()).unwrap();
+    for i in 0..200u32 {
+        db.put(format!("k{i:04}"), format!("v{i}")).unwrap();
+    }
+    db.flush().unwrap();
+    for i in 0..200u32 {
+        db.put(format!("j{i:04}"), format!("v{i}")).unwrap();
+    }
+    db.flush().unwrap();
+    let m = manifest_path(&src);
+    let mut bytes = std::fs::read(&m).unwrap();
+    let at = bytes.len() / 3; // inside the first record, valid ones follow
+    bytes[at] ^= 0x55;
+    std::fs::write(&m, &bytes).unwrap();
+
+    let report = db.verify().unwrap();
+    drop(db); // no close: nothing more written
+    let reopened = Database::open_with(&src, options);
+    let refused = reopened.is_err();
+    assert!(
+        !(report.ok() && refused),
+        "verify said OK ({report:?}) but open refuses: {:?}",
+        reopened.err()
+    );
+}
+
+/// CURRENT deleted: open refuses (table files but no CURRENT), verify OK.
+#[test]
+fn review_late_verify_reports_ok_without_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("db");
+    let options = Options {
+        auto_compaction: false,
+        ..Options::default()
+    };
+    let db = Database::open_with(&src, options.clone()).unwrap();
+    for i in 0..200u32 {
+        db.put(format!("k{i:04}"), format!("v{i}")).unwrap();
+    }
+    db.flush().unwrap();
+    std::fs::remove_file(src.join("CURRENT")).unwrap();
+    let report = db.verify().unwrap();
+    drop(db);
+    let reopened = Database::open_with(&src, options);
+    let refused = reopened.is_err();
+    assert!(
+        !(report.ok() && refused),
+        "verify said OK ({report:?}) but open refuses: {:?}",
+        reopened.err()
+    );
+}
