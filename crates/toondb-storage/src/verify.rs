@@ -75,6 +75,8 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
     }
     drop(state);
 
+    check_manifest(engine, &mut report);
+
     let ro: Arc<dyn FileSystem> = Arc::new(ReadOnlyFs(engine.fs.clone()));
     let mut segments: Vec<u64> = engine
         .fs
@@ -109,6 +111,29 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
         }
     }
     Ok(report)
+}
+
+/// Reads CURRENT and the manifest it names the way open does, so damage
+/// that open would refuse is a problem here too. A manifest rewrite racing
+/// with the read (CURRENT switched, the old file removed) is retried.
+fn check_manifest(engine: &Engine, report: &mut VerifyReport) {
+    let current = engine.dir.join(crate::version::CURRENT_FILE_NAME);
+    for attempt in 0..5 {
+        let before = engine.fs.read(&current).ok();
+        let problem = match crate::version::Manifest::load(&*engine.fs, &engine.dir) {
+            Ok(Some(_)) => return,
+            Ok(None) => format!(
+                "{} is missing: the database cannot be opened",
+                current.display()
+            ),
+            Err(e) => e.message().to_owned(),
+        };
+        if attempt < 4 && engine.fs.read(&current).ok() != before {
+            continue;
+        }
+        report.problems.push(problem);
+        return;
+    }
 }
 
 /// Reads through to the real file system; every write is discarded.
