@@ -68,3 +68,76 @@ fn review_late_verify_reports_ok_without_current() {
         reopened.err()
     );
 }
+
+/// The WAL segment the manifest names as its checkpoint is gone: open
+/// refuses ("checkpoint is missing"), verify does not notice.
+#[test]
+fn review_late_verify_reports_ok_without_the_checkpoint_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("db");
+    let options = Options {
+        auto_compaction: false,
+        ..Options::default()
+    };
+    let db = Database::open_with(&src, options.clone()).unwrap();
+    for i in 0..200u32 {
+        db.put(format!("k{i:04}"), format!("v{i}")).unwrap();
+    }
+    db.flush().unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        if e.file_name().to_string_lossy().ends_with(".wal") {
+            std::fs::remove_file(e.path()).unwrap();
+        }
+    }
+    let report = db.verify().unwrap();
+    drop(db);
+    let reopened = Database::open_with(&src, options);
+    let refused = reopened.is_err();
+    assert!(
+        !(report.ok() && refused),
+        "verify said OK ({report:?}) but open refuses: {:?}",
+        reopened.err()
+    );
+}
+
+/// A table file replaced by another valid table (a different key range):
+/// open refuses (key range differs from the manifest), verify OK.
+#[test]
+fn review_late_verify_reports_ok_for_a_swapped_table_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("db");
+    let options = Options {
+        auto_compaction: false,
+        ..Options::default()
+    };
+    let db = Database::open_with(&src, options.clone()).unwrap();
+    for i in 0..200u32 {
+        db.put(format!("a{i:04}"), format!("v{i}")).unwrap();
+    }
+    db.flush().unwrap();
+    for i in 0..200u32 {
+        db.put(format!("b{i:04}"), format!("v{i}")).unwrap();
+    }
+    db.flush().unwrap();
+    let mut tables: Vec<_> = std::fs::read_dir(&src)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".sst"))
+        .collect();
+    tables.sort();
+    assert_eq!(tables.len(), 2, "{tables:?}");
+    // A new inode under the second name (the engine's map keeps the old).
+    let tmp = src.join("swap.tmp");
+    std::fs::copy(&tables[0], &tmp).unwrap();
+    std::fs::rename(&tmp, &tables[1]).unwrap();
+    let report = db.verify().unwrap();
+    drop(db);
+    let reopened = Database::open_with(&src, options);
+    let refused = reopened.is_err();
+    assert!(
+        !(report.ok() && refused),
+        "verify said OK ({report:?}) but open refuses: {:?}",
+        reopened.err()
+    );
+}
