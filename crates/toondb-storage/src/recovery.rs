@@ -39,6 +39,16 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
             format!("no database in {} (createIfMissing is off)", dir.display()),
         ));
     }
+    // A backup that did not finish (crashed, or lost power before its
+    // files were durable) leaves its marker: the directory is not a
+    // database, and opening it must not create an empty one in its place.
+    if fs.exists(&dir.join(crate::backup::BACKUP_MARKER)) {
+        return Err(Error::invalid_argument(format!(
+            "{} holds an unfinished backup ({} exists); it is not a database",
+            dir.display(),
+            crate::backup::BACKUP_MARKER
+        )));
+    }
     let lock = fs.lock(&dir.join(LOCK_FILE))?;
     let names = fs.list(dir)?;
 
