@@ -447,7 +447,14 @@ fn failed_manifest_edit_during_flush_loses_nothing() {
             Op::Sync => (1, 0),
             _ => (0, ACKED as u64),
         };
-        assert_eq!((s.tables, s.recovery.records), (tables, replayed), "{op:?}");
+        // The open hands what it replayed to a background flush, which may
+        // already have added its table.
+        assert_eq!(s.recovery.records, replayed, "{op:?}");
+        assert!(
+            s.tables == tables || (replayed > 0 && s.tables == tables + 1),
+            "{op:?}: {} tables",
+            s.tables
+        );
         db.close().unwrap();
         reopen_healthy(dir.path(), ACKED).close().unwrap();
     }
