@@ -323,16 +323,7 @@ fn build_table(
         builder.add(&key, ts, kind, &value)?;
     }
     let s = builder.finish()?;
-    Ok(Some(TableMeta {
-        number,
-        level,
-        file_size: s.file_size,
-        entries: s.entries,
-        smallest: s.smallest,
-        largest: s.largest,
-        min_ts: s.min_ts,
-        max_ts: s.max_ts,
-    }))
+    Ok(Some(TableMeta::from_summary(number, level, s)))
 }
 
 #[cfg(test)]

@@ -179,15 +179,6 @@ fn finish(engine: &Engine, out: Output, level: usize) -> Result<Arc<TableFile>> 
             return Err(e.context(format_args!("writing compaction output {}", path.display())));
         }
     };
-    let meta = TableMeta {
-        number,
-        level: level as u32,
-        file_size: summary.file_size,
-        entries: summary.entries,
-        smallest: summary.smallest,
-        largest: summary.largest,
-        min_ts: summary.min_ts,
-        max_ts: summary.max_ts,
-    };
+    let meta = TableMeta::from_summary(number, level as u32, summary);
     Ok(TableFile::new(table, meta, path, engine.fs.clone()))
 }

@@ -30,16 +30,7 @@ pub(crate) mod testutil {
         }
         let s = b.finish().unwrap();
         let table = Table::open(number, fs.map(&path).unwrap()).unwrap();
-        let meta = TableMeta {
-            number,
-            level,
-            file_size: s.file_size,
-            entries: s.entries,
-            smallest: s.smallest,
-            largest: s.largest,
-            min_ts: s.min_ts,
-            max_ts: s.max_ts,
-        };
+        let meta = TableMeta::from_summary(number, level, s);
         TableFile::new(table, meta, path, fs)
     }
 }

@@ -101,16 +101,7 @@ fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
         }
     };
     Counters::add(&engine.counters.flush_bytes_written, summary.file_size);
-    let meta = TableMeta {
-        number,
-        level: 0,
-        file_size: summary.file_size,
-        entries: summary.entries,
-        smallest: summary.smallest,
-        largest: summary.largest,
-        min_ts: summary.min_ts,
-        max_ts: summary.max_ts,
-    };
+    let meta = TableMeta::from_summary(number, 0, summary);
     Ok(TableFile::new(table, meta, path, engine.fs.clone()))
 }
 

@@ -59,6 +59,27 @@ pub struct TableMeta {
     pub max_ts: Timestamp,
 }
 
+impl TableMeta {
+    /// The manifest entry of table `number` at `level`, from what its
+    /// builder reported.
+    pub(crate) fn from_summary(
+        number: u64,
+        level: u32,
+        summary: crate::sstable::TableSummary,
+    ) -> TableMeta {
+        TableMeta {
+            number,
+            level,
+            file_size: summary.file_size,
+            entries: summary.entries,
+            smallest: summary.smallest,
+            largest: summary.largest,
+            min_ts: summary.min_ts,
+            max_ts: summary.max_ts,
+        }
+    }
+}
+
 /// One change to [`ManifestState`](super::ManifestState). Within an edit,
 /// removals are applied before additions, so an edit may remove a table and
 /// add it back (for example at another level).
