@@ -14,6 +14,7 @@
 //! deterministic script, so the fixture itself is the only input.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
 use std::path::Path;
 
 use toondb_storage::{Compression, Database, Options, ScanOptions};
@@ -208,4 +209,72 @@ fn v1_fixture_opens_reads_and_takes_new_tables() {
     assert_eq!(db.stats().tables, 4);
     check(&db, &model);
     db.close().unwrap();
+}
+
+/// The v1 tables compacted into v2 ones, automatically and manually, with a
+/// snapshot held (from review 17).
+#[test]
+fn v1_fixture_compacts_into_v2_and_keeps_every_view() {
+    for trigger in [1usize, 2, 4] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        copy_dir(&fixture_dir(), &dir);
+        let mut model = expected_v1();
+        let options = Options {
+            compression: Compression::Zstd,
+            l0_compaction_trigger: trigger,
+            target_file_size: 2 << 10,
+            level_base_bytes: 4 << 10,
+            level_size_ratio: 2,
+            block_size: 512,
+            ..Options::default()
+        };
+        {
+            let db = Database::open_with(&dir, options.clone()).unwrap();
+            check(&db, &model);
+            let snap = db.snapshot().unwrap();
+            let at_open = model.clone();
+            db.flush().unwrap();
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            check(&db, &model);
+            let mut more = Vec::new();
+            for i in (0..400).step_by(3) {
+                more.push((key(i), Some(format!("v5-{i}").into_bytes())));
+            }
+            for i in (0..400).step_by(17) {
+                more.push((key(i), None));
+            }
+            apply(&db, &more, &mut model);
+            db.compact_range(Bound::Included(key(50)), Bound::Excluded(key(120)))
+                .unwrap();
+            check(&db, &model);
+            for (k, v) in &at_open {
+                assert_eq!(
+                    snap.get(k).unwrap().as_ref(),
+                    Some(v),
+                    "snapshot, trigger {trigger}"
+                );
+            }
+            for i in 0..400 {
+                if !at_open.contains_key(&key(i)) {
+                    assert_eq!(
+                        snap.get(key(i)).unwrap(),
+                        None,
+                        "snapshot, trigger {trigger}, key {i}"
+                    );
+                }
+            }
+            drop(snap);
+            db.compact().unwrap();
+            check(&db, &model);
+            db.close().unwrap();
+        }
+        assert!(
+            !table_magics(&dir).contains(b"TOONSST1"),
+            "v1 tables remain after compact()"
+        );
+        let db = Database::open_with(&dir, options).unwrap();
+        check(&db, &model);
+        db.close().unwrap();
+    }
 }
