@@ -157,7 +157,8 @@ fn small_memtables_rotate_flush_and_drop_old_wal_segments() {
         }
         db.flush().unwrap();
         let s = db.stats();
-        assert!(s.tables > 5, "{s:?}");
+        // Counted as flushes: background compaction merges the tables.
+        assert!(s.flushes > 5, "{s:?}");
         assert_eq!(s.immutable_memtables, 0);
         db.close().unwrap();
     }

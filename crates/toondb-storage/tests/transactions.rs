@@ -158,7 +158,9 @@ fn a_snapshot_keeps_its_view_while_writers_overwrite_and_flush() {
         assert!(all.iter().all(|(_, v)| v == b"old"));
         assert_eq!(snap.get("k0007").unwrap().as_deref(), Some(&b"old"[..]));
     }
-    assert!(db.stats().tables >= 5);
+    // Five flushes; a background compaction may already have merged them,
+    // which the snapshot must survive just the same.
+    assert!(db.stats().flushes >= 5);
     snap.release();
     assert_eq!(snap.get("k0001").unwrap_err().kind(), ErrorKind::Closed);
     assert_eq!(db.stats().live_snapshots, 0);
