@@ -162,6 +162,66 @@ impl Database {
         self.write(batch).map(drop)
     }
 
+    /// Deletes every key in `[start, end)` with one range tombstone: no key
+    /// is read, so the cost does not depend on how many keys the range
+    /// holds. Snapshots and transactions older than the commit still see
+    /// the keys; compaction reclaims the space later. Returns the commit
+    /// timestamp. `start >= end` and ranges that reach into the reserved
+    /// table keys are `InvalidArgument`.
+    pub fn delete_range(&self, start: impl AsRef<[u8]>, end: impl AsRef<[u8]>) -> Result<Timestamp> {
+        let mut batch = WriteBatch::new();
+        batch.delete_range(start, end)?;
+        self.write(batch)
+    }
+
+    /// A range delete from scan-style bounds (what a binding's `clear`
+    /// passes: `gte`/`gt` and `lte`/`lt`, either side unbounded), skipping
+    /// the reserved table keys as scans do. An unbounded upper side ends
+    /// just past the largest key that exists now; keys written after this
+    /// call starts may survive, as with a key-by-key clear. Returns the
+    /// commit timestamp, or `None` when the range is empty.
+    pub fn delete_bounds(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        options: WriteOptions,
+    ) -> Result<Option<Timestamp>> {
+        self.check_open()?;
+        let successor = |mut k: Vec<u8>| {
+            k.push(0);
+            k
+        };
+        let start = match lower {
+            Bound::Included(k) => k,
+            Bound::Excluded(k) => successor(k),
+            Bound::Unbounded => vec![0],
+        };
+        let end = match upper {
+            Bound::Included(k) => successor(k),
+            Bound::Excluded(k) => k,
+            Bound::Unbounded => {
+                // The scan skips the reserved range, so this is the largest
+                // user key; the columnar layer's keys are never cleared.
+                let mut last = self.scan(ScanOptions::default().reverse(true).limit(1))?;
+                match last.next_batch(1, usize::MAX)?.pop() {
+                    Some((k, _)) => successor(k),
+                    None => return Ok(None),
+                }
+            }
+        };
+        if start.is_empty() || start >= end {
+            return Ok(None);
+        }
+        let mut batch = WriteBatch::new();
+        for (s, e) in crate::columnar::user_ranges(&start, &end) {
+            batch.delete_range_raw(&s, &e)?;
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        self.write_with(batch, options).map(Some)
+    }
+
     /// Applies `batch` atomically with the database's default durability;
     /// returns its commit timestamp.
     pub fn write(&self, batch: WriteBatch) -> Result<Timestamp> {

@@ -174,6 +174,8 @@ pub struct Scan {
     hide_reserved: bool,
     returned: usize,
     done: bool,
+    /// The range tombstones this scan applies (empty almost always).
+    range_dels: crate::range_del::RangeDelView,
 }
 
 impl Scan {
@@ -188,7 +190,9 @@ impl Scan {
         snapshot: Timestamp,
         options: ScanOptions,
     ) -> Self {
+        let range_dels = state.range_del_view(snapshot);
         Scan {
+            range_dels,
             engine,
             state,
             snapshot,
@@ -285,7 +289,7 @@ impl Scan {
     /// snapshot (`None` when absent or deleted).
     fn consume_group(&self, merged: &mut MergeIter<'_>, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let reverse = self.options.reverse;
-        let mut chosen: Option<(ValueKind, Vec<u8>)> = None;
+        let mut chosen: Option<(Timestamp, ValueKind, Vec<u8>)> = None;
         while let Some(v) = merged.current() {
             if v.key != key {
                 break;
@@ -293,12 +297,16 @@ impl Scan {
             // Forward, versions come newest first, so the first visible one
             // wins; in reverse they come oldest first, so the last one does.
             if v.ts <= self.snapshot && (reverse || chosen.is_none()) {
-                chosen = Some((v.kind, v.value.to_vec()));
+                chosen = Some((v.ts, v.kind, v.value.to_vec()));
             }
             merged.advance()?;
         }
         Ok(match chosen {
-            Some((ValueKind::Put, value)) => Some(value),
+            Some((ts, ValueKind::Put, value))
+                if self.range_dels.is_empty() || !self.range_dels.hides(key, ts) =>
+            {
+                Some(value)
+            }
             _ => None,
         })
     }

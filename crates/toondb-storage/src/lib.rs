@@ -32,6 +32,7 @@ mod maintenance;
 mod memtable;
 mod merge;
 mod options;
+mod range_del;
 mod read;
 mod record;
 mod recovery;

@@ -7,6 +7,8 @@ use std::ops::Bound;
 use crate::engine::LsmState;
 use crate::error::Result;
 use crate::key::{KeyRange, Timestamp, ValueKind};
+use crate::range_del::{RangeDelSet, RangeDelView};
+use std::sync::Arc;
 use crate::sstable::TableIter;
 
 impl LsmState {
@@ -21,8 +23,16 @@ impl LsmState {
         // `f` runs once, in whichever source holds the version; the Option
         // lets each memtable probe borrow it without consuming it on a miss.
         let mut f = Some(f);
+        // The newest range tombstone over `key` this reader sees, looked up
+        // only when the state holds any (a `None` costs nothing).
+        let deleted_at = self.range_deleted_at(key, snapshot);
         for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
-            let hit = mem.get_ref(key, snapshot, |kind, value| {
+            let hit = mem.get_ref(key, snapshot, |ts, kind, value| {
+                let kind = if deleted_at.is_some_and(|t| t > ts) {
+                    ValueKind::Delete
+                } else {
+                    kind
+                };
                 f.take().map(|f| f(visible(kind, value)))
             });
             if let Some(result) = hit.flatten() {
@@ -37,10 +47,40 @@ impl LsmState {
         for file in self.levels.candidates(key) {
             if let Some(found) = file.table().get(key, snapshot)? {
                 let entry = found.entry();
+                if deleted_at.is_some_and(|t| t > entry.ts) {
+                    return Ok(f(None));
+                }
                 return Ok(f(visible(entry.kind, entry.value)));
             }
         }
         Ok(f(None))
+    }
+
+    /// Every range-tombstone set of this state: memtables', then the
+    /// tables' (one set for all of them).
+    pub(crate) fn range_del_sets(&self) -> impl Iterator<Item = Arc<RangeDelSet>> + '_ {
+        std::iter::once(&self.mem)
+            .chain(self.imms.iter())
+            .filter(|m| m.has_range_dels())
+            .map(|m| m.range_dels())
+            .chain(std::iter::once(self.levels.range_dels().clone()))
+    }
+
+    /// The commit timestamp of the newest range delete over `key` that a
+    /// reader at `snapshot` sees.
+    fn range_deleted_at(&self, key: &[u8], snapshot: Timestamp) -> Option<Timestamp> {
+        let mut newest = self.levels.range_dels().max_covering(key, snapshot);
+        for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
+            if mem.has_range_dels() {
+                newest = newest.max(mem.range_dels().max_covering(key, snapshot));
+            }
+        }
+        newest
+    }
+
+    /// The range tombstones a scan at `snapshot` applies.
+    pub(crate) fn range_del_view(&self, snapshot: Timestamp) -> RangeDelView {
+        RangeDelView::new(self.range_del_sets(), snapshot)
     }
 }
 
@@ -57,6 +97,10 @@ fn visible(kind: ValueKind, value: &[u8]) -> Option<&[u8]> {
 impl LsmState {
     /// Whether any version of `key` is newer than `since`.
     pub(crate) fn has_newer_version(&self, key: &[u8], since: Timestamp) -> Result<bool> {
+        // A range delete after `since` over `key` changed it too.
+        if self.range_del_sets().any(|s| s.covers_newer(key, since)) {
+            return Ok(true);
+        }
         for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
             if mem.max_ts() <= since {
                 continue;
@@ -82,6 +126,12 @@ impl LsmState {
     /// Whether any key in `range` has a version newer than `since`.
     pub(crate) fn has_newer_in_range(&self, range: &KeyRange, since: Timestamp) -> Result<bool> {
         let in_range = |k: &[u8]| range_contains(range, k);
+        if self
+            .range_del_sets()
+            .any(|s| s.any_newer_overlapping(range, since))
+        {
+            return Ok(true);
+        }
         for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
             if mem.max_ts() > since && mem.any_newer(range, since) {
                 return Ok(true);

@@ -45,12 +45,30 @@ impl<'a> Retention<'a> {
 
     /// Decides for the next version in internal order.
     pub fn decide(&mut self, key: &[u8], ts: Timestamp, kind: ValueKind) -> Decision {
+        self.decide_covered(key, ts, kind, None)
+    }
+
+    /// `decide` for a version that a range tombstone at `covered_at`
+    /// (the oldest one over the key newer than `ts`) deletes: readers at or
+    /// above `covered_at` no longer see it, exactly as if the key had a
+    /// newer version there.
+    pub fn decide_covered(
+        &mut self,
+        key: &[u8],
+        ts: Timestamp,
+        kind: ValueKind,
+        covered_at: Option<Timestamp>,
+    ) -> Decision {
         let newer = if self.newer.is_some() && self.key == key {
             self.newer
         } else {
             self.key.clear();
             self.key.extend_from_slice(key);
             None
+        };
+        let newer = match (newer, covered_at) {
+            (Some(n), Some(c)) => Some(n.min(c)),
+            (n, c) => n.or(c),
         };
         self.newer = Some(ts);
         let idx = self.points.partition_point(|&r| r < ts);

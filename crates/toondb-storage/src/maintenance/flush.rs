@@ -87,6 +87,9 @@ fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
             let v = entry.key();
             builder.add(v.user_key(), v.ts, v.kind, v.value())?;
         }
+        for t in imm.range_dels().tombstones() {
+            builder.add_range_tombstone(t.clone());
+        }
         let summary = builder.finish()?;
         engine.fs.sync_dir(&engine.dir)?;
         let table = Table::open(number, engine.fs.map(&path)?)?;
