@@ -300,7 +300,15 @@ fn rewrite_table(
         it.next()?;
     }
     let tombstones = at_or_below(file.table().range_dels().tombstones(), ts);
-    build_table(engine, file.number(), level, entries, tombstones, to, created)
+    build_table(
+        engine,
+        file.number(),
+        level,
+        entries,
+        tombstones,
+        to,
+        created,
+    )
 }
 
 type Version = (Vec<u8>, Timestamp, crate::key::ValueKind, Vec<u8>);

@@ -123,9 +123,7 @@ impl WriteBatch {
             ));
         }
         if start >= end {
-            return Err(Error::invalid_argument(
-                "delete_range needs start < end",
-            ));
+            return Err(Error::invalid_argument("delete_range needs start < end"));
         }
         self.check_room(start, end)?;
         self.bump()?;

@@ -168,7 +168,11 @@ impl Database {
     /// the keys; compaction reclaims the space later. Returns the commit
     /// timestamp. `start >= end` and ranges that reach into the reserved
     /// table keys are `InvalidArgument`.
-    pub fn delete_range(&self, start: impl AsRef<[u8]>, end: impl AsRef<[u8]>) -> Result<Timestamp> {
+    pub fn delete_range(
+        &self,
+        start: impl AsRef<[u8]>,
+        end: impl AsRef<[u8]>,
+    ) -> Result<Timestamp> {
         let mut batch = WriteBatch::new();
         batch.delete_range(start, end)?;
         self.write(batch)

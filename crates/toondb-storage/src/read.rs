@@ -8,8 +8,8 @@ use crate::engine::LsmState;
 use crate::error::Result;
 use crate::key::{KeyRange, Timestamp, ValueKind};
 use crate::range_del::{RangeDelSet, RangeDelView};
-use std::sync::Arc;
 use crate::sstable::TableIter;
+use std::sync::Arc;
 
 impl LsmState {
     /// Calls `f` with the value of `key` visible at `snapshot` (or `None`)

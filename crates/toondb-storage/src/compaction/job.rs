@@ -14,8 +14,8 @@ use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
 use crate::lsm::{Levels, TableFile, NUM_LEVELS};
-use crate::range_del::RangeTombstone;
 use crate::merge::{Cursor, LevelCursor, MergeIter};
+use crate::range_del::RangeTombstone;
 use crate::sstable::{table_file_name, Table, TableBuilder, TableIter};
 use crate::version::TableMeta;
 
@@ -191,7 +191,13 @@ fn merge_into(
             if new_key && current.as_ref().is_some_and(|o| o.bytes >= target) {
                 if let Some(out) = current.take() {
                     let upper = successor(&out.last_key);
-                    done.push(finish(engine, out, c.output_level, &range_dels, Some(&upper))?);
+                    done.push(finish(
+                        engine,
+                        out,
+                        c.output_level,
+                        &range_dels,
+                        Some(&upper),
+                    )?);
                     next_lower = Some(upper);
                 }
                 if (ctx.cancelled)() {

@@ -14,10 +14,10 @@ use super::{
     META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST,
     TABLE_KIND_KV, TABLE_KIND_KV_RANGEDEL,
 };
-use crate::range_del::RangeTombstone;
 use crate::error::{Error, Result};
 use crate::io::WritableFile;
 use crate::key::{compare_versions, encode_internal, Timestamp, ValueKind};
+use crate::range_del::RangeTombstone;
 
 /// Finished blocks are gathered up to this size before one `append`, so
 /// writing a table costs a few large writes rather than one per 4 KiB block.

@@ -11,8 +11,8 @@ use std::ops::Range;
 use super::block::{parse_v2_stored, BlockLayout};
 use super::compress::{decompress, TYPE_NONE};
 use super::{
-    TableSummary, META_FILTER_BLOOM, META_PROPERTIES, META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS,
-    PROP_MIN_TS, PROP_SMALLEST,
+    TableSummary, META_FILTER_BLOOM, META_PROPERTIES, META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST,
+    PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST,
 };
 use crate::coding::Reader;
 use crate::key::{compare_versions, decode_internal, Timestamp, INTERNAL_SUFFIX_LEN};

@@ -23,13 +23,11 @@ use super::meta::{
     check_props, decode_index, decode_metaindex, decode_props, read_v2_entries, read_v2_raw,
     region, BlockHandle, Contents, Index,
 };
-use super::{
-    table_file_name, TableSummary, FOOTER_LEN, TABLE_KIND_KV, TABLE_KIND_KV_RANGEDEL,
-};
-use crate::range_del::{decode_block, RangeDelSet};
+use super::{table_file_name, TableSummary, FOOTER_LEN, TABLE_KIND_KV, TABLE_KIND_KV_RANGEDEL};
 use crate::error::{Error, Result};
 use crate::io::FileBytes;
 use crate::key::{compare_versions, decode_internal, Timestamp, ValueKind, INTERNAL_SUFFIX_LEN};
+use crate::range_del::{decode_block, RangeDelSet};
 
 /// One version read from a table, borrowed from the file's bytes (or from
 /// the decompressed block that holds it).
@@ -674,7 +672,14 @@ fn open_v2(
     file: &[u8],
     f: &FooterV2,
     meta_end: usize,
-) -> Result<(Locations, TableSummary, Vec<crate::range_del::RangeTombstone>), String> {
+) -> Result<
+    (
+        Locations,
+        TableSummary,
+        Vec<crate::range_del::RangeTombstone>,
+    ),
+    String,
+> {
     if f.kind != TABLE_KIND_KV && f.kind != TABLE_KIND_KV_RANGEDEL {
         return Err(format!(
             "unsupported table kind {} (this build reads key-value tables, kinds {TABLE_KIND_KV} and {TABLE_KIND_KV_RANGEDEL})",

@@ -127,14 +127,21 @@ fn unknown_block_type_is_corruption_not_panic() {
 
 #[test]
 fn unknown_table_kind_fails_open() {
-    let mut file = build_bytes(&damage_rows(), 64);
-    let footer = file.len() - FOOTER_LEN;
-    file[footer + 32] = 1;
-    let crc = crc32fast::hash(&file[footer..footer + 52]);
-    file[footer + 52..footer + 56].copy_from_slice(&crc.to_le_bytes());
-    let err = open_vec(file).unwrap_err();
+    let relabel = |kind: u8| {
+        let mut file = build_bytes(&damage_rows(), 64);
+        let footer = file.len() - FOOTER_LEN;
+        file[footer + 32] = kind;
+        let crc = crc32fast::hash(&file[footer..footer + 52]);
+        file[footer + 52..footer + 56].copy_from_slice(&crc.to_le_bytes());
+        open_vec(file).unwrap_err()
+    };
+    let err = relabel(2);
     assert_eq!(err.kind(), ErrorKind::Corruption);
-    assert!(err.message().contains("unsupported table kind 1"), "{err}");
+    assert!(err.message().contains("unsupported table kind 2"), "{err}");
+    // Kind 1 (range tombstones) promises a rangedel block.
+    let err = relabel(1);
+    assert_eq!(err.kind(), ErrorKind::Corruption);
+    assert!(err.message().contains("rangedel"), "{err}");
 }
 
 #[test]
