@@ -180,10 +180,8 @@ impl Database {
 
     /// A range delete from scan-style bounds (what a binding's `clear`
     /// passes: `gte`/`gt` and `lte`/`lt`, either side unbounded), skipping
-    /// the reserved table keys as scans do. An unbounded upper side ends
-    /// just past the largest key that exists now; keys written after this
-    /// call starts may survive, as with a key-by-key clear. Returns the
-    /// commit timestamp, or `None` when the range is empty.
+    /// the reserved table keys as scans do. Returns the commit timestamp,
+    /// or `None` when the range is empty.
     pub fn delete_bounds(
         &self,
         lower: Bound<Vec<u8>>,
@@ -191,33 +189,8 @@ impl Database {
         options: WriteOptions,
     ) -> Result<Option<Timestamp>> {
         self.check_open()?;
-        let successor = |mut k: Vec<u8>| {
-            k.push(0);
-            k
-        };
-        let start = match lower {
-            Bound::Included(k) => k,
-            Bound::Excluded(k) => successor(k),
-            Bound::Unbounded => vec![0],
-        };
-        let end = match upper {
-            Bound::Included(k) => successor(k),
-            Bound::Excluded(k) => k,
-            Bound::Unbounded => {
-                // The scan skips the reserved range, so this is the largest
-                // user key; the columnar layer's keys are never cleared.
-                let mut last = self.scan(ScanOptions::default().reverse(true).limit(1))?;
-                match last.next_batch(1, usize::MAX)?.pop() {
-                    Some((k, _)) => successor(k),
-                    None => return Ok(None),
-                }
-            }
-        };
-        if start.is_empty() || start >= end {
-            return Ok(None);
-        }
         let mut batch = WriteBatch::new();
-        for (s, e) in crate::columnar::user_ranges(&start, &end) {
+        for (s, e) in range_delete_spans(lower, upper) {
             batch.delete_range_raw(&s, &e)?;
         }
         if batch.is_empty() {
@@ -606,4 +579,32 @@ mod tests {
             "the engine outlived its last handle"
         );
     }
+}
+
+/// The `[start, end)` ranges a range delete over scan-style bounds covers:
+/// none when the bounds are empty, else one or two (around the reserved
+/// table keys, which plain scans and clears never touch). Depends on the
+/// bounds only, never on the data, so a binding may queue the ranges
+/// behind writes not committed yet. An unbounded upper side ends just past
+/// the largest possible key (`ff` x `MAX_KEY_LEN`, then `00`).
+pub fn range_delete_spans(lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let successor = |mut k: Vec<u8>| {
+        k.push(0);
+        k
+    };
+    let start = match lower {
+        Bound::Included(k) => k,
+        Bound::Excluded(k) => successor(k),
+        // The smallest key: keys are never empty.
+        Bound::Unbounded => vec![0],
+    };
+    let end = match upper {
+        Bound::Included(k) => successor(k),
+        Bound::Excluded(k) => k,
+        Bound::Unbounded => successor(vec![0xff; crate::key::MAX_KEY_LEN]),
+    };
+    if start.is_empty() || start >= end || start.len() > crate::key::MAX_KEY_LEN {
+        return Vec::new();
+    }
+    crate::columnar::user_ranges(&start, &end)
 }
