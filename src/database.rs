@@ -460,10 +460,12 @@ impl NativeDatabase {
     #[napi(catch_unwind)]
     pub fn range_delete_spans(&self, args: ScanArgs) -> Result<Vec<Buffer>> {
         let options = scan_options(args)?;
-        Ok(toondb_storage::range_delete_spans(options.lower, options.upper)
-            .into_iter()
-            .flat_map(|(s, e)| [Buffer::from(s), Buffer::from(e)])
-            .collect())
+        Ok(
+            toondb_storage::range_delete_spans(options.lower, options.upper)
+                .into_iter()
+                .flat_map(|(s, e)| [Buffer::from(s), Buffer::from(e)])
+                .collect(),
+        )
     }
 
     #[napi(catch_unwind)]

@@ -158,11 +158,6 @@ impl RangeDelSet {
             .iter()
             .any(|t| t.ts > since && t.overlaps(range))
     }
-
-    /// Newest timestamp of any tombstone (0 when empty).
-    pub fn max_ts(&self) -> Timestamp {
-        self.tombstones.iter().map(|t| t.ts).max().unwrap_or(0)
-    }
 }
 
 /// Cuts the key space at every boundary and lists the covering stamps of

@@ -138,11 +138,6 @@ impl TableBuilder {
         self.range_dels.push(t);
     }
 
-    /// Whether the table would be empty: no entries, no tombstones.
-    pub fn is_empty(&self) -> bool {
-        self.entries == 0 && self.range_dels.is_empty()
-    }
-
     /// Entries must arrive in internal order (user key asc, ts desc), each
     /// (key, ts) once; out-of-order input is Err(invalid_argument) (it would
     /// be a bug).
