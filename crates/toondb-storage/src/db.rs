@@ -550,6 +550,34 @@ fn table_counter(
         .sum()
 }
 
+/// The `[start, end)` ranges a range delete over scan-style bounds covers:
+/// none when the bounds are empty, else one or two (around the reserved
+/// table keys, which plain scans and clears never touch). Depends on the
+/// bounds only, never on the data, so a binding may queue the ranges
+/// behind writes not committed yet. An unbounded upper side ends just past
+/// the largest possible key (`ff` x `MAX_KEY_LEN`, then `00`).
+pub fn range_delete_spans(lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let successor = |mut k: Vec<u8>| {
+        k.push(0);
+        k
+    };
+    let start = match lower {
+        Bound::Included(k) => k,
+        Bound::Excluded(k) => successor(k),
+        // The smallest key: keys are never empty.
+        Bound::Unbounded => vec![0],
+    };
+    let end = match upper {
+        Bound::Included(k) => successor(k),
+        Bound::Excluded(k) => k,
+        Bound::Unbounded => successor(vec![0xff; crate::key::MAX_KEY_LEN]),
+    };
+    if start.is_empty() || start >= end || start.len() > crate::key::MAX_KEY_LEN {
+        return Vec::new();
+    }
+    crate::columnar::user_ranges(&start, &end)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -579,32 +607,4 @@ mod tests {
             "the engine outlived its last handle"
         );
     }
-}
-
-/// The `[start, end)` ranges a range delete over scan-style bounds covers:
-/// none when the bounds are empty, else one or two (around the reserved
-/// table keys, which plain scans and clears never touch). Depends on the
-/// bounds only, never on the data, so a binding may queue the ranges
-/// behind writes not committed yet. An unbounded upper side ends just past
-/// the largest possible key (`ff` x `MAX_KEY_LEN`, then `00`).
-pub fn range_delete_spans(lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
-    let successor = |mut k: Vec<u8>| {
-        k.push(0);
-        k
-    };
-    let start = match lower {
-        Bound::Included(k) => k,
-        Bound::Excluded(k) => successor(k),
-        // The smallest key: keys are never empty.
-        Bound::Unbounded => vec![0],
-    };
-    let end = match upper {
-        Bound::Included(k) => successor(k),
-        Bound::Excluded(k) => k,
-        Bound::Unbounded => successor(vec![0xff; crate::key::MAX_KEY_LEN]),
-    };
-    if start.is_empty() || start >= end || start.len() > crate::key::MAX_KEY_LEN {
-        return Vec::new();
-    }
-    crate::columnar::user_ranges(&start, &end)
 }

@@ -322,24 +322,24 @@ fn transactions_conflict_with_a_later_range_delete() {
     for isolation in [Isolation::Snapshot, Isolation::Serializable] {
         let opts = TransactionOptions::default().isolation(isolation);
         // Wrote a key the range delete covers.
-        let t = db.transaction_with(opts.clone()).unwrap();
+        let t = db.transaction_with(opts).unwrap();
         t.put("c", "x").unwrap();
         db.delete_range("a", "e").unwrap();
         assert_eq!(t.commit().unwrap_err().kind(), ErrorKind::Conflict);
         // Writes outside the range commit.
-        let t = db.transaction_with(opts.clone()).unwrap();
+        let t = db.transaction_with(opts).unwrap();
         t.put("z", "x").unwrap();
         db.delete_range("a", "e").unwrap();
         t.commit().unwrap();
     }
     // Serializable: a point read and a range read of cleared keys conflict.
     let opts = TransactionOptions::default().isolation(Isolation::Serializable);
-    let t = db.transaction_with(opts.clone()).unwrap();
+    let t = db.transaction_with(opts).unwrap();
     assert_eq!(t.get("m").unwrap(), Some(b"1".to_vec()));
     t.put("out", "x").unwrap();
     db.delete_range("l", "n").unwrap();
     assert_eq!(t.commit().unwrap_err().kind(), ErrorKind::Conflict);
-    let t = db.transaction_with(opts.clone()).unwrap();
+    let t = db.transaction_with(opts).unwrap();
     let _ = t.iter(ScanOptions::prefix(b"q")).unwrap().count();
     t.put("out", "y").unwrap();
     db.delete_range("q1", "q2").unwrap();
@@ -402,8 +402,7 @@ fn delete_bounds_skips_reserved_keys_and_handles_open_ends() {
         .unwrap();
     assert!(keys(&db).is_empty());
     assert!(
-        db.delete_range(b"\xff".to_vec(), b"\xff\x01".to_vec())
-            .is_err(),
+        db.delete_range(b"\xff", b"\xff\x01").is_err(),
         "reaches into reserved keys"
     );
     db.close().unwrap();
