@@ -286,8 +286,14 @@ impl Memtable {
         (entry.key().user_key() == key).then_some(entry.key().ts)
     }
 
-    /// Whether a version newer than `since` exists for a key in `range`.
-    pub fn any_newer(&self, range: &KeyRange, since: Timestamp) -> bool {
+    /// Calls `f` with the key of every version newer than `since` in
+    /// `range`, in key order, until `f` returns false; returns false then.
+    pub fn each_newer(
+        &self,
+        range: &KeyRange,
+        since: Timestamp,
+        mut f: impl FnMut(&[u8]) -> bool,
+    ) -> bool {
         let lower = match &range.0 {
             Bound::Included(k) => Bound::Included(MemKey::new(k, Timestamp::MAX)),
             Bound::Excluded(k) => Bound::Excluded(MemKey::new(k, 0)),
@@ -298,7 +304,12 @@ impl Memtable {
             Bound::Excluded(k) => Bound::Excluded(MemKey::new(k, Timestamp::MAX)),
             Bound::Unbounded => Bound::Unbounded,
         };
-        self.map.range((lower, upper)).any(|e| e.key().ts > since)
+        for e in self.map.range((lower, upper)) {
+            if e.key().ts > since && !f(e.key().user_key()) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Versions in internal order between the bounds (see `read.rs` for how

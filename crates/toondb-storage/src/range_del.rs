@@ -146,6 +146,21 @@ impl RangeDelSet {
         f.stamps.iter().rev().copied().find(|&t| t > ts)
     }
 
+    /// The piece of the key space around `key` that the newest tombstone a
+    /// reader at `snapshot` sees covers uniformly: `(start, end, ts)`.
+    pub fn covering_piece(
+        &self,
+        key: &[u8],
+        snapshot: Timestamp,
+    ) -> Option<(&[u8], &[u8], Timestamp)> {
+        if self.is_empty() {
+            return None;
+        }
+        let f = self.fragment_for(key)?;
+        let ts = f.stamps.iter().copied().find(|&t| t <= snapshot)?;
+        Some((&f.start, &f.end, ts))
+    }
+
     /// Whether a tombstone newer than `since` covers `key`.
     pub fn covers_newer(&self, key: &[u8], since: Timestamp) -> bool {
         self.max_covering(key, Timestamp::MAX)
@@ -287,6 +302,17 @@ impl RangeDelView {
 
     pub fn is_empty(&self) -> bool {
         self.sets.is_empty()
+    }
+
+    /// The newest tombstone over `key` this reader sees, with the piece of
+    /// the key space it covers uniformly (`start..end`): every version in
+    /// that piece older than the timestamp is hidden.
+    pub fn covering_piece(&self, key: &[u8]) -> Option<(Vec<u8>, Vec<u8>, Timestamp)> {
+        self.sets
+            .iter()
+            .filter_map(|s| s.covering_piece(key, self.snapshot))
+            .max_by_key(|(_, _, t)| *t)
+            .map(|(s, e, t)| (s.to_vec(), e.to_vec(), t))
     }
 
     /// Whether a version of `key` at `ts` is deleted by a tombstone this

@@ -125,20 +125,67 @@ impl LsmState {
 
     /// Whether any key in `range` has a version newer than `since`.
     pub(crate) fn has_newer_in_range(&self, range: &KeyRange, since: Timestamp) -> Result<bool> {
-        let in_range = |k: &[u8]| range_contains(range, k);
         if self
             .range_del_sets()
             .any(|s| s.any_newer_overlapping(range, since))
         {
             return Ok(true);
         }
+        self.has_newer_version_in_range(range, since)
+    }
+
+    /// Whether any key in `range` has a version (not a range tombstone)
+    /// newer than `since`.
+    pub(crate) fn has_newer_version_in_range(
+        &self,
+        range: &KeyRange,
+        since: Timestamp,
+    ) -> Result<bool> {
+        Ok(!self.each_newer_version(range, since, |_| false)?)
+    }
+
+    /// The keys in `range` with a version newer than `since`, sorted and
+    /// without duplicates; `None` once there are more than `cap`.
+    pub(crate) fn keys_with_newer_versions(
+        &self,
+        range: &KeyRange,
+        since: Timestamp,
+        cap: usize,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let complete = self.each_newer_version(range, since, |k| {
+            if keys.last().map(Vec::as_slice) != Some(k) {
+                keys.push(k.to_vec());
+            }
+            keys.len() <= cap
+        })?;
+        if !complete {
+            return Ok(None);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Some(keys))
+    }
+
+    /// Calls `f` with the key of every version (not range tombstone) newer
+    /// than `since` in `range`, source by source, until `f` returns false;
+    /// returns whether every call returned true. Sources whose newest
+    /// version is at or below `since` are skipped unread.
+    fn each_newer_version(
+        &self,
+        range: &KeyRange,
+        since: Timestamp,
+        mut f: impl FnMut(&[u8]) -> bool,
+    ) -> Result<bool> {
+        let in_range = |k: &[u8]| range_contains(range, k);
         for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
-            if mem.max_ts() > since && mem.any_newer(range, since) {
-                return Ok(true);
+            if mem.max_ts() > since && !mem.each_newer(range, since, &mut f) {
+                return Ok(false);
             }
         }
         for file in self.levels.all() {
-            if file.max_ts() <= since {
+            // Data only: a table's own range tombstones are not versions.
+            if file.table().data_max_ts() <= since {
                 continue;
             }
             let mut it = TableIter::new(file.table().clone());
@@ -150,13 +197,13 @@ impl LsmState {
                 if past_upper(range, e.user_key) {
                     break;
                 }
-                if in_range(e.user_key) && e.ts > since {
-                    return Ok(true);
+                if in_range(e.user_key) && e.ts > since && !f(e.user_key) {
+                    return Ok(false);
                 }
                 it.next()?;
             }
         }
-        Ok(false)
+        Ok(true)
     }
 }
 

@@ -299,6 +299,11 @@ impl Table {
     }
 
     /// Read back from the properties block (and the file's length).
+    /// Newest timestamp of any data entry (range tombstones not counted).
+    pub(crate) fn data_max_ts(&self) -> Timestamp {
+        self.data_summary.max_ts
+    }
+
     /// The range tombstones this table holds (none for kind 0 tables).
     pub(crate) fn range_dels(&self) -> &Arc<RangeDelSet> {
         &self.range_dels
