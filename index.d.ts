@@ -614,6 +614,7 @@ export declare class Database {
    * go first; it resolves with how many were deleted. Each batch is
    * all-or-nothing, the clear as a whole is not.
    */
+  clear(options: ClearOptions & { limit: number }, writeOptions?: WriteOptions): Promise<number>
   clear(options?: ClearOptions, writeOptions?: WriteOptions): Promise<number | undefined>
   /** Begins a transaction (snapshot taken now). */
   transaction(options?: TransactionOptions): Transaction
