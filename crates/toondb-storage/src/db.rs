@@ -563,6 +563,14 @@ pub fn range_delete_spans(lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> Vec<(
     };
     let start = match lower {
         Bound::Included(k) => k,
+        // A key of the maximum length has no longer keys after it: the next
+        // key is the prefix successor (none when it is all ff bytes).
+        Bound::Excluded(k) if k.len() >= crate::key::MAX_KEY_LEN => {
+            match crate::iter::prefix_successor(&k) {
+                Some(next) => next,
+                None => return Vec::new(),
+            }
+        }
         Bound::Excluded(k) => successor(k),
         // The smallest key: keys are never empty.
         Bound::Unbounded => vec![0],

@@ -608,3 +608,37 @@ fn scans_step_over_cleared_ranges() {
         "blocks read: {small} for 100 cleared keys, {large} for 20000"
     );
 }
+
+#[test]
+fn range_delete_spans_from_scan_bounds() {
+    use toondb_storage::{range_delete_spans, MAX_KEY_LEN};
+    let inc = |k: &[u8]| Bound::Included(k.to_vec());
+    let exc = |k: &[u8]| Bound::Excluded(k.to_vec());
+    assert_eq!(
+        range_delete_spans(inc(b"a"), inc(b"c")),
+        vec![(b"a".to_vec(), b"c\x00".to_vec())]
+    );
+    assert_eq!(
+        range_delete_spans(exc(b"a"), exc(b"c")),
+        vec![(b"a\x00".to_vec(), b"c".to_vec())]
+    );
+    assert!(range_delete_spans(exc(b"c"), exc(b"c")).is_empty());
+    assert!(range_delete_spans(inc(b"d"), exc(b"c")).is_empty());
+    // Everything: around the reserved table keys, up to past the largest key.
+    let mut past_all = vec![0xff; MAX_KEY_LEN];
+    past_all.push(0);
+    assert_eq!(
+        range_delete_spans(Bound::Unbounded, Bound::Unbounded),
+        vec![
+            (vec![0], b"\xff\x00\x01".to_vec()),
+            (b"\xff\x00\x02".to_vec(), past_all)
+        ]
+    );
+    // After a key of the maximum length comes its prefix successor.
+    let mut longest = vec![b'a'; MAX_KEY_LEN];
+    let spans = range_delete_spans(exc(&longest), exc(b"c"));
+    longest.truncate(MAX_KEY_LEN - 1);
+    longest.push(b'b');
+    assert_eq!(spans, vec![(longest, b"c".to_vec())]);
+    assert!(range_delete_spans(exc(&vec![0xff; MAX_KEY_LEN]), Bound::Unbounded).is_empty());
+}
