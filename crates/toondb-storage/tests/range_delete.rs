@@ -655,8 +655,12 @@ fn concurrent_writes_range_deletes_snapshots_and_compaction_agree() {
     use std::sync::Mutex;
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::open_with(dir.path(), options()).unwrap());
-    let writes: Arc<Mutex<Vec<(Vec<u8>, u64, Vec<u8>)>>> = Arc::default();
-    let ranges: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>, u64)>>> = Arc::default();
+    /// (key, commit ts, value) of every put.
+    type Writes = Vec<(Vec<u8>, u64, Vec<u8>)>;
+    /// (start, end, commit ts) of every range delete.
+    type Ranges = Vec<(Vec<u8>, Vec<u8>, u64)>;
+    let writes: Arc<Mutex<Writes>> = Arc::default();
+    let ranges: Arc<Mutex<Ranges>> = Arc::default();
     let key = |i: u64| format!("k{:03}", i % 120).into_bytes();
     let mut threads = Vec::new();
     for w in 0..2u64 {
