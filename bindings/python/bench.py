@@ -48,7 +48,7 @@ VALUE = b"v" * 100
 
 
 def key(i):
-    return b"key-%011d" % i  # 16 bytes
+    return b"key-%012d" % i  # 16 bytes
 
 
 def timed(fn, ops):
