@@ -20,15 +20,13 @@ use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, ErrorKind, Options, Result, ScanOptions, Timestamp, WriteBatch};
 
 fn tiny() -> Options {
-    Options {
-        memtable_size: 8 << 10,
-        block_size: 256,
-        target_file_size: 4 << 10,
-        level_base_bytes: 16 << 10,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(8 << 10)
+        .block_size(256)
+        .target_file_size(4 << 10)
+        .level_base_bytes(16 << 10)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
 }
 
 fn all(db: &Database) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -298,10 +296,7 @@ impl WriteHook for NoLinks {
 fn backup_copies_when_links_are_unsupported() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(NoLinks)),
-        ..tiny()
-    };
+    let options = tiny().fs(Arc::new(WrappedFs::os(NoLinks)));
     let db = Database::open_with(&src, options).unwrap();
     for i in 0..2000u32 {
         db.put(format!("k{i:05}"), format!("v{i}")).unwrap();
@@ -339,10 +334,7 @@ impl WriteHook for FailInDest {
 fn a_failed_backup_leaves_the_destination_empty_and_the_source_intact() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(FailInDest)),
-        ..tiny()
-    };
+    let options = tiny().fs(Arc::new(WrappedFs::os(FailInDest)));
     let db = Database::open_with(&src, options).unwrap();
     for i in 0..2000u32 {
         db.put(format!("k{i:05}"), format!("v{i}")).unwrap();

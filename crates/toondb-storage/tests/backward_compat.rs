@@ -169,12 +169,10 @@ fn v1_fixture_opens_reads_and_takes_new_tables() {
     let mut model = expected_v1();
     // New tables are written compressed, so one database mixes v1 tables,
     // uncompressed reads and LZ4 blocks.
-    let options = Options {
-        compression: Compression::Lz4,
+    let options = Options::default()
+        .compression(Compression::Lz4)
         // The v1 tables stay as they are (a compaction would rewrite them).
-        auto_compaction: false,
-        ..Options::default()
-    };
+        .auto_compaction(false);
     assert_eq!(table_magics(&dir), vec![*b"TOONSST1"; 2]);
     {
         let db = Database::open_with(&dir, options.clone()).unwrap();
@@ -220,15 +218,13 @@ fn v1_fixture_compacts_into_v2_and_keeps_every_view() {
         let dir = tmp.path().join("db");
         copy_dir(&fixture_dir(), &dir);
         let mut model = expected_v1();
-        let options = Options {
-            compression: Compression::Zstd,
-            l0_compaction_trigger: trigger,
-            target_file_size: 2 << 10,
-            level_base_bytes: 4 << 10,
-            level_size_ratio: 2,
-            block_size: 512,
-            ..Options::default()
-        };
+        let options = Options::default()
+            .compression(Compression::Zstd)
+            .l0_compaction_trigger(trigger)
+            .target_file_size(2 << 10)
+            .level_base_bytes(4 << 10)
+            .level_size_ratio(2)
+            .block_size(512);
         {
             let db = Database::open_with(&dir, options.clone()).unwrap();
             check(&db, &model);

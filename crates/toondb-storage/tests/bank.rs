@@ -162,14 +162,7 @@ fn open(dir: &std::path::Path) -> Database {
 }
 
 fn open_kb(dir: &std::path::Path, memtable_kb: usize) -> Database {
-    Database::open_with(
-        dir,
-        Options {
-            memtable_size: memtable_kb << 10,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+    Database::open_with(dir, Options::default().memtable_size(memtable_kb << 10)).unwrap()
 }
 
 fn scan_balances(t: &Transaction, n: usize) -> Vec<u64> {

@@ -15,15 +15,13 @@ use toondb_storage::{Database, Error, ErrorKind, Options, Result, ScanOptions};
 
 /// Small enough that a few thousand writes fill several levels.
 fn tiny() -> Options {
-    Options {
-        memtable_size: 4 << 10,
-        block_size: 256,
-        target_file_size: 2 << 10,
-        level_base_bytes: 8 << 10,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(4 << 10)
+        .block_size(256)
+        .target_file_size(2 << 10)
+        .level_base_bytes(8 << 10)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -228,14 +226,7 @@ fn data_moves_through_several_levels_and_survives_reopen() {
 #[test]
 fn compaction_reclaims_overwritten_and_deleted_space() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(
-        dir.path(),
-        Options {
-            auto_compaction: false,
-            ..tiny()
-        },
-    )
-    .unwrap();
+    let db = Database::open_with(dir.path(), tiny().auto_compaction(false)).unwrap();
     for i in 0..1000 {
         db.put(key(i), value(i, 0)).unwrap();
     }
@@ -323,14 +314,7 @@ fn long_held_snapshot_and_transaction_keep_their_view() {
 #[test]
 fn a_scan_keeps_its_view_and_its_files_until_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(
-        dir.path(),
-        Options {
-            auto_compaction: false,
-            ..tiny()
-        },
-    )
-    .unwrap();
+    let db = Database::open_with(dir.path(), tiny().auto_compaction(false)).unwrap();
     for i in 0..500 {
         db.put(key(i), value(i, 0)).unwrap();
     }
@@ -461,11 +445,9 @@ fn a_failed_compaction_leaves_the_database_readable_and_usable() {
     for fail_sync in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let faults = Arc::new(TableFaults::default());
-        let options = Options {
-            auto_compaction: false,
-            fs: Arc::new(WrappedFs::os(FaultHook(faults.clone()))),
-            ..tiny()
-        };
+        let options = tiny()
+            .auto_compaction(false)
+            .fs(Arc::new(WrappedFs::os(FaultHook(faults.clone()))));
         let db = Database::open_with(dir.path(), options.clone()).unwrap();
         let mut model = BTreeMap::new();
         for round in 0..3 {
@@ -516,14 +498,12 @@ fn writers_stalled_on_failing_compaction_get_the_error_not_a_hang() {
     let db = Arc::new(
         Database::open_with(
             dir.path(),
-            Options {
-                l0_compaction_trigger: 2,
-                l0_slowdown_writes: 2,
-                l0_stop_writes: 3,
-                target_file_size: 1 << 20,
-                fs: Arc::new(WrappedFs::os(FaultHook(faults.clone()))),
-                ..tiny()
-            },
+            tiny()
+                .l0_compaction_trigger(2)
+                .l0_slowdown_writes(2)
+                .l0_stop_writes(3)
+                .target_file_size(1 << 20)
+                .fs(Arc::new(WrappedFs::os(FaultHook(faults.clone())))),
         )
         .unwrap(),
     );
@@ -580,14 +560,12 @@ fn inconsistent_thresholds_do_not_stall_writes() {
     let db = Arc::new(
         Database::open_with(
             dir.path(),
-            Options {
-                l0_compaction_trigger: 8,
-                l0_slowdown_writes: 4,
-                l0_stop_writes: 1,
-                pending_compaction_bytes_slowdown: 1 << 20,
-                pending_compaction_bytes_stop: 1,
-                ..tiny()
-            },
+            tiny()
+                .l0_compaction_trigger(8)
+                .l0_slowdown_writes(4)
+                .l0_stop_writes(1)
+                .pending_compaction_bytes_slowdown(1 << 20)
+                .pending_compaction_bytes_stop(1),
         )
         .unwrap(),
     );
@@ -606,10 +584,7 @@ fn inconsistent_thresholds_do_not_stall_writes() {
 #[test]
 fn close_during_compaction_installs_nothing_half_done() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        auto_compaction: false,
-        ..tiny()
-    };
+    let options = tiny().auto_compaction(false);
     let db = Arc::new(Database::open_with(dir.path(), options.clone()).unwrap());
     let mut model = BTreeMap::new();
     for round in 0..4 {
@@ -731,10 +706,7 @@ impl WriteHook for FailManifest {
 fn unlisted_table_files_are_deleted_only_once_the_new_manifest_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let fail = Arc::new(AtomicBool::new(false));
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(FailManifest(fail.clone()))),
-        ..tiny()
-    };
+    let options = tiny().fs(Arc::new(WrappedFs::os(FailManifest(fail.clone()))));
     let db = Database::open_with(dir.path(), options.clone()).unwrap();
     for i in 0..500 {
         db.put(key(i), value(i, 0)).unwrap();
@@ -807,12 +779,10 @@ fn a_flush_does_not_wait_for_a_long_compaction() {
     let db = Arc::new(
         Database::open_with(
             dir.path(),
-            Options {
-                auto_compaction: false,
-                memtable_size: 64 << 10,
-                target_file_size: 1024,
-                ..tiny()
-            },
+            tiny()
+                .auto_compaction(false)
+                .memtable_size(64 << 10)
+                .target_file_size(1024),
         )
         .unwrap(),
     );
@@ -859,13 +829,11 @@ fn fill_with_and_without_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open_with(
             dir.path(),
-            Options {
-                auto_compaction: auto,
-                memtable_size: 1 << 20,
-                target_file_size: 1 << 20,
-                level_base_bytes: 4 << 20,
-                ..Options::default()
-            },
+            Options::default()
+                .auto_compaction(auto)
+                .memtable_size(1 << 20)
+                .target_file_size(1 << 20)
+                .level_base_bytes(4 << 20),
         )
         .unwrap();
         let started = std::time::Instant::now();

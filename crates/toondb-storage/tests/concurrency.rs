@@ -223,10 +223,7 @@ fn reader(db: &Database, stop: &AtomicBool, seed: usize) -> u64 {
 fn batches_are_atomic_under_concurrent_writes_reads_and_flushes() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        memtable_size: 8 << 10,
-        ..Options::default()
-    };
+    let options = Options::default().memtable_size(8 << 10);
     let db = Arc::new(Database::open_with(dir.path(), options.clone()).unwrap());
     // A second handle shares the engine.
     let db2 = Arc::new(Database::open(dir.path()).unwrap());
