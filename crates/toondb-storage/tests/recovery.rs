@@ -189,7 +189,9 @@ fn torn_last_record_is_dropped_at_every_kind_of_cut() {
         assert_eq!(file_len(&segment), full);
         truncate(&segment, last_start + cut);
 
-        let db = Database::open(copy.path()).unwrap();
+        // Held: the background flush of the recovered records would delete
+        // the replayed segment whose length is checked below.
+        let (db, gate) = open_with_tables_held(copy.path());
         let recovery = db.stats().recovery;
         let tail = recovery
             .dropped_tail
@@ -204,6 +206,7 @@ fn torn_last_record_is_dropped_at_every_kind_of_cut() {
         check_keys(&db, N - 1, N);
         // The torn bytes are gone from the file, not just skipped.
         assert_eq!(file_len(&segment), last_start, "cut {cut}");
+        gate.release();
         db.close().unwrap();
     }
 }
@@ -400,15 +403,29 @@ fn torn_header_of_the_newest_segment_is_repaired() {
         let (segment, number) = last_segment(copy.path());
         assert_eq!(file_len(&segment), 16);
         truncate(&segment, len);
-        let db = Database::open(copy.path()).unwrap();
+        // Held: the background flush of the recovered records would delete
+        // the repaired segment, and the crash image below must replay it.
+        let (db, gate) = open_with_tables_held(copy.path());
         let tail = db.stats().recovery.dropped_tail.unwrap();
         assert_eq!(tail.reason, "torn segment header");
         assert_eq!((tail.segment, tail.dropped_bytes), (number, len));
         check_keys(&db, 10, 10);
         db.put(key(10), value(10)).unwrap();
+        // A crash now: the repaired segment is no longer the newest; it must
+        // be a valid (empty) segment rather than mid-log damage.
+        let crashed = copy_dir(copy.path());
+        gate.release();
         db.close().unwrap();
-        // The repaired segment is no longer the newest; it must now be a
-        // valid (empty) segment rather than mid-log damage.
+        let db = Database::open(crashed.path()).unwrap();
+        assert_eq!(db.stats().recovery.dropped_tail, None);
+        assert!(
+            db.stats().recovery.segments >= 3,
+            "{:?}",
+            db.stats().recovery
+        );
+        check_keys(&db, 11, 11);
+        db.close().unwrap();
+        // And after a clean close.
         let db = Database::open(copy.path()).unwrap();
         assert_eq!(db.stats().recovery.dropped_tail, None);
         check_keys(&db, 11, 11);
