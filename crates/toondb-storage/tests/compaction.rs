@@ -1005,11 +1005,7 @@ fn maintenance_reads_busy_from_open_until_it_has_nothing_left_to_do() {
         let dir = tempfile::tempdir().unwrap();
         {
             // Level 0 past the trigger, left by a session that did not compact.
-            let db = Database::open_with(
-                dir.path(),
-                tiny().auto_compaction(false),
-            )
-            .unwrap();
+            let db = Database::open_with(dir.path(), tiny().auto_compaction(false)).unwrap();
             for round in 0..4 {
                 for i in 0..50 {
                     db.put(key(i), value(i, round)).unwrap();
