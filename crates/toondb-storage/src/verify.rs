@@ -21,6 +21,7 @@ use crate::wal::{parse_segment_name, replay};
 
 /// What [`Database::verify`](crate::Database::verify) checked and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Table files checked, their data blocks, and their bytes.
     pub tables: u64,

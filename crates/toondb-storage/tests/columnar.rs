@@ -397,12 +397,7 @@ fn tables_survive_reopen_and_drop_removes_data() -> Result<()> {
 #[test]
 fn compaction_drops_deleted_rows() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(
-        dir.path(),
-        Options {
-            ..Options::default()
-        },
-    )?;
+    let db = Database::open_with(dir.path(), Options::default())?;
     let t = db.create_table("events", schema())?;
     let rows: Vec<Vec<Value>> = (0..20_000).map(row).collect();
     for c in rows.chunks(4000) {

@@ -100,15 +100,13 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn options() -> Options {
-    Options {
-        memtable_size: 2048,
-        block_size: 256,
-        target_file_size: 1024,
-        level_base_bytes: 4096,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(2048)
+        .block_size(256)
+        .target_file_size(1024)
+        .level_base_bytes(4096)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
 }
 
 fn in_bounds(key: &[u8], o: &ScanOptions) -> bool {
@@ -409,11 +407,7 @@ fn delete_bounds_skips_reserved_keys_and_handles_open_ends() {
 }
 
 fn powerloss_options(fs: &PowerLossFs) -> Options {
-    Options {
-        fs: Arc::new(fs.clone()),
-        memtable_size: 4096,
-        ..options()
-    }
+    options().fs(Arc::new(fs.clone())).memtable_size(4096)
 }
 
 /// A range delete committed durably survives a power cut; one that was
@@ -511,10 +505,7 @@ fn crash_at_every_step_of_flushing_and_compacting_a_range_tombstone() {
                 fs.sync_dir(parent).unwrap();
                 p = parent.to_path_buf();
             }
-            let opts = Options {
-                auto_compaction: false,
-                ..powerloss_options(&fs)
-            };
+            let opts = powerloss_options(&fs).auto_compaction(false);
             let db = Database::open_with(&dir, opts.clone()).unwrap();
             for i in 0..200u32 {
                 db.put(format!("k{i:03}"), [2u8; 30]).unwrap();
@@ -570,11 +561,7 @@ fn scans_step_over_cleared_ranges() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open_with(
             dir.path(),
-            Options {
-                auto_compaction: false,
-                block_size: 256,
-                ..Options::default()
-            },
+            Options::default().auto_compaction(false).block_size(256),
         )
         .unwrap();
         for i in 0..n {
@@ -746,12 +733,10 @@ fn concurrent_writes_range_deletes_snapshots_and_compaction_agree() {
 #[test]
 fn a_tombstone_with_older_keys_below_is_kept_through_partial_compactions() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        l0_compaction_trigger: 1,
-        level_base_bytes: 4096,
-        level_size_ratio: 10,
-        ..Options::default()
-    };
+    let opts = Options::default()
+        .l0_compaction_trigger(1)
+        .level_base_bytes(4096)
+        .level_size_ratio(10);
     let db = Database::open_with(dir.path(), opts.clone()).unwrap();
     let idle_after = |db: &Database, compactions: u64| {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
