@@ -380,6 +380,54 @@ impl Table {
         meta.index.handles.last().map_or(0, |h| h.offset + h.len)
     }
 
+    /// The table's file number.
+    pub(crate) fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Byte range in the file of data block `block` (as stored).
+    pub(crate) fn block_extent(&self, block: usize) -> Result<Range<usize>> {
+        let h = self.handle(block)?;
+        Ok(h.offset..h.offset + h.len)
+    }
+
+    /// Byte range from the start of the first to the end of the last of
+    /// `blocks` (data blocks are contiguous); `None` when it is empty.
+    pub(crate) fn block_span(&self, blocks: Range<usize>) -> Result<Option<Range<usize>>> {
+        if blocks.is_empty() {
+            return Ok(None);
+        }
+        let start = self.block_extent(blocks.start)?.start;
+        let end = self.block_extent(blocks.end - 1)?.end;
+        Ok(Some(start..end))
+    }
+
+    /// The data block holding file offset `offset`: the last one when the
+    /// offset lies past the data (0 without blocks).
+    pub(crate) fn block_at_offset(&self, offset: usize) -> Result<usize> {
+        let handles = &self.meta()?.index.handles;
+        let i = handles.partition_point(|h| h.offset + h.len <= offset);
+        Ok(i.min(handles.len().saturating_sub(1)))
+    }
+
+    /// The first data block whose last user key is >= `key` (> `key` when
+    /// `past`), or the block count: for a scan bounded by `key`, the block
+    /// with the bound's end of the range.
+    pub(crate) fn first_block_reaching(&self, key: &[u8], past: bool) -> Result<usize> {
+        let meta = self.meta()?;
+        self.find_block(
+            meta,
+            &|k: &[u8], _| if past { k <= key } else { k < key },
+            None,
+        )
+    }
+
+    /// Asks the file system to start reading `bytes` of the file
+    /// (readahead); advice only.
+    pub(crate) fn will_need(&self, bytes: Range<usize>) {
+        self.bytes.will_need(bytes);
+    }
+
     pub(crate) fn block_count(&self) -> Result<usize> {
         Ok(self.meta()?.index.handles.len())
     }
