@@ -172,6 +172,35 @@ describe('columnar tables', () => {
     await db.close()
   })
 
+  test('plain point reads of a reserved key fail like writes instead of returning a raw cell', async () => {
+    const db = await Database.open(tmp.dir())
+    const t = await db.createTable('events', SPEC)
+    await t.upsert(row(1))
+    await db.put(Buffer.from([0xff, 0, 2]), 'above')
+    // The catalog entry of "events" lives under the reserved prefix.
+    const catalog = Buffer.concat([Buffer.from([0xff, 0, 1]), Buffer.from('Cevents')])
+    const throwsInvalid = (fn) =>
+      assert.throws(fn, (err) => {
+        assert.equal(err.code, 'TOONDB_INVALID_ARGUMENT', err.message)
+        assert.match(err.message, /reserved/)
+        return true
+      })
+    throwsInvalid(() => db.getSync(catalog))
+    await rejectsWith(db.get(catalog), 'TOONDB_INVALID_ARGUMENT', /reserved/)
+    await rejectsWith(db.getMany([Buffer.from([0xff, 0, 2]), catalog]), 'TOONDB_INVALID_ARGUMENT', /reserved/)
+    const snap = db.snapshot()
+    throwsInvalid(() => snap.getSync(catalog))
+    await rejectsWith(snap.get(catalog), 'TOONDB_INVALID_ARGUMENT', /reserved/)
+    snap.release?.()
+    const txn = db.transaction()
+    throwsInvalid(() => txn.getSync(catalog))
+    await rejectsWith(txn.get(catalog), 'TOONDB_INVALID_ARGUMENT', /reserved/)
+    txn.rollback()
+    assert.equal(db.getSync(Buffer.from([0xff, 0, 2])).toString(), 'above')
+    assert.equal((await t.get(1)).id, 1n)
+    await db.close()
+  })
+
   test('tables survive SIGKILL and reopen; dropTable removes the data', async () => {
     const dir = tmp.dir()
     const script = `

@@ -97,7 +97,12 @@ impl Database {
                 handles: 1,
             },
         );
-        Ok(Database::handle(engine, sync))
+        drop(open);
+        let db = Database::handle(engine, sync);
+        // Table drops a crash interrupted (columnar/catalog.rs). A failure
+        // drops (closes) the handle.
+        db.purge_dropped_tables()?;
+        Ok(db)
     }
 
     fn handle(engine: Arc<Engine>, sync: bool) -> Database {
