@@ -11,8 +11,10 @@
 // rows (the middle tenth, by key): readahead must stay within the range.
 //
 //   npm run bench:columnar -- [--rows 1000000] [--dir /tmp/x] [--keep]
-//                             [--repeat 3] [--reuse]
+//                             [--repeat 3] [--reuse] [--no-packed]
 //
+// The toondb load is also timed through upsertColumns (typed arrays per
+// column, 10K rows a call) into a second database, deleted afterwards.
 // --repeat N runs every cold measurement N times (min / median / max are
 // printed); --reuse measures the databases already in --dir (written by an
 // earlier --keep run) instead of loading new ones, so two builds can be
@@ -78,6 +80,32 @@ async function loadToondb(dir, rows) {
       batch.push({ id: j, c0: value(j, 0), c1: value(j, 1), c2: value(j, 2), c3: value(j, 3), c4: value(j, 4) })
     }
     await t.upsert(batch)
+  }
+  const load = performance.now() - t0
+  await db.flush()
+  await db.compact()
+  const total = performance.now() - t0
+  await db.close()
+  return { loadMs: load, loadFlushCompactMs: total, diskBytes: dirBytes(dir) }
+}
+
+// The same load through the packed path: whole columns as typed arrays.
+async function loadToondbPacked(dir, rows) {
+  const db = await Database.open(dir)
+  const t = await db.createTable('wide', {
+    columns: { id: 'i64', c0: 'f64', c1: 'f64', c2: 'f64', c3: 'f64', c4: 'f64' },
+    primaryKey: 'id',
+  })
+  const t0 = performance.now()
+  for (let i = 0; i < rows; i += CHUNK) {
+    const n = Math.min(rows, i + CHUNK) - i
+    const cols = { id: new BigInt64Array(n) }
+    COLS.forEach((c) => (cols[c] = new Float64Array(n)))
+    for (let j = 0; j < n; j++) {
+      cols.id[j] = BigInt(i + j)
+      COLS.forEach((c, k) => (cols[c][j] = value(i + j, k)))
+    }
+    await t.upsertColumns(cols)
   }
   const load = performance.now() - t0
   await db.flush()
@@ -280,6 +308,12 @@ async function main() {
     return fs.existsSync(dirs[kind]) ? { ...unloaded, diskBytes: dirBytes(dirs[kind]) } : null
   }
   results.toondb = { load: await load('toondb', loadToondb) }
+  if (!reuse && !process.argv.includes('--no-packed')) {
+    // Loaded, timed and deleted: the scans read the row-loaded database.
+    const packedDir = `${dirs.toondb}-packed`
+    results.toondb.loadPacked = await loadToondbPacked(packedDir, rows)
+    fs.rmSync(packedDir, { recursive: true, force: true })
+  }
   results.json = { load: await load('json', loadJson) }
   const duckLoad = await load('duck', loadDuck).catch((e) => ({ error: String(e) }))
   if (duckLoad && !duckLoad.error) results.duck = { load: duckLoad }
@@ -315,6 +349,9 @@ async function main() {
   console.log(`\nmedian (min..max) over ${repeat} run(s)`)
   for (const [kind, r] of Object.entries(results)) {
     console.log(`\n${kind}: load ${(r.load.loadMs / 1000).toFixed(2)} s (with flush+compact ${(r.load.loadFlushCompactMs / 1000).toFixed(2)} s), on disk ${mb(r.load.diskBytes)} MiB`)
+    if (r.loadPacked) {
+      console.log(`  load with upsertColumns (typed arrays): ${(r.loadPacked.loadMs / 1000).toFixed(2)} s (with flush+compact ${(r.loadPacked.loadFlushCompactMs / 1000).toFixed(2)} s)`)
+    }
     for (const w of ['scan1', 'scan5', 'range']) {
       const s = r[w]
       if (!s) continue
