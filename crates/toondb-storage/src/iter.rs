@@ -15,7 +15,7 @@ use crate::key::{Timestamp, ValueKind};
 use crate::lsm::NUM_LEVELS;
 use crate::memtable::MemKey;
 use crate::merge::{Cursor, LevelCursor, MergeIter};
-use crate::sstable::TableIter;
+use crate::sstable::{Readahead, TableIter};
 
 /// Which keys a scan visits, in which direction, and how many.
 /// `#[non_exhaustive]`: build with `ScanOptions::default()`, `prefix`,
@@ -172,6 +172,8 @@ pub struct Scan {
     jump: Option<Bound<Vec<u8>>>,
     /// Plain scans skip the reserved key range (columnar tables).
     hide_reserved: bool,
+    /// Reads ahead of the table iterators of every batch, within bounds.
+    readahead: Readahead,
     returned: usize,
     done: bool,
     /// The range tombstones this scan applies (empty almost always).
@@ -205,6 +207,7 @@ impl Scan {
         options: ScanOptions,
     ) -> Self {
         let range_dels = state.range_del_view(snapshot);
+        let readahead = Readahead::new(options.lower.clone(), options.upper.clone());
         Scan {
             range_dels,
             piece: None,
@@ -215,6 +218,7 @@ impl Scan {
             resume: None,
             jump: None,
             hide_reserved: false,
+            readahead,
             returned: 0,
             done: false,
         }
@@ -450,7 +454,8 @@ impl Scan {
             ));
         }
         for file in levels.level(0) {
-            let mut c = Cursor::Table(TableIter::new(file.table().clone()));
+            let it = TableIter::new(file.table().clone()).with_readahead(self.readahead.clone());
+            let mut c = Cursor::Table(it);
             c.seek(start, reverse)?;
             cursors.push(c);
         }
@@ -458,7 +463,8 @@ impl Scan {
             if levels.level(n).is_empty() {
                 continue;
             }
-            let mut c = Cursor::Level(LevelCursor::new(levels.level(n)));
+            let level = LevelCursor::new(levels.level(n)).with_readahead(self.readahead.clone());
+            let mut c = Cursor::Level(level);
             c.seek(start, reverse)?;
             cursors.push(c);
         }
