@@ -140,13 +140,14 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
 ///
 /// The manifest's checkpoint WAL segment must exist, as open requires. A
 /// flush moves the checkpoint (a synced manifest edit) and only then
-/// deletes the segments below it, so a segment seen missing is a problem
-/// only if a second read of the manifest still names it: had a flush
-/// deleted it in between, that read would show the moved checkpoint (and
-/// the check is repeated with it). This is a consistent view without
-/// taking the maintenance thread's lock, which a long flush or compaction
-/// may hold.
+/// deletes the segments below it, unless `verify` has pinned the WAL
+/// (`Engine::wal_pins`, checked by the flush after its edit): with the pin
+/// held, the checkpoint a manifest read names stays on disk until the pin
+/// is released, so a missing one is damage, not a race. (Were the pin ever
+/// bypassed, a second manifest read that names a newer checkpoint means
+/// the check is simply repeated.)
 fn check_manifest(engine: &Engine, report: &mut VerifyReport) {
+    let _pin = WalPin::new(engine);
     let current = engine.dir.join(crate::version::CURRENT_FILE_NAME);
     let mut problem = String::new();
     for _ in 0..5 {
@@ -165,6 +166,26 @@ fn check_manifest(engine: &Engine, report: &mut VerifyReport) {
         std::thread::yield_now();
     }
     report.problems.push(problem);
+}
+
+/// Keeps flushes from deleting WAL segments while it lives.
+struct WalPin<'a>(&'a Engine);
+
+impl<'a> WalPin<'a> {
+    fn new(engine: &'a Engine) -> Self {
+        engine
+            .wal_pins
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        WalPin(engine)
+    }
+}
+
+impl Drop for WalPin<'_> {
+    fn drop(&mut self) {
+        self.0
+            .wal_pins
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// `Some(problem)` when the segment `log_number` names is missing and a
