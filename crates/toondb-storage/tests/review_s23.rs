@@ -1,0 +1,368 @@
+//! Review s23 of 6073875..main: memtable key heads, scan readahead, reserved
+//! point reads, maintenance `busy` at open, dropped-tables list.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::time::{Duration, Instant};
+
+use proptest::prelude::*;
+use toondb_storage::{Database, ErrorKind, Options, ScanOptions, Snapshot, WriteBatch};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn scan_all(
+    scan: &mut dyn FnMut() -> toondb_storage::Result<Vec<(Vec<u8>, Vec<u8>)>>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    loop {
+        let b = scan().unwrap();
+        if b.is_empty() {
+            return out;
+        }
+        out.extend(b);
+    }
+}
+
+fn db_scan(db: &Database, o: ScanOptions, batch: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut s = db.scan(o).unwrap();
+    scan_all(&mut || s.next_batch(batch, usize::MAX))
+}
+
+fn snap_scan(snap: &Snapshot, o: ScanOptions, batch: usize) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut s = snap.scan(o).unwrap();
+    scan_all(&mut || s.next_batch(batch, usize::MAX))
+}
+
+fn model_range(m: &Model, lo: &Bound<Vec<u8>>, hi: &Bound<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    m.range::<Vec<u8>, _>((lo.clone(), hi.clone()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// 1. memtable: 16-byte inline key heads must order exactly like the keys.
+
+/// Keys around the 16-byte head: a prefix (0..=20 bytes) of one of a few
+/// 20-byte patterns, then 0..=4 bytes of 00/01/fe/ff. So keys equal in
+/// their first 16 bytes, keys that are prefixes of others, keys padded
+/// with real zero bytes (which look like the head's padding) all occur.
+fn key_strategy() -> impl Strategy<Value = Vec<u8>> {
+    let patterns: Vec<Vec<u8>> = vec![
+        vec![0u8; 20],
+        vec![0xffu8; 20],
+        b"abcdefghijklmnopqrst".to_vec(),
+        {
+            let mut p = b"abcdefghijklmnop".to_vec();
+            p.extend_from_slice(&[0, 0, 0xff, 1]);
+            p
+        },
+        {
+            let mut p = vec![0x01u8; 15];
+            p.extend_from_slice(&[0, 0, 0, 0, 0]);
+            p
+        },
+    ];
+    (
+        0..patterns.len(),
+        0usize..=20,
+        prop::collection::vec(prop::sample::select(vec![0u8, 1, 0xfe, 0xff]), 0..=4),
+    )
+        .prop_map(move |(p, len, tail)| {
+            let mut k = patterns[p][..len].to_vec();
+            k.extend(tail);
+            k
+        })
+        .prop_filter("non-empty, not reserved", |k| {
+            !k.is_empty() && !k.starts_with(b"\xff\x00\x01")
+        })
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Put(usize, u8),
+    Del(usize),
+}
+
+fn check_view(
+    label: &str,
+    get: &dyn Fn(&[u8]) -> Option<Vec<u8>>,
+    scan: &dyn Fn(ScanOptions, usize) -> Vec<(Vec<u8>, Vec<u8>)>,
+    model: &Model,
+    pool: &[Vec<u8>],
+) {
+    for k in pool {
+        assert_eq!(get(k), model.get(k).cloned(), "{label}: get {k:?}");
+    }
+    let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    assert_eq!(scan(ScanOptions::default(), 7), all, "{label}: forward scan");
+    let mut rev = all.clone();
+    rev.reverse();
+    assert_eq!(
+        scan(ScanOptions::default().reverse(true), 5),
+        rev,
+        "{label}: reverse scan"
+    );
+    // Bounded scans between pool keys, both ways.
+    for (i, a) in pool.iter().enumerate().step_by(3) {
+        let b = &pool[(i * 7 + 1) % pool.len()];
+        let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
+        let lo = Bound::Included(lo.clone());
+        let hi = Bound::Excluded(hi.clone());
+        let want = model_range(model, &lo, &hi);
+        let o = ScanOptions::default().lower(lo.clone()).upper(hi.clone());
+        assert_eq!(scan(o.clone(), 3), want, "{label}: range {lo:?}..{hi:?}");
+        let mut want_rev = want;
+        want_rev.reverse();
+        assert_eq!(scan(o.reverse(true), 2), want_rev, "{label}: rev range");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, .. ProptestConfig::default() })]
+
+    /// Puts and deletes of keys around 16 bytes, several versions each, a
+    /// snapshot after every round: every snapshot's gets and scans (both
+    /// ways, bounded and not) equal a sorted model, in the memtable and
+    /// again after a flush.
+    #[test]
+    fn memtable_head_order_equals_full_key_order(
+        pool in prop::collection::vec(key_strategy(), 2..40),
+        rounds in prop::collection::vec(
+            prop::collection::vec(
+                prop_oneof![
+                    3 => (0usize..1000, any::<u8>()).prop_map(|(i, v)| Op::Put(i, v)),
+                    1 => (0usize..1000).prop_map(Op::Del),
+                ],
+                1..30,
+            ),
+            1..5,
+        ),
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_with(dir.path(), Options::default().auto_compaction(false)).unwrap();
+        let mut model = Model::new();
+        let mut snaps: Vec<(Snapshot, Model)> = Vec::new();
+        for ops in &rounds {
+            for op in ops {
+                match *op {
+                    Op::Put(i, v) => {
+                        let k = &pool[i % pool.len()];
+                        let val = vec![v, (i % 251) as u8];
+                        db.put(k, &val).unwrap();
+                        model.insert(k.clone(), val);
+                    }
+                    Op::Del(i) => {
+                        let k = &pool[i % pool.len()];
+                        db.delete(k).unwrap();
+                        model.remove(k);
+                    }
+                }
+            }
+            snaps.push((db.snapshot().unwrap(), model.clone()));
+        }
+        for phase in ["memtable", "flushed"] {
+            if phase == "flushed" {
+                db.flush().unwrap();
+            }
+            check_view(
+                &format!("{phase} db"),
+                &|k| db.get(k).unwrap(),
+                &|o, b| db_scan(&db, o, b),
+                &model,
+                &pool,
+            );
+            let got = db.get_many(&pool).unwrap();
+            let want: Vec<_> = pool.iter().map(|k| model.get(k).cloned()).collect();
+            prop_assert_eq!(got, want);
+            for (n, (snap, m)) in snaps.iter().enumerate() {
+                check_view(
+                    &format!("{phase} snapshot {n}"),
+                    &|k| snap.get(k).unwrap(),
+                    &|o, b| snap_scan(snap, o, b),
+                    m,
+                    &pool,
+                );
+            }
+        }
+        drop(snaps);
+        db.close().unwrap();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 2. scan readahead: many small blocks, several tables and levels, random
+// bounds, both directions, small batches (re-seeks) and limits.
+
+fn rkey(i: u32) -> Vec<u8> {
+    format!("r{:06}", i).into_bytes()
+}
+
+#[test]
+fn readahead_scans_match_the_model_both_ways() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = Options::default()
+        .auto_compaction(false)
+        .block_size(256)
+        .target_file_size(64 << 10);
+    let db = Database::open_with(dir.path(), options).unwrap();
+    let mut model = Model::new();
+    // Bottom: every key, compacted; then overwrites and deletes in L0
+    // tables; then some in the memtable.
+    let n = 6000u32;
+    for round in 0..4u32 {
+        let mut batch = WriteBatch::new();
+        for i in 0..n {
+            if round > 0 && i % (round * 3 + 1) != 0 {
+                continue;
+            }
+            let k = rkey(i);
+            if round == 2 && i % 2 == 0 {
+                batch.delete(&k).unwrap();
+                model.remove(&k);
+            } else {
+                let v = format!("v{round}-{i}-{}", "x".repeat((i % 60) as usize)).into_bytes();
+                batch.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+        }
+        db.write(batch).unwrap();
+        if round < 3 {
+            db.flush().unwrap();
+        }
+        if round == 0 {
+            db.compact().unwrap();
+        }
+    }
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut next = move |m: u32| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % m as u64) as u32
+    };
+    for iter in 0..60 {
+        let a = next(n + 200);
+        let b = next(n + 200);
+        let (a, b) = (a.min(b), a.max(b));
+        let lo = match iter % 3 {
+            0 => Bound::Unbounded,
+            1 => Bound::Included(rkey(a)),
+            _ => Bound::Excluded(rkey(a)),
+        };
+        let hi = match iter % 4 {
+            0 => Bound::Unbounded,
+            1 | 2 => Bound::Excluded(rkey(b)),
+            _ => Bound::Included(rkey(b)),
+        };
+        let want = model_range(&model, &lo, &hi);
+        for reverse in [false, true] {
+            let mut want = want.clone();
+            if reverse {
+                want.reverse();
+            }
+            for batch in [1usize, 17, 1 << 20] {
+                let o = ScanOptions::default()
+                    .lower(lo.clone())
+                    .upper(hi.clone())
+                    .reverse(reverse);
+                assert_eq!(
+                    db_scan(&db, o.clone(), batch),
+                    want,
+                    "{lo:?}..{hi:?} reverse={reverse} batch={batch}"
+                );
+                let limit = 1 + next(300) as usize;
+                let got = db_scan(&db, o.limit(limit), batch);
+                assert_eq!(got[..], want[..limit.min(want.len())], "limit {limit}");
+            }
+        }
+    }
+    db.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 4. reserved-prefix point reads: only keys starting ff 00 01 are rejected.
+
+#[test]
+fn keys_near_the_reserved_prefix_are_readable_everywhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path()).unwrap();
+    let near: Vec<Vec<u8>> = vec![
+        vec![0xff],
+        vec![0xff, 0x00],
+        vec![0xff, 0x00, 0x00],
+        vec![0xff, 0x00, 0x00, 0xff, 0xff],
+        vec![0xff, 0x00, 0x02],
+        vec![0xff, 0x01, 0x01],
+        vec![0xfe, 0x00, 0x01],
+        vec![0x00, 0xff, 0x00, 0x01],
+        vec![0xff, 0xff, 0x00, 0x01],
+    ];
+    for k in &near {
+        db.put(k, k).unwrap();
+    }
+    let snap = db.snapshot().unwrap();
+    let txn = db.transaction().unwrap();
+    for k in &near {
+        assert_eq!(db.get(k).unwrap().as_deref(), Some(&k[..]), "{k:?}");
+        assert_eq!(snap.get(k).unwrap().as_deref(), Some(&k[..]), "{k:?}");
+        assert_eq!(txn.get(k).unwrap().as_deref(), Some(&k[..]), "{k:?}");
+    }
+    let many = db.get_many(&near).unwrap();
+    assert!(many.iter().zip(&near).all(|(v, k)| v.as_deref() == Some(&k[..])));
+    for bad in [vec![0xff, 0x00, 0x01], vec![0xff, 0x00, 0x01, b'C', b'x']] {
+        for e in [
+            db.get(&bad).unwrap_err(),
+            snap.get(&bad).unwrap_err(),
+            txn.get(&bad).unwrap_err(),
+            db.get_many(&[near[0].clone(), bad.clone()]).unwrap_err(),
+        ] {
+            assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{bad:?}");
+        }
+    }
+    txn.rollback().ok();
+    drop(snap);
+    db.close().unwrap();
+}
+
+// ---------------------------------------------------------------------------
+// 7. maintenance_busy starts true: it must turn false without automatic
+// compaction, with and without work left by the open, and close must not
+// wait on it.
+
+fn wait_idle(db: &Database, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while db.stats().maintenance_busy {
+        assert!(Instant::now() < deadline, "{what}: maintenance_busy never became false");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn maintenance_becomes_idle_without_auto_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default().auto_compaction(false);
+    let db = Database::open_with(dir.path(), opts.clone()).unwrap();
+    wait_idle(&db, "fresh open");
+    // Leave many L0 tables (a compaction an auto-compacting open would pick).
+    for t in 0..12u32 {
+        for i in 0..50u32 {
+            db.put(format!("k{i:04}"), format!("{t}")).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    db.close().unwrap();
+    let t0 = Instant::now();
+    let db = Database::open_with(dir.path(), opts.clone()).unwrap();
+    wait_idle(&db, "reopen with L0 tables, auto compaction off");
+    db.close().unwrap();
+    // Close right after open, before the thread ran: must not hang.
+    for _ in 0..20 {
+        let db = Database::open_with(dir.path(), opts.clone()).unwrap();
+        db.close().unwrap();
+    }
+    let db = Database::open_with(dir.path(), Options::default()).unwrap();
+    wait_idle(&db, "reopen with auto compaction");
+    assert_eq!(db.get("k0001").unwrap().as_deref(), Some(&b"11"[..]));
+    db.close().unwrap();
+    assert!(t0.elapsed() < Duration::from_secs(60));
+}
