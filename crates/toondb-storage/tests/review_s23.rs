@@ -531,9 +531,9 @@ mod drop_crash {
         fs
     }
 
-    fn opts(fs: &PowerLossFs) -> Options {
+    fn opts(fs: &PowerLossFs, sync: bool) -> Options {
         Options::default()
-            .sync(true)
+            .sync(sync)
             .memtable_size(64 << 10)
             .block_size(512)
             .fs(fs.shared())
@@ -569,9 +569,9 @@ mod drop_crash {
         a3: Vec<Vec<Value>>,
     }
 
-    fn setup(dir: &Path) -> Setup {
+    fn setup(dir: &Path, sync: bool) -> Setup {
         let fs = fresh(dir);
-        let db = Database::open_with(dir, opts(&fs)).unwrap();
+        let db = Database::open_with(dir, opts(&fs, sync)).unwrap();
         let a = db.create_table("a", schema()).unwrap();
         let a1 = rows(0..600, 1, 100);
         a.upsert(&db, &a1).unwrap();
@@ -599,10 +599,10 @@ mod drop_crash {
         Ok(())
     }
 
-    fn open_retrying(fs: &PowerLossFs, dir: &Path) -> Database {
+    fn open_retrying(fs: &PowerLossFs, dir: &Path, sync: bool) -> Database {
         for _ in 0..3 {
             fs.restart();
-            match Database::open_with(dir, opts(fs)) {
+            match Database::open_with(dir, opts(fs, sync)) {
                 Ok(db) => return db,
                 Err(e) if fs.is_down() => {
                     let _ = e;
@@ -638,9 +638,22 @@ mod drop_crash {
 
     #[test]
     fn drop_table_crash_at_every_step_keeps_other_tables_whole() {
-        let dir = Path::new("/review-s23/drop/db");
+        crash_every_step(true);
+    }
+
+    /// The same without fsync per commit (power cuts lose unsynced commits).
+    #[test]
+    fn drop_table_crash_at_every_step_without_sync() {
+        crash_every_step(false);
+    }
+
+    fn crash_every_step(sync: bool) {
+        // The registry of open databases is per process and keyed by path:
+        // one path per test.
+        let dir = std::path::PathBuf::from(format!("/review-s23/drop-{sync}/db"));
+        let dir = dir.as_path();
         // The region's length, without a crash.
-        let s = setup(dir);
+        let s = setup(dir, sync);
         let m0 = s.fs.mutations();
         region(&s.db, &s.a3).unwrap();
         settle(&s.db);
@@ -657,7 +670,7 @@ mod drop_crash {
                 .into_iter()
                 .enumerate()
             {
-                let s = setup(dir);
+                let s = setup(dir, sync);
                 s.fs.crash_after(n, crash);
                 let _ = region(&s.db, &s.a3);
                 settle(&s.db);
@@ -666,17 +679,17 @@ mod drop_crash {
                 s.fs.restart();
                 let m = (n * 7 + ci as u64 * 3) % 40 + 1;
                 s.fs.crash_after(m, Crash::PowerCut(PowerCut::drop_unsynced()));
-                if let Ok(db) = Database::open_with(dir, opts(&s.fs)) {
+                if let Ok(db) = Database::open_with(dir, opts(&s.fs, sync)) {
                     settle(&db);
                     let _ = db.close();
                 }
                 s.fs.disarm();
-                let db = open_retrying(&s.fs, dir);
+                let db = open_retrying(&s.fs, dir, sync);
                 settle(&db);
                 check(&s, &db, &format!("crash {crash:?} after {n}, reopen crash after {m}"));
                 // The list is done: one more reopen changes nothing.
                 db.close().unwrap();
-                let db = open_retrying(&s.fs, dir);
+                let db = open_retrying(&s.fs, dir, sync);
                 check(&s, &db, &format!("crash after {n}, second reopen"));
                 // Once the old `a` is gone, its cells are gone too (no leak).
                 if content(&db, "a").is_none_or(|(id, _)| id != s.a_id) {
