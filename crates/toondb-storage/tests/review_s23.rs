@@ -707,3 +707,156 @@ mod drop_crash {
         eprintln!("{runs} crash runs");
     }
 }
+
+// ---------------------------------------------------------------------------
+// 5b. The open that finishes an interrupted drop must not make the database
+// unopenable when the clean-up cannot run (the device is full: the state a
+// drop is most likely to be interrupted in). Without a pending drop the
+// same open succeeds and every committed key reads back.
+
+mod drop_open {
+    use super::*;
+    use std::path::Path;
+    use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+    use std::sync::Arc;
+    use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
+    use toondb_storage::{ColumnDef, ColumnType, Error, Result, Schema, Value};
+
+    /// WAL appends left before they fail (negative: no limit), and whether
+    /// table-file appends fail ("no space").
+    #[derive(Clone, Default)]
+    struct Faults {
+        wal_left: Arc<AtomicI64>,
+        sst_full: Arc<AtomicBool>,
+    }
+
+    struct Faulty {
+        inner: Box<dyn WritableFile>,
+        faults: Faults,
+        wal: bool,
+    }
+
+    impl Faulty {
+        fn check(&self) -> Result<()> {
+            if self.wal {
+                let left = self.faults.wal_left.load(Ordering::SeqCst);
+                if left == 0 {
+                    return Err(Error::new(ErrorKind::Io, "injected: no space (wal)"));
+                }
+                if left > 0 {
+                    self.faults.wal_left.fetch_sub(1, Ordering::SeqCst);
+                }
+            } else if self.faults.sst_full.load(Ordering::SeqCst) {
+                return Err(Error::new(ErrorKind::Io, "injected: no space (table)"));
+            }
+            Ok(())
+        }
+    }
+
+    impl WritableFile for Faulty {
+        fn append(&mut self, data: &[u8]) -> Result<()> {
+            self.check()?;
+            self.inner.append(data)
+        }
+        fn append_durable(&mut self, data: &[u8]) -> Result<()> {
+            self.check()?;
+            self.inner.append_durable(data)
+        }
+        fn sync_data(&mut self) -> Result<()> {
+            self.inner.sync_data()
+        }
+        fn len(&self) -> u64 {
+            self.inner.len()
+        }
+    }
+
+    impl WriteHook for Faults {
+        fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+            let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+            if ext == "wal" || ext == "sst" {
+                Box::new(Faulty {
+                    inner: file,
+                    faults: self.clone(),
+                    wal: ext == "wal",
+                })
+            } else {
+                file
+            }
+        }
+    }
+
+    fn schema() -> Schema {
+        Schema::new(
+            vec![
+                ColumnDef::new("id", ColumnType::I64),
+                ColumnDef::new("v", ColumnType::Bytes),
+            ],
+            "id",
+        )
+    }
+
+    fn build(dir: &Path, faults: &Faults, interrupt_a_drop: bool) {
+        faults.wal_left.store(-1, Ordering::SeqCst);
+        faults.sst_full.store(false, Ordering::SeqCst);
+        let opts = Options::default().fs(Arc::new(WrappedFs::os(faults.clone())));
+        let db = Database::open_with(dir, opts).unwrap();
+        let t = db.create_table("t", schema()).unwrap();
+        let rows: Vec<Vec<Value>> = (0..500)
+            .map(|i| vec![Value::I64(i), Value::Bytes(vec![i as u8; 100])])
+            .collect();
+        t.upsert(&db, &rows).unwrap();
+        db.put("kept", "yes").unwrap();
+        db.flush().unwrap();
+        if !interrupt_a_drop {
+            // Like the drop's catalog commit: a WAL record the reopen
+            // replays and must flush (which fails on the full device).
+            db.put("tail", "1").unwrap();
+        }
+        if interrupt_a_drop {
+            // The catalog commit is the last WAL write that succeeds.
+            faults.wal_left.store(1, Ordering::SeqCst);
+            assert!(db.drop_table("t").is_err());
+        }
+        let _ = db.close();
+    }
+
+    fn reopen_with_a_full_device(dir: &Path, faults: &Faults) -> Result<Database> {
+        faults.wal_left.store(-1, Ordering::SeqCst);
+        faults.sst_full.store(true, Ordering::SeqCst);
+        let opts = Options::default().fs(Arc::new(WrappedFs::os(faults.clone())));
+        Database::open_with(dir, opts)
+    }
+
+    #[test]
+    fn control_without_a_pending_drop_the_open_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::default();
+        build(dir.path(), &faults, false);
+        let db = reopen_with_a_full_device(dir.path(), &faults).unwrap();
+        assert_eq!(db.get("kept").unwrap().as_deref(), Some(&b"yes"[..]));
+        assert_eq!(db.get("tail").unwrap().as_deref(), Some(&b"1"[..]));
+        let _ = db.close();
+    }
+
+    // FAILS on main: Database::open runs purge_dropped_tables and returns
+    // its error, so when the clean-up of an interrupted drop cannot write
+    // (its compact_range needs new table files), the database cannot be
+    // opened at all, not even to read: the clean-up should be best effort
+    // (left on the list for a later open or done in the background).
+    #[test]
+    fn a_pending_drop_does_not_make_the_open_fail() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Faults::default();
+        build(dir.path(), &faults, true);
+        let db = reopen_with_a_full_device(dir.path(), &faults)
+            .unwrap_or_else(|e| panic!("open failed because of the drop clean-up: {e}"));
+        assert_eq!(db.get("kept").unwrap().as_deref(), Some(&b"yes"[..]));
+        assert_eq!(db.table("t").unwrap_err().kind(), ErrorKind::NotFound);
+        let _ = db.close();
+        // Space again: the next open finishes the drop.
+        faults.sst_full.store(false, Ordering::SeqCst);
+        let db = Database::open(dir.path()).unwrap();
+        assert_eq!(db.get("kept").unwrap().as_deref(), Some(&b"yes"[..]));
+        db.close().unwrap();
+    }
+}
