@@ -44,7 +44,17 @@ fn open(dir: &std::path::Path) -> Db {
 }
 
 fn put(db: &Db, k: &[u8], v: &[u8]) {
-    let rc = unsafe { toondb_put(db.0, k.as_ptr(), k.len(), v.as_ptr(), v.len(), 0, null_mut()) };
+    let rc = unsafe {
+        toondb_put(
+            db.0,
+            k.as_ptr(),
+            k.len(),
+            v.as_ptr(),
+            v.len(),
+            0,
+            null_mut(),
+        )
+    };
     assert_eq!(rc, TOONDB_OK);
 }
 
@@ -85,10 +95,14 @@ fn get_buf_lengths_and_errors() {
     assert_eq!(code_of(err), TOONDB_INVALID_ARGUMENT);
     // Snapshot reads the old value after an overwrite.
     let mut snap = null_mut();
-    assert_eq!(unsafe { toondb_snapshot(db.0, &mut snap, null_mut()) }, TOONDB_OK);
+    assert_eq!(
+        unsafe { toondb_snapshot(db.0, &mut snap, null_mut()) },
+        TOONDB_OK
+    );
     put(&db, b"k", b"new");
     let mut err = null_mut();
-    let n = unsafe { toondb_snapshot_get_buf(snap, b"k".as_ptr(), 1, buf.as_mut_ptr(), 32, &mut err) };
+    let n =
+        unsafe { toondb_snapshot_get_buf(snap, b"k".as_ptr(), 1, buf.as_mut_ptr(), 32, &mut err) };
     assert_eq!(n, 11);
     assert_eq!(&buf[..11], b"hello world");
     unsafe { toondb_snapshot_free(snap) };
@@ -184,7 +198,10 @@ fn get_many_reads_one_snapshot() {
             };
             assert_eq!(rc, TOONDB_OK);
         }
-        assert_eq!(unsafe { toondb_write(db.0, batch, 0, null_mut()) }, TOONDB_OK);
+        assert_eq!(
+            unsafe { toondb_write(db.0, batch, 0, null_mut()) },
+            TOONDB_OK
+        );
         unsafe { toondb_batch_free(batch) };
     };
     write_round(&db, 0);
@@ -208,7 +225,10 @@ fn get_many_reads_one_snapshot() {
         assert!(vl.iter().all(|&l| l == 8));
         assert_eq!(needed, cap);
         let first = &buf[..8];
-        assert!(buf.chunks(8).all(|c| c == first), "values from different rounds");
+        assert!(
+            buf.chunks(8).all(|c| c == first),
+            "values from different rounds"
+        );
     }
     stop.store(true, Ordering::Relaxed);
     writer.join().unwrap();

@@ -94,7 +94,11 @@ fn check_view(
         assert_eq!(get(k), model.get(k).cloned(), "{label}: get {k:?}");
     }
     let all: Vec<_> = model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    assert_eq!(scan(ScanOptions::default(), 7), all, "{label}: forward scan");
+    assert_eq!(
+        scan(ScanOptions::default(), 7),
+        all,
+        "{label}: forward scan"
+    );
     let mut rev = all.clone();
     rev.reverse();
     assert_eq!(
@@ -308,7 +312,10 @@ fn keys_near_the_reserved_prefix_are_readable_everywhere() {
         assert_eq!(txn.get(k).unwrap().as_deref(), Some(&k[..]), "{k:?}");
     }
     let many = db.get_many(&near).unwrap();
-    assert!(many.iter().zip(&near).all(|(v, k)| v.as_deref() == Some(&k[..])));
+    assert!(many
+        .iter()
+        .zip(&near)
+        .all(|(v, k)| v.as_deref() == Some(&k[..])));
     for bad in [vec![0xff, 0x00, 0x01], vec![0xff, 0x00, 0x01, b'C', b'x']] {
         for e in [
             db.get(&bad).unwrap_err(),
@@ -332,7 +339,10 @@ fn keys_near_the_reserved_prefix_are_readable_everywhere() {
 fn wait_idle(db: &Database, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
     while db.stats().maintenance_busy {
-        assert!(Instant::now() < deadline, "{what}: maintenance_busy never became false");
+        assert!(
+            Instant::now() < deadline,
+            "{what}: maintenance_busy never became false"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -376,8 +386,12 @@ fn maintenance_becomes_idle_without_auto_compaction() {
 fn damaged_table_tail_never_turns_into_a_false_negative() {
     let base = tempfile::tempdir().unwrap();
     let src = base.path().join("src");
-    let opts = Options::default().auto_compaction(false).bloom_bits_per_key(10);
-    let keys: Vec<Vec<u8>> = (0..300u32).map(|i| format!("bk{i:05}").into_bytes()).collect();
+    let opts = Options::default()
+        .auto_compaction(false)
+        .bloom_bits_per_key(10);
+    let keys: Vec<Vec<u8>> = (0..300u32)
+        .map(|i| format!("bk{i:05}").into_bytes())
+        .collect();
     {
         let db = Database::open_with(&src, opts.clone()).unwrap();
         for k in &keys {
@@ -435,7 +449,10 @@ fn damaged_table_tail_never_turns_into_a_false_negative() {
         let report = db.verify().unwrap();
         if failed {
             get_failed += 1;
-            assert!(!report.ok(), "byte {at}: a get failed but verify found nothing");
+            assert!(
+                !report.ok(),
+                "byte {at}: a get failed but verify found nothing"
+            );
         }
         if !report.ok() {
             verify_flagged += 1;
@@ -543,9 +560,7 @@ mod drop_crash {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let s = db.stats();
-            if s.background_error.is_some()
-                || (!s.maintenance_busy && s.immutable_memtables == 0)
-            {
+            if s.background_error.is_some() || (!s.maintenance_busy && s.immutable_memtables == 0) {
                 return;
             }
             assert!(Instant::now() < deadline, "not idle: {s:?}");
@@ -615,13 +630,27 @@ mod drop_crash {
     }
 
     fn check(s: &Setup, db: &Database, what: &str) {
-        assert_eq!(db.get("kept").unwrap().as_deref(), Some(&b"yes"[..]), "{what}");
+        assert_eq!(
+            db.get("kept").unwrap().as_deref(),
+            Some(&b"yes"[..]),
+            "{what}"
+        );
         let (_, b) = content(db, "b").unwrap_or_else(|| panic!("{what}: table b lost"));
-        assert!(b == s.b, "{what}: table b has {} rows, not its {}", b.len(), s.b.len());
+        assert!(
+            b == s.b,
+            "{what}: table b has {} rows, not its {}",
+            b.len(),
+            s.b.len()
+        );
         match content(db, "a") {
             None => {}
             Some((id, rows)) if id == s.a_id => {
-                assert!(rows == s.a1, "{what}: old a has {} rows of {}", rows.len(), s.a1.len())
+                assert!(
+                    rows == s.a1,
+                    "{what}: old a has {} rows of {}",
+                    rows.len(),
+                    s.a1.len()
+                )
             }
             Some((_, rows)) => {
                 let a3 = as_rows(&s.a3);
@@ -686,7 +715,11 @@ mod drop_crash {
                 s.fs.disarm();
                 let db = open_retrying(&s.fs, dir, sync);
                 settle(&db);
-                check(&s, &db, &format!("crash {crash:?} after {n}, reopen crash after {m}"));
+                check(
+                    &s,
+                    &db,
+                    &format!("crash {crash:?} after {n}, reopen crash after {m}"),
+                );
                 // The list is done: one more reopen changes nothing.
                 db.close().unwrap();
                 let db = open_retrying(&s.fs, dir, sync);
