@@ -916,7 +916,6 @@ mod tests {
             flip_byte(dir.path(), 8, victim + 9);
         }
         // Damage to the mark itself: nothing claims it, so it is a tail.
-        // (The mark's direct write padded the file with zeros past it.)
         let end = w.len();
         flip_byte(dir.path(), 8, end - 1);
         let (got, report) = collect(dir.path(), &[8]).unwrap();

@@ -151,7 +151,11 @@ impl WalWriter {
         }
         let mut frame = Vec::with_capacity(SYNC_POINT_FRAME_LEN);
         self.begin_group(&mut frame);
-        self.append_durable(&frame)?;
+        // A plain write and sync, not `append_durable`: a direct write
+        // would pad the file with zeros to a block boundary, and a closed
+        // segment ending exactly at its last frame is simpler to inspect.
+        self.append(&frame)?;
+        self.sync()?;
         self.marked_end = self.file.len();
         Ok(())
     }
