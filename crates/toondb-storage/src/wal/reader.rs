@@ -232,7 +232,8 @@ impl Segment<'_> {
                 // so no power cut can damage it.
                 return Err(self.corruption(reason, pos, "it is not the last segment"));
             }
-            if let Some((at, upto)) = highest_claim_after(self.data, pos, self.number) {
+            let later = highest_claim_after(self.data, pos, self.number);
+            if let Some((at, upto)) = later {
                 if upto > pos as u64 {
                     let why = format!(
                         "the sync point at offset {at} shows that every byte before offset \
@@ -244,10 +245,12 @@ impl Segment<'_> {
             // Damage no sync point covers: the bytes from here on were
             // written without a completed sync, and a power cut may lose
             // such pages in any order. Dropping them with everything after
-            // them keeps the survivors a prefix in commit order.
-            let reason = match find_record_after(self.data, pos) {
-                Later::Nothing => reason.to_owned(),
-                Later::RecordAt(_) | Later::Unknown => format!(
+            // them keeps the survivors a prefix in commit order. (Every
+            // group starts with a sync point, so finding one says that
+            // later writes survived and are dropped too.)
+            let reason = match later {
+                None => reason.to_owned(),
+                Some(_) => format!(
                     "{reason}, with unsynced records after it (dropped with it: a power \
                      cut can persist unsynced pages out of order)"
                 ),
