@@ -985,35 +985,27 @@ mod tests {
     /// never a torn tail.
     #[test]
     fn malformed_version_2_records_are_corruption() {
-        let cases: [(&str, Box<dyn Fn(&mut Vec<u8>, u64)>); 3] = [
-            (
-                "unknown record kind",
-                Box::new(|d, _| encode_frame(&[7, 1, 2, 3], d)),
-            ),
-            (
-                "names segment 99",
-                Box::new(|d, _| {
-                    entry::encode_sync_point(
-                        SyncPoint {
-                            segment: 99,
-                            synced_upto: 16,
-                        },
-                        d,
-                    )
-                }),
-            ),
-            (
-                "names segment 3 and offset",
-                Box::new(|d, at| {
-                    entry::encode_sync_point(
-                        SyncPoint {
-                            segment: 3,
-                            synced_upto: at + 1,
-                        },
-                        d,
-                    )
-                }),
-            ),
+        /// Appends a frame to a segment's bytes; gets its offset.
+        type AddFrame = fn(&mut Vec<u8>, u64);
+        let unknown_kind: AddFrame = |d, _| encode_frame(&[7, 1, 2, 3], d);
+        let other_segment: AddFrame = |d, _| {
+            let point = SyncPoint {
+                segment: 99,
+                synced_upto: 16,
+            };
+            entry::encode_sync_point(point, d)
+        };
+        let past_itself: AddFrame = |d, at| {
+            let point = SyncPoint {
+                segment: 3,
+                synced_upto: at + 1,
+            };
+            entry::encode_sync_point(point, d)
+        };
+        let cases = [
+            ("unknown record kind", unknown_kind),
+            ("names segment 99", other_segment),
+            ("names segment 3 and offset", past_itself),
         ];
         for (want, add) in cases {
             let dir = tempfile::tempdir().unwrap();
