@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::key::{compare_versions, Timestamp, ValueKind};
 use crate::lsm::TableFile;
 use crate::memtable::MemKey;
-use crate::sstable::TableIter;
+use crate::sstable::{Readahead, TableIter};
 
 type MemRange<'a> = Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>;
 
@@ -134,6 +134,8 @@ pub(crate) struct LevelCursor<'a> {
     /// Index in `tables` of the open table.
     idx: usize,
     iter: Option<TableIter>,
+    /// Given to every table iterator it opens.
+    readahead: Option<Readahead>,
 }
 
 impl<'a> LevelCursor<'a> {
@@ -143,15 +145,26 @@ impl<'a> LevelCursor<'a> {
             tables,
             idx: 0,
             iter: None,
+            readahead: None,
         }
+    }
+
+    /// This cursor, its table iterators reading ahead in `readahead`'s runs.
+    pub fn with_readahead(mut self, readahead: Readahead) -> LevelCursor<'a> {
+        self.readahead = Some(readahead);
+        self
     }
 
     fn open(&mut self, idx: usize) -> Option<&mut TableIter> {
         self.idx = idx;
-        self.iter = self
-            .tables
-            .get(idx)
-            .map(|t| TableIter::new(t.table().clone()));
+        let readahead = &self.readahead;
+        self.iter = self.tables.get(idx).map(|t| {
+            let it = TableIter::new(t.table().clone());
+            match readahead {
+                Some(ra) => it.with_readahead(ra.clone()),
+                None => it,
+            }
+        });
         self.iter.as_mut()
     }
 
