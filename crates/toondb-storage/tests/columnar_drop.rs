@@ -93,10 +93,7 @@ fn settled_bytes(db: &Database) -> u64 {
 fn a_drop_interrupted_after_its_catalog_commit_is_finished_at_open() {
     let dir = tempfile::tempdir().unwrap();
     let budget = WalBudget(Arc::new(AtomicI64::new(-1)));
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(budget.clone())),
-        ..Options::default()
-    };
+    let options = Options::default().fs(Arc::new(WrappedFs::os(budget.clone())));
     let db = Database::open_with(dir.path(), options).unwrap();
     let t = db.create_table("blobs", schema()).unwrap();
     let rows: Vec<Vec<Value>> = (0..4000)

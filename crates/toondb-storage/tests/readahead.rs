@@ -94,15 +94,13 @@ const KEYS: u32 = 40_000;
 /// reopened (no background compaction), on the recording file system.
 fn database(dir: &Path, compression: Compression) -> (Database, Requests) {
     let requests = Requests::default();
-    let options = Options {
-        auto_compaction: false,
-        compression,
-        fs: Arc::new(RecordingFs {
+    let options = Options::default()
+        .auto_compaction(false)
+        .compression(compression)
+        .fs(Arc::new(RecordingFs {
             inner: OsFileSystem::shared(),
             requests: requests.clone(),
-        }),
-        ..Options::default()
-    };
+        }));
     let db = Database::open_with(dir, options.clone()).unwrap();
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
         let mut batch = WriteBatch::new();
