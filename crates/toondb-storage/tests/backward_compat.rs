@@ -308,10 +308,7 @@ fn v1_wal_segment_replays_and_keeps_the_v1_damage_rule() {
     copy_dir(&fixture_dir(), &dir);
     let v1_segment = dir.join("000005.wal");
     assert_eq!(wal_version(&v1_segment), 1);
-    let options = Options {
-        auto_compaction: false,
-        ..Options::default()
-    };
+    let options = Options::default().auto_compaction(false);
     {
         let db = Database::open_with(&dir, options.clone()).unwrap();
         let recovery = db.stats().recovery;
