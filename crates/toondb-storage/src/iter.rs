@@ -368,7 +368,7 @@ impl Scan {
             ));
         }
         for file in levels.level(0) {
-            let mut c = Cursor::Table(TableIter::new(file.table().clone()));
+            let mut c = Cursor::Table(TableIter::new(file.table()?));
             c.seek(start, reverse)?;
             cursors.push(c);
         }

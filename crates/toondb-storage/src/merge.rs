@@ -146,13 +146,13 @@ impl<'a> LevelCursor<'a> {
         }
     }
 
-    fn open(&mut self, idx: usize) -> Option<&mut TableIter> {
+    fn open(&mut self, idx: usize) -> Result<Option<&mut TableIter>> {
         self.idx = idx;
-        self.iter = self
-            .tables
-            .get(idx)
-            .map(|t| TableIter::new(t.table().clone()));
-        self.iter.as_mut()
+        self.iter = match self.tables.get(idx) {
+            Some(t) => Some(TableIter::new(t.table()?)),
+            None => None,
+        };
+        Ok(self.iter.as_mut())
     }
 
     fn seek(&mut self, start: Bound<&[u8]>, reverse: bool) -> Result<()> {
@@ -167,7 +167,7 @@ impl<'a> LevelCursor<'a> {
                 .partition_point(|t| t.smallest() <= k)
                 .wrapping_sub(1),
         };
-        if let Some(it) = self.open(idx) {
+        if let Some(it) = self.open(idx)? {
             seek_table(it, start, reverse)?;
         }
         self.skip_exhausted(reverse)
@@ -192,7 +192,7 @@ impl<'a> LevelCursor<'a> {
             } else {
                 self.idx + 1
             };
-            match self.open(next) {
+            match self.open(next)? {
                 Some(it) if reverse => it.seek_to_last()?,
                 Some(it) => it.seek_to_first()?,
                 None => {}

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
 use crate::lsm::{Levels, TableFile};
 use crate::merge::{Cursor, LevelCursor, MergeIter};
-use crate::sstable::{table_file_name, Table, TableBuilder, TableIter};
+use crate::sstable::{table_file_name, TableBuilder, TableIter};
 use crate::version::TableMeta;
 
 /// How often (in versions read) the job checks for cancellation.
@@ -88,7 +88,7 @@ fn merge_into(
     for (level, tables) in &c.inputs {
         if *level == 0 {
             for t in tables {
-                cursors.push(Cursor::Table(TableIter::new(t.table().clone())));
+                cursors.push(Cursor::Table(TableIter::new(t.table()?)));
             }
         } else {
             cursors.push(Cursor::Level(LevelCursor::new(tables)));
@@ -171,7 +171,7 @@ fn finish(engine: &Engine, out: Output, level: usize) -> Result<Arc<TableFile>> 
     } = out;
     let opened = builder
         .finish()
-        .and_then(|summary| Ok((summary, Table::open(number, engine.fs.map(&path)?)?)));
+        .and_then(|summary| Ok((summary, engine.tables.open(number, &path)?)));
     let (summary, table) = match opened {
         Ok(v) => v,
         Err(e) => {
@@ -180,5 +180,5 @@ fn finish(engine: &Engine, out: Output, level: usize) -> Result<Arc<TableFile>> 
         }
     };
     let meta = TableMeta::from_summary(number, level as u32, summary);
-    Ok(TableFile::new(table, meta, path, engine.fs.clone()))
+    Ok(TableFile::new(&engine.tables, table, meta, path))
 }

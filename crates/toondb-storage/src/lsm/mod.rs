@@ -6,7 +6,7 @@ mod levels;
 mod table_file;
 
 pub(crate) use levels::{Levels, NUM_LEVELS};
-pub(crate) use table_file::TableFile;
+pub(crate) use table_file::{TableFile, TableOpener};
 
 #[cfg(test)]
 pub(crate) mod testutil {
@@ -16,7 +16,7 @@ pub(crate) mod testutil {
     use super::TableFile;
     use crate::io::OsFileSystem;
     use crate::key::ValueKind;
-    use crate::sstable::{table_file_name, Table, TableBuilder};
+    use crate::sstable::{table_file_name, TableBuilder};
     use crate::version::TableMeta;
 
     /// A table file in `dir` holding `keys` (one put each, at `ts`).
@@ -29,9 +29,13 @@ pub(crate) mod testutil {
                 .unwrap();
         }
         let s = b.finish().unwrap();
-        let table = Table::open(number, fs.map(&path).unwrap()).unwrap();
+        let opener = super::TableOpener::new(&crate::Options {
+            fs: fs.clone(),
+            ..crate::Options::default()
+        });
+        let table = opener.open(number, &path).unwrap();
         let meta = TableMeta::from_summary(number, level, s);
-        TableFile::new(table, meta, path, fs)
+        TableFile::new(&opener, table, meta, path)
     }
 }
 

@@ -3,17 +3,23 @@
 //! touches a page or two per table. The index and the bloom filter are
 //! checked and decoded the first time a read needs them ([`Table::meta`]);
 //! data blocks are checked the first time they are touched and then trusted
-//! (see "Checksums" in docs/format-table.md). A compressed data block is
-//! decompressed on every load (there is no block cache yet); an uncompressed
-//! one is read in place from the memory map, and so is an uncompressed
-//! filter.
+//! (see "Checksums" in docs/format-table.md). An uncompressed data block is
+//! read in place from the memory map, and so is an uncompressed filter.
+//!
+//! With a block cache ([`Table::open_cached`]), the decoded index and filter
+//! and each decompressed data block live in the cache, keyed by (file
+//! number, block offset), and are decoded again after eviction; without one
+//! the index and filter stay with the open table and a compressed block is
+//! decompressed on every load.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
+
+use crate::cache::{BlockCache, CacheKey};
 
 use super::block::{parse_v2_stored, BlockLayout};
 use super::bloom::may_contain;
@@ -47,11 +53,35 @@ pub struct Table {
     version: u32,
     /// Where the index and filter are (found at open, decoded on first use).
     locations: Locations,
-    /// The index and filter once a read needed them.
-    meta: OnceLock<Meta>,
+    /// The index and filter once a read needed them, when they are not in
+    /// the block cache (no cache, or too large for it).
+    pinned: OnceLock<Arc<Meta>>,
+    /// Where decoded blocks are cached, if anywhere.
+    cache: Option<Arc<BlockCache>>,
+    /// Set once a data block stored compressed was seen: only then is the
+    /// block cache consulted for data blocks (an uncompressed table never
+    /// pays a lookup).
+    saw_compressed: AtomicBool,
     summary: TableSummary,
-    bytes_read: AtomicU64,
-    counters: TableCounters,
+    /// Shared with the table's handle in the LSM, so the counts survive the
+    /// table being closed and reopened by the table cache.
+    counters: Arc<TableCounters>,
+}
+
+/// The metadata for one read: borrowed from the table or held from the cache.
+enum MetaRef<'a> {
+    Pinned(&'a Meta),
+    Cached(Arc<Meta>),
+}
+
+impl std::ops::Deref for MetaRef<'_> {
+    type Target = Meta;
+    fn deref(&self) -> &Meta {
+        match self {
+            MetaRef::Pinned(m) => m,
+            MetaRef::Cached(m) => m,
+        }
+    }
 }
 
 /// Byte ranges of the lazily decoded meta blocks.
@@ -76,8 +106,12 @@ struct Meta {
     filter: Option<Filter>,
     /// Bit `i` is set once data block `i` passed its CRC and consistency
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
-    /// cost of a stale read is checking a block twice.
+    /// cost of a stale read is checking a block twice. (Metadata evicted from
+    /// the block cache and decoded again starts over: blocks are checked
+    /// again on their next load, which costs time, not correctness.)
     verified: Vec<AtomicU64>,
+    /// Heap bytes this holds, charged to the block cache.
+    charge: u64,
 }
 
 /// An uncompressed filter is read in place from the file; a compressed one
@@ -90,6 +124,8 @@ enum Filter {
 /// Read counters of one table, for the engine's statistics.
 #[derive(Debug, Default)]
 pub struct TableCounters {
+    /// Bytes of data blocks loaded (stored length, cache hits included).
+    pub bytes_read: AtomicU64,
     /// Data blocks loaded (point lookups and iterators).
     pub data_block_reads: AtomicU64,
     /// Point lookups that consulted the bloom filter.
@@ -153,7 +189,7 @@ impl fmt::Debug for Table {
         f.debug_struct("Table")
             .field("number", &self.number)
             .field("version", &self.version)
-            .field("blocks", &self.meta.get().map(|m| m.index.handles.len()))
+            .field("blocks", &self.loaded_meta().map(|m| m.index.handles.len()))
             .field("summary", &self.summary)
             .finish()
     }
@@ -163,6 +199,17 @@ impl Table {
     /// Validates footer, magic, version, metaindex and properties; the
     /// index and filter are checked when first needed ([`Table::meta`]).
     pub fn open(number: u64, bytes: Arc<dyn FileBytes>) -> Result<Table> {
+        Table::open_cached(number, bytes, None, Arc::default())
+    }
+
+    /// [`Table::open`], decoded blocks kept in `cache` (if any) and reads
+    /// counted in `counters`.
+    pub(crate) fn open_cached(
+        number: u64,
+        bytes: Arc<dyn FileBytes>,
+        cache: Option<Arc<BlockCache>>,
+        counters: Arc<TableCounters>,
+    ) -> Result<Table> {
         let name = table_file_name(number);
         let file = bytes.bytes();
         let footer = decode_footer(file).map_err(|m| corrupt(&name, m))?;
@@ -188,27 +235,68 @@ impl Table {
             bytes,
             version,
             locations,
-            meta: OnceLock::new(),
+            pinned: OnceLock::new(),
+            cache,
+            saw_compressed: AtomicBool::new(false),
             summary,
-            bytes_read: AtomicU64::new(0),
-            counters: TableCounters::default(),
+            counters,
         })
+    }
+
+    /// Cache key of the table's metadata: its index block's offset.
+    fn meta_key(&self) -> CacheKey {
+        (self.number, self.locations.index.start as u64)
+    }
+
+    /// The metadata if it is in memory now, without decoding or counting.
+    fn loaded_meta(&self) -> Option<MetaRef<'_>> {
+        if let Some(m) = self.pinned.get() {
+            return Some(MetaRef::Pinned(m));
+        }
+        let cache = self.cache.as_ref()?;
+        cache
+            .peek_meta::<Meta>(self.meta_key())
+            .map(MetaRef::Cached)
     }
 
     /// The index and filter, checked and decoded on first use. A damaged
     /// block is reported on every call (nothing is cached then).
-    fn meta(&self) -> Result<&Meta> {
-        if let Some(m) = self.meta.get() {
-            return Ok(m);
+    fn meta(&self) -> Result<MetaRef<'_>> {
+        if let Some(m) = self.pinned.get() {
+            return Ok(MetaRef::Pinned(m));
         }
-        let meta = self
-            .decode_meta()
-            .map_err(|m| corrupt(&table_file_name(self.number), m))?;
-        // Another thread may have won the race with an identical value.
-        let _ = self.meta.set(meta);
-        self.meta
-            .get()
-            .ok_or_else(|| Error::internal("table metadata vanished"))
+        let key = self.meta_key();
+        if let Some(cache) = &self.cache {
+            let found = cache.meta::<Meta>(key);
+            cache.count(found.is_some());
+            if let Some(m) = found {
+                return Ok(MetaRef::Cached(m));
+            }
+        }
+        let meta = Arc::new(
+            self.decode_meta()
+                .map_err(|m| corrupt(&table_file_name(self.number), m))?,
+        );
+        match &self.cache {
+            // Two readers may both decode after a miss; the second insert
+            // replaces an identical value.
+            Some(cache) if cache.admits(meta.charge) => {
+                cache.insert_meta(key, meta.clone(), meta.charge);
+                Ok(MetaRef::Cached(meta))
+            }
+            // Without a cache, or too large for it (it would be rejected,
+            // and decoding it on every read would be far worse than holding
+            // it): kept with the open table, as large tables' indexes are in
+            // other engines. The table cache still bounds these.
+            _ => {
+                // Another thread may have won the race with an identical value.
+                let _ = self.pinned.set(meta);
+                self.pinned
+                    .get()
+                    .map(|m| MetaRef::Pinned(m))
+                    .ok_or_else(|| Error::internal("table metadata vanished"))
+            }
+        }
     }
 
     fn decode_meta(&self) -> Result<Meta, String> {
@@ -239,7 +327,7 @@ impl Table {
                 Err(m) => return Err(format!("filter.bloom at {}: {m}", range.start)),
             }),
         };
-        let verified = (0..index.handles.len().div_ceil(64))
+        let verified: Vec<AtomicU64> = (0..index.handles.len().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
         let key_of = |h: &BlockHandle| index.keys.get(h.last_user_key()).unwrap_or_default();
@@ -247,17 +335,27 @@ impl Table {
             (Some(a), Some(b)) => common_prefix(key_of(a), key_of(b)),
             _ => 0,
         };
-        let hints = index
+        let hints: Vec<u64> = index
             .handles
             .iter()
             .map(|h| hint(key_of(h), prefix_len))
             .collect();
+        let charge = (std::mem::size_of::<Meta>()
+            + index.handles.capacity() * std::mem::size_of::<BlockHandle>()
+            + index.keys.capacity()
+            + hints.capacity() * 8
+            + verified.capacity() * 8
+            + match &filter {
+                Some(Filter::Owned(v)) => v.capacity(),
+                _ => 0,
+            }) as u64;
         Ok(Meta {
             index,
             hints,
             prefix_len,
             filter,
             verified,
+            charge,
         })
     }
 
@@ -281,7 +379,9 @@ impl Table {
         self.version
     }
 
-    /// Data block reads and bloom filter use so far (summed into `Stats`).
+    /// Data block reads and bloom filter use so far (summed into `Stats`
+    /// through the table's handle, which shares them).
+    #[allow(dead_code)] // tests and tools
     pub fn counters(&self) -> &TableCounters {
         &self.counters
     }
@@ -299,7 +399,7 @@ impl Table {
     /// it rules out costs no data block read.
     pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableGet<'_>>> {
         let meta = self.meta()?;
-        if let Some(filter) = self.filter_bytes(meta) {
+        if let Some(filter) = self.filter_bytes(&meta) {
             self.counters
                 .bloom_checked
                 .fetch_add(1, AtomicOrdering::Relaxed);
@@ -312,7 +412,8 @@ impl Table {
         }
         // The first entry at or after (user_key, snapshot) in internal order
         // is the newest version with ts <= snapshot, if it is of user_key.
-        let found = self.find_in(
+        let found = self.find_with(
+            &meta,
             |k, ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less,
             Some(user_key),
         )?;
@@ -334,8 +435,14 @@ impl Table {
 
     /// Bytes of table data read so far through get/iter: each time a data
     /// block is loaded its whole length is added, verified before or not.
+    #[allow(dead_code)] // tests and tools
     pub fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(AtomicOrdering::Relaxed)
+        self.counters.bytes_read.load(AtomicOrdering::Relaxed)
+    }
+
+    /// The counters, shared (see [`Table::open_cached`]).
+    pub(crate) fn shared_counters(&self) -> &Arc<TableCounters> {
+        &self.counters
     }
 
     /// Whether data block `block` has passed its checks (for tests).
@@ -364,7 +471,7 @@ impl Table {
     /// Whether the index and filter were decoded yet, for tests.
     #[cfg(test)]
     pub(crate) fn meta_loaded(&self) -> bool {
-        self.meta.get().is_some()
+        self.loaded_meta().is_some()
     }
 
     /// Whether the table has a bloom filter, for tests.
@@ -401,12 +508,22 @@ impl Table {
         key: Option<&[u8]>,
     ) -> Result<Option<Cursor>> {
         let meta = self.meta()?;
+        self.find_with(&meta, before, key)
+    }
+
+    /// [`Table::find_in`] with the metadata already at hand.
+    fn find_with(
+        &self,
+        meta: &Meta,
+        before: impl Fn(&[u8], Timestamp) -> bool,
+        key: Option<&[u8]>,
+    ) -> Result<Option<Cursor>> {
         let count = meta.index.handles.len();
         let block = self.find_block(meta, &before, key)?;
         if block == count {
             return Ok(None);
         }
-        let (buf, layout) = self.load_block(block)?;
+        let (buf, layout) = self.load_block_with(meta, block)?;
         let bytes = self.buf_bytes(&buf);
         let idx = partition(layout.count(), |j| {
             let e = self.entry_pos(block, bytes, &layout, j)?;
@@ -505,7 +622,15 @@ impl Table {
     /// only, and counts it as read.
     pub(crate) fn load_block(&self, block: usize) -> Result<(BlockBuf, BlockLayout)> {
         let meta = self.meta()?;
-        let h = self.handle(block)?;
+        self.load_block_with(&meta, block)
+    }
+
+    fn load_block_with(&self, meta: &Meta, block: usize) -> Result<(BlockBuf, BlockLayout)> {
+        let h = meta
+            .index
+            .handles
+            .get(block)
+            .ok_or_else(|| Error::internal(format!("table block {block} out of range")))?;
         let (word, bit) = (block / 64, 1u64 << (block % 64));
         let flags = meta
             .verified
@@ -513,7 +638,21 @@ impl Table {
             .ok_or_else(|| Error::internal("table block bitmap too short"))?;
         let verified = flags.load(AtomicOrdering::Relaxed) & bit != 0;
         let file = self.bytes.bytes();
-        let (buf, layout) = if self.version == 1 {
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| self.saw_compressed.load(AtomicOrdering::Relaxed));
+        let cached = cache.and_then(|c| c.data((self.number, h.offset as u64)));
+        let (buf, layout) = if let Some(contents) = cached {
+            // Only CRC-checked bytes are ever decompressed into the cache,
+            // so a hit needs no check of the stored block.
+            if let Some(c) = cache {
+                c.count(true);
+            }
+            let layout = BlockLayout::parse_contents(&contents, 0, contents.len())
+                .map_err(|m| self.block_error(block, m))?;
+            (BlockBuf::Owned(contents), layout)
+        } else if self.version == 1 {
             let layout = BlockLayout::parse(file, h.offset, h.len, !verified)
                 .map_err(|m| self.block_error(block, m))?;
             (BlockBuf::Mapped, layout)
@@ -525,11 +664,18 @@ impl Table {
                     .map_err(|m| self.block_error(block, m))?;
                 (BlockBuf::Mapped, layout)
             } else {
-                let contents = decompress(block_type, file.get(payload).unwrap_or_default())
-                    .map_err(|m| self.block_error(block, m))?;
+                let contents: Arc<[u8]> =
+                    decompress(block_type, file.get(payload).unwrap_or_default())
+                        .map_err(|m| self.block_error(block, m))?
+                        .into();
                 let layout = BlockLayout::parse_contents(&contents, 0, contents.len())
                     .map_err(|m| self.block_error(block, m))?;
-                (BlockBuf::Owned(contents.into()), layout)
+                if let Some(c) = &self.cache {
+                    c.count(false);
+                    c.insert_data((self.number, h.offset as u64), contents.clone());
+                    self.saw_compressed.store(true, AtomicOrdering::Relaxed);
+                }
+                (BlockBuf::Owned(contents), layout)
             }
         };
         if !verified {
@@ -548,7 +694,8 @@ impl Table {
             }
             flags.fetch_or(bit, AtomicOrdering::Relaxed);
         }
-        self.bytes_read
+        self.counters
+            .bytes_read
             .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
         self.counters
             .data_block_reads
@@ -578,20 +725,11 @@ impl Table {
         })
     }
 
-    fn handle(&self, block: usize) -> Result<&BlockHandle> {
-        self.meta()?
-            .index
-            .handles
-            .get(block)
-            .ok_or_else(|| Error::internal(format!("table block {block} out of range")))
-    }
-
     fn block_error(&self, block: usize, msg: impl fmt::Display) -> Error {
         let offset = self
-            .meta
-            .get()
-            .and_then(|m| m.index.handles.get(block))
-            .map_or(0, |h| h.offset);
+            .loaded_meta()
+            .and_then(|m| m.index.handles.get(block).map(|h| h.offset))
+            .unwrap_or(0);
         corrupt(
             &table_file_name(self.number),
             format!("data block {block} at offset {offset}: {msg}"),
