@@ -76,9 +76,10 @@ export interface OpenOptions {
   /** Full memtables that may wait for flushing before writes stall (with one fewer, writes are slowed). Default 3. */
   maxImmutableMemtables?: number
   /**
-   * Compression of table data blocks written from now on. Default `'none'`:
-   * there is no block cache yet, so a compressed block is decompressed on
-   * every read (see docs/performance.md, "Table compression").
+   * Compression of table data blocks written from now on. Default `'none'`.
+   * A compressed block is decompressed once into the block cache
+   * (`cacheSize`) and read from there while it stays cached; see
+   * docs/performance.md, "Table compression" and "Block cache".
    */
   compression?: 'none' | 'lz4' | 'zstd'
   /** Bloom filter bits per key in each table (0 turns filters off, at most 32). Default 10. */
@@ -95,6 +96,21 @@ export interface OpenOptions {
   l0SlowdownWrites?: number
   /** Level-0 tables at which writes stop until compaction catches up. Default 36. */
   l0StopWrites?: number
+  /**
+   * Bytes of decoded table blocks kept in memory (the block cache): the
+   * decompressed data blocks of compressed tables, and every table's decoded
+   * index and filter. Uncompressed data blocks are read from the memory-mapped
+   * files (the OS page cache) and use none of it. The policy is scan
+   * resistant (S3-FIFO): a scan reading cold blocks once does not evict the
+   * hot ones. 0 turns the cache off. Default 32 MiB.
+   */
+  cacheSize?: number
+  /**
+   * Table files kept open (memory-mapped) at once; others are opened when a
+   * read needs them and the least recently used is closed. A read or iterator
+   * in progress keeps its table open. 0: no limit. Default 1000.
+   */
+  maxOpenFiles?: number
 }
 
 /** Bounds of a key range (at most one lower and one upper bound). */
@@ -233,6 +249,28 @@ export interface DatabaseStats {
   bloomChecked: number
   /** Of those, lookups the filter answered "absent", saving a data block read. */
   bloomUseful: number
+  /**
+   * Block cache lookups answered from memory since open: a decompressed data
+   * block of a compressed table, or a table's decoded index and filter
+   * (looked up once per table a read probes).
+   */
+  blockCacheHits: number
+  /** Block cache lookups that had to decompress a data block or decode an index and filter. */
+  blockCacheMisses: number
+  /** Entries the block cache evicted to stay within `cacheSize`, since open. */
+  blockCacheEvictions: number
+  /** Bytes the block cache holds now (entries plus a fixed overhead each); never above `blockCacheCapacity`. */
+  blockCacheBytes: number
+  /** The block cache's bound: the `cacheSize` option (0: no cache). */
+  blockCacheCapacity: number
+  /** Entries (data blocks, index-and-filter sets) in the block cache now. */
+  blockCacheEntries: number
+  /** Table files open (memory-mapped) now; at most `maxOpenFiles` plus reads in progress. */
+  openTables: number
+  /** Reads of a table that found it open, since open. */
+  tableCacheHits: number
+  /** Reads of a table that had to open it (closed earlier by `maxOpenFiles`), since open. */
+  tableCacheMisses: number
 }
 
 export interface TransactionOptions {
