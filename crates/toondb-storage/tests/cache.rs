@@ -11,6 +11,10 @@
 //! version before its read and the announced one after it, and what it read
 //! must be one of the versions in between.
 
+// Options are set by assignment, which works whether or not `Options` is
+// `#[non_exhaustive]`.
+#![allow(clippy::field_reassign_with_default)]
+
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -35,7 +39,7 @@ fn value(i: usize, n: u64) -> Vec<u8> {
 }
 
 fn is_delete(n: u64) -> bool {
-    n % 5 == 0
+    n.is_multiple_of(5)
 }
 
 /// Checks that `got` is what version `n` (in `lo..=hi`) of key `i` holds.
@@ -158,7 +162,7 @@ fn run_churn(compression: Compression, cache_size: usize, duration: Duration) {
                     let hi = announced[i].load(Ordering::Acquire);
                     check_read(i, got.as_deref(), lo, hi).unwrap();
                     reads += 1;
-                    if reads % 500 == 0 {
+                    if reads.is_multiple_of(500) {
                         assert_bounded(&db.stats());
                     }
                 }

@@ -4,7 +4,7 @@
 //! `Arc`, so closing a table (emptying its slot) never pulls it from under a
 //! read or an iterator: the map is released when the last of them drops.
 //!
-//! Recency is a tick taken from the hit counter at each use; when opening
+//! Recency is a tick of a logical clock taken at each use; when opening
 //! one more table would exceed the bound, the open slot with the oldest tick
 //! is emptied (exact LRU over the open tables, found by a scan of at most
 //! `max_open_files` slots, which only a miss pays, next to the cost of
@@ -34,6 +34,8 @@ pub(crate) struct TableCache {
     open: Mutex<Vec<Arc<OpenSlot>>>,
     hits: AtomicU64,
     misses: AtomicU64,
+    /// Advanced at every use of a table when bounded (recency order).
+    clock: AtomicU64,
 }
 
 impl TableCache {
@@ -43,6 +45,7 @@ impl TableCache {
             open: Mutex::new(Vec::new()),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            clock: AtomicU64::new(0),
         })
     }
 
@@ -56,7 +59,7 @@ impl TableCache {
         let slot = Arc::new(OpenSlot {
             number,
             table: RwLock::new(Some(table)),
-            last_use: AtomicU64::new(self.hits.load(Ordering::Relaxed)),
+            last_use: AtomicU64::new(self.tick()),
         });
         if self.bounded() {
             self.admit(&slot);
@@ -71,9 +74,9 @@ impl TableCache {
         open: impl FnOnce() -> Result<Table>,
     ) -> Result<Arc<Table>> {
         if let Some(t) = slot.table.read().as_ref() {
-            let tick = self.hits.fetch_add(1, Ordering::Relaxed);
-            if self.bounded() && slot.last_use.load(Ordering::Relaxed) != tick {
-                slot.last_use.store(tick, Ordering::Relaxed);
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            if self.bounded() {
+                slot.last_use.store(self.tick(), Ordering::Relaxed);
             }
             return Ok(t.clone());
         }
@@ -86,11 +89,18 @@ impl TableCache {
                 return Ok(t.clone());
             }
             *guard = Some(table.clone());
-            slot.last_use
-                .store(self.hits.load(Ordering::Relaxed), Ordering::Relaxed);
+            slot.last_use.store(self.tick(), Ordering::Relaxed);
         }
         self.admit(slot);
         Ok(table)
+    }
+
+    fn tick(&self) -> u64 {
+        if self.bounded() {
+            self.clock.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            0
+        }
     }
 
     /// Registers an opened slot and closes the least recently used others
