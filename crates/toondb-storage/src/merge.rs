@@ -134,6 +134,7 @@ pub(crate) struct LevelCursor<'a> {
     /// Index in `tables` of the open table.
     idx: usize,
     iter: Option<TableIter>,
+    fill_cache: bool,
 }
 
 impl<'a> LevelCursor<'a> {
@@ -143,13 +144,24 @@ impl<'a> LevelCursor<'a> {
             tables,
             idx: 0,
             iter: None,
+            fill_cache: true,
+        }
+    }
+
+    /// A cursor whose reads do not fill the block cache (compaction inputs;
+    /// see [`TableIter::without_cache_fill`]).
+    pub fn without_cache_fill(tables: &'a [Arc<TableFile>]) -> LevelCursor<'a> {
+        LevelCursor {
+            fill_cache: false,
+            ..LevelCursor::new(tables)
         }
     }
 
     fn open(&mut self, idx: usize) -> Result<Option<&mut TableIter>> {
         self.idx = idx;
         self.iter = match self.tables.get(idx) {
-            Some(t) => Some(TableIter::new(t.table()?)),
+            Some(t) if self.fill_cache => Some(TableIter::new(t.table()?)),
+            Some(t) => Some(TableIter::without_cache_fill(t.table()?)),
             None => None,
         };
         Ok(self.iter.as_mut())

@@ -339,3 +339,41 @@ fn an_iterator_keeps_its_table_open_while_the_table_cache_closes_it() {
     assert!(it.next().is_none());
     assert!(db.stats().table_cache_misses > 10);
 }
+
+#[test]
+fn compaction_reads_neither_fill_nor_count_in_the_block_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Options::default();
+    o.compression = Compression::Lz4;
+    o.cache_size = 8 << 20;
+    o.auto_compaction = false;
+    let db = Database::open_with(dir.path(), o).unwrap();
+    for t in 0..4 {
+        for i in (t..20_000).step_by(4) {
+            db.put(key(i), value(i, 1)).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let before = db.stats();
+    assert_eq!(before.tables, 4);
+    db.compact().unwrap();
+    let after = db.stats();
+    // Hundreds of compressed blocks were read; at most the four inputs'
+    // indexes were decoded through the cache.
+    assert!(after.compaction_bytes_read > 500_000, "{after:?}");
+    assert!(
+        after.block_cache.misses - before.block_cache.misses <= 4,
+        "{:?} -> {:?}",
+        before.block_cache,
+        after.block_cache
+    );
+    assert!(
+        after.block_cache.bytes < 64 << 10,
+        "{:?}",
+        after.block_cache
+    );
+    for i in (0..20_000).step_by(97) {
+        assert_eq!(db.get(key(i)).unwrap(), Some(value(i, 1)));
+    }
+    assert!(db.stats().block_cache.misses > after.block_cache.misses);
+}

@@ -88,10 +88,10 @@ fn merge_into(
     for (level, tables) in &c.inputs {
         if *level == 0 {
             for t in tables {
-                cursors.push(Cursor::Table(TableIter::new(t.table()?)));
+                cursors.push(Cursor::Table(TableIter::without_cache_fill(t.table()?)));
             }
         } else {
-            cursors.push(Cursor::Level(LevelCursor::new(tables)));
+            cursors.push(Cursor::Level(LevelCursor::without_cache_fill(tables)));
         }
     }
     for cursor in &mut cursors {

@@ -13,12 +13,28 @@ use crate::error::{Error, Result};
 pub struct TableIter {
     table: Arc<Table>,
     pos: Option<Cursor>,
+    /// Whether blocks it decompresses go into the block cache.
+    fill_cache: bool,
 }
 
 impl TableIter {
     /// An unpositioned iterator.
     pub fn new(table: Arc<Table>) -> TableIter {
-        TableIter { table, pos: None }
+        TableIter {
+            table,
+            pos: None,
+            fill_cache: true,
+        }
+    }
+
+    /// An iterator whose reads leave the block cache as it was (it may still
+    /// use blocks already cached): for compaction inputs, read once and then
+    /// deleted.
+    pub fn without_cache_fill(table: Arc<Table>) -> TableIter {
+        TableIter {
+            fill_cache: false,
+            ..TableIter::new(table)
+        }
     }
 
     pub fn seek_to_first(&mut self) -> Result<()> {
@@ -40,7 +56,7 @@ impl TableIter {
     /// First entry whose user key >= key (the newest version of it comes first).
     pub fn seek(&mut self, user_key: &[u8]) -> Result<()> {
         self.pos = None;
-        self.pos = self.table.find(|k, _| k < user_key)?;
+        self.pos = self.table.find(|k, _| k < user_key, self.fill_cache)?;
         Ok(())
     }
 
@@ -49,7 +65,7 @@ impl TableIter {
     pub fn seek_for_prev(&mut self, user_key: &[u8]) -> Result<()> {
         // Step back from the first entry whose user key is > key.
         self.pos = None;
-        self.pos = self.table.find(|k, _| k <= user_key)?;
+        self.pos = self.table.find(|k, _| k <= user_key, self.fill_cache)?;
         if self.pos.is_some() {
             self.prev()
         } else {
@@ -100,7 +116,7 @@ impl TableIter {
 
     /// Loads data block `block` and positions at entry `pick(count)`.
     fn enter_block(&mut self, block: usize, pick: impl Fn(usize) -> Option<usize>) -> Result<()> {
-        let (buf, layout) = self.table.load_block(block)?;
+        let (buf, layout) = self.table.load_block(block, self.fill_cache)?;
         // load_block rejects empty data blocks, so `pick` finds an entry.
         let idx =
             pick(layout.count()).ok_or_else(|| Error::internal("table block has no entries"))?;

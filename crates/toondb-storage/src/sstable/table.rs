@@ -416,6 +416,7 @@ impl Table {
             &meta,
             |k, ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less,
             Some(user_key),
+            true,
         )?;
         let Some(cursor) = found else {
             return Ok(None);
@@ -493,11 +494,17 @@ impl Table {
 
     /// Positions at the first entry for which `before(user_key, ts)` is false;
     /// `before` must hold on a prefix of the table in internal order. `None`
-    /// when it holds for every entry.
-    pub(crate) fn find(&self, before: impl Fn(&[u8], Timestamp) -> bool) -> Result<Option<Cursor>> {
+    /// when it holds for every entry. `fill`: whether a block decompressed
+    /// here goes into the block cache (see [`Table::load_block`]).
+    pub(crate) fn find(
+        &self,
+        before: impl Fn(&[u8], Timestamp) -> bool,
+        fill: bool,
+    ) -> Result<Option<Cursor>> {
         // Every entry of a block is <= its last key, so the first block whose
         // last key is not `before` holds the first entry that is not.
-        self.find_in(before, None)
+        let meta = self.meta()?;
+        self.find_with(&meta, before, None, fill)
     }
 
     /// [`Table::find`], with `key` the user key `before` compares with (a
@@ -508,7 +515,7 @@ impl Table {
         key: Option<&[u8]>,
     ) -> Result<Option<Cursor>> {
         let meta = self.meta()?;
-        self.find_with(&meta, before, key)
+        self.find_with(&meta, before, key, true)
     }
 
     /// [`Table::find_in`] with the metadata already at hand.
@@ -517,13 +524,14 @@ impl Table {
         meta: &Meta,
         before: impl Fn(&[u8], Timestamp) -> bool,
         key: Option<&[u8]>,
+        fill: bool,
     ) -> Result<Option<Cursor>> {
         let count = meta.index.handles.len();
         let block = self.find_block(meta, &before, key)?;
         if block == count {
             return Ok(None);
         }
-        let (buf, layout) = self.load_block_with(meta, block)?;
+        let (buf, layout) = self.load_block_with(meta, block, fill)?;
         let bytes = self.buf_bytes(&buf);
         let idx = partition(layout.count(), |j| {
             let e = self.entry_pos(block, bytes, &layout, j)?;
@@ -620,12 +628,23 @@ impl Table {
     /// Checks and frames data block `block` (decompressing it if needed),
     /// verifying its CRC and its last key against the index the first time
     /// only, and counts it as read.
-    pub(crate) fn load_block(&self, block: usize) -> Result<(BlockBuf, BlockLayout)> {
+    ///
+    /// `fill`: whether a block decompressed here is put into the block cache
+    /// (and counted as a cache miss). Reads that touch each block once and
+    /// whose table is about to go (compaction inputs) pass false, so they
+    /// neither evict what point reads need nor count; a cached block is used
+    /// either way.
+    pub(crate) fn load_block(&self, block: usize, fill: bool) -> Result<(BlockBuf, BlockLayout)> {
         let meta = self.meta()?;
-        self.load_block_with(&meta, block)
+        self.load_block_with(&meta, block, fill)
     }
 
-    fn load_block_with(&self, meta: &Meta, block: usize) -> Result<(BlockBuf, BlockLayout)> {
+    fn load_block_with(
+        &self,
+        meta: &Meta,
+        block: usize,
+        fill: bool,
+    ) -> Result<(BlockBuf, BlockLayout)> {
         let h = meta
             .index
             .handles
@@ -646,7 +665,7 @@ impl Table {
         let (buf, layout) = if let Some(contents) = cached {
             // Only CRC-checked bytes are ever decompressed into the cache,
             // so a hit needs no check of the stored block.
-            if let Some(c) = cache {
+            if let Some(c) = cache.filter(|_| fill) {
                 c.count(true);
             }
             let layout = BlockLayout::parse_contents(&contents, 0, contents.len())
@@ -670,7 +689,7 @@ impl Table {
                         .into();
                 let layout = BlockLayout::parse_contents(&contents, 0, contents.len())
                     .map_err(|m| self.block_error(block, m))?;
-                if let Some(c) = &self.cache {
+                if let Some(c) = self.cache.as_ref().filter(|_| fill) {
                     c.count(false);
                     c.insert_data((self.number, h.offset as u64), contents.clone());
                     self.saw_compressed.store(true, AtomicOrdering::Relaxed);
