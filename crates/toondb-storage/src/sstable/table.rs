@@ -507,18 +507,9 @@ impl Table {
         self.find_with(&meta, before, None, fill)
     }
 
-    /// [`Table::find`], with `key` the user key `before` compares with (a
-    /// point read), which lets the index search use the hints.
-    pub(crate) fn find_in(
-        &self,
-        before: impl Fn(&[u8], Timestamp) -> bool,
-        key: Option<&[u8]>,
-    ) -> Result<Option<Cursor>> {
-        let meta = self.meta()?;
-        self.find_with(&meta, before, key, true)
-    }
-
-    /// [`Table::find_in`] with the metadata already at hand.
+    /// [`Table::find`] with the metadata already at hand; `key` is the user
+    /// key `before` compares with in a point read, which lets the index
+    /// search use the hints.
     fn find_with(
         &self,
         meta: &Meta,
