@@ -4,13 +4,16 @@
 //! `Arc`, so closing a table (emptying its slot) never pulls it from under a
 //! read or an iterator: the map is released when the last of them drops.
 //!
-//! Recency is a tick of a logical clock taken at each use; when opening
-//! one more table would exceed the bound, the open slot with the oldest tick
-//! is emptied (exact LRU over the open tables, found by a scan of at most
-//! `max_open_files` slots, which only a miss pays, next to the cost of
-//! mapping a file). A hit takes one read lock and one `Arc` clone, so the
-//! bound costs the hot path nothing measurable; with no bound (0) the slots
-//! are filled at creation and never emptied.
+//! Recency: a logical clock advances at every open, and each use stamps
+//! the slot with the clock's current value; when opening one more table
+//! would exceed the bound, the open slot with the oldest stamp is emptied,
+//! found by a scan of at most `max_open_files` slots (only a miss pays it,
+//! next to the cost of mapping a file). That is LRU at the granularity of
+//! opens: tables used since the last open are all "recent", and among the
+//! others the one unused for the most opens goes first. A hit costs a read
+//! lock, an `Arc` clone and a load and (rarely) a store of the stamp, no
+//! read-modify-write on a shared counter beyond the hit count; with no bound
+//! (0) the slots are filled at creation and never emptied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,7 +37,7 @@ pub(crate) struct TableCache {
     open: Mutex<Vec<Arc<OpenSlot>>>,
     hits: AtomicU64,
     misses: AtomicU64,
-    /// Advanced at every use of a table when bounded (recency order).
+    /// Advanced at every open when bounded (recency stamps).
     clock: AtomicU64,
 }
 
@@ -59,7 +62,7 @@ impl TableCache {
         let slot = Arc::new(OpenSlot {
             number,
             table: RwLock::new(Some(table)),
-            last_use: AtomicU64::new(self.tick()),
+            last_use: AtomicU64::new(self.advance()),
         });
         if self.bounded() {
             self.admit(&slot);
@@ -76,7 +79,12 @@ impl TableCache {
         if let Some(t) = slot.table.read().as_ref() {
             self.hits.fetch_add(1, Ordering::Relaxed);
             if self.bounded() {
-                slot.last_use.store(self.tick(), Ordering::Relaxed);
+                // Store only on change: most hits find the stamp current,
+                // and skipping the store keeps the slot's line shared.
+                let now = self.clock.load(Ordering::Relaxed);
+                if slot.last_use.load(Ordering::Relaxed) != now {
+                    slot.last_use.store(now, Ordering::Relaxed);
+                }
             }
             return Ok(t.clone());
         }
@@ -89,13 +97,14 @@ impl TableCache {
                 return Ok(t.clone());
             }
             *guard = Some(table.clone());
-            slot.last_use.store(self.tick(), Ordering::Relaxed);
+            slot.last_use.store(self.advance(), Ordering::Relaxed);
         }
         self.admit(slot);
         Ok(table)
     }
 
-    fn tick(&self) -> u64 {
+    /// Advances the clock for an open and returns the new time.
+    fn advance(&self) -> u64 {
         if self.bounded() {
             self.clock.fetch_add(1, Ordering::Relaxed) + 1
         } else {
