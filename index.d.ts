@@ -97,12 +97,13 @@ export interface OpenOptions {
   /** Level-0 tables at which writes stop until compaction catches up. Default 36. */
   l0StopWrites?: number
   /**
-   * Bytes of decoded table blocks kept in memory (the block cache): the
-   * decompressed data blocks of compressed tables, and every table's decoded
-   * index and filter. Uncompressed data blocks are read from the memory-mapped
-   * files (the OS page cache) and use none of it. The policy is scan
-   * resistant (S3-FIFO): a scan reading cold blocks once does not evict the
-   * hot ones. 0 turns the cache off. Default 32 MiB.
+   * Bytes of decoded table data kept in memory (the block cache): the
+   * decompressed data blocks of compressed tables, and the decoded index and
+   * filter of each open table (charged while the table is open; up to 7/8 of
+   * the cache). Uncompressed data blocks are read from the memory-mapped
+   * files (the OS page cache) and use none of it. The policy for data blocks
+   * is scan resistant (S3-FIFO): a scan reading cold blocks once does not
+   * evict the hot ones. 0 turns the cache off. Default 32 MiB.
    */
   cacheSize?: number
   /**
@@ -249,22 +250,29 @@ export interface DatabaseStats {
   bloomChecked: number
   /** Of those, lookups the filter answered "absent", saving a data block read. */
   bloomUseful: number
-  /**
-   * Block cache lookups answered from memory since open: a decompressed data
-   * block of a compressed table, or a table's decoded index and filter
-   * (looked up once per table a read probes).
-   */
+  /** Reads of a compressed data block served decompressed from the block cache, since open. */
   blockCacheHits: number
-  /** Block cache lookups that had to decompress a data block or decode an index and filter. */
+  /** Reads of a compressed data block that had to decompress it (then cached), since open. */
   blockCacheMisses: number
-  /** Entries the block cache evicted to stay within `cacheSize`, since open. */
+  /** Data blocks the block cache evicted to stay within `cacheSize`, since open. */
   blockCacheEvictions: number
-  /** Bytes the block cache holds now (entries plus a fixed overhead each); never above `blockCacheCapacity`. */
+  /**
+   * Bytes charged to the block cache now: cached data blocks (plus a fixed
+   * overhead each) and `blockCacheMetaBytes`; never above `blockCacheCapacity`.
+   */
   blockCacheBytes: number
   /** The block cache's bound: the `cacheSize` option (0: no cache). */
   blockCacheCapacity: number
-  /** Entries (data blocks, index-and-filter sets) in the block cache now. */
+  /** Data blocks in the block cache now. */
   blockCacheEntries: number
+  /**
+   * Bytes of the open tables' decoded indexes and filters charged to the
+   * cache (they stay in memory while their table is open and shrink the room
+   * for data blocks; at most 7/8 of `cacheSize`).
+   */
+  blockCacheMetaBytes: number
+  /** Decoded indexes and filters of open tables that did not fit in the cache and are held outside it (bounded by `maxOpenFiles`). */
+  blockCacheMetaOverflowBytes: number
   /** Table files open (memory-mapped) now; at most `maxOpenFiles` plus reads in progress. */
   openTables: number
   /** Reads of a table that found it open, since open. */

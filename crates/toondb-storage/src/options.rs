@@ -71,12 +71,13 @@ pub struct Options {
     pub level_size_ratio: u64,
     /// The file system; tests inject faults through it.
     pub fs: Arc<dyn FileSystem>,
-    /// Bytes of decoded table blocks held in memory (default 32 MiB): the
-    /// decompressed data blocks of compressed tables and every table's
-    /// decoded index and filter. Uncompressed data blocks are read from the
-    /// memory maps (the OS page cache) and take none of it. 0: no cache (a
-    /// compressed block is decompressed on every read; indexes stay with
-    /// their open tables). See docs/performance.md, "Block cache".
+    /// Bytes of decoded table data held in memory (default 32 MiB): the
+    /// decompressed data blocks of compressed tables, and the decoded index
+    /// and filter of each open table (charged while it is open, up to 7/8 of
+    /// this). Uncompressed data blocks are read from the memory maps (the OS
+    /// page cache) and take none of it. 0: no cache (a compressed block is
+    /// decompressed on every read). See docs/performance.md, "Block cache
+    /// and table cache".
     pub cache_size: usize,
     /// Table files open (memory-mapped) at once, at most (default 1000);
     /// others are opened on demand and the least recently used is closed.

@@ -223,11 +223,17 @@ fn run_churn(compression: Compression, cache_size: usize, duration: Duration) {
     assert!(s.open_tables <= 2, "{} tables open", s.open_tables);
     assert!(s.table_cache_misses > 0 && s.table_cache_hits > 0, "{s:?}");
     assert!(s.block_cache.capacity == cache_size as u64);
-    assert!(s.block_cache.misses > 0 && s.block_cache.hits > 0, "{s:?}");
     assert!(
-        s.block_cache.evictions > 0,
-        "a tiny cache must evict: {s:?}"
+        s.block_cache.meta_bytes + s.block_cache.meta_overflow_bytes > 0,
+        "open tables' indexes are accounted: {s:?}"
     );
+    if compression != Compression::None {
+        assert!(s.block_cache.misses > 0 && s.block_cache.hits > 0, "{s:?}");
+        assert!(
+            s.block_cache.evictions > 0,
+            "a tiny cache must evict: {s:?}"
+        );
+    }
 
     // Every table is reopened from scratch after a reopen.
     drop(db);
@@ -358,17 +364,16 @@ fn compaction_reads_neither_fill_nor_count_in_the_block_cache() {
     assert_eq!(before.tables, 4);
     db.compact().unwrap();
     let after = db.stats();
-    // Hundreds of compressed blocks were read; at most the four inputs'
-    // indexes were decoded through the cache.
+    // Hundreds of compressed blocks were read, none through the cache.
     assert!(after.compaction_bytes_read > 500_000, "{after:?}");
     assert!(
-        after.block_cache.misses - before.block_cache.misses <= 4,
+        after.block_cache.misses == before.block_cache.misses,
         "{:?} -> {:?}",
         before.block_cache,
         after.block_cache
     );
     assert!(
-        after.block_cache.bytes < 64 << 10,
+        after.block_cache.bytes - after.block_cache.meta_bytes < 16 << 10,
         "{:?}",
         after.block_cache
     );

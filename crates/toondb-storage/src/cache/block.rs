@@ -1,5 +1,16 @@
-//! [`BlockCache`]: a weight-bounded concurrent cache of decoded table
-//! blocks, keyed by (table file number, block offset).
+//! [`BlockCache`]: a weight-bounded concurrent cache of decompressed data
+//! blocks, keyed by (table file number, block offset), plus the charge of
+//! the open tables' decoded indexes and filters.
+//!
+//! Decoded metadata (a table's index and filter) is held by its open table,
+//! not as an evictable entry: an index is decoded whole, so evicting one to
+//! make room for a data block and decoding it again on the next read of its
+//! table made random reads of a 2 GiB database whose indexes nearly filled
+//! the cache 7x slower (docs/performance.md). Its bytes are charged to the
+//! cache instead ([`BlockCache::charge_meta`]): the room left for data blocks
+//! shrinks by them, so data blocks plus charged metadata stay within the
+//! capacity. Metadata that does not fit (at most 7/8 of the capacity is
+//! given to it) is held uncharged, bounded by the table cache.
 //!
 //! Built on `quick_cache`, whose sharded S3-FIFO-style policy (a small
 //! probationary queue, a main queue and a ghost list of recently evicted
@@ -13,9 +24,10 @@
 //! file; entries of a deleted table are dropped anyway
 //! ([`BlockCache::forget_table`]) so they do not take space until evicted.
 
-use std::any::Any;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+use parking_lot::Mutex;
 
 use quick_cache::sync::Cache;
 use quick_cache::{Lifecycle, OptionsBuilder, Weighter};
@@ -27,14 +39,8 @@ pub(crate) type CacheKey = (u64, u64);
 /// `Arc` header, queue links), so many tiny blocks cannot exceed the bound.
 const ENTRY_OVERHEAD: u64 = 64;
 
-#[derive(Clone)]
-enum Value {
-    /// A decompressed data block.
-    Data(Arc<[u8]>),
-    /// A table's decoded index and filter (the sstable layer's own type),
-    /// with the bytes it holds.
-    Meta(Arc<dyn Any + Send + Sync>, u64),
-}
+/// A decompressed data block.
+type Value = Arc<[u8]>;
 
 /// Hashes a [`CacheKey`] (two integers written as `u64`s) with a
 /// multiply-xorshift mix: a lookup is on every table probe of every read, and
@@ -79,11 +85,7 @@ struct Charge;
 
 impl Weighter<CacheKey, Value> for Charge {
     fn weight(&self, _key: &CacheKey, val: &Value) -> u64 {
-        ENTRY_OVERHEAD
-            + match val {
-                Value::Data(b) => b.len() as u64,
-                Value::Meta(_, bytes) => *bytes,
-            }
+        ENTRY_OVERHEAD + val.len() as u64
     }
 }
 
@@ -104,23 +106,38 @@ impl Lifecycle<CacheKey, Value> for CountEvictions {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct BlockCacheStats {
-    /// Lookups answered from the cache, and lookups that had to decode
-    /// (decompress a data block, or decode an index and filter).
+    /// Lookups of a compressed data block answered from the cache, and
+    /// those that had to decompress it.
     pub hits: u64,
     pub misses: u64,
-    /// Entries evicted to stay within the capacity.
+    /// Data blocks evicted to stay within the capacity.
     pub evictions: u64,
-    /// Bytes held now (entries' bytes plus a fixed overhead per entry), and
-    /// the bound (`Options::cache_size`).
+    /// Bytes charged now: data blocks (plus a fixed overhead each) and the
+    /// charged metadata of open tables; never above `capacity`
+    /// (`Options::cache_size`).
     pub bytes: u64,
     pub capacity: u64,
-    /// Entries held now.
+    /// Data blocks held now.
     pub entries: u64,
+    /// Bytes of open tables' decoded indexes and filters charged to the
+    /// cache (part of `bytes`), and held beyond it (not part of `bytes`:
+    /// they did not fit; bounded by `max_open_files`).
+    pub meta_bytes: u64,
+    pub meta_overflow_bytes: u64,
+}
+
+#[derive(Default)]
+struct MetaCharge {
+    charged: u64,
+    overflow: u64,
 }
 
 pub(crate) struct BlockCache {
     cache: Cache<CacheKey, Value, Charge, KeyHash, CountEvictions>,
     capacity: u64,
+    /// Metadata bytes charged (and not), changed under the lock together
+    /// with the data blocks' capacity.
+    meta: Mutex<MetaCharge>,
     hits: AtomicU64,
     misses: AtomicU64,
     evictions: Arc<AtomicU64>,
@@ -157,6 +174,7 @@ impl BlockCache {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             evictions: counter,
+            meta: Mutex::new(MetaCharge::default()),
         })
     }
 
@@ -170,41 +188,47 @@ impl BlockCache {
 
     /// A decompressed data block (not counted: see [`BlockCache::count`]).
     pub fn data(&self, key: CacheKey) -> Option<Arc<[u8]>> {
-        match self.cache.get(&key) {
-            Some(Value::Data(b)) => Some(b),
-            _ => None,
-        }
+        self.cache.get(&key)
     }
 
     pub fn insert_data(&self, key: CacheKey, block: Arc<[u8]>) {
-        self.cache.insert(key, Value::Data(block));
+        self.cache.insert(key, block);
     }
 
-    /// A table's decoded metadata of type `T` (not counted).
-    pub fn meta<T: Any + Send + Sync>(&self, key: CacheKey) -> Option<Arc<T>> {
-        match self.cache.get(&key) {
-            Some(Value::Meta(m, _)) => m.downcast::<T>().ok(),
-            _ => None,
+    /// Charges `bytes` of an open table's decoded metadata to the cache if
+    /// they fit (metadata may take up to 7/8 of the capacity): the data
+    /// blocks' room shrinks first (evicting), then the charge is counted, so
+    /// the total never exceeds the capacity. Returns whether it was charged;
+    /// either way the caller hands the same `bytes` to
+    /// [`BlockCache::release_meta`] when the table closes.
+    pub fn charge_meta(&self, bytes: u64) -> bool {
+        let mut m = self.meta.lock();
+        let charged = m.charged + bytes;
+        if charged > self.capacity - self.capacity / 8 {
+            m.overflow += bytes;
+            return false;
+        }
+        self.set_data_capacity(self.capacity - charged);
+        m.charged = charged;
+        true
+    }
+
+    /// Gives back what [`BlockCache::charge_meta`] took.
+    pub fn release_meta(&self, bytes: u64, charged: bool) {
+        let mut m = self.meta.lock();
+        if charged {
+            m.charged = m.charged.saturating_sub(bytes);
+            self.set_data_capacity(self.capacity - m.charged);
+        } else {
+            m.overflow = m.overflow.saturating_sub(bytes);
         }
     }
 
-    /// The metadata if cached, without counting or touching its recency
-    /// (for error messages).
-    pub fn peek_meta<T: Any + Send + Sync>(&self, key: CacheKey) -> Option<Arc<T>> {
-        match self.cache.peek(&key) {
-            Some(Value::Meta(m, _)) => m.downcast::<T>().ok(),
-            _ => None,
-        }
-    }
-
-    pub fn insert_meta<T: Any + Send + Sync>(&self, key: CacheKey, meta: Arc<T>, bytes: u64) {
-        self.cache.insert(key, Value::Meta(meta, bytes));
-    }
-
-    /// Whether an entry of `bytes` can be admitted at all: an entry larger
-    /// than a shard's share of the capacity would be rejected on insert.
-    pub fn admits(&self, bytes: u64) -> bool {
-        bytes + ENTRY_OVERHEAD <= self.cache.shard_capacity()
+    /// quick_cache rounds each shard's share up, so pass a multiple of the
+    /// shard count to keep the sum within `cap`.
+    fn set_data_capacity(&self, cap: u64) {
+        let shards = self.cache.num_shards().max(1) as u64;
+        self.cache.set_capacity((cap / shards) * shards);
     }
 
     /// Drops every entry of table `number` (its file is being deleted).
@@ -213,13 +237,18 @@ impl BlockCache {
     }
 
     pub fn stats(&self) -> BlockCacheStats {
+        // Under the lock, so `bytes` pairs the charge with the capacity the
+        // data blocks were held to.
+        let meta = self.meta.lock();
         BlockCacheStats {
             hits: self.hits.load(Ordering::Relaxed),
             misses: self.misses.load(Ordering::Relaxed),
             evictions: self.evictions.load(Ordering::Relaxed),
-            bytes: self.cache.weight(),
+            bytes: self.cache.weight() + meta.charged,
             capacity: self.capacity,
             entries: self.cache.len() as u64,
+            meta_bytes: meta.charged,
+            meta_overflow_bytes: meta.overflow,
         }
     }
 }
@@ -248,17 +277,34 @@ mod tests {
     }
 
     #[test]
-    fn meta_round_trips_by_type_and_tables_are_forgotten() {
-        let cache = BlockCache::new(1 << 20);
-        cache.insert_meta((7, 0), Arc::new(42u32), 4);
-        cache.insert_data((7, 100), vec![1, 2, 3].into());
+    fn metadata_charges_shrink_the_room_for_blocks_and_tables_are_forgotten() {
+        let cache = BlockCache::new(64 << 10);
+        for i in 0..40u64 {
+            cache.insert_data((7, i * 2000), vec![1u8; 1900].into());
+        }
+        let full = cache.stats();
+        assert!(
+            full.bytes > 48 << 10 && full.bytes <= full.capacity,
+            "{full:?}"
+        );
+        assert!(cache.charge_meta(40 << 10));
+        let s = cache.stats();
+        assert_eq!(s.meta_bytes, 40 << 10);
+        assert!(
+            s.bytes <= s.capacity && s.bytes - s.meta_bytes <= 24 << 10,
+            "{s:?}"
+        );
+        assert!(s.evictions > 0);
+        // Past 7/8 of the capacity metadata is held uncharged.
+        assert!(!cache.charge_meta(20 << 10));
+        assert_eq!(cache.stats().meta_overflow_bytes, 20 << 10);
+        cache.release_meta(20 << 10, false);
+        cache.release_meta(40 << 10, true);
+        assert_eq!(cache.stats().meta_bytes, 0);
         cache.insert_data((8, 100), vec![4].into());
-        assert_eq!(cache.meta::<u32>((7, 0)).as_deref(), Some(&42));
-        assert!(cache.meta::<u64>((7, 0)).is_none(), "wrong type is a miss");
-        assert!(cache.peek_meta::<u32>((7, 0)).is_some());
         cache.forget_table(7);
-        assert!(cache.data((7, 100)).is_none());
-        assert!(cache.meta::<u32>((7, 0)).is_none());
+        assert!(cache.data((7, 0)).is_none());
         assert_eq!(cache.data((8, 100)).as_deref(), Some(&[4u8][..]));
+        assert_eq!(cache.stats().entries, 1);
     }
 }

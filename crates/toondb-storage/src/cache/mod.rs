@@ -11,6 +11,6 @@
 mod block;
 mod tables;
 
+pub(crate) use block::BlockCache;
 pub use block::BlockCacheStats;
-pub(crate) use block::{BlockCache, CacheKey};
 pub(crate) use tables::{OpenSlot, TableCache};

@@ -6,10 +6,10 @@
 //! (see "Checksums" in docs/format-table.md). An uncompressed data block is
 //! read in place from the memory map, and so is an uncompressed filter.
 //!
-//! With a block cache ([`Table::open_cached`]), the decoded index and filter
-//! and each decompressed data block live in the cache, keyed by (file
-//! number, block offset), and are decoded again after eviction; without one
-//! the index and filter stay with the open table and a compressed block is
+//! The decoded index and filter stay with the open table (until the table
+//! cache closes it). With a block cache ([`Table::open_cached`]) their bytes
+//! are charged to it, and each decompressed data block is cached, keyed by
+//! (file number, block offset); without one a compressed block is
 //! decompressed on every load.
 
 use std::borrow::Cow;
@@ -19,7 +19,7 @@ use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
-use crate::cache::{BlockCache, CacheKey};
+use crate::cache::BlockCache;
 
 use super::block::{parse_v2_stored, BlockLayout};
 use super::bloom::may_contain;
@@ -53,9 +53,10 @@ pub struct Table {
     version: u32,
     /// Where the index and filter are (found at open, decoded on first use).
     locations: Locations,
-    /// The index and filter once a read needed them, when they are not in
-    /// the block cache (no cache, or too large for it).
-    pinned: OnceLock<Arc<Meta>>,
+    /// The index and filter once a read needed them, and whether their
+    /// bytes were charged to the block cache (given back on drop).
+    meta: OnceLock<Meta>,
+    meta_charged: OnceLock<bool>,
     /// Where decoded blocks are cached, if anywhere.
     cache: Option<Arc<BlockCache>>,
     /// Set once a data block stored compressed was seen: only then is the
@@ -66,22 +67,6 @@ pub struct Table {
     /// Shared with the table's handle in the LSM, so the counts survive the
     /// table being closed and reopened by the table cache.
     counters: Arc<TableCounters>,
-}
-
-/// The metadata for one read: borrowed from the table or held from the cache.
-enum MetaRef<'a> {
-    Pinned(&'a Meta),
-    Cached(Arc<Meta>),
-}
-
-impl std::ops::Deref for MetaRef<'_> {
-    type Target = Meta;
-    fn deref(&self) -> &Meta {
-        match self {
-            MetaRef::Pinned(m) => m,
-            MetaRef::Cached(m) => m,
-        }
-    }
 }
 
 /// Byte ranges of the lazily decoded meta blocks.
@@ -106,11 +91,9 @@ struct Meta {
     filter: Option<Filter>,
     /// Bit `i` is set once data block `i` passed its CRC and consistency
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
-    /// cost of a stale read is checking a block twice. (Metadata evicted from
-    /// the block cache and decoded again starts over: blocks are checked
-    /// again on their next load, which costs time, not correctness.)
+    /// cost of a stale read is checking a block twice.
     verified: Vec<AtomicU64>,
-    /// Heap bytes this holds, charged to the block cache.
+    /// Heap bytes this holds, charged to the block cache while the table is open.
     charge: u64,
 }
 
@@ -189,7 +172,7 @@ impl fmt::Debug for Table {
         f.debug_struct("Table")
             .field("number", &self.number)
             .field("version", &self.version)
-            .field("blocks", &self.loaded_meta().map(|m| m.index.handles.len()))
+            .field("blocks", &self.meta.get().map(|m| m.index.handles.len()))
             .field("summary", &self.summary)
             .finish()
     }
@@ -235,7 +218,8 @@ impl Table {
             bytes,
             version,
             locations,
-            pinned: OnceLock::new(),
+            meta: OnceLock::new(),
+            meta_charged: OnceLock::new(),
             cache,
             saw_compressed: AtomicBool::new(false),
             summary,
@@ -243,60 +227,27 @@ impl Table {
         })
     }
 
-    /// Cache key of the table's metadata: its index block's offset.
-    fn meta_key(&self) -> CacheKey {
-        (self.number, self.locations.index.start as u64)
-    }
-
-    /// The metadata if it is in memory now, without decoding or counting.
-    fn loaded_meta(&self) -> Option<MetaRef<'_>> {
-        if let Some(m) = self.pinned.get() {
-            return Some(MetaRef::Pinned(m));
+    /// The index and filter, checked and decoded on first use (and charged
+    /// to the block cache, if there is one). A damaged block is reported on
+    /// every call (nothing is kept then).
+    fn meta(&self) -> Result<&Meta> {
+        if let Some(m) = self.meta.get() {
+            return Ok(m);
         }
-        let cache = self.cache.as_ref()?;
-        cache
-            .peek_meta::<Meta>(self.meta_key())
-            .map(MetaRef::Cached)
-    }
-
-    /// The index and filter, checked and decoded on first use. A damaged
-    /// block is reported on every call (nothing is cached then).
-    fn meta(&self) -> Result<MetaRef<'_>> {
-        if let Some(m) = self.pinned.get() {
-            return Ok(MetaRef::Pinned(m));
-        }
-        let key = self.meta_key();
-        if let Some(cache) = &self.cache {
-            let found = cache.meta::<Meta>(key);
-            cache.count(found.is_some());
-            if let Some(m) = found {
-                return Ok(MetaRef::Cached(m));
+        let meta = self
+            .decode_meta()
+            .map_err(|m| corrupt(&table_file_name(self.number), m))?;
+        let charge = meta.charge;
+        // Another thread may have won the race with an identical value;
+        // only the winner charges the cache.
+        if self.meta.set(meta).is_ok() {
+            if let Some(cache) = &self.cache {
+                let _ = self.meta_charged.set(cache.charge_meta(charge));
             }
         }
-        let meta = Arc::new(
-            self.decode_meta()
-                .map_err(|m| corrupt(&table_file_name(self.number), m))?,
-        );
-        match &self.cache {
-            // Two readers may both decode after a miss; the second insert
-            // replaces an identical value.
-            Some(cache) if cache.admits(meta.charge) => {
-                cache.insert_meta(key, meta.clone(), meta.charge);
-                Ok(MetaRef::Cached(meta))
-            }
-            // Without a cache, or too large for it (it would be rejected,
-            // and decoding it on every read would be far worse than holding
-            // it): kept with the open table, as large tables' indexes are in
-            // other engines. The table cache still bounds these.
-            _ => {
-                // Another thread may have won the race with an identical value.
-                let _ = self.pinned.set(meta);
-                self.pinned
-                    .get()
-                    .map(|m| MetaRef::Pinned(m))
-                    .ok_or_else(|| Error::internal("table metadata vanished"))
-            }
-        }
+        self.meta
+            .get()
+            .ok_or_else(|| Error::internal("table metadata vanished"))
     }
 
     fn decode_meta(&self) -> Result<Meta, String> {
@@ -399,7 +350,7 @@ impl Table {
     /// it rules out costs no data block read.
     pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableGet<'_>>> {
         let meta = self.meta()?;
-        if let Some(filter) = self.filter_bytes(&meta) {
+        if let Some(filter) = self.filter_bytes(meta) {
             self.counters
                 .bloom_checked
                 .fetch_add(1, AtomicOrdering::Relaxed);
@@ -413,7 +364,7 @@ impl Table {
         // The first entry at or after (user_key, snapshot) in internal order
         // is the newest version with ts <= snapshot, if it is of user_key.
         let found = self.find_with(
-            &meta,
+            meta,
             |k, ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less,
             Some(user_key),
             true,
@@ -472,7 +423,7 @@ impl Table {
     /// Whether the index and filter were decoded yet, for tests.
     #[cfg(test)]
     pub(crate) fn meta_loaded(&self) -> bool {
-        self.loaded_meta().is_some()
+        self.meta.get().is_some()
     }
 
     /// Whether the table has a bloom filter, for tests.
@@ -504,7 +455,7 @@ impl Table {
         // Every entry of a block is <= its last key, so the first block whose
         // last key is not `before` holds the first entry that is not.
         let meta = self.meta()?;
-        self.find_with(&meta, before, None, fill)
+        self.find_with(meta, before, None, fill)
     }
 
     /// [`Table::find`] with the metadata already at hand; `key` is the user
@@ -627,7 +578,7 @@ impl Table {
     /// either way.
     pub(crate) fn load_block(&self, block: usize, fill: bool) -> Result<(BlockBuf, BlockLayout)> {
         let meta = self.meta()?;
-        self.load_block_with(&meta, block, fill)
+        self.load_block_with(meta, block, fill)
     }
 
     fn load_block_with(
@@ -737,13 +688,26 @@ impl Table {
 
     fn block_error(&self, block: usize, msg: impl fmt::Display) -> Error {
         let offset = self
-            .loaded_meta()
+            .meta
+            .get()
             .and_then(|m| m.index.handles.get(block).map(|h| h.offset))
             .unwrap_or(0);
         corrupt(
             &table_file_name(self.number),
             format!("data block {block} at offset {offset}: {msg}"),
         )
+    }
+}
+
+impl Drop for Table {
+    /// The table is closed (the table cache closed it, or its file is
+    /// gone): its metadata's charge leaves the block cache.
+    fn drop(&mut self) {
+        if let (Some(cache), Some(meta), Some(&charged)) =
+            (&self.cache, self.meta.get(), self.meta_charged.get())
+        {
+            cache.release_meta(meta.charge, charged);
+        }
     }
 }
 
