@@ -125,6 +125,8 @@ async function read(dir, n) {
     rssAnonEndMiB: +rssAnonMiB().toFixed(1),
     blockCacheMiB: +((s.blockCacheBytes ?? 0) / MIB).toFixed(1),
     blockCacheCapacityMiB: +((s.blockCacheCapacity ?? 0) / MIB).toFixed(1),
+    blockCacheMetaMiB: +((s.blockCacheMetaBytes ?? 0) / MIB).toFixed(1),
+    blockCacheMetaOverflowMiB: +((s.blockCacheMetaOverflowBytes ?? 0) / MIB).toFixed(1),
     blockCacheHits: s.blockCacheHits,
     blockCacheMisses: s.blockCacheMisses,
     blockCacheEvictions: s.blockCacheEvictions,
