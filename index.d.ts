@@ -433,6 +433,16 @@ export declare class Table {
   insert(rows: Row | Row[]): Promise<void>
   /** Inserts or replaces whole rows, atomically. */
   upsert(rows: Row | Row[]): Promise<void>
+  /**
+   * `insert` of rows given as whole columns, every column (all of the
+   * schema's, same length) a typed array (`Float64Array` for f64,
+   * `BigInt64Array` for i64, `Uint8Array` of 0/1 for bool), read without a
+   * conversion per value, or an array of values (any type, `null` in a
+   * nullable column). Errors name the column (and row).
+   */
+  insertColumns(columns: Record<string, ColumnArray | ArrayLike<unknown>>): Promise<void>
+  /** `upsert` of rows given as whole columns (see {@link Table.insertColumns}). */
+  upsertColumns(columns: Record<string, ColumnArray | ArrayLike<unknown>>): Promise<void>
   /** Deletes the rows with these primary keys. */
   delete(pk: PrimaryKey | PrimaryKey[]): Promise<void>
   getSync(pk: PrimaryKey, options?: GetRowOptions): Row | null

@@ -64,7 +64,14 @@ describe('backup', { timeout: 180000 }, () => {
     const writers = Array.from({ length: 64 }, writer)
     const backups = []
     for (let n = 0; n < 3; n++) {
-      await new Promise((r) => setTimeout(r, 150))
+      // Spaced by the writers' progress, not by time (a loaded machine may
+      // issue few writes in 150 ms): enough for memtables to fill and flush.
+      const target = (n + 1) * 5000
+      const deadline = Date.now() + 60000
+      while (next < target) {
+        assert.ok(Date.now() < deadline, `writers stalled at ${next}`)
+        await new Promise((r) => setTimeout(r, 5))
+      }
       const dest = path.join(tmp.root, `copy-${n}`)
       const issuedBefore = next
       const report = await db.backup(dest)
@@ -233,7 +240,10 @@ describe('events', { timeout: 60000 }, () => {
         } catch (err) {
           out.writeError = err.code
         }
-        const ev = await Promise.race([errorEvent, new Promise((r) => setTimeout(() => r(null), 3000))])
+        // Events are polled every 100 ms; the bound only guards a hang.
+        let timer
+        const ev = await Promise.race([errorEvent, new Promise((r) => (timer = setTimeout(() => r(null), 30000)))])
+        clearTimeout(timer)
         out.event = ev && { code: ev.code, source: ev.source, message: ev.message }
         out.backgroundError = db.stats().backgroundError
         try {

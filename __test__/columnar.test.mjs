@@ -10,6 +10,7 @@ import { after, describe, test } from 'node:test'
 import { Database, INDEX_JS, tempRoot } from './helpers.mjs'
 
 const tmp = tempRoot('columnar')
+const INVALID = 'TOONDB_INVALID_ARGUMENT'
 after(() => tmp.cleanup())
 
 const SPEC = {
@@ -70,7 +71,6 @@ describe('columnar tables', () => {
   test('schema errors name the row and column and apply nothing', async () => {
     const db = await Database.open(tmp.dir())
     const t = await db.createTable('events', SPEC)
-    const INVALID = 'TOONDB_INVALID_ARGUMENT'
     await rejectsWith(t.insert([row(1), { ...row(2), amount: 'x' }]), INVALID, /row 1, column "amount": expected f64/)
     await rejectsWith(t.upsert([row(1), { ...row(2), user: null }]), INVALID, /row 1, column "user": null/)
     const { ts, ...missing } = row(3)
@@ -169,6 +169,77 @@ describe('columnar tables', () => {
     const rev = []
     for await (const [k] of db.iterator({ reverse: true })) rev.push(k.toString('hex'))
     assert.deepEqual(rev, ['ff0002', 'ff'])
+    await db.close()
+  })
+
+  test('packed column writes: typed arrays and arrays, validated, same rows as upsert', async () => {
+    const db = await Database.open(tmp.dir())
+    const t = await db.createTable('events', SPEC)
+    const n = 50
+    const rows = Array.from({ length: n }, (_, i) => row(i))
+    const packed = {
+      id: BigInt64Array.from(rows, (r) => r.id),
+      ts: BigInt64Array.from(rows, (r) => r.ts),
+      user: rows.map((r) => r.user),
+      amount: Float64Array.from(rows, (r) => r.amount),
+      ok: Uint8Array.from(rows, (r) => (r.ok ? 1 : 0)),
+      payload: rows.map((r) => r.payload),
+    }
+    await t.insertColumns(packed)
+    const viaRows = await db.createTable('rows', SPEC)
+    await viaRows.upsert(rows)
+    assert.deepEqual(await t.scanColumns(), await viaRows.scanColumns())
+    await rejectsWith(t.insertColumns(packed), INVALID, /already exists/)
+    // Upsert replaces; plain arrays work for every type (i64 as BigInt).
+    await t.upsertColumns({ ...packed, id: [0n, 1n], ts: [5n, 6n], user: ['x', 'y'], amount: [NaN, -0], ok: [true, false], payload: [null, Buffer.alloc(0)] })
+    const got = await t.get(1n)
+    assert.equal(got.ts, 6n)
+    assert.ok(Object.is(got.amount, -0))
+    assert.deepEqual(got.payload, Buffer.alloc(0))
+    // Errors name the column; nothing is applied.
+    const before = await t.scanColumns()
+    await rejectsWith(t.upsertColumns({ ...packed, amount: packed.amount.subarray(1) }), INVALID, /column "amount": 49 values/)
+    await rejectsWith(t.upsertColumns({ ...packed, ts: Float64Array.from(rows, () => 1) }), INVALID, /column "ts": expected i64/)
+    await rejectsWith(t.upsertColumns({ ...packed, ok: packed.ok.map(() => 2) }), INVALID, /row 0, column "ok": expected 0 or 1/)
+    await rejectsWith(t.upsertColumns({ ...packed, user: rows.map(() => null) }), INVALID, /row 0, column "user"/)
+    await rejectsWith(t.upsertColumns({ ...packed, nope: [] }), INVALID, /column "nope": no such column/)
+    const { payload, ...missing } = packed
+    await rejectsWith(t.upsertColumns(missing), INVALID, /column "payload": missing/)
+    assert.deepEqual(await t.scanColumns(), before)
+    // In a transaction, with the transaction.
+    const txn = db.transaction()
+    await txn.table('events').upsertColumns({ ...packed, id: BigInt64Array.of(1000n), ts: BigInt64Array.of(1n), user: ['t'], amount: Float64Array.of(1), ok: Uint8Array.of(1), payload: [null] })
+    txn.rollback()
+    assert.equal(await t.get(1000n), null)
+    await db.close()
+  })
+
+  test('plain point reads of a reserved key fail like writes instead of returning a raw cell', async () => {
+    const db = await Database.open(tmp.dir())
+    const t = await db.createTable('events', SPEC)
+    await t.upsert(row(1))
+    await db.put(Buffer.from([0xff, 0, 2]), 'above')
+    // The catalog entry of "events" lives under the reserved prefix.
+    const catalog = Buffer.concat([Buffer.from([0xff, 0, 1]), Buffer.from('Cevents')])
+    const throwsInvalid = (fn) =>
+      assert.throws(fn, (err) => {
+        assert.equal(err.code, 'TOONDB_INVALID_ARGUMENT', err.message)
+        assert.match(err.message, /reserved/)
+        return true
+      })
+    throwsInvalid(() => db.getSync(catalog))
+    await rejectsWith(db.get(catalog), 'TOONDB_INVALID_ARGUMENT', /reserved/)
+    await rejectsWith(db.getMany([Buffer.from([0xff, 0, 2]), catalog]), 'TOONDB_INVALID_ARGUMENT', /reserved/)
+    const snap = db.snapshot()
+    throwsInvalid(() => snap.getSync(catalog))
+    await rejectsWith(snap.get(catalog), 'TOONDB_INVALID_ARGUMENT', /reserved/)
+    snap.release?.()
+    const txn = db.transaction()
+    throwsInvalid(() => txn.getSync(catalog))
+    await rejectsWith(txn.get(catalog), 'TOONDB_INVALID_ARGUMENT', /reserved/)
+    txn.rollback()
+    assert.equal(db.getSync(Buffer.from([0xff, 0, 2])).toString(), 'above')
+    assert.equal((await t.get(1)).id, 1n)
     await db.close()
   })
 

@@ -6,7 +6,7 @@ import fs from 'node:fs'
 import path from 'node:path'
 import { after, describe, test } from 'node:test'
 
-import { Database, assertCode, assertRejectsCode, tempRoot } from './helpers.mjs'
+import { Database, assertCode, assertRejectsCode, tempRoot, waitIdle } from './helpers.mjs'
 
 const TIMEOUT = 120000
 const tmp = tempRoot('compaction')
@@ -124,9 +124,7 @@ describe('db.compact()', { timeout: TIMEOUT }, () => {
     for (let i = 0; i < 3000; i += 11) assert.equal(String(db.getSync(key(i))), value(i, i < 1500 ? 2 : 1))
     // Open flushes the recovered writes in the background: its table file
     // exists before it is installed, so count once that work is done.
-    const deadline = Date.now() + 10000
-    const busy = (s) => s.immutableMemtables > 0 || s.maintenanceBusy
-    while (busy(db.stats()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    await waitIdle(db)
     assert.equal(tableFiles(dir).length, db.stats().tables)
     await db.close()
   })

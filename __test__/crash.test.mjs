@@ -36,7 +36,7 @@ import {
   slotKey,
   valueFor,
 } from './fixtures/crash-model.mjs'
-import { Database, tempRoot } from './helpers.mjs'
+import { Database, tempRoot, waitIdle } from './helpers.mjs'
 
 const WRITER = fileURLToPath(new URL('./fixtures/crash-writer.mjs', import.meta.url))
 const FRESH_ITERATIONS = 12
@@ -271,9 +271,7 @@ async function recoverAndCheck(dir, rounds) {
     // cut short, or inputs of an installed compaction).
     // Open flushes the recovered writes in the background: its table file
     // exists before it is installed, so count once that work is done.
-    const deadline = Date.now() + 10000
-    const busy = (s) => s.immutableMemtables > 0 || s.maintenanceBusy
-    while (busy(db.stats()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5))
+    await waitIdle(db)
     const live = db.stats().tables
     const onDisk = fs.readdirSync(dir).filter((n) => /^\d{6}\.sst$/.test(n)).length
     assert.equal(onDisk, live, `${onDisk} table files on disk, ${live} live`)

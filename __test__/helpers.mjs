@@ -32,6 +32,21 @@ export function tempRoot(tag) {
   }
 }
 
+/**
+ * Resolves with `db.stats()` once the maintenance thread has nothing left
+ * to do (no sealed memtable, `maintenanceBusy` false): background flushes
+ * and compactions change tables and files at any time until then.
+ */
+export async function waitIdle(db, timeoutMs = 60000) {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const s = db.stats()
+    if (s.immutableMemtables === 0 && !s.maintenanceBusy) return s
+    assert.ok(Date.now() < deadline, `background work did not finish: ${JSON.stringify(s)}`)
+    await new Promise((resolve) => setTimeout(resolve, 2))
+  }
+}
+
 export const buf = (x) => (typeof x === 'string' ? Buffer.from(x) : Buffer.from(x.buffer, x.byteOffset, x.byteLength))
 
 /** Asserts `err` is a toondb error with `code` and a message matching `re`. */
@@ -81,7 +96,8 @@ export function assertThrowsCode(fn, code, re) {
 
 /**
  * Runs `node -e script` (CommonJS) and resolves with { code, signal, stdout,
- * stderr, ms }; kills it (SIGKILL) after `timeoutMs` and reports timedOut.
+ * stderr, ms, endedAt (Date.now() at exit) }; kills it (SIGKILL) after
+ * `timeoutMs` and reports timedOut.
  */
 export function runNode(script, { timeoutMs = 15000, args = [], env } = {}) {
   return new Promise((resolve, reject) => {
@@ -102,7 +118,8 @@ export function runNode(script, { timeoutMs = 15000, args = [], env } = {}) {
     child.on('error', reject)
     child.on('close', (code, signal) => {
       clearTimeout(timer)
-      resolve({ code, signal, stdout, stderr, timedOut, ms: Date.now() - started })
+      const endedAt = Date.now()
+      resolve({ code, signal, stdout, stderr, timedOut, ms: endedAt - started, endedAt })
     })
   })
 }

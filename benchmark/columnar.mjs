@@ -7,7 +7,18 @@
 // one JSON value per key (what a user writes today with the KV API) and,
 // when @duckdb/node-api is installed, DuckDB.
 //
+// Also, for the plain key-value API, a cold range scan of a tenth of the JSON
+// rows (the middle tenth, by key): readahead must stay within the range.
+//
 //   npm run bench:columnar -- [--rows 1000000] [--dir /tmp/x] [--keep]
+//                             [--repeat 3] [--reuse] [--no-packed]
+//
+// The toondb load is also timed through upsertColumns (typed arrays per
+// column, 10K rows a call) into a second database, deleted afterwards.
+// --repeat N runs every cold measurement N times (min / median / max are
+// printed); --reuse measures the databases already in --dir (written by an
+// earlier --keep run) instead of loading new ones, so two builds can be
+// compared on the same files.
 import { execFileSync, spawnSync } from 'node:child_process'
 import fs from 'node:fs'
 import { createRequire } from 'node:module'
@@ -78,6 +89,32 @@ async function loadToondb(dir, rows) {
   return { loadMs: load, loadFlushCompactMs: total, diskBytes: dirBytes(dir) }
 }
 
+// The same load through the packed path: whole columns as typed arrays.
+async function loadToondbPacked(dir, rows) {
+  const db = await Database.open(dir)
+  const t = await db.createTable('wide', {
+    columns: { id: 'i64', c0: 'f64', c1: 'f64', c2: 'f64', c3: 'f64', c4: 'f64' },
+    primaryKey: 'id',
+  })
+  const t0 = performance.now()
+  for (let i = 0; i < rows; i += CHUNK) {
+    const n = Math.min(rows, i + CHUNK) - i
+    const cols = { id: new BigInt64Array(n) }
+    COLS.forEach((c) => (cols[c] = new Float64Array(n)))
+    for (let j = 0; j < n; j++) {
+      cols.id[j] = BigInt(i + j)
+      COLS.forEach((c, k) => (cols[c][j] = value(i + j, k)))
+    }
+    await t.upsertColumns(cols)
+  }
+  const load = performance.now() - t0
+  await db.flush()
+  await db.compact()
+  const total = performance.now() - t0
+  await db.close()
+  return { loadMs: load, loadFlushCompactMs: total, diskBytes: dirBytes(dir) }
+}
+
 const jsonKey = (i) => `row/${String(i).padStart(10, '0')}`
 
 async function loadJson(dir, rows) {
@@ -137,7 +174,16 @@ async function child(kind, dir, what) {
   const t0 = performance.now()
   let rows = 0
   let sum = 0
-  if (what === 'scan1' || what === 'scan5') {
+  if (what === 'range') {
+    // A cold key-value range scan of the middle tenth of the rows.
+    const n = Number(arg('rows', 1000000))
+    const gte = jsonKey(Math.floor(n * 0.45))
+    const lt = jsonKey(Math.floor(n * 0.55))
+    for await (const v of db.values({ gte, lt })) {
+      sum += JSON.parse(v).c0
+      rows++
+    }
+  } else if (what === 'scan1' || what === 'scan5') {
     const columns = what === 'scan1' ? ['c0'] : COLS
     if (kind === 'toondb') {
       const out = await db.table('wide').scanColumns({ columns })
@@ -233,9 +279,9 @@ async function childDuck(dir, what) {
   return { ms, rows, checksum: sum, deviceReadBytes: readBytes() - io0 }
 }
 
-function runChild(kind, dir, what) {
+function runChild(kind, dir, what, rows) {
   const dropped = what === 'point' ? false : dropCaches()
-  const r = spawnSync(process.execPath, [SELF, '--child', kind, '--dir', dir, '--what', what], {
+  const r = spawnSync(process.execPath, [SELF, '--child', kind, '--dir', dir, '--what', what, '--rows', String(rows)], {
     encoding: 'utf8',
     maxBuffer: 1 << 24,
   })
@@ -254,29 +300,80 @@ async function main() {
   const dirs = { toondb: path.join(root, 'toondb'), json: path.join(root, 'json'), duck: path.join(root, 'duck') }
   const results = {}
   console.log(`rows: ${rows}, dir: ${root}, cpus: ${os.cpus().length}`)
-  results.toondb = { load: await loadToondb(dirs.toondb, rows) }
-  results.json = { load: await loadJson(dirs.json, rows) }
-  const duckLoad = await loadDuck(dirs.duck, rows).catch((e) => ({ error: String(e) }))
+  const repeat = Number(arg('repeat', 1))
+  const reuse = process.argv.includes('--reuse')
+  const unloaded = { loadMs: NaN, loadFlushCompactMs: NaN, diskBytes: NaN }
+  const load = async (kind, fn) => {
+    if (!reuse) return fn(dirs[kind], rows)
+    return fs.existsSync(dirs[kind]) ? { ...unloaded, diskBytes: dirBytes(dirs[kind]) } : null
+  }
+  results.toondb = { load: await load('toondb', loadToondb) }
+  if (!reuse && !process.argv.includes('--no-packed')) {
+    // Loaded, timed and deleted: the scans read the row-loaded database.
+    const packedDir = `${dirs.toondb}-packed`
+    results.toondb.loadPacked = await loadToondbPacked(packedDir, rows)
+    fs.rmSync(packedDir, { recursive: true, force: true })
+  }
+  results.json = { load: await load('json', loadJson) }
+  const duckLoad = await load('duck', loadDuck).catch((e) => ({ error: String(e) }))
   if (duckLoad && !duckLoad.error) results.duck = { load: duckLoad }
   else console.log(`duckdb: ${duckLoad ? duckLoad.error : 'not installed (@duckdb/node-api)'}`)
-  for (const kind of Object.keys(results)) {
-    for (const what of ['scan1', 'scan5', 'point']) results[kind][what] = runChild(kind, dirs[kind], what)
+  // Round-robin, so a disturbance on the shared machine spreads over all;
+  // the point reads and upserts last, so every scan reads the same data.
+  const runs = {}
+  for (const phase of ['scans', 'point']) {
+    for (let i = 0; i < repeat; i++) {
+      for (const kind of Object.keys(results)) {
+        const scans = kind === 'json' ? ['scan1', 'scan5', 'range'] : ['scan1', 'scan5']
+        for (const what of phase === 'point' ? ['point'] : scans) {
+          const key = `${kind}/${what}`
+          ;(runs[key] ??= []).push(runChild(kind, dirs[kind], what, rows))
+        }
+      }
+    }
+  }
+  // One result per measurement: the run with the median time (or get
+  // latency), with every run's figures kept under `runs`.
+  const med = (xs) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)]
+  for (const [key, rs] of Object.entries(runs)) {
+    const [kind, what] = key.split('/')
+    const time = (r) => r.ms ?? r.getUs
+    const m = med(rs.map(time))
+    results[kind][what] = { ...rs.find((r) => time(r) === m), runs: rs }
   }
   const mb = (b) => (b / 1048576).toFixed(1)
+  const spread = (rs, f, d = 0) => {
+    const xs = rs.map(f).sort((a, b) => a - b)
+    return `${med(xs).toFixed(d)} (${xs[0].toFixed(d)}..${xs[xs.length - 1].toFixed(d)})`
+  }
+  console.log(`\nmedian (min..max) over ${repeat} run(s)`)
   for (const [kind, r] of Object.entries(results)) {
     console.log(`\n${kind}: load ${(r.load.loadMs / 1000).toFixed(2)} s (with flush+compact ${(r.load.loadFlushCompactMs / 1000).toFixed(2)} s), on disk ${mb(r.load.diskBytes)} MiB`)
-    for (const w of ['scan1', 'scan5']) {
+    if (r.loadPacked) {
+      console.log(`  load with upsertColumns (typed arrays): ${(r.loadPacked.loadMs / 1000).toFixed(2)} s (with flush+compact ${(r.loadPacked.loadFlushCompactMs / 1000).toFixed(2)} s)`)
+    }
+    for (const w of ['scan1', 'scan5', 'range']) {
       const s = r[w]
+      if (!s) continue
+      const eng = s.engineBytesRead === undefined ? 'n/a' : spread(s.runs, (x) => x.engineBytesRead / 1048576, 1) + ' MiB'
       console.log(
-        `  ${w}: ${s.ms.toFixed(0)} ms, ${s.rows} rows, engine bytes read ${s.engineBytesRead === undefined ? 'n/a' : mb(s.engineBytesRead) + ' MiB'}, device read_bytes ${mb(s.deviceReadBytes)} MiB, cache dropped: ${s.cacheDropped}`,
+        `  ${w}: ${spread(s.runs, (x) => x.ms)} ms, ${s.rows} rows, engine bytes read ${eng}, device read_bytes ${spread(s.runs, (x) => x.deviceReadBytes / 1048576, 1)} MiB, cache dropped: ${s.cacheDropped}`,
       )
     }
-    console.log(`  point: get ${r.point.getUs.toFixed(1)} µs, upsert ${r.point.upsertUs.toFixed(1)} µs (one at a time, awaited)`)
+    const p = r.point.runs
+    console.log(`  point: get ${spread(p, (x) => x.getUs, 1)} µs, upsert ${spread(p, (x) => x.upsertUs, 1)} µs (one at a time, awaited)`)
   }
   const t = results.toondb
+  const pct = (a, b) => (100 * (1 - a / b)).toFixed(1)
   console.log(
-    `\ntoondb 1 vs 5 columns: engine bytes -${(100 * (1 - t.scan1.engineBytesRead / t.scan5.engineBytesRead)).toFixed(1)}%, device bytes -${(100 * (1 - t.scan1.deviceReadBytes / t.scan5.deviceReadBytes)).toFixed(1)}%, ${(t.scan5.ms / t.scan1.ms).toFixed(2)}x faster`,
+    `\ntoondb 1 vs 5 columns (medians): engine bytes -${pct(t.scan1.engineBytesRead, t.scan5.engineBytesRead)}%, device bytes -${pct(t.scan1.deviceReadBytes, t.scan5.deviceReadBytes)}%, ${(t.scan5.ms / t.scan1.ms).toFixed(2)}x faster`,
   )
+  if (results.duck) {
+    const d = results.duck
+    console.log(`toondb / duckdb time (medians): 1 column ${(t.scan1.ms / d.scan1.ms).toFixed(2)}x, 5 columns ${(t.scan5.ms / d.scan5.ms).toFixed(2)}x`)
+  }
+  const j = results.json
+  console.log(`json / toondb time (medians): 1 column ${(j.scan1.ms / t.scan1.ms).toFixed(2)}x, 5 columns ${(j.scan5.ms / t.scan5.ms).toFixed(2)}x`)
   console.log('\n' + JSON.stringify(results))
   if (!process.argv.includes('--keep')) fs.rmSync(root, { recursive: true, force: true })
 }

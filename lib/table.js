@@ -70,6 +70,24 @@ function makeTables({ invalid, normalizeError, callNative }) {
     return out
   }
 
+  // Whole columns in schema order, checked for names; types and lengths are
+  // checked natively (typed arrays cross without a conversion per value).
+  function columnArrays(info, columns) {
+    if (columns === null || typeof columns !== 'object') throw invalid('columns must be an object of arrays')
+    const cols = info.columns
+    for (const name of Object.keys(columns)) {
+      if (!cols.some((c) => c.name === name)) throw invalid(`column ${JSON.stringify(name)}: no such column`)
+    }
+    return cols.map((c) => {
+      const v = columns[c.name]
+      if (v === undefined) throw invalid(`column ${JSON.stringify(c.name)}: missing`)
+      if (!Array.isArray(v) && !(ArrayBuffer.isView(v) && !(v instanceof DataView))) {
+        throw invalid(`column ${JSON.stringify(c.name)}: must be an array or a typed array`)
+      }
+      return v
+    })
+  }
+
   function scanArgs(info, options = {}) {
     if (options === null || typeof options !== 'object') throw invalid('scan options must be an object')
     const a = {}
@@ -153,6 +171,27 @@ function makeTables({ invalid, normalizeError, callNative }) {
     /** Inserts or replaces whole rows. */
     upsert(rows) {
       return this.#write('upsert', rows)
+    }
+
+    #writeColumns(op, columns) {
+      const ctx = this.#ctx
+      if (!ctx.write) return Promise.reject(invalid('a snapshot is read-only'))
+      try {
+        const arrays = columnArrays(this.#info, columns)
+        return ctx.write((native) => native.tableWriteColumns(this.#info.name, op, arrays))
+      } catch (err) {
+        return Promise.reject(normalizeError(err))
+      }
+    }
+
+    /** `insert` of rows given as whole columns (`{ id: BigInt64Array, amount: Float64Array, ... }`). */
+    insertColumns(columns) {
+      return this.#writeColumns('insert', columns)
+    }
+
+    /** `upsert` of rows given as whole columns (`{ id: BigInt64Array, amount: Float64Array, ... }`). */
+    upsertColumns(columns) {
+      return this.#writeColumns('upsert', columns)
     }
 
     /** Deletes the rows with these primary keys (one key or an array). */

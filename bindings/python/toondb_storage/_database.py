@@ -73,7 +73,11 @@ def _scratch():
 
 _size = n.size
 _SIZES = n.SIZES
-_fast_get_into = n.fast_get_into
+_fast_get_buf = n.fast_get_buf
+_fast_get_many = n.fast_get_many
+_fast_snapshot_get_buf = n.fast_snapshot_get_buf
+_fast_txn_get_buf = n.fast_txn_get_buf
+_ABSENT = n.ABSENT
 _fast_put = n.fast_put
 _fast_delete = n.fast_delete
 _fast_txn_put = n.fast_txn_put
@@ -104,24 +108,29 @@ def _sync(sync):
     return -1 if sync is None else int(bool(sync))
 
 
-def _take(ptr, length):
-    """An owned copy of a buffer the library allocated, which is freed."""
-    if not ptr.value:
-        return None
-    data = string_at(ptr.value, length) if length else b""
-    n.buffer_free(ptr.value, length)
-    return data
-
-
-def _alloc_get(fn, handle, key):
-    k = _bytes(key)
+def _get_buf(fn, hp, key):
+    """A read through one of the ``*_get_buf`` functions."""
+    k = key if type(key) is bytes else _bytes(key)
     s = _scratch()
-    ptr = c_void_p()
-    rc = fn(handle, k, len(k), byref(ptr), s.pn, s.pfound, s.perr)
-    if rc:
-        _raise(rc, s)
-    value = _take(ptr, s.n.value)
-    return value if s.found.value else None
+    rc = fn(hp, k, _size(len(k)), s.buf, s.cap_c, s.perr)
+    if 0 <= rc <= s.cap:
+        return s.view[:rc].tobytes()
+    return _get_buf_slow(fn, hp, k, rc, s)
+
+
+def _get_buf_slow(fn, hp, k, rc, s):
+    """The uncommon outcomes of a ``*_get_buf`` call: absent, an error, or a
+    value longer than the scratch buffer (grown, then read again: the value
+    may have changed in between, hence the loop)."""
+    while True:
+        if rc == _ABSENT:
+            return None
+        if rc < 0:
+            _raise(-1 - rc, s)
+        if rc <= s.cap:
+            return s.view[:rc].tobytes()
+        s.set_buffer(max(rc, 2 * s.cap))
+        rc = fn(hp, k, _size(len(k)), s.buf, s.cap_c, s.perr)
 
 
 def _scan_options(gt, gte, lt, lte, prefix, reverse, limit):
@@ -243,27 +252,54 @@ class Database(_Handle):
 
     def get(self, key):
         """The value of ``key`` (bytes) or None."""
+        # One C call: toondb_get_buf copies the value into this thread's
+        # scratch buffer and returns its length (TOONDB_ABSENT, or -1 - code
+        # on failure); the only Python object made is the returned bytes.
         k = key if type(key) is bytes else _bytes(key)
         kl = len(k)
         try:
             s = _tls.s
         except AttributeError:
             s = _scratch()
+        rc = _fast_get_buf(self._hp, k, _SIZES[kl] if kl <= 1024 else c_size_t(kl), s.buf, s.cap_c, s.perr)
+        if 0 <= rc <= s.cap:
+            return s.view[:rc].tobytes()
+        return _get_buf_slow(_fast_get_buf, self._hp, k, rc, s)
+
+    def get_many(self, keys):
+        """The values of ``keys`` (a list of bytes or None, in order), all
+        read at one snapshot in one C call."""
+        ks = [k if type(k) is bytes else _bytes(k) for k in keys]
+        count = len(ks)
+        if not count:
+            return []
+        lens = array("I", map(len, ks))
+        joined = b"".join(ks)
+        value_lens = array("q", bytes(8 * count))
+        s = _scratch()
         while True:
-            rc = _fast_get_into(
-                self._hp, k, _SIZES[kl] if kl <= 1024 else c_size_t(kl),
-                s.buf, s.cap_c, s.pn, s.pfound, s.perr,
+            rc = _fast_get_many(
+                self._hp, joined, c_void_p(lens.buffer_info()[0]), c_size_t(count),
+                s.buf, s.cap_c, c_void_p(value_lens.buffer_info()[0]), s.pn, s.perr,
             )
             if rc:
                 _raise(rc, s)
-            if not s.found.value:
-                return None
-            size = s.n.value
-            if size <= s.cap:
-                return s.view[:size].tobytes()
-            # Larger than the buffer: grow it and read again (the value
-            # may have changed in between, hence the loop).
-            s.set_buffer(max(size, 2 * s.cap))
+            needed = s.n.value
+            if needed <= s.cap:
+                break
+            s.set_buffer(max(needed, 2 * s.cap))  # and read again
+        data = s.view[:needed].tobytes()
+        out = []
+        add = out.append
+        at = 0
+        for vl in value_lens:
+            if vl < 0:
+                add(None)
+            else:
+                end = at + vl
+                add(data[at:end])
+                at = end
+        return out
 
     def put(self, key, value, *, sync=None):
         k = key if type(key) is bytes else _bytes(key)
@@ -439,7 +475,7 @@ class Transaction(_Handle):
             self.rollback()
 
     def get(self, key):
-        return _alloc_get(n.txn_get, self._h, key)
+        return _get_buf(_fast_txn_get_buf, self._hp, key)
 
     def put(self, key, value):
         k = key if type(key) is bytes else _bytes(key)
@@ -493,7 +529,7 @@ class Snapshot(_Handle):
         self.release()
 
     def get(self, key):
-        return _alloc_get(n.snapshot_get, self._h, key)
+        return _get_buf(_fast_snapshot_get_buf, self._hp, key)
 
     def iterator(self, *, gt=None, gte=None, lt=None, lte=None, prefix=None, reverse=False, limit=None):
         return Iterator._make(n.iter_snapshot, self._h, gt, gte, lt, lte, prefix, reverse, limit)

@@ -14,6 +14,7 @@ from ctypes import (
     c_bool,
     c_char_p,
     c_int32,
+    c_int64,
     c_size_t,
     c_uint32,
     c_uint64,
@@ -135,6 +136,8 @@ close = _fn("toondb_close", I32, P, ERR)
 db_free = _fn("toondb_db_free", None, P)
 get = _fn("toondb_get", I32, P, BUF, c_size_t, POINTER(P), SZ, BOOL, ERR)
 get_into = _fn("toondb_get_into", I32, P, BUF, c_size_t, P, c_size_t, SZ, BOOL, ERR)
+get_buf = _fn("toondb_get_buf", c_int64, P, BUF, c_size_t, P, c_size_t, ERR)
+get_many = _fn("toondb_get_many", I32, P, BUF, P, c_size_t, P, c_size_t, P, SZ, ERR)
 put = _fn("toondb_put", I32, P, BUF, c_size_t, BUF, c_size_t, I32, ERR)
 delete = _fn("toondb_delete", I32, P, BUF, c_size_t, I32, ERR)
 write_flat = _fn("toondb_write_flat", I32, P, BUF, P, c_size_t, BUF, c_size_t, I32, ERR)
@@ -144,6 +147,7 @@ compact_range = _fn("toondb_compact_range", I32, P, BUF, c_size_t, BUF, c_size_t
 stats = _fn("toondb_stats", I32, P, POINTER(Stats), ERR)
 txn_begin = _fn("toondb_txn_begin", I32, P, I32, I32, POINTER(P), ERR)
 txn_get = _fn("toondb_txn_get", I32, P, BUF, c_size_t, POINTER(P), SZ, BOOL, ERR)
+txn_get_buf = _fn("toondb_txn_get_buf", c_int64, P, BUF, c_size_t, P, c_size_t, ERR)
 txn_put = _fn("toondb_txn_put", I32, P, BUF, c_size_t, BUF, c_size_t, ERR)
 txn_delete = _fn("toondb_txn_delete", I32, P, BUF, c_size_t, ERR)
 txn_commit = _fn("toondb_txn_commit", I32, P, POINTER(c_uint64), ERR)
@@ -151,6 +155,7 @@ txn_rollback = _fn("toondb_txn_rollback", I32, P, ERR)
 txn_free = _fn("toondb_txn_free", None, P)
 snapshot = _fn("toondb_snapshot", I32, P, POINTER(P), ERR)
 snapshot_get = _fn("toondb_snapshot_get", I32, P, BUF, c_size_t, POINTER(P), SZ, BOOL, ERR)
+snapshot_get_buf = _fn("toondb_snapshot_get_buf", c_int64, P, BUF, c_size_t, P, c_size_t, ERR)
 snapshot_release = _fn("toondb_snapshot_release", I32, P, ERR)
 snapshot_free = _fn("toondb_snapshot_free", None, P)
 iter_db = _fn("toondb_iter", I32, P, POINTER(ScanOptions), POINTER(P), ERR)
@@ -168,18 +173,25 @@ if abi_version() != ABI_VERSION:
 
 
 # Hot paths: the same functions without argtypes. ctypes' per-argument
-# conversion through argtypes costs more than the call itself (about 2.2 us
-# against 0.8 us for toondb_get_into here), so the wrappers call these with
-# arguments that are already ctypes objects of the right C type (c_void_p
-# handles, c_size_t lengths from SIZES, pointer() out-parameters) or bytes
-# (passed as char *) or small Python ints for int32_t parameters.
-def _raw(name):
+# conversion through argtypes is slower (a 3-argument call: 0.61 us with
+# argtypes, 0.40-0.47 us without; docs/ffi.md, "Python performance"), so the
+# wrappers call these with arguments that are already ctypes objects of the
+# right C type (c_void_p handles and pointers, c_size_t lengths from SIZES,
+# pointer() out-parameters) or bytes (passed as char *) or small Python ints
+# for int32_t parameters. Never a bare Python int for a pointer or size_t:
+# without argtypes it is passed as a C int. They release the GIL like every
+# CDLL call.
+def _raw(name, restype=c_int32):
     f = lib[name]  # indexing makes a new function object; argtypes stay unset
-    f.restype = c_int32
+    f.restype = restype
     return f
 
 
-fast_get_into = _raw("toondb_get_into")
+ABSENT = -1  # TOONDB_ABSENT
+fast_get_buf = _raw("toondb_get_buf", c_int64)
+fast_snapshot_get_buf = _raw("toondb_snapshot_get_buf", c_int64)
+fast_txn_get_buf = _raw("toondb_txn_get_buf", c_int64)
+fast_get_many = _raw("toondb_get_many")
 fast_put = _raw("toondb_put")
 fast_delete = _raw("toondb_delete")
 fast_iter_next = _raw("toondb_iter_next")

@@ -54,6 +54,10 @@
 // Levels reported in `ToondbStats`.
 #define TOONDB_STATS_LEVELS 8
 
+// What the `*_get_buf` functions return for a key that does not exist.
+// Other negative results are errors: `-1 - code` for a `TOONDB_*` code.
+#define TOONDB_ABSENT -1
+
 // Snapshot isolation: a commit fails with TOONDB_CONFLICT when another
 // transaction committed a write to one of its keys after it began.
 #define TOONDB_ISOLATION_SNAPSHOT 0
@@ -285,6 +289,48 @@ int32_t toondb_get_into(const ToondbDb *db,
                         size_t cap,
                         size_t *value_len,
                         bool *found,
+                        ToondbError **err);
+
+// Reads `key` into the caller's buffer in one call, without allocating:
+// the fastest point read. Returns the value's length, having copied it to
+// `buf` when it fits in `cap` bytes (when it is longer, nothing was
+// copied: call again with a buffer of at least that length); or
+// `TOONDB_ABSENT` (-1) when the key does not exist; or, on failure,
+// `-1 - code` for the `TOONDB_*` error code (so always below -1), with
+// `*err` set as for any other function.
+//
+// # Safety
+// `key` is valid for `key_len` bytes, `buf` for `cap` bytes of writes
+// (NULL with cap 0); `err` is NULL or valid for a write.
+int64_t toondb_get_buf(const ToondbDb *db,
+                       const uint8_t *key,
+                       size_t key_len,
+                       uint8_t *buf,
+                       size_t cap,
+                       ToondbError **err);
+
+// Reads `count` keys at one snapshot, in one call. The keys are
+// `key_lens[0]`, `key_lens[1]`, ... bytes of `keys`, back to back. On
+// success `value_lens[i]` is the length of key i's value or
+// `TOONDB_ABSENT` (-1), `*needed` the total length of the values found,
+// and when `*needed <= cap` the values are in `buf`, back to back in key
+// order (absent keys take no room). When `*needed > cap` nothing was
+// copied: call again with a buffer of at least `*needed` bytes (that call
+// reads at a new snapshot). A bad key fails the whole call.
+//
+// # Safety
+// `keys` is valid for the sum of `key_lens` bytes, `key_lens` for `count`
+// reads, `value_lens` for `count` writes, `buf` for `cap` bytes of writes
+// (NULL with cap 0), `needed` for a write; `err` is NULL or valid for a
+// write.
+int32_t toondb_get_many(const ToondbDb *db,
+                        const uint8_t *keys,
+                        const uint32_t *key_lens,
+                        size_t count,
+                        uint8_t *buf,
+                        size_t cap,
+                        int64_t *value_lens,
+                        size_t *needed,
                         ToondbError **err);
 
 // Writes `key` = `value`. `sync`: -1 the database's default, 0 no fsync,
@@ -555,6 +601,18 @@ int32_t toondb_txn_get(const ToondbTxn *txn,
                        bool *found,
                        ToondbError **err);
 
+// Reads `key` (the transaction's own write if it made one, else its
+// snapshot) into the caller's buffer; returns as `toondb_get_buf` does.
+//
+// # Safety
+// As for `toondb_get_buf`, with a live `txn`.
+int64_t toondb_txn_get_buf(const ToondbTxn *txn,
+                           const uint8_t *key,
+                           size_t key_len,
+                           uint8_t *buf,
+                           size_t cap,
+                           ToondbError **err);
+
 // Buffers a put (applied at commit).
 //
 // # Safety
@@ -624,6 +682,18 @@ int32_t toondb_snapshot_get(const ToondbSnapshot *snap,
                             size_t *value_len,
                             bool *found,
                             ToondbError **err);
+
+// Reads `key` as of the snapshot into the caller's buffer; returns as
+// `toondb_get_buf` does.
+//
+// # Safety
+// As for `toondb_get_buf`, with a live `snap`.
+int64_t toondb_snapshot_get_buf(const ToondbSnapshot *snap,
+                                const uint8_t *key,
+                                size_t key_len,
+                                uint8_t *buf,
+                                size_t cap,
+                                ToondbError **err);
 
 // Ends the snapshot: later reads through it fail with TOONDB_CLOSED
 // (iterators already made keep working). Releasing twice is a no-op.

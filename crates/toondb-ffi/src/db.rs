@@ -8,7 +8,7 @@ use toondb_storage::{Database, WriteBatch, WriteOptions};
 
 use crate::error::{guard, guard_value, invalid, Result, ToondbError};
 use crate::options::{range_bound, read_options, ToondbOptions, ToondbStats};
-use crate::read::Source;
+use crate::read::{guard_len, Source, TOONDB_ABSENT};
 use crate::util::{bytes, handle, opt_bytes, put_out, sync_arg};
 
 /// An open database. Thread-safe: every function taking a `ToondbDb *` may
@@ -156,6 +156,117 @@ pub unsafe extern "C" fn toondb_get_into(
                 found,
             )
         }
+    })
+}
+
+/// Reads `key` into the caller's buffer in one call, without allocating:
+/// the fastest point read. Returns the value's length, having copied it to
+/// `buf` when it fits in `cap` bytes (when it is longer, nothing was
+/// copied: call again with a buffer of at least that length); or
+/// `TOONDB_ABSENT` (-1) when the key does not exist; or, on failure,
+/// `-1 - code` for the `TOONDB_*` error code (so always below -1), with
+/// `*err` set as for any other function.
+///
+/// # Safety
+/// `key` is valid for `key_len` bytes, `buf` for `cap` bytes of writes
+/// (NULL with cap 0); `err` is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn toondb_get_buf(
+    db: *const ToondbDb,
+    key: *const u8,
+    key_len: usize,
+    buf: *mut u8,
+    cap: usize,
+    err: *mut *mut ToondbError,
+) -> i64 {
+    guard_len(err, || {
+        // SAFETY: forwarded contract.
+        unsafe { Source::Db(db_ref(db)?).get_buf(bytes(key, key_len, "key")?, buf, cap) }
+    })
+}
+
+/// Reads `count` keys at one snapshot, in one call. The keys are
+/// `key_lens[0]`, `key_lens[1]`, ... bytes of `keys`, back to back. On
+/// success `value_lens[i]` is the length of key i's value or
+/// `TOONDB_ABSENT` (-1), `*needed` the total length of the values found,
+/// and when `*needed <= cap` the values are in `buf`, back to back in key
+/// order (absent keys take no room). When `*needed > cap` nothing was
+/// copied: call again with a buffer of at least `*needed` bytes (that call
+/// reads at a new snapshot). A bad key fails the whole call.
+///
+/// # Safety
+/// `keys` is valid for the sum of `key_lens` bytes, `key_lens` for `count`
+/// reads, `value_lens` for `count` writes, `buf` for `cap` bytes of writes
+/// (NULL with cap 0), `needed` for a write; `err` is NULL or valid for a
+/// write.
+#[no_mangle]
+pub unsafe extern "C" fn toondb_get_many(
+    db: *const ToondbDb,
+    keys: *const u8,
+    key_lens: *const u32,
+    count: usize,
+    buf: *mut u8,
+    cap: usize,
+    value_lens: *mut i64,
+    needed: *mut usize,
+    err: *mut *mut ToondbError,
+) -> i32 {
+    guard(err, || {
+        // SAFETY: forwarded contract.
+        let db = unsafe { db_ref(db) }?;
+        if count > 0 && (key_lens.is_null() || value_lens.is_null()) {
+            return Err(invalid("key_lens or value_lens is NULL"));
+        }
+        if needed.is_null() {
+            return Err(invalid("needed out-pointer is NULL"));
+        }
+        if buf.is_null() && cap > 0 {
+            return Err(invalid("buf is NULL but cap is not 0"));
+        }
+        let (key_lens, value_lens): (&[u32], &mut [i64]) = if count == 0 {
+            (&[], &mut [])
+        } else {
+            // SAFETY: non-NULL and valid for `count` elements per the
+            // contract; the caller's arrays cannot overlap each other.
+            unsafe {
+                (
+                    std::slice::from_raw_parts(key_lens, count),
+                    std::slice::from_raw_parts_mut(value_lens, count),
+                )
+            }
+        };
+        let total_keys = key_lens
+            .iter()
+            .try_fold(0usize, |sum, &n| sum.checked_add(n as usize))
+            .ok_or_else(|| invalid("key_lens overflow"))?;
+        // SAFETY: forwarded contract.
+        let keys = unsafe { bytes(keys, total_keys, "keys") }?;
+        // One snapshot for every key, so the values are consistent.
+        let snap = db.snapshot()?;
+        let mut at_key = 0usize;
+        let mut total = 0usize;
+        for (&key_len, out) in key_lens.iter().zip(value_lens.iter_mut()) {
+            let key = &keys[at_key..at_key + key_len as usize];
+            at_key += key_len as usize;
+            *out = snap.get_with(key, |v| match v {
+                None => TOONDB_ABSENT,
+                Some(v) => {
+                    let end = total.saturating_add(v.len());
+                    if end <= cap && !v.is_empty() {
+                        // SAFETY: `buf` holds `cap >= end` writable bytes,
+                        // disjoint from the engine's memory.
+                        unsafe {
+                            std::ptr::copy_nonoverlapping(v.as_ptr(), buf.add(total), v.len())
+                        };
+                    }
+                    total = end;
+                    i64::try_from(v.len()).unwrap_or(i64::MAX)
+                }
+            })?;
+        }
+        snap.release();
+        // SAFETY: checked non-NULL above.
+        unsafe { put_out(needed, total, "needed") }
     })
 }
 

@@ -134,17 +134,11 @@ pub unsafe extern "C" fn toondb_error_free(err: *mut ToondbError) {
 /// this version does not know. Static: never free it.
 #[no_mangle]
 pub extern "C" fn toondb_code_name(code: i32) -> *const c_char {
+    // The names are the engine's (`ErrorKind::code_c`), not a copy.
     let name: &'static std::ffi::CStr = match ErrorKind::from_numeric_code(code) {
         _ if code == TOONDB_OK => c"TOONDB_OK",
-        Some(ErrorKind::InvalidArgument) => c"TOONDB_INVALID_ARGUMENT",
-        Some(ErrorKind::Closed) => c"TOONDB_CLOSED",
-        Some(ErrorKind::Corruption) => c"TOONDB_CORRUPTION",
-        Some(ErrorKind::Locked) => c"TOONDB_LOCKED",
-        Some(ErrorKind::Io) => c"TOONDB_IO",
-        Some(ErrorKind::Conflict) => c"TOONDB_CONFLICT",
-        Some(ErrorKind::NotFound) => c"TOONDB_NOT_FOUND",
-        Some(ErrorKind::Internal) => c"TOONDB_INTERNAL",
-        _ => c"TOONDB_UNKNOWN",
+        Some(kind) => kind.code_c(),
+        None => c"TOONDB_UNKNOWN",
     };
     name.as_ptr()
 }

@@ -29,6 +29,7 @@ pub use db::*;
 pub use error::*;
 pub use iter::*;
 pub use options::*;
+pub use read::TOONDB_ABSENT;
 pub use txn::*;
 pub use util::toondb_buffer_free;
 

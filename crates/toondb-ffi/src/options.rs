@@ -61,13 +61,11 @@ impl ToondbOptions {
     }
 
     pub(crate) fn to_engine(self) -> Result<Options> {
-        let mut o = Options {
-            create_if_missing: self.create_if_missing,
-            error_if_exists: self.error_if_exists,
-            sync: self.sync,
-            auto_compaction: self.auto_compaction,
-            ..Options::default()
-        };
+        let mut o = Options::default()
+            .create_if_missing(self.create_if_missing)
+            .error_if_exists(self.error_if_exists)
+            .sync(self.sync)
+            .auto_compaction(self.auto_compaction);
         let size = |v: u64, min: u64, name: &str| -> Result<Option<usize>> {
             match v {
                 0 => Ok(None),

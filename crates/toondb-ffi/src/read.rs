@@ -4,8 +4,27 @@
 
 use toondb_storage::{Database, Snapshot, Transaction};
 
-use crate::error::Result;
+use crate::error::{guard, Result, ToondbError, TOONDB_OK};
 use crate::util::{into_buffer, put_opt, put_out};
+
+/// What the `*_get_buf` functions return for a key that does not exist.
+/// Other negative results are errors: `-1 - code` for a `TOONDB_*` code.
+pub const TOONDB_ABSENT: i64 = -1;
+
+/// Runs a `*_get_buf` body: its value length, or `-1 - code` on failure
+/// (with `*err` set as `guard` does).
+pub(crate) fn guard_len(err: *mut *mut ToondbError, body: impl FnOnce() -> Result<i64>) -> i64 {
+    let mut out = TOONDB_ABSENT;
+    let code = guard(err, || {
+        out = body()?;
+        Ok(())
+    });
+    if code == TOONDB_OK {
+        out
+    } else {
+        -1 - i64::from(code)
+    }
+}
 
 /// Anything that reads a key at some snapshot.
 pub(crate) enum Source<'a> {
@@ -48,6 +67,30 @@ impl Source<'_> {
             put_opt(found, hit);
         }
         Ok(())
+    }
+
+    /// The `*_get_buf` read: copies the value into `buf` when it fits in
+    /// `cap` bytes and returns its length (larger than `cap`: nothing was
+    /// copied, call again with a bigger buffer), or `TOONDB_ABSENT`.
+    ///
+    /// # Safety
+    /// `buf` is valid for `cap` bytes of writes (or NULL with `cap == 0`).
+    pub(crate) unsafe fn get_buf(&self, key: &[u8], buf: *mut u8, cap: usize) -> Result<i64> {
+        if buf.is_null() && cap > 0 {
+            return Err(crate::error::invalid("buf is NULL but cap is not 0"));
+        }
+        self.get_with(key, |v| match v {
+            None => TOONDB_ABSENT,
+            Some(v) => {
+                if v.len() <= cap && !v.is_empty() {
+                    // SAFETY: `buf` holds `cap >= v.len()` writable bytes and
+                    // cannot overlap the engine's memory.
+                    unsafe { std::ptr::copy_nonoverlapping(v.as_ptr(), buf, v.len()) };
+                }
+                // A value is at most MAX_VALUE_LEN bytes, far below i64::MAX.
+                i64::try_from(v.len()).unwrap_or(i64::MAX)
+            }
+        })
     }
 
     /// Copies up to `cap` bytes of the value into `buf`; `*value_len` gets

@@ -6,7 +6,7 @@ use toondb_storage::{Isolation, Snapshot, Transaction, TransactionOptions};
 
 use crate::db::{db_ref, ToondbDb};
 use crate::error::{guard, guard_value, invalid, ToondbError};
-use crate::read::Source;
+use crate::read::{guard_len, Source};
 use crate::util::{bytes, handle, put_opt, put_out, sync_arg};
 
 /// Snapshot isolation: a commit fails with TOONDB_CONFLICT when another
@@ -100,6 +100,26 @@ pub unsafe extern "C" fn toondb_txn_get(
                 found,
             )
         }
+    })
+}
+
+/// Reads `key` (the transaction's own write if it made one, else its
+/// snapshot) into the caller's buffer; returns as `toondb_get_buf` does.
+///
+/// # Safety
+/// As for `toondb_get_buf`, with a live `txn`.
+#[no_mangle]
+pub unsafe extern "C" fn toondb_txn_get_buf(
+    txn: *const ToondbTxn,
+    key: *const u8,
+    key_len: usize,
+    buf: *mut u8,
+    cap: usize,
+    err: *mut *mut ToondbError,
+) -> i64 {
+    guard_len(err, || {
+        // SAFETY: forwarded contract.
+        unsafe { Source::Txn(txn_ref(txn)?).get_buf(bytes(key, key_len, "key")?, buf, cap) }
     })
 }
 
@@ -260,6 +280,26 @@ pub unsafe extern "C" fn toondb_snapshot_get(
                 found,
             )
         }
+    })
+}
+
+/// Reads `key` as of the snapshot into the caller's buffer; returns as
+/// `toondb_get_buf` does.
+///
+/// # Safety
+/// As for `toondb_get_buf`, with a live `snap`.
+#[no_mangle]
+pub unsafe extern "C" fn toondb_snapshot_get_buf(
+    snap: *const ToondbSnapshot,
+    key: *const u8,
+    key_len: usize,
+    buf: *mut u8,
+    cap: usize,
+    err: *mut *mut ToondbError,
+) -> i64 {
+    guard_len(err, || {
+        // SAFETY: forwarded contract.
+        unsafe { Source::Snapshot(snap_ref(snap)?).get_buf(bytes(key, key_len, "key")?, buf, cap) }
     })
 }
 

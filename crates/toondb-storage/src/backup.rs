@@ -44,6 +44,7 @@ pub const BACKUP_MARKER: &str = "BACKUP-PENDING";
 
 /// What [`Database::backup`](crate::Database::backup) did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BackupReport {
     /// The commit timestamp the copy holds exactly (every commit at or
     /// below it, nothing newer).

@@ -21,6 +21,7 @@ pub struct WriteBatch {
 
 /// One operation of a batch, borrowed from its encoding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BatchOp<'a> {
     pub kind: ValueKind,
     pub key: &'a [u8],

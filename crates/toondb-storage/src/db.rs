@@ -97,7 +97,12 @@ impl Database {
                 handles: 1,
             },
         );
-        Ok(Database::handle(engine, sync))
+        drop(open);
+        let db = Database::handle(engine, sync);
+        // Table drops a crash interrupted (columnar/catalog.rs). A failure
+        // drops (closes) the handle.
+        db.purge_dropped_tables()?;
+        Ok(db)
     }
 
     fn handle(engine: Arc<Engine>, sync: bool) -> Database {
@@ -119,7 +124,10 @@ impl Database {
         Ok(())
     }
 
-    /// The value of `key`, or `None`.
+    /// The value of `key`, or `None`. Keys in the reserved range of
+    /// columnar tables (`columnar::RESERVED_PREFIX`) are `InvalidArgument`,
+    /// as for writes (and here, `get_with`, `get_many`, and on snapshots
+    /// and transactions).
     pub fn get(&self, key: impl AsRef<[u8]>) -> Result<Option<Vec<u8>>> {
         self.get_with(key, |v| v.map(<[u8]>::to_vec))
     }
@@ -132,6 +140,7 @@ impl Database {
     ) -> Result<R> {
         self.check_open()?;
         crate::key::check_key(key.as_ref())?;
+        crate::columnar::check_user_key(key.as_ref())?;
         let (ts, state) = self.engine.read_view();
         state.get_with(key.as_ref(), ts, f)
     }
@@ -145,6 +154,7 @@ impl Database {
         keys.iter()
             .map(|k| {
                 crate::key::check_key(k.as_ref())?;
+                crate::columnar::check_user_key(k.as_ref())?;
                 state.get_with(k.as_ref(), snapshot, |v| v.map(<[u8]>::to_vec))
             })
             .collect()

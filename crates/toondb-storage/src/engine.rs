@@ -107,6 +107,9 @@ impl Engine {
             bg_error: Mutex::new(None),
             maintenance: Mutex::new(MaintenanceState {
                 flushed_id: parts.flushed_id,
+                // Busy until the thread first finds nothing to do: an open
+                // may leave it a flush or a compaction it has not picked yet.
+                busy: true,
                 ..MaintenanceState::default()
             }),
             work_ready: Condvar::new(),

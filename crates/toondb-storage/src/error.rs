@@ -56,17 +56,23 @@ impl ErrorKind {
     }
 
     /// The stable name: the Node binding's `err.code`, the Python binding's
-    /// `ToondbError.code`, and the C ABI's `toondb_error_code_name`.
+    /// `ToondbError.code`, and the C ABI's `toondb_code_name`.
     pub fn code(self) -> &'static str {
+        // The names are ASCII literals, so this never falls back.
+        self.code_c().to_str().unwrap_or("TOONDB_INTERNAL")
+    }
+
+    /// `code()` NUL-terminated, for the C ABI (the one list of names).
+    pub const fn code_c(self) -> &'static std::ffi::CStr {
         match self {
-            ErrorKind::InvalidArgument => "TOONDB_INVALID_ARGUMENT",
-            ErrorKind::Closed => "TOONDB_CLOSED",
-            ErrorKind::Corruption => "TOONDB_CORRUPTION",
-            ErrorKind::Locked => "TOONDB_LOCKED",
-            ErrorKind::Io => "TOONDB_IO",
-            ErrorKind::Conflict => "TOONDB_CONFLICT",
-            ErrorKind::NotFound => "TOONDB_NOT_FOUND",
-            ErrorKind::Internal => "TOONDB_INTERNAL",
+            ErrorKind::InvalidArgument => c"TOONDB_INVALID_ARGUMENT",
+            ErrorKind::Closed => c"TOONDB_CLOSED",
+            ErrorKind::Corruption => c"TOONDB_CORRUPTION",
+            ErrorKind::Locked => c"TOONDB_LOCKED",
+            ErrorKind::Io => c"TOONDB_IO",
+            ErrorKind::Conflict => c"TOONDB_CONFLICT",
+            ErrorKind::NotFound => c"TOONDB_NOT_FOUND",
+            ErrorKind::Internal => c"TOONDB_INTERNAL",
         }
     }
 }

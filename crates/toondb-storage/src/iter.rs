@@ -15,7 +15,7 @@ use crate::key::{Timestamp, ValueKind};
 use crate::lsm::NUM_LEVELS;
 use crate::memtable::MemKey;
 use crate::merge::{Cursor, LevelCursor, MergeIter};
-use crate::sstable::TableIter;
+use crate::sstable::{Readahead, TableIter};
 
 /// Which keys a scan visits, in which direction, and how many.
 /// `#[non_exhaustive]`: build with `ScanOptions::default()`, `prefix`,
@@ -172,6 +172,8 @@ pub struct Scan {
     jump: Option<Bound<Vec<u8>>>,
     /// Plain scans skip the reserved key range (columnar tables).
     hide_reserved: bool,
+    /// Reads ahead of the table iterators of every batch, within bounds.
+    readahead: Readahead,
     returned: usize,
     done: bool,
 }
@@ -188,6 +190,7 @@ impl Scan {
         snapshot: Timestamp,
         options: ScanOptions,
     ) -> Self {
+        let readahead = Readahead::new(options.lower.clone(), options.upper.clone());
         Scan {
             engine,
             state,
@@ -196,6 +199,7 @@ impl Scan {
             resume: None,
             jump: None,
             hide_reserved: false,
+            readahead,
             returned: 0,
             done: false,
         }
@@ -368,7 +372,8 @@ impl Scan {
             ));
         }
         for file in levels.level(0) {
-            let mut c = Cursor::Table(TableIter::new(file.table()?));
+            let it = TableIter::new(file.table()?).with_readahead(self.readahead.clone());
+            let mut c = Cursor::Table(it);
             c.seek(start, reverse)?;
             cursors.push(c);
         }
@@ -376,7 +381,8 @@ impl Scan {
             if levels.level(n).is_empty() {
                 continue;
             }
-            let mut c = Cursor::Level(LevelCursor::new(levels.level(n)));
+            let level = LevelCursor::new(levels.level(n)).with_readahead(self.readahead.clone());
+            let mut c = Cursor::Level(level);
             c.seek(start, reverse)?;
             cursors.push(c);
         }

@@ -17,7 +17,7 @@ use crate::error::Result;
 use crate::key::{compare_versions, Timestamp, ValueKind};
 use crate::lsm::TableFile;
 use crate::memtable::MemKey;
-use crate::sstable::TableIter;
+use crate::sstable::{Readahead, TableIter};
 
 type MemRange<'a> = Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>;
 
@@ -135,6 +135,8 @@ pub(crate) struct LevelCursor<'a> {
     idx: usize,
     iter: Option<TableIter>,
     fill_cache: bool,
+    /// Given to every table iterator it opens.
+    readahead: Option<Readahead>,
 }
 
 impl<'a> LevelCursor<'a> {
@@ -145,6 +147,7 @@ impl<'a> LevelCursor<'a> {
             idx: 0,
             iter: None,
             fill_cache: true,
+            readahead: None,
         }
     }
 
@@ -157,11 +160,27 @@ impl<'a> LevelCursor<'a> {
         }
     }
 
+    /// This cursor, its table iterators reading ahead in `readahead`'s runs.
+    pub fn with_readahead(mut self, readahead: Readahead) -> LevelCursor<'a> {
+        self.readahead = Some(readahead);
+        self
+    }
+
     fn open(&mut self, idx: usize) -> Result<Option<&mut TableIter>> {
         self.idx = idx;
         self.iter = match self.tables.get(idx) {
-            Some(t) if self.fill_cache => Some(TableIter::new(t.table()?)),
-            Some(t) => Some(TableIter::without_cache_fill(t.table()?)),
+            Some(t) => {
+                let table = t.table()?;
+                let it = if self.fill_cache {
+                    TableIter::new(table)
+                } else {
+                    TableIter::without_cache_fill(table)
+                };
+                Some(match &self.readahead {
+                    Some(ra) => it.with_readahead(ra.clone()),
+                    None => it,
+                })
+            }
             None => None,
         };
         Ok(self.iter.as_mut())

@@ -7,7 +7,21 @@ use crate::io::{FileSystem, OsFileSystem};
 use crate::sstable::Compression;
 
 /// How a database is opened. `Options::default()` is what `Database::open` uses.
+///
+/// `#[non_exhaustive]`, so adding an option is not a breaking change: from
+/// outside this crate, start from `Options::default()` and set fields with
+/// the chainable setters (one per field, named after it) or by assigning to
+/// the fields of a `let mut` binding:
+///
+/// ```
+/// use toondb_storage::Options;
+/// let options = Options::default().memtable_size(8 << 10).sync(true);
+/// let mut other = Options::default();
+/// other.auto_compaction = false;
+/// # let _ = (options, other);
+/// ```
 #[derive(Clone)]
+#[non_exhaustive]
 pub struct Options {
     /// Create the directory and an empty database when none exists (default true).
     pub create_if_missing: bool,
@@ -112,6 +126,47 @@ impl Default for Options {
             max_open_files: 1000,
         }
     }
+}
+
+/// One chainable setter per field: `Options::default().sync(true)`.
+macro_rules! setters {
+    ($($name:ident: $ty:ty,)*) => {
+        impl Options {
+            $(
+                #[doc = concat!("Sets [`Options::", stringify!($name), "`].")]
+                #[must_use]
+                pub fn $name(mut self, value: $ty) -> Self {
+                    self.$name = value;
+                    self
+                }
+            )*
+        }
+    };
+}
+
+setters! {
+    create_if_missing: bool,
+    error_if_exists: bool,
+    sync: bool,
+    memtable_size: usize,
+    wal_size_limit: u64,
+    max_immutable_memtables: usize,
+    block_size: usize,
+    compression: Compression,
+    bloom_bits_per_key: u32,
+    commit_queue_len: usize,
+    auto_compaction: bool,
+    l0_compaction_trigger: usize,
+    l0_slowdown_writes: usize,
+    l0_stop_writes: usize,
+    pending_compaction_bytes_slowdown: u64,
+    pending_compaction_bytes_stop: u64,
+    target_file_size: u64,
+    level_base_bytes: u64,
+    level_size_ratio: u64,
+    fs: Arc<dyn FileSystem>,
+    cache_size: usize,
+    max_open_files: usize,
 }
 
 impl Options {

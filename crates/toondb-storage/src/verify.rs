@@ -21,6 +21,7 @@ use crate::wal::{parse_segment_name, replay};
 
 /// What [`Database::verify`](crate::Database::verify) checked and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct VerifyReport {
     /// Table files checked, their data blocks, and their bytes.
     pub tables: u64,
@@ -71,9 +72,9 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
                 "table {name}: holds a different key range than the manifest records"
             ));
         }
-        // The index (and filter) are checked on first use: a damaged one is
+        // The index and filter are checked on first use: a damaged one is
         // a problem here too.
-        let blocks = match table.block_count() {
+        let blocks = match table.load_meta().and_then(|()| table.block_count()) {
             Ok(n) => n,
             Err(e) => {
                 report

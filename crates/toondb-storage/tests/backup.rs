@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,15 +20,13 @@ use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, ErrorKind, Options, Result, ScanOptions, Timestamp, WriteBatch};
 
 fn tiny() -> Options {
-    Options {
-        memtable_size: 8 << 10,
-        block_size: 256,
-        target_file_size: 4 << 10,
-        level_base_bytes: 16 << 10,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(8 << 10)
+        .block_size(256)
+        .target_file_size(4 << 10)
+        .level_base_bytes(16 << 10)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
 }
 
 fn all(db: &Database) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -78,10 +76,12 @@ fn backup_under_concurrent_writes_holds_exactly_one_timestamp() {
     let src = dir.path().join("src");
     let db = Arc::new(Database::open_with(&src, tiny()).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
+    let written = Arc::new(AtomicU64::new(0));
     let writers: Vec<_> = (0..4u32)
         .map(|w| {
             let db = db.clone();
             let stop = stop.clone();
+            let written = written.clone();
             std::thread::spawn(move || {
                 let mut log: Vec<Logged> = Vec::new();
                 let mut i = 0u32;
@@ -104,6 +104,7 @@ fn backup_under_concurrent_writes_holds_exactly_one_timestamp() {
                     }
                     let ts = db.write(batch).unwrap();
                     log.push((ts, ops));
+                    written.fetch_add(1, Ordering::Relaxed);
                     i += 1;
                 }
                 log
@@ -111,8 +112,14 @@ fn backup_under_concurrent_writes_holds_exactly_one_timestamp() {
         })
         .collect();
     let mut backups = Vec::new();
-    for n in 0..4 {
-        std::thread::sleep(Duration::from_millis(150));
+    for n in 0..4u64 {
+        // Spaced by the writers' progress, not by time: 400 more writes
+        // before each backup (so the counts asserted below always hold).
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while written.load(Ordering::Relaxed) < (n + 1) * 400 {
+            assert!(std::time::Instant::now() < deadline, "writers stalled");
+            std::thread::sleep(Duration::from_millis(5));
+        }
         let dest = dir.path().join(format!("backup{n}"));
         let report = db.backup(&dest).unwrap();
         backups.push((dest, report));
@@ -154,7 +161,10 @@ fn backup_under_concurrent_writes_holds_exactly_one_timestamp() {
 fn backup_never_modifies_source_files() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let db = Database::open_with(&src, tiny()).unwrap();
+    // A background compaction could delete linked source tables before the
+    // source is listed below (the copy is compacted manually instead).
+    let no_auto = tiny().auto_compaction(false);
+    let db = Database::open_with(&src, no_auto).unwrap();
     for i in 0..3000u32 {
         db.put(format!("k{i:05}"), format!("v{i}-{}", "y".repeat(40)))
             .unwrap();
@@ -298,10 +308,7 @@ impl WriteHook for NoLinks {
 fn backup_copies_when_links_are_unsupported() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(NoLinks)),
-        ..tiny()
-    };
+    let options = tiny().fs(Arc::new(WrappedFs::os(NoLinks)));
     let db = Database::open_with(&src, options).unwrap();
     for i in 0..2000u32 {
         db.put(format!("k{i:05}"), format!("v{i}")).unwrap();
@@ -339,10 +346,7 @@ impl WriteHook for FailInDest {
 fn a_failed_backup_leaves_the_destination_empty_and_the_source_intact() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("src");
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(FailInDest)),
-        ..tiny()
-    };
+    let options = tiny().fs(Arc::new(WrappedFs::os(FailInDest)));
     let db = Database::open_with(&src, options).unwrap();
     for i in 0..2000u32 {
         db.put(format!("k{i:05}"), format!("v{i}")).unwrap();
@@ -376,7 +380,10 @@ fn a_failed_backup_leaves_the_destination_empty_and_the_source_intact() {
 fn verify_reads_every_block_and_catches_a_flipped_byte() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("db");
-    let db = Database::open_with(&src, tiny()).unwrap();
+    // No background compaction: the table picked from the listing below
+    // must stay live while it is damaged and verified.
+    let options = tiny().auto_compaction(false);
+    let db = Database::open_with(&src, options).unwrap();
     for i in 0..2000u32 {
         db.put(format!("k{i:05}"), format!("v{i}-{}", "z".repeat(30)))
             .unwrap();

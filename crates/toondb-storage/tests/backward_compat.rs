@@ -138,6 +138,19 @@ fn table_magics(dir: &Path) -> Vec<[u8; 8]> {
         .collect()
 }
 
+/// Waits until the maintenance thread has nothing left to do.
+fn wait_idle(db: &Database) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let s = db.stats();
+        if !s.maintenance_busy && s.immutable_memtables == 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "still busy: {s:?}");
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 fn fixture_dir() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/v1-db")
 }
@@ -169,12 +182,10 @@ fn v1_fixture_opens_reads_and_takes_new_tables() {
     let mut model = expected_v1();
     // New tables are written compressed, so one database mixes v1 tables,
     // uncompressed reads and LZ4 blocks.
-    let options = Options {
-        compression: Compression::Lz4,
+    let options = Options::default()
+        .compression(Compression::Lz4)
         // The v1 tables stay as they are (a compaction would rewrite them).
-        auto_compaction: false,
-        ..Options::default()
-    };
+        .auto_compaction(false);
     assert_eq!(table_magics(&dir), vec![*b"TOONSST1"; 2]);
     {
         let db = Database::open_with(&dir, options.clone()).unwrap();
@@ -220,22 +231,25 @@ fn v1_fixture_compacts_into_v2_and_keeps_every_view() {
         let dir = tmp.path().join("db");
         copy_dir(&fixture_dir(), &dir);
         let mut model = expected_v1();
-        let options = Options {
-            compression: Compression::Zstd,
-            l0_compaction_trigger: trigger,
-            target_file_size: 2 << 10,
-            level_base_bytes: 4 << 10,
-            level_size_ratio: 2,
-            block_size: 512,
-            ..Options::default()
-        };
+        let options = Options::default()
+            .compression(Compression::Zstd)
+            .l0_compaction_trigger(trigger)
+            .target_file_size(2 << 10)
+            .level_base_bytes(4 << 10)
+            .level_size_ratio(2)
+            .block_size(512);
         {
             let db = Database::open_with(&dir, options.clone()).unwrap();
             check(&db, &model);
             let snap = db.snapshot().unwrap();
             let at_open = model.clone();
             db.flush().unwrap();
-            std::thread::sleep(std::time::Duration::from_millis(200));
+            // Whatever automatic compaction the flush leads to has run (was
+            // a 200 ms sleep: on a loaded machine, maybe none had).
+            wait_idle(&db);
+            // Three level-0 tables (two v1, one flushed): past triggers 1 and 2.
+            let s = db.stats();
+            assert!(trigger > 3 || s.compactions > 0, "trigger {trigger}: {s:?}");
             check(&db, &model);
             let mut more = Vec::new();
             for i in (0..400).step_by(3) {

@@ -119,24 +119,12 @@ fn bad_input_and_options_are_clear_errors() {
         ErrorKind::InvalidArgument
     );
     assert_eq!(db.get("").unwrap_err().kind(), ErrorKind::InvalidArgument);
-    let err = Database::open_with(
-        dir.path(),
-        Options {
-            error_if_exists: true,
-            ..Options::default()
-        },
-    )
-    .unwrap_err();
+    let err =
+        Database::open_with(dir.path(), Options::default().error_if_exists(true)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidArgument);
     let missing = dir.path().join("nope");
-    let err = Database::open_with(
-        &missing,
-        Options {
-            create_if_missing: false,
-            ..Options::default()
-        },
-    )
-    .unwrap_err();
+    let err =
+        Database::open_with(&missing, Options::default().create_if_missing(false)).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NotFound);
     db.close().unwrap();
     assert_eq!(db.put("k", "v").unwrap_err().kind(), ErrorKind::Closed);
@@ -146,10 +134,7 @@ fn bad_input_and_options_are_clear_errors() {
 #[test]
 fn small_memtables_rotate_flush_and_drop_old_wal_segments() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        memtable_size: 16 << 10,
-        ..Options::default()
-    };
+    let options = Options::default().memtable_size(16 << 10);
     {
         let db = Database::open_with(dir.path(), options.clone()).unwrap();
         for i in 0..5000u32 {

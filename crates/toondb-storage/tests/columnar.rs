@@ -397,12 +397,7 @@ fn tables_survive_reopen_and_drop_removes_data() -> Result<()> {
 #[test]
 fn compaction_drops_deleted_rows() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(
-        dir.path(),
-        Options {
-            ..Options::default()
-        },
-    )?;
+    let db = Database::open_with(dir.path(), Options::default())?;
     let t = db.create_table("events", schema())?;
     let rows: Vec<Vec<Value>> = (0..20_000).map(row).collect();
     for c in rows.chunks(4000) {
@@ -492,6 +487,46 @@ fn reserved_keys_are_rejected_and_hidden() -> Result<()> {
         n += b.len();
     }
     assert_eq!(n, 4);
+    Ok(())
+}
+
+/// Point reads of a key in the reserved range fail like writes do (they
+/// would otherwise return a raw cell or catalog entry); keys just outside
+/// it read normally.
+#[test]
+fn plain_point_reads_of_reserved_keys_are_rejected() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path())?;
+    let t = db.create_table("events", schema())?;
+    t.upsert(&db, &[row(1)])?;
+    db.put(b"\xff\x00", b"below")?;
+    db.put(b"\xff\x00\x02", b"above")?;
+    // The catalog entry of "events" exists under the reserved prefix.
+    let catalog = b"\xff\x00\x01Cevents".to_vec();
+    let invalid = |r: Result<Option<Vec<u8>>>| {
+        let e = r.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidArgument, "{e}");
+        assert!(e.message().contains("reserved"), "{e}");
+    };
+    for key in [catalog.clone(), b"\xff\x00\x01".to_vec()] {
+        invalid(db.get(&key));
+        invalid(db.get_with(&key, |v| v.map(<[u8]>::to_vec)));
+        let many = db.get_many(&[b"\xff\x00".to_vec(), key.clone()]);
+        assert_eq!(many.unwrap_err().kind(), ErrorKind::InvalidArgument);
+        invalid(db.snapshot()?.get(&key));
+        let txn = db.transaction()?;
+        t.upsert_in(&txn, &[row(2)])?;
+        invalid(txn.get(&key));
+        txn.rollback()?;
+    }
+    assert_eq!(db.get(b"\xff\x00")?, Some(b"below".to_vec()));
+    assert_eq!(db.get(b"\xff\x00\x02")?, Some(b"above".to_vec()));
+    assert_eq!(
+        db.snapshot()?.get(b"\xff\x00\x02")?,
+        Some(b"above".to_vec())
+    );
+    // The table itself still reads its cells.
+    assert!(t.get(&db, &Value::I64(1), None)?.is_some());
     Ok(())
 }
 

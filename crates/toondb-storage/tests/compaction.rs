@@ -15,15 +15,13 @@ use toondb_storage::{Database, Error, ErrorKind, Options, Result, ScanOptions};
 
 /// Small enough that a few thousand writes fill several levels.
 fn tiny() -> Options {
-    Options {
-        memtable_size: 4 << 10,
-        block_size: 256,
-        target_file_size: 2 << 10,
-        level_base_bytes: 8 << 10,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(4 << 10)
+        .block_size(256)
+        .target_file_size(2 << 10)
+        .level_base_bytes(8 << 10)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
 }
 
 fn key(i: u32) -> Vec<u8> {
@@ -57,16 +55,24 @@ fn sst_files(dir: &Path) -> Vec<String> {
     v
 }
 
-/// Waits until automatic compaction has nothing left to do.
+/// Waits until automatic compaction has nothing left to do: the
+/// maintenance thread idle with no sealed memtable (so nothing is picked or
+/// running; a level right at its target can still be picked with no
+/// pending bytes), and level 0 and the pending bytes under their triggers.
 fn settle(db: &Database) {
-    for _ in 0..500 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
         let s = db.stats();
-        if s.pending_compaction_bytes == 0 && s.levels[0].tables < 2 {
+        let idle = !s.maintenance_busy && s.immutable_memtables == 0;
+        if idle && s.pending_compaction_bytes == 0 && s.levels[0].tables < 2 {
             return;
         }
-        std::thread::sleep(Duration::from_millis(10));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction did not settle: {s:?}"
+        );
+        std::thread::sleep(Duration::from_millis(2));
     }
-    panic!("compaction did not settle: {:?}", db.stats());
 }
 
 /// A tiny deterministic generator (xorshift), so failures reproduce.
@@ -156,6 +162,9 @@ fn model_with_held_snapshots_across_compactions() {
         db.close().unwrap();
         let db = Database::open_with(dir.path(), tiny()).unwrap();
         assert_eq!(all(&db), model_vec(&model));
+        // Listed once idle: a compaction the reopen starts creates files
+        // before its manifest edit lists them.
+        settle(&db);
         assert_eq!(sst_files(dir.path()).len() as u64, db.stats().tables);
     }
 }
@@ -222,20 +231,14 @@ fn data_moves_through_several_levels_and_survives_reopen() {
         "levels rebuilt from the manifest"
     );
     assert_eq!(all(&db), model_vec(&model));
+    settle(&db);
     assert_eq!(sst_files(dir.path()).len() as u64, db.stats().tables);
 }
 
 #[test]
 fn compaction_reclaims_overwritten_and_deleted_space() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(
-        dir.path(),
-        Options {
-            auto_compaction: false,
-            ..tiny()
-        },
-    )
-    .unwrap();
+    let db = Database::open_with(dir.path(), tiny().auto_compaction(false)).unwrap();
     for i in 0..1000 {
         db.put(key(i), value(i, 0)).unwrap();
     }
@@ -323,14 +326,7 @@ fn long_held_snapshot_and_transaction_keep_their_view() {
 #[test]
 fn a_scan_keeps_its_view_and_its_files_until_dropped() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(
-        dir.path(),
-        Options {
-            auto_compaction: false,
-            ..tiny()
-        },
-    )
-    .unwrap();
+    let db = Database::open_with(dir.path(), tiny().auto_compaction(false)).unwrap();
     for i in 0..500 {
         db.put(key(i), value(i, 0)).unwrap();
     }
@@ -461,11 +457,9 @@ fn a_failed_compaction_leaves_the_database_readable_and_usable() {
     for fail_sync in [false, true] {
         let dir = tempfile::tempdir().unwrap();
         let faults = Arc::new(TableFaults::default());
-        let options = Options {
-            auto_compaction: false,
-            fs: Arc::new(WrappedFs::os(FaultHook(faults.clone()))),
-            ..tiny()
-        };
+        let options = tiny()
+            .auto_compaction(false)
+            .fs(Arc::new(WrappedFs::os(FaultHook(faults.clone()))));
         let db = Database::open_with(dir.path(), options.clone()).unwrap();
         let mut model = BTreeMap::new();
         for round in 0..3 {
@@ -516,14 +510,12 @@ fn writers_stalled_on_failing_compaction_get_the_error_not_a_hang() {
     let db = Arc::new(
         Database::open_with(
             dir.path(),
-            Options {
-                l0_compaction_trigger: 2,
-                l0_slowdown_writes: 2,
-                l0_stop_writes: 3,
-                target_file_size: 1 << 20,
-                fs: Arc::new(WrappedFs::os(FaultHook(faults.clone()))),
-                ..tiny()
-            },
+            tiny()
+                .l0_compaction_trigger(2)
+                .l0_slowdown_writes(2)
+                .l0_stop_writes(3)
+                .target_file_size(1 << 20)
+                .fs(Arc::new(WrappedFs::os(FaultHook(faults.clone())))),
         )
         .unwrap(),
     );
@@ -580,14 +572,12 @@ fn inconsistent_thresholds_do_not_stall_writes() {
     let db = Arc::new(
         Database::open_with(
             dir.path(),
-            Options {
-                l0_compaction_trigger: 8,
-                l0_slowdown_writes: 4,
-                l0_stop_writes: 1,
-                pending_compaction_bytes_slowdown: 1 << 20,
-                pending_compaction_bytes_stop: 1,
-                ..tiny()
-            },
+            tiny()
+                .l0_compaction_trigger(8)
+                .l0_slowdown_writes(4)
+                .l0_stop_writes(1)
+                .pending_compaction_bytes_slowdown(1 << 20)
+                .pending_compaction_bytes_stop(1),
         )
         .unwrap(),
     );
@@ -606,10 +596,7 @@ fn inconsistent_thresholds_do_not_stall_writes() {
 #[test]
 fn close_during_compaction_installs_nothing_half_done() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        auto_compaction: false,
-        ..tiny()
-    };
+    let options = tiny().auto_compaction(false);
     let db = Arc::new(Database::open_with(dir.path(), options.clone()).unwrap());
     let mut model = BTreeMap::new();
     for round in 0..4 {
@@ -619,11 +606,21 @@ fn close_during_compaction_installs_nothing_half_done() {
         }
         db.flush().unwrap();
     }
+    let before = sst_files(dir.path()).len();
     let compactor = {
         let db = db.clone();
         std::thread::spawn(move || db.compact())
     };
-    std::thread::sleep(Duration::from_millis(5));
+    // Close once the compaction is writing outputs (was a 5 ms sleep, which
+    // on a loaded machine could close before it started or after it ended).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while sst_files(dir.path()).len() <= before && !compactor.is_finished() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "compaction never started"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
     db.close().unwrap();
     match join_within(compactor, Duration::from_secs(20)) {
         Ok(()) => {}
@@ -703,12 +700,22 @@ fn reads_racing_compactions_never_go_back_in_time() {
             }
         }));
     }
-    std::thread::sleep(Duration::from_secs(3));
+    // At least 3 s, and until several compactions ran under the readers
+    // (a fixed 3 s could see none on a loaded machine).
+    let started = std::time::Instant::now();
+    while started.elapsed() < Duration::from_secs(3) || db.stats().compactions < 5 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "compactions stalled: {:?}",
+            db.stats()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     stop.store(true, Ordering::Relaxed);
     for t in threads {
         t.join().unwrap();
     }
-    assert!(db.stats().compactions > 0);
+    assert!(db.stats().compactions >= 5);
 }
 
 /// Fails the creation of manifest files while armed.
@@ -731,10 +738,11 @@ impl WriteHook for FailManifest {
 fn unlisted_table_files_are_deleted_only_once_the_new_manifest_is_durable() {
     let dir = tempfile::tempdir().unwrap();
     let fail = Arc::new(AtomicBool::new(false));
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(FailManifest(fail.clone()))),
-        ..tiny()
-    };
+    // The listings below compare files; a background compaction after the
+    // reopen would change them.
+    let options = tiny()
+        .fs(Arc::new(WrappedFs::os(FailManifest(fail.clone()))))
+        .auto_compaction(false);
     let db = Database::open_with(dir.path(), options.clone()).unwrap();
     for i in 0..500 {
         db.put(key(i), value(i, 0)).unwrap();
@@ -804,15 +812,15 @@ fn transactions_conflict_and_read_correctly_across_compactions() {
 #[test]
 fn a_flush_does_not_wait_for_a_long_compaction() {
     let dir = tempfile::tempdir().unwrap();
+    let gate = Arc::new(OutputGate::default());
     let db = Arc::new(
         Database::open_with(
             dir.path(),
-            Options {
-                auto_compaction: false,
-                memtable_size: 64 << 10,
-                target_file_size: 1024,
-                ..tiny()
-            },
+            tiny()
+                .auto_compaction(false)
+                .memtable_size(64 << 10)
+                .target_file_size(1024)
+                .fs(Arc::new(WrappedFs::os(GateHook(gate.clone())))),
         )
         .unwrap(),
     );
@@ -822,32 +830,108 @@ fn a_flush_does_not_wait_for_a_long_compaction() {
         }
     }
     db.flush().unwrap();
+    // Held between two outputs (the second table file it creates), the
+    // compaction cannot finish while the flush below runs: the outcome no
+    // longer depends on which thread the machine runs first.
+    gate.arm(2);
     let compactor = {
         let db = db.clone();
         std::thread::spawn(move || db.compact())
     };
-    // Wait until the compaction is writing outputs (new table files).
-    let before = sst_files(dir.path()).len();
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while sst_files(dir.path()).len() <= before && !compactor.is_finished() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "compaction never started"
-        );
+    gate.wait_held(2);
+    db.put(b"during", b"1").unwrap();
+    let flusher = {
+        let db = db.clone();
+        std::thread::spawn(move || db.flush())
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while db.stats().immutable_memtables == 0 {
+        assert!(std::time::Instant::now() < deadline, "flush never sealed");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let running = !compactor.is_finished();
-    db.put(b"during", b"1").unwrap();
-    db.flush().unwrap();
-    let overlapped = !compactor.is_finished();
+    // Let that output finish; the flush runs before the next one (table
+    // file 3), and the one after it (4) is held again.
+    gate.hold(4);
+    join_within(flusher, Duration::from_secs(20)).unwrap();
+    assert!(
+        !compactor.is_finished(),
+        "the compaction ended although it was held"
+    );
+    gate.wait_held(4);
+    gate.release();
     join_within(compactor, Duration::from_secs(60)).unwrap();
-    // On a very fast disk the compaction may end before the flush starts;
-    // then there is nothing to tell.
-    if running {
-        assert!(overlapped, "the flush waited for the whole compaction");
-    }
     assert_eq!(db.get(b"during").unwrap(), Some(b"1".to_vec()));
     assert_eq!(db.get(key(7)).unwrap(), Some(value(7, 1)));
+    let s = db.stats();
+    assert_eq!(
+        s.levels[0].tables, 1,
+        "the flushed table, beside the compaction's outputs"
+    );
+}
+
+/// Counts table-file creations once armed and holds the one numbered
+/// `hold` (1-based) until told otherwise: stops a compaction between two
+/// of its outputs.
+#[derive(Default)]
+struct OutputGate {
+    state: std::sync::Mutex<GateState>,
+    changed: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct GateState {
+    armed: bool,
+    created: usize,
+    hold: Option<usize>,
+}
+
+impl OutputGate {
+    fn arm(&self, hold: usize) {
+        let mut st = self.state.lock().unwrap();
+        (st.armed, st.created, st.hold) = (true, 0, Some(hold));
+    }
+    fn hold(&self, n: usize) {
+        self.state.lock().unwrap().hold = Some(n);
+        self.changed.notify_all();
+    }
+    fn release(&self) {
+        self.state.lock().unwrap().hold = None;
+        self.changed.notify_all();
+    }
+    /// Waits until creation `n` is being held.
+    fn wait_held(&self, n: usize) {
+        let st = self.state.lock().unwrap();
+        let (_st, timeout) = self
+            .changed
+            .wait_timeout_while(st, Duration::from_secs(20), |st| {
+                !(st.created == n && st.hold == Some(n))
+            })
+            .unwrap();
+        assert!(!timeout.timed_out(), "table file {n} was never created");
+    }
+}
+
+struct GateHook(Arc<OutputGate>);
+
+impl WriteHook for GateHook {
+    fn before_create(&self, path: &Path) -> Result<()> {
+        if path.extension().is_some_and(|e| e == "sst") {
+            let gate = &self.0;
+            let mut st = gate.state.lock().unwrap();
+            if st.armed {
+                st.created += 1;
+                let n = st.created;
+                gate.changed.notify_all();
+                while st.hold == Some(n) {
+                    st = gate.changed.wait(st).unwrap();
+                }
+            }
+        }
+        Ok(())
+    }
+    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
+    }
 }
 
 /// A rough cost check, not run by default:
@@ -859,13 +943,11 @@ fn fill_with_and_without_compaction() {
         let dir = tempfile::tempdir().unwrap();
         let db = Database::open_with(
             dir.path(),
-            Options {
-                auto_compaction: auto,
-                memtable_size: 1 << 20,
-                target_file_size: 1 << 20,
-                level_base_bytes: 4 << 20,
-                ..Options::default()
-            },
+            Options::default()
+                .auto_compaction(auto)
+                .memtable_size(1 << 20)
+                .target_file_size(1 << 20)
+                .level_base_bytes(4 << 20),
         )
         .unwrap();
         let started = std::time::Instant::now();
@@ -909,5 +991,40 @@ fn fill_with_and_without_compaction() {
                 );
             }
         }
+    }
+}
+
+/// `stats().maintenance_busy` is documented as false only while the
+/// maintenance thread has nothing to do; tests and callers wait for idle by
+/// it. Right after an open that leaves a compaction to run, it must not read
+/// false before the thread has even looked for work (it used to start out
+/// false, so a wait for idle could return before that compaction began).
+#[test]
+fn maintenance_reads_busy_from_open_until_it_has_nothing_left_to_do() {
+    for attempt in 0..20 {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // Level 0 past the trigger, left by a session that did not compact.
+            let db = Database::open_with(dir.path(), tiny().auto_compaction(false)).unwrap();
+            for round in 0..4 {
+                for i in 0..50 {
+                    db.put(key(i), value(i, round)).unwrap();
+                }
+                db.flush().unwrap();
+            }
+            assert!(db.stats().levels[0].tables >= 4);
+            db.close().unwrap();
+        }
+        let db = Database::open_with(dir.path(), tiny()).unwrap();
+        let s = db.stats();
+        // Not busy means the thread found nothing left to do, so the
+        // compaction the open left it has run (the counters are read after
+        // the flag).
+        assert!(
+            s.maintenance_busy || s.compactions + s.trivial_moves > 0,
+            "attempt {attempt}: idle reported before level 0 ({} tables) was compacted",
+            s.levels[0].tables
+        );
+        db.close().unwrap();
     }
 }

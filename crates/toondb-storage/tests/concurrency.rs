@@ -167,7 +167,7 @@ fn scan_all(db: &Database, options: ScanOptions, batch: usize) -> Vec<(Vec<u8>, 
     }
 }
 
-fn reader(db: &Database, stop: &AtomicBool, seed: usize) -> u64 {
+fn reader(db: &Database, stop: &AtomicBool, seed: usize, done: &AtomicU64) -> u64 {
     let mut seen = Seen { last: [0; WRITERS] };
     let mut rounds = 0u64;
     while !stop.load(Ordering::SeqCst) {
@@ -215,6 +215,7 @@ fn reader(db: &Database, stop: &AtomicBool, seed: usize) -> u64 {
             }
         }
         rounds += 1;
+        done.store(rounds, Ordering::SeqCst);
     }
     rounds
 }
@@ -223,10 +224,7 @@ fn reader(db: &Database, stop: &AtomicBool, seed: usize) -> u64 {
 fn batches_are_atomic_under_concurrent_writes_reads_and_flushes() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        memtable_size: 8 << 10,
-        ..Options::default()
-    };
+    let options = Options::default().memtable_size(8 << 10);
     let db = Arc::new(Database::open_with(dir.path(), options.clone()).unwrap());
     // A second handle shares the engine.
     let db2 = Arc::new(Database::open(dir.path()).unwrap());
@@ -248,10 +246,15 @@ fn batches_are_atomic_under_concurrent_writes_reads_and_flushes() {
             })
         })
         .collect();
+    let reader_rounds: Arc<Vec<AtomicU64>> = Arc::new((0..2).map(|_| AtomicU64::new(0)).collect());
     let readers: Vec<_> = (0..2)
         .map(|r| {
-            let (db, stop) = (if r == 0 { &db } else { &db2 }.clone(), stop.clone());
-            thread::spawn(move || reader(&db, &stop, r))
+            let (db, stop, rounds) = (
+                if r == 0 { &db } else { &db2 }.clone(),
+                stop.clone(),
+                reader_rounds.clone(),
+            );
+            thread::spawn(move || reader(&db, &stop, r, &rounds[r]))
         })
         .collect();
     let flusher = {
@@ -269,6 +272,12 @@ fn batches_are_atomic_under_concurrent_writes_reads_and_flushes() {
 
     for w in writers {
         w.join().unwrap();
+    }
+    // Each reader finishes a round before the stop (on a loaded machine a
+    // reader thread may not have been scheduled before the writers ended).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while reader_rounds.iter().any(|r| r.load(Ordering::SeqCst) == 0) && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(1));
     }
     stop.store(true, Ordering::SeqCst);
     let reads: Vec<u64> = readers.into_iter().map(|r| r.join().unwrap()).collect();

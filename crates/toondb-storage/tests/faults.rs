@@ -189,7 +189,7 @@ fn faulty(options: Options) -> (Options, Arc<Faults>) {
     let fs = Arc::new(WrappedFs::os(FaultyFs {
         faults: faults.clone(),
     }));
-    (Options { fs, ..options }, faults)
+    (options.fs(fs), faults)
 }
 
 fn key(i: usize) -> String {
@@ -237,10 +237,7 @@ fn assert_stopped_but_readable(db: &Database, acked: usize) {
 /// Reopens with the real file system and checks every acknowledged key,
 /// that the database takes writes again, and that they survive a reopen.
 fn reopen_healthy(dir: &Path, acked: usize) -> Database {
-    let options = Options {
-        memtable_size: 4096,
-        ..Options::default()
-    };
+    let options = Options::default().memtable_size(4096);
     let db = Database::open_with(dir, options.clone()).unwrap();
     for i in 0..acked {
         assert_eq!(db.get(key(i)).unwrap(), Some(value(i)), "{}", key(i));
@@ -266,10 +263,7 @@ fn reopen_healthy(dir: &Path, acked: usize) -> Database {
 #[test]
 fn failed_wal_sync_stops_writes_and_keeps_acknowledged_data() {
     let dir = tempfile::tempdir().unwrap();
-    let (options, faults) = faulty(Options {
-        sync: true,
-        ..Options::default()
-    });
+    let (options, faults) = faulty(Options::default().sync(true));
     let db = Database::open_with(dir.path(), options).unwrap();
     const ACKED: usize = 50;
     for i in 0..ACKED {
@@ -393,10 +387,7 @@ fn failed_wal_append_stops_writes_and_torn_record_is_dropped() {
 fn failed_table_write_during_flush_keeps_data_in_the_wal() {
     for op in [Op::Create, Op::Append, Op::Sync] {
         let dir = tempfile::tempdir().unwrap();
-        let (options, faults) = faulty(Options {
-            block_size: 256,
-            ..Options::default()
-        });
+        let (options, faults) = faulty(Options::default().block_size(256));
         let db = Database::open_with(dir.path(), options).unwrap();
         const ACKED: usize = 300;
         for i in 0..ACKED {
@@ -466,10 +457,7 @@ fn failed_wal_rotation_stops_writes_and_keeps_acknowledged_data() {
     // fsync before switching fails (writes themselves do not sync here).
     for op in [Op::Create, Op::Sync] {
         let dir = tempfile::tempdir().unwrap();
-        let (options, faults) = faulty(Options {
-            memtable_size: 4096,
-            ..Options::default()
-        });
+        let (options, faults) = faulty(Options::default().memtable_size(4096));
         let db = Database::open_with(dir.path(), options).unwrap();
         let mut acked = 0;
         let mut failed = false;

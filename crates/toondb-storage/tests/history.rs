@@ -873,12 +873,10 @@ fn record_history(seed: u64, per_thread: u64) -> (History, u64, u64, u64) {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_with(
         dir.path(),
-        Options {
-            memtable_size: 8 << 10,
+        Options::default()
+            .memtable_size(8 << 10)
             // Small blocks: a key's versions span blocks in a table.
-            block_size: 512,
-            ..Options::default()
-        },
+            .block_size(512),
     )
     .unwrap();
     // k0..k5 exist at the start; k6, k7 do not.

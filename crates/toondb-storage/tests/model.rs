@@ -131,11 +131,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn options() -> Options {
-    Options {
-        memtable_size: 2048,
-        block_size: 128,
-        ..Options::default()
-    }
+    Options::default().memtable_size(2048).block_size(128)
 }
 
 fn in_bounds(key: &[u8], o: &ScanOptions) -> bool {

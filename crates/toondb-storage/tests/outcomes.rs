@@ -15,14 +15,7 @@ use toondb_storage::{Database, ErrorKind, Options, Result};
 fn a_second_handles_sync_option_governs_its_own_writes() {
     let dir = tempfile::tempdir().unwrap();
     let relaxed = Database::open(dir.path()).unwrap();
-    let durable = Database::open_with(
-        dir.path(),
-        Options {
-            sync: true,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let durable = Database::open_with(dir.path(), Options::default().sync(true)).unwrap();
     let before = durable.stats().wal_syncs;
     durable.put("d", "1").unwrap();
     let after = durable.stats().wal_syncs;
@@ -140,14 +133,7 @@ fn creating_a_database_directory_syncs_its_parents() {
     let synced = Arc::new(Mutex::new(Vec::new()));
     let fs = Arc::new(WrappedFs::os(RecordDirSyncs(synced.clone())));
     let path = root_path.join("a").join("b").join("db");
-    let db = Database::open_with(
-        &path,
-        Options {
-            fs,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = Database::open_with(&path, Options::default().fs(fs)).unwrap();
     db.close().unwrap();
     let synced = synced.lock().unwrap().clone();
     for parent in [

@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tempfile::TempDir;
 use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
-use toondb_storage::{Database, DroppedTail, ErrorKind, Options, ScanOptions};
+use toondb_storage::{Database, ErrorKind, Options, ScanOptions};
 
 /// Holds every table file creation until released: an open's background
 /// flush of what it recovered waits, so a crash image taken meanwhile still
@@ -56,10 +56,7 @@ impl WriteHook for TableGate {
 /// Opens `dir` with table creation held by a new gate.
 fn open_with_tables_held(dir: &Path) -> (Database, TableGate) {
     let gate = TableGate::default();
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(gate.clone())),
-        ..Options::default()
-    };
+    let options = Options::default().fs(Arc::new(WrappedFs::os(gate.clone())));
     (Database::open_with(dir, options).unwrap(), gate)
 }
 
@@ -192,22 +189,24 @@ fn torn_last_record_is_dropped_at_every_kind_of_cut() {
         assert_eq!(file_len(&segment), full);
         truncate(&segment, last_start + cut);
 
-        let db = Database::open(copy.path()).unwrap();
+        // Held: the background flush of the recovered records would delete
+        // the replayed segment whose length is checked below.
+        let (db, gate) = open_with_tables_held(copy.path());
         let recovery = db.stats().recovery;
+        let tail = recovery
+            .dropped_tail
+            .as_ref()
+            .map(|t| (t.segment, t.offset, t.dropped_bytes, t.reason.as_str()));
         assert_eq!(
-            recovery.dropped_tail,
-            Some(DroppedTail {
-                segment: number,
-                offset: last_start,
-                dropped_bytes: cut,
-                reason: "truncated record".to_owned(),
-            }),
+            tail,
+            Some((number, last_start, cut, "truncated record")),
             "cut {cut}"
         );
         assert_eq!(recovery.records, (N - 1) as u64, "cut {cut}");
         check_keys(&db, N - 1, N);
         // The torn bytes are gone from the file, not just skipped.
         assert_eq!(file_len(&segment), last_start, "cut {cut}");
+        gate.release();
         db.close().unwrap();
     }
 }
@@ -404,15 +403,29 @@ fn torn_header_of_the_newest_segment_is_repaired() {
         let (segment, number) = last_segment(copy.path());
         assert_eq!(file_len(&segment), 16);
         truncate(&segment, len);
-        let db = Database::open(copy.path()).unwrap();
+        // Held: the background flush of the recovered records would delete
+        // the repaired segment, and the crash image below must replay it.
+        let (db, gate) = open_with_tables_held(copy.path());
         let tail = db.stats().recovery.dropped_tail.unwrap();
         assert_eq!(tail.reason, "torn segment header");
         assert_eq!((tail.segment, tail.dropped_bytes), (number, len));
         check_keys(&db, 10, 10);
         db.put(key(10), value(10)).unwrap();
+        // A crash now: the repaired segment is no longer the newest; it must
+        // be a valid (empty) segment rather than mid-log damage.
+        let crashed = copy_dir(copy.path());
+        gate.release();
         db.close().unwrap();
-        // The repaired segment is no longer the newest; it must now be a
-        // valid (empty) segment rather than mid-log damage.
+        let db = Database::open(crashed.path()).unwrap();
+        assert_eq!(db.stats().recovery.dropped_tail, None);
+        assert!(
+            db.stats().recovery.segments >= 3,
+            "{:?}",
+            db.stats().recovery
+        );
+        check_keys(&db, 11, 11);
+        db.close().unwrap();
+        // And after a clean close.
         let db = Database::open(copy.path()).unwrap();
         assert_eq!(db.stats().recovery.dropped_tail, None);
         check_keys(&db, 11, 11);
@@ -479,10 +492,7 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
 fn damaged_table_block_reads_as_corruption() {
     const KEYS: usize = 200;
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        block_size: 256,
-        ..Options::default()
-    };
+    let options = Options::default().block_size(256);
     {
         let db = Database::open_with(dir.path(), options.clone()).unwrap();
         for i in 0..KEYS {
@@ -576,10 +586,7 @@ fn damaged_table_block_reads_as_corruption() {
 fn every_byte_of_a_table_is_checked() {
     const KEYS: usize = 8;
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        block_size: 128,
-        ..Options::default()
-    };
+    let options = Options::default().block_size(128);
     {
         let db = Database::open_with(dir.path(), options.clone()).unwrap();
         for i in 0..KEYS {

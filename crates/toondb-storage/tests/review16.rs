@@ -97,10 +97,7 @@ fn power_cut_image(dir: &Path, durable: &Durable) -> tempfile::TempDir {
 fn a_closed_handle_s_acknowledged_writes_survive_a_power_cut_while_another_handle_is_open() {
     let dir = tempfile::tempdir().unwrap();
     let durable = Durable::default();
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(durable.clone())),
-        ..Options::default()
-    };
+    let options = Options::default().fs(Arc::new(WrappedFs::os(durable.clone())));
     // Say, the main thread's handle, open for the life of the process.
     let long_lived = Database::open_with(dir.path(), options.clone()).unwrap();
     // A worker's handle: writes, closes cleanly, reports "done".
@@ -129,10 +126,7 @@ fn a_closed_handle_s_acknowledged_writes_survive_a_power_cut_while_another_handl
 fn control_the_last_handle_s_close_makes_its_writes_durable() {
     let dir = tempfile::tempdir().unwrap();
     let durable = Durable::default();
-    let options = Options {
-        fs: Arc::new(WrappedFs::os(durable.clone())),
-        ..Options::default()
-    };
+    let options = Options::default().fs(Arc::new(WrappedFs::os(durable.clone())));
     let db = Database::open_with(dir.path(), options).unwrap();
     for i in 0..10 {
         db.put(format!("w{i}"), "v").unwrap();

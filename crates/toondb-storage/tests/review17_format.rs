@@ -74,14 +74,12 @@ fn odd_table_options_read_back() {
         (1 << 20, Compression::Zstd, 10),
     ] {
         check(
-            Options {
-                block_size,
-                compression,
-                bloom_bits_per_key: bloom,
-                memtable_size: 64 << 10,
-                target_file_size: 4 << 10,
-                ..Options::default()
-            },
+            Options::default()
+                .block_size(block_size)
+                .compression(compression)
+                .bloom_bits_per_key(bloom)
+                .memtable_size(64 << 10)
+                .target_file_size(4 << 10),
             &format!("{block_size}/{compression:?}/{bloom}"),
         );
     }

@@ -125,15 +125,13 @@ impl FileSystem for KillFs {
 }
 
 fn tiny() -> Options {
-    Options {
-        memtable_size: 2 << 10,
-        block_size: 256,
-        target_file_size: 1 << 10,
-        level_base_bytes: 4 << 10,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(2 << 10)
+        .block_size(256)
+        .target_file_size(1 << 10)
+        .level_base_bytes(4 << 10)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -202,14 +200,8 @@ fn kill_at_every_step_loses_nothing_acknowledged() {
             at: u64::MAX,
             dead: AtomicBool::new(false),
         });
-        let db = Database::open_with(
-            dir.path(),
-            Options {
-                fs: Arc::new(KillFs(kill.clone())),
-                ..tiny()
-            },
-        )
-        .unwrap();
+        let db =
+            Database::open_with(dir.path(), tiny().fs(Arc::new(KillFs(kill.clone())))).unwrap();
         workload(&db, 99);
         db.close().unwrap();
         kill.steps.load(Ordering::SeqCst)
@@ -231,21 +223,16 @@ fn kill_at_every_step_loses_nothing_acknowledged() {
             at,
             dead: AtomicBool::new(false),
         });
-        let (model, unknown) = match Database::open_with(
-            dir.path(),
-            Options {
-                fs: Arc::new(KillFs(kill.clone())),
-                ..tiny()
-            },
-        ) {
-            Ok(db) => {
-                let r = workload(&db, 99);
-                let _ = db.close();
-                drop(db);
-                r
-            }
-            Err(_) => (BTreeMap::new(), None),
-        };
+        let (model, unknown) =
+            match Database::open_with(dir.path(), tiny().fs(Arc::new(KillFs(kill.clone())))) {
+                Ok(db) => {
+                    let r = workload(&db, 99);
+                    let _ = db.close();
+                    drop(db);
+                    r
+                }
+                Err(_) => (BTreeMap::new(), None),
+            };
         let db = Database::open_with(dir.path(), tiny())
             .unwrap_or_else(|e| panic!("reopen after kill at step {at}/{total}: {e}"));
         let got: BTreeMap<Vec<u8>, Vec<u8>> = db

@@ -219,16 +219,14 @@ impl FileSystem for KillFs {
 }
 
 fn tiny() -> Options {
-    Options {
-        memtable_size: 2 << 10,
-        block_size: 256,
-        target_file_size: 1 << 10,
-        level_base_bytes: 4 << 10,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        sync: true,
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(2 << 10)
+        .block_size(256)
+        .target_file_size(1 << 10)
+        .level_base_bytes(4 << 10)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
+        .sync(true)
 }
 
 fn key(i: u64) -> Vec<u8> {
@@ -295,14 +293,8 @@ fn power_cut_at_every_step_loses_nothing_acknowledged() {
     let total = {
         let dir = tempfile::tempdir().unwrap();
         let kill = Arc::new(Kill::new(u64::MAX));
-        let db = Database::open_with(
-            dir.path(),
-            Options {
-                fs: Arc::new(KillFs(kill.clone())),
-                ..tiny()
-            },
-        )
-        .unwrap();
+        let db =
+            Database::open_with(dir.path(), tiny().fs(Arc::new(KillFs(kill.clone())))).unwrap();
         workload(&db, 99);
         db.close().unwrap();
         kill.steps.load(Ordering::SeqCst)
@@ -319,21 +311,16 @@ fn power_cut_at_every_step_loses_nothing_acknowledged() {
     while at < total {
         let dir = tempfile::tempdir().unwrap();
         let kill = Arc::new(Kill::new(at));
-        let (model, unknown) = match Database::open_with(
-            dir.path(),
-            Options {
-                fs: Arc::new(KillFs(kill.clone())),
-                ..tiny()
-            },
-        ) {
-            Ok(db) => {
-                let r = workload(&db, 99);
-                let _ = db.close();
-                drop(db);
-                r
-            }
-            Err(_) => (BTreeMap::new(), None),
-        };
+        let (model, unknown) =
+            match Database::open_with(dir.path(), tiny().fs(Arc::new(KillFs(kill.clone())))) {
+                Ok(db) => {
+                    let r = workload(&db, 99);
+                    let _ = db.close();
+                    drop(db);
+                    r
+                }
+                Err(_) => (BTreeMap::new(), None),
+            };
         kill.power_cut();
         let db = Database::open_with(dir.path(), tiny())
             .unwrap_or_else(|e| panic!("reopen after power cut at step {at}/{total}: {e}"));

@@ -15,15 +15,13 @@ fn tiny_batches_across_level_tables_match_the_model() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_with(
         dir.path(),
-        Options {
-            memtable_size: 2 << 10,
-            block_size: 128,
-            target_file_size: 1 << 10,
-            level_base_bytes: 4 << 10,
-            level_size_ratio: 2,
-            l0_compaction_trigger: 2,
-            ..Options::default()
-        },
+        Options::default()
+            .memtable_size(2 << 10)
+            .block_size(128)
+            .target_file_size(1 << 10)
+            .level_base_bytes(4 << 10)
+            .level_size_ratio(2)
+            .l0_compaction_trigger(2),
     )
     .unwrap();
     let mut model = BTreeMap::new();

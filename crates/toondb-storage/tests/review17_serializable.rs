@@ -10,11 +10,9 @@ fn range_conflicts_survive_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_with(
         dir.path(),
-        Options {
-            memtable_size: 4 << 10,
-            l0_compaction_trigger: 2,
-            ..Options::default()
-        },
+        Options::default()
+            .memtable_size(4 << 10)
+            .l0_compaction_trigger(2),
     )
     .unwrap();
     for i in 0..200u32 {

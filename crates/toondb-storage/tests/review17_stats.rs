@@ -7,14 +7,7 @@ use toondb_storage::{Database, Options};
 #[test]
 fn table_bytes_read_since_open_never_goes_backwards() {
     let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(
-        dir.path(),
-        Options {
-            auto_compaction: false,
-            ..Options::default()
-        },
-    )
-    .unwrap();
+    let db = Database::open_with(dir.path(), Options::default().auto_compaction(false)).unwrap();
     for i in 0..2000u32 {
         db.put(format!("key{i:05}"), vec![b'v'; 100]).unwrap();
     }

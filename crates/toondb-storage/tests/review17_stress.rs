@@ -10,22 +10,24 @@ use std::time::Duration;
 use toondb_storage::{Compression, Database, Options, Result, ScanOptions};
 
 fn tiny() -> Options {
-    Options {
-        memtable_size: 4 << 10,
-        block_size: 256,
-        target_file_size: 2 << 10,
-        level_base_bytes: std::env::var("R17_BASE")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(8 << 10),
-        level_size_ratio: 2,
-        l0_compaction_trigger: std::env::var("R17_TRIGGER")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or(2),
-        compression: Compression::Lz4,
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(4 << 10)
+        .block_size(256)
+        .target_file_size(2 << 10)
+        .level_base_bytes(
+            std::env::var("R17_BASE")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(8 << 10),
+        )
+        .level_size_ratio(2)
+        .l0_compaction_trigger(
+            std::env::var("R17_TRIGGER")
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2),
+        )
+        .compression(Compression::Lz4)
 }
 
 fn key(i: u64) -> Vec<u8> {

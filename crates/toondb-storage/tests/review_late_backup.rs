@@ -40,15 +40,13 @@ fn review_late_backup_during_compactions_and_deletes() {
     use std::sync::Arc;
     use toondb_storage::{Options, Result, ScanOptions, Timestamp, WriteBatch};
     type Logged = (Timestamp, Vec<(Vec<u8>, Option<Vec<u8>>)>);
-    let options = Options {
-        memtable_size: 4 << 10,
-        block_size: 256,
-        target_file_size: 2 << 10,
-        level_base_bytes: 8 << 10,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        ..Options::default()
-    };
+    let options = Options::default()
+        .memtable_size(4 << 10)
+        .block_size(256)
+        .target_file_size(2 << 10)
+        .level_base_bytes(8 << 10)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2);
     let dir = tempfile::tempdir().unwrap();
     let db = Arc::new(Database::open_with(dir.path().join("src"), options).unwrap());
     let stop = Arc::new(AtomicBool::new(false));

@@ -144,10 +144,7 @@ fn review_late_plain_scans_around_reserved_range_memtable() {
 #[test]
 fn review_late_plain_scans_around_reserved_range_tables() {
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        auto_compaction: false,
-        ..Options::default()
-    };
+    let options = Options::default().auto_compaction(false);
     let db = Database::open_with(dir.path(), options).unwrap();
     let model = setup(&db, true);
     db.flush().unwrap();

@@ -13,10 +13,7 @@ fn manifest_path(dir: &std::path::Path) -> std::path::PathBuf {
 fn review_late_verify_reports_ok_for_a_corrupt_manifest() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("db");
-    let options = Options {
-        auto_compaction: false,
-        ..Options::default()
-    };
+    let options = Options::default().auto_compaction(false);
     let db = Database::open_with(&src, options.clone()).unwrap();
     for i in 0..200u32 {
         db.put(format!("k{i:04}"), format!("v{i}")).unwrap();
@@ -48,10 +45,7 @@ fn review_late_verify_reports_ok_for_a_corrupt_manifest() {
 fn review_late_verify_reports_ok_without_current() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("db");
-    let options = Options {
-        auto_compaction: false,
-        ..Options::default()
-    };
+    let options = Options::default().auto_compaction(false);
     let db = Database::open_with(&src, options.clone()).unwrap();
     for i in 0..200u32 {
         db.put(format!("k{i:04}"), format!("v{i}")).unwrap();
@@ -76,10 +70,7 @@ fn review_late_verify_reports_ok_without_current() {
 fn review_late_verify_reports_ok_without_the_checkpoint_segment() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("db");
-    let options = Options {
-        auto_compaction: false,
-        ..Options::default()
-    };
+    let options = Options::default().auto_compaction(false);
     let db = Database::open_with(&src, options.clone()).unwrap();
     for i in 0..200u32 {
         db.put(format!("k{i:04}"), format!("v{i}")).unwrap();
@@ -108,10 +99,7 @@ fn review_late_verify_reports_ok_without_the_checkpoint_segment() {
 fn review_late_verify_reports_ok_for_a_swapped_table_file() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("db");
-    let options = Options {
-        auto_compaction: false,
-        ..Options::default()
-    };
+    let options = Options::default().auto_compaction(false);
     let db = Database::open_with(&src, options.clone()).unwrap();
     for i in 0..200u32 {
         db.put(format!("a{i:04}"), format!("v{i}")).unwrap();
@@ -150,15 +138,13 @@ fn review_late_verify_stays_ok_under_concurrent_maintenance() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let dir = tempfile::tempdir().unwrap();
-    let options = Options {
-        memtable_size: 8 << 10,
-        block_size: 256,
-        target_file_size: 4 << 10,
-        level_base_bytes: 16 << 10,
-        level_size_ratio: 2,
-        l0_compaction_trigger: 2,
-        ..Options::default()
-    };
+    let options = Options::default()
+        .memtable_size(8 << 10)
+        .block_size(256)
+        .target_file_size(4 << 10)
+        .level_base_bytes(16 << 10)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2);
     let db = Arc::new(Database::open_with(dir.path(), options).unwrap());
     let stop = Arc::new(AtomicBool::new(false));
     let w = {
@@ -175,7 +161,15 @@ fn review_late_verify_stays_ok_under_concurrent_maintenance() {
             }
         })
     };
-    for _ in 0..60 {
+    // 60 verifies, and on until the writer made several flushes happen
+    // (checked below; a fixed number of rounds could end before them on a
+    // loaded machine).
+    let started = std::time::Instant::now();
+    let mut round = 0;
+    while round < 60
+        || (db.stats().flushes <= 3 && started.elapsed() < std::time::Duration::from_secs(120))
+    {
+        round += 1;
         let r = db.verify().unwrap();
         if !r.ok() {
             let mut names: Vec<_> = std::fs::read_dir(dir.path())

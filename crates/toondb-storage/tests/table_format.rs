@@ -37,14 +37,12 @@ fn every_compression_and_filter_setting_reads_back() {
     ];
     for (round, (compression, bloom_bits_per_key)) in settings.into_iter().enumerate() {
         let round = round as u32;
-        let options = Options {
-            compression,
-            bloom_bits_per_key,
-            block_size: 1024,
+        let options = Options::default()
+            .compression(compression)
+            .bloom_bits_per_key(bloom_bits_per_key)
+            .block_size(1024)
             // Every table written so far stays as written (the count below).
-            auto_compaction: false,
-            ..Options::default()
-        };
+            .auto_compaction(false);
         let db = Database::open_with(dir.path(), options).unwrap();
         check(&db, &model);
         for i in (round..1000).step_by(3) {
@@ -70,10 +68,7 @@ fn every_compression_and_filter_setting_reads_back() {
 fn absent_keys_skip_tables_through_the_bloom_filter() {
     let dir = tempfile::tempdir().unwrap();
     for bloom_bits_per_key in [10, 0] {
-        let options = Options {
-            bloom_bits_per_key,
-            ..Options::default()
-        };
+        let options = Options::default().bloom_bits_per_key(bloom_bits_per_key);
         let db =
             Database::open_with(dir.path().join(bloom_bits_per_key.to_string()), options).unwrap();
         for i in 0..2000u32 {

@@ -4,14 +4,7 @@
 use toondb_storage::{Database, ErrorKind, Isolation, Options, ScanOptions, TransactionOptions};
 
 fn open(dir: &std::path::Path) -> Database {
-    Database::open_with(
-        dir,
-        Options {
-            memtable_size: 8 << 10,
-            ..Options::default()
-        },
-    )
-    .unwrap()
+    Database::open_with(dir, Options::default().memtable_size(8 << 10)).unwrap()
 }
 
 fn serializable() -> TransactionOptions {

@@ -44,6 +44,18 @@ static const char *scratch;
     } while (0)
 
 #define OK(call) EXPECT_CODE(TOONDB_OK, call)
+
+/* Expects a *_get_buf `call` to fail with `code`: it returns -1 - code and
+ * sets an error object of that code. */
+#define EXPECT_LEN_CODE(code, call)                                            \
+    do {                                                                       \
+        ToondbError *e_ = NULL;                                                \
+        ToondbError **err = &e_;                                               \
+        int64_t rc_ = (call);                                                  \
+        CHECK(rc_ == -1 - (int64_t)(code));                                    \
+        CHECK(e_ != NULL && toondb_error_code(e_) == (code));                  \
+        toondb_error_free(e_);                                                 \
+    } while (0)
 #define K(s) (const uint8_t *)(s), strlen(s)
 
 static char *dir_for(const char *name) {
@@ -189,6 +201,67 @@ static void test_put_get_delete(void) {
     uint8_t *huge = calloc(big, 1);
     EXPECT_CODE(TOONDB_INVALID_ARGUMENT, toondb_put(db, huge, big, K("v"), 0, err));
     free(huge);
+    OK(toondb_close(db, err));
+    toondb_db_free(db);
+}
+
+/* toondb_get_buf and toondb_get_many: values, absent keys, buffers too
+ * small (nothing copied, the needed length returned), bad arguments. */
+static void test_get_buf_and_get_many(void) {
+    ToondbDb *db = open_db("getbuf");
+    OK(toondb_put(db, K("a"), K("apple"), 0, err));
+    OK(toondb_put(db, K("b"), K(""), 0, err));
+    OK(toondb_put(db, K("c"), K("cherry"), 0, err));
+
+    uint8_t buf[8];
+    memset(buf, '#', sizeof buf);
+    CHECK(toondb_get_buf(db, K("a"), buf, sizeof buf, NULL) == 5);
+    CHECK(memcmp(buf, "apple", 5) == 0);
+    CHECK(toondb_get_buf(db, K("b"), buf, sizeof buf, NULL) == 0);
+    CHECK(toondb_get_buf(db, K("zz"), buf, sizeof buf, NULL) == TOONDB_ABSENT);
+    memset(buf, '#', sizeof buf);
+    CHECK(toondb_get_buf(db, K("c"), buf, 3, NULL) == 6); /* too small */
+    CHECK(buf[0] == '#');                                  /* nothing copied */
+    CHECK(toondb_get_buf(db, K("c"), NULL, 0, NULL) == 6);
+    EXPECT_LEN_CODE(TOONDB_INVALID_ARGUMENT, toondb_get_buf(db, K("c"), NULL, 4, err));
+    EXPECT_LEN_CODE(TOONDB_INVALID_ARGUMENT, toondb_get_buf(db, NULL, 0, buf, 8, err));
+    /* Without an error object the code is still in the result. */
+    CHECK(toondb_get_buf(db, NULL, 0, buf, 8, NULL) == -1 - TOONDB_INVALID_ARGUMENT);
+
+    const char *keys = "azbc";
+    uint32_t key_lens[] = {1, 1, 1, 1};
+    int64_t lens[4] = {0, 0, 0, 0};
+    size_t needed = 0;
+    uint8_t out[32];
+    OK(toondb_get_many(db, (const uint8_t *)keys, key_lens, 4, out, sizeof out, lens,
+                       &needed, err));
+    CHECK(lens[0] == 5 && lens[1] == TOONDB_ABSENT && lens[2] == 0 && lens[3] == 6);
+    CHECK(needed == 11 && memcmp(out, "applecherry", 11) == 0);
+    /* Too small: the lengths and `needed`, no bytes. */
+    memset(out, '#', sizeof out);
+    OK(toondb_get_many(db, (const uint8_t *)keys, key_lens, 4, out, 4, lens, &needed, err));
+    CHECK(needed == 11 && lens[3] == 6 && out[0] == '#');
+    OK(toondb_get_many(db, NULL, NULL, 0, NULL, 0, NULL, &needed, err));
+    CHECK(needed == 0);
+    /* A bad key fails the whole call; NULL arrays and out-pointers too. */
+    uint32_t bad_lens[] = {1, 0};
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT,
+                toondb_get_many(db, (const uint8_t *)"a", bad_lens, 2, out, sizeof out, lens,
+                                &needed, err));
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT,
+                toondb_get_many(db, (const uint8_t *)keys, NULL, 4, out, sizeof out, lens,
+                                &needed, err));
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT,
+                toondb_get_many(db, (const uint8_t *)keys, key_lens, 4, out, sizeof out, NULL,
+                                &needed, err));
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT,
+                toondb_get_many(db, (const uint8_t *)keys, key_lens, 4, out, sizeof out, lens,
+                                NULL, err));
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT,
+                toondb_get_many(db, (const uint8_t *)keys, key_lens, 4, NULL, 8, lens,
+                                &needed, err));
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT,
+                toondb_get_many(db, NULL, key_lens, 4, out, sizeof out, lens, &needed, err));
     OK(toondb_close(db, err));
     toondb_db_free(db);
 }
@@ -385,6 +458,10 @@ static void test_transactions(void) {
     OK(toondb_txn_get(t, K("acct/a"), &v, &n, &found, err));
     CHECK(found && n == 2 && memcmp(v, "90", 2) == 0);
     toondb_buffer_free(v, n);
+    uint8_t tbuf[4];
+    CHECK(toondb_txn_get_buf(t, K("acct/a"), tbuf, sizeof tbuf, NULL) == 2);
+    CHECK(memcmp(tbuf, "90", 2) == 0);
+    CHECK(toondb_txn_get_buf(t, K("acct/c"), tbuf, sizeof tbuf, NULL) == TOONDB_ABSENT);
     CHECK(has_value(db, "acct/a", "100")); /* not committed yet */
 
     ToondbIter *it = NULL;
@@ -404,6 +481,7 @@ static void test_transactions(void) {
     /* Finished: every call fails with CLOSED. */
     EXPECT_CODE(TOONDB_CLOSED, toondb_txn_put(t, K("x"), K("y"), err));
     EXPECT_CODE(TOONDB_CLOSED, toondb_txn_get(t, K("x"), &v, &n, &found, err));
+    EXPECT_LEN_CODE(TOONDB_CLOSED, toondb_txn_get_buf(t, K("x"), tbuf, sizeof tbuf, err));
     EXPECT_CODE(TOONDB_CLOSED, toondb_txn_commit(t, NULL, err));
     EXPECT_CODE(TOONDB_CLOSED, toondb_txn_rollback(t, err));
     EXPECT_CODE(TOONDB_CLOSED, toondb_txn_iter(t, NULL, &it, err));
@@ -461,6 +539,10 @@ static void test_snapshots(void) {
     toondb_buffer_free(v, n);
     OK(toondb_snapshot_get(snap, K("k2"), &v, &n, &found, err));
     CHECK(!found && v == NULL);
+    uint8_t sbuf[4];
+    CHECK(toondb_snapshot_get_buf(snap, K("k"), sbuf, sizeof sbuf, NULL) == 3);
+    CHECK(memcmp(sbuf, "old", 3) == 0);
+    CHECK(toondb_snapshot_get_buf(snap, K("k2"), sbuf, sizeof sbuf, NULL) == TOONDB_ABSENT);
     ToondbIter *it = NULL;
     OK(toondb_snapshot_iter(snap, NULL, &it, err));
     OK(toondb_snapshot_release(snap, err));
@@ -469,6 +551,7 @@ static void test_snapshots(void) {
     CHECK(collect(it, got, sizeof got) == 1); /* the scan outlives release */
     toondb_iter_free(it);
     EXPECT_CODE(TOONDB_CLOSED, toondb_snapshot_get(snap, K("k"), &v, &n, &found, err));
+    EXPECT_LEN_CODE(TOONDB_CLOSED, toondb_snapshot_get_buf(snap, K("k"), sbuf, sizeof sbuf, err));
     EXPECT_CODE(TOONDB_CLOSED, toondb_snapshot_iter(snap, NULL, &it, err));
     toondb_snapshot_free(snap);
     EXPECT_CODE(TOONDB_INVALID_ARGUMENT, toondb_snapshot(db, NULL, err));
@@ -531,6 +614,12 @@ static void test_null_handles(void) {
     EXPECT_CODE(E, toondb_close(NULL, err));
     EXPECT_CODE(E, toondb_get(NULL, K("k"), &v, &n, &b, err));
     EXPECT_CODE(E, toondb_get_into(NULL, K("k"), NULL, 0, &n, &b, err));
+    EXPECT_LEN_CODE(E, toondb_get_buf(NULL, K("k"), NULL, 0, err));
+    EXPECT_LEN_CODE(E, toondb_txn_get_buf(NULL, K("k"), NULL, 0, err));
+    EXPECT_LEN_CODE(E, toondb_snapshot_get_buf(NULL, K("k"), NULL, 0, err));
+    int64_t one_len = 0;
+    uint32_t one_key = 1;
+    EXPECT_CODE(E, toondb_get_many(NULL, (const uint8_t *)"k", &one_key, 1, NULL, 0, &one_len, &n, err));
     EXPECT_CODE(E, toondb_put(NULL, K("k"), K("v"), 0, err));
     EXPECT_CODE(E, toondb_delete(NULL, K("k"), 0, err));
     EXPECT_CODE(E, toondb_write(NULL, NULL, 0, err));
@@ -593,6 +682,11 @@ static void test_use_after_close(void) {
     const int32_t C = TOONDB_CLOSED;
     EXPECT_CODE(C, toondb_get(db, K("k"), &v, &n, &b, err));
     EXPECT_CODE(C, toondb_get_into(db, K("k"), NULL, 0, &n, &b, err));
+    EXPECT_LEN_CODE(C, toondb_get_buf(db, K("k"), NULL, 0, err));
+    int64_t one_len = 0;
+    uint32_t one_key = 1;
+    EXPECT_CODE(C, toondb_get_many(db, (const uint8_t *)"k", &one_key, 1, NULL, 0, &one_len,
+                                   &n, err));
     EXPECT_CODE(C, toondb_put(db, K("k"), K("v"), 0, err));
     EXPECT_CODE(C, toondb_delete(db, K("k"), 0, err));
     ToondbBatch *batch = toondb_batch_new();
@@ -611,6 +705,8 @@ static void test_use_after_close(void) {
     EXPECT_CODE(C, toondb_txn_put(t, K("t"), K("2"), err));
     EXPECT_CODE(C, toondb_txn_commit(t, NULL, err));
     EXPECT_CODE(C, toondb_snapshot_get(snap, K("k"), &v, &n, &b, err));
+    EXPECT_LEN_CODE(C, toondb_snapshot_get_buf(snap, K("k"), NULL, 0, err));
+    EXPECT_LEN_CODE(C, toondb_txn_get_buf(t, K("t"), NULL, 0, err));
     EXPECT_CODE(C, toondb_iter_next(it, &b, &k, &n, NULL, NULL, err));
     /* Free the database first: the others stay safe to free. */
     toondb_db_free(db);
@@ -705,6 +801,7 @@ int main(int argc, char **argv) {
         {"panic_is_caught", test_panic_is_caught},
         {"open_options_and_errors", test_open_options_and_errors},
         {"put_get_delete", test_put_get_delete},
+        {"get_buf_and_get_many", test_get_buf_and_get_many},
         {"batches", test_batches},
         {"iterators", test_iterators},
         {"transactions", test_transactions},

@@ -12,7 +12,7 @@ use crate::iter::ScanOptions;
 use super::counters::{ColumnStats, TableStats};
 use super::schema::Schema;
 use super::table::{ReadSource, Table};
-use super::{catalog_key, next_id_key, table_range, tagged, CATALOG_TAG};
+use super::{catalog_key, dropped_key, next_id_key, table_range, tagged, CATALOG_TAG, DROPPED_TAG};
 
 const MAX_TABLE_NAME: usize = 255;
 const DROP_BATCH: usize = 4096;
@@ -118,8 +118,11 @@ impl Database {
         Ok(out)
     }
 
-    /// Drops a table: removes it from the catalog (atomically), then
-    /// deletes its cells and compacts its key range so the space is freed.
+    /// Drops a table: removes it from the catalog and adds it to the
+    /// dropped-tables list (atomically), then deletes its cells, compacts
+    /// its key range so the space is freed, and takes it off the list. A
+    /// crash before the end leaves it on the list, and the next open
+    /// finishes the job ([`Database::purge_dropped_tables`]).
     pub fn drop_table(&self, name: &str) -> Result<()> {
         let table = self.table(name)?;
         let txn = self.transaction()?;
@@ -129,11 +132,50 @@ impl Database {
             _ => return Err(not_found(name)),
         }
         drop(reader);
-        txn.write_raw(vec![(catalog_key(name), None)])?;
+        txn.write_raw(vec![
+            (catalog_key(name), None),
+            (dropped_key(table.id), Some(Vec::new())),
+        ])?;
         txn.commit()?;
-        // The id is never reused, so the cells are unreachable now; delete
-        // them so compaction can drop them.
-        let (start, end) = table_range(table.id);
+        self.purge_table_cells(table.id)
+    }
+
+    /// Finishes every drop a crash interrupted: deletes the cells of each
+    /// table on the dropped-tables list, then takes it off. Runs at open;
+    /// returns how many tables it purged.
+    pub(crate) fn purge_dropped_tables(&self) -> Result<usize> {
+        let prefix = tagged(DROPPED_TAG);
+        let mut ids = Vec::new();
+        {
+            let reader = self.read_view()?;
+            let mut scan = reader.scan(ScanOptions::prefix(&prefix));
+            loop {
+                let batch = scan.next_batch(256, usize::MAX)?;
+                if batch.is_empty() {
+                    break;
+                }
+                for (k, _) in batch {
+                    let id = k
+                        .get(prefix.len()..)
+                        .and_then(|b| <[u8; 4]>::try_from(b).ok())
+                        .ok_or_else(|| {
+                            Error::corruption("table catalog: bad dropped-table entry")
+                        })?;
+                    ids.push(u32::from_be_bytes(id));
+                }
+            }
+        }
+        for &id in &ids {
+            self.purge_table_cells(id)?;
+        }
+        Ok(ids.len())
+    }
+
+    /// Deletes every cell of the dropped table `id` (unreachable: ids are
+    /// never reused), compacts the range so the space is freed, then takes
+    /// the table off the dropped-tables list.
+    fn purge_table_cells(&self, id: u32) -> Result<()> {
+        let (start, end) = table_range(id);
         let reader = self.read_view()?;
         let mut scan = reader.scan(
             ScanOptions::default()
@@ -153,7 +195,10 @@ impl Database {
         }
         drop(scan);
         drop(reader);
-        self.compact_range(Bound::Included(start), Bound::Excluded(end))
+        self.compact_range(Bound::Included(start), Bound::Excluded(end))?;
+        let mut batch = WriteBatch::new();
+        batch.delete_raw(dropped_key(id))?;
+        self.write(batch).map(drop)
     }
 
     /// Bytes and cells read through the table API, per table and column,

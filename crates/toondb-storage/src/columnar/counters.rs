@@ -33,6 +33,7 @@ impl ReadCounters {
 
 /// Read counters of one column.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ColumnStats {
     pub name: String,
     /// Key and value bytes of this column's cells read by gets and scans.
@@ -42,6 +43,7 @@ pub struct ColumnStats {
 
 /// Read counters and size of one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct TableStats {
     pub name: String,
     pub id: u32,

@@ -39,6 +39,7 @@ const RESERVED_END: &[u8] = b"\xff\x00\x02";
 const CATALOG_TAG: u8 = b'C';
 const NEXT_ID_TAG: u8 = b'N';
 const DATA_TAG: u8 = b'D';
+const DROPPED_TAG: u8 = b'X';
 
 pub(crate) fn is_reserved(key: &[u8]) -> bool {
     key.starts_with(RESERVED_PREFIX)
@@ -78,6 +79,14 @@ fn catalog_key(name: &str) -> Vec<u8> {
 
 fn next_id_key() -> Vec<u8> {
     tagged(NEXT_ID_TAG)
+}
+
+/// The entry saying table `table_id` was dropped and its cells may remain:
+/// written with the catalog deletion, removed once the cells are deleted.
+fn dropped_key(table_id: u32) -> Vec<u8> {
+    let mut k = tagged(DROPPED_TAG);
+    k.extend_from_slice(&table_id.to_be_bytes());
+    k
 }
 
 /// The prefix of every cell of one column of one table.

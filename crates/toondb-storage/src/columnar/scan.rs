@@ -163,6 +163,7 @@ impl ColumnCursor {
 
 /// A batch of rows, column by column.
 #[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
 pub struct ColumnBatch {
     /// The asked column names, in the asked order.
     pub names: Vec<String>,

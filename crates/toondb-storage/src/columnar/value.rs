@@ -5,8 +5,10 @@ use crate::error::{Error, Result};
 
 use super::schema::ColumnType;
 
-/// One cell's value.
+/// One cell's value (`#[non_exhaustive]`: a new column type brings a new
+/// variant, so match with a wildcard arm).
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Value {
     Null,
     I64(i64),

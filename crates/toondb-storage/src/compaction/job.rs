@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
 use crate::lsm::{Levels, TableFile};
 use crate::merge::{Cursor, LevelCursor, MergeIter};
-use crate::sstable::{table_file_name, TableBuilder, TableIter};
+use crate::sstable::{table_file_name, Readahead, TableBuilder, TableIter};
 use crate::version::TableMeta;
 
 /// How often (in versions read) the job checks for cancellation.
@@ -85,13 +85,19 @@ fn merge_into(
     let engine = ctx.engine;
     let target = engine.options.target_file_size.max(1);
     let mut cursors = Vec::new();
+    // Inputs are read whole, in order: read ahead of them (the table maps
+    // are MADV_RANDOM, so a cold input would otherwise fault page by page).
+    let readahead = Readahead::unbounded();
     for (level, tables) in &c.inputs {
         if *level == 0 {
             for t in tables {
-                cursors.push(Cursor::Table(TableIter::without_cache_fill(t.table()?)));
+                let it =
+                    TableIter::without_cache_fill(t.table()?).with_readahead(readahead.clone());
+                cursors.push(Cursor::Table(it));
             }
         } else {
-            cursors.push(Cursor::Level(LevelCursor::without_cache_fill(tables)));
+            let level = LevelCursor::without_cache_fill(tables).with_readahead(readahead.clone());
+            cursors.push(Cursor::Level(level));
         }
     }
     for cursor in &mut cursors {

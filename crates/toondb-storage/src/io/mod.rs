@@ -8,6 +8,7 @@ mod os;
 mod powerloss;
 mod wrapped;
 
+use std::ops::Range;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -54,6 +55,13 @@ pub trait WritableFile: Send {
 /// The read-only contents of a whole file, usually a memory map.
 pub trait FileBytes: Send + Sync {
     fn bytes(&self) -> &[u8];
+    /// Advice that `range` of the bytes will be read soon, so the file
+    /// system may start reading it from the device now (readahead of table
+    /// scans, sstable/readahead.rs). Must not block on the reads; ranges
+    /// past the end are ignored. The default does nothing (in-memory files).
+    fn will_need(&self, range: Range<usize>) {
+        let _ = range;
+    }
 }
 
 /// A held directory lock; dropping it releases the lock.

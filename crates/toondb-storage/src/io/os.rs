@@ -1,6 +1,7 @@
 //! The real file system: std::fs, memmap2 and flock.
 
 use std::fs::{self, File, OpenOptions};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -167,6 +168,21 @@ struct MappedFile {
 impl FileBytes for MappedFile {
     fn bytes(&self) -> &[u8] {
         self.map.as_deref().unwrap_or(&[])
+    }
+
+    /// `MADV_WILLNEED` on the mapped range: the kernel starts reading the
+    /// range's pages into the page cache and returns without waiting, even
+    /// though the mapping is `MADV_RANDOM` (which only turns off the
+    /// read-around of page faults).
+    fn will_need(&self, range: Range<usize>) {
+        let Some(map) = &self.map else { return };
+        let end = range.end.min(map.len());
+        if range.start >= end {
+            return;
+        }
+        // Advisory only: a failure changes nothing but speed.
+        #[cfg(unix)]
+        let _ = map.advise_range(memmap2::Advice::WillNeed, range.start, end - range.start);
     }
 }
 

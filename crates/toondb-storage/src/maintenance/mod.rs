@@ -58,7 +58,8 @@ pub(crate) struct MaintenanceState {
     /// stalled on compaction debt fail with it instead of waiting.
     pub compaction_error: Option<Error>,
     /// The thread is running a job or about to pick one (false only while
-    /// it waits for work).
+    /// it waits for work). Starts true: a new engine's thread has not looked
+    /// for work yet.
     pub busy: bool,
 }
 

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use super::readahead::Readahead;
 use super::table::{Cursor, Table, TableEntry};
 use crate::error::{Error, Result};
 
@@ -15,6 +16,8 @@ pub struct TableIter {
     pos: Option<Cursor>,
     /// Whether blocks it decompresses go into the block cache.
     fill_cache: bool,
+    /// Reads ahead of sequential steps (readahead.rs), when set.
+    readahead: Option<Readahead>,
 }
 
 impl TableIter {
@@ -24,6 +27,7 @@ impl TableIter {
             table,
             pos: None,
             fill_cache: true,
+            readahead: None,
         }
     }
 
@@ -37,19 +41,26 @@ impl TableIter {
         }
     }
 
+    /// This iterator, reading ahead as it steps through blocks, in the run
+    /// kept by `readahead` (shared by the iterators of one scan).
+    pub fn with_readahead(mut self, readahead: Readahead) -> TableIter {
+        self.readahead = Some(readahead);
+        self
+    }
+
     pub fn seek_to_first(&mut self) -> Result<()> {
         self.pos = None;
         if self.table.block_count()? == 0 {
             return Ok(());
         }
-        self.enter_block(0, |_| Some(0))
+        self.enter_block(0, false, |_| Some(0))
     }
 
     pub fn seek_to_last(&mut self) -> Result<()> {
         self.pos = None;
         match self.table.block_count()?.checked_sub(1) {
             None => Ok(()),
-            Some(last) => self.enter_block(last, |count| count.checked_sub(1)),
+            Some(last) => self.enter_block(last, true, |count| count.checked_sub(1)),
         }
     }
 
@@ -57,7 +68,7 @@ impl TableIter {
     pub fn seek(&mut self, user_key: &[u8]) -> Result<()> {
         self.pos = None;
         self.pos = self.table.find(|k, _| k < user_key, self.fill_cache)?;
-        Ok(())
+        self.note_position(false)
     }
 
     /// Last entry whose user key <= key (in internal order, i.e. the OLDEST
@@ -67,7 +78,8 @@ impl TableIter {
         self.pos = None;
         self.pos = self.table.find(|k, _| k <= user_key, self.fill_cache)?;
         if self.pos.is_some() {
-            self.prev()
+            self.prev()?;
+            self.note_position(true)
         } else {
             self.seek_to_last()
         }
@@ -94,7 +106,7 @@ impl TableIter {
             );
             Ok(())
         } else if cur.block + 1 < self.table.block_count()? {
-            self.enter_block(cur.block + 1, |_| Some(0))
+            self.enter_block(cur.block + 1, false, |_| Some(0))
         } else {
             Ok(())
         }
@@ -108,14 +120,31 @@ impl TableIter {
             self.pos = Some(self.table.cursor(cur.block, cur.buf, cur.layout, idx)?);
             Ok(())
         } else if let Some(block) = cur.block.checked_sub(1) {
-            self.enter_block(block, |count| count.checked_sub(1))
+            self.enter_block(block, true, |count| count.checked_sub(1))
         } else {
             Ok(())
         }
     }
 
-    /// Loads data block `block` and positions at entry `pick(count)`.
-    fn enter_block(&mut self, block: usize, pick: impl Fn(usize) -> Option<usize>) -> Result<()> {
+    /// Tells the readahead (if any) where a seek landed.
+    fn note_position(&self, reverse: bool) -> Result<()> {
+        match (&self.readahead, &self.pos) {
+            (Some(ra), Some(pos)) => ra.on_block(&self.table, pos.block, reverse),
+            _ => Ok(()),
+        }
+    }
+
+    /// Loads data block `block`, reached going forward or in `reverse`, and
+    /// positions at entry `pick(count)`.
+    fn enter_block(
+        &mut self,
+        block: usize,
+        reverse: bool,
+        pick: impl Fn(usize) -> Option<usize>,
+    ) -> Result<()> {
+        if let Some(ra) = &self.readahead {
+            ra.on_block(&self.table, block, reverse)?;
+        }
         let (buf, layout) = self.table.load_block(block, self.fill_cache)?;
         // load_block rejects empty data blocks, so `pick` finds an entry.
         let idx =

@@ -16,6 +16,8 @@
 //! - [`builder`]: [`TableBuilder`] writes a version-2 table from sorted entries.
 //! - [`table`]: [`Table`] opens either version and answers point reads.
 //! - [`iter`]: [`TableIter`] walks it both ways.
+//! - [`readahead`]: [`Readahead`] reads ahead of an iterator's sequential
+//!   steps, bounded to the blocks its scan can need.
 
 mod block;
 mod bloom;
@@ -24,6 +26,7 @@ mod compress;
 mod footer;
 mod iter;
 mod meta;
+mod readahead;
 mod table;
 
 // Used by the db layer once it is wired in; until then only tests use them.
@@ -32,6 +35,7 @@ pub use builder::{TableBuilder, TableOptions, TableSummary};
 pub use compress::Compression;
 #[allow(unused_imports)]
 pub use iter::TableIter;
+pub use readahead::Readahead;
 #[allow(unused_imports)]
 pub use table::{Table, TableCounters, TableEntry, TableGet};
 
@@ -81,6 +85,8 @@ pub fn parse_table_name(name: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_readahead;
 
 #[cfg(test)]
 mod format_tests {

@@ -1,7 +1,8 @@
 //! Reading a table file, version 1 or 2: `open` checks only what sits at the
 //! end of the file (footer, metaindex, properties), so opening a database
-//! touches a page or two per table. The index and the bloom filter are
-//! checked and decoded the first time a read needs them ([`Table::meta`]);
+//! touches a page or two per table. The index is checked and decoded the
+//! first time a read needs it ([`Table::meta`]), the bloom filter the first
+//! time a point read does (scans never read it);
 //! data blocks are checked the first time they are touched and then trusted
 //! (see "Checksums" in docs/format-table.md). An uncompressed data block is
 //! read in place from the memory map, and so is an uncompressed filter.
@@ -63,6 +64,9 @@ pub struct Table {
     /// block cache consulted for data blocks (an uncompressed table never
     /// pays a lookup).
     saw_compressed: AtomicBool,
+    /// The bloom filter once a point read needed it: scans never read it,
+    /// so the device reads of a cold scan are the blocks it needs.
+    filter: OnceLock<Option<Filter>>,
     summary: TableSummary,
     /// Shared with the table's handle in the LSM, so the counts survive the
     /// table being closed and reopened by the table cache.
@@ -87,8 +91,6 @@ struct Meta {
     /// key's, before any index key is touched (see [`Table::find_block`]).
     hints: Vec<u64>,
     prefix_len: usize,
-    /// The `filter.bloom` contents (version 2), CRC-checked.
-    filter: Option<Filter>,
     /// Bit `i` is set once data block `i` passed its CRC and consistency
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
     /// cost of a stale read is checking a block twice.
@@ -222,6 +224,7 @@ impl Table {
             meta_charged: OnceLock::new(),
             cache,
             saw_compressed: AtomicBool::new(false),
+            filter: OnceLock::new(),
             summary,
             counters,
         })
@@ -270,14 +273,6 @@ impl Table {
         }
         .map_err(|m| format!("index block at {}: {m}", range.start))?;
         check_props(&self.summary, &index)?;
-        let filter = match &self.locations.filter {
-            None => None,
-            Some(range) => Some(match read_v2_raw(file, range.clone()) {
-                Ok(Cow::Borrowed(b)) => Filter::Mapped(offset_in(file, b)),
-                Ok(Cow::Owned(v)) => Filter::Owned(v),
-                Err(m) => return Err(format!("filter.bloom at {}: {m}", range.start)),
-            }),
-        };
         let verified: Vec<AtomicU64> = (0..index.handles.len().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -295,33 +290,58 @@ impl Table {
             + index.handles.capacity() * std::mem::size_of::<BlockHandle>()
             + index.keys.capacity()
             + hints.capacity() * 8
-            + verified.capacity() * 8
-            + match &filter {
-                Some(Filter::Owned(v)) => v.capacity(),
-                _ => 0,
-            }) as u64;
+            + verified.capacity() * 8) as u64;
         Ok(Meta {
             index,
             hints,
             prefix_len,
-            filter,
             verified,
             charge,
         })
+    }
+
+    /// The `filter.bloom` contents (version 2), CRC-checked.
+    fn decode_filter(&self) -> Result<Option<Filter>, String> {
+        let file = self.bytes.bytes();
+        let Some(range) = &self.locations.filter else {
+            return Ok(None);
+        };
+        match read_v2_raw(file, range.clone()) {
+            Ok(Cow::Borrowed(b)) => Ok(Some(Filter::Mapped(offset_in(file, b)))),
+            Ok(Cow::Owned(v)) => Ok(Some(Filter::Owned(v))),
+            Err(m) => Err(format!("filter.bloom at {}: {m}", range.start)),
+        }
     }
 
     /// Checks and decodes the index and filter now (tests and tools that
     /// want open-time errors).
     #[allow(dead_code)]
     pub(crate) fn load_meta(&self) -> Result<()> {
-        self.meta().map(drop)
+        self.meta()?;
+        self.filter_bytes().map(drop)
     }
 
-    fn filter_bytes<'a>(&'a self, meta: &'a Meta) -> Option<&'a [u8]> {
-        match meta.filter.as_ref()? {
-            Filter::Mapped(r) => self.bytes.bytes().get(r.clone()),
-            Filter::Owned(v) => Some(v),
-        }
+    /// The bloom filter, checked and decoded on the first point read. A
+    /// damaged filter is reported on every call (nothing is cached then).
+    fn filter_bytes(&self) -> Result<Option<&[u8]>> {
+        let filter = match self.filter.get() {
+            Some(f) => f,
+            None => {
+                let f = self
+                    .decode_filter()
+                    .map_err(|m| corrupt(&table_file_name(self.number), m))?;
+                // Another thread may have won the race with an identical value.
+                let _ = self.filter.set(f);
+                self.filter
+                    .get()
+                    .ok_or_else(|| Error::internal("table filter vanished"))?
+            }
+        };
+        Ok(match filter {
+            None => None,
+            Some(Filter::Mapped(r)) => self.bytes.bytes().get(r.clone()),
+            Some(Filter::Owned(v)) => Some(v),
+        })
     }
 
     /// Format version of the file (1 or 2).
@@ -349,8 +369,10 @@ impl Table {
     /// The bloom filter, when the table has one, is consulted first: a key
     /// it rules out costs no data block read.
     pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableGet<'_>>> {
+        // The index first, so a damaged one fails every read, even of keys
+        // the filter rules out.
         let meta = self.meta()?;
-        if let Some(filter) = self.filter_bytes(meta) {
+        if let Some(filter) = self.filter_bytes()? {
             self.counters
                 .bloom_checked
                 .fetch_add(1, AtomicOrdering::Relaxed);
@@ -429,7 +451,7 @@ impl Table {
     /// Whether the table has a bloom filter, for tests.
     #[cfg(test)]
     pub(crate) fn has_filter(&self) -> bool {
-        self.meta().unwrap().filter.is_some()
+        self.filter_bytes().unwrap().is_some()
     }
 
     /// End of the last data block (0 without blocks), for tests.
@@ -437,6 +459,59 @@ impl Table {
     pub(crate) fn data_end(&self) -> usize {
         let meta = self.meta().unwrap();
         meta.index.handles.last().map_or(0, |h| h.offset + h.len)
+    }
+
+    /// The table's file number.
+    pub(crate) fn number(&self) -> u64 {
+        self.number
+    }
+
+    /// Byte range in the file of data block `block` (as stored).
+    pub(crate) fn block_extent(&self, block: usize) -> Result<Range<usize>> {
+        let h = self
+            .meta()?
+            .index
+            .handles
+            .get(block)
+            .ok_or_else(|| Error::internal(format!("table block {block} out of range")))?;
+        Ok(h.offset..h.offset + h.len)
+    }
+
+    /// Byte range from the start of the first to the end of the last of
+    /// `blocks` (data blocks are contiguous); `None` when it is empty.
+    pub(crate) fn block_span(&self, blocks: Range<usize>) -> Result<Option<Range<usize>>> {
+        if blocks.is_empty() {
+            return Ok(None);
+        }
+        let start = self.block_extent(blocks.start)?.start;
+        let end = self.block_extent(blocks.end - 1)?.end;
+        Ok(Some(start..end))
+    }
+
+    /// The data block holding file offset `offset`: the last one when the
+    /// offset lies past the data (0 without blocks).
+    pub(crate) fn block_at_offset(&self, offset: usize) -> Result<usize> {
+        let handles = &self.meta()?.index.handles;
+        let i = handles.partition_point(|h| h.offset + h.len <= offset);
+        Ok(i.min(handles.len().saturating_sub(1)))
+    }
+
+    /// The first data block whose last user key is >= `key` (> `key` when
+    /// `past`), or the block count: for a scan bounded by `key`, the block
+    /// with the bound's end of the range.
+    pub(crate) fn first_block_reaching(&self, key: &[u8], past: bool) -> Result<usize> {
+        let meta = self.meta()?;
+        self.find_block(
+            meta,
+            &|k: &[u8], _| if past { k <= key } else { k < key },
+            None,
+        )
+    }
+
+    /// Asks the file system to start reading `bytes` of the file
+    /// (readahead); advice only.
+    pub(crate) fn will_need(&self, bytes: Range<usize>) {
+        self.bytes.will_need(bytes);
     }
 
     pub(crate) fn block_count(&self) -> Result<usize> {

@@ -57,6 +57,7 @@ impl Snapshot {
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
         self.check()?;
+        crate::columnar::check_user_key(key.as_ref())?;
         let result = self.engine.get_at(key.as_ref(), self.ts, f)?;
         // `release` sets the flag before it unregisters the timestamp: not
         // released now means the timestamp was registered throughout the

@@ -158,6 +158,7 @@ impl Transaction {
     ) -> Result<R> {
         let key = key.as_ref();
         check_key(key)?;
+        crate::columnar::check_user_key(key)?;
         let mut st = self.active()?;
         if let Some(own) = st.writes.get(key) {
             return Ok(f(own.as_deref()));

@@ -26,6 +26,7 @@ pub struct ReplayReport {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DroppedTail {
     pub segment: u64,
     /// File offset (counting the segment header) where the dropped bytes began.

@@ -59,12 +59,10 @@ pub fn fresh_disk(dir: &Path) -> PowerLossFs {
 
 /// Small memtables and blocks, so memtables rotate and flush on their own.
 pub fn options(fs: &PowerLossFs, memtable_size: usize) -> Options {
-    Options {
-        memtable_size,
-        block_size: 128,
-        fs: fs.shared(),
-        ..Options::default()
-    }
+    Options::default()
+        .memtable_size(memtable_size)
+        .block_size(128)
+        .fs(fs.shared())
 }
 
 /// Waits until no sealed memtable is waiting for the maintenance thread,
