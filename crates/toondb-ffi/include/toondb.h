@@ -314,9 +314,11 @@ int64_t toondb_get_buf(const ToondbDb *db,
 // success `value_lens[i]` is the length of key i's value or
 // `TOONDB_ABSENT` (-1), `*needed` the total length of the values found,
 // and when `*needed <= cap` the values are in `buf`, back to back in key
-// order (absent keys take no room). When `*needed > cap` nothing was
-// copied: call again with a buffer of at least `*needed` bytes (that call
-// reads at a new snapshot). A bad key fails the whole call.
+// order (absent keys take no room). When `*needed > cap` the contents of
+// `buf` are unspecified (the values that fit before the total passed `cap`
+// may have been copied): call again with a buffer of at least `*needed`
+// bytes (that call reads at a new snapshot). A bad key fails the whole
+// call.
 //
 // # Safety
 // `keys` is valid for the sum of `key_lens` bytes, `key_lens` for `count`

@@ -292,3 +292,54 @@ fn v1_fixture_compacts_into_v2_and_keeps_every_view() {
         db.close().unwrap();
     }
 }
+
+/// The fixture's WAL segment is format version 1 (bare batch payloads, no
+/// sync points). It replays whole, the segment the open creates after it
+/// is version 2, and version 1's stricter rule still holds for it: damage
+/// followed by a valid record is corruption, never dropped as a tail.
+#[test]
+fn v1_wal_segment_replays_and_keeps_the_v1_damage_rule() {
+    let wal_version = |path: &Path| {
+        let bytes = std::fs::read(path).unwrap();
+        u32::from_le_bytes(bytes[8..12].try_into().unwrap())
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    copy_dir(&fixture_dir(), &dir);
+    let v1_segment = dir.join("000005.wal");
+    assert_eq!(wal_version(&v1_segment), 1);
+    let options = Options::default().auto_compaction(false);
+    {
+        let db = Database::open_with(&dir, options.clone()).unwrap();
+        let recovery = db.stats().recovery;
+        assert_eq!(recovery.records, phase(3).len() as u64);
+        assert_eq!(recovery.dropped_tail, None);
+        check(&db, &expected_v1());
+        db.close().unwrap();
+    }
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wal"))
+        .collect();
+    segments.sort();
+    let newest = segments.last().unwrap();
+    assert_ne!(newest, &v1_segment);
+    assert_eq!(wal_version(newest), 2);
+
+    // A fresh copy with one record in the middle of the v1 segment damaged.
+    let damaged = tmp.path().join("damaged");
+    copy_dir(&fixture_dir(), &damaged);
+    let path = damaged.join("000005.wal");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes
+        .windows(6)
+        .position(|w| w == b"v3-100")
+        .expect("a phase-3 value in the WAL");
+    bytes[at + 1] ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let err = Database::open_with(&damaged, options).unwrap_err();
+    assert_eq!(err.kind(), toondb_storage::ErrorKind::Corruption, "{err}");
+    assert!(err.message().contains("a valid record follows"), "{err}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "nothing was cut");
+}

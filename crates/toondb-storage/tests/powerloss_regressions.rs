@@ -170,22 +170,19 @@ fn engine_created_directory_survives_power_cut() {
     db.close().unwrap();
 }
 
-/// DESIGN DEFECT (not fixed: it needs a format or policy decision).
-/// Unsynced WAL pages can reach the device out of order (page-cache
-/// writeback, a volatile device cache): a power cut may keep a later page
-/// of `sync: false` records without an earlier one (`Tail::Pages`). Those
-/// records were never promised to survive a power cut, but replay sees
-/// damage followed by a valid record in the last segment and calls it
-/// corruption ("WAL segment 1: checksum mismatch at offset 4068 (a valid
-/// record follows at offset 8208)"), so the database cannot be opened:
-/// 15 of these 32 seeds. Nothing synced is at stake (the damage is always
-/// past the last sync), but the reader cannot know where that was. Options:
-/// record sync points in the log (a small marker frame, or the synced
-/// offset in each group's first frame) so replay can drop unsynced damage
-/// as a torn tail and still refuse damage before a sync point; or adopt
-/// RocksDB-style point-in-time recovery for the last segment.
+/// DESIGN DEFECT, fixed by WAL format version 2 (sync points; see
+/// docs/format-wal.md, *Replay*). Unsynced WAL pages can reach the device
+/// out of order (page-cache writeback, a volatile device cache): a power
+/// cut may keep a later page of `sync: false` records without an earlier
+/// one (`Tail::Pages`). Those records were never promised to survive a
+/// power cut, but replay saw damage followed by a valid record in the last
+/// segment and called it corruption ("WAL segment 1: checksum mismatch at
+/// offset 4068 (a valid record follows at offset 8208)"), so the database
+/// could not be opened: 15 of these 32 seeds. Every commit group now
+/// starts with a sync point saying how far the segment was synced, so
+/// replay drops damage that no later sync point covers (with everything
+/// after it) and still refuses damage before one.
 #[test]
-#[ignore = "design defect: out-of-order writeback of unsynced WAL pages makes the db unopenable (corruption)"]
 fn unsynced_wal_pages_written_back_out_of_order() {
     let mut failures = Vec::new();
     for seed in 0..32 {

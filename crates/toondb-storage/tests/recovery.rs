@@ -9,7 +9,10 @@
 //!
 //! Proves: a torn or bit-flipped last WAL record is dropped and reported in
 //! `stats().recovery.dropped_tail` with every earlier record kept; damage to a
-//! record in the middle of the log fails the open with `Corruption`; a
+//! durable record in the middle of the log (one a later sync point covers,
+//! as the one a clean close writes) fails the open with `Corruption`, while
+//! damage among records never synced is dropped with every record after
+//! it (a power cut may lose such pages in any order); a
 //! recovered database keeps working and reopens cleanly; a damaged table
 //! data block makes reads of exactly that block's keys fail with `Corruption`;
 //! and a damaged or missing `CURRENT`/manifest fails the open with
@@ -128,9 +131,14 @@ fn truncate(path: &Path, len: u64) {
         .unwrap();
 }
 
-/// A crash image after `n` puts, each its own commit (one WAL record each),
-/// with the record boundaries measured from the live segment's length after
-/// each put: record `i` occupies `starts[i]..starts[i + 1]`.
+/// Every commit group in a version-2 WAL segment starts with a sync-point
+/// frame of this many bytes (docs/format-wal.md); the batch frame follows.
+const SYNC_POINT_FRAME: u64 = 25;
+
+/// A crash image after `n` puts, each its own commit (one WAL commit group
+/// each: a sync point, then the record), with the group boundaries measured
+/// from the live segment's length after each put: group `i` occupies
+/// `starts[i]..starts[i + 1]`, its record `starts[i] + SYNC_POINT_FRAME..`.
 struct Image {
     dir: TempDir,
     segment_number: u64,
@@ -139,6 +147,17 @@ struct Image {
 }
 
 fn crash_image_after_puts(n: usize) -> Image {
+    image_after_puts(n, false)
+}
+
+/// Like [`crash_image_after_puts`], but the copy is taken after a clean
+/// close, which syncs the segment and marks it synced with a sync point
+/// after `starts[n]`: every record is durable.
+fn closed_image_after_puts(n: usize) -> Image {
+    image_after_puts(n, true)
+}
+
+fn image_after_puts(n: usize, closed: bool) -> Image {
     let live = tempfile::tempdir().unwrap();
     let db = Database::open(live.path()).unwrap();
     let (segment, segment_number) = last_segment(live.path());
@@ -148,6 +167,10 @@ fn crash_image_after_puts(n: usize) -> Image {
         starts.push(file_len(&segment));
     }
     assert_eq!(last_segment(live.path()).1, segment_number);
+    if closed {
+        db.close().unwrap();
+        assert_eq!(file_len(&segment), starts[n] + SYNC_POINT_FRAME);
+    }
     let dir = copy_dir(live.path());
     db.close().unwrap();
     Image {
@@ -176,7 +199,7 @@ const N: usize = 20;
 #[test]
 fn torn_last_record_is_dropped_at_every_kind_of_cut() {
     let image = crash_image_after_puts(N);
-    let last_start = image.starts[N - 1];
+    let last_start = image.starts[N - 1] + SYNC_POINT_FRAME;
     let full = image.starts[N];
     let record_len = full - last_start;
     assert!(record_len > 16, "record is {record_len} bytes");
@@ -214,7 +237,7 @@ fn torn_last_record_is_dropped_at_every_kind_of_cut() {
 #[test]
 fn bit_flip_in_last_record_is_dropped() {
     let image = crash_image_after_puts(N);
-    let last_start = image.starts[N - 1];
+    let last_start = image.starts[N - 1] + SYNC_POINT_FRAME;
     let full = image.starts[N];
     // Checksum field, length field (low bit: a length one off), first and
     // last payload byte.
@@ -250,8 +273,10 @@ fn bit_flip_in_last_record_is_dropped() {
 
 #[test]
 fn bit_flip_in_middle_record_fails_open_with_corruption() {
-    let image = crash_image_after_puts(N);
-    for victim in [0, N / 2, N - 2] {
+    let image = closed_image_after_puts(N);
+    // Every group (its sync point and its record), the last one too: the
+    // sync point the close wrote after them claims them all.
+    for victim in [0, N / 2, N - 2, N - 1] {
         let start = image.starts[victim];
         let end = image.starts[victim + 1];
         for at in [start, start + 5, start + 8, end - 1] {
@@ -276,6 +301,43 @@ fn bit_flip_in_middle_record_fails_open_with_corruption() {
             let again = Database::open(copy.path()).unwrap_err();
             assert_eq!(again.kind(), ErrorKind::Corruption);
         }
+    }
+}
+
+/// Without a sync, nothing in the log says the damaged record was ever
+/// durable, and a power cut can persist unsynced pages out of order (a
+/// later page without an earlier one). So damage among unsynced records is
+/// a torn tail: the damaged record and every record after it are dropped
+/// (the survivors stay a prefix in commit order), the file is cut there,
+/// and the next open is clean.
+#[test]
+fn bit_flip_in_middle_of_unsynced_records_drops_it_and_everything_after() {
+    let image = crash_image_after_puts(N);
+    let full = image.starts[N];
+    for victim in [0, N / 2, N - 2] {
+        let record = image.starts[victim] + SYNC_POINT_FRAME;
+        let copy = copy_dir(image.dir.path());
+        let (segment, number) = last_segment(copy.path());
+        flip_bit(&segment, record + 8, 0x04);
+
+        let db = Database::open(copy.path()).unwrap();
+        let recovery = db.stats().recovery;
+        assert_eq!(recovery.records, victim as u64, "record {victim}");
+        let tail = recovery.dropped_tail.unwrap();
+        assert_eq!((tail.segment, tail.offset), (number, record));
+        assert_eq!(tail.dropped_bytes, full - record);
+        assert!(
+            tail.reason
+                .starts_with("checksum mismatch, with unsynced records after it"),
+            "{}",
+            tail.reason
+        );
+        check_keys(&db, victim, N);
+        db.close().unwrap();
+        let db = Database::open(copy.path()).unwrap();
+        assert_eq!(db.stats().recovery.dropped_tail, None);
+        check_keys(&db, victim, N);
+        db.close().unwrap();
     }
 }
 

@@ -24,10 +24,9 @@ use crate::engine::{Engine, LsmState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
 use crate::memtable::Memtable;
-use crate::record::{begin_frame, finish_frame};
 use crate::stats::Counters;
 use crate::txn::ConflictCheck;
-use crate::wal::WalWriter;
+use crate::wal::{begin_batch_frame, finish_batch_frame, WalWriter};
 
 /// Commits `batch` on the calling thread when that is cheap and cannot
 /// reorder anything: no request is queued or being committed, and the
@@ -222,10 +221,11 @@ impl Committer {
         }
     }
 
-    /// fdatasync of the current WAL segment: what a handle that closes
-    /// while others stay open needs (see `Engine::sync_wal`).
+    /// fdatasync of the current WAL segment, recorded in it by a sync point:
+    /// what a handle that closes while others stay open needs (see
+    /// `Engine::sync_wal`, and `WalWriter::sync_and_mark` for why the mark).
     pub(crate) fn sync_wal(&mut self, engine: &Engine) -> Result<()> {
-        self.wal.sync()?;
+        self.wal.sync_and_mark()?;
         Counters::add(&engine.counters.wal_syncs, 1);
         Ok(())
     }
@@ -420,15 +420,17 @@ impl Committer {
     }
 
     /// Assigns timestamps in arrival order and frames every batch into one
-    /// buffer, so the group costs one write system call.
+    /// buffer behind the group's sync point, so the group costs one write
+    /// system call.
     fn encode(&mut self, writes: Vec<Request>) -> Vec<Pending> {
         self.frames.clear();
+        self.wal.begin_group(&mut self.frames);
         let mut pending = Vec::with_capacity(writes.len());
         for Request { batch, done, .. } in writes {
             self.last_ts += 1;
-            let start = begin_frame(&mut self.frames);
+            let start = begin_batch_frame(&mut self.frames);
             batch.encode_record(self.last_ts, &mut self.frames);
-            finish_frame(&mut self.frames, start);
+            finish_batch_frame(&mut self.frames, start);
             pending.push(Pending {
                 batch,
                 ts: self.last_ts,

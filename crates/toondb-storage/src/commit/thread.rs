@@ -68,7 +68,10 @@ impl CommitThread {
         // that already failed refuses, and its failure is already the
         // background error; `Engine::shutdown` reports either.
         if let Some(mut c) = self.engine.committer.lock().take() {
-            if let Err(e) = c.wal.sync() {
+            // The sync point after the sync records that the whole segment
+            // is durable, so later damage to it reads as corruption rather
+            // than as an unsynced tail (WalWriter::sync_and_mark).
+            if let Err(e) = c.wal.sync_and_mark() {
                 self.engine
                     .set_bg_error(e.context("syncing the WAL at close"));
             }

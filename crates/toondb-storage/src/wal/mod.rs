@@ -3,8 +3,11 @@
 //! [`replay`]. The byte format and the recovery rules are specified in
 //! docs/format-wal.md.
 
+mod entry;
 mod reader;
 mod writer;
+
+pub use entry::{begin_batch_frame, finish_batch_frame};
 
 // The engine's open path is the user of these; until it is wired in they
 // would be reported as unused.
@@ -17,7 +20,12 @@ const SEGMENT_SUFFIX: &str = ".wal";
 /// Identifies a WAL segment; the trailing NUL keeps it out of text tools' way.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TOONWAL\0";
 /// Bumped on any incompatible change to the segment or record layout.
-pub const SEGMENT_VERSION: u32 = 1;
+/// Version 2 added the payload kind byte and sync points (entry.rs); the
+/// writer writes version 2, replay reads both.
+pub const SEGMENT_VERSION: u32 = 2;
+/// Segments written before sync points existed: a payload is a bare batch,
+/// and replay keeps the stricter rule for damage (reader.rs).
+pub const SEGMENT_VERSION_V1: u32 = 1;
 /// magic (8) | version u32 LE (4) | CRC-32 of the first 12 bytes u32 LE (4).
 pub const SEGMENT_HEADER_LEN: usize = 16;
 
@@ -47,8 +55,9 @@ fn encode_header() -> [u8; SEGMENT_HEADER_LEN] {
     header
 }
 
-/// Validates a segment header, saying what is wrong with it if anything.
-fn check_header(data: &[u8]) -> std::result::Result<(), String> {
+/// Validates a segment header and returns its format version, or says
+/// what is wrong with it.
+fn check_header(data: &[u8]) -> std::result::Result<u32, String> {
     let Some(header) = data.get(..SEGMENT_HEADER_LEN) else {
         return Err(format!(
             "file is {} bytes, shorter than the {SEGMENT_HEADER_LEN}-byte header",
@@ -63,10 +72,10 @@ fn check_header(data: &[u8]) -> std::result::Result<(), String> {
         return Err("header checksum mismatch".to_owned());
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if version != SEGMENT_VERSION {
+    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_V1 {
         return Err(format!("unsupported format version {version}"));
     }
-    Ok(())
+    Ok(version)
 }
 
 #[cfg(test)]
@@ -97,7 +106,7 @@ mod tests {
     #[test]
     fn header_checks() {
         let header = encode_header();
-        assert_eq!(check_header(&header), Ok(()));
+        assert_eq!(check_header(&header), Ok(SEGMENT_VERSION));
         assert!(check_header(&header[..15]).is_err());
         let mut bad = header;
         bad[0] ^= 1;
@@ -108,13 +117,19 @@ mod tests {
             check_header(&bad),
             Err("header checksum mismatch".to_owned())
         );
-        let mut v2 = header;
-        v2[8..12].copy_from_slice(&2u32.to_le_bytes());
-        let crc = crc32fast::hash(&v2[..12]);
-        v2[12..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(
-            check_header(&v2),
-            Err("unsupported format version 2".to_owned())
-        );
+        let with_version = |v: u32| {
+            let mut h = header;
+            h[8..12].copy_from_slice(&v.to_le_bytes());
+            let crc = crc32fast::hash(&h[..12]);
+            h[12..].copy_from_slice(&crc.to_le_bytes());
+            h
+        };
+        assert_eq!(check_header(&with_version(1)), Ok(SEGMENT_VERSION_V1));
+        for v in [0, 3] {
+            assert_eq!(
+                check_header(&with_version(v)),
+                Err(format!("unsupported format version {v}"))
+            );
+        }
     }
 }

@@ -1,5 +1,8 @@
 //! Recovery: replaying segments and deciding which damage is a torn tail
-//! (a crash mid-append, safe to drop) and which is corruption (must fail).
+//! (a crash mid-append, or unsynced writes a power cut lost, safe to drop)
+//! and which is corruption (must fail). Version-2 segments carry sync
+//! points that tell the two apart (entry.rs); version-1 segments keep the
+//! stricter rule they were written under.
 
 use std::path::Path;
 
@@ -7,7 +10,8 @@ use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::record::{read_frame, Frame, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 
-use super::{check_header, segment_file_name, WalWriter, SEGMENT_HEADER_LEN};
+use super::entry::{self, highest_claim_after, Entry};
+use super::{check_header, segment_file_name, WalWriter, SEGMENT_HEADER_LEN, SEGMENT_VERSION_V1};
 
 /// What a replay found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -18,7 +22,7 @@ pub struct ReplayReport {
     /// Records passed to `apply`.
     pub records: u64,
     /// Framed size (8-byte frame header + payload) of those records; segment
-    /// headers and zero padding are not counted.
+    /// headers, sync points and zero padding are not counted.
     pub bytes: u64,
     /// The torn end of the last segment, if there was one; it has been cut off
     /// (or, for a torn segment header, the header rewritten).
@@ -110,50 +114,170 @@ fn replay_segment(
         });
         return Ok(());
     }
-    check_header(&data).map_err(|why| {
+    let version = check_header(&data).map_err(|why| {
         Error::corruption(format!(
             "WAL segment {number}: bad header at offset 0: {why}"
         ))
     })?;
+    let segment = Segment {
+        fs,
+        path: &path,
+        number,
+        is_last,
+        data: &data,
+    };
+    if version == SEGMENT_VERSION_V1 {
+        segment.replay_v1(apply, report)
+    } else {
+        segment.replay_v2(apply, report)
+    }
+}
 
-    let mut pos = SEGMENT_HEADER_LEN;
-    loop {
-        let reason = match read_frame(&data[pos..]) {
-            Frame::Record { payload, consumed } => {
-                apply(payload)?;
-                report.records += 1;
-                report.bytes += consumed as u64;
-                pos += consumed;
-                continue;
+/// One segment's bytes being replayed.
+struct Segment<'a> {
+    fs: &'a dyn FileSystem,
+    path: &'a Path,
+    number: u64,
+    is_last: bool,
+    data: &'a [u8],
+}
+
+impl Segment<'_> {
+    /// Version 1: a payload is a bare batch, and damage followed by any
+    /// valid record is corruption: without sync points, the reader cannot
+    /// tell whether the damaged bytes were ever synced.
+    fn replay_v1(
+        &self,
+        apply: &mut impl FnMut(&[u8]) -> Result<()>,
+        report: &mut ReplayReport,
+    ) -> Result<()> {
+        let mut pos = SEGMENT_HEADER_LEN;
+        loop {
+            let reason = match read_frame(&self.data[pos..]) {
+                Frame::Record { payload, consumed } => {
+                    apply(payload)?;
+                    report.records += 1;
+                    report.bytes += consumed as u64;
+                    pos += consumed;
+                    continue;
+                }
+                Frame::End => return Ok(()),
+                Frame::Truncated => "truncated record",
+                Frame::Bad(why) => why,
+            };
+            let later = find_record_after(self.data, pos);
+            if self.is_last && later == Later::Nothing {
+                // Nothing valid follows, so these bytes are the unfinished last
+                // append. Cut them off so segments written after recovery do not
+                // leave this damage in the middle of the log.
+                return self.drop_tail(pos, reason.to_owned(), report);
             }
-            Frame::End => return Ok(()),
-            Frame::Truncated => "truncated record",
-            Frame::Bad(why) => why,
-        };
-        let later = find_record_after(&data, pos);
-        if is_last && later == Later::Nothing {
-            // Nothing valid follows, so these bytes are the unfinished last
-            // append. Cut them off so segments written after recovery do not
-            // leave this damage in the middle of the log.
-            fs.truncate(&path, pos as u64)?;
-            report.dropped_tail = Some(DroppedTail {
-                segment: number,
-                offset: pos as u64,
-                dropped_bytes: (data.len() - pos) as u64,
-                reason: reason.to_owned(),
-            });
-            return Ok(());
+            let why_fatal = match later {
+                Later::RecordAt(at) => format!("a valid record follows at offset {at}"),
+                Later::Unknown => {
+                    "too much data follows it to rule out a valid record after it".to_owned()
+                }
+                Later::Nothing => "it is not the last segment".to_owned(),
+            };
+            return Err(self.corruption(reason, pos, &why_fatal));
         }
-        let why_fatal = match later {
-            Later::RecordAt(at) => format!("a valid record follows at offset {at}"),
-            Later::Unknown => {
-                "too much data follows it to rule out a valid record after it".to_owned()
+    }
+
+    /// Version 2: payloads are batches or sync points. Damage in the last
+    /// segment is a torn tail unless a sync point after it shows that the
+    /// damaged bytes had been synced (docs/format-wal.md, *Replay*).
+    fn replay_v2(
+        &self,
+        apply: &mut impl FnMut(&[u8]) -> Result<()>,
+        report: &mut ReplayReport,
+    ) -> Result<()> {
+        let mut pos = SEGMENT_HEADER_LEN;
+        loop {
+            let reason = match read_frame(&self.data[pos..]) {
+                Frame::Record { payload, consumed } => {
+                    match entry::decode(payload) {
+                        Ok(Entry::Batch(batch)) => {
+                            apply(batch)?;
+                            report.records += 1;
+                            report.bytes += consumed as u64;
+                        }
+                        Ok(Entry::SyncPoint(point)) => {
+                            // Written by this segment's writer, at the end
+                            // of the log: anything else is not damage a
+                            // crash leaves but a wrong file or a bug.
+                            if point.segment != self.number || point.synced_upto > pos as u64 {
+                                return Err(Error::corruption(format!(
+                                    "WAL segment {}: the sync point at offset {pos} names \
+                                     segment {} and offset {}",
+                                    self.number, point.segment, point.synced_upto
+                                )));
+                            }
+                        }
+                        Err(why) => {
+                            return Err(Error::corruption(format!(
+                                "WAL segment {}: malformed record at offset {pos}: {why}",
+                                self.number
+                            )))
+                        }
+                    }
+                    pos += consumed;
+                    continue;
+                }
+                Frame::End => return Ok(()),
+                Frame::Truncated => "truncated record",
+                Frame::Bad(why) => why,
+            };
+            if !self.is_last {
+                // A segment is synced whole before a newer one is created
+                // (at rotation, and by replay before the open creates one),
+                // so no power cut can damage it.
+                return Err(self.corruption(reason, pos, "it is not the last segment"));
             }
-            Later::Nothing => "it is not the last segment".to_owned(),
-        };
-        return Err(Error::corruption(format!(
-            "WAL segment {number}: {reason} at offset {pos} ({why_fatal})"
-        )));
+            let later = highest_claim_after(self.data, pos, self.number);
+            if let Some((at, upto)) = later {
+                if upto > pos as u64 {
+                    let why = format!(
+                        "the sync point at offset {at} shows that every byte before offset \
+                         {upto} had been synced"
+                    );
+                    return Err(self.corruption(reason, pos, &why));
+                }
+            }
+            // Damage no sync point covers: the bytes from here on were
+            // written without a completed sync, and a power cut may lose
+            // such pages in any order. Dropping them with everything after
+            // them keeps the survivors a prefix in commit order. (Every
+            // group starts with a sync point, so finding one says that
+            // later writes survived and are dropped too.)
+            let reason = match later {
+                None => reason.to_owned(),
+                Some(_) => format!(
+                    "{reason}, with unsynced records after it (dropped with it: a power \
+                     cut can persist unsynced pages out of order)"
+                ),
+            };
+            return self.drop_tail(pos, reason, report);
+        }
+    }
+
+    /// Cuts the segment at `pos` (so segments written after recovery do not
+    /// leave this damage in the middle of the log) and reports the drop.
+    fn drop_tail(&self, pos: usize, reason: String, report: &mut ReplayReport) -> Result<()> {
+        self.fs.truncate(self.path, pos as u64)?;
+        report.dropped_tail = Some(DroppedTail {
+            segment: self.number,
+            offset: pos as u64,
+            dropped_bytes: (self.data.len() - pos) as u64,
+            reason,
+        });
+        Ok(())
+    }
+
+    fn corruption(&self, reason: &str, pos: usize, why_fatal: &str) -> Error {
+        Error::corruption(format!(
+            "WAL segment {}: {reason} at offset {pos} ({why_fatal})",
+            self.number
+        ))
     }
 }
 
@@ -224,6 +348,7 @@ mod tests {
     use crate::error::ErrorKind;
     use crate::io::OsFileSystem;
     use crate::record::encode_frame;
+    use crate::wal::entry::{SyncPoint, SYNC_POINT_FRAME_LEN};
 
     const FS: &OsFileSystem = &OsFileSystem;
 
@@ -235,23 +360,78 @@ mod tests {
         p
     }
 
-    /// Writes segments with the given record counts; returns all payloads in
-    /// order and, per segment, the file offset where each record starts.
+    /// How a test log is written.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    enum Format {
+        /// Version 1, by hand: bare batch payloads, no sync points.
+        V1,
+        /// Version 2 by `WalWriter`, one commit group per record (sync
+        /// point, batch); `sync_each` syncs after every group, so each
+        /// group's sync point claims every record before it.
+        V2 { sync_each: bool },
+    }
+    use Format::V1;
+    const V2_SYNCED: Format = Format::V2 { sync_each: true };
+    const V2_UNSYNCED: Format = Format::V2 { sync_each: false };
+    const ALL_FORMATS: [Format; 3] = [V1, V2_SYNCED, V2_UNSYNCED];
+
+    fn v1_header() -> [u8; SEGMENT_HEADER_LEN] {
+        let mut h = super::super::encode_header();
+        h[8..12].copy_from_slice(&SEGMENT_VERSION_V1.to_le_bytes());
+        let crc = crc32fast::hash(&h[..12]);
+        h[12..].copy_from_slice(&crc.to_le_bytes());
+        h
+    }
+
+    /// Writes segments with the given record counts in version 1 (the
+    /// tests of the strict rule); see [`write_log_as`].
     fn write_log(dir: &Path, segments: &[(u64, usize)]) -> (Vec<Vec<u8>>, Vec<Vec<u64>>) {
+        write_log_as(dir, segments, V1)
+    }
+
+    /// Writes segments with the given record counts, each segment synced
+    /// at its end; returns all payloads in order and, per segment, the
+    /// file offset where each record's frame starts (in version 2, the
+    /// batch frame after its group's sync point).
+    fn write_log_as(
+        dir: &Path,
+        segments: &[(u64, usize)],
+        format: Format,
+    ) -> (Vec<Vec<u8>>, Vec<Vec<u64>>) {
         let mut all = Vec::new();
         let mut offsets = Vec::new();
         for &(number, count) in segments {
-            let mut w = WalWriter::create(FS, dir, number).unwrap();
             let mut starts = Vec::new();
-            for i in 0..count {
-                let p = payload(number, i);
-                let mut framed = Vec::new();
-                encode_frame(&p, &mut framed);
-                starts.push(w.len());
-                w.append(&framed).unwrap();
-                all.push(p);
+            match format {
+                V1 => {
+                    let mut bytes = v1_header().to_vec();
+                    for i in 0..count {
+                        let p = payload(number, i);
+                        starts.push(bytes.len() as u64);
+                        encode_frame(&p, &mut bytes);
+                        all.push(p);
+                    }
+                    std::fs::write(path(dir, number), bytes).unwrap();
+                }
+                Format::V2 { sync_each } => {
+                    let mut w = WalWriter::create(FS, dir, number).unwrap();
+                    for i in 0..count {
+                        let p = payload(number, i);
+                        let mut group = Vec::new();
+                        w.begin_group(&mut group);
+                        starts.push(w.len() + group.len() as u64);
+                        let start = entry::begin_batch_frame(&mut group);
+                        group.extend_from_slice(&p);
+                        entry::finish_batch_frame(&mut group, start);
+                        w.append(&group).unwrap();
+                        if sync_each {
+                            w.sync().unwrap();
+                        }
+                        all.push(p);
+                    }
+                    w.sync().unwrap();
+                }
             }
-            w.sync().unwrap();
             offsets.push(starts);
         }
         (all, offsets)
@@ -291,18 +471,36 @@ mod tests {
 
     #[test]
     fn round_trip_many_records_over_several_segments() {
+        for format in ALL_FORMATS {
+            let dir = tempfile::tempdir().unwrap();
+            let layout = [(3, 200), (4, 0), (7, 1), (12, 500)];
+            let (written, _) = write_log_as(dir.path(), &layout, format);
+            let (got, report) = collect(dir.path(), &[3, 4, 7, 12]).unwrap();
+            assert_eq!(got, written, "{format:?}");
+            assert_eq!(report.segments, 4);
+            assert_eq!(report.records, 701);
+            // Version 2 frames carry a kind byte; sync points are not counted.
+            let kind_byte = usize::from(format != V1);
+            let framed: u64 = written
+                .iter()
+                .map(|p| (p.len() + FRAME_HEADER_LEN + kind_byte) as u64)
+                .sum();
+            assert_eq!(report.bytes, framed, "{format:?}");
+            assert_eq!(report.dropped_tail, None);
+        }
+    }
+
+    /// A database written before version 2 is reopened by the new code:
+    /// its version-1 segments replay, then the new segment is version 2.
+    #[test]
+    fn version_1_segments_followed_by_version_2_replay_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        let layout = [(3, 200), (4, 0), (7, 1), (12, 500)];
-        let (written, _) = write_log(dir.path(), &layout);
-        let (got, report) = collect(dir.path(), &[3, 4, 7, 12]).unwrap();
+        let (mut written, _) = write_log_as(dir.path(), &[(1, 30), (2, 5)], V1);
+        let (newer, _) = write_log_as(dir.path(), &[(3, 20)], V2_UNSYNCED);
+        written.extend(newer);
+        let (got, report) = collect(dir.path(), &[1, 2, 3]).unwrap();
         assert_eq!(got, written);
-        assert_eq!(report.segments, 4);
-        assert_eq!(report.records, 701);
-        let framed: u64 = written
-            .iter()
-            .map(|p| (p.len() + FRAME_HEADER_LEN) as u64)
-            .sum();
-        assert_eq!(report.bytes, framed);
+        assert_eq!((report.segments, report.records), (3, 55));
         assert_eq!(report.dropped_tail, None);
     }
 
@@ -318,8 +516,14 @@ mod tests {
 
     #[test]
     fn truncated_last_record_at_every_cut_is_dropped() {
+        for format in ALL_FORMATS {
+            truncated_last_record_at_every_cut_is_dropped_in(format);
+        }
+    }
+
+    fn truncated_last_record_at_every_cut_is_dropped_in(format: Format) {
         let dir = tempfile::tempdir().unwrap();
-        let (written, offsets) = write_log(dir.path(), &[(1, 5), (2, 40)]);
+        let (written, offsets) = write_log_as(dir.path(), &[(1, 5), (2, 40)], format);
         let full = file_len(dir.path(), 2);
         let last_start = *offsets[1].last().unwrap();
         let pristine = std::fs::read(path(dir.path(), 2)).unwrap();
@@ -347,8 +551,14 @@ mod tests {
 
     #[test]
     fn bit_flip_in_last_record_is_dropped() {
+        for format in ALL_FORMATS {
+            bit_flip_in_last_record_is_dropped_in(format);
+        }
+    }
+
+    fn bit_flip_in_last_record_is_dropped_in(format: Format) {
         let dir = tempfile::tempdir().unwrap();
-        let (written, offsets) = write_log(dir.path(), &[(5, 10)]);
+        let (written, offsets) = write_log_as(dir.path(), &[(5, 10)], format);
         let last_start = offsets[0][9];
         let full = file_len(dir.path(), 5);
         // A payload byte: the checksum catches it.
@@ -363,10 +573,18 @@ mod tests {
         assert_eq!(collect(dir.path(), &[5]).unwrap().1.dropped_tail, None);
     }
 
+    /// Version 1 cannot tell synced from unsynced damage and refuses both;
+    /// version 2 refuses damage that a later sync point shows was synced.
     #[test]
     fn bit_flip_in_middle_record_is_corruption() {
+        for format in [V1, V2_SYNCED] {
+            bit_flip_in_middle_record_is_corruption_in(format);
+        }
+    }
+
+    fn bit_flip_in_middle_record_is_corruption_in(format: Format) {
         let dir = tempfile::tempdir().unwrap();
-        let (_, offsets) = write_log(dir.path(), &[(1, 3), (2, 10)]);
+        let (_, offsets) = write_log_as(dir.path(), &[(1, 3), (2, 10)], format);
         let victim = offsets[1][4];
         let before = file_len(dir.path(), 2);
         // Payload, checksum and length-field damage must all be caught.
@@ -404,8 +622,14 @@ mod tests {
 
     #[test]
     fn damage_in_non_last_segment_is_corruption() {
+        for format in ALL_FORMATS {
+            damage_in_non_last_segment_is_corruption_in(format);
+        }
+    }
+
+    fn damage_in_non_last_segment_is_corruption_in(format: Format) {
         let dir = tempfile::tempdir().unwrap();
-        let (_, offsets) = write_log(dir.path(), &[(1, 4), (2, 4), (3, 4)]);
+        let (_, offsets) = write_log_as(dir.path(), &[(1, 4), (2, 4), (3, 4)], format);
         let pristine = std::fs::read(path(dir.path(), 2)).unwrap();
 
         // Torn end of segment 2: fine if it were last, fatal when it is not.
@@ -425,8 +649,14 @@ mod tests {
 
     #[test]
     fn zero_filled_tail_is_clean() {
+        for format in ALL_FORMATS {
+            zero_filled_tail_is_clean_in(format);
+        }
+    }
+
+    fn zero_filled_tail_is_clean_in(format: Format) {
         let dir = tempfile::tempdir().unwrap();
-        let (written, _) = write_log(dir.path(), &[(1, 3), (2, 3)]);
+        let (written, _) = write_log_as(dir.path(), &[(1, 3), (2, 3)], format);
         for number in [1, 2] {
             let p = path(dir.path(), number);
             let mut data = std::fs::read(&p).unwrap();
@@ -509,8 +739,11 @@ mod tests {
     #[test]
     fn torn_header_in_last_segment_is_rewritten() {
         let dir = tempfile::tempdir().unwrap();
-        let (written, _) = write_log(dir.path(), &[(1, 3), (2, 0)]);
+        let (written, _) = write_log(dir.path(), &[(1, 3)]);
+        // Rewritten in the current version, whatever the log before it.
+        write_log_as(dir.path(), &[(2, 0)], V2_UNSYNCED);
         let header = std::fs::read(path(dir.path(), 2)).unwrap();
+        assert_eq!(header, super::super::encode_header());
         for cut in 0..SEGMENT_HEADER_LEN {
             std::fs::write(path(dir.path(), 2), &header[..cut]).unwrap();
             let (got, report) = collect(dir.path(), &[1, 2]).unwrap();
@@ -578,5 +811,227 @@ mod tests {
             data.extend_from_slice(&[0x55, 0x55, 0x55, 0x55, 0x00, 0x00, 0x10, 0x00]);
         }
         assert_eq!(find_record_after(&data, 0), Later::Unknown);
+    }
+
+    /// Writes one version-2 commit group holding `p` and returns where its
+    /// batch frame starts.
+    fn append_group(w: &mut WalWriter, p: &[u8], sync: bool) -> u64 {
+        let mut group = Vec::new();
+        w.begin_group(&mut group);
+        let at = w.len() + group.len() as u64;
+        let start = entry::begin_batch_frame(&mut group);
+        group.extend_from_slice(p);
+        entry::finish_batch_frame(&mut group, start);
+        if sync {
+            w.append_durable(&group).unwrap();
+        } else {
+            w.append(&group).unwrap();
+        }
+        at
+    }
+
+    fn zero_range(dir: &Path, number: u64, from: u64, to: u64) {
+        let p = path(dir, number);
+        let mut data = std::fs::read(&p).unwrap();
+        data[from as usize..to as usize].fill(0);
+        std::fs::write(&p, data).unwrap();
+    }
+
+    /// The defect version 2 fixes: unsynced pages written back out of
+    /// order leave a hole (zeros, or a torn frame) with valid records
+    /// after it. Nothing there was synced, so it is a torn tail: the hole
+    /// and everything after it are dropped, and a second replay is clean.
+    #[test]
+    fn unsynced_damage_with_valid_records_after_it_is_a_torn_tail() {
+        for damage in ["flip", "hole"] {
+            let dir = tempfile::tempdir().unwrap();
+            let (written, offsets) = write_log_as(dir.path(), &[(1, 3), (2, 12)], V2_UNSYNCED);
+            let victim = offsets[1][4];
+            match damage {
+                "flip" => flip_byte(dir.path(), 2, victim + 12),
+                _ => zero_range(dir.path(), 2, victim, offsets[1][8]),
+            }
+            let full = file_len(dir.path(), 2);
+            let (got, report) = collect(dir.path(), &[1, 2]).unwrap();
+            assert_eq!(got, written[..3 + 4], "{damage}");
+            let tail = report.dropped_tail.unwrap();
+            assert_eq!((tail.segment, tail.offset), (2, victim), "{damage}");
+            assert_eq!(tail.dropped_bytes, full - victim);
+            assert!(
+                tail.reason.contains("unsynced records after it"),
+                "{tail:?}"
+            );
+            assert_eq!(file_len(dir.path(), 2), victim);
+            let (again, report) = collect(dir.path(), &[1, 2]).unwrap();
+            assert_eq!((again, report.dropped_tail), (got, None));
+        }
+    }
+
+    /// Damage before a sync point is damage to durable data: refused, and
+    /// nothing is cut, even though the records after it were never
+    /// synced and the first bytes after the damage are lost too.
+    #[test]
+    fn damage_before_a_sync_point_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(FS, dir.path(), 4).unwrap();
+        let mut starts = Vec::new();
+        for i in 0..6 {
+            starts.push(append_group(&mut w, &payload(4, i), i < 3));
+        }
+        let synced_end = starts[3] - SYNC_POINT_FRAME_LEN as u64;
+        // Record 1 (synced) damaged, record 3's group (whose sync point
+        // claims records 0..3) intact, records 4 and 5 lost to a hole.
+        flip_byte(dir.path(), 4, starts[1] + 10);
+        zero_range(dir.path(), 4, starts[4] - 20, starts[5]);
+        let before = std::fs::read(path(dir.path(), 4)).unwrap();
+        let err = collect(dir.path(), &[4]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+        let msg = err.message();
+        assert!(msg.contains(&format!("offset {}", starts[1])), "{msg}");
+        assert!(
+            msg.contains(&format!("before offset {synced_end}")),
+            "{msg}"
+        );
+        assert_eq!(std::fs::read(path(dir.path(), 4)).unwrap(), before);
+
+        // The same hole alone lies past every claim: a torn tail.
+        flip_byte(dir.path(), 4, starts[1] + 10);
+        let (got, report) = collect(dir.path(), &[4]).unwrap();
+        assert_eq!(got.len(), 4);
+        let tail = report.dropped_tail.unwrap();
+        // The hole begins inside record 4's sync point.
+        assert_eq!(tail.offset, starts[4] - SYNC_POINT_FRAME_LEN as u64);
+    }
+
+    /// A clean close syncs and marks the segment: damage anywhere in it is
+    /// corruption afterwards, although no write asked for a sync.
+    #[test]
+    fn damage_after_sync_and_mark_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(FS, dir.path(), 8).unwrap();
+        let starts: Vec<u64> = (0..5)
+            .map(|i| append_group(&mut w, &payload(8, i), false))
+            .collect();
+        w.sync_and_mark().unwrap();
+        for victim in [starts[0], starts[4]] {
+            flip_byte(dir.path(), 8, victim + 9);
+            let err = collect(dir.path(), &[8]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+            flip_byte(dir.path(), 8, victim + 9);
+        }
+        // Damage to the mark itself: nothing claims it, so it is a tail.
+        let end = w.len();
+        flip_byte(dir.path(), 8, end - 1);
+        let (got, report) = collect(dir.path(), &[8]).unwrap();
+        assert_eq!(got.len(), 5);
+        assert_eq!(
+            report.dropped_tail.unwrap().offset,
+            end - SYNC_POINT_FRAME_LEN as u64
+        );
+    }
+
+    /// Sync points that cannot be this segment's (another segment's, or
+    /// claiming past their own offset: stale or copied bytes) do not turn
+    /// unsynced damage into corruption.
+    #[test]
+    fn only_genuine_sync_points_make_damage_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, offsets) = write_log_as(dir.path(), &[(6, 8)], V2_UNSYNCED);
+        let victim = offsets[0][2];
+        let p = path(dir.path(), 6);
+        let mut data = std::fs::read(&p).unwrap();
+        data[victim as usize + 9] ^= 0x10;
+        let mut foreign = Vec::new();
+        entry::encode_sync_point(
+            SyncPoint {
+                segment: 7,
+                synced_upto: 64,
+            },
+            &mut foreign,
+        );
+        let at = data.len() as u64;
+        entry::encode_sync_point(
+            SyncPoint {
+                segment: 6,
+                synced_upto: at + 100,
+            },
+            &mut foreign,
+        );
+        data.extend_from_slice(&foreign);
+        std::fs::write(&p, &data).unwrap();
+        let (got, report) = collect(dir.path(), &[6]).unwrap();
+        assert_eq!(got.len(), 2);
+        assert_eq!(report.dropped_tail.unwrap().offset, victim);
+
+        // A genuine one (this segment, claiming past the damage) after it.
+        let mut data = std::fs::read(&p).unwrap();
+        data.truncate(victim as usize);
+        let mut rest = Vec::new();
+        encode_frame(b"garbage standing in for damage", &mut rest);
+        rest[0] ^= 1;
+        data.extend_from_slice(&rest);
+        entry::encode_sync_point(
+            SyncPoint {
+                segment: 6,
+                synced_upto: victim + 1,
+            },
+            &mut data,
+        );
+        std::fs::write(&p, &data).unwrap();
+        let err = collect(dir.path(), &[6]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+    }
+
+    /// Checksummed frames that break the version-2 rules are corruption,
+    /// never a torn tail.
+    #[test]
+    fn malformed_version_2_records_are_corruption() {
+        /// Appends a frame to a segment's bytes; gets its offset.
+        type AddFrame = fn(&mut Vec<u8>, u64);
+        let unknown_kind: AddFrame = |d, _| encode_frame(&[7, 1, 2, 3], d);
+        let other_segment: AddFrame = |d, _| {
+            let point = SyncPoint {
+                segment: 99,
+                synced_upto: 16,
+            };
+            entry::encode_sync_point(point, d)
+        };
+        let past_itself: AddFrame = |d, at| {
+            let point = SyncPoint {
+                segment: 3,
+                synced_upto: at + 1,
+            };
+            entry::encode_sync_point(point, d)
+        };
+        let cases = [
+            ("unknown record kind", unknown_kind),
+            ("names segment 99", other_segment),
+            ("names segment 3 and offset", past_itself),
+        ];
+        for (want, add) in cases {
+            let dir = tempfile::tempdir().unwrap();
+            write_log_as(dir.path(), &[(3, 2)], V2_UNSYNCED);
+            let p = path(dir.path(), 3);
+            let mut data = std::fs::read(&p).unwrap();
+            let at = data.len() as u64;
+            add(&mut data, at);
+            data.extend_from_slice(&payload(3, 9)); // never reached
+            std::fs::write(&p, &data).unwrap();
+            let err = collect(dir.path(), &[3]).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::Corruption, "{want}: {err}");
+            assert!(err.message().contains(want), "{want}: {err}");
+        }
+    }
+
+    /// Version 1 keeps its rule: damage followed by a valid record in the
+    /// last segment is corruption, with no sync points to say otherwise.
+    #[test]
+    fn version_1_unsynced_damage_is_still_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, offsets) = write_log(dir.path(), &[(1, 8)]);
+        flip_byte(dir.path(), 1, offsets[0][3] + 9);
+        let err = collect(dir.path(), &[1]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption);
+        assert!(err.message().contains("a valid record follows"), "{err}");
     }
 }

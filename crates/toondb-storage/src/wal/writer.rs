@@ -5,7 +5,8 @@ use std::path::Path;
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{FileSystem, WritableFile};
 
-use super::{encode_header, segment_file_name};
+use super::entry::{encode_sync_point, SyncPoint, SYNC_POINT_FRAME_LEN};
+use super::{encode_header, segment_file_name, SEGMENT_HEADER_LEN};
 
 /// The open, current segment of the log.
 pub struct WalWriter {
@@ -19,6 +20,13 @@ pub struct WalWriter {
     failed: bool,
     /// End of the zero-filled space ahead of the logical end (0: none).
     preallocated_to: u64,
+    /// Offset through which the last successful fdatasync made the segment
+    /// durable: what the next sync point may claim.
+    synced_upto: u64,
+    /// Logical end right after the last [`WalWriter::sync_and_mark`]: while
+    /// the segment still ends there, every byte in it is durable and a sync
+    /// point already says so.
+    marked_end: u64,
 }
 
 /// Zeroed space added at a time when durable writes need it.
@@ -42,7 +50,26 @@ impl WalWriter {
             number,
             failed: false,
             preallocated_to: 0,
+            synced_upto: SEGMENT_HEADER_LEN as u64,
+            marked_end: SEGMENT_HEADER_LEN as u64,
         })
+    }
+
+    /// Starts a commit group in `out`: a sync point saying how far this
+    /// segment is durable now. Every group written with [`append`] or
+    /// [`append_durable`] must begin with one, so that any later group that
+    /// survives a power cut tells replay which damage lies before a
+    /// completed sync (docs/format-wal.md, *Replay*). A sync that completes
+    /// after this call only makes the claim conservative.
+    ///
+    /// [`append`]: WalWriter::append
+    /// [`append_durable`]: WalWriter::append_durable
+    pub fn begin_group(&self, out: &mut Vec<u8>) {
+        let point = SyncPoint {
+            segment: self.number,
+            synced_upto: self.synced_upto,
+        };
+        encode_sync_point(point, out);
     }
 
     /// Appends already-framed bytes (one or more frames built with
@@ -63,6 +90,9 @@ impl WalWriter {
         self.check_usable()?;
         let result = self.file.append_durable(framed);
         self.failed = result.is_err();
+        if result.is_ok() {
+            self.synced_upto = self.file.len();
+        }
         result.map_err(|e| {
             e.context(format_args!(
                 "durably appending to WAL segment {}",
@@ -99,7 +129,35 @@ impl WalWriter {
         self.check_usable()?;
         let result = self.file.sync_data();
         self.failed = result.is_err();
+        if result.is_ok() {
+            self.synced_upto = self.file.len();
+        }
         result.map_err(|e| e.context(format_args!("syncing WAL segment {}", self.number)))
+    }
+
+    /// Makes the segment durable and records that in it: fdatasync, then a
+    /// durable sync point claiming every byte before it. Used where the
+    /// engine promises that everything acknowledged is on disk (close)
+    /// while this segment stays the last one: without the sync point, later
+    /// damage to those bytes with nothing valid claiming them would read
+    /// as an unsynced torn tail and be dropped instead of reported. A
+    /// segment already ending in such a sync point, or holding no records,
+    /// is only synced.
+    pub fn sync_and_mark(&mut self) -> Result<()> {
+        self.sync()?;
+        let len = self.file.len();
+        if len == self.marked_end || len <= SEGMENT_HEADER_LEN as u64 {
+            return Ok(());
+        }
+        let mut frame = Vec::with_capacity(SYNC_POINT_FRAME_LEN);
+        self.begin_group(&mut frame);
+        // A plain write and sync, not `append_durable`: a direct write
+        // would pad the file with zeros to a block boundary, and a closed
+        // segment ending exactly at its last frame is simpler to inspect.
+        self.append(&frame)?;
+        self.sync()?;
+        self.marked_end = self.file.len();
+        Ok(())
     }
 
     /// Bytes in the segment including the header (the logical end, not
@@ -130,6 +188,7 @@ mod tests {
     use super::*;
     use crate::io::{OsFileSystem, WrappedFs, WriteHook};
     use crate::record::encode_frame;
+    use crate::wal::entry::SYNC_POINT_FRAME_LEN;
     use crate::wal::{replay, SEGMENT_HEADER_LEN};
 
     /// Delegates to the real file system, but every file it creates accepts
@@ -181,6 +240,16 @@ mod tests {
         out
     }
 
+    /// A commit group as the engine writes it: a sync point, then one batch.
+    fn group(w: &WalWriter, payload: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        w.begin_group(&mut out);
+        let start = crate::wal::begin_batch_frame(&mut out);
+        out.extend_from_slice(payload);
+        crate::wal::finish_batch_frame(&mut out, start);
+        out
+    }
+
     fn segment_path(dir: &Path, number: u64) -> PathBuf {
         dir.join(segment_file_name(number))
     }
@@ -215,32 +284,86 @@ mod tests {
     #[test]
     fn append_failure_is_io_error_and_poisons_writer() {
         let dir = tempfile::tempdir().unwrap();
-        let record = framed(b"a record of some length");
-        // Room for the header, two whole records and half of a third.
-        let budget = (SEGMENT_HEADER_LEN + 2 * record.len() + record.len() / 2) as u64;
+        let payload = b"a record of some length";
+        // No sync happens, so every group's sync point claims the same
+        // offset and all groups have one length.
+        let probe = WalWriter::create(&OsFileSystem, dir.path(), 99).unwrap();
+        let record = group(&probe, payload);
+        // Room for the header, two whole groups and half of a third (its
+        // sync point and part of its batch frame).
+        let half = record.len() / 2;
+        assert!(half > SYNC_POINT_FRAME_LEN);
+        let budget = (SEGMENT_HEADER_LEN + 2 * record.len() + half) as u64;
         let fs = WrappedFs::os(FailingFs { budget });
-        let mut w = WalWriter::create(&fs, dir.path(), 1).unwrap();
-        w.append(&record).unwrap();
-        w.append(&record).unwrap();
-        let err = w.append(&record).unwrap_err();
+        let mut w = WalWriter::create(&fs, dir.path(), 99).unwrap();
+        w.append(&group(&w, payload)).unwrap();
+        w.append(&group(&w, payload)).unwrap();
+        let err = w.append(&group(&w, payload)).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Io);
-        assert!(err.message().contains("WAL segment 1"), "{err}");
+        assert!(err.message().contains("WAL segment 99"), "{err}");
         // Later calls must not stack records behind the partial one.
         assert_eq!(w.append(&record).unwrap_err().kind(), ErrorKind::Io);
         assert_eq!(w.sync().unwrap_err().kind(), ErrorKind::Io);
+        assert_eq!(w.sync_and_mark().unwrap_err().kind(), ErrorKind::Io);
 
         // The short write is a torn tail for recovery: two records survive.
         let mut seen = 0;
-        let report = replay(&OsFileSystem, dir.path(), &[1], |_| {
+        let report = replay(&OsFileSystem, dir.path(), &[99], |_| {
             seen += 1;
             Ok(())
         })
         .unwrap();
         assert_eq!(seen, 2);
         let tail = report.dropped_tail.unwrap();
-        assert_eq!(tail.offset, (SEGMENT_HEADER_LEN + 2 * record.len()) as u64);
-        assert_eq!(tail.dropped_bytes, (record.len() / 2) as u64);
+        let torn_batch = SEGMENT_HEADER_LEN + 2 * record.len() + SYNC_POINT_FRAME_LEN;
+        assert_eq!(tail.offset, torn_batch as u64);
+        assert_eq!(tail.dropped_bytes, (half - SYNC_POINT_FRAME_LEN) as u64);
         assert_eq!(tail.reason, "truncated record");
+    }
+
+    #[test]
+    fn sync_points_claim_what_was_synced_when_they_were_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(&OsFileSystem, dir.path(), 5).unwrap();
+        let claim = |w: &WalWriter| {
+            let mut out = Vec::new();
+            w.begin_group(&mut out);
+            out[FRAME_CLAIM..].to_vec()
+        };
+        let header = (SEGMENT_HEADER_LEN as u64).to_le_bytes().to_vec();
+        assert_eq!(claim(&w), header);
+        w.append(&group(&w, b"one")).unwrap();
+        assert_eq!(claim(&w), header, "an unsynced append claims nothing");
+        w.sync().unwrap();
+        assert_eq!(claim(&w), w.len().to_le_bytes());
+        w.append_durable(&group(&w, b"two")).unwrap();
+        assert_eq!(claim(&w), w.len().to_le_bytes());
+        w.append(&group(&w, b"three")).unwrap();
+        assert_ne!(claim(&w), w.len().to_le_bytes());
+
+        // Close: synced, then a durable sync point claiming everything.
+        let before = w.len();
+        w.sync_and_mark().unwrap();
+        assert_eq!(w.len(), before + SYNC_POINT_FRAME_LEN as u64);
+        let on_disk = std::fs::read(segment_path(dir.path(), 5)).unwrap();
+        let mark = &on_disk[before as usize..w.len() as usize];
+        assert_eq!(&mark[FRAME_CLAIM..], before.to_le_bytes());
+        // Nothing new since: no second sync point.
+        w.sync_and_mark().unwrap();
+        assert_eq!(w.len(), before + SYNC_POINT_FRAME_LEN as u64);
+        let report = replay(&OsFileSystem, dir.path(), &[5], |_| Ok(())).unwrap();
+        assert_eq!((report.records, report.dropped_tail), (3, None));
+    }
+
+    /// Where a sync point frame holds its `synced_upto` field.
+    const FRAME_CLAIM: usize = SYNC_POINT_FRAME_LEN - 8;
+
+    #[test]
+    fn an_empty_segment_gets_no_sync_point_at_close() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = WalWriter::create(&OsFileSystem, dir.path(), 6).unwrap();
+        w.sync_and_mark().unwrap();
+        assert_eq!(w.len(), SEGMENT_HEADER_LEN as u64);
     }
 
     #[test]
