@@ -289,7 +289,7 @@ fn rewrite_table(
     to: &Path,
     created: &mut Vec<PathBuf>,
 ) -> Result<Option<TableMeta>> {
-    let mut it = TableIter::new(file.table().clone());
+    let mut it = TableIter::without_cache_fill(file.table()?);
     it.seek_to_first()?;
     let mut entries = Vec::new();
     while let Some(e) = it.entry() {

@@ -35,7 +35,8 @@ impl LsmState {
             ));
         };
         for file in self.levels.candidates(key) {
-            if let Some(found) = file.table().get(key, snapshot)? {
+            let table = file.table()?;
+            if let Some(found) = table.get(key, snapshot)? {
                 let entry = found.entry();
                 return Ok(f(visible(entry.kind, entry.value)));
             }
@@ -72,7 +73,8 @@ impl LsmState {
             if file.max_ts() <= since {
                 continue;
             }
-            if let Some(found) = file.table().get(key, Timestamp::MAX)? {
+            let table = file.table()?;
+            if let Some(found) = table.get(key, Timestamp::MAX)? {
                 return Ok(found.entry().ts > since);
             }
         }
@@ -91,7 +93,7 @@ impl LsmState {
             if file.max_ts() <= since {
                 continue;
             }
-            let mut it = TableIter::new(file.table().clone());
+            let mut it = TableIter::new(file.table()?);
             match &range.0 {
                 Bound::Included(k) | Bound::Excluded(k) => it.seek(k)?,
                 Bound::Unbounded => it.seek_to_first()?,

@@ -15,7 +15,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
 use crate::lsm::{Levels, TableFile};
 use crate::merge::{Cursor, LevelCursor, MergeIter};
-use crate::sstable::{table_file_name, Readahead, Table, TableBuilder, TableIter};
+use crate::sstable::{table_file_name, Readahead, TableBuilder, TableIter};
 use crate::version::TableMeta;
 
 /// How often (in versions read) the job checks for cancellation.
@@ -91,11 +91,12 @@ fn merge_into(
     for (level, tables) in &c.inputs {
         if *level == 0 {
             for t in tables {
-                let it = TableIter::new(t.table().clone()).with_readahead(readahead.clone());
+                let it =
+                    TableIter::without_cache_fill(t.table()?).with_readahead(readahead.clone());
                 cursors.push(Cursor::Table(it));
             }
         } else {
-            let level = LevelCursor::new(tables).with_readahead(readahead.clone());
+            let level = LevelCursor::without_cache_fill(tables).with_readahead(readahead.clone());
             cursors.push(Cursor::Level(level));
         }
     }
@@ -176,7 +177,7 @@ fn finish(engine: &Engine, out: Output, level: usize) -> Result<Arc<TableFile>> 
     } = out;
     let opened = builder
         .finish()
-        .and_then(|summary| Ok((summary, Table::open(number, engine.fs.map(&path)?)?)));
+        .and_then(|summary| Ok((summary, engine.tables.open(number, &path)?)));
     let (summary, table) = match opened {
         Ok(v) => v,
         Err(e) => {
@@ -185,5 +186,5 @@ fn finish(engine: &Engine, out: Output, level: usize) -> Result<Arc<TableFile>> 
         }
     };
     let meta = TableMeta::from_summary(number, level as u32, summary);
-    Ok(TableFile::new(table, meta, path, engine.fs.clone()))
+    Ok(TableFile::new(&engine.tables, table, meta, path))
 }
