@@ -76,9 +76,10 @@ export interface OpenOptions {
   /** Full memtables that may wait for flushing before writes stall (with one fewer, writes are slowed). Default 3. */
   maxImmutableMemtables?: number
   /**
-   * Compression of table data blocks written from now on. Default `'none'`:
-   * there is no block cache yet, so a compressed block is decompressed on
-   * every read (see docs/performance.md, "Table compression").
+   * Compression of table data blocks written from now on. Default `'none'`.
+   * A compressed block is decompressed once into the block cache
+   * (`cacheSize`) and read from there while it stays cached; see
+   * docs/performance.md, "Table compression" and "Block cache".
    */
   compression?: 'none' | 'lz4' | 'zstd'
   /** Bloom filter bits per key in each table (0 turns filters off, at most 32). Default 10. */
@@ -95,6 +96,22 @@ export interface OpenOptions {
   l0SlowdownWrites?: number
   /** Level-0 tables at which writes stop until compaction catches up. Default 36. */
   l0StopWrites?: number
+  /**
+   * Bytes of decoded table data kept in memory (the block cache): the
+   * decompressed data blocks of compressed tables, and the decoded index and
+   * filter of each open table (charged while the table is open; up to 7/8 of
+   * the cache). Uncompressed data blocks are read from the memory-mapped
+   * files (the OS page cache) and use none of it. The policy for data blocks
+   * is scan resistant (S3-FIFO): a scan reading cold blocks once does not
+   * evict the hot ones. 0 turns the cache off. Default 32 MiB.
+   */
+  cacheSize?: number
+  /**
+   * Table files kept open (memory-mapped) at once; others are opened when a
+   * read needs them and the least recently used is closed. A read or iterator
+   * in progress keeps its table open. 0: no limit. Default 1000.
+   */
+  maxOpenFiles?: number
 }
 
 /** Bounds of a key range (at most one lower and one upper bound). */
@@ -233,6 +250,35 @@ export interface DatabaseStats {
   bloomChecked: number
   /** Of those, lookups the filter answered "absent", saving a data block read. */
   bloomUseful: number
+  /** Reads of a compressed data block served decompressed from the block cache, since open. */
+  blockCacheHits: number
+  /** Reads of a compressed data block that had to decompress it (then cached), since open. */
+  blockCacheMisses: number
+  /** Data blocks the block cache evicted to stay within `cacheSize`, since open. */
+  blockCacheEvictions: number
+  /**
+   * Bytes charged to the block cache now: cached data blocks (plus a fixed
+   * overhead each) and `blockCacheMetaBytes`; never above `blockCacheCapacity`.
+   */
+  blockCacheBytes: number
+  /** The block cache's bound: the `cacheSize` option (0: no cache). */
+  blockCacheCapacity: number
+  /** Data blocks in the block cache now. */
+  blockCacheEntries: number
+  /**
+   * Bytes of the open tables' decoded indexes and filters charged to the
+   * cache (they stay in memory while their table is open and shrink the room
+   * for data blocks; at most 7/8 of `cacheSize`).
+   */
+  blockCacheMetaBytes: number
+  /** Decoded indexes and filters of open tables that did not fit in the cache and are held outside it (bounded by `maxOpenFiles`). */
+  blockCacheMetaOverflowBytes: number
+  /** Table files open (memory-mapped) now; at most `maxOpenFiles` plus reads in progress. */
+  openTables: number
+  /** Reads of a table that found it open, since open. */
+  tableCacheHits: number
+  /** Reads of a table that had to open it (closed earlier by `maxOpenFiles`), since open. */
+  tableCacheMisses: number
 }
 
 export interface TransactionOptions {

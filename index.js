@@ -255,6 +255,8 @@ class Database {
       l0CompactionTrigger: o.l0CompactionTrigger,
       l0SlowdownWrites: o.l0SlowdownWrites,
       l0StopWrites: o.l0StopWrites,
+      cacheSize: o.cacheSize,
+      maxOpenFiles: o.maxOpenFiles,
     }
     // The settle callback exists before the Database does; it forwards to
     // the instance once attached.
@@ -980,6 +982,8 @@ const NUMERIC_OPEN_OPTIONS = [
   'l0CompactionTrigger',
   'l0SlowdownWrites',
   'l0StopWrites',
+  'cacheSize',
+  'maxOpenFiles',
 ]
 // Most operations, and most bytes, one coalesced write group carries. The
 // byte cap keeps legal writes from being merged into a batch larger than

@@ -63,3 +63,56 @@ describe('getSync fast path', () => {
     assert.throws(() => native.readInto(), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
   })
 })
+
+describe('block cache and table cache options', () => {
+  test('a compressed database with a tiny cache and maxOpenFiles 2 reads correctly, and the counters move', async () => {
+    const dir = tmp.dir()
+    const opts = { compression: 'lz4', cacheSize: 16 * 1024, maxOpenFiles: 2, memtableSize: 64 * 1024, autoCompaction: false }
+    const db = await Database.open(dir, opts)
+    const value = (i) => Buffer.from(`value-${i}-`.repeat(8))
+    try {
+      for (let t = 0; t < 4; t++) {
+        const batch = []
+        for (let i = t * 2000; i < (t + 1) * 2000; i++) batch.push({ type: 'put', key: `k${String(i).padStart(6, '0')}`, value: value(i) })
+        await db.batch(batch)
+        await db.flush()
+      }
+      for (let pass = 0; pass < 2; pass++) {
+        for (let i = 0; i < 8000; i += 7) assert.deepEqual(db.getSync(`k${String(i).padStart(6, '0')}`), value(i))
+      }
+      let n = 0
+      for await (const [k, v] of db.iterator()) {
+        assert.deepEqual(v, value(Number(k.toString().slice(1))))
+        n++
+      }
+      assert.equal(n, 8000)
+      const s = db.stats()
+      assert.ok(s.tables >= 4, `tables ${s.tables}`)
+      assert.ok(s.openTables <= 2, `openTables ${s.openTables}`)
+      assert.ok(s.tableCacheHits > 0 && s.tableCacheMisses > 0)
+      assert.equal(s.blockCacheCapacity, 16 * 1024)
+      assert.ok(s.blockCacheBytes <= s.blockCacheCapacity)
+      assert.ok(s.blockCacheHits > 0 && s.blockCacheMisses > 0 && s.blockCacheEvictions > 0, JSON.stringify(s))
+      assert.ok(s.blockCacheEntries > 0)
+    } finally {
+      await db.close()
+    }
+  })
+
+  test('cacheSize 0 turns the cache off; bad values are TOONDB_INVALID_ARGUMENT', async () => {
+    const db = await Database.open(tmp.dir(), { cacheSize: 0, maxOpenFiles: 0, compression: 'zstd' })
+    try {
+      await db.put('a', 'b')
+      await db.flush()
+      assert.equal(db.getSync('a').toString(), 'b')
+      const s = db.stats()
+      assert.equal(s.blockCacheCapacity, 0)
+      assert.equal(s.blockCacheBytes, 0)
+    } finally {
+      await db.close()
+    }
+    for (const bad of [{ cacheSize: -1 }, { cacheSize: 1.5 }, { maxOpenFiles: -2 }, { cacheSize: '1' }]) {
+      await assert.rejects(Database.open(tmp.dir(), bad), (e) => e.code === 'TOONDB_INVALID_ARGUMENT', JSON.stringify(bad))
+    }
+  })
+})

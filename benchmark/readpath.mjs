@@ -35,6 +35,8 @@ const { values: opt } = parseArgs({
     workloads: { type: 'string', default: 'present,absent,async1,async64,getmany' },
     dir: { type: 'string', default: os.tmpdir() },
     'cache-size': { type: 'string' },
+    // none | lz4 | zstd: how toondb's tables are written.
+    compression: { type: 'string' },
   },
 });
 const N = Number(opt.keys);
@@ -84,8 +86,9 @@ const base = fs.mkdtempSync(path.join(opt.dir, 'readpath-'));
 const toondbDir = path.join(base, 'toondb');
 const lmdbDir = path.join(base, 'lmdb');
 const toondbOpts = opt['cache-size'] ? { cacheSize: Number(opt['cache-size']) } : {};
+if (opt.compression) toondbOpts.compression = opt.compression;
 
-log(`# ${N} keys (${opt.order} order) x ${VSIZE} B values, state=${opt.state}, ${READS} reads per loop, toondb from ${ENTRY}`);
+log(`# ${N} keys (${opt.order} order) x ${VSIZE} B values, state=${opt.state}, ${READS} reads per loop, toondb ${JSON.stringify(toondbOpts)} from ${ENTRY}`);
 let t0 = performance.now();
 let tdb = await Database.open(toondbDir, toondbOpts);
 {
@@ -175,7 +178,7 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 const stat = (a) => { const s = [...a].sort((x, y) => x - y); return { min: s[0], med: s[Math.floor(s.length / 2)], max: s[s.length - 1] }; };
 const k = (x) => `${(x / 1000).toFixed(0)}K`;
-console.log(`\n${N} keys, ${opt.order} load, state=${opt.state}, ${VSIZE} B values, ${ROUNDS} rounds`);
+console.log(`\n${N} keys, ${opt.order} load, state=${opt.state}, ${VSIZE} B values, ${ROUNDS} rounds, toondb ${JSON.stringify(toondbOpts)}`);
 // Wall-clock rates, and rates per CPU-second of this process (less exposed
 // to the other tenants of a shared VM taking the CPU away mid-loop).
 console.log('| workload | toondb med (min-max) | lmdb med (min-max) | toondb ÷ lmdb | per CPU-s: toondb | lmdb | ÷ |');

@@ -35,6 +35,8 @@ pub struct OpenOptions {
     pub l0_compaction_trigger: Option<f64>,
     pub l0_slowdown_writes: Option<f64>,
     pub l0_stop_writes: Option<f64>,
+    pub cache_size: Option<f64>,
+    pub max_open_files: Option<f64>,
 }
 
 fn positive(name: &str, v: Option<f64>, min: f64, max: f64) -> Result<Option<usize>> {
@@ -117,6 +119,12 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
     if let Some(v) = positive("l0StopWrites", o.l0_stop_writes, 1.0, 1000.0)? {
         options.l0_stop_writes = v;
     }
+    if let Some(v) = positive("cacheSize", o.cache_size, 0.0, big)? {
+        options.cache_size = v;
+    }
+    if let Some(v) = positive("maxOpenFiles", o.max_open_files, 0.0, 1_000_000.0)? {
+        options.max_open_files = v;
+    }
     Ok(options)
 }
 
@@ -193,6 +201,17 @@ pub struct DatabaseStats {
     pub data_blocks_read: f64,
     pub bloom_checked: f64,
     pub bloom_useful: f64,
+    pub block_cache_hits: f64,
+    pub block_cache_misses: f64,
+    pub block_cache_evictions: f64,
+    pub block_cache_bytes: f64,
+    pub block_cache_capacity: f64,
+    pub block_cache_entries: f64,
+    pub block_cache_meta_bytes: f64,
+    pub block_cache_meta_overflow_bytes: f64,
+    pub open_tables: f64,
+    pub table_cache_hits: f64,
+    pub table_cache_misses: f64,
 }
 
 /// One level of the LSM tree in `db.stats().levels` (level 0 first).
@@ -615,6 +634,17 @@ impl NativeDatabase {
             data_blocks_read: s.data_blocks_read as f64,
             bloom_checked: s.bloom_checked as f64,
             bloom_useful: s.bloom_useful as f64,
+            block_cache_hits: s.block_cache.hits as f64,
+            block_cache_misses: s.block_cache.misses as f64,
+            block_cache_evictions: s.block_cache.evictions as f64,
+            block_cache_bytes: s.block_cache.bytes as f64,
+            block_cache_capacity: s.block_cache.capacity as f64,
+            block_cache_entries: s.block_cache.entries as f64,
+            block_cache_meta_bytes: s.block_cache.meta_bytes as f64,
+            block_cache_meta_overflow_bytes: s.block_cache.meta_overflow_bytes as f64,
+            open_tables: s.open_tables as f64,
+            table_cache_hits: s.table_cache_hits as f64,
+            table_cache_misses: s.table_cache_misses as f64,
         }
     }
 }

@@ -1,10 +1,11 @@
 //! The native iterator: hands out entries in batches packed into one
 //! Buffer, so a scan costs one native call per batch, not per entry.
 
-use napi::bindgen_prelude::Buffer;
+use napi::bindgen_prelude::{Buffer, BufferSlice, JsObjectValue, Object};
+use napi::Env;
 use toondb_storage::{scan_bound, BatchScan, ScanOptions};
 
-use crate::errors::{invalid_argument, to_js, Result};
+use crate::errors::{from_napi, invalid_argument, to_js, Result};
 
 /// Scan bounds as index.js normalises them (documented in index.d.ts).
 #[napi(object)]
@@ -23,8 +24,11 @@ pub struct ScanArgs {
 }
 
 /// One batch: keys and values back to back in `data`; `ends[2i]` is where
-/// key i ends and `ends[2i+1]` where its value ends.
+/// key i ends and `ends[2i+1]` where its value ends. `next_batch` builds this
+/// shape as a plain object (see there); the struct declares it for
+/// native.d.ts.
 #[napi(object)]
+#[allow(dead_code)]
 pub struct ScanBatch {
     pub data: Buffer,
     pub ends: Vec<u32>,
@@ -89,9 +93,17 @@ impl NativeIterator {
 
 #[napi]
 impl NativeIterator {
-    /// Up to `max` entries; `null` when the scan is finished.
-    #[napi(catch_unwind)]
-    pub fn next_batch(&mut self, max: u32) -> Result<Option<ScanBatch>> {
+    /// Up to `max` entries (a `ScanBatch`); `null` when the scan is finished.
+    ///
+    /// `data` is copied into a Buffer that V8 allocates and frees itself,
+    /// not handed over as an external Buffer: Node frees an external
+    /// Buffer's memory in a `setImmediate` after it is collected, so a
+    /// `for await` loop over a scan whose batches are all in memory (it
+    /// never yields to the event loop) kept every batch it had read alive
+    /// until the loop ended: reading a 1 GiB database held ~2 GiB. The copy
+    /// costs well under a nanosecond per byte.
+    #[napi(catch_unwind, ts_return_type = "ScanBatch | null")]
+    pub fn next_batch<'env>(&mut self, env: &'env Env, max: u32) -> Result<Option<Object<'env>>> {
         let Some(scan) = self.scan.as_mut() else {
             return Ok(None);
         };
@@ -118,10 +130,11 @@ impl NativeIterator {
             }
             ends.push(data.len() as u32);
         }
-        Ok(Some(ScanBatch {
-            data: data.into(),
-            ends,
-        }))
+        let data = BufferSlice::copy_from(env, &data).map_err(from_napi)?;
+        let mut batch = Object::new(env).map_err(from_napi)?;
+        batch.set_named_property("data", &data).map_err(from_napi)?;
+        batch.set_named_property("ends", ends).map_err(from_napi)?;
+        Ok(Some(batch))
     }
 
     /// Ends the scan now; later batches are empty.

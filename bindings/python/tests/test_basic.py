@@ -136,6 +136,23 @@ class Batches(DbTest):
             self.assertEqual(len(list(db.iterator(prefix=b"k"))), 5000)
 
 
+class Caches(DbTest):
+    def test_cache_options_and_stats(self):
+        opts = dict(compression="lz4", cache_size=16 * 1024, max_open_files=2, memtable_size=64 * 1024)
+        with Database.open(self.path(), **opts) as db:
+            for t in range(4):
+                db.batch([("put", b"k%06d" % i, b"value-%d-" % i * 8) for i in range(t * 1000, (t + 1) * 1000)])
+                db.flush()
+            for i in range(0, 4000, 7):
+                self.assertEqual(db.get(b"k%06d" % i), b"value-%d-" % i * 8)
+            st = db.stats()
+            self.assertEqual(st["block_cache_capacity"], 16 * 1024)
+            self.assertLessEqual(st["block_cache_bytes"], st["block_cache_capacity"])
+            self.assertGreater(st["block_cache_misses"], 0)
+            self.assertLessEqual(st["open_tables"], 2)
+            self.assertGreater(st["table_cache_hits"], 0)
+
+
 class Maintenance(DbTest):
     def test_flush_compact_stats(self):
         with Database.open(self.path(), memtable_size=64 * 1024) as db:

@@ -200,6 +200,8 @@ class Database(_Handle):
         compression=None,
         bloom_bits_per_key=None,
         auto_compaction=True,
+        cache_size=None,
+        max_open_files=None,
     ):
         """Opens (creating if missing) the database in directory ``path``.
         ``sync=True`` makes every write wait for fsync by default.
@@ -223,6 +225,10 @@ class Database(_Handle):
             o.compression = kinds[compression]
         if bloom_bits_per_key is not None:
             o.bloom_bits_per_key = int(bloom_bits_per_key)
+        if cache_size is not None:
+            o.cache_size = int(cache_size)
+        if max_open_files is not None:
+            o.max_open_files = int(max_open_files)
         handle = c_void_p()
         s = _scratch()
         p = os.fsencode(path)

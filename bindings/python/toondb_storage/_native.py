@@ -66,6 +66,10 @@ class Options(Structure):
         ("block_size", c_uint64),
         ("compression", c_int32),
         ("bloom_bits_per_key", c_int32),
+        # toondb_options_init writes the whole struct of the library's
+        # header, so this must list every field of ToondbOptions.
+        ("cache_size", c_int64),
+        ("max_open_files", c_int64),
     ]
 
 
@@ -104,6 +108,12 @@ class Stats(Structure):
     ] + [
         ("level_tables", c_uint64 * STATS_LEVELS),
         ("level_bytes", c_uint64 * STATS_LEVELS),
+    ] + [
+        (name, c_uint64)
+        for name in (
+            "block_cache_hits block_cache_misses block_cache_evictions block_cache_bytes "
+            "block_cache_capacity open_tables table_cache_hits table_cache_misses"
+        ).split()
     ]
 
 

@@ -117,6 +117,12 @@ typedef struct {
   int32_t compression;
   // Bloom filter bits per key, 0..=32 (default 10; negative keeps the default).
   int32_t bloom_bits_per_key;
+  // Block cache bytes (decompressed blocks, decoded indexes and filters;
+  // default 32 MiB; 0 = no cache; negative keeps the default).
+  int64_t cache_size;
+  // Table files open at once (default 1000; 0 = no limit; negative keeps
+  // the default).
+  int64_t max_open_files;
 } ToondbOptions;
 
 // A snapshot of the engine's counters (see the Rust `Stats` docs). Set
@@ -160,6 +166,17 @@ typedef struct {
   uint64_t level_count;
   uint64_t level_tables[TOONDB_STATS_LEVELS];
   uint64_t level_bytes[TOONDB_STATS_LEVELS];
+  // Block cache: lookups served and missed, evictions, bytes held now and
+  // the capacity (`cache_size`).
+  uint64_t block_cache_hits;
+  uint64_t block_cache_misses;
+  uint64_t block_cache_evictions;
+  uint64_t block_cache_bytes;
+  uint64_t block_cache_capacity;
+  // Table files open now; table lookups that found it open or opened it.
+  uint64_t open_tables;
+  uint64_t table_cache_hits;
+  uint64_t table_cache_misses;
 } ToondbStats;
 
 // Bounds and direction of an iterator. Zero-initialise it (`= {0}`) for a

@@ -34,6 +34,12 @@ pub struct ToondbOptions {
     pub compression: i32,
     /// Bloom filter bits per key, 0..=32 (default 10; negative keeps the default).
     pub bloom_bits_per_key: i32,
+    /// Block cache bytes (decompressed blocks, decoded indexes and filters;
+    /// default 32 MiB; 0 = no cache; negative keeps the default).
+    pub cache_size: i64,
+    /// Table files open at once (default 1000; 0 = no limit; negative keeps
+    /// the default).
+    pub max_open_files: i64,
 }
 
 impl ToondbOptions {
@@ -49,6 +55,8 @@ impl ToondbOptions {
             block_size: 0,
             compression: 0,
             bloom_bits_per_key: -1,
+            cache_size: -1,
+            max_open_files: -1,
         }
     }
 
@@ -87,6 +95,12 @@ impl ToondbOptions {
                     "bloom_bits_per_key must be 0..=32, got {b}"
                 )))
             }
+        }
+        if let Ok(v) = usize::try_from(self.cache_size) {
+            o.cache_size = v;
+        }
+        if let Ok(v) = usize::try_from(self.max_open_files) {
+            o.max_open_files = v;
         }
         Ok(o)
     }
@@ -245,6 +259,17 @@ pub struct ToondbStats {
     pub level_count: u64,
     pub level_tables: [u64; TOONDB_STATS_LEVELS],
     pub level_bytes: [u64; TOONDB_STATS_LEVELS],
+    /// Block cache: lookups served and missed, evictions, bytes held now and
+    /// the capacity (`cache_size`).
+    pub block_cache_hits: u64,
+    pub block_cache_misses: u64,
+    pub block_cache_evictions: u64,
+    pub block_cache_bytes: u64,
+    pub block_cache_capacity: u64,
+    /// Table files open now; table lookups that found it open or opened it.
+    pub open_tables: u64,
+    pub table_cache_hits: u64,
+    pub table_cache_misses: u64,
 }
 
 impl ToondbStats {
@@ -282,6 +307,14 @@ impl ToondbStats {
             recovered_records: s.recovery.records,
             background_error: u64::from(s.background_error.is_some()),
             level_count: s.levels.len().min(TOONDB_STATS_LEVELS) as u64,
+            block_cache_hits: s.block_cache.hits,
+            block_cache_misses: s.block_cache.misses,
+            block_cache_evictions: s.block_cache.evictions,
+            block_cache_bytes: s.block_cache.bytes,
+            block_cache_capacity: s.block_cache.capacity,
+            open_tables: s.open_tables,
+            table_cache_hits: s.table_cache_hits,
+            table_cache_misses: s.table_cache_misses,
             ..ToondbStats::default()
         };
         for (i, l) in s.levels.iter().take(TOONDB_STATS_LEVELS).enumerate() {

@@ -291,7 +291,7 @@ fn rewrite_table(
     to: &Path,
     created: &mut Vec<PathBuf>,
 ) -> Result<Option<TableMeta>> {
-    let mut it = TableIter::new(file.table().clone());
+    let mut it = TableIter::without_cache_fill(file.table()?);
     it.seek_to_first()?;
     let mut entries = Vec::new();
     while let Some(e) = it.entry() {
@@ -300,7 +300,7 @@ fn rewrite_table(
         }
         it.next()?;
     }
-    let tombstones = at_or_below(file.table().range_dels().tombstones(), ts);
+    let tombstones = at_or_below(file.range_dels().tombstones(), ts);
     build_table(
         engine,
         file.number(),

@@ -448,7 +448,11 @@ impl Database {
                     + state
                         .levels
                         .all()
-                        .map(|t| t.table().bytes_read())
+                        .map(|t| {
+                            t.counters()
+                                .bytes_read
+                                .load(std::sync::atomic::Ordering::Relaxed)
+                        })
                         .sum::<u64>(),
                 retired(&c.retired_data_blocks_read)
                     + table_counter(state, |c| &c.data_block_reads),
@@ -493,6 +497,14 @@ impl Database {
         };
         drop(maintenance);
         engine.counters.fill(&mut s);
+        let opener = &engine.tables;
+        if let Some(cache) = opener.block_cache() {
+            s.block_cache = cache.stats();
+        }
+        let tables = opener.table_cache();
+        s.open_tables = tables.open_count().unwrap_or(s.tables);
+        s.table_cache_hits = tables.hits();
+        s.table_cache_misses = tables.misses();
         s
     }
 
@@ -556,7 +568,7 @@ fn table_counter(
     state
         .levels
         .all()
-        .map(|t| pick(t.table().counters()).load(std::sync::atomic::Ordering::Relaxed))
+        .map(|t| pick(t.counters()).load(std::sync::atomic::Ordering::Relaxed))
         .sum()
 }
 

@@ -14,7 +14,7 @@ use crate::commit::{CommitMsg, Committer};
 use crate::error::{Error, Result};
 use crate::io::{FileLock, FileSystem};
 use crate::key::Timestamp;
-use crate::lsm::Levels;
+use crate::lsm::{Levels, TableOpener};
 use crate::maintenance::MaintenanceState;
 use crate::memtable::Memtable;
 use crate::options::Options;
@@ -43,6 +43,8 @@ pub(crate) struct Engine {
     pub dir: PathBuf,
     pub options: Options,
     pub fs: Arc<dyn FileSystem>,
+    /// Opens table files through the block cache and the table cache.
+    pub tables: TableOpener,
     state: RwLock<Arc<LsmState>>,
     /// Every commit with a timestamp <= this is fully applied to the memtable.
     visible_ts: AtomicU64,
@@ -83,6 +85,7 @@ pub(crate) struct Engine {
 
 pub(crate) struct EngineParts {
     pub dir: PathBuf,
+    pub tables: TableOpener,
     pub options: Options,
     pub state: LsmState,
     pub last_ts: Timestamp,
@@ -97,6 +100,7 @@ impl Engine {
     pub fn new(parts: EngineParts) -> Engine {
         Engine {
             fs: parts.options.fs.clone(),
+            tables: parts.tables,
             dir: parts.dir,
             options: parts.options,
             state: RwLock::new(Arc::new(parts.state)),

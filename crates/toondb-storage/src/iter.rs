@@ -454,7 +454,7 @@ impl Scan {
             ));
         }
         for file in levels.level(0) {
-            let it = TableIter::new(file.table().clone()).with_readahead(self.readahead.clone());
+            let it = TableIter::new(file.table()?).with_readahead(self.readahead.clone());
             let mut c = Cursor::Table(it);
             c.seek(start, reverse)?;
             cursors.push(c);

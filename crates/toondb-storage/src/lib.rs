@@ -17,6 +17,7 @@
 
 mod backup;
 pub mod batch;
+mod cache;
 mod coding;
 pub mod columnar;
 mod commit;
@@ -45,6 +46,7 @@ mod wal;
 
 pub use backup::{BackupReport, BACKUP_MARKER};
 pub use batch::{BatchOp, WriteBatch};
+pub use cache::BlockCacheStats;
 pub use columnar::{
     lookup_table, ColumnBatch, ColumnDef, ColumnScan, ColumnStats, ColumnType, Filter, ReadSource,
     Schema, Table, TableScanOptions, TableStats, Value,

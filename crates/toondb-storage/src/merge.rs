@@ -134,6 +134,7 @@ pub(crate) struct LevelCursor<'a> {
     /// Index in `tables` of the open table.
     idx: usize,
     iter: Option<TableIter>,
+    fill_cache: bool,
     /// Given to every table iterator it opens.
     readahead: Option<Readahead>,
 }
@@ -145,7 +146,17 @@ impl<'a> LevelCursor<'a> {
             tables,
             idx: 0,
             iter: None,
+            fill_cache: true,
             readahead: None,
+        }
+    }
+
+    /// A cursor whose reads do not fill the block cache (compaction inputs;
+    /// see [`TableIter::without_cache_fill`]).
+    pub fn without_cache_fill(tables: &'a [Arc<TableFile>]) -> LevelCursor<'a> {
+        LevelCursor {
+            fill_cache: false,
+            ..LevelCursor::new(tables)
         }
     }
 
@@ -155,17 +166,24 @@ impl<'a> LevelCursor<'a> {
         self
     }
 
-    fn open(&mut self, idx: usize) -> Option<&mut TableIter> {
+    fn open(&mut self, idx: usize) -> Result<Option<&mut TableIter>> {
         self.idx = idx;
-        let readahead = &self.readahead;
-        self.iter = self.tables.get(idx).map(|t| {
-            let it = TableIter::new(t.table().clone());
-            match readahead {
-                Some(ra) => it.with_readahead(ra.clone()),
-                None => it,
+        self.iter = match self.tables.get(idx) {
+            Some(t) => {
+                let table = t.table()?;
+                let it = if self.fill_cache {
+                    TableIter::new(table)
+                } else {
+                    TableIter::without_cache_fill(table)
+                };
+                Some(match &self.readahead {
+                    Some(ra) => it.with_readahead(ra.clone()),
+                    None => it,
+                })
             }
-        });
-        self.iter.as_mut()
+            None => None,
+        };
+        Ok(self.iter.as_mut())
     }
 
     fn seek(&mut self, start: Bound<&[u8]>, reverse: bool) -> Result<()> {
@@ -180,7 +198,7 @@ impl<'a> LevelCursor<'a> {
                 .partition_point(|t| t.smallest() <= k)
                 .wrapping_sub(1),
         };
-        if let Some(it) = self.open(idx) {
+        if let Some(it) = self.open(idx)? {
             seek_table(it, start, reverse)?;
         }
         self.skip_exhausted(reverse)
@@ -205,7 +223,7 @@ impl<'a> LevelCursor<'a> {
             } else {
                 self.idx + 1
             };
-            match self.open(next) {
+            match self.open(next)? {
                 Some(it) if reverse => it.seek_to_last()?,
                 Some(it) => it.seek_to_first()?,
                 None => {}

@@ -85,6 +85,18 @@ pub struct Options {
     pub level_size_ratio: u64,
     /// The file system; tests inject faults through it.
     pub fs: Arc<dyn FileSystem>,
+    /// Bytes of decoded table data held in memory (default 32 MiB): the
+    /// decompressed data blocks of compressed tables, and the decoded index
+    /// and filter of each open table (charged while it is open, up to 7/8 of
+    /// this). Uncompressed data blocks are read from the memory maps (the OS
+    /// page cache) and take none of it. 0: no cache (a compressed block is
+    /// decompressed on every read). See docs/performance.md, "Block cache
+    /// and table cache".
+    pub cache_size: usize,
+    /// Table files open (memory-mapped) at once, at most (default 1000);
+    /// others are opened on demand and the least recently used is closed.
+    /// 0: no bound.
+    pub max_open_files: usize,
 }
 
 impl Default for Options {
@@ -110,6 +122,8 @@ impl Default for Options {
             level_base_bytes: 64 << 20,
             level_size_ratio: 10,
             fs: OsFileSystem::shared(),
+            cache_size: 32 << 20,
+            max_open_files: 1000,
         }
     }
 }
@@ -151,6 +165,8 @@ setters! {
     level_base_bytes: u64,
     level_size_ratio: u64,
     fs: Arc<dyn FileSystem>,
+    cache_size: usize,
+    max_open_files: usize,
 }
 
 impl Options {
@@ -192,6 +208,8 @@ impl fmt::Debug for Options {
             .field("target_file_size", &self.target_file_size)
             .field("level_base_bytes", &self.level_base_bytes)
             .field("level_size_ratio", &self.level_size_ratio)
+            .field("cache_size", &self.cache_size)
+            .field("max_open_files", &self.max_open_files)
             .finish_non_exhaustive()
     }
 }

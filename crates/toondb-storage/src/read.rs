@@ -45,7 +45,8 @@ impl LsmState {
             ));
         };
         for file in self.levels.candidates(key) {
-            if let Some(found) = file.table().get(key, snapshot)? {
+            let table = file.table()?;
+            if let Some(found) = table.get(key, snapshot)? {
                 let entry = found.entry();
                 if deleted_at.is_some_and(|t| t > entry.ts) {
                     return Ok(f(None));
@@ -116,7 +117,8 @@ impl LsmState {
             if file.max_ts() <= since {
                 continue;
             }
-            if let Some(found) = file.table().get(key, Timestamp::MAX)? {
+            let table = file.table()?;
+            if let Some(found) = table.get(key, Timestamp::MAX)? {
                 return Ok(found.entry().ts > since);
             }
         }
@@ -185,10 +187,10 @@ impl LsmState {
         }
         for file in self.levels.all() {
             // Data only: a table's own range tombstones are not versions.
-            if file.table().data_max_ts() <= since {
+            if file.data_max_ts() <= since {
                 continue;
             }
-            let mut it = TableIter::new(file.table().clone());
+            let mut it = TableIter::new(file.table()?);
             match &range.0 {
                 Bound::Included(k) | Bound::Excluded(k) => it.seek(k)?,
                 Bound::Unbounded => it.seek_to_first()?,

@@ -9,11 +9,11 @@ use crate::batch::WriteBatch;
 use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lsm::{Levels, TableFile};
+use crate::lsm::{Levels, TableFile, TableOpener};
 use crate::maintenance::MaintenanceThread;
 use crate::memtable::Memtable;
 use crate::options::Options;
-use crate::sstable::{parse_table_name, table_file_name, Table};
+use crate::sstable::{parse_table_name, table_file_name};
 use crate::version::{parse_manifest_name, Manifest, ManifestState, CURRENT_FILE_NAME};
 use crate::wal::{self, parse_segment_name, WalWriter};
 
@@ -83,6 +83,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
     };
 
+    let opener = TableOpener::new(&options);
     let mut tables = Vec::with_capacity(state.tables.len());
     for meta in &state.tables {
         let path = dir.join(table_file_name(meta.number));
@@ -92,7 +93,8 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
                 path.display()
             )));
         }
-        let table = Table::open(meta.number, fs.map(&path)?)
+        let table = opener
+            .open(meta.number, &path)
             .map_err(|e| e.context(format_args!("opening table {}", path.display())))?;
         // Levels are ordered by the manifest's key ranges; a file that
         // disagrees would be searched in the wrong place.
@@ -103,7 +105,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
                 path.display()
             )));
         }
-        let file = TableFile::new(table, meta.clone(), path, fs.clone());
+        let file = TableFile::new(&opener, table, meta.clone(), path);
         tables.push((meta.level as usize, file));
     }
     let levels = Levels::build(tables)?;
@@ -209,6 +211,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let (commit_tx, commit_rx) = crossbeam_channel::bounded(options.commit_queue_len.max(1));
     let engine = Arc::new(Engine::new(EngineParts {
         dir: dir.to_path_buf(),
+        tables: opener,
         options,
         state: LsmState {
             mem: Arc::new(Memtable::new(2)),

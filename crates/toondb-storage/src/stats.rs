@@ -147,6 +147,13 @@ pub struct Stats {
     pub recovery: ReplayReport,
     /// The background error that stopped writes, if any.
     pub background_error: Option<String>,
+    /// The block cache (`Options::cache_size`; all zero without one).
+    pub block_cache: crate::BlockCacheStats,
+    /// Table files open (mapped) now, and lookups of a table that found it
+    /// open or had to open it (`Options::max_open_files`).
+    pub open_tables: u64,
+    pub table_cache_hits: u64,
+    pub table_cache_misses: u64,
 }
 
 impl Counters {

@@ -85,7 +85,7 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
         };
         for block in 0..blocks {
             report.blocks += 1;
-            if let Err(e) = table.load_block(block) {
+            if let Err(e) = table.load_block(block, false) {
                 report
                     .problems
                     .push(format!("table {name}: {}", e.message()));

@@ -9,10 +9,9 @@ use proptest::prelude::*;
 use toondb_storage::{Database, ErrorKind, Options, ScanOptions, Snapshot, WriteBatch};
 
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+type Pairs = Vec<(Vec<u8>, Vec<u8>)>;
 
-fn scan_all(
-    scan: &mut dyn FnMut() -> toondb_storage::Result<Vec<(Vec<u8>, Vec<u8>)>>,
-) -> Vec<(Vec<u8>, Vec<u8>)> {
+fn scan_all(scan: &mut dyn FnMut() -> toondb_storage::Result<Pairs>) -> Pairs {
     let mut out = Vec::new();
     loop {
         let b = scan().unwrap();

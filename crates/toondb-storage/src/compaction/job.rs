@@ -16,7 +16,7 @@ use crate::key::Timestamp;
 use crate::lsm::{Levels, TableFile, NUM_LEVELS};
 use crate::merge::{Cursor, LevelCursor, MergeIter};
 use crate::range_del::RangeTombstone;
-use crate::sstable::{table_file_name, Readahead, Table, TableBuilder, TableIter};
+use crate::sstable::{table_file_name, Readahead, TableBuilder, TableIter};
 use crate::version::TableMeta;
 
 /// How often (in versions read) the job checks for cancellation.
@@ -80,7 +80,7 @@ impl RangeDels {
         let mut kept = Vec::new();
         for (_, tables) in &c.inputs {
             for t in tables {
-                for tomb in t.table().range_dels().tombstones() {
+                for tomb in t.range_dels().tombstones() {
                     let seen_by_all = oldest_reader >= tomb.ts;
                     let below = (c.output_level + 1..NUM_LEVELS).any(|n| {
                         !levels
@@ -156,11 +156,12 @@ fn merge_into(
     for (level, tables) in &c.inputs {
         if *level == 0 {
             for t in tables {
-                let it = TableIter::new(t.table().clone()).with_readahead(readahead.clone());
+                let it =
+                    TableIter::without_cache_fill(t.table()?).with_readahead(readahead.clone());
                 cursors.push(Cursor::Table(it));
             }
         } else {
-            let level = LevelCursor::new(tables).with_readahead(readahead.clone());
+            let level = LevelCursor::without_cache_fill(tables).with_readahead(readahead.clone());
             cursors.push(Cursor::Level(level));
         }
     }
@@ -275,7 +276,7 @@ fn finish(
     range_dels.add_share(&mut builder, lower.as_deref(), upper);
     let opened = builder
         .finish()
-        .and_then(|summary| Ok((summary, Table::open(number, engine.fs.map(&path)?)?)));
+        .and_then(|summary| Ok((summary, engine.tables.open(number, &path)?)));
     let (summary, table) = match opened {
         Ok(v) => v,
         Err(e) => {
@@ -284,5 +285,5 @@ fn finish(
         }
     };
     let meta = TableMeta::from_summary(number, level as u32, summary);
-    Ok(TableFile::new(table, meta, path, engine.fs.clone()))
+    Ok(TableFile::new(&engine.tables, table, meta, path))
 }

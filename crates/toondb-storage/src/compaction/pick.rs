@@ -37,9 +37,7 @@ impl Compaction {
     pub fn is_trivial_move(&self) -> bool {
         !self.manual
             && self.input_tables().count() == 1
-            && self
-                .input_tables()
-                .all(|t| t.table().range_dels().is_empty())
+            && self.input_tables().all(|t| t.range_dels().is_empty())
     }
 }
 

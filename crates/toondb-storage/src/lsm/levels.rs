@@ -93,7 +93,7 @@ impl Levels {
             .levels
             .iter()
             .flatten()
-            .map(|t| &**t.table().range_dels())
+            .map(|t| &**t.range_dels())
             .filter(|s| !s.is_empty())
             .collect();
         self.range_dels = Arc::new(RangeDelSet::union(sets));

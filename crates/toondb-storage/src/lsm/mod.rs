@@ -6,7 +6,7 @@ mod levels;
 mod table_file;
 
 pub(crate) use levels::{Levels, NUM_LEVELS};
-pub(crate) use table_file::TableFile;
+pub(crate) use table_file::{TableFile, TableOpener};
 
 #[cfg(test)]
 pub(crate) mod testutil {
@@ -16,7 +16,7 @@ pub(crate) mod testutil {
     use super::TableFile;
     use crate::io::OsFileSystem;
     use crate::key::ValueKind;
-    use crate::sstable::{table_file_name, Table, TableBuilder};
+    use crate::sstable::{table_file_name, TableBuilder};
     use crate::version::TableMeta;
 
     /// A table file in `dir` holding `keys` (one put each, at `ts`).
@@ -29,9 +29,13 @@ pub(crate) mod testutil {
                 .unwrap();
         }
         let s = b.finish().unwrap();
-        let table = Table::open(number, fs.map(&path).unwrap()).unwrap();
+        let opener = super::TableOpener::new(&crate::Options {
+            fs: fs.clone(),
+            ..crate::Options::default()
+        });
+        let table = opener.open(number, &path).unwrap();
         let meta = TableMeta::from_summary(number, level, s);
-        TableFile::new(table, meta, path, fs)
+        TableFile::new(&opener, table, meta, path)
     }
 }
 
@@ -44,6 +48,54 @@ mod tests {
     use crate::compaction::{pick_manual, Policy};
     use crate::error::ErrorKind;
     use crate::merge::{Cursor, LevelCursor, MergeIter};
+
+    /// With `max_open_files` 2, opening a third table closes the least
+    /// recently used one; a closed table reopens on its next read, and a
+    /// reader's `Arc` keeps a closed table usable.
+    #[test]
+    fn the_table_cache_closes_the_least_recently_used_table() {
+        use crate::sstable::{table_file_name, TableBuilder};
+        use crate::version::TableMeta;
+        let dir = tempfile::tempdir().unwrap();
+        let opener = TableOpener::new(&crate::Options {
+            max_open_files: 2,
+            ..crate::Options::default()
+        });
+        let files: Vec<_> = (1..=3u64)
+            .map(|number| {
+                let path = dir.path().join(table_file_name(number));
+                let mut b = TableBuilder::new(
+                    crate::io::OsFileSystem::shared().create(&path).unwrap(),
+                    256,
+                );
+                let k = format!("k{number}");
+                b.add(k.as_bytes(), 1, crate::key::ValueKind::Put, b"v")
+                    .unwrap();
+                let s = b.finish().unwrap();
+                let table = opener.open(number, &path).unwrap();
+                TableFile::new(&opener, table, TableMeta::from_summary(number, 1, s), path)
+            })
+            .collect();
+        let open = || files.iter().map(|f| f.is_open()).collect::<Vec<_>>();
+        assert_eq!(
+            open(),
+            [false, true, true],
+            "the first was closed by the third"
+        );
+        let held = files[2].table().unwrap(); // 3 is now the most recent
+        files[0].table().unwrap(); // reopens 1, closes 2 (the least recent)
+        assert_eq!(open(), [true, false, true]);
+        files[1].table().unwrap(); // reopens 2, closes 3 (older than 1)
+        assert_eq!(open(), [true, true, false]);
+        assert!(
+            held.get(b"k3", 1).unwrap().is_some(),
+            "a held table stays usable"
+        );
+        assert_eq!(opener.table_cache().open_count(), Some(2));
+        assert_eq!(opener.table_cache().misses(), 2);
+        drop(files);
+        assert_eq!(opener.table_cache().open_count(), Some(0));
+    }
 
     #[test]
     fn levels_lookup_order_and_invariants() {

@@ -9,7 +9,7 @@ use crate::engine::{Engine, LsmState};
 use crate::error::Result;
 use crate::lsm::TableFile;
 use crate::memtable::Memtable;
-use crate::sstable::{table_file_name, Table, TableBuilder};
+use crate::sstable::{table_file_name, TableBuilder};
 use crate::stats::Counters;
 use crate::version::{Manifest, TableMeta, VersionEdit};
 use crate::wal::parse_segment_name;
@@ -92,7 +92,7 @@ fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
         }
         let summary = builder.finish()?;
         engine.fs.sync_dir(&engine.dir)?;
-        let table = Table::open(number, engine.fs.map(&path)?)?;
+        let table = engine.tables.open(number, &path)?;
         Ok((summary, table))
     })();
     let (summary, table) = match result {
@@ -105,7 +105,7 @@ fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
     };
     Counters::add(&engine.counters.flush_bytes_written, summary.file_size);
     let meta = TableMeta::from_summary(number, 0, summary);
-    Ok(TableFile::new(table, meta, path, engine.fs.clone()))
+    Ok(TableFile::new(&engine.tables, table, meta, path))
 }
 
 /// WAL segments below the manifest's log number hold only data that is

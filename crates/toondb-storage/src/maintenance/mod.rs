@@ -315,7 +315,7 @@ impl MaintenanceThread {
             // reads either in the live set or in the retired totals.
             if !c.is_trivial_move() {
                 for t in c.input_tables() {
-                    retire_read_counters(engine, t.table());
+                    retire_read_counters(engine, t.counters());
                 }
             }
             LsmState {
@@ -357,11 +357,10 @@ impl MaintenanceThread {
 }
 
 /// Keeps a replaced table's read counters in the engine's totals.
-fn retire_read_counters(engine: &Engine, table: &crate::sstable::Table) {
+fn retire_read_counters(engine: &Engine, t: &crate::sstable::TableCounters) {
     use std::sync::atomic::Ordering::Relaxed;
     let c = &engine.counters;
-    let t = table.counters();
-    Counters::add(&c.retired_table_bytes_read, table.bytes_read());
+    Counters::add(&c.retired_table_bytes_read, t.bytes_read.load(Relaxed));
     Counters::add(
         &c.retired_data_blocks_read,
         t.data_block_reads.load(Relaxed),

@@ -14,6 +14,8 @@ use crate::error::{Error, Result};
 pub struct TableIter {
     table: Arc<Table>,
     pos: Option<Cursor>,
+    /// Whether blocks it decompresses go into the block cache.
+    fill_cache: bool,
     /// Reads ahead of sequential steps (readahead.rs), when set.
     readahead: Option<Readahead>,
 }
@@ -24,7 +26,18 @@ impl TableIter {
         TableIter {
             table,
             pos: None,
+            fill_cache: true,
             readahead: None,
+        }
+    }
+
+    /// An iterator whose reads leave the block cache as it was (it may still
+    /// use blocks already cached): for compaction inputs, read once and then
+    /// deleted.
+    pub fn without_cache_fill(table: Arc<Table>) -> TableIter {
+        TableIter {
+            fill_cache: false,
+            ..TableIter::new(table)
         }
     }
 
@@ -54,7 +67,7 @@ impl TableIter {
     /// First entry whose user key >= key (the newest version of it comes first).
     pub fn seek(&mut self, user_key: &[u8]) -> Result<()> {
         self.pos = None;
-        self.pos = self.table.find(|k, _| k < user_key)?;
+        self.pos = self.table.find(|k, _| k < user_key, self.fill_cache)?;
         self.note_position(false)
     }
 
@@ -63,7 +76,7 @@ impl TableIter {
     pub fn seek_for_prev(&mut self, user_key: &[u8]) -> Result<()> {
         // Step back from the first entry whose user key is > key.
         self.pos = None;
-        self.pos = self.table.find(|k, _| k <= user_key)?;
+        self.pos = self.table.find(|k, _| k <= user_key, self.fill_cache)?;
         if self.pos.is_some() {
             self.prev()?;
             self.note_position(true)
@@ -132,7 +145,7 @@ impl TableIter {
         if let Some(ra) = &self.readahead {
             ra.on_block(&self.table, block, reverse)?;
         }
-        let (buf, layout) = self.table.load_block(block)?;
+        let (buf, layout) = self.table.load_block(block, self.fill_cache)?;
         // load_block rejects empty data blocks, so `pick` finds an entry.
         let idx =
             pick(layout.count()).ok_or_else(|| Error::internal("table block has no entries"))?;

@@ -4,17 +4,23 @@
 //! first time a read needs it ([`Table::meta`]), the bloom filter the first
 //! time a point read does (scans never read it);
 //! data blocks are checked the first time they are touched and then trusted
-//! (see "Checksums" in docs/format-table.md). A compressed data block is
-//! decompressed on every load (there is no block cache yet); an uncompressed
-//! one is read in place from the memory map, and so is an uncompressed
-//! filter.
+//! (see "Checksums" in docs/format-table.md). An uncompressed data block is
+//! read in place from the memory map, and so is an uncompressed filter.
+//!
+//! The decoded index and filter stay with the open table (until the table
+//! cache closes it). With a block cache ([`Table::open_cached`]) their bytes
+//! are charged to it, and each decompressed data block is cached, keyed by
+//! (file number, block offset); without one a compressed block is
+//! decompressed on every load.
 
 use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
+
+use crate::cache::BlockCache;
 
 use super::block::{parse_v2_stored, BlockLayout};
 use super::bloom::may_contain;
@@ -49,8 +55,16 @@ pub struct Table {
     version: u32,
     /// Where the index and filter are (found at open, decoded on first use).
     locations: Locations,
-    /// The index once a read needed it.
+    /// The index and filter once a read needed them, and whether their
+    /// bytes were charged to the block cache (given back on drop).
     meta: OnceLock<Meta>,
+    meta_charged: OnceLock<bool>,
+    /// Where decoded blocks are cached, if anywhere.
+    cache: Option<Arc<BlockCache>>,
+    /// Set once a data block stored compressed was seen: only then is the
+    /// block cache consulted for data blocks (an uncompressed table never
+    /// pays a lookup).
+    saw_compressed: AtomicBool,
     /// The bloom filter once a point read needed it: scans never read it,
     /// so the device reads of a cold scan are the blocks it needs.
     filter: OnceLock<Option<Filter>>,
@@ -62,8 +76,9 @@ pub struct Table {
     data_summary: TableSummary,
     /// The `rangedel` block (kind 1 tables), checked at open.
     range_dels: Arc<RangeDelSet>,
-    bytes_read: AtomicU64,
-    counters: TableCounters,
+    /// Shared with the table's handle in the LSM, so the counts survive the
+    /// table being closed and reopened by the table cache.
+    counters: Arc<TableCounters>,
 }
 
 /// Byte ranges of the lazily decoded meta blocks.
@@ -88,6 +103,8 @@ struct Meta {
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
     /// cost of a stale read is checking a block twice.
     verified: Vec<AtomicU64>,
+    /// Heap bytes this holds, charged to the block cache while the table is open.
+    charge: u64,
 }
 
 /// An uncompressed filter is read in place from the file; a compressed one
@@ -100,6 +117,8 @@ enum Filter {
 /// Read counters of one table, for the engine's statistics.
 #[derive(Debug, Default)]
 pub struct TableCounters {
+    /// Bytes of data blocks loaded (stored length, cache hits included).
+    pub bytes_read: AtomicU64,
     /// Data blocks loaded (point lookups and iterators).
     pub data_block_reads: AtomicU64,
     /// Point lookups that consulted the bloom filter.
@@ -173,6 +192,17 @@ impl Table {
     /// Validates footer, magic, version, metaindex and properties; the
     /// index and filter are checked when first needed ([`Table::meta`]).
     pub fn open(number: u64, bytes: Arc<dyn FileBytes>) -> Result<Table> {
+        Table::open_cached(number, bytes, None, Arc::default())
+    }
+
+    /// [`Table::open`], decoded blocks kept in `cache` (if any) and reads
+    /// counted in `counters`.
+    pub(crate) fn open_cached(
+        number: u64,
+        bytes: Arc<dyn FileBytes>,
+        cache: Option<Arc<BlockCache>>,
+        counters: Arc<TableCounters>,
+    ) -> Result<Table> {
         let name = table_file_name(number);
         let file = bytes.bytes();
         let footer = decode_footer(file).map_err(|m| corrupt(&name, m))?;
@@ -201,17 +231,20 @@ impl Table {
             version,
             locations,
             meta: OnceLock::new(),
+            meta_charged: OnceLock::new(),
+            cache,
+            saw_compressed: AtomicBool::new(false),
             filter: OnceLock::new(),
             summary,
             data_summary,
             range_dels: Arc::new(RangeDelSet::new(tombstones)),
-            bytes_read: AtomicU64::new(0),
-            counters: TableCounters::default(),
+            counters,
         })
     }
 
-    /// The index and filter, checked and decoded on first use. A damaged
-    /// block is reported on every call (nothing is cached then).
+    /// The index and filter, checked and decoded on first use (and charged
+    /// to the block cache, if there is one). A damaged block is reported on
+    /// every call (nothing is kept then).
     fn meta(&self) -> Result<&Meta> {
         if let Some(m) = self.meta.get() {
             return Ok(m);
@@ -219,8 +252,14 @@ impl Table {
         let meta = self
             .decode_meta()
             .map_err(|m| corrupt(&table_file_name(self.number), m))?;
-        // Another thread may have won the race with an identical value.
-        let _ = self.meta.set(meta);
+        let charge = meta.charge;
+        // Another thread may have won the race with an identical value;
+        // only the winner charges the cache.
+        if self.meta.set(meta).is_ok() {
+            if let Some(cache) = &self.cache {
+                let _ = self.meta_charged.set(cache.charge_meta(charge));
+            }
+        }
         self.meta
             .get()
             .ok_or_else(|| Error::internal("table metadata vanished"))
@@ -246,7 +285,7 @@ impl Table {
         }
         .map_err(|m| format!("index block at {}: {m}", range.start))?;
         check_props(&self.data_summary, &index)?;
-        let verified = (0..index.handles.len().div_ceil(64))
+        let verified: Vec<AtomicU64> = (0..index.handles.len().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
         let key_of = |h: &BlockHandle| index.keys.get(h.last_user_key()).unwrap_or_default();
@@ -254,16 +293,22 @@ impl Table {
             (Some(a), Some(b)) => common_prefix(key_of(a), key_of(b)),
             _ => 0,
         };
-        let hints = index
+        let hints: Vec<u64> = index
             .handles
             .iter()
             .map(|h| hint(key_of(h), prefix_len))
             .collect();
+        let charge = (std::mem::size_of::<Meta>()
+            + index.handles.capacity() * std::mem::size_of::<BlockHandle>()
+            + index.keys.capacity()
+            + hints.capacity() * 8
+            + verified.capacity() * 8) as u64;
         Ok(Meta {
             index,
             hints,
             prefix_len,
             verified,
+            charge,
         })
     }
 
@@ -317,7 +362,9 @@ impl Table {
         self.version
     }
 
-    /// Data block reads and bloom filter use so far (summed into `Stats`).
+    /// Data block reads and bloom filter use so far (summed into `Stats`
+    /// through the table's handle, which shares them).
+    #[allow(dead_code)] // tests and tools
     pub fn counters(&self) -> &TableCounters {
         &self.counters
     }
@@ -346,7 +393,7 @@ impl Table {
     pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableGet<'_>>> {
         // The index first, so a damaged one fails every read, even of keys
         // the filter rules out.
-        self.meta()?;
+        let meta = self.meta()?;
         if let Some(filter) = self.filter_bytes()? {
             self.counters
                 .bloom_checked
@@ -360,9 +407,11 @@ impl Table {
         }
         // The first entry at or after (user_key, snapshot) in internal order
         // is the newest version with ts <= snapshot, if it is of user_key.
-        let found = self.find_in(
+        let found = self.find_with(
+            meta,
             |k, ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less,
             Some(user_key),
+            true,
         )?;
         let Some(cursor) = found else {
             return Ok(None);
@@ -382,8 +431,14 @@ impl Table {
 
     /// Bytes of table data read so far through get/iter: each time a data
     /// block is loaded its whole length is added, verified before or not.
+    #[allow(dead_code)] // tests and tools
     pub fn bytes_read(&self) -> u64 {
-        self.bytes_read.load(AtomicOrdering::Relaxed)
+        self.counters.bytes_read.load(AtomicOrdering::Relaxed)
+    }
+
+    /// The counters, shared (see [`Table::open_cached`]).
+    pub(crate) fn shared_counters(&self) -> &Arc<TableCounters> {
+        &self.counters
     }
 
     /// Whether data block `block` has passed its checks (for tests).
@@ -435,7 +490,12 @@ impl Table {
 
     /// Byte range in the file of data block `block` (as stored).
     pub(crate) fn block_extent(&self, block: usize) -> Result<Range<usize>> {
-        let h = self.handle(block)?;
+        let h = self
+            .meta()?
+            .index
+            .handles
+            .get(block)
+            .ok_or_else(|| Error::internal(format!("table block {block} out of range")))?;
         Ok(h.offset..h.offset + h.len)
     }
 
@@ -482,27 +542,35 @@ impl Table {
 
     /// Positions at the first entry for which `before(user_key, ts)` is false;
     /// `before` must hold on a prefix of the table in internal order. `None`
-    /// when it holds for every entry.
-    pub(crate) fn find(&self, before: impl Fn(&[u8], Timestamp) -> bool) -> Result<Option<Cursor>> {
-        // Every entry of a block is <= its last key, so the first block whose
-        // last key is not `before` holds the first entry that is not.
-        self.find_in(before, None)
-    }
-
-    /// [`Table::find`], with `key` the user key `before` compares with (a
-    /// point read), which lets the index search use the hints.
-    pub(crate) fn find_in(
+    /// when it holds for every entry. `fill`: whether a block decompressed
+    /// here goes into the block cache (see [`Table::load_block`]).
+    pub(crate) fn find(
         &self,
         before: impl Fn(&[u8], Timestamp) -> bool,
-        key: Option<&[u8]>,
+        fill: bool,
     ) -> Result<Option<Cursor>> {
+        // Every entry of a block is <= its last key, so the first block whose
+        // last key is not `before` holds the first entry that is not.
         let meta = self.meta()?;
+        self.find_with(meta, before, None, fill)
+    }
+
+    /// [`Table::find`] with the metadata already at hand; `key` is the user
+    /// key `before` compares with in a point read, which lets the index
+    /// search use the hints.
+    fn find_with(
+        &self,
+        meta: &Meta,
+        before: impl Fn(&[u8], Timestamp) -> bool,
+        key: Option<&[u8]>,
+        fill: bool,
+    ) -> Result<Option<Cursor>> {
         let count = meta.index.handles.len();
         let block = self.find_block(meta, &before, key)?;
         if block == count {
             return Ok(None);
         }
-        let (buf, layout) = self.load_block(block)?;
+        let (buf, layout) = self.load_block_with(meta, block, fill)?;
         let bytes = self.buf_bytes(&buf);
         let idx = partition(layout.count(), |j| {
             let e = self.entry_pos(block, bytes, &layout, j)?;
@@ -599,9 +667,28 @@ impl Table {
     /// Checks and frames data block `block` (decompressing it if needed),
     /// verifying its CRC and its last key against the index the first time
     /// only, and counts it as read.
-    pub(crate) fn load_block(&self, block: usize) -> Result<(BlockBuf, BlockLayout)> {
+    ///
+    /// `fill`: whether a block decompressed here is put into the block cache
+    /// (and counted as a cache miss). Reads that touch each block once and
+    /// whose table is about to go (compaction inputs) pass false, so they
+    /// neither evict what point reads need nor count; a cached block is used
+    /// either way.
+    pub(crate) fn load_block(&self, block: usize, fill: bool) -> Result<(BlockBuf, BlockLayout)> {
         let meta = self.meta()?;
-        let h = self.handle(block)?;
+        self.load_block_with(meta, block, fill)
+    }
+
+    fn load_block_with(
+        &self,
+        meta: &Meta,
+        block: usize,
+        fill: bool,
+    ) -> Result<(BlockBuf, BlockLayout)> {
+        let h = meta
+            .index
+            .handles
+            .get(block)
+            .ok_or_else(|| Error::internal(format!("table block {block} out of range")))?;
         let (word, bit) = (block / 64, 1u64 << (block % 64));
         let flags = meta
             .verified
@@ -609,7 +696,21 @@ impl Table {
             .ok_or_else(|| Error::internal("table block bitmap too short"))?;
         let verified = flags.load(AtomicOrdering::Relaxed) & bit != 0;
         let file = self.bytes.bytes();
-        let (buf, layout) = if self.version == 1 {
+        let cache = self
+            .cache
+            .as_ref()
+            .filter(|_| self.saw_compressed.load(AtomicOrdering::Relaxed));
+        let cached = cache.and_then(|c| c.data((self.number, h.offset as u64)));
+        let (buf, layout) = if let Some(contents) = cached {
+            // Only CRC-checked bytes are ever decompressed into the cache,
+            // so a hit needs no check of the stored block.
+            if let Some(c) = cache.filter(|_| fill) {
+                c.count(true);
+            }
+            let layout = BlockLayout::parse_contents(&contents, 0, contents.len())
+                .map_err(|m| self.block_error(block, m))?;
+            (BlockBuf::Owned(contents), layout)
+        } else if self.version == 1 {
             let layout = BlockLayout::parse(file, h.offset, h.len, !verified)
                 .map_err(|m| self.block_error(block, m))?;
             (BlockBuf::Mapped, layout)
@@ -621,11 +722,18 @@ impl Table {
                     .map_err(|m| self.block_error(block, m))?;
                 (BlockBuf::Mapped, layout)
             } else {
-                let contents = decompress(block_type, file.get(payload).unwrap_or_default())
-                    .map_err(|m| self.block_error(block, m))?;
+                let contents: Arc<[u8]> =
+                    decompress(block_type, file.get(payload).unwrap_or_default())
+                        .map_err(|m| self.block_error(block, m))?
+                        .into();
                 let layout = BlockLayout::parse_contents(&contents, 0, contents.len())
                     .map_err(|m| self.block_error(block, m))?;
-                (BlockBuf::Owned(contents.into()), layout)
+                if let Some(c) = self.cache.as_ref().filter(|_| fill) {
+                    c.count(false);
+                    c.insert_data((self.number, h.offset as u64), contents.clone());
+                    self.saw_compressed.store(true, AtomicOrdering::Relaxed);
+                }
+                (BlockBuf::Owned(contents), layout)
             }
         };
         if !verified {
@@ -644,7 +752,8 @@ impl Table {
             }
             flags.fetch_or(bit, AtomicOrdering::Relaxed);
         }
-        self.bytes_read
+        self.counters
+            .bytes_read
             .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
         self.counters
             .data_block_reads
@@ -674,24 +783,28 @@ impl Table {
         })
     }
 
-    fn handle(&self, block: usize) -> Result<&BlockHandle> {
-        self.meta()?
-            .index
-            .handles
-            .get(block)
-            .ok_or_else(|| Error::internal(format!("table block {block} out of range")))
-    }
-
     fn block_error(&self, block: usize, msg: impl fmt::Display) -> Error {
         let offset = self
             .meta
             .get()
-            .and_then(|m| m.index.handles.get(block))
-            .map_or(0, |h| h.offset);
+            .and_then(|m| m.index.handles.get(block).map(|h| h.offset))
+            .unwrap_or(0);
         corrupt(
             &table_file_name(self.number),
             format!("data block {block} at offset {offset}: {msg}"),
         )
+    }
+}
+
+impl Drop for Table {
+    /// The table is closed (the table cache closed it, or its file is
+    /// gone): its metadata's charge leaves the block cache.
+    fn drop(&mut self) {
+        if let (Some(cache), Some(meta), Some(&charged)) =
+            (&self.cache, self.meta.get(), self.meta_charged.get())
+        {
+            cache.release_meta(meta.charge, charged);
+        }
     }
 }
 
