@@ -652,16 +652,26 @@ export declare class Database {
   /** The values of a range; keys are not copied out of the engine. */
   values(options?: IteratorOptions): Iterator<Buffer>
   /**
-   * Deletes every key in a range (every key without options) that exists
-   * when `clear` is called, and resolves with how many were deleted. The
-   * keys are read from a snapshot taken at the call (keys only, no values)
-   * and deleted in atomic batches of 1000: each batch is all-or-nothing,
-   * the clear as a whole is not (a crash midway leaves a prefix of the
-   * range deleted), and a key written again while the clear runs may still
-   * be deleted if it existed when the clear began. `reverse` and `limit`
-   * choose which keys go first and how many.
+   * Deletes every key in a range (every key without options).
+   *
+   * Without `limit` it is one range delete (a range tombstone in the
+   * engine, `Database::delete_range`): no key is read, so it takes the same
+   * time for ten keys or ten million; it is one atomic, durable commit
+   * ordered with the writes issued around it (a write issued before
+   * `clear` is deleted, one issued after survives), snapshots and
+   * iterators opened before it keep seeing the keys, and compaction
+   * reclaims the space later. It resolves with `undefined`: counting the
+   * keys would mean reading them. Transactions that wrote (or, when
+   * serializable, read) a key in the range after their snapshot fail to
+   * commit with TOONDB_CONFLICT. `reverse` has no effect then.
+   *
+   * With `limit` the keys are read from a snapshot taken at the call (keys
+   * only) and deleted in atomic batches of 1000, `reverse` choosing which
+   * go first; it resolves with how many were deleted. Each batch is
+   * all-or-nothing, the clear as a whole is not.
    */
-  clear(options?: ClearOptions, writeOptions?: WriteOptions): Promise<number>
+  clear(options: ClearOptions & { limit: number }, writeOptions?: WriteOptions): Promise<number>
+  clear(options?: ClearOptions, writeOptions?: WriteOptions): Promise<number | undefined>
   /** Begins a transaction (snapshot taken now). */
   transaction(options?: TransactionOptions): Transaction
   /**

@@ -185,6 +185,7 @@ const KEYS = 1
 const VALUES = 2
 // Internal entry points for lib/level.js, off the documented API.
 const ITERATE = Symbol.for('toondb.iterate')
+const CLEAR_RANGE = Symbol.for('toondb.clearRange')
 
 class Database {
   #native
@@ -559,16 +560,47 @@ class Database {
   }
 
   /**
-   * Deletes every key in a range (all keys without options) as of this
-   * call; see index.d.ts. Resolves with the number of keys deleted.
+   * Deletes every key in a range (all keys without options); see
+   * index.d.ts. Without `limit`: one range delete that reads no key,
+   * committed in order with the writes around it; resolves with
+   * `undefined`. With `limit`: the keys are read and deleted in batches;
+   * resolves with the number deleted.
    */
   async clear(options, writeOptions) {
     const sync = syncFlag(writeOptions)
-    const it = this.#iterate(options, KEYS, false)
+    const args = iteratorArgs(options)
+    if (args.limit !== undefined && args.limit !== Infinity) {
+      const it = this.#iterate(options, KEYS, false)
+      try {
+        return await clearKeys(it, (ops) => this.batch(ops, { sync }))
+      } finally {
+        it.close()
+      }
+    }
+    return this.#clearRange(args, sync)
+  }
+
+  /** @internal a range delete from iterator-style bounds (the Level adapter's `_clear`) */
+  [CLEAR_RANGE](args, sync) {
+    return this.#clearRange(args, sync)
+  }
+
+  #clearRange(args, sync) {
     try {
-      return await clearKeys(it, (ops) => this.batch(ops, { sync }))
-    } finally {
-      it.close()
+      this.#checkOpen()
+      const spans = this.#native.rangeDeleteSpans(args)
+      if (spans.length === 0) return Promise.resolve(undefined)
+      // The range delete hides versions older than its commit, so a write
+      // issued before it must not share its commit: send the current group
+      // first. Writes issued after it may join (they survive it).
+      if (this.#group !== null) this.#flushGroup()
+      let bytes = 0
+      for (const b of spans) bytes += b.length
+      const g = this.#currentGroup(sync, bytes)
+      for (let i = 0; i < spans.length; i += 2) this.#log.delRange(spans[i], spans[i + 1])
+      return this.#join(g).then(() => undefined)
+    } catch (err) {
+      return Promise.reject(normalizeError(err))
     }
   }
 

@@ -192,12 +192,12 @@ describe('keys() and values()', { timeout: TIMEOUT }, () => {
 })
 
 describe('db.clear()', { timeout: TIMEOUT }, () => {
-  test('deletes a range, in memtable and tables, and resolves with the count', async () => {
+  test('deletes a range, in memtable and tables; a range delete resolves undefined, a limited clear with the count', async () => {
     const db = await filled(50)
     await db.flush()
     await db.batch([{ type: 'put', key: k(50), value: 'v50' }])
-    assert.equal(await db.clear({ gte: k(10), lt: k(20) }), 10)
-    assert.equal(await db.clear({ prefix: 'k004' }), 10)
+    assert.equal(await db.clear({ gte: k(10), lt: k(20) }), undefined)
+    assert.equal(await db.clear({ prefix: 'k004' }), undefined)
     assert.equal(await db.clear({ gt: k(35), limit: 2 }), 2)
     assert.equal(await db.clear({ lte: k(4), reverse: true, limit: 2 }), 2)
     const left = (await db.keys().all()).map(str)
@@ -205,8 +205,9 @@ describe('db.clear()', { timeout: TIMEOUT }, () => {
       .filter((i) => !(i >= 10 && i < 20) && !(i >= 40 && i < 50) && i !== 36 && i !== 37 && i !== 3 && i !== 4)
       .map(k)
     assert.deepEqual(left, model)
-    assert.equal(await db.clear(), model.length)
+    assert.equal(await db.clear(), undefined)
     assert.deepEqual(await db.keys().all(), [])
+    assert.equal(await db.clear({ limit: 5 }), 0)
     assert.equal(db.stats().liveSnapshots, 0)
     await db.close()
   })
@@ -215,8 +216,26 @@ describe('db.clear()', { timeout: TIMEOUT }, () => {
     const db = await filled(2500)
     const cleared = db.clear({ sync: true }, { sync: true })
     await db.put('zz-after', 'kept') // issued after clear() took its snapshot
-    assert.equal(await cleared, 2500)
+    assert.equal(await cleared, undefined)
     assert.deepEqual((await db.keys().all()).map(str), ['zz-after'])
+    await db.close()
+  })
+
+  test('a range delete is ordered with writes around it and keeps older snapshots whole', async () => {
+    const db = await filled(100)
+    const snap = db.snapshot()
+    const before = db.put(k(5), 'issued-before') // same tick, before clear(): deleted
+    const cleared = db.clear({ lt: k(50) })
+    const after = db.put(k(6), 'issued-after') // after clear(): survives
+    await Promise.all([before, cleared, after])
+    assert.equal(db.getSync(k(5)), null)
+    assert.equal(str(db.getSync(k(6))), 'issued-after')
+    assert.equal((await db.keys().all()).length, 51)
+    assert.equal((await snap.keys().all()).length, 100, 'the snapshot predates the clear')
+    snap.release()
+    await db.flush()
+    await db.compact()
+    assert.equal((await db.keys({ reverse: true }).all()).length, 51)
     await db.close()
   })
 

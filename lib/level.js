@@ -24,6 +24,7 @@ const {
 const { Database } = require('../index.js')
 
 const ITERATE = Symbol.for('toondb.iterate')
+const CLEAR_RANGE = Symbol.for('toondb.clearRange')
 const ENTRIES = 0
 const KEYS = 1
 const VALUES = 2
@@ -208,6 +209,15 @@ class ToonLevel extends AbstractLevel {
   // when given), in atomic batches of CLEAR_CHUNK keys: the whole clear is
   // not atomic.
   async _clear(options) {
+    // Without a limit or an explicit snapshot: one range delete, no key
+    // read. (A snapshot's clear deletes only the keys that snapshot sees,
+    // and a limit needs the keys counted: both read them.)
+    const limited = Number.isInteger(options.limit) && options.limit >= 0
+    if (!limited && options.snapshot == null) {
+      const a = rangeArgs(options)
+      delete a.limit
+      return this.#db[CLEAR_RANGE](a, writeOptions(options)?.sync)
+    }
     const it = this.#source(options)[ITERATE](rangeArgs(options), KEYS, false, null)
     try {
       for (;;) {

@@ -92,6 +92,15 @@ class OpLog {
     this.#commit(0, OpLog.#copy(this.data, key, this.bytes), 0)
   }
 
+  /** A range delete of `[start, end)` (kind 2; see batch.rs). */
+  delRange(start, end) {
+    this.#reserve(1, OpLog.bound(start) + OpLog.bound(end))
+    const at = this.bytes
+    const s = OpLog.#copy(this.data, start, at)
+    const e = OpLog.#copy(this.data, end, at + s)
+    this.#commit(2, s, e)
+  }
+
   /** Appends every operation of `other` (already encoded). */
   append(other) {
     this.#reserve(other.count, other.bytes)

@@ -150,6 +150,8 @@ fn decode_flat(kinds: &[u8], lens: &[u32], data: &[u8]) -> Result<WriteBatch> {
         let result = match kind {
             1 => batch.put(key, take(lens[2 * i + 1])?),
             0 => batch.delete(key),
+            // A range delete: the "key" is its start, the "value" its end.
+            2 => batch.delete_range(key, take(lens[2 * i + 1])?),
             _ => return Err(invalid_argument("writeFlat: unknown operation kind")),
         };
         result.map_err(to_js)?;
@@ -469,6 +471,20 @@ impl NativeDatabase {
     #[napi(catch_unwind)]
     pub fn keep_alive(&self, env: Env, active: bool) -> Result<()> {
         self.completions.keep_alive(&env, active)
+    }
+
+    /// The `[start, end)` ranges `clear(args)` deletes, flattened
+    /// (start, end, start, end, ...): one or two, none for an empty range.
+    /// `index.js` queues them as range-delete operations (kind 2).
+    #[napi(catch_unwind)]
+    pub fn range_delete_spans(&self, args: ScanArgs) -> Result<Vec<Buffer>> {
+        let options = scan_options(args)?;
+        Ok(
+            toondb_storage::range_delete_spans(options.lower, options.upper)
+                .into_iter()
+                .flat_map(|(s, e)| [Buffer::from(s), Buffer::from(e)])
+                .collect(),
+        )
     }
 
     #[napi(catch_unwind)]

@@ -79,7 +79,12 @@ export async function iteration(db: Database): Promise<number> {
   const first: Buffer | undefined = snap.keys().nextSync()
   void first
   snap.release()
-  const deleted: number = await db.clear({ gte: 'a', lt: 'b' }, { sync: true })
+  const cleared: undefined | number = await db.clear({ gte: 'a', lt: 'b' }, { sync: true })
+  void cleared
+  // @ts-expect-error without `limit`, clear() may resolve with undefined
+  const notCounted: number = await db.clear({ gte: 'a' })
+  void notCounted
+  const deleted: number = await db.clear({ gte: 'a', lt: 'b', limit: 10 }, { sync: true })
   return deleted + keys.length
 }
 

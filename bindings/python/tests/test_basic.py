@@ -16,6 +16,19 @@ class RoundTrips(DbTest):
             self.assertIsNone(db.get(b"users/1"))
             db.delete(b"never-there")
 
+    def test_delete_range(self):
+        with Database.open(self.path()) as db:
+            for k in (b"a", b"b", b"c", b"d"):
+                db.put(k, k)
+            snap = db.snapshot()
+            db.delete_range(b"b", b"d")
+            self.assertEqual([db.get(k) for k in (b"a", b"b", b"c", b"d")], [b"a", None, None, b"d"])
+            self.assertEqual(snap.get(b"c"), b"c")
+            snap.release()
+            with self.assertRaises(ToondbError) as cm:
+                db.delete_range(b"d", b"b")
+            self.assertEqual(cm.exception.code, "TOONDB_INVALID_ARGUMENT")
+
     def test_str_and_buffer_types(self):
         with Database.open(self.path()) as db:
             db.put("café", "crème")

@@ -332,6 +332,18 @@ class Database(_Handle):
         if rc:
             _raise(rc, s)
 
+    def delete_range(self, start, end, *, sync=None):
+        """Deletes every key in ``[start, end)`` with one range tombstone:
+        no key is read, so the cost does not depend on how many keys the
+        range holds. Snapshots and transactions opened before keep seeing
+        the keys. An empty range (``start >= end``) raises
+        ``TOONDB_INVALID_ARGUMENT``."""
+        s_, e_ = _bytes(start, "start"), _bytes(end, "end")
+        s = _scratch()
+        rc = n.delete_range(self._h, s_, len(s_), e_, len(e_), _sync(sync), s.perr)
+        if rc:
+            _raise(rc, s)
+
     def batch(self, ops, *, sync=None):
         """Applies ``ops`` atomically, in one call: each is ``("put", key,
         value)`` or ``("del", key)`` (also ``"delete"``), or a dict with

@@ -359,6 +359,23 @@ int32_t toondb_delete(const ToondbDb *db,
                       int32_t sync,
                       ToondbError **err);
 
+// Deletes every key in `[start, end)` with one range tombstone: no key is
+// read, so the cost does not depend on how many keys the range holds.
+// Snapshots and transactions opened before keep seeing the keys. An empty
+// range (`start >= end`) or one reaching into the reserved table keys
+// (`ff 00 01 ..`) is `TOONDB_INVALID_ARGUMENT`. `sync` as for `toondb_put`.
+//
+// # Safety
+// `start` is valid for `start_len` bytes, `end` for `end_len` bytes; `err`
+// is NULL or valid for a write.
+int32_t toondb_delete_range(const ToondbDb *db,
+                            const uint8_t *start,
+                            size_t start_len,
+                            const uint8_t *end,
+                            size_t end_len,
+                            int32_t sync,
+                            ToondbError **err);
+
 // A new, empty write batch; free it with `toondb_batch_free`. Never NULL.
 ToondbBatch *toondb_batch_new(void);
 

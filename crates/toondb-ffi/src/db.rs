@@ -326,6 +326,41 @@ pub unsafe extern "C" fn toondb_delete(
     })
 }
 
+/// Deletes every key in `[start, end)` with one range tombstone: no key is
+/// read, so the cost does not depend on how many keys the range holds.
+/// Snapshots and transactions opened before keep seeing the keys. An empty
+/// range (`start >= end`) or one reaching into the reserved table keys
+/// (`ff 00 01 ..`) is `TOONDB_INVALID_ARGUMENT`. `sync` as for `toondb_put`.
+///
+/// # Safety
+/// `start` is valid for `start_len` bytes, `end` for `end_len` bytes; `err`
+/// is NULL or valid for a write.
+#[no_mangle]
+pub unsafe extern "C" fn toondb_delete_range(
+    db: *const ToondbDb,
+    start: *const u8,
+    start_len: usize,
+    end: *const u8,
+    end_len: usize,
+    sync: i32,
+    err: *mut *mut ToondbError,
+) -> i32 {
+    guard(err, || {
+        // SAFETY: forwarded contract.
+        let (db, start, end) = unsafe {
+            (
+                db_ref(db)?,
+                bytes(start, start_len, "start")?,
+                bytes(end, end_len, "end")?,
+            )
+        };
+        let mut batch = WriteBatch::new();
+        batch.delete_range(start, end)?;
+        db.write_with(batch, WriteOptions::with_sync(sync_arg(sync)))
+            .map(drop)
+    })
+}
+
 /// A new, empty write batch; free it with `toondb_batch_free`. Never NULL.
 #[no_mangle]
 pub extern "C" fn toondb_batch_new() -> *mut ToondbBatch {

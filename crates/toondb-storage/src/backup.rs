@@ -35,6 +35,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
 use crate::lsm::{TableFile, NUM_LEVELS};
 use crate::memtable::Memtable;
+use crate::range_del::RangeTombstone;
 use crate::sstable::{table_file_name, TableBuilder, TableIter};
 use crate::version::{Manifest, ManifestState, TableMeta};
 use crate::wal::WalWriter;
@@ -205,7 +206,8 @@ fn write_backup(
             let v = e.key();
             (v.user_key().to_vec(), v.ts, v.kind, v.value().to_vec())
         });
-        if let Some(meta) = build_table(engine, number, 0, entries, &to, created)? {
+        let tombstones = at_or_below(mem.range_dels().tombstones(), ts);
+        if let Some(meta) = build_table(engine, number, 0, entries, tombstones, &to, created)? {
             report.tables_written += 1;
             report.bytes_written += meta.file_size;
             tables.push(meta);
@@ -298,23 +300,38 @@ fn rewrite_table(
         }
         it.next()?;
     }
-    build_table(engine, file.number(), level, entries, to, created)
+    let tombstones = at_or_below(file.range_dels().tombstones(), ts);
+    build_table(
+        engine,
+        file.number(),
+        level,
+        entries,
+        tombstones,
+        to,
+        created,
+    )
 }
 
 type Version = (Vec<u8>, Timestamp, crate::key::ValueKind, Vec<u8>);
 
-/// Builds a table at `to` from versions in internal order; `None` (and no
-/// file) when there are none.
+/// The range tombstones committed at or below `ts`.
+fn at_or_below(tombstones: &[RangeTombstone], ts: Timestamp) -> Vec<RangeTombstone> {
+    tombstones.iter().filter(|t| t.ts <= ts).cloned().collect()
+}
+
+/// Builds a table at `to` from versions in internal order and range
+/// tombstones; `None` (and no file) when there are neither.
 fn build_table(
     engine: &Engine,
     number: u64,
     level: u32,
     entries: impl IntoIterator<Item = Version>,
+    tombstones: Vec<RangeTombstone>,
     to: &Path,
     created: &mut Vec<PathBuf>,
 ) -> Result<Option<TableMeta>> {
     let mut entries = entries.into_iter().peekable();
-    if entries.peek().is_none() {
+    if entries.peek().is_none() && tombstones.is_empty() {
         return Ok(None);
     }
     let out = engine.fs.create_new(to)?;
@@ -322,6 +339,9 @@ fn build_table(
     let mut builder = TableBuilder::with_options(out, engine.options.table_options());
     for (key, ts, kind, value) in entries {
         builder.add(&key, ts, kind, &value)?;
+    }
+    for t in tombstones {
+        builder.add_range_tombstone(t);
     }
     let s = builder.finish()?;
     Ok(Some(TableMeta::from_summary(number, level, s)))

@@ -3,7 +3,14 @@
 //! The batch keeps its operations pre-encoded in one buffer (`rep`), the same
 //! bytes that go into its WAL record, so committing a batch of 1000 puts
 //! costs one allocation, not 2000. Layout of `rep`, repeated per op:
-//! `kind u8 | key_len varint | key | (put only) value_len varint | value`.
+//! `kind u8 | key_len varint | key | (put only) value_len varint | value`,
+//! or, for a range delete (kind 2, [`RANGE_DELETE_TAG`]),
+//! `2 | start_len varint | start | end_len varint | end`
+//! (docs/format-wal.md).
+//!
+//! A batch's range deletes hide versions *older* than the batch's commit
+//! timestamp, so they take effect before the batch's own puts and deletes,
+//! whatever the order they were added in.
 
 use crate::coding::{put_varint, Reader};
 use crate::error::{Error, Result};
@@ -13,10 +20,15 @@ use crate::record::MAX_FRAME_PAYLOAD;
 /// Bytes before `rep` in a batch's WAL record: commit ts and count.
 const RECORD_HEADER_LEN: usize = 12;
 
+/// The op kind byte of a range delete in `rep` (0 and 1 are `ValueKind`).
+pub const RANGE_DELETE_TAG: u8 = 2;
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct WriteBatch {
     rep: Vec<u8>,
     count: u32,
+    /// How many of `count` are range deletes.
+    range_deletes: u32,
 }
 
 /// One operation of a batch, borrowed from its encoding.
@@ -37,6 +49,7 @@ impl WriteBatch {
         WriteBatch {
             rep: Vec::with_capacity(bytes),
             count: 0,
+            range_deletes: 0,
         }
     }
 
@@ -84,6 +97,65 @@ impl WriteBatch {
         Ok(self)
     }
 
+    /// Adds a range delete: every key in `[start, end)` that exists when
+    /// the batch commits is deleted (versions older than the commit stay
+    /// readable from older snapshots). Takes effect before this batch's
+    /// own puts and deletes. `start >= end` is an empty range and is
+    /// `InvalidArgument`, as is a range that reaches into the reserved key
+    /// range (`columnar::RESERVED_PREFIX`).
+    pub fn delete_range(
+        &mut self,
+        start: impl AsRef<[u8]>,
+        end: impl AsRef<[u8]>,
+    ) -> Result<&mut Self> {
+        let (start, end) = (start.as_ref(), end.as_ref());
+        crate::columnar::check_user_range(start, end)?;
+        self.delete_range_raw(start, end)
+    }
+
+    /// `delete_range` without the reserved-range check.
+    pub(crate) fn delete_range_raw(&mut self, start: &[u8], end: &[u8]) -> Result<&mut Self> {
+        check_key(start)?;
+        // An exclusive end may be one byte longer than a key: the successor
+        // `k ++ 00` of the longest key `k` (an inclusive bound made exclusive).
+        if end.len() > crate::key::MAX_KEY_LEN + 1 {
+            return Err(Error::invalid_argument(
+                "delete_range end is longer than a key plus one byte",
+            ));
+        }
+        if start >= end {
+            return Err(Error::invalid_argument("delete_range needs start < end"));
+        }
+        self.check_room(start, end)?;
+        self.bump()?;
+        self.range_deletes += 1;
+        self.rep.push(RANGE_DELETE_TAG);
+        put_varint(&mut self.rep, start.len() as u64);
+        self.rep.extend_from_slice(start);
+        put_varint(&mut self.rep, end.len() as u64);
+        self.rep.extend_from_slice(end);
+        Ok(self)
+    }
+
+    /// Whether the batch holds a range delete.
+    pub fn has_range_deletes(&self) -> bool {
+        self.range_deletes > 0
+    }
+
+    /// The batch's range deletes as `(start, end)`, in the order added.
+    pub fn range_deletes(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
+        let mut ops = RawOps {
+            reader: Reader::new(&self.rep),
+        };
+        std::iter::from_fn(move || loop {
+            match ops.next_raw()? {
+                RawOp::Range(s, e) => return Some((s, e)),
+                RawOp::Point(_) => continue,
+            }
+        })
+        .take(self.range_deletes as usize)
+    }
+
     /// Keeps the WAL record of this batch (header plus `rep`) within one
     /// frame, which replay can read back: a larger record would be written
     /// and acknowledged, then rejected at the next open.
@@ -121,12 +193,16 @@ impl WriteBatch {
     pub fn clear(&mut self) {
         self.rep.clear();
         self.count = 0;
+        self.range_deletes = 0;
     }
 
+    /// The batch's puts and deletes (range deletes: [`Self::range_deletes`]).
     pub fn iter(&self) -> BatchIter<'_> {
         BatchIter {
-            reader: Reader::new(&self.rep),
-            left: self.count,
+            ops: RawOps {
+                reader: Reader::new(&self.rep),
+            },
+            left: self.count - self.range_deletes,
         }
     }
 
@@ -145,41 +221,64 @@ impl WriteBatch {
         let mut r = Reader::new(payload);
         let ts = r.u64_le().ok_or_else(|| bad("short header"))?;
         let count = r.u32_le().ok_or_else(|| bad("short header"))?;
-        let batch = WriteBatch {
+        let mut batch = WriteBatch {
             rep: r.rest().to_vec(),
             count,
+            range_deletes: 0,
         };
         let mut seen = 0u32;
-        let mut ops = BatchIter {
+        let mut ranges = 0u32;
+        let mut ops = RawOps {
             reader: Reader::new(&batch.rep),
-            left: u32::MAX,
         };
         while !ops.reader.is_empty() {
-            ops.next_op().ok_or_else(|| bad("bad operation"))?;
+            if let RawOp::Range(s, e) = ops.next_raw().ok_or_else(|| bad("bad operation"))? {
+                if s >= e || s.is_empty() {
+                    return Err(bad("empty range delete"));
+                }
+                ranges += 1;
+            }
             seen = seen.checked_add(1).ok_or_else(|| bad("too many ops"))?;
         }
         if seen != count {
             return Err(bad("operation count mismatch"));
         }
+        batch.range_deletes = ranges;
         Ok((ts, batch))
     }
 }
 
-pub struct BatchIter<'a> {
-    reader: Reader<'a>,
-    left: u32,
+/// One encoded operation of `rep`.
+enum RawOp<'a> {
+    Point(BatchOp<'a>),
+    Range(&'a [u8], &'a [u8]),
 }
 
-impl<'a> BatchIter<'a> {
-    fn next_op(&mut self) -> Option<BatchOp<'a>> {
-        let kind = ValueKind::from_u8(self.reader.u8()?)?;
+struct RawOps<'a> {
+    reader: Reader<'a>,
+}
+
+impl<'a> RawOps<'a> {
+    fn next_raw(&mut self) -> Option<RawOp<'a>> {
+        let tag = self.reader.u8()?;
         let key = self.reader.length_prefixed()?;
+        if tag == RANGE_DELETE_TAG {
+            let end = self.reader.length_prefixed()?;
+            return Some(RawOp::Range(key, end));
+        }
+        let kind = ValueKind::from_u8(tag)?;
         let value = match kind {
             ValueKind::Put => self.reader.length_prefixed()?,
             ValueKind::Delete => &[],
         };
-        Some(BatchOp { kind, key, value })
+        Some(RawOp::Point(BatchOp { kind, key, value }))
     }
+}
+
+/// The puts and deletes of a batch, in order (range deletes skipped).
+pub struct BatchIter<'a> {
+    ops: RawOps<'a>,
+    left: u32,
 }
 
 impl<'a> Iterator for BatchIter<'a> {
@@ -189,10 +288,17 @@ impl<'a> Iterator for BatchIter<'a> {
         if self.left == 0 {
             return None;
         }
-        self.left -= 1;
         // Batches are validated on construction and on decode, so a failure
         // here would mean a bug; ending the iteration is the safe response.
-        self.next_op()
+        loop {
+            match self.ops.next_raw()? {
+                RawOp::Point(op) => {
+                    self.left -= 1;
+                    return Some(op);
+                }
+                RawOp::Range(..) => continue,
+            }
+        }
     }
 }
 
@@ -242,6 +348,28 @@ mod tests {
         assert_eq!(err.kind(), crate::error::ErrorKind::InvalidArgument);
         assert_eq!(b.len(), 3, "the rejected op is not added");
         assert!(b.byte_size() + RECORD_HEADER_LEN <= MAX_FRAME_PAYLOAD);
+    }
+
+    #[test]
+    fn range_deletes_round_trip_beside_point_ops() {
+        let mut b = WriteBatch::new();
+        b.put("a", "1").unwrap();
+        b.delete_range("b", "d").unwrap();
+        b.delete("e").unwrap();
+        assert!(b.delete_range("x", "x").is_err());
+        assert!(b.delete_range("y", "x").is_err());
+        assert_eq!(b.len(), 3);
+        let mut rec = Vec::new();
+        b.encode_record(4, &mut rec);
+        let (_, back) = WriteBatch::decode_record(&rec).unwrap();
+        assert_eq!(back, b);
+        let points: Vec<_> = back.iter().map(|o| o.key.to_vec()).collect();
+        assert_eq!(points, vec![b"a".to_vec(), b"e".to_vec()]);
+        let ranges: Vec<_> = back.range_deletes().collect();
+        assert_eq!(ranges, vec![(&b"b"[..], &b"d"[..])]);
+        for cut in 0..rec.len() {
+            assert!(WriteBatch::decode_record(&rec[..cut]).is_err(), "cut {cut}");
+        }
     }
 
     #[test]

@@ -172,6 +172,43 @@ impl Database {
         self.write(batch).map(drop)
     }
 
+    /// Deletes every key in `[start, end)` with one range tombstone: no key
+    /// is read, so the cost does not depend on how many keys the range
+    /// holds. Snapshots and transactions older than the commit still see
+    /// the keys; compaction reclaims the space later. Returns the commit
+    /// timestamp. `start >= end` and ranges that reach into the reserved
+    /// table keys are `InvalidArgument`.
+    pub fn delete_range(
+        &self,
+        start: impl AsRef<[u8]>,
+        end: impl AsRef<[u8]>,
+    ) -> Result<Timestamp> {
+        let mut batch = WriteBatch::new();
+        batch.delete_range(start, end)?;
+        self.write(batch)
+    }
+
+    /// A range delete from scan-style bounds (what a binding's `clear`
+    /// passes: `gte`/`gt` and `lte`/`lt`, either side unbounded), skipping
+    /// the reserved table keys as scans do. Returns the commit timestamp,
+    /// or `None` when the range is empty.
+    pub fn delete_bounds(
+        &self,
+        lower: Bound<Vec<u8>>,
+        upper: Bound<Vec<u8>>,
+        options: WriteOptions,
+    ) -> Result<Option<Timestamp>> {
+        self.check_open()?;
+        let mut batch = WriteBatch::new();
+        for (s, e) in range_delete_spans(lower, upper) {
+            batch.delete_range_raw(&s, &e)?;
+        }
+        if batch.is_empty() {
+            return Ok(None);
+        }
+        self.write_with(batch, options).map(Some)
+    }
+
     /// Applies `batch` atomically with the database's default durability;
     /// returns its commit timestamp.
     pub fn write(&self, batch: WriteBatch) -> Result<Timestamp> {
@@ -533,6 +570,42 @@ fn table_counter(
         .all()
         .map(|t| pick(t.counters()).load(std::sync::atomic::Ordering::Relaxed))
         .sum()
+}
+
+/// The `[start, end)` ranges a range delete over scan-style bounds covers:
+/// none when the bounds are empty, else one or two (around the reserved
+/// table keys, which plain scans and clears never touch). Depends on the
+/// bounds only, never on the data, so a binding may queue the ranges
+/// behind writes not committed yet. An unbounded upper side ends just past
+/// the largest possible key (`ff` x `MAX_KEY_LEN`, then `00`).
+pub fn range_delete_spans(lower: Bound<Vec<u8>>, upper: Bound<Vec<u8>>) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let successor = |mut k: Vec<u8>| {
+        k.push(0);
+        k
+    };
+    let start = match lower {
+        Bound::Included(k) => k,
+        // A key of the maximum length has no longer keys after it: the next
+        // key is the prefix successor (none when it is all ff bytes).
+        Bound::Excluded(k) if k.len() >= crate::key::MAX_KEY_LEN => {
+            match crate::iter::prefix_successor(&k) {
+                Some(next) => next,
+                None => return Vec::new(),
+            }
+        }
+        Bound::Excluded(k) => successor(k),
+        // The smallest key: keys are never empty.
+        Bound::Unbounded => vec![0],
+    };
+    let end = match upper {
+        Bound::Included(k) => successor(k),
+        Bound::Excluded(k) => k,
+        Bound::Unbounded => successor(vec![0xff; crate::key::MAX_KEY_LEN]),
+    };
+    if start.is_empty() || start >= end || start.len() > crate::key::MAX_KEY_LEN {
+        return Vec::new();
+    }
+    crate::columnar::user_ranges(&start, &end)
 }
 
 #[cfg(test)]

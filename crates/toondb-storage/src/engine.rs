@@ -73,6 +73,11 @@ pub(crate) struct Engine {
     /// Live snapshots and transactions, by read timestamp.
     pub snapshots: SnapshotList,
     pub recovery: ReplayReport,
+    /// While non-zero, flushes leave the WAL segments they made redundant
+    /// in place (the next flush, or the next open, deletes them):
+    /// `verify` pins the segments so that the checkpoint segment the
+    /// manifest names cannot vanish while it checks (see verify.rs).
+    pub wal_pins: AtomicUsize,
     commit_thread: Mutex<Option<JoinHandle<()>>>,
     maintenance_thread: Mutex<Option<JoinHandle<()>>>,
     lock: Mutex<Option<Box<dyn FileLock>>>,
@@ -118,6 +123,7 @@ impl Engine {
             columnar: crate::columnar::ReadCounters::default(),
             snapshots: SnapshotList::default(),
             recovery: parts.recovery,
+            wal_pins: AtomicUsize::new(0),
             commit_thread: Mutex::new(None),
             maintenance_thread: Mutex::new(None),
             lock: Mutex::new(Some(parts.lock)),

@@ -176,7 +176,23 @@ pub struct Scan {
     readahead: Readahead,
     returned: usize,
     done: bool,
+    /// The range tombstones this scan applies (empty almost always).
+    range_dels: crate::range_del::RangeDelView,
+    /// The covered piece the scan is in (see `skip_covered_piece`).
+    piece: Option<CoveredPiece>,
 }
+
+/// A piece of the key space that one range tombstone covers uniformly,
+/// and the keys in it that have versions newer than the tombstone (`None`:
+/// too many to list; the piece is then read key by key).
+struct CoveredPiece {
+    start: Vec<u8>,
+    end: Vec<u8>,
+    survivors: Option<Vec<Vec<u8>>>,
+}
+
+/// Survivors listed per covered piece before the scan gives up skipping.
+const MAX_PIECE_SURVIVORS: usize = 4096;
 
 impl Scan {
     /// `snapshot` must already be registered in the engine's live-snapshot
@@ -190,8 +206,11 @@ impl Scan {
         snapshot: Timestamp,
         options: ScanOptions,
     ) -> Self {
+        let range_dels = state.range_del_view(snapshot);
         let readahead = Readahead::new(options.lower.clone(), options.upper.clone());
         Scan {
+            range_dels,
+            piece: None,
             engine,
             state,
             snapshot,
@@ -258,6 +277,13 @@ impl Scan {
                     jumped = true;
                     break;
                 }
+                if let Some(exit) = self.skip_covered_piece(&state, &key)? {
+                    // Step over a range-deleted piece with one re-seek.
+                    self.jump = Some(exit);
+                    self.resume = None;
+                    jumped = true;
+                    break;
+                }
                 let chosen = self.consume_group(&mut merged, &key)?;
                 match chosen {
                     Some(value) => {
@@ -289,7 +315,7 @@ impl Scan {
     /// snapshot (`None` when absent or deleted).
     fn consume_group(&self, merged: &mut MergeIter<'_>, key: &[u8]) -> Result<Option<Vec<u8>>> {
         let reverse = self.options.reverse;
-        let mut chosen: Option<(ValueKind, Vec<u8>)> = None;
+        let mut chosen: Option<(Timestamp, ValueKind, Vec<u8>)> = None;
         while let Some(v) = merged.current() {
             if v.key != key {
                 break;
@@ -297,14 +323,70 @@ impl Scan {
             // Forward, versions come newest first, so the first visible one
             // wins; in reverse they come oldest first, so the last one does.
             if v.ts <= self.snapshot && (reverse || chosen.is_none()) {
-                chosen = Some((v.kind, v.value.to_vec()));
+                chosen = Some((v.ts, v.kind, v.value.to_vec()));
             }
             merged.advance()?;
         }
         Ok(match chosen {
-            Some((ValueKind::Put, value)) => Some(value),
+            Some((ts, ValueKind::Put, value))
+                if self.range_dels.is_empty() || !self.range_dels.hides(key, ts) =>
+            {
+                Some(value)
+            }
             _ => None,
         })
+    }
+
+    /// Where to resume when `key` lies in a piece of the key space that a
+    /// range tombstone this scan sees covers: every version there older
+    /// than the tombstone is hidden, so the scan jumps to the next key in
+    /// the piece that has a newer version (listed once per piece), or past
+    /// the piece, instead of reading every covered version. A cleared range
+    /// thus reads in time independent of its size, before compaction
+    /// reclaims it. `None`: read `key` as usual.
+    fn skip_covered_piece(
+        &mut self,
+        state: &LsmState,
+        key: &[u8],
+    ) -> Result<Option<Bound<Vec<u8>>>> {
+        if self.range_dels.is_empty() {
+            return Ok(None);
+        }
+        let inside = |p: &CoveredPiece| p.start.as_slice() <= key && key < p.end.as_slice();
+        if !self.piece.as_ref().is_some_and(inside) {
+            let Some((start, end, ts)) = self.range_dels.covering_piece(key) else {
+                self.piece = None;
+                return Ok(None);
+            };
+            let range = (Bound::Included(start.clone()), Bound::Excluded(end.clone()));
+            let survivors = state.keys_with_newer_versions(&range, ts - 1, MAX_PIECE_SURVIVORS)?;
+            self.piece = Some(CoveredPiece {
+                start,
+                end,
+                survivors,
+            });
+        }
+        let Some(piece) = &self.piece else {
+            return Ok(None);
+        };
+        let Some(survivors) = &piece.survivors else {
+            return Ok(None);
+        };
+        let at = survivors.partition_point(|s| s.as_slice() < key);
+        if survivors.get(at).is_some_and(|s| s.as_slice() == key) {
+            return Ok(None);
+        }
+        Ok(Some(if self.options.reverse {
+            match at.checked_sub(1).and_then(|i| survivors.get(i)) {
+                Some(prev) => Bound::Included(prev.clone()),
+                None => Bound::Excluded(piece.start.clone()),
+            }
+        } else {
+            match survivors.get(at) {
+                Some(next) => Bound::Included(next.clone()),
+                None => Bound::Included(piece.end.clone()),
+            }
+        }))
     }
 
     fn past_end(&self, key: &[u8]) -> bool {

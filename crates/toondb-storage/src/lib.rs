@@ -33,6 +33,7 @@ mod maintenance;
 mod memtable;
 mod merge;
 mod options;
+mod range_del;
 mod read;
 mod record;
 mod recovery;
@@ -50,7 +51,7 @@ pub use columnar::{
     lookup_table, ColumnBatch, ColumnDef, ColumnScan, ColumnStats, ColumnType, Filter, ReadSource,
     Schema, Table, TableScanOptions, TableStats, Value,
 };
-pub use db::Database;
+pub use db::{range_delete_spans, Database};
 pub use error::{Error, ErrorKind, Result};
 pub use iter::{prefix_successor, scan_bound, BatchScan, DbIter, Scan, ScanOptions};
 pub use key::{Timestamp, ValueKind, MAX_KEY_LEN, MAX_VALUE_LEN};

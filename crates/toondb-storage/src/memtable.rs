@@ -7,11 +7,13 @@ use std::borrow::Borrow;
 use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering as AtomicOrdering};
+use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
 
 use crate::batch::WriteBatch;
 use crate::key::{compare_versions, KeyRange, Timestamp, ValueKind};
+use crate::range_del::{RangeDelSet, RangeTombstone};
 
 /// One version of a user key: the skiplist key. The user key and the value
 /// share one allocation (half the mallocs of separate boxes, which
@@ -216,6 +218,13 @@ pub(crate) struct Memtable {
     /// none of its writes (the manifest's `log_number` once it is flushed).
     sealed_log: AtomicU64,
     max_ts: AtomicU64,
+    /// Range tombstones committed to this memtable. Replaced whole (a new
+    /// fragmented set) by the one inserting thread on every range delete;
+    /// readers clone the `Arc`.
+    range_dels: parking_lot::RwLock<Arc<RangeDelSet>>,
+    /// Whether `range_dels` is non-empty: point reads check this flag, not
+    /// the lock, so a memtable without range deletes costs them one load.
+    has_range_dels: std::sync::atomic::AtomicBool,
 }
 
 impl Memtable {
@@ -226,6 +235,8 @@ impl Memtable {
             id,
             sealed_log: AtomicU64::new(0),
             max_ts: AtomicU64::new(0),
+            range_dels: parking_lot::RwLock::new(Arc::new(RangeDelSet::default())),
+            has_range_dels: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -242,8 +253,18 @@ impl Memtable {
         self.map.len()
     }
 
+    /// True when the memtable holds no version and no range tombstone.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.map.is_empty() && !self.has_range_dels()
+    }
+
+    pub fn has_range_dels(&self) -> bool {
+        self.has_range_dels.load(AtomicOrdering::Acquire)
+    }
+
+    /// The range tombstones committed to this memtable so far.
+    pub fn range_dels(&self) -> Arc<RangeDelSet> {
+        self.range_dels.read().clone()
     }
 
     pub fn max_ts(&self) -> Timestamp {
@@ -263,6 +284,22 @@ impl Memtable {
     /// skiplist replaces an equal (key, ts) entry.
     pub fn apply(&self, batch: &WriteBatch, ts: Timestamp) {
         let mut added = 0;
+        if batch.has_range_deletes() {
+            // Published before the visible timestamp moves past `ts`, like
+            // the point versions below.
+            let mut guard = self.range_dels.write();
+            let mut all = guard.tombstones().to_vec();
+            for (start, end) in batch.range_deletes() {
+                added += start.len() + end.len() + ENTRY_OVERHEAD;
+                all.push(RangeTombstone {
+                    start: start.to_vec(),
+                    end: end.to_vec(),
+                    ts,
+                });
+            }
+            *guard = Arc::new(RangeDelSet::new(all));
+            self.has_range_dels.store(true, AtomicOrdering::Release);
+        }
         for op in batch.iter() {
             added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
             self.map
@@ -276,7 +313,7 @@ impl Memtable {
     /// The newest version of `key` with a timestamp <= `snapshot`.
     #[cfg(test)]
     pub fn get(&self, key: &[u8], snapshot: Timestamp) -> Option<(Timestamp, ValueKind, Vec<u8>)> {
-        self.get_ref(key, snapshot, |_, _| ())?;
+        self.get_ref(key, snapshot, |_, _, _| ())?;
         let probe = MemKey::new(key, snapshot);
         let entry = self.map.lower_bound(Bound::Included(&probe))?;
         let k = entry.key();
@@ -290,7 +327,7 @@ impl Memtable {
         &self,
         key: &[u8],
         snapshot: Timestamp,
-        f: impl FnOnce(ValueKind, &[u8]) -> R,
+        f: impl FnOnce(Timestamp, ValueKind, &[u8]) -> R,
     ) -> Option<R> {
         let probe = Probe::new(key, snapshot);
         let entry = self
@@ -300,7 +337,7 @@ impl Memtable {
         if version.user_key() != key {
             return None;
         }
-        Some(f(version.kind, version.value()))
+        Some(f(version.ts, version.kind, version.value()))
     }
 
     /// Timestamp of the newest version of `key`, if any.
@@ -312,8 +349,14 @@ impl Memtable {
         (entry.key().user_key() == key).then_some(entry.key().ts)
     }
 
-    /// Whether a version newer than `since` exists for a key in `range`.
-    pub fn any_newer(&self, range: &KeyRange, since: Timestamp) -> bool {
+    /// Calls `f` with the key of every version newer than `since` in
+    /// `range`, in key order, until `f` returns false; returns false then.
+    pub fn each_newer(
+        &self,
+        range: &KeyRange,
+        since: Timestamp,
+        mut f: impl FnMut(&[u8]) -> bool,
+    ) -> bool {
         let lower = match &range.0 {
             Bound::Included(k) => Bound::Included(MemKey::new(k, Timestamp::MAX)),
             Bound::Excluded(k) => Bound::Excluded(MemKey::new(k, 0)),
@@ -324,7 +367,12 @@ impl Memtable {
             Bound::Excluded(k) => Bound::Excluded(MemKey::new(k, Timestamp::MAX)),
             Bound::Unbounded => Bound::Unbounded,
         };
-        self.map.range((lower, upper)).any(|e| e.key().ts > since)
+        for e in self.map.range((lower, upper)) {
+            if e.key().ts > since && !f(e.key().user_key()) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Versions in internal order between the bounds (see `read.rs` for how

@@ -7,7 +7,9 @@ use std::ops::Bound;
 use crate::engine::LsmState;
 use crate::error::Result;
 use crate::key::{KeyRange, Timestamp, ValueKind};
+use crate::range_del::{RangeDelSet, RangeDelView};
 use crate::sstable::TableIter;
+use std::sync::Arc;
 
 impl LsmState {
     /// Calls `f` with the value of `key` visible at `snapshot` (or `None`)
@@ -21,8 +23,16 @@ impl LsmState {
         // `f` runs once, in whichever source holds the version; the Option
         // lets each memtable probe borrow it without consuming it on a miss.
         let mut f = Some(f);
+        // The newest range tombstone over `key` this reader sees, looked up
+        // only when the state holds any (a `None` costs nothing).
+        let deleted_at = self.range_deleted_at(key, snapshot);
         for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
-            let hit = mem.get_ref(key, snapshot, |kind, value| {
+            let hit = mem.get_ref(key, snapshot, |ts, kind, value| {
+                let kind = if deleted_at.is_some_and(|t| t > ts) {
+                    ValueKind::Delete
+                } else {
+                    kind
+                };
                 f.take().map(|f| f(visible(kind, value)))
             });
             if let Some(result) = hit.flatten() {
@@ -38,10 +48,40 @@ impl LsmState {
             let table = file.table()?;
             if let Some(found) = table.get(key, snapshot)? {
                 let entry = found.entry();
+                if deleted_at.is_some_and(|t| t > entry.ts) {
+                    return Ok(f(None));
+                }
                 return Ok(f(visible(entry.kind, entry.value)));
             }
         }
         Ok(f(None))
+    }
+
+    /// Every range-tombstone set of this state: memtables', then the
+    /// tables' (one set for all of them).
+    pub(crate) fn range_del_sets(&self) -> impl Iterator<Item = Arc<RangeDelSet>> + '_ {
+        std::iter::once(&self.mem)
+            .chain(self.imms.iter())
+            .filter(|m| m.has_range_dels())
+            .map(|m| m.range_dels())
+            .chain(std::iter::once(self.levels.range_dels().clone()))
+    }
+
+    /// The commit timestamp of the newest range delete over `key` that a
+    /// reader at `snapshot` sees.
+    fn range_deleted_at(&self, key: &[u8], snapshot: Timestamp) -> Option<Timestamp> {
+        let mut newest = self.levels.range_dels().max_covering(key, snapshot);
+        for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
+            if mem.has_range_dels() {
+                newest = newest.max(mem.range_dels().max_covering(key, snapshot));
+            }
+        }
+        newest
+    }
+
+    /// The range tombstones a scan at `snapshot` applies.
+    pub(crate) fn range_del_view(&self, snapshot: Timestamp) -> RangeDelView {
+        RangeDelView::new(self.range_del_sets(), snapshot)
     }
 }
 
@@ -58,6 +98,10 @@ fn visible(kind: ValueKind, value: &[u8]) -> Option<&[u8]> {
 impl LsmState {
     /// Whether any version of `key` is newer than `since`.
     pub(crate) fn has_newer_version(&self, key: &[u8], since: Timestamp) -> Result<bool> {
+        // A range delete after `since` over `key` changed it too.
+        if self.range_del_sets().any(|s| s.covers_newer(key, since)) {
+            return Ok(true);
+        }
         for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
             if mem.max_ts() <= since {
                 continue;
@@ -83,14 +127,67 @@ impl LsmState {
 
     /// Whether any key in `range` has a version newer than `since`.
     pub(crate) fn has_newer_in_range(&self, range: &KeyRange, since: Timestamp) -> Result<bool> {
+        if self
+            .range_del_sets()
+            .any(|s| s.any_newer_overlapping(range, since))
+        {
+            return Ok(true);
+        }
+        self.has_newer_version_in_range(range, since)
+    }
+
+    /// Whether any key in `range` has a version (not a range tombstone)
+    /// newer than `since`.
+    pub(crate) fn has_newer_version_in_range(
+        &self,
+        range: &KeyRange,
+        since: Timestamp,
+    ) -> Result<bool> {
+        Ok(!self.each_newer_version(range, since, |_| false)?)
+    }
+
+    /// The keys in `range` with a version newer than `since`, sorted and
+    /// without duplicates; `None` once there are more than `cap`.
+    pub(crate) fn keys_with_newer_versions(
+        &self,
+        range: &KeyRange,
+        since: Timestamp,
+        cap: usize,
+    ) -> Result<Option<Vec<Vec<u8>>>> {
+        let mut keys: Vec<Vec<u8>> = Vec::new();
+        let complete = self.each_newer_version(range, since, |k| {
+            if keys.last().map(Vec::as_slice) != Some(k) {
+                keys.push(k.to_vec());
+            }
+            keys.len() <= cap
+        })?;
+        if !complete {
+            return Ok(None);
+        }
+        keys.sort_unstable();
+        keys.dedup();
+        Ok(Some(keys))
+    }
+
+    /// Calls `f` with the key of every version (not range tombstone) newer
+    /// than `since` in `range`, source by source, until `f` returns false;
+    /// returns whether every call returned true. Sources whose newest
+    /// version is at or below `since` are skipped unread.
+    fn each_newer_version(
+        &self,
+        range: &KeyRange,
+        since: Timestamp,
+        mut f: impl FnMut(&[u8]) -> bool,
+    ) -> Result<bool> {
         let in_range = |k: &[u8]| range_contains(range, k);
         for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
-            if mem.max_ts() > since && mem.any_newer(range, since) {
-                return Ok(true);
+            if mem.max_ts() > since && !mem.each_newer(range, since, &mut f) {
+                return Ok(false);
             }
         }
         for file in self.levels.all() {
-            if file.max_ts() <= since {
+            // Data only: a table's own range tombstones are not versions.
+            if file.data_max_ts() <= since {
                 continue;
             }
             let mut it = TableIter::new(file.table()?);
@@ -102,13 +199,13 @@ impl LsmState {
                 if past_upper(range, e.user_key) {
                     break;
                 }
-                if in_range(e.user_key) && e.ts > since {
-                    return Ok(true);
+                if in_range(e.user_key) && e.ts > since && !f(e.user_key) {
+                    return Ok(false);
                 }
                 it.next()?;
             }
         }
-        Ok(false)
+        Ok(true)
     }
 }
 

@@ -136,15 +136,27 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
 /// that open would refuse is a problem here too: no CURRENT, a damaged
 /// manifest. A manifest rewrite racing with the read (CURRENT switched, the
 /// old file removed) goes away on a re-read, so a problem counts only when
-/// every attempt finds one. (Not checked: the checkpoint WAL segment; a
-/// flush deletes old segments right after moving the checkpoint, which a
-/// cheap check cannot tell from damage.)
+/// every attempt finds one.
+///
+/// The manifest's checkpoint WAL segment must exist, as open requires. A
+/// flush moves the checkpoint (a synced manifest edit) and only then
+/// deletes the segments below it, unless `verify` has pinned the WAL
+/// (`Engine::wal_pins`, checked by the flush after its edit): with the pin
+/// held, the checkpoint a manifest read names stays on disk until the pin
+/// is released, so a missing one is damage, not a race. (Were the pin ever
+/// bypassed, a second manifest read that names a newer checkpoint means
+/// the check is simply repeated.)
 fn check_manifest(engine: &Engine, report: &mut VerifyReport) {
+    let _pin = WalPin::new(engine);
     let current = engine.dir.join(crate::version::CURRENT_FILE_NAME);
     let mut problem = String::new();
     for _ in 0..5 {
         problem = match crate::version::Manifest::load(&*engine.fs, &engine.dir) {
-            Ok(Some(_)) => return,
+            Ok(Some(state)) => match missing_checkpoint(engine, state.log_number) {
+                Ok(None) => return,
+                Ok(Some(line)) => line,
+                Err(e) => e.message().to_owned(),
+            },
             Ok(None) => format!(
                 "{} is missing: the database cannot be opened",
                 current.display()
@@ -154,6 +166,49 @@ fn check_manifest(engine: &Engine, report: &mut VerifyReport) {
         std::thread::yield_now();
     }
     report.problems.push(problem);
+}
+
+/// Keeps flushes from deleting WAL segments while it lives.
+struct WalPin<'a>(&'a Engine);
+
+impl<'a> WalPin<'a> {
+    fn new(engine: &'a Engine) -> Self {
+        engine
+            .wal_pins
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        WalPin(engine)
+    }
+}
+
+impl Drop for WalPin<'_> {
+    fn drop(&mut self) {
+        self.0
+            .wal_pins
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// `Some(problem)` when the segment `log_number` names is missing and a
+/// re-read of the manifest still names it (see [`check_manifest`]).
+fn missing_checkpoint(engine: &Engine, log_number: u64) -> Result<Option<String>> {
+    // Checkpoint 0 (written before checkpoints named a segment) names none.
+    if log_number == 0 {
+        return Ok(None);
+    }
+    let name = crate::wal::segment_file_name(log_number);
+    if engine.fs.exists(&engine.dir.join(&name)) {
+        return Ok(None);
+    }
+    let again = crate::version::Manifest::load(&*engine.fs, &engine.dir)?;
+    if again.map(|s| s.log_number) != Some(log_number) {
+        // The checkpoint moved meanwhile: the caller looks again.
+        return Ok(Some(format!(
+            "the checkpoint moved past {name} during the check"
+        )));
+    }
+    Ok(Some(format!(
+        "WAL segment {name} (the manifest's checkpoint) is missing: the database cannot be opened"
+    )))
 }
 
 /// Reads through to the real file system; every write is discarded.

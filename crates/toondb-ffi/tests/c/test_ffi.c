@@ -188,6 +188,19 @@ static void test_put_get_delete(void) {
     CHECK(has_value(db, "users/1", NULL));
     OK(toondb_delete(db, K("never-there"), 0, err));
 
+    /* A range delete: [r/b, r/d) goes, its ends stay. */
+    OK(toondb_put(db, K("r/a"), K("1"), 0, err));
+    OK(toondb_put(db, K("r/b"), K("2"), 0, err));
+    OK(toondb_put(db, K("r/c"), K("3"), 0, err));
+    OK(toondb_put(db, K("r/d"), K("4"), 0, err));
+    OK(toondb_delete_range(db, K("r/b"), K("r/d"), TOONDB_SYNC_DEFAULT, err));
+    CHECK(has_value(db, "r/a", "1"));
+    CHECK(has_value(db, "r/b", NULL));
+    CHECK(has_value(db, "r/c", NULL));
+    CHECK(has_value(db, "r/d", "4"));
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT, toondb_delete_range(db, K("r/d"), K("r/b"), 0, err));
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT, toondb_delete_range(db, NULL, 3, K("r/z"), 0, err));
+
     /* Bad arguments. */
     uint8_t *v = NULL;
     EXPECT_CODE(TOONDB_INVALID_ARGUMENT, toondb_get(db, NULL, 3, &v, &n, &found, err));

@@ -64,6 +64,30 @@ pub(crate) fn check_user_key(key: &[u8]) -> Result<()> {
     Ok(())
 }
 
+/// `InvalidArgument` when `[start, end)` reaches into the reserved range.
+pub(crate) fn check_user_range(start: &[u8], end: &[u8]) -> Result<()> {
+    if start < RESERVED_END && end > RESERVED_PREFIX {
+        return Err(Error::invalid_argument(
+            "the range reaches into keys ff 00 01 .., which are reserved for tables",
+        ));
+    }
+    Ok(())
+}
+
+/// `[start, end)` without the reserved range: zero, one or two ranges.
+pub(crate) fn user_ranges(start: &[u8], end: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let below_end = end.min(RESERVED_PREFIX);
+    if start < below_end {
+        out.push((start.to_vec(), below_end.to_vec()));
+    }
+    let above_start = start.max(RESERVED_END);
+    if above_start < end {
+        out.push((above_start.to_vec(), end.to_vec()));
+    }
+    out
+}
+
 fn tagged(tag: u8) -> Vec<u8> {
     let mut k = Vec::with_capacity(RESERVED_PREFIX.len() + 16);
     k.extend_from_slice(RESERVED_PREFIX);

@@ -394,10 +394,11 @@ impl Committer {
         }
         let state = engine.state();
         let mut group_keys: BTreeSet<Vec<u8>> = BTreeSet::new();
+        let mut group_ranges: Vec<crate::range_del::RangeTombstone> = Vec::new();
         let mut accepted = Vec::with_capacity(writes.len());
         for r in writes {
             if let Some(check) = &r.check {
-                match check.conflicts(&state, &group_keys, &r.batch) {
+                match check.conflicts(&state, &group_keys, &group_ranges, &r.batch) {
                     Ok(false) => {}
                     Ok(true) => {
                         Counters::add(&engine.counters.conflicts, 1);
@@ -414,6 +415,13 @@ impl Committer {
                 }
             }
             group_keys.extend(r.batch.iter().map(|op| op.key.to_vec()));
+            group_ranges.extend(r.batch.range_deletes().map(|(start, end)| {
+                crate::range_del::RangeTombstone {
+                    start: start.to_vec(),
+                    end: end.to_vec(),
+                    ts: 0,
+                }
+            }));
             accepted.push(r);
         }
         accepted

@@ -13,8 +13,9 @@ use super::Compaction;
 use crate::engine::Engine;
 use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
-use crate::lsm::{Levels, TableFile};
+use crate::lsm::{Levels, TableFile, NUM_LEVELS};
 use crate::merge::{Cursor, LevelCursor, MergeIter};
+use crate::range_del::RangeTombstone;
 use crate::sstable::{table_file_name, Readahead, TableBuilder, TableIter};
 use crate::version::TableMeta;
 
@@ -49,6 +50,70 @@ struct Output {
     path: PathBuf,
     /// Bytes of keys and values added: the cut decision.
     bytes: u64,
+    /// Where this output's share of the key space starts: `None` for the
+    /// first output, else just past the previous output's last key. Range
+    /// tombstones are clipped to that share (see [`RangeDels`]).
+    lower: Option<Vec<u8>>,
+    /// The last user key added.
+    last_key: Vec<u8>,
+}
+
+/// The range tombstones of a compaction's inputs that survive it, and how
+/// they are split between outputs. Output `i` owns the keys from just past
+/// output `i-1`'s last key up to and including its own last key (the first
+/// owns everything below, the last everything above), so each tombstone
+/// piece lands in exactly one output and every output's key range, widened
+/// to its pieces, stays disjoint from its neighbours'. The key just past
+/// `k` is `k ++ 00`, which `widen_summary` reads back as `k`.
+struct RangeDels {
+    kept: Vec<RangeTombstone>,
+}
+
+impl RangeDels {
+    /// A tombstone is dropped when every reader sees it (no read point
+    /// below its timestamp: the versions it covers in the inputs are
+    /// dropped with it) and no table below the output level holds keys in
+    /// its range (older versions there would come back). Otherwise it is
+    /// kept.
+    fn new(c: &Compaction, levels: &Levels, points: &[Timestamp]) -> RangeDels {
+        let oldest_reader = points.first().copied().unwrap_or(Timestamp::MAX);
+        let mut kept = Vec::new();
+        for (_, tables) in &c.inputs {
+            for t in tables {
+                for tomb in t.range_dels().tombstones() {
+                    let seen_by_all = oldest_reader >= tomb.ts;
+                    let below = (c.output_level + 1..NUM_LEVELS).any(|n| {
+                        !levels
+                            .overlapping(n, Some(&tomb.start), Some(&tomb.end))
+                            .is_empty()
+                    });
+                    if !seen_by_all || below {
+                        kept.push(tomb.clone());
+                    }
+                }
+            }
+        }
+        kept.sort();
+        kept.dedup();
+        RangeDels { kept }
+    }
+
+    /// Adds the pieces in `[lower, upper)` to `builder`.
+    fn add_share(&self, builder: &mut TableBuilder, lower: Option<&[u8]>, upper: Option<&[u8]>) {
+        for t in &self.kept {
+            if let Some(piece) = t.clipped(lower, upper) {
+                builder.add_range_tombstone(piece);
+            }
+        }
+    }
+}
+
+/// The smallest key greater than `key`.
+fn successor(key: &[u8]) -> Vec<u8> {
+    let mut next = Vec::with_capacity(key.len() + 1);
+    next.extend_from_slice(key);
+    next.push(0);
+    next
 }
 
 /// Runs `c`. On error every output file written so far is deleted (none is
@@ -105,6 +170,12 @@ fn merge_into(
     }
     let mut merged = MergeIter::new(cursors, false);
     let mut retention = Retention::new(ctx.points);
+    // Every table's tombstones may hide input versions (each one stays in
+    // the manifest at least as long as older versions in its range exist);
+    // only the inputs' own tombstones are rewritten by this job.
+    let cover = ctx.levels.range_dels().clone();
+    let range_dels = RangeDels::new(c, ctx.levels, ctx.points);
+    let mut next_lower: Option<Vec<u8>> = None;
     let mut last_key: Vec<u8> = Vec::new();
     let mut seen = 0u64;
     while let Some(v) = merged.current() {
@@ -115,7 +186,8 @@ fn merge_into(
                 "compaction cancelled: closing",
             ));
         }
-        let keep = match retention.decide(v.key, v.ts, v.kind) {
+        let covered_at = cover.min_covering_above(v.key, v.ts);
+        let keep = match retention.decide_covered(v.key, v.ts, v.kind, covered_at) {
             Decision::Keep => true,
             Decision::Drop => false,
             Decision::DropIfBottom => ctx.levels.covered_below(c.output_level, v.key),
@@ -124,7 +196,15 @@ fn merge_into(
             let new_key = last_key.as_slice() != v.key;
             if new_key && current.as_ref().is_some_and(|o| o.bytes >= target) {
                 if let Some(out) = current.take() {
-                    done.push(finish(engine, out, c.output_level)?);
+                    let upper = successor(&out.last_key);
+                    done.push(finish(
+                        engine,
+                        out,
+                        c.output_level,
+                        &range_dels,
+                        Some(&upper),
+                    )?);
+                    next_lower = Some(upper);
                 }
                 if (ctx.cancelled)() {
                     return Err(Error::new(
@@ -136,9 +216,13 @@ fn merge_into(
             }
             let out = match current {
                 Some(out) => out,
-                None => current.insert(start(engine)?),
+                None => current.insert(start(engine, next_lower.take())?),
             };
             out.builder.add(v.key, v.ts, v.kind, v.value)?;
+            if new_key {
+                out.last_key.clear();
+                out.last_key.extend_from_slice(v.key);
+            }
             out.bytes += (v.key.len() + v.value.len()) as u64 + 16;
             if new_key {
                 last_key.clear();
@@ -147,8 +231,13 @@ fn merge_into(
         }
         merged.advance()?;
     }
+    // Tombstones that outlive the job with no version kept: one output of
+    // tombstones only.
+    if done.is_empty() && current.is_none() && !range_dels.kept.is_empty() {
+        *current = Some(start(engine, None)?);
+    }
     if let Some(out) = current.take() {
-        done.push(finish(engine, out, c.output_level)?);
+        done.push(finish(engine, out, c.output_level, &range_dels, None)?);
     }
     if !done.is_empty() {
         engine.fs.sync_dir(&engine.dir)?;
@@ -156,7 +245,7 @@ fn merge_into(
     Ok(())
 }
 
-fn start(engine: &Engine) -> Result<Output> {
+fn start(engine: &Engine, lower: Option<Vec<u8>>) -> Result<Output> {
     let number = engine.alloc_file_number();
     let path = engine.dir.join(table_file_name(number));
     let file = engine.fs.create(&path)?;
@@ -165,16 +254,26 @@ fn start(engine: &Engine) -> Result<Output> {
         number,
         path,
         bytes: 0,
+        lower,
+        last_key: Vec::new(),
     })
 }
 
-fn finish(engine: &Engine, out: Output, level: usize) -> Result<Arc<TableFile>> {
+fn finish(
+    engine: &Engine,
+    out: Output,
+    level: usize,
+    range_dels: &RangeDels,
+    upper: Option<&[u8]>,
+) -> Result<Arc<TableFile>> {
     let Output {
-        builder,
+        mut builder,
         number,
         path,
+        lower,
         ..
     } = out;
+    range_dels.add_share(&mut builder, lower.as_deref(), upper);
     let opened = builder
         .finish()
         .and_then(|summary| Ok((summary, engine.tables.open(number, &path)?)));

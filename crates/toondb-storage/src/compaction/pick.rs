@@ -31,9 +31,13 @@ impl Compaction {
     }
 
     /// One table and nothing in the output level overlapping it: the
-    /// table can change level by a manifest edit alone.
+    /// table can change level by a manifest edit alone. Not for a table
+    /// with range tombstones: rewriting it is what lets compaction drop
+    /// them (and the versions they hide) once nothing older lies below.
     pub fn is_trivial_move(&self) -> bool {
-        !self.manual && self.input_tables().count() == 1
+        !self.manual
+            && self.input_tables().count() == 1
+            && self.input_tables().all(|t| t.range_dels().is_empty())
     }
 }
 

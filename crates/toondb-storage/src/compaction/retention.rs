@@ -44,13 +44,32 @@ impl<'a> Retention<'a> {
     }
 
     /// Decides for the next version in internal order.
+    #[cfg(test)]
     pub fn decide(&mut self, key: &[u8], ts: Timestamp, kind: ValueKind) -> Decision {
+        self.decide_covered(key, ts, kind, None)
+    }
+
+    /// `decide` for a version that a range tombstone at `covered_at`
+    /// (the oldest one over the key newer than `ts`) deletes: readers at or
+    /// above `covered_at` no longer see it, exactly as if the key had a
+    /// newer version there.
+    pub fn decide_covered(
+        &mut self,
+        key: &[u8],
+        ts: Timestamp,
+        kind: ValueKind,
+        covered_at: Option<Timestamp>,
+    ) -> Decision {
         let newer = if self.newer.is_some() && self.key == key {
             self.newer
         } else {
             self.key.clear();
             self.key.extend_from_slice(key);
             None
+        };
+        let newer = match (newer, covered_at) {
+            (Some(n), Some(c)) => Some(n.min(c)),
+            (n, c) => n.or(c),
         };
         self.newer = Some(ts);
         let idx = self.points.partition_point(|&r| r < ts);
@@ -116,6 +135,57 @@ mod tests {
         );
         // Newer than every read point: kept as is.
         assert_eq!(run(&[4], &[("a", 5, Delete)]), vec![Keep]);
+    }
+
+    /// With a range tombstone at `t` over the key: every read point sees
+    /// the same before and after dropping, where a reader at `p >= t` sees
+    /// nothing older than `t`.
+    #[test]
+    fn range_tombstones_match_the_definition() {
+        let mut seed = 0x1234_5678_9abc_def1u64;
+        let mut next = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..3000 {
+            let mut ts: Vec<Timestamp> = (0..1 + next(6)).map(|_| 1 + next(20)).collect();
+            ts.sort_unstable_by(|a, b| b.cmp(a));
+            ts.dedup();
+            let tomb = 1 + next(22);
+            let versions: Vec<(Timestamp, ValueKind)> = ts
+                .iter()
+                .map(|&t| (t, if next(3) == 0 { Delete } else { Put }))
+                .collect();
+            let mut points: Vec<Timestamp> = (0..next(4)).map(|_| 1 + next(22)).collect();
+            points.push(ts[0].max(tomb) + next(3));
+            points.sort_unstable();
+            points.dedup();
+            let mut r = Retention::new(&points);
+            let kept: Vec<(Timestamp, ValueKind)> = versions
+                .iter()
+                .filter(|&&(t, k)| {
+                    let cover = (tomb > t).then_some(tomb);
+                    r.decide_covered(b"k", t, k, cover) == Keep
+                })
+                .copied()
+                .collect();
+            let read = |set: &[(Timestamp, ValueKind)], at: Timestamp| match set
+                .iter()
+                .find(|(t, _)| *t <= at)
+            {
+                Some((t, Put)) if !(tomb <= at && *t < tomb) => Some(*t),
+                _ => None,
+            };
+            for &p in &points {
+                assert_eq!(
+                    read(&versions, p),
+                    read(&kept, p),
+                    "{versions:?} tomb {tomb} {points:?}"
+                );
+            }
+        }
     }
 
     /// Against the definition, by brute force: after dropping, every read

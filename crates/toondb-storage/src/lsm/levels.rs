@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::TableFile;
 use crate::error::{Error, Result};
+use crate::range_del::RangeDelSet;
 
 /// Levels 0..NUM_LEVELS; the last one is the bottom.
 pub(crate) const NUM_LEVELS: usize = 7;
@@ -26,6 +27,9 @@ pub(crate) struct Levels {
     /// Bytes per level, kept with the tables: the commit path reads them
     /// for every group (backpressure).
     bytes: Vec<u64>,
+    /// Every table's range tombstones in one fragmented set: readers apply
+    /// them without probing tables one by one (range_del.rs).
+    range_dels: Arc<RangeDelSet>,
 }
 
 impl Default for Levels {
@@ -33,6 +37,7 @@ impl Default for Levels {
         Levels {
             levels: vec![Vec::new(); NUM_LEVELS],
             bytes: vec![0; NUM_LEVELS],
+            range_dels: Arc::new(RangeDelSet::default()),
         }
     }
 }
@@ -80,6 +85,23 @@ impl Levels {
             .iter()
             .map(|l| l.iter().map(|t| t.file_size()).sum())
             .collect();
+        self.collect_range_dels();
+    }
+
+    fn collect_range_dels(&mut self) {
+        let sets: Vec<&RangeDelSet> = self
+            .levels
+            .iter()
+            .flatten()
+            .map(|t| &**t.range_dels())
+            .filter(|s| !s.is_empty())
+            .collect();
+        self.range_dels = Arc::new(RangeDelSet::union(sets));
+    }
+
+    /// The range tombstones of every table.
+    pub fn range_dels(&self) -> &Arc<RangeDelSet> {
+        &self.range_dels
     }
 
     pub fn level(&self, n: usize) -> &[Arc<TableFile>] {
@@ -177,6 +199,7 @@ impl Levels {
             *bytes += table.file_size();
             l0.insert(0, table);
         }
+        next.collect_range_dels();
         next
     }
 

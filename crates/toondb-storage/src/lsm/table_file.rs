@@ -69,6 +69,11 @@ pub(crate) struct TableFile {
     opener: TableOpener,
     /// Read counters, kept here so they outlive the table being closed.
     counters: Arc<TableCounters>,
+    /// The table's range tombstones and the newest timestamp of its data
+    /// entries, read at open and kept here: readers and compaction need
+    /// them for every table, open in the table cache or not.
+    range_dels: Arc<crate::range_del::RangeDelSet>,
+    data_max_ts: crate::key::Timestamp,
     /// As recorded in the manifest; `meta.level` is the level the table was
     /// opened or written at (a trivial move changes the level in [`Levels`],
     /// not here).
@@ -96,7 +101,11 @@ impl TableFile {
         path: PathBuf,
     ) -> Arc<TableFile> {
         let counters = table.shared_counters().clone();
+        let range_dels = table.range_dels().clone();
+        let data_max_ts = table.data_max_ts();
         Arc::new(TableFile {
+            range_dels,
+            data_max_ts,
             slot: opener.tables.insert(meta.number, Arc::new(table)),
             opener: opener.clone(),
             counters,
@@ -114,6 +123,16 @@ impl TableFile {
             self.opener
                 .reopen(self.meta.number, &self.path, self.counters.clone())
         })
+    }
+
+    /// The table's range tombstones (empty for most tables).
+    pub fn range_dels(&self) -> &Arc<crate::range_del::RangeDelSet> {
+        &self.range_dels
+    }
+
+    /// Newest timestamp of any data entry (range tombstones not counted).
+    pub fn data_max_ts(&self) -> crate::key::Timestamp {
+        self.data_max_ts
     }
 
     /// Read counters of the table (whether it is open or not).

@@ -11,11 +11,13 @@ use super::compress::{compress_into, Compression, TYPE_NONE};
 use super::footer::{encode_footer_v2, FooterV2};
 use super::{
     DEFAULT_BLOCK_SIZE, DEFAULT_BLOOM_BITS_PER_KEY, META_FILTER_BLOOM, META_PROPERTIES,
-    PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST, TABLE_KIND_KV,
+    META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST,
+    TABLE_KIND_KV, TABLE_KIND_KV_RANGEDEL,
 };
 use crate::error::{Error, Result};
 use crate::io::WritableFile;
 use crate::key::{compare_versions, encode_internal, Timestamp, ValueKind};
+use crate::range_del::RangeTombstone;
 
 /// Finished blocks are gathered up to this size before one `append`, so
 /// writing a table costs a few large writes rather than one per 4 KiB block.
@@ -82,6 +84,8 @@ pub struct TableBuilder {
     smallest: Vec<u8>,
     min_ts: Timestamp,
     max_ts: Timestamp,
+    /// Range tombstones for the `rangedel` block.
+    range_dels: Vec<RangeTombstone>,
     /// Set once a write fails; the file then has a hole, so every later call
     /// fails instead of producing a table that looks whole.
     failed: bool,
@@ -123,8 +127,15 @@ impl TableBuilder {
             smallest: Vec::new(),
             min_ts: 0,
             max_ts: 0,
+            range_dels: Vec::new(),
             failed: false,
         }
+    }
+
+    /// Adds a range tombstone (any order); written to the `rangedel` block
+    /// and making this a kind 1 table.
+    pub(crate) fn add_range_tombstone(&mut self, t: RangeTombstone) {
+        self.range_dels.push(t);
     }
 
     /// Entries must arrive in internal order (user key asc, ts desc), each
@@ -189,6 +200,15 @@ impl TableBuilder {
             let handle = self.write_stored(&filter, Compression::None)?;
             metas.push((META_FILTER_BLOOM.to_vec(), handle));
         }
+        let mut range_dels = std::mem::take(&mut self.range_dels);
+        range_dels.sort();
+        range_dels.dedup();
+        if !range_dels.is_empty() {
+            let mut block = Vec::new();
+            crate::range_del::encode_block(&range_dels, &mut block);
+            let handle = self.write_stored(&block, Compression::None)?;
+            metas.push((META_RANGEDEL.to_vec(), handle));
+        }
         #[cfg(test)]
         for (name, contents) in std::mem::take(&mut self.extra_meta) {
             let handle = self.write_stored(&contents, Compression::None)?;
@@ -219,20 +239,26 @@ impl TableBuilder {
                 index_len,
                 metaindex_offset,
                 metaindex_len,
-                kind: TABLE_KIND_KV,
+                kind: if range_dels.is_empty() {
+                    TABLE_KIND_KV
+                } else {
+                    TABLE_KIND_KV_RANGEDEL
+                },
             },
             &mut self.out,
         );
         self.flush()?;
         self.file.sync_data()?;
-        Ok(TableSummary {
+        let mut summary = TableSummary {
             entries: self.entries,
             file_size: self.file.len(),
             smallest: std::mem::take(&mut self.smallest),
             largest,
             min_ts: self.min_ts,
             max_ts: self.max_ts,
-        })
+        };
+        crate::range_del::widen_summary(&mut summary, &range_dels);
+        Ok(summary)
     }
 
     /// Adds a raw meta block named `name` to the table (tests only).

@@ -54,10 +54,16 @@ pub const FOOTER_LEN: usize = 64;
 /// Table kinds (version-2 footer byte 32). Only key-value tables exist yet;
 /// columnar tables will get their own kind.
 pub const TABLE_KIND_KV: u8 = 0;
+/// A key-value table that also holds range tombstones (a `rangedel` meta
+/// block). A kind of its own so that a build that predates range deletes
+/// refuses the table instead of ignoring the block and showing deleted
+/// keys.
+pub const TABLE_KIND_KV_RANGEDEL: u8 = 1;
 
 /// Meta block names in the metaindex (version 2), in ascending byte order.
 const META_FILTER_BLOOM: &[u8] = b"filter.bloom";
 const META_PROPERTIES: &[u8] = b"properties";
+const META_RANGEDEL: &[u8] = b"rangedel";
 
 // Property names in the properties block, in the ascending byte order the
 // builder writes them.

@@ -30,10 +30,11 @@ use super::meta::{
     check_props, decode_index, decode_metaindex, decode_props, read_v2_entries, read_v2_raw,
     region, BlockHandle, Contents, Index,
 };
-use super::{table_file_name, TableSummary, FOOTER_LEN, TABLE_KIND_KV};
+use super::{table_file_name, TableSummary, FOOTER_LEN, TABLE_KIND_KV, TABLE_KIND_KV_RANGEDEL};
 use crate::error::{Error, Result};
 use crate::io::FileBytes;
 use crate::key::{compare_versions, decode_internal, Timestamp, ValueKind, INTERNAL_SUFFIX_LEN};
+use crate::range_del::{decode_block, RangeDelSet};
 
 /// One version read from a table, borrowed from the file's bytes (or from
 /// the decompressed block that holds it).
@@ -67,7 +68,14 @@ pub struct Table {
     /// The bloom filter once a point read needed it: scans never read it,
     /// so the device reads of a cold scan are the blocks it needs.
     filter: OnceLock<Option<Filter>>,
+    /// The properties, with the key range and timestamps widened to cover
+    /// the range tombstones (what the manifest records).
     summary: TableSummary,
+    /// The properties as stored: data entries only (checked against the
+    /// index).
+    data_summary: TableSummary,
+    /// The `rangedel` block (kind 1 tables), checked at open.
+    range_dels: Arc<RangeDelSet>,
     /// Shared with the table's handle in the LSM, so the counts survive the
     /// table being closed and reopened by the table cache.
     counters: Arc<TableCounters>,
@@ -199,22 +207,24 @@ impl Table {
         let file = bytes.bytes();
         let footer = decode_footer(file).map_err(|m| corrupt(&name, m))?;
         let meta_end = file.len() - FOOTER_LEN; // decode_footer checked the length
-        let (version, locations, summary) = match footer {
+        let (version, locations, summary, tombstones) = match footer {
             Footer::V1(f) => {
                 let (locations, summary) =
                     open_v1(file, &f, meta_end).map_err(|m| corrupt(&name, m))?;
-                (1, locations, summary)
+                (1, locations, summary, Vec::new())
             }
             Footer::V2(f) => {
-                let (locations, summary) =
+                let (locations, summary, tombstones) =
                     open_v2(file, &f, meta_end).map_err(|m| corrupt(&name, m))?;
-                (2, locations, summary)
+                (2, locations, summary, tombstones)
             }
         };
-        let summary = TableSummary {
+        let data_summary = TableSummary {
             file_size: file.len() as u64,
             ..summary
         };
+        let mut summary = data_summary.clone();
+        crate::range_del::widen_summary(&mut summary, &tombstones);
         Ok(Table {
             number,
             bytes,
@@ -226,6 +236,8 @@ impl Table {
             saw_compressed: AtomicBool::new(false),
             filter: OnceLock::new(),
             summary,
+            data_summary,
+            range_dels: Arc::new(RangeDelSet::new(tombstones)),
             counters,
         })
     }
@@ -272,7 +284,7 @@ impl Table {
             read_v2_entries(file, range.clone()).and_then(|b| decode_index(&b, range.start))
         }
         .map_err(|m| format!("index block at {}: {m}", range.start))?;
-        check_props(&self.summary, &index)?;
+        check_props(&self.data_summary, &index)?;
         let verified: Vec<AtomicU64> = (0..index.handles.len().div_ceil(64))
             .map(|_| AtomicU64::new(0))
             .collect();
@@ -358,6 +370,16 @@ impl Table {
     }
 
     /// Read back from the properties block (and the file's length).
+    /// Newest timestamp of any data entry (range tombstones not counted).
+    pub(crate) fn data_max_ts(&self) -> Timestamp {
+        self.data_summary.max_ts
+    }
+
+    /// The range tombstones this table holds (none for kind 0 tables).
+    pub(crate) fn range_dels(&self) -> &Arc<RangeDelSet> {
+        &self.range_dels
+    }
+
     pub fn summary(&self) -> &TableSummary {
         &self.summary
     }
@@ -842,10 +864,17 @@ fn open_v2(
     file: &[u8],
     f: &FooterV2,
     meta_end: usize,
-) -> Result<(Locations, TableSummary), String> {
-    if f.kind != TABLE_KIND_KV {
+) -> Result<
+    (
+        Locations,
+        TableSummary,
+        Vec<crate::range_del::RangeTombstone>,
+    ),
+    String,
+> {
+    if f.kind != TABLE_KIND_KV && f.kind != TABLE_KIND_KV_RANGEDEL {
         return Err(format!(
-            "unsupported table kind {} (this build reads key-value tables, kind {TABLE_KIND_KV})",
+            "unsupported table kind {} (this build reads key-value tables, kinds {TABLE_KIND_KV} and {TABLE_KIND_KV_RANGEDEL})",
             f.kind
         ));
     }
@@ -859,11 +888,21 @@ fn open_v2(
     let summary = read_v2_entries(file, meta.properties.clone())
         .and_then(|b| decode_props(&b))
         .map_err(|m| format!("properties at {}: {m}", meta.properties.start))?;
+    // Only kind 1 promises range tombstones; a kind 0 table carries none.
+    let tombstones = match (f.kind, &meta.range_del) {
+        (TABLE_KIND_KV_RANGEDEL, Some(range)) => read_v2_raw(file, range.clone())
+            .and_then(|b| decode_block(&b))
+            .map_err(|m| format!("rangedel at {}: {m}", range.start))?,
+        (TABLE_KIND_KV_RANGEDEL, None) => {
+            return Err("a kind 1 table without its rangedel block".into())
+        }
+        _ => Vec::new(),
+    };
     let locations = Locations {
         index: index_range,
         filter: meta.filter_bloom,
     };
-    Ok((locations, summary))
+    Ok((locations, summary, tombstones))
 }
 
 fn common_prefix(a: &[u8], b: &[u8]) -> usize {

@@ -127,14 +127,87 @@ fn unknown_block_type_is_corruption_not_panic() {
 
 #[test]
 fn unknown_table_kind_fails_open() {
-    let mut file = build_bytes(&damage_rows(), 64);
-    let footer = file.len() - FOOTER_LEN;
-    file[footer + 32] = 1;
-    let crc = crc32fast::hash(&file[footer..footer + 52]);
-    file[footer + 52..footer + 56].copy_from_slice(&crc.to_le_bytes());
-    let err = open_vec(file).unwrap_err();
+    let relabel = |kind: u8| {
+        let mut file = build_bytes(&damage_rows(), 64);
+        let footer = file.len() - FOOTER_LEN;
+        file[footer + 32] = kind;
+        let crc = crc32fast::hash(&file[footer..footer + 52]);
+        file[footer + 52..footer + 56].copy_from_slice(&crc.to_le_bytes());
+        open_vec(file).unwrap_err()
+    };
+    let err = relabel(2);
     assert_eq!(err.kind(), ErrorKind::Corruption);
-    assert!(err.message().contains("unsupported table kind 1"), "{err}");
+    assert!(err.message().contains("unsupported table kind 2"), "{err}");
+    // Kind 1 (range tombstones) promises a rangedel block.
+    let err = relabel(1);
+    assert_eq!(err.kind(), ErrorKind::Corruption);
+    assert!(err.message().contains("rangedel"), "{err}");
+}
+
+/// A kind 1 table: the tombstones come back from the `rangedel` block, the
+/// summary's key range and timestamps cover them (the data properties stay
+/// as they are), a table of tombstones only works, and a flipped byte in
+/// the block fails open.
+#[test]
+fn range_tombstones_round_trip_and_widen_the_summary() {
+    use crate::range_del::RangeTombstone;
+    let t = |s: &str, e: &[u8], ts| RangeTombstone {
+        start: s.as_bytes().to_vec(),
+        end: e.to_vec(),
+        ts,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let build = |name: &str, rows: &[Row], tombs: &[RangeTombstone]| {
+        let path = dir.path().join(name);
+        let mut b = TableBuilder::with_options(
+            OsFileSystem.create(&path).unwrap(),
+            opts(256, Compression::None),
+        );
+        for (k, ts, kind, v) in rows {
+            b.add(k, *ts, *kind, v).unwrap();
+        }
+        for x in tombs.iter().rev() {
+            b.add_range_tombstone(x.clone());
+        }
+        (b.finish().unwrap(), OsFileSystem.read(&path).unwrap())
+    };
+    let rows = vec![
+        (b"m".to_vec(), 5, ValueKind::Put, b"v".to_vec()),
+        (b"n".to_vec(), 6, ValueKind::Put, b"w".to_vec()),
+    ];
+    let tombs = vec![t("c", b"e", 9), t("k", b"z\x00", 2)];
+    let (summary, bytes) = build("a.sst", &rows, &tombs);
+    assert_eq!(
+        (summary.smallest.as_slice(), summary.largest.as_slice()),
+        (&b"c"[..], &b"z"[..])
+    );
+    assert_eq!((summary.min_ts, summary.max_ts, summary.entries), (2, 9, 2));
+    let table = open_vec(bytes.clone()).unwrap();
+    assert_eq!(table.range_dels().tombstones(), &tombs[..]);
+    assert_eq!(table.summary().smallest, summary.smallest);
+    assert_eq!(table.summary().largest, summary.largest);
+    assert_eq!(table.data_max_ts(), 6);
+    assert_eq!(got(&table, b"m", 9).unwrap().unwrap().3, b"v");
+    // Tombstones only.
+    let (only, only_bytes) = build("b.sst", &[], &tombs[..1]);
+    assert_eq!(
+        (
+            only.entries,
+            only.smallest.as_slice(),
+            only.largest.as_slice()
+        ),
+        (0, &b"c"[..], &b"e"[..])
+    );
+    let table = open_vec(only_bytes).unwrap();
+    assert!(got(&table, b"d", 9).unwrap().is_none());
+    assert_eq!(table.range_dels().tombstones().len(), 1);
+    // A flipped byte in the rangedel block (it precedes the properties).
+    let at = bytes.windows(4).position(|w| w == b"\x01c\x01e").unwrap();
+    let mut bad = bytes.clone();
+    bad[at + 1] ^= 1;
+    let err = open_vec(bad).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption);
+    assert!(err.message().contains("rangedel"), "{err}");
 }
 
 #[test]
