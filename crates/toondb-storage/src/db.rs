@@ -99,9 +99,11 @@ impl Database {
         );
         drop(open);
         let db = Database::handle(engine, sync);
-        // Table drops a crash interrupted (columnar/catalog.rs). A failure
-        // drops (closes) the handle.
-        db.purge_dropped_tables()?;
+        // Table drops a crash interrupted (columnar/catalog.rs), finished
+        // with one range delete each. Best effort: the dropped tables are
+        // already invisible, so a failure (a full disk, say) leaves them on
+        // the list for the next open instead of refusing this one.
+        let _ = db.purge_dropped_tables();
         Ok(db)
     }
 

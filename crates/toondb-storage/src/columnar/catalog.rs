@@ -15,7 +15,6 @@ use super::table::{ReadSource, Table};
 use super::{catalog_key, dropped_key, next_id_key, table_range, tagged, CATALOG_TAG, DROPPED_TAG};
 
 const MAX_TABLE_NAME: usize = 255;
-const DROP_BATCH: usize = 4096;
 
 fn check_name(name: &str) -> Result<()> {
     if name.is_empty() || name.len() > MAX_TABLE_NAME {
@@ -141,7 +140,8 @@ impl Database {
     }
 
     /// Finishes every drop a crash interrupted: deletes the cells of each
-    /// table on the dropped-tables list, then takes it off. Runs at open;
+    /// table on the dropped-tables list with a range delete that takes it
+    /// off the list too (space is reclaimed by compaction). Runs at open;
     /// returns how many tables it purged.
     pub(crate) fn purge_dropped_tables(&self) -> Result<usize> {
         let prefix = tagged(DROPPED_TAG);
@@ -165,38 +165,30 @@ impl Database {
                 }
             }
         }
+        // Only the range delete at open: cheap whatever the table's size,
+        // and compaction reclaims the space in its own time.
         for &id in &ids {
-            self.purge_table_cells(id)?;
+            self.forget_table_cells(id)?;
         }
         Ok(ids.len())
     }
 
     /// Deletes every cell of the dropped table `id` (unreachable: ids are
-    /// never reused), compacts the range so the space is freed, then takes
-    /// the table off the dropped-tables list.
+    /// never reused) with one range delete that also takes the table off
+    /// the dropped-tables list (one atomic batch, no cell is read, so the
+    /// cost does not grow with the table), then compacts the range so the
+    /// space is freed.
     fn purge_table_cells(&self, id: u32) -> Result<()> {
+        self.forget_table_cells(id)?;
         let (start, end) = table_range(id);
-        let reader = self.read_view()?;
-        let mut scan = reader.scan(
-            ScanOptions::default()
-                .lower(Bound::Included(start.clone()))
-                .upper(Bound::Excluded(end.clone())),
-        );
-        loop {
-            let cells = scan.next_batch(DROP_BATCH, usize::MAX)?;
-            if cells.is_empty() {
-                break;
-            }
-            let mut batch = WriteBatch::new();
-            for (k, _) in cells {
-                batch.delete_raw(k)?;
-            }
-            self.write(batch)?;
-        }
-        drop(scan);
-        drop(reader);
-        self.compact_range(Bound::Included(start), Bound::Excluded(end))?;
+        self.compact_range(Bound::Included(start), Bound::Excluded(end))
+    }
+
+    /// The range delete of `purge_table_cells`, without the compaction.
+    fn forget_table_cells(&self, id: u32) -> Result<()> {
+        let (start, end) = table_range(id);
         let mut batch = WriteBatch::new();
+        batch.delete_range_raw(&start, &end)?;
         batch.delete_raw(dropped_key(id))?;
         self.write(batch).map(drop)
     }
