@@ -8,7 +8,8 @@
 //! checked again against what is on disk now. The WAL is read through a
 //! file system wrapper that discards every write, so replay's repairs (cutting a
 //! torn tail) are reported, not done: the newest segment may legitimately
-//! end in an append that is still being written.
+//! end in an append that is still being written, but only at or past the
+//! live writer's end; damage below it is a problem (no crash happened).
 
 use std::path::Path;
 use std::sync::Arc;
