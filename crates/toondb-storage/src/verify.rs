@@ -8,7 +8,8 @@
 //! checked again against what is on disk now. The WAL is read through a
 //! file system wrapper that discards every write, so replay's repairs (cutting a
 //! torn tail) are reported, not done: the newest segment may legitimately
-//! end in an append that is still being written.
+//! end in an append that is still being written, but only at or past the
+//! live writer's end; damage below it is a problem (no crash happened).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -96,6 +97,10 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
 
     check_manifest(engine, &mut report);
 
+    // Taken before any segment is read: a frame starting below the live
+    // writer's end was written whole, so damage there is not an append in
+    // flight (nor a power cut: this process is running) but corruption.
+    let live = engine.committer.lock().as_ref().map(|c| c.wal_position());
     let ro: Arc<dyn FileSystem> = Arc::new(ReadOnlyFs(engine.fs.clone()));
     let mut segments: Vec<u64> = engine
         .fs
@@ -116,7 +121,16 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
                         "WAL segment {n}: {} bytes at offset {}: {}",
                         t.dropped_bytes, t.offset, t.reason
                     );
-                    if Some(n) == newest {
+                    let written = match live {
+                        Some((live_n, end)) if live_n == n => t.offset < end,
+                        _ => false,
+                    };
+                    if written {
+                        report.problems.push(format!(
+                            "{line} (damage in the live segment, below its writer's end: \
+                             corruption, not an unfinished append)"
+                        ));
+                    } else if Some(n) == newest {
                         report.wal_torn_tail = Some(line);
                     } else {
                         report.problems.push(line);

@@ -306,29 +306,39 @@ fn bit_flip_in_middle_record_fails_open_with_corruption() {
 
 /// Without a sync, nothing in the log says the damaged record was ever
 /// durable, and a power cut can persist unsynced pages out of order (a
-/// later page without an earlier one). So damage among unsynced records is
-/// a torn tail: the damaged record and every record after it are dropped
-/// (the survivors stay a prefix in commit order), the file is cut there,
-/// and the next open is clean.
+/// later page without an earlier one). A lost write reads back as zeros
+/// from its first byte to the end of its sector: such damage among
+/// unsynced records is a torn tail. The damaged group and every record
+/// after it are dropped (the survivors stay a prefix in commit order), the
+/// file is cut there, and the next open is clean.
 #[test]
-fn bit_flip_in_middle_of_unsynced_records_drops_it_and_everything_after() {
+fn lost_write_in_middle_of_unsynced_records_drops_it_and_everything_after() {
     let image = crash_image_after_puts(N);
     let full = image.starts[N];
-    for victim in [0, N / 2, N - 2] {
-        let record = image.starts[victim] + SYNC_POINT_FRAME;
+    let sector_end = |at: u64| (at / 512 + 1) * 512;
+    // Victims whose sector is not the log's last, so valid records follow
+    // the lost write (zeros to the end of the log would be its clean end).
+    let last = (0..N)
+        .rev()
+        .find(|&v| sector_end(image.starts[v]) < full)
+        .unwrap();
+    assert!(last > N / 2, "the log spans several sectors");
+    for victim in [0, N / 2, last] {
+        let group = image.starts[victim];
         let copy = copy_dir(image.dir.path());
         let (segment, number) = last_segment(copy.path());
-        flip_bit(&segment, record + 8, 0x04);
+        let mut bytes = fs::read(&segment).unwrap();
+        bytes[group as usize..sector_end(group) as usize].fill(0);
+        fs::write(&segment, &bytes).unwrap();
 
         let db = Database::open(copy.path()).unwrap();
         let recovery = db.stats().recovery;
         assert_eq!(recovery.records, victim as u64, "record {victim}");
         let tail = recovery.dropped_tail.unwrap();
-        assert_eq!((tail.segment, tail.offset), (number, record));
-        assert_eq!(tail.dropped_bytes, full - record);
+        assert_eq!((tail.segment, tail.offset), (number, group));
+        assert_eq!(tail.dropped_bytes, full - group);
         assert!(
-            tail.reason
-                .starts_with("checksum mismatch, with unsynced records after it"),
+            tail.reason.starts_with("impossible record length"),
             "{}",
             tail.reason
         );
@@ -338,6 +348,30 @@ fn bit_flip_in_middle_of_unsynced_records_drops_it_and_everything_after() {
         assert_eq!(db.stats().recovery.dropped_tail, None);
         check_keys(&db, victim, N);
         db.close().unwrap();
+    }
+}
+
+/// A flipped bit is not what a lost write leaves. Followed by valid
+/// records, it reads exactly like a media error in records that a final
+/// `sync: true` group made durable (that group's own sync point predates
+/// its sync), so it is corruption, as in version 1, and nothing is cut.
+#[test]
+fn bit_flip_in_middle_of_unsynced_records_is_corruption() {
+    let image = crash_image_after_puts(N);
+    for victim in [0, N / 2, N - 2] {
+        let record = image.starts[victim] + SYNC_POINT_FRAME;
+        let copy = copy_dir(image.dir.path());
+        let (segment, number) = last_segment(copy.path());
+        flip_bit(&segment, record + 8, 0x04);
+        let before = fs::read(&segment).unwrap();
+
+        let err = Database::open(copy.path()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption, "record {victim}: {err}");
+        let msg = err.message();
+        assert!(msg.contains(&format!("segment {number}")), "{msg}");
+        assert!(msg.contains(&format!("offset {record}")), "{msg}");
+        assert!(msg.contains("a valid record follows"), "{msg}");
+        assert_eq!(fs::read(&segment).unwrap(), before, "nothing was cut");
     }
 }
 

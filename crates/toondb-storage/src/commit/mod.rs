@@ -221,6 +221,12 @@ impl Committer {
         }
     }
 
+    /// The live WAL segment's number and logical end: every frame that
+    /// starts below that end was written whole (`Database::verify`).
+    pub(crate) fn wal_position(&self) -> (u64, u64) {
+        (self.wal.number(), self.wal.len())
+    }
+
     /// fdatasync of the current WAL segment, recorded in it by a sync point:
     /// what a handle that closes while others stay open needs (see
     /// `Engine::sync_wal`, and `WalWriter::sync_and_mark` for why the mark).

@@ -243,12 +243,38 @@ impl Segment<'_> {
                     return Err(self.corruption(reason, pos, &why));
                 }
             }
-            // Damage no sync point covers: the bytes from here on were
-            // written without a completed sync, and a power cut may lose
-            // such pages in any order. Dropping them with everything after
-            // them keeps the survivors a prefix in commit order. (Every
-            // group starts with a sync point, so finding one says that
-            // later writes survived and are dropped too.)
+            // No sync point covers the damage, but that alone does not make
+            // it unsynced: the last durable group's own sync point was
+            // written before its sync. What a power cut leaves is lost
+            // writes, and a lost write reads back as what the sector held
+            // before it: for an append-only log, zeros from the first lost
+            // byte to the sector's end. So valid records after the damage
+            // are only allowed beyond such a zero run; a garbled frame
+            // followed by valid ones is a media error, refused as version 1
+            // refused it (docs/format-wal.md, *Replay*).
+            let lost_from = lost_write_start(self.data, pos);
+            let search_end = lost_from.unwrap_or(self.data.len());
+            match find_record_between(self.data, pos, search_end) {
+                Later::Nothing => {}
+                Later::RecordAt(at) => {
+                    let why = format!(
+                        "a valid record follows at offset {at}, and no lost write (a zero-filled \
+                         sector) explains the damage"
+                    );
+                    return Err(self.corruption(reason, pos, &why));
+                }
+                Later::Unknown => {
+                    let why = "too much data follows it to rule out a valid record after it";
+                    return Err(self.corruption(reason, pos, why));
+                }
+            }
+            // Damage no sync point covers, shaped like a lost write: the
+            // bytes from here on were written without a completed sync, and
+            // a power cut may lose such pages in any order. Dropping them
+            // with everything after them keeps the survivors a prefix in
+            // commit order. (Every group starts with a sync point, so
+            // finding one says that later writes survived and are dropped
+            // too.)
             let reason = match later {
                 None => reason.to_owned(),
                 Some(_) => format!(
@@ -291,20 +317,48 @@ fn is_torn_creation(data: &[u8]) -> bool {
     }
 }
 
+/// Devices write whole sectors atomically (docs/format-wal.md, *Limits*):
+/// the unit in which a power cut loses writes.
+const SECTOR: usize = 512;
+
+/// The first offset at or after `bad` from which the rest of its sector
+/// (or of the file, if that ends first) holds only zero bytes: where a
+/// write a power cut lost can begin. A lost write leaves what the sector
+/// held before it, and an append-only segment holds zeros (never written,
+/// or preallocated) past the bytes written so far. `None` if there is none.
+fn lost_write_start(data: &[u8], bad: usize) -> Option<usize> {
+    let mut at = bad;
+    while at < data.len() {
+        let end = ((at / SECTOR + 1) * SECTOR).min(data.len());
+        if data[at..end].iter().all(|&b| b == 0) {
+            return Some(at);
+        }
+        at = end;
+    }
+    None
+}
+
 /// The first offset after `bad` at which a valid record starts, if any.
+fn find_record_after(data: &[u8], bad: usize) -> Later {
+    find_record_between(data, bad, data.len())
+}
+
+/// The first offset in `bad + 1 .. until` at which a valid record starts
+/// (it may run past `until`), if any.
 ///
 /// Probes every byte offset, so that damage anywhere (a flipped length, a
 /// zeroed block) cannot hide a committed record behind it. Only runs on the
 /// error path. The length pre-check skips offsets that cannot hold a record
 /// without calling `read_frame`, whose all-zero scan would make long zero runs
 /// quadratic.
-fn find_record_after(data: &[u8], bad: usize) -> Later {
+fn find_record_between(data: &[u8], bad: usize, until: usize) -> Later {
     let Some(start) = bad.checked_add(1) else {
         return Later::Nothing;
     };
     let Some(last_start) = data.len().checked_sub(FRAME_HEADER_LEN + 1) else {
         return Later::Nothing;
     };
+    let last_start = last_start.min(until.saturating_sub(1));
     let mut budget = SCAN_CHECKSUM_BUDGET;
     for at in start..=last_start {
         let len_bytes = [data[at + 4], data[at + 5], data[at + 6], data[at + 7]];
@@ -838,33 +892,72 @@ mod tests {
     }
 
     /// The defect version 2 fixes: unsynced pages written back out of
-    /// order leave a hole (zeros, or a torn frame) with valid records
-    /// after it. Nothing there was synced, so it is a torn tail: the hole
-    /// and everything after it are dropped, and a second replay is clean.
+    /// order leave a hole with valid records after it. A lost write reads
+    /// back as what its sectors held before it: zeros from its first byte
+    /// to the sector's end. Nothing there was synced, so it is a torn tail:
+    /// the hole and everything after it are dropped, and a second replay
+    /// is clean.
     #[test]
     fn unsynced_damage_with_valid_records_after_it_is_a_torn_tail() {
-        for damage in ["flip", "hole"] {
-            let dir = tempfile::tempdir().unwrap();
-            let (written, offsets) = write_log_as(dir.path(), &[(1, 3), (2, 12)], V2_UNSYNCED);
-            let victim = offsets[1][4];
-            match damage {
-                "flip" => flip_byte(dir.path(), 2, victim + 12),
-                _ => zero_range(dir.path(), 2, victim, offsets[1][8]),
-            }
-            let full = file_len(dir.path(), 2);
-            let (got, report) = collect(dir.path(), &[1, 2]).unwrap();
-            assert_eq!(got, written[..3 + 4], "{damage}");
-            let tail = report.dropped_tail.unwrap();
-            assert_eq!((tail.segment, tail.offset), (2, victim), "{damage}");
-            assert_eq!(tail.dropped_bytes, full - victim);
-            assert!(
-                tail.reason.contains("unsynced records after it"),
-                "{tail:?}"
-            );
-            assert_eq!(file_len(dir.path(), 2), victim);
-            let (again, report) = collect(dir.path(), &[1, 2]).unwrap();
-            assert_eq!((again, report.dropped_tail), (got, None));
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let (written, offsets) = write_log_as(dir.path(), &[(1, 3), (2, 12)], V2_UNSYNCED);
+        let group = offsets[1][4] - SYNC_POINT_FRAME_LEN as u64;
+        let sector_end = (group / 512 + 1) * 512;
+        assert!(sector_end < offsets[1][11], "valid records follow the hole");
+        zero_range(dir.path(), 2, group, sector_end);
+        let full = file_len(dir.path(), 2);
+        let (got, report) = collect(dir.path(), &[1, 2]).unwrap();
+        assert_eq!(got, written[..3 + 4]);
+        let tail = report.dropped_tail.unwrap();
+        assert_eq!((tail.segment, tail.offset), (2, group));
+        assert_eq!(tail.dropped_bytes, full - group);
+        assert!(
+            tail.reason.contains("unsynced records after it"),
+            "{tail:?}"
+        );
+        assert_eq!(file_len(dir.path(), 2), group);
+        let (again, report) = collect(dir.path(), &[1, 2]).unwrap();
+        assert_eq!((again, report.dropped_tail), (got, None));
+    }
+
+    /// A lost write can also begin at a sector boundary inside a frame
+    /// (the frame's first sector survived): a torn tail too.
+    #[test]
+    fn a_lost_sector_inside_a_frame_is_a_torn_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, offsets) = write_log_as(dir.path(), &[(3, 40)], V2_UNSYNCED);
+        // The first record whose frame crosses a sector boundary.
+        let (i, boundary) = (1..39)
+            .find_map(|i| {
+                let boundary = (offsets[0][i] / 512 + 1) * 512;
+                let next_group = offsets[0][i + 1] - SYNC_POINT_FRAME_LEN as u64;
+                (boundary < next_group).then_some((i, boundary))
+            })
+            .unwrap();
+        assert!(boundary + 512 < offsets[0][39], "valid records follow");
+        zero_range(dir.path(), 3, boundary, boundary + 512);
+        let (got, report) = collect(dir.path(), &[3]).unwrap();
+        assert_eq!(got.len(), i);
+        assert_eq!(report.dropped_tail.unwrap().offset, offsets[0][i]);
+    }
+
+    /// A garbled byte with valid records after it is not what a lost write
+    /// leaves: corruption, as in version 1, and nothing is cut. The reader
+    /// cannot tell unsynced records from records that a last `sync: true`
+    /// group made durable (its own sync point predates its sync).
+    #[test]
+    fn garbled_unsynced_record_with_valid_records_after_it_is_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, offsets) = write_log_as(dir.path(), &[(1, 3), (2, 12)], V2_UNSYNCED);
+        let victim = offsets[1][4];
+        flip_byte(dir.path(), 2, victim + 12);
+        let before = file_len(dir.path(), 2);
+        let err = collect(dir.path(), &[1, 2]).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+        let msg = err.message();
+        assert!(msg.contains(&format!("offset {victim}")), "{msg}");
+        assert!(msg.contains("a valid record follows"), "{msg}");
+        assert_eq!(file_len(dir.path(), 2), before, "must not truncate");
     }
 
     /// Damage before a sync point is damage to durable data: refused, and
@@ -875,14 +968,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = WalWriter::create(FS, dir.path(), 4).unwrap();
         let mut starts = Vec::new();
-        for i in 0..6 {
+        for i in 0..12 {
             starts.push(append_group(&mut w, &payload(4, i), i < 3));
         }
         let synced_end = starts[3] - SYNC_POINT_FRAME_LEN as u64;
         // Record 1 (synced) damaged, record 3's group (whose sync point
-        // claims records 0..3) intact, records 4 and 5 lost to a hole.
+        // claims records 0..3) intact, record 4's group lost (zeros to the
+        // end of its sector), later ones intact.
+        let group_4 = starts[4] - SYNC_POINT_FRAME_LEN as u64;
+        let sector_end = (group_4 / 512 + 1) * 512;
+        assert!(sector_end < starts[11], "valid records follow the hole");
         flip_byte(dir.path(), 4, starts[1] + 10);
-        zero_range(dir.path(), 4, starts[4] - 20, starts[5]);
+        zero_range(dir.path(), 4, group_4, sector_end);
         let before = std::fs::read(path(dir.path(), 4)).unwrap();
         let err = collect(dir.path(), &[4]).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
@@ -940,7 +1037,11 @@ mod tests {
         let victim = offsets[0][2];
         let p = path(dir.path(), 6);
         let mut data = std::fs::read(&p).unwrap();
-        data[victim as usize + 9] ^= 0x10;
+        // A lost write: the victim's group reads as zeros to the sector end.
+        let group = victim as usize - SYNC_POINT_FRAME_LEN;
+        let sector_end = (group / 512 + 1) * 512;
+        assert!(sector_end < data.len(), "records follow the hole");
+        data[group..sector_end].fill(0);
         let mut foreign = Vec::new();
         entry::encode_sync_point(
             SyncPoint {
@@ -961,7 +1062,7 @@ mod tests {
         std::fs::write(&p, &data).unwrap();
         let (got, report) = collect(dir.path(), &[6]).unwrap();
         assert_eq!(got.len(), 2);
-        assert_eq!(report.dropped_tail.unwrap().offset, victim);
+        assert_eq!(report.dropped_tail.unwrap().offset, group as u64);
 
         // A genuine one (this segment, claiming past the damage) after it.
         let mut data = std::fs::read(&p).unwrap();

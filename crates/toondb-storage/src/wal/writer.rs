@@ -166,6 +166,11 @@ impl WalWriter {
         self.file.len()
     }
 
+    /// This segment's number.
+    pub fn number(&self) -> u64 {
+        self.number
+    }
+
     fn check_usable(&self) -> Result<()> {
         if self.failed {
             return Err(Error::new(
