@@ -468,3 +468,112 @@ fn snapshots_stable_under_concurrent_clears_and_compaction() {
     assert!(rounds > 3);
     Arc::try_unwrap(db).ok().unwrap().close().unwrap();
 }
+
+/// A backup taken with the range delete in the memtable, and one with it
+/// flushed above the keys it deletes, open with the same contents.
+#[test]
+fn backup_carries_range_tombstones() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), small()).unwrap();
+    for i in 0..200 {
+        db.put(k(i), [6u8; 20]).unwrap();
+    }
+    db.flush().unwrap();
+    db.compact().unwrap();
+    let mut b = WriteBatch::new();
+    b.delete_range(k(20), k(180)).unwrap();
+    b.put(k(50), b"same-batch").unwrap();
+    db.write(b).unwrap();
+    db.put(k(60), b"later").unwrap();
+    let want = keys(db.iter(ScanOptions::default()).unwrap());
+    assert_eq!(want.len(), 20 + 20 + 2);
+    for (n, flush) in [(1, false), (2, true)] {
+        if flush {
+            db.flush().unwrap();
+        }
+        let dest = dir.path().with_extension(format!("bk{n}"));
+        let _ = std::fs::remove_dir_all(&dest);
+        db.backup(&dest).unwrap();
+        let copy = Database::open_with(&dest, small()).unwrap();
+        assert_eq!(keys(copy.iter(ScanOptions::default()).unwrap()), want, "backup {n}");
+        assert_eq!(copy.get(k(100)).unwrap(), None);
+        assert_eq!(copy.get(k(50)).unwrap(), Some(b"same-batch".to_vec()));
+        copy.compact().unwrap();
+        assert_eq!(keys(copy.iter(ScanOptions::default()).unwrap()), want, "backup {n} compacted");
+        copy.close().unwrap();
+        let _ = std::fs::remove_dir_all(&dest);
+    }
+    db.close().unwrap();
+}
+
+/// The last commit before a reopen is a range delete over keys that do not
+/// exist yet: writes after the reopen get newer timestamps and survive it
+/// (flushed, compacted, or neither).
+#[test]
+fn writes_after_reopen_are_newer_than_a_trailing_range_delete() {
+    for mode in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_with(dir.path(), small()).unwrap();
+        db.put(b"a", b"1").unwrap();
+        db.put(b"a0", b"1").unwrap();
+        db.delete_range(b"m", b"n").unwrap();
+        db.delete_range(b"a0", b"a1").unwrap();
+        match mode {
+            1 => db.flush().unwrap(),
+            2 => {
+                db.flush().unwrap();
+                db.compact().unwrap();
+            }
+            _ => {}
+        }
+        db.close().unwrap();
+        drop(db);
+        let db = Database::open_with(dir.path(), small()).unwrap();
+        db.put(b"m5", b"after").unwrap();
+        db.put(b"a0", b"after").unwrap();
+        assert_eq!(db.get(b"m5").unwrap(), Some(b"after".to_vec()), "mode {mode}");
+        assert_eq!(db.get(b"a0").unwrap(), Some(b"after".to_vec()), "mode {mode}");
+        db.flush().unwrap();
+        db.compact().unwrap();
+        assert_eq!(db.get(b"m5").unwrap(), Some(b"after".to_vec()), "mode {mode}");
+        assert_eq!(db.get(b"a0").unwrap(), Some(b"after".to_vec()), "mode {mode}");
+        db.close().unwrap();
+    }
+}
+
+/// Kill right after a synced range delete that is the last commit (WAL
+/// replay only): writes after the restart are newer than it and survive.
+#[test]
+fn writes_after_a_kill_are_newer_than_a_replayed_range_delete() {
+    use std::sync::Arc;
+    use toondb_storage::io::{FileSystem, PowerLossFs};
+    use toondb_storage::WriteOptions;
+    let dir = std::path::PathBuf::from("/review-s23-rd/db");
+    let fs = PowerLossFs::new();
+    fs.create_dir_all(&dir).unwrap();
+    let mut p = dir.clone();
+    while let Some(parent) = p.parent() {
+        fs.sync_dir(parent).unwrap();
+        p = parent.to_path_buf();
+    }
+    let opts = || small().fs(Arc::new(fs.clone())).memtable_size(1 << 20);
+    let db = Database::open_with(&dir, opts()).unwrap();
+    db.put(b"a", b"1").unwrap();
+    let mut b = WriteBatch::new();
+    b.delete_range(b"m", b"n").unwrap();
+    b.put(b"m1", b"same").unwrap();
+    db.write_with(b, WriteOptions::sync(true)).unwrap();
+    fs.kill();
+    drop(db);
+    fs.restart();
+    let db = Database::open_with(&dir, opts()).unwrap();
+    assert_eq!(db.get(b"m1").unwrap(), Some(b"same".to_vec()));
+    db.put(b"m5", b"after").unwrap();
+    assert_eq!(db.get(b"m5").unwrap(), Some(b"after".to_vec()));
+    db.flush().unwrap();
+    db.compact().unwrap();
+    assert_eq!(db.get(b"m5").unwrap(), Some(b"after".to_vec()));
+    assert_eq!(db.get(b"m1").unwrap(), Some(b"same".to_vec()));
+    assert_eq!(keys(db.iter(ScanOptions::default()).unwrap()).len(), 3);
+    db.close().unwrap();
+}
