@@ -170,3 +170,37 @@ describe('each handle keeps its own options', { timeout: TIMEOUT }, () => {
     await second.close()
   })
 })
+
+describe('range deletes and packed column writes capture their inputs', { timeout: TIMEOUT }, () => {
+  test('clear(range) uses the bounds as they were at the call', async () => {
+    const db = await Database.open(tmp.dir())
+    await db.batch([...'abcdef'].map((k) => ({ type: 'put', key: k, value: 'v' })))
+    const lo = Buffer.from('b')
+    const hi = Buffer.from('d')
+    const cleared = db.clear({ gte: lo, lt: hi })
+    lo.write('a')
+    hi.write('f')
+    await cleared
+    assert.deepEqual(
+      (await entries(db)).map(([k]) => k),
+      ['a', 'd', 'e', 'f'],
+    )
+    await db.close()
+  })
+
+  test('upsertColumns copies the typed arrays before it returns', async () => {
+    const db = await Database.open(tmp.dir())
+    const t = await db.createTable('t', { columns: { id: 'i64', x: 'f64' }, primaryKey: 'id' })
+    const id = new BigInt64Array([1n, 2n])
+    const x = new Float64Array([1.5, 2.5])
+    const written = t.upsertColumns({ id, x })
+    id[0] = 9n
+    x[0] = 99
+    x[1] = 99
+    await written
+    assert.deepEqual(await t.get(1n), { id: 1n, x: 1.5 })
+    assert.deepEqual(await t.get(2n), { id: 2n, x: 2.5 })
+    assert.equal(await t.get(9n), null)
+    await db.close()
+  })
+})
