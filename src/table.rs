@@ -525,19 +525,7 @@ impl NativeDatabase {
     ) -> Result<AsyncTask<DbTask>> {
         let t = self.db.table(&name).map_err(to_js)?;
         let rows = rows_in(&t, rows)?;
-        let insert = match op.as_str() {
-            "insert" => true,
-            "upsert" => false,
-            _ => return Err(invalid_argument("op must be insert or upsert")),
-        };
-        let db = self.db.clone();
-        Ok(AsyncTask::new(BlockingTask(Box::new(move || {
-            if insert {
-                t.insert(&db, &rows)
-            } else {
-                t.upsert(&db, &rows)
-            }
-        }))))
+        self.write_rows(t, &op, rows)
     }
 
     /// `table_write` with the rows given as whole columns in schema order.
@@ -550,19 +538,7 @@ impl NativeDatabase {
     ) -> Result<AsyncTask<DbTask>> {
         let t = self.db.table(&name).map_err(to_js)?;
         let rows = rows_from_columns(&t, columns)?;
-        let insert = match op.as_str() {
-            "insert" => true,
-            "upsert" => false,
-            _ => return Err(invalid_argument("op must be insert or upsert")),
-        };
-        let db = self.db.clone();
-        Ok(AsyncTask::new(BlockingTask(Box::new(move || {
-            if insert {
-                t.insert(&db, &rows)
-            } else {
-                t.upsert(&db, &rows)
-            }
-        }))))
+        self.write_rows(t, &op, rows)
     }
 
     #[napi(catch_unwind)]
@@ -588,6 +564,26 @@ impl NativeDatabase {
     #[napi(catch_unwind)]
     pub fn table_scan(&self, name: String, args: TableScanArgs) -> Result<NativeTableScan> {
         open_scan(&*self.db, &name, args)
+    }
+}
+
+impl NativeDatabase {
+    /// The insert or upsert of `table_write` and `table_write_columns`, on
+    /// the thread pool.
+    fn write_rows(&self, t: Table, op: &str, rows: Vec<Vec<Value>>) -> Result<AsyncTask<DbTask>> {
+        let insert = match op {
+            "insert" => true,
+            "upsert" => false,
+            _ => return Err(invalid_argument("op must be insert or upsert")),
+        };
+        let db = self.db.clone();
+        Ok(AsyncTask::new(BlockingTask(Box::new(move || {
+            if insert {
+                t.insert(&db, &rows)
+            } else {
+                t.upsert(&db, &rows)
+            }
+        }))))
     }
 }
 

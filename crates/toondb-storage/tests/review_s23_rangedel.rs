@@ -24,7 +24,7 @@ fn k(i: u32) -> Vec<u8> {
     format!("k{i:04}").into_bytes()
 }
 
-/// 1. Puts in the same batch as a range delete over them (added before and
+/// Item 1: puts in the same batch as a range delete over them (added before and
 /// after the range delete) survive WAL replay, flush, compaction, reopen.
 #[test]
 fn same_batch_put_survives_replay_flush_compact() {
@@ -127,7 +127,7 @@ fn snapshot_and_partial_compactions_with_deep_keys() {
     db.close().unwrap();
 }
 
-/// 4. Seeks (starting_at) and reverse scans landing inside a cleared piece
+/// Item 4: Seeks (starting_at) and reverse scans landing inside a cleared piece
 /// with survivors; an iterator opened before the delete does not skip.
 #[test]
 fn seek_and_reverse_inside_cleared_piece() {
@@ -180,7 +180,7 @@ fn seek_and_reverse_inside_cleared_piece() {
     db.close().unwrap();
 }
 
-/// 5. Re-put after a clear, second overlapping clear, flushes in between,
+/// Item 5: Re-put after a clear, second overlapping clear, flushes in between,
 /// small output files (tombstones split at file boundaries).
 #[test]
 fn reput_then_overlapping_clears_across_flushes_and_splits() {
@@ -201,17 +201,17 @@ fn reput_then_overlapping_clears_across_flushes_and_splits() {
     db.flush().unwrap();
     let want = |i: u32| -> Option<Vec<u8>> {
         if i < 100 {
-            (i % 3 == 0).then(|| b"re".to_vec())
+            i.is_multiple_of(3).then(|| b"re".to_vec())
         } else if i < 350 {
             None
-        } else if i % 3 == 0 {
+        } else if i.is_multiple_of(3) {
             Some(b"re".to_vec())
         } else {
             Some(vec![4u8; 30])
         }
     };
     let want_s2 = |i: u32| -> Option<Vec<u8>> {
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             Some(b"re".to_vec())
         } else if i < 300 {
             None
@@ -257,7 +257,7 @@ fn reput_then_overlapping_clears_across_flushes_and_splits() {
     db.close().unwrap();
 }
 
-/// 6. Transactions: snapshot and serializable writes/reads conflict with a
+/// Item 6: Transactions: snapshot and serializable writes/reads conflict with a
 /// later clear, also when it was flushed and compacted first; and the
 /// transaction keeps reading its snapshot through that compaction.
 #[test]
