@@ -30,6 +30,7 @@ mod iter;
 mod key;
 mod lsm;
 mod maintenance;
+mod memfilter;
 mod memtable;
 mod merge;
 mod options;

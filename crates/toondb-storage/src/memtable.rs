@@ -13,6 +13,7 @@ use crossbeam_skiplist::SkipMap;
 
 use crate::batch::WriteBatch;
 use crate::key::{compare_versions, KeyRange, Timestamp, ValueKind};
+use crate::memfilter::MemFilter;
 use crate::range_del::{RangeDelSet, RangeTombstone};
 
 /// One version of a user key: the skiplist key. The user key and the value
@@ -211,6 +212,8 @@ const ENTRY_OVERHEAD: usize = 64;
 
 pub(crate) struct Memtable {
     map: SkipMap<MemKey, ()>,
+    /// Every user key in `map`: point reads of other keys skip the search.
+    filter: MemFilter,
     approximate_bytes: AtomicUsize,
     /// Sequence number of this memtable; `Database::flush` waits on it.
     id: u64,
@@ -227,10 +230,21 @@ pub(crate) struct Memtable {
     has_range_dels: std::sync::atomic::AtomicBool,
 }
 
+/// The filter size of a memtable made without a size (recovery, tests): the
+/// default rotation threshold.
+const DEFAULT_FILTER_FOR: usize = 32 << 20;
+
 impl Memtable {
     pub fn new(id: u64) -> Self {
+        Self::sized(id, DEFAULT_FILTER_FOR)
+    }
+
+    /// A memtable expected to rotate at about `memtable_size` bytes (what
+    /// its key filter is sized for).
+    pub fn sized(id: u64, memtable_size: usize) -> Self {
         Memtable {
             map: SkipMap::new(),
+            filter: MemFilter::for_memtable(memtable_size),
             approximate_bytes: AtomicUsize::new(0),
             id,
             sealed_log: AtomicU64::new(0),
@@ -302,6 +316,8 @@ impl Memtable {
         }
         for op in batch.iter() {
             added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
+            // Before the version is reachable (see memfilter.rs).
+            self.filter.insert(MemFilter::hash(op.key));
             self.map
                 .insert(MemKey::version(op.key, ts, op.kind, op.value), ());
         }
@@ -323,12 +339,28 @@ impl Memtable {
     /// Like `get`, but lends the version to `f` instead of copying it.
     /// Returns `None` (without calling `f`) when this memtable has no
     /// version of `key` at or below `snapshot`.
+    #[cfg(test)]
     pub fn get_ref<R>(
         &self,
         key: &[u8],
         snapshot: Timestamp,
         f: impl FnOnce(Timestamp, ValueKind, &[u8]) -> R,
     ) -> Option<R> {
+        self.get_ref_hashed(key, MemFilter::hash(key), snapshot, f)
+    }
+
+    /// `get_ref` with the key's [`MemFilter::hash`] already computed (a
+    /// read probes several memtables with one hash).
+    pub fn get_ref_hashed<R>(
+        &self,
+        key: &[u8],
+        hash: u64,
+        snapshot: Timestamp,
+        f: impl FnOnce(Timestamp, ValueKind, &[u8]) -> R,
+    ) -> Option<R> {
+        if !self.filter.may_contain(hash) {
+            return None;
+        }
         let probe = Probe::new(key, snapshot);
         let entry = self
             .map
@@ -342,6 +374,9 @@ impl Memtable {
 
     /// Timestamp of the newest version of `key`, if any.
     pub fn newest_ts(&self, key: &[u8]) -> Option<Timestamp> {
+        if !self.filter.may_contain(MemFilter::hash(key)) {
+            return None;
+        }
         let probe = Probe::new(key, Timestamp::MAX);
         let entry = self
             .map
@@ -420,6 +455,55 @@ mod tests {
         assert!(m.get(b"aa", 3).is_none());
         assert!(m.get(b"", 3).is_none());
         assert_eq!(m.max_ts(), 3);
+    }
+
+    /// The filter is set before a version becomes reachable: a reader that
+    /// sees a commit's timestamp published finds every key of it, while the
+    /// writer keeps inserting (the engine publishes its visible timestamp
+    /// the same way, after `apply`).
+    #[test]
+    fn readers_never_miss_a_published_key_while_the_writer_inserts() {
+        let m = Arc::new(Memtable::sized(1, 64 << 10));
+        let published = Arc::new(AtomicU64::new(0));
+        let writer = {
+            let (m, published) = (m.clone(), published.clone());
+            std::thread::spawn(move || {
+                for ts in 1..=3000u64 {
+                    m.apply(&batch(&[(&format!("k{ts}"), Some("v"))]), ts);
+                    published.store(ts, AtomicOrdering::Release);
+                }
+            })
+        };
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (m, published) = (m.clone(), published.clone());
+                std::thread::spawn(move || {
+                    let mut checked = 0;
+                    loop {
+                        let upto = published.load(AtomicOrdering::Acquire);
+                        // The newest published key, and an older one.
+                        for ts in [upto, upto / 2 + r] {
+                            if (1..=upto).contains(&ts) {
+                                let key = format!("k{ts}");
+                                assert!(m.get(key.as_bytes(), upto).is_some(), "{key} at {upto}");
+                                assert_eq!(m.newest_ts(key.as_bytes()), Some(ts));
+                                checked += 1;
+                            }
+                        }
+                        if upto == 3000 {
+                            return checked;
+                        }
+                    }
+                })
+            })
+            .collect();
+        writer.join().unwrap();
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        // A 64 KiB memtable's filter is 1 KiB: far past its sized load
+        // (3000 keys), it still answers correctly, only less selectively.
+        assert!(m.get(b"absent", 3000).is_none());
     }
 
     #[test]

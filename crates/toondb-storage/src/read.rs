@@ -7,6 +7,7 @@ use std::ops::Bound;
 use crate::engine::LsmState;
 use crate::error::Result;
 use crate::key::{KeyRange, Timestamp, ValueKind};
+use crate::memfilter::MemFilter;
 use crate::range_del::{RangeDelSet, RangeDelView};
 use crate::sstable::TableIter;
 use std::sync::Arc;
@@ -26,8 +27,9 @@ impl LsmState {
         // The newest range tombstone over `key` this reader sees, looked up
         // only when the state holds any (a `None` costs nothing).
         let deleted_at = self.range_deleted_at(key, snapshot);
+        let hash = MemFilter::hash(key);
         for mem in std::iter::once(&self.mem).chain(self.imms.iter()) {
-            let hit = mem.get_ref(key, snapshot, |ts, kind, value| {
+            let hit = mem.get_ref_hashed(key, hash, snapshot, |ts, kind, value| {
                 let kind = if deleted_at.is_some_and(|t| t > ts) {
                     ValueKind::Delete
                 } else {

@@ -516,7 +516,10 @@ impl Committer {
         let number = engine.alloc_file_number();
         let wal = WalWriter::create(&*engine.fs, &engine.dir, number)?;
         self.wal = wal;
-        let fresh = Arc::new(Memtable::new(self.next_memtable_id));
+        let fresh = Arc::new(Memtable::sized(
+            self.next_memtable_id,
+            engine.options.memtable_size,
+        ));
         self.next_memtable_id += 1;
         engine.install(|s| {
             s.mem.seal(number);

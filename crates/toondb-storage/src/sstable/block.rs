@@ -214,6 +214,32 @@ impl BlockLayout {
         self.count
     }
 
+    /// The key of entry `i`, for a search: only the key's own framing is
+    /// checked (cheaper than [`BlockLayout::entry`], which a search calls
+    /// once, on the entry it lands on). Within the entries region, so a
+    /// damaged offset or length is an error, never a read outside the block.
+    pub(crate) fn key<'f>(&self, file: &'f [u8], i: usize) -> Result<&'f [u8], &'static str> {
+        if i >= self.count {
+            return Err("entry index past the block's entry count");
+        }
+        let slot = self.start + self.entries_end + 4 * i;
+        let offset = file
+            .get(slot..slot + 4)
+            .and_then(|b| Reader::new(b).u32_le())
+            .ok_or("entry offset past the end of the block")? as usize;
+        let region = file
+            .get(self.start + offset..self.start + self.entries_end)
+            .ok_or("entry offset past the end of the entries")?;
+        let mut r = Reader::new(region);
+        let key_len = r.varint().ok_or("bad entry key length")?;
+        r.varint().ok_or("bad entry value length")?;
+        if self.v2 {
+            r.varint().ok_or("bad entry metadata length")?;
+        }
+        let key_len = usize::try_from(key_len).map_err(|_| "entry key too long")?;
+        r.bytes(key_len).ok_or("entry key runs past the entries")
+    }
+
     /// Locates entry `i`. Only its framing is checked; what the key means is
     /// up to the caller.
     pub(crate) fn entry(&self, file: &[u8], i: usize) -> Result<RawEntry, &'static str> {

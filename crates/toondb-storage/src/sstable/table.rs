@@ -573,11 +573,12 @@ impl Table {
         let (buf, layout) = self.load_block_with(meta, block, fill)?;
         let bytes = self.buf_bytes(&buf);
         let idx = partition(layout.count(), |j| {
-            let e = self.entry_pos(block, bytes, &layout, j)?;
-            let key = bytes
-                .get(e.user_key)
-                .ok_or_else(|| self.block_error(block, "entry outside the block"))?;
-            Ok(before(key, e.ts))
+            let raw = layout
+                .key(bytes, j)
+                .map_err(|m| self.block_error(block, format!("entry {j}: {m}")))?;
+            let key = decode_internal(raw)
+                .ok_or_else(|| self.block_error(block, format!("entry {j}: bad internal key")))?;
+            Ok(before(key.user_key, key.ts))
         })?;
         if idx == layout.count() {
             // The block's last key is not `before` but no entry of it is:
