@@ -1,18 +1,34 @@
 //! The whole-table bloom filter on user keys, stored in the `filter.bloom`
 //! meta block (docs/format-table.md, "Bloom filter").
 //!
-//! Contents: `bits[n] | probes u8`, `n >= 1`. A key sets (and is tested
-//! against) `probes` bits chosen by double hashing of [`bloom_hash`]:
-//! `h = bloom_hash(key)`, `delta = h.rotate_left(32)`, and for each probe
-//! bit `h mod (8 n)` (bit `b` is bit `b % 8` of byte `b / 8`), then
-//! `h = h + delta` (wrapping). A filter with `probes` outside 1..=30 is
-//! treated as "may contain" for every key, so later encodings can use those
-//! values without older readers giving wrong answers.
+//! Contents: `bits[n] | probes u8`, `n >= 1`, in one of two encodings told
+//! apart by the last byte:
+//!
+//! - **classic** (`probes` in 1..=30): a key sets (and is tested against)
+//!   `probes` bits chosen by double hashing of [`bloom_hash`]:
+//!   `h = bloom_hash(key)`, `delta = h.rotate_left(32)`, and for each probe
+//!   bit `h mod (8 n)` (bit `b` is bit `b % 8` of byte `b / 8`), then
+//!   `h = h + delta` (wrapping). Each probe is a cache miss of its own in a
+//!   filter larger than the CPU's caches.
+//! - **cache-local** (`64 + probes`, `probes` in 1..=30; `n` a multiple of
+//!   64): all of a key's bits lie in one 64-byte block, so a lookup costs
+//!   one cache miss (two if the block straddles lines). Written since
+//!   format-table "cache-local filter"; older readers see a last byte
+//!   outside 1..=30 and treat the filter as "may contain" for every key
+//!   (correct, only unfiltered).
+//!
+//! A filter whose last byte is neither is treated as "may contain" for
+//! every key, so later encodings can use those values without older
+//! readers giving wrong answers.
 
 /// Bits per key allowed; outside this a filter is either useless or huge.
 pub(crate) const MIN_BITS_PER_KEY: u32 = 1;
 pub(crate) const MAX_BITS_PER_KEY: u32 = 32;
 const MAX_PROBES: u8 = 30;
+/// Added to `probes` in the last byte of a cache-local filter.
+const CACHE_LOCAL: u8 = 64;
+/// Bytes per block of a cache-local filter (one cache line).
+const BLOCK_BYTES: usize = 64;
 
 /// FNV-1a 64 of the key, then the MurmurHash3 64-bit finalizer (FNV alone
 /// mixes the last bytes poorly). Part of the format: never change it.
@@ -41,11 +57,31 @@ impl BloomBuilder {
         self.hashes.push(bloom_hash(user_key));
     }
 
-    /// The filter contents for `bits_per_key` (clamped to the sane range).
+    /// The filter contents for `bits_per_key` (clamped to the sane range),
+    /// in the cache-local encoding.
     pub(crate) fn finish(&self, bits_per_key: u32) -> Vec<u8> {
         let bpk = bits_per_key.clamp(MIN_BITS_PER_KEY, MAX_BITS_PER_KEY);
-        // k = bpk * ln 2 minimises the false-positive rate.
-        let probes = ((f64::from(bpk) * 0.69).round() as u8).clamp(1, MAX_PROBES);
+        let probes = probes_for(bpk);
+        let bits = (self.hashes.len() as u64 * u64::from(bpk)).max(512);
+        let blocks = bits.div_ceil(8 * BLOCK_BYTES as u64) as usize;
+        let mut out = vec![0u8; blocks * BLOCK_BYTES + 1];
+        for &hash in &self.hashes {
+            let base = block_of(hash, blocks) * BLOCK_BYTES;
+            for bit in block_bits(hash, probes) {
+                // In range: base + 63 < blocks * BLOCK_BYTES.
+                out[base + bit / 8] |= 1 << (bit % 8);
+            }
+        }
+        out[blocks * BLOCK_BYTES] = CACHE_LOCAL + probes;
+        out
+    }
+
+    /// The filter in the classic encoding (what builds before the
+    /// cache-local one wrote; kept to test that they stay readable).
+    #[cfg(test)]
+    pub(crate) fn finish_classic(&self, bits_per_key: u32) -> Vec<u8> {
+        let bpk = bits_per_key.clamp(MIN_BITS_PER_KEY, MAX_BITS_PER_KEY);
+        let probes = probes_for(bpk);
         let bits = (self.hashes.len() as u64 * u64::from(bpk)).max(64);
         let bytes = bits.div_ceil(8) as usize;
         let nbits = bytes as u64 * 8;
@@ -54,7 +90,6 @@ impl BloomBuilder {
             let (mut h, delta) = (hash, hash.rotate_left(32));
             for _ in 0..probes {
                 let bit = h % nbits;
-                // In range: bit < 8 * bytes.
                 out[(bit / 8) as usize] |= 1 << (bit % 8);
                 h = h.wrapping_add(delta);
             }
@@ -64,13 +99,43 @@ impl BloomBuilder {
     }
 }
 
+/// k = bits per key × ln 2 minimises the false-positive rate.
+fn probes_for(bits_per_key: u32) -> u8 {
+    ((f64::from(bits_per_key) * 0.69).round() as u8).clamp(1, MAX_PROBES)
+}
+
+/// The block a key's bits lie in: the high half of its hash scaled to the
+/// block count (multiply-shift, no division).
+fn block_of(hash: u64, blocks: usize) -> usize {
+    (((hash >> 32) * blocks as u64) >> 32) as usize
+}
+
+/// The bit positions (0..512) of a key within its block: `h` = the low half
+/// of its hash; each probe multiplies `h` by `0x9e3779b9` (wrapping u32)
+/// and takes its top 9 bits (the multiply-shift RocksDB's cache-local
+/// filter uses; plain double hashing in 512 bits repeats patterns).
+fn block_bits(hash: u64, probes: u8) -> impl Iterator<Item = usize> {
+    let mut h = hash as u32;
+    (0..probes).map(move |_| {
+        h = h.wrapping_mul(0x9e37_79b9);
+        (h >> 23) as usize
+    })
+}
+
 /// Whether `filter` (the block's contents) may contain `user_key`. False
 /// only if the key was certainly not added.
 pub(crate) fn may_contain(filter: &[u8], user_key: &[u8]) -> bool {
-    let Some((&probes, bits)) = filter.split_last() else {
+    let Some((&last, bits)) = filter.split_last() else {
         return true;
     };
-    if bits.is_empty() || !(1..=MAX_PROBES).contains(&probes) {
+    if bits.is_empty() {
+        return true;
+    }
+    if (CACHE_LOCAL + 1..=CACHE_LOCAL + MAX_PROBES).contains(&last) {
+        return may_contain_cache_local(bits, last - CACHE_LOCAL, user_key);
+    }
+    let probes = last;
+    if !(1..=MAX_PROBES).contains(&probes) {
         return true;
     }
     let nbits = bits.len() as u64 * 8;
@@ -89,6 +154,18 @@ pub(crate) fn may_contain(filter: &[u8], user_key: &[u8]) -> bool {
     true
 }
 
+fn may_contain_cache_local(bits: &[u8], probes: u8, user_key: &[u8]) -> bool {
+    if bits.len() % BLOCK_BYTES != 0 {
+        return true;
+    }
+    let hash = bloom_hash(user_key);
+    let base = block_of(hash, bits.len() / BLOCK_BYTES) * BLOCK_BYTES;
+    let Some(block) = bits.get(base..base + BLOCK_BYTES) else {
+        return true;
+    };
+    block_bits(hash, probes).all(|bit| block[bit / 8] & (1 << (bit % 8)) != 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -100,6 +177,26 @@ mod tests {
             b.add(format!("key{i}").as_bytes());
         }
         let f = b.finish(10);
+        // 100,000 bits rounded up to 196 blocks of 512, then the probes byte.
+        assert_eq!(f.len(), 196 * 64 + 1);
+        assert_eq!(*f.last().unwrap(), 64 + 7);
+        for i in 0..10_000u32 {
+            assert!(may_contain(&f, format!("key{i}").as_bytes()));
+        }
+        let fp = (0..10_000u32)
+            .filter(|i| may_contain(&f, format!("other{i}").as_bytes()))
+            .count();
+        // ~1% expected at 10 bits per key (cache-local).
+        assert!(fp < 200, "{fp} false positives in 10000");
+    }
+
+    #[test]
+    fn classic_filters_written_by_earlier_builds_still_filter() {
+        let mut b = BloomBuilder::default();
+        for i in 0..10_000u32 {
+            b.add(format!("key{i}").as_bytes());
+        }
+        let f = b.finish_classic(10);
         assert_eq!(f.len(), 12_500 + 1);
         assert_eq!(*f.last().unwrap(), 7);
         for i in 0..10_000u32 {
@@ -108,8 +205,37 @@ mod tests {
         let fp = (0..10_000u32)
             .filter(|i| may_contain(&f, format!("other{i}").as_bytes()))
             .count();
-        // ~0.8% expected at 10 bits per key.
         assert!(fp < 200, "{fp} false positives in 10000");
+    }
+
+    #[test]
+    fn cache_local_bits_follow_the_spec() {
+        // Computed from docs/format-table.md with a few lines of Python:
+        // bloom_hash("key/0001") = 0x3ded6935abe8ec9d; one block (a filter
+        // for one key has 512 bits); h = 0xabe8ec9d; 7 probes, each
+        // h = h * 0x9e3779b9 mod 2^32, bit h >> 23.
+        let mut b = BloomBuilder::default();
+        b.add(b"key/0001");
+        let f = b.finish(10);
+        assert_eq!(f.len(), 65);
+        let set: Vec<usize> = (0..512)
+            .filter(|&i| f[i / 8] & (1 << (i % 8)) != 0)
+            .collect();
+        assert_eq!(set, vec![29, 71, 190, 196, 343, 346, 369]);
+    }
+
+    #[test]
+    fn a_cache_local_filter_of_a_bad_length_says_maybe() {
+        let mut f = vec![0u8; 63];
+        f.push(64 + 7);
+        assert!(may_contain(&f, b"k"));
+        let mut f = vec![0u8; 64];
+        f.push(64 + 7);
+        assert!(!may_contain(&f, b"k"));
+        // 64 + 31 and above: not an encoding this build knows.
+        let mut f = vec![0u8; 64];
+        f.push(64 + 31);
+        assert!(may_contain(&f, b"k"));
     }
 
     #[test]
@@ -134,7 +260,7 @@ mod tests {
         // Bits per key is clamped.
         let mut b = BloomBuilder::default();
         b.add(b"k");
-        assert_eq!(*b.finish(1000).last().unwrap(), 22);
-        assert_eq!(*b.finish(0).last().unwrap(), 1);
+        assert_eq!(*b.finish(1000).last().unwrap(), 64 + 22);
+        assert_eq!(*b.finish(0).last().unwrap(), 64 + 1);
     }
 }
