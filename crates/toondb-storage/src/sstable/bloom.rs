@@ -155,7 +155,7 @@ pub(crate) fn may_contain(filter: &[u8], user_key: &[u8]) -> bool {
 }
 
 fn may_contain_cache_local(bits: &[u8], probes: u8, user_key: &[u8]) -> bool {
-    if bits.len() % BLOCK_BYTES != 0 {
+    if !bits.len().is_multiple_of(BLOCK_BYTES) {
         return true;
     }
     let hash = bloom_hash(user_key);
