@@ -214,6 +214,9 @@ pub(crate) struct Memtable {
     map: SkipMap<MemKey, ()>,
     /// Every user key in `map`: point reads of other keys skip the search.
     filter: MemFilter,
+    /// Set before the first version is inserted (like the filter's bits,
+    /// see memfilter.rs): an empty memtable answers a read at once.
+    has_versions: std::sync::atomic::AtomicBool,
     approximate_bytes: AtomicUsize,
     /// Sequence number of this memtable; `Database::flush` waits on it.
     id: u64,
@@ -245,6 +248,7 @@ impl Memtable {
         Memtable {
             map: SkipMap::new(),
             filter: MemFilter::for_memtable(memtable_size),
+            has_versions: std::sync::atomic::AtomicBool::new(false),
             approximate_bytes: AtomicUsize::new(0),
             id,
             sealed_log: AtomicU64::new(0),
@@ -314,6 +318,9 @@ impl Memtable {
             *guard = Arc::new(RangeDelSet::new(all));
             self.has_range_dels.store(true, AtomicOrdering::Release);
         }
+        if !batch.is_empty() {
+            self.has_versions.store(true, AtomicOrdering::Relaxed);
+        }
         for op in batch.iter() {
             added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
             // Before the version is reachable (see memfilter.rs).
@@ -358,7 +365,9 @@ impl Memtable {
         snapshot: Timestamp,
         f: impl FnOnce(Timestamp, ValueKind, &[u8]) -> R,
     ) -> Option<R> {
-        if !self.filter.may_contain(hash) {
+        // An empty memtable (the usual state right after open or a flush)
+        // answers without touching its filter (a cache miss of its own).
+        if !self.has_versions.load(AtomicOrdering::Relaxed) || !self.filter.may_contain(hash) {
             return None;
         }
         let probe = Probe::new(key, snapshot);
