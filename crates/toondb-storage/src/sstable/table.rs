@@ -572,8 +572,7 @@ impl Table {
         }
         let (buf, layout) = self.load_block_with(meta, block, fill)?;
         let bytes = self.buf_bytes(&buf);
-        let guess = key.and_then(|k| self.position_guess(meta, block, k, layout.count()));
-        let idx = partition_from(layout.count(), guess, |j| {
+        let idx = partition(layout.count(), |j| {
             let raw = layout
                 .key(bytes, j)
                 .map_err(|m| self.block_error(block, format!("entry {j}: {m}")))?;
@@ -587,36 +586,6 @@ impl Table {
             return Err(self.block_error(block, "entries disagree with the index"));
         }
         self.cursor(block, buf, layout, idx).map(Some)
-    }
-
-    /// Where `key` probably lies among the `count` entries of data block
-    /// `block`, by interpolating between the block's bounds from the index
-    /// (the previous block's last key and its own): the 8 bytes after the
-    /// bounds' common prefix, read as big-endian numbers. Keys spread evenly
-    /// within a block (counters, timestamps, hashes, random ids) land within
-    /// an entry or two; others only cost the search a probe or two more.
-    /// `None` for the first block (no lower bound in the index).
-    fn position_guess(&self, meta: &Meta, block: usize, key: &[u8], count: usize) -> Option<usize> {
-        let index = &meta.index;
-        let bound = |b: usize| index.keys.get(index.handles.get(b)?.last_user_key());
-        let (lo, hi) = (bound(block.checked_sub(1)?)?, bound(block)?);
-        let shared = lo.iter().zip(hi).take_while(|(a, b)| a == b).count();
-        let word = |k: &[u8]| {
-            let mut b = [0u8; 8];
-            let tail = k.get(shared..).unwrap_or_default();
-            let n = tail.len().min(8);
-            b[..n].copy_from_slice(&tail[..n]);
-            u64::from_be_bytes(b)
-        };
-        if key.get(..shared) != lo.get(..shared) {
-            return None;
-        }
-        let (l, h, k) = (word(lo), word(hi), word(key));
-        if h <= l {
-            return None;
-        }
-        let frac = (k.saturating_sub(l)).min(h - l) as f64 / (h - l) as f64;
-        Some(((frac * count as f64) as usize).min(count.saturating_sub(1)))
     }
 
     /// The first block whose last key is not `before`, or the block count.
@@ -846,51 +815,6 @@ fn corrupt(name: &str, msg: impl fmt::Display) -> Error {
 
 /// The first `i` in `0..n` for which `before(i)` is false (binary search;
 /// `before` must be true on a prefix), or `n`.
-/// `partition` starting at a guessed position: probes `guess`, then
-/// gallops away from it (1, 2, 4, ... entries) until the answer is
-/// bracketed, then bisects the bracket. With a good guess the answer is
-/// found in two or three probes instead of log2(n); with a bad one it costs
-/// at most about twice a plain bisection.
-fn partition_from(
-    n: usize,
-    guess: Option<usize>,
-    mut before: impl FnMut(usize) -> Result<bool>,
-) -> Result<usize> {
-    let Some(g) = guess.filter(|&g| g < n) else {
-        return partition(n, before);
-    };
-    let (lo, hi) = if before(g)? {
-        // The answer is in (g, n]: find a probe that is not `before`.
-        let (mut lo, mut step) = (g + 1, 1);
-        loop {
-            let probe = g + step;
-            if probe >= n {
-                break (lo, n);
-            }
-            if !before(probe)? {
-                break (lo, probe);
-            }
-            lo = probe + 1;
-            step *= 2;
-        }
-    } else {
-        // The answer is in [0, g]: find a probe that is `before`.
-        let (mut hi, mut step) = (g, 1);
-        loop {
-            let Some(probe) = g.checked_sub(step) else {
-                break (0, hi);
-            };
-            if before(probe)? {
-                break (probe + 1, hi);
-            }
-            hi = probe;
-            step *= 2;
-        }
-    };
-    let found = partition(hi - lo, |j| before(lo + j))?;
-    Ok(lo + found)
-}
-
 fn partition(n: usize, mut before: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
     let (mut lo, mut hi) = (0, n);
     while lo < hi {
@@ -1000,49 +924,4 @@ fn hint(key: &[u8], skip: usize) -> u64 {
 fn offset_in(file: &[u8], inner: &[u8]) -> Range<usize> {
     let start = (inner.as_ptr() as usize).saturating_sub(file.as_ptr() as usize);
     start..start + inner.len()
-}
-
-#[cfg(test)]
-mod search_tests {
-    use super::{partition, partition_from};
-
-    /// For every length, answer and guess (including none and out of
-    /// range), the galloping search finds what bisection finds, and never
-    /// probes outside 0..n.
-    #[test]
-    fn partition_from_agrees_with_bisection_for_every_guess() {
-        for n in 0..70usize {
-            for answer in 0..=n {
-                let want = partition(n, |j| Ok(j < answer)).unwrap();
-                assert_eq!(want, answer);
-                let guesses = (0..n + 2).map(Some).chain([None]);
-                for guess in guesses {
-                    let mut probes = 0;
-                    let got = partition_from(n, guess, |j| {
-                        assert!(j < n, "probe {j} outside 0..{n}");
-                        probes += 1;
-                        Ok(j < answer)
-                    })
-                    .unwrap();
-                    assert_eq!(got, answer, "n {n} answer {answer} guess {guess:?}");
-                    if guess == Some(answer) && answer < n {
-                        // A right guess: its probe, one step down, done.
-                        assert!(probes <= 2, "{probes} probes for a right guess");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn partition_from_passes_errors_on() {
-        let err = partition_from(10, Some(5), |j| {
-            if j == 5 {
-                Err(crate::error::Error::internal("damaged"))
-            } else {
-                Ok(true)
-            }
-        });
-        assert!(err.is_err());
-    }
 }
