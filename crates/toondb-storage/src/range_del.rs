@@ -626,7 +626,7 @@ mod tests {
             widening.tree_nodes()
         );
         // Each new one cuts the previous: O(log n) nodes each (the paths to
-        // the cut; about 14 each here).
+        // the cuts, and temporaries; about 21 each here).
         let log_n = 10;
         let narrowing = nested(n, false);
         assert!(
@@ -649,6 +649,20 @@ mod tests {
             "{}",
             sliding.tree_nodes()
         );
+        // What all the paintings hold together (the rest were temporaries):
+        // one node per expiry delete, about 2 log2(n) per cutting one.
+        let held = |s: &RangeDelSet| tree::distinct_nodes(s.versions.iter().map(|v| &v.painted));
+        assert_eq!(held(&widening), n as usize);
+        assert!(
+            held(&narrowing) <= 2 * log_n * n as usize,
+            "{}",
+            held(&narrowing)
+        );
+        assert!(
+            held(&sliding) <= 2 * log_n * n as usize,
+            "{}",
+            held(&sliding)
+        );
         // Answers stay exact at old snapshots.
         assert_eq!(narrowing.max_covering(&key(5), 1), Some(1));
         assert_eq!(narrowing.max_covering(&key(5), 2000), Some(1000));
@@ -664,6 +678,36 @@ mod tests {
         assert_eq!(widening.min_covering_above(&key(9995), 0), Some(1000));
         assert_eq!(sliding.max_covering(&key(4999), 3), Some(3));
         assert_eq!(sliding.min_covering_above(&key(5003), 0), Some(5));
+    }
+
+    /// Tombstones cutting one older, wider tombstone into many pieces
+    /// (and, in the other order, each new one covering many pieces): the
+    /// tree stays O(log n) deep, so every operation stays O(log n).
+    #[test]
+    fn cuts_keep_the_tree_balanced() {
+        let key = |i: u32| format!("k{i:07}").into_bytes();
+        let n = 20_000;
+        let mut set = RangeDelSet::default().with(vec![RangeTombstone {
+            start: key(0),
+            end: key(4 * n),
+            ts: 1,
+        }]);
+        for j in 0..n {
+            let i = (j * 7919) % n; // scattered order
+            set = set.with(vec![RangeTombstone {
+                start: key(4 * i + 1),
+                end: key(4 * i + 2),
+                ts: u64::from(j) + 2,
+            }]);
+        }
+        let newest = &set.versions.last().unwrap().painted;
+        let depth = tree::depth(newest);
+        assert!(depth <= 60, "depth {depth} for {} pieces", 3 * n + 1);
+        let cut_at = (0..n).position(|j| (j * 7919) % n == 77).unwrap() as u64 + 2;
+        assert_eq!(set.max_covering(&key(4 * 77 + 1), u64::MAX), Some(cut_at));
+        assert_eq!(set.max_covering(&key(4 * 77 + 1), cut_at - 1), Some(1));
+        assert_eq!(set.max_covering(&key(4 * 77 + 2), u64::MAX), Some(1));
+        assert!(set.tree_nodes() <= 100 * n as usize, "{}", set.tree_nodes());
     }
 
     #[test]

@@ -63,9 +63,17 @@ impl Builder<'_> {
         self.node(start, end, n.stamp, n.prio, left, right)
     }
 
+    /// A piece with no children and a fresh priority.
+    fn leaf(&mut self, start: Arc<[u8]>, end: Arc<[u8]>, stamp: Timestamp) -> Arc<Node> {
+        let prio = splitmix64(*self.made as u64);
+        self.node(start, end, stamp, prio, None, None)
+    }
+
     /// The pieces of `t` below `k` and those at or above it; a piece
-    /// straddling `k` is cut in two (both halves keep its priority, which
-    /// keeps each tree a valid treap).
+    /// straddling `k` is cut in two. Each half is a new leaf joined to the
+    /// subtree on its side: halves with fresh priorities keep the treap
+    /// random (halves sharing their parent's would pile up as chains when
+    /// one wide tombstone is cut many times).
     fn split(&mut self, t: &Link, k: &Arc<[u8]>) -> (Link, Link) {
         let Some(n) = t else {
             return (None, None);
@@ -77,23 +85,12 @@ impl Builder<'_> {
             let (below, above) = self.split(&n.left, k);
             (below, Some(self.with_children(n, above, n.right.clone())))
         } else {
-            let below = self.node(
-                n.start.clone(),
-                k.clone(),
-                n.stamp,
-                n.prio,
-                n.left.clone(),
-                None,
-            );
-            let above = self.node(
-                k.clone(),
-                n.end.clone(),
-                n.stamp,
-                n.prio,
-                None,
-                n.right.clone(),
-            );
-            (Some(below), Some(above))
+            let below = self.leaf(n.start.clone(), k.clone(), n.stamp);
+            let above = self.leaf(k.clone(), n.end.clone(), n.stamp);
+            (
+                self.join(n.left.clone(), Some(below)),
+                self.join(Some(above), n.right.clone()),
+            )
         }
     }
 
@@ -122,8 +119,7 @@ impl Builder<'_> {
     ) -> Link {
         let (below, rest) = self.split(root, start);
         let (_covered, above) = self.split(&rest, end);
-        let prio = splitmix64(*self.made as u64 ^ stamp.rotate_left(32));
-        let piece = self.node(start.clone(), end.clone(), stamp, prio, None, None);
+        let piece = self.leaf(start.clone(), end.clone(), stamp);
         let joined = self.join(below, Some(piece));
         self.join(joined, above)
     }
@@ -137,7 +133,8 @@ fn same(a: &Link, b: &Link) -> bool {
     }
 }
 
-/// A well-mixed priority from a counter (deterministic: no RNG state).
+/// A well-mixed priority from the allocation counter (deterministic: no
+/// RNG state).
 fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -158,4 +155,25 @@ pub(super) fn find<'a>(root: &'a Link, key: &[u8]) -> Option<&'a Node> {
         };
     }
     None
+}
+
+/// The depth of the deepest piece (tests: the treap stays balanced).
+#[cfg(test)]
+pub(super) fn depth(root: &Link) -> usize {
+    root.as_ref()
+        .map_or(0, |n| 1 + depth(&n.left).max(depth(&n.right)))
+}
+
+/// Distinct nodes reachable from `roots` (tests: the memory all the
+/// paintings of a set hold together).
+#[cfg(test)]
+pub(super) fn distinct_nodes<'a>(roots: impl IntoIterator<Item = &'a Link>) -> usize {
+    let mut seen = std::collections::HashSet::new();
+    let mut stack: Vec<&Arc<Node>> = roots.into_iter().flatten().collect();
+    while let Some(n) = stack.pop() {
+        if seen.insert(Arc::as_ptr(n)) {
+            stack.extend(n.left.iter().chain(n.right.iter()));
+        }
+    }
+    seen.len()
 }
