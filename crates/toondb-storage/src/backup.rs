@@ -206,7 +206,7 @@ fn write_backup(
             let v = e.key();
             (v.user_key().to_vec(), v.ts, v.kind, v.value().to_vec())
         });
-        let tombstones = at_or_below(mem.range_dels().tombstones(), ts);
+        let tombstones = at_or_below(&mem.range_dels().tombstones(), ts);
         if let Some(meta) = build_table(engine, number, 0, entries, tombstones, &to, created)? {
             report.tables_written += 1;
             report.bytes_written += meta.file_size;
@@ -300,7 +300,7 @@ fn rewrite_table(
         }
         it.next()?;
     }
-    let tombstones = at_or_below(file.range_dels().tombstones(), ts);
+    let tombstones = at_or_below(&file.range_dels().tombstones(), ts);
     build_table(
         engine,
         file.number(),

@@ -493,6 +493,8 @@ impl Database {
             maintenance_busy: maintenance.busy,
             recovery: engine.recovery.clone(),
             background_error: engine.bg_error().map(|e| e.to_string()),
+            range_tombstones: state.range_del_sets().map(|s| s.len() as u64).sum(),
+            range_del_tree_nodes: state.range_del_sets().map(|s| s.tree_nodes() as u64).sum(),
             live_snapshots: engine.snapshots.count() as u64,
             oldest_snapshot_ts: engine.snapshots.oldest(),
             ..Stats::default()

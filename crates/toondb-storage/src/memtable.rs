@@ -224,9 +224,10 @@ pub(crate) struct Memtable {
     /// none of its writes (the manifest's `log_number` once it is flushed).
     sealed_log: AtomicU64,
     max_ts: AtomicU64,
-    /// Range tombstones committed to this memtable. Replaced whole (a new
-    /// fragmented set) by the one inserting thread on every range delete;
-    /// readers clone the `Arc`.
+    /// Range tombstones committed to this memtable. Replaced on every range
+    /// delete by the one inserting thread with a set that shares all but
+    /// O(log n) of its storage with the old one (range_del.rs); readers
+    /// clone the `Arc`.
     range_dels: parking_lot::RwLock<Arc<RangeDelSet>>,
     /// Whether `range_dels` is non-empty: point reads check this flag, not
     /// the lock, so a memtable without range deletes costs them one load.
@@ -305,17 +306,17 @@ impl Memtable {
         if batch.has_range_deletes() {
             // Published before the visible timestamp moves past `ts`, like
             // the point versions below.
-            let mut guard = self.range_dels.write();
-            let mut all = guard.tombstones().to_vec();
+            let mut more = Vec::new();
             for (start, end) in batch.range_deletes() {
                 added += start.len() + end.len() + ENTRY_OVERHEAD;
-                all.push(RangeTombstone {
+                more.push(RangeTombstone {
                     start: start.to_vec(),
                     end: end.to_vec(),
                     ts,
                 });
             }
-            *guard = Arc::new(RangeDelSet::new(all));
+            let mut guard = self.range_dels.write();
+            *guard = Arc::new(guard.with(more));
             self.has_range_dels.store(true, AtomicOrdering::Release);
         }
         if !batch.is_empty() {

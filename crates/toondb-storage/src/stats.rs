@@ -139,6 +139,14 @@ pub struct Stats {
     pub flush_bytes_written: u64,
     /// Transaction commits rejected with `Conflict`.
     pub conflicts: u64,
+    /// Range tombstones that reads apply (the memtables' and the tables'),
+    /// and the tree nodes allocated to index them (range_del.rs): about
+    /// one per tombstone when each new one covers the older ones (the
+    /// "expire everything below a cutoff" pattern), O(log n) per tombstone
+    /// that cuts an older one; a measure of the work and memory range
+    /// deletes cost, not of their count alone.
+    pub range_tombstones: u64,
+    pub range_del_tree_nodes: u64,
     /// Live snapshots and transactions, and the oldest read timestamp
     /// among them (a long-lived one pins old versions: a leak shows here).
     pub live_snapshots: u64,

@@ -88,7 +88,7 @@ fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
             builder.add(v.user_key(), v.ts, v.kind, v.value())?;
         }
         for t in imm.range_dels().tombstones() {
-            builder.add_range_tombstone(t.clone());
+            builder.add_range_tombstone(t);
         }
         let summary = builder.finish()?;
         engine.fs.sync_dir(&engine.dir)?;
