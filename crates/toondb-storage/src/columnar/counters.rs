@@ -9,6 +9,10 @@ use parking_lot::Mutex;
 pub(crate) struct ReadCounters {
     /// (table id, column id) -> (bytes, cells)
     map: Mutex<BTreeMap<(u32, u16), (u64, u64)>>,
+    /// Held by a chunking (chunking.rs) so that chunkings of this database
+    /// run one at a time. Kept here, beside the read counters, as this is
+    /// the columnar layer's one piece of per-engine state.
+    pub(crate) chunking: Mutex<()>,
 }
 
 impl ReadCounters {

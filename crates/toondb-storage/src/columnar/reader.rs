@@ -32,6 +32,11 @@ impl CellReader {
         }
     }
 
+    /// The timestamp this reader reads at.
+    pub(crate) fn ts(&self) -> Timestamp {
+        self.ts
+    }
+
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }

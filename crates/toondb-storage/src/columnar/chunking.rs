@@ -1,0 +1,304 @@
+//! Chunking: folds a table's cells (and its older chunks) into column
+//! chunks, piece by piece, each piece one atomic, conflict-checked commit.
+//!
+//! A piece reads the merged view (chunks + cells) of a primary-key range
+//! `[start, end)` at one snapshot, and commits, as one batch: range deletes
+//! of every column's cells and chunks in that range, then the new chunks
+//! (a batch's range deletes hide only versions older than the batch, so
+//! the new chunks stay). The commit is validated like a transaction's: if
+//! any cell or chunk in the range, or the table's catalog entry, changed
+//! after the snapshot, it fails with `Conflict` and the piece is read again
+//! (a few times, then chunking gives up on the table until next time).
+//! Readers at older snapshots keep seeing the old entries (MVCC), and a
+//! crash leaves either the piece's commit or nothing of it.
+//!
+//! Piece boundaries never cut an existing chunk (they are existing chunk
+//! keys), so chunks never overlap: each holds exactly the rows from its key
+//! up to the next chunk's key. Chunkings of one database run one at a time.
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use crate::batch::WriteBatch;
+use crate::commit::{CommitMsg, Completion};
+use crate::db::Database;
+use crate::engine::Engine;
+use crate::error::{Error, ErrorKind, Result};
+use crate::iter::prefix_successor;
+use crate::key::{KeyRange, Timestamp};
+use crate::txn::ConflictCheck;
+
+use super::chunk::{self, CHUNK_ROWS};
+use super::merged::keyed_range;
+use super::scan::TableScanOptions;
+use super::schema::Schema;
+use super::table::Table;
+use super::value::{encode_pk, Value};
+use super::{catalog_key, chunk_prefix, chunk_table_range, column_prefix, table_range};
+
+/// Rows rewritten per commit, about (pieces end at existing chunk keys, so
+/// cells between two chunks can make one larger).
+const PIECE_ROWS: usize = 256 * 1024;
+/// Tries per piece before chunking leaves the table for another time.
+const ATTEMPTS: usize = 4;
+
+/// What one chunking did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ChunkingReport {
+    /// Pieces committed.
+    pub pieces: usize,
+    /// Rows written into chunks.
+    pub rows: u64,
+    /// Chunk entries written (one per column per chunk).
+    pub chunks: u64,
+    /// Whether a piece kept conflicting with concurrent writes, so the
+    /// rest of the table was left as it was.
+    pub gave_up: bool,
+}
+
+enum Piece {
+    Done {
+        end: Option<Vec<u8>>,
+        rows: u64,
+        chunks: u64,
+    },
+    Conflict,
+    /// The table was dropped (or replaced) meanwhile.
+    Gone,
+}
+
+impl Table {
+    /// Folds this table's cells into column chunks (see chunking.rs);
+    /// reads see the same rows before and after. Also run by
+    /// `Database::compact` / `compact_range` for the tables in the range.
+    pub fn chunk(&self, db: &Database) -> Result<ChunkingReport> {
+        let engine = db.engine_ref().clone();
+        let _one_at_a_time = engine.columnar.chunking.lock();
+        let mut report = ChunkingReport::default();
+        let boundaries = {
+            let reader = db.read_view()?;
+            let pk_index = self.schema.pk_index();
+            let markers = column_prefix(self.id, pk_index as u16);
+            let mut probe = reader.scan(keyed_range(&markers, &None, &None, false).limit(1));
+            if probe.next_batch(1, usize::MAX)?.is_empty() {
+                // No cell: nothing to fold (deleted rows leave a marker).
+                return Ok(report);
+            }
+            self.piece_boundaries(&reader)?
+        };
+        // Without chunks, any row can end a piece: cut by row count.
+        let cut_by_rows = boundaries.is_none();
+        let mut boundaries = boundaries.unwrap_or_default().into_iter();
+        let mut start: Option<Vec<u8>> = None;
+        loop {
+            let fixed_end = if cut_by_rows {
+                None
+            } else {
+                boundaries.next()
+            };
+            let mut attempt = 0;
+            let end = loop {
+                attempt += 1;
+                match self.chunk_piece(db, &engine, &start, &fixed_end, cut_by_rows)? {
+                    Piece::Done { end, rows, chunks } => {
+                        report.pieces += 1;
+                        report.rows += rows;
+                        report.chunks += chunks;
+                        break end;
+                    }
+                    Piece::Conflict if attempt < ATTEMPTS => {}
+                    Piece::Conflict => {
+                        report.gave_up = true;
+                        return Ok(report);
+                    }
+                    Piece::Gone => return Ok(report),
+                }
+            };
+            match end {
+                Some(e) => start = Some(e),
+                None => return Ok(report),
+            }
+        }
+    }
+
+    /// Existing chunk keys to end pieces at, about `PIECE_ROWS` apart;
+    /// `None` when the table has no chunk.
+    fn piece_boundaries(&self, reader: &super::CellReader) -> Result<Option<Vec<Vec<u8>>>> {
+        let prefix = chunk_prefix(self.id, self.schema.pk_index() as u16);
+        let mut scan = reader.scan(keyed_range(&prefix, &None, &None, false));
+        let mut out = Vec::new();
+        let mut any = false;
+        let mut rows = 0;
+        loop {
+            let batch = scan.next_batch(64, usize::MAX)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (k, v) in batch {
+                if any && rows >= PIECE_ROWS {
+                    out.push(k[prefix.len()..].to_vec());
+                    rows = 0;
+                }
+                any = true;
+                rows += chunk::row_count(&v)?;
+            }
+        }
+        Ok(any.then_some(out))
+    }
+
+    /// Rewrites `[start, end)` (to the table's end when `end` is `None`;
+    /// with `cut_by_rows`, ends after `PIECE_ROWS` rows instead).
+    fn chunk_piece(
+        &self,
+        db: &Database,
+        engine: &Arc<Engine>,
+        start: &Option<Vec<u8>>,
+        fixed_end: &Option<Vec<u8>>,
+        cut_by_rows: bool,
+    ) -> Result<Piece> {
+        let reader = db.read_view()?;
+        let read_ts = reader.ts();
+        let catalog = catalog_key(&self.name);
+        match reader.get(&catalog)? {
+            Some(raw) if Schema::decode(&raw)?.0 == self.id => {}
+            _ => return Ok(Piece::Gone),
+        }
+        let n_cols = self.schema.columns.len();
+        let pk_index = self.schema.pk_index();
+        let mut scan = self
+            .scan_reader(
+                reader,
+                (0..n_cols).collect(),
+                None,
+                start.clone().map(|s| (s, true)),
+                fixed_end.clone().map(|e| (e, false)),
+                &TableScanOptions::default(),
+            )?
+            .uncounted();
+        let mut cols: Vec<Vec<Value>> = vec![Vec::new(); n_cols];
+        let mut end = fixed_end.clone();
+        loop {
+            let batch = scan.next_batch(CHUNK_ROWS)?;
+            if batch.is_empty() {
+                break;
+            }
+            for (col, values) in cols.iter_mut().zip(batch.columns) {
+                col.extend(values);
+            }
+            if cut_by_rows && cols[pk_index].len() > PIECE_ROWS {
+                let mut cut = Vec::with_capacity(8);
+                encode_pk(&cols[pk_index][PIECE_ROWS], &mut cut)?;
+                for col in &mut cols {
+                    col.truncate(PIECE_ROWS);
+                }
+                end = Some(cut);
+                break;
+            }
+        }
+        let rows = cols[pk_index].len();
+        let mut batch = WriteBatch::new();
+        let mut read_ranges: Vec<KeyRange> = Vec::with_capacity(n_cols * 2);
+        for c in 0..n_cols {
+            for prefix in [
+                column_prefix(self.id, c as u16),
+                chunk_prefix(self.id, c as u16),
+            ] {
+                let from = [prefix.as_slice(), start.as_deref().unwrap_or_default()].concat();
+                let to = match &end {
+                    Some(e) => [prefix.as_slice(), e].concat(),
+                    None => prefix_successor(&prefix)
+                        .ok_or_else(|| Error::internal("table key prefix has no successor"))?,
+                };
+                batch.delete_range_raw(&from, &to)?;
+                read_ranges.push((Bound::Included(from), Bound::Excluded(to)));
+            }
+        }
+        let mut chunks = 0;
+        for first in (0..rows).step_by(CHUNK_ROWS) {
+            let last = (first + CHUNK_ROWS).min(rows);
+            let mut key_pk = Vec::with_capacity(8);
+            encode_pk(&cols[pk_index][first], &mut key_pk)?;
+            for (c, def) in self.schema.columns.iter().enumerate() {
+                let mut key = chunk_prefix(self.id, c as u16);
+                key.extend_from_slice(&key_pk);
+                batch.put_raw(key, chunk::encode(def.ty, &cols[c][first..last]))?;
+                chunks += 1;
+            }
+        }
+        let check = ConflictCheck {
+            read_ts,
+            read_keys: vec![catalog],
+            read_ranges,
+        };
+        // `scan` keeps the read timestamp pinned until the commit is
+        // validated.
+        let result = commit_checked(engine, batch, check);
+        drop(scan);
+        match result {
+            Ok(_) => Ok(Piece::Done {
+                end,
+                rows: rows as u64,
+                chunks,
+            }),
+            Err(e) if e.kind() == ErrorKind::Conflict => Ok(Piece::Conflict),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+/// Commits `batch` if `check` passes (as a transaction's commit is).
+/// Not synced: losing it in a crash leaves the cells it would replace.
+fn commit_checked(engine: &Arc<Engine>, batch: WriteBatch, check: ConflictCheck) -> Result<Timestamp> {
+    let check = Box::new(check);
+    let (batch, check) =
+        match crate::commit::try_commit_inline(engine, batch, Some(check), false) {
+            Ok(result) => return result,
+            Err((batch, check)) => (batch, check.unwrap_or_default()),
+        };
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    engine.send_commit(CommitMsg::Write {
+        batch,
+        sync: false,
+        check: Some(check),
+        done: Completion::new(move |r| {
+            let _ = tx.send(r);
+        }),
+    });
+    rx.recv().unwrap_or_else(|_| Err(Error::closed()))
+}
+
+/// Whether `[start, end)` meets the range `lower..upper`.
+fn meets(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>, start: &[u8], end: &[u8]) -> bool {
+    let above_lower = match lower {
+        Bound::Included(l) | Bound::Excluded(l) => l.as_slice() < end,
+        Bound::Unbounded => true,
+    };
+    let below_upper = match upper {
+        Bound::Included(u) => start <= u.as_slice(),
+        Bound::Excluded(u) => start < u.as_slice(),
+        Bound::Unbounded => true,
+    };
+    above_lower && below_upper
+}
+
+/// Chunks every table with cells or chunks in `lower..upper` (the hook of
+/// `Database::compact_range`, run before the compaction so that it drops
+/// the folded cells).
+pub(crate) fn chunk_tables_in(
+    db: &Database,
+    lower: &Bound<Vec<u8>>,
+    upper: &Bound<Vec<u8>>,
+) -> Result<()> {
+    if !meets(lower, upper, super::RESERVED_PREFIX, super::RESERVED_END) {
+        return Ok(());
+    }
+    for t in db.tables()? {
+        let (s, e) = table_range(t.id);
+        let (cs, ce) = chunk_table_range(t.id);
+        if meets(lower, upper, &s, &e) || meets(lower, upper, &cs, &ce) {
+            t.chunk(db)?;
+        }
+    }
+    Ok(())
+}
