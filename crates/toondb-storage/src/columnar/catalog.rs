@@ -13,7 +13,9 @@ use super::counters::{ColumnStats, TableStats};
 use super::schema::Schema;
 use super::table::{ReadSource, Table};
 use super::{
-    catalog_key, chunk_table_range, dropped_key, next_id_key, table_range, tagged, CATALOG_TAG, DROPPED_TAG};
+    catalog_key, chunk_table_range, dropped_key, next_id_key, table_range, tagged, CATALOG_TAG,
+    DROPPED_TAG,
+};
 
 const MAX_TABLE_NAME: usize = 255;
 

@@ -13,10 +13,13 @@ use super::schema::ColumnType;
 use super::value::Value;
 
 /// Rows per chunk written by chunking (the last chunk of a piece may hold
-/// fewer). 8192 f64 values are 64 KiB: large enough that the per-entry
+/// fewer). 2048 f64 values are 16 KiB: large enough that the per-entry
 /// cost (key, index entry, merge step) vanishes, small enough that a point
-/// read decodes little.
-pub(crate) const CHUNK_ROWS: usize = 8192;
+/// read decodes little and that the one block a range scan reads past its
+/// end (the next column's first chunk) stays small. Measured at 20K rows
+/// of 5 f64 columns: 8192 rows read 340 KB for one column and 1178 KB for
+/// five, 4096 263 / 1003 KB, 2048 227 / 919 KB.
+pub(crate) const CHUNK_ROWS: usize = 2048;
 
 const FORMAT: u8 = 1;
 

@@ -92,11 +92,7 @@ impl Table {
         let mut boundaries = boundaries.unwrap_or_default().into_iter();
         let mut start: Option<Vec<u8>> = None;
         loop {
-            let fixed_end = if cut_by_rows {
-                None
-            } else {
-                boundaries.next()
-            };
+            let fixed_end = if cut_by_rows { None } else { boundaries.next() };
             let mut attempt = 0;
             let end = loop {
                 attempt += 1;
@@ -249,13 +245,16 @@ impl Table {
 
 /// Commits `batch` if `check` passes (as a transaction's commit is).
 /// Not synced: losing it in a crash leaves the cells it would replace.
-fn commit_checked(engine: &Arc<Engine>, batch: WriteBatch, check: ConflictCheck) -> Result<Timestamp> {
+fn commit_checked(
+    engine: &Arc<Engine>,
+    batch: WriteBatch,
+    check: ConflictCheck,
+) -> Result<Timestamp> {
     let check = Box::new(check);
-    let (batch, check) =
-        match crate::commit::try_commit_inline(engine, batch, Some(check), false) {
-            Ok(result) => return result,
-            Err((batch, check)) => (batch, check.unwrap_or_default()),
-        };
+    let (batch, check) = match crate::commit::try_commit_inline(engine, batch, Some(check), false) {
+        Ok(result) => return result,
+        Err((batch, check)) => (batch, check.unwrap_or_default()),
+    };
     let (tx, rx) = crossbeam_channel::bounded(1);
     engine.send_commit(CommitMsg::Write {
         batch,

@@ -21,6 +21,12 @@ use super::table::{is_live_marker, Table};
 use super::value::{decode_pk, Value};
 use super::{chunk_prefix, column_prefix};
 
+/// Chunk entries read per batch of a chunk cursor (each batch re-seeks,
+/// re-reading the block the last one ended in: ~1/16 more bytes).
+const CHUNKS_AHEAD: usize = 16;
+/// Cells read per batch of a cell cursor.
+const CELLS_AHEAD: usize = 256;
+
 /// Encoded primary-key bounds: `(pk, inclusive)`.
 pub(super) type PkBound = Option<(Vec<u8>, bool)>;
 
@@ -114,10 +120,13 @@ impl MergedScan {
         let pk_index = table.schema.pk_index();
         let pk_prefix = chunk_prefix(table.id, pk_index as u16);
         // The chunk holding the lower bound starts at or before it.
-        let start = {
-            let upto: PkBound = lower.as_ref().map(|(pk, _)| (pk.clone(), true));
-            let mut probe = reader.scan(keyed_range(&pk_prefix, &None, &upto, true).limit(1));
-            probe.next_batch(1, usize::MAX)?.into_iter().next()
+        let start = match &lower {
+            Some((pk, _)) => {
+                let upto: PkBound = Some((pk.clone(), true));
+                let mut probe = reader.scan(keyed_range(&pk_prefix, &None, &upto, true).limit(1));
+                probe.next_batch(1, usize::MAX)?.into_iter().next()
+            }
+            None => None,
         };
         let start: PkBound = match start {
             Some((k, _)) => Some((k[pk_prefix.len()..].to_vec(), true)),
@@ -280,7 +289,7 @@ impl MergedScan {
     /// Reads the next chunk of the pk column and of every eager column
     /// (they share chunk keys); `false` at the end.
     fn load_chunk(&mut self) -> Result<bool> {
-        self.pk_chunks.fill(1)?;
+        self.pk_chunks.refill(CHUNKS_AHEAD)?;
         let Some((key, raw)) = self.pk_chunks.pop() else {
             return Ok(false);
         };
@@ -293,7 +302,7 @@ impl MergedScan {
         self.counts[pk_index].1 += pks.len() as u64;
         let mut cols: Vec<Option<Chunk>> = (0..schema.columns.len()).map(|_| None).collect();
         for (cur, &c) in self.col_chunks.iter_mut().zip(&self.chunk_cols) {
-            cur.fill(1)?;
+            cur.refill(CHUNKS_AHEAD)?;
             let (k, raw) = cur
                 .pop()
                 .filter(|(k, _)| k.get(p..) == Some(suffix.as_slice()))
@@ -328,7 +337,7 @@ impl MergedScan {
     /// deletion removes); `false` when no row is left.
     fn next_row(&mut self, reader: &CellReader, batch: &mut ColumnBatch) -> Result<bool> {
         let ci = self.chunk_row()?;
-        self.markers.fill(1)?;
+        self.markers.refill(CELLS_AHEAD)?;
         let marker_pk = self
             .markers
             .buffered
@@ -429,7 +438,7 @@ impl MergedScan {
         let pk_index = schema.pk_index();
         let mut eager: Vec<(usize, Value)> = Vec::with_capacity(self.cells.len());
         for (cur, &c) in self.cells.iter_mut().zip(&self.cell_cols) {
-            cur.fill(1)?;
+            cur.refill(CELLS_AHEAD)?;
             let (k, raw) = cur
                 .pop()
                 .filter(|(k, _)| k.get(self.prefix_len..) == Some(pk))
@@ -465,10 +474,7 @@ impl MergedScan {
             } else {
                 let key = self.table.cell_key(c, pk);
                 let raw = reader.get(&key)?.ok_or_else(|| {
-                    Error::corruption(format!(
-                        "table {:?}: row without a column",
-                        self.table.name
-                    ))
+                    Error::corruption(format!("table {:?}: row without a column", self.table.name))
                 })?;
                 self.counts[c].0 += (key.len() + raw.len()) as u64;
                 self.counts[c].1 += 1;
@@ -486,7 +492,10 @@ pub(super) enum RowAt {
     /// In cells (its live pk marker).
     Cells,
     /// Row `index` of the chunks keyed by `key` (the chunk's first pk).
-    Chunk { key: Vec<u8>, index: usize },
+    Chunk {
+        key: Vec<u8>,
+        index: usize,
+    },
 }
 
 impl Table {

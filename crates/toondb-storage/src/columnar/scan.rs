@@ -187,6 +187,16 @@ impl ColumnCursor {
         Ok(())
     }
 
+    /// Reads `n` entries ahead once none is buffered. Every batch of a
+    /// scan re-seeks its table iterators (re-reading the block it left
+    /// off in), so a cursor read entry by entry must not ask one by one.
+    pub(super) fn refill(&mut self, n: usize) -> Result<()> {
+        if self.buffered.is_empty() {
+            self.fill(n)?;
+        }
+        Ok(())
+    }
+
     /// The next entry as (full key, value); the primary key is
     /// `key[prefix_len..]`.
     pub(super) fn pop(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
