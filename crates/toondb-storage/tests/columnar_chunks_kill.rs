@@ -126,7 +126,6 @@ impl FileSystem for KillFs {
     }
 }
 
-
 fn schema() -> Schema {
     Schema::new(
         vec![
@@ -231,7 +230,11 @@ fn a_kill_at_any_step_of_chunking_keeps_the_rows() {
     let want: Vec<String> = (0..5000i64)
         .filter(|i| i % 7 != 0)
         .map(|i| {
-            let r = if (100..200).contains(&i) { fixup(row(-i)) } else { row(i) };
+            let r = if (100..200).contains(&i) {
+                fixup(row(-i))
+            } else {
+                row(i)
+            };
             format!("{r:?}")
         })
         .collect();
@@ -250,7 +253,11 @@ fn a_kill_at_any_step_of_chunking_keeps_the_rows() {
         copy_dir(base.path(), dir.path());
         let (_, result) = chunk_and_compact(dir.path(), at);
         assert!(result.is_err() || at >= total, "step {at} of {total}");
-        assert_eq!(rows(dir.path()).unwrap(), want, "killed at step {at} of {total}");
+        assert_eq!(
+            rows(dir.path()).unwrap(),
+            want,
+            "killed at step {at} of {total}"
+        );
         at += stride;
     }
 }

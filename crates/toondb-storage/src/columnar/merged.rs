@@ -72,7 +72,9 @@ fn cmp_pk(pks: &Chunk, i: usize, other: &[u8]) -> Ordering {
 struct Loaded {
     /// The chunk key's primary-key part (its first row's pk).
     key: Vec<u8>,
-    pks: Chunk,
+    /// `None` when the scan needs no primary key (see `MergedScan::open`).
+    pks: Option<Chunk>,
+    len: usize,
     /// Per schema column: its chunk, once loaded.
     cols: Vec<Option<Chunk>>,
     /// Rows not yet visited: forward `next..len`, reverse `0..next`.
@@ -91,8 +93,9 @@ pub(super) struct MergedScan {
     reverse: bool,
     lower: PkBound,
     upper: PkBound,
-    /// The pk chunks, then one cursor per column of `chunk_cols`.
-    pk_chunks: ColumnCursor,
+    /// The pk chunks (`None` when not needed), then one cursor per column
+    /// of `chunk_cols`.
+    pk_chunks: Option<ColumnCursor>,
     chunk_cols: Vec<usize>,
     col_chunks: Vec<ColumnCursor>,
     chunks_done: bool,
@@ -180,11 +183,25 @@ impl MergedScan {
             )),
             false,
         );
+        // Without bounds, a pk in the output or filter, and newer cells to
+        // merge, rows need no key: the pk chunks are not read, so a scan of
+        // one column reads that column's chunks only.
+        let no_cells = {
+            let markers = column_prefix(table.id, pk_index as u16);
+            let mut probe = reader.scan(keyed_range(&markers, &lower, &upper, false).limit(1));
+            probe.next_batch(1, usize::MAX)?.is_empty()
+        };
+        let keyless = no_cells
+            && lower.is_none()
+            && upper.is_none()
+            && !eager.is_empty()
+            && !projection.contains(&pk_index)
+            && filter.as_ref().is_none_or(|(c, _)| *c != pk_index);
         Ok(Some(MergedScan {
             table: table.clone(),
             filter,
             reverse,
-            pk_chunks: chunk_cursor(pk_index),
+            pk_chunks: (!keyless).then(|| chunk_cursor(pk_index)),
             col_chunks: eager.iter().map(|&c| chunk_cursor(c)).collect(),
             chunk_cols: eager.clone(),
             chunks_done: false,
@@ -247,14 +264,17 @@ impl MergedScan {
     fn chunk_row(&mut self) -> Result<Option<usize>> {
         loop {
             if let Some(cur) = &self.current {
-                let len = cur.pks.len();
+                let len = cur.len;
                 let i = if self.reverse {
                     cur.next.checked_sub(1)
                 } else {
                     (cur.next < len).then_some(cur.next)
                 };
                 if let Some(i) = i {
-                    let (below, above) = self.in_bounds(&cur.pks, i);
+                    let (below, above) = match &cur.pks {
+                        Some(pks) => self.in_bounds(pks, i),
+                        None => (false, false),
+                    };
                     let outside_ahead = if self.reverse { below } else { above };
                     if outside_ahead {
                         self.chunks_done = true;
@@ -289,26 +309,41 @@ impl MergedScan {
     /// Reads the next chunk of the pk column and of every eager column
     /// (they share chunk keys); `false` at the end.
     fn load_chunk(&mut self) -> Result<bool> {
-        self.pk_chunks.refill(CHUNKS_AHEAD)?;
-        let Some((key, raw)) = self.pk_chunks.pop() else {
-            return Ok(false);
-        };
         let p = self.prefix_len;
-        let suffix = key.get(p..).unwrap_or_default().to_vec();
         let schema = &self.table.schema;
         let pk_index = schema.pk_index();
-        let pks = chunk::decode(schema.columns[pk_index].ty, &raw)?;
-        self.counts[pk_index].0 += (key.len() + raw.len()) as u64;
-        self.counts[pk_index].1 += pks.len() as u64;
+        // The chunk key: the pk chunk's, or (keyless) the first column's.
+        let mut pks = None;
+        let mut suffix = None;
+        if let Some(cursor) = &mut self.pk_chunks {
+            cursor.refill(CHUNKS_AHEAD)?;
+            let Some((key, raw)) = cursor.pop() else {
+                return Ok(false);
+            };
+            let chunk = chunk::decode(schema.columns[pk_index].ty, &raw)?;
+            self.counts[pk_index].0 += (key.len() + raw.len()) as u64;
+            self.counts[pk_index].1 += chunk.len() as u64;
+            suffix = Some(key.get(p..).unwrap_or_default().to_vec());
+            pks = Some(chunk);
+        }
+        let mut len = pks.as_ref().map(Chunk::len);
         let mut cols: Vec<Option<Chunk>> = (0..schema.columns.len()).map(|_| None).collect();
         for (cur, &c) in self.col_chunks.iter_mut().zip(&self.chunk_cols) {
             cur.refill(CHUNKS_AHEAD)?;
-            let (k, raw) = cur
-                .pop()
-                .filter(|(k, _)| k.get(p..) == Some(suffix.as_slice()))
-                .ok_or_else(|| self.table.missing_chunk(c))?;
+            let Some((k, raw)) = cur.pop() else {
+                if suffix.is_none() {
+                    return Ok(false);
+                }
+                return Err(self.table.missing_chunk(c));
+            };
+            let key_suffix = k.get(p..).unwrap_or_default();
+            match &suffix {
+                Some(s) if s.as_slice() != key_suffix => return Err(self.table.missing_chunk(c)),
+                Some(_) => {}
+                None => suffix = Some(key_suffix.to_vec()),
+            }
             let chunk = chunk::decode(schema.columns[c].ty, &raw)?;
-            if chunk.len() != pks.len() {
+            if *len.get_or_insert(chunk.len()) != chunk.len() {
                 return Err(self.table.missing_chunk(c));
             }
             self.counts[c].0 += (k.len() + raw.len()) as u64;
@@ -322,10 +357,12 @@ impl MergedScan {
                 .is_some_and(|(lo, hi)| !f.may_match_range(lo, hi)),
             _ => false,
         };
-        let next = if self.reverse { pks.len() } else { 0 };
+        let len = len.unwrap_or_default();
+        let next = if self.reverse { len } else { 0 };
         self.current = Some(Loaded {
-            key: suffix,
+            key: suffix.unwrap_or_default(),
             pks,
+            len,
             cols,
             next,
             none_match,
@@ -346,7 +383,10 @@ impl MergedScan {
         let order = match (&ci, &marker_pk, &self.current) {
             (None, None, _) => return Ok(false),
             (Some(i), Some(m), Some(cur)) => {
-                let o = cmp_pk(&cur.pks, *i, m);
+                let Some(pks) = &cur.pks else {
+                    return Err(Error::internal("merged scan without pk chunks met a cell"));
+                };
+                let o = cmp_pk(pks, *i, m);
                 if self.reverse {
                     o.reverse()
                 } else {
@@ -391,7 +431,7 @@ impl MergedScan {
                 return Ok(());
             }
             let v = if *fc == pk_index {
-                cur.pks.value(i)
+                cur.pks.as_ref().map_or(Value::Null, |p| p.value(i))
             } else {
                 cur.cols[*fc]
                     .as_ref()
@@ -404,14 +444,14 @@ impl MergedScan {
         }
         for (slot, &c) in self.projection.iter().enumerate() {
             let v = if c == pk_index {
-                cur.pks.value(i)
+                cur.pks.as_ref().map_or(Value::Null, |p| p.value(i))
             } else {
                 if cur.cols[c].is_none() {
                     let mut k = chunk_prefix(self.table.id, c as u16);
                     k.extend_from_slice(&cur.key);
                     let raw = reader.get(&k)?.ok_or_else(|| self.table.missing_chunk(c))?;
                     let chunk = chunk::decode(self.table.schema.columns[c].ty, &raw)?;
-                    if chunk.len() != cur.pks.len() {
+                    if chunk.len() != cur.len {
                         return Err(self.table.missing_chunk(c));
                     }
                     self.counts[c].0 += (k.len() + raw.len()) as u64;

@@ -357,7 +357,9 @@ impl ColumnScan {
             names: self.columns(),
             columns: vec![Vec::new(); self.projection.len()],
         };
-        if self.done {
+        if self.done || self.remaining == Some(0) {
+            // (`limit: 0` used to return one row.)
+            self.done = true;
             return Ok(batch);
         }
         let want = self.remaining.map_or(max_rows, |r| r.min(max_rows)).max(1);
