@@ -47,6 +47,7 @@ describe('column chunks', () => {
     const before = db.stats().tableBytes
     await db.compact()
     assert.ok(db.stats().tableBytes < before, `${before} -> ${db.stats().tableBytes}`)
+    assert.equal(db.stats().tableReads.find((x) => x.name === 'events').chunkedRows, N)
     // Newer cells over the chunks: an update, deletes, an insert.
     await t.upsert([{ ...row(5), user: 'changed', payload: null }])
     model.set(5n, { ...row(5), user: 'changed', payload: null })

@@ -559,3 +559,60 @@ fn chunked_table_survives_reopen_and_chunks_are_smaller() -> Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn enough_written_rows_are_chunked_in_the_background() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path())?;
+    let t = db.create_table(
+        "m",
+        Schema::new(
+            vec![
+                ColumnDef::new("id", ColumnType::I64),
+                ColumnDef::new("v", ColumnType::F64),
+            ],
+            "id",
+        ),
+    )?;
+    let n = 300_000i64;
+    for start in (0..n).step_by(10_000) {
+        let rows: Vec<Vec<Value>> = (start..start + 10_000)
+            .map(|i| vec![Value::I64(i), Value::F64(i as f64)])
+            .collect();
+        t.upsert(&db, &rows)?;
+        // Reads stay right while the chunker runs beside the writes.
+        if start % 50_000 == 0 {
+            let got = t.get(&db, &Value::I64(start / 2), None)?.unwrap();
+            assert_eq!(got[1].1, Value::F64((start / 2) as f64));
+        }
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while db.table_stats()?[0].chunked_rows == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no automatic chunking"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let got = scan_rows(&t, &db, TableScanOptions::default().columns(&["v"]), 65_536)?;
+    assert_eq!(got.len(), n as usize);
+    assert!(got
+        .iter()
+        .enumerate()
+        .all(|(i, r)| r[0] == Value::F64(i as f64)));
+    // Without automatic compaction nothing runs in the background.
+    let dir2 = tempfile::tempdir().unwrap();
+    let mut options = Options::default();
+    options.auto_compaction = false;
+    let db2 = Database::open_with(dir2.path(), options)?;
+    let t2 = db2.create_table("m", t.schema().clone())?;
+    for start in (0..n).step_by(50_000) {
+        let rows: Vec<Vec<Value>> = (start..start + 50_000)
+            .map(|i| vec![Value::I64(i), Value::F64(0.5)])
+            .collect();
+        t2.upsert(&db2, &rows)?;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(db2.table_stats()?[0].chunked_rows, 0);
+    Ok(())
+}

@@ -225,6 +225,7 @@ impl Database {
                     name: t.name.to_string(),
                     id: t.id,
                     bytes_read: columns.iter().map(|c| c.bytes_read).sum(),
+                    chunked_rows: counters.chunked.lock().get(&t.id).copied().unwrap_or(0),
                     columns,
                 }
             })

@@ -17,6 +17,7 @@
 //! up to the next chunk's key. Chunkings of one database run one at a time.
 
 use std::ops::Bound;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::batch::WriteBatch;
@@ -30,6 +31,7 @@ use crate::txn::ConflictCheck;
 
 use super::chunk::{self, CHUNK_ROWS};
 use super::merged::keyed_range;
+use super::reader::CellReader;
 use super::scan::TableScanOptions;
 use super::schema::Schema;
 use super::table::Table;
@@ -73,11 +75,19 @@ impl Table {
     /// reads see the same rows before and after. Also run by
     /// `Database::compact` / `compact_range` for the tables in the range.
     pub fn chunk(&self, db: &Database) -> Result<ChunkingReport> {
-        let engine = db.engine_ref().clone();
+        if db.is_closed() {
+            return Err(Error::closed());
+        }
+        self.chunk_engine(db.engine_ref())
+    }
+
+    /// `chunk` given the engine (the automatic chunking thread has no
+    /// `Database` handle).
+    fn chunk_engine(&self, engine: &Arc<Engine>) -> Result<ChunkingReport> {
         let _one_at_a_time = engine.columnar.chunking.lock();
         let mut report = ChunkingReport::default();
         let boundaries = {
-            let reader = db.read_view()?;
+            let reader = CellReader::at_visible(engine)?;
             let pk_index = self.schema.pk_index();
             let markers = column_prefix(self.id, pk_index as u16);
             let mut probe = reader.scan(keyed_range(&markers, &None, &None, false).limit(1));
@@ -96,8 +106,9 @@ impl Table {
             let mut attempt = 0;
             let end = loop {
                 attempt += 1;
-                match self.chunk_piece(db, &engine, &start, &fixed_end, cut_by_rows)? {
+                match self.chunk_piece(engine, &start, &fixed_end, cut_by_rows)? {
                     Piece::Done { end, rows, chunks } => {
+                        *engine.columnar.chunked.lock().entry(self.id).or_default() += rows;
                         report.pieces += 1;
                         report.rows += rows;
                         report.chunks += chunks;
@@ -120,7 +131,7 @@ impl Table {
 
     /// Existing chunk keys to end pieces at, about `PIECE_ROWS` apart;
     /// `None` when the table has no chunk.
-    fn piece_boundaries(&self, reader: &super::CellReader) -> Result<Option<Vec<Vec<u8>>>> {
+    fn piece_boundaries(&self, reader: &CellReader) -> Result<Option<Vec<Vec<u8>>>> {
         let prefix = chunk_prefix(self.id, self.schema.pk_index() as u16);
         let mut scan = reader.scan(keyed_range(&prefix, &None, &None, false));
         let mut out = Vec::new();
@@ -147,13 +158,12 @@ impl Table {
     /// with `cut_by_rows`, ends after `PIECE_ROWS` rows instead).
     fn chunk_piece(
         &self,
-        db: &Database,
         engine: &Arc<Engine>,
         start: &Option<Vec<u8>>,
         fixed_end: &Option<Vec<u8>>,
         cut_by_rows: bool,
     ) -> Result<Piece> {
-        let reader = db.read_view()?;
+        let reader = CellReader::at_visible(engine)?;
         let read_ts = reader.ts();
         let catalog = catalog_key(&self.name);
         match reader.get(&catalog)? {
@@ -265,6 +275,41 @@ fn commit_checked(
         }),
     });
     rx.recv().unwrap_or_else(|_| Err(Error::closed()))
+}
+
+/// Rows written to a table (through `Table` writes on a database) after
+/// which a background thread chunks it, when automatic compaction is on.
+const AUTO_CHUNK_ROWS: u64 = PIECE_ROWS as u64;
+
+/// Counts `rows` written to `table`; past `AUTO_CHUNK_ROWS` (and with
+/// automatic compaction on) starts a thread that chunks the table, unless
+/// one is running (the rows then count towards the next one). Its errors
+/// are dropped: a conflict or a closed database leaves the cells for the
+/// next chunking, and a write failure is the engine's background error.
+pub(crate) fn note_writes(table: &Table, engine: &Arc<Engine>, rows: usize) {
+    if !engine.options.auto_compaction || rows == 0 {
+        return;
+    }
+    let state = &engine.columnar;
+    {
+        let mut written = state.written.lock();
+        let n = written.entry(table.id).or_default();
+        *n += rows as u64;
+        if *n < AUTO_CHUNK_ROWS || state.chunker_busy.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        *n = 0;
+    }
+    let (engine, table) = (engine.clone(), table.clone());
+    let spawned = std::thread::Builder::new()
+        .name("toondb-chunker".into())
+        .spawn(move || {
+            let _ = table.chunk_engine(&engine);
+            engine.columnar.chunker_busy.store(false, Ordering::Release);
+        });
+    if spawned.is_err() {
+        state.chunker_busy.store(false, Ordering::Release);
+    }
 }
 
 /// Whether `[start, end)` meets the range `lower..upper`.

@@ -178,7 +178,9 @@ impl Table {
     pub fn insert(&self, db: &Database, rows: &[Vec<Value>]) -> Result<()> {
         let txn = db.transaction()?;
         self.insert_in(&txn, rows)?;
-        txn.commit().map(drop)
+        txn.commit()?;
+        super::chunking::note_writes(self, db.engine_ref(), rows.len());
+        Ok(())
     }
 
     /// `insert` as part of `txn`.
@@ -202,7 +204,9 @@ impl Table {
     pub fn upsert(&self, db: &Database, rows: &[Vec<Value>]) -> Result<()> {
         let (cells, _) = self.encode_rows(rows)?;
         self.check_live(&|k| db.read_view()?.get(k))?;
-        self.write_batch(db, cells)
+        self.write_batch(db, cells)?;
+        super::chunking::note_writes(self, db.engine_ref(), rows.len());
+        Ok(())
     }
 
     /// `upsert` as part of `txn`.
@@ -216,7 +220,9 @@ impl Table {
     pub fn delete(&self, db: &Database, pks: &[Value]) -> Result<()> {
         let cells = self.delete_cells(pks)?;
         self.check_live(&|k| db.read_view()?.get(k))?;
-        self.write_batch(db, cells)
+        self.write_batch(db, cells)?;
+        super::chunking::note_writes(self, db.engine_ref(), pks.len());
+        Ok(())
     }
 
     /// `delete` as part of `txn`.
