@@ -257,11 +257,14 @@ fn model_random_writes_chunking_snapshots_reopen() -> Result<()> {
                     version += 1;
                     let r = row(k, version);
                     let res = t.insert(&db, std::slice::from_ref(&r));
-                    if model.contains_key(&k) {
-                        assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidArgument);
-                    } else {
-                        res?;
-                        model.insert(k, r);
+                    match model.entry(k) {
+                        std::collections::btree_map::Entry::Occupied(_) => {
+                            assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidArgument)
+                        }
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            res?;
+                            e.insert(r);
+                        }
                     }
                 }
                 7 => {
