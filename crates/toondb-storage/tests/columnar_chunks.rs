@@ -267,13 +267,17 @@ fn model_random_writes_chunking_snapshots_reopen() -> Result<()> {
                         }
                     }
                 }
-                7 => {
-                    if rng.below(2) == 0 {
+                7 => match rng.below(3) {
+                    0 => {
                         t.chunk(&db)?;
-                    } else {
-                        db.compact()?;
                     }
-                }
+                    // Many pieces: cuts between and inside old chunks.
+                    1 => {
+                        let r = t.chunk_in_pieces(&db, 1 + rng.below(700) as usize)?;
+                        assert!(!r.gave_up);
+                    }
+                    _ => db.compact()?,
+                },
                 8 => {
                     if snaps.len() < 3 {
                         snaps.push((db.snapshot()?, model.clone()));

@@ -344,15 +344,6 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Reads only the row count (for piece planning).
-pub(crate) fn row_count(raw: &[u8]) -> Result<usize> {
-    let b: [u8; 4] = raw
-        .get(3..7)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| bad("truncated"))?;
-    Ok(u32::from_le_bytes(b) as usize)
-}
-
 pub(crate) fn decode(ty: ColumnType, raw: &[u8]) -> Result<Chunk> {
     if raw.len() < 11 {
         return Err(bad("truncated"));
@@ -492,7 +483,6 @@ mod tests {
         let raw = encode(ty, &values);
         let mut chunk = decode(ty, &raw).unwrap();
         assert_eq!(chunk.len(), values.len());
-        assert_eq!(row_count(&raw).unwrap(), values.len());
         for (i, v) in values.iter().enumerate() {
             assert_eq!(format!("{:?}", chunk.value(i)), format!("{v:?}"));
             assert_eq!(format!("{:?}", chunk.take(i)), format!("{v:?}"));

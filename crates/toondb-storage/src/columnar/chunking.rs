@@ -30,7 +30,7 @@ use crate::key::{KeyRange, Timestamp};
 use crate::txn::ConflictCheck;
 
 use super::chunk::{self, CHUNK_ROWS};
-use super::merged::keyed_range;
+use super::merged::{keyed_range, PkBound};
 use super::reader::CellReader;
 use super::scan::TableScanOptions;
 use super::schema::Schema;
@@ -60,6 +60,9 @@ pub struct ChunkingReport {
 }
 
 enum Piece {
+    /// No cell at or after the piece's start (or, automatic, only a
+    /// short open-ended tail): chunking is done for now.
+    Finished,
     Done {
         end: Option<Vec<u8>>,
         rows: u64,
@@ -78,42 +81,52 @@ impl Table {
         if db.is_closed() {
             return Err(Error::closed());
         }
-        self.chunk_engine(db.engine_ref())
+        self.chunk_engine(db.engine_ref(), false, PIECE_ROWS)
+    }
+
+    /// `chunk` with pieces of about `piece_rows` rows (for tests: many
+    /// pieces over few rows).
+    #[doc(hidden)]
+    pub fn chunk_in_pieces(&self, db: &Database, piece_rows: usize) -> Result<ChunkingReport> {
+        if db.is_closed() {
+            return Err(Error::closed());
+        }
+        self.chunk_engine(db.engine_ref(), false, piece_rows.max(1))
     }
 
     /// `chunk` given the engine (the automatic chunking thread has no
     /// `Database` handle).
-    fn chunk_engine(&self, engine: &Arc<Engine>) -> Result<ChunkingReport> {
+    /// `automatic`: leave a short open-ended tail (fewer than `PIECE_ROWS`
+    /// rows at the table's end) as cells, so that appends running beside
+    /// the chunker do not make it conflict over and over.
+    fn chunk_engine(
+        &self,
+        engine: &Arc<Engine>,
+        automatic: bool,
+        piece_rows: usize,
+    ) -> Result<ChunkingReport> {
         let _one_at_a_time = engine.columnar.chunking.lock();
         let mut report = ChunkingReport::default();
-        let boundaries = {
-            let reader = CellReader::at_visible(engine)?;
-            let pk_index = self.schema.pk_index();
-            let markers = column_prefix(self.id, pk_index as u16);
-            let mut probe = reader.scan(keyed_range(&markers, &None, &None, false).limit(1));
-            if probe.next_batch(1, usize::MAX)?.is_empty() {
-                // No cell: nothing to fold (deleted rows leave a marker).
-                return Ok(report);
-            }
-            self.piece_boundaries(&reader)?
-        };
-        // Without chunks, any row can end a piece: cut by row count.
-        let cut_by_rows = boundaries.is_none();
-        let mut boundaries = boundaries.unwrap_or_default().into_iter();
+        // Stable while the lock is held: only chunking writes chunks, and a
+        // piece replaces old chunks only inside its own range, which later
+        // pieces do not meet.
+        let spans = self.chunk_spans(&CellReader::at_visible(engine)?)?;
         let mut start: Option<Vec<u8>> = None;
         loop {
-            let fixed_end = if cut_by_rows { None } else { boundaries.next() };
             let mut attempt = 0;
             let end = loop {
                 attempt += 1;
-                match self.chunk_piece(engine, &start, &fixed_end, cut_by_rows)? {
+                match self.chunk_piece(engine, &spans, &start, automatic, piece_rows)? {
                     Piece::Done { end, rows, chunks } => {
-                        *engine.columnar.chunked.lock().entry(self.id).or_default() += rows;
+                        if chunks > 0 || rows > 0 {
+                            *engine.columnar.chunked.lock().entry(self.id).or_default() += rows;
+                        }
                         report.pieces += 1;
                         report.rows += rows;
                         report.chunks += chunks;
                         break end;
                     }
+                    Piece::Finished => return Ok(report),
                     Piece::Conflict if attempt < ATTEMPTS => {}
                     Piece::Conflict => {
                         report.gave_up = true;
@@ -129,39 +142,39 @@ impl Table {
         }
     }
 
-    /// Existing chunk keys to end pieces at, about `PIECE_ROWS` apart;
-    /// `None` when the table has no chunk.
-    fn piece_boundaries(&self, reader: &CellReader) -> Result<Option<Vec<Vec<u8>>>> {
-        let prefix = chunk_prefix(self.id, self.schema.pk_index() as u16);
+    /// Every chunk's first and last primary key (encoded), in order.
+    fn chunk_spans(&self, reader: &CellReader) -> Result<Spans> {
+        let pk_index = self.schema.pk_index();
+        let ty = self.schema.columns[pk_index].ty;
+        let prefix = chunk_prefix(self.id, pk_index as u16);
         let mut scan = reader.scan(keyed_range(&prefix, &None, &None, false));
         let mut out = Vec::new();
-        let mut any = false;
-        let mut rows = 0;
         loop {
             let batch = scan.next_batch(64, usize::MAX)?;
             if batch.is_empty() {
-                break;
+                return Ok(Spans(out));
             }
             for (k, v) in batch {
-                if any && rows >= PIECE_ROWS {
-                    out.push(k[prefix.len()..].to_vec());
-                    rows = 0;
+                let pks = chunk::decode(ty, &v)?;
+                let mut last = Vec::new();
+                if pks.len() > 0 {
+                    encode_pk(&pks.value(pks.len() - 1), &mut last)?;
                 }
-                any = true;
-                rows += chunk::row_count(&v)?;
+                out.push((k[prefix.len()..].to_vec(), last));
             }
         }
-        Ok(any.then_some(out))
     }
 
-    /// Rewrites `[start, end)` (to the table's end when `end` is `None`;
-    /// with `cut_by_rows`, ends after `PIECE_ROWS` rows instead).
+    /// Rewrites one piece: from the first cell at or after `start` (or the
+    /// start of the old chunk holding it) for about `PIECE_ROWS` rows, up
+    /// to a key no old chunk spans (see `Spans::safe_cut`).
     fn chunk_piece(
         &self,
         engine: &Arc<Engine>,
+        spans: &Spans,
         start: &Option<Vec<u8>>,
-        fixed_end: &Option<Vec<u8>>,
-        cut_by_rows: bool,
+        automatic: bool,
+        piece_rows: usize,
     ) -> Result<Piece> {
         let reader = CellReader::at_visible(engine)?;
         let read_ts = reader.ts();
@@ -172,19 +185,32 @@ impl Table {
         }
         let n_cols = self.schema.columns.len();
         let pk_index = self.schema.pk_index();
+        // Nothing to fold before the first cell: the piece starts there (or
+        // at the start of the old chunk spanning it).
+        let first_cell = {
+            let markers = column_prefix(self.id, pk_index as u16);
+            let from: PkBound = start.clone().map(|s| (s, true));
+            let mut probe = reader.scan(keyed_range(&markers, &from, &None, false).limit(1));
+            match probe.next_batch(1, usize::MAX)?.into_iter().next() {
+                Some((k, _)) => k[markers.len()..].to_vec(),
+                None => return Ok(Piece::Finished),
+            }
+        };
+        let start = Some(spans.piece_start(&first_cell));
         let mut scan = self
             .scan_reader(
                 reader,
                 (0..n_cols).collect(),
                 None,
                 start.clone().map(|s| (s, true)),
-                fixed_end.clone().map(|e| (e, false)),
+                None,
                 &TableScanOptions::default(),
             )?
             .uncounted();
         let mut cols: Vec<Vec<Value>> = vec![Vec::new(); n_cols];
-        let mut end = fixed_end.clone();
-        loop {
+        let mut end = None;
+        let mut checked = piece_rows;
+        'read: loop {
             let batch = scan.next_batch(CHUNK_ROWS)?;
             if batch.is_empty() {
                 break;
@@ -192,17 +218,23 @@ impl Table {
             for (col, values) in cols.iter_mut().zip(batch.columns) {
                 col.extend(values);
             }
-            if cut_by_rows && cols[pk_index].len() > PIECE_ROWS {
-                let mut cut = Vec::with_capacity(8);
-                encode_pk(&cols[pk_index][PIECE_ROWS], &mut cut)?;
-                for col in &mut cols {
-                    col.truncate(PIECE_ROWS);
+            while checked < cols[pk_index].len() {
+                let mut pk = Vec::with_capacity(8);
+                encode_pk(&cols[pk_index][checked], &mut pk)?;
+                if spans.safe_cut(&pk) {
+                    for col in &mut cols {
+                        col.truncate(checked);
+                    }
+                    end = Some(pk);
+                    break 'read;
                 }
-                end = Some(cut);
-                break;
+                checked += 1;
             }
         }
         let rows = cols[pk_index].len();
+        if automatic && end.is_none() && rows < piece_rows {
+            return Ok(Piece::Finished);
+        }
         let mut batch = WriteBatch::new();
         let mut read_ranges: Vec<KeyRange> = Vec::with_capacity(n_cols * 2);
         for c in 0..n_cols {
@@ -211,6 +243,8 @@ impl Table {
                 chunk_prefix(self.id, c as u16),
             ] {
                 let from = [prefix.as_slice(), start.as_deref().unwrap_or_default()].concat();
+                // (`start` is always set here; the range still begins at a
+                // chunk start or a key no chunk spans.)
                 let to = match &end {
                     Some(e) => [prefix.as_slice(), e].concat(),
                     None => prefix_successor(&prefix)
@@ -277,6 +311,36 @@ fn commit_checked(
     rx.recv().unwrap_or_else(|_| Err(Error::closed()))
 }
 
+/// The old chunks' `(first pk, last pk)`, in key order (chunks never
+/// overlap).
+struct Spans(Vec<(Vec<u8>, Vec<u8>)>);
+
+impl Spans {
+    /// The chunk whose first key is the greatest at or below `pk`.
+    fn at_or_before(&self, pk: &[u8]) -> Option<&(Vec<u8>, Vec<u8>)> {
+        let i = self.0.partition_point(|(first, _)| first.as_slice() <= pk);
+        i.checked_sub(1).map(|i| &self.0[i])
+    }
+
+    /// Whether a piece may end just before `pk` without cutting an old
+    /// chunk: no chunk has rows both below and at-or-above it.
+    fn safe_cut(&self, pk: &[u8]) -> bool {
+        match self.at_or_before(pk) {
+            None => true,
+            Some((first, last)) => first.as_slice() == pk || last.as_slice() < pk,
+        }
+    }
+
+    /// Where a piece whose first cell is `pk` starts: the old chunk
+    /// spanning `pk`, if any, is rewritten with it.
+    fn piece_start(&self, pk: &[u8]) -> Vec<u8> {
+        match self.at_or_before(pk) {
+            Some((first, last)) if last.as_slice() >= pk => first.clone(),
+            _ => pk.to_vec(),
+        }
+    }
+}
+
 /// Rows written to a table (through `Table` writes on a database) after
 /// which a background thread chunks it, when automatic compaction is on.
 const AUTO_CHUNK_ROWS: u64 = PIECE_ROWS as u64;
@@ -304,7 +368,7 @@ pub(crate) fn note_writes(table: &Table, engine: &Arc<Engine>, rows: usize) {
     let spawned = std::thread::Builder::new()
         .name("toondb-chunker".into())
         .spawn(move || {
-            let _ = table.chunk_engine(&engine);
+            let _ = table.chunk_engine(&engine, true, PIECE_ROWS);
             engine.columnar.chunker_busy.store(false, Ordering::Release);
         });
     if spawned.is_err() {
@@ -345,4 +409,45 @@ pub(crate) fn chunk_tables_in(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pieces_never_cut_an_old_chunk() {
+        let k = |s: &str| s.as_bytes().to_vec();
+        let spans = Spans(vec![(k("b"), k("d")), (k("f"), k("f")), (k("h"), k("k"))]);
+        for (pk, safe) in [
+            ("a", true),
+            ("b", true),
+            ("c", false),
+            ("d", false),
+            ("e", true),
+            ("f", true),
+            ("g", true),
+            ("i", false),
+            ("k", false),
+            ("l", true),
+        ] {
+            assert_eq!(spans.safe_cut(pk.as_bytes()), safe, "{pk}");
+        }
+        assert_eq!(spans.piece_start(b"c"), k("b"));
+        assert_eq!(spans.piece_start(b"e"), k("e"));
+        assert_eq!(spans.piece_start(b"j"), k("h"));
+        assert_eq!(spans.piece_start(b"a"), k("a"));
+        assert!(meets(
+            &Bound::Unbounded,
+            &Bound::Excluded(k("c")),
+            b"b",
+            b"z"
+        ));
+        assert!(!meets(
+            &Bound::Included(k("z")),
+            &Bound::Unbounded,
+            b"b",
+            b"z"
+        ));
+    }
 }
