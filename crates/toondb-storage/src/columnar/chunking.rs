@@ -1,5 +1,6 @@
-//! Chunking: folds a table's cells (and its older chunks) into column
-//! chunks, piece by piece, each piece one atomic, conflict-checked commit.
+//! Chunking: folds a table's cells (and the older chunks among them) into
+//! column chunks, piece by piece, each piece one atomic, conflict-checked
+//! commit.
 //!
 //! A piece reads the merged view (chunks + cells) of a primary-key range
 //! `[start, end)` at one snapshot, and commits, as one batch: range deletes
@@ -12,9 +13,10 @@
 //! Readers at older snapshots keep seeing the old entries (MVCC), and a
 //! crash leaves either the piece's commit or nothing of it.
 //!
-//! Piece boundaries never cut an existing chunk (they are existing chunk
-//! keys), so chunks never overlap: each holds exactly the rows from its key
-//! up to the next chunk's key. Chunkings of one database run one at a time.
+//! A piece starts at the first cell after the previous piece (or at the
+//! old chunk spanning it) and ends at a key no old chunk spans, so chunks
+//! never overlap: each holds exactly the rows from its key up to the next
+//! chunk's key. Chunkings of one database run one at a time.
 
 use std::ops::Bound;
 use std::sync::atomic::Ordering;
