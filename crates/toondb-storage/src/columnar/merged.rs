@@ -231,10 +231,67 @@ impl MergedScan {
         batch: &mut ColumnBatch,
     ) -> Result<bool> {
         while batch.len() < want {
+            if self.filter.is_none() && self.chunk_run(want - batch.len(), batch)? {
+                continue;
+            }
             if !self.next_row(reader, batch)? {
                 return Ok(false);
             }
         }
+        Ok(true)
+    }
+
+    /// Without a filter and once no cell is left to merge: appends up to
+    /// `n` rows of the current chunk at once (the per-row merge steps cost
+    /// more than the values). `false` when that does not apply.
+    fn chunk_run(&mut self, n: usize, batch: &mut ColumnBatch) -> Result<bool> {
+        let Some(i) = self.chunk_row()? else {
+            return Ok(false);
+        };
+        self.markers.refill(CELLS_AHEAD)?;
+        if !self.markers.buffered.is_empty() {
+            return Ok(false);
+        }
+        let Some(cur) = self.current.as_ref() else {
+            return Ok(false);
+        };
+        let (lo, hi) = if self.reverse {
+            (i + 1 - n.min(i + 1), i + 1)
+        } else {
+            (i, i + n.min(cur.len - i))
+        };
+        if self.lower.is_some() || self.upper.is_some() {
+            // Rows are in key order: if the far end is in bounds, all are.
+            let far = if self.reverse { lo } else { hi - 1 };
+            let Some(pks) = &cur.pks else {
+                return Ok(false);
+            };
+            if self.in_bounds(pks, far) != (false, false) {
+                return Ok(false);
+            }
+        }
+        let pk_index = self.table.schema.pk_index();
+        let Some(cur) = self.current.as_mut() else {
+            return Ok(false);
+        };
+        let reverse = self.reverse;
+        let order = move |k: usize| if reverse { hi - 1 - k } else { lo + k };
+        for (slot, &c) in self.projection.iter().enumerate() {
+            let out = &mut batch.columns[slot];
+            out.reserve(hi - lo);
+            if c == pk_index {
+                let Some(pks) = &cur.pks else {
+                    return Err(Error::internal("chunk run without pk chunk"));
+                };
+                out.extend((0..hi - lo).map(|k| pks.value(order(k))));
+            } else {
+                let chunk = cur.cols[c]
+                    .as_mut()
+                    .ok_or_else(|| self.table.missing_chunk(c))?;
+                out.extend((0..hi - lo).map(|k| chunk.take(order(k))));
+            }
+        }
+        cur.next = if reverse { lo } else { hi };
         Ok(true)
     }
 
