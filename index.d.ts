@@ -413,6 +413,11 @@ export interface ColumnReadStats {
 export interface TableReadStats {
   name: string
   bytesRead: number
+  /**
+   * Rows written into column chunks since open (by `db.compact()` and by
+   * the automatic chunking after enough table writes; docs/columnar.md).
+   */
+  chunkedRows: number
   columns: ColumnReadStats[]
 }
 

@@ -83,6 +83,8 @@ pub struct ColumnStatsOut {
 pub struct TableStatsOut {
     pub name: String,
     pub bytes_read: f64,
+    /// Rows written into column chunks since open.
+    pub chunked_rows: f64,
     pub columns: Vec<ColumnStatsOut>,
 }
 
@@ -502,6 +504,7 @@ impl NativeDatabase {
             .map(|t| TableStatsOut {
                 name: t.name,
                 bytes_read: t.bytes_read as f64,
+                chunked_rows: t.chunked_rows as f64,
                 columns: t
                     .columns
                     .into_iter()

@@ -49,8 +49,8 @@ pub use backup::{BackupReport, BACKUP_MARKER};
 pub use batch::{BatchOp, WriteBatch};
 pub use cache::BlockCacheStats;
 pub use columnar::{
-    lookup_table, ColumnBatch, ColumnDef, ColumnScan, ColumnStats, ColumnType, Filter, ReadSource,
-    Schema, Table, TableScanOptions, TableStats, Value,
+    lookup_table, ChunkingReport, ColumnBatch, ColumnDef, ColumnScan, ColumnStats, ColumnType,
+    Filter, ReadSource, Schema, Table, TableScanOptions, TableStats, Value,
 };
 pub use db::{range_delete_spans, Database};
 pub use error::{Error, ErrorKind, Result};

@@ -75,6 +75,19 @@ fn schema() -> Schema {
     )
 }
 
+/// `n` pseudo-random bytes (xorshift seeded by `seed`).
+fn noise(seed: u64, n: usize) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 fn wait_idle(db: &Database) {
     while db.stats().maintenance_busy || db.stats().immutable_memtables > 0 {
         std::thread::sleep(std::time::Duration::from_millis(10));
@@ -97,7 +110,9 @@ fn a_drop_interrupted_after_its_catalog_commit_is_finished_at_open() {
     let db = Database::open_with(dir.path(), options).unwrap();
     let t = db.create_table("blobs", schema()).unwrap();
     let rows: Vec<Vec<Value>> = (0..4000)
-        .map(|i| vec![Value::I64(i), Value::Bytes(vec![i as u8; 500])])
+        // Distinct, incompressible values: column chunks would store 256
+        // distinct ones as a dictionary, and this test needs the bytes.
+        .map(|i| vec![Value::I64(i), Value::Bytes(noise(i as u64, 500))])
         .collect();
     for chunk in rows.chunks(500) {
         t.upsert(&db, chunk).unwrap();

@@ -12,7 +12,10 @@ use crate::iter::ScanOptions;
 use super::counters::{ColumnStats, TableStats};
 use super::schema::Schema;
 use super::table::{ReadSource, Table};
-use super::{catalog_key, dropped_key, next_id_key, table_range, tagged, CATALOG_TAG, DROPPED_TAG};
+use super::{
+    catalog_key, chunk_table_range, dropped_key, next_id_key, table_range, tagged, CATALOG_TAG,
+    DROPPED_TAG,
+};
 
 const MAX_TABLE_NAME: usize = 255;
 
@@ -180,15 +183,18 @@ impl Database {
     /// space is freed.
     fn purge_table_cells(&self, id: u32) -> Result<()> {
         self.forget_table_cells(id)?;
-        let (start, end) = table_range(id);
-        self.compact_range(Bound::Included(start), Bound::Excluded(end))
+        for (start, end) in [table_range(id), chunk_table_range(id)] {
+            self.compact_range(Bound::Included(start), Bound::Excluded(end))?;
+        }
+        Ok(())
     }
 
     /// The range delete of `purge_table_cells`, without the compaction.
     fn forget_table_cells(&self, id: u32) -> Result<()> {
-        let (start, end) = table_range(id);
         let mut batch = WriteBatch::new();
-        batch.delete_range_raw(&start, &end)?;
+        for (start, end) in [table_range(id), chunk_table_range(id)] {
+            batch.delete_range_raw(&start, &end)?;
+        }
         batch.delete_raw(dropped_key(id))?;
         self.write(batch).map(drop)
     }
@@ -219,6 +225,7 @@ impl Database {
                     name: t.name.to_string(),
                     id: t.id,
                     bytes_read: columns.iter().map(|c| c.bytes_read).sum(),
+                    chunked_rows: counters.chunked.lock().get(&t.id).copied().unwrap_or(0),
                     columns,
                 }
             })

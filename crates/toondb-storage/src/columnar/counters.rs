@@ -9,6 +9,16 @@ use parking_lot::Mutex;
 pub(crate) struct ReadCounters {
     /// (table id, column id) -> (bytes, cells)
     map: Mutex<BTreeMap<(u32, u16), (u64, u64)>>,
+    /// Held by a chunking (chunking.rs) so that chunkings of this database
+    /// run one at a time. Kept here, beside the read counters, as this is
+    /// the columnar layer's one piece of per-engine state.
+    pub(crate) chunking: Mutex<()>,
+    /// Rows written per table since its last automatic chunking began.
+    pub(crate) written: Mutex<BTreeMap<u32, u64>>,
+    /// Rows written into chunks per table since open (every chunking).
+    pub(crate) chunked: Mutex<BTreeMap<u32, u64>>,
+    /// Whether an automatic chunking thread is running (one at a time).
+    pub(crate) chunker_busy: std::sync::atomic::AtomicBool,
 }
 
 impl ReadCounters {
@@ -49,5 +59,8 @@ pub struct TableStats {
     pub id: u32,
     /// Sum over the columns.
     pub bytes_read: u64,
+    /// Rows written into column chunks by chunkings (`Table::chunk`,
+    /// `compact`, automatic) since the database was opened.
+    pub chunked_rows: u64,
     pub columns: Vec<ColumnStats>,
 }

@@ -8,7 +8,10 @@
 //! MVCC, transactions and compaction of the key-value store unchanged.
 
 mod catalog;
+mod chunk;
+mod chunking;
 mod counters;
+mod merged;
 mod reader;
 mod scan;
 mod schema;
@@ -16,6 +19,8 @@ mod table;
 mod value;
 
 pub use catalog::lookup_table;
+pub(crate) use chunking::chunk_tables_in;
+pub use chunking::ChunkingReport;
 pub(crate) use counters::ReadCounters;
 pub use counters::{ColumnStats, TableStats};
 #[doc(hidden)]
@@ -40,6 +45,7 @@ const CATALOG_TAG: u8 = b'C';
 const NEXT_ID_TAG: u8 = b'N';
 const DATA_TAG: u8 = b'D';
 const DROPPED_TAG: u8 = b'X';
+const CHUNK_TAG: u8 = b'K';
 
 pub(crate) fn is_reserved(key: &[u8]) -> bool {
     key.starts_with(RESERVED_PREFIX)
@@ -121,6 +127,20 @@ fn column_prefix(table_id: u32, column_id: u16) -> Vec<u8> {
     k
 }
 
+/// The prefix of every chunk of one column of one table; a chunk's key
+/// is this prefix plus the encoded primary key of its first row.
+fn chunk_prefix(table_id: u32, column_id: u16) -> Vec<u8> {
+    let mut k = tagged(CHUNK_TAG);
+    k.extend_from_slice(&table_id.to_be_bytes());
+    k.extend_from_slice(&column_id.to_be_bytes());
+    k
+}
+
+/// The key range holding every chunk of a table: `[start, end)`.
+fn chunk_table_range(table_id: u32) -> (Vec<u8>, Vec<u8>) {
+    tag_table_range(CHUNK_TAG, table_id)
+}
+
 /// The key range of the catalog: `[start, end)`.
 fn catalog_range() -> (Vec<u8>, Vec<u8>) {
     (tagged(CATALOG_TAG), tagged(CATALOG_TAG + 1))
@@ -128,12 +148,16 @@ fn catalog_range() -> (Vec<u8>, Vec<u8>) {
 
 /// The key range holding every cell of a table: `[start, end)`.
 fn table_range(table_id: u32) -> (Vec<u8>, Vec<u8>) {
-    let mut start = tagged(DATA_TAG);
+    tag_table_range(DATA_TAG, table_id)
+}
+
+fn tag_table_range(tag: u8, table_id: u32) -> (Vec<u8>, Vec<u8>) {
+    let mut start = tagged(tag);
     start.extend_from_slice(&table_id.to_be_bytes());
-    let mut end = tagged(DATA_TAG);
+    let mut end = tagged(tag);
     end.extend_from_slice(&(u64::from(table_id) + 1).to_be_bytes()[4..]);
     if table_id == u32::MAX {
-        end = tagged(DATA_TAG + 1);
+        end = tagged(tag + 1);
     }
     (start, end)
 }
@@ -152,5 +176,9 @@ mod tests {
         let (_, e) = table_range(u32::MAX);
         assert!(column_prefix(u32::MAX, u16::MAX).as_slice() < e.as_slice());
         assert!(!is_reserved(b"\xff\x00"));
+        let (s, e) = chunk_table_range(7);
+        let c = chunk_prefix(7, 3);
+        assert!(s <= c && c < e && c.as_slice() < RESERVED_END);
+        assert!(e <= chunk_prefix(8, 0));
     }
 }

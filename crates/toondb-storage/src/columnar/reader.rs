@@ -32,6 +32,20 @@ impl CellReader {
         }
     }
 
+    /// A reader at the engine's visible timestamp.
+    pub(crate) fn at_visible(engine: &Arc<Engine>) -> Result<CellReader> {
+        if engine.is_closed() {
+            return Err(crate::error::Error::closed());
+        }
+        let ts = engine.snapshots.acquire(|| engine.visible_ts());
+        Ok(CellReader::new(engine.clone(), ts, Vec::new()))
+    }
+
+    /// The timestamp this reader reads at.
+    pub(crate) fn ts(&self) -> Timestamp {
+        self.ts
+    }
+
     pub(crate) fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }

@@ -4,14 +4,14 @@
 
 use std::cmp::Ordering;
 use std::collections::VecDeque;
-use std::ops::Bound;
 
 use crate::error::{Error, Result};
-use crate::iter::{prefix_successor, BatchScan, ScanOptions};
+use crate::iter::BatchScan;
 
 use super::column_prefix;
+use super::merged::{keyed_range, MergedScan, PkBound};
 use super::reader::CellReader;
-use super::table::{ReadSource, Table};
+use super::table::{is_live_marker, ReadSource, Table};
 use super::value::Value;
 
 /// A condition on one column; a row matches when every given bound holds.
@@ -66,9 +66,25 @@ impl Filter {
         ops.into_iter().filter_map(|(v, f)| v.map(|v| (v, f)))
     }
 
-    fn matches(&self, v: &Value) -> bool {
+    pub(super) fn matches(&self, v: &Value) -> bool {
         self.bounds()
             .all(|(bound, ok)| compare(v, bound).is_some_and(ok))
+    }
+
+    /// Whether some value in `[lo, hi]` (a chunk's min and max) may match;
+    /// `false` only when none can.
+    pub(super) fn may_match_range(&self, lo: &Value, hi: &Value) -> bool {
+        let le = |a: &Value, b: &Value| compare(a, b).is_some_and(|o| o != Ordering::Greater);
+        let lt = |a: &Value, b: &Value| compare(a, b) == Some(Ordering::Less);
+        [
+            self.eq.as_ref().map(|v| le(lo, v) && le(v, hi)),
+            self.gt.as_ref().map(|v| lt(v, hi)),
+            self.gte.as_ref().map(|v| le(v, hi)),
+            self.lt.as_ref().map(|v| lt(lo, v)),
+            self.lte.as_ref().map(|v| le(lo, v)),
+        ]
+        .into_iter()
+        .all(|ok| ok != Some(false))
     }
 }
 
@@ -129,31 +145,61 @@ impl TableScanOptions {
     }
 }
 
-/// One column's cursor: its key range's scan and the cells read ahead.
-struct ColumnCursor {
+/// One key range's cursor (a column's cells or chunks): its scan and the
+/// entries read ahead.
+pub(super) struct ColumnCursor {
     column: usize,
     scan: Box<dyn BatchScan>,
-    buffered: VecDeque<(Vec<u8>, Vec<u8>)>,
+    pub(super) buffered: VecDeque<(Vec<u8>, Vec<u8>)>,
+    /// Pk-marker cursors of the plain cell scan step over deleted-row
+    /// markers (which exist to hide chunk rows).
+    skip_deleted: bool,
     bytes: u64,
     cells: u64,
 }
 
 impl ColumnCursor {
-    /// Makes sure `n` cells are buffered, unless the range ends first.
-    fn fill(&mut self, n: usize) -> Result<()> {
+    pub(super) fn new(column: usize, scan: Box<dyn BatchScan>, skip_deleted: bool) -> Self {
+        ColumnCursor {
+            column,
+            scan,
+            buffered: VecDeque::new(),
+            skip_deleted,
+            bytes: 0,
+            cells: 0,
+        }
+    }
+
+    /// Makes sure `n` entries are buffered, unless the range ends first.
+    pub(super) fn fill(&mut self, n: usize) -> Result<()> {
         while self.buffered.len() < n && !self.scan.is_done() {
             let batch = self.scan.next_batch(n - self.buffered.len(), usize::MAX)?;
             if batch.is_empty() {
                 break;
             }
-            self.buffered.extend(batch);
+            if self.skip_deleted {
+                self.buffered
+                    .extend(batch.into_iter().filter(|(_, v)| is_live_marker(v)));
+            } else {
+                self.buffered.extend(batch);
+            }
         }
         Ok(())
     }
 
-    /// The next cell as (full key, value); the primary key is
+    /// Reads `n` entries ahead once none is buffered. Every batch of a
+    /// scan re-seeks its table iterators (re-reading the block it left
+    /// off in), so a cursor read entry by entry must not ask one by one.
+    pub(super) fn refill(&mut self, n: usize) -> Result<()> {
+        if self.buffered.is_empty() {
+            self.fill(n)?;
+        }
+        Ok(())
+    }
+
+    /// The next entry as (full key, value); the primary key is
     /// `key[prefix_len..]`.
-    fn pop(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
+    pub(super) fn pop(&mut self) -> Option<(Vec<u8>, Vec<u8>)> {
         let (k, v) = self.buffered.pop_front()?;
         self.bytes += (k.len() + v.len()) as u64;
         self.cells += 1;
@@ -190,9 +236,14 @@ pub struct ColumnScan {
     cursors: Vec<ColumnCursor>,
     /// With a filter: the filter column (cursor 0) and its condition.
     filter: Option<(usize, Filter)>,
+    /// When the table has chunks: the scan merging them with the cells
+    /// (`cursors` is then empty).
+    merged: Option<MergedScan>,
     prefix_len: usize,
     remaining: Option<usize>,
     done: bool,
+    /// Whether reads count in `stats().tableReads` (not chunking's).
+    counted: bool,
 }
 
 impl Table {
@@ -207,8 +258,8 @@ impl Table {
             .as_ref()
             .map(|c| c.iter().map(String::as_str).collect());
         let projection = self.projection(names.as_deref())?;
-        let filter = match options.filter {
-            Some(f) => Some((self.schema.column_index(&f.column)?, f)),
+        let filter = match &options.filter {
+            Some(f) => Some((self.schema.column_index(&f.column)?, f.clone())),
             None => None,
         };
         let lower = match &options.lower {
@@ -220,39 +271,54 @@ impl Table {
             None => None,
         };
         let reader = source.cell_reader(Some(self))?;
+        self.scan_reader(reader, projection, filter, lower, upper, &options)
+    }
+
+    /// `scan` at `reader`'s view, options already resolved.
+    pub(super) fn scan_reader(
+        &self,
+        reader: CellReader,
+        projection: Vec<usize>,
+        filter: Option<(usize, Filter)>,
+        lower: PkBound,
+        upper: PkBound,
+        options: &TableScanOptions,
+    ) -> Result<ColumnScan> {
+        let merged = MergedScan::open(
+            self,
+            &reader,
+            projection.clone(),
+            filter.clone(),
+            lower.clone(),
+            upper.clone(),
+            options.reverse,
+        )?;
+        if merged.is_some() {
+            return Ok(ColumnScan {
+                table: self.clone(),
+                reader,
+                projection,
+                cursors: Vec::new(),
+                filter,
+                merged,
+                prefix_len: column_prefix(self.id, 0).len(),
+                remaining: options.limit,
+                done: false,
+                counted: true,
+            });
+        }
         // Filter: read the filter column; otherwise all asked columns.
         let scanned: Vec<usize> = match &filter {
             Some((c, _)) => vec![*c],
             None => projection.clone(),
         };
+        let pk_index = self.schema.pk_index();
         let cursors = scanned
             .into_iter()
             .map(|column| {
                 let prefix = column_prefix(self.id, column as u16);
-                let bound = |b: &Option<(Vec<u8>, bool)>, open: Bound<Vec<u8>>| match b {
-                    Some((pk, inc)) => {
-                        let mut k = prefix.clone();
-                        k.extend_from_slice(pk);
-                        if *inc {
-                            Bound::Included(k)
-                        } else {
-                            Bound::Excluded(k)
-                        }
-                    }
-                    None => open,
-                };
-                let end = prefix_successor(&prefix).map_or(Bound::Unbounded, Bound::Excluded);
-                let opts = ScanOptions::default()
-                    .lower(bound(&lower, Bound::Included(prefix.clone())))
-                    .upper(bound(&upper, end))
-                    .reverse(options.reverse);
-                ColumnCursor {
-                    column,
-                    scan: reader.scan(opts),
-                    buffered: VecDeque::new(),
-                    bytes: 0,
-                    cells: 0,
-                }
+                let opts = keyed_range(&prefix, &lower, &upper, options.reverse);
+                ColumnCursor::new(column, reader.scan(opts), column == pk_index)
             })
             .collect();
         Ok(ColumnScan {
@@ -261,14 +327,22 @@ impl Table {
             projection,
             cursors,
             filter,
+            merged: None,
             prefix_len: column_prefix(self.id, 0).len(),
             remaining: options.limit,
             done: false,
+            counted: true,
         })
     }
 }
 
 impl ColumnScan {
+    /// The same scan, not counted in the per-column read counters.
+    pub(super) fn uncounted(mut self) -> Self {
+        self.counted = false;
+        self
+    }
+
     /// The asked column names, in order.
     pub fn columns(&self) -> Vec<String> {
         self.projection
@@ -283,11 +357,19 @@ impl ColumnScan {
             names: self.columns(),
             columns: vec![Vec::new(); self.projection.len()],
         };
-        if self.done {
+        if self.done || self.remaining == Some(0) {
+            // (`limit: 0` used to return one row.)
+            self.done = true;
             return Ok(batch);
         }
         let want = self.remaining.map_or(max_rows, |r| r.min(max_rows)).max(1);
-        let result = if self.filter.is_some() {
+        let result = if let Some(m) = &mut self.merged {
+            m.fill(&self.reader, want, &mut batch).map(|more| {
+                if !more {
+                    self.done = true;
+                }
+            })
+        } else if self.filter.is_some() {
             self.filtered(want, &mut batch)
         } else {
             self.zipped(want, &mut batch)
@@ -387,7 +469,22 @@ impl ColumnScan {
     }
 
     fn flush_counters(&mut self) {
+        if !self.counted {
+            if let Some(m) = &mut self.merged {
+                m.take_counts();
+            }
+            for c in &mut self.cursors {
+                c.bytes = 0;
+                c.cells = 0;
+            }
+            return;
+        }
         let counters = &self.reader.engine().columnar;
+        if let Some(m) = &mut self.merged {
+            for (c, (bytes, cells)) in m.take_counts().into_iter().enumerate() {
+                counters.add(self.table.id, c as u16, bytes, cells);
+            }
+        }
         for c in &mut self.cursors {
             counters.add(self.table.id, c.column as u16, c.bytes, c.cells);
             c.bytes = 0;

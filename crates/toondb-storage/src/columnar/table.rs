@@ -11,10 +11,11 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::{check_key, check_value};
 use crate::txn::{Snapshot, Transaction};
 
+use super::merged::RowAt;
 use super::reader::CellReader;
 use super::schema::Schema;
 use super::value::{decode_cell, decode_pk, encode_cell, encode_pk, Value};
-use super::{column_prefix, table_range};
+use super::{chunk_table_range, column_prefix, table_range};
 
 /// Something tables can be read from: a `Database` (its current state), a
 /// `Snapshot`, or a `Transaction` (its snapshot plus its own writes).
@@ -39,11 +40,28 @@ impl ReadSource for Snapshot {
 impl ReadSource for Transaction {
     fn cell_reader(&self, table: Option<&Table>) -> Result<CellReader> {
         let (start, end) = match table {
-            Some(t) => table_range(t.id),
+            Some(t) => {
+                // Chunks are read too: a serializable transaction records
+                // their range as read (the view itself is not needed: a
+                // transaction never writes chunks).
+                let (cs, ce) = chunk_table_range(t.id);
+                drop(self.read_view((Bound::Included(cs), Bound::Excluded(ce)))?);
+                table_range(t.id)
+            }
             None => super::catalog_range(),
         };
         self.read_view((Bound::Included(start), Bound::Excluded(end)))
     }
+}
+
+/// The pk-marker cell's value of a deleted row: a delete writes it (rather
+/// than a tombstone) so that the row's older version in a chunk stays
+/// hidden; chunking removes it. A live row's marker is empty.
+const DELETED_MARKER: &[u8] = &[0];
+
+/// Whether a pk-marker cell's value says the row exists.
+pub(super) fn is_live_marker(value: &[u8]) -> bool {
+    value.is_empty()
 }
 
 /// A table: name, id and schema. Cheap to clone; get one with
@@ -129,7 +147,8 @@ impl Table {
         for pk in pks {
             let pk = self.encode_pk(pk)?;
             for c in 0..self.schema.columns.len() {
-                cells.push((self.cell_key(c, &pk), None));
+                let value = (c == self.schema.pk_index()).then(|| DELETED_MARKER.to_vec());
+                cells.push((self.cell_key(c, &pk), value));
             }
         }
         Ok(cells)
@@ -159,7 +178,9 @@ impl Table {
     pub fn insert(&self, db: &Database, rows: &[Vec<Value>]) -> Result<()> {
         let txn = db.transaction()?;
         self.insert_in(&txn, rows)?;
-        txn.commit().map(drop)
+        txn.commit()?;
+        super::chunking::note_writes(self, db.engine_ref(), rows.len());
+        Ok(())
     }
 
     /// `insert` as part of `txn`.
@@ -169,7 +190,7 @@ impl Table {
         self.check_live(&|k| reader.get(k))?;
         let pk_index = self.schema.pk_index();
         for (i, pk) in pks.iter().enumerate() {
-            if reader.get(&self.cell_key(pk_index, pk))?.is_some() {
+            if !matches!(self.locate_row(&reader, pk)?, RowAt::Absent) {
                 return Err(Error::invalid_argument(format!(
                     "row {i}, column {:?}: primary key {:?} already exists",
                     self.schema.primary_key, rows[i][pk_index]
@@ -183,7 +204,9 @@ impl Table {
     pub fn upsert(&self, db: &Database, rows: &[Vec<Value>]) -> Result<()> {
         let (cells, _) = self.encode_rows(rows)?;
         self.check_live(&|k| db.read_view()?.get(k))?;
-        self.write_batch(db, cells)
+        self.write_batch(db, cells)?;
+        super::chunking::note_writes(self, db.engine_ref(), rows.len());
+        Ok(())
     }
 
     /// `upsert` as part of `txn`.
@@ -197,7 +220,9 @@ impl Table {
     pub fn delete(&self, db: &Database, pks: &[Value]) -> Result<()> {
         let cells = self.delete_cells(pks)?;
         self.check_live(&|k| db.read_view()?.get(k))?;
-        self.write_batch(db, cells)
+        self.write_batch(db, cells)?;
+        super::chunking::note_writes(self, db.engine_ref(), pks.len());
+        Ok(())
     }
 
     /// `delete` as part of `txn`.
@@ -265,15 +290,23 @@ impl Table {
         let pk_index = self.schema.pk_index();
         let counters = &reader.engine().columnar;
         let marker_key = self.cell_key(pk_index, &pk);
-        if reader.get(&marker_key)?.is_none() {
-            return Ok(None);
-        }
+        let chunk_row = match self.locate_row(&reader, &pk)? {
+            RowAt::Absent => return Ok(None),
+            RowAt::Cells => None,
+            RowAt::Chunk { key, index } => Some((key, index)),
+        };
         counters.add(self.id, pk_index as u16, marker_key.len() as u64, 1);
         let mut out = Vec::with_capacity(cols.len());
         for c in cols {
             let name = self.schema.columns[c].name.clone();
             if c == pk_index {
                 out.push((name, self.decode(c, &pk, &[])?));
+                continue;
+            }
+            if let Some((key, index)) = &chunk_row {
+                let (v, bytes) = self.chunk_value(&reader, c, key, *index)?;
+                counters.add(self.id, c as u16, bytes, 1);
+                out.push((name, v));
                 continue;
             }
             let key = self.cell_key(c, &pk);
