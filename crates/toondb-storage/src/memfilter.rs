@@ -26,7 +26,6 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-
 /// Bits set per key, all in one 64-bit word.
 const PROBES: u32 = 5;
 /// Memtable bytes per filter bit (a filter is 1/64 of the memtable's size).
