@@ -20,6 +20,7 @@ use crate::key::Timestamp;
 use crate::lsm::NUM_LEVELS;
 use crate::maintenance::ManualRequest;
 use crate::options::{Options, WriteOptions};
+use crate::read::{Found, ValueRef};
 use crate::recovery::open_engine;
 use crate::stats::{LevelStats, Stats};
 use crate::txn::{Snapshot, Transaction, TransactionOptions};
@@ -145,6 +146,53 @@ impl Database {
         crate::columnar::check_user_key(key.as_ref())?;
         let (ts, state) = self.engine.read_view();
         state.get_with(key.as_ref(), ts, f)
+    }
+
+    /// Lends the value of `key` to `f`: values of at least
+    /// [`Options::zero_copy_threshold`] bytes that sit in an uncompressed
+    /// table block come as a [`ValueRef::Mapped`] the caller may keep (and
+    /// write into) for as long as it likes; everything else is borrowed.
+    pub fn get_ref<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnOnce(Option<ValueRef<'_>>) -> R,
+    ) -> Result<R> {
+        let read = self.read_ref(key.as_ref(), false, f)?;
+        read.ok_or_else(|| Error::internal("an inline read reported would-block"))
+    }
+
+    /// [`Database::get_ref`] only if it cannot wait for the device: every
+    /// table block, index and filter page it needs is in memory (the block
+    /// cache, or file pages the page cache holds). `Ok(None)` (and `f` not
+    /// called) when it would have to read from the device; the caller can
+    /// then run `get_ref` on a thread that may block.
+    pub fn get_ref_if_resident<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnOnce(Option<ValueRef<'_>>) -> R,
+    ) -> Result<Option<R>> {
+        self.read_ref(key.as_ref(), true, f)
+    }
+
+    fn read_ref<R>(
+        &self,
+        key: &[u8],
+        resident_only: bool,
+        f: impl FnOnce(Option<ValueRef<'_>>) -> R,
+    ) -> Result<Option<R>> {
+        self.check_open()?;
+        crate::key::check_key(key)?;
+        crate::columnar::check_user_key(key)?;
+        let threshold = self.engine.options.zero_copy_threshold;
+        let (ts, state) = self.engine.read_view();
+        state.get_found(key, ts, resident_only, |found| {
+            f(found.map(|found| match found {
+                Found::Table(bytes, get) if bytes.len() >= threshold => get
+                    .map_value()
+                    .map_or(ValueRef::Borrowed(bytes), ValueRef::Mapped),
+                other => ValueRef::Borrowed(other.bytes()),
+            }))
+        })
     }
 
     /// Values of several keys read from one snapshot.

@@ -163,6 +163,9 @@ fn write_all_at(mut file: &File, data: &[u8], offset: u64) -> std::io::Result<()
 struct MappedFile {
     // Empty files cannot be mapped; they are represented by `None`.
     map: Option<memmap2::Mmap>,
+    /// Kept open so a zero-copy value can be mapped on its own even after
+    /// the file was unlinked (`map_value`).
+    file: Option<File>,
 }
 
 impl FileBytes for MappedFile {
@@ -183,6 +186,17 @@ impl FileBytes for MappedFile {
         // Advisory only: a failure changes nothing but speed.
         #[cfg(unix)]
         let _ = map.advise_range(memmap2::Advice::WillNeed, range.start, end - range.start);
+    }
+
+    fn is_resident(&self, range: Range<usize>) -> bool {
+        super::is_resident(self.bytes(), range)
+    }
+
+    fn map_value(&self, range: Range<usize>) -> Option<super::ValueMap> {
+        if range.end > self.bytes().len() {
+            return None;
+        }
+        super::ValueMap::new(self.file.as_ref()?, range)
     }
 }
 
@@ -246,7 +260,10 @@ impl FileSystem for OsFileSystem {
             .ctx(format_args!("reading metadata of {}", path.display()))?
             .len();
         if len == 0 {
-            return Ok(Arc::new(MappedFile { map: None }));
+            return Ok(Arc::new(MappedFile {
+                map: None,
+                file: None,
+            }));
         }
         // SAFETY: table files are written once, synced, and never modified or
         // truncated while mapped (they are only deleted, which keeps the
@@ -258,7 +275,10 @@ impl FileSystem for OsFileSystem {
         // (8 MiB on this VM), which made a cold open read megabytes per table
         // for the few pages at its end. Advisory only: failure changes nothing.
         let _ = map.advise(memmap2::Advice::Random);
-        Ok(Arc::new(MappedFile { map: Some(map) }))
+        Ok(Arc::new(MappedFile {
+            map: Some(map),
+            file: Some(file),
+        }))
     }
 
     fn exists(&self, path: &Path) -> bool {

@@ -145,6 +145,16 @@ pub struct TableGet<'a> {
 }
 
 impl TableGet<'_> {
+    /// The value in a private mapping of its own (zero-copy values,
+    /// io/value_map.rs): only for a value read in place from the file (an
+    /// uncompressed block) when the file system can map it.
+    pub(crate) fn map_value(&self) -> Option<crate::io::ValueMap> {
+        match self.buf {
+            BlockBuf::Mapped => self.table.bytes.map_value(self.pos.value.clone()),
+            BlockBuf::Owned(_) => None,
+        }
+    }
+
     pub fn entry(&self) -> TableEntry<'_> {
         // `pos` came from `buf` of this table, so the ranges are in bounds;
         // the fallback only guards against a bug.
@@ -427,6 +437,49 @@ impl Table {
             buf: cursor.buf,
             pos: cursor.entry,
         }))
+    }
+
+    /// Whether [`Table::get`] of `user_key` would find everything it reads
+    /// in memory (decoded index and filter, the block cache, file pages in
+    /// the page cache: `FileBytes::is_resident`), so it cannot wait for the
+    /// device. Reads nothing that is not resident; decodes the index and
+    /// filter only when their pages are.
+    pub(crate) fn get_is_resident(&self, user_key: &[u8], snapshot: Timestamp) -> Result<bool> {
+        if self.meta.get().is_none() && !self.bytes.is_resident(self.locations.index.clone()) {
+            return Ok(false);
+        }
+        let meta = self.meta()?;
+        if self.filter.get().is_none() {
+            if let Some(r) = &self.locations.filter {
+                if !self.bytes.is_resident(r.clone()) {
+                    return Ok(false);
+                }
+            }
+        }
+        if let Some(Filter::Mapped(r)) = self.filter.get().and_then(Option::as_ref) {
+            if !self.bytes.is_resident(r.clone()) {
+                return Ok(false);
+            }
+        }
+        if let Some(filter) = self.filter_bytes()? {
+            if !may_contain(filter, user_key) {
+                return Ok(true);
+            }
+        }
+        let before = |k: &[u8], ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less;
+        let block = self.find_block(meta, &before, Some(user_key))?;
+        let Some(h) = meta.index.handles.get(block) else {
+            return Ok(true); // past the last block: nothing to read
+        };
+        let offset = h.offset;
+        if self.saw_compressed.load(AtomicOrdering::Relaxed) {
+            if let Some(cache) = &self.cache {
+                if cache.data((self.number, h.offset as u64)).is_some() {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(self.bytes.is_resident(offset..offset + h.len))
     }
 
     /// Bytes of table data read so far through get/iter: each time a data
