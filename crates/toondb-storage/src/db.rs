@@ -20,7 +20,7 @@ use crate::key::Timestamp;
 use crate::lsm::NUM_LEVELS;
 use crate::maintenance::ManualRequest;
 use crate::options::{Options, WriteOptions};
-use crate::read::{Found, ValueRef};
+use crate::read::{Found, ValueRead, ValueRef};
 use crate::recovery::open_engine;
 use crate::stats::{LevelStats, Stats};
 use crate::txn::{Snapshot, Transaction, TransactionOptions};
@@ -157,7 +157,7 @@ impl Database {
         key: impl AsRef<[u8]>,
         f: impl FnOnce(Option<ValueRef<'_>>) -> R,
     ) -> Result<R> {
-        let read = self.read_ref(key.as_ref(), false, f)?;
+        let read = self.get_value(key, ValueRead::default(), f)?;
         read.ok_or_else(|| Error::internal("an inline read reported would-block"))
     }
 
@@ -171,21 +171,65 @@ impl Database {
         key: impl AsRef<[u8]>,
         f: impl FnOnce(Option<ValueRef<'_>>) -> R,
     ) -> Result<Option<R>> {
-        self.read_ref(key.as_ref(), true, f)
+        let how = ValueRead {
+            resident_only: true,
+            ..ValueRead::default()
+        };
+        self.get_value(key, how, f)
     }
 
-    fn read_ref<R>(
+    /// The point read behind [`Database::get_ref`] and
+    /// [`Database::get_ref_if_resident`], chosen by `how`; `Ok(None)` only
+    /// with `how.resident_only`, when the read would wait for the device.
+    pub fn get_value<R>(
         &self,
-        key: &[u8],
-        resident_only: bool,
+        key: impl AsRef<[u8]>,
+        how: ValueRead,
         f: impl FnOnce(Option<ValueRef<'_>>) -> R,
     ) -> Result<Option<R>> {
         self.check_open()?;
+        let (ts, state) = self.engine.read_view();
+        self.value_at(&state, ts, key.as_ref(), how, f)
+    }
+
+    /// Several [`Database::get_value`]s from one snapshot: `f(i, value)`
+    /// for each key in order. `Ok(false)` (with `how.resident_only`) as
+    /// soon as one would wait for the device; the calls made so far stand.
+    pub fn get_many_values<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        how: ValueRead,
+        mut f: impl FnMut(usize, Option<ValueRef<'_>>),
+    ) -> Result<bool> {
+        self.check_open()?;
+        let (ts, state) = self.engine.read_view();
+        for (i, k) in keys.iter().enumerate() {
+            if self
+                .value_at(&state, ts, k.as_ref(), how, |v| f(i, v))?
+                .is_none()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn value_at<R>(
+        &self,
+        state: &crate::engine::LsmState,
+        ts: Timestamp,
+        key: &[u8],
+        how: ValueRead,
+        f: impl FnOnce(Option<ValueRef<'_>>) -> R,
+    ) -> Result<Option<R>> {
         crate::key::check_key(key)?;
         crate::columnar::check_user_key(key)?;
-        let threshold = self.engine.options.zero_copy_threshold;
-        let (ts, state) = self.engine.read_view();
-        state.get_found(key, ts, resident_only, |found| {
+        let threshold = if how.zero_copy {
+            self.engine.options.zero_copy_threshold
+        } else {
+            usize::MAX
+        };
+        state.get_found(key, ts, how.resident_only, |found| {
             f(found.map(|found| match found {
                 Found::Table(bytes, get) if bytes.len() >= threshold => get
                     .map_value()

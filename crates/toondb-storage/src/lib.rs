@@ -57,7 +57,7 @@ pub use io::{live_value_maps, ValueMap};
 pub use iter::{prefix_successor, scan_bound, BatchScan, DbIter, Scan, ScanOptions};
 pub use key::{Timestamp, ValueKind, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use options::{Options, WriteOptions, DEFAULT_ZERO_COPY_THRESHOLD};
-pub use read::ValueRef;
+pub use read::{ValueRead, ValueRef};
 pub use sstable::Compression;
 pub use stats::{LevelStats, Stats};
 pub use txn::{Isolation, Snapshot, Transaction, TransactionOptions, TxnScan};

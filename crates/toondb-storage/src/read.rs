@@ -33,6 +33,26 @@ impl ValueRef<'_> {
     }
 }
 
+/// How [`Database::get_value`](crate::Database::get_value) reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ValueRead {
+    /// Map large table values ([`ValueRef::Mapped`]) rather than lend
+    /// them (default true). A caller that will copy anyway (a runtime
+    /// without external buffers) turns it off and saves the `mmap`.
+    pub zero_copy: bool,
+    /// Stop with `Ok(None)` rather than wait for the device (default false).
+    pub resident_only: bool,
+}
+
+impl Default for ValueRead {
+    fn default() -> Self {
+        ValueRead {
+            zero_copy: true,
+            resident_only: false,
+        }
+    }
+}
+
 /// Where a point read found the visible value.
 pub(crate) enum Found<'a> {
     /// In a memtable (or a table block the caller cannot map).
