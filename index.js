@@ -280,6 +280,7 @@ class Database {
       l0StopWrites: o.l0StopWrites,
       cacheSize: o.cacheSize,
       maxOpenFiles: o.maxOpenFiles,
+      zeroCopyThreshold: o.zeroCopyThreshold,
     }
     // The settle callback exists before the Database does; it forwards to
     // the instance once attached.
@@ -1015,6 +1016,7 @@ const NUMERIC_OPEN_OPTIONS = [
   'l0StopWrites',
   'cacheSize',
   'maxOpenFiles',
+  'zeroCopyThreshold',
 ]
 // Most operations, and most bytes, one coalesced write group carries. The
 // byte cap keeps legal writes from being merged into a batch larger than

@@ -40,6 +40,8 @@ pub struct OpenOptions {
     pub l0_stop_writes: Option<f64>,
     pub cache_size: Option<f64>,
     pub max_open_files: Option<f64>,
+    /// Bytes from which table values are returned zero-copy; Infinity: never.
+    pub zero_copy_threshold: Option<f64>,
 }
 
 fn positive(name: &str, v: Option<f64>, min: f64, max: f64) -> Result<Option<usize>> {
@@ -127,6 +129,14 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
     }
     if let Some(v) = positive("maxOpenFiles", o.max_open_files, 0.0, 1_000_000.0)? {
         options.max_open_files = v;
+    }
+    match o.zero_copy_threshold {
+        Some(f64::INFINITY) => options.zero_copy_threshold = usize::MAX,
+        v => {
+            if let Some(v) = positive("zeroCopyThreshold", v, 0.0, 4_294_967_296.0)? {
+                options.zero_copy_threshold = v;
+            }
+        }
     }
     Ok(options)
 }

@@ -210,3 +210,54 @@ fn a_read_that_would_wait_for_the_device_says_so_and_reads_nothing() {
         .unwrap();
     assert_eq!(warm, Some(Some(value(9, 1000))));
 }
+
+/// Values handed out from one chunk never alias: a second read of the same
+/// value gets a mapping of its own, and a write into one value leaves the
+/// neighbours that share its pages as stored.
+#[test]
+fn mapped_values_never_alias_and_share_a_mapping_only_when_disjoint() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), opts().zero_copy_threshold(1000)).unwrap();
+    // 3000-byte values: most 4 KiB pages hold parts of two values.
+    let keys: Vec<String> = (0..40).map(|i| format!("k{i:03}")).collect();
+    for (i, k) in keys.iter().enumerate() {
+        db.put(k, value(i as u8, 3000)).unwrap();
+    }
+    db.flush().unwrap();
+    let base = live_value_maps();
+    let mut all: Vec<_> = keys.iter().map(|k| mapped(&db, k)).collect();
+    assert_eq!(
+        live_value_maps(),
+        base + 1,
+        "distinct values share one mapping"
+    );
+    let mut again = mapped(&db, &keys[5]);
+    assert_eq!(
+        live_value_maps(),
+        base + 2,
+        "a second read of a value maps anew"
+    );
+    for m in all.iter_mut().chain(std::iter::once(&mut again)) {
+        let len = m.len();
+        // SAFETY: writable for `len` bytes, and no other ValueMap has them.
+        unsafe { std::ptr::write_bytes(m.as_mut_ptr(), 0xEE, len) };
+    }
+    // Every mapping saw only its own write; the engine sees none.
+    for (i, k) in keys.iter().enumerate() {
+        assert_eq!(all[i].bytes(), vec![0xEE; 3000].as_slice());
+        assert_eq!(db.get(k).unwrap().unwrap(), value(i as u8, 3000));
+    }
+    let fresh = mapped(&db, &keys[7]);
+    assert_eq!(
+        fresh.bytes(),
+        value(7, 3000).as_slice(),
+        "a new read is unchanged"
+    );
+    drop((all, again, fresh));
+    assert_eq!(
+        live_value_maps(),
+        base,
+        "all mappings gone with their values"
+    );
+}

@@ -163,9 +163,9 @@ fn write_all_at(mut file: &File, data: &[u8], offset: u64) -> std::io::Result<()
 struct MappedFile {
     // Empty files cannot be mapped; they are represented by `None`.
     map: Option<memmap2::Mmap>,
-    /// Kept open so a zero-copy value can be mapped on its own even after
-    /// the file was unlinked (`map_value`).
-    file: Option<File>,
+    /// Private mappings for zero-copy values (`map_value`); holds the file
+    /// open, so they can be made even after it was unlinked.
+    values: Option<super::value_map::ValueMaps>,
 }
 
 impl FileBytes for MappedFile {
@@ -193,10 +193,7 @@ impl FileBytes for MappedFile {
     }
 
     fn map_value(&self, range: Range<usize>) -> Option<super::ValueMap> {
-        if range.end > self.bytes().len() {
-            return None;
-        }
-        super::ValueMap::new(self.file.as_ref()?, range)
+        self.values.as_ref()?.map(range)
     }
 }
 
@@ -262,7 +259,7 @@ impl FileSystem for OsFileSystem {
         if len == 0 {
             return Ok(Arc::new(MappedFile {
                 map: None,
-                file: None,
+                values: None,
             }));
         }
         // SAFETY: table files are written once, synced, and never modified or
@@ -276,8 +273,8 @@ impl FileSystem for OsFileSystem {
         // for the few pages at its end. Advisory only: failure changes nothing.
         let _ = map.advise(memmap2::Advice::Random);
         Ok(Arc::new(MappedFile {
+            values: Some(super::value_map::ValueMaps::new(file, map.len())),
             map: Some(map),
-            file: Some(file),
         }))
     }
 

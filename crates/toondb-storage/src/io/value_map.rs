@@ -1,96 +1,207 @@
-//! Zero-copy values: a private, writable, copy-on-write mapping of the file
-//! pages that hold one value, handed to a caller that keeps it for as long
+//! Zero-copy values: a value's bytes in a private, writable, copy-on-write
+//! mapping of its table file, handed to a caller that keeps it for as long
 //! as it likes (the Node binding wraps it in an external Buffer).
 //!
-//! Why a mapping of its own per value, rather than a pointer into the
+//! Why private mappings of their own, rather than a pointer into the
 //! table's shared read-only map:
 //! - a page of a read-only map faults (SIGSEGV) when written, and a JS
 //!   Buffer can always be written;
-//! - one private writable map of the whole table would keep a write from
-//!   reaching the file, but every later read through that map (a copying
-//!   get, a scan, another zero-copy get) would see the written bytes.
+//! - a write into a private map copies the touched page into that map only,
+//!   so it never reaches the file, and the engine's own reads (through the
+//!   shared read-only map) never see it.
 //!
-//! A fresh `MAP_PRIVATE` map per value keeps both promises: a write copies
-//! the page into this map only, so neither the file nor any other reader
-//! sees it. The map holds its own reference to the file (the kernel keeps
-//! the inode), so it stays readable after compaction unlinks the table and
-//! the table is closed. Its cost is an `mmap` per read and a `munmap` when
-//! it is dropped; docs/performance.md ("Read path") measures where that
-//! beats a copy.
+//! Two [`ValueMap`]s must not alias either, or a write into one would show
+//! in the other (a "re-read"). So a private map of the whole file (a
+//! *chunk*) hands out each value's range at most once: a second read of the
+//! same value gets a fresh chunk. Values of one chunk are disjoint byte
+//! ranges; a write into one copies its page, whose other bytes are the
+//! file's, so a neighbour sharing the page reads the same bytes as before.
+//! One `mmap` then serves every distinct value read from a table, and the
+//! `munmap` happens when the last value of a chunk is dropped; a chunk (and
+//! the file's pages: it holds its own reference to the file) outlives the
+//! table, so a value stays readable after compaction deleted the file.
+//! docs/performance.md ("Read path") measures where this beats a copy.
 
+use std::collections::HashSet;
 use std::fs::File;
 use std::ops::Range;
+use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
 
-/// Value maps alive in this process (tests check that dropping the last
-/// holder unmaps: no mapping leaks).
+use parking_lot::Mutex;
+
+/// Chunks (private mappings) alive in this process; tests check that
+/// dropping the last value of each unmaps it (no mapping leaks).
 static LIVE: AtomicUsize = AtomicUsize::new(0);
 
-/// How many [`ValueMap`]s exist right now in this process.
+/// How many value mappings (chunks) exist right now in this process.
 pub fn live_value_maps() -> usize {
     LIVE.load(Ordering::Relaxed)
 }
 
-/// One value's bytes in a private copy-on-write mapping of its table file.
-/// Writing through [`ValueMap::as_mut_ptr`] changes only this mapping.
-pub struct ValueMap {
-    map: memmap2::MmapMut,
+/// At most this many chunks live at once; past it values are copied. Every
+/// chunk is a kernel mapping, and a process has a fixed number of them
+/// (`vm.max_map_count`, 65530 by default) shared with the allocator and the
+/// JS heap: a JS loop that keeps re-reading one value without yielding
+/// holds a chunk per read until the Buffers' finalizers run, and ran Node
+/// out of mappings (a crash inside V8) before this bound. A quarter of the
+/// system's limit, read once.
+pub fn max_live_value_maps() -> usize {
+    static MAX: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *MAX.get_or_init(|| {
+        std::fs::read_to_string("/proc/sys/vm/max_map_count")
+            .ok()
+            .and_then(|s| s.trim().parse::<usize>().ok())
+            .unwrap_or(65530)
+            / 4
+    })
 }
 
-impl ValueMap {
-    /// Maps `range` of `file` privately; `None` when the OS refuses (for
-    /// example past the process's mapping limit), in which case the caller
-    /// copies instead.
-    pub(crate) fn new(file: &File, range: Range<usize>) -> Option<ValueMap> {
-        if range.is_empty() {
+/// A private copy-on-write mapping of a whole table file.
+struct Chunk {
+    /// Keeps the mapping; only read through `base`.
+    _map: memmap2::MmapMut,
+    /// Start of the mapping, taken from the `MmapMut` while it was owned
+    /// mutably, so writes through it are allowed.
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory that lives as long as the chunk;
+// `ValueMap`s of one chunk address disjoint ranges (handed out once each,
+// see `ValueMaps::map`), so no two owners write the same bytes.
+unsafe impl Send for Chunk {}
+// SAFETY: as above; shared access only reads through `base`.
+unsafe impl Sync for Chunk {}
+
+impl Drop for Chunk {
+    fn drop(&mut self) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Per open table file: the chunk values are handed out from, and which
+/// value ranges (by start offset) it already gave out. Held weakly: a chunk
+/// is unmapped as soon as its last value is dropped, so the table itself
+/// holds no mapping.
+pub(crate) struct ValueMaps {
+    file: File,
+    len: usize,
+    current: Mutex<Option<(Weak<Chunk>, HashSet<usize>)>>,
+}
+
+impl ValueMaps {
+    pub(crate) fn new(file: File, len: usize) -> ValueMaps {
+        ValueMaps {
+            file,
+            len,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// `range` of the file in a private mapping no other `ValueMap`
+    /// shares; `None` when the OS refuses or too many chunks are alive, in
+    /// which case the caller copies instead.
+    pub(crate) fn map(&self, range: Range<usize>) -> Option<ValueMap> {
+        if range.is_empty() || range.end > self.len {
+            return None;
+        }
+        let mut current = self.current.lock();
+        let alive = current.as_mut().and_then(|(weak, handed)| {
+            let chunk = weak.upgrade()?;
+            (!handed.contains(&range.start)).then_some((chunk, handed))
+        });
+        let chunk = match alive {
+            Some((chunk, handed)) => {
+                handed.insert(range.start);
+                chunk
+            }
+            None => {
+                let chunk = self.new_chunk()?;
+                *current = Some((Arc::downgrade(&chunk), HashSet::from([range.start])));
+                chunk
+            }
+        };
+        Some(ValueMap {
+            chunk,
+            offset: range.start,
+            len: range.len(),
+        })
+    }
+
+    fn new_chunk(&self) -> Option<Arc<Chunk>> {
+        // Claim a slot first, so racing readers cannot pass the bound.
+        if LIVE.fetch_add(1, Ordering::Relaxed) >= max_live_value_maps() {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
             return None;
         }
         // SAFETY: table files are written once, synced, and never modified
         // or truncated while mapped (only unlinked, which keeps the pages
         // readable through this map). The map is private, so writes through
-        // it never reach the file. memmap2 aligns the offset to a page and
-        // hands back a pointer to `range.start`.
+        // it never reach the file.
         let map = unsafe {
             memmap2::MmapOptions::new()
-                .offset(range.start as u64)
-                .len(range.len())
-                .map_copy(file)
-        }
-        .ok()?;
-        LIVE.fetch_add(1, Ordering::Relaxed);
-        Some(ValueMap { map })
+                .len(self.len)
+                .map_copy(&self.file)
+        };
+        let Ok(mut map) = map else {
+            LIVE.fetch_sub(1, Ordering::Relaxed);
+            return None;
+        };
+        // Values are read at random: no read-around of each page fault.
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Random);
+        let base = NonNull::new(map.as_mut_ptr())?;
+        let len = map.len();
+        Some(Arc::new(Chunk {
+            _map: map,
+            base,
+            len,
+        }))
     }
+}
 
+/// One value's bytes in a private copy-on-write mapping of its table file,
+/// shared with no other `ValueMap`. Writing through
+/// [`ValueMap::as_mut_ptr`] changes only these bytes of this mapping.
+pub struct ValueMap {
+    chunk: Arc<Chunk>,
+    offset: usize,
+    len: usize,
+}
+
+impl ValueMap {
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.len
     }
 
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len == 0
     }
 
     /// The value's bytes as they are in this mapping.
     pub fn bytes(&self) -> &[u8] {
-        &self.map
+        debug_assert!(self.offset + self.len <= self.chunk.len);
+        // SAFETY: `offset..offset + len` lies inside the chunk (checked by
+        // `ValueMaps::map`), which lives as long as `self`.
+        unsafe { std::slice::from_raw_parts(self.chunk.base.as_ptr().add(self.offset), self.len) }
     }
 
     /// Start of the value: stable for the life of the `ValueMap` (moving it
-    /// does not move the mapping), writable for `len()` bytes.
+    /// does not move the mapping), writable for `len()` bytes, and no other
+    /// `ValueMap` addresses them.
     pub fn as_mut_ptr(&mut self) -> *mut u8 {
-        self.map.as_mut_ptr()
-    }
-}
-
-impl Drop for ValueMap {
-    fn drop(&mut self) {
-        LIVE.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: in bounds, as in `bytes`.
+        unsafe { self.chunk.base.as_ptr().add(self.offset) }
     }
 }
 
 impl std::fmt::Debug for ValueMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ValueMap")
-            .field("len", &self.len())
+            .field("offset", &self.offset)
+            .field("len", &self.len)
             .finish()
     }
 }
