@@ -119,7 +119,7 @@ export interface OpenOptions {
    * valid until it is garbage-collected (also after compaction deleted the
    * file). Writing into it changes neither the database nor other reads.
    * Smaller values, and values in the memtable or in compressed tables, are
-   * copied. `Infinity`: always copy. Default 32768 (docs/performance.md,
+   * copied. `Infinity`: always copy. Default 16384 (docs/performance.md,
    * "Read path"). Runtimes that refuse external buffers (Electron) always
    * get copies.
    */

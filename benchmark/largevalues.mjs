@@ -10,6 +10,7 @@
 // Reads run in bursts of 1000 with an event-loop turn in between (below).
 //
 //   flock /work/bench.lock node --expose-gc benchmark/largevalues.mjs --sizes 65536 --rounds 5
+//   ... --threshold 1024 --sizes 4096,16384   (zero-copy below the default threshold)
 //
 // Prints per-round rates and a Markdown summary: median (min-max) and the
 // ratios of medians, zero-copy ÷ copy and zero-copy ÷ lmdb.
@@ -29,6 +30,8 @@ const { values: opt } = parseArgs({
     reads: { type: 'string', default: '20000' },
     rounds: { type: 'string', default: '3' },
     dir: { type: 'string', default: os.tmpdir() },
+    // zeroCopyThreshold of the zero-copy store (default: the engine's).
+    threshold: { type: 'string' },
   },
 });
 const ENTRY = process.env.TOONDB_BENCH_ENTRY ? path.resolve(process.env.TOONDB_BENCH_ENTRY) : path.resolve(here, '../index.js');
@@ -71,7 +74,7 @@ for (const size of opt.sizes.split(',').map(Number)) {
     await db.compact();
     return db;
   };
-  const zc = await open('zerocopy', {});
+  const zc = await open('zerocopy', opt.threshold ? { zeroCopyThreshold: Number(opt.threshold) } : {});
   const cp = await open('copy', { zeroCopyThreshold: Infinity });
   const ldb = openLmdb({ path: path.join(base, 'lmdb'), keyEncoding: 'binary', encoding: 'binary', noSync: true });
   for (let i = 0; i < n; i += 100) {
@@ -95,6 +98,7 @@ for (const size of opt.sizes.split(',').map(Number)) {
     globalThis.gc?.();
     await new Promise((res) => setImmediate(res));
     const t = process.hrtime.bigint();
+    const cpu = process.cpuUsage();
     for (let b = 0; b < reads; b += BURST) {
       const end = Math.min(reads, b + BURST);
       if (mode === 'len') for (let i = b; i < end; i++) sink += check(get(order[i])).length;
@@ -102,8 +106,9 @@ for (const size of opt.sizes.split(',').map(Number)) {
       await new Promise((res) => setImmediate(res));
     }
     const sec = Number(process.hrtime.bigint() - t) / 1e9;
+    const cu = process.cpuUsage(cpu);
     if (sink < 0) throw new Error('unreachable');
-    return reads / sec;
+    return [reads / sec, reads / ((cu.user + cu.system) / 1e6)];
   };
   for (const mode of ['len', 'touch']) for (const s of Object.keys(stores)) await run(s, mode); // warm-up
   const names = Object.keys(stores);
@@ -111,25 +116,28 @@ for (const size of opt.sizes.split(',').map(Number)) {
     const rot = names.slice(round % 3).concat(names.slice(0, round % 3));
     for (const mode of ['len', 'touch']) {
       for (const s of rot) {
-        const rate = await run(s, mode);
+        const [rate, perCpu] = await run(s, mode);
         (results[`${mode}|${s}`] ??= []).push(rate);
-        log(`[${size} B, round ${round + 1}] ${mode.padEnd(5)} ${s.padEnd(17)} ${k(rate).padStart(7)}/s`);
+        (results[`${mode}|${s}|cpu`] ??= []).push(perCpu);
+        log(`[${size} B, round ${round + 1}] ${mode.padEnd(5)} ${s.padEnd(17)} ${k(rate).padStart(7)}/s  ${k(perCpu).padStart(7)} per CPU-s`);
       }
     }
   }
   for (const mode of ['len', 'touch']) {
-    const z = stat(results[`${mode}|toondb zero-copy`]);
-    const c = stat(results[`${mode}|toondb copy`]);
-    const l = stat(results[`${mode}|lmdb getBinary`]);
-    const ratio = (a, b) => `${(a.med / b.med).toFixed(2)}x (${(a.min / b.max).toFixed(2)}-${(a.max / b.min).toFixed(2)})`;
-    rows.push(`| ${size} | ${n} | ${mode} | ${k(z.med)} (${k(z.min)}-${k(z.max)}) | ${k(c.med)} (${k(c.min)}-${k(c.max)}) | ${k(l.med)} (${k(l.min)}-${k(l.max)}) | ${ratio(z, c)} | ${ratio(z, l)} |`);
+    for (const unit of ['', '|cpu']) {
+      const z = stat(results[`${mode}|toondb zero-copy${unit}`]);
+      const c = stat(results[`${mode}|toondb copy${unit}`]);
+      const l = stat(results[`${mode}|lmdb getBinary${unit}`]);
+      const ratio = (a, b) => `${(a.med / b.med).toFixed(2)}x (${(a.min / b.max).toFixed(2)}-${(a.max / b.min).toFixed(2)})`;
+      rows.push(`| ${size} | ${n} | ${mode} | ${unit ? 'per CPU-s' : 'wall'} | ${k(z.med)} (${k(z.min)}-${k(z.max)}) | ${k(c.med)} (${k(c.min)}-${k(c.max)}) | ${k(l.med)} (${k(l.min)}-${k(l.max)}) | ${ratio(z, c)} | ${ratio(z, l)} |`);
+    }
   }
   await zc.close();
   await cp.close();
   await ldb.close();
   fs.rmSync(base, { recursive: true, force: true });
 }
-console.log(`\n${opt.rounds} rounds, ${opt.reads} random getSync/getBinary per round; ratio of medians (worst-best pairing)`);
-console.log('| value B | keys | mode | toondb zero-copy /s | toondb copy /s | lmdb getBinary /s | zero-copy ÷ copy | zero-copy ÷ lmdb |');
-console.log('|---|---|---|---|---|---|---|---|');
+console.log(`\n${opt.rounds} rounds, ${opt.reads} random getSync/getBinary per round; ratio of medians (min-max: worst and best pairing)`);
+console.log('| value B | keys | mode | rate | toondb zero-copy /s | toondb copy /s | lmdb getBinary /s | zero-copy ÷ copy | zero-copy ÷ lmdb |');
+console.log('|---|---|---|---|---|---|---|---|---|');
 for (const row of rows) console.log(row);

@@ -10,10 +10,13 @@
 //! output Buffer, and the engine read copying into the output.
 //!
 //! JS side (index.js): `native.readHandle()` returns an external holding the
-//! engine handle; `readInto(handle, key, out)` returns the value's length,
-//! -1 when absent, or a length above `out.length` (nothing copied: retry
-//! with a larger buffer). Errors throw a JS Error whose `code` is the
-//! TOONDB_* code; a panic becomes TOONDB_INTERNAL.
+//! engine handle; `readInto(handle, key, out)` returns the length of the
+//! value copied into `out`, -1 when absent, or a Buffer of the value's own:
+//! zero-copy (values.rs) for a large value in an uncompressed table, else a
+//! copy when it is large or does not fit `out`. `readIfResident` is the
+//! same read for `db.get()`, except that it returns -2, having read
+//! nothing, when the read would wait for the device. Errors throw a JS
+//! Error whose `code` is the TOONDB_* code; a panic becomes TOONDB_INTERNAL.
 
 use std::ffi::{c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -214,9 +217,11 @@ const WOULD_BLOCK: i64 = -2;
 
 /// Values from this many bytes are returned as a Buffer of their own
 /// (one copy) instead of through the scratch buffer and JS's
-/// `Buffer.from(subarray)` (two copies, but no Buffer made in native code);
-/// docs/performance.md, "Read path", measures where the two cross.
-const DIRECT_COPY_MIN: usize = 16 << 10;
+/// `Buffer.from(subarray)` (two copies, but no Buffer made in native code,
+/// and small ones come from Node's pool). Measured CPU per getSync, best of
+/// 5 (docs/performance.md, "Read path"): scratch 0.9 / 1.6 / 2.6 / 3.3 µs
+/// at 100 B / 1 / 4 / 16 KiB, one copy 1.8 / 1.8 / 2.4 / 3.2 µs.
+const DIRECT_COPY_MIN: usize = 4 << 10;
 
 enum Reply {
     /// -1 absent, -2 would block, else the length copied into `out`.

@@ -12,7 +12,7 @@
 
 use std::ffi::c_void;
 use std::ptr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
@@ -72,37 +72,31 @@ pub unsafe fn buffer_copy(env: sys::napi_env, bytes: &[u8]) -> napi::Result<sys:
     Ok(out)
 }
 
-unsafe extern "C" fn drop_value_map(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
-    if hint.is_null() {
-        return;
+unsafe extern "C" fn drop_value_map(_env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    if !hint.is_null() {
+        // SAFETY: `hint` came from `Box::into_raw` in `buffer_mapped`, and
+        // N-API calls the finalizer once, after the Buffer is unreachable.
+        drop(unsafe { Box::from_raw(hint.cast::<ValueMap>()) });
     }
-    // SAFETY: `hint` came from `Box::into_raw` in `buffer_mapped`, and
-    // N-API calls the finalizer once, after the Buffer is unreachable.
-    let map = unsafe { Box::from_raw(hint.cast::<ValueMap>()) };
-    let _ = env;
-    // What `buffer_mapped` took off V8's external-memory count, owed back
-    // now that V8 has subtracted the Buffer's length (it freed it).
-    OWED.fetch_add(map.len() as i64, Ordering::Relaxed);
 }
-
-/// Bytes taken off V8's external-memory count for Buffers that are gone
-/// (see `buffer_mapped`), given back a little with each later mapped read.
-static OWED: AtomicI64 = AtomicI64::new(0);
 
 /// A Buffer over `map` without copying; the map lives until the Buffer is
 /// collected. A copy when the runtime refuses external buffers after all.
 ///
-/// V8 counts an external Buffer's length as memory the process allocated,
-/// and past a limit starts full collections to free it; a mapped value is
-/// page cache (file pages the kernel can drop), not process memory, and
-/// those collections measured ~30% of a 64 KiB zero-copy read. So the
-/// length is taken off the count while the Buffer lives. Giving it back in
-/// the finalizer raised the count in bursts and started the same
-/// collections, so the finalizer only notes what is owed and each later
-/// mapped read repays up to its own length: every adjustment is a decrease
-/// (which never starts a collection) and the count is balanced again after
-/// as many reads as there were. The number of mappings stays bounded by the
-/// engine (`max_live_value_maps`), and small Buffer objects still die young.
+/// V8 adds an external Buffer's length to its count of memory allocated
+/// outside its heap, and past 64 MiB above the count at the last full
+/// collection starts another one. A mapped value is page cache (file pages
+/// the kernel can drop), not process memory, and those collections were
+/// most of a zero-copy read's cost, so the length is taken straight back
+/// off the count (`napi_adjust_external_memory`). It is not added back when
+/// the Buffer dies (V8 subtracts it then, so the count ends lower by the
+/// value's length): adding it back in the finalizer raised the count in
+/// bursts after each collection and started the same collections again
+/// (64 KiB values: 4.8 µs of CPU per read, against 2.5 µs without; 11 µs
+/// with no adjustment at all; docs/performance.md, "Read path"). V8 only
+/// compares the count with its value at the last full collection, so a
+/// lower count changes nothing after that. The number of mappings stays
+/// bounded by the engine (`max_live_value_maps`).
 ///
 /// # Safety
 /// `env` is the current JS thread's env.
@@ -125,12 +119,10 @@ pub unsafe fn buffer_mapped(env: sys::napi_env, map: ValueMap) -> napi::Result<s
         )
     };
     if status == sys::Status::napi_ok {
-        let len = len as i64;
-        let owed = OWED.load(Ordering::Relaxed).clamp(0, len);
-        OWED.fetch_sub(owed, Ordering::Relaxed);
         let mut total = 0;
-        // SAFETY: plain N-API call on the JS thread.
-        unsafe { sys::napi_adjust_external_memory(env, owed - len, &mut total) };
+        // SAFETY: plain N-API call on the JS thread; a decrease never
+        // starts a collection.
+        unsafe { sys::napi_adjust_external_memory(env, -(len as i64), &mut total) };
         return Ok(out);
     }
     // SAFETY: no Buffer was made, so nothing else owns `hint`.

@@ -100,9 +100,10 @@ pub struct Options {
     /// Values of at least this many bytes, found in an uncompressed table
     /// block, are returned by [`Database::get_ref`](crate::Database::get_ref)
     /// as a private mapping of their own instead of a borrowed slice
-    /// (zero-copy values, io/value_map.rs). Default 32 KiB, where a mapping
-    /// measured cheaper than a copy into Node (docs/performance.md, "Read
-    /// path"); `usize::MAX`: never.
+    /// (zero-copy values, io/value_map.rs). Default 16 KiB, the smallest
+    /// size where a mapped read measured cheaper than a copy into Node even
+    /// when every page of the value is then read (docs/performance.md,
+    /// "Read path"); `usize::MAX`: never.
     pub zero_copy_threshold: usize,
 }
 
@@ -179,7 +180,7 @@ setters! {
 }
 
 /// See [`Options::zero_copy_threshold`].
-pub const DEFAULT_ZERO_COPY_THRESHOLD: usize = 32 << 10;
+pub const DEFAULT_ZERO_COPY_THRESHOLD: usize = 16 << 10;
 
 impl Options {
     /// How table files are written (flushes and compactions alike).
