@@ -14,6 +14,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { execFileSync } from 'node:child_process';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 
@@ -26,6 +27,11 @@ const { values: opt } = parseArgs({
     reads: { type: 'string', default: '2000' },
     rounds: { type: 'string', default: '3' },
     dir: { type: 'string', default: os.tmpdir() },
+    // Internal: run one workload on the database in --db (a child process,
+    // so no mapping of an earlier run keeps pages in the page cache).
+    run: { type: 'string' },
+    db: { type: 'string' },
+    seed: { type: 'string', default: '1' },
   },
 });
 const ENTRY = process.env.TOONDB_BENCH_ENTRY ? path.resolve(process.env.TOONDB_BENCH_ENTRY) : path.resolve(here, '../index.js');
@@ -36,22 +42,26 @@ const READS = Number(opt.reads);
 const log = (...a) => console.error(...a);
 const keyOf = (i) => Buffer.from('key' + String(i).padStart(13, '0'));
 
-let seed = 12345;
+let seed = Number(opt.seed);
 const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 4294967296);
-const dir = fs.mkdtempSync(path.join(opt.dir, 'coldget-'));
-let db = await Database.open(dir, {});
-for (let i = 0; i < N; i += 1000) {
-  const batch = [];
-  for (let j = i; j < Math.min(N, i + 1000); j++) {
-    const v = Buffer.alloc(VSIZE, j % 251);
-    batch.push({ type: 'put', key: keyOf(j), value: v });
+let db;
+let dir;
+if (!opt.run) {
+  dir = fs.mkdtempSync(path.join(opt.dir, 'coldget-'));
+  db = await Database.open(dir, {});
+  for (let i = 0; i < N; i += 1000) {
+    const batch = [];
+    for (let j = i; j < Math.min(N, i + 1000); j++) {
+      const v = Buffer.alloc(VSIZE, j % 251);
+      batch.push({ type: 'put', key: keyOf(j), value: v });
+    }
+    await db.batch(batch);
   }
-  await db.batch(batch);
+  await db.flush();
+  await db.compact();
+  await db.close();
+  log(`# ${N} keys x ${VSIZE} B (${((N * VSIZE) / 2 ** 20).toFixed(0)} MiB), ${READS} random reads per run, from ${ENTRY}`);
 }
-await db.flush();
-await db.compact();
-await db.close();
-log(`# ${N} keys x ${VSIZE} B (${((N * VSIZE) / 2 ** 20).toFixed(0)} MiB), ${READS} random reads per run, from ${ENTRY}`);
 
 function dropCaches() {
   fs.writeFileSync('/proc/sys/vm/drop_caches', '3');
@@ -84,27 +94,39 @@ const W = {
     await Promise.all(Array.from({ length: 64 }, lane));
   },
 };
+async function child(w, where) {
+  const ids = Array.from({ length: READS }, () => Math.floor(rand() * N));
+  db = await Database.open(where, {});
+  const out = [];
+  for (const temp of ['cold', 'warm']) {
+    if (temp === 'cold') dropCaches();
+    // Let the probe's first tick settle before timing.
+    await new Promise((r) => setTimeout(r, 20));
+    const stop = lagProbe();
+    const t = performance.now();
+    await W[w](ids);
+    const ms = performance.now() - t;
+    await new Promise((r) => setTimeout(r, 2));
+    const lag = stop();
+    out.push({ w, temp, rate: READS / (ms / 1000), p99: lag.p99, max: lag.max, ticks: lag.ticks, ms });
+  }
+  await db.close();
+  console.log(JSON.stringify(out));
+}
+
+if (opt.run) {
+  await child(opt.run, opt.db);
+  process.exit(0);
+}
 const rows = [];
 for (let round = 0; round < Number(opt.rounds); round++) {
   for (const w of Object.keys(W)) {
-    const ids = Array.from({ length: READS }, () => Math.floor(rand() * N));
-    for (const temp of ['cold', 'warm']) {
-      if (temp === 'cold') {
-        db = await Database.open(dir, {});
-        dropCaches();
-      }
-      // Let the probe's first tick settle before timing.
-      await new Promise((r) => setTimeout(r, 20));
-      const stop = lagProbe();
-      const t = performance.now();
-      await W[w](ids);
-      const ms = performance.now() - t;
-      await new Promise((r) => setTimeout(r, 2));
-      const lag = stop();
-      rows.push({ w, temp, rate: READS / (ms / 1000), p99: lag.p99, max: lag.max, ticks: lag.ticks });
-      log(`[round ${round + 1}] ${w.padEnd(7)} ${temp} ${(READS / (ms / 1000)).toFixed(0).padStart(8)} reads/s  lag p99 ${lag.p99.toFixed(1)} ms max ${lag.max.toFixed(1)} ms (${lag.ticks} ticks in ${ms.toFixed(0)} ms)`);
+    const args = [fileURLToPath(import.meta.url), '--run', w, '--db', dir, '--keys', String(N), '--value-size', String(VSIZE), '--reads', String(READS), '--seed', String(round * 10 + Object.keys(W).indexOf(w) + 1)];
+    const res = JSON.parse(execFileSync(process.execPath, args, { env: process.env, encoding: 'utf8' }).trim().split('\n').pop());
+    for (const r of res) {
+      rows.push(r);
+      log(`[round ${round + 1}] ${w.padEnd(7)} ${r.temp} ${r.rate.toFixed(0).padStart(8)} reads/s  lag p99 ${r.p99.toFixed(1)} ms max ${r.max.toFixed(1)} ms (${r.ticks} ticks in ${r.ms.toFixed(0)} ms)`);
     }
-    await db.close();
   }
 }
 const stat = (a) => { const s = [...a].sort((x, y) => x - y); return `${s[Math.floor(s.length / 2)].toFixed(1)} (${s[0].toFixed(1)}-${s[s.length - 1].toFixed(1)})`; };

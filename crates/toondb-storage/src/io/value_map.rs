@@ -231,7 +231,8 @@ pub(crate) fn is_resident(base: &[u8], range: Range<usize>) -> bool {
         let page = page_size();
         let first = range.start / page * page;
         let pages = (end - first).div_ceil(page);
-        let mut vec = [0u8; 64];
+        // Up to 16 MiB of pages per call (a whole-table check is one or two).
+        let mut vec = [0u8; 4096];
         let mut done = 0;
         while done < pages {
             let n = (pages - done).min(vec.len());
