@@ -116,6 +116,37 @@ describe('zero-copy values', { skip: !native.externalBuffers() && 'no external b
   })
 })
 
+describe('mapping bound', { skip: !native.externalBuffers() && 'no external buffers here' }, () => {
+  test('a synchronous loop of mapped reads past vm.max_map_count neither crashes nor leaks', () => {
+    // Node frees external Buffers only on a later event-loop turn, so this
+    // loop keeps every mapping it makes until it ends; before the bound it
+    // ran the process out of mappings (SIGSEGV inside V8). In a child, so a
+    // crash fails this test instead of the runner.
+    const dir = tmp.dir()
+    const limit = Number(fs.readFileSync('/proc/sys/vm/max_map_count', 'utf8'))
+    const script = `
+      const assert = require('node:assert/strict')
+      const native = require(${JSON.stringify(path.join(path.dirname(INDEX_JS), 'native.js'))})
+      const { Database } = require(${JSON.stringify(INDEX_JS)})
+      const v = Buffer.alloc(20000, 9)
+      ;(async () => {
+        const db = await Database.open(${JSON.stringify(dir)}, { autoCompaction: false })
+        await db.put('hot', v); await db.flush()
+        for (let i = 0; i < ${limit + 5000}; i++) {
+          const got = db.getSync('hot')
+          if (got.length !== 20000 || got[123] !== 9) throw new Error('bad value at ' + i)
+        }
+        assert.ok(native.liveValueMaps() <= ${Math.floor(limit / 4)}, String(native.liveValueMaps()))
+        await db.close()
+        console.log('bound ok')
+      })().catch((e) => { console.error(e); process.exit(1) })`
+    const r = spawnSync(process.execPath, ['-e', script], { encoding: 'utf8' })
+    assert.equal(r.signal, null, `killed by ${r.signal}`)
+    assert.equal(r.status, 0, r.stderr)
+    assert.match(r.stdout, /bound ok/)
+  })
+})
+
 describe('no external buffers (Electron memory cage)', () => {
   test('with TOONDB_NO_EXTERNAL_BUFFERS=1 every value is a correct, private copy', () => {
     const dir = tmp.dir()
