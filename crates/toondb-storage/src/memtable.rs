@@ -283,6 +283,49 @@ impl Memtable {
     /// appears twice in one batch keeps its last operation, because the
     /// skiplist replaces an equal (key, ts) entry.
     pub fn apply(&self, batch: &WriteBatch, ts: Timestamp) {
+        let mut added = self.apply_range_deletes(batch, ts);
+        for op in batch.iter() {
+            added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
+            self.map
+                .insert(MemKey::version(op.key, ts, op.kind, op.value), ());
+        }
+        self.approximate_bytes
+            .fetch_add(added, AtomicOrdering::Relaxed);
+        self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
+    }
+
+    /// Replay's [`Memtable::apply`]: range deletes are applied at once, the
+    /// point versions are only built and pushed onto `pending`, for
+    /// [`Memtable::insert_pending`] to insert later in key order. Nothing
+    /// may read the memtable in between.
+    ///
+    /// Why: inserting a WAL's versions in commit order (random keys) made
+    /// each skiplist insert a walk of cache misses, the largest part of an
+    /// open's replay (docs/performance.md, "Reopen"); in key order every
+    /// insert walks the nodes the previous one just touched.
+    pub fn apply_deferred(&self, batch: &WriteBatch, ts: Timestamp, pending: &mut Vec<MemKey>) {
+        let mut added = self.apply_range_deletes(batch, ts);
+        pending.reserve(batch.len());
+        for op in batch.iter() {
+            added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
+            pending.push(MemKey::version(op.key, ts, op.kind, op.value));
+        }
+        self.approximate_bytes
+            .fetch_add(added, AtomicOrdering::Relaxed);
+        self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
+    }
+
+    /// Inserts what [`Memtable::apply_deferred`] gathered, sorted first.
+    /// Versions are unique by (key, timestamp), so the order is total.
+    pub fn insert_pending(&self, mut pending: Vec<MemKey>) {
+        pending.sort_unstable();
+        for version in pending {
+            self.map.insert(version, ());
+        }
+    }
+
+    /// Publishes the batch's range deletes; returns their charged bytes.
+    fn apply_range_deletes(&self, batch: &WriteBatch, ts: Timestamp) -> usize {
         let mut added = 0;
         if batch.has_range_deletes() {
             // Published before the visible timestamp moves past `ts`, like
@@ -300,14 +343,7 @@ impl Memtable {
             *guard = Arc::new(RangeDelSet::new(all));
             self.has_range_dels.store(true, AtomicOrdering::Release);
         }
-        for op in batch.iter() {
-            added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
-            self.map
-                .insert(MemKey::version(op.key, ts, op.kind, op.value), ());
-        }
-        self.approximate_bytes
-            .fetch_add(added, AtomicOrdering::Relaxed);
-        self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
+        added
     }
 
     /// The newest version of `key` with a timestamp <= `snapshot`.

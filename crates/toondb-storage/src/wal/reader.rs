@@ -46,6 +46,7 @@ pub fn replay(
     fs: &dyn FileSystem,
     dir: &Path,
     numbers: &[u64],
+    how: SegmentRead,
     mut apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
     if numbers.windows(2).any(|w| w[0] >= w[1]) {
@@ -56,7 +57,7 @@ pub fn replay(
     let mut report = ReplayReport::default();
     for (i, &number) in numbers.iter().enumerate() {
         let is_last = i + 1 == numbers.len();
-        replay_segment(fs, dir, number, is_last, &mut apply, &mut report)?;
+        replay_segment(fs, dir, number, is_last, how, &mut apply, &mut report)?;
         sync_segment(fs, dir, number)?;
         report.segments += 1;
     }
@@ -78,11 +79,54 @@ fn sync_segment(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
         .map_err(|e| e.context(format_args!("syncing replayed WAL segment {number}")))
 }
 
+/// How replay gets a segment's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentRead {
+    /// One `read` into a new buffer: for a segment a live writer may still
+    /// extend (`Database::verify`).
+    Copy,
+    /// A memory map, advised will-need (the kernel reads it ahead in large
+    /// requests): for an open, which holds the directory lock, so nothing
+    /// else writes the segment. Replay cuts a torn tail off the file only
+    /// after its last look at the mapped bytes. It saves copying the whole
+    /// segment into fresh memory, whose page faults cost about as much as
+    /// the copy (docs/performance.md, "Reopen").
+    Map,
+}
+
+/// A segment's bytes, read or mapped.
+enum SegmentBytes {
+    Read(Vec<u8>),
+    Mapped(std::sync::Arc<dyn crate::io::FileBytes>),
+}
+
+impl SegmentBytes {
+    fn load(fs: &dyn FileSystem, path: &Path, how: SegmentRead) -> Result<SegmentBytes> {
+        Ok(match how {
+            SegmentRead::Copy => SegmentBytes::Read(fs.read(path)?),
+            SegmentRead::Map => {
+                let map = fs.map(path)?;
+                map.will_need(0..map.bytes().len());
+                SegmentBytes::Mapped(map)
+            }
+        })
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            SegmentBytes::Read(v) => v,
+            SegmentBytes::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn replay_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     number: u64,
     is_last: bool,
+    how: SegmentRead,
     apply: &mut impl FnMut(&[u8]) -> Result<()>,
     report: &mut ReplayReport,
 ) -> Result<()> {
@@ -93,7 +137,8 @@ fn replay_segment(
             path.display()
         )));
     }
-    let data = fs.read(&path)?;
+    let loaded = SegmentBytes::load(fs, &path, how)?;
+    let data = loaded.bytes();
 
     if is_last && is_torn_creation(&data) {
         // The writer syncs the header before appending anything, so a short
@@ -493,7 +538,7 @@ mod tests {
 
     fn collect(dir: &Path, numbers: &[u64]) -> Result<(Vec<Vec<u8>>, ReplayReport)> {
         let mut got = Vec::new();
-        let report = replay(FS, dir, numbers, |p| {
+        let report = replay(FS, dir, numbers, SegmentRead::Map, |p| {
             got.push(p.to_vec());
             Ok(())
         })?;
@@ -645,7 +690,7 @@ mod tests {
         for at in [victim + FRAME_HEADER_LEN as u64, victim, victim + 6] {
             flip_byte(dir.path(), 2, at);
             let mut applied = 0;
-            let err = replay(FS, dir.path(), &[1, 2], |_| {
+            let err = replay(FS, dir.path(), &[1, 2], SegmentRead::Map, |_| {
                 applied += 1;
                 Ok(())
             })
@@ -830,7 +875,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         write_log(dir.path(), &[(1, 10)]);
         let mut calls = 0;
-        let err = replay(FS, dir.path(), &[1], |_| {
+        let err = replay(FS, dir.path(), &[1], SegmentRead::Map, |_| {
             calls += 1;
             if calls == 4 {
                 return Err(Error::internal("memtable full"));
