@@ -316,9 +316,12 @@ impl Memtable {
     }
 
     /// Inserts what [`Memtable::apply_deferred`] gathered, sorted first.
-    /// Versions are unique by (key, timestamp), so the order is total.
+    /// The sort must be stable: a batch that writes one key twice gives
+    /// both versions the same (key, timestamp), and the later one must win,
+    /// as it does when [`Memtable::apply`] inserts them in batch order (an
+    /// insert replaces an equal entry).
     pub fn insert_pending(&self, mut pending: Vec<MemKey>) {
-        pending.sort_unstable();
+        pending.sort();
         for version in pending {
             self.map.insert(version, ());
         }
@@ -441,6 +444,54 @@ mod tests {
             };
         }
         b
+    }
+
+    /// Replay's deferred, sorted inserts give the same memtable as applying
+    /// the batches in order, including a batch that writes one key several
+    /// times (its versions share a timestamp: the last one must win).
+    #[test]
+    fn deferred_sorted_inserts_match_applying_in_order() {
+        // Large enough that the sort is not a small-slice insertion sort.
+        let mut many = WriteBatch::new();
+        for i in 0..300 {
+            many.put(format!("k{}", i % 3), format!("v{i}")).unwrap();
+        }
+        let batches = [
+            batch(&[("k1", Some("a")), ("k0", Some("b")), ("k1", Some("c"))]),
+            batch(&[
+                ("k2", Some("d")),
+                ("k1", None),
+                ("k2", Some("e")),
+                ("k2", Some("f")),
+            ]),
+            batch(&[("k0", Some("g")), ("k0", None), ("k0", Some("h"))]),
+            many,
+        ];
+        let direct = Memtable::new(1);
+        let deferred = Memtable::new(2);
+        let mut pending = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            let ts = i as u64 + 1;
+            direct.apply(b, ts);
+            deferred.apply_deferred(b, ts, &mut pending);
+        }
+        // Many equal keys among the pending versions: an unstable sort
+        // would be free to reorder them.
+        deferred.insert_pending(pending);
+        for key in ["k0", "k1", "k2", "k3"] {
+            for ts in 0..=5 {
+                assert_eq!(
+                    deferred.get(key.as_bytes(), ts),
+                    direct.get(key.as_bytes(), ts),
+                    "{key} at {ts}"
+                );
+            }
+        }
+        assert_eq!(deferred.get(b"k2", 2).unwrap().2, b"f");
+        assert_eq!(deferred.get(b"k0", 3).unwrap().2, b"h");
+        assert_eq!(deferred.get(b"k2", 4).unwrap().2, b"v299");
+        assert_eq!(deferred.approximate_bytes(), direct.approximate_bytes());
+        assert_eq!(deferred.max_ts(), direct.max_ts());
     }
 
     #[test]

@@ -171,7 +171,9 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let wal_number = next_file_number;
     let manifest_number = next_file_number + 1;
     next_file_number += 2;
-    let wal = WalWriter::create(&*fs, dir, wal_number)?;
+    // Its name becomes durable with the manifest switch below (which ends
+    // in a directory sync) before `open` returns and anything is appended.
+    let wal = WalWriter::create_unlisted(&*fs, dir, wal_number)?;
     // The checkpoint names an existing segment from now on: the oldest one
     // replay still needs, or the new one (see the check above). Segments
     // that replayed nothing are not needed again.

@@ -37,6 +37,16 @@ impl WalWriter {
     /// writes and syncs the header, and syncs `dir` so the new file's name is
     /// durable.
     pub fn create(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<WalWriter> {
+        let wal = Self::create_unlisted(fs, dir, number)?;
+        fs.sync_dir(dir)?;
+        Ok(wal)
+    }
+
+    /// [`WalWriter::create`] without the directory sync: the new name is not
+    /// yet durable. Only for a caller that syncs `dir` itself before
+    /// anything is appended (an open: its manifest switch ends with a
+    /// directory sync, and it returns only after that).
+    pub fn create_unlisted(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<WalWriter> {
         let path = dir.join(segment_file_name(number));
         let mut file = fs.create_log(&path)?;
         // The header is durable before any record can be appended, which is
@@ -44,7 +54,6 @@ impl WalWriter {
         // corruption.
         file.append(&encode_header())?;
         file.sync_data()?;
-        fs.sync_dir(dir)?;
         Ok(WalWriter {
             file,
             number,
