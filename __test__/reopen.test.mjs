@@ -23,6 +23,7 @@ const valueOf = (i) => Buffer.alloc(VALUE_LEN, i % 251)
 const CHILD = `
 const { Database } = require(${JSON.stringify(INDEX_JS)})
 const [dir, options] = [process.argv[1], JSON.parse(process.argv[2])]
+const VALUE_LEN = ${VALUE_LEN}
 const keyOf = ${keyOf.toString()}
 const valueOf = ${valueOf.toString()}
 ;(async () => {
