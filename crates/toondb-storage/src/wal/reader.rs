@@ -94,6 +94,10 @@ pub enum SegmentRead {
     Map,
 }
 
+/// Readahead request size for a mapped segment: at most what the kernel
+/// reads for one will-need request (its default readahead window).
+const WILL_NEED_CHUNK: usize = 128 << 10;
+
 /// A segment's bytes, read or mapped.
 enum SegmentBytes {
     Read(Vec<u8>),
@@ -106,7 +110,16 @@ impl SegmentBytes {
             SegmentRead::Copy => SegmentBytes::Read(fs.read(path)?),
             SegmentRead::Map => {
                 let map = fs.map(path)?;
-                map.will_need(0..map.bytes().len());
+                // The whole segment is asked for up front, in chunks: the
+                // kernel caps one will-need request at its readahead window
+                // (128 KiB by default), and the map is advised random (no
+                // readahead on page faults), so one request for the whole
+                // segment left the rest to be read 4 KiB per fault: a cold
+                // open after a 1 GiB load took 0.8-1.6 s instead of 0.2 s.
+                let len = map.bytes().len();
+                for start in (0..len).step_by(WILL_NEED_CHUNK) {
+                    map.will_need(start..len.min(start + WILL_NEED_CHUNK));
+                }
                 SegmentBytes::Mapped(map)
             }
         })
