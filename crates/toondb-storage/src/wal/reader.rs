@@ -133,7 +133,6 @@ impl SegmentBytes {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn replay_segment(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -153,7 +152,7 @@ fn replay_segment(
     let loaded = SegmentBytes::load(fs, &path, how)?;
     let data = loaded.bytes();
 
-    if is_last && is_torn_creation(&data) {
+    if is_last && is_torn_creation(data) {
         // The writer syncs the header before appending anything, so a short
         // last segment is a crash during its creation and holds no records.
         // So is a last segment whose header is damaged but which holds
@@ -172,7 +171,7 @@ fn replay_segment(
         });
         return Ok(());
     }
-    let version = check_header(&data).map_err(|why| {
+    let version = check_header(data).map_err(|why| {
         Error::corruption(format!(
             "WAL segment {number}: bad header at offset 0: {why}"
         ))
@@ -182,7 +181,7 @@ fn replay_segment(
         path: &path,
         number,
         is_last,
-        data: &data,
+        data,
     };
     if version == SEGMENT_VERSION_V1 {
         segment.replay_v1(apply, report)
