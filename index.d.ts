@@ -208,6 +208,8 @@ export interface DatabaseStats {
   recoveredRecords: number
   /** WAL segments replayed by the open of this engine. */
   recoveredSegments: number
+  /** Bytes of the WAL records replayed by that open (bounded by `walSizeLimit`). */
+  recoveredBytes: number
   /** Bytes of a torn or corrupt WAL tail that the open dropped (0: none). */
   droppedTailBytes: number
   /** Why that tail was dropped (e.g. "truncated record"); absent when nothing was. */

@@ -9,6 +9,8 @@ const require = createRequire(import.meta.url);
 const ENTRY = process.env.TOONDB_BENCH_ENTRY
   ? path.resolve(process.env.TOONDB_BENCH_ENTRY)
   : path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../index.js');
+// TOONDB_BENCH_OPTIONS='{"walSizeLimit":4194304}' adds open options (A/B of an option in one build).
+const EXTRA_OPTIONS = JSON.parse(process.env.TOONDB_BENCH_OPTIONS || '{}');
 let Database;
 
 export const id = 'toondb';
@@ -28,12 +30,13 @@ export async function init() {
       'fillsync64 / fillsync1: Database.open(dir, { sync: true }) — every put resolves after the WAL is fdatasynced',
       'txn1 / txn64: db.transact(fn) with its defaults (snapshot isolation, up to 10 retries on TOONDB_CONFLICT), sync: false',
       ...(process.env.TOONDB_BENCH_ENTRY ? [`binding loaded from TOONDB_BENCH_ENTRY=${ENTRY}`] : []),
+      ...(process.env.TOONDB_BENCH_OPTIONS ? [`extra open options TOONDB_BENCH_OPTIONS=${JSON.stringify(EXTRA_OPTIONS)}`] : []),
     ],
   };
 }
 
 export async function open(dir, { durable = false } = {}) {
-  return Database.open(dir, { sync: durable });
+  return Database.open(dir, { ...EXTRA_OPTIONS, sync: durable });
 }
 
 /**

@@ -217,15 +217,25 @@ impl WriteBatch {
     /// Parses a WAL record payload back into its timestamp and batch,
     /// validating every operation so replay never trusts a malformed record.
     pub fn decode_record(payload: &[u8]) -> Result<(Timestamp, WriteBatch)> {
+        let mut batch = WriteBatch::new();
+        let ts = Self::decode_record_into(payload, &mut batch)?;
+        Ok((ts, batch))
+    }
+
+    /// [`WriteBatch::decode_record`] into `batch`, replacing what it held
+    /// and reusing its buffer: replay decodes thousands of records, and a
+    /// fresh buffer per record cost a page fault per 4 KiB of WAL.
+    pub fn decode_record_into(payload: &[u8], batch: &mut WriteBatch) -> Result<Timestamp> {
         let bad = |what: &str| Error::corruption(format!("malformed batch record: {what}"));
         let mut r = Reader::new(payload);
         let ts = r.u64_le().ok_or_else(|| bad("short header"))?;
         let count = r.u32_le().ok_or_else(|| bad("short header"))?;
-        let mut batch = WriteBatch {
-            rep: r.rest().to_vec(),
-            count,
-            range_deletes: 0,
-        };
+        // Empty until the record proved valid: a failed decode leaves no
+        // half-trusted batch behind.
+        batch.count = 0;
+        batch.range_deletes = 0;
+        batch.rep.clear();
+        batch.rep.extend_from_slice(r.rest());
         let mut seen = 0u32;
         let mut ranges = 0u32;
         let mut ops = RawOps {
@@ -243,8 +253,9 @@ impl WriteBatch {
         if seen != count {
             return Err(bad("operation count mismatch"));
         }
+        batch.count = count;
         batch.range_deletes = ranges;
-        Ok((ts, batch))
+        Ok(ts)
     }
 }
 

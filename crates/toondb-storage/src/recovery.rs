@@ -15,7 +15,7 @@ use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::sstable::{parse_table_name, table_file_name};
 use crate::version::{parse_manifest_name, Manifest, ManifestState, CURRENT_FILE_NAME};
-use crate::wal::{self, parse_segment_name, WalWriter};
+use crate::wal::{self, parse_segment_name, SegmentRead, WalWriter};
 
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
@@ -157,18 +157,23 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
 
     let mem = Memtable::new(1);
     let mut last_ts = state.last_ts;
-    let recovery = wal::replay(&*fs, dir, &segments, |payload| {
-        let (ts, batch) = WriteBatch::decode_record(payload)?;
-        mem.apply(&batch, ts);
+    let mut pending = Vec::new();
+    let mut batch = WriteBatch::new();
+    let recovery = wal::replay(&*fs, dir, &segments, SegmentRead::Map, |payload| {
+        let ts = WriteBatch::decode_record_into(payload, &mut batch)?;
+        mem.apply_deferred(&batch, ts, &mut pending);
         last_ts = last_ts.max(ts);
         Ok(())
     })?;
+    mem.insert_pending(pending);
 
     let mut next_file_number = max_file_number + 1;
     let wal_number = next_file_number;
     let manifest_number = next_file_number + 1;
     next_file_number += 2;
-    let wal = WalWriter::create(&*fs, dir, wal_number)?;
+    // Its name becomes durable with the manifest switch below (which ends
+    // in a directory sync) before `open` returns and anything is appended.
+    let wal = WalWriter::create_unlisted(&*fs, dir, wal_number)?;
     // The checkpoint names an existing segment from now on: the oldest one
     // replay still needs, or the new one (see the check above). Segments
     // that replayed nothing are not needed again.

@@ -18,7 +18,7 @@ use crate::engine::Engine;
 use crate::error::{Error, Result};
 use crate::io::{FileBytes, FileLock, FileSystem, WritableFile};
 use crate::sstable::{table_file_name, Table};
-use crate::wal::{parse_segment_name, replay};
+use crate::wal::{parse_segment_name, replay, SegmentRead};
 
 /// What [`Database::verify`](crate::Database::verify) checked and found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -112,7 +112,7 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
     let newest = segments.last().copied();
     for n in segments {
         let path = engine.dir.join(crate::wal::segment_file_name(n));
-        match replay(&*ro, &engine.dir, &[n], |_| Ok(())) {
+        match replay(&*ro, &engine.dir, &[n], SegmentRead::Copy, |_| Ok(())) {
             Ok(r) => {
                 report.wal_segments += 1;
                 report.wal_records += r.records;

@@ -12,7 +12,7 @@ pub use entry::{begin_batch_frame, finish_batch_frame};
 // The engine's open path is the user of these; until it is wired in they
 // would be reported as unused.
 #[allow(unused_imports)]
-pub use reader::{replay, DroppedTail, ReplayReport};
+pub use reader::{replay, DroppedTail, ReplayReport, SegmentRead};
 pub use writer::WalWriter;
 
 const SEGMENT_SUFFIX: &str = ".wal";
