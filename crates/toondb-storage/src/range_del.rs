@@ -744,3 +744,97 @@ mod tests {
         assert!(x.overlaps(&r(Bound::Excluded("e"), Bound::Unbounded)));
     }
 }
+
+#[cfg(test)]
+mod review_s24_balance {
+    //! Review s24: the painting tree's depth under cut patterns other than
+    //! the scattered one `cuts_keep_the_tree_balanced` uses.
+    use super::*;
+
+    fn key(i: u64) -> Vec<u8> {
+        format!("k{i:08}").into_bytes()
+    }
+
+    fn depth_after(pattern: &str, cuts: impl Iterator<Item = (u64, u64)>) -> usize {
+        let mut set = RangeDelSet::default().with(vec![RangeTombstone {
+            start: key(0),
+            end: key(99_999_999),
+            ts: 1,
+        }]);
+        let mut ts = 2;
+        for (a, b) in cuts {
+            set = set.with(vec![RangeTombstone {
+                start: key(a),
+                end: key(b),
+                ts,
+            }]);
+            ts += 1;
+        }
+        let d = tree::depth(&set.versions.last().unwrap().painted);
+        eprintln!("{pattern}: depth {d} after {} tombstones", ts - 1);
+        d
+    }
+
+    #[test]
+    fn depth_stays_logarithmic_for_other_cut_orders() {
+        let n: u64 = std::env::var("S24_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(20_000);
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = move |m: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % m
+        };
+        let mut worst = Vec::new();
+        worst.push(depth_after(
+            "ascending",
+            (0..n).map(|i| (4 * i + 1, 4 * i + 2)),
+        ));
+        worst.push(depth_after(
+            "descending",
+            (0..n).rev().map(|i| (4 * i + 1, 4 * i + 2)),
+        ));
+        let random: Vec<(u64, u64)> = (0..n)
+            .map(|_| {
+                let a = rnd(1_000_000);
+                (a, a + 1 + rnd(50))
+            })
+            .collect();
+        worst.push(depth_after("random short", random.into_iter()));
+        let wide: Vec<(u64, u64)> = (0..n)
+            .map(|_| {
+                let a = rnd(1_000_000);
+                (a, a + 1 + rnd(200_000))
+            })
+            .collect();
+        worst.push(depth_after("random wide", wide.into_iter()));
+        // Sliding window forward (appends at the right end).
+        worst.push(depth_after("sliding", (0..n).map(|i| (3 * i, 3 * i + 2))));
+        // Each cut inside the previous cut's right half (nested, shrinking).
+        worst.push(depth_after(
+            "nested shrinking",
+            (0..n).map(|i| (1000 + 2 * i, 10_000_000 - 2 * i)),
+        ));
+        // Alternate: punch a hole, then re-cover a wider area, repeatedly.
+        worst.push(depth_after(
+            "punch and cover",
+            (0..n).map(|i| {
+                if i % 2 == 0 {
+                    (5 * i + 1, 5 * i + 2)
+                } else {
+                    (5 * (i - 1), 5 * i + 3)
+                }
+            }),
+        ));
+        // Logarithmic, but not the ~3 log2(n) of a valid treap: a cut's
+        // halves are fresh leaves whose priority may exceed their new
+        // parent's (split returns them up the path unchecked), so nested
+        // shrinking cuts reach ~5 log2(n) (97 at 160K tombstones, S24_N).
+        let max = worst.into_iter().max().unwrap_or(0);
+        let log2 = (3 * n as usize).ilog2() as usize + 1;
+        assert!(max <= 6 * log2, "depth {max}");
+    }
+}

@@ -1,0 +1,429 @@
+//! Review s24 (range tombstones as persistent paintings, memtable key
+//! filter, cache-local table filters): attempts to lose data, break
+//! isolation or misreport an outcome.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use toondb_storage::{
+    Database, ErrorKind, Isolation, Options, ScanOptions, Snapshot, TransactionOptions, WriteBatch,
+};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn small() -> Options {
+    Options::default()
+        .memtable_size(4096)
+        .block_size(256)
+        .target_file_size(2048)
+        .level_base_bytes(8192)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
+}
+
+fn k(i: u32) -> Vec<u8> {
+    format!("k{i:04}").into_bytes()
+}
+
+fn collect(iter: toondb_storage::DbIter) -> Vec<(Vec<u8>, Vec<u8>)> {
+    iter.map(|r| r.unwrap()).collect()
+}
+
+fn model_delete_range(m: &mut Model, start: &[u8], end: &[u8]) {
+    m.retain(|key, _| !(key.as_slice() >= start && key.as_slice() < end));
+}
+
+/// Every key of the key space, forward and reverse scans, and a bounded
+/// scan starting inside the key space, at `snap`, against `model`.
+fn check_snapshot(snap: &Snapshot, model: &Model, n: u32, what: &str) {
+    for i in 0..n {
+        assert_eq!(
+            snap.get(k(i)).unwrap(),
+            model.get(&k(i)).cloned(),
+            "{what}: get {i} at {}",
+            snap.ts()
+        );
+    }
+    let all: Vec<_> = model.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+    assert_eq!(
+        collect(snap.iter(ScanOptions::default()).unwrap()),
+        all,
+        "{what}: forward scan at {}",
+        snap.ts()
+    );
+    let mut rev = all.clone();
+    rev.reverse();
+    assert_eq!(
+        collect(snap.iter(ScanOptions::default().reverse(true)).unwrap()),
+        rev,
+        "{what}: reverse scan at {}",
+        snap.ts()
+    );
+    let lo = k(n / 3);
+    let hi = k(2 * n / 3);
+    let mid: Vec<_> = all
+        .iter()
+        .filter(|(key, _)| *key >= lo && *key < hi)
+        .cloned()
+        .collect();
+    let o = ScanOptions::default()
+        .lower(Bound::Included(lo.clone()))
+        .upper(Bound::Excluded(hi.clone()));
+    assert_eq!(
+        collect(snap.iter(o.clone()).unwrap()),
+        mid,
+        "{what}: bounded scan at {}",
+        snap.ts()
+    );
+    let mut mid_rev = mid;
+    mid_rev.reverse();
+    assert_eq!(
+        collect(snap.iter(o.reverse(true)).unwrap()),
+        mid_rev,
+        "{what}: bounded reverse scan at {}",
+        snap.ts()
+    );
+}
+
+/// Readers at every older snapshot keep exact answers while range deletes
+/// land that nest, cut and re-cover each other (several per batch, some at
+/// one timestamp with puts of covered keys), spread over memtables that
+/// rotate, flushed tables and compaction outputs, with every snapshot held
+/// throughout (compaction must keep what each needs).
+#[test]
+fn every_snapshot_stays_exact_under_cutting_and_nested_deletes() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = 240u32;
+    let db = Database::open_with(dir.path(), small()).unwrap();
+    let mut model = Model::new();
+    for i in 0..n {
+        let v = format!("v0-{i}").into_bytes();
+        db.put(k(i), &v).unwrap();
+        model.insert(k(i), v);
+    }
+    db.flush().unwrap();
+    let mut snaps: Vec<(Snapshot, Model)> = vec![(db.snapshot().unwrap(), model.clone())];
+    let mut seed = 0x1234_5678_9abc_def1u64;
+    let mut rnd = move |m: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % m) as u32
+    };
+    for step in 0..120u32 {
+        let mut batch = WriteBatch::new();
+        let mut after: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut ranges = Vec::new();
+        // Patterns: widening cutoff, narrowing nested, random cut, a punch.
+        let kind = step % 4;
+        let (a, b) = match kind {
+            0 => (0, (step * 2).min(n)),
+            1 => (step / 2, n - step / 2),
+            2 => {
+                let a = rnd(n as u64);
+                (a, (a + 1 + rnd(40)).min(n))
+            }
+            _ => {
+                let a = rnd(n as u64);
+                (a, a + 1)
+            }
+        };
+        if a < b {
+            ranges.push((k(a), k(b)));
+        }
+        if step % 5 == 0 {
+            // A second, overlapping range delete in the same batch.
+            let c = rnd(n as u64);
+            let d = (c + 1 + rnd(30)).min(n);
+            ranges.push((k(c), k(d)));
+        }
+        for (s, e) in &ranges {
+            batch.delete_range(s, e).unwrap();
+        }
+        // Puts in the same batch (same timestamp) survive its deletes,
+        // and puts of other keys.
+        for _ in 0..3 {
+            let key = k(rnd(n as u64));
+            let v = format!("v{}-{step}", key.len()).into_bytes();
+            batch.put(&key, &v).unwrap();
+            after.push((key, v));
+        }
+        if !ranges.is_empty() || !after.is_empty() {
+            db.write(batch).unwrap();
+        }
+        for (s, e) in &ranges {
+            model_delete_range(&mut model, s, e);
+        }
+        for (key, v) in after {
+            model.insert(key, v);
+        }
+        if step % 3 == 0 {
+            snaps.push((db.snapshot().unwrap(), model.clone()));
+        }
+        match step % 17 {
+            5 => db.flush().unwrap(),
+            11 => db
+                .compact_range(Bound::Included(k(rnd(n as u64))), Bound::Unbounded)
+                .unwrap(),
+            16 => db.compact().unwrap(),
+            _ => {}
+        }
+        if step % 10 == 9 {
+            for (i, (snap, m)) in snaps.iter().enumerate() {
+                check_snapshot(snap, m, n, &format!("step {step} snapshot {i}"));
+            }
+        }
+    }
+    db.flush().unwrap();
+    db.compact().unwrap();
+    for (i, (snap, m)) in snaps.iter().enumerate() {
+        check_snapshot(snap, m, n, &format!("final snapshot {i}"));
+    }
+    let now = db.snapshot().unwrap();
+    check_snapshot(&now, &model, n, "latest");
+    drop(now);
+    drop(snaps);
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open_with(dir.path(), small()).unwrap();
+    let now = db.snapshot().unwrap();
+    check_snapshot(&now, &model, n, "reopened");
+    drop(now);
+    db.compact().unwrap();
+    let now = db.snapshot().unwrap();
+    check_snapshot(&now, &model, n, "reopened, compacted");
+    drop(now);
+    db.close().unwrap();
+}
+
+/// A serializable transaction conflicts with a range delete committed
+/// after its snapshot over a key or range it read or a key it writes,
+/// whether the tombstone is still in a memtable or already in a table;
+/// one committed before its snapshot, or elsewhere, does not.
+#[test]
+fn range_deletes_after_the_snapshot_conflict_wherever_they_live() {
+    for flush_between in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Database::open_with(dir.path(), small()).unwrap();
+        for i in 0..100 {
+            db.put(k(i), b"x").unwrap();
+        }
+        db.delete_range(k(0), k(5)).unwrap(); // before every snapshot
+        let ser = TransactionOptions::default().isolation(Isolation::Serializable);
+        let range_reader = db.transaction_with(ser.clone()).unwrap();
+        let o = ScanOptions::default()
+            .lower(Bound::Included(k(10)))
+            .upper(Bound::Excluded(k(20)));
+        assert_eq!(collect(range_reader.iter(o).unwrap()).len(), 10);
+        range_reader.put(k(90), b"r").unwrap();
+        let point_reader = db.transaction_with(ser.clone()).unwrap();
+        assert_eq!(point_reader.get(k(30)).unwrap(), Some(b"x".to_vec()));
+        point_reader.put(k(91), b"p").unwrap();
+        let writer = db.transaction().unwrap();
+        writer.put(k(40), b"w").unwrap();
+        let bystander = db.transaction_with(ser).unwrap();
+        assert_eq!(bystander.get(k(60)).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(bystander.get(k(2)).unwrap(), None);
+        bystander.put(k(92), b"b").unwrap();
+        // Touches 19 (read range), 30 (point read), 40 (write) but not 60
+        // nor the range before every snapshot.
+        db.delete_range(k(19), k(20)).unwrap();
+        db.delete_range(k(30), k(31)).unwrap();
+        db.delete_range(k(35), k(45)).unwrap();
+        if flush_between {
+            db.flush().unwrap();
+            db.compact().unwrap();
+        }
+        let what = format!("flushed: {flush_between}");
+        assert_eq!(
+            range_reader.commit().unwrap_err().kind(),
+            ErrorKind::Conflict,
+            "{what}"
+        );
+        assert_eq!(
+            point_reader.commit().unwrap_err().kind(),
+            ErrorKind::Conflict,
+            "{what}"
+        );
+        assert_eq!(
+            writer.commit().unwrap_err().kind(),
+            ErrorKind::Conflict,
+            "{what}"
+        );
+        bystander.commit().unwrap();
+        assert_eq!(db.get(k(92)).unwrap(), Some(b"b".to_vec()));
+        assert_eq!(db.get(k(90)).unwrap(), Some(b"x".to_vec()));
+        assert_eq!(db.get(k(40)).unwrap(), None);
+        db.close().unwrap();
+    }
+}
+
+/// The memtable key filter never hides a committed write: readers on other
+/// threads look up every key whose write has returned while the writer
+/// keeps writing through many memtable rotations (flushes in the
+/// background), and a transaction that read a key conflicts with a later
+/// write of it wherever that write is.
+#[test]
+fn memtable_filter_never_hides_a_returned_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open_with(dir.path(), small()).unwrap());
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let total = 3000u64;
+    let readers: Vec<_> = (0..2)
+        .map(|r| {
+            let (db, done, stop) = (db.clone(), done.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut seed = 0x9e37_79b9_7f4a_7c15u64 + r;
+                let mut checked = 0u64;
+                while !stop.load(Ordering::Acquire) {
+                    let upto = done.load(Ordering::Acquire);
+                    if upto == 0 {
+                        std::thread::yield_now();
+                        continue;
+                    }
+                    seed ^= seed << 13;
+                    seed ^= seed >> 7;
+                    seed ^= seed << 17;
+                    // The newest key half the time: most likely in the
+                    // active memtable, just inserted.
+                    let i = if seed & 1 == 0 { upto - 1 } else { seed % upto };
+                    let key = format!("m{i:08}");
+                    assert_eq!(
+                        db.get(&key).unwrap(),
+                        Some(i.to_le_bytes().to_vec()),
+                        "{key} written and acknowledged, read back absent"
+                    );
+                    checked += 1;
+                }
+                checked
+            })
+        })
+        .collect();
+    for i in 0..total {
+        db.put(format!("m{i:08}"), i.to_le_bytes()).unwrap();
+        done.store(i + 1, Ordering::Release);
+    }
+    stop.store(true, Ordering::Release);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    assert!(db.stats().flushes > 0, "memtables rotated and flushed");
+    // Conflicts through `newest_ts`: the conflicting write in the active
+    // memtable, or sealed behind a rotation.
+    for (n, rotate) in [false, true].into_iter().enumerate() {
+        let key = format!("c{n}");
+        db.put(&key, b"0").unwrap();
+        let t = db.transaction().unwrap();
+        assert_eq!(t.get(&key).unwrap(), Some(b"0".to_vec()));
+        db.put(&key, b"1").unwrap();
+        if rotate {
+            for i in 0..200u32 {
+                db.put(format!("fill{i:05}"), [7u8; 64]).unwrap();
+            }
+        }
+        t.put(&key, b"t").unwrap();
+        assert_eq!(
+            t.commit().unwrap_err().kind(),
+            ErrorKind::Conflict,
+            "rotate {rotate}"
+        );
+        assert_eq!(db.get(&key).unwrap(), Some(b"1".to_vec()));
+    }
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
+}
+
+/// Recovery replays the WAL through `Memtable::new` (a filter sized for the
+/// default memtable, not this database's) and then keeps writing into a
+/// memtable sized from the options: every key replayed or written after is
+/// found, and conflicts are still detected against replayed versions.
+#[test]
+fn memtable_filter_after_replay() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || Options::default().memtable_size(64 << 20);
+    {
+        let db = Database::open_with(dir.path(), opts()).unwrap();
+        for i in 0..5000u32 {
+            db.put(format!("r{i:06}"), i.to_le_bytes()).unwrap();
+        }
+        let mut b = WriteBatch::new();
+        b.delete_range("r000100", "r000200").unwrap();
+        b.put("r000150", b"same batch").unwrap();
+        db.write(b).unwrap();
+        db.close().unwrap();
+    }
+    let db = Database::open_with(dir.path(), opts()).unwrap();
+    let t = db.transaction().unwrap();
+    for i in 0..5000u32 {
+        let want = match i {
+            150 => Some(b"same batch".to_vec()),
+            100..200 => None,
+            _ => Some(i.to_le_bytes().to_vec()),
+        };
+        assert_eq!(db.get(format!("r{i:06}")).unwrap(), want, "r{i:06}");
+    }
+    db.put("r000007", b"after").unwrap();
+    t.put("r000007", b"t").unwrap();
+    assert_eq!(t.commit().unwrap_err().kind(), ErrorKind::Conflict);
+    let t = db.transaction().unwrap();
+    db.put("r000008", b"after").unwrap();
+    t.put("r000150", b"t").unwrap();
+    t.commit().unwrap();
+    assert_eq!(db.get("r000150").unwrap(), Some(b"t".to_vec()));
+    db.close().unwrap();
+}
+
+/// The unbounded clear (its end key is 64 KiB of ff plus a 00) repeated
+/// with writes between, across flushes, compactions with snapshots held,
+/// and reopen.
+#[test]
+fn repeated_unbounded_clears() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), small()).unwrap();
+    let mut snaps: Vec<(Snapshot, Model)> = Vec::new();
+    let mut model = Model::new();
+    for round in 0..12u32 {
+        for i in 0..40u32 {
+            if (i + round) % 3 != 0 {
+                let v = format!("r{round}").into_bytes();
+                db.put(k(i), &v).unwrap();
+                model.insert(k(i), v);
+            }
+        }
+        if round % 4 == 1 {
+            snaps.push((db.snapshot().unwrap(), model.clone()));
+        }
+        if round % 2 == 0 {
+            let ts = db
+                .delete_bounds(Bound::Unbounded, Bound::Unbounded, Default::default())
+                .unwrap();
+            assert!(ts.is_some());
+            model.clear();
+            // A put right after the clear survives it.
+            db.put(k(1), b"after clear").unwrap();
+            model.insert(k(1), b"after clear".to_vec());
+        }
+        match round % 3 {
+            0 => db.flush().unwrap(),
+            1 => db.compact().unwrap(),
+            _ => {}
+        }
+    }
+    for (i, (snap, m)) in snaps.iter().enumerate() {
+        check_snapshot(snap, m, 40, &format!("clear snapshot {i}"));
+    }
+    let now = db.snapshot().unwrap();
+    check_snapshot(&now, &model, 40, "latest");
+    drop(now);
+    drop(snaps);
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open_with(dir.path(), small()).unwrap();
+    db.compact().unwrap();
+    let now = db.snapshot().unwrap();
+    check_snapshot(&now, &model, 40, "reopened");
+    drop(now);
+    db.close().unwrap();
+}
