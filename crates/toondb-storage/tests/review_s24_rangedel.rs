@@ -212,13 +212,13 @@ fn range_deletes_after_the_snapshot_conflict_wherever_they_live() {
         }
         db.delete_range(k(0), k(5)).unwrap(); // before every snapshot
         let ser = TransactionOptions::default().isolation(Isolation::Serializable);
-        let range_reader = db.transaction_with(ser.clone()).unwrap();
+        let range_reader = db.transaction_with(ser).unwrap();
         let o = ScanOptions::default()
             .lower(Bound::Included(k(10)))
             .upper(Bound::Excluded(k(20)));
         assert_eq!(collect(range_reader.iter(o).unwrap()).len(), 10);
         range_reader.put(k(90), b"r").unwrap();
-        let point_reader = db.transaction_with(ser.clone()).unwrap();
+        let point_reader = db.transaction_with(ser).unwrap();
         assert_eq!(point_reader.get(k(30)).unwrap(), Some(b"x".to_vec()));
         point_reader.put(k(91), b"p").unwrap();
         let writer = db.transaction().unwrap();
@@ -426,4 +426,81 @@ fn repeated_unbounded_clears() {
     check_snapshot(&now, &model, 40, "reopened");
     drop(now);
     db.close().unwrap();
+}
+
+/// A writer keeps putting, deleting and range-deleting over a small key
+/// space (memtables rotate, flushes and compactions run all the time) while
+/// readers hold snapshots: at one snapshot, forward and reverse scans and a
+/// point read of every key agree, and agree again after more churn (a
+/// compaction meanwhile must keep what the snapshot sees).
+#[test]
+fn snapshots_agree_with_themselves_under_churn() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open_with(dir.path(), small()).unwrap());
+    let n = 200u32;
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (db, stop) = (db.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut seed = 0xdead_beef_1234_5678u64;
+            let mut ops = 0u64;
+            while !stop.load(Ordering::Acquire) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let a = (seed >> 8) as u32 % n;
+                match seed % 10 {
+                    0 => {
+                        let b = (a + 1 + (seed >> 40) as u32 % 50).min(n);
+                        db.delete_range(k(a), k(b)).unwrap();
+                    }
+                    1 => db.delete(k(a)).unwrap(),
+                    2 => {
+                        let mut batch = WriteBatch::new();
+                        batch.delete_range(k(a), k((a + 20).min(n))).unwrap();
+                        batch.put(k(a), format!("b{ops}")).unwrap();
+                        db.write(batch).unwrap();
+                    }
+                    _ => db.put(k(a), format!("v{ops}-{}", "x".repeat(30))).unwrap(),
+                }
+                ops += 1;
+            }
+            ops
+        })
+    };
+    let read_all = |snap: &Snapshot| -> (Model, Model, Model) {
+        let fwd: Model = collect(snap.iter(ScanOptions::default()).unwrap())
+            .into_iter()
+            .collect();
+        let rev: Model = collect(snap.iter(ScanOptions::default().reverse(true)).unwrap())
+            .into_iter()
+            .collect();
+        let gets: Model = (0..n)
+            .filter_map(|i| snap.get(k(i)).unwrap().map(|v| (k(i), v)))
+            .collect();
+        (fwd, rev, gets)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(6);
+    let mut rounds = 0;
+    while std::time::Instant::now() < deadline {
+        let snap = db.snapshot().unwrap();
+        let (fwd, rev, gets) = read_all(&snap);
+        assert_eq!(fwd, rev, "forward vs reverse at {}", snap.ts());
+        assert_eq!(fwd, gets, "scan vs gets at {}", snap.ts());
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        if rounds % 5 == 0 {
+            db.compact_range(Bound::Included(k(50)), Bound::Excluded(k(150)))
+                .unwrap();
+        }
+        let (fwd2, rev2, gets2) = read_all(&snap);
+        assert_eq!(fwd, fwd2, "scan changed at {}", snap.ts());
+        assert_eq!(rev, rev2, "reverse scan changed at {}", snap.ts());
+        assert_eq!(gets, gets2, "gets changed at {}", snap.ts());
+        rounds += 1;
+    }
+    stop.store(true, Ordering::Release);
+    assert!(writer.join().unwrap() > 100);
+    let stats = db.stats();
+    assert!(stats.flushes > 0);
+    Arc::try_unwrap(db).ok().unwrap().close().unwrap();
 }
