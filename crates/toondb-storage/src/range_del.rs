@@ -45,7 +45,10 @@ use crate::key::{KeyRange, Timestamp};
 /// Whether `[start, end)` meets the user-key `range`.
 fn overlaps(start: &[u8], end: &[u8], range: &KeyRange) -> bool {
     let below_end = match &range.0 {
-        Bound::Included(l) | Bound::Excluded(l) => l.as_slice() < end,
+        Bound::Included(l) => l.as_slice() < end,
+        // The smallest key above `l` is `l ++ 00`: a tombstone ending there
+        // (an inclusive bound `l` made exclusive) holds no key above `l`.
+        Bound::Excluded(l) => l.as_slice() < end && !is_successor(end, l),
         Bound::Unbounded => true,
     };
     let above_start = match &range.1 {
@@ -54,6 +57,11 @@ fn overlaps(start: &[u8], end: &[u8], range: &KeyRange) -> bool {
         Bound::Unbounded => true,
     };
     below_end && above_start
+}
+
+/// Whether `next` is `key ++ 00`, the smallest key above `key`.
+fn is_successor(next: &[u8], key: &[u8]) -> bool {
+    next.split_last() == Some((&0, key))
 }
 
 /// One range tombstone: versions of keys in `[start, end)` older than `ts`
@@ -746,6 +754,13 @@ mod tests {
         assert!(!x.overlaps(&r(Bound::Included("a"), Bound::Excluded("b"))));
         assert!(!x.overlaps(&r(Bound::Included("f"), Bound::Unbounded)));
         assert!(x.overlaps(&r(Bound::Excluded("e"), Bound::Unbounded)));
+        // Review s24: nothing lies above "e" and below "e\0".
+        let upto_e = t("b", "e\0", 4);
+        assert!(!upto_e.overlaps(&r(Bound::Excluded("e"), Bound::Unbounded)));
+        assert!(upto_e.overlaps(&r(Bound::Included("e"), Bound::Unbounded)));
+        assert!(upto_e.overlaps(&r(Bound::Excluded("d~"), Bound::Unbounded)));
+        assert!(t("b", "e\0\0", 4).overlaps(&r(Bound::Excluded("e"), Bound::Unbounded)));
+        assert!(t("b", "e\x01", 4).overlaps(&r(Bound::Excluded("e"), Bound::Unbounded)));
     }
 }
 

@@ -511,7 +511,6 @@ fn snapshots_agree_with_themselves_under_churn() {
 /// both, so the commit must not fail with a conflict. Before the fix,
 /// `overlaps` took `Excluded(l)` as "keys >= l" for the tombstone's end.
 #[test]
-#[ignore = "defect: range_del::overlaps reports a conflict for a read (k, ..) against a delete ending at k ++ 00"]
 fn exclusive_read_bound_does_not_meet_a_delete_ending_just_past_it() {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open_with(dir.path(), small()).unwrap();
