@@ -112,6 +112,18 @@ export interface OpenOptions {
    * in progress keeps its table open. 0: no limit. Default 1000.
    */
   maxOpenFiles?: number
+  /**
+   * Values of at least this many bytes that sit uncompressed in a table file
+   * are returned by `getSync`/`get`/`getMany` without copying: the Buffer
+   * points into a private copy-on-write mapping of the value's file pages,
+   * valid until it is garbage-collected (also after compaction deleted the
+   * file). Writing into it changes neither the database nor other reads.
+   * Smaller values, and values in the memtable or in compressed tables, are
+   * copied. `Infinity`: always copy. Default 16384 (docs/performance.md,
+   * "Read path"). Runtimes that refuse external buffers (Electron) always
+   * get copies.
+   */
+  zeroCopyThreshold?: number
 }
 
 /** Bounds of a key range (at most one lower and one upper bound). */
@@ -630,11 +642,24 @@ export declare class Database {
   readonly path: string
   /** Whether this handle (or the engine) is closed. */
   readonly closed: boolean
-  /** The value of `key`, or `null`. Runs on the calling thread (reads are in memory or memory-mapped). */
+  /**
+   * The value of `key`, or `null`. Always runs on the calling thread, even
+   * when it has to wait for the device (a cold table page). Large values
+   * may be zero-copy (see `zeroCopyThreshold`).
+   */
   getSync(key: Bytes): Buffer | null
-  /** The value of `key`, or `null`. Resolves at once: reads do not hop to the thread pool. */
+  /**
+   * The value of `key`, or `null`. Resolves at once (no thread-pool hop)
+   * when everything the read needs is in memory (memtable, block cache,
+   * table pages in the page cache); a read that would wait for the device
+   * runs on the libuv thread pool, so the event loop never blocks on it.
+   */
   get(key: Bytes): Promise<Buffer | null>
-  /** Values of several keys, in order (`null` where absent), all read from one snapshot. */
+  /**
+   * Values of several keys, in order (`null` where absent), all read from one
+   * snapshot; like `get`, at once when all of it is in memory, else on the
+   * thread pool.
+   */
   getMany(keys: Bytes[]): Promise<Array<Buffer | null>>
   /**
    * Writes `value` under `key`. Resolves when the write is committed and

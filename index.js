@@ -116,7 +116,10 @@ function readVia(native, key) {
 
 // Database#getSync's fast path: the module's raw `readInto(handle, key,
 // out)` (src/fastget.rs) skips napi-rs's per-call class and borrow
-// bookkeeping, about half of a cached read's native-call cost.
+// bookkeeping, about half of a cached read's native-call cost. It returns
+// the length copied into `scratch` (-1: absent), or a Buffer of the value's
+// own: zero-copy over a private mapping for a large table value, a copy for
+// other large values (docs/performance.md, "Read path").
 function readFast(db, handle, key) {
   checkKey(key)
   let n
@@ -125,9 +128,29 @@ function readFast(db, handle, key) {
   } catch (err) {
     throw normalizeError(err)
   }
+  if (typeof n !== 'number') return n
   if (n < 0) return null
-  if (n > scratch.length) return callNative(() => db.get(key))
   return Buffer.from(scratch.subarray(0, n))
+}
+
+// `readIfResident`'s answer when the read would wait for the device.
+const WOULD_BLOCK = -2
+
+// Database#get: served at once when everything the read needs is in memory
+// (memtables, block cache, table pages the page cache holds); otherwise the
+// read goes to the libuv pool so the event loop never waits for the device.
+function readAsync(db, handle, key) {
+  checkKey(key)
+  let n
+  try {
+    n = native.readIfResident(handle, key, scratch)
+  } catch (err) {
+    return Promise.reject(normalizeError(err))
+  }
+  if (typeof n !== 'number') return Promise.resolve(n)
+  if (n === WOULD_BLOCK) return db.getAsync(key).catch((err) => { throw normalizeError(err) })
+  if (n < 0) return Promise.resolve(null)
+  return Promise.resolve(Buffer.from(scratch.subarray(0, n)))
 }
 
 function resolveNow(fn) {
@@ -257,6 +280,7 @@ class Database {
       l0StopWrites: o.l0StopWrites,
       cacheSize: o.cacheSize,
       maxOpenFiles: o.maxOpenFiles,
+      zeroCopyThreshold: o.zeroCopyThreshold,
     }
     // The settle callback exists before the Database does; it forwards to
     // the instance once attached.
@@ -288,19 +312,27 @@ class Database {
   }
 
   /**
-   * Reads are served from memory and memory-mapped files, so they resolve
-   * at once rather than paying a thread-pool round trip.
+   * Resolves at once when the read's data is in memory; a read that would
+   * wait for the device (a cold table page) runs on the libuv pool.
    */
   get(key) {
-    return resolveNow(() => this.getSync(key))
+    try {
+      this.#checkOpen()
+      return readAsync(this.#native, this.#readHandle, key)
+    } catch (err) {
+      return Promise.reject(err)
+    }
   }
 
+  /** Like get: at once when all of it is in memory, else on the libuv pool. */
   getMany(keys) {
     try {
       if (!Array.isArray(keys)) throw invalid(`keys must be an array, got ${describe(keys)}`)
       keys.forEach((k, i) => checkKey(k, `keys[${i}]`))
       this.#checkOpen()
-      return Promise.resolve(callNative(() => this.#native.getMany(keys)))
+      const values = callNative(() => this.#native.getMany(keys, true))
+      if (values !== null) return Promise.resolve(values)
+      return this.#native.getManyAsync(keys).catch((err) => { throw normalizeError(err) })
     } catch (err) {
       return Promise.reject(err)
     }
@@ -984,6 +1016,7 @@ const NUMERIC_OPEN_OPTIONS = [
   'l0StopWrites',
   'cacheSize',
   'maxOpenFiles',
+  'zeroCopyThreshold',
 ]
 // Most operations, and most bytes, one coalesced write group carries. The
 // byte cap keeps legal writes from being merged into a batch larger than

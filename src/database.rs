@@ -4,16 +4,19 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use napi::bindgen_prelude::{AsyncTask, Buffer, BufferSlice, Function};
-use napi::{Env, Task};
+use std::ptr;
+
+use napi::{sys, Env, Task};
 use toondb_storage::{
     Compression, Database, Isolation, Options, TransactionOptions, WriteBatch, WriteOptions,
 };
 
 use crate::completion::{Completions, Settled};
 use crate::convert::{as_bytes, Bytes};
-use crate::errors::{guard_ref, invalid_argument, to_js, Result};
+use crate::errors::{from_napi, guard_ref, invalid_argument, to_js, Result};
 use crate::iterator::{scan_options, NativeIterator, Parts, ScanArgs};
 use crate::transaction::{copy_into, NativeSnapshot, NativeTransaction};
+use crate::values::{JsValueOut, OwnedValue};
 
 /// Options accepted by `Database.open` (documented in index.d.ts).
 #[napi(object)]
@@ -37,6 +40,8 @@ pub struct OpenOptions {
     pub l0_stop_writes: Option<f64>,
     pub cache_size: Option<f64>,
     pub max_open_files: Option<f64>,
+    /// Bytes from which table values are returned zero-copy; Infinity: never.
+    pub zero_copy_threshold: Option<f64>,
 }
 
 fn positive(name: &str, v: Option<f64>, min: f64, max: f64) -> Result<Option<usize>> {
@@ -124,6 +129,14 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
     }
     if let Some(v) = positive("maxOpenFiles", o.max_open_files, 0.0, 1_000_000.0)? {
         options.max_open_files = v;
+    }
+    match o.zero_copy_threshold {
+        Some(f64::INFINITY) => options.zero_copy_threshold = usize::MAX,
+        v => {
+            if let Some(v) = positive("zeroCopyThreshold", v, 0.0, 4_294_967_296.0)? {
+                options.zero_copy_threshold = v;
+            }
+        }
     }
     Ok(options)
 }
@@ -264,6 +277,66 @@ fn status_error(e: napi::Error<String>) -> napi::Error {
         napi::Status::GenericFailure,
         format!("{}: {}", e.status, e.reason),
     )
+}
+
+/// Point reads that may wait for the device, run on the libuv pool.
+pub struct ReadTask {
+    db: Arc<Database>,
+    keys: Vec<Vec<u8>>,
+    /// Resolve with an array (`getMany`) rather than one value.
+    many: bool,
+}
+
+impl Task for ReadTask {
+    type Output = Vec<Option<OwnedValue>>;
+    type JsValue = ReadOut;
+
+    fn compute(&mut self) -> napi::Result<Self::Output> {
+        let how = crate::values::value_read(false);
+        let mut out = Vec::with_capacity(self.keys.len());
+        guard_ref(|| {
+            self.db
+                .get_many_values(&self.keys, how, |_, v| out.push(v.map(OwnedValue::of)))
+        })
+        .map_err(status_error)?;
+        Ok(out)
+    }
+
+    fn resolve(&mut self, _env: Env, values: Self::Output) -> napi::Result<ReadOut> {
+        Ok(ReadOut {
+            values,
+            many: self.many,
+        })
+    }
+}
+
+/// A `ReadTask`'s result: made into Buffers on the JS thread.
+pub struct ReadOut {
+    values: Vec<Option<OwnedValue>>,
+    many: bool,
+}
+
+impl napi::bindgen_prelude::TypeName for ReadOut {
+    fn type_name() -> &'static str {
+        "Buffer | null"
+    }
+
+    fn value_type() -> napi::ValueType {
+        napi::ValueType::Unknown
+    }
+}
+
+impl napi::bindgen_prelude::ToNapiValue for ReadOut {
+    unsafe fn to_napi_value(env: sys::napi_env, val: Self) -> napi::Result<sys::napi_value> {
+        let mut values = val.values.into_iter().map(JsValueOut);
+        if !val.many {
+            let one = values.next().unwrap_or(JsValueOut(None));
+            // SAFETY: napi-rs converts results on the JS thread.
+            return unsafe { JsValueOut::to_napi_value(env, one) };
+        }
+        // SAFETY: napi-rs converts results on the JS thread.
+        unsafe { Vec::<JsValueOut>::to_napi_value(env, values.collect()) }
+    }
 }
 
 pub struct BlockingTask<F: FnMut() -> toondb_storage::Result<()> + Send>(pub(crate) F);
@@ -416,19 +489,76 @@ impl NativeDatabase {
         Ok(unsafe { napi::bindgen_prelude::Unknown::from_raw_unchecked(env.raw(), raw) })
     }
 
-    #[napi(catch_unwind)]
-    pub fn get(&self, key: Bytes) -> Result<Option<Buffer>> {
-        let key = as_bytes(&key);
-        self.db
-            .get_with(key, |v| v.map(Buffer::from))
-            .map_err(to_js)
+    /// The value as a V8-owned copy, or zero-copy (values.rs).
+    #[napi(catch_unwind, ts_return_type = "Buffer | null")]
+    pub fn get(&self, key: Bytes) -> Result<JsValueOut> {
+        let how = crate::values::value_read(false);
+        let v = self
+            .db
+            .get_value(as_bytes(&key), how, |v| v.map(OwnedValue::of))
+            .map_err(to_js)?;
+        Ok(JsValueOut(v.flatten()))
     }
 
-    #[napi(catch_unwind)]
-    pub fn get_many(&self, keys: Vec<Bytes>) -> Result<Vec<Option<Buffer>>> {
+    /// `get` on the libuv pool, for a read `readIfResident` found would
+    /// wait for the device.
+    #[napi(ts_return_type = "Promise<Buffer | null>")]
+    pub fn get_async(&self, key: Bytes) -> AsyncTask<ReadTask> {
+        AsyncTask::new(ReadTask {
+            db: self.db.clone(),
+            keys: vec![as_bytes(&key).to_vec()],
+            many: false,
+        })
+    }
+
+    /// Values of `keys` from one snapshot (V8-owned copies, or zero-copy).
+    /// With `residentOnly`, `null` instead when any read would wait for the
+    /// device (index.js then calls `getManyAsync`).
+    #[napi(catch_unwind, ts_return_type = "Array<Buffer | null> | null")]
+    pub fn get_many(
+        &self,
+        env: Env,
+        keys: Vec<Bytes>,
+        resident_only: Option<bool>,
+    ) -> Result<napi::bindgen_prelude::Unknown<'_>> {
         let keys: Vec<&[u8]> = keys.iter().map(as_bytes).collect();
-        let values = self.db.get_many(&keys).map_err(to_js)?;
-        Ok(values.into_iter().map(|v| v.map(Buffer::from)).collect())
+        let raw = env.raw();
+        let how = crate::values::value_read(resident_only.unwrap_or(false));
+        let mut array = ptr::null_mut();
+        // SAFETY: plain N-API call on the JS thread.
+        unsafe { sys::napi_create_array_with_length(raw, keys.len(), &mut array) };
+        let mut failed = None;
+        let complete = self
+            .db
+            .get_many_values(&keys, how, |i, v| {
+                // SAFETY: on the JS thread with its env; `array` is live.
+                match unsafe { crate::values::value_to_js(raw, v) } {
+                    Ok(js) => unsafe {
+                        sys::napi_set_element(raw, array, i as u32, js);
+                    },
+                    Err(e) => failed = Some(e),
+                }
+            })
+            .map_err(to_js)?;
+        if let Some(e) = failed {
+            return Err(from_napi(e));
+        }
+        if !complete {
+            // SAFETY: plain N-API call.
+            unsafe { sys::napi_get_null(raw, &mut array) };
+        }
+        // SAFETY: `array` is a value just created in this env.
+        Ok(unsafe { napi::bindgen_prelude::Unknown::from_raw_unchecked(raw, array) })
+    }
+
+    /// `getMany` on the libuv pool.
+    #[napi(ts_return_type = "Promise<Array<Buffer | null>>")]
+    pub fn get_many_async(&self, keys: Vec<Bytes>) -> AsyncTask<ReadTask> {
+        AsyncTask::new(ReadTask {
+            db: self.db.clone(),
+            keys: keys.iter().map(|k| as_bytes(k).to_vec()).collect(),
+            many: true,
+        })
     }
 
     /// An atomic batch, packed by index.js: operation `i` is a put when

@@ -10,10 +10,13 @@
 //! output Buffer, and the engine read copying into the output.
 //!
 //! JS side (index.js): `native.readHandle()` returns an external holding the
-//! engine handle; `readInto(handle, key, out)` returns the value's length,
-//! -1 when absent, or a length above `out.length` (nothing copied: retry
-//! with a larger buffer). Errors throw a JS Error whose `code` is the
-//! TOONDB_* code; a panic becomes TOONDB_INTERNAL.
+//! engine handle; `readInto(handle, key, out)` returns the length of the
+//! value copied into `out`, -1 when absent, or a Buffer of the value's own:
+//! zero-copy (values.rs) for a large value in an uncompressed table, else a
+//! copy when it is large or does not fit `out`. `readIfResident` is the
+//! same read for `db.get()`, except that it returns -2, having read
+//! nothing, when the read would wait for the device. Errors throw a JS
+//! Error whose `code` is the TOONDB_* code; a panic becomes TOONDB_INTERNAL.
 
 use std::ffi::{c_void, CString};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,9 +24,7 @@ use std::ptr;
 use std::sync::Arc;
 
 use napi::sys;
-use toondb_storage::Database;
-
-use crate::transaction::copy_into;
+use toondb_storage::{Database, ValueRef};
 
 /// What `readHandle()`'s external points to.
 pub struct ReadHandle {
@@ -100,6 +101,8 @@ pub unsafe extern "C" fn get_into(
 ) -> sys::napi_value {
     let mut argc = 3usize;
     let mut argv = [ptr::null_mut(); 3];
+    // Null for `readInto`, non-null for `readIfResident` (see `register`).
+    let mut mode = ptr::null_mut();
     // SAFETY: `argv` has room for `argc` values.
     let status = unsafe {
         sys::napi_get_cb_info(
@@ -108,7 +111,7 @@ pub unsafe extern "C" fn get_into(
             &mut argc,
             argv.as_mut_ptr(),
             ptr::null_mut(),
-            ptr::null_mut(),
+            &mut mode,
         )
     };
     if status != sys::Status::napi_ok || argc < 3 {
@@ -186,38 +189,94 @@ pub unsafe extern "C" fn get_into(
     let Some(out) = (unsafe { u8_view(env, argv[2]) }) else {
         return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "out must be a Buffer") };
     };
+    let how = crate::values::value_read(!mode.is_null());
     let result = catch_unwind(AssertUnwindSafe(|| {
-        handle.db.get_with(key, |v| copy_into(v, out))
+        handle.db.get_value(key, how, |v| reply(env, v, out))
     }));
-    let n = match result {
-        Ok(Ok(n)) => n,
+    let reply = match result {
+        Ok(Ok(Some(Ok(r)))) => r,
+        Ok(Ok(None)) => Reply::Len(WOULD_BLOCK),
+        Ok(Ok(Some(Err(e)))) => return unsafe { throw(env, "TOONDB_INTERNAL", &e.reason) },
         Ok(Err(e)) => return unsafe { throw(env, e.kind().code(), e.message()) },
         Err(_) => return unsafe { throw(env, "TOONDB_INTERNAL", "the storage engine panicked") },
     };
-    let mut ret = ptr::null_mut();
-    // SAFETY: plain N-API call.
-    unsafe { sys::napi_create_int64(env, n, &mut ret) };
-    ret
+    match reply {
+        Reply::Value(v) => v,
+        Reply::Len(n) => {
+            let mut ret = ptr::null_mut();
+            // SAFETY: plain N-API call.
+            unsafe { sys::napi_create_int64(env, n, &mut ret) };
+            ret
+        }
+    }
 }
 
-/// Adds `readInto` to the module's exports.
+/// What `readInto` returns when the read would wait for the device
+/// (`readIfResident` only).
+const WOULD_BLOCK: i64 = -2;
+
+/// Values from this many bytes are returned as a Buffer of their own
+/// (one copy) instead of through the scratch buffer and JS's
+/// `Buffer.from(subarray)` (two copies, but no Buffer made in native code,
+/// and small ones come from Node's pool). Measured CPU per getSync, best of
+/// 5 (docs/performance.md, "Read path"): scratch 0.9 / 1.6 / 2.6 / 3.3 µs
+/// at 100 B / 1 / 4 / 16 KiB, one copy 1.8 / 1.8 / 2.4 / 3.2 µs.
+const DIRECT_COPY_MIN: usize = 4 << 10;
+
+enum Reply {
+    /// -1 absent, -2 would block, else the length copied into `out`.
+    Len(i64),
+    /// A Buffer (zero-copy or a copy of its own).
+    Value(sys::napi_value),
+}
+
+/// Turns the engine's answer into what `readInto` returns.
+fn reply(env: sys::napi_env, value: Option<ValueRef<'_>>, out: &mut [u8]) -> napi::Result<Reply> {
+    match value {
+        None => Ok(Reply::Len(-1)),
+        Some(ValueRef::Borrowed(v)) if v.len() < DIRECT_COPY_MIN && v.len() <= out.len() => {
+            out[..v.len()].copy_from_slice(v);
+            Ok(Reply::Len(v.len() as i64))
+        }
+        // SAFETY: on the JS thread with its env.
+        Some(v) => unsafe { crate::values::value_to_js(env, Some(v)) }.map(Reply::Value),
+    }
+}
+
+/// Adds `readInto` and `readIfResident` to the module's exports (one
+/// callback; the function's data pointer says which), and decides whether
+/// values may be returned as external Buffers (values.rs).
 pub fn register(env: sys::napi_env, exports: sys::napi_value) -> napi::Result<()> {
-    let name = c"readInto";
-    let mut f = ptr::null_mut();
-    // SAFETY: plain N-API calls during module initialization.
-    unsafe {
-        if sys::napi_create_function(
-            env,
-            name.as_ptr(),
-            8,
-            Some(get_into),
-            ptr::null_mut(),
-            &mut f,
-        ) != sys::Status::napi_ok
-            || sys::napi_set_named_property(env, exports, name.as_ptr(), f) != sys::Status::napi_ok
-        {
-            return Err(napi::Error::from_reason("registering readInto failed"));
+    crate::values::detect(env);
+    static RESIDENT: u8 = 1;
+    for (name, data) in [
+        (c"readInto", ptr::null_mut()),
+        (
+            c"readIfResident",
+            (&RESIDENT as *const u8).cast_mut().cast(),
+        ),
+    ] {
+        let mut f = ptr::null_mut();
+        // SAFETY: plain N-API calls during module initialization; `data`
+        // is null or a static that is only compared with null.
+        unsafe {
+            if sys::napi_create_function(
+                env,
+                name.as_ptr(),
+                NAPI_AUTO_LENGTH,
+                Some(get_into),
+                data,
+                &mut f,
+            ) != sys::Status::napi_ok
+                || sys::napi_set_named_property(env, exports, name.as_ptr(), f)
+                    != sys::Status::napi_ok
+            {
+                return Err(napi::Error::from_reason("registering readInto failed"));
+            }
         }
     }
     Ok(())
 }
+
+/// `napi_create_function`'s "the name is NUL-terminated".
+const NAPI_AUTO_LENGTH: isize = -1;

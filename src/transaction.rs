@@ -3,13 +3,14 @@
 
 use std::sync::Arc;
 
-use napi::bindgen_prelude::{Buffer, BufferSlice};
+use napi::bindgen_prelude::BufferSlice;
 use toondb_storage::{Snapshot, Transaction};
 
 use crate::completion::Completions;
 use crate::convert::{as_bytes, Bytes};
 use crate::errors::{to_js, Result};
 use crate::iterator::{scan_options, NativeIterator, Parts, ScanArgs};
+use crate::values::{JsValueOut, OwnedValue};
 
 /// Copies a value into the caller's scratch buffer: its length, or -1 when
 /// absent; a length above `out.length` means "retry with a larger buffer".
@@ -56,10 +57,12 @@ impl NativeTransaction {
             .map_err(to_js)
     }
 
-    #[napi(catch_unwind)]
-    pub fn get(&self, key: Bytes) -> Result<Option<Buffer>> {
+    #[napi(catch_unwind, ts_return_type = "Buffer | null")]
+    pub fn get(&self, key: Bytes) -> Result<JsValueOut> {
         self.txn
-            .get_with(as_bytes(&key), |v| v.map(Buffer::from))
+            .get_with(as_bytes(&key), |v| {
+                JsValueOut(v.map(|v| OwnedValue::Copied(v.to_vec())))
+            })
             .map_err(to_js)
     }
 
@@ -125,10 +128,12 @@ impl NativeSnapshot {
             .map_err(to_js)
     }
 
-    #[napi(catch_unwind)]
-    pub fn get(&self, key: Bytes) -> Result<Option<Buffer>> {
+    #[napi(catch_unwind, ts_return_type = "Buffer | null")]
+    pub fn get(&self, key: Bytes) -> Result<JsValueOut> {
         self.snapshot
-            .get_with(as_bytes(&key), |v| v.map(Buffer::from))
+            .get_with(as_bytes(&key), |v| {
+                JsValueOut(v.map(|v| OwnedValue::Copied(v.to_vec())))
+            })
             .map_err(to_js)
     }
 

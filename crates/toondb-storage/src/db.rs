@@ -20,6 +20,7 @@ use crate::key::Timestamp;
 use crate::lsm::NUM_LEVELS;
 use crate::maintenance::ManualRequest;
 use crate::options::{Options, WriteOptions};
+use crate::read::{Found, ValueRead, ValueRef};
 use crate::recovery::open_engine;
 use crate::stats::{LevelStats, Stats};
 use crate::txn::{Snapshot, Transaction, TransactionOptions};
@@ -145,6 +146,97 @@ impl Database {
         crate::columnar::check_user_key(key.as_ref())?;
         let (ts, state) = self.engine.read_view();
         state.get_with(key.as_ref(), ts, f)
+    }
+
+    /// Lends the value of `key` to `f`: values of at least
+    /// [`Options::zero_copy_threshold`] bytes that sit in an uncompressed
+    /// table block come as a [`ValueRef::Mapped`] the caller may keep (and
+    /// write into) for as long as it likes; everything else is borrowed.
+    pub fn get_ref<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnOnce(Option<ValueRef<'_>>) -> R,
+    ) -> Result<R> {
+        let read = self.get_value(key, ValueRead::default(), f)?;
+        read.ok_or_else(|| Error::internal("an inline read reported would-block"))
+    }
+
+    /// [`Database::get_ref`] only if it cannot wait for the device: every
+    /// table block, index and filter page it needs is in memory (the block
+    /// cache, or file pages the page cache holds). `Ok(None)` (and `f` not
+    /// called) when it would have to read from the device; the caller can
+    /// then run `get_ref` on a thread that may block.
+    pub fn get_ref_if_resident<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        f: impl FnOnce(Option<ValueRef<'_>>) -> R,
+    ) -> Result<Option<R>> {
+        let how = ValueRead {
+            resident_only: true,
+            ..ValueRead::default()
+        };
+        self.get_value(key, how, f)
+    }
+
+    /// The point read behind [`Database::get_ref`] and
+    /// [`Database::get_ref_if_resident`], chosen by `how`; `Ok(None)` only
+    /// with `how.resident_only`, when the read would wait for the device.
+    pub fn get_value<R>(
+        &self,
+        key: impl AsRef<[u8]>,
+        how: ValueRead,
+        f: impl FnOnce(Option<ValueRef<'_>>) -> R,
+    ) -> Result<Option<R>> {
+        self.check_open()?;
+        let (ts, state) = self.engine.read_view();
+        self.value_at(&state, ts, key.as_ref(), how, f)
+    }
+
+    /// Several [`Database::get_value`]s from one snapshot: `f(i, value)`
+    /// for each key in order. `Ok(false)` (with `how.resident_only`) as
+    /// soon as one would wait for the device; the calls made so far stand.
+    pub fn get_many_values<K: AsRef<[u8]>>(
+        &self,
+        keys: &[K],
+        how: ValueRead,
+        mut f: impl FnMut(usize, Option<ValueRef<'_>>),
+    ) -> Result<bool> {
+        self.check_open()?;
+        let (ts, state) = self.engine.read_view();
+        for (i, k) in keys.iter().enumerate() {
+            if self
+                .value_at(&state, ts, k.as_ref(), how, |v| f(i, v))?
+                .is_none()
+            {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn value_at<R>(
+        &self,
+        state: &crate::engine::LsmState,
+        ts: Timestamp,
+        key: &[u8],
+        how: ValueRead,
+        f: impl FnOnce(Option<ValueRef<'_>>) -> R,
+    ) -> Result<Option<R>> {
+        crate::key::check_key(key)?;
+        crate::columnar::check_user_key(key)?;
+        let threshold = if how.zero_copy {
+            self.engine.options.zero_copy_threshold
+        } else {
+            usize::MAX
+        };
+        state.get_found(key, ts, how.resident_only, |found| {
+            f(found.map(|found| match found {
+                Found::Table(bytes, get) if bytes.len() >= threshold => get
+                    .map_value()
+                    .map_or(ValueRef::Borrowed(bytes), ValueRef::Mapped),
+                other => ValueRef::Borrowed(other.bytes()),
+            }))
+        })
     }
 
     /// Values of several keys read from one snapshot.

@@ -97,6 +97,14 @@ pub struct Options {
     /// others are opened on demand and the least recently used is closed.
     /// 0: no bound.
     pub max_open_files: usize,
+    /// Values of at least this many bytes, found in an uncompressed table
+    /// block, are returned by [`Database::get_ref`](crate::Database::get_ref)
+    /// as a private mapping of their own instead of a borrowed slice
+    /// (zero-copy values, io/value_map.rs). Default 16 KiB, the smallest
+    /// size where a mapped read measured cheaper than a copy into Node even
+    /// when every page of the value is then read (docs/performance.md,
+    /// "Read path"); `usize::MAX`: never.
+    pub zero_copy_threshold: usize,
 }
 
 impl Default for Options {
@@ -124,6 +132,7 @@ impl Default for Options {
             fs: OsFileSystem::shared(),
             cache_size: 32 << 20,
             max_open_files: 1000,
+            zero_copy_threshold: DEFAULT_ZERO_COPY_THRESHOLD,
         }
     }
 }
@@ -167,7 +176,11 @@ setters! {
     fs: Arc<dyn FileSystem>,
     cache_size: usize,
     max_open_files: usize,
+    zero_copy_threshold: usize,
 }
+
+/// See [`Options::zero_copy_threshold`].
+pub const DEFAULT_ZERO_COPY_THRESHOLD: usize = 16 << 10;
 
 impl Options {
     /// How table files are written (flushes and compactions alike).
@@ -210,6 +223,7 @@ impl fmt::Debug for Options {
             .field("level_size_ratio", &self.level_size_ratio)
             .field("cache_size", &self.cache_size)
             .field("max_open_files", &self.max_open_files)
+            .field("zero_copy_threshold", &self.zero_copy_threshold)
             .finish_non_exhaustive()
     }
 }

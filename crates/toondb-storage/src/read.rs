@@ -6,11 +6,70 @@ use std::ops::Bound;
 
 use crate::engine::LsmState;
 use crate::error::Result;
+use crate::io::ValueMap;
 use crate::key::{KeyRange, Timestamp, ValueKind};
 use crate::memfilter::MemFilter;
 use crate::range_del::{RangeDelSet, RangeDelView};
-use crate::sstable::TableIter;
+use crate::sstable::{TableGet, TableIter};
 use std::sync::Arc;
+
+/// A value as [`Database::get_ref`](crate::Database::get_ref) lends it.
+#[derive(Debug)]
+pub enum ValueRef<'a> {
+    /// Borrowed from a memtable, a decompressed block or the table's map,
+    /// for the duration of the callback.
+    Borrowed(&'a [u8]),
+    /// A private copy-on-write mapping of the value's file pages, owned by
+    /// the caller: valid after the table is compacted away, and writing
+    /// into it changes neither the file nor any other read.
+    Mapped(ValueMap),
+}
+
+impl ValueRef<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            ValueRef::Borrowed(b) => b,
+            ValueRef::Mapped(m) => m.bytes(),
+        }
+    }
+}
+
+/// How [`Database::get_value`](crate::Database::get_value) reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ValueRead {
+    /// Map large table values ([`ValueRef::Mapped`]) rather than lend
+    /// them (default true). A caller that will copy anyway (a runtime
+    /// without external buffers) turns it off and saves the `mmap`.
+    pub zero_copy: bool,
+    /// Stop with `Ok(None)` rather than wait for the device (default false).
+    pub resident_only: bool,
+}
+
+impl Default for ValueRead {
+    fn default() -> Self {
+        ValueRead {
+            zero_copy: true,
+            resident_only: false,
+        }
+    }
+}
+
+/// Where a point read found the visible value.
+pub(crate) enum Found<'a> {
+    /// In a memtable (or a table block the caller cannot map).
+    Bytes(&'a [u8]),
+    /// In a table: the bytes, and the lookup that can map them
+    /// (zero-copy values, [`TableGet::map_value`]).
+    Table(&'a [u8], &'a TableGet<'a>),
+}
+
+impl<'a> Found<'a> {
+    pub(crate) fn bytes(&self) -> &'a [u8] {
+        match *self {
+            Found::Bytes(b) | Found::Table(b, _) => b,
+        }
+    }
+}
 
 impl LsmState {
     /// Calls `f` with the value of `key` visible at `snapshot` (or `None`)
@@ -21,6 +80,22 @@ impl LsmState {
         snapshot: Timestamp,
         f: impl FnOnce(Option<&[u8]>) -> R,
     ) -> Result<R> {
+        let read = self.get_found(key, snapshot, false, |v| f(v.map(|v| v.bytes())))?;
+        read.ok_or_else(|| crate::error::Error::internal("an inline read reported would-block"))
+    }
+
+    /// The point read behind every get: calls `f` with where the visible
+    /// value of `key` is (or `None`). With `resident_only`, a read that
+    /// would have to wait for the device (a closed table, or index, filter
+    /// or data pages not in memory: `Table::get_is_resident`) stops before
+    /// touching it and returns `Ok(None)` without calling `f`.
+    pub(crate) fn get_found<R>(
+        &self,
+        key: &[u8],
+        snapshot: Timestamp,
+        resident_only: bool,
+        f: impl FnOnce(Option<Found<'_>>) -> R,
+    ) -> Result<Option<R>> {
         // `f` runs once, in whichever source holds the version; the Option
         // lets each memtable probe borrow it without consuming it on a miss.
         let mut f = Some(f);
@@ -35,10 +110,10 @@ impl LsmState {
                 } else {
                     kind
                 };
-                f.take().map(|f| f(visible(kind, value)))
+                f.take().map(|f| f(visible(kind, value).map(Found::Bytes)))
             });
             if let Some(result) = hit.flatten() {
-                return Ok(result);
+                return Ok(Some(result));
             }
         }
         let Some(f) = f else {
@@ -47,16 +122,23 @@ impl LsmState {
             ));
         };
         for file in self.levels.candidates(key) {
+            if resident_only && !file.is_open() {
+                return Ok(None); // opening reads the file's footer
+            }
             let table = file.table()?;
+            if resident_only && !table.get_is_resident(key, snapshot)? {
+                return Ok(None);
+            }
             if let Some(found) = table.get(key, snapshot)? {
                 let entry = found.entry();
                 if deleted_at.is_some_and(|t| t > entry.ts) {
-                    return Ok(f(None));
+                    return Ok(Some(f(None)));
                 }
-                return Ok(f(visible(entry.kind, entry.value)));
+                let value = visible(entry.kind, entry.value);
+                return Ok(Some(f(value.map(|v| Found::Table(v, &found)))));
             }
         }
-        Ok(f(None))
+        Ok(Some(f(None)))
     }
 
     /// Every range-tombstone set of this state: memtables', then the

@@ -166,8 +166,7 @@ impl OpenSlot {
         self.number
     }
 
-    /// Whether the table is open now (for tests).
-    #[cfg(test)]
+    /// Whether the table is open now.
     pub fn is_open(&self) -> bool {
         self.table.read().is_some()
     }

@@ -6,6 +6,7 @@
 mod direct;
 mod os;
 mod powerloss;
+mod value_map;
 mod wrapped;
 
 use std::ops::Range;
@@ -16,6 +17,8 @@ use crate::error::Result;
 
 pub use os::OsFileSystem;
 pub use powerloss::{Crash, PowerCut, PowerLossFs, Tail};
+pub(crate) use value_map::is_resident;
+pub use value_map::{live_value_maps, max_live_value_maps, ValueMap};
 pub use wrapped::{WrappedFs, WriteHook};
 
 /// A file opened for appending (WAL segments, table files, manifests).
@@ -61,6 +64,19 @@ pub trait FileBytes: Send + Sync {
     /// past the end are ignored. The default does nothing (in-memory files).
     fn will_need(&self, range: Range<usize>) {
         let _ = range;
+    }
+    /// Whether reading `range` cannot wait for the device (its pages are
+    /// in memory). The default says yes (in-memory files).
+    fn is_resident(&self, range: Range<usize>) -> bool {
+        let _ = range;
+        true
+    }
+    /// `range` in a private, writable mapping of its own that outlives this
+    /// file (zero-copy values, io/value_map.rs); `None` when the file
+    /// system cannot map it, and the caller copies. The default: `None`.
+    fn map_value(&self, range: Range<usize>) -> Option<ValueMap> {
+        let _ = range;
+        None
     }
 }
 

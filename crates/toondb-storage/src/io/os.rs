@@ -163,6 +163,9 @@ fn write_all_at(mut file: &File, data: &[u8], offset: u64) -> std::io::Result<()
 struct MappedFile {
     // Empty files cannot be mapped; they are represented by `None`.
     map: Option<memmap2::Mmap>,
+    /// Private mappings for zero-copy values (`map_value`); holds the file
+    /// open, so they can be made even after it was unlinked.
+    values: Option<super::value_map::ValueMaps>,
 }
 
 impl FileBytes for MappedFile {
@@ -183,6 +186,14 @@ impl FileBytes for MappedFile {
         // Advisory only: a failure changes nothing but speed.
         #[cfg(unix)]
         let _ = map.advise_range(memmap2::Advice::WillNeed, range.start, end - range.start);
+    }
+
+    fn is_resident(&self, range: Range<usize>) -> bool {
+        super::is_resident(self.bytes(), range)
+    }
+
+    fn map_value(&self, range: Range<usize>) -> Option<super::ValueMap> {
+        self.values.as_ref()?.map(range)
     }
 }
 
@@ -246,7 +257,10 @@ impl FileSystem for OsFileSystem {
             .ctx(format_args!("reading metadata of {}", path.display()))?
             .len();
         if len == 0 {
-            return Ok(Arc::new(MappedFile { map: None }));
+            return Ok(Arc::new(MappedFile {
+                map: None,
+                values: None,
+            }));
         }
         // SAFETY: table files are written once, synced, and never modified or
         // truncated while mapped (they are only deleted, which keeps the
@@ -258,7 +272,10 @@ impl FileSystem for OsFileSystem {
         // (8 MiB on this VM), which made a cold open read megabytes per table
         // for the few pages at its end. Advisory only: failure changes nothing.
         let _ = map.advise(memmap2::Advice::Random);
-        Ok(Arc::new(MappedFile { map: Some(map) }))
+        Ok(Arc::new(MappedFile {
+            values: Some(super::value_map::ValueMaps::new(file, map.len())),
+            map: Some(map),
+        }))
     }
 
     fn exists(&self, path: &Path) -> bool {

@@ -140,8 +140,8 @@ impl TableFile {
         &self.counters
     }
 
-    /// Whether the table is open now (for tests).
-    #[cfg(test)]
+    /// Whether the table is open now (a read that may not wait for the
+    /// device skips a closed one: reopening reads its footer).
     pub fn is_open(&self) -> bool {
         self.slot.is_open()
     }

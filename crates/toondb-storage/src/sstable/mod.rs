@@ -31,7 +31,6 @@ mod table;
 
 // Used by the db layer once it is wired in; until then only tests use them.
 #[allow(unused_imports)]
-pub(crate) use bloom::bloom_hash;
 pub use builder::{TableBuilder, TableOptions, TableSummary};
 pub use compress::Compression;
 #[allow(unused_imports)]
