@@ -1,0 +1,520 @@
+//! Review of column chunks (issue 18): a model (BTreeMap) of a table with
+//! string or extreme i64 primary keys against the table under upserts,
+//! deletes, inserts, transactions (reads of their own writes), snapshots and
+//! chunkings in small pieces, checked with bounds at chunk boundaries,
+//! reverse, limit and filters (on the pk, on an i64 with nulls, on an f64
+//! with NaN and -0); read-modify-write transactions racing a chunker (no
+//! lost update); a damaged chunk is a corruption error.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use toondb_storage::{
+    ColumnDef, ColumnType, Database, ErrorKind, Filter, ReadSource, Result, Schema, Table,
+    TableScanOptions, Value,
+};
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn schema(pk: ColumnType) -> Schema {
+    Schema::new(
+        vec![
+            ColumnDef::new("id", pk),
+            ColumnDef::new("n", ColumnType::I64).nullable(),
+            ColumnDef::new("s", ColumnType::Str),
+            ColumnDef::new("f", ColumnType::F64),
+        ],
+        "id",
+    )
+}
+
+/// Keys of one kind, in the model's order (= the table's order).
+trait Keys {
+    fn key(&self, rng: &mut Rng) -> Value;
+}
+
+/// Short strings over a tiny alphabet: many keys are prefixes of others;
+/// "" and multi-byte characters included.
+struct StrKeys;
+impl Keys for StrKeys {
+    fn key(&self, rng: &mut Rng) -> Value {
+        let len = rng.below(4);
+        let s: String = (0..len)
+            .map(|_| ['a', 'b', 'ü', '\u{7f}'][rng.below(4) as usize])
+            .collect();
+        Value::Str(s)
+    }
+}
+
+/// i64 keys clustered at the extremes and around zero.
+struct I64Keys;
+impl Keys for I64Keys {
+    fn key(&self, rng: &mut Rng) -> Value {
+        let off = rng.below(300) as i64;
+        Value::I64(match rng.below(3) {
+            0 => i64::MIN + off,
+            1 => off - 150,
+            _ => i64::MAX - off,
+        })
+    }
+}
+
+/// Model key: the encoded order of the table (bytes of a string; i64 with
+/// the sign bit flipped, big-endian).
+fn mkey(v: &Value) -> Vec<u8> {
+    match v {
+        Value::I64(x) => ((*x as u64) ^ (1 << 63)).to_be_bytes().to_vec(),
+        Value::Str(s) => s.as_bytes().to_vec(),
+        other => panic!("pk {other:?}"),
+    }
+}
+
+fn row(pk: Value, version: u64, rng: &mut Rng) -> Vec<Value> {
+    let n = match rng.below(5) {
+        0 => Value::Null,
+        1 => Value::I64(i64::MIN),
+        _ => Value::I64(version as i64 % 97 - 40),
+    };
+    // Mostly few distinct strings (dictionary), sometimes unique ones (a
+    // chunk with more than 256 distinct values).
+    let s = if rng.below(3) == 0 {
+        format!("wide-{version}")
+    } else {
+        format!("s{}", version % 5)
+    };
+    let f = match rng.below(6) {
+        0 => f64::NAN,
+        1 => -0.0,
+        2 => 0.0,
+        3 => -f64::NAN,
+        _ => (version % 50) as f64 - 25.0,
+    };
+    vec![pk, n, Value::Str(s), Value::F64(f)]
+}
+
+type Model = BTreeMap<Vec<u8>, Vec<Value>>;
+
+fn show(rows: &[Vec<Value>]) -> Vec<String> {
+    rows.iter().map(|r| format!("{r:?}")).collect()
+}
+
+fn scan_rows<S: ReadSource + ?Sized>(
+    t: &Table,
+    src: &S,
+    o: TableScanOptions,
+    batch: usize,
+) -> Result<Vec<Vec<Value>>> {
+    let mut s = t.scan(src, o)?;
+    let mut rows = Vec::new();
+    loop {
+        let b = s.next_batch(batch)?;
+        if b.is_empty() {
+            return Ok(rows);
+        }
+        for r in 0..b.len() {
+            rows.push(b.columns.iter().map(|c| c[r].clone()).collect());
+        }
+    }
+}
+
+/// total order on values of one type (what the filter uses).
+fn cmp(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::I64(x), Value::I64(y)) => Some(x.cmp(y)),
+        (Value::F64(x), Value::F64(y)) => Some(x.total_cmp(y)),
+        (Value::Str(x), Value::Str(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+/// A random filter (and its model) on one of the columns.
+fn random_filter(keys: &dyn Keys, rng: &mut Rng) -> (Filter, usize, Vec<(Value, u8)>) {
+    let (col, name) = [(0, "id"), (1, "n"), (3, "f")][rng.below(3) as usize];
+    let v = |rng: &mut Rng| match col {
+        0 => keys.key(rng),
+        1 => Value::I64(rng.below(100) as i64 - 50),
+        _ => [
+            Value::F64(-0.0),
+            Value::F64(0.0),
+            Value::F64(f64::NAN),
+            Value::F64(-f64::NAN),
+            Value::F64(rng.below(50) as f64 - 25.0),
+        ][rng.below(5) as usize]
+            .clone(),
+    };
+    let mut f = Filter::on(name);
+    let mut ops = Vec::new();
+    for _ in 0..1 + rng.below(2) {
+        let op = rng.below(5) as u8;
+        let x = v(rng);
+        f = match op {
+            0 => f.eq(x.clone()),
+            1 => f.gt(x.clone()),
+            2 => f.gte(x.clone()),
+            3 => f.lt(x.clone()),
+            _ => f.lte(x.clone()),
+        };
+        ops.retain(|(_, o)| *o != op);
+        ops.push((x, op));
+    }
+    (f, col, ops)
+}
+
+fn filter_matches(v: &Value, ops: &[(Value, u8)]) -> bool {
+    use std::cmp::Ordering::*;
+    ops.iter().all(|(x, op)| match cmp(v, x) {
+        None => false,
+        Some(o) => match op {
+            0 => o == Equal,
+            1 => o == Greater,
+            2 => o != Less,
+            3 => o == Less,
+            _ => o != Greater,
+        },
+    })
+}
+
+/// Checks scans (bounds, reverse, limit, projections, filters) and gets of
+/// `src` against `model`. Bounds are often keys of the model (chunk
+/// boundaries included).
+fn check<S: ReadSource + ?Sized>(
+    t: &Table,
+    src: &S,
+    model: &Model,
+    keys: &dyn Keys,
+    rng: &mut Rng,
+    what: &str,
+) -> Result<()> {
+    let all: Vec<Vec<Value>> = model.values().cloned().collect();
+    let got = scan_rows(t, src, TableScanOptions::default(), 1 + rng.below(500) as usize)?;
+    assert_eq!(show(&got), show(&all), "{what}: full scan");
+    let existing: Vec<Value> = all.iter().map(|r| r[0].clone()).collect();
+    let pick = |rng: &mut Rng| {
+        if !existing.is_empty() && rng.below(2) == 0 {
+            existing[rng.below(existing.len() as u64) as usize].clone()
+        } else {
+            keys.key(rng)
+        }
+    };
+    for _ in 0..12 {
+        let lo = (rng.below(4) != 0).then(|| (pick(rng), rng.below(2) == 0));
+        let hi = (rng.below(4) != 0).then(|| (pick(rng), rng.below(2) == 0));
+        let reverse = rng.below(2) == 0;
+        let limit = (rng.below(3) == 0).then(|| rng.below(40) as usize);
+        let cols: Vec<usize> = match rng.below(4) {
+            0 => vec![0, 1, 2, 3],
+            1 => vec![3],
+            2 => vec![2, 0],
+            _ => vec![1, 3],
+        };
+        let names: Vec<&str> = cols.iter().map(|&c| ["id", "n", "s", "f"][c]).collect();
+        let filter = (rng.below(2) == 0).then(|| random_filter(keys, rng));
+        let mut o = TableScanOptions::default().columns(&names).reverse(reverse);
+        if let Some((v, inc)) = &lo {
+            o = o.lower(v.clone(), *inc);
+        }
+        if let Some((v, inc)) = &hi {
+            o = o.upper(v.clone(), *inc);
+        }
+        if let Some(l) = limit {
+            o = o.limit(l);
+        }
+        if let Some((f, _, _)) = &filter {
+            o = o.filter(f.clone());
+        }
+        let mut want: Vec<Vec<Value>> = model
+            .iter()
+            .filter(|(k, _)| match &lo {
+                Some((v, inc)) => {
+                    let b = mkey(v);
+                    **k > b || (*inc && **k == b)
+                }
+                None => true,
+            })
+            .filter(|(k, _)| match &hi {
+                Some((v, inc)) => {
+                    let b = mkey(v);
+                    **k < b || (*inc && **k == b)
+                }
+                None => true,
+            })
+            .filter(|(_, r)| match &filter {
+                Some((_, c, ops)) => filter_matches(&r[*c], ops),
+                None => true,
+            })
+            .map(|(_, r)| cols.iter().map(|&c| r[c].clone()).collect())
+            .collect();
+        if reverse {
+            want.reverse();
+        }
+        if let Some(l) = limit {
+            want.truncate(l);
+        }
+        let got = scan_rows(t, src, o, 1 + rng.below(50) as usize)?;
+        assert_eq!(
+            show(&got),
+            show(&want),
+            "{what}: lo {lo:?} hi {hi:?} rev {reverse} limit {limit:?} {names:?} filter {:?}",
+            filter.as_ref().map(|f| &f.0)
+        );
+    }
+    for _ in 0..10 {
+        let pk = pick(rng);
+        let got = t.get(src, &pk, None)?;
+        let want = model.get(&mkey(&pk));
+        assert_eq!(
+            got.map(|r| format!("{:?}", r.into_iter().map(|(_, v)| v).collect::<Vec<_>>())),
+            want.map(|r| format!("{r:?}")),
+            "{what}: get {pk:?}"
+        );
+    }
+    Ok(())
+}
+
+fn model_run(pk: ColumnType, keys: &dyn Keys, seed: u64) -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open(dir.path())?;
+    let t = db.create_table("t", schema(pk))?;
+    let mut rng = Rng(seed);
+    let mut model = Model::new();
+    let mut version = 0u64;
+    let mut snaps: Vec<(toondb_storage::Snapshot, Model)> = Vec::new();
+    for step in 0..150 {
+        match rng.below(12) {
+            0..=3 => {
+                let mut rows = BTreeMap::new();
+                for _ in 0..1 + rng.below(80) {
+                    version += 1;
+                    let k = keys.key(&mut rng);
+                    rows.insert(mkey(&k), row(k, version, &mut rng));
+                }
+                let rows: Vec<Vec<Value>> = rows.into_values().collect();
+                t.upsert(&db, &rows)?;
+                for r in rows {
+                    model.insert(mkey(&r[0]), r);
+                }
+            }
+            4 => {
+                let mut pks = BTreeMap::new();
+                for _ in 0..rng.below(30) {
+                    let k = keys.key(&mut rng);
+                    pks.insert(mkey(&k), k);
+                }
+                let vals: Vec<Value> = pks.values().cloned().collect();
+                t.delete(&db, &vals)?;
+                for k in pks.keys() {
+                    model.remove(k);
+                }
+            }
+            5 => {
+                version += 1;
+                let k = keys.key(&mut rng);
+                let r = row(k.clone(), version, &mut rng);
+                let res = t.insert(&db, std::slice::from_ref(&r));
+                if model.contains_key(&mkey(&k)) {
+                    assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidArgument);
+                } else {
+                    res?;
+                    model.insert(mkey(&k), r);
+                }
+            }
+            6 | 7 => {
+                let r = t.chunk_in_pieces(&db, 1 + rng.below(40) as usize)?;
+                assert!(!r.gave_up);
+            }
+            8 => {
+                // A transaction: deletes, re-inserts, upserts; reads its
+                // own writes over chunked rows; commits or rolls back.
+                let txn = db.transaction()?;
+                let mut mine = model.clone();
+                for _ in 0..1 + rng.below(6) {
+                    let k = keys.key(&mut rng);
+                    version += 1;
+                    match rng.below(3) {
+                        0 => {
+                            t.delete_in(&txn, std::slice::from_ref(&k))?;
+                            mine.remove(&mkey(&k));
+                        }
+                        1 => {
+                            let r = row(k.clone(), version, &mut rng);
+                            let res = t.insert_in(&txn, std::slice::from_ref(&r));
+                            if mine.contains_key(&mkey(&k)) {
+                                assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidArgument);
+                            } else {
+                                res?;
+                                mine.insert(mkey(&k), r);
+                            }
+                        }
+                        _ => {
+                            let r = row(k.clone(), version, &mut rng);
+                            t.upsert_in(&txn, std::slice::from_ref(&r))?;
+                            mine.insert(mkey(&k), r);
+                        }
+                    }
+                }
+                check(&t, &txn, &mine, keys, &mut rng, "txn own writes")?;
+                if rng.below(3) == 0 {
+                    txn.rollback()?;
+                } else {
+                    txn.commit()?;
+                    model = mine;
+                }
+            }
+            9 => {
+                if snaps.len() < 3 {
+                    snaps.push((db.snapshot()?, model.clone()));
+                } else {
+                    snaps.remove(0);
+                }
+            }
+            10 => db.compact()?,
+            _ => {
+                // A transaction opened before a chunking reads its
+                // snapshot after it.
+                let txn = db.transaction()?;
+                let before = model.clone();
+                t.chunk_in_pieces(&db, 1 + rng.below(40) as usize)?;
+                check(&t, &txn, &before, keys, &mut rng, "txn across chunking")?;
+                txn.rollback()?;
+            }
+        }
+        if step % 4 == 0 {
+            check(&t, &db, &model, keys, &mut rng, &format!("db step {step}"))?;
+            for (s, m) in &snaps {
+                check(&t, s, m, keys, &mut rng, &format!("snapshot step {step}"))?;
+            }
+        }
+    }
+    t.chunk(&db)?;
+    check(&t, &db, &model, keys, &mut rng, "end")?;
+    for (s, m) in &snaps {
+        check(&t, s, m, keys, &mut rng, "end snapshot")?;
+    }
+    Ok(())
+}
+
+#[test]
+fn model_string_keys_prefixes_and_empty() -> Result<()> {
+    for seed in [3u64, 99, 123457] {
+        model_run(ColumnType::Str, &StrKeys, seed)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn model_i64_extreme_keys() -> Result<()> {
+    for seed in [5u64, 777, 4242] {
+        model_run(ColumnType::I64, &I64Keys, seed)?;
+    }
+    Ok(())
+}
+
+/// Read-modify-write transactions (increment `n` of a few rows) racing a
+/// thread that keeps chunking the table: every committed increment must
+/// be in the final values (no lost update), and the chunker must not
+/// resurrect or drop rows.
+#[test]
+fn increments_racing_the_chunker_lose_nothing() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(dir.path())?);
+    let t = db.create_table("t", schema(ColumnType::I64))?;
+    let rows: Vec<Vec<Value>> = (0..3000)
+        .map(|i| {
+            vec![
+                Value::I64(i),
+                Value::I64(0),
+                Value::Str("x".into()),
+                Value::F64(0.0),
+            ]
+        })
+        .collect();
+    t.upsert(&db, &rows)?;
+    t.chunk(&db)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let chunker = {
+        let (db, t, stop) = (db.clone(), t.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<u64> {
+            let mut pieces = 0;
+            while !stop.load(Ordering::Acquire) {
+                pieces += t.chunk_in_pieces(&db, 500)?.pieces as u64;
+            }
+            Ok(pieces)
+        })
+    };
+    let mut rng = Rng(11);
+    let mut want = vec![0i64; 3000];
+    let mut conflicts = 0;
+    for _ in 0..400 {
+        let k = rng.below(3000) as i64 / 7 * 7;
+        let k2 = (k + 1000) % 3000;
+        let txn = db.transaction()?;
+        let apply = || -> Result<()> {
+            for key in [k, k2] {
+                let cur = t.get(&txn, &Value::I64(key), Some(&["n"]))?.expect("row");
+                let Value::I64(n) = cur[0].1 else {
+                    panic!("{cur:?}")
+                };
+                t.upsert_in(
+                    &txn,
+                    &[vec![
+                        Value::I64(key),
+                        Value::I64(n + 1),
+                        Value::Str("x".into()),
+                        Value::F64(0.0),
+                    ]],
+                )?;
+            }
+            Ok(())
+        };
+        apply()?;
+        match txn.commit() {
+            Ok(_) => {
+                want[k as usize] += 1;
+                want[k2 as usize] += 1;
+            }
+            Err(e) if e.kind() == ErrorKind::Conflict => conflicts += 1,
+            Err(e) => return Err(e),
+        }
+        // Some deletes and re-inserts of rows nobody increments.
+        if rng.below(4) == 0 {
+            let d = rng.below(3000) as i64 / 7 * 7 + 3;
+            if d < 3000 {
+                t.delete(&db, &[Value::I64(d)])?;
+                t.insert(
+                    &db,
+                    &[vec![
+                        Value::I64(d),
+                        Value::I64(0),
+                        Value::Str("x".into()),
+                        Value::F64(0.0),
+                    ]],
+                )?;
+            }
+        }
+    }
+    stop.store(true, Ordering::Release);
+    let pieces = chunker.join().unwrap()?;
+    t.chunk(&db)?;
+    let got = scan_rows(&t, &*db, TableScanOptions::default().columns(&["id", "n"]), 1000)?;
+    assert_eq!(got.len(), 3000);
+    for r in got {
+        let (Value::I64(k), Value::I64(n)) = (&r[0], &r[1]) else {
+            panic!("{r:?}")
+        };
+        assert_eq!(*n, want[*k as usize], "row {k} (conflicts {conflicts}, pieces {pieces})");
+    }
+    Ok(())
+}
