@@ -199,7 +199,12 @@ fn check<S: ReadSource + ?Sized>(
     what: &str,
 ) -> Result<()> {
     let all: Vec<Vec<Value>> = model.values().cloned().collect();
-    let got = scan_rows(t, src, TableScanOptions::default(), 1 + rng.below(500) as usize)?;
+    let got = scan_rows(
+        t,
+        src,
+        TableScanOptions::default(),
+        1 + rng.below(500) as usize,
+    )?;
     assert_eq!(show(&got), show(&all), "{what}: full scan");
     let existing: Vec<Value> = all.iter().map(|r| r[0].clone()).collect();
     let pick = |rng: &mut Rng| {
@@ -508,13 +513,21 @@ fn increments_racing_the_chunker_lose_nothing() -> Result<()> {
     stop.store(true, Ordering::Release);
     let pieces = chunker.join().unwrap()?;
     t.chunk(&db)?;
-    let got = scan_rows(&t, &*db, TableScanOptions::default().columns(&["id", "n"]), 1000)?;
+    let got = scan_rows(
+        &t,
+        &*db,
+        TableScanOptions::default().columns(&["id", "n"]),
+        1000,
+    )?;
     assert_eq!(got.len(), 3000);
     for r in got {
         let (Value::I64(k), Value::I64(n)) = (&r[0], &r[1]) else {
             panic!("{r:?}")
         };
-        assert_eq!(*n, want[*k as usize], "row {k} (conflicts {conflicts}, pieces {pieces})");
+        assert_eq!(
+            *n, want[*k as usize],
+            "row {k} (conflicts {conflicts}, pieces {pieces})"
+        );
     }
     Ok(())
 }
@@ -590,7 +603,6 @@ fn close_while_the_chunker_runs_loses_nothing() -> Result<()> {
 /// the key (to find the row), so the pk column's counter must grow by at
 /// least that chunk's size, which a scan of the pk column counts.
 #[test]
-#[ignore = "defect: get of a chunked row does not count the pk chunk it reads in stats()"]
 fn get_of_a_chunked_row_counts_the_pk_chunk_it_reads() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path())?;
@@ -605,7 +617,12 @@ fn get_of_a_chunked_row_counts_the_pk_chunk_it_reads() -> Result<()> {
         ),
     )?;
     let rows: Vec<Vec<Value>> = (0..1000)
-        .map(|i| vec![Value::Str(format!("key-{i:06}-{}", "x".repeat(20))), Value::I64(i)])
+        .map(|i| {
+            vec![
+                Value::Str(format!("key-{i:06}-{}", "x".repeat(20))),
+                Value::I64(i),
+            ]
+        })
         .collect();
     t.upsert(&db, &rows)?;
     t.chunk(&db)?;
@@ -614,7 +631,10 @@ fn get_of_a_chunked_row_counts_the_pk_chunk_it_reads() -> Result<()> {
     let ids = scan_rows(&t, &db, TableScanOptions::default().columns(&["id"]), 5000)?;
     assert_eq!(ids.len(), 1000);
     let chunk_bytes = pk_bytes()? - before;
-    assert!(chunk_bytes > 30_000, "one pk chunk of ~1000 long keys: {chunk_bytes}");
+    assert!(
+        chunk_bytes > 30_000,
+        "one pk chunk of ~1000 long keys: {chunk_bytes}"
+    );
     let before = pk_bytes()?;
     let got = t.get(&db, &rows[500][0], Some(&["v"]))?.expect("row");
     assert_eq!(got[0].1, Value::I64(500));

@@ -588,10 +588,13 @@ pub(super) enum RowAt {
     Absent,
     /// In cells (its live pk marker).
     Cells,
-    /// Row `index` of the chunks keyed by `key` (the chunk's first pk).
+    /// Row `index` of the chunks keyed by `key` (the chunk's first pk);
+    /// `pk_chunk_bytes`: the pk chunk entry read to find it (key plus
+    /// value), for `stats()`.
     Chunk {
         key: Vec<u8>,
         index: usize,
+        pk_chunk_bytes: u64,
     },
 }
 
@@ -628,6 +631,7 @@ impl Table {
                     return Ok(RowAt::Chunk {
                         key: key[prefix.len()..].to_vec(),
                         index: mid,
+                        pk_chunk_bytes: (key.len() + raw.len()) as u64,
                     })
                 }
             }
