@@ -645,3 +645,78 @@ fn get_of_a_chunked_row_counts_the_pk_chunk_it_reads() -> Result<()> {
     );
     Ok(())
 }
+
+/// Blind upserts and deletes (no transaction) racing a chunker in small
+/// pieces and compactions, while a snapshot taken at the start is read
+/// again and again: the final rows are exactly the writer's, and the
+/// snapshot keeps reading exactly what it saw.
+#[test]
+fn blind_writes_and_a_snapshot_racing_the_chunker() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Arc::new(Database::open(dir.path())?);
+    let t = db.create_table("t", schema(ColumnType::I64))?;
+    let mk = |k: i64, v: i64| {
+        vec![
+            Value::I64(k),
+            if v % 3 == 0 { Value::Null } else { Value::I64(v) },
+            Value::Str(format!("s{}", v % 300)),
+            Value::F64(v as f64),
+        ]
+    };
+    let mut model: BTreeMap<i64, i64> = (0..4000).map(|k| (k, k)).collect();
+    let rows: Vec<Vec<Value>> = model.iter().map(|(k, v)| mk(*k, *v)).collect();
+    t.upsert(&db, &rows)?;
+    t.chunk_in_pieces(&db, 700)?;
+    let snap = db.snapshot()?;
+    let snap_rows = show(&scan_rows(&t, &snap, TableScanOptions::default(), 4096)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let chunker = {
+        let (db, t, stop) = (db.clone(), t.clone(), stop.clone());
+        std::thread::spawn(move || -> Result<()> {
+            let mut i = 0;
+            while !stop.load(Ordering::Acquire) {
+                t.chunk_in_pieces(&db, 300 + i % 900)?;
+                i += 1;
+                if i % 5 == 0 {
+                    db.compact()?;
+                }
+            }
+            Ok(())
+        })
+    };
+    let mut rng = Rng(2024);
+    for round in 0..300i64 {
+        let mut batch = BTreeMap::new();
+        for _ in 0..1 + rng.below(20) {
+            batch.insert(rng.below(4500) as i64, 10_000 + round * 100 + rng.below(100) as i64);
+        }
+        if rng.below(3) == 0 {
+            let pks: Vec<Value> = batch.keys().map(|&k| Value::I64(k)).collect();
+            t.delete(&db, &pks)?;
+            for k in batch.keys() {
+                model.remove(k);
+            }
+        } else {
+            let rows: Vec<Vec<Value>> = batch.iter().map(|(k, v)| mk(*k, *v)).collect();
+            t.upsert(&db, &rows)?;
+            model.extend(batch);
+        }
+        if round % 50 == 0 {
+            let again = show(&scan_rows(&t, &snap, TableScanOptions::default(), 999)?);
+            assert!(again == snap_rows, "snapshot changed at round {round}");
+        }
+    }
+    stop.store(true, Ordering::Release);
+    chunker.join().unwrap()?;
+    let want: Vec<Vec<Value>> = model.iter().map(|(k, v)| mk(*k, *v)).collect();
+    let got = scan_rows(&t, &*db, TableScanOptions::default(), 1000)?;
+    assert_eq!(show(&got), show(&want));
+    t.chunk(&db)?;
+    let got = scan_rows(&t, &*db, TableScanOptions::default().reverse(true), 333)?;
+    let mut rev = want.clone();
+    rev.reverse();
+    assert_eq!(show(&got), show(&rev));
+    let again = show(&scan_rows(&t, &snap, TableScanOptions::default(), 4096)?);
+    assert!(again == snap_rows, "snapshot changed at the end");
+    Ok(())
+}
