@@ -658,7 +658,11 @@ fn blind_writes_and_a_snapshot_racing_the_chunker() -> Result<()> {
     let mk = |k: i64, v: i64| {
         vec![
             Value::I64(k),
-            if v % 3 == 0 { Value::Null } else { Value::I64(v) },
+            if v % 3 == 0 {
+                Value::Null
+            } else {
+                Value::I64(v)
+            },
             Value::Str(format!("s{}", v % 300)),
             Value::F64(v as f64),
         ]
@@ -688,7 +692,10 @@ fn blind_writes_and_a_snapshot_racing_the_chunker() -> Result<()> {
     for round in 0..300i64 {
         let mut batch = BTreeMap::new();
         for _ in 0..1 + rng.below(20) {
-            batch.insert(rng.below(4500) as i64, 10_000 + round * 100 + rng.below(100) as i64);
+            batch.insert(
+                rng.below(4500) as i64,
+                10_000 + round * 100 + rng.below(100) as i64,
+            );
         }
         if rng.below(3) == 0 {
             let pks: Vec<Value> = batch.keys().map(|&k| Value::I64(k)).collect();
@@ -726,7 +733,6 @@ fn blind_writes_and_a_snapshot_racing_the_chunker() -> Result<()> {
 /// up to a chunk value over it, and then `compact()` (which chunks every
 /// table first) fails, and keeps failing, for the whole database.
 #[test]
-#[ignore = "defect: chunks of 2048 large rows exceed the 256 MiB value limit; compact() fails"]
 fn compact_with_large_rows_does_not_fail() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path())?;
