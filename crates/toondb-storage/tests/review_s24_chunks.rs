@@ -761,3 +761,73 @@ fn compact_with_large_rows_does_not_fail() -> Result<()> {
     }
     Ok(())
 }
+
+/// `drop_table` while a chunking of that table runs piece by piece: the
+/// chunking stops (it never writes chunks of a dropped table), and a new
+/// table of the same name sees none of the old rows, before and after
+/// reopen.
+#[test]
+fn drop_table_while_chunking_runs() -> Result<()> {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = Arc::new(Database::open(dir.path())?);
+        for round in 0..3 {
+            let t = db.create_table("t", schema(ColumnType::I64))?;
+            let rows: Vec<Vec<Value>> = (0..20_000)
+                .map(|i| {
+                    vec![
+                        Value::I64(i),
+                        Value::I64(i),
+                        Value::Str("old".into()),
+                        Value::F64(1.0),
+                    ]
+                })
+                .collect();
+            t.upsert(&db, &rows)?;
+            let chunker = {
+                let (db, t) = (db.clone(), t.clone());
+                std::thread::spawn(move || t.chunk_in_pieces(&db, 500 + round * 300))
+            };
+            std::thread::sleep(std::time::Duration::from_millis(20 + 40 * round as u64));
+            db.drop_table("t")?;
+            let report = chunker.join().unwrap();
+            // Either outcome of the race is fine, as long as it is not an
+            // error other than the table being gone.
+            if let Err(e) = &report {
+                assert_eq!(e.kind(), ErrorKind::NotFound, "{e:?}");
+            }
+            assert!(
+                t.get(&*db, &Value::I64(5), None).is_err()
+                    || t.get(&*db, &Value::I64(5), None)?.is_none()
+            );
+        }
+        let t = db.create_table("t", schema(ColumnType::I64))?;
+        t.upsert(
+            &db,
+            &[vec![
+                Value::I64(7),
+                Value::I64(70),
+                Value::Str("new".into()),
+                Value::F64(2.0),
+            ]],
+        )?;
+        let got = scan_rows(&t, &*db, TableScanOptions::default(), 100)?;
+        assert_eq!(got.len(), 1, "{:?}", &got[..got.len().min(3)]);
+        t.chunk(&db)?;
+        assert_eq!(
+            scan_rows(&t, &*db, TableScanOptions::default(), 100)?.len(),
+            1
+        );
+        db.close()?;
+    }
+    let db = Database::open(dir.path())?;
+    let t = db.table("t")?;
+    let got = scan_rows(&t, &db, TableScanOptions::default(), 100)?;
+    assert_eq!(got.len(), 1);
+    db.compact()?;
+    assert_eq!(
+        scan_rows(&t, &db, TableScanOptions::default(), 100)?.len(),
+        1
+    );
+    Ok(())
+}
