@@ -329,11 +329,14 @@ fn model_run(pk: ColumnType, keys: &dyn Keys, seed: u64) -> Result<()> {
                 let k = keys.key(&mut rng);
                 let r = row(k.clone(), version, &mut rng);
                 let res = t.insert(&db, std::slice::from_ref(&r));
-                if model.contains_key(&mkey(&k)) {
-                    assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidArgument);
-                } else {
-                    res?;
-                    model.insert(mkey(&k), r);
+                match model.entry(mkey(&k)) {
+                    std::collections::btree_map::Entry::Occupied(_) => {
+                        assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidArgument)
+                    }
+                    std::collections::btree_map::Entry::Vacant(e) => {
+                        res?;
+                        e.insert(r);
+                    }
                 }
             }
             6 | 7 => {
@@ -356,11 +359,14 @@ fn model_run(pk: ColumnType, keys: &dyn Keys, seed: u64) -> Result<()> {
                         1 => {
                             let r = row(k.clone(), version, &mut rng);
                             let res = t.insert_in(&txn, std::slice::from_ref(&r));
-                            if mine.contains_key(&mkey(&k)) {
-                                assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidArgument);
-                            } else {
-                                res?;
-                                mine.insert(mkey(&k), r);
+                            match mine.entry(mkey(&k)) {
+                                std::collections::btree_map::Entry::Occupied(_) => {
+                                    assert_eq!(res.unwrap_err().kind(), ErrorKind::InvalidArgument)
+                                }
+                                std::collections::btree_map::Entry::Vacant(e) => {
+                                    res?;
+                                    e.insert(r);
+                                }
                             }
                         }
                         _ => {
@@ -829,5 +835,155 @@ fn drop_table_while_chunking_runs() -> Result<()> {
         scan_rows(&t, &db, TableScanOptions::default(), 100)?.len(),
         1
     );
+    Ok(())
+}
+
+// ---- cells fixture script (shared by the generator and the check) ----
+
+/// One step of the script that made `tests/fixtures/cells-db`.
+enum FixtureOp {
+    Upsert(&'static str, Vec<Vec<Value>>),
+    Delete(&'static str, Vec<Value>),
+    Flush,
+}
+
+fn fixture_schema(pk: ColumnType) -> Schema {
+    Schema::new(
+        vec![
+            ColumnDef::new("id", pk),
+            ColumnDef::new("n", ColumnType::I64).nullable(),
+            ColumnDef::new("s", ColumnType::Str),
+            ColumnDef::new("f", ColumnType::F64),
+        ],
+        "id",
+    )
+}
+
+fn fixture_row(pk: Value, i: i64, version: i64) -> Vec<Value> {
+    vec![
+        pk,
+        if i % 5 == 0 {
+            Value::Null
+        } else {
+            Value::I64(i * 10 + version)
+        },
+        Value::Str(format!("s{}-{version}", i % 4)),
+        Value::F64(i as f64 / 4.0 - version as f64),
+    ]
+}
+
+/// Table "ev" (i64 keys) and "sk" (string keys, "" included): upserts,
+/// deletes (written as tombstones by the builds before chunks), updates,
+/// re-inserts of deleted keys; two flushes, then a WAL tail.
+fn fixture_ops() -> Vec<FixtureOp> {
+    use FixtureOp::*;
+    let ev = |ids: std::ops::Range<i64>, v: i64| -> Vec<Vec<Value>> {
+        ids.map(|i| fixture_row(Value::I64(i - 300), i, v))
+            .collect()
+    };
+    let sk = |ids: std::ops::Range<i64>, v: i64| -> Vec<Vec<Value>> {
+        ids.map(|i| {
+            let k = if i == 0 {
+                String::new()
+            } else {
+                format!("k{i}")
+            };
+            fixture_row(Value::Str(k), i, v)
+        })
+        .collect()
+    };
+    vec![
+        Upsert("ev", ev(0..250, 1)),
+        Upsert("sk", sk(0..120, 1)),
+        Flush,
+        Delete(
+            "ev",
+            (0..250).step_by(7).map(|i| Value::I64(i - 300)).collect(),
+        ),
+        Delete(
+            "sk",
+            vec![
+                Value::Str(String::new()),
+                Value::Str("k1".into()),
+                Value::Str("k10".into()),
+            ],
+        ),
+        Upsert("ev", ev(100..200, 2)),
+        Flush,
+        Delete("ev", (150..160).map(|i| Value::I64(i - 300)).collect()),
+        Upsert("ev", ev(1000..1010, 3)),
+        Upsert("sk", sk(10..11, 3)),
+    ]
+}
+
+/// `tests/fixtures/cells-db` was written by the build before column chunks
+/// (dd2c1f8: cells only, deleted rows as tombstones on every cell, two
+/// flushed tables and a WAL tail) running `fixture_ops`, by
+/// `tests/fixtures/cells-db-generator.rs` (how: see its header). This build reads it, inserts deleted keys again,
+/// chunks it (compact) and reads the same rows, before and after reopen.
+#[test]
+fn a_database_from_the_build_before_chunks_reads_and_chunks() -> Result<()> {
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/cells-db");
+    let dir = tempfile::tempdir().unwrap();
+    for e in std::fs::read_dir(&src).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir.path().join(e.file_name())).unwrap();
+    }
+    let mut models: BTreeMap<&str, Model> = BTreeMap::new();
+    for op in fixture_ops() {
+        match op {
+            FixtureOp::Upsert(t, rows) => {
+                let m = models.entry(t).or_default();
+                for r in rows {
+                    m.insert(mkey(&r[0]), r);
+                }
+            }
+            FixtureOp::Delete(t, pks) => {
+                let m = models.entry(t).or_default();
+                for k in pks {
+                    m.remove(&mkey(&k));
+                }
+            }
+            FixtureOp::Flush => {}
+        }
+    }
+    let keys: [(&str, &dyn Keys); 2] = [("ev", &I64Keys), ("sk", &StrKeys)];
+    let mut rng = Rng(77);
+    let check_all =
+        |db: &Database, models: &BTreeMap<&str, Model>, rng: &mut Rng, what: &str| -> Result<()> {
+            for (name, k) in keys {
+                let t = db.table(name)?;
+                check(&t, db, &models[name], k, rng, &format!("{what} {name}"))?;
+            }
+            Ok(())
+        };
+    let db = Database::open(dir.path())?;
+    check_all(&db, &models, &mut rng, "as written")?;
+    // Deleted keys (tombstones) can be inserted again; live ones cannot.
+    let ev = db.table("ev")?;
+    let sk = db.table("sk")?;
+    let again = fixture_row(Value::I64(7 - 300), 7, 9);
+    ev.insert(&db, std::slice::from_ref(&again))?;
+    models.get_mut("ev").unwrap().insert(mkey(&again[0]), again);
+    let again = fixture_row(Value::Str(String::new()), 0, 9);
+    sk.insert(&db, std::slice::from_ref(&again))?;
+    models.get_mut("sk").unwrap().insert(mkey(&again[0]), again);
+    let live = fixture_row(Value::Str("k2".into()), 2, 9);
+    assert_eq!(
+        sk.insert(&db, &[live]).unwrap_err().kind(),
+        ErrorKind::InvalidArgument
+    );
+    ev.delete(&db, &[Value::I64(1 - 300)])?;
+    models
+        .get_mut("ev")
+        .unwrap()
+        .remove(&mkey(&Value::I64(1 - 300)));
+    check_all(&db, &models, &mut rng, "after writes")?;
+    db.compact()?;
+    assert!(db.table_stats()?.iter().all(|s| s.chunked_rows > 0));
+    check_all(&db, &models, &mut rng, "chunked")?;
+    db.close()?;
+    let db = Database::open(dir.path())?;
+    check_all(&db, &models, &mut rng, "reopened")?;
     Ok(())
 }
