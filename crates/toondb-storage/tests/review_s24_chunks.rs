@@ -958,6 +958,12 @@ fn a_database_from_the_build_before_chunks_reads_and_chunks() -> Result<()> {
             Ok(())
         };
     let db = Database::open(dir.path())?;
+    for (name, pk) in [("ev", ColumnType::I64), ("sk", ColumnType::Str)] {
+        assert_eq!(
+            format!("{:?}", db.table(name)?.schema()),
+            format!("{:?}", fixture_schema(pk))
+        );
+    }
     check_all(&db, &models, &mut rng, "as written")?;
     // Deleted keys (tombstones) can be inserted again; live ones cannot.
     let ev = db.table("ev")?;
