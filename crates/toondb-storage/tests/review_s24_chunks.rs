@@ -999,7 +999,6 @@ fn a_database_from_the_build_before_chunks_reads_and_chunks() -> Result<()> {
 /// since, and those marker cells must still count (as they do in a table
 /// without chunks), not vanish from the pk column's counter.
 #[test]
-#[ignore = "defect: merged scans do not count the pk-marker cells they read"]
 fn merged_scan_counts_the_marker_cells_it_reads() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path())?;

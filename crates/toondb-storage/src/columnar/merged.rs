@@ -466,6 +466,10 @@ impl MergedScan {
         let Some((key, value)) = self.markers.pop() else {
             return Ok(false);
         };
+        // Counted under the pk column, as the cell-only scan counts them.
+        let pk_index = self.table.schema.pk_index();
+        self.counts[pk_index].0 += (key.len() + value.len()) as u64;
+        self.counts[pk_index].1 += 1;
         if is_live_marker(&value) {
             let pk = key.get(self.prefix_len..).unwrap_or_default().to_vec();
             self.emit_cell_row(reader, &pk, batch)?;
