@@ -1068,7 +1068,6 @@ fn merged_scan_counts_the_marker_cells_it_reads() -> Result<()> {
 /// must not make `compact()` fail for the whole database: the row stays
 /// in cells and the compaction runs.
 #[test]
-#[ignore = "defect: a value near the limit makes every compact() fail"]
 fn compact_with_a_value_at_the_limit_does_not_fail() -> Result<()> {
     let dir = tempfile::tempdir().unwrap();
     let db = Database::open(dir.path())?;
