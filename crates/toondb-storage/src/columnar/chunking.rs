@@ -43,6 +43,17 @@ use super::{catalog_key, chunk_prefix, chunk_table_range, column_prefix, table_r
 /// Rows rewritten per commit, about (pieces end at existing chunk keys, so
 /// cells between two chunks can make one larger).
 const PIECE_ROWS: usize = 256 * 1024;
+/// Value bytes rewritten per commit, about: a piece also ends (at the next
+/// key no old chunk spans) once its rows hold this much, so that wide rows
+/// keep its batch far below the WAL record limit (1 GiB) and its memory
+/// bounded.
+const PIECE_BYTES: usize = 128 << 20;
+/// Value bytes per chunk (all columns of its rows), about: a chunk also
+/// ends before the row that would take it past this, so that no chunk
+/// value nears the 256 MiB value limit (2048 rows of 130 KiB would pass
+/// it and fail the chunking, and with it every `compact()`). A row larger
+/// than this gets a chunk of its own.
+const CHUNK_BYTES: usize = 16 << 20;
 /// Tries per piece before chunking leaves the table for another time.
 const ATTEMPTS: usize = 4;
 
@@ -210,8 +221,10 @@ impl Table {
             )?
             .uncounted();
         let mut cols: Vec<Vec<Value>> = vec![Vec::new(); n_cols];
+        // Per row kept: its values' size (for the chunk byte budget).
+        let mut row_bytes: Vec<usize> = Vec::new();
+        let mut piece_bytes = 0;
         let mut end = None;
-        let mut checked = piece_rows;
         'read: loop {
             let batch = scan.next_batch(CHUNK_ROWS)?;
             if batch.is_empty() {
@@ -220,17 +233,23 @@ impl Table {
             for (col, values) in cols.iter_mut().zip(batch.columns) {
                 col.extend(values);
             }
-            while checked < cols[pk_index].len() {
-                let mut pk = Vec::with_capacity(8);
-                encode_pk(&cols[pk_index][checked], &mut pk)?;
-                if spans.safe_cut(&pk) {
-                    for col in &mut cols {
-                        col.truncate(checked);
+            while row_bytes.len() < cols[pk_index].len() {
+                let next = row_bytes.len();
+                // Never at row 0: a piece holds at least one row.
+                if next >= piece_rows || piece_bytes >= PIECE_BYTES {
+                    let mut pk = Vec::with_capacity(8);
+                    encode_pk(&cols[pk_index][next], &mut pk)?;
+                    if spans.safe_cut(&pk) {
+                        for col in &mut cols {
+                            col.truncate(next);
+                        }
+                        end = Some(pk);
+                        break 'read;
                     }
-                    end = Some(pk);
-                    break 'read;
                 }
-                checked += 1;
+                let size: usize = cols.iter().map(|c| value_bytes(&c[next])).sum();
+                row_bytes.push(size);
+                piece_bytes += size;
             }
         }
         let rows = cols[pk_index].len();
@@ -257,8 +276,16 @@ impl Table {
             }
         }
         let mut chunks = 0;
-        for first in (0..rows).step_by(CHUNK_ROWS) {
-            let last = (first + CHUNK_ROWS).min(rows);
+        let mut first = 0;
+        while first < rows {
+            // Up to CHUNK_ROWS rows and about CHUNK_BYTES (at least a row).
+            let mut last = first + 1;
+            let mut bytes = row_bytes[first];
+            while last < rows && last - first < CHUNK_ROWS && bytes + row_bytes[last] <= CHUNK_BYTES
+            {
+                bytes += row_bytes[last];
+                last += 1;
+            }
             let mut key_pk = Vec::with_capacity(8);
             encode_pk(&cols[pk_index][first], &mut key_pk)?;
             for (c, def) in self.schema.columns.iter().enumerate() {
@@ -267,6 +294,7 @@ impl Table {
                 batch.put_raw(key, chunk::encode(def.ty, &cols[c][first..last]))?;
                 chunks += 1;
             }
+            first = last;
         }
         let check = ConflictCheck {
             read_ts,
@@ -286,6 +314,15 @@ impl Table {
             Err(e) if e.kind() == ErrorKind::Conflict => Ok(Piece::Conflict),
             Err(e) => Err(e),
         }
+    }
+}
+
+/// About the bytes `v` takes in a chunk.
+fn value_bytes(v: &Value) -> usize {
+    match v {
+        Value::Str(s) => s.len() + 5,
+        Value::Bytes(b) => b.len() + 5,
+        _ => 8,
     }
 }
 
@@ -394,7 +431,8 @@ fn meets(lower: &Bound<Vec<u8>>, upper: &Bound<Vec<u8>>, start: &[u8], end: &[u8
 
 /// Chunks every table with cells or chunks in `lower..upper` (the hook of
 /// `Database::compact_range`, run before the compaction so that it drops
-/// the folded cells).
+/// the folded cells). A table that cannot be chunked (`InvalidArgument`:
+/// a value too close to the value limit for a chunk) is left as it is.
 pub(crate) fn chunk_tables_in(
     db: &Database,
     lower: &Bound<Vec<u8>>,
@@ -407,7 +445,15 @@ pub(crate) fn chunk_tables_in(
         let (s, e) = table_range(t.id);
         let (cs, ce) = chunk_table_range(t.id);
         if meets(lower, upper, &s, &e) || meets(lower, upper, &cs, &ce) {
-            t.chunk(db)?;
+            match t.chunk(db) {
+                // A row no chunk can hold (a value within a chunk's few
+                // bytes of overhead of the value limit): the rest of this
+                // table stays in cells, and the compaction still runs.
+                Err(e) if e.kind() == ErrorKind::InvalidArgument => {}
+                other => {
+                    other?;
+                }
+            }
         }
     }
     Ok(())

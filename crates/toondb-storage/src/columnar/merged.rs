@@ -466,6 +466,10 @@ impl MergedScan {
         let Some((key, value)) = self.markers.pop() else {
             return Ok(false);
         };
+        // Counted under the pk column, as the cell-only scan counts them.
+        let pk_index = self.table.schema.pk_index();
+        self.counts[pk_index].0 += (key.len() + value.len()) as u64;
+        self.counts[pk_index].1 += 1;
         if is_live_marker(&value) {
             let pk = key.get(self.prefix_len..).unwrap_or_default().to_vec();
             self.emit_cell_row(reader, &pk, batch)?;
@@ -588,10 +592,13 @@ pub(super) enum RowAt {
     Absent,
     /// In cells (its live pk marker).
     Cells,
-    /// Row `index` of the chunks keyed by `key` (the chunk's first pk).
+    /// Row `index` of the chunks keyed by `key` (the chunk's first pk);
+    /// `pk_chunk_bytes`: the pk chunk entry read to find it (key plus
+    /// value), for `stats()`.
     Chunk {
         key: Vec<u8>,
         index: usize,
+        pk_chunk_bytes: u64,
     },
 }
 
@@ -628,6 +635,7 @@ impl Table {
                     return Ok(RowAt::Chunk {
                         key: key[prefix.len()..].to_vec(),
                         index: mid,
+                        pk_chunk_bytes: (key.len() + raw.len()) as u64,
                     })
                 }
             }

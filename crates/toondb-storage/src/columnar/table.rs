@@ -290,12 +290,22 @@ impl Table {
         let pk_index = self.schema.pk_index();
         let counters = &reader.engine().columnar;
         let marker_key = self.cell_key(pk_index, &pk);
-        let chunk_row = match self.locate_row(&reader, &pk)? {
+        let (chunk_row, pk_chunk_bytes) = match self.locate_row(&reader, &pk)? {
             RowAt::Absent => return Ok(None),
-            RowAt::Cells => None,
-            RowAt::Chunk { key, index } => Some((key, index)),
+            RowAt::Cells => (None, 0),
+            RowAt::Chunk {
+                key,
+                index,
+                pk_chunk_bytes,
+            } => (Some((key, index)), pk_chunk_bytes),
         };
-        counters.add(self.id, pk_index as u16, marker_key.len() as u64, 1);
+        // The marker cell, and the pk chunk read to find a chunked row.
+        counters.add(
+            self.id,
+            pk_index as u16,
+            marker_key.len() as u64 + pk_chunk_bytes,
+            1,
+        );
         let mut out = Vec::with_capacity(cols.len());
         for c in cols {
             let name = self.schema.columns[c].name.clone();
