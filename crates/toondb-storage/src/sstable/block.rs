@@ -219,30 +219,19 @@ impl BlockLayout {
     /// once, on the entry it lands on). Within the entries region, so a
     /// damaged offset or length is an error, never a read outside the block.
     pub(crate) fn key<'f>(&self, file: &'f [u8], i: usize) -> Result<&'f [u8], &'static str> {
-        if i >= self.count {
-            return Err("entry index past the block's entry count");
-        }
-        let slot = self.start + self.entries_end + 4 * i;
-        let offset = file
-            .get(slot..slot + 4)
-            .and_then(|b| Reader::new(b).u32_le())
-            .ok_or("entry offset past the end of the block")? as usize;
-        let region = file
-            .get(self.start + offset..self.start + self.entries_end)
-            .ok_or("entry offset past the end of the entries")?;
-        let mut r = Reader::new(region);
-        let key_len = r.varint().ok_or("bad entry key length")?;
-        r.varint().ok_or("bad entry value length")?;
-        if self.v2 {
-            r.varint().ok_or("bad entry metadata length")?;
-        }
+        let (_, mut r, key_len, _, _) = self.header(file, i)?;
         let key_len = usize::try_from(key_len).map_err(|_| "entry key too long")?;
         r.bytes(key_len).ok_or("entry key runs past the entries")
     }
 
-    /// Locates entry `i`. Only its framing is checked; what the key means is
-    /// up to the caller.
-    pub(crate) fn entry(&self, file: &[u8], i: usize) -> Result<RawEntry, &'static str> {
+    /// Entry `i`'s start in `file`, a reader over the entries region
+    /// positioned after its header, and the header's key, value and
+    /// metadata lengths (metadata 0 in version 1).
+    fn header<'f>(
+        &self,
+        file: &'f [u8],
+        i: usize,
+    ) -> Result<(usize, Reader<'f>, u64, u64, u64), &'static str> {
         if i >= self.count {
             return Err("entry index past the block's entry count");
         }
@@ -264,7 +253,15 @@ impl BlockLayout {
         } else {
             0
         };
-        let header = region.len() - r.remaining();
+        Ok((entry_start, r, key_len, value_len, meta_len))
+    }
+
+    /// Locates entry `i`. Only its framing is checked; what the key means is
+    /// up to the caller.
+    pub(crate) fn entry(&self, file: &[u8], i: usize) -> Result<RawEntry, &'static str> {
+        let (entry_start, mut r, key_len, value_len, meta_len) = self.header(file, i)?;
+        let region_len = self.start + self.entries_end - entry_start;
+        let header = region_len - r.remaining();
         let key_len = usize::try_from(key_len).map_err(|_| "entry key too long")?;
         let value_len = usize::try_from(value_len).map_err(|_| "entry value too long")?;
         let meta_len = usize::try_from(meta_len).map_err(|_| "entry metadata too long")?;
