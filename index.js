@@ -1247,6 +1247,27 @@ async function clearKeys(it, write) {
   }
 }
 
+// A batch from NativeIterator#nextBatch is one Buffer: keys and values back
+// to back, padding to 4 bytes, then 2 × count little-endian u32 ends (where
+// key i ends, where its value ends), then count. On a little-endian host the
+// ends are viewed in place when aligned (V8 allocates the Buffer itself, at
+// offset 0); otherwise they are decoded.
+// %IteratorPrototype%: gives the sync iterator [Symbol.iterator]() and, where
+// the runtime has them, the iterator helpers a generator would have.
+const ITERATOR_PROTOTYPE = Object.getPrototypeOf(Object.getPrototypeOf([][Symbol.iterator]()))
+
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1
+
+function batchEnds(batch, count) {
+  const at = batch.length - 4 - 8 * count
+  if (LITTLE_ENDIAN && (batch.byteOffset + at) % 4 === 0) {
+    return new Uint32Array(batch.buffer, batch.byteOffset + at, 2 * count)
+  }
+  const ends = new Uint32Array(2 * count)
+  for (let i = 0; i < ends.length; i++) ends[i] = batch.readUInt32LE(at + 4 * i)
+  return ends
+}
+
 // Batches grow from small (cheap first results, small limits) to large
 // (fewer native calls on long scans).
 const FIRST_BATCH = 16
@@ -1261,6 +1282,7 @@ class Iterator {
   #hold
   #native = null
   #data = null
+  #base = 0
   #ends = null
   #pos = 0
   #count = 0
@@ -1329,10 +1351,14 @@ class Iterator {
       this.#closeNative() // finished: unpin now (seek() starts a new scan)
       return false
     }
-    this.#data = batch.data
-    this.#ends = batch.ends
+    const count = batch.readUInt32LE(batch.length - 4)
+    // Entries are made with Buffer.from(arrayBuffer, offset, length): ~40%
+    // cheaper than batch.subarray, which looks up a species constructor.
+    this.#data = batch.buffer
+    this.#base = batch.byteOffset
+    this.#ends = batchEnds(batch, count)
     this.#pos = 0
-    this.#count = batch.ends.length / 2
+    this.#count = count
     return true
   }
 
@@ -1347,11 +1373,12 @@ class Iterator {
     const kStart = i === 0 ? 0 : ends[2 * i - 1]
     const kEnd = ends[2 * i]
     const data = this.#data
-    if (this.#mode === KEYS) return data.subarray(kStart, kEnd)
-    if (this.#mode === VALUES) return data.subarray(kEnd, ends[2 * i + 1])
+    const base = this.#base
+    if (this.#mode === KEYS) return Buffer.from(data, base + kStart, kEnd - kStart)
+    if (this.#mode === VALUES) return Buffer.from(data, base + kEnd, ends[2 * i + 1] - kEnd)
     return [
-      this.#parts.keys ? data.subarray(kStart, kEnd) : undefined,
-      this.#parts.values ? data.subarray(kEnd, ends[2 * i + 1]) : undefined,
+      this.#parts.keys ? Buffer.from(data, base + kStart, kEnd - kStart) : undefined,
+      this.#parts.values ? Buffer.from(data, base + kEnd, ends[2 * i + 1] - kEnd) : undefined,
     ]
   }
 
@@ -1422,12 +1449,38 @@ class Iterator {
   }
 
   /** Plain `for...of`; its end (or a `break`) releases the iterator's snapshot. */
-  *[Symbol.iterator]() {
-    try {
-      for (let e = this.nextSync(); e !== undefined; e = this.nextSync()) yield e
-    } finally {
+  [Symbol.iterator]() {
+    // A plain iterator object (next/return/throw, like a generator's)
+    // rather than a generator: resuming a generator cost ~7% of a
+    // 100-entry scan.
+    const release = () => {
       if (!this.#hold) this.#release()
     }
+    const it = Object.create(ITERATOR_PROTOTYPE)
+    return Object.assign(it, {
+      next: () => {
+        let e
+        try {
+          e = this.nextSync()
+        } catch (err) {
+          release()
+          throw err
+        }
+        if (e === undefined) {
+          release()
+          return { done: true, value: undefined }
+        }
+        return { done: false, value: e }
+      },
+      return: (value) => {
+        release()
+        return { done: true, value }
+      },
+      throw: (err) => {
+        release()
+        throw err
+      },
+    })
   }
 }
 

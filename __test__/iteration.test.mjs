@@ -258,3 +258,44 @@ function catchSync(fn) {
   }
   throw new Error('expected a throw')
 }
+
+test('packed batches: entries, keys and values of mixed sizes (one larger than a batch) read back exactly', async () => {
+  const db = await Database.open(tmp.dir())
+  try {
+    const model = new Map()
+    const big = Buffer.alloc(9 << 20, 0xab) // past the 8 MiB a packed batch keeps between calls
+    for (let i = 0; i < 300; i++) {
+      const k = Buffer.from(`k${String(i).padStart(4, '0')}`)
+      const v = i === 150 ? big : Buffer.from('v'.repeat(i % 7) + i) // includes lengths not a multiple of 4
+      model.set(k.toString(), v)
+    }
+    const b = db.batch()
+    for (const [k, v] of model) b.put(k, v)
+    await b.write()
+    const want = [...model.entries()]
+    const got = []
+    for (const [k, v] of db.iterator()) got.push([k.toString(), v])
+    assert.equal(got.length, want.length)
+    for (let i = 0; i < want.length; i++) {
+      assert.equal(got[i][0], want[i][0])
+      assert.ok(got[i][1].equals(want[i][1]), `value of ${want[i][0]}`)
+    }
+    const keys = []
+    for await (const k of db.keys({ gte: 'k0100', limit: 120 })) keys.push(k.toString())
+    assert.deepEqual(keys, want.slice(100, 220).map(([k]) => k))
+    const values = []
+    for (const v of db.values({ reverse: true, limit: 160 })) values.push(v)
+    assert.equal(values.length, 160)
+    values.forEach((v, i) => assert.ok(v.equals(want[want.length - 1 - i][1])))
+    // The sync iterator follows the iterator protocol: return() and throw()
+    // end it (and release its snapshot) like a generator's.
+    const it = db.iterator()[Symbol.iterator]()
+    assert.equal(it[Symbol.iterator](), it)
+    assert.equal(it.next().value[0].toString(), 'k0000')
+    assert.deepEqual(it.return(7), { done: true, value: 7 })
+    const it2 = db.iterator()[Symbol.iterator]()
+    assert.throws(() => it2.throw(new Error('stop')), /stop/)
+  } finally {
+    await db.close()
+  }
+})

@@ -505,7 +505,8 @@ async function main() {
     const subject = [...results.values()].find((e) => e.workload === workload && e.store === SUBJECT && e.runs.length);
     for (const e of results.values()) {
       if (e.workload !== workload) continue;
-      e.ratioSubjectOverThis = e.store === SUBJECT || !subject ? null : ratio(subject.stats.median, e.stats.median);
+      e.isBaseline = e === subject;
+      e.ratioSubjectOverThis = e.isBaseline || !subject ? null : ratio(subject.stats.median, e.stats.median);
       if (Number.isNaN(e.ratioSubjectOverThis)) e.ratioSubjectOverThis = null;
     }
   }
@@ -564,7 +565,7 @@ async function main() {
     } else if (!e.runs.length) {
       row = [e.workload, storeLabel, e.api, 'error', '', '', '—'];
     } else {
-      const ratioText = e.store === SUBJECT ? '(baseline)' : formatRatio(e.ratioSubjectOverThis ?? NaN);
+      const ratioText = e.isBaseline ? '(baseline)' : formatRatio(e.ratioSubjectOverThis ?? NaN);
       row = [
         e.workload,
         storeLabel,

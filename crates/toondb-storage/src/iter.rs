@@ -243,29 +243,53 @@ impl Scan {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>> {
+        let mut out = Vec::new();
+        self.next_batch_into(max_entries, max_bytes, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`Scan::next_batch`] delivering into `sink`; returns how many entries
+    /// it delivered (0: the scan is finished). The key and value of each
+    /// entry pass through two buffers reused for the whole batch, so a
+    /// packed sink costs no allocation per entry.
+    pub fn next_batch_into(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+        sink: &mut dyn EntrySink,
+    ) -> Result<usize> {
         if self.engine.is_closed() {
             return Err(Error::closed());
         }
-        let mut out = Vec::new();
         if self.done {
-            return Ok(out);
+            return Ok(0);
         }
+        let (max_entries, max_bytes) = (max_entries.max(1), max_bytes.max(1));
         let state = self.state.clone();
+        let mut delivered = 0usize;
         let mut bytes = 0usize;
+        let mut key = Vec::new();
+        let mut value = Vec::new();
         loop {
             let mut merged = self.open_merge(&state)?;
-            let mut last_skipped: Option<Vec<u8>> = None;
-            let first_new = out.len();
+            // The last key this pass consumed (delivered or found hidden).
+            let mut last: Option<Vec<u8>> = None;
             let mut jumped = false;
-            while out.len() < max_entries.max(1) && bytes < max_bytes.max(1) {
+            while delivered < max_entries && bytes < max_bytes {
                 if self.options.limit.is_some_and(|l| self.returned >= l) {
                     self.done = true;
                     break;
                 }
-                let Some(key) = merged.current().map(|v| v.key.to_vec()) else {
-                    self.done = true;
-                    break;
-                };
+                match merged.current() {
+                    Some(v) => {
+                        key.clear();
+                        key.extend_from_slice(v.key);
+                    }
+                    None => {
+                        self.done = true;
+                        break;
+                    }
+                }
                 if self.past_end(&key) {
                     self.done = true;
                     break;
@@ -284,38 +308,39 @@ impl Scan {
                     jumped = true;
                     break;
                 }
-                let chosen = self.consume_group(&mut merged, &key)?;
-                match chosen {
-                    Some(value) => {
-                        bytes += key.len() + value.len();
-                        out.push((key, value));
-                        self.returned += 1;
-                        last_skipped = None;
-                    }
-                    None => last_skipped = Some(key),
+                if self.consume_group(&mut merged, &key, &mut value)? {
+                    bytes += key.len() + value.len();
+                    sink.push(&key, &value);
+                    delivered += 1;
+                    self.returned += 1;
                 }
+                // Keep the consumed key; its buffer becomes next key's.
+                let spare = last.replace(std::mem::take(&mut key));
+                key = spare.unwrap_or_default();
             }
             if !jumped {
-                let last = last_skipped.or_else(|| {
-                    (out.len() > first_new).then(|| out.last().map(|(k, _)| k.clone()))?
-                });
                 if last.is_some() {
                     self.resume = last;
                     self.jump = None;
                 }
-                return Ok(out);
+                return Ok(delivered);
             }
-            if self.done || out.len() >= max_entries.max(1) || bytes >= max_bytes.max(1) {
-                return Ok(out);
+            if self.done || delivered >= max_entries || bytes >= max_bytes {
+                return Ok(delivered);
             }
         }
     }
 
-    /// Consumes every version of `key` and returns the value visible at the
-    /// snapshot (`None` when absent or deleted).
-    fn consume_group(&self, merged: &mut MergeIter<'_>, key: &[u8]) -> Result<Option<Vec<u8>>> {
+    /// Consumes every version of `key` and reports whether one is visible
+    /// at the snapshot, leaving its value in `value`.
+    fn consume_group(
+        &self,
+        merged: &mut MergeIter<'_>,
+        key: &[u8],
+        value: &mut Vec<u8>,
+    ) -> Result<bool> {
         let reverse = self.options.reverse;
-        let mut chosen: Option<(Timestamp, ValueKind, Vec<u8>)> = None;
+        let mut chosen: Option<(Timestamp, ValueKind)> = None;
         while let Some(v) = merged.current() {
             if v.key != key {
                 break;
@@ -323,17 +348,19 @@ impl Scan {
             // Forward, versions come newest first, so the first visible one
             // wins; in reverse they come oldest first, so the last one does.
             if v.ts <= self.snapshot && (reverse || chosen.is_none()) {
-                chosen = Some((v.ts, v.kind, v.value.to_vec()));
+                chosen = Some((v.ts, v.kind));
+                if v.kind == ValueKind::Put {
+                    value.clear();
+                    value.extend_from_slice(v.value);
+                }
             }
             merged.advance()?;
         }
         Ok(match chosen {
-            Some((ts, ValueKind::Put, value))
-                if self.range_dels.is_empty() || !self.range_dels.hides(key, ts) =>
-            {
-                Some(value)
+            Some((ts, ValueKind::Put)) => {
+                self.range_dels.is_empty() || !self.range_dels.hides(key, ts)
             }
-            _ => None,
+            _ => false,
         })
     }
 
@@ -478,6 +505,112 @@ impl Drop for Scan {
     }
 }
 
+/// Where a scan delivers the entries of a batch.
+pub trait EntrySink {
+    fn push(&mut self, key: &[u8], value: &[u8]);
+}
+
+impl EntrySink for Vec<(Vec<u8>, Vec<u8>)> {
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        Vec::push(self, (key.to_vec(), value.to_vec()));
+    }
+}
+
+/// A batch packed into one byte buffer: keys and values back to back in
+/// `data()`, `ends()[2i]` where key i ends and `ends()[2i + 1]` where its
+/// value ends. Keys or values can be left out (`keys`/`values` false: each
+/// is then empty), so a scan of keys copies no value bytes. Reused across
+/// batches ([`PackedBatch::clear`]) it allocates only when a batch
+/// outgrows the last one.
+#[derive(Debug, Default, Clone)]
+pub struct PackedBatch {
+    data: Vec<u8>,
+    ends: Vec<u32>,
+    keys: bool,
+    values: bool,
+}
+
+impl PackedBatch {
+    pub fn new(keys: bool, values: bool) -> Self {
+        PackedBatch {
+            data: Vec::new(),
+            ends: Vec::new(),
+            keys,
+            values,
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.data.clear();
+        self.ends.clear();
+    }
+
+    /// Empties the batch for the next one, choosing which parts it keeps,
+    /// and gives back the memory of a batch that grew past `max_bytes` (one
+    /// huge value should not stay allocated).
+    pub fn reset(&mut self, keys: bool, values: bool, max_bytes: usize) {
+        self.clear();
+        self.keys = keys;
+        self.values = values;
+        if self.data.capacity() > max_bytes {
+            self.data = Vec::new();
+        }
+        if self.ends.capacity() * 4 > max_bytes {
+            self.ends = Vec::new();
+        }
+    }
+
+    /// Entries in the batch.
+    pub fn len(&self) -> usize {
+        self.ends.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    pub fn data(&self) -> &[u8] {
+        &self.data
+    }
+
+    pub fn ends(&self) -> &[u32] {
+        &self.ends
+    }
+
+    /// The whole batch as one byte string, for handing across a language
+    /// boundary in one copy: `data()`, zero padding to a multiple of 4
+    /// bytes, `ends()` as little-endian u32s, then the entry count as a
+    /// little-endian u32. Appends to the batch's own buffer, so call
+    /// [`PackedBatch::clear`] before reusing it.
+    pub fn seal(&mut self) -> &[u8] {
+        let padded = self.data.len().next_multiple_of(4);
+        self.data
+            .reserve(padded - self.data.len() + 4 * (self.ends.len() + 1));
+        self.data.resize(padded, 0);
+        for end in &self.ends {
+            self.data.extend_from_slice(&end.to_le_bytes());
+        }
+        self.data
+            .extend_from_slice(&(self.len() as u32).to_le_bytes());
+        &self.data
+    }
+}
+
+impl EntrySink for PackedBatch {
+    fn push(&mut self, key: &[u8], value: &[u8]) {
+        // Offsets are u32: a batch stops at its byte budget (the binding
+        // asks for 4 MiB) plus at most one entry, far below 4 GiB.
+        if self.keys {
+            self.data.extend_from_slice(key);
+        }
+        self.ends.push(self.data.len() as u32);
+        if self.values {
+            self.data.extend_from_slice(value);
+        }
+        self.ends.push(self.data.len() as u32);
+    }
+}
+
 /// Anything that yields scan results in batches: a database or snapshot
 /// `Scan`, or a transaction's `TxnScan`.
 pub trait BatchScan: Send {
@@ -489,6 +622,21 @@ pub trait BatchScan: Send {
         max_bytes: usize,
     ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
     fn is_done(&self) -> bool;
+
+    /// The same batch delivered into `sink`; returns how many entries (0:
+    /// finished).
+    fn next_batch_into(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+        sink: &mut dyn EntrySink,
+    ) -> Result<usize> {
+        let batch = self.next_batch(max_entries, max_bytes)?;
+        for (k, v) in &batch {
+            sink.push(k, v);
+        }
+        Ok(batch.len())
+    }
 }
 
 impl BatchScan for Scan {
@@ -502,6 +650,15 @@ impl BatchScan for Scan {
 
     fn is_done(&self) -> bool {
         Scan::is_done(self)
+    }
+
+    fn next_batch_into(
+        &mut self,
+        max_entries: usize,
+        max_bytes: usize,
+        sink: &mut dyn EntrySink,
+    ) -> Result<usize> {
+        Scan::next_batch_into(self, max_entries, max_bytes, sink)
     }
 }
 
@@ -567,6 +724,37 @@ impl Iterator for DbIter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn packed_batch_layout() {
+        let mut b = PackedBatch::new(true, true);
+        b.push(b"ab", b"xyz");
+        b.push(b"", b"");
+        b.push(b"c", b"");
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.data(), b"abxyzc");
+        assert_eq!(b.ends(), &[2, 5, 5, 5, 6, 6]);
+        let sealed = b.seal().to_vec();
+        let mut want = b"abxyzc\0\0".to_vec();
+        for x in [2u32, 5, 5, 5, 6, 6, 3] {
+            want.extend_from_slice(&x.to_le_bytes());
+        }
+        assert_eq!(sealed, want);
+
+        // Keys only, then values only: the other part is empty.
+        b.reset(true, false, 1 << 20);
+        assert!(b.is_empty());
+        b.push(b"k1", b"value");
+        assert_eq!((b.data(), b.ends()), (&b"k1"[..], &[2u32, 2][..]));
+        b.reset(false, true, 1 << 20);
+        b.push(b"k1", b"value");
+        assert_eq!((b.data(), b.ends()), (&b"value"[..], &[0u32, 5][..]));
+
+        // A batch that grew past the limit gives its memory back.
+        b.push(&[0; 4096], &[1; 4096]);
+        b.reset(true, true, 1024);
+        assert_eq!(b.data.capacity(), 0);
+    }
 
     #[test]
     fn prefix_successor_cases() {

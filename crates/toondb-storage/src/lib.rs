@@ -55,7 +55,9 @@ pub use columnar::{
 pub use db::{range_delete_spans, Database};
 pub use error::{Error, ErrorKind, Result};
 pub use io::{live_value_maps, max_live_value_maps, ValueMap};
-pub use iter::{prefix_successor, scan_bound, BatchScan, DbIter, Scan, ScanOptions};
+pub use iter::{
+    prefix_successor, scan_bound, BatchScan, DbIter, EntrySink, PackedBatch, Scan, ScanOptions,
+};
 pub use key::{Timestamp, ValueKind, MAX_KEY_LEN, MAX_VALUE_LEN};
 pub use options::{Options, WriteOptions, DEFAULT_ZERO_COPY_THRESHOLD};
 pub use read::{ValueRead, ValueRef};
