@@ -1252,6 +1252,16 @@ async function clearKeys(it, write) {
 // key i ends, where its value ends), then count. On a little-endian host the
 // ends are viewed in place when aligned (V8 allocates the Buffer itself, at
 // offset 0); otherwise they are decoded.
+// The Buffers an iterator yields are views into its batch, made the way
+// Node makes its own (a Uint8Array subclass whose prototype chain is
+// Buffer.prototype: Buffer.isBuffer, instanceof Buffer and every Buffer
+// method hold). Constructing one directly is ~2x cheaper than
+// Buffer.from(arrayBuffer, offset, length) and ~2.5x cheaper than
+// batch.subarray (argument checks, a species lookup).
+class BatchView extends Uint8Array {}
+Object.setPrototypeOf(BatchView.prototype, Buffer.prototype)
+delete BatchView.prototype.constructor // inherit Buffer's, as Node's own Buffers do
+
 // %IteratorPrototype%: gives the sync iterator [Symbol.iterator]() and, where
 // the runtime has them, the iterator helpers a generator would have.
 const ITERATOR_PROTOTYPE = Object.getPrototypeOf(Object.getPrototypeOf([][Symbol.iterator]()))
@@ -1352,8 +1362,6 @@ class Iterator {
       return false
     }
     const count = batch.readUInt32LE(batch.length - 4)
-    // Entries are made with Buffer.from(arrayBuffer, offset, length): ~40%
-    // cheaper than batch.subarray, which looks up a species constructor.
     this.#data = batch.buffer
     this.#base = batch.byteOffset
     this.#ends = batchEnds(batch, count)
@@ -1374,11 +1382,11 @@ class Iterator {
     const kEnd = ends[2 * i]
     const data = this.#data
     const base = this.#base
-    if (this.#mode === KEYS) return Buffer.from(data, base + kStart, kEnd - kStart)
-    if (this.#mode === VALUES) return Buffer.from(data, base + kEnd, ends[2 * i + 1] - kEnd)
+    if (this.#mode === KEYS) return new BatchView(data, base + kStart, kEnd - kStart)
+    if (this.#mode === VALUES) return new BatchView(data, base + kEnd, ends[2 * i + 1] - kEnd)
     return [
-      this.#parts.keys ? Buffer.from(data, base + kStart, kEnd - kStart) : undefined,
-      this.#parts.values ? Buffer.from(data, base + kEnd, ends[2 * i + 1] - kEnd) : undefined,
+      this.#parts.keys ? new BatchView(data, base + kStart, kEnd - kStart) : undefined,
+      this.#parts.values ? new BatchView(data, base + kEnd, ends[2 * i + 1] - kEnd) : undefined,
     ]
   }
 

@@ -276,6 +276,12 @@ test('packed batches: entries, keys and values of mixed sizes (one larger than a
     const got = []
     for (const [k, v] of db.iterator()) got.push([k.toString(), v])
     assert.equal(got.length, want.length)
+    // Yielded views are Buffers in every way a caller can check.
+    for (const v of [got[0][1], got[150][1]]) {
+      assert.ok(Buffer.isBuffer(v) && v instanceof Buffer && v.constructor === Buffer)
+      assert.equal(typeof v.readUInt8, 'function')
+      assert.ok(Buffer.isBuffer(v.subarray(0, 1)) && Buffer.isBuffer(v.slice(0, 1)))
+    }
     for (let i = 0; i < want.length; i++) {
       assert.equal(got[i][0], want[i][0])
       assert.ok(got[i][1].equals(want[i][1]), `value of ${want[i][0]}`)
