@@ -279,6 +279,8 @@ test('packed batches: entries, keys and values of mixed sizes (one larger than a
     // Yielded views are Buffers in every way a caller can check.
     for (const v of [got[0][1], got[150][1]]) {
       assert.ok(Buffer.isBuffer(v) && v instanceof Buffer && v.constructor === Buffer)
+      assert.equal(Object.getPrototypeOf(v), Buffer.prototype)
+      assert.deepStrictEqual(v, Buffer.from(v))
       assert.equal(typeof v.readUInt8, 'function')
       assert.ok(Buffer.isBuffer(v.subarray(0, 1)) && Buffer.isBuffer(v.slice(0, 1)))
     }

@@ -116,3 +116,42 @@ describe('block cache and table cache options', () => {
     }
   })
 })
+
+test('getMany: packed and unpacked answers agree with getSync (absent keys, empty, 4 KiB and larger values, past the 1 MiB pack)', async () => {
+  const db = await Database.open(tmp.dir())
+  try {
+    const sizes = [0, 1, 3, 5, 100, 4095, 4096, 70000, 3000]
+    const model = new Map()
+    for (let i = 0; i < 500; i++) {
+      const v = Buffer.alloc(sizes[i % sizes.length], i & 0xff)
+      model.set(`k${String(i).padStart(4, '0')}`, v)
+    }
+    const b = db.batch()
+    for (const [k, v] of model) b.put(k, v)
+    await b.write()
+    const check = async (keys) => {
+      const got = await db.getMany(keys)
+      assert.equal(got.length, keys.length)
+      keys.forEach((k, i) => {
+        const want = db.getSync(k)
+        if (want === null) assert.equal(got[i], null, `key ${k}`)
+        else assert.deepStrictEqual(got[i], want, `key ${k}`)
+      })
+      return got
+    }
+    // Small values only (one packed Buffer), absent keys between them.
+    const small = await check(['k0001', 'nope', 'k0002', 'k0000', 'k0003', 'k0004', 'zz', 'k0001'])
+    // Writing into one returned value changes no other value and no stored data.
+    small[0].fill(0xee)
+    assert.deepStrictEqual(small[7], Buffer.alloc(1, 1))
+    assert.deepStrictEqual(db.getSync('k0001'), Buffer.alloc(1, 1))
+    // Mixed with 4 KiB+ values (the array answer), and all 500 keys (> 1 MiB).
+    await check(['k0005', 'k0006', 'k0007', 'missing', 'k0008'])
+    await check([...model.keys(), 'missing'])
+    // After a flush the same reads come from a table.
+    await db.flush()
+    await check([...model.keys()].reverse())
+  } finally {
+    await db.close()
+  }
+})

@@ -61,7 +61,27 @@ pub fn create_handle(env: sys::napi_env, handle: ReadHandle) -> napi::Result<sys
     Ok(out)
 }
 
-unsafe fn throw(env: sys::napi_env, code: &str, msg: &str) -> sys::napi_value {
+/// The engine handle behind a `readHandle()` external.
+///
+/// # Safety
+/// `v` must be a value of the current call.
+pub(crate) unsafe fn handle_arg<'a>(
+    env: sys::napi_env,
+    v: sys::napi_value,
+) -> Option<&'a ReadHandle> {
+    let mut data = ptr::null_mut();
+    // SAFETY: a non-external argument fails with a status.
+    if unsafe { sys::napi_get_value_external(env, v, &mut data) } != sys::Status::napi_ok
+        || data.is_null()
+    {
+        return None;
+    }
+    // SAFETY: every external passed here was made by `create_handle` (index.js
+    // keeps the handle private) and lives while JS can pass it.
+    Some(unsafe { &*data.cast::<ReadHandle>() })
+}
+
+pub(crate) unsafe fn throw(env: sys::napi_env, code: &str, msg: &str) -> sys::napi_value {
     let code = CString::new(code).unwrap_or_default();
     let msg = CString::new(msg.replace('\0', " ")).unwrap_or_default();
     // SAFETY: valid env and NUL-terminated strings.
@@ -70,7 +90,7 @@ unsafe fn throw(env: sys::napi_env, code: &str, msg: &str) -> sys::napi_value {
 }
 
 /// The bytes of a Uint8Array (Buffer) argument, or `None` if it is not one.
-unsafe fn u8_view<'a>(env: sys::napi_env, v: sys::napi_value) -> Option<&'a mut [u8]> {
+pub(crate) unsafe fn u8_view<'a>(env: sys::napi_env, v: sys::napi_value) -> Option<&'a mut [u8]> {
     let mut kind = 0;
     let mut len = 0;
     let mut data = ptr::null_mut();
@@ -92,7 +112,54 @@ unsafe fn u8_view<'a>(env: sys::napi_env, v: sys::napi_value) -> Option<&'a mut 
 }
 
 /// Keys up to this many UTF-8 bytes are encoded on the stack.
-const STACK_KEY: usize = 256;
+pub(crate) const STACK_KEY: usize = 256;
+
+/// A key argument's bytes: a string encoded as UTF-8 into `stack` (or
+/// `heap` when longer), or a Uint8Array's own bytes; `None` for any other
+/// value.
+///
+/// # Safety
+/// `v` must be a value of the current call, and no JS may run while the
+/// returned bytes are in use (a Uint8Array's bytes are borrowed in place).
+pub(crate) unsafe fn key_arg<'a>(
+    env: sys::napi_env,
+    v: sys::napi_value,
+    stack: &'a mut [u8; STACK_KEY + 1],
+    heap: &'a mut Vec<u8>,
+) -> Option<&'a [u8]> {
+    let mut vtype = 0;
+    // SAFETY: plain N-API call.
+    unsafe { sys::napi_typeof(env, v, &mut vtype) };
+    if vtype != sys::ValueType::napi_string {
+        // SAFETY: see the caller.
+        return unsafe { u8_view(env, v) }.map(|k| &*k);
+    }
+    let mut len = 0;
+    // SAFETY: `stack` has STACK_KEY + 1 bytes (room for the NUL).
+    let st = unsafe {
+        sys::napi_get_value_string_utf8(env, v, stack.as_mut_ptr().cast(), stack.len(), &mut len)
+    };
+    if st != sys::Status::napi_ok {
+        return None;
+    }
+    // N-API stops before a character that does not fit, so only a result
+    // within 4 bytes (the longest UTF-8 character) of the end can be cut.
+    if len + 4 <= STACK_KEY {
+        return Some(&stack[..len]);
+    }
+    // Possibly truncated: ask for the length, then encode it whole.
+    let mut full = 0;
+    // SAFETY: a null buffer asks for the length only.
+    unsafe { sys::napi_get_value_string_utf8(env, v, ptr::null_mut(), 0, &mut full) };
+    heap.clear();
+    heap.resize(full + 1, 0);
+    // SAFETY: `heap` has room for `full` bytes and the NUL.
+    unsafe {
+        sys::napi_get_value_string_utf8(env, v, heap.as_mut_ptr().cast(), heap.len(), &mut len)
+    };
+    heap.truncate(len);
+    Some(heap)
+}
 
 /// `readInto(handle, key, out)`.
 pub unsafe extern "C" fn get_into(
@@ -117,74 +184,22 @@ pub unsafe extern "C" fn get_into(
     if status != sys::Status::napi_ok || argc < 3 {
         return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "readInto(handle, key, out)") };
     }
-    let mut data = ptr::null_mut();
-    // SAFETY: a non-external argument fails with a status.
-    if unsafe { sys::napi_get_value_external(env, argv[0], &mut data) } != sys::Status::napi_ok
-        || data.is_null()
-    {
+    // SAFETY: `argv[0]` is a value of this call.
+    let Some(handle) = (unsafe { handle_arg(env, argv[0]) }) else {
         return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "not a read handle") };
-    }
-    // SAFETY: every external passed here was made by `create_handle` (index.js
-    // keeps the handle private) and lives while JS can pass it.
-    let handle = unsafe { &*data.cast::<ReadHandle>() };
+    };
 
-    let mut vtype = 0;
-    // SAFETY: plain N-API call.
-    unsafe { sys::napi_typeof(env, argv[1], &mut vtype) };
     let mut stack = [0u8; STACK_KEY + 1];
-    let heap;
-    let key: &[u8] = if vtype == sys::ValueType::napi_string {
-        let mut len = 0;
-        // SAFETY: `stack` has STACK_KEY + 1 bytes (room for the NUL).
-        let st = unsafe {
-            sys::napi_get_value_string_utf8(
+    let mut heap = Vec::new();
+    // SAFETY: `argv[1]` is a value of this call; no JS runs while `key` is used.
+    let Some(key) = (unsafe { key_arg(env, argv[1], &mut stack, &mut heap) }) else {
+        return unsafe {
+            throw(
                 env,
-                argv[1],
-                stack.as_mut_ptr().cast(),
-                stack.len(),
-                &mut len,
+                "TOONDB_INVALID_ARGUMENT",
+                "key must be a string, Buffer or Uint8Array",
             )
         };
-        if st != sys::Status::napi_ok {
-            return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "bad string key") };
-        }
-        // N-API stops before a character that does not fit, so only a result
-        // within 4 bytes (the longest UTF-8 character) of the end can be cut.
-        if len + 4 <= STACK_KEY {
-            &stack[..len]
-        } else {
-            // Possibly truncated: ask for the length, then encode it whole.
-            let mut full = 0;
-            // SAFETY: a null buffer asks for the length only.
-            unsafe { sys::napi_get_value_string_utf8(env, argv[1], ptr::null_mut(), 0, &mut full) };
-            let mut v = vec![0u8; full + 1];
-            // SAFETY: `v` has room for `full` bytes and the NUL.
-            unsafe {
-                sys::napi_get_value_string_utf8(
-                    env,
-                    argv[1],
-                    v.as_mut_ptr().cast(),
-                    v.len(),
-                    &mut len,
-                )
-            };
-            v.truncate(len);
-            heap = v;
-            &heap
-        }
-    } else {
-        match unsafe { u8_view(env, argv[1]) } {
-            Some(k) => k,
-            None => {
-                return unsafe {
-                    throw(
-                        env,
-                        "TOONDB_INVALID_ARGUMENT",
-                        "key must be a string, Buffer or Uint8Array",
-                    )
-                }
-            }
-        }
     };
     let Some(out) = (unsafe { u8_view(env, argv[2]) }) else {
         return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "out must be a Buffer") };
@@ -221,7 +236,7 @@ const WOULD_BLOCK: i64 = -2;
 /// and small ones come from Node's pool). Measured CPU per getSync, best of
 /// 5 (docs/performance.md, "Read path"): scratch 0.9 / 1.6 / 2.6 / 3.3 µs
 /// at 100 B / 1 / 4 / 16 KiB, one copy 1.8 / 1.8 / 2.4 / 3.2 µs.
-const DIRECT_COPY_MIN: usize = 4 << 10;
+pub(crate) const DIRECT_COPY_MIN: usize = 4 << 10;
 
 enum Reply {
     /// -1 absent, -2 would block, else the length copied into `out`.
@@ -273,6 +288,23 @@ pub fn register(env: sys::napi_env, exports: sys::napi_value) -> napi::Result<()
             {
                 return Err(napi::Error::from_reason("registering readInto failed"));
             }
+        }
+    }
+    let mut f = ptr::null_mut();
+    // SAFETY: plain N-API calls during module initialization.
+    unsafe {
+        if sys::napi_create_function(
+            env,
+            c"readMany".as_ptr(),
+            NAPI_AUTO_LENGTH,
+            Some(crate::fastmany::read_many),
+            ptr::null_mut(),
+            &mut f,
+        ) != sys::Status::napi_ok
+            || sys::napi_set_named_property(env, exports, c"readMany".as_ptr(), f)
+                != sys::Status::napi_ok
+        {
+            return Err(napi::Error::from_reason("registering readMany failed"));
         }
     }
     Ok(())

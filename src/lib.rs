@@ -11,6 +11,7 @@ mod convert;
 mod database;
 mod errors;
 mod fastget;
+mod fastmany;
 mod iterator;
 mod table;
 mod transaction;

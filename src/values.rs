@@ -171,6 +171,20 @@ impl OwnedValue {
     }
 }
 
+/// An owned value as a Buffer (a copy, or zero-copy over its mapping).
+///
+/// # Safety
+/// On the JS thread with its env.
+pub unsafe fn owned_to_js(env: sys::napi_env, value: OwnedValue) -> napi::Result<sys::napi_value> {
+    // SAFETY: see the caller.
+    unsafe {
+        match value {
+            OwnedValue::Copied(v) => buffer_copy(env, &v),
+            OwnedValue::Mapped(m) => buffer_mapped(env, m),
+        }
+    }
+}
+
 /// `null` or a Buffer, as an AsyncTask's or method's result.
 pub struct JsValueOut(pub Option<OwnedValue>);
 
@@ -180,8 +194,7 @@ impl ToNapiValue for JsValueOut {
         unsafe {
             match val.0 {
                 None => value_to_js(env, None),
-                Some(OwnedValue::Copied(v)) => buffer_copy(env, &v),
-                Some(OwnedValue::Mapped(m)) => buffer_mapped(env, m),
+                Some(owned) => owned_to_js(env, owned),
             }
         }
     }
