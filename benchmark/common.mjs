@@ -201,3 +201,29 @@ export function packageVersion(require, pkg) {
     dir = up;
   }
 }
+
+/**
+ * The keys of the getmany100 workload: `readOrder` cut into arrays of 100
+ * keys, built once per data set (the warm-up run builds them untimed).
+ */
+export function manyBatches(data, size = 100) {
+  if (!data.manyBatches) {
+    const batches = [];
+    for (let i = 0; i + size <= data.n; i += size) {
+      batches.push(Array.from({ length: size }, (_, j) => data.keys[data.readOrder[i + j]]));
+    }
+    data.manyBatches = batches;
+  }
+  return data.manyBatches;
+}
+
+/** Runs getMany over every batch of `manyBatches`, checking each value. */
+export async function runGetMany(data, getMany, what) {
+  let n = 0;
+  for (const batch of manyBatches(data)) {
+    const values = await getMany(batch);
+    for (const v of values) checkValue(v, data, what);
+    n += values.length;
+  }
+  return n;
+}

@@ -81,6 +81,12 @@ const WORKLOADS = {
     unit: 'gets',
     describe: (d) => `${d.n} gets in random order through an async API, ${d.concurrency} in flight`,
   },
+  getmany100: {
+    preload: true,
+    ops: (d) => Math.floor(d.n / 100) * 100,
+    unit: 'gets',
+    describe: (d) => `${d.n} gets in random order as ${Math.floor(d.n / 100)} multi-gets of 100 keys, one at a time`,
+  },
   readseq: { preload: true, ops: (d) => d.n, unit: 'entries', describe: (d) => `full forward iteration of ${d.n} entries` },
   scan100: {
     preload: true,

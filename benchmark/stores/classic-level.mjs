@@ -1,6 +1,6 @@
 // classic-level adapter (LevelDB via abstract-level).
 import { createRequire } from 'node:module';
-import { na, windowed, windowedLatency, serialLatency, checkValue, checkCount, packageVersion } from '../common.mjs';
+import { na, windowed, windowedLatency, serialLatency, checkValue, checkCount, packageVersion, runGetMany } from '../common.mjs';
 
 const require = createRequire(import.meta.url);
 let ClassicLevel;
@@ -94,6 +94,13 @@ export const workloads = {
         const { n, keys, readOrder, concurrency } = data;
         return windowed(n, concurrency, async (i) => checkValue(await db.get(keys[readOrder[i]]), data, 'get'));
       },
+    },
+  ],
+  getmany100: [
+    {
+      variant: 'getMany',
+      api: 'await db.getMany(keys), 100 keys per call',
+      run: (db, data) => runGetMany(data, (keys) => db.getMany(keys), 'getMany'),
     },
   ],
   readseq: [

@@ -1,6 +1,6 @@
 // lmdb-js adapter (lmdb package, LMDB B+tree over mmap).
 import { createRequire } from 'node:module';
-import { windowed, windowedLatency, serialLatency, checkValue, checkCount, packageVersion, incremented, checkTxnCounters } from '../common.mjs';
+import { windowed, windowedLatency, serialLatency, checkValue, checkCount, packageVersion, incremented, checkTxnCounters, runGetMany } from '../common.mjs';
 
 const require = createRequire(import.meta.url);
 let openLmdb;
@@ -153,6 +153,13 @@ export const workloads = {
         const { n, keys, readOrder, concurrency } = data;
         return windowed(n, concurrency, async (i) => checkValue(await db.getAsync(keys[readOrder[i]]), data, 'getAsync'));
       },
+    },
+  ],
+  getmany100: [
+    {
+      variant: 'getMany',
+      api: 'await db.getMany(keys), 100 keys per call',
+      run: (db, data) => runGetMany(data, (keys) => db.getMany(keys), 'getMany'),
     },
   ],
   readseq: [

@@ -122,6 +122,7 @@ export const workloads = {
     },
   ],
   'readrandom-async': na('better-sqlite3 has no asynchronous API'),
+  getmany100: na('better-sqlite3 has no multi-get (one prepared SELECT per key is readrandom-sync)'),
   readseq: [
     {
       variant: 'iterate',

@@ -2,7 +2,7 @@
 import path from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
-import { windowed, windowedLatency, serialLatency, checkValue, checkCount, incremented, checkTxnCounters } from '../common.mjs';
+import { windowed, windowedLatency, serialLatency, checkValue, checkCount, incremented, checkTxnCounters, runGetMany } from '../common.mjs';
 
 const require = createRequire(import.meta.url);
 // TOONDB_BENCH_ENTRY=/path/to/index.js benchmarks another build (e.g. a checkout of an older commit).
@@ -173,6 +173,13 @@ export const workloads = {
   ],
   // The iterator supports both loops; `for...of` (synchronous, like lmdb's
   // getRange) comes first and is the baseline of the ratios.
+  getmany100: [
+    {
+      variant: 'getMany',
+      api: 'await db.getMany(keys), 100 keys per call',
+      run: (db, data) => runGetMany(data, (keys) => db.getMany(keys), 'getMany'),
+    },
+  ],
   readseq: [
     {
       variant: 'for...of',
