@@ -605,11 +605,11 @@ class Database {
   #iterate(options, mode, hold, parts) {
     const args = iteratorArgs(options)
     this.#checkOpen()
-    const snap = callNative(() => this.#native.snapshot())
+    const source = new RawScanSource(this.#readHandle)
     try {
-      return new Iterator((a) => snap.iterator(a), args, mode, parts, snap, hold, TXN_TOKEN)
+      return new Iterator((a) => source.open(a), args, mode, parts, source, hold, TXN_TOKEN)
     } catch (err) {
-      snap.release()
+      source.release()
       throw err
     }
   }
@@ -1316,6 +1316,47 @@ function trailerWords(batch, words) {
   const ends = new Uint32Array(words)
   for (let i = 0; i < ends.length; i++) ends[i] = batch.readUInt32LE(at + 4 * i)
   return ends
+}
+
+// A database iterator's native scan through the raw functions of
+// src/fastscan.rs (no snapshot or iterator class instances: they were most
+// of a short range read's cost). Plays both parts an Iterator takes: the
+// opener (the first open starts a scan of the database as it is now, later
+// ones, from seek(), restart it on the same data) and the snapshot
+// (release() ends the scan). Closing the "native" between seeks keeps the
+// scan, which is what holds the iterator's view of the data.
+class RawScanSource {
+  #handle
+  #scan = null
+  #released = false
+
+  constructor(handle) {
+    this.#handle = handle
+  }
+
+  open(a) {
+    if (this.#released) throw toondbError('TOONDB_CLOSED', 'iterator is closed')
+    if (this.#scan === null) {
+      this.#scan = native.scanOpen(this.#handle, a.gt, a.gte, a.lt, a.lte, a.prefix, a.reverse, a.limit, a.keys, a.values)
+    } else {
+      native.scanSeek(this.#scan, a.gt, a.gte, a.lt, a.lte, a.prefix, a.reverse, a.limit)
+    }
+    return this
+  }
+
+  nextBatch(max) {
+    return native.scanNext(this.#scan, max)
+  }
+
+  close() {}
+
+  release() {
+    this.#released = true
+    if (this.#scan !== null) {
+      native.scanClose(this.#scan)
+      this.#scan = null
+    }
+  }
 }
 
 // Batches grow from small (cheap first results, small limits) to large

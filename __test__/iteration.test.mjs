@@ -110,11 +110,12 @@ describe('iterator.seek()', { timeout: TIMEOUT }, () => {
   test('for await to the end, all(), break and close() release the snapshot; seek then throws TOONDB_CLOSED', async () => {
     const db = await filled(5)
     const it = db.iterator()
-    // The iterator's snapshot, and its scan's own pin on the read timestamp.
-    assert.equal(db.stats().liveSnapshots, 2)
+    // A database iterator's scan is its snapshot (seek restarts it on the
+    // same data): one pin on the read timestamp.
+    assert.equal(db.stats().liveSnapshots, 1)
     assert.equal((await it.nextv(10)).length, 5)
     assert.equal(it.nextSync(), undefined)
-    assert.equal(db.stats().liveSnapshots, 1, 'nextSync/nextv at the end keep the snapshot, for seek(), and end the scan')
+    assert.equal(db.stats().liveSnapshots, 1, 'nextSync/nextv at the end keep the snapshot, for seek()')
     it.seek(k(3))
     assert.equal(str(it.nextSync()[0]), k(3))
     assert.equal((await it.all()).length, 1)
@@ -303,6 +304,36 @@ test('packed batches: entries, keys and values of mixed sizes (one larger than a
     assert.deepEqual(it.return(7), { done: true, value: 7 })
     const it2 = db.iterator()[Symbol.iterator]()
     assert.throws(() => it2.throw(new Error('stop')), /stop/)
+  } finally {
+    await db.close()
+  }
+})
+
+test('a database iterator seeks within the data it started with (writes, deletes, flush and compaction after it was made stay unseen)', async () => {
+  const db = await Database.open(tmp.dir())
+  try {
+    const key = (i) => `k${String(i).padStart(3, '0')}`
+    for (let i = 0; i < 50; i++) await db.put(key(i), `v${i}`)
+    const it = db.iterator({ gte: key(10), lt: key(40) })
+    assert.equal(it.nextSync()[0].toString(), key(10))
+    await db.put(key(20), 'changed')
+    await db.del(key(21))
+    await db.put(key(25) + 'x', 'new')
+    await db.flush()
+    await db.compact()
+    it.seek(key(20))
+    const seen = []
+    for (let e = it.nextSync(); e !== undefined; e = it.nextSync()) seen.push(`${e[0]}=${e[1]}`)
+    assert.deepEqual(seen, Array.from({ length: 20 }, (_, j) => `${key(20 + j)}=v${20 + j}`))
+    // seek() before the iterator's own lower bound stays inside its range.
+    it.seek(key(0))
+    assert.equal(it.nextSync()[0].toString(), key(10))
+    await it.close()
+    assertCode(catchSync(() => it.seek(key(0))), 'TOONDB_CLOSED')
+    // A new iterator sees the writes.
+    const now = []
+    for (const [k2, v] of db.iterator({ gte: key(20), lt: key(22) })) now.push(`${k2}=${v}`)
+    assert.deepEqual(now, [`${key(20)}=changed`])
   } finally {
     await db.close()
   }

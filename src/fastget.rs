@@ -290,21 +290,32 @@ pub fn register(env: sys::napi_env, exports: sys::napi_value) -> napi::Result<()
             }
         }
     }
-    let mut f = ptr::null_mut();
-    // SAFETY: plain N-API calls during module initialization.
-    unsafe {
-        if sys::napi_create_function(
-            env,
-            c"readMany".as_ptr(),
-            NAPI_AUTO_LENGTH,
-            Some(crate::fastmany::read_many),
-            ptr::null_mut(),
-            &mut f,
-        ) != sys::Status::napi_ok
-            || sys::napi_set_named_property(env, exports, c"readMany".as_ptr(), f)
-                != sys::Status::napi_ok
-        {
-            return Err(napi::Error::from_reason("registering readMany failed"));
+    let raw: [(&std::ffi::CStr, sys::napi_callback); 5] = [
+        (c"readMany", Some(crate::fastmany::read_many)),
+        (c"scanOpen", Some(crate::fastscan::scan_open)),
+        (c"scanNext", Some(crate::fastscan::scan_next)),
+        (c"scanSeek", Some(crate::fastscan::scan_seek)),
+        (c"scanClose", Some(crate::fastscan::scan_close)),
+    ];
+    for (name, callback) in raw {
+        let mut f = ptr::null_mut();
+        // SAFETY: plain N-API calls during module initialization.
+        unsafe {
+            if sys::napi_create_function(
+                env,
+                name.as_ptr(),
+                NAPI_AUTO_LENGTH,
+                callback,
+                ptr::null_mut(),
+                &mut f,
+            ) != sys::Status::napi_ok
+                || sys::napi_set_named_property(env, exports, name.as_ptr(), f)
+                    != sys::Status::napi_ok
+            {
+                return Err(napi::Error::from_reason(
+                    "registering a raw read function failed",
+                ));
+            }
         }
     }
     Ok(())

@@ -47,6 +47,29 @@ thread_local! {
     static PACKED: RefCell<PackedBatch> = RefCell::new(PackedBatch::default());
 }
 
+/// Up to `max` entries of `scan` packed in one V8-owned Buffer (see
+/// `NativeIterator::next_batch`); `None` when the scan is finished.
+pub fn next_packed<'env>(
+    env: &'env Env,
+    scan: &mut dyn BatchScan,
+    keys: bool,
+    values: bool,
+    max: u32,
+) -> Result<Option<BufferSlice<'env>>> {
+    PACKED.with_borrow_mut(|packed| {
+        packed.reset(keys, values, KEEP_BATCH_BYTES);
+        let count = scan
+            .next_batch_into(max.max(1) as usize, 4 << 20, packed)
+            .map_err(to_js)?;
+        if count == 0 {
+            return Ok(None);
+        }
+        BufferSlice::copy_from(env, packed.seal())
+            .map(Some)
+            .map_err(from_napi)
+    })
+}
+
 /// Which parts of each entry the JS side asked for.
 #[derive(Clone, Copy)]
 pub struct Parts {
@@ -65,15 +88,41 @@ impl Parts {
 
 /// The engine's scan options for what index.js passes.
 pub fn scan_options(args: ScanArgs) -> Result<ScanOptions> {
-    let buf = |b: Option<Buffer>| b.map(|b| b.to_vec());
+    let bounds = RawBounds {
+        gt: args.gt.as_deref(),
+        gte: args.gte.as_deref(),
+        lt: args.lt.as_deref(),
+        lte: args.lte.as_deref(),
+        prefix: args.prefix.as_deref(),
+    };
+    scan_options_from(&bounds, args.reverse.unwrap_or(false), args.limit)
+}
+
+/// Scan bounds as byte slices (`undefined` ones `None`).
+#[derive(Default)]
+pub struct RawBounds<'a> {
+    pub gt: Option<&'a [u8]>,
+    pub gte: Option<&'a [u8]>,
+    pub lt: Option<&'a [u8]>,
+    pub lte: Option<&'a [u8]>,
+    pub prefix: Option<&'a [u8]>,
+}
+
+/// [`scan_options`] from bounds given as slices.
+pub fn scan_options_from(
+    bounds: &RawBounds<'_>,
+    reverse: bool,
+    limit: Option<f64>,
+) -> Result<ScanOptions> {
+    let owned = |b: Option<&[u8]>| b.map(<[u8]>::to_vec);
     let mut options = ScanOptions::default()
-        .lower(scan_bound(buf(args.gte), buf(args.gt)).map_err(to_js)?)
-        .upper(scan_bound(buf(args.lte), buf(args.lt)).map_err(to_js)?)
-        .reverse(args.reverse.unwrap_or(false));
-    if let Some(prefix) = args.prefix {
-        options = options.within_prefix(&prefix);
+        .lower(scan_bound(owned(bounds.gte), owned(bounds.gt)).map_err(to_js)?)
+        .upper(scan_bound(owned(bounds.lte), owned(bounds.lt)).map_err(to_js)?)
+        .reverse(reverse);
+    if let Some(prefix) = bounds.prefix {
+        options = options.within_prefix(prefix);
     }
-    if let Some(limit) = args.limit {
+    if let Some(limit) = limit {
         if limit.is_nan() || limit < 0.0 {
             return Err(invalid_argument("limit must be a non-negative number"));
         }
@@ -110,22 +159,16 @@ impl NativeIterator {
     /// ended: reading a 1 GiB database held ~2 GiB. The copy costs well
     /// under a nanosecond per byte.
     #[napi(catch_unwind, ts_return_type = "Buffer | null")]
-    pub fn next_batch(&mut self, env: &Env, max: u32) -> Result<Option<BufferSlice<'_>>> {
+    pub fn next_batch<'env>(
+        &mut self,
+        env: &'env Env,
+        max: u32,
+    ) -> Result<Option<BufferSlice<'env>>> {
         let Some(scan) = self.scan.as_mut() else {
             return Ok(None);
         };
-        PACKED.with_borrow_mut(|packed| {
-            packed.reset(self.keys, self.values, KEEP_BATCH_BYTES);
-            let count = scan
-                .next_batch_into(max.max(1) as usize, 4 << 20, packed)
-                .map_err(to_js)?;
-            if count == 0 {
-                return Ok(None);
-            }
-            BufferSlice::copy_from(env, packed.seal())
-                .map(Some)
-                .map_err(from_napi)
-        })
+        let (keys, values) = (self.keys, self.values);
+        next_packed(env, scan.as_mut(), keys, values, max)
     }
 
     /// Ends the scan now; later batches are empty.

@@ -12,6 +12,7 @@ mod database;
 mod errors;
 mod fastget;
 mod fastmany;
+mod fastscan;
 mod iterator;
 mod table;
 mod transaction;

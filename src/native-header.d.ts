@@ -16,3 +16,27 @@ export declare function readInto(handle: unknown, key: string | Uint8Array, out:
  * read would need a table page that is not in memory.
  */
 export declare function readIfResident(handle: unknown, key: string | Uint8Array, out: Uint8Array): number | Buffer
+
+/**
+ * Registered by hand in src/fastmany.rs: the values of `keys` from one
+ * snapshot. `null` when a read would wait for the device; otherwise one
+ * packed Buffer (values back to back, padding to 4 bytes, a little-endian
+ * u32 end per key, 0xffffffff for an absent key, then the count) when every
+ * value is small, else an array of `Buffer | null`.
+ */
+export declare function readMany(handle: unknown, keys: Array<string | Uint8Array>): Buffer | Array<Buffer | null> | null
+
+/**
+ * Registered by hand in src/fastscan.rs: a scan of the database as it is
+ * now, as an opaque external. Bounds are Buffers or undefined.
+ */
+export declare function scanOpen(handle: unknown, gt: Uint8Array | undefined, gte: Uint8Array | undefined, lt: Uint8Array | undefined, lte: Uint8Array | undefined, prefix: Uint8Array | undefined, reverse: boolean | undefined, limit: number | undefined, keys: boolean | undefined, values: boolean | undefined): unknown
+
+/** Up to `max` entries of a scan packed in one Buffer (see `NativeIterator#nextBatch`), `null` at the end. */
+export declare function scanNext(scan: unknown, max: number): Buffer | null
+
+/** Restarts a scan with new bounds on the same data (same tables and timestamp). */
+export declare function scanSeek(scan: unknown, gt: Uint8Array | undefined, gte: Uint8Array | undefined, lt: Uint8Array | undefined, lte: Uint8Array | undefined, prefix: Uint8Array | undefined, reverse: boolean | undefined, limit: number | undefined): void
+
+/** Ends a scan now (unpins its timestamp and files). */
+export declare function scanClose(scan: unknown): void

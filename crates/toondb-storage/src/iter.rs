@@ -235,6 +235,22 @@ impl Scan {
         self.done
     }
 
+    /// A new scan with `options` reading the same data as this one: the
+    /// same tables and memtables at the same timestamp, whatever was
+    /// written or compacted since (an iterator's `seek` without a snapshot
+    /// object of its own). Fails once the database is closed.
+    pub fn restarted(&self, options: ScanOptions) -> Result<Scan> {
+        if self.engine.is_closed() {
+            return Err(Error::closed());
+        }
+        // This scan's own registration keeps `snapshot` live until the new
+        // one has registered too.
+        let snapshot = self.engine.snapshots.acquire(|| self.snapshot);
+        let mut scan = Scan::new(self.engine.clone(), self.state.clone(), snapshot, options);
+        scan.hide_reserved = self.hide_reserved;
+        Ok(scan)
+    }
+
     /// Up to `max_entries` visible (key, value) pairs, stopping early once
     /// `max_bytes` of keys and values are collected. An empty result means
     /// the scan is finished.
