@@ -263,6 +263,7 @@ impl Engine {
         if let Some(t) = self.commit_thread.lock().take() {
             panicked |= t.join().is_err();
         }
+        panicked |= crate::columnar::join_chunker(self);
         {
             let mut m = self.maintenance.lock();
             m.shutdown = true;

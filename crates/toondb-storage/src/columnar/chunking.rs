@@ -410,9 +410,18 @@ pub(crate) fn note_writes(table: &Table, engine: &Arc<Engine>, rows: usize) {
             let _ = table.chunk_engine(&engine, true, PIECE_ROWS);
             engine.columnar.chunker_busy.store(false, Ordering::Release);
         });
-    if spawned.is_err() {
-        state.chunker_busy.store(false, Ordering::Release);
+    match spawned {
+        // The previous thread has finished (`chunker_busy` was false).
+        Ok(handle) => drop(state.chunker.lock().replace(handle)),
+        Err(_) => state.chunker_busy.store(false, Ordering::Release),
     }
+}
+
+/// Waits for the automatic chunking thread, if one runs: at shutdown, once
+/// commits are refused, so it ends at its next commit at the latest.
+pub(crate) fn join_chunker(engine: &Engine) -> bool {
+    let handle = engine.columnar.chunker.lock().take();
+    handle.is_some_and(|h| h.join().is_err())
 }
 
 /// Whether `[start, end)` meets the range `lower..upper`.

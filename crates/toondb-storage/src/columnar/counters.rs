@@ -19,6 +19,9 @@ pub(crate) struct ReadCounters {
     pub(crate) chunked: Mutex<BTreeMap<u32, u64>>,
     /// Whether an automatic chunking thread is running (one at a time).
     pub(crate) chunker_busy: std::sync::atomic::AtomicBool,
+    /// The last automatic chunking thread, joined at shutdown so that no
+    /// thread of a closed database outlives its `close()`.
+    pub(crate) chunker: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 impl ReadCounters {

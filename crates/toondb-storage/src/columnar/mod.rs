@@ -10,6 +10,7 @@
 mod catalog;
 mod chunk;
 mod chunking;
+pub(crate) use chunking::join_chunker;
 mod counters;
 mod merged;
 mod reader;
