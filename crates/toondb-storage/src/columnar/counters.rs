@@ -19,6 +19,8 @@ pub(crate) struct ReadCounters {
     pub(crate) chunked: Mutex<BTreeMap<u32, u64>>,
     /// Whether an automatic chunking thread is running (one at a time).
     pub(crate) chunker_busy: std::sync::atomic::AtomicBool,
+    /// The catalog at the visible timestamp (catalog_cache.rs).
+    pub(crate) catalog: super::catalog_cache::CatalogCache,
 }
 
 impl ReadCounters {
