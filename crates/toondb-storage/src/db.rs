@@ -120,7 +120,7 @@ impl Database {
         &self.engine.dir
     }
 
-    fn check_open(&self) -> Result<()> {
+    pub(crate) fn check_open(&self) -> Result<()> {
         if self.closed.load(Ordering::Acquire) || self.engine.is_closed() {
             return Err(Error::closed());
         }

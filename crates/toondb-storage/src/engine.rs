@@ -273,6 +273,11 @@ impl Engine {
         if let Some(t) = self.maintenance_thread.lock().take() {
             panicked |= t.join().is_err();
         }
+        // No table file stays mapped by a closed engine (a handle object
+        // may outlive its close for a long time, e.g. until a JS GC).
+        for t in self.state().levels.all() {
+            t.close_table();
+        }
         drop(self.lock.lock().take());
         if panicked {
             return Err(Error::internal("a background thread panicked"));

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::engine::{Engine, LsmState};
 use crate::error::{Error, Result};
 use crate::key::{Timestamp, ValueKind};
-use crate::lsm::NUM_LEVELS;
+use crate::lsm::{TableFile, NUM_LEVELS};
 use crate::memtable::MemKey;
 use crate::merge::{Cursor, LevelCursor, MergeIter};
 use crate::sstable::{Readahead, TableIter};
@@ -496,7 +496,14 @@ impl Scan {
                 reverse,
             ));
         }
+        let (lo, hi) = (as_ref(&self.options.lower), as_ref(&self.options.upper));
+        let end = if reverse { lo } else { hi };
         for file in levels.level(0) {
+            // A table outside the scan's range is not opened: its index and
+            // first block would be read for nothing.
+            if !range_meets(file, lo, hi) {
+                continue;
+            }
             let it = TableIter::new(file.table()?).with_readahead(self.readahead.clone());
             let mut c = Cursor::Table(it);
             c.seek(start, reverse)?;
@@ -506,13 +513,34 @@ impl Scan {
             if levels.level(n).is_empty() {
                 continue;
             }
-            let level = LevelCursor::new(levels.level(n)).with_readahead(self.readahead.clone());
+            let level = LevelCursor::new(levels.level(n))
+                .with_readahead(self.readahead.clone())
+                .with_end(end);
             let mut c = Cursor::Level(level);
             c.seek(start, reverse)?;
             cursors.push(c);
         }
         Ok(MergeIter::new(cursors, reverse))
     }
+}
+
+fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    b.as_ref().map(Vec::as_slice)
+}
+
+/// Whether `t`'s key range (from the manifest) meets `[lo, hi]`.
+fn range_meets(t: &TableFile, lo: Bound<&[u8]>, hi: Bound<&[u8]>) -> bool {
+    let above_lo = match lo {
+        Bound::Included(l) => t.largest() >= l,
+        Bound::Excluded(l) => t.largest() > l,
+        Bound::Unbounded => true,
+    };
+    let below_hi = match hi {
+        Bound::Included(h) => t.smallest() <= h,
+        Bound::Excluded(h) => t.smallest() < h,
+        Bound::Unbounded => true,
+    };
+    above_lo && below_hi
 }
 
 impl Drop for Scan {

@@ -40,6 +40,8 @@ mod record;
 mod recovery;
 mod sstable;
 mod stats;
+#[cfg(test)]
+mod tests_scan_bounds;
 mod txn;
 mod verify;
 mod version;

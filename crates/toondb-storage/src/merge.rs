@@ -137,6 +137,9 @@ pub(crate) struct LevelCursor<'a> {
     fill_cache: bool,
     /// Given to every table iterator it opens.
     readahead: Option<Readahead>,
+    /// Where the reader stops, in user keys: a table lying wholly past it
+    /// (in scan order) is never opened, by the manifest's key range alone.
+    end: Bound<Vec<u8>>,
 }
 
 impl<'a> LevelCursor<'a> {
@@ -148,6 +151,7 @@ impl<'a> LevelCursor<'a> {
             iter: None,
             fill_cache: true,
             readahead: None,
+            end: Bound::Unbounded,
         }
     }
 
@@ -166,9 +170,35 @@ impl<'a> LevelCursor<'a> {
         self
     }
 
-    fn open(&mut self, idx: usize) -> Result<Option<&mut TableIter>> {
+    /// This cursor, stopping at `end`: the upper bound of a forward scan,
+    /// the lower bound of a reverse one. Reading a table costs its index
+    /// and a data block before its first key is known; a scan whose range
+    /// ends just before a table boundary would otherwise pay that for a
+    /// table it then discards (each probe of an empty range, each column
+    /// range of a columnar scan).
+    pub fn with_end(mut self, end: Bound<&[u8]>) -> LevelCursor<'a> {
+        self.end = end.map(<[u8]>::to_vec);
+        self
+    }
+
+    /// Whether every key of `t` lies past `end` in scan order.
+    fn past_end(&self, t: &TableFile, reverse: bool) -> bool {
+        match (&self.end, reverse) {
+            (Bound::Unbounded, _) => false,
+            (Bound::Included(e), false) => t.smallest() > e.as_slice(),
+            (Bound::Excluded(e), false) => t.smallest() >= e.as_slice(),
+            (Bound::Included(e), true) => t.largest() < e.as_slice(),
+            (Bound::Excluded(e), true) => t.largest() <= e.as_slice(),
+        }
+    }
+
+    /// Opens table `idx` (none past either end of the level, or past
+    /// `end`: the cursor is then exhausted).
+    fn open(&mut self, idx: usize, reverse: bool) -> Result<Option<&mut TableIter>> {
         self.idx = idx;
-        self.iter = match self.tables.get(idx) {
+        let tables = self.tables;
+        let table = tables.get(idx).filter(|t| !self.past_end(t, reverse));
+        self.iter = match table {
             Some(t) => {
                 let table = t.table()?;
                 let it = if self.fill_cache {
@@ -198,7 +228,7 @@ impl<'a> LevelCursor<'a> {
                 .partition_point(|t| t.smallest() <= k)
                 .wrapping_sub(1),
         };
-        if let Some(it) = self.open(idx)? {
+        if let Some(it) = self.open(idx, reverse)? {
             seek_table(it, start, reverse)?;
         }
         self.skip_exhausted(reverse)
@@ -223,7 +253,7 @@ impl<'a> LevelCursor<'a> {
             } else {
                 self.idx + 1
             };
-            match self.open(next)? {
+            match self.open(next, reverse)? {
                 Some(it) if reverse => it.seek_to_last()?,
                 Some(it) => it.seek_to_first()?,
                 None => {}

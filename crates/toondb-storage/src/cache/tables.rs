@@ -140,6 +140,16 @@ impl TableCache {
         drop(victims);
     }
 
+    /// Closes `slot`'s table (unmapped once no reader holds it); a later
+    /// `get` reopens it. Used when the engine shuts down, so a closed
+    /// database keeps no table file mapped (mapped pages also survive a
+    /// `drop_caches`, which skewed the device reads of other processes).
+    pub fn close(&self, slot: &Arc<OpenSlot>) {
+        self.remove(slot);
+        let table = slot.table.write().take();
+        drop(table);
+    }
+
     /// Forgets `slot` (its table file left the database).
     pub fn remove(&self, slot: &Arc<OpenSlot>) {
         if self.bounded() {

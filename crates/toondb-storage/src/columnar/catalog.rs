@@ -31,6 +31,11 @@ fn check_name(name: &str) -> Result<()> {
 /// The table called `name` as `source` sees it (a database, snapshot or
 /// transaction); `NotFound` if there is none.
 pub fn lookup_table<S: ReadSource + ?Sized>(source: &S, name: &str) -> Result<Table> {
+    source.table_named(name)
+}
+
+/// `lookup_table` by a read of the catalog entry in `source`'s view.
+pub(super) fn read_table<S: ReadSource + ?Sized>(source: &S, name: &str) -> Result<Table> {
     check_name(name)?;
     let raw = source
         .cell_reader(None)?
@@ -78,7 +83,9 @@ impl Database {
             (catalog_key(name), Some(def)),
             (next_id_key(), Some(next.to_be_bytes().to_vec())),
         ])?;
+        let write = self.engine_ref().columnar.catalog.begin_write();
         txn.commit()?;
+        drop(write);
         Ok(Table {
             name: Arc::from(name),
             id,
@@ -92,11 +99,28 @@ impl Database {
 
     /// The table called `name`; `NotFound` if there is none.
     pub fn table(&self, name: &str) -> Result<Table> {
-        lookup_table(self, name)
+        check_name(name)?;
+        self.cached_tables()?
+            .iter()
+            .find(|t| &*t.name == name)
+            .cloned()
+            .ok_or_else(|| not_found(name))
     }
 
     /// Every table, by name.
     pub fn tables(&self) -> Result<Vec<Table>> {
+        Ok(self.cached_tables()?.to_vec())
+    }
+
+    /// Every table, from the in-memory catalog (catalog_cache.rs).
+    fn cached_tables(&self) -> Result<Arc<Vec<Table>>> {
+        self.check_open()?;
+        let cache = &self.engine_ref().columnar.catalog;
+        cache.tables(|| self.read_tables())
+    }
+
+    /// Every table, by name, read from the catalog entries.
+    fn read_tables(&self) -> Result<Vec<Table>> {
         let prefix = tagged(CATALOG_TAG);
         let reader = self.read_view()?;
         let mut scan = reader.scan(ScanOptions::prefix(&prefix));
@@ -138,7 +162,9 @@ impl Database {
             (catalog_key(name), None),
             (dropped_key(table.id), Some(Vec::new())),
         ])?;
+        let write = self.engine_ref().columnar.catalog.begin_write();
         txn.commit()?;
+        drop(write);
         self.purge_table_cells(table.id)
     }
 

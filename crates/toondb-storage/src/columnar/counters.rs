@@ -22,6 +22,8 @@ pub(crate) struct ReadCounters {
     /// The last automatic chunking thread, joined at shutdown so that no
     /// thread of a closed database outlives its `close()`.
     pub(crate) chunker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The catalog at the visible timestamp (catalog_cache.rs).
+    pub(crate) catalog: super::catalog_cache::CatalogCache,
 }
 
 impl ReadCounters {

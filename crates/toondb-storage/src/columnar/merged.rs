@@ -122,47 +122,6 @@ impl MergedScan {
     ) -> Result<Option<MergedScan>> {
         let pk_index = table.schema.pk_index();
         let pk_prefix = chunk_prefix(table.id, pk_index as u16);
-        // The chunk holding the lower bound starts at or before it.
-        let start = match &lower {
-            Some((pk, _)) => {
-                let upto: PkBound = Some((pk.clone(), true));
-                let mut probe = reader.scan(keyed_range(&pk_prefix, &None, &upto, true).limit(1));
-                probe.next_batch(1, usize::MAX)?.into_iter().next()
-            }
-            None => None,
-        };
-        let start: PkBound = match start {
-            Some((k, _)) => Some((k[pk_prefix.len()..].to_vec(), true)),
-            None => {
-                let mut probe =
-                    reader.scan(keyed_range(&pk_prefix, &lower, &upper, false).limit(1));
-                if probe.next_batch(1, usize::MAX)?.is_empty() {
-                    return Ok(None);
-                }
-                None
-            }
-        };
-        // Chunks starting after an exclusive upper bound hold no row in
-        // range; one starting at it is read and its rows dropped.
-        let chunk_upper: PkBound = upper.as_ref().map(|(pk, _)| (pk.clone(), true));
-        let chunk_cursor = |column: usize| {
-            let opts = keyed_range(
-                &chunk_prefix(table.id, column as u16),
-                &start,
-                &chunk_upper,
-                reverse,
-            );
-            ColumnCursor::new(column, reader.scan(opts), false)
-        };
-        let cell_cursor = |column: usize| {
-            let opts = keyed_range(
-                &column_prefix(table.id, column as u16),
-                &lower,
-                &upper,
-                reverse,
-            );
-            ColumnCursor::new(column, reader.scan(opts), column == pk_index)
-        };
         // Columns read row by row (and chunk by chunk): every asked one, or
         // with a filter only the filter column (the others are fetched
         // for matching rows only).
@@ -173,19 +132,10 @@ impl MergedScan {
         .into_iter()
         .filter(|&c| c != pk_index)
         .collect();
-        let markers = ColumnCursor::new(
-            pk_index,
-            reader.scan(keyed_range(
-                &column_prefix(table.id, pk_index as u16),
-                &lower,
-                &upper,
-                reverse,
-            )),
-            false,
-        );
         // Without bounds, a pk in the output or filter, and newer cells to
         // merge, rows need no key: the pk chunks are not read, so a scan of
-        // one column reads that column's chunks only.
+        // one column reads that column's chunks only. (After chunking no
+        // table file holds a cell of the table, so this probe opens none.)
         let no_cells = {
             let markers = column_prefix(table.id, pk_index as u16);
             let mut probe = reader.scan(keyed_range(&markers, &lower, &upper, false).limit(1));
@@ -197,12 +147,91 @@ impl MergedScan {
             && !eager.is_empty()
             && !projection.contains(&pk_index)
             && filter.as_ref().is_none_or(|(c, _)| *c != pk_index);
+        // Chunks starting after an exclusive upper bound hold no row in
+        // range; one starting at it is read and its rows dropped.
+        let chunk_upper: PkBound = upper.as_ref().map(|(pk, _)| (pk.clone(), true));
+        let chunk_cursor = |column: usize, start: &PkBound| {
+            let opts = keyed_range(
+                &chunk_prefix(table.id, column as u16),
+                start,
+                &chunk_upper,
+                reverse,
+            );
+            ColumnCursor::new(column, reader.scan(opts), false)
+        };
+        // Whether the table has chunks (else `None`), and where they start.
+        // Keyless, the first eager column's cursor is the probe (every
+        // chunked column has a chunk at every chunk key, so it has chunks
+        // exactly when the pk column does); its first entries are kept,
+        // so the probe reads nothing the scan would not read anyway.
+        let mut first_cursor = None;
+        let start: PkBound = match (&lower, eager.first()) {
+            (None, Some(&c)) if keyless => {
+                let mut cursor = chunk_cursor(c, &None);
+                cursor.fill(CHUNKS_AHEAD)?;
+                if cursor.buffered.is_empty() {
+                    return Ok(None);
+                }
+                first_cursor = Some(cursor);
+                None
+            }
+            (None, _) => {
+                let mut probe =
+                    reader.scan(keyed_range(&pk_prefix, &lower, &upper, false).limit(1));
+                if probe.next_batch(1, usize::MAX)?.is_empty() {
+                    return Ok(None);
+                }
+                None
+            }
+            // The chunk holding the lower bound starts at or before it.
+            (Some((pk, _)), _) => {
+                let upto: PkBound = Some((pk.clone(), true));
+                let mut probe = reader.scan(keyed_range(&pk_prefix, &None, &upto, true).limit(1));
+                match probe.next_batch(1, usize::MAX)?.into_iter().next() {
+                    Some((k, _)) => Some((k[pk_prefix.len()..].to_vec(), true)),
+                    None => {
+                        let mut probe =
+                            reader.scan(keyed_range(&pk_prefix, &lower, &upper, false).limit(1));
+                        if probe.next_batch(1, usize::MAX)?.is_empty() {
+                            return Ok(None);
+                        }
+                        None
+                    }
+                }
+            }
+        };
+        let cell_cursor = |column: usize| {
+            let opts = keyed_range(
+                &column_prefix(table.id, column as u16),
+                &lower,
+                &upper,
+                reverse,
+            );
+            ColumnCursor::new(column, reader.scan(opts), column == pk_index)
+        };
+        let markers = ColumnCursor::new(
+            pk_index,
+            reader.scan(keyed_range(
+                &column_prefix(table.id, pk_index as u16),
+                &lower,
+                &upper,
+                reverse,
+            )),
+            false,
+        );
+        let mut col_chunks = Vec::with_capacity(eager.len());
+        for &c in &eager {
+            col_chunks.push(match first_cursor.take() {
+                Some(cursor) => cursor,
+                None => chunk_cursor(c, &start),
+            });
+        }
         Ok(Some(MergedScan {
             table: table.clone(),
             filter,
             reverse,
-            pk_chunks: (!keyless).then(|| chunk_cursor(pk_index)),
-            col_chunks: eager.iter().map(|&c| chunk_cursor(c)).collect(),
+            pk_chunks: (!keyless).then(|| chunk_cursor(pk_index, &start)),
+            col_chunks,
             chunk_cols: eager.clone(),
             chunks_done: false,
             current: None,

@@ -8,6 +8,7 @@
 //! MVCC, transactions and compaction of the key-value store unchanged.
 
 mod catalog;
+mod catalog_cache;
 mod chunk;
 mod chunking;
 pub(crate) use chunking::join_chunker;
@@ -17,6 +18,8 @@ mod reader;
 mod scan;
 mod schema;
 mod table;
+#[cfg(test)]
+mod tests_layout;
 mod value;
 
 pub use catalog::lookup_table;
@@ -137,6 +140,18 @@ fn chunk_prefix(table_id: u32, column_id: u16) -> Vec<u8> {
     k
 }
 
+/// The compaction partition of `key` (compaction/partition.rs): the
+/// chunks of one column of one table form a partition, so a large
+/// column's chunks get table files of their own and a scan of some
+/// columns opens no file (nor block) holding only other columns. Cells,
+/// the catalog and key-value data are in no partition.
+pub(crate) fn output_partition(key: &[u8]) -> Option<&[u8]> {
+    const LEN: usize = RESERVED_PREFIX.len() + 1 + 4 + 2; // tag, table id, column
+    let prefix = key.get(..LEN)?;
+    (prefix.starts_with(RESERVED_PREFIX) && prefix[RESERVED_PREFIX.len()] == CHUNK_TAG)
+        .then_some(prefix)
+}
+
 /// The key range holding every chunk of a table: `[start, end)`.
 fn chunk_table_range(table_id: u32) -> (Vec<u8>, Vec<u8>) {
     tag_table_range(CHUNK_TAG, table_id)
@@ -181,5 +196,18 @@ mod tests {
         let c = chunk_prefix(7, 3);
         assert!(s <= c && c < e && c.as_slice() < RESERVED_END);
         assert!(e <= chunk_prefix(8, 0));
+    }
+
+    #[test]
+    fn output_partitions_are_chunk_columns() {
+        let mut k = chunk_prefix(7, 3);
+        assert_eq!(output_partition(&k), Some(k.as_slice()));
+        k.extend_from_slice(b"pk");
+        assert_eq!(output_partition(&k), Some(&k[..10]));
+        assert_ne!(output_partition(&k), output_partition(&chunk_prefix(7, 4)));
+        assert_eq!(output_partition(&column_prefix(7, 3)), None);
+        assert_eq!(output_partition(&catalog_key("x")), None);
+        assert_eq!(output_partition(b"user key"), None);
+        assert_eq!(output_partition(&chunk_prefix(7, 3)[..9]), None);
     }
 }

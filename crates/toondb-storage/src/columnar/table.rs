@@ -23,11 +23,23 @@ pub trait ReadSource {
     /// A reader of `table`'s cells (the catalog's, when `None`).
     #[doc(hidden)]
     fn cell_reader(&self, table: Option<&Table>) -> Result<CellReader>;
+
+    /// The table called `name` in this source's view (`lookup_table`).
+    #[doc(hidden)]
+    fn table_named(&self, name: &str) -> Result<Table> {
+        super::catalog::read_table(self, name)
+    }
 }
 
 impl ReadSource for Database {
     fn cell_reader(&self, _table: Option<&Table>) -> Result<CellReader> {
         self.read_view()
+    }
+
+    /// From the in-memory catalog (catalog_cache.rs): the view is the
+    /// visible timestamp's.
+    fn table_named(&self, name: &str) -> Result<Table> {
+        self.table(name)
     }
 }
 

@@ -1,13 +1,15 @@
 //! The merge: read the inputs through the shared merging iterator, apply
-//! the retention rule, write output tables cut at the target size (only
-//! between user keys, so a key's versions never span two tables of one
-//! level), and hand back the opened outputs. Installing them is the
+//! the retention rule, write output tables cut at the target size and at
+//! key partition boundaries (partition.rs; both only between user keys, so
+//! a key's versions never span two tables of one level), and hand back the
+//! opened outputs. Installing them is the
 //! maintenance thread's job.
 
 use std::ops::Bound;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::partition::{Cut, PartitionOf, Partitions};
 use super::retention::{Decision, Retention};
 use super::Compaction;
 use crate::engine::Engine;
@@ -42,6 +44,8 @@ pub(crate) struct JobContext<'a> {
     /// Called between output tables, so a flush does not wait for the
     /// whole compaction.
     pub between_outputs: &'a mut dyn FnMut() -> Result<()>,
+    /// Key partitions outputs are also cut at (see partition.rs).
+    pub partition_of: PartitionOf,
 }
 
 struct Output {
@@ -175,6 +179,7 @@ fn merge_into(
     // only the inputs' own tombstones are rewritten by this job.
     let cover = ctx.levels.range_dels().clone();
     let range_dels = RangeDels::new(c, ctx.levels, ctx.points);
+    let mut partitions = Partitions::new(ctx.partition_of, target / 16);
     let mut next_lower: Option<Vec<u8>> = None;
     let mut last_key: Vec<u8> = Vec::new();
     let mut seen = 0u64;
@@ -194,7 +199,13 @@ fn merge_into(
         };
         if keep {
             let new_key = last_key.as_slice() != v.key;
-            if new_key && current.as_ref().is_some_and(|o| o.bytes >= target) {
+            let cut = match new_key {
+                true => partitions.before(v.key, current.as_ref().map(|o| o.bytes)),
+                false => Cut::None,
+            };
+            let full = current.as_ref().is_some_and(|o| o.bytes >= target);
+            if new_key && (full || cut == Cut::File) {
+                partitions.cut_before(v.key);
                 if let Some(out) = current.take() {
                     let upper = successor(&out.last_key);
                     done.push(finish(
@@ -215,10 +226,18 @@ fn merge_into(
                 (ctx.between_outputs)()?;
             }
             let out = match current {
-                Some(out) => out,
+                Some(out) => {
+                    if cut == Cut::Block {
+                        out.builder.end_block()?;
+                    }
+                    out
+                }
                 None => current.insert(start(engine, next_lower.take())?),
             };
             out.builder.add(v.key, v.ts, v.kind, v.value)?;
+            if new_key {
+                partitions.added(v.key);
+            }
             if new_key {
                 out.last_key.clear();
                 out.last_key.extend_from_slice(v.key);

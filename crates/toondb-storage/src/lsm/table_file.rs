@@ -140,6 +140,12 @@ impl TableFile {
         &self.counters
     }
 
+    /// Closes the open table (readers holding it keep it until they
+    /// finish; a later `table()` reopens it).
+    pub fn close_table(&self) {
+        self.opener.tables.close(&self.slot);
+    }
+
     /// Whether the table is open now (a read that may not wait for the
     /// device skips a closed one: reopening reads its footer).
     pub fn is_open(&self) -> bool {

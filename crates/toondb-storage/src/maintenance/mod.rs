@@ -270,6 +270,7 @@ impl MaintenanceThread {
             points: &points,
             cancelled: &cancelled,
             between_outputs: &mut between,
+            partition_of: crate::columnar::output_partition,
         };
         let out = run_job(&mut ctx, c).map_err(|e| {
             if e.kind() == ErrorKind::Closed {

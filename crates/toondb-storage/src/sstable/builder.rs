@@ -187,6 +187,20 @@ impl TableBuilder {
         result
     }
 
+    /// Ends the current data block (if it holds anything), so the next
+    /// entry starts a new one: a writer that knows where reads will start
+    /// (compaction, at a key partition's boundary) keeps a block from
+    /// holding keys of both sides.
+    pub(crate) fn end_block(&mut self) -> Result<()> {
+        self.check_usable()?;
+        if self.data.is_empty() {
+            return Ok(());
+        }
+        let result = self.finish_data_block();
+        self.failed = result.is_err();
+        result
+    }
+
     /// Writes the rest, fdatasyncs the file, returns what the manifest records.
     pub fn finish(mut self) -> Result<TableSummary> {
         self.check_usable()?;

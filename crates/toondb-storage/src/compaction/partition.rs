@@ -1,0 +1,211 @@
+//! Where a compaction cuts its outputs besides the size target: at the
+//! boundaries of key *partitions* (the idea of RocksDB's SST partitioner).
+//!
+//! A partition function, given by the caller (the columnar module: one
+//! partition per column's chunks, see `columnar::output_partition`), names
+//! the partition of a key, or `None` for keys that belong to none. Keys of
+//! one partition are contiguous in key order, and so are all partitioned
+//! keys together. A read of one partition's range then touches only files
+//! holding that partition: no index block, data block or boundary block
+//! of a neighbour, and no file opened only to find its first key past the
+//! range (the level cursor skips such files by their manifest bounds).
+//!
+//! The rule, at the first key of a new partition (or the first
+//! unpartitioned key after a partition):
+//!
+//! - from unpartitioned keys into a partition: always a new file. Since
+//!   the partitioned keys form one run, this adds at most one file per
+//!   compaction, and keeps ranges below the run (a table's cells and
+//!   catalog) out of the partitions' files, so probing them reads nothing
+//!   of the partitions;
+//! - leaving partition `P`: a new file if the output holds at least
+//!   `min_file` bytes, or if it began inside `P` (the previous output was
+//!   cut for size in the middle of `P`: a large partition then ends its
+//!   last file with its own last key). Otherwise the output goes on (small
+//!   partitions share files, so many small tables do not make a file
+//!   each) but the data block ends, so the next partition's first block
+//!   holds none of `P`'s keys.
+
+/// The partition of a key: `Some(id)` for keys that belong together,
+/// `None` for keys in no partition.
+pub(crate) type PartitionOf = fn(&[u8]) -> Option<&[u8]>;
+
+/// What to do before adding a key to the current output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cut {
+    /// Add it to the current data block as usual.
+    None,
+    /// End the current data block first.
+    Block,
+    /// End the current output file first.
+    File,
+}
+
+/// A partition function and the state of the outputs written so far.
+pub(crate) struct Partitions {
+    of: PartitionOf,
+    /// Output size from which any partition boundary cuts the file.
+    min_file: u64,
+    /// The partition of the last key added (`None`: none, or no key yet).
+    last: Option<Vec<u8>>,
+    /// Whether a key has been added yet.
+    started: bool,
+    /// The partition the current output began inside of (it was cut for
+    /// size in the middle of it).
+    continued: Option<Vec<u8>>,
+}
+
+impl Partitions {
+    /// `min_file`: see the module comment; the compaction passes a
+    /// sixteenth of its target file size (1 MiB by default).
+    pub fn new(of: PartitionOf, min_file: u64) -> Partitions {
+        Partitions {
+            of,
+            min_file,
+            last: None,
+            started: false,
+            continued: None,
+        }
+    }
+
+    /// What to do before adding the first version of user key `key`, the
+    /// current output holding `output_bytes` (`None`: no output open).
+    pub fn before(&self, key: &[u8], output_bytes: Option<u64>) -> Cut {
+        let Some(bytes) = output_bytes else {
+            return Cut::None;
+        };
+        if !self.started {
+            return Cut::None;
+        }
+        let next = (self.of)(key);
+        match (self.last.as_deref(), next) {
+            (a, b) if a == b => Cut::None,
+            (None, Some(_)) => Cut::File,
+            (Some(p), _) => {
+                if bytes >= self.min_file || self.continued.as_deref() == Some(p) {
+                    Cut::File
+                } else {
+                    Cut::Block
+                }
+            }
+            // (None, None) is the first arm.
+            (None, None) => Cut::None,
+        }
+    }
+
+    /// Records that an output was finished before `key` (for any reason),
+    /// so the next one begins with `key`.
+    pub fn cut_before(&mut self, key: &[u8]) {
+        let next = (self.of)(key);
+        self.continued = match (self.last.as_deref(), next) {
+            (Some(p), Some(n)) if p == n && self.started => Some(p.to_vec()),
+            _ => None,
+        };
+    }
+
+    /// Records that `key` was added.
+    pub fn added(&mut self, key: &[u8]) {
+        let next = (self.of)(key);
+        if !self.started || self.last.as_deref() != next {
+            self.last = next.map(<[u8]>::to_vec);
+        }
+        self.started = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Keys "p<id>..." are in partition `<id>` (one byte); others in none.
+    fn by_first_letter(key: &[u8]) -> Option<&[u8]> {
+        (key.first() == Some(&b'p')).then(|| key.get(..2)).flatten()
+    }
+
+    /// Feeds `keys` (each `(key, bytes)`) through the rule with a size
+    /// target, returning the outputs as lists of keys and the block cuts.
+    fn outputs(keys: &[(&str, u64)], target: u64, min_file: u64) -> (Vec<Vec<String>>, usize) {
+        let mut p = Partitions::new(by_first_letter, min_file);
+        let mut files: Vec<Vec<String>> = Vec::new();
+        let mut bytes: Option<u64> = None;
+        let mut blocks = 0;
+        for (k, n) in keys {
+            let key = k.as_bytes();
+            let size_cut = bytes.is_some_and(|b| b >= target);
+            let cut = p.before(key, bytes);
+            if size_cut || cut == Cut::File {
+                p.cut_before(key);
+                bytes = None;
+            } else if cut == Cut::Block {
+                blocks += 1;
+            }
+            if bytes.is_none() {
+                files.push(Vec::new());
+            }
+            if let Some(f) = files.last_mut() {
+                f.push(k.to_string());
+            }
+            *bytes.get_or_insert(0) += n;
+            p.added(key);
+        }
+        (files, blocks)
+    }
+
+    #[test]
+    fn large_partitions_get_files_of_their_own() {
+        // Partition a is 3 keys of 40 bytes, b 2 keys; target 100, min 10.
+        let keys = [
+            ("c", 1),
+            ("pa1", 40),
+            ("pa2", 40),
+            ("pa3", 40),
+            ("pb1", 40),
+            ("pb2", 40),
+            ("x", 1),
+        ];
+        let (files, _) = outputs(&keys, 100, 10);
+        assert_eq!(
+            files,
+            vec![
+                vec!["c"],
+                vec!["pa1", "pa2", "pa3"],
+                vec!["pb1", "pb2"],
+                vec!["x"]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_size_cut_inside_a_partition_ends_its_tail_alone() {
+        // Partition a spans two outputs; its small tail is not shared with b.
+        let keys = [("pa1", 60), ("pa2", 60), ("pa3", 5), ("pb1", 5), ("pb2", 5)];
+        let (files, _) = outputs(&keys, 100, 1000);
+        assert_eq!(
+            files,
+            vec![vec!["pa1", "pa2"], vec!["pa3"], vec!["pb1", "pb2"]]
+        );
+    }
+
+    #[test]
+    fn small_partitions_share_a_file_with_block_cuts() {
+        let keys = [
+            ("pa1", 5),
+            ("pb1", 5),
+            ("pc1", 5),
+            ("pc2", 5),
+            ("pd1", 5),
+            ("y", 5),
+        ];
+        let (files, blocks) = outputs(&keys, 1000, 100);
+        assert_eq!(files.len(), 1);
+        // a|b, b|c, c|d, d|y
+        assert_eq!(blocks, 4);
+    }
+
+    #[test]
+    fn unpartitioned_keys_before_the_partitions_are_cut_off() {
+        let keys = [("a", 5), ("b", 5), ("pa1", 5), ("pb1", 5), ("z", 5)];
+        let (files, _) = outputs(&keys, 1000, 100);
+        assert_eq!(files, vec![vec!["a", "b"], vec!["pa1", "pb1", "z"]]);
+    }
+}
