@@ -208,10 +208,10 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let manifest = Manifest::create(fs.clone(), dir, manifest_number, state)?;
     // The state the garbage list came from is now durable (create syncs the
     // new manifest, CURRENT and the directory), so deleting cannot lose
-    // anything a later open needs. A failed delete only wastes space.
-    for name in garbage {
-        let _ = fs.remove(&dir.join(name));
-    }
+    // anything a later open needs. The maintenance thread deletes them, off
+    // the open's path; file numbers are never reused, so a name on this
+    // list can only ever mean the obsolete file.
+    let garbage: Vec<_> = garbage.into_iter().map(|name| dir.join(name)).collect();
 
     let (commit_tx, commit_rx) = crossbeam_channel::bounded(options.commit_queue_len.max(1));
     let engine = Arc::new(Engine::new(EngineParts {
@@ -234,7 +234,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
 
     *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
-    let maintainer = MaintenanceThread::new(engine.clone(), manifest);
+    let maintainer = MaintenanceThread::new(engine.clone(), manifest).with_garbage(garbage);
     let commit = match spawn(COMMIT_THREAD_NAME, move || commit_thread.run()) {
         Ok(t) => t,
         Err(e) => {
