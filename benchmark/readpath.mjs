@@ -169,7 +169,7 @@ for (let round = 0; round < ROUNDS; round++) {
       if (before) {
         const after = tdb.stats();
         const d = (k) => after[k] - before[k];
-        note = ` dataBlocksRead/op=${(d('dataBlocksRead') / ops).toFixed(3)} bloomChecked/op=${(d('bloomChecked') / ops).toFixed(2)} bloomUseful/op=${(d('bloomUseful') / ops).toFixed(2)}`;
+        note = ` dataBlocksRead/op=${(d('dataBlocksRead') / ops).toFixed(3)} bloomChecked/op=${(d('bloomChecked') / ops).toFixed(2)} bloomUseful/op=${(d('bloomUseful') / ops).toFixed(2)} hashChecked/op=${(d('hashIndexChecked') / ops).toFixed(2)} hashUseful/op=${(d('hashIndexUseful') / ops).toFixed(2)}`;
         if (after.blockCacheHits !== undefined) note += ` cacheHits=${d('blockCacheHits')} cacheMisses=${d('blockCacheMisses')}`;
       }
       log(`[round ${round + 1}] ${w.padEnd(8)} ${s.padEnd(6)} ${(rate / 1000).toFixed(0).padStart(6)}K/s (${(ops / cpuSec / 1000).toFixed(0)}K per CPU-s)${note}`);
