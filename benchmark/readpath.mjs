@@ -37,6 +37,8 @@ const { values: opt } = parseArgs({
     'cache-size': { type: 'string' },
     // none | lz4 | zstd: how toondb's tables are written.
     compression: { type: 'string' },
+    // on | off: whether toondb's tables get a hash index (builds that know it).
+    'hash-index': { type: 'string' },
   },
 });
 const N = Number(opt.keys);
@@ -87,6 +89,7 @@ const toondbDir = path.join(base, 'toondb');
 const lmdbDir = path.join(base, 'lmdb');
 const toondbOpts = opt['cache-size'] ? { cacheSize: Number(opt['cache-size']) } : {};
 if (opt.compression) toondbOpts.compression = opt.compression;
+if (opt['hash-index']) toondbOpts.hashIndex = opt['hash-index'] === 'on';
 
 log(`# ${N} keys (${opt.order} order) x ${VSIZE} B values, state=${opt.state}, ${READS} reads per loop, toondb ${JSON.stringify(toondbOpts)} from ${ENTRY}`);
 let t0 = performance.now();
