@@ -272,7 +272,7 @@ mod tests {
                 };
                 assert!(probe(buckets, bloom_hash(k)).any(|s| s == want), "{i}");
                 let span = probe_span(buckets.len(), bloom_hash(k));
-                assert!(span.start % 64 == 0 && span.end <= buckets.len());
+                assert!(span.start.is_multiple_of(64) && span.end <= buckets.len());
                 assert!(span.len() == 64 || span.len() == 128);
             }
             let false_matches: usize = (0..100_000u32)
