@@ -86,9 +86,10 @@ export interface OpenOptions {
   bloomBitsPerKey?: number
   /**
    * Give each table written from now on a hash index, which takes a point
-   * read from the key's hash straight to its entry and rules out absent
-   * keys in place of the bloom filter (~10 bytes per key). Default `true`;
-   * every setting reads all tables. See docs/format-table.md, "Hash index".
+   * read from the key's hash straight to its entry and rules out the
+   * absent keys the bloom filter lets through (~10 bytes per key). Default
+   * `true`; every setting reads all tables. See docs/format-table.md,
+   * "Hash index".
    */
   hashIndex?: boolean
   /** Run leveled compaction in the background. Default `true` (see docs/compaction.md). */
@@ -271,7 +272,7 @@ export interface DatabaseStats {
   bloomChecked: number
   /** Of those, lookups the filter answered "absent", saving a data block read. */
   bloomUseful: number
-  /** Point lookups that consulted a table's hash index, which then takes the place of its bloom filter (over the live tables). */
+  /** Point lookups that consulted a table's hash index (those its bloom filter let through; over the live tables). */
   hashIndexChecked: number
   /** Of those, lookups the hash index answered "absent" without reading a data block. */
   hashIndexUseful: number

@@ -54,8 +54,8 @@ pub struct Options {
     /// false positives); 0 writes no filter. Clamped to 1..=32 otherwise.
     pub bloom_bits_per_key: u32,
     /// Give each table a hash index (default true): a point read goes from
-    /// the key's hash straight to its entry, and the index rules out absent
-    /// keys (in place of the bloom filter) for ~10 bytes per key. Applies to
+    /// the key's hash straight to its entry, and the index rules out the
+    /// absent keys the bloom filter lets through, for ~10 bytes per key. Applies to
     /// tables written from now on; every setting reads all tables. See
     /// docs/format-table.md, "Hash index".
     pub hash_index: bool,

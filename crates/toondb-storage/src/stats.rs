@@ -124,9 +124,9 @@ pub struct Stats {
     pub data_blocks_read: u64,
     pub bloom_checked: u64,
     pub bloom_useful: u64,
-    /// Point lookups that consulted a table's hash index (instead of its
-    /// bloom filter), and those it answered "absent" without reading a data
-    /// block, since open; counted like `bloom_checked`.
+    /// Point lookups that consulted a table's hash index (those its bloom
+    /// filter let through), and those it answered "absent" without reading
+    /// a data block, since open; counted like `bloom_checked`.
     pub hash_index_checked: u64,
     pub hash_index_useful: u64,
     /// Commits applied, and the groups they were written in (one WAL write each).
