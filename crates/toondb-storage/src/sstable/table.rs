@@ -1,9 +1,9 @@
 //! Reading a table file, version 1 or 2: `open` checks only what sits at the
 //! end of the file (footer, metaindex, properties), so opening a database
 //! touches a page or two per table. The index is checked and decoded the
-//! first time a read needs it ([`Table::meta`]), the hash index (or, without
-//! one, the bloom filter) the first time a point read does (scans never
-//! read them);
+//! first time a read needs it ([`Table::meta`]), the bloom filter and the
+//! hash index the first time a point read needs them (scans never read
+//! them);
 //! data blocks are checked the first time they are touched and then trusted
 //! (see "Checksums" in docs/format-table.md). An uncompressed data block is
 //! read in place from the memory map, and so are an uncompressed filter and
