@@ -84,6 +84,14 @@ export interface OpenOptions {
   compression?: 'none' | 'lz4' | 'zstd'
   /** Bloom filter bits per key in each table (0 turns filters off, at most 32). Default 10. */
   bloomBitsPerKey?: number
+  /**
+   * Give each table written from now on a hash index, which takes a point
+   * read from the key's hash straight to its entry and rules out the
+   * absent keys the bloom filter lets through (~10 bytes per key). Default
+   * `true`; every setting reads all tables. See docs/format-table.md,
+   * "Hash index".
+   */
+  hashIndex?: boolean
   /** Run leveled compaction in the background. Default `true` (see docs/compaction.md). */
   autoCompaction?: boolean
   /** Size at which compaction cuts its output tables. Default 16 MiB. */
@@ -264,6 +272,10 @@ export interface DatabaseStats {
   bloomChecked: number
   /** Of those, lookups the filter answered "absent", saving a data block read. */
   bloomUseful: number
+  /** Point lookups that consulted a table's hash index (those its bloom filter let through; over the live tables). */
+  hashIndexChecked: number
+  /** Of those, lookups the hash index answered "absent" without reading a data block. */
+  hashIndexUseful: number
   /** Reads of a compressed data block served decompressed from the block cache, since open. */
   blockCacheHits: number
   /** Reads of a compressed data block that had to decompress it (then cached), since open. */

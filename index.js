@@ -286,7 +286,7 @@ class Database {
       throw invalid(`path must be a non-empty string, got ${describe(path)}`)
     }
     const o = checkOptions(options, 'options')
-    for (const flag of ['sync', 'createIfMissing', 'errorIfExists', 'autoCompaction']) {
+    for (const flag of ['sync', 'createIfMissing', 'errorIfExists', 'autoCompaction', 'hashIndex']) {
       if (o[flag] !== undefined && typeof o[flag] !== 'boolean') throw invalid(`${flag} must be a boolean`)
     }
     for (const num of NUMERIC_OPEN_OPTIONS) {
@@ -305,6 +305,7 @@ class Database {
       maxImmutableMemtables: o.maxImmutableMemtables,
       compression: o.compression,
       bloomBitsPerKey: o.bloomBitsPerKey,
+      hashIndex: o.hashIndex,
       autoCompaction: o.autoCompaction,
       targetFileSize: o.targetFileSize,
       levelBaseBytes: o.levelBaseBytes,

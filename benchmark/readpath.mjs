@@ -37,6 +37,8 @@ const { values: opt } = parseArgs({
     'cache-size': { type: 'string' },
     // none | lz4 | zstd: how toondb's tables are written.
     compression: { type: 'string' },
+    // on | off: whether toondb's tables get a hash index (builds that know it).
+    'hash-index': { type: 'string' },
   },
 });
 const N = Number(opt.keys);
@@ -87,6 +89,7 @@ const toondbDir = path.join(base, 'toondb');
 const lmdbDir = path.join(base, 'lmdb');
 const toondbOpts = opt['cache-size'] ? { cacheSize: Number(opt['cache-size']) } : {};
 if (opt.compression) toondbOpts.compression = opt.compression;
+if (opt['hash-index']) toondbOpts.hashIndex = opt['hash-index'] === 'on';
 
 log(`# ${N} keys (${opt.order} order) x ${VSIZE} B values, state=${opt.state}, ${READS} reads per loop, toondb ${JSON.stringify(toondbOpts)} from ${ENTRY}`);
 let t0 = performance.now();
@@ -169,7 +172,7 @@ for (let round = 0; round < ROUNDS; round++) {
       if (before) {
         const after = tdb.stats();
         const d = (k) => after[k] - before[k];
-        note = ` dataBlocksRead/op=${(d('dataBlocksRead') / ops).toFixed(3)} bloomChecked/op=${(d('bloomChecked') / ops).toFixed(2)} bloomUseful/op=${(d('bloomUseful') / ops).toFixed(2)}`;
+        note = ` dataBlocksRead/op=${(d('dataBlocksRead') / ops).toFixed(3)} bloomChecked/op=${(d('bloomChecked') / ops).toFixed(2)} bloomUseful/op=${(d('bloomUseful') / ops).toFixed(2)} hashChecked/op=${(d('hashIndexChecked') / ops).toFixed(2)} hashUseful/op=${(d('hashIndexUseful') / ops).toFixed(2)}`;
         if (after.blockCacheHits !== undefined) note += ` cacheHits=${d('blockCacheHits')} cacheMisses=${d('blockCacheMisses')}`;
       }
       log(`[round ${round + 1}] ${w.padEnd(8)} ${s.padEnd(6)} ${(rate / 1000).toFixed(0).padStart(6)}K/s (${(ops / cpuSec / 1000).toFixed(0)}K per CPU-s)${note}`);

@@ -32,6 +32,7 @@ pub struct OpenOptions {
     /// "none" (default), "lz4" or "zstd".
     pub compression: Option<String>,
     pub bloom_bits_per_key: Option<f64>,
+    pub hash_index: Option<bool>,
     pub auto_compaction: Option<bool>,
     pub target_file_size: Option<f64>,
     pub level_base_bytes: Option<f64>,
@@ -104,6 +105,9 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
     }
     if let Some(v) = positive("bloomBitsPerKey", o.bloom_bits_per_key, 0.0, 32.0)? {
         options.bloom_bits_per_key = v as u32;
+    }
+    if let Some(v) = o.hash_index {
+        options.hash_index = v;
     }
     if let Some(v) = o.auto_compaction {
         options.auto_compaction = v;
@@ -215,6 +219,8 @@ pub struct DatabaseStats {
     pub data_blocks_read: f64,
     pub bloom_checked: f64,
     pub bloom_useful: f64,
+    pub hash_index_checked: f64,
+    pub hash_index_useful: f64,
     pub block_cache_hits: f64,
     pub block_cache_misses: f64,
     pub block_cache_evictions: f64,
@@ -766,6 +772,8 @@ impl NativeDatabase {
             data_blocks_read: s.data_blocks_read as f64,
             bloom_checked: s.bloom_checked as f64,
             bloom_useful: s.bloom_useful as f64,
+            hash_index_checked: s.hash_index_checked as f64,
+            hash_index_useful: s.hash_index_useful as f64,
             block_cache_hits: s.block_cache.hits as f64,
             block_cache_misses: s.block_cache.misses as f64,
             block_cache_evictions: s.block_cache.evictions as f64,

@@ -555,6 +555,8 @@ impl Database {
                     + table_counter(state, |c| &c.data_block_reads),
                 retired(&c.retired_bloom_checked) + table_counter(state, |c| &c.bloom_checked),
                 retired(&c.retired_bloom_useful) + table_counter(state, |c| &c.bloom_useful),
+                retired(&c.retired_hash_checked) + table_counter(state, |c| &c.hash_checked),
+                retired(&c.retired_hash_useful) + table_counter(state, |c| &c.hash_useful),
             ]
         });
         let maintenance = engine.maintenance.lock();
@@ -568,6 +570,8 @@ impl Database {
             data_blocks_read: reads[1],
             bloom_checked: reads[2],
             bloom_useful: reads[3],
+            hash_index_checked: reads[4],
+            hash_index_useful: reads[5],
             levels: (0..NUM_LEVELS)
                 .map(|n| {
                     let c = &engine.counters;

@@ -34,6 +34,8 @@ pub(crate) struct Counters {
     pub retired_data_blocks_read: AtomicU64,
     pub retired_bloom_checked: AtomicU64,
     pub retired_bloom_useful: AtomicU64,
+    pub retired_hash_checked: AtomicU64,
+    pub retired_hash_useful: AtomicU64,
 }
 
 impl Counters {
@@ -122,6 +124,11 @@ pub struct Stats {
     pub data_blocks_read: u64,
     pub bloom_checked: u64,
     pub bloom_useful: u64,
+    /// Point lookups that consulted a table's hash index (those its bloom
+    /// filter let through), and those it answered "absent" without reading
+    /// a data block, since open; counted like `bloom_checked`.
+    pub hash_index_checked: u64,
+    pub hash_index_useful: u64,
     /// Commits applied, and the groups they were written in (one WAL write each).
     pub commits: u64,
     pub commit_groups: u64,

@@ -67,10 +67,18 @@ fn every_compression_and_filter_setting_reads_back() {
 #[test]
 fn absent_keys_skip_tables_through_the_bloom_filter() {
     let dir = tempfile::tempdir().unwrap();
-    for bloom_bits_per_key in [10, 0] {
-        let options = Options::default().bloom_bits_per_key(bloom_bits_per_key);
-        let db =
-            Database::open_with(dir.path().join(bloom_bits_per_key.to_string()), options).unwrap();
+    // (bloom bits, hash index): the hash index, when there, answers for
+    // absent keys in the filter's place (docs/format-table.md, "Hash index").
+    for (bloom_bits_per_key, hash_index) in [(10, false), (0, false), (0, true)] {
+        let options = Options::default()
+            .bloom_bits_per_key(bloom_bits_per_key)
+            .hash_index(hash_index);
+        let db = Database::open_with(
+            dir.path()
+                .join(format!("{bloom_bits_per_key}-{hash_index}")),
+            options,
+        )
+        .unwrap();
         for i in 0..2000u32 {
             db.put(format!("user/{:05}", 2 * i), value(i, 0)).unwrap();
         }
@@ -81,9 +89,16 @@ fn absent_keys_skip_tables_through_the_bloom_filter() {
             assert_eq!(db.get(format!("user/{:05}", 2 * i + 1)).unwrap(), None);
         }
         let read = db.stats().table_bytes_read - before;
-        if bloom_bits_per_key > 0 {
+        let stats = db.stats();
+        if hash_index {
+            // ~0.01% false matches: a block or two at most.
+            assert!(read <= 2 * 4096, "{read} bytes read with a hash index");
+            assert!(stats.hash_index_useful >= 1998, "{stats:?}");
+            assert_eq!(stats.bloom_checked, 0);
+        } else if bloom_bits_per_key > 0 {
             // ~1% false positives: a few dozen 4 KiB blocks at most.
             assert!(read < 60 * 4096, "{read} bytes read with a filter");
+            assert_eq!(stats.hash_index_checked, 0);
         } else {
             assert!(read >= 2000 * 1024, "{read} bytes read without a filter");
         }

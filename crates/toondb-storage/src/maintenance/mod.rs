@@ -405,4 +405,6 @@ fn retire_read_counters(engine: &Engine, t: &crate::sstable::TableCounters) {
     );
     Counters::add(&c.retired_bloom_checked, t.bloom_checked.load(Relaxed));
     Counters::add(&c.retired_bloom_useful, t.bloom_useful.load(Relaxed));
+    Counters::add(&c.retired_hash_checked, t.hash_checked.load(Relaxed));
+    Counters::add(&c.retired_hash_useful, t.hash_useful.load(Relaxed));
 }

@@ -93,6 +93,11 @@ impl BlockBuilder {
         self.offsets.is_empty()
     }
 
+    /// Entries added since the last finish: the number the next one gets.
+    pub(crate) fn len(&self) -> usize {
+        self.offsets.len()
+    }
+
     /// Size of the version-1 block if it were finished now.
     #[cfg(test)]
     pub(crate) fn framed_len(&self) -> usize {

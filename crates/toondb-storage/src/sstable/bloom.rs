@@ -53,8 +53,15 @@ pub(crate) struct BloomBuilder {
 
 impl BloomBuilder {
     /// Adds a user key; callers skip repeats of the previous key (versions).
+    #[cfg(test)]
     pub(crate) fn add(&mut self, user_key: &[u8]) {
-        self.hashes.push(bloom_hash(user_key));
+        self.add_hash(bloom_hash(user_key));
+    }
+
+    /// Adds a user key by its [`bloom_hash`] (the builder computes it once
+    /// for the filter and the hash index).
+    pub(crate) fn add_hash(&mut self, hash: u64) {
+        self.hashes.push(hash);
     }
 
     /// The filter contents for `bits_per_key` (clamped to the sane range),

@@ -1,18 +1,20 @@
 //! Writes a version-2 table file from entries arriving in internal order
 //! (docs/format-table.md). Data blocks are cut once their contents reach the
-//! target size and stored compressed when that pays; the bloom filter,
-//! properties, metaindex, index and footer are written by `finish`.
+//! target size and stored compressed when that pays; the bloom filter, the
+//! hash index, properties, metaindex, index and footer are written by
+//! `finish`.
 
 use std::cmp::Ordering;
 
 use super::block::{put_v2_trailer, BlockBuilder};
-use super::bloom::BloomBuilder;
+use super::bloom::{bloom_hash, BloomBuilder};
 use super::compress::{compress_into, Compression, TYPE_NONE};
 use super::footer::{encode_footer_v2, FooterV2};
+use super::hash_index::HashIndexBuilder;
 use super::{
-    DEFAULT_BLOCK_SIZE, DEFAULT_BLOOM_BITS_PER_KEY, META_FILTER_BLOOM, META_PROPERTIES,
-    META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST,
-    TABLE_KIND_KV, TABLE_KIND_KV_RANGEDEL,
+    DEFAULT_BLOCK_SIZE, DEFAULT_BLOOM_BITS_PER_KEY, META_FILTER_BLOOM, META_INDEX_HASH,
+    META_PROPERTIES, META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS,
+    PROP_SMALLEST, TABLE_KIND_KV, TABLE_KIND_KV_RANGEDEL,
 };
 use crate::error::{Error, Result};
 use crate::io::WritableFile;
@@ -48,6 +50,9 @@ pub struct TableOptions {
     /// Bloom filter bits per user key; 0 writes no filter. Other values are
     /// clamped to 1..=32.
     pub bloom_bits_per_key: u32,
+    /// Write the `index.hash` block that takes point reads straight to a
+    /// key's entry (when every block and entry number fits its slot).
+    pub hash_index: bool,
 }
 
 impl Default for TableOptions {
@@ -56,6 +61,7 @@ impl Default for TableOptions {
             block_size: DEFAULT_BLOCK_SIZE,
             compression: Compression::default(),
             bloom_bits_per_key: DEFAULT_BLOOM_BITS_PER_KEY,
+            hash_index: super::DEFAULT_HASH_INDEX,
         }
     }
 }
@@ -72,6 +78,9 @@ pub struct TableBuilder {
     /// Scratch buffer for one block's contents before compression.
     contents: Vec<u8>,
     bloom: BloomBuilder,
+    hash: HashIndexBuilder,
+    /// Data blocks finished so far: the number of the block being filled.
+    blocks: usize,
     /// Extra raw meta blocks (name, contents), for tests of readers that
     /// meet meta blocks they do not know.
     #[cfg(test)]
@@ -119,6 +128,8 @@ impl TableBuilder {
             index: BlockBuilder::new_v2(),
             contents: Vec::new(),
             bloom: BloomBuilder::default(),
+            hash: HashIndexBuilder::default(),
+            blocks: 0,
             #[cfg(test)]
             extra_meta: Vec::new(),
             last_key: Vec::new(),
@@ -165,11 +176,20 @@ impl TableBuilder {
             self.min_ts = ts;
             self.max_ts = ts;
         }
-        // The filter holds user keys, once each (versions arrive together).
-        if self.options.bloom_bits_per_key > 0
+        // The filter and the hash index hold user keys, once each (versions
+        // arrive together, newest first: the hash index points at the
+        // newest).
+        let bloom = self.options.bloom_bits_per_key > 0;
+        if (bloom || self.options.hash_index)
             && (self.entries == 0 || self.last_user_key() != user_key)
         {
-            self.bloom.add(user_key);
+            let hash = bloom_hash(user_key);
+            if bloom {
+                self.bloom.add_hash(hash);
+            }
+            if self.options.hash_index {
+                self.hash.add(hash, self.blocks, self.data.len());
+            }
         }
         self.last_key.clear();
         encode_internal(&mut self.last_key, user_key, ts, kind);
@@ -213,6 +233,13 @@ impl TableBuilder {
             let filter = self.bloom.finish(self.options.bloom_bits_per_key);
             let handle = self.write_stored(&filter, Compression::None)?;
             metas.push((META_FILTER_BLOOM.to_vec(), handle));
+        }
+        if self.options.hash_index {
+            // Its buckets are aligned to the file offset the block starts at.
+            if let Some(contents) = self.hash.finish(self.offset + self.out.len() as u64) {
+                let handle = self.write_stored(&contents, Compression::None)?;
+                metas.push((META_INDEX_HASH.to_vec(), handle));
+            }
         }
         let mut range_dels = std::mem::take(&mut self.range_dels);
         range_dels.sort();
@@ -301,6 +328,7 @@ impl TableBuilder {
         let handle = self.write_entries(&mut data, self.options.compression);
         self.data = data;
         self.index.add(&self.last_key, &handle?)?;
+        self.blocks += 1;
         if self.out.len() >= WRITE_BUFFER {
             self.flush()?;
         }

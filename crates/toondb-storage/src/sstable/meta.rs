@@ -11,8 +11,8 @@ use std::ops::Range;
 use super::block::{parse_v2_stored, BlockLayout};
 use super::compress::{decompress, TYPE_NONE};
 use super::{
-    TableSummary, META_FILTER_BLOOM, META_PROPERTIES, META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST,
-    PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST,
+    TableSummary, META_FILTER_BLOOM, META_INDEX_HASH, META_PROPERTIES, META_RANGEDEL, PROP_ENTRIES,
+    PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS, PROP_SMALLEST,
 };
 use crate::coding::Reader;
 use crate::key::{compare_versions, decode_internal, Timestamp, INTERNAL_SUFFIX_LEN};
@@ -181,6 +181,7 @@ pub(crate) fn check_props(summary: &TableSummary, index: &Index) -> Result<(), S
 pub(crate) struct MetaIndex {
     pub(crate) properties: Range<usize>,
     pub(crate) filter_bloom: Option<Range<usize>>,
+    pub(crate) index_hash: Option<Range<usize>>,
     pub(crate) range_del: Option<Range<usize>>,
 }
 
@@ -191,6 +192,7 @@ pub(crate) fn decode_metaindex(block: &Contents<'_>, meta_end: usize) -> Result<
     let (bytes, layout) = (&block.bytes[..], &block.layout);
     let mut properties = None;
     let mut filter_bloom = None;
+    let mut index_hash = None;
     let mut range_del = None;
     let mut prev: Option<&[u8]> = None;
     for i in 0..layout.count() {
@@ -218,6 +220,8 @@ pub(crate) fn decode_metaindex(block: &Contents<'_>, meta_end: usize) -> Result<
             properties = Some(range);
         } else if name == META_FILTER_BLOOM {
             filter_bloom = Some(range);
+        } else if name == META_INDEX_HASH {
+            index_hash = Some(range);
         } else if name == META_RANGEDEL {
             range_del = Some(range);
         }
@@ -225,6 +229,7 @@ pub(crate) fn decode_metaindex(block: &Contents<'_>, meta_end: usize) -> Result<
     Ok(MetaIndex {
         properties: properties.ok_or("meta block properties missing")?,
         filter_bloom,
+        index_hash,
         range_del,
     })
 }

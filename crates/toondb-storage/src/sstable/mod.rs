@@ -2,7 +2,7 @@
 //! a memory map. The byte format is specified in docs/format-table.md.
 //! Version 2 (written by this code):
 //!
-//! `data block* | filter.bloom | properties | metaindex | index | footer (64 bytes)`
+//! `data block* | filter.bloom | index.hash | properties | metaindex | index | footer (64 bytes)`
 //!
 //! every block stored as `payload | type u8 | crc32` so blocks can be
 //! compressed and new block kinds added without a format break. Version 1
@@ -11,6 +11,8 @@
 //! - [`block`]: the framing every block shares (entries, offsets, count, trailer).
 //! - [`compress`]: block types and per-block LZ4 / zstd compression.
 //! - [`bloom`]: the whole-table bloom filter on user keys.
+//! - [`hash_index`]: the whole-table hash index that takes a point read
+//!   straight to a key's entry.
 //! - [`footer`]: the fixed-size footer of both versions.
 //! - [`meta`]: decoding the index, metaindex and properties at open.
 //! - [`builder`]: [`TableBuilder`] writes a version-2 table from sorted entries.
@@ -24,6 +26,7 @@ mod bloom;
 mod builder;
 mod compress;
 mod footer;
+mod hash_index;
 mod iter;
 mod meta;
 mod readahead;
@@ -46,6 +49,10 @@ pub const DEFAULT_BLOCK_SIZE: usize = 4096;
 /// (about 1% false positives).
 pub const DEFAULT_BLOOM_BITS_PER_KEY: u32 = 10;
 
+/// Whether tables get a hash index (`index.hash`) unless the caller
+/// chooses otherwise.
+pub const DEFAULT_HASH_INDEX: bool = true;
+
 /// The format version this code writes; it reads 1 and 2.
 pub const FORMAT_VERSION: u32 = 2;
 /// Fixed size of the footer at the end of the file (both versions).
@@ -62,6 +69,7 @@ pub const TABLE_KIND_KV_RANGEDEL: u8 = 1;
 
 /// Meta block names in the metaindex (version 2), in ascending byte order.
 const META_FILTER_BLOOM: &[u8] = b"filter.bloom";
+const META_INDEX_HASH: &[u8] = b"index.hash";
 const META_PROPERTIES: &[u8] = b"properties";
 const META_RANGEDEL: &[u8] = b"rangedel";
 

@@ -1,11 +1,13 @@
 //! Reading a table file, version 1 or 2: `open` checks only what sits at the
 //! end of the file (footer, metaindex, properties), so opening a database
 //! touches a page or two per table. The index is checked and decoded the
-//! first time a read needs it ([`Table::meta`]), the bloom filter the first
-//! time a point read does (scans never read it);
+//! first time a read needs it ([`Table::meta`]), the bloom filter and the
+//! hash index the first time a point read needs them (scans never read
+//! them);
 //! data blocks are checked the first time they are touched and then trusted
 //! (see "Checksums" in docs/format-table.md). An uncompressed data block is
-//! read in place from the memory map, and so is an uncompressed filter.
+//! read in place from the memory map, and so are an uncompressed filter and
+//! hash index.
 //!
 //! The decoded index and filter stay with the open table (until the table
 //! cache closes it). With a block cache ([`Table::open_cached`]) their bytes
@@ -23,9 +25,10 @@ use std::sync::{Arc, OnceLock};
 use crate::cache::BlockCache;
 
 use super::block::{parse_v2_stored, BlockLayout};
-use super::bloom::may_contain;
+use super::bloom::{bloom_hash, may_contain};
 use super::compress::{decompress, TYPE_NONE};
 use super::footer::{decode_footer, Footer, FooterV1, FooterV2};
+use super::hash_index;
 use super::meta::{
     check_props, decode_index, decode_metaindex, decode_props, read_v2_entries, read_v2_raw,
     region, BlockHandle, Contents, Index,
@@ -68,6 +71,9 @@ pub struct Table {
     /// The bloom filter once a point read needed it: scans never read it,
     /// so the device reads of a cold scan are the blocks it needs.
     filter: OnceLock<Option<Filter>>,
+    /// The hash index's buckets once a point read needed them (`None`: the
+    /// table has none, or one of a version this build does not know).
+    hash: OnceLock<Option<HashBuckets>>,
     /// The properties, with the key range and timestamps widened to cover
     /// the range tombstones (what the manifest records).
     summary: TableSummary,
@@ -111,6 +117,8 @@ struct Residency {
 struct Locations {
     index: Range<usize>,
     filter: Option<Range<usize>>,
+    /// The `index.hash` block, as stored.
+    hash: Option<Range<usize>>,
 }
 
 /// What a table keeps in memory once it was first read.
@@ -139,6 +147,19 @@ enum Filter {
     Owned(Vec<u8>),
 }
 
+/// The hash index's bucket array: read in place from the file when stored
+/// uncompressed (the writer aligns it to 64-byte file offsets), else
+/// decompressed once.
+enum HashBuckets {
+    Mapped(Range<usize>),
+    Owned(Vec<u8>),
+}
+
+/// Walking more versions than this from the one the hash index names (a
+/// read at an old snapshot of a key with many versions) switches to the
+/// binary search, which finds the right one in O(log n).
+const MAX_VERSION_WALK: usize = 16;
+
 /// Read counters of one table, for the engine's statistics.
 #[derive(Debug, Default)]
 pub struct TableCounters {
@@ -150,6 +171,10 @@ pub struct TableCounters {
     pub bloom_checked: AtomicU64,
     /// Lookups the filter answered "absent", saving a data block read.
     pub bloom_useful: AtomicU64,
+    /// Point lookups that consulted the hash index (the filter let them pass).
+    pub hash_checked: AtomicU64,
+    /// Lookups the hash index answered "absent" without a data block read.
+    pub hash_useful: AtomicU64,
 }
 
 /// Where the entries of a loaded data block live: in place in the file
@@ -270,6 +295,7 @@ impl Table {
             cache,
             saw_compressed: AtomicBool::new(false),
             filter: OnceLock::new(),
+            hash: OnceLock::new(),
             summary,
             data_summary,
             range_dels: Arc::new(RangeDelSet::new(tombstones)),
@@ -361,12 +387,57 @@ impl Table {
         }
     }
 
-    /// Checks and decodes the index and filter now (tests and tools that
-    /// want open-time errors).
+    /// The `index.hash` buckets (version 2), CRC-checked and framed;
+    /// `None` without the block or for a version this build does not know.
+    fn decode_hash(&self) -> Result<Option<HashBuckets>, String> {
+        let file = self.bytes.bytes();
+        let Some(range) = &self.locations.hash else {
+            return Ok(None);
+        };
+        let at = |m: String| format!("index.hash at {}: {m}", range.start);
+        let contents = read_v2_raw(file, range.clone()).map_err(at)?;
+        let Some(layout) = hash_index::parse(&contents).map_err(at)? else {
+            return Ok(None);
+        };
+        Ok(Some(match contents {
+            Cow::Borrowed(b) => {
+                let start = offset_in(file, b).start;
+                HashBuckets::Mapped(start + layout.buckets.start..start + layout.buckets.end)
+            }
+            Cow::Owned(v) => HashBuckets::Owned(v.get(layout.buckets).unwrap_or_default().to_vec()),
+        }))
+    }
+
+    /// The hash index's buckets, checked on the first point read. A
+    /// damaged block is reported on every call (nothing is kept then).
+    fn hash_buckets(&self) -> Result<Option<&[u8]>> {
+        let hash = match self.hash.get() {
+            Some(h) => h,
+            None => {
+                let h = self
+                    .decode_hash()
+                    .map_err(|m| corrupt(&table_file_name(self.number), m))?;
+                // Another thread may have won the race with an identical value.
+                let _ = self.hash.set(h);
+                self.hash
+                    .get()
+                    .ok_or_else(|| Error::internal("table hash index vanished"))?
+            }
+        };
+        Ok(match hash {
+            None => None,
+            Some(HashBuckets::Mapped(r)) => self.bytes.bytes().get(r.clone()),
+            Some(HashBuckets::Owned(v)) => Some(v),
+        })
+    }
+
+    /// Checks and decodes the index, filter and hash index now (tests and
+    /// tools that want open-time errors).
     #[allow(dead_code)]
     pub(crate) fn load_meta(&self) -> Result<()> {
         self.meta()?;
-        self.filter_bytes().map(drop)
+        self.filter_bytes()?;
+        self.hash_buckets().map(drop)
     }
 
     /// The bloom filter, checked and decoded on the first point read. A
@@ -425,7 +496,13 @@ impl Table {
     /// index, then the block.
     ///
     /// The bloom filter, when the table has one, is consulted first: a key
-    /// it rules out costs no data block read.
+    /// it rules out costs no data block read. (It is an eighth the size of
+    /// the hash index, so it stays in the CPU caches where the hash index
+    /// does not: probing it first made absent keys faster and present ones
+    /// no slower, docs/performance.md "Hash index".) Then a table with a
+    /// hash index goes from the key's hash to the entry of its newest
+    /// version ([`Table::get_hashed`]), which also catches the filter's
+    /// false positives without a data block read.
     pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableGet<'_>>> {
         // The index first, so a damaged one fails every read, even of keys
         // the filter rules out.
@@ -441,6 +518,19 @@ impl Table {
                 return Ok(None);
             }
         }
+        if let Some(buckets) = self.hash_buckets()? {
+            return self.get_hashed(meta, buckets, user_key, snapshot);
+        }
+        self.get_searched(meta, user_key, snapshot)
+    }
+
+    /// [`Table::get`] by binary search: the index, then the block.
+    fn get_searched(
+        &self,
+        meta: &Meta,
+        user_key: &[u8],
+        snapshot: Timestamp,
+    ) -> Result<Option<TableGet<'_>>> {
         // The first entry at or after (user_key, snapshot) in internal order
         // is the newest version with ts <= snapshot, if it is of user_key.
         let found = self.find_with(
@@ -463,6 +553,106 @@ impl Table {
             buf: cursor.buf,
             pos: cursor.entry,
         }))
+    }
+
+    /// [`Table::get`] through the hash index: each slot whose fingerprint
+    /// matches names (block, entry) of some key's newest version; the
+    /// first whose key is `user_key` is where its versions start (newest
+    /// first), and the answer is the first of them with ts <= `snapshot`.
+    /// No match: the key is not in the table, and no data block was read.
+    fn get_hashed<'a>(
+        &'a self,
+        meta: &Meta,
+        buckets: &[u8],
+        user_key: &[u8],
+        snapshot: Timestamp,
+    ) -> Result<Option<TableGet<'a>>> {
+        self.counters
+            .hash_checked
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        let mut read_a_block = false;
+        for slot in hash_index::probe(buckets, bloom_hash(user_key)) {
+            read_a_block = true;
+            let block = slot.block as usize;
+            if block >= meta.index.handles.len() {
+                return Err(corrupt(
+                    &table_file_name(self.number),
+                    format!(
+                        "index.hash names data block {block} of {}",
+                        meta.index.handles.len()
+                    ),
+                ));
+            }
+            let (buf, layout) = self.load_block_with(meta, block, true)?;
+            let idx = match self.walk_versions(
+                block,
+                self.buf_bytes(&buf),
+                &layout,
+                usize::from(slot.entry),
+                user_key,
+                snapshot,
+            )? {
+                Walk::OtherKey => continue, // a fingerprint collision
+                Walk::NoVersion => return Ok(None),
+                Walk::Search => return self.get_searched(meta, user_key, snapshot),
+                Walk::Found(idx) => idx,
+            };
+            let cursor = self.cursor(block, buf, layout, idx)?;
+            return Ok(Some(TableGet {
+                table: self,
+                buf: cursor.buf,
+                pos: cursor.entry,
+            }));
+        }
+        if !read_a_block {
+            self.counters
+                .hash_useful
+                .fetch_add(1, AtomicOrdering::Relaxed);
+        }
+        Ok(None)
+    }
+
+    /// From entry `idx` of a loaded block, which the hash index names as
+    /// the newest version of some key: whether that key is `user_key`, and
+    /// then which of its versions (walking forward) is the newest with
+    /// ts <= `snapshot`.
+    fn walk_versions(
+        &self,
+        block: usize,
+        bytes: &[u8],
+        layout: &BlockLayout,
+        mut idx: usize,
+        user_key: &[u8],
+        snapshot: Timestamp,
+    ) -> Result<Walk> {
+        let key_at = |j: usize| {
+            let raw = layout.key(bytes, j).map_err(|m| {
+                self.block_error(block, format!("entry {j} (from index.hash): {m}"))
+            })?;
+            decode_internal(raw)
+                .ok_or_else(|| self.block_error(block, format!("entry {j}: bad internal key")))
+        };
+        let first = key_at(idx)?;
+        if first.user_key != user_key {
+            return Ok(Walk::OtherKey);
+        }
+        let mut ts = first.ts;
+        let mut steps = 0;
+        while ts > snapshot {
+            idx += 1;
+            steps += 1;
+            // Older versions may continue in the next block, or be many:
+            // the binary search handles both.
+            if idx == layout.count() || steps > MAX_VERSION_WALK {
+                return Ok(Walk::Search);
+            }
+            let k = key_at(idx)?;
+            if k.user_key != user_key {
+                return Ok(Walk::NoVersion);
+            }
+            ts = k.ts;
+        }
+        Ok(Walk::Found(idx))
     }
 
     /// Whether [`Table::get`] of `user_key` would find everything it reads
@@ -514,20 +704,54 @@ impl Table {
                 return Ok(true);
             }
         }
+        if self.hash.get().is_none() {
+            if let Some(r) = &self.locations.hash {
+                if !self.bytes.is_resident(r.clone()) {
+                    return Ok(false);
+                }
+            }
+        }
+        if let Some(buckets) = self.hash_buckets()? {
+            let hash = bloom_hash(user_key);
+            if let Some(HashBuckets::Mapped(r)) = self.hash.get().and_then(Option::as_ref) {
+                let span = hash_index::probe_span(r.len(), hash);
+                if !self
+                    .bytes
+                    .is_resident(r.start + span.start..r.start + span.end)
+                {
+                    return Ok(false);
+                }
+            }
+            // Every block a matching fingerprint sends the read to. (Older
+            // versions continued in the next block are read without asking.)
+            for slot in hash_index::probe(buckets, hash) {
+                match meta.index.handles.get(slot.block as usize) {
+                    Some(h) if !self.block_is_resident(h) => return Ok(false),
+                    Some(_) => {}
+                    None => return Ok(true), // the read reports the damage
+                }
+            }
+            return Ok(true);
+        }
         let before = |k: &[u8], ts| compare_versions(k, ts, user_key, snapshot) == Ordering::Less;
         let block = self.find_block(meta, &before, Some(user_key))?;
         let Some(h) = meta.index.handles.get(block) else {
             return Ok(true); // past the last block: nothing to read
         };
-        let offset = h.offset;
+        Ok(self.block_is_resident(h))
+    }
+
+    /// Whether loading the data block `h` reads only memory: it is in the
+    /// block cache, or its pages are in the page cache.
+    fn block_is_resident(&self, h: &BlockHandle) -> bool {
         if self.saw_compressed.load(AtomicOrdering::Relaxed) {
             if let Some(cache) = &self.cache {
                 if cache.data((self.number, h.offset as u64)).is_some() {
-                    return Ok(true);
+                    return true;
                 }
             }
         }
-        Ok(self.bytes.is_resident(offset..offset + h.len))
+        self.bytes.is_resident(h.offset..h.offset + h.len)
     }
 
     /// Bytes of table data read so far through get/iter: each time a data
@@ -569,6 +793,27 @@ impl Table {
     #[cfg(test)]
     pub(crate) fn meta_loaded(&self) -> bool {
         self.meta.get().is_some()
+    }
+
+    /// The data block a point read of `user_key`'s newest version reads,
+    /// by the index search, for tests.
+    #[cfg(test)]
+    pub(crate) fn block_holding(&self, user_key: &[u8]) -> usize {
+        let meta = self.meta().unwrap();
+        self.find_block(meta, &|k: &[u8], _| k < user_key, Some(user_key))
+            .unwrap()
+    }
+
+    /// Whether the table has a hash index this build reads, for tests.
+    #[cfg(test)]
+    pub(crate) fn has_hash_index(&self) -> bool {
+        self.hash_buckets().unwrap().is_some()
+    }
+
+    /// Byte range of the `index.hash` block as stored, for tests.
+    #[cfg(test)]
+    pub(crate) fn hash_region(&self) -> Option<Range<usize>> {
+        self.locations.hash.clone()
     }
 
     /// Whether the table has a bloom filter, for tests.
@@ -914,6 +1159,18 @@ fn corrupt(name: &str, msg: impl fmt::Display) -> Error {
     Error::corruption(format!("table {name}: {msg}"))
 }
 
+/// Where [`Table::walk_versions`] ended.
+enum Walk {
+    /// The slot's entry is another key's (their fingerprints collide).
+    OtherKey,
+    /// The key is here, but every version of it is newer than the snapshot.
+    NoVersion,
+    /// The walk left the block or went on too long: search instead.
+    Search,
+    /// The entry number of the answer.
+    Found(usize),
+}
+
 /// The first `i` in `0..n` for which `before(i)` is false (binary search;
 /// `before` must be true on a prefix), or `n`.
 fn partition(n: usize, mut before: impl FnMut(usize) -> Result<bool>) -> Result<usize> {
@@ -956,6 +1213,7 @@ fn open_v1(
     let locations = Locations {
         index: index_range,
         filter: None,
+        hash: None,
     };
     Ok((locations, summary))
 }
@@ -1003,6 +1261,7 @@ fn open_v2(
     let locations = Locations {
         index: index_range,
         filter: meta.filter_bloom,
+        hash: meta.index_hash,
     };
     Ok((locations, summary, tombstones))
 }

@@ -621,3 +621,6 @@ proptest! {
 
 #[path = "tests_v2.rs"]
 mod v2;
+
+#[path = "tests_hash.rs"]
+mod hash;

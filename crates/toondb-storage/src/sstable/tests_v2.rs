@@ -238,7 +238,12 @@ fn bloom_filter_skips_data_blocks_for_absent_keys() {
     let rows: Vec<Row> = (0..4000u32)
         .map(|i| put(format!("key{:06}", 2 * i).as_bytes(), 5, b"value"))
         .collect();
-    let (table, _) = build_mapped(&rows, 512);
+    // Without a hash index, which would answer in the filter's place.
+    let options = TableOptions {
+        hash_index: false,
+        ..opts(512, Compression::default())
+    };
+    let (table, _) = build_mapped_with(&rows, options);
     let c = table.counters();
     let reads = |c: &TableCounters| {
         c.data_block_reads
@@ -281,6 +286,7 @@ fn tables_without_a_filter_read_blocks_for_absent_keys() {
         .collect();
     let options = TableOptions {
         bloom_bits_per_key: 0,
+        hash_index: false,
         ..opts(512, Compression::None)
     };
     let (table, _) = build_mapped_with(&rows, options);
@@ -349,12 +355,14 @@ fn arb_options() -> impl Strategy<Value = TableOptions> {
         0usize..300,
         prop::sample::select(ALL_COMPRESSIONS.to_vec()),
         prop::sample::select(vec![0u32, 1, 4, 10, 40]),
+        any::<bool>(),
     )
         .prop_map(
-            |(block_size, compression, bloom_bits_per_key)| TableOptions {
+            |(block_size, compression, bloom_bits_per_key, hash_index)| TableOptions {
                 block_size,
                 compression,
                 bloom_bits_per_key,
+                hash_index,
             },
         )
 }
@@ -467,11 +475,18 @@ fn measure_compression() {
 /// Open reads only the end of the file; the index is checked on the first
 /// read and the filter on the first point read, which report their damage
 /// as corruption (and keep reporting it), while an undamaged table reads
-/// normally. Iterators do not read the filter.
+/// normally. Iterators do not read the filter. (Without a hash index: a
+/// table with one reads that instead of the filter, see tests_hash.rs.)
 #[test]
 fn index_and_filter_are_checked_on_first_read_not_at_open() {
     let rows = damage_rows();
-    let file = build_bytes(&rows, 64);
+    let file = build_bytes_with(
+        &rows,
+        TableOptions {
+            hash_index: false,
+            ..opts(64, Compression::None)
+        },
+    );
     let table = Table::open(7, Arc::new(VecBytes(file.clone()))).unwrap();
     assert!(!table.meta_loaded(), "open decoded the index");
     let (user_key, ts, _, value) = rows[0].clone();
