@@ -1,0 +1,321 @@
+//! Review s25: `Scan::next_batch_into` (the reused key buffer, packed
+//! batches), `Scan::restarted` (iterator seeks), level cursors and level-0
+//! tables skipped by the scan's bounds, and compaction outputs cut at
+//! partitions, against a BTreeMap model: every bound combination, reverse,
+//! limit, batch sizes, range tombstones, many versions kept by snapshots.
+
+use std::collections::BTreeMap;
+use std::ops::Bound;
+
+use toondb_storage::{Database, EntrySink, Options, PackedBatch, Scan, ScanOptions, Snapshot};
+
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+fn small() -> Options {
+    Options::default()
+        .memtable_size(4096)
+        .block_size(256)
+        .target_file_size(2048)
+        .level_base_bytes(8192)
+        .level_size_ratio(2)
+        .l0_compaction_trigger(2)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn key(i: u64) -> Vec<u8> {
+    format!("k{i:04}").into_bytes()
+}
+
+fn bound(rng: &mut Rng, n: u64) -> Bound<Vec<u8>> {
+    match rng.below(4) {
+        0 => Bound::Unbounded,
+        1 => Bound::Included(key(rng.below(n + 2))),
+        2 => Bound::Excluded(key(rng.below(n + 2))),
+        // A key between two model keys.
+        _ => Bound::Included(format!("k{:04}5", rng.below(n)).into_bytes()),
+    }
+}
+
+fn model_range(m: &Model, o: &ScanOptions) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let lo = o.lower.clone();
+    let hi = o.upper.clone();
+    // BTreeMap::range panics on inverted/equal-excluded ranges: filter by hand.
+    let inside = |k: &Vec<u8>| {
+        let a = match &lo {
+            Bound::Included(l) => k >= l,
+            Bound::Excluded(l) => k > l,
+            Bound::Unbounded => true,
+        };
+        let b = match &hi {
+            Bound::Included(h) => k <= h,
+            Bound::Excluded(h) => k < h,
+            Bound::Unbounded => true,
+        };
+        a && b
+    };
+    let mut v: Vec<_> = m
+        .iter()
+        .filter(|(k, _)| inside(k))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    if o.reverse {
+        v.reverse();
+    }
+    if let Some(l) = o.limit {
+        v.truncate(l);
+    }
+    v
+}
+
+/// Unpacks one sealed PackedBatch.
+fn unseal(sealed: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let n = u32::from_le_bytes(sealed[sealed.len() - 4..].try_into().unwrap()) as usize;
+    let at = sealed.len() - 4 - 8 * n;
+    let ends: Vec<usize> = (0..2 * n)
+        .map(|i| {
+            u32::from_le_bytes(sealed[at + 4 * i..at + 4 * i + 4].try_into().unwrap()) as usize
+        })
+        .collect();
+    let mut out = Vec::new();
+    let mut start = 0;
+    for i in 0..n {
+        let (ke, ve) = (ends[2 * i], ends[2 * i + 1]);
+        out.push((sealed[start..ke].to_vec(), sealed[ke..ve].to_vec()));
+        start = ve;
+    }
+    out
+}
+
+/// Drains `scan` with varying batch sizes and byte budgets, through both
+/// the packed sink (one reused PackedBatch) and the Vec sink.
+fn drain(scan: &mut Scan, rng: &mut Rng) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut packed = PackedBatch::new(true, true);
+    for _ in 0..100_000 {
+        let max = 1 + rng.below(7) as usize;
+        let bytes = [1usize, 10, 30, 1 << 20][rng.below(4) as usize];
+        let n = if rng.below(2) == 0 {
+            packed.reset(true, true, 1 << 20);
+            let n = scan.next_batch_into(max, bytes, &mut packed).unwrap();
+            assert_eq!(n, packed.len());
+            out.extend(unseal(packed.seal()));
+            n
+        } else {
+            let mut v: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let n = scan
+                .next_batch_into(max, bytes, &mut v as &mut dyn EntrySink)
+                .unwrap();
+            assert_eq!(n, v.len());
+            out.extend(v);
+            n
+        };
+        assert!(n <= max);
+        if n == 0 {
+            return out;
+        }
+    }
+    panic!("scan never ended");
+}
+
+fn random_options(rng: &mut Rng, n: u64) -> ScanOptions {
+    let mut o = ScanOptions::default()
+        .lower(bound(rng, n))
+        .upper(bound(rng, n))
+        .reverse(rng.below(2) == 0);
+    if rng.below(3) == 0 {
+        o = o.limit(rng.below(20) as usize);
+    }
+    if rng.below(5) == 0 {
+        o = o.within_prefix(format!("k00{}", rng.below(3)).as_bytes());
+    }
+    o
+}
+
+#[test]
+fn scans_and_restarted_scans_match_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), small()).unwrap();
+    let n = 300u64;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut model = Model::new();
+    // (snapshot, model at it, a scan made at the same time)
+    let mut held: Vec<(Snapshot, Model, Scan, ScanOptions)> = Vec::new();
+    for round in 0..60 {
+        for _ in 0..60 {
+            let i = rng.below(n);
+            match rng.below(10) {
+                0..=5 => {
+                    let len = [1usize, 8, 40, 300][rng.below(4) as usize];
+                    let v = vec![b'a' + (rng.below(26) as u8); len];
+                    db.put(key(i), &v).unwrap();
+                    model.insert(key(i), v);
+                }
+                6..=7 => {
+                    db.delete(key(i)).unwrap();
+                    model.remove(&key(i));
+                }
+                8 => {
+                    let j = (i + 1 + rng.below(30)).min(n + 1);
+                    db.delete_range(key(i), key(j)).unwrap();
+                    model.retain(|k, _| !(k.as_slice() >= key(i).as_slice() && k < &key(j)));
+                }
+                _ => {
+                    // A range delete through scan-style bounds (db.clear).
+                    let lo = Bound::Excluded(key(i));
+                    let hi = Bound::Included(key((i + rng.below(10)).min(n)));
+                    db.delete_bounds(lo.clone(), hi.clone(), Default::default())
+                        .unwrap();
+                    let o = ScanOptions::default().lower(lo).upper(hi);
+                    for (k, _) in model_range(&model, &o) {
+                        model.remove(&k);
+                    }
+                }
+            }
+        }
+        match round % 7 {
+            2 => db.flush().unwrap(),
+            5 => db.compact().unwrap(),
+            _ => {}
+        }
+        for _ in 0..6 {
+            let o = random_options(&mut rng, n);
+            let mut scan = db.scan(o.clone()).unwrap();
+            let got = drain(&mut scan, &mut rng);
+            assert_eq!(got, model_range(&model, &o), "round {round}: {o:?}");
+        }
+        if rng.below(3) == 0 {
+            let o = random_options(&mut rng, n);
+            let snap = db.snapshot().unwrap();
+            let scan = db.scan(o.clone()).unwrap();
+            held.push((snap, model.clone(), scan, o));
+            if held.len() > 4 {
+                held.remove(0);
+            }
+        }
+        // Every held scan, restarted now (after later writes, flushes and
+        // compactions), still reads its own data; so does its snapshot.
+        for (snap, m, scan, o) in &held {
+            let mut o2 = random_options(&mut rng, n);
+            o2.reverse = o.reverse;
+            let mut re = scan.restarted(o2.clone()).unwrap();
+            assert_eq!(
+                drain(&mut re, &mut rng),
+                model_range(m, &o2),
+                "round {round}: restarted {o2:?}"
+            );
+            let mut s = snap.scan(o2.clone()).unwrap();
+            assert_eq!(
+                drain(&mut s, &mut rng),
+                model_range(m, &o2),
+                "round {round}: snapshot {o2:?}"
+            );
+        }
+        for i in 0..n {
+            if rng.below(10) == 0 {
+                assert_eq!(
+                    db.get(key(i)).unwrap(),
+                    model.get(&key(i)).cloned(),
+                    "round {round}: get {i}"
+                );
+            }
+        }
+    }
+    drop(held);
+    db.compact().unwrap();
+    for _ in 0..30 {
+        let o = random_options(&mut rng, n);
+        let mut scan = db.scan(o.clone()).unwrap();
+        assert_eq!(
+            drain(&mut scan, &mut rng),
+            model_range(&model, &o),
+            "final {o:?}"
+        );
+    }
+}
+
+/// Seeks (restarted scans) to exactly each table's smallest and largest
+/// key and just around them, forward and reverse, inclusive and exclusive
+/// ends, with many versions of boundary keys held by snapshots.
+#[test]
+fn seeks_to_table_boundaries() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), small().auto_compaction(false)).unwrap();
+    let mut model = Model::new();
+    let mut snaps = Vec::new();
+    for round in 0..6u64 {
+        for i in 0..200u64 {
+            let v = format!("v{round}-{i}-{}", "x".repeat((i % 50) as usize)).into_bytes();
+            db.put(key(i), &v).unwrap();
+            model.insert(key(i), v);
+        }
+        snaps.push((db.snapshot().unwrap(), model.clone()));
+        db.flush().unwrap();
+    }
+    db.compact().unwrap();
+    let base = db.scan(ScanOptions::default()).unwrap();
+    // Every key as a bound point, and the points between keys.
+    let mut points: Vec<Vec<u8>> = (0..201).map(key).collect();
+    points.extend((0..200).map(|i| format!("k{i:04}\0").into_bytes()));
+    for p in &points {
+        for (lo_incl, hi_incl) in [(true, true), (true, false), (false, true), (false, false)] {
+            for reverse in [false, true] {
+                let lower = if lo_incl {
+                    Bound::Included(p.clone())
+                } else {
+                    Bound::Excluded(p.clone())
+                };
+                let o = ScanOptions::default()
+                    .lower(lower)
+                    .reverse(reverse)
+                    .limit(3);
+                let mut s = base.restarted(o.clone()).unwrap();
+                assert_eq!(
+                    s.next_batch(10, 1 << 20).unwrap(),
+                    model_range(&model, &o),
+                    "{o:?}"
+                );
+                let upper = if hi_incl {
+                    Bound::Included(p.clone())
+                } else {
+                    Bound::Excluded(p.clone())
+                };
+                let o = ScanOptions::default()
+                    .upper(upper)
+                    .reverse(reverse)
+                    .limit(3);
+                let mut s = base.restarted(o.clone()).unwrap();
+                assert_eq!(
+                    s.next_batch(10, 1 << 20).unwrap(),
+                    model_range(&model, &o),
+                    "{o:?}"
+                );
+                // Exactly one key.
+                let o = ScanOptions::default()
+                    .lower(Bound::Included(p.clone()))
+                    .upper(Bound::Included(p.clone()))
+                    .reverse(reverse);
+                for (snap, m) in &snaps {
+                    let mut s = snap.scan(o.clone()).unwrap();
+                    assert_eq!(
+                        s.next_batch(10, 1 << 20).unwrap(),
+                        model_range(m, &o),
+                        "{o:?} at {}",
+                        snap.ts()
+                    );
+                }
+            }
+        }
+    }
+}
