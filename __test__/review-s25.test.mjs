@@ -193,6 +193,31 @@ describe('iterator Buffers and lifetimes', { timeout: TIMEOUT }, () => {
     await db.close()
   })
 
+  test('an iterator read to its end (not closed) pins its timestamp only, not replaced table files', async () => {
+    const fs = await import('node:fs')
+    const dir = tmp.dir()
+    const db = await Database.open(dir, { memtableSize: 64 << 10, autoCompaction: false })
+    await db.batch(Array.from({ length: 2000 }, (_, i) => ({ type: 'put', key: k(i), value: `first-${i}` })))
+    await db.flush()
+    const it = db.iterator()
+    let n = 0
+    while (it.nextSync() !== undefined) n++
+    assert.equal(n, 2000)
+    for (let r = 0; r < 3; r++) {
+      await db.batch(Array.from({ length: 2000 }, (_, i) => ({ type: 'put', key: k(i), value: `later-${r}` })))
+      await db.flush()
+      await db.compact()
+    }
+    const ssts = fs.readdirSync(dir).filter((f) => f.endsWith('.sst')).length
+    assert.equal(ssts, db.stats().tables, 'replaced table files stay on disk while the ended iterator lives')
+    assert.equal(db.stats().liveSnapshots, 1, 'the ended iterator keeps its snapshot (documented), for seek()')
+    it.seek(k(7))
+    assert.deepEqual((await it.nextv(2)).map(([a, b]) => [str(a), str(b)]), [[k(7), 'first-7'], [k(8), 'first-8']])
+    await it.close()
+    assert.equal(db.stats().liveSnapshots, 0)
+    await db.close()
+  })
+
   test('a database closed mid-iteration: TOONDB_CLOSED from next and seek, no crash', async () => {
     const db = await Database.open(tmp.dir())
     await db.batch(Array.from({ length: 500 }, (_, i) => ({ type: 'put', key: k(i), value: 'v' })))

@@ -198,7 +198,11 @@ fn scans_and_restarted_scans_match_the_model() {
         if rng.below(3) == 0 {
             let o = random_options(&mut rng, n);
             let snap = db.snapshot().unwrap();
-            let scan = db.scan(o.clone()).unwrap();
+            let mut scan = db.scan(o.clone()).unwrap();
+            if rng.below(2) == 0 {
+                // Finished scans restart too (an ended iterator's seek).
+                assert_eq!(drain(&mut scan, &mut rng), model_range(&model, &o));
+            }
             held.push((snap, model.clone(), scan, o));
             if held.len() > 4 {
                 held.remove(0);
@@ -318,4 +322,64 @@ fn seeks_to_table_boundaries() {
             }
         }
     }
+}
+
+fn sst_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".sst"))
+        })
+        .count()
+}
+
+/// A finished scan kept for a later `restarted` (an iterator that reached
+/// its end and may still seek) pins its timestamp only: the table files
+/// compaction replaced since are deleted, and a restart still reads the
+/// scan's data.
+#[test]
+fn a_finished_scan_pins_no_table_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), small().auto_compaction(false)).unwrap();
+    let mut first = Model::new();
+    for i in 0..300u64 {
+        let v = format!("first-{i}").into_bytes();
+        db.put(key(i), &v).unwrap();
+        first.insert(key(i), v);
+    }
+    db.flush().unwrap();
+    db.compact().unwrap();
+    let mut scan = db.scan(ScanOptions::default()).unwrap();
+    let mut rng = Rng(7);
+    assert_eq!(
+        drain(&mut scan, &mut rng),
+        model_range(&first, &ScanOptions::default())
+    );
+    assert!(scan.is_done());
+    for round in 0..3 {
+        for i in 0..300u64 {
+            db.put(key(i), format!("later-{round}-{i}")).unwrap();
+        }
+        db.delete_range(key(10), key(20)).unwrap();
+        db.flush().unwrap();
+        db.compact().unwrap();
+    }
+    assert_eq!(
+        sst_files(dir.path()) as u64,
+        db.stats().tables,
+        "table files compaction replaced are still on disk: the finished scan pins them"
+    );
+    // The scan's data is still what a restart reads (its timestamp is pinned).
+    for o in [
+        ScanOptions::default()
+            .lower(Bound::Included(key(5)))
+            .limit(20),
+        ScanOptions::default().reverse(true),
+    ] {
+        let mut re = scan.restarted(o.clone()).unwrap();
+        assert_eq!(drain(&mut re, &mut rng), model_range(&first, &o));
+    }
+    drop(scan);
+    assert_eq!(db.stats().live_snapshots, 0);
 }
