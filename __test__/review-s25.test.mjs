@@ -296,6 +296,29 @@ describe('getMany (readMany)', { timeout: TIMEOUT }, () => {
     await assertRejectsCode(() => db.getMany(['a']), 'TOONDB_CLOSED')
   })
 
+  test('small values totalling more than the 1 MiB pack limit, mixed with absent and large ones', async () => {
+    const db = await Database.open(tmp.dir(), { compression: 'none' })
+    const keys = []
+    const want = []
+    for (let i = 0; i < 400; i++) {
+      const size = i % 50 === 7 ? 40000 : 4000 - (i % 5)
+      if (i % 9 !== 3) {
+        await db.put(k(i), Buffer.alloc(size, i & 255))
+        want.push(Buffer.alloc(size, i & 255))
+      } else want.push(null)
+      keys.push(k(i))
+    }
+    for (const flushed of [false, true]) {
+      if (flushed) await db.flush()
+      const got = await db.getMany(keys)
+      assert.equal(got.length, want.length)
+      got.forEach((v, i) => assert.deepEqual(v, want[i], `key ${i}`))
+      got.forEach((v) => v && v.fill(1))
+      assert.deepEqual(db.getSync(k(0)), want[0])
+    }
+    await db.close()
+  })
+
   test('a key array whose accessor calls getMany again does not abort the process', async () => {
     const script = `
       const { Database } = require(${JSON.stringify(INDEX_JS)})

@@ -383,3 +383,109 @@ fn a_finished_scan_pins_no_table_files() {
     drop(scan);
     assert_eq!(db.stats().live_snapshots, 0);
 }
+
+/// Plain scans step over the reserved (table) key range with one jump and
+/// over range-deleted pieces with others; with keys on both sides of the
+/// reserved range, range deletes next to it, small batches, both
+/// directions, restarts, in memtables and tables.
+#[test]
+fn jumps_over_reserved_keys_and_range_deleted_pieces() {
+    use toondb_storage::{ColumnDef, ColumnType, Schema, Value};
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), small()).unwrap();
+    let t = db
+        .create_table(
+            "t",
+            Schema::new(
+                vec![
+                    ColumnDef::new("id", ColumnType::I64),
+                    ColumnDef::new("v", ColumnType::I64),
+                ],
+                "id",
+            ),
+        )
+        .unwrap();
+    let rows: Vec<Vec<Value>> = (0..500)
+        .map(|i| vec![Value::I64(i), Value::I64(i * 2)])
+        .collect();
+    t.upsert(&db, &rows).unwrap();
+    let mut model = Model::new();
+    let user_keys: Vec<Vec<u8>> = (0..60u8)
+        .flat_map(|i| {
+            [
+                vec![0xfe, i],
+                vec![0xff, 0x00, 0x00, i],
+                vec![0xff, 0x00, 0x02, i],
+                vec![0xff, 0x01, i],
+                vec![0xff, 0xff, i],
+            ]
+        })
+        .collect();
+    for (n, k) in user_keys.iter().enumerate() {
+        let v = format!("v{n}").into_bytes();
+        db.put(k, &v).unwrap();
+        model.insert(k.clone(), v);
+    }
+    let mut rng = Rng(99);
+    for round in 0..4 {
+        // Range deletes right below and right above the reserved range.
+        let below = (
+            vec![0xff, 0x00, 0x00, 10 * round],
+            vec![0xff, 0x00, 0x00, 10 * round + 25],
+        );
+        let above = (
+            vec![0xff, 0x00, 0x02, 5 * round],
+            vec![0xff, 0x01, 7 * round],
+        );
+        for (s, e) in [&below, &above] {
+            db.delete_range(s, e).unwrap();
+            model.retain(|k, _| !(k >= s && k < e));
+        }
+        // A clear over everything above 0xfe (skips the reserved keys).
+        if round == 3 {
+            let lo = Bound::Included(vec![0xfe, 50]);
+            let hi = Bound::Excluded(vec![0xff, 0x00, 0x00, 50]);
+            db.delete_bounds(lo.clone(), hi.clone(), Default::default())
+                .unwrap();
+            let o = ScanOptions::default().lower(lo).upper(hi);
+            for (k, _) in model_range(&model, &o) {
+                model.remove(&k);
+            }
+        }
+        match round {
+            1 => db.flush().unwrap(),
+            2 => db.compact().unwrap(),
+            _ => {}
+        }
+        let base = db.scan(ScanOptions::default()).unwrap();
+        for _ in 0..30 {
+            let pick =
+                |rng: &mut Rng| user_keys[rng.below(user_keys.len() as u64) as usize].clone();
+            let mut o = ScanOptions::default().reverse(rng.below(2) == 0);
+            if rng.below(2) == 0 {
+                o = o.lower(Bound::Included(pick(&mut rng)));
+            }
+            if rng.below(2) == 0 {
+                o = o.upper(Bound::Excluded(pick(&mut rng)));
+            }
+            if rng.below(3) == 0 {
+                o = o.limit(rng.below(50) as usize);
+            }
+            let mut s = db.scan(o.clone()).unwrap();
+            assert_eq!(
+                drain(&mut s, &mut rng),
+                model_range(&model, &o),
+                "round {round} {o:?}"
+            );
+            let mut s = base.restarted(o.clone()).unwrap();
+            assert_eq!(
+                drain(&mut s, &mut rng),
+                model_range(&model, &o),
+                "round {round} restarted {o:?}"
+            );
+        }
+    }
+    // The table is intact.
+    let row = t.get(&db, &Value::I64(77), None).unwrap().unwrap();
+    assert_eq!(row[1].1, Value::I64(154));
+}
