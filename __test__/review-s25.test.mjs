@@ -218,6 +218,28 @@ describe('iterator Buffers and lifetimes', { timeout: TIMEOUT }, () => {
     await db.close()
   })
 
+  test('zero-copy values from get/getSync/getMany stay valid and writable after close unmapped the tables', async () => {
+    const db = await Database.open(tmp.dir(), { compression: 'none' })
+    for (let i = 0; i < 20; i++) await db.put(k(i), Buffer.alloc(40000 + i, i + 1))
+    await db.flush()
+    await db.compact()
+    const held = [await db.get(k(1)), db.getSync(k(2)), ...(await db.getMany([k(3), k(4), k(3)]))]
+    const it = db.values()
+    held.push(it.nextSync())
+    await db.close()
+    const want = [2, 3, 4, 5, 4, 1]
+    held.forEach((b, j) => {
+      assert.ok(b.every((x) => x === want[j]), `value ${j}`)
+      b.fill(0xee)
+      assert.ok(b.every((x) => x === 0xee))
+    })
+    // The rest of the batch already read, then TOONDB_CLOSED.
+    assert.throws(() => {
+      while (it.nextSync() !== undefined);
+    }, (err) => err.code === 'TOONDB_CLOSED')
+    await it.close()
+  })
+
   test('a database closed mid-iteration: TOONDB_CLOSED from next and seek, no crash', async () => {
     const db = await Database.open(tmp.dir())
     await db.batch(Array.from({ length: 500 }, (_, i) => ({ type: 'put', key: k(i), value: 'v' })))
