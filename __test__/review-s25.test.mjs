@@ -341,6 +341,23 @@ describe('getMany (readMany)', { timeout: TIMEOUT }, () => {
     await db.close()
   })
 
+  test('a key array whose accessor throws when the native side reads it: getMany rejects with that error', async () => {
+    const db = await Database.open(tmp.dir())
+    await db.put('a', 'A')
+    const keys = ['a', 'b']
+    let reads = 0
+    Object.defineProperty(keys, 1, {
+      enumerable: true,
+      get() {
+        if (++reads === 2) throw new Error('getter boom')
+        return 'b'
+      },
+    })
+    await assert.rejects(db.getMany(keys), /getter boom/)
+    assert.deepEqual((await db.getMany(['a'])).map(String), ['A'])
+    await db.close()
+  })
+
   test('a key array whose accessor calls getMany again does not abort the process', async () => {
     const script = `
       const { Database } = require(${JSON.stringify(INDEX_JS)})

@@ -87,7 +87,15 @@ pub unsafe extern "C" fn read_many(
     // SAFETY: on the JS thread, a value of this call.
     let elements = match unsafe { array_elements(env, argv[1]) } {
         Ok(elements) => elements,
-        Err(None) => return ptr::null_mut(), // an exception is pending
+        Err(None) => {
+            let mut pending = false;
+            // SAFETY: plain N-API call.
+            unsafe { sys::napi_is_exception_pending(env, &mut pending) };
+            if pending {
+                return ptr::null_mut(); // a getter threw: that error
+            }
+            return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "keys could not be read") };
+        }
         Err(Some(msg)) => return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", &msg) },
     };
     let Ok(answer) = SCRATCH.try_with(|cell| {
