@@ -388,3 +388,52 @@ describe('getMany (readMany)', { timeout: TIMEOUT }, () => {
     assert.deepEqual(lastJson(res.stdout), { outer: ['A', 'B'], nested: ['B', 'A'] })
   })
 })
+
+describe('worker threads', { timeout: TIMEOUT }, () => {
+  test('iterators and getMany on several JS threads at once (each its own pack buffers)', async () => {
+    const { Worker } = await import('node:worker_threads')
+    const dir = tmp.dir()
+    const db = await Database.open(dir)
+    await db.batch(Array.from({ length: 3000 }, (_, i) => ({ type: 'put', key: k(i), value: `v${k(i)}${'.'.repeat(i % 200)}` })))
+    await db.flush()
+    const source = `
+      const { Database } = require(${JSON.stringify(INDEX_JS)})
+      const { parentPort, workerData } = require('node:worker_threads')
+      const k = (i) => 'k' + String(i).padStart(4, '0')
+      ;(async () => {
+        const db = await Database.open(workerData.dir)
+        let n = 0, bad = 0
+        for (let r = 0; r < 150; r++) {
+          const lo = (r * 37 + workerData.t * 11) % 2900
+          for (const [key, v] of db.iterator({ gte: k(lo), limit: 100, reverse: r % 2 === 1 })) {
+            n++
+            if (!v.toString().startsWith('v' + key.toString())) bad++
+          }
+          const m = await db.getMany([k(lo), 'nope', k(lo + 1)])
+          if (!m[0].toString().startsWith('v' + k(lo)) || m[1] !== null || !m[2].toString().startsWith('v' + k(lo + 1))) bad++
+        }
+        await db.close()
+        parentPort.postMessage({ n, bad })
+      })()
+    `
+    const workers = [1, 2, 3].map(
+      (t) =>
+        new Promise((resolve, reject) => {
+          const w = new Worker(source, { eval: true, workerData: { dir, t } })
+          w.on('message', resolve)
+          w.on('error', reject)
+        }),
+    )
+    let bad = 0
+    for (let r = 0; r < 150; r++) {
+      for (const [key, v] of db.iterator({ gte: k((r * 53) % 2900), limit: 100 })) {
+        if (!v.toString().startsWith(`v${key}`)) bad++
+      }
+    }
+    const results = await Promise.all(workers)
+    assert.equal(bad, 0)
+    for (const r of results) assert.deepEqual(r, { n: 15000, bad: 0 })
+    assert.equal(db.stats().liveSnapshots, 0)
+    await db.close()
+  })
+})
