@@ -1462,7 +1462,7 @@ class Iterator {
     this.#batch = Math.min(this.#batch * 4, MAX_BATCH)
     if (batch === null) {
       this.#done = true
-      this.#closeNative() // finished: unpin now (seek() starts a new scan)
+      this.#closeNative() // finished (the engine's scan has let its tables go; seek() restarts it)
       return false
     }
     const count = batch.readUInt32LE(batch.length - 4)

@@ -80,9 +80,46 @@ pub unsafe extern "C" fn read_many(
     let Some(handle) = (unsafe { handle_arg(env, argv[0]) }) else {
         return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "not a read handle") };
     };
-    SCRATCH.with_borrow_mut(|scratch| {
-        // SAFETY: on the JS thread, arguments of this call.
-        match unsafe { read_keys(env, argv[1], scratch) } {
+    // The elements first, before any key's bytes are borrowed: reading an
+    // element can run JS (an accessor on the array), which could detach an
+    // earlier key's ArrayBuffer or call readMany again (SCRATCH is then
+    // borrowed: a panic here aborts the process).
+    // SAFETY: on the JS thread, a value of this call.
+    let elements = match unsafe { array_elements(env, argv[1]) } {
+        Ok(elements) => elements,
+        Err(None) => {
+            let mut pending = false;
+            // SAFETY: plain N-API call.
+            unsafe { sys::napi_is_exception_pending(env, &mut pending) };
+            if pending {
+                return ptr::null_mut(); // a getter threw: that error
+            }
+            return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "keys could not be read") };
+        }
+        Err(Some(msg)) => return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", &msg) },
+    };
+    let Ok(answer) = SCRATCH.try_with(|cell| {
+        let Ok(mut guard) = cell.try_borrow_mut() else {
+            // Only reachable if something above re-enters; never panic.
+            return read_with(env, handle, &elements, &mut Scratch::default());
+        };
+        read_with(env, handle, &elements, &mut guard)
+    }) else {
+        return unsafe { throw(env, "TOONDB_INTERNAL", "thread-local scratch unavailable") };
+    };
+    answer
+}
+
+/// `readMany`'s work once the key elements are gathered (no JS runs here).
+fn read_with(
+    env: sys::napi_env,
+    handle: &crate::fastget::ReadHandle,
+    elements: &[sys::napi_value],
+    scratch: &mut Scratch,
+) -> sys::napi_value {
+    {
+        // SAFETY: on the JS thread, values of this call.
+        match unsafe { read_keys(env, elements, scratch) } {
             Ok(()) => {}
             Err(msg) => return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", &msg) },
         }
@@ -144,38 +181,56 @@ pub unsafe extern "C" fn read_many(
             *packed = Vec::new();
         }
         answer
-    })
+    }
 }
 
-/// Gathers the keys of `array` into `scratch.spans` (strings encoded into
-/// `scratch.arena`).
+/// The elements of `array` (reading them may run JS: getters). `Err(None)`
+/// when an exception is pending.
 ///
 /// # Safety
 /// On the JS thread; `array` is a value of the current call.
-unsafe fn read_keys(
+unsafe fn array_elements(
     env: sys::napi_env,
     array: sys::napi_value,
-    scratch: &mut Scratch,
-) -> Result<(), String> {
-    scratch.arena.clear();
-    scratch.spans.clear();
+) -> Result<Vec<sys::napi_value>, Option<String>> {
     let mut is_array = false;
     // SAFETY: plain N-API calls.
     unsafe { sys::napi_is_array(env, array, &mut is_array) };
     if !is_array {
-        return Err("keys must be an array".into());
+        return Err(Some("keys must be an array".into()));
     }
     let mut n = 0u32;
     // SAFETY: plain N-API call on an array.
     unsafe { sys::napi_get_array_length(env, array, &mut n) };
+    let mut out = Vec::with_capacity(n as usize);
     for i in 0..n {
         let mut v = ptr::null_mut();
-        let mut vtype = 0;
-        // SAFETY: plain N-API calls.
-        unsafe {
-            sys::napi_get_element(env, array, i, &mut v);
-            sys::napi_typeof(env, v, &mut vtype);
+        // SAFETY: plain N-API call.
+        if unsafe { sys::napi_get_element(env, array, i, &mut v) } != sys::Status::napi_ok {
+            return Err(None);
         }
+        out.push(v);
+    }
+    Ok(out)
+}
+
+/// Gathers the keys (`elements`, already read from the array) into
+/// `scratch.spans` (strings encoded into `scratch.arena`). Runs no JS, so
+/// the Uint8Arrays' bytes stay put until the read is done.
+///
+/// # Safety
+/// On the JS thread; `elements` are values of the current call.
+unsafe fn read_keys(
+    env: sys::napi_env,
+    elements: &[sys::napi_value],
+    scratch: &mut Scratch,
+) -> Result<(), String> {
+    scratch.arena.clear();
+    scratch.spans.clear();
+    for (i, &v) in elements.iter().enumerate() {
+        let mut vtype = 0;
+        // SAFETY: plain N-API call (runs no JS).
+        unsafe { sys::napi_typeof(env, v, &mut vtype) };
         if vtype == sys::ValueType::napi_string {
             let mut len = 0;
             // SAFETY: a null buffer asks for the length only.

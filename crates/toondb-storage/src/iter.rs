@@ -162,7 +162,11 @@ pub fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// A scan in progress; see the module docs.
 pub struct Scan {
     engine: Arc<Engine>,
-    state: Arc<LsmState>,
+    /// The tables and memtables the scan reads; dropped once the scan is
+    /// finished, so a finished scan kept for a later `restarted` (an
+    /// ended iterator that may still seek) pins only its timestamp, not
+    /// table files compaction has replaced nor memtables flushed since.
+    state: Option<Arc<LsmState>>,
     snapshot: Timestamp,
     options: ScanOptions,
     /// The last user key already consumed; the next batch starts after it.
@@ -212,7 +216,7 @@ impl Scan {
             range_dels,
             piece: None,
             engine,
-            state,
+            state: Some(state),
             snapshot,
             options,
             resume: None,
@@ -236,9 +240,10 @@ impl Scan {
     }
 
     /// A new scan with `options` reading the same data as this one: the
-    /// same tables and memtables at the same timestamp, whatever was
-    /// written or compacted since (an iterator's `seek` without a snapshot
-    /// object of its own). Fails once the database is closed.
+    /// same tables and memtables at the same timestamp (once this scan is
+    /// finished, the current ones at that timestamp), whatever was written
+    /// or compacted since (an iterator's `seek` without a snapshot object
+    /// of its own). Fails once the database is closed.
     pub fn restarted(&self, options: ScanOptions) -> Result<Scan> {
         if self.engine.is_closed() {
             return Err(Error::closed());
@@ -246,7 +251,14 @@ impl Scan {
         // This scan's own registration keeps `snapshot` live until the new
         // one has registered too.
         let snapshot = self.engine.snapshots.acquire(|| self.snapshot);
-        let mut scan = Scan::new(self.engine.clone(), self.state.clone(), snapshot, options);
+        // A finished scan let its state go: any later state holds every
+        // version at or below the registered timestamp (compaction keeps
+        // what a registered reader needs), as a snapshot's scans rely on.
+        let state = match &self.state {
+            Some(state) => state.clone(),
+            None => self.engine.state(),
+        };
+        let mut scan = Scan::new(self.engine.clone(), state, snapshot, options);
         scan.hide_reserved = self.hide_reserved;
         Ok(scan)
     }
@@ -281,13 +293,31 @@ impl Scan {
             return Ok(0);
         }
         let (max_entries, max_bytes) = (max_entries.max(1), max_bytes.max(1));
-        let state = self.state.clone();
+        let state = match &self.state {
+            Some(state) => state.clone(),
+            None => self.engine.state(),
+        };
+        let result = self.fill_batch(&state, max_entries, max_bytes, sink);
+        if self.done {
+            self.state = None;
+            self.piece = None;
+        }
+        result
+    }
+
+    fn fill_batch(
+        &mut self,
+        state: &Arc<LsmState>,
+        max_entries: usize,
+        max_bytes: usize,
+        sink: &mut dyn EntrySink,
+    ) -> Result<usize> {
         let mut delivered = 0usize;
         let mut bytes = 0usize;
         let mut key = Vec::new();
         let mut value = Vec::new();
         loop {
-            let mut merged = self.open_merge(&state)?;
+            let mut merged = self.open_merge(state)?;
             // The last key this pass consumed (delivered or found hidden).
             let mut last: Option<Vec<u8>> = None;
             let mut jumped = false;
@@ -317,7 +347,7 @@ impl Scan {
                     jumped = true;
                     break;
                 }
-                if let Some(exit) = self.skip_covered_piece(&state, &key)? {
+                if let Some(exit) = self.skip_covered_piece(state, &key)? {
                     // Step over a range-deleted piece with one re-seek.
                     self.jump = Some(exit);
                     self.resume = None;
