@@ -403,24 +403,40 @@ pub(crate) fn note_writes(table: &Table, engine: &Arc<Engine>, rows: usize) {
         }
         *n = 0;
     }
-    let (engine, table) = (engine.clone(), table.clone());
+    // Held from the closed check until the handle is stored, so a thread
+    // is never started after shutdown joined the last one, and a newer
+    // handle is never overwritten by an older one.
+    let mut slot = state.chunker.lock();
+    if slot.closed {
+        state.chunker_busy.store(false, Ordering::Release);
+        return;
+    }
+    let (engine2, table) = (engine.clone(), table.clone());
     let spawned = std::thread::Builder::new()
         .name("toondb-chunker".into())
         .spawn(move || {
-            let _ = table.chunk_engine(&engine, true, PIECE_ROWS);
-            engine.columnar.chunker_busy.store(false, Ordering::Release);
+            let _ = table.chunk_engine(&engine2, true, PIECE_ROWS);
+            engine2
+                .columnar
+                .chunker_busy
+                .store(false, Ordering::Release);
         });
     match spawned {
         // The previous thread has finished (`chunker_busy` was false).
-        Ok(handle) => drop(state.chunker.lock().replace(handle)),
+        Ok(handle) => drop(slot.handle.replace(handle)),
         Err(_) => state.chunker_busy.store(false, Ordering::Release),
     }
 }
 
-/// Waits for the automatic chunking thread, if one runs: at shutdown, once
-/// commits are refused, so it ends at its next commit at the latest.
+/// Waits for the automatic chunking thread, if one runs, and lets no new
+/// one start: at shutdown, once commits are refused, so it ends at its
+/// next commit at the latest. Returns whether it panicked.
 pub(crate) fn join_chunker(engine: &Engine) -> bool {
-    let handle = engine.columnar.chunker.lock().take();
+    let handle = {
+        let mut slot = engine.columnar.chunker.lock();
+        slot.closed = true;
+        slot.handle.take()
+    };
     handle.is_some_and(|h| h.join().is_err())
 }
 

@@ -21,9 +21,16 @@ pub(crate) struct ReadCounters {
     pub(crate) chunker_busy: std::sync::atomic::AtomicBool,
     /// The last automatic chunking thread, joined at shutdown so that no
     /// thread of a closed database outlives its `close()`.
-    pub(crate) chunker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    pub(crate) chunker: Mutex<ChunkerSlot>,
     /// The catalog at the visible timestamp (catalog_cache.rs).
     pub(crate) catalog: super::catalog_cache::CatalogCache,
+}
+
+#[derive(Default)]
+pub(crate) struct ChunkerSlot {
+    pub(crate) handle: Option<std::thread::JoinHandle<()>>,
+    /// Set by shutdown: no chunker starts after it.
+    pub(crate) closed: bool,
 }
 
 impl ReadCounters {
