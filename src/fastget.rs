@@ -69,6 +69,17 @@ pub(crate) unsafe fn handle_arg<'a>(
     env: sys::napi_env,
     v: sys::napi_value,
 ) -> Option<&'a ReadHandle> {
+    // SAFETY: index.js passes only externals `create_handle` made.
+    unsafe { external_arg(env, v) }
+}
+
+/// The data behind an external this module made for a `T`.
+///
+/// # Safety
+/// `v` must be a value of the current call, and an external `v` must have
+/// been made for a `T` that is still alive (index.js keeps its externals
+/// private and passes each kind only where it belongs).
+pub(crate) unsafe fn external_arg<'a, T>(env: sys::napi_env, v: sys::napi_value) -> Option<&'a T> {
     let mut data = ptr::null_mut();
     // SAFETY: a non-external argument fails with a status.
     if unsafe { sys::napi_get_value_external(env, v, &mut data) } != sys::Status::napi_ok
@@ -76,9 +87,39 @@ pub(crate) unsafe fn handle_arg<'a>(
     {
         return None;
     }
-    // SAFETY: every external passed here was made by `create_handle` (index.js
-    // keeps the handle private) and lives while JS can pass it.
-    Some(unsafe { &*data.cast::<ReadHandle>() })
+    // SAFETY: see the function's contract.
+    Some(unsafe { &*data.cast::<T>() })
+}
+
+/// Reads a callback's first `N` arguments; throws TOONDB_INVALID_ARGUMENT
+/// (`usage`) and returns `None` when fewer were passed.
+///
+/// # Safety
+/// On the JS thread, inside the callback `info` belongs to.
+pub(crate) unsafe fn call_args<const N: usize>(
+    env: sys::napi_env,
+    info: sys::napi_callback_info,
+    usage: &str,
+) -> Option<[sys::napi_value; N]> {
+    let mut argc = N;
+    let mut argv = [ptr::null_mut(); N];
+    // SAFETY: `argv` has room for `argc` values.
+    let status = unsafe {
+        sys::napi_get_cb_info(
+            env,
+            info,
+            &mut argc,
+            argv.as_mut_ptr(),
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
+    };
+    if status != sys::Status::napi_ok || argc < N {
+        // SAFETY: see the caller.
+        unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", usage) };
+        return None;
+    }
+    Some(argv)
 }
 
 pub(crate) unsafe fn throw(env: sys::napi_env, code: &str, msg: &str) -> sys::napi_value {
@@ -264,13 +305,39 @@ fn reply(env: sys::napi_env, value: Option<ValueRef<'_>>, out: &mut [u8]) -> nap
 pub fn register(env: sys::napi_env, exports: sys::napi_value) -> napi::Result<()> {
     crate::values::detect(env);
     static RESIDENT: u8 = 1;
-    for (name, data) in [
-        (c"readInto", ptr::null_mut()),
+    // (name, callback, data): `readInto` and `readIfResident` share one
+    // callback, told apart by a null or non-null data pointer.
+    let resident: *mut std::ffi::c_void = (&RESIDENT as *const u8).cast_mut().cast();
+    let functions: [(&std::ffi::CStr, sys::napi_callback, *mut std::ffi::c_void); 7] = [
+        (c"readInto", Some(get_into), ptr::null_mut()),
+        (c"readIfResident", Some(get_into), resident),
         (
-            c"readIfResident",
-            (&RESIDENT as *const u8).cast_mut().cast(),
+            c"readMany",
+            Some(crate::fastmany::read_many),
+            ptr::null_mut(),
         ),
-    ] {
+        (
+            c"scanOpen",
+            Some(crate::fastscan::scan_open),
+            ptr::null_mut(),
+        ),
+        (
+            c"scanNext",
+            Some(crate::fastscan::scan_next),
+            ptr::null_mut(),
+        ),
+        (
+            c"scanSeek",
+            Some(crate::fastscan::scan_seek),
+            ptr::null_mut(),
+        ),
+        (
+            c"scanClose",
+            Some(crate::fastscan::scan_close),
+            ptr::null_mut(),
+        ),
+    ];
+    for (name, callback, data) in functions {
         let mut f = ptr::null_mut();
         // SAFETY: plain N-API calls during module initialization; `data`
         // is null or a static that is only compared with null.
@@ -279,42 +346,17 @@ pub fn register(env: sys::napi_env, exports: sys::napi_value) -> napi::Result<()
                 env,
                 name.as_ptr(),
                 NAPI_AUTO_LENGTH,
-                Some(get_into),
+                callback,
                 data,
                 &mut f,
             ) != sys::Status::napi_ok
                 || sys::napi_set_named_property(env, exports, name.as_ptr(), f)
                     != sys::Status::napi_ok
             {
-                return Err(napi::Error::from_reason("registering readInto failed"));
-            }
-        }
-    }
-    let raw: [(&std::ffi::CStr, sys::napi_callback); 5] = [
-        (c"readMany", Some(crate::fastmany::read_many)),
-        (c"scanOpen", Some(crate::fastscan::scan_open)),
-        (c"scanNext", Some(crate::fastscan::scan_next)),
-        (c"scanSeek", Some(crate::fastscan::scan_seek)),
-        (c"scanClose", Some(crate::fastscan::scan_close)),
-    ];
-    for (name, callback) in raw {
-        let mut f = ptr::null_mut();
-        // SAFETY: plain N-API calls during module initialization.
-        unsafe {
-            if sys::napi_create_function(
-                env,
-                name.as_ptr(),
-                NAPI_AUTO_LENGTH,
-                callback,
-                ptr::null_mut(),
-                &mut f,
-            ) != sys::Status::napi_ok
-                || sys::napi_set_named_property(env, exports, name.as_ptr(), f)
-                    != sys::Status::napi_ok
-            {
-                return Err(napi::Error::from_reason(
-                    "registering a raw read function failed",
-                ));
+                return Err(napi::Error::from_reason(format!(
+                    "registering {} failed",
+                    name.to_string_lossy()
+                )));
             }
         }
     }

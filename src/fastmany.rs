@@ -26,7 +26,7 @@ use std::ptr;
 use napi::sys;
 use toondb_storage::ValueRef;
 
-use crate::fastget::{handle_arg, throw, u8_view, DIRECT_COPY_MIN};
+use crate::fastget::{call_args, handle_arg, throw, u8_view, DIRECT_COPY_MIN};
 use crate::values::{value_read, OwnedValue};
 
 /// `end` of an absent key.
@@ -60,22 +60,10 @@ pub unsafe extern "C" fn read_many(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    let mut argc = 2usize;
-    let mut argv = [ptr::null_mut(); 2];
-    // SAFETY: `argv` has room for `argc` values.
-    let status = unsafe {
-        sys::napi_get_cb_info(
-            env,
-            info,
-            &mut argc,
-            argv.as_mut_ptr(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
+    // SAFETY: on the JS thread in a callback.
+    let Some(argv) = (unsafe { call_args::<2>(env, info, "readMany(handle, keys)") }) else {
+        return ptr::null_mut();
     };
-    if status != sys::Status::napi_ok || argc < 2 {
-        return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "readMany(handle, keys)") };
-    }
     // SAFETY: `argv[0]` is a value of this call.
     let Some(handle) = (unsafe { handle_arg(env, argv[0]) }) else {
         return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "not a read handle") };

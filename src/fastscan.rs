@@ -29,7 +29,7 @@ use std::ptr;
 use napi::sys;
 use toondb_storage::Scan;
 
-use crate::fastget::{handle_arg, throw, u8_view};
+use crate::fastget::{call_args, external_arg, handle_arg, throw, u8_view};
 use crate::iterator::{next_packed, scan_options_from, RawBounds};
 
 /// What a scan external points to.
@@ -46,32 +46,6 @@ unsafe extern "C" fn finalize_scan(_env: sys::napi_env, data: *mut c_void, _hint
         // finalizer runs once.
         drop(unsafe { Box::from_raw(data.cast::<RawScan>()) });
     }
-}
-
-/// Reads `argv[..N]`; throws and returns `None` when fewer were passed.
-unsafe fn args<const N: usize>(
-    env: sys::napi_env,
-    info: sys::napi_callback_info,
-    usage: &str,
-) -> Option<[sys::napi_value; N]> {
-    let mut argc = N;
-    let mut argv = [ptr::null_mut(); N];
-    // SAFETY: `argv` has room for `argc` values.
-    let status = unsafe {
-        sys::napi_get_cb_info(
-            env,
-            info,
-            &mut argc,
-            argv.as_mut_ptr(),
-            ptr::null_mut(),
-            ptr::null_mut(),
-        )
-    };
-    if status != sys::Status::napi_ok || argc < N {
-        unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", usage) };
-        return None;
-    }
-    Some(argv)
 }
 
 fn type_of(env: sys::napi_env, v: sys::napi_value) -> sys::napi_valuetype {
@@ -175,16 +149,9 @@ fn undefined(env: sys::napi_env) -> sys::napi_value {
 /// # Safety
 /// `v` is a value of the current call.
 unsafe fn scan_arg<'a>(env: sys::napi_env, v: sys::napi_value) -> Option<&'a RawScan> {
-    let mut data = ptr::null_mut();
-    // SAFETY: a non-external argument fails with a status.
-    if unsafe { sys::napi_get_value_external(env, v, &mut data) } != sys::Status::napi_ok
-        || data.is_null()
-    {
-        return None;
-    }
     // SAFETY: index.js passes only externals `scan_open` made (it keeps
     // them private), alive while JS can pass them.
-    Some(unsafe { &*data.cast::<RawScan>() })
+    unsafe { external_arg(env, v) }
 }
 
 /// `scanOpen(handle, gt, gte, lt, lte, prefix, reverse, limit, keys, values)`.
@@ -193,7 +160,7 @@ pub unsafe extern "C" fn scan_open(
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
     // SAFETY: on the JS thread in a callback.
-    let Some(argv) = (unsafe { args::<10>(env, info, "scanOpen(handle, ...)") }) else {
+    let Some(argv) = (unsafe { call_args::<10>(env, info, "scanOpen(handle, ...)") }) else {
         return ptr::null_mut();
     };
     // SAFETY: a value of this call.
@@ -238,7 +205,7 @@ pub unsafe extern "C" fn scan_next(
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
     // SAFETY: on the JS thread in a callback.
-    let Some(argv) = (unsafe { args::<2>(env, info, "scanNext(scan, max)") }) else {
+    let Some(argv) = (unsafe { call_args::<2>(env, info, "scanNext(scan, max)") }) else {
         return ptr::null_mut();
     };
     // SAFETY: a value of this call.
@@ -277,7 +244,7 @@ pub unsafe extern "C" fn scan_seek(
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
     // SAFETY: on the JS thread in a callback.
-    let Some(argv) = (unsafe { args::<8>(env, info, "scanSeek(scan, ...)") }) else {
+    let Some(argv) = (unsafe { call_args::<8>(env, info, "scanSeek(scan, ...)") }) else {
         return ptr::null_mut();
     };
     // SAFETY: a value of this call.
@@ -303,7 +270,7 @@ pub unsafe extern "C" fn scan_close(
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
     // SAFETY: on the JS thread in a callback.
-    let Some(argv) = (unsafe { args::<1>(env, info, "scanClose(scan)") }) else {
+    let Some(argv) = (unsafe { call_args::<1>(env, info, "scanClose(scan)") }) else {
         return ptr::null_mut();
     };
     // SAFETY: a value of this call.
