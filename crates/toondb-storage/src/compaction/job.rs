@@ -179,7 +179,7 @@ fn merge_into(
     // only the inputs' own tombstones are rewritten by this job.
     let cover = ctx.levels.range_dels().clone();
     let range_dels = RangeDels::new(c, ctx.levels, ctx.points);
-    let mut partitions = Partitions::new(ctx.partition_of, target / 16);
+    let mut partitions = Partitions::new(ctx.partition_of, target / 16, target / 1024);
     let mut next_lower: Option<Vec<u8>> = None;
     let mut last_key: Vec<u8> = Vec::new();
     let mut seen = 0u64;

@@ -21,10 +21,13 @@
 //! - leaving partition `P`: a new file if the output holds at least
 //!   `min_file` bytes, or if it began inside `P` (the previous output was
 //!   cut for size in the middle of `P`: a large partition then ends its
-//!   last file with its own last key). Otherwise the output goes on (small
-//!   partitions share files, so many small tables do not make a file
-//!   each) but the data block ends, so the next partition's first block
-//!   holds none of `P`'s keys.
+//!   last file with its own last key), or if it holds only `P` and at
+//!   least `min_alone` bytes of it (a table's primary-key chunks, a
+//!   few tens of KB per million rows, would otherwise share the first
+//!   column's file, and a scan of that column would read their index
+//!   entries). Otherwise the output goes on (small partitions share files,
+//!   so many small tables do not make a file each) but the data block
+//!   ends, so the next partition's first block holds none of `P`'s keys.
 
 /// The partition of a key: `Some(id)` for keys that belong together,
 /// `None` for keys in no partition.
@@ -46,6 +49,8 @@ pub(crate) struct Partitions {
     of: PartitionOf,
     /// Output size from which any partition boundary cuts the file.
     min_file: u64,
+    /// Size from which a partition that has its output to itself keeps it.
+    min_alone: u64,
     /// The partition of the last key added (`None`: none, or no key yet).
     last: Option<Vec<u8>>,
     /// Whether a key has been added yet.
@@ -53,18 +58,26 @@ pub(crate) struct Partitions {
     /// The partition the current output began inside of (it was cut for
     /// size in the middle of it).
     continued: Option<Vec<u8>>,
+    /// Whether every key of the current output is in partition `last`.
+    sole: bool,
+    /// Set by `cut_before`: the next key added begins an output.
+    fresh: bool,
 }
 
 impl Partitions {
-    /// `min_file`: see the module comment; the compaction passes a
-    /// sixteenth of its target file size (1 MiB by default).
-    pub fn new(of: PartitionOf, min_file: u64) -> Partitions {
+    /// `min_file`, `min_alone`: see the module comment; the compaction
+    /// passes a sixteenth and a 1024th of its target file size (1 MiB and
+    /// 16 KiB by default).
+    pub fn new(of: PartitionOf, min_file: u64, min_alone: u64) -> Partitions {
         Partitions {
             of,
             min_file,
+            min_alone,
             last: None,
             started: false,
             continued: None,
+            sole: true,
+            fresh: true,
         }
     }
 
@@ -82,7 +95,8 @@ impl Partitions {
             (a, b) if a == b => Cut::None,
             (None, Some(_)) => Cut::File,
             (Some(p), _) => {
-                if bytes >= self.min_file || self.continued.as_deref() == Some(p) {
+                let alone = self.sole && bytes >= self.min_alone;
+                if bytes >= self.min_file || self.continued.as_deref() == Some(p) || alone {
                     Cut::File
                 } else {
                     Cut::Block
@@ -101,11 +115,18 @@ impl Partitions {
             (Some(p), Some(n)) if p == n && self.started => Some(p.to_vec()),
             _ => None,
         };
+        self.fresh = true;
     }
 
     /// Records that `key` was added.
     pub fn added(&mut self, key: &[u8]) {
         let next = (self.of)(key);
+        if self.fresh {
+            self.sole = true;
+        } else if self.last.as_deref() != next {
+            self.sole = false;
+        }
+        self.fresh = false;
         if !self.started || self.last.as_deref() != next {
             self.last = next.map(<[u8]>::to_vec);
         }
@@ -125,7 +146,16 @@ mod tests {
     /// Feeds `keys` (each `(key, bytes)`) through the rule with a size
     /// target, returning the outputs as lists of keys and the block cuts.
     fn outputs(keys: &[(&str, u64)], target: u64, min_file: u64) -> (Vec<Vec<String>>, usize) {
-        let mut p = Partitions::new(by_first_letter, min_file);
+        outputs_with(keys, target, min_file, u64::MAX)
+    }
+
+    fn outputs_with(
+        keys: &[(&str, u64)],
+        target: u64,
+        min_file: u64,
+        min_alone: u64,
+    ) -> (Vec<Vec<String>>, usize) {
+        let mut p = Partitions::new(by_first_letter, min_file, min_alone);
         let mut files: Vec<Vec<String>> = Vec::new();
         let mut bytes: Option<u64> = None;
         let mut blocks = 0;
@@ -207,5 +237,21 @@ mod tests {
         let keys = [("a", 5), ("b", 5), ("pa1", 5), ("pb1", 5), ("z", 5)];
         let (files, _) = outputs(&keys, 1000, 100);
         assert_eq!(files, vec![vec!["a", "b"], vec!["pa1", "pb1", "z"]]);
+    }
+
+    #[test]
+    fn a_partition_alone_in_its_output_keeps_it_from_min_alone() {
+        // a (30 bytes) has its output to itself: b starts a new file; b
+        // (25) too: c starts a new one; c (5, under min_alone) shares with d.
+        let keys = [("pa1", 30), ("pb1", 25), ("pc1", 5), ("pd1", 5)];
+        let (files, _) = outputs_with(&keys, 1000, 500, 20);
+        assert_eq!(files, vec![vec!["pa1"], vec!["pb1"], vec!["pc1", "pd1"]]);
+        // Under min_alone, a shares its output with b.
+        let (files, _) = outputs_with(&keys, 1000, 500, 40);
+        assert_eq!(files, vec![vec!["pa1", "pb1", "pc1", "pd1"]]);
+        // A partition that joined another's output does not cut it later.
+        let keys = [("pa1", 5), ("pb1", 50), ("pc1", 5)];
+        let (files, _) = outputs_with(&keys, 1000, 500, 20);
+        assert_eq!(files, vec![vec!["pa1", "pb1", "pc1"]]);
     }
 }
