@@ -99,7 +99,11 @@ fn each_large_column_gets_files_of_its_own() {
             *per_column.entry(hi.to_vec()).or_default() += 1;
         }
     }
-    assert_eq!(per_column.remove(pk_part.as_slice()), Some(1), "{per_column:?}");
+    assert_eq!(
+        per_column.remove(pk_part.as_slice()),
+        Some(1),
+        "{per_column:?}"
+    );
     // Each 480 KB column spans several 128 KiB files, all its own.
     assert_eq!(per_column.len(), 3, "{per_column:?}");
     assert!(per_column.contains_key(first_col.as_slice()));
