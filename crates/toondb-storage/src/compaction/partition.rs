@@ -254,4 +254,80 @@ mod tests {
         let (files, _) = outputs_with(&keys, 1000, 500, 20);
         assert_eq!(files, vec![vec!["pa1", "pb1", "pc1"]]);
     }
+
+    /// review s25b: random key sequences through the harness against an
+    /// independent reading of the module doc's rule.
+    #[test]
+    fn review_s25b_rule_matches_an_independent_model() {
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..3000 {
+            // Unpartitioned, then a run of partitions, then unpartitioned.
+            let mut keys: Vec<(String, u64)> = Vec::new();
+            for i in 0..rnd(3) {
+                keys.push((format!("a{i}"), 1 + rnd(30)));
+            }
+            let parts = rnd(5);
+            for p in 0..parts {
+                for i in 0..rnd(6) {
+                    keys.push((format!("p{}{i:02}", (b'a' + p as u8) as char), 1 + rnd(30)));
+                }
+            }
+            for i in 0..rnd(3) {
+                keys.push((format!("z{i}"), 1 + rnd(30)));
+            }
+            let target = 20 + rnd(80);
+            let min_file = 1 + rnd(60);
+            let min_alone = 1 + rnd(60);
+            let refs: Vec<(&str, u64)> = keys.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+            let (files, _) = outputs_with(&refs, target, min_file, min_alone);
+            // Model.
+            let part = |k: &str| by_first_letter(k.as_bytes()).map(<[u8]>::to_vec);
+            let mut want: Vec<Vec<String>> = Vec::new();
+            let mut bytes: Option<u64> = None;
+            let mut parts_in: Vec<Option<Vec<u8>>> = Vec::new();
+            let mut began_inside: Option<Vec<u8>> = None;
+            let mut prev: Option<Option<Vec<u8>>> = None;
+            for (k, n) in &keys {
+                let next = part(k);
+                let mut cut = false;
+                if let (Some(b), Some(last)) = (bytes, prev.clone()) {
+                    if b >= target {
+                        cut = true;
+                        began_inside = match (&last, &next) {
+                            (Some(p), Some(q)) if p == q => Some(p.clone()),
+                            _ => None,
+                        };
+                    } else if last != next {
+                        cut = match &last {
+                            None => true,
+                            Some(p) => {
+                                b >= min_file
+                                    || began_inside.as_ref() == Some(p)
+                                    || (parts_in.iter().all(|x| x.as_ref() == Some(p)) && b >= min_alone)
+                            }
+                        };
+                        if cut {
+                            began_inside = None;
+                        }
+                    }
+                }
+                if cut || bytes.is_none() {
+                    want.push(Vec::new());
+                    parts_in.clear();
+                    bytes = Some(0);
+                }
+                want.last_mut().unwrap().push(k.clone());
+                parts_in.push(next.clone());
+                *bytes.as_mut().unwrap() += n;
+                prev = Some(next);
+            }
+            assert_eq!(files, want, "keys {keys:?} target {target} min_file {min_file} min_alone {min_alone}");
+        }
+    }
 }
