@@ -12,7 +12,11 @@ fn quick_reopens_with_strays_keep_every_write() {
     for round in 0..12u32 {
         let db = Database::open_with(dir.path(), opts()).unwrap();
         for i in 0..n {
-            assert_eq!(db.get(format!("k{i:05}")).unwrap(), Some(format!("v{i}").into_bytes()), "round {round} key {i}");
+            assert_eq!(
+                db.get(format!("k{i:05}")).unwrap(),
+                Some(format!("v{i}").into_bytes()),
+                "round {round} key {i}"
+            );
         }
         for _ in 0..50 {
             db.put(format!("k{n:05}"), format!("v{n}")).unwrap();
@@ -25,15 +29,28 @@ fn quick_reopens_with_strays_keep_every_write() {
         let sst = std::fs::read_dir(dir.path())
             .unwrap()
             .map(|e| e.unwrap().path())
-            .find(|p| p.extension().is_some_and(|e| e == "sst") && p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse::<u32>().ok()).is_some_and(|n| n < 900));
+            .find(|p| {
+                p.extension().is_some_and(|e| e == "sst")
+                    && p.file_stem()
+                        .and_then(|s| s.to_str())
+                        .and_then(|s| s.parse::<u32>().ok())
+                        .is_some_and(|n| n < 900)
+            });
         db.close().unwrap();
         if let Some(sst) = sst {
-            std::fs::copy(&sst, dir.path().join(format!("{:06}.sst", 900 + round * 10))).unwrap();
+            std::fs::copy(
+                &sst,
+                dir.path().join(format!("{:06}.sst", 900 + round * 10)),
+            )
+            .unwrap();
         }
     }
     let db = Database::open_with(dir.path(), opts()).unwrap();
     for i in 0..n {
-        assert_eq!(db.get(format!("k{i:05}")).unwrap(), Some(format!("v{i}").into_bytes()));
+        assert_eq!(
+            db.get(format!("k{i:05}")).unwrap(),
+            Some(format!("v{i}").into_bytes())
+        );
     }
     db.close().unwrap();
 }

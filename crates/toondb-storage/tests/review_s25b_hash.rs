@@ -6,7 +6,12 @@ use std::collections::BTreeMap;
 use toondb_storage::{Compression, Database, Options};
 
 fn keys() -> Vec<Vec<u8>> {
-    let mut ks: Vec<Vec<u8>> = vec![b"a".to_vec(), b"ab".to_vec(), b"abc".to_vec(), b"b".to_vec()];
+    let mut ks: Vec<Vec<u8>> = vec![
+        b"a".to_vec(),
+        b"ab".to_vec(),
+        b"abc".to_vec(),
+        b"b".to_vec(),
+    ];
     for i in 0..40u32 {
         ks.push(format!("k{i:03}").into_bytes());
     }
@@ -37,10 +42,10 @@ fn hash_index_reads_at_every_snapshot_match_a_model() {
         for round in 0..30u32 {
             for (i, k) in ks.iter().enumerate() {
                 let i = i as u32;
-                if (i + round) % 7 == 0 {
+                if (i + round).is_multiple_of(7) {
                     db.delete(k).unwrap();
                     model.remove(k);
-                } else if (i * 3 + round) % 4 != 0 || i % 5 == 0 {
+                } else if !(i * 3 + round).is_multiple_of(4) || i.is_multiple_of(5) {
                     let mut v = format!("v{round}-{i}").into_bytes();
                     v.resize(v.len() + pad, b'x');
                     db.put(k, &v).unwrap();
@@ -52,7 +57,11 @@ fn hash_index_reads_at_every_snapshot_match_a_model() {
         db.flush().unwrap();
         for (si, (s, m)) in snaps.iter().enumerate() {
             for k in &ks {
-                assert_eq!(s.get(k).unwrap(), m.get(k).cloned(), "bs {bs} snap {si} key {k:?}");
+                assert_eq!(
+                    s.get(k).unwrap(),
+                    m.get(k).cloned(),
+                    "bs {bs} snap {si} key {k:?}"
+                );
             }
             assert_eq!(s.get(b"abcd").unwrap(), None);
             assert_eq!(s.get(b"k0").unwrap(), None);

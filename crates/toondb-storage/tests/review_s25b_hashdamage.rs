@@ -4,7 +4,10 @@
 use toondb_storage::{Database, Options};
 
 fn write(dir: &std::path::Path, hash: bool) -> std::path::PathBuf {
-    let options = Options::default().bloom_bits_per_key(0).hash_index(hash).auto_compaction(false);
+    let options = Options::default()
+        .bloom_bits_per_key(0)
+        .hash_index(hash)
+        .auto_compaction(false);
     let db = Database::open_with(dir, options).unwrap();
     for i in 0..500u32 {
         db.put(format!("key/{i:05}"), format!("value {i}")).unwrap();
@@ -34,17 +37,34 @@ fn damaged_hash_block_fails_point_reads() {
     let at = first_diff + 200;
     bytes[at] ^= 0x5a;
     std::fs::write(&with, &bytes).unwrap();
-    let db = match Database::open_with(a.path(), Options::default().bloom_bits_per_key(0).auto_compaction(false)) {
+    let db = match Database::open_with(
+        a.path(),
+        Options::default()
+            .bloom_bits_per_key(0)
+            .auto_compaction(false),
+    ) {
         Ok(db) => db,
-        Err(e) => { eprintln!("REVIEW refused at open: {e:?}"); return; }
+        Err(e) => {
+            eprintln!("REVIEW refused at open: {e:?}");
+            return;
+        }
     };
     let mut wrong = Vec::new();
     for i in 0..500u32 {
         match db.get(format!("key/{i:05}")) {
             Ok(Some(v)) => assert_eq!(v, format!("value {i}").into_bytes()),
             Ok(None) => wrong.push(i),
-            Err(e) => { if i == 0 { eprintln!("REVIEW first error: {e:?} (hash block from {first_diff}, damaged {at})"); } }
+            Err(e) => {
+                if i == 0 {
+                    eprintln!(
+                        "REVIEW first error: {e:?} (hash block from {first_diff}, damaged {at})"
+                    );
+                }
+            }
         }
     }
-    assert!(wrong.is_empty(), "keys read as absent from a damaged hash index: {wrong:?}");
+    assert!(
+        wrong.is_empty(),
+        "keys read as absent from a damaged hash index: {wrong:?}"
+    );
 }

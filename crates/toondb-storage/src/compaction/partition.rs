@@ -309,7 +309,8 @@ mod tests {
                             Some(p) => {
                                 b >= min_file
                                     || began_inside.as_ref() == Some(p)
-                                    || (parts_in.iter().all(|x| x.as_ref() == Some(p)) && b >= min_alone)
+                                    || (parts_in.iter().all(|x| x.as_ref() == Some(p))
+                                        && b >= min_alone)
                             }
                         };
                         if cut {
@@ -327,7 +328,10 @@ mod tests {
                 *bytes.as_mut().unwrap() += n;
                 prev = Some(next);
             }
-            assert_eq!(files, want, "keys {keys:?} target {target} min_file {min_file} min_alone {min_alone}");
+            assert_eq!(
+                files, want,
+                "keys {keys:?} target {target} min_file {min_file} min_alone {min_alone}"
+            );
         }
     }
 }
