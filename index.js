@@ -115,22 +115,52 @@ function readVia(native, key) {
 }
 
 // Database#getSync's fast path: the module's raw `readInto(handle, key,
-// out)` (src/fastget.rs) skips napi-rs's per-call class and borrow
-// bookkeeping, about half of a cached read's native-call cost. It returns
-// the length copied into `scratch` (-1: absent), or a Buffer of the value's
-// own: zero-copy over a private mapping for a large table value, a copy for
-// other large values (docs/performance.md, "Read path").
+// out, offset)` (src/fastget.rs) skips napi-rs's per-call class and borrow
+// bookkeeping, about half of a cached read's native-call cost, and checks
+// the key itself (type, empty, too long: the same errors as checkKey). It
+// returns the length of the value it copied into `out` at `offset` (-1:
+// absent), or a Buffer of the value's own: zero-copy over a private mapping
+// for a large table value, a copy for other large values
+// (docs/performance.md, "Read path").
+//
+// Small values are copied once, straight into a slice of a pooled
+// ArrayBuffer, and returned as a Buffer viewing that slice (what Node's own
+// Buffer pool does for small allocations): no second copy through a scratch
+// buffer and no subarray. Every value below DIRECT_COPY_MIN fits, since a
+// pool with less room left than that is replaced before the read.
+const READ_POOL_BYTES = 16 * 1024
+const DIRECT_COPY_MIN = 4 * 1024
+let readPool = Buffer.allocUnsafeSlow(READ_POOL_BYTES)
+let readPoolAb = readPool.buffer
+let readPoolUsed = 0
+
+function readPoolRoom() {
+  if (READ_POOL_BYTES - readPoolUsed < DIRECT_COPY_MIN) {
+    readPool = Buffer.allocUnsafeSlow(READ_POOL_BYTES)
+    readPoolAb = readPool.buffer
+    readPoolUsed = 0
+  }
+}
+
+// A view of the `n` bytes a read just copied into the pool; the next value
+// starts 8-byte aligned, as in Node's pool.
+function takeFromPool(n) {
+  const view = new BatchView(readPoolAb, readPoolUsed, n)
+  readPoolUsed = (readPoolUsed + n + 7) & ~7
+  return view
+}
+
 function readFast(db, handle, key) {
-  checkKey(key)
+  readPoolRoom()
   let n
   try {
-    n = native.readInto(handle, key, scratch)
+    n = native.readInto(handle, key, readPool, readPoolUsed)
   } catch (err) {
     throw normalizeError(err)
   }
   if (typeof n !== 'number') return n
   if (n < 0) return null
-  return Buffer.from(scratch.subarray(0, n))
+  return takeFromPool(n)
 }
 
 // `readMany`'s packed answer (src/fastmany.rs): the values back to back,
@@ -163,17 +193,17 @@ const WOULD_BLOCK = -2
 // (memtables, block cache, table pages the page cache holds); otherwise the
 // read goes to the libuv pool so the event loop never waits for the device.
 function readAsync(db, handle, key) {
-  checkKey(key)
+  readPoolRoom()
   let n
   try {
-    n = native.readIfResident(handle, key, scratch)
+    n = native.readIfResident(handle, key, readPool, readPoolUsed)
   } catch (err) {
     return Promise.reject(normalizeError(err))
   }
   if (typeof n !== 'number') return Promise.resolve(n)
   if (n === WOULD_BLOCK) return db.getAsync(key).catch((err) => { throw normalizeError(err) })
   if (n < 0) return Promise.resolve(null)
-  return Promise.resolve(Buffer.from(scratch.subarray(0, n)))
+  return Promise.resolve(takeFromPool(n))
 }
 
 function resolveNow(fn) {

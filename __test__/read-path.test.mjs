@@ -50,6 +50,34 @@ describe('getSync fast path', () => {
     }
   })
 
+  test('values share a read pool: every one stays its own across pool turns, writes into one touch nothing else', async () => {
+    const db = await Database.open(tmp.dir())
+    try {
+      // Sizes around the pool's 4 KiB reserve and 8-byte alignment, many
+      // pools' worth, read twice: from the memtable and from a table.
+      const sizes = []
+      for (let i = 0; i < 600; i++) sizes.push([0, 1, 7, 8, 9, 100, 4095, 4096, 5000][i % 9] + (i % 13))
+      const value = (i) => Buffer.alloc(sizes[i], (i * 31 + 7) & 0xff)
+      for (let i = 0; i < sizes.length; i++) await db.put(`k${i}`, value(i))
+      for (const round of ['memtable', 'tables']) {
+        const got = []
+        for (let i = 0; i < sizes.length; i++) got.push(i % 2 ? db.getSync(`k${i}`) : await db.get(`k${i}`))
+        // Scribble over every returned Buffer's own bytes, one by one, and
+        // check that no other value changed.
+        for (let i = 0; i < got.length; i++) {
+          assert.deepEqual(got[i], value(i), `${round} ${i}`)
+          got[i].fill(0xee)
+          if (i + 1 < got.length) assert.deepEqual(got[i + 1], value(i + 1), `${round} ${i + 1} after writing into ${i}`)
+        }
+        // The stored data did not change either.
+        for (let i = 0; i < sizes.length; i += 37) assert.deepEqual(db.getSync(`k${i}`), value(i), `${round} reread ${i}`)
+        await db.flush()
+      }
+    } finally {
+      await db.close()
+    }
+  })
+
   test('errors keep their codes', async () => {
     const db = await Database.open(tmp.dir())
     await db.put('a', 'b')
@@ -61,6 +89,25 @@ describe('getSync fast path', () => {
     const native = require('../native.js')
     assert.throws(() => native.readInto({}, 'a', Buffer.alloc(8)), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
     assert.throws(() => native.readInto(), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+    // An offset past the end of `out`, or not a number, is refused before any read.
+    const dir = tmp.dir()
+    const db2 = await Database.open(dir)
+    await db2.put('a', 'b')
+    await db2.close()
+    const nd = native.NativeDatabase.openSync(dir, {}, () => {})
+    try {
+      const handle = nd.readHandle()
+      assert.throws(() => native.readInto(handle, 'a', Buffer.alloc(8), 9), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+      assert.throws(() => native.readInto(handle, 'a', Buffer.alloc(8), 'x'), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+      const out = Buffer.alloc(8, 0)
+      assert.equal(native.readInto(handle, 'a', out, 7), 1)
+      assert.deepEqual([...out], [0, 0, 0, 0, 0, 0, 0, 0x62])
+      // No room left at the offset: the value comes back as a Buffer of its own.
+      assert.deepEqual(native.readInto(handle, 'a', out, 8), Buffer.from('b'))
+      assert.equal(native.readInto(handle, 'zz', out, 8), -1)
+    } finally {
+      nd.closeSync()
+    }
   })
 })
 

@@ -10,8 +10,8 @@
 //! output Buffer, and the engine read copying into the output.
 //!
 //! JS side (index.js): `native.readHandle()` returns an external holding the
-//! engine handle; `readInto(handle, key, out)` returns the length of the
-//! value copied into `out`, -1 when absent, or a Buffer of the value's own:
+//! engine handle; `readInto(handle, key, out, offset?)` returns the length
+//! of the value copied into `out` at `offset` (default 0), -1 when absent, or a Buffer of the value's own:
 //! zero-copy (values.rs) for a large value in an uncompressed table, else a
 //! copy when it is large or does not fit `out`. `readIfResident` is the
 //! same read for `db.get()`, except that it returns -2, having read
@@ -207,8 +207,8 @@ pub unsafe extern "C" fn get_into(
     env: sys::napi_env,
     info: sys::napi_callback_info,
 ) -> sys::napi_value {
-    let mut argc = 3usize;
-    let mut argv = [ptr::null_mut(); 3];
+    let mut argc = 4usize;
+    let mut argv = [ptr::null_mut(); 4];
     // Null for `readInto`, non-null for `readIfResident` (see `register`).
     let mut mode = ptr::null_mut();
     // SAFETY: `argv` has room for `argc` values.
@@ -223,7 +223,13 @@ pub unsafe extern "C" fn get_into(
         )
     };
     if status != sys::Status::napi_ok || argc < 3 {
-        return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "readInto(handle, key, out)") };
+        return unsafe {
+            throw(
+                env,
+                "TOONDB_INVALID_ARGUMENT",
+                "readInto(handle, key, out, offset?)",
+            )
+        };
     }
     // SAFETY: `argv[0]` is a value of this call.
     let Some(handle) = (unsafe { handle_arg(env, argv[0]) }) else {
@@ -244,6 +250,20 @@ pub unsafe extern "C" fn get_into(
     };
     let Some(out) = (unsafe { u8_view(env, argv[2]) }) else {
         return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "out must be a Buffer") };
+    };
+    // The value goes to `out[offset..]` (index.js's read pool); no offset: 0.
+    let offset = if argc >= 4 {
+        let mut off = 0u32;
+        // SAFETY: plain N-API call; a non-number fails with a status.
+        if unsafe { sys::napi_get_value_uint32(env, argv[3], &mut off) } != sys::Status::napi_ok {
+            return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "offset must be a number") };
+        }
+        off as usize
+    } else {
+        0
+    };
+    let Some(out) = out.get_mut(offset..) else {
+        return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "offset past the end of out") };
     };
     let how = crate::values::value_read(!mode.is_null());
     let result = catch_unwind(AssertUnwindSafe(|| {

@@ -4,18 +4,18 @@
 /**
  * Registered by hand in src/fastget.rs (a raw N-API callback, so napi-rs
  * does not generate it): reads the value of `key` through the handle from
- * `NativeDatabase#readHandle()`. Returns the length copied into `out`, -1
- * when absent, or a Buffer of the value's own (zero-copy over a private
- * mapping for a large table value, else a copy) when it is large or does
- * not fit `out`.
+ * `NativeDatabase#readHandle()`. Returns the length copied into `out` at
+ * `offset` (default 0), -1 when absent, or a Buffer of the value's own
+ * (zero-copy over a private mapping for a large table value, else a copy)
+ * when it is large or does not fit `out`.
  */
-export declare function readInto(handle: unknown, key: string | Uint8Array, out: Uint8Array): number | Buffer
+export declare function readInto(handle: unknown, key: string | Uint8Array, out: Uint8Array, offset?: number): number | Buffer
 
 /**
  * `readInto` that never waits for the device: -2 (nothing read) when the
  * read would need a table page that is not in memory.
  */
-export declare function readIfResident(handle: unknown, key: string | Uint8Array, out: Uint8Array): number | Buffer
+export declare function readIfResident(handle: unknown, key: string | Uint8Array, out: Uint8Array, offset?: number): number | Buffer
 
 /**
  * Registered by hand in src/fastmany.rs: the values of `keys` from one
