@@ -98,6 +98,11 @@ impl BlockBuilder {
         self.offsets.len()
     }
 
+    /// Where the next entry will start in the block's contents.
+    pub(crate) fn next_offset(&self) -> usize {
+        self.buf.len()
+    }
+
     /// Size of the version-1 block if it were finished now.
     #[cfg(test)]
     pub(crate) fn framed_len(&self) -> usize {
@@ -264,27 +269,67 @@ impl BlockLayout {
     /// Locates entry `i`. Only its framing is checked; what the key means is
     /// up to the caller.
     pub(crate) fn entry(&self, file: &[u8], i: usize) -> Result<RawEntry, &'static str> {
-        let (entry_start, mut r, key_len, value_len, meta_len) = self.header(file, i)?;
-        let region_len = self.start + self.entries_end - entry_start;
-        let header = region_len - r.remaining();
-        let key_len = usize::try_from(key_len).map_err(|_| "entry key too long")?;
-        let value_len = usize::try_from(value_len).map_err(|_| "entry value too long")?;
-        let meta_len = usize::try_from(meta_len).map_err(|_| "entry metadata too long")?;
-        r.bytes(key_len).ok_or("entry key runs past the entries")?;
-        r.bytes(value_len)
-            .ok_or("entry value runs past the entries")?;
-        let meta = r
-            .bytes(meta_len)
-            .ok_or("entry metadata runs past the entries")?;
-        check_entry_meta(meta)?;
-        // No overflow: both ranges lie inside `region`, a slice in memory.
-        let key_start = entry_start + header;
-        let value_start = key_start + key_len;
-        Ok(RawEntry {
+        let (entry_start, ..) = self.header(file, i)?;
+        entry_at(file, entry_start, self.entries_end(), self.v2).map(|(entry, _)| entry)
+    }
+
+    /// Where the entries region ends in the bytes the layout addresses (the
+    /// offsets array starts there).
+    pub(crate) fn entries_end(&self) -> usize {
+        self.start + self.entries_end
+    }
+
+    /// Where the block's contents start in the bytes the layout addresses.
+    pub(crate) fn start(&self) -> usize {
+        self.start
+    }
+}
+
+/// The entry that starts at `entry_start` in `file`, framed within
+/// `file[..region_end]`: its key and value ranges and where the next entry
+/// starts. `region_end` is an entries region's end, or, for a block read
+/// without its layout (the hash index's byte offsets), the end of its
+/// payload: a damaged offset then reads other bytes of the same block,
+/// never bytes outside it. Only the framing is checked.
+pub(crate) fn entry_at(
+    file: &[u8],
+    entry_start: usize,
+    region_end: usize,
+    v2: bool,
+) -> Result<(RawEntry, usize), &'static str> {
+    let region = file
+        .get(entry_start..region_end)
+        .ok_or("entry offset past the end of the entries")?;
+    let mut r = Reader::new(region);
+    let key_len = r.varint().ok_or("bad entry key length")?;
+    let value_len = r.varint().ok_or("bad entry value length")?;
+    let meta_len = if v2 {
+        r.varint().ok_or("bad entry metadata length")?
+    } else {
+        0
+    };
+    let header = region.len() - r.remaining();
+    let key_len = usize::try_from(key_len).map_err(|_| "entry key too long")?;
+    let value_len = usize::try_from(value_len).map_err(|_| "entry value too long")?;
+    let meta_len = usize::try_from(meta_len).map_err(|_| "entry metadata too long")?;
+    r.bytes(key_len).ok_or("entry key runs past the entries")?;
+    r.bytes(value_len)
+        .ok_or("entry value runs past the entries")?;
+    let meta = r
+        .bytes(meta_len)
+        .ok_or("entry metadata runs past the entries")?;
+    check_entry_meta(meta)?;
+    // No overflow: every range lies inside `region`, a slice in memory.
+    let key_start = entry_start + header;
+    let value_start = key_start + key_len;
+    let end = region_end - r.remaining();
+    Ok((
+        RawEntry {
             key: key_start..value_start,
             value: value_start..value_start + value_len,
-        })
-    }
+        },
+        end,
+    ))
 }
 
 /// Checks an entry's metadata (version 2): a sequence of

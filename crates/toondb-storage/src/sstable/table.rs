@@ -24,11 +24,11 @@ use std::sync::{Arc, OnceLock};
 
 use crate::cache::BlockCache;
 
-use super::block::{parse_v2_stored, BlockLayout};
+use super::block::{entry_at, parse_v2_stored, BlockLayout, RawEntry, V2_TRAILER_LEN};
 use super::bloom::{bloom_hash, may_contain};
 use super::compress::{decompress, TYPE_NONE};
 use super::footer::{decode_footer, Footer, FooterV1, FooterV2};
-use super::hash_index;
+use super::hash_index::{self, SlotAt};
 use super::meta::{
     check_props, decode_index, decode_metaindex, decode_props, read_v2_entries, read_v2_raw,
     region, BlockHandle, Contents, Index,
@@ -136,6 +136,11 @@ struct Meta {
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
     /// cost of a stale read is checking a block twice.
     verified: Vec<AtomicU64>,
+    /// Bit `i` is set once data block `i` was verified (as above) and found
+    /// stored uncompressed: a point read may then decode an entry of it in
+    /// place at a byte offset from the hash index, without reading the
+    /// block's trailer or offsets (`Table::get_in_place`).
+    in_place: Vec<AtomicU64>,
     /// Heap bytes this holds, charged to the block cache while the table is open.
     charge: u64,
 }
@@ -151,8 +156,9 @@ enum Filter {
 /// uncompressed (the writer aligns it to 64-byte file offsets), else
 /// decompressed once.
 enum HashBuckets {
-    Mapped(Range<usize>),
-    Owned(Vec<u8>),
+    /// The buckets' file range and the slot encoding's version.
+    Mapped(Range<usize>, u8),
+    Owned(Vec<u8>, u8),
 }
 
 /// Walking more versions than this from the one the hash index names (a
@@ -347,9 +353,12 @@ impl Table {
         }
         .map_err(|m| format!("index block at {}: {m}", range.start))?;
         check_props(&self.data_summary, &index)?;
-        let verified: Vec<AtomicU64> = (0..index.handles.len().div_ceil(64))
-            .map(|_| AtomicU64::new(0))
-            .collect();
+        let bitmap = || -> Vec<AtomicU64> {
+            (0..index.handles.len().div_ceil(64))
+                .map(|_| AtomicU64::new(0))
+                .collect()
+        };
+        let (verified, in_place) = (bitmap(), bitmap());
         let key_of = |h: &BlockHandle| index.keys.get(h.last_user_key()).unwrap_or_default();
         let prefix_len = match (index.handles.first(), index.handles.last()) {
             (Some(a), Some(b)) => common_prefix(key_of(a), key_of(b)),
@@ -364,12 +373,14 @@ impl Table {
             + index.handles.capacity() * std::mem::size_of::<BlockHandle>()
             + index.keys.capacity()
             + hints.capacity() * 8
-            + verified.capacity() * 8) as u64;
+            + verified.capacity() * 8
+            + in_place.capacity() * 8) as u64;
         Ok(Meta {
             index,
             hints,
             prefix_len,
             verified,
+            in_place,
             charge,
         })
     }
@@ -402,15 +413,22 @@ impl Table {
         Ok(Some(match contents {
             Cow::Borrowed(b) => {
                 let start = offset_in(file, b).start;
-                HashBuckets::Mapped(start + layout.buckets.start..start + layout.buckets.end)
+                HashBuckets::Mapped(
+                    start + layout.buckets.start..start + layout.buckets.end,
+                    layout.version,
+                )
             }
-            Cow::Owned(v) => HashBuckets::Owned(v.get(layout.buckets).unwrap_or_default().to_vec()),
+            Cow::Owned(v) => HashBuckets::Owned(
+                v.get(layout.buckets).unwrap_or_default().to_vec(),
+                layout.version,
+            ),
         }))
     }
 
-    /// The hash index's buckets, checked on the first point read. A
-    /// damaged block is reported on every call (nothing is kept then).
-    fn hash_buckets(&self) -> Result<Option<&[u8]>> {
+    /// The hash index's buckets and slot version, checked on the first
+    /// point read. A damaged block is reported on every call (nothing is
+    /// kept then).
+    fn hash_buckets(&self) -> Result<Option<(&[u8], u8)>> {
         let hash = match self.hash.get() {
             Some(h) => h,
             None => {
@@ -426,8 +444,8 @@ impl Table {
         };
         Ok(match hash {
             None => None,
-            Some(HashBuckets::Mapped(r)) => self.bytes.bytes().get(r.clone()),
-            Some(HashBuckets::Owned(v)) => Some(v),
+            Some(HashBuckets::Mapped(r, v)) => self.bytes.bytes().get(r.clone()).map(|b| (b, *v)),
+            Some(HashBuckets::Owned(b, v)) => Some((b.as_slice(), *v)),
         })
     }
 
@@ -518,8 +536,8 @@ impl Table {
                 return Ok(None);
             }
         }
-        if let Some(buckets) = self.hash_buckets()? {
-            return self.get_hashed(meta, buckets, user_key, snapshot);
+        if let Some((buckets, version)) = self.hash_buckets()? {
+            return self.get_hashed(meta, buckets, version, user_key, snapshot);
         }
         self.get_searched(meta, user_key, snapshot)
     }
@@ -556,7 +574,7 @@ impl Table {
     }
 
     /// [`Table::get`] through the hash index: each slot whose fingerprint
-    /// matches names (block, entry) of some key's newest version; the
+    /// matches names the block and entry of some key's newest version; the
     /// first whose key is `user_key` is where its versions start (newest
     /// first), and the answer is the first of them with ts <= `snapshot`.
     /// No match: the key is not in the table, and no data block was read.
@@ -564,6 +582,7 @@ impl Table {
         &'a self,
         meta: &Meta,
         buckets: &[u8],
+        version: u8,
         user_key: &[u8],
         snapshot: Timestamp,
     ) -> Result<Option<TableGet<'a>>> {
@@ -571,7 +590,7 @@ impl Table {
             .hash_checked
             .fetch_add(1, AtomicOrdering::Relaxed);
         let mut read_a_block = false;
-        for slot in hash_index::probe(buckets, bloom_hash(user_key)) {
+        for slot in hash_index::probe(buckets, version, bloom_hash(user_key)) {
             read_a_block = true;
             let block = slot.block as usize;
             if block >= meta.index.handles.len() {
@@ -583,26 +602,45 @@ impl Table {
                     ),
                 ));
             }
-            let (buf, layout) = self.load_block_with(meta, block, true)?;
-            let idx = match self.walk_versions(
-                block,
-                self.buf_bytes(&buf),
-                &layout,
-                usize::from(slot.entry),
-                user_key,
-                snapshot,
-            )? {
-                Walk::OtherKey => continue, // a fingerprint collision
-                Walk::NoVersion => return Ok(None),
-                Walk::Search => return self.get_searched(meta, user_key, snapshot),
-                Walk::Found(idx) => idx,
+            let (buf, walk) = match slot.at {
+                SlotAt::Search => return self.get_searched(meta, user_key, snapshot),
+                SlotAt::Offset(offset) => {
+                    let offset = offset as usize;
+                    match self.get_in_place(meta, block, offset, user_key, snapshot)? {
+                        Some(walk) => (BlockBuf::Mapped, walk),
+                        None => {
+                            let (buf, layout) = self.load_block_with(meta, block, true)?;
+                            let bytes = self.buf_bytes(&buf);
+                            let walk =
+                                self.walk_from(block, bytes, &layout, offset, user_key, snapshot)?;
+                            (buf, walk)
+                        }
+                    }
+                }
+                SlotAt::Entry(idx) => {
+                    let (buf, layout) = self.load_block_with(meta, block, true)?;
+                    let bytes = self.buf_bytes(&buf);
+                    let walk = self.walk_versions(
+                        block,
+                        bytes,
+                        &layout,
+                        usize::from(idx),
+                        user_key,
+                        snapshot,
+                    )?;
+                    (buf, walk)
+                }
             };
-            let cursor = self.cursor(block, buf, layout, idx)?;
-            return Ok(Some(TableGet {
-                table: self,
-                buf: cursor.buf,
-                pos: cursor.entry,
-            }));
+            return match walk {
+                Walk::OtherKey => continue, // a fingerprint collision
+                Walk::NoVersion => Ok(None),
+                Walk::Search => self.get_searched(meta, user_key, snapshot),
+                Walk::Found(pos) => Ok(Some(TableGet {
+                    table: self,
+                    buf,
+                    pos,
+                })),
+            };
         }
         if !read_a_block {
             self.counters
@@ -612,7 +650,80 @@ impl Table {
         Ok(None)
     }
 
-    /// From entry `idx` of a loaded block, which the hash index names as
+    /// A version-2 slot's fast path: when data block `block` was verified
+    /// before and is stored uncompressed, the entry `offset` bytes into it
+    /// is decoded in place from the map, so the read touches the bucket and
+    /// the entry, not the block's trailer, count or offsets. `None` when the
+    /// block is not known to be such, or when the entry is `user_key`'s but
+    /// newer than `snapshot` (the caller then loads the block and walks its
+    /// older versions).
+    fn get_in_place(
+        &self,
+        meta: &Meta,
+        block: usize,
+        offset: usize,
+        user_key: &[u8],
+        snapshot: Timestamp,
+    ) -> Result<Option<Walk>> {
+        let (word, bit) = (block / 64, 1u64 << (block % 64));
+        let ready = meta
+            .in_place
+            .get(word)
+            .is_some_and(|w| w.load(AtomicOrdering::Relaxed) & bit != 0);
+        let Some(h) = meta.index.handles.get(block).filter(|_| ready) else {
+            return Ok(None);
+        };
+        // Verified: the stored block ends with its 5-byte trailer.
+        let payload_end = h.offset + h.len.saturating_sub(V2_TRAILER_LEN);
+        let file = self.bytes.bytes();
+        let (pos, _) = self.entry_pos_at(block, file, h.offset + offset, payload_end)?;
+        self.counters
+            .bytes_read
+            .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
+        self.counters
+            .data_block_reads
+            .fetch_add(1, AtomicOrdering::Relaxed);
+        if file.get(pos.user_key.clone()) != Some(user_key) {
+            return Ok(Some(Walk::OtherKey));
+        }
+        Ok((pos.ts <= snapshot).then_some(Walk::Found(pos)))
+    }
+
+    /// [`Table::walk_versions`] for a version-2 slot: from the entry
+    /// `offset` bytes into a loaded block's contents, stepping entry by
+    /// entry (they lie back to back).
+    fn walk_from(
+        &self,
+        block: usize,
+        bytes: &[u8],
+        layout: &BlockLayout,
+        offset: usize,
+        user_key: &[u8],
+        snapshot: Timestamp,
+    ) -> Result<Walk> {
+        let end = layout.entries_end();
+        let (mut pos, mut next) = self.entry_pos_at(block, bytes, layout.start() + offset, end)?;
+        if bytes.get(pos.user_key.clone()) != Some(user_key) {
+            return Ok(Walk::OtherKey);
+        }
+        let mut steps = 0;
+        while pos.ts > snapshot {
+            steps += 1;
+            // Older versions may continue in the next block, or be many:
+            // the binary search handles both.
+            if next >= end || steps > MAX_VERSION_WALK {
+                return Ok(Walk::Search);
+            }
+            let (p, n) = self.entry_pos_at(block, bytes, next, end)?;
+            if bytes.get(p.user_key.clone()) != Some(user_key) {
+                return Ok(Walk::NoVersion);
+            }
+            (pos, next) = (p, n);
+        }
+        Ok(Walk::Found(pos))
+    }
+
+    /// From entry `idx` of a loaded block, which a version-1 slot names as
     /// the newest version of some key: whether that key is `user_key`, and
     /// then which of its versions (walking forward) is the newest with
     /// ts <= `snapshot`.
@@ -652,7 +763,7 @@ impl Table {
             }
             ts = k.ts;
         }
-        Ok(Walk::Found(idx))
+        Ok(Walk::Found(self.entry_pos(block, bytes, layout, idx)?))
     }
 
     /// Whether [`Table::get`] of `user_key` would find everything it reads
@@ -711,9 +822,9 @@ impl Table {
                 }
             }
         }
-        if let Some(buckets) = self.hash_buckets()? {
+        if let Some((buckets, version)) = self.hash_buckets()? {
             let hash = bloom_hash(user_key);
-            if let Some(HashBuckets::Mapped(r)) = self.hash.get().and_then(Option::as_ref) {
+            if let Some(HashBuckets::Mapped(r, _)) = self.hash.get().and_then(Option::as_ref) {
                 let span = hash_index::probe_span(r.len(), hash);
                 if !self
                     .bytes
@@ -724,7 +835,7 @@ impl Table {
             }
             // Every block a matching fingerprint sends the read to. (Older
             // versions continued in the next block are read without asking.)
-            for slot in hash_index::probe(buckets, hash) {
+            for slot in hash_index::probe(buckets, version, hash) {
                 match meta.index.handles.get(slot.block as usize) {
                     Some(h) if !self.block_is_resident(h) => return Ok(false),
                     Some(_) => {}
@@ -1098,6 +1209,12 @@ impl Table {
                 return Err(self.block_error(block, "last key differs from the index"));
             }
             flags.fetch_or(bit, AtomicOrdering::Relaxed);
+            if self.version != 1 && matches!(buf, BlockBuf::Mapped) {
+                // A version-2 block read in place is stored uncompressed.
+                if let Some(w) = meta.in_place.get(word) {
+                    w.fetch_or(bit, AtomicOrdering::Relaxed);
+                }
+            }
         }
         self.counters
             .bytes_read
@@ -1118,11 +1235,30 @@ impl Table {
         let raw = layout
             .entry(file, idx)
             .map_err(|m| self.block_error(block, format!("entry {idx}: {m}")))?;
-        let key = file
-            .get(raw.key.clone())
-            .and_then(decode_internal)
-            .ok_or_else(|| self.block_error(block, format!("entry {idx}: bad internal key")))?;
-        Ok(EntryPos {
+        Self::decode_entry_pos(file, raw)
+            .ok_or_else(|| self.block_error(block, format!("entry {idx}: bad internal key")))
+    }
+
+    /// The entry starting at byte `at` of `file` (a data block's bytes),
+    /// framed within `..end`, and where the next one starts.
+    fn entry_pos_at(
+        &self,
+        block: usize,
+        file: &[u8],
+        at: usize,
+        end: usize,
+    ) -> Result<(EntryPos, usize)> {
+        let (raw, next) = entry_at(file, at, end, true).map_err(|m| {
+            self.block_error(block, format!("entry at {at} (from index.hash): {m}"))
+        })?;
+        let pos = Self::decode_entry_pos(file, raw)
+            .ok_or_else(|| self.block_error(block, format!("entry at {at}: bad internal key")))?;
+        Ok((pos, next))
+    }
+
+    fn decode_entry_pos(file: &[u8], raw: RawEntry) -> Option<EntryPos> {
+        let key = file.get(raw.key.clone()).and_then(decode_internal)?;
+        Some(EntryPos {
             user_key: raw.key.start..raw.key.end - INTERNAL_SUFFIX_LEN,
             value: raw.value,
             ts: key.ts,
@@ -1167,8 +1303,8 @@ enum Walk {
     NoVersion,
     /// The walk left the block or went on too long: search instead.
     Search,
-    /// The entry number of the answer.
-    Found(usize),
+    /// The answer.
+    Found(EntryPos),
 }
 
 /// The first `i` in `0..n` for which `before(i)` is false (binary search;

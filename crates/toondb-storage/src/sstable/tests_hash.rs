@@ -35,10 +35,27 @@ fn with_hash(block_size: usize, compression: Compression, hash_index: bool) -> T
     }
 }
 
-/// Every probe key at many snapshots: the table with a hash index, the
-/// same rows written without one, and the BTreeMap agree.
+/// A table whose hash index has version-1 slots (entry numbers), as
+/// builds before version 2 wrote them.
+fn build_version_1(rows: &[Row], options: TableOptions) -> Arc<Table> {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(table_file_name(7));
+    let mut b = TableBuilder::with_options(OsFileSystem.create(&path).unwrap(), options);
+    b.hash_index_version_1();
+    for (k, ts, kind, v) in rows {
+        b.add(k, *ts, *kind, v).unwrap();
+    }
+    b.finish().unwrap();
+    Arc::new(Table::open(7, OsFileSystem.map(&path).unwrap()).unwrap())
+}
+
+/// Every probe key at many snapshots, each read twice (the first read of a
+/// block verifies it; later ones of an uncompressed block decode the entry
+/// in place): the table with a hash index, the same rows with a version-1
+/// hash index, the rows written without one, and the BTreeMap agree.
 fn check_against_unhashed(rows: &[Row], block_size: usize, compression: Compression) -> bool {
     let (hashed, _) = build_mapped_with(rows, with_hash(block_size, compression, true));
+    let v1 = build_version_1(rows, with_hash(block_size, compression, true));
     let (plain, _) = build_mapped_with(rows, with_hash(block_size, compression, false));
     assert!(!plain.has_hash_index());
     let model = model_of(rows);
@@ -58,9 +75,23 @@ fn check_against_unhashed(rows: &[Row], block_size: usize, compression: Compress
         }
         for snap in snaps {
             let want = btree_get(&model, &key, snap);
-            let a = got(&hashed, &key, snap).unwrap();
+            for round in 0..2 {
+                let a = got(&hashed, &key, snap).unwrap();
+                let o = got(&v1, &key, snap).unwrap();
+                assert_eq!(
+                    a,
+                    want,
+                    "hashed get({:?}, {snap}) #{round}",
+                    key.escape_ascii()
+                );
+                assert_eq!(
+                    o,
+                    want,
+                    "version 1 get({:?}, {snap}) #{round}",
+                    key.escape_ascii()
+                );
+            }
             let b = got(&plain, &key, snap).unwrap();
-            assert_eq!(a, want, "hashed get({:?}, {snap})", key.escape_ascii());
             assert_eq!(b, want, "plain get({:?}, {snap})", key.escape_ascii());
         }
     }
@@ -136,14 +167,15 @@ fn many_versions_across_blocks() {
     }
 }
 
-/// A block with more entries than a slot's 16-bit entry number can name:
-/// the table is written without a hash index and read the old way.
+/// Version 1: a block with more entries than a slot's 16-bit entry number
+/// can name: the table is written without a hash index and read the old
+/// way. Version 2 names entries by byte offset and keeps its index.
 #[test]
-fn too_many_entries_in_a_block_means_no_hash_index() {
+fn too_many_entries_in_a_block_means_no_version_1_hash_index() {
     let rows: Vec<Row> = (0..70_000u32)
         .map(|i| put(&i.to_be_bytes(), 1, b""))
         .collect();
-    let (table, _) = build_mapped_with(&rows, with_hash(4 << 20, Compression::None, true));
+    let table = build_version_1(&rows, with_hash(4 << 20, Compression::None, true));
     assert_eq!(table.block_count().unwrap(), 1);
     assert!(!table.has_hash_index());
     assert!(table.hash_region().is_none());
@@ -158,7 +190,7 @@ fn too_many_entries_in_a_block_means_no_hash_index() {
     let rows: Vec<Row> = (0..65_536u32)
         .map(|i| put(&i.to_be_bytes(), 1, b""))
         .collect();
-    let (table, _) = build_mapped_with(&rows, with_hash(4 << 20, Compression::None, true));
+    let table = build_version_1(&rows, with_hash(4 << 20, Compression::None, true));
     assert_eq!(table.block_count().unwrap(), 1);
     assert!(table.has_hash_index());
     for i in (0..65_536u32).step_by(991).chain([65_535]) {
@@ -166,6 +198,54 @@ fn too_many_entries_in_a_block_means_no_hash_index() {
             got(&table, &i.to_be_bytes(), 5).unwrap().as_ref(),
             Some(&rows[i as usize])
         );
+    }
+    // Version 2: the 70,000-entry block keeps its hash index.
+    let rows: Vec<Row> = (0..70_000u32)
+        .map(|i| put(&i.to_be_bytes(), 1, b""))
+        .collect();
+    let (table, _) = build_mapped_with(&rows, with_hash(4 << 20, Compression::None, true));
+    assert_eq!(table.block_count().unwrap(), 1);
+    assert!(table.has_hash_index());
+    for round in 0..2 {
+        for i in (0..70_000u32).step_by(997).chain([69_999]) {
+            assert_eq!(
+                got(&table, &i.to_be_bytes(), 5).unwrap().as_ref(),
+                Some(&rows[i as usize]),
+                "{round} {i}"
+            );
+        }
+    }
+}
+
+/// Version 2: entries that start 16 MiB or more into their block (huge
+/// values in one big block) get the "search the block" offset; their reads,
+/// and reads of the entries before them, still answer right, as do reads
+/// at old snapshots of keys whose versions straddle that point.
+#[test]
+fn entries_past_16_mib_into_a_block_are_searched() {
+    let big = vec![7u8; 3 << 20];
+    let mut rows = Vec::new();
+    for i in 0..8u32 {
+        let key = format!("key{i}").into_bytes();
+        rows.push(put(&key, 9, &big));
+        rows.push(put(&key, 5, format!("old{i}").as_bytes()));
+    }
+    let rows = normalize(rows);
+    let (table, _) = build_mapped_with(&rows, with_hash(64 << 20, Compression::None, true));
+    assert_eq!(table.block_count().unwrap(), 1);
+    assert!(table.has_hash_index());
+    let model = model_of(&rows);
+    for round in 0..2 {
+        for i in 0..9u32 {
+            let key = format!("key{i}").into_bytes();
+            for snap in [4, 5, 8, 9, Timestamp::MAX] {
+                assert_eq!(
+                    got(&table, &key, snap).unwrap(),
+                    btree_get(&model, &key, snap),
+                    "{round} key{i} at {snap}"
+                );
+            }
+        }
     }
 }
 
@@ -312,7 +392,7 @@ fn unknown_versions_are_ignored_and_bad_slots_reported() {
     let mut later = file.clone();
     rewrite_hash_block(&mut later, region.clone(), |c| {
         let n = c.len();
-        c[n - 1] = 2;
+        c[n - 1] = 3;
     });
     let table = open_vec(later).unwrap();
     assert!(!table.has_hash_index());
@@ -323,10 +403,33 @@ fn unknown_versions_are_ignored_and_bad_slots_reported() {
     );
     assert!(table.counters().bloom_checked.load(AtomicOrdering::Relaxed) > 0);
 
-    // Every occupied slot pointing at a block or an entry that is not there.
-    for (field, value) in [
-        (4..8, 9_999u32.to_le_bytes().to_vec()),
-        (2..4, vec![0xff, 0xff]),
+    // Every occupied slot pointing at a block or an entry that is not
+    // there: version 2 (block in bytes 5..8, byte offset in 2..5; 0xfffffe
+    // is past any block here), then the same for a version-1 table (block
+    // in 4..8, entry number in 2..4).
+    let v1_file = {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("t.sst");
+        let mut b = TableBuilder::with_options(
+            OsFileSystem.create(&path).unwrap(),
+            opts(64, Compression::default()),
+        );
+        b.hash_index_version_1();
+        for (k, ts, kind, v) in &rows {
+            b.add(k, *ts, *kind, v).unwrap();
+        }
+        b.finish().unwrap();
+        OsFileSystem.read(&path).unwrap()
+    };
+    let v1_region = Table::open(7, Arc::new(VecBytes(v1_file.clone())))
+        .unwrap()
+        .hash_region()
+        .unwrap();
+    for (file, region, field, value) in [
+        (&file, &region, 5..8, vec![0x0f, 0x27, 0]),
+        (&file, &region, 2..5, vec![0xfe, 0xff, 0xff]),
+        (&v1_file, &v1_region, 4..8, 9_999u32.to_le_bytes().to_vec()),
+        (&v1_file, &v1_region, 2..4, vec![0xff, 0xff]),
     ] {
         let mut bad = file.clone();
         rewrite_hash_block(&mut bad, region.clone(), |c| {
@@ -338,9 +441,13 @@ fn unknown_versions_are_ignored_and_bad_slots_reported() {
             }
         });
         let table = open_vec(bad).unwrap();
-        for r in &rows {
-            let err = table.get(&r.0, Timestamp::MAX).unwrap_err();
-            assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+        // Twice: the second read of a block that passed its checks takes
+        // the in-place path for version 2.
+        for _ in 0..2 {
+            for r in &rows {
+                let err = table.get(&r.0, Timestamp::MAX).unwrap_err();
+                assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+            }
         }
     }
 }
