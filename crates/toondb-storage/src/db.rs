@@ -188,7 +188,7 @@ impl Database {
         f: impl FnOnce(Option<ValueRef<'_>>) -> R,
     ) -> Result<Option<R>> {
         self.check_open()?;
-        let (ts, state) = self.engine.read_view();
+        let (ts, state) = self.engine.read_view_guard();
         self.value_at(&state, ts, key.as_ref(), how, f)
     }
 
@@ -202,7 +202,7 @@ impl Database {
         mut f: impl FnMut(usize, Option<ValueRef<'_>>),
     ) -> Result<bool> {
         self.check_open()?;
-        let (ts, state) = self.engine.read_view();
+        let (ts, state) = self.engine.read_view_guard();
         for (i, k) in keys.iter().enumerate() {
             if self
                 .value_at(&state, ts, k.as_ref(), how, |v| f(i, v))?

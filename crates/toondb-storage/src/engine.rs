@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
+use arc_swap::{ArcSwap, Guard};
 use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex, RwLock};
 
@@ -45,7 +46,10 @@ pub(crate) struct Engine {
     pub fs: Arc<dyn FileSystem>,
     /// Opens table files through the block cache and the table cache.
     pub tables: TableOpener,
-    state: RwLock<Arc<LsmState>>,
+    /// The current LSM state. Readers load it without locking; installs
+    /// replace it under `install_lock`.
+    state: ArcSwap<LsmState>,
+    install_lock: Mutex<()>,
     /// Every commit with a timestamp <= this is fully applied to the memtable.
     visible_ts: AtomicU64,
     pub next_file_number: AtomicU64,
@@ -103,7 +107,8 @@ impl Engine {
             tables: parts.tables,
             dir: parts.dir,
             options: parts.options,
-            state: RwLock::new(Arc::new(parts.state)),
+            state: ArcSwap::from_pointee(parts.state),
+            install_lock: Mutex::new(()),
             visible_ts: AtomicU64::new(parts.last_ts),
             next_file_number: AtomicU64::new(parts.next_file_number),
             commit_tx: RwLock::new(Some(parts.commit_tx)),
@@ -136,19 +141,20 @@ impl Engine {
     }
 
     pub fn state(&self) -> Arc<LsmState> {
-        self.state.read().clone()
+        self.state.load_full()
     }
 
     /// Runs `f` on the current state while no install can replace it.
     pub fn with_state<R>(&self, f: impl FnOnce(&Arc<LsmState>) -> R) -> R {
-        f(&self.state.read())
+        let _installs = self.install_lock.lock();
+        f(&self.state.load_full())
     }
 
     /// Replaces the LSM state through `edit`, which builds the new one.
     pub fn install(&self, edit: impl FnOnce(&LsmState) -> LsmState) {
-        let mut guard = self.state.write();
-        let next = edit(&guard);
-        *guard = Arc::new(next);
+        let _installs = self.install_lock.lock();
+        let next = edit(&self.state.load());
+        self.state.store(Arc::new(next));
     }
 
     /// A timestamp and a state to read at, for a reader that is not in the
@@ -158,9 +164,17 @@ impl Engine {
     /// have dropped versions only that timestamp needed, so take a fresh
     /// pair (the visible timestamp is then at least that compaction's).
     pub fn read_view(&self) -> (Timestamp, Arc<LsmState>) {
+        let (ts, state) = self.read_view_guard();
+        (ts, Guard::into_inner(state))
+    }
+
+    /// [`Engine::read_view`] for a read that ends before the caller returns
+    /// (a point read): the state is borrowed, not cloned, so loading it
+    /// writes to no shared cache line.
+    pub fn read_view_guard(&self) -> (Timestamp, Guard<Arc<LsmState>>) {
         loop {
             let ts = self.visible_ts();
-            let state = self.state();
+            let state = self.state.load();
             if state.compacted_ts <= ts {
                 return (ts, state);
             }
