@@ -10,7 +10,7 @@ use crate::io::ValueMap;
 use crate::key::{KeyRange, Timestamp, ValueKind};
 use crate::memfilter::MemFilter;
 use crate::range_del::{RangeDelSet, RangeDelView};
-use crate::sstable::{TableGet, TableIter};
+use crate::sstable::{bloom_hash, TableGet, TableIter};
 use std::sync::Arc;
 
 /// A value as [`Database::get_ref`](crate::Database::get_ref) lends it.
@@ -121,15 +121,18 @@ impl LsmState {
                 "read callback consumed twice",
             ));
         };
+        // The tables' key hash (filters and hash indexes), computed once.
+        let mut table_hash = None;
         for file in self.levels.candidates(key) {
             if resident_only && !file.is_open() {
                 return Ok(None); // opening reads the file's footer
             }
             let table = file.table()?;
-            if resident_only && !table.get_is_resident(key, snapshot)? {
+            let hash = *table_hash.get_or_insert_with(|| bloom_hash(key));
+            if resident_only && !table.get_is_resident(key, hash, snapshot)? {
                 return Ok(None);
             }
-            if let Some(found) = table.get(key, snapshot)? {
+            if let Some(found) = table.get_with_hash(key, hash, snapshot)? {
                 let entry = found.entry();
                 if deleted_at.is_some_and(|t| t > entry.ts) {
                     return Ok(Some(f(None)));

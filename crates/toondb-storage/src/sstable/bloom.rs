@@ -131,7 +131,14 @@ fn block_bits(hash: u64, probes: u8) -> impl Iterator<Item = usize> {
 
 /// Whether `filter` (the block's contents) may contain `user_key`. False
 /// only if the key was certainly not added.
+#[cfg(test)]
 pub(crate) fn may_contain(filter: &[u8], user_key: &[u8]) -> bool {
+    may_contain_hash(filter, bloom_hash(user_key))
+}
+
+/// [`may_contain`] for a key whose [`bloom_hash`] the caller computed (once
+/// for all the tables and the hash indexes a read probes).
+pub(crate) fn may_contain_hash(filter: &[u8], hash: u64) -> bool {
     let Some((&last, bits)) = filter.split_last() else {
         return true;
     };
@@ -139,14 +146,13 @@ pub(crate) fn may_contain(filter: &[u8], user_key: &[u8]) -> bool {
         return true;
     }
     if (CACHE_LOCAL + 1..=CACHE_LOCAL + MAX_PROBES).contains(&last) {
-        return may_contain_cache_local(bits, last - CACHE_LOCAL, user_key);
+        return may_contain_cache_local(bits, last - CACHE_LOCAL, hash);
     }
     let probes = last;
     if !(1..=MAX_PROBES).contains(&probes) {
         return true;
     }
     let nbits = bits.len() as u64 * 8;
-    let hash = bloom_hash(user_key);
     let (mut h, delta) = (hash, hash.rotate_left(32));
     for _ in 0..probes {
         let bit = h % nbits;
@@ -161,11 +167,10 @@ pub(crate) fn may_contain(filter: &[u8], user_key: &[u8]) -> bool {
     true
 }
 
-fn may_contain_cache_local(bits: &[u8], probes: u8, user_key: &[u8]) -> bool {
+fn may_contain_cache_local(bits: &[u8], probes: u8, hash: u64) -> bool {
     if !bits.len().is_multiple_of(BLOCK_BYTES) {
         return true;
     }
-    let hash = bloom_hash(user_key);
     let base = block_of(hash, bits.len() / BLOCK_BYTES) * BLOCK_BYTES;
     let Some(block) = bits.get(base..base + BLOCK_BYTES) else {
         return true;

@@ -33,6 +33,8 @@ mod readahead;
 mod table;
 
 // Used by the db layer once it is wired in; until then only tests use them.
+/// The key hash tables' filters and hash indexes share ([`Table::get_with_hash`]).
+pub(crate) use bloom::bloom_hash;
 #[allow(unused_imports)]
 pub use builder::{TableBuilder, TableOptions, TableSummary};
 pub use compress::Compression;

@@ -25,7 +25,7 @@ use std::sync::{Arc, OnceLock};
 use crate::cache::BlockCache;
 
 use super::block::{entry_at, parse_v2_stored, BlockLayout, RawEntry, V2_TRAILER_LEN};
-use super::bloom::{bloom_hash, may_contain};
+use super::bloom::{bloom_hash, may_contain_hash};
 use super::compress::{decompress, TYPE_NONE};
 use super::footer::{decode_footer, Footer, FooterV1, FooterV2};
 use super::hash_index::{self, SlotAt};
@@ -522,6 +522,18 @@ impl Table {
     /// version ([`Table::get_hashed`]), which also catches the filter's
     /// false positives without a data block read.
     pub fn get(&self, user_key: &[u8], snapshot: Timestamp) -> Result<Option<TableGet<'_>>> {
+        self.get_with_hash(user_key, bloom_hash(user_key), snapshot)
+    }
+
+    /// [`Table::get`] with the key's [`bloom_hash`] computed by the caller,
+    /// once for every table a read probes (it feeds both the filter and the
+    /// hash index).
+    pub(crate) fn get_with_hash(
+        &self,
+        user_key: &[u8],
+        hash: u64,
+        snapshot: Timestamp,
+    ) -> Result<Option<TableGet<'_>>> {
         // The index first, so a damaged one fails every read, even of keys
         // the filter rules out.
         let meta = self.meta()?;
@@ -529,7 +541,7 @@ impl Table {
             self.counters
                 .bloom_checked
                 .fetch_add(1, AtomicOrdering::Relaxed);
-            if !may_contain(filter, user_key) {
+            if !may_contain_hash(filter, hash) {
                 self.counters
                     .bloom_useful
                     .fetch_add(1, AtomicOrdering::Relaxed);
@@ -537,7 +549,7 @@ impl Table {
             }
         }
         if let Some((buckets, version)) = self.hash_buckets()? {
-            return self.get_hashed(meta, buckets, version, user_key, snapshot);
+            return self.get_hashed(meta, buckets, version, user_key, hash, snapshot);
         }
         self.get_searched(meta, user_key, snapshot)
     }
@@ -584,13 +596,14 @@ impl Table {
         buckets: &[u8],
         version: u8,
         user_key: &[u8],
+        hash: u64,
         snapshot: Timestamp,
     ) -> Result<Option<TableGet<'a>>> {
         self.counters
             .hash_checked
             .fetch_add(1, AtomicOrdering::Relaxed);
         let mut read_a_block = false;
-        for slot in hash_index::probe(buckets, version, bloom_hash(user_key)) {
+        for slot in hash_index::probe(buckets, version, hash) {
             read_a_block = true;
             let block = slot.block as usize;
             if block >= meta.index.handles.len() {
@@ -778,7 +791,12 @@ impl Table {
     /// within that window costs one read on the caller's thread, as every
     /// read did before); other tables are asked about the pages this read
     /// touches, and about the whole file at most once per window.
-    pub(crate) fn get_is_resident(&self, user_key: &[u8], snapshot: Timestamp) -> Result<bool> {
+    pub(crate) fn get_is_resident(
+        &self,
+        user_key: &[u8],
+        hash: u64,
+        snapshot: Timestamp,
+    ) -> Result<bool> {
         let now = clock_ms();
         if now < self.resident.trusted_until.load(AtomicOrdering::Relaxed) {
             return Ok(true);
@@ -811,7 +829,7 @@ impl Table {
             }
         }
         if let Some(filter) = self.filter_bytes()? {
-            if !may_contain(filter, user_key) {
+            if !may_contain_hash(filter, hash) {
                 return Ok(true);
             }
         }
@@ -823,7 +841,6 @@ impl Table {
             }
         }
         if let Some((buckets, version)) = self.hash_buckets()? {
-            let hash = bloom_hash(user_key);
             if let Some(HashBuckets::Mapped(r, _)) = self.hash.get().and_then(Option::as_ref) {
                 let span = hash_index::probe_span(r.len(), hash);
                 if !self
