@@ -105,6 +105,13 @@ describe('getSync fast path', () => {
       // No room left at the offset: the value comes back as a Buffer of its own.
       assert.deepEqual(native.readInto(handle, 'a', out, 8), Buffer.from('b'))
       assert.equal(native.readInto(handle, 'zz', out, 8), -1)
+      // An external of the wrong kind is refused, not read as another type.
+      const scan = native.scanOpen(handle, undefined, undefined, undefined, undefined, undefined, false, undefined, true, true)
+      assert.throws(() => native.readInto(scan, 'a', out), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+      assert.throws(() => native.readMany(scan, ['a']), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+      assert.throws(() => native.scanNext(handle, 10), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+      assert.throws(() => native.scanOpen(scan, undefined, undefined, undefined, undefined, undefined, false, undefined, true, true), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+      native.scanClose(scan)
     } finally {
       nd.closeSync()
     }

@@ -31,24 +31,50 @@ pub struct ReadHandle {
     pub db: Arc<Database>,
 }
 
-unsafe extern "C" fn finalize_handle(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
+impl ExternalKind for ReadHandle {
+    const TAG: u64 = u64::from_le_bytes(*b"tdbREAD\0");
+}
+
+/// A type this module hands to JS inside an external. Each external's data
+/// starts with its kind's tag, so a raw function given the wrong kind of
+/// external (or one from another addon) throws instead of reading one type
+/// as another.
+pub(crate) trait ExternalKind: Sized {
+    const TAG: u64;
+}
+
+/// An external's data: the kind's tag, then the value.
+#[repr(C)]
+struct Tagged<T> {
+    tag: u64,
+    value: T,
+}
+
+unsafe extern "C" fn finalize_tagged<T: ExternalKind>(
+    _env: sys::napi_env,
+    data: *mut c_void,
+    _hint: *mut c_void,
+) {
     if !data.is_null() {
-        // SAFETY: `data` came from `Box::into_raw` in `create_handle` and the
-        // finalizer runs once.
-        drop(unsafe { Box::from_raw(data.cast::<ReadHandle>()) });
+        // SAFETY: `data` came from `Box::into_raw` in `create_external::<T>`
+        // and the finalizer runs once.
+        drop(unsafe { Box::from_raw(data.cast::<Tagged<T>>()) });
     }
 }
 
-/// A JS external owning `handle` (dropped when the external is collected).
-pub fn create_handle(env: sys::napi_env, handle: ReadHandle) -> napi::Result<sys::napi_value> {
-    let data = Box::into_raw(Box::new(handle));
+/// A JS external owning `value` (dropped when the external is collected).
+pub(crate) fn create_external<T: ExternalKind>(
+    env: sys::napi_env,
+    value: T,
+) -> napi::Result<sys::napi_value> {
+    let data = Box::into_raw(Box::new(Tagged { tag: T::TAG, value }));
     let mut out = ptr::null_mut();
     // SAFETY: plain N-API call on the JS thread with a valid env.
     let status = unsafe {
         sys::napi_create_external(
             env,
             data.cast(),
-            Some(finalize_handle),
+            Some(finalize_tagged::<T>),
             ptr::null_mut(),
             &mut out,
         )
@@ -61,6 +87,11 @@ pub fn create_handle(env: sys::napi_env, handle: ReadHandle) -> napi::Result<sys
     Ok(out)
 }
 
+/// A JS external owning `handle`.
+pub fn create_handle(env: sys::napi_env, handle: ReadHandle) -> napi::Result<sys::napi_value> {
+    create_external(env, handle)
+}
+
 /// The engine handle behind a `readHandle()` external.
 ///
 /// # Safety
@@ -69,17 +100,21 @@ pub(crate) unsafe fn handle_arg<'a>(
     env: sys::napi_env,
     v: sys::napi_value,
 ) -> Option<&'a ReadHandle> {
-    // SAFETY: index.js passes only externals `create_handle` made.
+    // SAFETY: see `external_arg`.
     unsafe { external_arg(env, v) }
 }
 
-/// The data behind an external this module made for a `T`.
+/// The `T` behind an external [`create_external`] made, or `None` for any
+/// other value, including an external of another kind.
 ///
 /// # Safety
-/// `v` must be a value of the current call, and an external `v` must have
-/// been made for a `T` that is still alive (index.js keeps its externals
-/// private and passes each kind only where it belongs).
-pub(crate) unsafe fn external_arg<'a, T>(env: sys::napi_env, v: sys::napi_value) -> Option<&'a T> {
+/// `v` must be a value of the current call. An external's data must be at
+/// least 8 readable bytes: true of every external this module makes (each
+/// starts with its tag), assumed of externals from elsewhere.
+pub(crate) unsafe fn external_arg<'a, T: ExternalKind>(
+    env: sys::napi_env,
+    v: sys::napi_value,
+) -> Option<&'a T> {
     let mut data = ptr::null_mut();
     // SAFETY: a non-external argument fails with a status.
     if unsafe { sys::napi_get_value_external(env, v, &mut data) } != sys::Status::napi_ok
@@ -87,8 +122,15 @@ pub(crate) unsafe fn external_arg<'a, T>(env: sys::napi_env, v: sys::napi_value)
     {
         return None;
     }
-    // SAFETY: see the function's contract.
-    Some(unsafe { &*data.cast::<T>() })
+    // SAFETY: see the function's contract; `Tagged` is `repr(C)`, so every
+    // kind's tag is its first 8 bytes, and the data outlives this call (its
+    // external is a value of the call, so it is not collected).
+    let tag = unsafe { data.cast::<u64>().read_unaligned() };
+    if tag != T::TAG {
+        return None;
+    }
+    // SAFETY: the tag says `create_external::<T>` made it.
+    Some(unsafe { &(*data.cast::<Tagged<T>>()).value })
 }
 
 /// Reads a callback's first `N` arguments; throws TOONDB_INVALID_ARGUMENT

@@ -22,14 +22,15 @@
 //! becomes TOONDB_INTERNAL.
 
 use std::cell::RefCell;
-use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 
 use napi::sys;
 use toondb_storage::Scan;
 
-use crate::fastget::{call_args, external_arg, handle_arg, throw, u8_view};
+use crate::fastget::{
+    call_args, create_external, external_arg, handle_arg, throw, u8_view, ExternalKind,
+};
 use crate::iterator::{next_packed, scan_options_from, RawBounds};
 
 /// What a scan external points to.
@@ -40,12 +41,8 @@ struct RawScan {
     values: bool,
 }
 
-unsafe extern "C" fn finalize_scan(_env: sys::napi_env, data: *mut c_void, _hint: *mut c_void) {
-    if !data.is_null() {
-        // SAFETY: `data` came from `Box::into_raw` in `scan_open` and the
-        // finalizer runs once.
-        drop(unsafe { Box::from_raw(data.cast::<RawScan>()) });
-    }
+impl ExternalKind for RawScan {
+    const TAG: u64 = u64::from_le_bytes(*b"tdbSCAN\0");
 }
 
 fn type_of(env: sys::napi_env, v: sys::napi_value) -> sys::napi_valuetype {
@@ -149,8 +146,7 @@ fn undefined(env: sys::napi_env) -> sys::napi_value {
 /// # Safety
 /// `v` is a value of the current call.
 unsafe fn scan_arg<'a>(env: sys::napi_env, v: sys::napi_value) -> Option<&'a RawScan> {
-    // SAFETY: index.js passes only externals `scan_open` made (it keeps
-    // them private), alive while JS can pass them.
+    // SAFETY: see `external_arg`.
     unsafe { external_arg(env, v) }
 }
 
@@ -171,31 +167,12 @@ pub unsafe extern "C" fn scan_open(
         // SAFETY: values of this call.
         let options = unsafe { options(env, &argv[1..8]) }?;
         let scan = handle.db.scan(options).map_err(engine_err)?;
-        let data = Box::into_raw(Box::new(RawScan {
+        let scan = RawScan {
             scan: RefCell::new(Some(scan)),
             keys: flag(env, argv[8], true),
             values: flag(env, argv[9], true),
-        }));
-        let mut out = ptr::null_mut();
-        // SAFETY: plain N-API call; the finalizer frees `data`.
-        let status = unsafe {
-            sys::napi_create_external(
-                env,
-                data.cast(),
-                Some(finalize_scan),
-                ptr::null_mut(),
-                &mut out,
-            )
         };
-        if status != sys::Status::napi_ok {
-            // SAFETY: no external was made, so nothing else owns `data`.
-            drop(unsafe { Box::from_raw(data) });
-            return Err((
-                "TOONDB_INTERNAL".into(),
-                "napi_create_external failed".into(),
-            ));
-        }
-        Ok(out)
+        create_external(env, scan).map_err(|e| ("TOONDB_INTERNAL".into(), e.reason))
     })
 }
 
