@@ -6,6 +6,7 @@
 // adapts the native batch iterator to `for await`. No storage logic here.
 
 const native = require('./native.js')
+const { markAsUntransferable } = require('node:worker_threads')
 const { OpLog, lengthOf } = require('./lib/oplog.js')
 const { NativeDatabase } = native
 const { makeTables } = require('./lib/table.js')
@@ -128,15 +129,26 @@ function readVia(native, key) {
 // Buffer pool does for small allocations): no second copy through a scratch
 // buffer and no subarray. Every value below DIRECT_COPY_MIN fits, since a
 // pool with less room left than that is replaced before the read.
+//
+// Like Node's pool, each read pool is marked untransferable: a caller that
+// transfers a returned value's ArrayBuffer (postMessage or structuredClone
+// with a transfer list) gets a copy instead of detaching the pool, which
+// would empty every other value in it and leave the pool zero-length.
 const READ_POOL_BYTES = 16 * 1024
 const DIRECT_COPY_MIN = 4 * 1024
-let readPool = Buffer.allocUnsafeSlow(READ_POOL_BYTES)
+let readPool = newReadPool()
 let readPoolAb = readPool.buffer
 let readPoolUsed = 0
 
+function newReadPool() {
+  const pool = Buffer.allocUnsafeSlow(READ_POOL_BYTES)
+  markAsUntransferable(pool.buffer)
+  return pool
+}
+
 function readPoolRoom() {
   if (READ_POOL_BYTES - readPoolUsed < DIRECT_COPY_MIN) {
-    readPool = Buffer.allocUnsafeSlow(READ_POOL_BYTES)
+    readPool = newReadPool()
     readPoolAb = readPool.buffer
     readPoolUsed = 0
   }
