@@ -624,3 +624,6 @@ mod v2;
 
 #[path = "tests_hash.rs"]
 mod hash;
+
+#[path = "tests_review_s26.rs"]
+mod review_s26;
