@@ -19,12 +19,12 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
 use crate::cache::BlockCache;
 
-use super::block::{entry_at, parse_v2_stored, BlockLayout, RawEntry, V2_TRAILER_LEN};
+use super::block::{entry_at, parse_v2_stored, BlockLayout, RawEntry};
 use super::bloom::{bloom_hash, may_contain_hash};
 use super::compress::{decompress, TYPE_NONE};
 use super::footer::{decode_footer, Footer, FooterV1, FooterV2};
@@ -136,11 +136,13 @@ struct Meta {
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
     /// cost of a stale read is checking a block twice.
     verified: Vec<AtomicU64>,
-    /// Bit `i` is set once data block `i` was verified (as above) and found
-    /// stored uncompressed: a point read may then decode an entry of it in
-    /// place at a byte offset from the hash index, without reading the
-    /// block's trailer or offsets (`Table::get_in_place`).
-    in_place: Vec<AtomicU64>,
+    /// Entry `i` is set, once data block `i` was verified (as above) and
+    /// found stored uncompressed, to the length of its entries region plus
+    /// one (0: not yet): a point read may then decode an entry of it in
+    /// place at a byte offset from the hash index, bounded by the entries
+    /// region as a loaded block's reads are, without reading the block's
+    /// trailer, count or offsets (`Table::get_in_place`).
+    in_place: Vec<AtomicU32>,
     /// Heap bytes this holds, charged to the block cache while the table is open.
     charge: u64,
 }
@@ -358,7 +360,10 @@ impl Table {
                 .map(|_| AtomicU64::new(0))
                 .collect()
         };
-        let (verified, in_place) = (bitmap(), bitmap());
+        let verified = bitmap();
+        let in_place: Vec<AtomicU32> = (0..index.handles.len())
+            .map(|_| AtomicU32::new(0))
+            .collect();
         let key_of = |h: &BlockHandle| index.keys.get(h.last_user_key()).unwrap_or_default();
         let prefix_len = match (index.handles.first(), index.handles.last()) {
             (Some(a), Some(b)) => common_prefix(key_of(a), key_of(b)),
@@ -374,7 +379,7 @@ impl Table {
             + index.keys.capacity()
             + hints.capacity() * 8
             + verified.capacity() * 8
-            + in_place.capacity() * 8) as u64;
+            + in_place.capacity() * 4) as u64;
         Ok(Meta {
             index,
             hints,
@@ -678,18 +683,19 @@ impl Table {
         user_key: &[u8],
         snapshot: Timestamp,
     ) -> Result<Option<Walk>> {
-        let (word, bit) = (block / 64, 1u64 << (block % 64));
-        let ready = meta
+        let entries_len = meta
             .in_place
-            .get(word)
-            .is_some_and(|w| w.load(AtomicOrdering::Relaxed) & bit != 0);
-        let Some(h) = meta.index.handles.get(block).filter(|_| ready) else {
+            .get(block)
+            .map_or(0, |n| n.load(AtomicOrdering::Relaxed) as usize);
+        let Some(h) = meta.index.handles.get(block).filter(|_| entries_len != 0) else {
             return Ok(None);
         };
-        // Verified: the stored block ends with its 5-byte trailer.
-        let payload_end = h.offset + h.len.saturating_sub(V2_TRAILER_LEN);
+        // Verified and stored uncompressed: the contents start at the
+        // block's first byte, and the entries region is as noted then (an
+        // offset past it is corruption here too, as for a loaded block).
+        let entries_end = h.offset + (entries_len - 1);
         let file = self.bytes.bytes();
-        let (pos, _) = self.entry_pos_at(block, file, h.offset + offset, payload_end)?;
+        let (pos, _) = self.entry_pos_at(block, file, h.offset + offset, entries_end)?;
         self.counters
             .bytes_read
             .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
@@ -1227,9 +1233,17 @@ impl Table {
             }
             flags.fetch_or(bit, AtomicOrdering::Relaxed);
             if self.version != 1 && matches!(buf, BlockBuf::Mapped) {
-                // A version-2 block read in place is stored uncompressed.
-                if let Some(w) = meta.in_place.get(word) {
-                    w.fetch_or(bit, AtomicOrdering::Relaxed);
+                // A version-2 block read in place is stored uncompressed,
+                // its contents starting at the block's first byte.
+                let entries_len = (layout.entries_end() - layout.start())
+                    .checked_add(1)
+                    .and_then(|n| u32::try_from(n).ok());
+                if let (Some(slot), Some(n), true) = (
+                    meta.in_place.get(block),
+                    entries_len,
+                    layout.start() == h.offset,
+                ) {
+                    slot.store(n, AtomicOrdering::Relaxed);
                 }
             }
         }
