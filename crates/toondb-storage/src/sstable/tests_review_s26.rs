@@ -142,3 +142,34 @@ fn tables_of_the_previous_build_read_through_version_1_slots() {
     }
     assert_eq!(tables, 8);
 }
+
+/// A point read at a snapshot older than the key's newest version reads
+/// one data block: it is counted once (`data_block_reads`, `bytes_read`),
+/// whether the block is loaded or its newest entry is first looked at in
+/// place.
+#[test]
+fn a_read_at_an_old_snapshot_counts_its_block_once() {
+    use std::sync::atomic::Ordering::Relaxed;
+    let rows = normalize(vec![
+        put(b"k", 5, b"new"),
+        put(b"k", 2, b"old"),
+        put(b"z", 1, b"zz"),
+    ]);
+    let options = TableOptions {
+        hash_index: true,
+        ..opts(4096, Compression::None)
+    };
+    let (table, _) = build_mapped_with(&rows, options);
+    assert!(table.has_hash_index());
+    assert_eq!(table.block_count().unwrap(), 1);
+    let (_, len) = table.block_region(0);
+    let c = table.counters();
+    for n in 1..=3u64 {
+        assert_eq!(got(&table, b"k", 3).unwrap().unwrap().3, b"old");
+        assert_eq!(c.data_block_reads.load(Relaxed), n, "read {n}");
+        assert_eq!(c.bytes_read.load(Relaxed), n * len as u64, "read {n}");
+    }
+    // At the newest version: still one each.
+    assert_eq!(got(&table, b"k", 9).unwrap().unwrap().3, b"new");
+    assert_eq!(c.data_block_reads.load(Relaxed), 4);
+}
