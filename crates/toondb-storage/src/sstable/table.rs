@@ -696,16 +696,21 @@ impl Table {
         let entries_end = h.offset + (entries_len - 1);
         let file = self.bytes.bytes();
         let (pos, _) = self.entry_pos_at(block, file, h.offset + offset, entries_end)?;
+        let walk = if file.get(pos.user_key.clone()) != Some(user_key) {
+            Walk::OtherKey
+        } else if pos.ts <= snapshot {
+            Walk::Found(pos)
+        } else {
+            // The caller loads the block (and counts it) to walk on.
+            return Ok(None);
+        };
         self.counters
             .bytes_read
             .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
         self.counters
             .data_block_reads
             .fetch_add(1, AtomicOrdering::Relaxed);
-        if file.get(pos.user_key.clone()) != Some(user_key) {
-            return Ok(Some(Walk::OtherKey));
-        }
-        Ok((pos.ts <= snapshot).then_some(Walk::Found(pos)))
+        Ok(Some(walk))
     }
 
     /// [`Table::walk_versions`] for a version-2 slot: from the entry
