@@ -284,7 +284,22 @@ fn point_reads_racing_installs_see_the_right_versions() {
             n
         }));
     }
+    // Read counters summed over live and retired tables never go back,
+    // whatever the installs do.
+    let mut last = [0u64; 5];
     for round in 0..400u32 {
+        let st = db.stats();
+        let now = [
+            st.table_bytes_read,
+            st.data_blocks_read,
+            st.bloom_checked,
+            st.hash_index_checked,
+            st.hash_index_useful,
+        ];
+        for (n, (a, b)) in last.iter().zip(now.iter()).enumerate() {
+            assert!(b >= a, "stats counter {n} went from {a} to {b}");
+        }
+        last = now;
         let mut batch = toondb_storage::WriteBatch::new();
         for j in 0..10usize {
             // The same value for every c key of a round (200 bytes).
@@ -307,6 +322,11 @@ fn point_reads_racing_installs_see_the_right_versions() {
     for r in readers {
         assert!(r.join().unwrap() >= 2000);
     }
+    let st = db.stats();
+    assert!(
+        st.hash_index_checked > 0 && st.data_blocks_read >= last[1],
+        "{st:?}"
+    );
     db.close().unwrap();
 }
 
