@@ -1,6 +1,7 @@
 //! review s26: hash index version 2 (byte offsets, `in_place` reads of
-//! verified uncompressed blocks) and point reads borrowing the LSM state
-//! (arc-swap Guard), through the public API.
+//! verified uncompressed blocks) and point reads holding the LSM state
+//! while installs replace it (written against the arc-swap Guard of
+//! 00c5741, kept after its revert), through the public API.
 //!
 //! - many versions of keys over several tables and blocks, values mixing
 //!   compressible and random bytes (so lz4/zstd tables hold both raw and
@@ -176,8 +177,8 @@ fn sst_files(dir: &std::path::Path) -> Vec<String> {
     v
 }
 
-/// The point read holds the LSM state it started with (a Guard, not a
-/// clone): a compaction that replaces every table, run to completion from
+/// The point read holds the LSM state it started with (however it holds
+/// it: an Arc clone, or arc-swap's Guard in 00c5741): a compaction that replaces every table, run to completion from
 /// inside the read's callback, neither frees the bytes the read lends nor
 /// deletes the file they come from; both go once the read returns.
 #[test]
