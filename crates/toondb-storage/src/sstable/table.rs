@@ -704,13 +704,19 @@ impl Table {
             // The caller loads the block (and counts it) to walk on.
             return Ok(None);
         };
+        self.count_block_read(h);
+        Ok(Some(walk))
+    }
+
+    /// Counts a data block as read (its whole stored length), loaded or
+    /// decoded in place.
+    fn count_block_read(&self, h: &BlockHandle) {
         self.counters
             .bytes_read
             .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
         self.counters
             .data_block_reads
             .fetch_add(1, AtomicOrdering::Relaxed);
-        Ok(Some(walk))
     }
 
     /// [`Table::walk_versions`] for a version-2 slot: from the entry
@@ -1252,12 +1258,7 @@ impl Table {
                 }
             }
         }
-        self.counters
-            .bytes_read
-            .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
-        self.counters
-            .data_block_reads
-            .fetch_add(1, AtomicOrdering::Relaxed);
+        self.count_block_read(h);
         Ok((buf, layout))
     }
 
