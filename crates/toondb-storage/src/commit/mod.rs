@@ -6,6 +6,7 @@
 //! feeds it groups from a bounded channel; an idle engine lets a caller
 //! commit on its own thread (`try_commit_inline`).
 
+mod seal_sync;
 mod thread;
 
 use std::collections::BTreeSet;
@@ -26,7 +27,8 @@ use crate::key::Timestamp;
 use crate::memtable::Memtable;
 use crate::stats::Counters;
 use crate::txn::ConflictCheck;
-use crate::wal::{begin_batch_frame, finish_batch_frame, WalWriter};
+use crate::wal::{begin_batch_frame, finish_batch_frame, Predecessor, WalWriter};
+use seal_sync::SealSync;
 
 /// Commits `batch` on the calling thread when that is cheap and cannot
 /// reorder anything: no request is queued or being committed, and the
@@ -194,6 +196,8 @@ impl CommitMsg {
 /// reference cycle.
 pub(crate) struct Committer {
     wal: WalWriter,
+    /// The segment sealed last, while its background sync runs.
+    sealed_sync: Option<SealSync>,
     last_ts: Timestamp,
     next_memtable_id: u64,
     frames: Vec<u8>,
@@ -215,6 +219,7 @@ impl Committer {
     pub fn new(wal: WalWriter, last_ts: Timestamp, next_memtable_id: u64) -> Self {
         Committer {
             wal,
+            sealed_sync: None,
             last_ts,
             next_memtable_id,
             frames: Vec::with_capacity(64 << 10),
@@ -231,9 +236,25 @@ impl Committer {
     /// what a handle that closes while others stay open needs (see
     /// `Engine::sync_wal`, and `WalWriter::sync_and_mark` for why the mark).
     pub(crate) fn sync_wal(&mut self, engine: &Engine) -> Result<()> {
-        self.wal.sync_and_mark()?;
+        self.sync_and_mark()?;
         Counters::add(&engine.counters.wal_syncs, 1);
         Ok(())
+    }
+
+    /// Every segment durable, the live one marked so (close).
+    pub(crate) fn sync_and_mark(&mut self) -> Result<()> {
+        self.finish_sealed_sync()?;
+        self.wal.sync_and_mark()
+    }
+
+    /// Waits for the background sync of the segment sealed last. Called
+    /// before anything syncs the live segment: a newer segment must never
+    /// be durable while an older one may not be (seal_sync.rs).
+    fn finish_sealed_sync(&mut self) -> Result<()> {
+        match self.sealed_sync.take() {
+            Some(s) => s.finish(),
+            None => Ok(()),
+        }
     }
 
     fn process(&mut self, engine: &Engine, group: Vec<CommitMsg>) {
@@ -456,6 +477,7 @@ impl Committer {
 
     fn write_wal(&mut self, engine: &Engine, sync: bool) -> Result<()> {
         if sync {
+            self.finish_sealed_sync()?;
             self.wal.preallocate_for(self.frames.len() as u64)?;
             self.wal.append_durable(&self.frames)?;
             Counters::add(&engine.counters.wal_syncs, 1);
@@ -510,12 +532,20 @@ impl Committer {
 
     fn seal(&mut self, engine: &Engine) -> Result<()> {
         self.wait_for_flush_capacity(engine)?;
-        // A power cut must never tear a segment that is followed by another:
-        // replay treats damage before the last segment as corruption.
-        self.wal.sync()?;
+        // The old segment is synced in the background, not here: that sync
+        // took a memtable's worth of disk writes on the commit path. The
+        // new segment's first group records where the old one ended, so
+        // replay can tell a lost tail of it from damage (docs/format-wal.md,
+        // *New segments*). At most one such sync runs at a time.
+        self.finish_sealed_sync()?;
+        let previous = Predecessor {
+            segment: self.wal.number(),
+            end: self.wal.len(),
+        };
         let number = engine.alloc_file_number();
-        let wal = WalWriter::create(&*engine.fs, &engine.dir, number)?;
-        self.wal = wal;
+        let wal = WalWriter::create_after(&*engine.fs, &engine.dir, number, previous)?;
+        let old = std::mem::replace(&mut self.wal, wal);
+        self.sealed_sync = Some(SealSync::start(old));
         let fresh = Arc::new(Memtable::sized(
             self.next_memtable_id,
             engine.options.memtable_size,
