@@ -525,7 +525,11 @@ impl Committer {
             return Ok(state.imms.first().map_or(0, |m| m.id()));
         }
         let id = state.mem.id();
+        // An explicit flush waits for the old segment's sync here: the
+        // caller blocks for the flush anyway, and this keeps its file
+        // operations in one order (no sync finishing after it returned).
         self.seal(engine)
+            .and_then(|()| self.finish_sealed_sync())
             .inspect_err(|e| engine.set_bg_error(e.clone()))?;
         Ok(id)
     }

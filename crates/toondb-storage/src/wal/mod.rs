@@ -78,7 +78,10 @@ fn check_header(data: &[u8]) -> std::result::Result<u32, String> {
         return Err("header checksum mismatch".to_owned());
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if !matches!(version, SEGMENT_VERSION_V1 | SEGMENT_VERSION_V2 | SEGMENT_VERSION) {
+    if !matches!(
+        version,
+        SEGMENT_VERSION_V1 | SEGMENT_VERSION_V2 | SEGMENT_VERSION
+    ) {
         return Err(format!("unsupported format version {version}"));
     }
     Ok(version)

@@ -653,6 +653,9 @@ enum Later {
 const SCAN_CHECKSUM_BUDGET: usize = 4 << 30;
 
 #[cfg(test)]
+mod tests_v3;
+
+#[cfg(test)]
 mod tests {
     use std::path::PathBuf;
 
