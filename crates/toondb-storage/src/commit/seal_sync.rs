@@ -12,7 +12,7 @@
 //! synced (a durable write, a preallocation, a close) before this sync
 //! has finished, so a newer segment that shows a completed sync proves
 //! that every older one was durable. [`SealSync::finish`] is how the
-//! committer waits for it.
+//! committer waits for it (for all of them: a few may run at once).
 
 use std::thread::JoinHandle;
 

@@ -188,6 +188,11 @@ impl SegmentBytes {
                 // readahead on page faults), so one request for the whole
                 // segment left the rest to be read 4 KiB per fault: a cold
                 // open after a 1 GiB load took 0.8-1.6 s instead of 0.2 s.
+                // Table maps are advised random (no fault-around), which
+                // made replay take one page fault per 4 KiB of the segment:
+                // ~2,000 for 8 MB, a third of a warm replay's time
+                // (docs/performance.md, "Reopen").
+                map.advise_sequential();
                 let len = map.bytes().len();
                 for start in (0..len).step_by(WILL_NEED_CHUNK) {
                     map.will_need(start..len.min(start + WILL_NEED_CHUNK));
