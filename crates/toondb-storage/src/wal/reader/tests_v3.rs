@@ -282,3 +282,63 @@ fn an_empty_successor_leaves_the_older_segment_droppable() {
     assert_eq!(got, all[..3].to_vec());
     assert_eq!(report.dropped_tail.unwrap().offset, offsets[0][3]);
 }
+
+/// Rewrites segment `number`'s header as format `version` (what an older
+/// build wrote: no predecessor record, synced whole before the next).
+fn set_version(dir: &Path, number: u64, version: u32) {
+    let p = path(dir, number);
+    let mut data = std::fs::read(&p).unwrap();
+    data[8..12].copy_from_slice(&version.to_le_bytes());
+    let crc = crc32fast::hash(&data[..12]);
+    data[12..16].copy_from_slice(&crc.to_le_bytes());
+    std::fs::write(&p, data).unwrap();
+}
+
+/// Writes `count` groups into a new segment without a predecessor record.
+fn write_plain(dir: &Path, number: u64, count: usize) -> Vec<Vec<u8>> {
+    let mut w = WalWriter::create_unlisted(FS, dir, number, None).unwrap();
+    let mut all = Vec::new();
+    for i in 0..count {
+        let p = payload(number, i);
+        append_group(&mut w, &p);
+        all.push(p);
+    }
+    w.sync().unwrap();
+    all
+}
+
+#[test]
+fn format_2_segments_then_format_3_after_an_upgrade() {
+    // An older build left 3 and 5 (format 2); the upgraded build's open
+    // created 7 (format 3, "every earlier segment durable") and sealed it
+    // into 9 before 7 was synced.
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = write_plain(dir.path(), 3, 3);
+    all.extend(write_plain(dir.path(), 5, 2));
+    set_version(dir.path(), 3, crate::wal::SEGMENT_VERSION_V2);
+    set_version(dir.path(), 5, crate::wal::SEGMENT_VERSION_V2);
+    let (chain, offsets) = write_chain(dir.path(), &[(7, 3), (9, 2)]);
+    all.extend(chain.clone());
+    let (got, report) = collect(dir.path(), &[3, 5, 7, 9]).unwrap();
+    assert_eq!(got, all);
+    assert_eq!(report.dropped_tail, None);
+
+    // 7 lost its end (never synced): 7 is cut there and 9 is dropped; the
+    // format-2 segments are untouched.
+    FS.truncate(&path(dir.path(), 7), offsets[0][2] + 5)
+        .unwrap();
+    let (got, report) = collect(dir.path(), &[3, 5, 7, 9]).unwrap();
+    assert_eq!(got, all[..5 + 2].to_vec());
+    let tail = report.dropped_tail.unwrap();
+    assert_eq!((tail.segment, tail.offset), (7, offsets[0][2]));
+
+    // Damage in a format-2 segment that is not the last stays corruption:
+    // the older build synced it whole before creating the next one.
+    let p = path(dir.path(), 5);
+    let mut data = std::fs::read(&p).unwrap();
+    let at = data.len() - 3;
+    data[at] ^= 0xff;
+    std::fs::write(&p, data).unwrap();
+    let err = collect(dir.path(), &[3, 5, 7, 9]).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+}
