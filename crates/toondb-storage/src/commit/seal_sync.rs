@@ -27,7 +27,8 @@ pub(crate) struct SealSync {
 
 enum Outcome {
     Running(JoinHandle<Result<()>>),
-    /// The thread could not be started; the sync ran inline.
+    /// The thread could not be started: the segment was not synced, and
+    /// `finish` reports that (the engine then stops taking writes).
     Done(Result<()>),
 }
 
@@ -36,7 +37,7 @@ impl SealSync {
     pub fn start(mut wal: WalWriter) -> SealSync {
         let number = wal.number();
         // The closure owns the writer; if the spawn fails it is dropped
-        // with the closure, so the fallback syncs through a fresh handle.
+        // with the closure unsynced, and that failure is this sync's error.
         let spawned = std::thread::Builder::new()
             .name("toondb-walsync".to_owned())
             .spawn(move || wal.sync());
