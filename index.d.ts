@@ -64,11 +64,12 @@ export interface OpenOptions {
   /**
    * WAL bytes after which the memtable is written to a table file even if
    * it is not full: a reopen after a crash replays at most about this much
-   * per memtable not yet flushed, however large `memtableSize` is. Default:
-   * no limit (`memtableSize` bounds the WAL). 4 MiB made a warm reopen after
-   * a 1 GiB load ~19 ms instead of ~25-80 ms, and cost ~35% of write
-   * throughput (a new WAL segment and ~3 fsyncs per 4 MiB); see
-   * docs/performance.md, "Reopen".
+   * per memtable not yet flushed, however large `memtableSize` is. Default
+   * 4 MiB (4194304); `2 ** 50` in effect turns it off (`memtableSize` then
+   * bounds the WAL). After a SIGKILL during a 1 GiB load, 4 MiB made the
+   * next open replay ~7 MB instead of ~33 MB; it costs more, smaller
+   * level-0 tables and compaction writes during large loads (see
+   * docs/performance.md, "Reopen"). At least 4096.
    */
   walSizeLimit?: number
   /** Target size of a table file's data blocks. Default 4096. */

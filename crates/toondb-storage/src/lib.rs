@@ -61,7 +61,7 @@ pub use iter::{
     prefix_successor, scan_bound, BatchScan, DbIter, EntrySink, PackedBatch, Scan, ScanOptions,
 };
 pub use key::{Timestamp, ValueKind, MAX_KEY_LEN, MAX_VALUE_LEN};
-pub use options::{Options, WriteOptions, DEFAULT_ZERO_COPY_THRESHOLD};
+pub use options::{Options, WriteOptions, DEFAULT_WAL_SIZE_LIMIT, DEFAULT_ZERO_COPY_THRESHOLD};
 pub use read::{ValueRead, ValueRef};
 pub use sstable::Compression;
 pub use stats::{LevelStats, Stats};

@@ -173,7 +173,10 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     next_file_number += 2;
     // Its name becomes durable with the manifest switch below (which ends
     // in a directory sync) before `open` returns and anything is appended.
-    let wal = WalWriter::create_unlisted(&*fs, dir, wal_number)?;
+    // Replay synced every segment before this one exists: its first group
+    // says so (no predecessor to check).
+    let none_unsynced = crate::wal::Predecessor { segment: 0, end: 0 };
+    let wal = WalWriter::create_unlisted(&*fs, dir, wal_number, Some(none_unsynced))?;
     // The checkpoint names an existing segment from now on: the oldest one
     // replay still needs, or the new one (see the check above). Segments
     // that replayed nothing are not needed again.

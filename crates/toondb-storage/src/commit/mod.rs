@@ -6,9 +6,10 @@
 //! feeds it groups from a bounded channel; an idle engine lets a caller
 //! commit on its own thread (`try_commit_inline`).
 
+mod seal_sync;
 mod thread;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -26,7 +27,8 @@ use crate::key::Timestamp;
 use crate::memtable::Memtable;
 use crate::stats::Counters;
 use crate::txn::ConflictCheck;
-use crate::wal::{begin_batch_frame, finish_batch_frame, WalWriter};
+use crate::wal::{begin_batch_frame, finish_batch_frame, Predecessor, WalWriter};
+use seal_sync::SealSync;
 
 /// Commits `batch` on the calling thread when that is cheap and cannot
 /// reorder anything: no request is queued or being committed, and the
@@ -75,6 +77,9 @@ const MAX_GROUP_BYTES: usize = 8 << 20;
 /// the number of memtable inserts (~0.4 µs each here) that fit in the time
 /// an idle thread takes to wake up.
 const NOTICE_MAX_OPS: usize = 128;
+/// Background syncs of sealed WAL segments that may run at once; a seal
+/// beyond that waits for the oldest.
+const MAX_SEALED_SYNCS: usize = 4;
 /// Delay per commit group while the flush backlog is one short of a stall.
 const SLOWDOWN_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
 
@@ -194,6 +199,8 @@ impl CommitMsg {
 /// reference cycle.
 pub(crate) struct Committer {
     wal: WalWriter,
+    /// Sealed segments whose background sync may still run, oldest first.
+    sealed_syncs: VecDeque<SealSync>,
     last_ts: Timestamp,
     next_memtable_id: u64,
     frames: Vec<u8>,
@@ -215,6 +222,7 @@ impl Committer {
     pub fn new(wal: WalWriter, last_ts: Timestamp, next_memtable_id: u64) -> Self {
         Committer {
             wal,
+            sealed_syncs: VecDeque::new(),
             last_ts,
             next_memtable_id,
             frames: Vec::with_capacity(64 << 10),
@@ -231,8 +239,31 @@ impl Committer {
     /// what a handle that closes while others stay open needs (see
     /// `Engine::sync_wal`, and `WalWriter::sync_and_mark` for why the mark).
     pub(crate) fn sync_wal(&mut self, engine: &Engine) -> Result<()> {
-        self.wal.sync_and_mark()?;
+        self.sync_and_mark()?;
         Counters::add(&engine.counters.wal_syncs, 1);
+        Ok(())
+    }
+
+    /// Every segment durable, the live one marked so (close).
+    pub(crate) fn sync_and_mark(&mut self) -> Result<()> {
+        self.finish_sealed_sync()?;
+        self.wal.sync_and_mark()
+    }
+
+    /// Waits for the background syncs of every sealed segment. Called
+    /// before anything syncs the live segment: a newer segment must never
+    /// be durable while an older one may not be (seal_sync.rs).
+    fn finish_sealed_sync(&mut self) -> Result<()> {
+        self.finish_sealed_syncs_down_to(0)
+    }
+
+    /// Waits for the oldest background syncs until at most `left` run.
+    fn finish_sealed_syncs_down_to(&mut self, left: usize) -> Result<()> {
+        while self.sealed_syncs.len() > left {
+            if let Some(s) = self.sealed_syncs.pop_front() {
+                s.finish()?;
+            }
+        }
         Ok(())
     }
 
@@ -456,6 +487,7 @@ impl Committer {
 
     fn write_wal(&mut self, engine: &Engine, sync: bool) -> Result<()> {
         if sync {
+            self.finish_sealed_sync()?;
             self.wal.preallocate_for(self.frames.len() as u64)?;
             self.wal.append_durable(&self.frames)?;
             Counters::add(&engine.counters.wal_syncs, 1);
@@ -503,19 +535,33 @@ impl Committer {
             return Ok(state.imms.first().map_or(0, |m| m.id()));
         }
         let id = state.mem.id();
+        // An explicit flush waits for the old segment's sync here: the
+        // caller blocks for the flush anyway, and this keeps its file
+        // operations in one order (no sync finishing after it returned).
         self.seal(engine)
+            .and_then(|()| self.finish_sealed_sync())
             .inspect_err(|e| engine.set_bg_error(e.clone()))?;
         Ok(id)
     }
 
     fn seal(&mut self, engine: &Engine) -> Result<()> {
         self.wait_for_flush_capacity(engine)?;
-        // A power cut must never tear a segment that is followed by another:
-        // replay treats damage before the last segment as corruption.
-        self.wal.sync()?;
+        // The old segment is synced in the background, not here: that sync
+        // took a memtable's worth of disk writes on the commit path. The
+        // new segment's first group records where the old one ended, so
+        // replay can tell a lost tail of it from damage (docs/format-wal.md,
+        // *New segments*). Waiting for the previous seal's sync here cost
+        // `fillbatch` when a seal came every ~20 ms (as long as a 4 MiB
+        // sync takes); a few may run at once.
+        self.finish_sealed_syncs_down_to(MAX_SEALED_SYNCS - 1)?;
+        let previous = Predecessor {
+            segment: self.wal.number(),
+            end: self.wal.len(),
+        };
         let number = engine.alloc_file_number();
-        let wal = WalWriter::create(&*engine.fs, &engine.dir, number)?;
-        self.wal = wal;
+        let wal = WalWriter::create_after(&*engine.fs, &engine.dir, number, previous)?;
+        let old = std::mem::replace(&mut self.wal, wal);
+        self.sealed_syncs.push_back(SealSync::start(old));
         let fresh = Arc::new(Memtable::sized(
             self.next_memtable_id,
             engine.options.memtable_size,

@@ -41,8 +41,11 @@ pub(crate) struct JobContext<'a> {
     pub points: &'a [Timestamp],
     /// True once the job should stop (engine shutdown).
     pub cancelled: &'a dyn Fn() -> bool,
-    /// Called between output tables, so a flush does not wait for the
-    /// whole compaction.
+    /// Called between output tables and every `CANCEL_CHECK_EVERY`
+    /// versions read, so a flush waits for neither the whole compaction
+    /// nor a whole output table. It may install new level-0 tables; the
+    /// job's inputs and outputs are unaffected (the outputs are installed
+    /// by one edit at the end, against the state current then).
     pub between_outputs: &'a mut dyn FnMut() -> Result<()>,
     /// Key partitions outputs are also cut at (see partition.rs).
     pub partition_of: PartitionOf,
@@ -185,11 +188,17 @@ fn merge_into(
     let mut seen = 0u64;
     while let Some(v) = merged.current() {
         seen += 1;
-        if seen.is_multiple_of(CANCEL_CHECK_EVERY) && (ctx.cancelled)() {
-            return Err(Error::new(
-                ErrorKind::Closed,
-                "compaction cancelled: closing",
-            ));
+        if seen.is_multiple_of(CANCEL_CHECK_EVERY) {
+            if (ctx.cancelled)() {
+                return Err(Error::new(
+                    ErrorKind::Closed,
+                    "compaction cancelled: closing",
+                ));
+            }
+            // A sealed memtable is flushed without waiting for the output
+            // to fill (16 MiB of writes): its WAL is what a reopen after a
+            // crash replays (docs/performance.md, "Reopen").
+            (ctx.between_outputs)()?;
         }
         let covered_at = cover.min_covering_above(v.key, v.ts);
         let keep = match retention.decide_covered(v.key, v.ts, v.kind, covered_at) {

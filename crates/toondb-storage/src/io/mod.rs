@@ -65,6 +65,11 @@ pub trait FileBytes: Send + Sync {
     fn will_need(&self, range: Range<usize>) {
         let _ = range;
     }
+    /// Advice that the whole file will be read once, front to back (WAL
+    /// replay): undoes the random-access advice maps get by default, so a
+    /// page fault maps its neighbours too (fault-around) instead of one
+    /// 4 KiB page. The default does nothing (in-memory files).
+    fn advise_sequential(&self) {}
     /// Whether reading `range` cannot wait for the device (its pages are
     /// in memory). The default says yes (in-memory files).
     fn is_resident(&self, range: Range<usize>) -> bool {

@@ -188,6 +188,13 @@ impl FileBytes for MappedFile {
         let _ = map.advise_range(memmap2::Advice::WillNeed, range.start, end - range.start);
     }
 
+    fn advise_sequential(&self) {
+        if let Some(map) = &self.map {
+            // Advisory only, like will_need.
+            let _ = map.advise(memmap2::Advice::Sequential);
+        }
+    }
+
     fn is_resident(&self, range: Range<usize>) -> bool {
         super::is_resident(self.bytes(), range)
     }

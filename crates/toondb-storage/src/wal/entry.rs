@@ -11,6 +11,9 @@ use crate::record::{begin_frame, encode_frame, finish_frame, read_frame, Frame, 
 pub const KIND_BATCH: u8 = 1;
 /// Payload kind of a sync point.
 pub const KIND_SYNC_POINT: u8 = 2;
+/// Payload kind of a predecessor record (version 3: the first frame of a
+/// segment, naming the segment before it and where that one ended).
+pub const KIND_PREDECESSOR: u8 = 3;
 
 /// kind (1) | segment number u64 LE (8) | synced_upto u64 LE (8).
 const SYNC_POINT_PAYLOAD_LEN: usize = 17;
@@ -26,12 +29,27 @@ pub struct SyncPoint {
     pub synced_upto: u64,
 }
 
-/// A version-2 payload, decoded.
+/// "When this segment was created, segment `segment` ended at offset
+/// `end` and may not have been synced yet" (version 3; `segment == 0`:
+/// every earlier segment was durable whole when this one was created).
+/// Written with the header and synced before anything is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Predecessor {
+    pub segment: u64,
+    pub end: u64,
+}
+
+/// A whole predecessor frame (same length as a sync point's).
+#[cfg(test)]
+pub const PREDECESSOR_FRAME_LEN: usize = SYNC_POINT_FRAME_LEN;
+
+/// A version-2 or -3 payload, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry<'a> {
     /// The batch encoding (`WriteBatch::encode_record`), kind byte stripped.
     Batch(&'a [u8]),
     SyncPoint(SyncPoint),
+    Predecessor(Predecessor),
 }
 
 /// Appends a sync-point frame to `out`.
@@ -40,6 +58,15 @@ pub fn encode_sync_point(point: SyncPoint, out: &mut Vec<u8>) {
     payload[0] = KIND_SYNC_POINT;
     payload[1..9].copy_from_slice(&point.segment.to_le_bytes());
     payload[9..].copy_from_slice(&point.synced_upto.to_le_bytes());
+    encode_frame(&payload, out);
+}
+
+/// Appends a predecessor frame to `out`.
+pub fn encode_predecessor(p: Predecessor, out: &mut Vec<u8>) {
+    let mut payload = [0u8; SYNC_POINT_PAYLOAD_LEN];
+    payload[0] = KIND_PREDECESSOR;
+    payload[1..9].copy_from_slice(&p.segment.to_le_bytes());
+    payload[9..].copy_from_slice(&p.end.to_le_bytes());
     encode_frame(&payload, out);
 }
 
@@ -62,23 +89,33 @@ pub fn decode(payload: &[u8]) -> Result<Entry<'_>, String> {
     match payload.split_first() {
         Some((&KIND_BATCH, body)) => Ok(Entry::Batch(body)),
         Some((&KIND_SYNC_POINT, body)) => {
-            let (Ok(segment), Ok(upto)) = (
-                body.get(..8).unwrap_or_default().try_into(),
-                body.get(8..).unwrap_or_default().try_into(),
-            ) else {
-                return Err(format!(
-                    "sync point payload is {} bytes, not {SYNC_POINT_PAYLOAD_LEN}",
-                    payload.len()
-                ));
-            };
+            let (segment, synced_upto) = two_u64(body, "sync point")?;
             Ok(Entry::SyncPoint(SyncPoint {
-                segment: u64::from_le_bytes(segment),
-                synced_upto: u64::from_le_bytes(upto),
+                segment,
+                synced_upto,
             }))
+        }
+        Some((&KIND_PREDECESSOR, body)) => {
+            let (segment, end) = two_u64(body, "predecessor")?;
+            Ok(Entry::Predecessor(Predecessor { segment, end }))
         }
         Some((kind, _)) => Err(format!("unknown record kind {kind}")),
         None => Err("empty payload".to_owned()),
     }
+}
+
+/// The two little-endian u64s of a fixed-length (17-byte) payload's body.
+fn two_u64(body: &[u8], what: &str) -> Result<(u64, u64), String> {
+    let (Ok(a), Ok(b)) = (
+        body.get(..8).unwrap_or_default().try_into(),
+        body.get(8..).unwrap_or_default().try_into(),
+    ) else {
+        return Err(format!(
+            "{what} payload is {} bytes, not {SYNC_POINT_PAYLOAD_LEN}",
+            body.len() + 1
+        ));
+    };
+    Ok((u64::from_le_bytes(a), u64::from_le_bytes(b)))
 }
 
 /// The sync point with the highest claim among those found at any byte
@@ -135,6 +172,22 @@ mod tests {
         };
         assert_eq!(consumed, SYNC_POINT_FRAME_LEN);
         assert_eq!(decode(payload), Ok(Entry::SyncPoint(point(7, 4096))));
+    }
+
+    #[test]
+    fn predecessor_round_trips_at_its_fixed_length() {
+        let mut out = Vec::new();
+        let p = Predecessor {
+            segment: 12,
+            end: 4 << 20,
+        };
+        encode_predecessor(p, &mut out);
+        assert_eq!(out.len(), PREDECESSOR_FRAME_LEN);
+        let Frame::Record { payload, .. } = read_frame(&out) else {
+            panic!("not a record")
+        };
+        assert_eq!(decode(payload), Ok(Entry::Predecessor(p)));
+        assert!(decode(&payload[..10]).is_err());
     }
 
     #[test]

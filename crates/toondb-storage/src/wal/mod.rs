@@ -7,7 +7,7 @@ mod entry;
 mod reader;
 mod writer;
 
-pub use entry::{begin_batch_frame, finish_batch_frame};
+pub use entry::{begin_batch_frame, finish_batch_frame, Predecessor};
 
 // The engine's open path is the user of these; until it is wired in they
 // would be reported as unused.
@@ -20,9 +20,15 @@ const SEGMENT_SUFFIX: &str = ".wal";
 /// Identifies a WAL segment; the trailing NUL keeps it out of text tools' way.
 pub const SEGMENT_MAGIC: [u8; 8] = *b"TOONWAL\0";
 /// Bumped on any incompatible change to the segment or record layout.
-/// Version 2 added the payload kind byte and sync points (entry.rs); the
-/// writer writes version 2, replay reads both.
-pub const SEGMENT_VERSION: u32 = 2;
+/// Version 2 added the payload kind byte and sync points (entry.rs).
+/// Version 3 adds the predecessor record after the header: the segment
+/// before it may not have been synced when it was created (the sync at a
+/// memtable seal runs off the commit thread). The writer writes version 3,
+/// replay reads all three.
+pub const SEGMENT_VERSION: u32 = 3;
+/// Segments whose predecessor was synced whole before they were created;
+/// sync points, no predecessor record.
+pub const SEGMENT_VERSION_V2: u32 = 2;
 /// Segments written before sync points existed: a payload is a bare batch,
 /// and replay keeps the stricter rule for damage (reader.rs).
 pub const SEGMENT_VERSION_V1: u32 = 1;
@@ -72,7 +78,10 @@ fn check_header(data: &[u8]) -> std::result::Result<u32, String> {
         return Err("header checksum mismatch".to_owned());
     }
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
-    if version != SEGMENT_VERSION && version != SEGMENT_VERSION_V1 {
+    if !matches!(
+        version,
+        SEGMENT_VERSION_V1 | SEGMENT_VERSION_V2 | SEGMENT_VERSION
+    ) {
         return Err(format!("unsupported format version {version}"));
     }
     Ok(version)
@@ -125,7 +134,8 @@ mod tests {
             h
         };
         assert_eq!(check_header(&with_version(1)), Ok(SEGMENT_VERSION_V1));
-        for v in [0, 3] {
+        assert_eq!(check_header(&with_version(2)), Ok(SEGMENT_VERSION_V2));
+        for v in [0, 4] {
             assert_eq!(
                 check_header(&with_version(v)),
                 Err(format!("unsupported format version {v}"))

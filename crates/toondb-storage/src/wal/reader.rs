@@ -10,8 +10,12 @@ use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::record::{read_frame, Frame, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 
-use super::entry::{self, highest_claim_after, Entry};
-use super::{check_header, segment_file_name, WalWriter, SEGMENT_HEADER_LEN, SEGMENT_VERSION_V1};
+use super::entry::{self, highest_claim_after, Entry, Predecessor};
+
+use super::{
+    check_header, segment_file_name, WalWriter, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
+    SEGMENT_VERSION_V1,
+};
 
 /// What a replay found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -56,12 +60,80 @@ pub fn replay(
     }
     let mut report = ReplayReport::default();
     for (i, &number) in numbers.iter().enumerate() {
-        let is_last = i + 1 == numbers.len();
-        replay_segment(fs, dir, number, is_last, how, &mut apply, &mut report)?;
+        let later = &numbers[i + 1..];
+        let ended = replay_segment(fs, dir, number, later, how, &mut apply, &mut report)?;
         sync_segment(fs, dir, number)?;
         report.segments += 1;
+        if ended == Ended::TornBeforeLater {
+            // The later segments were written after this one's lost bytes
+            // and never synced: nothing in them may be replayed (it would
+            // leave a hole in commit order). Emptied, not deleted: the
+            // manifest's checkpoint may name one of them.
+            for &m in later {
+                WalWriter::create(fs, dir, m)?;
+                report.segments += 1;
+            }
+            break;
+        }
     }
     Ok(report)
+}
+
+/// How a replayed segment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    /// Every record was applied, or the last segment's torn tail was cut.
+    Complete,
+    /// A segment that is not the last lost bytes it held when the next one
+    /// was created (version 3: it may not have been synced yet); it was cut
+    /// there, and every later segment must be dropped.
+    TornBeforeLater,
+}
+
+/// What replay may assume about a segment, from the segment after it
+/// (docs/format-wal.md, *Replay*).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Successor {
+    /// None: this is the last segment.
+    Last,
+    /// This segment was durable whole before the next one was created.
+    SyncedBefore,
+    /// The next segment was created before this one was synced (version
+    /// 3); `end` is where this one ended then, when the next one says so.
+    MaybeUnsynced { next: u64, end: Option<u64> },
+}
+
+/// What a segment starts with, after its header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Head {
+    /// A version-3 predecessor record.
+    Predecessor(Predecessor),
+    /// Another valid record: written without one (not by a version-3
+    /// writer after an unsynced segment).
+    OtherRecord,
+    /// No valid record (empty, torn, damaged, or no valid header): nothing
+    /// of the segment can be replayed.
+    Nothing,
+}
+
+/// How segment `number` starts (see [`Head`]).
+fn head_of(fs: &dyn FileSystem, dir: &Path, number: u64, how: SegmentRead) -> Result<Head> {
+    let path = dir.join(segment_file_name(number));
+    if !fs.exists(&path) {
+        return Ok(Head::Nothing); // reported when that segment is replayed
+    }
+    let loaded = SegmentBytes::load_head(fs, &path, how)?;
+    let data = loaded.bytes();
+    if check_header(data).is_err() {
+        return Ok(Head::Nothing);
+    }
+    Ok(match read_frame(&data[SEGMENT_HEADER_LEN..]) {
+        Frame::Record { payload, .. } => match entry::decode(payload) {
+            Ok(Entry::Predecessor(p)) => Head::Predecessor(p),
+            _ => Head::OtherRecord,
+        },
+        _ => Head::Nothing,
+    })
 }
 
 /// Makes a replayed segment durable. A process that was killed may have
@@ -116,12 +188,26 @@ impl SegmentBytes {
                 // readahead on page faults), so one request for the whole
                 // segment left the rest to be read 4 KiB per fault: a cold
                 // open after a 1 GiB load took 0.8-1.6 s instead of 0.2 s.
+                // Table maps are advised random (no fault-around), which
+                // made replay take one page fault per 4 KiB of the segment:
+                // ~2,000 for 8 MB, a third of a warm replay's time
+                // (docs/performance.md, "Reopen").
+                map.advise_sequential();
                 let len = map.bytes().len();
                 for start in (0..len).step_by(WILL_NEED_CHUNK) {
                     map.will_need(start..len.min(start + WILL_NEED_CHUNK));
                 }
                 SegmentBytes::Mapped(map)
             }
+        })
+    }
+
+    /// Enough of a segment for its header and predecessor record (a map
+    /// is not read ahead; a copy reads the whole file).
+    fn load_head(fs: &dyn FileSystem, path: &Path, how: SegmentRead) -> Result<SegmentBytes> {
+        Ok(match how {
+            SegmentRead::Copy => SegmentBytes::Read(fs.read(path)?),
+            SegmentRead::Map => SegmentBytes::Mapped(fs.map(path)?),
         })
     }
 
@@ -137,11 +223,12 @@ fn replay_segment(
     fs: &dyn FileSystem,
     dir: &Path,
     number: u64,
-    is_last: bool,
+    later: &[u64],
     how: SegmentRead,
     apply: &mut impl FnMut(&[u8]) -> Result<()>,
     report: &mut ReplayReport,
-) -> Result<()> {
+) -> Result<Ended> {
+    let is_last = later.is_empty();
     let path = dir.join(segment_file_name(number));
     if !fs.exists(&path) {
         return Err(Error::corruption(format!(
@@ -169,22 +256,51 @@ fn replay_segment(
             dropped_bytes: data.len() as u64,
             reason: "torn segment header".to_owned(),
         });
-        return Ok(());
+        return Ok(Ended::Complete);
     }
     let version = check_header(data).map_err(|why| {
         Error::corruption(format!(
             "WAL segment {number}: bad header at offset 0: {why}"
         ))
     })?;
+    let successor = match later.first() {
+        None => Successor::Last,
+        // Older writers synced a segment whole before creating the next.
+        Some(_) if version != SEGMENT_VERSION => Successor::SyncedBefore,
+        Some(&next) => match head_of(fs, dir, next, how)? {
+            Head::Predecessor(p) if p.segment == 0 => Successor::SyncedBefore,
+            Head::Predecessor(p) if p.segment == number => Successor::MaybeUnsynced {
+                next,
+                end: Some(p.end),
+            },
+            Head::Predecessor(p) => {
+                return Err(Error::corruption(format!(
+                    "WAL segment {next} names segment {} as the one before it, not {number}",
+                    p.segment
+                )))
+            }
+            Head::OtherRecord => Successor::SyncedBefore,
+            // The next segment holds no valid record (the engine's first
+            // group in it starts with the predecessor record), so none of
+            // it can be replayed after a gap in this one: it may have been
+            // created before this one was synced.
+            Head::Nothing => Successor::MaybeUnsynced { next, end: None },
+        },
+    };
     let segment = Segment {
         fs,
+        dir,
         path: &path,
         number,
-        is_last,
+        version,
+        successor,
+        later,
+        how,
         data,
     };
     if version == SEGMENT_VERSION_V1 {
-        segment.replay_v1(apply, report)
+        segment.replay_v1(apply, report)?;
+        Ok(Ended::Complete)
     } else {
         segment.replay_v2(apply, report)
     }
@@ -193,13 +309,22 @@ fn replay_segment(
 /// One segment's bytes being replayed.
 struct Segment<'a> {
     fs: &'a dyn FileSystem,
+    dir: &'a Path,
     path: &'a Path,
     number: u64,
-    is_last: bool,
+    version: u32,
+    successor: Successor,
+    /// The segments after this one.
+    later: &'a [u64],
+    how: SegmentRead,
     data: &'a [u8],
 }
 
 impl Segment<'_> {
+    fn is_last(&self) -> bool {
+        self.successor == Successor::Last
+    }
+
     /// Version 1: a payload is a bare batch, and damage followed by any
     /// valid record is corruption: without sync points, the reader cannot
     /// tell whether the damaged bytes were ever synced.
@@ -223,7 +348,7 @@ impl Segment<'_> {
                 Frame::Bad(why) => why,
             };
             let later = find_record_after(self.data, pos);
-            if self.is_last && later == Later::Nothing {
+            if self.is_last() && later == Later::Nothing {
                 // Nothing valid follows, so these bytes are the unfinished last
                 // append. Cut them off so segments written after recovery do not
                 // leave this damage in the middle of the log.
@@ -240,14 +365,16 @@ impl Segment<'_> {
         }
     }
 
-    /// Version 2: payloads are batches or sync points. Damage in the last
-    /// segment is a torn tail unless a sync point after it shows that the
+    /// Versions 2 and 3: payloads are batches or sync points (and, in
+    /// version 3, a predecessor record first). Damage in the last segment,
+    /// or in a version-3 segment the next one was created before it was
+    /// synced, is a torn tail unless a sync point after it shows that the
     /// damaged bytes had been synced (docs/format-wal.md, *Replay*).
     fn replay_v2(
         &self,
         apply: &mut impl FnMut(&[u8]) -> Result<()>,
         report: &mut ReplayReport,
-    ) -> Result<()> {
+    ) -> Result<Ended> {
         let mut pos = SEGMENT_HEADER_LEN;
         loop {
             let reason = match read_frame(&self.data[pos..]) {
@@ -270,6 +397,15 @@ impl Segment<'_> {
                                 )));
                             }
                         }
+                        Ok(Entry::Predecessor(_))
+                            if self.version == SEGMENT_VERSION && pos == SEGMENT_HEADER_LEN => {}
+                        Ok(Entry::Predecessor(_)) => {
+                            return Err(Error::corruption(format!(
+                                "WAL segment {}: a predecessor record at offset {pos}, \
+                                 where none may be",
+                                self.number
+                            )))
+                        }
                         Err(why) => {
                             return Err(Error::corruption(format!(
                                 "WAL segment {}: malformed record at offset {pos}: {why}",
@@ -280,14 +416,15 @@ impl Segment<'_> {
                     pos += consumed;
                     continue;
                 }
-                Frame::End => return Ok(()),
+                Frame::End => return self.clean_end(pos, report),
                 Frame::Truncated => "truncated record",
                 Frame::Bad(why) => why,
             };
-            if !self.is_last {
-                // A segment is synced whole before a newer one is created
-                // (at rotation, and by replay before the open creates one),
-                // so no power cut can damage it.
+            if self.successor == Successor::SyncedBefore {
+                // Synced whole before a newer segment was created (at
+                // rotation by writers before version 3, and by replay
+                // before the open creates one), so no power cut can
+                // damage it.
                 return Err(self.corruption(reason, pos, "it is not the last segment"));
             }
             let later = highest_claim_after(self.data, pos, self.number);
@@ -339,8 +476,77 @@ impl Segment<'_> {
                      cut can persist unsynced pages out of order)"
                 ),
             };
-            return self.drop_tail(pos, reason, report);
+            return self.cut_here(pos, reason, report);
         }
+    }
+
+    /// The records ended cleanly at `pos`. In a segment whose successor
+    /// says it ended further on, the bytes in between were lost: a power
+    /// cut before the (background) sync of this segment.
+    fn clean_end(&self, pos: usize, report: &mut ReplayReport) -> Result<Ended> {
+        let Successor::MaybeUnsynced {
+            next,
+            end: Some(end),
+        } = self.successor
+        else {
+            return Ok(Ended::Complete);
+        };
+        let pos64 = pos as u64;
+        if pos64 > end {
+            return Err(self.corruption(
+                "records past the end its successor recorded",
+                pos,
+                &format!("segment {next} says this segment ended at offset {end}"),
+            ));
+        }
+        if pos64 == end {
+            return Ok(Ended::Complete);
+        }
+        let reason = format!(
+            "lost write: segment {next} says this segment ended at offset {end}, \
+             and it holds records only up to here"
+        );
+        self.cut_here(pos, reason, report)
+    }
+
+    /// Drops everything from `pos` on: the tail of this segment and, when
+    /// it is not the last, every later segment (whose records were written
+    /// after the lost ones, and are dropped so the survivors stay a prefix
+    /// in commit order). Refused when a later segment shows a completed
+    /// sync: the writer syncs a segment only once every earlier one was
+    /// synced, so this one's bytes were durable and a power cut cannot
+    /// have lost them.
+    fn cut_here(&self, pos: usize, reason: String, report: &mut ReplayReport) -> Result<Ended> {
+        if self.is_last() {
+            self.drop_tail(pos, reason, report)?;
+            return Ok(Ended::Complete);
+        }
+        let mut later_bytes = 0u64;
+        for &m in self.later {
+            let path = self.dir.join(segment_file_name(m));
+            if !self.fs.exists(&path) {
+                continue;
+            }
+            let loaded = SegmentBytes::load(self.fs, &path, self.how)?;
+            let data = loaded.bytes();
+            later_bytes += data.len().saturating_sub(SEGMENT_HEADER_LEN) as u64;
+            if let Some((at, upto)) = highest_claim_after(data, SEGMENT_HEADER_LEN - 1, m) {
+                if upto > SEGMENT_HEADER_LEN as u64 {
+                    let why = format!(
+                        "segment {m} was synced (its sync point at offset {at} claims \
+                         offset {upto}), and segments are synced in order"
+                    );
+                    return Err(self.corruption(&reason, pos, &why));
+                }
+            }
+        }
+        let reason = format!(
+            "{reason}; the {} newer segment(s) after it were written before it was \
+             synced and are dropped with it ({later_bytes} bytes)",
+            self.later.len()
+        );
+        self.drop_tail(pos, reason, report)?;
+        Ok(Ended::TornBeforeLater)
     }
 
     /// Cuts the segment at `pos` (so segments written after recovery do not
@@ -450,6 +656,9 @@ enum Later {
 
 /// Bytes the search for a record after damage may checksum in total.
 const SCAN_CHECKSUM_BUDGET: usize = 4 << 30;
+
+#[cfg(test)]
+mod tests_v3;
 
 #[cfg(test)]
 mod tests {

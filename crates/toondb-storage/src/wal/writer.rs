@@ -5,7 +5,9 @@ use std::path::Path;
 use crate::error::{Error, ErrorKind, Result};
 use crate::io::{FileSystem, WritableFile};
 
-use super::entry::{encode_sync_point, SyncPoint, SYNC_POINT_FRAME_LEN};
+use super::entry::{
+    encode_predecessor, encode_sync_point, Predecessor, SyncPoint, SYNC_POINT_FRAME_LEN,
+};
 use super::{encode_header, segment_file_name, SEGMENT_HEADER_LEN};
 
 /// The open, current segment of the log.
@@ -27,6 +29,12 @@ pub struct WalWriter {
     /// the segment still ends there, every byte in it is durable and a sync
     /// point already says so.
     marked_end: u64,
+    /// Written as the first frame of the first group (version 3): the
+    /// segment before this one and where it ended, or `segment: 0` when
+    /// every earlier segment was durable before this one was created.
+    /// `None` for segments that never get groups from the engine (backup,
+    /// replay's repairs) and in tests of the older layout.
+    predecessor: Option<Predecessor>,
 }
 
 /// Zeroed space added at a time when durable writes need it.
@@ -37,7 +45,23 @@ impl WalWriter {
     /// writes and syncs the header, and syncs `dir` so the new file's name is
     /// durable.
     pub fn create(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<WalWriter> {
-        let wal = Self::create_unlisted(fs, dir, number)?;
+        let wal = Self::create_unlisted(fs, dir, number, None)?;
+        fs.sync_dir(dir)?;
+        Ok(wal)
+    }
+
+    /// [`WalWriter::create`] for the segment that follows segment
+    /// `previous.segment` at a memtable seal, which may not be synced yet
+    /// (its sync runs in the background): the first group appended here
+    /// records `previous` so that replay can tell whether that segment lost
+    /// bytes (docs/format-wal.md, *New segments*).
+    pub fn create_after(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        number: u64,
+        previous: Predecessor,
+    ) -> Result<WalWriter> {
+        let wal = Self::create_unlisted(fs, dir, number, Some(previous))?;
         fs.sync_dir(dir)?;
         Ok(wal)
     }
@@ -46,7 +70,12 @@ impl WalWriter {
     /// yet durable. Only for a caller that syncs `dir` itself before
     /// anything is appended (an open: its manifest switch ends with a
     /// directory sync, and it returns only after that).
-    pub fn create_unlisted(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<WalWriter> {
+    pub fn create_unlisted(
+        fs: &dyn FileSystem,
+        dir: &Path,
+        number: u64,
+        predecessor: Option<Predecessor>,
+    ) -> Result<WalWriter> {
         let path = dir.join(segment_file_name(number));
         let mut file = fs.create_log(&path)?;
         // The header is durable before any record can be appended, which is
@@ -61,6 +90,7 @@ impl WalWriter {
             preallocated_to: 0,
             synced_upto: SEGMENT_HEADER_LEN as u64,
             marked_end: SEGMENT_HEADER_LEN as u64,
+            predecessor,
         })
     }
 
@@ -74,6 +104,11 @@ impl WalWriter {
     /// [`append`]: WalWriter::append
     /// [`append_durable`]: WalWriter::append_durable
     pub fn begin_group(&self, out: &mut Vec<u8>) {
+        if let Some(p) = self.predecessor {
+            if self.file.len() == SEGMENT_HEADER_LEN as u64 {
+                encode_predecessor(p, out);
+            }
+        }
         let point = SyncPoint {
             segment: self.number,
             synced_upto: self.synced_upto,
