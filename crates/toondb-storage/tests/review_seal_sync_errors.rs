@@ -5,7 +5,7 @@
 mod powerloss_support;
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use toondb_storage::io::{PowerCut, PowerLossFs, WrappedFs, WritableFile, WriteHook};
@@ -25,6 +25,8 @@ struct Hook {
     /// Every WAL `sync_data` (the background one included) sleeps first,
     /// and so does every table creation (flushes lag behind seals).
     slow: Arc<AtomicBool>,
+    /// WAL segments created: a second one means the first was sealed.
+    wals: Arc<AtomicUsize>,
 }
 
 impl WriteHook for Hook {
@@ -38,6 +40,7 @@ impl WriteHook for Hook {
     fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
         if path.extension().is_some_and(|e| e == "wal") {
             let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            self.wals.fetch_add(1, Ordering::SeqCst);
             self.first
                 .lock()
                 .unwrap()
@@ -118,9 +121,14 @@ fn put(n: u64) -> (WriteBatch, Commit) {
 }
 
 /// Unsynced puts until the first seal, then `more`.
-fn seal_once_then(db: &Database, model: &mut Model, more: u64) -> u64 {
+fn seal_once_then(db: &Database, hook: &Hook, model: &mut Model, more: u64) -> u64 {
     let mut n = 0;
-    while db.stats().immutable_memtables == 0 {
+    // Seen by the segment the seal starts, not by `immutable_memtables`:
+    // a fast flush can empty the sealed list before the loop looks, and
+    // writing on would seal again and again until writers wait on the
+    // held sync (a hang, not the engine's fault).
+    let wals_at_open = hook.wals.load(Ordering::SeqCst);
+    while hook.wals.load(Ordering::SeqCst) == wals_at_open {
         let (batch, commit) = put(n);
         db.write_with(batch, WriteOptions::sync(false)).unwrap();
         model.commit(commit, false);
@@ -148,7 +156,7 @@ fn a_failed_sealed_sync_fails_the_next_durable_write() {
         hook.fail.store(true, Ordering::SeqCst);
         let db = Database::open_with(&dir, options(&fs, &hook)).unwrap();
         let mut model = Model::default();
-        let n = seal_once_then(&db, &mut model, more);
+        let n = seal_once_then(&db, &hook, &mut model, more);
         let (batch, _) = put(n);
         let r = db.write_with(batch, WriteOptions::sync(true));
         assert!(
@@ -172,7 +180,7 @@ fn close_waits_for_a_held_sealed_sync() {
     let db = Database::open_with(&dir, options(&fs, &hook)).unwrap();
     let mut model = Model::default();
     hook.hold.store(true, Ordering::SeqCst);
-    seal_once_then(&db, &mut model, 3);
+    seal_once_then(&db, &hook, &mut model, 3);
     let releaser = {
         let hook = hook.clone();
         std::thread::spawn(move || {
