@@ -219,10 +219,23 @@ struct Pending {
 }
 
 impl Committer {
-    pub fn new(wal: WalWriter, last_ts: Timestamp, next_memtable_id: u64) -> Self {
+    /// A committer whose first segment follows segments an open replayed
+    /// without syncing them (`replayed`, oldest first, opened for the
+    /// sync): they are synced in the background, and nothing in the new
+    /// segment is synced before that finished, as after a seal.
+    pub fn new(
+        wal: WalWriter,
+        last_ts: Timestamp,
+        next_memtable_id: u64,
+        replayed: Vec<(u64, Box<dyn crate::io::WritableFile>)>,
+    ) -> Self {
+        let mut sealed_syncs = VecDeque::new();
+        if !replayed.is_empty() {
+            sealed_syncs.push_back(SealSync::start_replayed(replayed));
+        }
         Committer {
             wal,
-            sealed_syncs: VecDeque::new(),
+            sealed_syncs,
             last_ts,
             next_memtable_id,
             frames: Vec::with_capacity(64 << 10),

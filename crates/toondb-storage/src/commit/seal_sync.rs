@@ -17,6 +17,7 @@
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::io::WritableFile;
 use crate::wal::WalWriter;
 
 /// A sealed segment being synced.
@@ -36,16 +37,36 @@ impl SealSync {
     /// Starts syncing `wal` (then closing it) on a thread of its own.
     pub fn start(mut wal: WalWriter) -> SealSync {
         let number = wal.number();
-        // The closure owns the writer; if the spawn fails it is dropped
+        Self::spawn(number, move || wal.sync())
+    }
+
+    /// Starts syncing the segments an open replayed, oldest first, on a
+    /// thread of their own: the open does not wait for them, and the
+    /// segment it created names the last of them as its predecessor
+    /// (recovery.rs). The files were opened by the caller, so a flush that
+    /// deletes a replayed segment meanwhile does not fail the sync.
+    pub fn start_replayed(segments: Vec<(u64, Box<dyn WritableFile>)>) -> SealSync {
+        let number = segments.last().map_or(0, |(n, _)| *n);
+        Self::spawn(number, move || {
+            for (n, mut file) in segments {
+                file.sync_data()
+                    .map_err(|e| e.context(format_args!("syncing replayed WAL segment {n}")))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn spawn(number: u64, sync: impl FnOnce() -> Result<()> + Send + 'static) -> SealSync {
+        // The closure owns what it syncs; if the spawn fails it is dropped
         // with the closure unsynced, and that failure is this sync's error.
         let spawned = std::thread::Builder::new()
             .name("toondb-walsync".to_owned())
-            .spawn(move || wal.sync());
+            .spawn(sync);
         let outcome = match spawned {
             Ok(handle) => Outcome::Running(handle),
             Err(e) => Outcome::Done(Err(Error::io(
                 e,
-                format_args!("starting the sync of sealed WAL segment {number}"),
+                format_args!("starting the sync of WAL segment {number}"),
             ))),
         };
         SealSync { number, outcome }

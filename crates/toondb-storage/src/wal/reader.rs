@@ -31,6 +31,12 @@ pub struct ReplayReport {
     /// The torn end of the last segment, if there was one; it has been cut off
     /// (or, for a torn segment header, the header rewritten).
     pub dropped_tail: Option<DroppedTail>,
+    /// Where the records of the last segment replayed end (after any cut):
+    /// the `end` a segment created after it names in its predecessor
+    /// record ([`replay_deferring_sync`]).
+    pub records_end: u64,
+    /// The format version of the last segment replayed.
+    pub last_version: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,15 +50,48 @@ pub struct DroppedTail {
 }
 
 /// Replays segments `numbers` (ascending) from `dir`, calling
-/// `apply(payload)` for every valid record in order. If `apply` returns Err,
-/// stop and return that error.
+/// `apply(payload)` for every valid record in order, and makes each
+/// replayed segment durable before the next is read. If `apply` returns
+/// Err, stop and return that error.
 pub fn replay(
     fs: &dyn FileSystem,
     dir: &Path,
     numbers: &[u64],
     how: SegmentRead,
-    mut apply: impl FnMut(&[u8]) -> Result<()>,
+    apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
+    replay_inner(fs, dir, numbers, how, apply, true).map(|(report, _)| report)
+}
+
+/// [`replay`] for an open, which must not wait for the device: the
+/// replayed segments are not synced here. Returns, with the report, what
+/// the segment the open creates next must name as its predecessor: the
+/// last replayed segment and where its records end, so that a power cut
+/// before that segment is synced reads as a lost tail of an unsynced
+/// segment (docs/format-wal.md, *Replay*, *Open*). The caller syncs the
+/// segments, oldest first, before anything newer is synced.
+///
+/// `None` when there is nothing to name: no segment replayed, or a torn
+/// segment that was not the last made replay drop the later ones, a rare
+/// path that syncs every segment here as [`replay`] does.
+pub fn replay_deferring_sync(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    numbers: &[u64],
+    how: SegmentRead,
+    apply: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<(ReplayReport, Option<Predecessor>)> {
+    replay_inner(fs, dir, numbers, how, apply, false)
+}
+
+fn replay_inner(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    numbers: &[u64],
+    how: SegmentRead,
+    mut apply: impl FnMut(&[u8]) -> Result<()>,
+    sync_each: bool,
+) -> Result<(ReplayReport, Option<Predecessor>)> {
     if numbers.windows(2).any(|w| w[0] >= w[1]) {
         return Err(Error::invalid_argument(format!(
             "WAL segments to replay must be strictly ascending, got {numbers:?}"
@@ -62,9 +101,16 @@ pub fn replay(
     for (i, &number) in numbers.iter().enumerate() {
         let later = &numbers[i + 1..];
         let ended = replay_segment(fs, dir, number, later, how, &mut apply, &mut report)?;
-        sync_segment(fs, dir, number)?;
+        if sync_each {
+            sync_segment(fs, dir, number)?;
+        }
         report.segments += 1;
         if ended == Ended::TornBeforeLater {
+            if !sync_each {
+                for &m in &numbers[..=i] {
+                    sync_segment(fs, dir, m)?;
+                }
+            }
             // The later segments were written after this one's lost bytes
             // and never synced: nothing in them may be replayed (it would
             // leave a hole in commit order). Emptied, not deleted: the
@@ -73,10 +119,25 @@ pub fn replay(
                 WalWriter::create(fs, dir, m)?;
                 report.segments += 1;
             }
-            break;
+            return Ok((report, None));
         }
     }
-    Ok(report)
+    let tail = match numbers.last() {
+        // Only a version-3 segment may be followed by a newer one before
+        // it is synced (older readers assume it was synced whole).
+        Some(_) if !sync_each && report.last_version != SEGMENT_VERSION => {
+            for &m in numbers {
+                sync_segment(fs, dir, m)?;
+            }
+            None
+        }
+        Some(&segment) if !sync_each => Some(Predecessor {
+            segment,
+            end: report.records_end,
+        }),
+        _ => None,
+    };
+    Ok((report, tail))
 }
 
 /// How a replayed segment ended.
@@ -250,6 +311,8 @@ fn replay_segment(
         // recovery, and a headerless file that is no longer last would be
         // corruption on the next replay.
         WalWriter::create(fs, dir, number)?;
+        report.records_end = SEGMENT_HEADER_LEN as u64;
+        report.last_version = SEGMENT_VERSION;
         report.dropped_tail = Some(DroppedTail {
             segment: number,
             offset: 0,
@@ -263,6 +326,7 @@ fn replay_segment(
             "WAL segment {number}: bad header at offset 0: {why}"
         ))
     })?;
+    report.last_version = version;
     let successor = match later.first() {
         None => Successor::Last,
         // Older writers synced a segment whole before creating the next.
@@ -343,7 +407,10 @@ impl Segment<'_> {
                     pos += consumed;
                     continue;
                 }
-                Frame::End => return Ok(()),
+                Frame::End => {
+                    report.records_end = pos as u64;
+                    return Ok(());
+                }
                 Frame::Truncated => "truncated record",
                 Frame::Bad(why) => why,
             };
@@ -484,6 +551,7 @@ impl Segment<'_> {
     /// says it ended further on, the bytes in between were lost: a power
     /// cut before the (background) sync of this segment.
     fn clean_end(&self, pos: usize, report: &mut ReplayReport) -> Result<Ended> {
+        report.records_end = pos as u64;
         let Successor::MaybeUnsynced {
             next,
             end: Some(end),
@@ -553,6 +621,7 @@ impl Segment<'_> {
     /// leave this damage in the middle of the log) and reports the drop.
     fn drop_tail(&self, pos: usize, reason: String, report: &mut ReplayReport) -> Result<()> {
         self.fs.truncate(self.path, pos as u64)?;
+        report.records_end = pos as u64;
         report.dropped_tail = Some(DroppedTail {
             segment: self.number,
             offset: pos as u64,
