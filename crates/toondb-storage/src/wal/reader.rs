@@ -37,6 +37,10 @@ pub struct ReplayReport {
     pub records_end: u64,
     /// The format version of the last segment replayed.
     pub last_version: u32,
+    /// Where the last segment's final durable mark ends (a sync point
+    /// claiming every byte before it, which the writer syncs too: a clean
+    /// close), 0 if it has none.
+    pub marked_end: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,6 +135,9 @@ fn replay_inner(
             }
             None
         }
+        // Closed cleanly: durable whole, mark included (`sync_and_mark`),
+        // and nothing was cut off (a cut is not durable until synced).
+        Some(_) if report.records_end == report.marked_end && report.dropped_tail.is_none() => None,
         Some(&segment) if !sync_each => Some(Predecessor {
             segment,
             end: report.records_end,
@@ -327,6 +334,7 @@ fn replay_segment(
         ))
     })?;
     report.last_version = version;
+    report.marked_end = 0;
     let successor = match later.first() {
         None => Successor::Last,
         // Older writers synced a segment whole before creating the next.
@@ -462,6 +470,9 @@ impl Segment<'_> {
                                      segment {} and offset {}",
                                     self.number, point.segment, point.synced_upto
                                 )));
+                            }
+                            if point.synced_upto == pos as u64 {
+                                report.marked_end = (pos + consumed) as u64;
                             }
                         }
                         Ok(Entry::Predecessor(_))
