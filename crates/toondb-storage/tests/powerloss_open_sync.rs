@@ -263,7 +263,7 @@ fn a_power_cut_before_the_replayed_segments_were_synced() {
             1 => PowerCut::random(seed, seed % 2 == 0),
             _ => PowerCut::drop_unsynced(),
         };
-        fs.power_cut(cut.clone());
+        fs.power_cut(cut);
         // The held syncs and flush now run against a dead disk and fail.
         gate.release();
         let _ = db.close();
