@@ -207,11 +207,13 @@ fn head_of(fs: &dyn FileSystem, dir: &Path, number: u64, how: SegmentRead) -> Re
 /// Makes a replayed segment durable. A process that was killed may have
 /// left `sync: false` records in the OS page cache only; what replay read
 /// is about to be served and built upon (a newer segment follows it), so a
-/// power cut must not tear it afterwards: a torn segment that is no longer
-/// the last is corruption, and losing it under later durable commits would
+/// power cut must not tear it afterwards unless the newer segment says it
+/// may (its predecessor record): a torn segment that is not the last is
+/// corruption otherwise, and losing it under later durable commits would
 /// leave a hole in commit order (tests/model_powerloss.rs,
-/// `kill_then_power_cut_tears_a_replayed_segment`). One fdatasync per
-/// replayed segment per open, before any newer segment exists.
+/// `kill_then_power_cut_tears_a_replayed_segment`). [`replay`] syncs each
+/// segment before the next; an open uses [`replay_deferring_sync`] and
+/// syncs them in the background instead.
 fn sync_segment(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
     let path = dir.join(segment_file_name(number));
     fs.open_append(&path)
