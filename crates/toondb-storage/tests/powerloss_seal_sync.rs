@@ -341,16 +341,15 @@ fn power_cut_around_the_segment_synced_record() {
             .fs(Arc::new(WrappedFs::new(fs.shared(), hold.clone())));
         let db = Database::open_with(&dir, options).unwrap();
         let mut model = Model::default();
-        let mut n = seal_once_then(&db, &mut model, seed % 3);
+        let first = seal_once_then(&db, &mut model, seed % 3);
         let cut = match seed % 3 {
             0 => PowerCut::pages(seed),
             1 => PowerCut::random(seed, seed % 2 == 0),
             _ => PowerCut::drop_unsynced(),
         };
         fs.crash_after(1 + (seed / 3) % 10, Crash::PowerCut(cut));
-        for i in 0..8 {
+        for (i, n) in (first..first + 8).enumerate() {
             let (batch, commit) = put(n);
-            n += 1;
             let sync = i % 3 == 1;
             match db.write_with(batch, WriteOptions::sync(sync)) {
                 Ok(_) => model.commit(commit, sync),

@@ -8,10 +8,11 @@
 //! which is what lets replay treat a lost tail of a segment that was never
 //! synced as unsynced data (docs/format-wal.md, *New segments*).
 //!
-//! The order that keeps replay's rule sound: nothing in a newer segment is
-//! synced (a durable write, a preallocation, a close) before this sync
-//! has finished, so a newer segment that shows a completed sync proves
-//! that every older one was durable. [`SealSync::finish`] is how the
+//! The order that keeps replay's rule sound: no sync that can make records
+//! of a newer segment durable (a durable write, a preallocation, a close;
+//! only its header is synced earlier, at its creation) runs before this
+//! sync has finished, so a newer segment that shows a completed sync
+//! proves that every older one was durable. [`SealSync::finish`] is how the
 //! committer waits for it (for all of them: a few may run at once).
 //!
 //! Once a sync has finished, the committer records that in the live

@@ -111,10 +111,7 @@ fn a_lost_end_a_recorded_sync_covers_is_corruption() {
             "shorten {shorten}: {err}"
         );
         let msg = err.message();
-        assert!(
-            msg.contains(&format!("WAL segment 3: records end early")),
-            "{msg}"
-        );
+        assert!(msg.contains("WAL segment 3: records end early"), "{msg}");
         assert!(msg.contains(&format!("at offset {from}")), "{msg}");
         assert!(msg.contains("segment 5 records at offset"), "{msg}");
     }
