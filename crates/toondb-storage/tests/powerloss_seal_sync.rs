@@ -307,6 +307,17 @@ impl HoldTables {
     }
 }
 
+/// Releases the held tables when dropped: bound after the database, so a
+/// failing assertion releases them before the database's drop waits for
+/// the maintenance thread (a failure, not a hang).
+struct ReleaseTables(HoldTables);
+
+impl Drop for ReleaseTables {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
 /// Whether `bytes` hold a segment-synced record (WAL format 4, kind 4)
 /// with a valid checksum: the record that the older segment's sync
 /// finished.
@@ -340,6 +351,7 @@ fn power_cut_around_the_segment_synced_record() {
             .block_size(128)
             .fs(Arc::new(WrappedFs::new(fs.shared(), hold.clone())));
         let db = Database::open_with(&dir, options).unwrap();
+        let _release = ReleaseTables(hold.clone());
         let mut model = Model::default();
         let first = seal_once_then(&db, &mut model, seed % 3);
         let cut = match seed % 3 {

@@ -28,17 +28,38 @@ const LIMIT: u64 = 4096;
 
 /// Holds every table creation until released (the flush of the sealed
 /// memtable, which would make segment A redundant), and remembers the
-/// WAL segments created, in order (the first is A).
+/// WAL segments created, in order (the first is A), and those whose
+/// writer was dropped (a sealed segment's, once its sync thread is done).
 #[derive(Clone, Default)]
 struct HoldFlush {
     open: Arc<(Mutex<bool>, Condvar)>,
     wals: Arc<Mutex<Vec<PathBuf>>>,
+    closed: Arc<Mutex<Vec<PathBuf>>>,
 }
 
 impl HoldFlush {
     fn release(&self) {
         *self.open.0.lock().unwrap() = true;
         self.open.1.notify_all();
+    }
+}
+
+/// Releases the held flush when dropped. Declared after the database, so
+/// that a failing assertion releases the flush before the database is
+/// dropped: its close waits for the maintenance thread, which would
+/// otherwise wait for the flush forever (a hang instead of a failure).
+struct ReleaseOnDrop(HoldFlush);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+impl std::ops::Deref for ReleaseOnDrop {
+    type Target = HoldFlush;
+    fn deref(&self) -> &HoldFlush {
+        &self.0
     }
 }
 
@@ -57,8 +78,63 @@ impl WriteHook for HoldFlush {
     fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
         if path.extension().is_some_and(|e| e == "wal") {
             self.wals.lock().unwrap().push(path.to_path_buf());
+            return Box::new(Watched {
+                inner: file,
+                path: path.to_path_buf(),
+                closed: self.closed.clone(),
+            });
         }
         file
+    }
+}
+
+/// A WAL file that reports when its writer is dropped.
+struct Watched {
+    inner: Box<dyn WritableFile>,
+    path: PathBuf,
+    closed: Arc<Mutex<Vec<PathBuf>>>,
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        self.closed.lock().unwrap().push(self.path.clone());
+    }
+}
+
+impl WritableFile for Watched {
+    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        self.inner.append(data)
+    }
+    fn sync_data(&mut self) -> toondb_storage::Result<()> {
+        self.inner.sync_data()
+    }
+    fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        self.inner.append_durable(data)
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
+        self.inner.preallocate(len)
+    }
+}
+
+/// Whether `bytes` hold a segment-synced record (WAL format 4: a 25-byte
+/// frame of length 17 and kind 4) with a valid checksum.
+fn holds_segment_synced(bytes: &[u8]) -> bool {
+    (0..bytes.len().saturating_sub(25)).any(|at| {
+        let frame = &bytes[at..at + 25];
+        let crc = u32::from_le_bytes(frame[..4].try_into().unwrap());
+        frame[4..8] == 17u32.to_le_bytes() && frame[8] == 4 && crc32fast::hash(&frame[4..]) == crc
+    })
+}
+
+/// Waits (bounded: the test fails rather than hangs) until `done` holds.
+fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "never: {what}");
+        std::thread::sleep(std::time::Duration::from_millis(1));
     }
 }
 
@@ -81,8 +157,9 @@ enum Rot {
     ZeroTail,
 }
 
-/// A database on a fresh simulated disk whose flushes are held.
-fn open_held(name: &str) -> (Database, HoldFlush, PowerLossFs, PathBuf, Options) {
+/// A database on a fresh simulated disk whose flushes are held (bind the
+/// hook after the database: see [`ReleaseOnDrop`]).
+fn open_held(name: &str) -> (Database, ReleaseOnDrop, PowerLossFs, PathBuf, Options) {
     let dir = unique_dir(name);
     let fs = fresh_disk(&dir);
     let hook = HoldFlush::default();
@@ -91,7 +168,7 @@ fn open_held(name: &str) -> (Database, HoldFlush, PowerLossFs, PathBuf, Options)
         .wal_size_limit(LIMIT)
         .fs(Arc::new(WrappedFs::new(fs.shared(), hook.clone())));
     let db = Database::open_with(&dir, options.clone()).unwrap();
-    (db, hook, fs, dir, options)
+    (db, ReleaseOnDrop(hook), fs, dir, options)
 }
 
 /// Unsynced puts until the memtable was sealed once (A); returns the
@@ -119,6 +196,16 @@ fn kill_rot_reopen(
     hook.release();
     let _ = db.close();
     drop(db);
+    rot_and_reopen(hook, fs, dir, rot)
+}
+
+/// After a crash: rots segment A as `rot` says, and reopens.
+fn rot_and_reopen(
+    hook: &HoldFlush,
+    fs: &PowerLossFs,
+    dir: &Path,
+    rot: Rot,
+) -> toondb_storage::Result<Database> {
     fs.restart();
 
     let a = hook.wals.lock().unwrap()[0].clone();
@@ -200,9 +287,7 @@ fn rot_in_an_older_segment_synced_before_a_durable_write_is_corruption() {
 /// acknowledged is durable, A's unsynced writes included: it waits for A's
 /// sync, records it in B (unless a group already did) and marks B synced.
 /// (The seal happens as a commit starts, so B holds that commit's group
-/// here; a B holding only its header at close is covered by reading:
-/// `Committer::sync_and_mark` writes the pending records in a group of
-/// their own.)
+/// here; see the next test for a B that holds only its header.)
 #[test]
 fn rot_in_an_older_segment_after_a_handle_close_is_corruption() {
     for rot in [Rot::FlipLastByte, Rot::ZeroTail] {
@@ -213,4 +298,80 @@ fn rot_in_an_older_segment_after_a_handle_close_is_corruption() {
         let opened = kill_rot_reopen(db, &hook, &fs, &dir, rot);
         assert_corruption(opened, &acknowledged, &format!("{rot:?}"));
     }
+}
+
+/// A flush seals A without writing into B (its table creation is held, so
+/// A stays needed); then a handle closes while another stays open. B held
+/// only its header, so the close wrote no sync point into it, and nothing
+/// recorded that A, whose writes the close promised durable, was synced:
+/// bit rot at A's end was dropped as a lost tail. Now the close records
+/// A's finished sync in a group of its own.
+#[test]
+fn rot_after_a_flush_seal_and_a_handle_close_with_an_empty_newer_segment() {
+    for rot in [Rot::FlipLastByte, Rot::ZeroTail] {
+        let (db, hook, fs, dir, options) = open_held("wal-bitrot-flush");
+        let acknowledged: Vec<String> = (0..12).map(|i| format!("key{i:04}")).collect();
+        for n in 0..12 {
+            db.write_with(put(n), WriteOptions::sync(false)).unwrap();
+        }
+        assert_eq!(hook.wals.lock().unwrap().len(), 1, "no seal yet");
+        let opened = std::thread::scope(|scope| {
+            // A failure in here must release the flush before the scope
+            // waits for the flusher.
+            let _release = ReleaseOnDrop(hook.clone());
+            // Seals A, waits for its sync, then waits for the held flush
+            // (which fails once the process is killed).
+            let flusher = scope.spawn(|| db.flush());
+            wait_until("the flush sealed A", || {
+                hook.wals.lock().unwrap().len() >= 2
+            });
+            // Runs under the committer's lock, after the seal (and its
+            // wait for A's sync) finished.
+            Database::open_with(&dir, options).unwrap().close().unwrap();
+            fs.kill();
+            hook.release();
+            let _ = db.close(); // wakes the flusher: the engine is closed
+            assert!(flusher.join().unwrap().is_err());
+            rot_and_reopen(&hook, &fs, &dir, rot)
+        });
+        drop(db);
+        assert_corruption(opened, &acknowledged, &format!("{rot:?}"));
+    }
+}
+
+/// Only unsynced writes follow A's finished sync: the committer notices
+/// the finished sync without waiting and records it in the next group it
+/// writes, so bit rot in A is corruption rather than a lost tail that
+/// would drop those acknowledged writes (they survive a process crash).
+#[test]
+fn rot_after_unsynced_writes_that_followed_the_sync_is_corruption() {
+    let (db, hook, fs, dir, _) = open_held("wal-bitrot-unsynced");
+    let first = seal_a(&db);
+    let (a, b) = {
+        let wals = hook.wals.lock().unwrap();
+        (wals[0].clone(), wals[1].clone())
+    };
+    // A's writer is dropped by its sync thread right after the sync; the
+    // thread then only has to exit, so a few groups see it finished.
+    wait_until("A's sync thread dropped its writer", || {
+        hook.closed.lock().unwrap().contains(&a)
+    });
+    // At most 8 puts: B stays well under the WAL bound, so no second seal
+    // waits for the held flush (that would hang instead of failing).
+    let mut acknowledged = Vec::new();
+    for (attempt, n) in (first..first + 8).enumerate() {
+        // Backs off (5 ms .. 640 ms, 1.3 s in all) for a slow machine.
+        std::thread::sleep(std::time::Duration::from_millis(5 << attempt));
+        db.write_with(put(n), WriteOptions::sync(false)).unwrap();
+        acknowledged.push(format!("key{n:04}"));
+        if holds_segment_synced(&fs.read(&b).unwrap()) {
+            break;
+        }
+    }
+    assert!(
+        holds_segment_synced(&fs.read(&b).unwrap()),
+        "no unsynced group recorded A's finished sync"
+    );
+    let opened = kill_rot_reopen(db, &hook, &fs, &dir, Rot::FlipLastByte);
+    assert_corruption(opened, &acknowledged, "unsynced writes after the sync");
 }
