@@ -8,20 +8,29 @@
 //! which is what lets replay treat a lost tail of a segment that was never
 //! synced as unsynced data (docs/format-wal.md, *New segments*).
 //!
-//! The order that keeps replay's rule sound: nothing in a newer segment is
-//! synced (a durable write, a preallocation, a close) before this sync
-//! has finished, so a newer segment that shows a completed sync proves
-//! that every older one was durable. [`SealSync::finish`] is how the
+//! The order that keeps replay's rule sound: no sync that can make records
+//! of a newer segment durable (a durable write, a preallocation, a close;
+//! only its header is synced earlier, at its creation) runs before this
+//! sync has finished, so a newer segment that shows a completed sync
+//! proves that every older one was durable. [`SealSync::finish`] is how the
 //! committer waits for it (for all of them: a few may run at once).
+//!
+//! Once a sync has finished, the committer records that in the live
+//! segment (a segment-synced record, WAL format 4) no later than in the
+//! next durable group, so that replay never mistakes later damage to the
+//! synced segment (bit rot) for a lost unsynced tail and drops the newer
+//! segments' acknowledged writes with it.
 
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
-use crate::wal::WalWriter;
+use crate::wal::{SegmentSynced, WalWriter};
 
 /// A sealed segment being synced.
 pub(crate) struct SealSync {
     number: u64,
+    /// The segment's logical end when it was sealed: what its sync covers.
+    end: u64,
     outcome: Outcome,
 }
 
@@ -36,6 +45,7 @@ impl SealSync {
     /// Starts syncing `wal` (then closing it) on a thread of its own.
     pub fn start(mut wal: WalWriter) -> SealSync {
         let number = wal.number();
+        let end = wal.len();
         // The closure owns the writer; if the spawn fails it is dropped
         // with the closure unsynced, and that failure is this sync's error.
         let spawned = std::thread::Builder::new()
@@ -48,20 +58,47 @@ impl SealSync {
                 format_args!("starting the sync of sealed WAL segment {number}"),
             ))),
         };
-        SealSync { number, outcome }
+        SealSync {
+            number,
+            end,
+            outcome,
+        }
+    }
+
+    /// Whether the sync has already finished successfully, without
+    /// waiting for it (a failed one is left for [`SealSync::finish`] to
+    /// report, where the committer already handles that error).
+    pub fn finished_ok(&mut self) -> bool {
+        if let Outcome::Running(handle) = &self.outcome {
+            if !handle.is_finished() {
+                return false;
+            }
+            let done = std::mem::replace(&mut self.outcome, Outcome::Done(Ok(())));
+            self.outcome = Outcome::Done(join(self.number, done));
+        }
+        matches!(self.outcome, Outcome::Done(Ok(())))
     }
 
     /// Waits for the sync; its error (the segment may have lost
     /// acknowledged writes) is the caller's to make a background error.
-    pub fn finish(self) -> Result<()> {
-        match self.outcome {
-            Outcome::Done(r) => r,
-            Outcome::Running(handle) => handle.join().unwrap_or_else(|_| {
-                Err(Error::internal(format!(
-                    "the sync of sealed WAL segment {} panicked",
-                    self.number
-                )))
-            }),
-        }
+    /// On success, what the live segment should record.
+    pub fn finish(self) -> Result<SegmentSynced> {
+        let synced = SegmentSynced {
+            segment: self.number,
+            end: self.end,
+        };
+        join(self.number, self.outcome).map(|()| synced)
+    }
+}
+
+/// The outcome of segment `number`'s sync, waiting for it if it runs.
+fn join(number: u64, outcome: Outcome) -> Result<()> {
+    match outcome {
+        Outcome::Done(r) => r,
+        Outcome::Running(handle) => handle.join().unwrap_or_else(|_| {
+            Err(Error::internal(format!(
+                "the sync of sealed WAL segment {number} panicked"
+            )))
+        }),
     }
 }
