@@ -180,12 +180,12 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let mut unsynced = Vec::new();
     let predecessor = match tail {
         Some(tail) if !mem.is_empty() => {
-            for &n in &segments {
+            for &(n, end) in &recovery.segment_ends {
                 let path = dir.join(crate::wal::segment_file_name(n));
                 let file = fs.open_append(&path).map_err(|e| {
                     e.context(format_args!("opening replayed WAL segment {n} to sync it"))
                 })?;
-                unsynced.push((n, file));
+                unsynced.push((crate::wal::SegmentSynced { segment: n, end }, file));
             }
             tail
         }

@@ -295,8 +295,9 @@ fn v1_fixture_compacts_into_v2_and_keeps_every_view() {
 
 /// The fixture's WAL segment is format version 1 (bare batch payloads, no
 /// sync points). It replays whole, the segment the open creates after it
-/// is the current version (3 since the seal's sync moved off the commit
-/// thread; 2 before), and version 1's stricter rule still holds for it: damage
+/// is the current version (4 since it records finished background syncs of
+/// sealed segments; 3 since the seal's sync moved off the commit thread; 2
+/// before), and version 1's stricter rule still holds for it: damage
 /// followed by a valid record is corruption, never dropped as a tail.
 #[test]
 fn v1_wal_segment_replays_and_keeps_the_v1_damage_rule() {
@@ -326,7 +327,7 @@ fn v1_wal_segment_replays_and_keeps_the_v1_damage_rule() {
     segments.sort();
     let newest = segments.last().unwrap();
     assert_ne!(newest, &v1_segment);
-    assert_eq!(wal_version(newest), 3);
+    assert_eq!(wal_version(newest), 4);
 
     // A fresh copy with one record in the middle of the v1 segment damaged.
     let damaged = tmp.path().join("damaged");

@@ -27,7 +27,10 @@ use crate::key::Timestamp;
 use crate::memtable::Memtable;
 use crate::stats::Counters;
 use crate::txn::ConflictCheck;
-use crate::wal::{begin_batch_frame, finish_batch_frame, Predecessor, WalWriter};
+use crate::wal::{
+    begin_batch_frame, encode_segment_synced, finish_batch_frame, Predecessor, SegmentSynced,
+    WalWriter,
+};
 use seal_sync::SealSync;
 
 /// Commits `batch` on the calling thread when that is cheap and cannot
@@ -201,6 +204,9 @@ pub(crate) struct Committer {
     wal: WalWriter,
     /// Sealed segments whose background sync may still run, oldest first.
     sealed_syncs: VecDeque<SealSync>,
+    /// Sealed segments whose sync finished but that the live segment does
+    /// not say so yet (segment-synced records, written with the next group).
+    synced_unrecorded: Vec<SegmentSynced>,
     last_ts: Timestamp,
     next_memtable_id: u64,
     frames: Vec<u8>,
@@ -227,7 +233,7 @@ impl Committer {
         wal: WalWriter,
         last_ts: Timestamp,
         next_memtable_id: u64,
-        replayed: Vec<(u64, Box<dyn crate::io::WritableFile>)>,
+        replayed: Vec<(SegmentSynced, Box<dyn crate::io::WritableFile>)>,
     ) -> Self {
         let mut sealed_syncs = VecDeque::new();
         if !replayed.is_empty() {
@@ -236,6 +242,7 @@ impl Committer {
         Committer {
             wal,
             sealed_syncs,
+            synced_unrecorded: Vec::new(),
             last_ts,
             next_memtable_id,
             frames: Vec::with_capacity(64 << 10),
@@ -257,9 +264,17 @@ impl Committer {
         Ok(())
     }
 
-    /// Every segment durable, the live one marked so (close).
+    /// Every segment durable, the live one marked so (close), including
+    /// which sealed segments' syncs finished: close promises that they
+    /// are durable, so damage found in them later must be corruption.
     pub(crate) fn sync_and_mark(&mut self) -> Result<()> {
         self.finish_sealed_sync()?;
+        if !self.synced_unrecorded.is_empty() {
+            self.frames.clear();
+            self.wal.begin_group(&mut self.frames);
+            self.record_finished_syncs();
+            self.wal.append(&self.frames)?;
+        }
         self.wal.sync_and_mark()
     }
 
@@ -274,10 +289,32 @@ impl Committer {
     fn finish_sealed_syncs_down_to(&mut self, left: usize) -> Result<()> {
         while self.sealed_syncs.len() > left {
             if let Some(s) = self.sealed_syncs.pop_front() {
-                s.finish()?;
+                self.synced_unrecorded.extend(s.finish()?);
             }
         }
         Ok(())
+    }
+
+    /// Collects the oldest background syncs that already finished, without
+    /// waiting, so that even an unsynced group records them.
+    fn collect_finished_syncs(&mut self) {
+        while let Some(s) = self.sealed_syncs.front_mut() {
+            if !s.finished_ok() {
+                break;
+            }
+            if let Some(Ok(synced)) = self.sealed_syncs.pop_front().map(SealSync::finish) {
+                self.synced_unrecorded.extend(synced);
+            }
+        }
+    }
+
+    /// Appends a segment-synced record to the group being written for
+    /// every sealed segment whose sync finished since the last group
+    /// (docs/format-wal.md, *Segment-synced records*).
+    fn record_finished_syncs(&mut self) {
+        for synced in self.synced_unrecorded.drain(..) {
+            encode_segment_synced(synced, &mut self.frames);
+        }
     }
 
     fn process(&mut self, engine: &Engine, group: Vec<CommitMsg>) {
@@ -499,8 +536,17 @@ impl Committer {
     }
 
     fn write_wal(&mut self, engine: &Engine, sync: bool) -> Result<()> {
+        // A durable group waits for every older segment's sync (so that
+        // it is the first sync of this segment), and then records them in
+        // its own write: its acknowledgement makes that record durable, so
+        // replay can never drop this group for damage in those segments.
         if sync {
             self.finish_sealed_sync()?;
+        } else {
+            self.collect_finished_syncs();
+        }
+        self.record_finished_syncs();
+        if sync {
             self.wal.preallocate_for(self.frames.len() as u64)?;
             self.wal.append_durable(&self.frames)?;
             Counters::add(&engine.counters.wal_syncs, 1);

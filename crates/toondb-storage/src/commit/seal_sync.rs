@@ -8,21 +8,31 @@
 //! which is what lets replay treat a lost tail of a segment that was never
 //! synced as unsynced data (docs/format-wal.md, *New segments*).
 //!
-//! The order that keeps replay's rule sound: nothing in a newer segment is
-//! synced (a durable write, a preallocation, a close) before this sync
-//! has finished, so a newer segment that shows a completed sync proves
-//! that every older one was durable. [`SealSync::finish`] is how the
+//! The order that keeps replay's rule sound: no sync that can make records
+//! of a newer segment durable (a durable write, a preallocation, a close;
+//! only its header is synced earlier, at its creation) runs before this
+//! sync has finished, so a newer segment that shows a completed sync
+//! proves that every older one was durable. [`SealSync::finish`] is how the
 //! committer waits for it (for all of them: a few may run at once).
+//!
+//! Once a sync has finished, the committer records that in the live
+//! segment (a segment-synced record, WAL format 4) no later than in the
+//! next durable group, so that replay never mistakes later damage to the
+//! synced segment (bit rot) for a lost unsynced tail and drops the newer
+//! segments' acknowledged writes with it.
 
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::io::WritableFile;
-use crate::wal::WalWriter;
+use crate::wal::{SegmentSynced, WalWriter};
 
-/// A sealed segment being synced.
+/// A sealed segment being synced (or the segments an open replayed).
 pub(crate) struct SealSync {
     number: u64,
+    /// Each segment synced and its logical end when it was sealed (or
+    /// replayed): what the sync covers, oldest first.
+    covers: Vec<SegmentSynced>,
     outcome: Outcome,
 }
 
@@ -36,27 +46,42 @@ enum Outcome {
 impl SealSync {
     /// Starts syncing `wal` (then closing it) on a thread of its own.
     pub fn start(mut wal: WalWriter) -> SealSync {
-        let number = wal.number();
-        Self::spawn(number, move || wal.sync())
+        let covers = vec![SegmentSynced {
+            segment: wal.number(),
+            end: wal.len(),
+        }];
+        Self::spawn(covers, move || wal.sync())
     }
 
     /// Starts syncing the segments an open replayed, oldest first, on a
     /// thread of their own: the open does not wait for them, and the
     /// segment it created names the last of them as its predecessor
     /// (recovery.rs). The files were opened by the caller, so a flush that
-    /// deletes a replayed segment meanwhile does not fail the sync.
-    pub fn start_replayed(segments: Vec<(u64, Box<dyn WritableFile>)>) -> SealSync {
-        let number = segments.last().map_or(0, |(n, _)| *n);
-        Self::spawn(number, move || {
-            for (n, mut file) in segments {
-                file.sync_data()
-                    .map_err(|e| e.context(format_args!("syncing replayed WAL segment {n}")))?;
+    /// deletes a replayed segment meanwhile does not fail the sync. Each
+    /// comes with where its records end, which the live segment records
+    /// once the sync finished (segments holding no record are not named:
+    /// a segment-synced record claims more than a header).
+    pub fn start_replayed(segments: Vec<(SegmentSynced, Box<dyn WritableFile>)>) -> SealSync {
+        let covers = segments
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| s.end > crate::wal::SEGMENT_HEADER_LEN as u64)
+            .collect();
+        Self::spawn(covers, move || {
+            for (s, mut file) in segments {
+                file.sync_data().map_err(|e| {
+                    e.context(format_args!("syncing replayed WAL segment {}", s.segment))
+                })?;
             }
             Ok(())
         })
     }
 
-    fn spawn(number: u64, sync: impl FnOnce() -> Result<()> + Send + 'static) -> SealSync {
+    fn spawn(
+        covers: Vec<SegmentSynced>,
+        sync: impl FnOnce() -> Result<()> + Send + 'static,
+    ) -> SealSync {
+        let number = covers.last().map_or(0, |s| s.segment);
         // The closure owns what it syncs; if the spawn fails it is dropped
         // with the closure unsynced, and that failure is this sync's error.
         let spawned = std::thread::Builder::new()
@@ -69,20 +94,43 @@ impl SealSync {
                 format_args!("starting the sync of WAL segment {number}"),
             ))),
         };
-        SealSync { number, outcome }
+        SealSync {
+            number,
+            covers,
+            outcome,
+        }
+    }
+
+    /// Whether the sync has already finished successfully, without
+    /// waiting for it (a failed one is left for [`SealSync::finish`] to
+    /// report, where the committer already handles that error).
+    pub fn finished_ok(&mut self) -> bool {
+        if let Outcome::Running(handle) = &self.outcome {
+            if !handle.is_finished() {
+                return false;
+            }
+            let done = std::mem::replace(&mut self.outcome, Outcome::Done(Ok(())));
+            self.outcome = Outcome::Done(join(self.number, done));
+        }
+        matches!(self.outcome, Outcome::Done(Ok(())))
     }
 
     /// Waits for the sync; its error (the segment may have lost
     /// acknowledged writes) is the caller's to make a background error.
-    pub fn finish(self) -> Result<()> {
-        match self.outcome {
-            Outcome::Done(r) => r,
-            Outcome::Running(handle) => handle.join().unwrap_or_else(|_| {
-                Err(Error::internal(format!(
-                    "the sync of sealed WAL segment {} panicked",
-                    self.number
-                )))
-            }),
-        }
+    /// On success, what the live segment should record.
+    pub fn finish(self) -> Result<Vec<SegmentSynced>> {
+        join(self.number, self.outcome).map(|()| self.covers)
+    }
+}
+
+/// The outcome of segment `number`'s sync, waiting for it if it runs.
+fn join(number: u64, outcome: Outcome) -> Result<()> {
+    match outcome {
+        Outcome::Done(r) => r,
+        Outcome::Running(handle) => handle.join().unwrap_or_else(|_| {
+            Err(Error::internal(format!(
+                "the sync of sealed WAL segment {number} panicked"
+            )))
+        }),
     }
 }

@@ -1,5 +1,6 @@
-//! Version-2 record payloads: a kind byte, then a write batch or a sync
-//! point. A sync point records how far the segment was known to be durable
+//! Record payloads (versions 2 to 4): a kind byte, then a write batch, a
+//! sync point, a predecessor record (version 3) or a segment-synced record
+//! (version 4). A sync point records how far the segment was known to be durable
 //! when it was written, which is what lets replay tell damage that a power
 //! cut may leave in unsynced writes (a torn tail, droppable) from damage to
 //! bytes that an fsync had already made durable (corruption). The layout
@@ -14,6 +15,9 @@ pub const KIND_SYNC_POINT: u8 = 2;
 /// Payload kind of a predecessor record (version 3: the first frame of a
 /// segment, naming the segment before it and where that one ended).
 pub const KIND_PREDECESSOR: u8 = 3;
+/// Payload kind of a segment-synced record (version 4: an older segment's
+/// background sync finished, written into the live segment).
+pub const KIND_SEGMENT_SYNCED: u8 = 4;
 
 /// kind (1) | segment number u64 LE (8) | synced_upto u64 LE (8).
 const SYNC_POINT_PAYLOAD_LEN: usize = 17;
@@ -39,17 +43,35 @@ pub struct Predecessor {
     pub end: u64,
 }
 
+/// "Every byte of the older segment `segment` before offset `end` had been
+/// made durable (its background fdatasync had returned) before this frame
+/// was written" (version 4). The writer writes it into the live segment
+/// once the sync of a sealed segment finished, at the latest in the first
+/// durable group after it, so a durable write acknowledged in a newer
+/// segment always leaves a durable record that the older one was synced:
+/// damage there is then a media error, never a lost unsynced tail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentSynced {
+    pub segment: u64,
+    pub end: u64,
+}
+
 /// A whole predecessor frame (same length as a sync point's).
 #[cfg(test)]
 pub const PREDECESSOR_FRAME_LEN: usize = SYNC_POINT_FRAME_LEN;
+/// A whole segment-synced frame (same length as a sync point's).
+#[cfg(test)]
+pub const SEGMENT_SYNCED_FRAME_LEN: usize = SYNC_POINT_FRAME_LEN;
 
-/// A version-2 or -3 payload, decoded.
+/// A payload of version 2 or later, decoded (which kinds a segment may
+/// hold depends on its version: the reader checks).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Entry<'a> {
     /// The batch encoding (`WriteBatch::encode_record`), kind byte stripped.
     Batch(&'a [u8]),
     SyncPoint(SyncPoint),
     Predecessor(Predecessor),
+    SegmentSynced(SegmentSynced),
 }
 
 /// Appends a sync-point frame to `out`.
@@ -63,10 +85,20 @@ pub fn encode_sync_point(point: SyncPoint, out: &mut Vec<u8>) {
 
 /// Appends a predecessor frame to `out`.
 pub fn encode_predecessor(p: Predecessor, out: &mut Vec<u8>) {
+    encode_two_u64(KIND_PREDECESSOR, p.segment, p.end, out);
+}
+
+/// Appends a segment-synced frame to `out`.
+pub fn encode_segment_synced(s: SegmentSynced, out: &mut Vec<u8>) {
+    encode_two_u64(KIND_SEGMENT_SYNCED, s.segment, s.end, out);
+}
+
+/// Appends a fixed-length (17-byte payload) frame: kind, two u64 LE.
+fn encode_two_u64(kind: u8, a: u64, b: u64, out: &mut Vec<u8>) {
     let mut payload = [0u8; SYNC_POINT_PAYLOAD_LEN];
-    payload[0] = KIND_PREDECESSOR;
-    payload[1..9].copy_from_slice(&p.segment.to_le_bytes());
-    payload[9..].copy_from_slice(&p.end.to_le_bytes());
+    payload[0] = kind;
+    payload[1..9].copy_from_slice(&a.to_le_bytes());
+    payload[9..].copy_from_slice(&b.to_le_bytes());
     encode_frame(&payload, out);
 }
 
@@ -99,6 +131,10 @@ pub fn decode(payload: &[u8]) -> Result<Entry<'_>, String> {
             let (segment, end) = two_u64(body, "predecessor")?;
             Ok(Entry::Predecessor(Predecessor { segment, end }))
         }
+        Some((&KIND_SEGMENT_SYNCED, body)) => {
+            let (segment, end) = two_u64(body, "segment-synced record")?;
+            Ok(Entry::SegmentSynced(SegmentSynced { segment, end }))
+        }
         Some((kind, _)) => Err(format!("unknown record kind {kind}")),
         None => Err("empty payload".to_owned()),
     }
@@ -130,22 +166,59 @@ fn two_u64(body: &[u8], what: &str) -> Result<(u64, u64), String> {
 /// but the offsets holding that exact length field are rejected by one
 /// comparison, and each candidate costs a 21-byte checksum.
 pub fn highest_claim_after(data: &[u8], bad: usize, segment: u64) -> Option<(usize, u64)> {
+    highest_fixed_from(
+        data,
+        bad.saturating_add(1),
+        KIND_SYNC_POINT,
+        |at, e| match e {
+            Entry::SyncPoint(p) if p.segment == segment && p.synced_upto <= at as u64 => {
+                Some(p.synced_upto)
+            }
+            _ => None,
+        },
+    )
+}
+
+/// The segment-synced record naming `segment` with the highest end among
+/// those found at any byte offset of `data` (a segment newer than
+/// `segment`, header included: the header cannot hold one), with the
+/// offset it was found at. Probed at every offset, like
+/// [`highest_claim_after`], so damage earlier in the newer segment cannot
+/// hide one. Only ends past the header count (the writer records a sealed
+/// segment's logical end, which holds at least its header).
+pub fn highest_segment_synced(data: &[u8], segment: u64) -> Option<(usize, u64)> {
+    highest_fixed_from(data, 0, KIND_SEGMENT_SYNCED, |_, e| match e {
+        Entry::SegmentSynced(s) if s.segment == segment && s.end > HEADER_LEN => Some(s.end),
+        _ => None,
+    })
+}
+
+/// Segment header length, as the claims above count offsets.
+const HEADER_LEN: u64 = super::SEGMENT_HEADER_LEN as u64;
+
+/// The highest value `claim` returns for a valid fixed-length frame of
+/// `kind` starting at an offset in `from ..`, and that offset.
+fn highest_fixed_from(
+    data: &[u8],
+    from: usize,
+    kind: u8,
+    claim: impl Fn(usize, Entry<'_>) -> Option<u64>,
+) -> Option<(usize, u64)> {
     let last_start = data.len().checked_sub(SYNC_POINT_FRAME_LEN)?;
     let want_len = (SYNC_POINT_PAYLOAD_LEN as u32).to_le_bytes();
     let mut best: Option<(usize, u64)> = None;
-    for at in bad.saturating_add(1)..=last_start {
-        if data[at + 4..at + 8] != want_len || data[at + FRAME_HEADER_LEN] != KIND_SYNC_POINT {
+    for at in from..=last_start {
+        if data[at + 4..at + 8] != want_len || data[at + FRAME_HEADER_LEN] != kind {
             continue;
         }
         let Frame::Record { payload, .. } = read_frame(&data[at..at + SYNC_POINT_FRAME_LEN]) else {
             continue;
         };
-        let Ok(Entry::SyncPoint(p)) = decode(payload) else {
+        let Some(value) = decode(payload).ok().and_then(|e| claim(at, e)) else {
             continue;
         };
-        let genuine = p.segment == segment && p.synced_upto <= at as u64;
-        if genuine && best.is_none_or(|(_, claim)| p.synced_upto > claim) {
-            best = Some((at, p.synced_upto));
+        if best.is_none_or(|(_, b)| value > b) {
+            best = Some((at, value));
         }
     }
     best

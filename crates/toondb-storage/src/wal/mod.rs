@@ -7,7 +7,9 @@ mod entry;
 mod reader;
 mod writer;
 
-pub use entry::{begin_batch_frame, finish_batch_frame, Predecessor};
+pub use entry::{
+    begin_batch_frame, encode_segment_synced, finish_batch_frame, Predecessor, SegmentSynced,
+};
 
 // The engine's open path is the user of these; until it is wired in they
 // would be reported as unused.
@@ -23,9 +25,15 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"TOONWAL\0";
 /// Version 2 added the payload kind byte and sync points (entry.rs).
 /// Version 3 adds the predecessor record after the header: the segment
 /// before it may not have been synced when it was created (the sync at a
-/// memtable seal runs off the commit thread). The writer writes version 3,
-/// replay reads all three.
-pub const SEGMENT_VERSION: u32 = 3;
+/// memtable seal runs off the commit thread). Version 4 adds the
+/// segment-synced record: once that background sync finished, the live
+/// segment says so, which lets replay call damage in the older segment
+/// corruption instead of a lost unsynced tail. The writer writes version
+/// 4, replay reads all four.
+pub const SEGMENT_VERSION: u32 = 4;
+/// Segments that may follow an unsynced predecessor (predecessor record),
+/// but never record that its sync finished.
+pub const SEGMENT_VERSION_V3: u32 = 3;
 /// Segments whose predecessor was synced whole before they were created;
 /// sync points, no predecessor record.
 pub const SEGMENT_VERSION_V2: u32 = 2;
@@ -80,7 +88,7 @@ fn check_header(data: &[u8]) -> std::result::Result<u32, String> {
     let version = u32::from_le_bytes([header[8], header[9], header[10], header[11]]);
     if !matches!(
         version,
-        SEGMENT_VERSION_V1 | SEGMENT_VERSION_V2 | SEGMENT_VERSION
+        SEGMENT_VERSION_V1 | SEGMENT_VERSION_V2 | SEGMENT_VERSION_V3 | SEGMENT_VERSION
     ) {
         return Err(format!("unsupported format version {version}"));
     }
@@ -135,7 +143,9 @@ mod tests {
         };
         assert_eq!(check_header(&with_version(1)), Ok(SEGMENT_VERSION_V1));
         assert_eq!(check_header(&with_version(2)), Ok(SEGMENT_VERSION_V2));
-        for v in [0, 4] {
+        assert_eq!(check_header(&with_version(3)), Ok(SEGMENT_VERSION_V3));
+        assert_eq!(check_header(&with_version(4)), Ok(SEGMENT_VERSION));
+        for v in [0, 5] {
             assert_eq!(
                 check_header(&with_version(v)),
                 Err(format!("unsupported format version {v}"))

@@ -2,7 +2,9 @@
 //! (a crash mid-append, or unsynced writes a power cut lost, safe to drop)
 //! and which is corruption (must fail). Version-2 segments carry sync
 //! points that tell the two apart (entry.rs); version-1 segments keep the
-//! stricter rule they were written under.
+//! stricter rule they were written under. Version-4 segments also record
+//! when an older segment's background sync finished, which makes damage
+//! in that segment corruption again.
 
 use std::path::Path;
 
@@ -10,11 +12,11 @@ use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::record::{read_frame, Frame, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 
-use super::entry::{self, highest_claim_after, Entry, Predecessor};
+use super::entry::{self, highest_claim_after, highest_segment_synced, Entry, Predecessor};
 
 use super::{
     check_header, segment_file_name, WalWriter, SEGMENT_HEADER_LEN, SEGMENT_VERSION,
-    SEGMENT_VERSION_V1,
+    SEGMENT_VERSION_V1, SEGMENT_VERSION_V3,
 };
 
 /// What a replay found.
@@ -37,6 +39,8 @@ pub struct ReplayReport {
     pub records_end: u64,
     /// The format version of the last segment replayed.
     pub last_version: u32,
+    /// Each segment replayed, with where its records end (after any cut).
+    pub segment_ends: Vec<(u64, u64)>,
     /// Where the last segment's final durable mark ends (a sync point
     /// claiming every byte before it, which the writer syncs too: a clean
     /// close), 0 if it has none.
@@ -105,6 +109,7 @@ fn replay_inner(
     for (i, &number) in numbers.iter().enumerate() {
         let later = &numbers[i + 1..];
         let ended = replay_segment(fs, dir, number, later, how, &mut apply, &mut report)?;
+        report.segment_ends.push((number, report.records_end));
         if sync_each {
             sync_segment(fs, dir, number)?;
         }
@@ -129,7 +134,7 @@ fn replay_inner(
     let tail = match numbers.last() {
         // Only a version-3 segment may be followed by a newer one before
         // it is synced (older readers assume it was synced whole).
-        Some(_) if !sync_each && report.last_version != SEGMENT_VERSION => {
+        Some(_) if !sync_each && report.last_version < SEGMENT_VERSION_V3 => {
             for &m in numbers {
                 sync_segment(fs, dir, m)?;
             }
@@ -340,7 +345,7 @@ fn replay_segment(
     let successor = match later.first() {
         None => Successor::Last,
         // Older writers synced a segment whole before creating the next.
-        Some(_) if version != SEGMENT_VERSION => Successor::SyncedBefore,
+        Some(_) if version < SEGMENT_VERSION_V3 => Successor::SyncedBefore,
         Some(&next) => match head_of(fs, dir, next, how)? {
             Head::Predecessor(p) if p.segment == 0 => Successor::SyncedBefore,
             Head::Predecessor(p) if p.segment == number => Successor::MaybeUnsynced {
@@ -478,12 +483,23 @@ impl Segment<'_> {
                             }
                         }
                         Ok(Entry::Predecessor(_))
-                            if self.version == SEGMENT_VERSION && pos == SEGMENT_HEADER_LEN => {}
+                            if self.version >= SEGMENT_VERSION_V3 && pos == SEGMENT_HEADER_LEN => {}
                         Ok(Entry::Predecessor(_)) => {
                             return Err(Error::corruption(format!(
                                 "WAL segment {}: a predecessor record at offset {pos}, \
                                  where none may be",
                                 self.number
+                            )))
+                        }
+                        Ok(Entry::SegmentSynced(synced))
+                            if self.version >= SEGMENT_VERSION
+                                && synced.segment < self.number
+                                && synced.end > SEGMENT_HEADER_LEN as u64 => {}
+                        Ok(Entry::SegmentSynced(synced)) => {
+                            return Err(Error::corruption(format!(
+                                "WAL segment {} (format version {}): a segment-synced record \
+                                 at offset {pos} names segment {} and offset {}",
+                                self.number, self.version, synced.segment, synced.end
                             )))
                         }
                         Err(why) => {
@@ -506,6 +522,13 @@ impl Segment<'_> {
                 // before the open creates one), so no power cut can
                 // damage it.
                 return Err(self.corruption(reason, pos, "it is not the last segment"));
+            }
+            if let Some(synced) = self.recorded_synced()? {
+                // At or before the end its sync covered: bytes that were
+                // durable, which a power cut does not damage.
+                if pos as u64 <= synced.end {
+                    return Err(self.corruption(reason, pos, &synced.why()));
+                }
             }
             let later = highest_claim_after(self.data, pos, self.number);
             if let Some((at, upto)) = later {
@@ -583,11 +606,44 @@ impl Segment<'_> {
         if pos64 == end {
             return Ok(Ended::Complete);
         }
+        if let Some(synced) = self.recorded_synced()? {
+            if pos64 < synced.end {
+                let reason = format!(
+                    "records end early (segment {next} says this segment ended at offset {end})"
+                );
+                return Err(self.corruption(&reason, pos, &synced.why()));
+            }
+        }
         let reason = format!(
             "lost write: segment {next} says this segment ended at offset {end}, \
              and it holds records only up to here"
         );
         self.cut_here(pos, reason, report)
+    }
+
+    /// The highest end through which a later segment records that this
+    /// segment's background sync had finished (segment-synced records,
+    /// version 4), if any does. Only asked on the damage path of a segment
+    /// that may be unsynced, so an intact log is not scanned for it.
+    fn recorded_synced(&self) -> Result<Option<RecordedSync>> {
+        let mut best: Option<RecordedSync> = None;
+        for &m in self.later {
+            let path = self.dir.join(segment_file_name(m));
+            if !self.fs.exists(&path) {
+                continue;
+            }
+            let loaded = SegmentBytes::load(self.fs, &path, self.how)?;
+            if let Some((at, end)) = highest_segment_synced(loaded.bytes(), self.number) {
+                if best.is_none_or(|b| end > b.end) {
+                    best = Some(RecordedSync {
+                        segment: m,
+                        at,
+                        end,
+                    });
+                }
+            }
+        }
+        Ok(best)
     }
 
     /// Drops everything from `pos` on: the tail of this segment and, when
@@ -649,6 +705,27 @@ impl Segment<'_> {
             "WAL segment {}: {reason} at offset {pos} ({why_fatal})",
             self.number
         ))
+    }
+}
+
+/// A later segment's record that this segment was synced (see
+/// [`Segment::recorded_synced`]).
+#[derive(Debug, Clone, Copy)]
+struct RecordedSync {
+    /// The later segment holding the record, and the record's offset.
+    segment: u64,
+    at: usize,
+    /// Every byte before it was durable.
+    end: u64,
+}
+
+impl RecordedSync {
+    fn why(&self) -> String {
+        format!(
+            "segment {} records at offset {} that this segment had been synced through \
+             offset {}: the damage is not a lost unsynced write but damage to durable bytes",
+            self.segment, self.at, self.end
+        )
     }
 }
 
@@ -741,6 +818,8 @@ const SCAN_CHECKSUM_BUDGET: usize = 4 << 30;
 
 #[cfg(test)]
 mod tests_v3;
+#[cfg(test)]
+mod tests_v4;
 
 #[cfg(test)]
 mod tests {

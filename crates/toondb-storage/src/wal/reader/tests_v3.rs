@@ -10,19 +10,19 @@ use crate::error::ErrorKind;
 use crate::io::OsFileSystem;
 use crate::wal::entry::{self, PREDECESSOR_FRAME_LEN};
 
-const FS: &OsFileSystem = &OsFileSystem;
+pub(super) const FS: &OsFileSystem = &OsFileSystem;
 
-fn payload(segment: u64, i: usize) -> Vec<u8> {
+pub(super) fn payload(segment: u64, i: usize) -> Vec<u8> {
     format!("batch {segment}/{i} {}", "x".repeat(40 + i)).into_bytes()
 }
 
-fn path(dir: &Path, number: u64) -> PathBuf {
+pub(super) fn path(dir: &Path, number: u64) -> PathBuf {
     dir.join(segment_file_name(number))
 }
 
 /// Appends one group (predecessor record if first, sync point, one batch)
 /// and returns the offset of the batch frame.
-fn append_group(w: &mut WalWriter, p: &[u8]) -> u64 {
+pub(super) fn append_group(w: &mut WalWriter, p: &[u8]) -> u64 {
     let mut group = Vec::new();
     w.begin_group(&mut group);
     let at = w.len() + group.len() as u64;
@@ -37,7 +37,7 @@ fn append_group(w: &mut WalWriter, p: &[u8]) -> u64 {
 /// (as an open creates it), each later one created at a seal, before the
 /// one it follows was synced. Returns every payload and each segment's
 /// batch offsets. Nothing is synced but the headers.
-fn write_chain(dir: &Path, segments: &[(u64, usize)]) -> (Vec<Vec<u8>>, Vec<Vec<u64>>) {
+pub(super) fn write_chain(dir: &Path, segments: &[(u64, usize)]) -> (Vec<Vec<u8>>, Vec<Vec<u64>>) {
     let mut all = Vec::new();
     let mut offsets = Vec::new();
     let mut prev: Option<WalWriter> = None;
@@ -70,7 +70,7 @@ fn write_chain(dir: &Path, segments: &[(u64, usize)]) -> (Vec<Vec<u8>>, Vec<Vec<
     (all, offsets)
 }
 
-fn collect(dir: &Path, numbers: &[u64]) -> Result<(Vec<Vec<u8>>, ReplayReport)> {
+pub(super) fn collect(dir: &Path, numbers: &[u64]) -> Result<(Vec<Vec<u8>>, ReplayReport)> {
     let mut got = Vec::new();
     let report = replay(FS, dir, numbers, SegmentRead::Map, |p| {
         got.push(p.to_vec());
@@ -79,7 +79,7 @@ fn collect(dir: &Path, numbers: &[u64]) -> Result<(Vec<Vec<u8>>, ReplayReport)> 
     Ok((got, report))
 }
 
-fn len_of(dir: &Path, number: u64) -> u64 {
+pub(super) fn len_of(dir: &Path, number: u64) -> u64 {
     std::fs::metadata(path(dir, number)).unwrap().len()
 }
 
@@ -108,7 +108,7 @@ fn the_first_group_of_a_segment_carries_its_predecessor() {
     assert_eq!(report.dropped_tail, None);
 }
 
-const SYNC_POINT_LEN: usize = crate::wal::entry::SYNC_POINT_FRAME_LEN;
+pub(super) const SYNC_POINT_LEN: usize = crate::wal::entry::SYNC_POINT_FRAME_LEN;
 
 #[test]
 fn a_torn_end_of_an_unsynced_older_segment_drops_it_and_every_later_one() {
@@ -285,7 +285,7 @@ fn an_empty_successor_leaves_the_older_segment_droppable() {
 
 /// Rewrites segment `number`'s header as format `version` (what an older
 /// build wrote: no predecessor record, synced whole before the next).
-fn set_version(dir: &Path, number: u64, version: u32) {
+pub(super) fn set_version(dir: &Path, number: u64, version: u32) {
     let p = path(dir, number);
     let mut data = std::fs::read(&p).unwrap();
     data[8..12].copy_from_slice(&version.to_le_bytes());
