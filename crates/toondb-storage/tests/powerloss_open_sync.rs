@@ -21,7 +21,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
 use toondb_storage::io::{PowerCut, PowerLossFs, WrappedFs, WritableFile, WriteHook};
-use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
+use toondb_storage::{Database, ErrorKind, Options, WriteBatch, WriteOptions};
 
 use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
 
@@ -30,6 +30,9 @@ use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
 #[derive(Clone, Default)]
 struct Gate {
     open: Arc<(Mutex<bool>, Condvar)>,
+    /// Set: table creation is held until `release_tables` (else it
+    /// follows `open`).
+    tables: Option<Arc<(Mutex<bool>, Condvar)>>,
     held: Arc<Mutex<BTreeSet<String>>>,
     synced: Arc<Mutex<Vec<String>>>,
 }
@@ -42,13 +45,28 @@ impl Gate {
     }
 
     fn wait(&self) {
-        let (lock, cv) = &*self.open;
+        wait_on(&self.open);
+    }
+
+    fn release_tables(&self) {
+        if let Some(t) = &self.tables {
+            *t.0.lock().unwrap() = true;
+            t.1.notify_all();
+        }
+    }
+}
+
+fn wait_on(gate: &(Mutex<bool>, Condvar)) {
+    {
+        let (lock, cv) = gate;
         let mut open = lock.lock().unwrap();
         while !*open {
             open = cv.wait(open).unwrap();
         }
     }
+}
 
+impl Gate {
     fn release(&self) {
         *self.open.0.lock().unwrap() = true;
         self.open.1.notify_all();
@@ -62,7 +80,10 @@ impl Gate {
 impl WriteHook for Gate {
     fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
         if path.extension().is_some_and(|e| e == "sst") {
-            self.wait();
+            match &self.tables {
+                Some(t) => wait_on(t),
+                None => self.wait(),
+            }
         }
         Ok(())
     }
@@ -288,4 +309,51 @@ fn a_power_cut_before_the_replayed_segments_were_synced() {
         db.close().unwrap();
     }
     assert!(lost_any > 0, "no power cut lost a write");
+}
+
+/// Bit rot in a replayed segment after the open's background sync of it
+/// finished (and a durable write recorded that): the next open reports
+/// Corruption instead of dropping the acknowledged durable write with a
+/// "lost tail".
+#[test]
+fn rot_in_a_replayed_segment_after_its_background_sync_is_corruption() {
+    let dir = unique_dir("open-sync-rot");
+    let fs = fresh_disk(&dir);
+    let mut model = Model::default();
+    let replayed = write_then_kill(&fs, &dir, &mut model, 40);
+    let last = replayed.iter().next_back().unwrap().clone();
+
+    // Syncs run freely; tables stay held, so the flush does not delete
+    // the replayed segments before the rot.
+    let mut gate = Gate::holding(BTreeSet::new());
+    gate.tables = Some(Arc::default());
+    gate.release();
+    let wrapped = Arc::new(WrappedFs::new(fs.shared(), gate.clone()));
+    let db = Database::open_with(&dir, options(wrapped, 1 << 20)).unwrap();
+    let (batch, _) = put(2000);
+    db.write_with(batch, WriteOptions::sync(true)).unwrap();
+    fs.kill();
+    gate.release_tables();
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+
+    let path = dir.join(&last);
+    let disk = fs.shared();
+    let mut bytes = disk.read(&path).unwrap();
+    let end = bytes.iter().rposition(|&b| b != 0).unwrap() + 1;
+    bytes[end - 1] ^= 0x10;
+    let mut file = disk.create(&path).unwrap();
+    file.append(&bytes).unwrap();
+    file.sync_data().unwrap();
+    drop(file);
+    match Database::open_with(&dir, options(fs.shared(), 1 << 20)) {
+        Ok(db) => panic!(
+            "the open succeeded (dropped tail: {:?}); key{:03} present: {}",
+            db.stats().recovery.dropped_tail,
+            2000 % 64,
+            db.get(format!("key{:03}", 2000 % 64)).unwrap().is_some()
+        ),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Corruption, "{e}"),
+    }
 }
