@@ -159,13 +159,48 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let mut last_ts = state.last_ts;
     let mut pending = Vec::new();
     let mut batch = WriteBatch::new();
-    let recovery = wal::replay(&*fs, dir, &segments, SegmentRead::Map, |payload| {
-        let ts = WriteBatch::decode_record_into(payload, &mut batch)?;
-        mem.apply_deferred(&batch, ts, &mut pending);
-        last_ts = last_ts.max(ts);
-        Ok(())
-    })?;
+    // The replayed segments are synced in the background, not here: an
+    // open after a crash would otherwise wait for up to a few memtables'
+    // worth of WAL to reach the disk (a killed process leaves it in the
+    // page cache). The new segment names the last of them as its
+    // predecessor, and the committer syncs nothing newer before they are
+    // durable, as after a seal (docs/format-wal.md, *Replay*).
+    let (recovery, tail) =
+        wal::replay_deferring_sync(&*fs, dir, &segments, SegmentRead::Map, |payload| {
+            let ts = WriteBatch::decode_record_into(payload, &mut batch)?;
+            mem.apply_deferred(&batch, ts, &mut pending);
+            last_ts = last_ts.max(ts);
+            Ok(())
+        })?;
     mem.insert_pending(pending);
+    // Opened now, so a flush that deletes a replayed segment before its
+    // background sync ran does not fail that sync. A segment that replayed
+    // nothing is deleted as garbage once the new manifest is durable; it
+    // is synced here instead (there is little or nothing in it to write).
+    let mut unsynced = Vec::new();
+    let predecessor = match tail {
+        Some(tail) if !mem.is_empty() => {
+            for &(n, end) in &recovery.segment_ends {
+                let path = dir.join(crate::wal::segment_file_name(n));
+                let file = fs.open_append(&path).map_err(|e| {
+                    e.context(format_args!("opening replayed WAL segment {n} to sync it"))
+                })?;
+                unsynced.push((crate::wal::SegmentSynced { segment: n, end }, file));
+            }
+            tail
+        }
+        Some(_) => {
+            for &n in &segments {
+                let path = dir.join(crate::wal::segment_file_name(n));
+                fs.open_append(&path)
+                    .and_then(|mut file| file.sync_data())
+                    .map_err(|e| e.context(format_args!("syncing replayed WAL segment {n}")))?;
+            }
+            crate::wal::Predecessor { segment: 0, end: 0 }
+        }
+        // Nothing replayed, or replay synced every segment itself.
+        None => crate::wal::Predecessor { segment: 0, end: 0 },
+    };
 
     let mut next_file_number = max_file_number + 1;
     let wal_number = next_file_number;
@@ -173,10 +208,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     next_file_number += 2;
     // Its name becomes durable with the manifest switch below (which ends
     // in a directory sync) before `open` returns and anything is appended.
-    // Replay synced every segment before this one exists: its first group
-    // says so (no predecessor to check).
-    let none_unsynced = crate::wal::Predecessor { segment: 0, end: 0 };
-    let wal = WalWriter::create_unlisted(&*fs, dir, wal_number, Some(none_unsynced))?;
+    let wal = WalWriter::create_unlisted(&*fs, dir, wal_number, Some(predecessor))?;
     // The checkpoint names an existing segment from now on: the oldest one
     // replay still needs, or the new one (see the check above). Segments
     // that replayed nothing are not needed again.
@@ -235,7 +267,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         lock,
     }));
 
-    *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3));
+    *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3, unsynced));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
     let maintainer = MaintenanceThread::new(engine.clone(), manifest).with_garbage(garbage);
     let commit = match spawn(COMMIT_THREAD_NAME, move || commit_thread.run()) {

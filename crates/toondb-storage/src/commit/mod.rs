@@ -225,10 +225,23 @@ struct Pending {
 }
 
 impl Committer {
-    pub fn new(wal: WalWriter, last_ts: Timestamp, next_memtable_id: u64) -> Self {
+    /// A committer whose first segment follows segments an open replayed
+    /// without syncing them (`replayed`, oldest first, opened for the
+    /// sync): they are synced in the background, and nothing in the new
+    /// segment is synced before that finished, as after a seal.
+    pub fn new(
+        wal: WalWriter,
+        last_ts: Timestamp,
+        next_memtable_id: u64,
+        replayed: Vec<(SegmentSynced, Box<dyn crate::io::WritableFile>)>,
+    ) -> Self {
+        let mut sealed_syncs = VecDeque::new();
+        if !replayed.is_empty() {
+            sealed_syncs.push_back(SealSync::start_replayed(replayed));
+        }
         Committer {
             wal,
-            sealed_syncs: VecDeque::new(),
+            sealed_syncs,
             synced_unrecorded: Vec::new(),
             last_ts,
             next_memtable_id,
@@ -276,7 +289,7 @@ impl Committer {
     fn finish_sealed_syncs_down_to(&mut self, left: usize) -> Result<()> {
         while self.sealed_syncs.len() > left {
             if let Some(s) = self.sealed_syncs.pop_front() {
-                self.synced_unrecorded.push(s.finish()?);
+                self.synced_unrecorded.extend(s.finish()?);
             }
         }
         Ok(())
@@ -290,7 +303,7 @@ impl Committer {
                 break;
             }
             if let Some(Ok(synced)) = self.sealed_syncs.pop_front().map(SealSync::finish) {
-                self.synced_unrecorded.push(synced);
+                self.synced_unrecorded.extend(synced);
             }
         }
     }

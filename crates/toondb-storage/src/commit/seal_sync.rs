@@ -24,13 +24,15 @@
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::io::WritableFile;
 use crate::wal::{SegmentSynced, WalWriter};
 
-/// A sealed segment being synced.
+/// A sealed segment being synced (or the segments an open replayed).
 pub(crate) struct SealSync {
     number: u64,
-    /// The segment's logical end when it was sealed: what its sync covers.
-    end: u64,
+    /// Each segment synced and its logical end when it was sealed (or
+    /// replayed): what the sync covers, oldest first.
+    covers: Vec<SegmentSynced>,
     outcome: Outcome,
 }
 
@@ -44,23 +46,57 @@ enum Outcome {
 impl SealSync {
     /// Starts syncing `wal` (then closing it) on a thread of its own.
     pub fn start(mut wal: WalWriter) -> SealSync {
-        let number = wal.number();
-        let end = wal.len();
-        // The closure owns the writer; if the spawn fails it is dropped
+        let covers = vec![SegmentSynced {
+            segment: wal.number(),
+            end: wal.len(),
+        }];
+        Self::spawn(covers, move || wal.sync())
+    }
+
+    /// Starts syncing the segments an open replayed, oldest first, on a
+    /// thread of their own: the open does not wait for them, and the
+    /// segment it created names the last of them as its predecessor
+    /// (recovery.rs). The files were opened by the caller, so a flush that
+    /// deletes a replayed segment meanwhile does not fail the sync. Each
+    /// comes with where its records end, which the live segment records
+    /// once the sync finished (segments holding no record are not named:
+    /// a segment-synced record claims more than a header).
+    pub fn start_replayed(segments: Vec<(SegmentSynced, Box<dyn WritableFile>)>) -> SealSync {
+        let covers = segments
+            .iter()
+            .map(|(s, _)| *s)
+            .filter(|s| s.end > crate::wal::SEGMENT_HEADER_LEN as u64)
+            .collect();
+        Self::spawn(covers, move || {
+            for (s, mut file) in segments {
+                file.sync_data().map_err(|e| {
+                    e.context(format_args!("syncing replayed WAL segment {}", s.segment))
+                })?;
+            }
+            Ok(())
+        })
+    }
+
+    fn spawn(
+        covers: Vec<SegmentSynced>,
+        sync: impl FnOnce() -> Result<()> + Send + 'static,
+    ) -> SealSync {
+        let number = covers.last().map_or(0, |s| s.segment);
+        // The closure owns what it syncs; if the spawn fails it is dropped
         // with the closure unsynced, and that failure is this sync's error.
         let spawned = std::thread::Builder::new()
             .name("toondb-walsync".to_owned())
-            .spawn(move || wal.sync());
+            .spawn(sync);
         let outcome = match spawned {
             Ok(handle) => Outcome::Running(handle),
             Err(e) => Outcome::Done(Err(Error::io(
                 e,
-                format_args!("starting the sync of sealed WAL segment {number}"),
+                format_args!("starting the sync of WAL segment {number}"),
             ))),
         };
         SealSync {
             number,
-            end,
+            covers,
             outcome,
         }
     }
@@ -82,12 +118,8 @@ impl SealSync {
     /// Waits for the sync; its error (the segment may have lost
     /// acknowledged writes) is the caller's to make a background error.
     /// On success, what the live segment should record.
-    pub fn finish(self) -> Result<SegmentSynced> {
-        let synced = SegmentSynced {
-            segment: self.number,
-            end: self.end,
-        };
-        join(self.number, self.outcome).map(|()| synced)
+    pub fn finish(self) -> Result<Vec<SegmentSynced>> {
+        join(self.number, self.outcome).map(|()| self.covers)
     }
 }
 

@@ -14,7 +14,7 @@ pub use entry::{
 // The engine's open path is the user of these; until it is wired in they
 // would be reported as unused.
 #[allow(unused_imports)]
-pub use reader::{replay, DroppedTail, ReplayReport, SegmentRead};
+pub use reader::{replay, replay_deferring_sync, DroppedTail, ReplayReport, SegmentRead};
 pub use writer::WalWriter;
 
 const SEGMENT_SUFFIX: &str = ".wal";

@@ -33,6 +33,18 @@ pub struct ReplayReport {
     /// The torn end of the last segment, if there was one; it has been cut off
     /// (or, for a torn segment header, the header rewritten).
     pub dropped_tail: Option<DroppedTail>,
+    /// Where the records of the last segment replayed end (after any cut):
+    /// the `end` a segment created after it names in its predecessor
+    /// record ([`replay_deferring_sync`]).
+    pub records_end: u64,
+    /// The format version of the last segment replayed.
+    pub last_version: u32,
+    /// Each segment replayed, with where its records end (after any cut).
+    pub segment_ends: Vec<(u64, u64)>,
+    /// Where the last segment's final durable mark ends (a sync point
+    /// claiming every byte before it, which the writer syncs too: a clean
+    /// close), 0 if it has none.
+    pub marked_end: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,15 +58,48 @@ pub struct DroppedTail {
 }
 
 /// Replays segments `numbers` (ascending) from `dir`, calling
-/// `apply(payload)` for every valid record in order. If `apply` returns Err,
-/// stop and return that error.
+/// `apply(payload)` for every valid record in order, and makes each
+/// replayed segment durable before the next is read. If `apply` returns
+/// Err, stop and return that error.
 pub fn replay(
     fs: &dyn FileSystem,
     dir: &Path,
     numbers: &[u64],
     how: SegmentRead,
-    mut apply: impl FnMut(&[u8]) -> Result<()>,
+    apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
+    replay_inner(fs, dir, numbers, how, apply, true).map(|(report, _)| report)
+}
+
+/// [`replay`] for an open, which must not wait for the device: the
+/// replayed segments are not synced here. Returns, with the report, what
+/// the segment the open creates next must name as its predecessor: the
+/// last replayed segment and where its records end, so that a power cut
+/// before that segment is synced reads as a lost tail of an unsynced
+/// segment (docs/format-wal.md, *Replay*, *Open*). The caller syncs the
+/// segments, oldest first, before anything newer is synced.
+///
+/// `None` when there is nothing to name: no segment replayed, or a torn
+/// segment that was not the last made replay drop the later ones, a rare
+/// path that syncs every segment here as [`replay`] does.
+pub fn replay_deferring_sync(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    numbers: &[u64],
+    how: SegmentRead,
+    apply: impl FnMut(&[u8]) -> Result<()>,
+) -> Result<(ReplayReport, Option<Predecessor>)> {
+    replay_inner(fs, dir, numbers, how, apply, false)
+}
+
+fn replay_inner(
+    fs: &dyn FileSystem,
+    dir: &Path,
+    numbers: &[u64],
+    how: SegmentRead,
+    mut apply: impl FnMut(&[u8]) -> Result<()>,
+    sync_each: bool,
+) -> Result<(ReplayReport, Option<Predecessor>)> {
     if numbers.windows(2).any(|w| w[0] >= w[1]) {
         return Err(Error::invalid_argument(format!(
             "WAL segments to replay must be strictly ascending, got {numbers:?}"
@@ -64,9 +109,17 @@ pub fn replay(
     for (i, &number) in numbers.iter().enumerate() {
         let later = &numbers[i + 1..];
         let ended = replay_segment(fs, dir, number, later, how, &mut apply, &mut report)?;
-        sync_segment(fs, dir, number)?;
+        report.segment_ends.push((number, report.records_end));
+        if sync_each {
+            sync_segment(fs, dir, number)?;
+        }
         report.segments += 1;
         if ended == Ended::TornBeforeLater {
+            if !sync_each {
+                for &m in &numbers[..=i] {
+                    sync_segment(fs, dir, m)?;
+                }
+            }
             // The later segments were written after this one's lost bytes
             // and never synced: nothing in them may be replayed (it would
             // leave a hole in commit order). Emptied, not deleted: the
@@ -75,10 +128,28 @@ pub fn replay(
                 WalWriter::create(fs, dir, m)?;
                 report.segments += 1;
             }
-            break;
+            return Ok((report, None));
         }
     }
-    Ok(report)
+    let tail = match numbers.last() {
+        // Only a version-3 segment may be followed by a newer one before
+        // it is synced (older readers assume it was synced whole).
+        Some(_) if !sync_each && report.last_version < SEGMENT_VERSION_V3 => {
+            for &m in numbers {
+                sync_segment(fs, dir, m)?;
+            }
+            None
+        }
+        // Closed cleanly: durable whole, mark included (`sync_and_mark`),
+        // and nothing was cut off (a cut is not durable until synced).
+        Some(_) if report.records_end == report.marked_end && report.dropped_tail.is_none() => None,
+        Some(&segment) if !sync_each => Some(Predecessor {
+            segment,
+            end: report.records_end,
+        }),
+        _ => None,
+    };
+    Ok((report, tail))
 }
 
 /// How a replayed segment ended.
@@ -141,11 +212,13 @@ fn head_of(fs: &dyn FileSystem, dir: &Path, number: u64, how: SegmentRead) -> Re
 /// Makes a replayed segment durable. A process that was killed may have
 /// left `sync: false` records in the OS page cache only; what replay read
 /// is about to be served and built upon (a newer segment follows it), so a
-/// power cut must not tear it afterwards: a torn segment that is no longer
-/// the last is corruption, and losing it under later durable commits would
+/// power cut must not tear it afterwards unless the newer segment says it
+/// may (its predecessor record): a torn segment that is not the last is
+/// corruption otherwise, and losing it under later durable commits would
 /// leave a hole in commit order (tests/model_powerloss.rs,
-/// `kill_then_power_cut_tears_a_replayed_segment`). One fdatasync per
-/// replayed segment per open, before any newer segment exists.
+/// `kill_then_power_cut_tears_a_replayed_segment`). [`replay`] syncs each
+/// segment before the next; an open uses [`replay_deferring_sync`] and
+/// syncs them in the background instead.
 fn sync_segment(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
     let path = dir.join(segment_file_name(number));
     fs.open_append(&path)
@@ -252,6 +325,8 @@ fn replay_segment(
         // recovery, and a headerless file that is no longer last would be
         // corruption on the next replay.
         WalWriter::create(fs, dir, number)?;
+        report.records_end = SEGMENT_HEADER_LEN as u64;
+        report.last_version = SEGMENT_VERSION;
         report.dropped_tail = Some(DroppedTail {
             segment: number,
             offset: 0,
@@ -265,6 +340,8 @@ fn replay_segment(
             "WAL segment {number}: bad header at offset 0: {why}"
         ))
     })?;
+    report.last_version = version;
+    report.marked_end = 0;
     let successor = match later.first() {
         None => Successor::Last,
         // Older writers synced a segment whole before creating the next.
@@ -345,7 +422,10 @@ impl Segment<'_> {
                     pos += consumed;
                     continue;
                 }
-                Frame::End => return Ok(()),
+                Frame::End => {
+                    report.records_end = pos as u64;
+                    return Ok(());
+                }
                 Frame::Truncated => "truncated record",
                 Frame::Bad(why) => why,
             };
@@ -397,6 +477,9 @@ impl Segment<'_> {
                                      segment {} and offset {}",
                                     self.number, point.segment, point.synced_upto
                                 )));
+                            }
+                            if point.synced_upto == pos as u64 {
+                                report.marked_end = (pos + consumed) as u64;
                             }
                         }
                         Ok(Entry::Predecessor(_))
@@ -504,6 +587,7 @@ impl Segment<'_> {
     /// says it ended further on, the bytes in between were lost: a power
     /// cut before the (background) sync of this segment.
     fn clean_end(&self, pos: usize, report: &mut ReplayReport) -> Result<Ended> {
+        report.records_end = pos as u64;
         let Successor::MaybeUnsynced {
             next,
             end: Some(end),
@@ -606,6 +690,7 @@ impl Segment<'_> {
     /// leave this damage in the middle of the log) and reports the drop.
     fn drop_tail(&self, pos: usize, reason: String, report: &mut ReplayReport) -> Result<()> {
         self.fs.truncate(self.path, pos as u64)?;
+        report.records_end = pos as u64;
         report.dropped_tail = Some(DroppedTail {
             segment: self.number,
             offset: pos as u64,
