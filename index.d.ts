@@ -233,6 +233,15 @@ export interface DatabaseStats {
   /** Transaction commits rejected with TOONDB_CONFLICT since open. */
   conflicts: number
   /**
+   * Range tombstones reads apply now (the memtables' and the tables'; from
+   * `clear(range)`), and the nodes of the tree that indexes them: about one
+   * per tombstone when each new one covers the older ones, more when they
+   * cut each other. What range deletes cost reads and memory until
+   * compaction drops them.
+   */
+  rangeTombstones: number
+  rangeDelTreeNodes: number
+  /**
    * Live snapshots, transactions and open iterator scans (each pins the
    * versions it reads against compaction); a number that only grows is a
    * leak. An iterator counts until it ends, is closed or is collected.

@@ -160,4 +160,22 @@ describe('db.compact()', { timeout: TIMEOUT }, () => {
     assert.equal(path.basename(dir).length > 0, true)
     await db.close()
   })
+
+  test('stats() counts the range tombstones reads apply, until compaction drops them', async () => {
+    const db = await Database.open(tmp.dir(), SMALL)
+    await fill(db, 1000, 1)
+    assert.equal(db.stats().rangeTombstones, 0)
+    await db.clear({ gte: key(100), lt: key(200) })
+    await db.clear({ gte: key(150), lt: key(300) })
+    const s = db.stats()
+    assert.equal(s.rangeTombstones, 2)
+    assert.ok(s.rangeDelTreeNodes >= 2, `tree nodes ${s.rangeDelTreeNodes}`)
+    assert.equal(db.getSync(key(250)), null)
+    await db.compact()
+    // Every table is rewritten, so the deleted keys and their tombstones go.
+    assert.equal(db.stats().rangeTombstones, 0)
+    assert.equal(db.getSync(key(250)), null)
+    assert.equal(String(db.getSync(key(300))), value(300, 1))
+    await db.close()
+  })
 })

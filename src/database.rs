@@ -202,6 +202,8 @@ pub struct DatabaseStats {
     pub dropped_tail_reason: Option<String>,
     pub background_error: Option<String>,
     pub conflicts: f64,
+    pub range_tombstones: f64,
+    pub range_del_tree_nodes: f64,
     pub live_snapshots: f64,
     pub oldest_snapshot_ts: Option<f64>,
     pub levels: Vec<LevelStats>,
@@ -746,6 +748,8 @@ impl NativeDatabase {
             dropped_tail_reason: tail.map(|t| t.reason.clone()),
             background_error: s.background_error.clone(),
             conflicts: s.conflicts as f64,
+            range_tombstones: s.range_tombstones as f64,
+            range_del_tree_nodes: s.range_del_tree_nodes as f64,
             live_snapshots: s.live_snapshots as f64,
             oldest_snapshot_ts: s.oldest_snapshot_ts.map(|t| t as f64),
             levels: s
