@@ -152,6 +152,19 @@ class Caches(DbTest):
             self.assertLessEqual(st["open_tables"], 2)
             self.assertGreater(st["table_cache_hits"], 0)
 
+    def test_hash_index_option(self):
+        for on in (False, True):
+            with Database.open(self.path(), hash_index=on, memtable_size=64 * 1024) as db:
+                db.batch([("put", b"k%05d" % i, b"v") for i in range(500)])
+                db.flush()
+                for i in range(0, 500, 7):
+                    self.assertEqual(db.get(b"k%05d" % i), b"v")
+                checked = db.stats()["hash_index_checked"]
+                if on:
+                    self.assertGreaterEqual(checked, 72)
+                else:
+                    self.assertEqual(checked, 0)
+
 
 class Maintenance(DbTest):
     def test_flush_compact_stats(self):

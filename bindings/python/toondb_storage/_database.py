@@ -202,6 +202,7 @@ class Database(_Handle):
         auto_compaction=True,
         cache_size=None,
         max_open_files=None,
+        hash_index=None,
     ):
         """Opens (creating if missing) the database in directory ``path``.
         ``sync=True`` makes every write wait for fsync by default.
@@ -229,6 +230,8 @@ class Database(_Handle):
             o.cache_size = int(cache_size)
         if max_open_files is not None:
             o.max_open_files = int(max_open_files)
+        if hash_index is not None:
+            o.hash_index = 1 if hash_index else 0
         handle = c_void_p()
         s = _scratch()
         p = os.fsencode(path)

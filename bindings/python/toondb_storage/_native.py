@@ -70,6 +70,7 @@ class Options(Structure):
         # header, so this must list every field of ToondbOptions.
         ("cache_size", c_int64),
         ("max_open_files", c_int64),
+        ("hash_index", c_int32),
     ]
 
 
@@ -112,7 +113,8 @@ class Stats(Structure):
         (name, c_uint64)
         for name in (
             "block_cache_hits block_cache_misses block_cache_evictions block_cache_bytes "
-            "block_cache_capacity open_tables table_cache_hits table_cache_misses"
+            "block_cache_capacity open_tables table_cache_hits table_cache_misses "
+            "hash_index_checked hash_index_useful"
         ).split()
     ]
 

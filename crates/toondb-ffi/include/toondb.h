@@ -123,6 +123,10 @@ typedef struct {
   // Table files open at once (default 1000; 0 = no limit; negative keeps
   // the default).
   int64_t max_open_files;
+  // Give tables written from now on a hash index (point reads go from
+  // the key's hash to its entry; ~10 bytes per key): 1 yes (default), 0
+  // no, negative keeps the default. Every setting reads all tables.
+  int32_t hash_index;
 } ToondbOptions;
 
 // A snapshot of the engine's counters (see the Rust `Stats` docs). Set
@@ -177,6 +181,10 @@ typedef struct {
   uint64_t open_tables;
   uint64_t table_cache_hits;
   uint64_t table_cache_misses;
+  // Point lookups that consulted a table's hash index (its filter let
+  // them pass), and those it answered "absent" without a data block.
+  uint64_t hash_index_checked;
+  uint64_t hash_index_useful;
 } ToondbStats;
 
 // Bounds and direction of an iterator. Zero-initialise it (`= {0}`) for a

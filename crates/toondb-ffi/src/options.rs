@@ -40,6 +40,10 @@ pub struct ToondbOptions {
     /// Table files open at once (default 1000; 0 = no limit; negative keeps
     /// the default).
     pub max_open_files: i64,
+    /// Give tables written from now on a hash index (point reads go from
+    /// the key's hash to its entry; ~10 bytes per key): 1 yes (default), 0
+    /// no, negative keeps the default. Every setting reads all tables.
+    pub hash_index: i32,
 }
 
 impl ToondbOptions {
@@ -57,6 +61,7 @@ impl ToondbOptions {
             bloom_bits_per_key: -1,
             cache_size: -1,
             max_open_files: -1,
+            hash_index: -1,
         }
     }
 
@@ -101,6 +106,12 @@ impl ToondbOptions {
         }
         if let Ok(v) = usize::try_from(self.max_open_files) {
             o.max_open_files = v;
+        }
+        match self.hash_index {
+            h if h < 0 => {}
+            0 => o.hash_index = false,
+            1 => o.hash_index = true,
+            h => return Err(invalid(format!("hash_index must be 0 or 1, got {h}"))),
         }
         Ok(o)
     }
@@ -270,6 +281,10 @@ pub struct ToondbStats {
     pub open_tables: u64,
     pub table_cache_hits: u64,
     pub table_cache_misses: u64,
+    /// Point lookups that consulted a table's hash index (its filter let
+    /// them pass), and those it answered "absent" without a data block.
+    pub hash_index_checked: u64,
+    pub hash_index_useful: u64,
 }
 
 impl ToondbStats {
@@ -315,6 +330,8 @@ impl ToondbStats {
             open_tables: s.open_tables,
             table_cache_hits: s.table_cache_hits,
             table_cache_misses: s.table_cache_misses,
+            hash_index_checked: s.hash_index_checked,
+            hash_index_useful: s.hash_index_useful,
             ..ToondbStats::default()
         };
         for (i, l) in s.levels.iter().take(TOONDB_STATS_LEVELS).enumerate() {

@@ -159,6 +159,51 @@ static void test_open_options_and_errors(void) {
     free(path);
 }
 
+/* hash_index: off, tables have none (no lookup consults one); on (the
+ * default) after a compaction rewrites them, lookups do; 2 is refused. */
+static void test_hash_index_option(void) {
+    char *path = dir_for("hashidx");
+    ToondbOptions o;
+    toondb_options_init(&o);
+    CHECK(o.hash_index < 0); /* the engine's default */
+    o.hash_index = 2;
+    ToondbDb *db = NULL;
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT, toondb_open(path, &o, &db, err));
+    o.hash_index = 0;
+    OK(toondb_open(path, &o, &db, err));
+    char key[32];
+    for (int i = 0; i < 500; i++) {
+        snprintf(key, sizeof key, "key%05d", i);
+        OK(toondb_put(db, K(key), K("v"), 0, err));
+    }
+    OK(toondb_flush(db, err));
+    for (int i = 0; i < 500; i += 7) {
+        snprintf(key, sizeof key, "key%05d", i);
+        CHECK(has_value(db, key, "v"));
+    }
+    ToondbStats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    OK(toondb_stats(db, &st, err));
+    CHECK(st.tables >= 1 && st.hash_index_checked == 0);
+    OK(toondb_close(db, err));
+    toondb_db_free(db);
+
+    o.hash_index = 1;
+    OK(toondb_open(path, &o, &db, err));
+    OK(toondb_compact(db, err));
+    for (int i = 0; i < 500; i += 7) {
+        snprintf(key, sizeof key, "key%05d", i);
+        CHECK(has_value(db, key, "v"));
+    }
+    CHECK(has_value(db, "key99999", NULL));
+    OK(toondb_stats(db, &st, err));
+    CHECK(st.hash_index_checked >= 72 && st.hash_index_useful <= st.hash_index_checked);
+    OK(toondb_close(db, err));
+    toondb_db_free(db);
+    free(path);
+}
+
 static void test_put_get_delete(void) {
     ToondbDb *db = open_db("crud");
     OK(toondb_put(db, K("users/1"), K("Alice"), 0, err));
@@ -813,6 +858,7 @@ int main(int argc, char **argv) {
         {"version_and_codes", test_version_and_codes},
         {"panic_is_caught", test_panic_is_caught},
         {"open_options_and_errors", test_open_options_and_errors},
+        {"hash_index_option", test_hash_index_option},
         {"put_get_delete", test_put_get_delete},
         {"get_buf_and_get_many", test_get_buf_and_get_many},
         {"batches", test_batches},
