@@ -79,9 +79,12 @@ pub fn replay(
 /// segment (docs/format-wal.md, *Replay*, *Open*). The caller syncs the
 /// segments, oldest first, before anything newer is synced.
 ///
-/// `None` when there is nothing to name: no segment replayed, or a torn
-/// segment that was not the last made replay drop the later ones, a rare
-/// path that syncs every segment here as [`replay`] does.
+/// `None` when there is nothing to name, and every replayed segment is
+/// then durable on return: no segment replayed; the last one is older
+/// than version 3 or a torn segment that was not the last made replay
+/// drop the later ones (rare paths that sync every segment here as
+/// [`replay`] does); or the last one ends in a close's durable mark
+/// (synced here: the mark itself may not be durable yet).
 pub fn replay_deferring_sync(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -140,9 +143,22 @@ fn replay_inner(
             }
             None
         }
-        // Closed cleanly: durable whole, mark included (`sync_and_mark`),
-        // and nothing was cut off (a cut is not durable until synced).
-        Some(_) if report.records_end == report.marked_end && report.dropped_tail.is_none() => None,
+        // Closed cleanly: durable up to the mark (`sync_and_mark` appends
+        // it only after an fdatasync covering every byte before it, which
+        // ran after every older segment's sync), and nothing was cut off.
+        // The mark itself may still be only in the page cache (a process
+        // killed between its append and its fdatasync, or that fdatasync
+        // failed): synced here, so a power cut cannot tear it once a newer
+        // segment says this one was durable whole. Little or nothing is
+        // left to write.
+        Some(&segment)
+            if report.records_end == report.marked_end && report.dropped_tail.is_none() =>
+        {
+            if !sync_each {
+                sync_segment(fs, dir, segment)?;
+            }
+            None
+        }
         Some(&segment) if !sync_each => Some(Predecessor {
             segment,
             end: report.records_end,
