@@ -137,7 +137,21 @@ fn replay_inner(
     let tail = match numbers.last() {
         // Only a version-3 segment may be followed by a newer one before
         // it is synced (older readers assume it was synced whole).
-        Some(_) if !sync_each && report.last_version < SEGMENT_VERSION_V3 => {
+        //
+        // Nor may the segments be left unsynced when one after the first
+        // holds no record (a crash inside a seal, after the new segment's
+        // header, or a torn first group cut): the segment before it then
+        // has no successor recording where it ended, so a power cut could
+        // shorten it cleanly while the open's segment's records, written
+        // after all of its, survive: a hole in commit order
+        // (tests/review_revwal.rs). Rare; synced here as [`replay`] does.
+        Some(_)
+            if !sync_each
+                && (report.last_version < SEGMENT_VERSION_V3
+                    || report.segment_ends[1..]
+                        .iter()
+                        .any(|&(_, end)| end <= SEGMENT_HEADER_LEN as u64)) =>
+        {
             for &m in numbers {
                 sync_segment(fs, dir, m)?;
             }
