@@ -54,6 +54,8 @@ struct Hook {
     hold_sync_of: Arc<AtomicU64>,
     /// Background syncs of these segments are held too.
     hold_set: Arc<Mutex<std::collections::BTreeSet<u64>>>,
+    /// Background syncs of these segments fail.
+    fail_set: Arc<Mutex<std::collections::BTreeSet<u64>>>,
     syncs: Gate,
 }
 
@@ -65,6 +67,7 @@ impl Hook {
             kill_at_mark: Arc::default(),
             hold_sync_of: Arc::default(),
             hold_set: Arc::default(),
+            fail_set: Arc::default(),
             syncs: Gate::default(),
         }
     }
@@ -127,6 +130,14 @@ impl WritableFile for HookedWal {
     }
     fn sync_data(&mut self) -> toondb_storage::Result<()> {
         self.before_sync();
+        if std::thread::current().name() == Some("toondb-walsync")
+            && self.hook.fail_set.lock().unwrap().contains(&self.number)
+        {
+            return Err(toondb_storage::Error::new(
+                toondb_storage::ErrorKind::Io,
+                "injected sync failure",
+            ));
+        }
         self.inner.sync_data()
     }
     fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
@@ -428,4 +439,36 @@ fn kill_open_kill_open_then_a_power_cut() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(lost_any > 5, "only {lost_any} power cuts lost a write");
+}
+
+/// The background sync of the replayed segments fails: no later durable
+/// write is acknowledged, and neither is the close.
+#[test]
+fn a_failed_sync_of_the_replayed_segments_fails_durable_writes_and_close() {
+    let dir = unique_dir("revwal-syncfail");
+    let fs = Arc::new(fresh_disk(&dir));
+    let hook = Hook::new(&fs);
+    hook.tables.release();
+    let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
+    let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+    for n in 0..20 {
+        db.write_with(put(n).0, WriteOptions::sync(false)).unwrap();
+    }
+    fs.kill();
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+
+    let hook = Hook::new(&fs);
+    hook.tables.release();
+    *hook.fail_set.lock().unwrap() = segment_numbers(&fs, &dir);
+    let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
+    let db = Database::open_with(&dir, options(wrapped)).unwrap();
+    let _ = db.write_with(put(100).0, WriteOptions::sync(false));
+    assert!(
+        db.write_with(put(101).0, WriteOptions::sync(true)).is_err(),
+        "a durable write was acknowledged after the replayed segments' sync failed"
+    );
+    assert!(db.write_with(put(102).0, WriteOptions::sync(true)).is_err());
+    assert!(db.close().is_err(), "the close reported success");
 }
