@@ -472,3 +472,76 @@ fn a_failed_sync_of_the_replayed_segments_fails_durable_writes_and_close() {
     assert!(db.write_with(put(102).0, WriteOptions::sync(true)).is_err());
     assert!(db.close().is_err(), "the close reported success");
 }
+
+/// The flush of the replayed memtable finishes (the checkpoint moves to
+/// the open's segment N, whose predecessor record names a replayed segment
+/// that is now deleted) while the replayed segments' background sync is
+/// still held; unsynced writes follow; a power cut. Then the same with the
+/// syncs released and a close racing them: everything is durable.
+#[test]
+fn flush_of_the_replayed_memtable_before_its_segments_were_synced() {
+    for seed in 0..12u64 {
+        let dir = unique_dir("revwal-flushfirst");
+        let fs = Arc::new(fresh_disk(&dir));
+        let mut model = Model::default();
+        let hook = Hook::new(&fs);
+        let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
+        let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+        for n in 0..20 {
+            let (batch, commit) = put(n);
+            db.write_with(batch, WriteOptions::sync(false)).unwrap();
+            model.commit(commit, false);
+        }
+        fs.kill();
+        hook.tables.release();
+        let _ = db.close();
+        drop(db);
+        fs.restart();
+        let replayed = segment_numbers(&fs, &dir);
+
+        let hook = Hook::new(&fs);
+        hook.tables.release();
+        *hook.hold_set.lock().unwrap() = replayed.clone();
+        let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
+        let db = Database::open_with(&dir, options(wrapped)).unwrap();
+        // The flush deletes the replayed segments once its edit is durable.
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while segment_numbers(&fs, &dir).iter().any(|n| replayed.contains(n)) {
+            assert!(std::time::Instant::now() < deadline, "the flush did not finish");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The flushed writes are durable (a table file and a synced edit).
+        model.all_durable();
+        for n in 0..seed % 5 {
+            let (batch, commit) = put(300 + n);
+            db.write_with(batch, WriteOptions::sync(false)).unwrap();
+            model.commit(commit, false);
+        }
+        if seed % 2 == 0 {
+            fs.power_cut(PowerCut::random(seed, true));
+            hook.syncs.release();
+            let _ = db.close();
+        } else {
+            // A close racing the held sync: it waits for it, then marks.
+            let releaser = {
+                let gate = hook.syncs.clone();
+                std::thread::spawn(move || {
+                    std::thread::sleep(Duration::from_millis(20));
+                    gate.release();
+                })
+            };
+            db.close().unwrap();
+            releaser.join().unwrap();
+            model.all_durable();
+            fs.power_cut(PowerCut::random(seed, true));
+        }
+        drop(db);
+        fs.restart();
+        let db = Database::open_with(&dir, options(fs.shared()))
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        model
+            .settle_power_cut(&db)
+            .unwrap_or_else(|e| panic!("seed {seed}: {e}"));
+        db.close().unwrap();
+    }
+}
