@@ -636,3 +636,63 @@ fn version_3_segments_from_a_killed_process_then_version_4_then_a_power_cut() {
     }
     assert!(lost_any > 3, "only {lost_any} power cuts lost a write");
 }
+
+/// The background sync of the replayed segments fails, a durable write
+/// reports it (and stops the engine), and the close that follows still
+/// syncs the open's segment and appends its durable mark: a sync point
+/// claiming the whole live segment while an older segment's sync failed,
+/// which rule 1 forbids. A power cut then loses the replayed segments'
+/// unsynced tail (their sync never succeeded), and replay finds a later
+/// sync point proving the damaged segment "durable": Corruption, though
+/// only writes never acknowledged as durable were lost.
+#[test]
+fn a_close_after_a_failed_replayed_sync_does_not_mark_the_live_segment() {
+    let mut failures = Vec::new();
+    for seed in 0..8u64 {
+        let dir = unique_dir("revwal-syncfail-close");
+        let fs = Arc::new(fresh_disk(&dir));
+        let mut model = Model::default();
+        let hook = Hook::new(&fs);
+        let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
+        let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+        for n in 0..10 + seed {
+            let (batch, commit) = put(n);
+            db.write_with(batch, WriteOptions::sync(false)).unwrap();
+            model.commit(commit, false);
+        }
+        fs.kill();
+        hook.tables.release();
+        let _ = db.close();
+        drop(db);
+        fs.restart();
+
+        // Tables held: the flush must not make the replayed writes durable.
+        let hook = Hook::new(&fs);
+        *hook.fail_set.lock().unwrap() = segment_numbers(&fs, &dir);
+        let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
+        let db = Database::open_with(&dir, options(wrapped)).unwrap();
+        for n in 0..3 {
+            let (batch, commit) = put(100 + n);
+            db.write_with(batch, WriteOptions::sync(false)).unwrap();
+            model.commit(commit, false);
+        }
+        let (batch, commit) = put(200);
+        assert!(db.write_with(batch, WriteOptions::sync(true)).is_err());
+        model.commit_maybe(commit);
+        hook.tables.release();
+        assert!(db.close().is_err());
+        drop(db);
+        fs.power_cut(PowerCut::drop_unsynced());
+        fs.restart();
+        match Database::open_with(&dir, options(fs.shared())) {
+            Ok(db) => {
+                if let Err(e) = model.settle_power_cut(&db) {
+                    failures.push(format!("seed {seed}: {e}"));
+                }
+                db.close().unwrap();
+            }
+            Err(e) => failures.push(format!("seed {seed}: open: {e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
