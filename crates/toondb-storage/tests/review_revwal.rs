@@ -519,8 +519,14 @@ fn flush_of_the_replayed_memtable_before_its_segments_were_synced() {
         let db = Database::open_with(&dir, options(wrapped)).unwrap();
         // The flush deletes the replayed segments once its edit is durable.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while segment_numbers(&fs, &dir).iter().any(|n| replayed.contains(n)) {
-            assert!(std::time::Instant::now() < deadline, "the flush did not finish");
+        while segment_numbers(&fs, &dir)
+            .iter()
+            .any(|n| replayed.contains(n))
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the flush did not finish"
+            );
             std::thread::sleep(Duration::from_millis(1));
         }
         // The flushed writes are durable (a table file and a synced edit).
@@ -733,7 +739,8 @@ fn verify_while_and_after_the_replayed_segments_are_synced() {
     *hook.hold_set.lock().unwrap() = segment_numbers(&fs, &dir);
     let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
     let db = Database::open_with(&dir, options(wrapped)).unwrap();
-    db.write_with(put(100).0, WriteOptions::sync(false)).unwrap();
+    db.write_with(put(100).0, WriteOptions::sync(false))
+        .unwrap();
     let report = db.verify().unwrap();
     assert!(report.problems.is_empty(), "{report:?}");
     assert!(report.wal_records >= 21, "{report:?}");
@@ -748,7 +755,6 @@ fn verify_while_and_after_the_replayed_segments_are_synced() {
     let report = db.verify().unwrap();
     assert!(report.problems.is_empty(), "{report:?}");
     db.close().unwrap();
-
 }
 
 /// Bit rot in a replayed segment whose background sync finished and was
