@@ -139,8 +139,9 @@ fn replay_inner(
         // it is synced (older readers assume it was synced whole).
         //
         // Nor may the segments be left unsynced when one after the first
-        // holds no record (a crash inside a seal, after the new segment's
-        // header, or a torn first group cut): the segment before it then
+        // holds no record (an open killed before its first write, a crash
+        // inside a seal after the new segment's header, or a torn first
+        // group cut): the segment before it then
         // has no successor recording where it ended, so a power cut could
         // shorten it cleanly while the open's segment's records, written
         // after all of its, survive: a hole in commit order
