@@ -207,6 +207,11 @@ pub(crate) struct Committer {
     /// Sealed segments whose sync finished but that the live segment does
     /// not say so yet (segment-synced records, written with the next group).
     synced_unrecorded: Vec<SegmentSynced>,
+    /// The first background sync that failed: from then on the live
+    /// segment is never synced or marked (rule 1: its sync would prove
+    /// the older segment durable, and replay would call a power cut's
+    /// loss there corruption).
+    sync_failed: Option<Error>,
     last_ts: Timestamp,
     next_memtable_id: u64,
     frames: Vec<u8>,
@@ -243,6 +248,7 @@ impl Committer {
             wal,
             sealed_syncs,
             synced_unrecorded: Vec::new(),
+            sync_failed: None,
             last_ts,
             next_memtable_id,
             frames: Vec::with_capacity(64 << 10),
@@ -268,6 +274,13 @@ impl Committer {
     /// which sealed segments' syncs finished: close promises that they
     /// are durable, so damage found in them later must be corruption.
     pub(crate) fn sync_and_mark(&mut self) -> Result<()> {
+        // An older segment's sync failed (reported already, by the write
+        // or seal that waited for it): its records may be lost, so the
+        // live segment must not say it is durable (tests/review_revwal.rs,
+        // `a_close_after_a_failed_replayed_sync_does_not_mark_the_live_segment`).
+        if let Some(e) = &self.sync_failed {
+            return Err(e.clone());
+        }
         self.finish_sealed_sync()?;
         if !self.synced_unrecorded.is_empty() {
             self.frames.clear();
@@ -289,7 +302,13 @@ impl Committer {
     fn finish_sealed_syncs_down_to(&mut self, left: usize) -> Result<()> {
         while self.sealed_syncs.len() > left {
             if let Some(s) = self.sealed_syncs.pop_front() {
-                self.synced_unrecorded.extend(s.finish()?);
+                match s.finish() {
+                    Ok(synced) => self.synced_unrecorded.extend(synced),
+                    Err(e) => {
+                        self.sync_failed.get_or_insert_with(|| e.clone());
+                        return Err(e);
+                    }
+                }
             }
         }
         Ok(())
@@ -541,6 +560,9 @@ impl Committer {
         // its own write: its acknowledgement makes that record durable, so
         // replay can never drop this group for damage in those segments.
         if sync {
+            if let Some(e) = &self.sync_failed {
+                return Err(e.clone());
+            }
             self.finish_sealed_sync()?;
         } else {
             self.collect_finished_syncs();

@@ -79,9 +79,12 @@ pub fn replay(
 /// segment (docs/format-wal.md, *Replay*, *Open*). The caller syncs the
 /// segments, oldest first, before anything newer is synced.
 ///
-/// `None` when there is nothing to name: no segment replayed, or a torn
-/// segment that was not the last made replay drop the later ones, a rare
-/// path that syncs every segment here as [`replay`] does.
+/// `None` when there is nothing to name, and every replayed segment is
+/// then durable on return: no segment replayed; the last one is older
+/// than version 3 or a torn segment that was not the last made replay
+/// drop the later ones (rare paths that sync every segment here as
+/// [`replay`] does); or the last one ends in a close's durable mark
+/// (synced here: the mark itself may not be durable yet).
 pub fn replay_deferring_sync(
     fs: &dyn FileSystem,
     dir: &Path,
@@ -134,15 +137,43 @@ fn replay_inner(
     let tail = match numbers.last() {
         // Only a version-3 segment may be followed by a newer one before
         // it is synced (older readers assume it was synced whole).
-        Some(_) if !sync_each && report.last_version < SEGMENT_VERSION_V3 => {
+        //
+        // Nor may the segments be left unsynced when one after the first
+        // holds no record (an open killed before its first write, a crash
+        // inside a seal after the new segment's header, or a torn first
+        // group cut): the segment before it then
+        // has no successor recording where it ended, so a power cut could
+        // shorten it cleanly while the open's segment's records, written
+        // after all of its, survive: a hole in commit order
+        // (tests/review_revwal.rs). Rare; synced here as [`replay`] does.
+        Some(_)
+            if !sync_each
+                && (report.last_version < SEGMENT_VERSION_V3
+                    || report.segment_ends[1..]
+                        .iter()
+                        .any(|&(_, end)| end <= SEGMENT_HEADER_LEN as u64)) =>
+        {
             for &m in numbers {
                 sync_segment(fs, dir, m)?;
             }
             None
         }
-        // Closed cleanly: durable whole, mark included (`sync_and_mark`),
-        // and nothing was cut off (a cut is not durable until synced).
-        Some(_) if report.records_end == report.marked_end && report.dropped_tail.is_none() => None,
+        // Closed cleanly: durable up to the mark (`sync_and_mark` appends
+        // it only after an fdatasync covering every byte before it, which
+        // ran after every older segment's sync), and nothing was cut off.
+        // The mark itself may still be only in the page cache (a process
+        // killed between its append and its fdatasync, or that fdatasync
+        // failed): synced here, so a power cut cannot tear it once a newer
+        // segment says this one was durable whole. Little or nothing is
+        // left to write.
+        Some(&segment)
+            if report.records_end == report.marked_end && report.dropped_tail.is_none() =>
+        {
+            if !sync_each {
+                sync_segment(fs, dir, segment)?;
+            }
+            None
+        }
         Some(&segment) if !sync_each => Some(Predecessor {
             segment,
             end: report.records_end,
