@@ -205,11 +205,43 @@ fn close_waits_for_a_held_sealed_sync() {
 /// durable write, and holds a prefix in commit order.
 #[test]
 fn crash_points_across_many_sealed_segments() {
+    // Each point is its own directory, disk and database; most of a point's
+    // time is the hook's sleeps, so four run at once (the same points and
+    // checks; this test alone was ~28 s of the integration tests run one
+    // point after another).
+    let points: Vec<u64> = (5..400u64).step_by(3).collect();
+    let next = AtomicUsize::new(0);
+    let totals = Mutex::new((0u64, 0u64, 0u64));
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                while let Some(&point) = points.get(next.fetch_add(1, Ordering::SeqCst)) {
+                    let (c, o, l) = crash_point_across_sealed_segments(point);
+                    let mut t = totals.lock().unwrap();
+                    t.0 += c;
+                    t.1 += o;
+                    t.2 += l;
+                }
+            });
+        }
+    });
+    let (crashed, older_cut, lost_any) = totals.into_inner().unwrap();
+    // Cuts that end an older segment early (and drop the newer ones) are
+    // rare here (flushes usually win): powerloss_seal_sync.rs holds the
+    // sync to force them. This sweep is for crash points through seals.
+    eprintln!("crashed {crashed}, lost writes in {lost_any}, older segment cut {older_cut}");
+    assert!(lost_any > 10, "only {lost_any} power cuts lost a write");
+    assert!(crashed > 10, "only {crashed} runs crashed mid-way");
+}
+
+/// One point of the sweep above: (crashed mid-way, older segment cut,
+/// lost a write), each 0 or 1.
+fn crash_point_across_sealed_segments(point: u64) -> (u64, u64, u64) {
     use toondb_storage::io::Crash;
     let mut crashed = 0;
     let mut older_cut = 0;
     let mut lost_any = 0;
-    for point in (5..400u64).step_by(3) {
+    {
         let dir = unique_dir("review-seal-points");
         let fs = fresh_disk(&dir);
         let hook = Hook::default();
@@ -224,13 +256,13 @@ fn crash_points_across_many_sealed_segments() {
         let mut model = Model::default();
         let cut = match point % 3 {
             0 => PowerCut::pages(point),
-            1 => PowerCut::random(point, point % 2 == 0),
+            1 => PowerCut::random(point, point.is_multiple_of(2)),
             _ => PowerCut::drop_unsynced(),
         };
         fs.crash_after(fs.mutations() + point, Crash::PowerCut(cut));
         for n in 0..300u64 {
             let (batch, commit) = put(n);
-            let durable = point % 2 == 0 && n % 40 == 39;
+            let durable = point.is_multiple_of(2) && n % 40 == 39;
             match db.write_with(batch, WriteOptions::sync(durable)) {
                 Ok(_) => model.commit(commit, durable),
                 Err(_) => {
@@ -265,10 +297,5 @@ fn crash_points_across_many_sealed_segments() {
         lost_any += u64::from(lost > 0);
         db.close().unwrap();
     }
-    // Cuts that end an older segment early (and drop the newer ones) are
-    // rare here (flushes usually win): powerloss_seal_sync.rs holds the
-    // sync to force them. This sweep is for crash points through seals.
-    eprintln!("crashed {crashed}, lost writes in {lost_any}, older segment cut {older_cut}");
-    assert!(lost_any > 10, "only {lost_any} power cuts lost a write");
-    assert!(crashed > 10, "only {crashed} runs crashed mid-way");
+    (crashed, older_cut, lost_any)
 }

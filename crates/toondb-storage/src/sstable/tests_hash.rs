@@ -58,6 +58,10 @@ fn check_against_unhashed(rows: &[Row], block_size: usize, compression: Compress
     let v1 = build_version_1(rows, with_hash(block_size, compression, true));
     let (plain, _) = build_mapped_with(rows, with_hash(block_size, compression, false));
     assert!(!plain.has_hash_index());
+    assert!(
+        rows.windows(2).all(|w| w[0].0 <= w[1].0),
+        "rows must be in key order"
+    );
     let model = model_of(rows);
     let mut timestamps: Vec<Timestamp> = rows.iter().map(|r| r.1).collect();
     timestamps.sort_unstable();
@@ -70,7 +74,7 @@ fn check_against_unhashed(rows: &[Row], block_size: usize, compression: Compress
         {
             snaps.extend([ts.saturating_sub(1), ts, ts + 1]);
         }
-        for r in rows.iter().filter(|r| r.0 == key) {
+        for r in versions_of(rows, &key) {
             snaps.extend([r.1, r.1.saturating_sub(1), r.1.saturating_add(1)]);
         }
         for snap in snaps {
@@ -123,19 +127,40 @@ fn random_rows(seed: u64, keys: usize) -> Vec<Row> {
     normalize(rows)
 }
 
-#[test]
-fn hash_index_reads_match_the_model_and_the_unhashed_table() {
-    for seed in 1..=4u64 {
-        let rows = random_rows(seed, 300);
-        for block_size in [0usize, 64, 512, 4096, 1 << 20] {
-            for c in [Compression::None, Compression::Lz4] {
-                assert!(
-                    check_against_unhashed(&rows, block_size, c),
-                    "seed {seed} block {block_size}: no hash index written"
-                );
-            }
+/// One seed's rows in every block size, with and without compression.
+fn hash_index_reads_match_for_seed(seed: u64) {
+    let rows = random_rows(seed, 300);
+    for block_size in [0usize, 64, 512, 4096, 1 << 20] {
+        for c in [Compression::None, Compression::Lz4] {
+            assert!(
+                check_against_unhashed(&rows, block_size, c),
+                "seed {seed} block {block_size}: no hash index written"
+            );
         }
     }
+}
+
+// Seeds 1..=4, one test each so the test harness runs them in parallel
+// (this was the lib suite's longest test, ~36 s alone at opt-level 1,
+// most of it decompressing the one-block tables on every read).
+#[test]
+fn hash_index_reads_match_the_model_and_the_unhashed_table_seed_1() {
+    hash_index_reads_match_for_seed(1);
+}
+
+#[test]
+fn hash_index_reads_match_the_model_and_the_unhashed_table_seed_2() {
+    hash_index_reads_match_for_seed(2);
+}
+
+#[test]
+fn hash_index_reads_match_the_model_and_the_unhashed_table_seed_3() {
+    hash_index_reads_match_for_seed(3);
+}
+
+#[test]
+fn hash_index_reads_match_the_model_and_the_unhashed_table_seed_4() {
+    hash_index_reads_match_for_seed(4);
 }
 
 proptest! {
