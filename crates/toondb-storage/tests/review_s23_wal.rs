@@ -428,20 +428,36 @@ fn handle_close_marks_interleaved_with_writes_then_power_cut() {
         let opts = options(&fs, 1 << 20);
         let db = Database::open_with(&dir, opts.clone()).unwrap();
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let closed = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let closer = {
-            let (dir, opts, stop) = (dir.clone(), opts.clone(), stop.clone());
+            let (dir, opts, stop, closed) =
+                (dir.clone(), opts.clone(), stop.clone(), closed.clone());
             std::thread::spawn(move || {
                 let mut n = 0;
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     let h = Database::open_with(&dir, opts.clone()).unwrap();
                     h.close().unwrap();
                     n += 1;
+                    closed.store(n, std::sync::atomic::Ordering::SeqCst);
                 }
                 n
             })
         };
         let mut model = powerloss_support::Model::default();
         for i in 0..300u64 {
+            if i == 150 {
+                // At least one handle close lands between the writes, however
+                // fast the puts run (an idle machine once finished all 300
+                // before the closer's first close).
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+                while closed.load(std::sync::atomic::Ordering::SeqCst) == 0 {
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no handle closed in 60 s"
+                    );
+                    std::thread::yield_now();
+                }
+            }
             let k = format!("h{:02}", (i * 7 + seed) % 50);
             let v = format!("s{seed}-i{i}-{}", "q".repeat((i as usize * 53) % 300));
             let sync = i < 200 && (i + seed) % 11 == 0;
