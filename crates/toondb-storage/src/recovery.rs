@@ -191,10 +191,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
         Some(_) => {
             for &n in &segments {
-                let path = dir.join(crate::wal::segment_file_name(n));
-                fs.open_append(&path)
-                    .and_then(|mut file| file.sync_data())
-                    .map_err(|e| e.context(format_args!("syncing replayed WAL segment {n}")))?;
+                crate::wal::sync_segment(&*fs, dir, n)?;
             }
             crate::wal::Predecessor { segment: 0, end: 0 }
         }

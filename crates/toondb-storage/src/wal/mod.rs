@@ -11,6 +11,7 @@ pub use entry::{
     begin_batch_frame, encode_segment_synced, finish_batch_frame, Predecessor, SegmentSynced,
 };
 
+pub(crate) use reader::sync_segment;
 // The engine's open path is the user of these; until it is wired in they
 // would be reported as unused.
 #[allow(unused_imports)]

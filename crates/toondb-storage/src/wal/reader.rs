@@ -250,7 +250,7 @@ fn head_of(fs: &dyn FileSystem, dir: &Path, number: u64, how: SegmentRead) -> Re
 /// `kill_then_power_cut_tears_a_replayed_segment`). [`replay`] syncs each
 /// segment before the next; an open uses [`replay_deferring_sync`] and
 /// syncs them in the background instead.
-fn sync_segment(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
+pub(crate) fn sync_segment(fs: &dyn FileSystem, dir: &Path, number: u64) -> Result<()> {
     let path = dir.join(segment_file_name(number));
     fs.open_append(&path)
         .and_then(|mut file| file.sync_data())
