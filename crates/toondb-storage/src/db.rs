@@ -565,6 +565,7 @@ impl Database {
             memtable_bytes: state.mem.approximate_bytes() as u64,
             immutable_memtables: state.imms.len() as u64,
             tables: state.levels.table_count() as u64,
+            checkpoint_tables: state.checkpoints.len() as u64,
             table_bytes: state.levels.total_bytes(),
             table_bytes_read: reads[0],
             data_blocks_read: reads[1],

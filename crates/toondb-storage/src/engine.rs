@@ -15,7 +15,7 @@ use crate::commit::{CommitMsg, Committer};
 use crate::error::{Error, Result};
 use crate::io::{FileLock, FileSystem};
 use crate::key::Timestamp;
-use crate::lsm::{Levels, TableOpener};
+use crate::lsm::{Levels, TableFile, TableOpener};
 use crate::maintenance::MaintenanceState;
 use crate::memtable::Memtable;
 use crate::options::Options;
@@ -32,6 +32,12 @@ pub(crate) struct LsmState {
     pub imms: Vec<Arc<Memtable>>,
     /// Table files by level.
     pub levels: Levels,
+    /// Checkpoint tables (maintenance/checkpoint.rs): level-0 tables in the
+    /// manifest, oldest first, holding WAL segments of the oldest unflushed
+    /// memtable, which holds all of it too. So reads and compaction never
+    /// look at them; they exist so that the segments could be deleted and a
+    /// reopen replays less. That memtable's flush removes them.
+    pub checkpoints: Vec<Arc<TableFile>>,
     /// The newest read timestamp any compaction whose output is in `levels`
     /// retained versions for. A reader at an older timestamp that was not
     /// registered when that compaction started may miss versions, so
@@ -241,6 +247,14 @@ impl Engine {
         }
     }
 
+    /// Asks the maintenance thread to checkpoint a WAL segment the commit
+    /// thread rotated away from.
+    pub fn request_checkpoint(&self, request: crate::maintenance::CheckpointRequest) {
+        let mut m = self.maintenance.lock();
+        m.checkpoints.push_back(request);
+        self.work_ready.notify_one();
+    }
+
     /// Wakes the maintenance thread after a memtable was sealed.
     pub fn wake_maintenance(&self) {
         let _guard = self.maintenance.lock();
@@ -289,7 +303,8 @@ impl Engine {
         }
         // No table file stays mapped by a closed engine (a handle object
         // may outlive its close for a long time, e.g. until a JS GC).
-        for t in self.state().levels.all() {
+        let state = self.state();
+        for t in state.levels.all().chain(&state.checkpoints) {
             t.close_table();
         }
         drop(self.lock.lock().take());

@@ -34,14 +34,15 @@ pub struct Options {
     /// Memtable size at which it is sealed and flushed to a table file. It
     /// also bounds the WAL that a reopen must replay (default 32 MiB).
     pub memtable_size: usize,
-    /// WAL bytes after which the memtable is sealed (and flushed) even if it
-    /// is not full, so a reopen after a crash replays at most about this
-    /// much per unflushed memtable whatever the memtable size. Default
-    /// [`DEFAULT_WAL_SIZE_LIMIT`] = `u64::MAX`, off (the memtable size bounds
-    /// the WAL); 4 MiB keeps a reopen after a crash to milliseconds but
-    /// costs writers and reads during loads (more, smaller level-0 tables
-    /// and compaction writes): docs/performance.md, "Reopen: the WAL bound,
-    /// on or off by default".
+    /// WAL segment size at which the commit thread moves on to a new
+    /// segment and the maintenance thread checkpoints the old one into a
+    /// table and deletes it, so a reopen after a crash replays at most about
+    /// this much per unflushed memtable whatever the memtable size. The
+    /// memtable is not sealed by it: reads and compaction see the same
+    /// memtables and tables as without it (checkpoint tables are read only
+    /// by the next open). Default [`DEFAULT_WAL_SIZE_LIMIT`] (4 MiB);
+    /// at least 4 KiB; `u64::MAX` turns it off (the memtable size then
+    /// bounds the WAL). docs/performance.md, "Reopen: WAL checkpoints".
     pub wal_size_limit: u64,
     /// Sealed memtables waiting for flush before writers stall (default 3);
     /// with one fewer waiting, writes are slowed down first.
@@ -189,10 +190,8 @@ setters! {
     zero_copy_threshold: usize,
 }
 
-/// See [`Options::wal_size_limit`]: off. (4 MiB made a reopen after a crash
-/// in a 1 GiB load replay ~2-7 MB instead of ~33 MB, and cost `fillbatch`
-/// a quarter to a third of its rate.)
-pub const DEFAULT_WAL_SIZE_LIMIT: u64 = u64::MAX;
+/// See [`Options::wal_size_limit`].
+pub const DEFAULT_WAL_SIZE_LIMIT: u64 = 4 << 20;
 
 /// See [`Options::zero_copy_threshold`].
 pub const DEFAULT_ZERO_COPY_THRESHOLD: usize = 16 << 10;

@@ -254,6 +254,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
             mem: Arc::new(Memtable::new(2)),
             imms: replayed.into_iter().collect(),
             levels,
+            checkpoints: Vec::new(),
             compacted_ts: 0,
         },
         last_ts,

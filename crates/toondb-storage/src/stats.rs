@@ -18,6 +18,9 @@ pub(crate) struct Counters {
     pub write_stall_micros: AtomicU64,
     pub flushes: AtomicU64,
     pub flush_bytes_written: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub checkpoint_bytes_written: AtomicU64,
+    pub checkpoint_errors: AtomicU64,
     pub conflicts: AtomicU64,
     pub compactions: AtomicU64,
     pub trivial_moves: AtomicU64,
@@ -144,6 +147,16 @@ pub struct Stats {
     /// Memtables flushed to table files since open.
     pub flushes: u64,
     pub flush_bytes_written: u64,
+    /// WAL segments checkpointed into tables since open (each rotated at
+    /// `Options::wal_size_limit`), the bytes of those tables, and the
+    /// checkpoints that failed before their manifest edit (the segment
+    /// then stays until its memtable's flush; nothing is lost).
+    pub checkpoints: u64,
+    pub checkpoint_bytes_written: u64,
+    pub checkpoint_errors: u64,
+    /// Checkpoint tables now on disk (the live memtable's WAL, in table
+    /// form, for the next open; not read while this one runs).
+    pub checkpoint_tables: u64,
     /// Transaction commits rejected with `Conflict`.
     pub conflicts: u64,
     /// Range tombstones that reads apply (the memtables' and the tables'),
@@ -182,6 +195,9 @@ impl Counters {
         s.write_stall_micros = get(&self.write_stall_micros);
         s.flushes = get(&self.flushes);
         s.flush_bytes_written = get(&self.flush_bytes_written);
+        s.checkpoints = get(&self.checkpoints);
+        s.checkpoint_bytes_written = get(&self.checkpoint_bytes_written);
+        s.checkpoint_errors = get(&self.checkpoint_errors);
         s.conflicts = get(&self.conflicts);
         s.compactions = get(&self.compactions);
         s.trivial_moves = get(&self.trivial_moves);

@@ -433,7 +433,7 @@ impl Committer {
         let state = engine.state();
         let limit = engine.options.max_immutable_memtables.max(1);
         let backlog = limit >= 2 && state.imms.len() + 1 >= limit;
-        !(self.memtable_full(engine, &state) || backlog)
+        !(self.memtable_full(engine, &state) || self.segment_full(engine) || backlog)
             && compaction_debt(engine, &state) == Debt::None
     }
 
@@ -592,18 +592,24 @@ impl Committer {
             Counters::add(&engine.counters.write_slowdowns, 1);
             std::thread::sleep(SLOWDOWN_DELAY);
         }
-        if !self.memtable_full(engine, &state) {
-            return Ok(());
+        if self.memtable_full(engine, &state) {
+            self.seal(engine)
+        } else if self.segment_full(engine) {
+            self.rotate(engine, state.mem.id())
+        } else {
+            Ok(())
         }
-        self.seal(engine)
     }
 
-    /// Whether the memtable must be sealed: it reached its size, or its WAL
-    /// segment reached the WAL size limit (which bounds replay at reopen).
+    /// Whether the memtable must be sealed: it reached its size.
     fn memtable_full(&self, engine: &Engine, state: &LsmState) -> bool {
-        let options = &engine.options;
-        state.mem.approximate_bytes() >= options.memtable_size
-            || (self.wal.len() >= options.wal_size_limit && !state.mem.is_empty())
+        state.mem.approximate_bytes() >= engine.options.memtable_size
+    }
+
+    /// Whether the live WAL segment reached the WAL size limit: it is then
+    /// rotated and checkpointed, which bounds what a reopen replays.
+    fn segment_full(&self, engine: &Engine) -> bool {
+        self.wal.len() >= engine.options.wal_size_limit
     }
 
     fn seal_for_flush(&mut self, engine: &Engine) -> Result<u64> {
@@ -627,6 +633,49 @@ impl Committer {
 
     fn seal(&mut self, engine: &Engine) -> Result<()> {
         self.wait_for_flush_capacity(engine)?;
+        let (_, number) = self.switch_segment(engine)?;
+        let fresh = Arc::new(Memtable::sized(
+            self.next_memtable_id,
+            engine.options.memtable_size,
+        ));
+        self.next_memtable_id += 1;
+        engine.install(|s| {
+            s.mem.seal(number);
+            let mut imms = Vec::with_capacity(s.imms.len() + 1);
+            imms.push(s.mem.clone());
+            imms.extend(s.imms.iter().cloned());
+            LsmState {
+                mem: fresh,
+                imms,
+                levels: s.levels.clone(),
+                checkpoints: s.checkpoints.clone(),
+                compacted_ts: s.compacted_ts,
+            }
+        });
+        engine.wake_maintenance();
+        Ok(())
+    }
+
+    /// Moves the live memtable's writes on to a new WAL segment and has the
+    /// maintenance thread checkpoint the old one into a table, after which
+    /// the old segment is deleted: a reopen then replays at most about
+    /// `wal_size_limit` per unflushed memtable, while the memtable, and so
+    /// what reads and compaction see, stays as it was (a seal would have
+    /// made small level-0 tables of it: docs/performance.md, "Reopen").
+    fn rotate(&mut self, engine: &Engine, memtable: u64) -> Result<()> {
+        let (old, next) = self.switch_segment(engine)?;
+        engine.request_checkpoint(crate::maintenance::CheckpointRequest {
+            memtable,
+            segment: old.segment,
+            end: old.end,
+            next,
+        });
+        Ok(())
+    }
+
+    /// Starts a new live WAL segment; the old one is synced in the
+    /// background. Returns where the old one ended and the new one's number.
+    fn switch_segment(&mut self, engine: &Engine) -> Result<(Predecessor, u64)> {
         // The old segment is synced in the background, not here: that sync
         // took a memtable's worth of disk writes on the commit path. The
         // new segment's first group records where the old one ended, so
@@ -643,25 +692,7 @@ impl Committer {
         let wal = WalWriter::create_after(&*engine.fs, &engine.dir, number, previous)?;
         let old = std::mem::replace(&mut self.wal, wal);
         self.sealed_syncs.push_back(SealSync::start(old));
-        let fresh = Arc::new(Memtable::sized(
-            self.next_memtable_id,
-            engine.options.memtable_size,
-        ));
-        self.next_memtable_id += 1;
-        engine.install(|s| {
-            s.mem.seal(number);
-            let mut imms = Vec::with_capacity(s.imms.len() + 1);
-            imms.push(s.mem.clone());
-            imms.extend(s.imms.iter().cloned());
-            LsmState {
-                mem: fresh,
-                imms,
-                levels: s.levels.clone(),
-                compacted_ts: s.compacted_ts,
-            }
-        });
-        engine.wake_maintenance();
-        Ok(())
+        Ok((previous, number))
     }
 
     fn wait_for_flush_capacity(&self, engine: &Engine) -> Result<()> {

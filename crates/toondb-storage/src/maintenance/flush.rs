@@ -5,6 +5,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use super::checkpoint;
 use crate::engine::{Engine, LsmState};
 use crate::error::Result;
 use crate::lsm::TableFile;
@@ -45,6 +46,10 @@ fn flush(engine: &Engine, manifest: &mut Manifest, imm: &Arc<Memtable>) -> Resul
     if let Some(file) = &built {
         edit.add_tables.push(file.meta().clone());
     }
+    // This is the oldest unflushed memtable: the checkpoint tables hold
+    // some of its writes and nothing else (checkpoint.rs).
+    let retired = engine.state().checkpoints.clone();
+    checkpoint::retire(&mut edit, &retired);
     edit.next_file_number = Some(engine.next_file_number.load(Ordering::Relaxed));
     manifest.apply(&edit)?;
     engine.install(|s| LsmState {
@@ -59,15 +64,17 @@ fn flush(engine: &Engine, manifest: &mut Manifest, imm: &Arc<Memtable>) -> Resul
             Some(file) => s.levels.with_flushed(file.clone()),
             None => s.levels.clone(),
         },
+        checkpoints: Vec::new(),
         compacted_ts: s.compacted_ts,
     });
+    checkpoint::mark_retired(&retired);
     Counters::add(&engine.counters.flushes, 1);
     remove_obsolete_wal(engine, imm.sealed_log());
     rewrite_manifest_if_large(engine, manifest)
 }
 
 /// Starts a fresh manifest once the log is long, so reopening stays fast.
-pub(crate) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest) -> Result<()> {
+pub(super) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest) -> Result<()> {
     if manifest.file_size() > MANIFEST_REWRITE_BYTES {
         let number = engine.alloc_file_number();
         let mut state = manifest.state().clone();
@@ -77,7 +84,7 @@ pub(crate) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest
     Ok(())
 }
 
-fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
+pub(super) fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
     let number = engine.alloc_file_number();
     let path = engine.dir.join(table_file_name(number));
     let result = (|| {
@@ -111,7 +118,7 @@ fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
 /// WAL segments below the manifest's log number hold only data that is
 /// now in table files. Failing to delete one wastes space but loses
 /// nothing (replay skips segments below the log number).
-fn remove_obsolete_wal(engine: &Engine, log_number: u64) {
+pub(super) fn remove_obsolete_wal(engine: &Engine, log_number: u64) {
     // Checked after the manifest edit that moved the checkpoint (SeqCst on
     // both sides): a `verify` that pinned after this check reads that edit.
     if engine.wal_pins.load(Ordering::SeqCst) > 0 {

@@ -1,7 +1,8 @@
 //! The maintenance thread: the one scheduler of background work. Its jobs,
-//! in priority order: flush the oldest sealed memtable; run a manual
-//! compaction (`Database::compact`); run the automatic compaction with the
-//! highest score. It owns the manifest, so every change to the set of
+//! in priority order: flush the oldest sealed memtable; checkpoint a
+//! rotated WAL segment (checkpoint.rs); run a manual compaction
+//! (`Database::compact`); run the automatic compaction with the highest
+//! score. It owns the manifest, so every change to the set of
 //! tables is one synced manifest edit made here, followed by one swap of
 //! the read state.
 //!
@@ -11,6 +12,7 @@
 //! `stats()` and for writers stalled on compaction debt, and automatic
 //! compaction retries with exponential backoff (see docs/compaction.md).
 
+mod checkpoint;
 mod flush;
 
 use std::collections::VecDeque;
@@ -30,6 +32,7 @@ use crate::lsm::{TableFile, NUM_LEVELS};
 use crate::stats::Counters;
 use crate::version::{Manifest, VersionEdit};
 
+pub(crate) use checkpoint::CheckpointRequest;
 pub(crate) use flush::flush_oldest;
 
 /// First delay before an automatic compaction is retried after a failure;
@@ -62,6 +65,8 @@ pub(crate) struct MaintenanceState {
     /// Id of the newest memtable whose contents are in a table file.
     pub flushed_id: u64,
     pub manual: VecDeque<ManualRequest>,
+    /// Rotated WAL segments to checkpoint, oldest first.
+    pub checkpoints: VecDeque<CheckpointRequest>,
     /// The last compaction failure, cleared by the next success. Writers
     /// stalled on compaction debt fail with it instead of waiting.
     pub compaction_error: Option<Error>,
@@ -73,6 +78,7 @@ pub(crate) struct MaintenanceState {
 
 enum Job {
     Flush,
+    Checkpoint(CheckpointRequest),
     Manual(ManualRequest),
     Auto(Compaction),
 }
@@ -148,6 +154,11 @@ impl MaintenanceThread {
                     self.engine.set_bg_error(err.context("flushing a memtable"));
                 }
             }
+            Job::Checkpoint(request) => {
+                // Counted, or a background error already: the segment stays
+                // and later requests of its memtable are skipped.
+                let _ = checkpoint::checkpoint(&self.engine, &mut self.manifest, request);
+            }
             Job::Manual(req) => {
                 let result = self.run_manual(&req);
                 let _ = req.done.send(result);
@@ -174,6 +185,9 @@ impl MaintenanceThread {
             let state = engine.state();
             if !state.imms.is_empty() {
                 return Some(Job::Flush);
+            }
+            if let Some(request) = pop_checkpoint(&mut m, &state) {
+                return Some(Job::Checkpoint(request));
             }
             if let Some(req) = m.manual.pop_front() {
                 return Some(Job::Manual(req));
@@ -273,13 +287,23 @@ impl MaintenanceThread {
         let cancelled = || engine.maintenance.lock().shutdown;
         let manifest = &mut self.manifest;
         let mut between = || -> Result<()> {
-            // Flushes come first even in the middle of a compaction. A flush
-            // failure is a background error, and it stops this job too.
+            // Flushes come first even in the middle of a compaction, and
+            // checkpoints too (they bound the WAL a reopen replays). A
+            // flush failure is a background error, and it stops this job
+            // too.
             while flush_oldest(&engine, manifest)
                 .inspect_err(|e| engine.set_bg_error(e.clone().context("flushing a memtable")))?
             {
             }
-            Ok(())
+            loop {
+                let next = pop_checkpoint(&mut engine.maintenance.lock(), &engine.state());
+                let Some(request) = next else { break };
+                let _ = checkpoint::checkpoint(&engine, manifest, request);
+            }
+            match engine.bg_error() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
         };
         let mut ctx = JobContext {
             engine: &engine,
@@ -360,6 +384,7 @@ impl MaintenanceThread {
                 mem: s.mem.clone(),
                 imms: s.imms.clone(),
                 levels: s.levels.with_changes(&removed, &added),
+                checkpoints: s.checkpoints.clone(),
                 compacted_ts: s.compacted_ts.max(visible),
             }
         });
@@ -392,6 +417,21 @@ impl MaintenanceThread {
         }
         Ok(())
     }
+}
+
+/// The next checkpoint to run, if one may run now: only once every sealed
+/// memtable is flushed (checkpoint.rs, *Order*). Requests for a memtable
+/// that was flushed since are dropped: its flush covered their segments.
+fn pop_checkpoint(m: &mut MaintenanceState, state: &LsmState) -> Option<CheckpointRequest> {
+    if !state.imms.is_empty() {
+        return None;
+    }
+    while let Some(request) = m.checkpoints.pop_front() {
+        if checkpoint::is_current(&request, state) {
+            return Some(request);
+        }
+    }
+    None
 }
 
 /// Keeps a replaced table's read counters in the engine's totals.

@@ -5,6 +5,7 @@
 
 mod entry;
 mod reader;
+mod sealed;
 mod writer;
 
 pub use entry::{
@@ -16,6 +17,7 @@ pub(crate) use reader::sync_segment;
 // would be reported as unused.
 #[allow(unused_imports)]
 pub use reader::{replay, replay_deferring_sync, DroppedTail, ReplayReport, SegmentRead};
+pub(crate) use sealed::read_sealed;
 pub use writer::WalWriter;
 
 const SEGMENT_SUFFIX: &str = ".wal";
