@@ -155,12 +155,12 @@ fn put(n: u64) -> (WriteBatch, Commit) {
     (batch, vec![(key, Some(value))])
 }
 
-/// Options whose WAL bound seals a segment every few puts, so the crash
+/// Options whose memtable size seals a segment every few puts, so the crash
 /// image holds several segments to replay.
-fn options(fs: Arc<dyn toondb_storage::io::FileSystem>, wal_limit: u64) -> Options {
+fn options(fs: Arc<dyn toondb_storage::io::FileSystem>, seal_at: u64) -> Options {
     Options::default()
-        .memtable_size(1 << 20)
-        .wal_size_limit(wal_limit)
+        .memtable_size(seal_at as usize)
+        .wal_size_limit(u64::MAX)
         // Flushes are held in these tests: no writer may stall for one.
         .max_immutable_memtables(64)
         .l0_slowdown_writes(1000)

@@ -21,7 +21,7 @@ use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
 
 use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
 
-/// WAL bound: small, so a few commits seal the memtable.
+/// Memtable size: small, so a few commits seal the memtable.
 const LIMIT: u64 = 4096;
 
 /// Holds, until released, every sync of the first WAL segment (the one
@@ -122,8 +122,8 @@ impl WritableFile for GatedWal {
 
 fn gated_options(fs: &PowerLossFs, gate: &Gate) -> Options {
     Options::default()
-        .memtable_size(1 << 20)
-        .wal_size_limit(LIMIT)
+        .memtable_size(LIMIT as usize)
+        .wal_size_limit(u64::MAX)
         .block_size(128)
         .fs(Arc::new(WrappedFs::new(fs.shared(), gate.clone())))
 }
@@ -151,7 +151,7 @@ fn seal_once_then(db: &Database, model: &mut Model, more: u64) -> u64 {
         db.write_with(batch, WriteOptions::sync(false)).unwrap();
         model.commit(commit, false);
         n += 1;
-        assert!(n < 1000, "the WAL limit never sealed the memtable");
+        assert!(n < 1000, "the memtable size never sealed the memtable");
     }
     for _ in 0..more {
         let (batch, commit) = put(n);
@@ -346,8 +346,8 @@ fn power_cut_around_the_segment_synced_record() {
         let fs = fresh_disk(&dir);
         let hold = HoldTables::default();
         let options = Options::default()
-            .memtable_size(1 << 20)
-            .wal_size_limit(LIMIT)
+            .memtable_size(LIMIT as usize)
+            .wal_size_limit(u64::MAX)
             .block_size(128)
             .fs(Arc::new(WrappedFs::new(fs.shared(), hold.clone())));
         let db = Database::open_with(&dir, options).unwrap();

@@ -1,5 +1,6 @@
-//! Power cut (and process kill) at every file-system step of a flush and of
-//! an open: that is where manifest, CURRENT and directory-sync bugs live.
+//! Power cut (and process kill) at every file-system step of a flush, a
+//! WAL checkpoint, a compaction and an open: that is where manifest,
+//! CURRENT and directory-sync bugs live.
 //!
 //! Each case rebuilds the same database from scratch on a `PowerLossFs`
 //! (deterministic: memtables large enough that only explicit flushes run),
@@ -186,15 +187,25 @@ type StepOutcome = (Option<Database>, Acked);
 /// crash armed right after that operation.
 fn crash_at_every_step(
     name: &str,
-    step: impl Fn(Database, &Path, &Options, &PowerLossFs) -> StepOutcome,
+    step: impl Fn(Database, &Path, &Options, &PowerLossFs, &mut Model) -> StepOutcome,
 ) -> Vec<String> {
+    crash_at_every_step_with(name, |fs| options(fs, 1 << 20), step)
+}
+
+/// [`crash_at_every_step`] with the options `opts` makes.
+fn crash_at_every_step_with(
+    name: &str,
+    opts: impl Fn(&PowerLossFs) -> Options,
+    step: impl Fn(Database, &Path, &Options, &PowerLossFs, &mut Model) -> StepOutcome,
+) -> Vec<String> {
+    let make_opts = opts;
     let count = {
         let dir = unique_dir(name);
         let fs = fresh_disk(&dir);
-        let opts = options(&fs, 1 << 20);
-        let (db, _) = build(&dir, &opts);
+        let opts = make_opts(&fs);
+        let (db, mut model) = build(&dir, &opts);
         let before = fs.mutations();
-        let (db, _) = step(db, &dir, &opts, &fs);
+        let (db, _) = step(db, &dir, &opts, &fs, &mut model);
         let n = fs.mutations() - before;
         if let Some(db) = db {
             db.close().unwrap();
@@ -207,10 +218,10 @@ fn crash_at_every_step(
         for crash in crashes(i) {
             let dir = unique_dir(name);
             let fs = fresh_disk(&dir);
-            let opts = options(&fs, 1 << 20);
+            let opts = make_opts(&fs);
             let (db, mut model) = build(&dir, &opts);
             fs.crash_after(i, crash);
-            let (db, acked) = step(db, &dir, &opts, &fs);
+            let (db, acked) = step(db, &dir, &opts, &fs, &mut model);
             if !fs.is_down() {
                 failures.push(format!(
                     "{name}: crash after op {i} of {count} did not fire"
@@ -231,7 +242,13 @@ fn crash_at_every_step(
     failures
 }
 
-fn flush_step(db: Database, _dir: &Path, _opts: &Options, _fs: &PowerLossFs) -> StepOutcome {
+fn flush_step(
+    db: Database,
+    _dir: &Path,
+    _opts: &Options,
+    _fs: &PowerLossFs,
+    _model: &mut Model,
+) -> StepOutcome {
     let acked = match db.flush() {
         Ok(()) => Acked::Durable,
         Err(_) => Acked::Nothing,
@@ -251,7 +268,13 @@ fn open_settled(dir: &Path, opts: &Options) -> Option<Database> {
 /// A clean close, then the open under test (which replays the WAL, syncs
 /// it, writes a new segment and a new manifest, switches CURRENT, removes
 /// the old manifest).
-fn reopen_step(db: Database, dir: &Path, opts: &Options, _fs: &PowerLossFs) -> StepOutcome {
+fn reopen_step(
+    db: Database,
+    dir: &Path,
+    opts: &Options,
+    _fs: &PowerLossFs,
+    _model: &mut Model,
+) -> StepOutcome {
     let closed = db.close().is_ok();
     drop(db);
     if closed {
@@ -269,6 +292,7 @@ fn reopen_after_kill_step(
     dir: &Path,
     opts: &Options,
     fs: &PowerLossFs,
+    _model: &mut Model,
 ) -> StepOutcome {
     fs.kill();
     let _ = db.close();
@@ -285,6 +309,7 @@ fn reopen_after_torn_tail_step(
     dir: &Path,
     opts: &Options,
     fs: &PowerLossFs,
+    _model: &mut Model,
 ) -> StepOutcome {
     fs.power_cut(PowerCut::random(TEARING_SEED, true));
     let _ = db.close();
@@ -335,8 +360,8 @@ fn a_torn_tail_seed_tears() {
     let dir = unique_dir("tearing-seed");
     let fs = fresh_disk(&dir);
     let opts = options(&fs, 1 << 20);
-    let (db, _) = build(&dir, &opts);
-    let (db, _) = reopen_after_torn_tail_step(db, &dir, &opts, &fs);
+    let (db, mut model) = build(&dir, &opts);
+    let (db, _) = reopen_after_torn_tail_step(db, &dir, &opts, &fs, &mut model);
     let db = db.unwrap();
     assert!(
         db.stats().recovery.dropped_tail.is_some(),
@@ -350,7 +375,13 @@ fn a_torn_tail_seed_tears() {
 /// the same keys) and merges both tables into the bottom level, then
 /// deletes the inputs. Like `flush()`, a successful return makes every
 /// earlier commit durable.
-fn compact_step(db: Database, _dir: &Path, _opts: &Options, _fs: &PowerLossFs) -> StepOutcome {
+fn compact_step(
+    db: Database,
+    _dir: &Path,
+    _opts: &Options,
+    _fs: &PowerLossFs,
+    _model: &mut Model,
+) -> StepOutcome {
     let acked = match db.compact() {
         Ok(()) => Acked::Durable,
         Err(_) => Acked::Nothing,
@@ -361,4 +392,68 @@ fn compact_step(db: Database, _dir: &Path, _opts: &Options, _fs: &PowerLossFs) -
 #[test]
 fn power_cut_at_every_step_of_a_compaction() {
     report(crash_at_every_step("compact", compact_step));
+}
+
+/// WAL limit for the checkpoint step: above what `build` writes into one
+/// segment, below that plus `CHECKPOINT_PUTS` puts (and not twice that).
+const CHECKPOINT_LIMIT: u64 = 2048;
+const CHECKPOINT_PUTS: u32 = 30;
+
+fn checkpoint_options(fs: &PowerLossFs) -> Options {
+    options(fs, 1 << 20).wal_size_limit(CHECKPOINT_LIMIT)
+}
+
+/// Unsynced puts that fill the live WAL segment past the limit, so it is
+/// rotated, then the background checkpoint of the rotated segment (read
+/// it, write and sync its table, the directory, the manifest edit, delete
+/// the segment), waited for. Puts that fail once the crash fired may or
+/// may not have reached the WAL.
+fn checkpoint_step(
+    db: Database,
+    _dir: &Path,
+    _opts: &Options,
+    _fs: &PowerLossFs,
+    model: &mut Model,
+) -> StepOutcome {
+    for i in 0..CHECKPOINT_PUTS {
+        let commit = vec![(key(100 + i), Some(val(100 + i, 1)))];
+        match db.write_with(batch(&[(100 + i, Some(1))]), WriteOptions::sync(false)) {
+            Ok(_) => model.commit(commit, false),
+            Err(_) => {
+                model.commit_maybe(commit);
+                break;
+            }
+        }
+    }
+    wait_idle(&db);
+    (Some(db), Acked::Nothing)
+}
+
+/// The checkpoint step does what it says: one checkpoint, no flush.
+#[test]
+fn the_checkpoint_step_checkpoints_once() {
+    let dir = unique_dir("checkpoint-once");
+    let fs = fresh_disk(&dir);
+    let opts = checkpoint_options(&fs);
+    let (db, mut model) = build(&dir, &opts);
+    let before = db.stats();
+    assert_eq!(before.checkpoints, 0, "build alone checkpointed");
+    let (db, _) = checkpoint_step(db, &dir, &opts, &fs, &mut model);
+    let db = db.unwrap();
+    let after = db.stats();
+    assert_eq!(after.checkpoints, 1);
+    assert_eq!(
+        (after.flushes, after.checkpoint_tables),
+        (before.flushes, 1)
+    );
+    db.close().unwrap();
+}
+
+#[test]
+fn power_cut_at_every_step_of_a_checkpoint() {
+    report(crash_at_every_step_with(
+        "checkpoint",
+        checkpoint_options,
+        checkpoint_step,
+    ));
 }

@@ -305,7 +305,7 @@ fn a_kill_inside_a_seal_then_a_power_cut_before_the_replayed_sync() {
             armed: Arc::default(),
         };
         let wrapped = Arc::new(WrappedFs::new(fs.shared(), killer.clone()));
-        let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+        let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
         killer.armed.store(true, Ordering::SeqCst);
         let mut n = 0;
         loop {
@@ -392,7 +392,7 @@ fn kill_open_kill_open_then_a_power_cut() {
             }
             *hook.hold_set.lock().unwrap() = held;
             let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-            let db = match Database::open_with(&dir, options(wrapped).wal_size_limit(1024)) {
+            let db = match Database::open_with(&dir, options(wrapped).memtable_size(1024)) {
                 Ok(db) => db,
                 Err(e) => {
                     failures.push(format!("seed {seed} round {round}: open: {e}"));
@@ -474,7 +474,7 @@ fn a_failed_sync_of_the_replayed_segments_fails_durable_writes_and_close() {
     let hook = Hook::new(&fs);
     hook.tables.release();
     let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-    let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+    let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
     for n in 0..20 {
         db.write_with(put(n).0, WriteOptions::sync(false)).unwrap();
     }
@@ -510,7 +510,7 @@ fn flush_of_the_replayed_memtable_before_its_segments_were_synced() {
         let mut model = Model::default();
         let hook = Hook::new(&fs);
         let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-        let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+        let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
         for n in 0..20 {
             let (batch, commit) = put(n);
             db.write_with(batch, WriteOptions::sync(false)).unwrap();
@@ -609,7 +609,7 @@ fn version_3_segments_from_a_killed_process_then_version_4_then_a_power_cut() {
         let hook = Hook::new(&fs);
         *hook.hold_set.lock().unwrap() = (0..1000).collect();
         let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-        let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+        let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
         for _ in 0..6 + seed % 10 {
             let (batch, commit) = put(n);
             n += 1;
@@ -630,7 +630,7 @@ fn version_3_segments_from_a_killed_process_then_version_4_then_a_power_cut() {
             let hook = Hook::new(&fs);
             *hook.hold_set.lock().unwrap() = segment_numbers(&fs, &dir);
             let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-            let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024))
+            let db = Database::open_with(&dir, options(wrapped).memtable_size(1024))
                 .unwrap_or_else(|e| panic!("seed {seed} round {round}: {e}"));
             model.check_all(&db).unwrap();
             for _ in 0..1 + seed % 4 {
@@ -684,7 +684,7 @@ fn a_close_after_a_failed_replayed_sync_does_not_mark_the_live_segment() {
         let mut model = Model::default();
         let hook = Hook::new(&fs);
         let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-        let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+        let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
         for n in 0..10 + seed {
             let (batch, commit) = put(n);
             db.write_with(batch, WriteOptions::sync(false)).unwrap();
@@ -736,7 +736,7 @@ fn verify_while_and_after_the_replayed_segments_are_synced() {
     let fs = Arc::new(fresh_disk(&dir));
     let hook = Hook::new(&fs);
     let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-    let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+    let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
     for n in 0..20 {
         db.write_with(put(n).0, WriteOptions::sync(false)).unwrap();
     }
@@ -776,7 +776,7 @@ fn verify_reports_rot_in_a_synced_replayed_segment() {
     let fs = Arc::new(fresh_disk(&dir));
     let hook = Hook::new(&fs);
     let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-    let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+    let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
     for n in 0..20 {
         db.write_with(put(n).0, WriteOptions::sync(false)).unwrap();
     }
@@ -818,7 +818,7 @@ fn backup_while_the_replayed_segments_are_unsynced_then_a_power_cut() {
     let mut model = Model::default();
     let hook = Hook::new(&fs);
     let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-    let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+    let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
     for n in 0..20 {
         let (batch, commit) = put(n);
         db.write_with(batch, WriteOptions::sync(false)).unwrap();
@@ -873,7 +873,7 @@ fn an_idle_open_killed_then_reopened_then_a_power_cut() {
             let hook = Hook::new(&fs);
             *hook.hold_set.lock().unwrap() = segment_numbers(&fs, &dir);
             let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
-            let db = Database::open_with(&dir, options(wrapped).wal_size_limit(1024)).unwrap();
+            let db = Database::open_with(&dir, options(wrapped).memtable_size(1024)).unwrap();
             model.check_all(&db).unwrap();
             // Round 1 is the idle open.
             let puts = if round == 1 { 0 } else { 4 + seed % 5 };

@@ -106,8 +106,8 @@ impl WritableFile for Wal {
 
 fn options(fs: &PowerLossFs, hook: &Hook) -> Options {
     Options::default()
-        .memtable_size(1 << 20)
-        .wal_size_limit(LIMIT)
+        .memtable_size(LIMIT as usize)
+        .wal_size_limit(u64::MAX)
         .block_size(128)
         .fs(Arc::new(WrappedFs::new(fs.shared(), hook.clone())))
 }
@@ -133,7 +133,7 @@ fn seal_once_then(db: &Database, hook: &Hook, model: &mut Model, more: u64) -> u
         db.write_with(batch, WriteOptions::sync(false)).unwrap();
         model.commit(commit, false);
         n += 1;
-        assert!(n < 1000, "the WAL limit never sealed the memtable");
+        assert!(n < 1000, "the memtable size never sealed the memtable");
     }
     for _ in 0..more {
         let (batch, commit) = put(n);
@@ -247,8 +247,8 @@ fn crash_point_across_sealed_segments(point: u64) -> (u64, u64, u64) {
         let hook = Hook::default();
         hook.slow.store(true, Ordering::SeqCst);
         let opts = Options::default()
-            .memtable_size(1 << 20)
-            .wal_size_limit(1024)
+            .memtable_size(1024)
+            .wal_size_limit(u64::MAX)
             .max_immutable_memtables(6)
             .block_size(128)
             .fs(Arc::new(WrappedFs::new(fs.shared(), hook.clone())));

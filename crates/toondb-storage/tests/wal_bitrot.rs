@@ -5,7 +5,7 @@
 //! acknowledged as durable after the sync. The open must fail with
 //! Corruption naming the segment and offset instead.
 //!
-//! Setup on a [`PowerLossFs`]: a small WAL bound seals the first segment
+//! Setup on a [`PowerLossFs`]: a small memtable size seals the first segment
 //! (A) after a few unsynced puts; table creation is held by a gate, so the
 //! sealed memtable is never flushed and replay still needs A. Then a
 //! durable put lands in the next segment (B): it waits for A's background
@@ -23,7 +23,7 @@ use toondb_storage::{Database, ErrorKind, Options, WriteBatch, WriteOptions};
 
 use powerloss_support::{fresh_disk, unique_dir};
 
-/// WAL bound: small, so a few commits seal the memtable.
+/// Memtable size: small, so a few commits seal the memtable.
 const LIMIT: u64 = 4096;
 
 /// Holds every table creation until released (the flush of the sealed
@@ -164,8 +164,8 @@ fn open_held(name: &str) -> (Database, ReleaseOnDrop, PowerLossFs, PathBuf, Opti
     let fs = fresh_disk(&dir);
     let hook = HoldFlush::default();
     let options = Options::default()
-        .memtable_size(1 << 20)
-        .wal_size_limit(LIMIT)
+        .memtable_size(LIMIT as usize)
+        .wal_size_limit(u64::MAX)
         .fs(Arc::new(WrappedFs::new(fs.shared(), hook.clone())));
     let db = Database::open_with(&dir, options.clone()).unwrap();
     (db, ReleaseOnDrop(hook), fs, dir, options)
@@ -178,7 +178,7 @@ fn seal_a(db: &Database) -> u64 {
     while db.stats().immutable_memtables == 0 {
         db.write_with(put(n), WriteOptions::sync(false)).unwrap();
         n += 1;
-        assert!(n < 1000, "the WAL limit never sealed the memtable");
+        assert!(n < 1000, "the memtable size never sealed the memtable");
     }
     n
 }
@@ -356,7 +356,7 @@ fn rot_after_unsynced_writes_that_followed_the_sync_is_corruption() {
     wait_until("A's sync thread dropped its writer", || {
         hook.closed.lock().unwrap().contains(&a)
     });
-    // At most 8 puts: B stays well under the WAL bound, so no second seal
+    // At most 8 puts: B stays well under the memtable size, so no second seal
     // waits for the held flush (that would hang instead of failing).
     let mut acknowledged = Vec::new();
     for (attempt, n) in (first..first + 8).enumerate() {

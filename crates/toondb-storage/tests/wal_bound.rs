@@ -1,7 +1,9 @@
 //! `Options::wal_size_limit` bounds the WAL an open must replay after a
-//! crash, whatever `memtable_size` is: the memtable is sealed (and flushed)
-//! once its segment reaches the limit, so a crash image taken when the
+//! crash, whatever `memtable_size` is: once the live segment reaches the
+//! limit the commit thread moves on to a new one and the old one is
+//! checkpointed into a table and deleted, so a crash image taken when the
 //! engine is idle holds at most the limit plus one commit group of WAL.
+//! The memtable is not sealed for it (no flush, no table the reads see).
 //! The control shows the same load without the limit replaying all of it,
 //! so the bound is the option's doing.
 
@@ -10,7 +12,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
-use toondb_storage::{Database, Options, WriteBatch};
+use toondb_storage::{Database, Options, Stats, WriteBatch};
 
 const BATCHES: usize = 40;
 const PER_BATCH: usize = 100;
@@ -58,8 +60,8 @@ fn wait_idle(db: &Database) {
 
 /// Loads ~4 MB in batches into a database with a 64 MiB memtable, takes a
 /// crash image once the engine is idle, and opens the image. Returns the
-/// flushes of the loading engine and the WAL bytes the reopen replayed.
-fn load_kill_reopen(options: Options) -> (u64, u64) {
+/// loading engine's stats and the WAL bytes the reopen replayed.
+fn load_kill_reopen(options: Options) -> (Stats, u64) {
     let live = tempfile::tempdir().unwrap();
     let db = Database::open_with(live.path(), options.memtable_size(64 << 20)).unwrap();
     for b in 0..BATCHES {
@@ -70,7 +72,7 @@ fn load_kill_reopen(options: Options) -> (u64, u64) {
         db.write(batch).unwrap();
     }
     wait_idle(&db);
-    let flushes = db.stats().flushes;
+    let stats = db.stats();
     let image = copy_dir(live.path());
     db.close().unwrap();
 
@@ -79,20 +81,27 @@ fn load_kill_reopen(options: Options) -> (u64, u64) {
     for i in 0..BATCHES * PER_BATCH {
         assert_eq!(reopened.get(key(i)).unwrap(), Some(value(i)), "{}", key(i));
     }
+    // The checkpoint tables are ordinary level-0 tables to the reopen.
+    let tables = reopened.stats().levels[0].tables;
+    assert!(tables >= stats.checkpoint_tables, "{tables} level-0 tables");
     reopened.close().unwrap();
-    (flushes, replayed)
+    (stats, replayed)
 }
 
 #[test]
 fn wal_size_limit_bounds_what_a_reopen_replays() {
     let one_batch = (PER_BATCH * (VALUE_LEN + 64)) as u64;
-    let (flushes, replayed) = load_kill_reopen(Options::default().wal_size_limit(LIMIT));
+    let (stats, replayed) = load_kill_reopen(Options::default().wal_size_limit(LIMIT));
     let loaded = (BATCHES * PER_BATCH * VALUE_LEN) as u64;
-    // Sealed by the WAL limit alone: the memtable never got near 64 MiB.
+    let checkpoints = stats.checkpoints;
     assert!(
-        flushes >= loaded / (LIMIT + one_batch),
-        "{flushes} flushes for {loaded} bytes with a {LIMIT}-byte WAL limit"
+        checkpoints >= loaded / (LIMIT + one_batch),
+        "{checkpoints} checkpoints for {loaded} bytes with a {LIMIT}-byte WAL limit"
     );
+    assert_eq!(stats.checkpoint_tables, checkpoints);
+    assert_eq!(stats.checkpoint_errors, 0);
+    // The memtable was never sealed: reads see one memtable and no table.
+    assert_eq!((stats.flushes, stats.tables), (0, 0));
     assert!(
         replayed <= LIMIT + one_batch,
         "replayed {replayed} bytes, limit {LIMIT} + one batch {one_batch}"
@@ -102,8 +111,8 @@ fn wal_size_limit_bounds_what_a_reopen_replays() {
 #[test]
 fn without_the_limit_the_memtable_size_bounds_the_replay() {
     let off = Options::default().wal_size_limit(u64::MAX);
-    let (flushes, replayed) = load_kill_reopen(off);
+    let (stats, replayed) = load_kill_reopen(off);
     let loaded = (BATCHES * PER_BATCH * VALUE_LEN) as u64;
-    assert_eq!(flushes, 0);
+    assert_eq!((stats.flushes, stats.checkpoints), (0, 0));
     assert!(replayed >= loaded, "replayed {replayed} of {loaded} bytes");
 }

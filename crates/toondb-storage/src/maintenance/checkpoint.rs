@@ -63,7 +63,10 @@ pub(crate) fn checkpoint(
     if manifest.state().log_number != request.segment {
         return Ok(false);
     }
-    let expected = engine.options.wal_size_limit.min(engine.options.memtable_size as u64);
+    let expected = engine
+        .options
+        .wal_size_limit
+        .min(engine.options.memtable_size as u64);
     let mem = Memtable::sized(0, expected as usize);
     let mut pending = Vec::new();
     let mut batch = WriteBatch::new();

@@ -57,10 +57,14 @@ pub fn fresh_disk(dir: &Path) -> PowerLossFs {
     fs
 }
 
-/// Small memtables and blocks, so memtables rotate and flush on their own.
+/// Small memtables and blocks, so memtables rotate and flush on their own,
+/// and a WAL size limit of half the memtable, so the live segment is also
+/// rotated and checkpointed into a table about once per memtable
+/// (maintenance/checkpoint.rs).
 pub fn options(fs: &PowerLossFs, memtable_size: usize) -> Options {
     Options::default()
         .memtable_size(memtable_size)
+        .wal_size_limit(memtable_size as u64 / 2)
         .block_size(128)
         .fs(fs.shared())
 }

@@ -1,0 +1,244 @@
+//! WAL checkpoints (maintenance/checkpoint.rs): at `wal_size_limit` the
+//! live WAL segment is rotated and checkpointed into a table, without
+//! sealing the memtable. These tests prove what that promises:
+//!
+//! - reads never consult a checkpoint table while the process runs (the
+//!   memtable answers), and the memtable's flush removes them, files too;
+//! - after a kill, a reopen reads them as the newest level-0 tables, so a
+//!   checkpointed overwrite or delete shadows an older flushed version;
+//! - a checkpoint that fails before its manifest edit loses nothing and
+//!   stops nothing: the segment stays, later segments of that memtable are
+//!   not checkpointed past it, and the memtable's flush covers them all.
+//!
+//! Power cuts and kills at every file-system step of a checkpoint are in
+//! `powerloss_steps.rs`; model-based runs with checkpoints in
+//! `model_powerloss.rs`.
+
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+use toondb_storage::io::{OsFileSystem, WrappedFs, WriteHook};
+use toondb_storage::{Database, ErrorKind, Options, Stats, WriteBatch};
+
+const LIMIT: u64 = 64 << 10;
+
+fn key(i: usize) -> Vec<u8> {
+    format!("key{:08}", i.wrapping_mul(2_654_435_761) % 100_000_000).into_bytes()
+}
+
+fn value(i: usize, gen: u8) -> Vec<u8> {
+    let mut v = vec![gen; 200];
+    v[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    v
+}
+
+fn options() -> Options {
+    Options::default()
+        .memtable_size(64 << 20)
+        .wal_size_limit(LIMIT)
+}
+
+fn load(db: &Database, range: std::ops::Range<usize>, gen: u8) {
+    for chunk in range.collect::<Vec<_>>().chunks(50) {
+        let mut batch = WriteBatch::new();
+        for &i in chunk {
+            batch.put(key(i), value(i, gen)).unwrap();
+        }
+        db.write(batch).unwrap();
+    }
+}
+
+fn wait_idle(db: &Database) -> Stats {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut idle = 0;
+    loop {
+        let s = db.stats();
+        assert!(s.background_error.is_none(), "{:?}", s.background_error);
+        if s.immutable_memtables == 0 && !s.maintenance_busy {
+            idle += 1;
+            if idle == 2 {
+                return s;
+            }
+        } else {
+            idle = 0;
+        }
+        assert!(Instant::now() < deadline, "the engine never went idle");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn files_ending(dir: &Path, suffix: &str) -> usize {
+    fs::read_dir(dir)
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(suffix)
+        })
+        .count()
+}
+
+/// A copy of the directory while the engine is open: what a kill leaves.
+fn crash_image(src: &Path) -> TempDir {
+    let dst = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            fs::copy(entry.path(), dst.path().join(entry.file_name())).unwrap();
+        }
+    }
+    dst
+}
+
+#[test]
+fn checkpoint_tables_are_not_read_and_the_flush_removes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), options()).unwrap();
+    load(&db, 0..3000, 1);
+    let s = wait_idle(&db);
+    assert!(s.checkpoints >= 5, "{} checkpoints", s.checkpoints);
+    assert_eq!(s.checkpoint_tables, s.checkpoints);
+    assert_eq!((s.flushes, s.tables, s.checkpoint_errors), (0, 0, 0));
+    // The segments they hold are gone: the live one and at most one whose
+    // checkpoint has not run yet (none: the engine is idle).
+    assert_eq!(files_ending(dir.path(), ".wal"), 1);
+    assert_eq!(files_ending(dir.path(), ".sst") as u64, s.checkpoints);
+
+    for i in 0..3000 {
+        assert_eq!(db.get(key(i)).unwrap(), Some(value(i, 1)));
+    }
+    assert_eq!(db.get(b"absent").unwrap(), None);
+    let read = db.stats();
+    // Not one table was consulted: the memtable answered every read.
+    assert_eq!((read.bloom_checked, read.data_blocks_read), (0, 0));
+
+    db.flush().unwrap();
+    let s = wait_idle(&db);
+    assert_eq!((s.checkpoint_tables, s.flushes, s.tables), (0, 1, 1));
+    assert_eq!(files_ending(dir.path(), ".sst"), 1);
+    for i in 0..3000 {
+        assert_eq!(db.get(key(i)).unwrap(), Some(value(i, 1)));
+    }
+    db.close().unwrap();
+    drop(db);
+    let db = Database::open_with(dir.path(), options()).unwrap();
+    for i in (0..3000).step_by(7) {
+        assert_eq!(db.get(key(i)).unwrap(), Some(value(i, 1)));
+    }
+    db.close().unwrap();
+}
+
+#[test]
+fn after_a_kill_checkpointed_writes_shadow_older_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), options()).unwrap();
+    // Generation 1 in a flushed table, then generation 2 overwrites half
+    // and deletes a tenth, checkpointed (not flushed) before the kill.
+    load(&db, 0..2000, 1);
+    db.flush().unwrap();
+    load(&db, 0..1000, 2);
+    let mut batch = WriteBatch::new();
+    for i in 1000..1200 {
+        batch.delete(key(i)).unwrap();
+    }
+    db.write(batch).unwrap();
+    load(&db, 2000..3000, 2);
+    let s = wait_idle(&db);
+    assert!(s.checkpoints >= 3, "{} checkpoints", s.checkpoints);
+    let image = crash_image(dir.path());
+    db.close().unwrap();
+
+    let reopened = Database::open_with(image.path(), options()).unwrap();
+    let replayed = reopened.stats().recovery.bytes;
+    assert!(replayed <= LIMIT + (64 << 10), "replayed {replayed} bytes");
+    let expect = |i: usize| match i {
+        0..=999 => Some(value(i, 2)),
+        1000..=1199 => None,
+        1200..=1999 => Some(value(i, 1)),
+        _ => Some(value(i, 2)),
+    };
+    for i in 0..3000 {
+        assert_eq!(reopened.get(key(i)).unwrap(), expect(i), "key {i}");
+    }
+    // The same after the reopen's flush and compaction merged them.
+    wait_idle(&reopened);
+    reopened.compact().unwrap();
+    for i in 0..3000 {
+        assert_eq!(reopened.get(key(i)).unwrap(), expect(i), "key {i}");
+    }
+    reopened.close().unwrap();
+}
+
+/// Fails table creation while armed.
+#[derive(Clone, Default)]
+struct FailTables(Arc<AtomicBool>);
+
+impl WriteHook for FailTables {
+    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
+        if self.0.load(Ordering::SeqCst) && path.extension().is_some_and(|e| e == "sst") {
+            return Err(toondb_storage::Error::new(
+                ErrorKind::Io,
+                "injected: no table files now",
+            ));
+        }
+        Ok(())
+    }
+
+    fn wrap(
+        &self,
+        _path: &Path,
+        file: Box<dyn toondb_storage::io::WritableFile>,
+    ) -> Box<dyn toondb_storage::io::WritableFile> {
+        file
+    }
+}
+
+#[test]
+fn a_failed_checkpoint_keeps_the_wal_and_stops_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fail = FailTables::default();
+    let fs = Arc::new(WrappedFs::new(Arc::new(OsFileSystem), fail.clone()));
+    let db = Database::open_with(dir.path(), options().fs(fs)).unwrap();
+    load(&db, 0..1000, 1);
+    let before = wait_idle(&db);
+    assert!(before.checkpoints >= 1);
+    fail.0.store(true, Ordering::SeqCst);
+    load(&db, 1000..2000, 1);
+    let s = wait_idle(&db);
+    assert_eq!(
+        s.checkpoints, before.checkpoints,
+        "no checkpoint while tables fail"
+    );
+    assert!(s.checkpoint_errors >= 1);
+    assert!(s.background_error.is_none());
+    // The first failed segment stays, and so does every later one (none
+    // is checkpointed past it).
+    let segments = files_ending(dir.path(), ".wal");
+    assert!(segments >= 3, "{segments} WAL segments");
+    fail.0.store(false, Ordering::SeqCst);
+    load(&db, 2000..2500, 1);
+    let s = wait_idle(&db);
+    assert_eq!(s.checkpoints, before.checkpoints, "skipped past the gap");
+    // A kill now replays the segments the checkpoints did not cover.
+    let image = crash_image(dir.path());
+    db.flush().unwrap();
+    let s = wait_idle(&db);
+    assert_eq!((s.checkpoint_tables, s.tables), (0, 1));
+    assert_eq!(files_ending(dir.path(), ".wal"), 1);
+    for i in 0..2500 {
+        assert_eq!(db.get(key(i)).unwrap(), Some(value(i, 1)), "key {i}");
+    }
+    db.close().unwrap();
+
+    let reopened = Database::open_with(image.path(), options()).unwrap();
+    for i in 0..2500 {
+        assert_eq!(reopened.get(key(i)).unwrap(), Some(value(i, 1)), "key {i}");
+    }
+    reopened.close().unwrap();
+}
