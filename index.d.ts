@@ -56,21 +56,19 @@ export interface OpenOptions {
   /** Fail with TOONDB_INVALID_ARGUMENT if a database already exists (or is open in this process). Default `false`. */
   errorIfExists?: boolean
   /**
-   * Bytes a memtable holds before it is written to a table file (or less:
-   * see `walSizeLimit`). It also bounds the WAL replayed by the next open.
-   * Default 32 MiB.
+   * Bytes a memtable holds before it is written to a table file. Default
+   * 32 MiB.
    */
   memtableSize?: number
   /**
-   * WAL bytes after which the memtable is written to a table file even if
-   * it is not full: a reopen after a crash replays at most about this much
-   * per memtable not yet flushed, however large `memtableSize` is. Default:
-   * no limit (`memtableSize` bounds the WAL). After a SIGKILL during a 1 GiB
-   * load, 4 MiB (4194304) made the next open replay ~2-7 MB instead of ~33
-   * MB (a warm reopen ~7-20 ms instead of ~55-70 ms); it costs writers
-   * (`fillbatch` -25-33%) and reads during large loads: more, smaller
-   * level-0 tables and +59% compaction writes (see docs/performance.md,
-   * "Reopen: the WAL bound, on or off by default"). At least 4096.
+   * WAL segment size at which the engine starts a new segment and, in the
+   * background, writes the old one out as a table file and deletes it: a
+   * reopen after a crash replays at most about this much per memtable not
+   * yet flushed, however large `memtableSize` is. The memtable stays in
+   * memory and serves reads as before; those tables are read only by the
+   * next open (see `stats().checkpoints`). Default 4 MiB; at least 4096;
+   * `2 ** 50` (or more) turns it off, and `memtableSize` then bounds the
+   * WAL (docs/performance.md, "Reopen: WAL checkpoints").
    */
   walSizeLimit?: number
   /** Target size of a table file's data blocks. Default 4096. */
@@ -214,6 +212,19 @@ export interface DatabaseStats {
   flushes: number
   /** Bytes of the table files those flushes wrote. */
   flushBytesWritten: number
+  /**
+   * WAL segments checkpointed into table files since open: once the live
+   * segment reaches `walSizeLimit` it is rotated, written out as a table
+   * and deleted, so a reopen after a crash replays little. The memtable
+   * is not flushed for it, and reads never consult these tables.
+   */
+  checkpoints: number
+  /** Bytes of the table files those checkpoints wrote. */
+  checkpointBytesWritten: number
+  /** Checkpoints that failed before changing anything (the WAL segment stays until the memtable's flush; nothing is lost). */
+  checkpointErrors: number
+  /** Checkpoint tables on disk now (removed by the flush of the memtable they hold writes of). */
+  checkpointTables: number
   /** WAL records replayed by the open of this engine. */
   recoveredRecords: number
   /** WAL segments replayed by the open of this engine. */

@@ -1,5 +1,6 @@
 // Reopen after a kill: `walSizeLimit` bounds the WAL the next open replays
-// (stats().recoveredBytes), whatever memtableSize is, and every
+// (stats().recoveredBytes), whatever memtableSize is (the segment is
+// checkpointed into a table, the memtable not flushed), and every
 // acknowledged write is there after the reopen. A child process loads
 // batches, prints "done" once they are all acknowledged and the engine is
 // idle, and is SIGKILLed; the parent reopens the directory. The control run
@@ -38,22 +39,23 @@ const valueOf = ${valueOf.toString()}
     if (s.immutableMemtables === 0 && !s.maintenanceBusy) break
     await new Promise((r) => setTimeout(r, 10))
   }
-  process.stdout.write('done ' + db.stats().flushes + '\\n')
+  const s = db.stats()
+  process.stdout.write('done ' + JSON.stringify({ flushes: s.flushes, checkpoints: s.checkpoints, checkpointTables: s.checkpointTables }) + '\\n')
   setInterval(() => {}, 1000) // wait for the kill
 })()
 `
 
-/** Loads in a child, SIGKILLs it, reopens: [flushes in the child, reopened db]. */
+/** Loads in a child, SIGKILLs it, reopens: [the child's last stats, reopened db]. */
 async function loadKillReopen(dir, options) {
   const child = spawn(process.execPath, ['-e', CHILD, dir, JSON.stringify(options)], { stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
-  const flushes = await new Promise((resolve, reject) => {
+  const stats = await new Promise((resolve, reject) => {
     child.stdout.on('data', (d) => {
       out += d
-      const m = /done (\d+)\n/.exec(out)
+      const m = /done (.*)\n/.exec(out)
       if (m) {
         child.kill('SIGKILL')
-        resolve(Number(m[1]))
+        resolve(JSON.parse(m[1]))
       }
     })
     child.on('exit', (code, signal) => {
@@ -65,24 +67,28 @@ async function loadKillReopen(dir, options) {
   for (let i = 0; i < BATCHES * PER_BATCH; i++) {
     assert.deepEqual(db.getSync(keyOf(i)), valueOf(i), keyOf(i))
   }
-  return [flushes, db]
+  return [stats, db]
 }
 
 test('walSizeLimit bounds the WAL replayed after a kill', async () => {
   const dir = tmp.dir('bounded')
-  const [flushes, db] = await loadKillReopen(dir, { walSizeLimit: LIMIT, memtableSize: 64 << 20 })
+  const [child, db] = await loadKillReopen(dir, { walSizeLimit: LIMIT, memtableSize: 64 << 20 })
   const s = db.stats()
   const oneBatch = PER_BATCH * (VALUE_LEN + 64)
-  assert.ok(flushes >= 5, `${flushes} flushes: the WAL limit should have sealed the memtable`)
+  // Checkpointed, not flushed: the memtable was never sealed.
+  assert.ok(child.checkpoints >= 5, `${child.checkpoints} checkpoints: the WAL limit should have rotated the segment`)
+  assert.equal(child.checkpointTables, child.checkpoints)
+  assert.equal(child.flushes, 0)
   assert.ok(s.recoveredBytes <= LIMIT + oneBatch, `replayed ${s.recoveredBytes} bytes`)
   await db.close()
 })
 
 test('without walSizeLimit the memtable bounds the replay (control)', async () => {
   const dir = tmp.dir('control')
-  const [flushes, db] = await loadKillReopen(dir, { walSizeLimit: 2 ** 50, memtableSize: 64 << 20 })
+  const [child, db] = await loadKillReopen(dir, { walSizeLimit: 2 ** 50, memtableSize: 64 << 20 })
   const s = db.stats()
-  assert.equal(flushes, 0)
+  assert.equal(child.flushes, 0)
+  assert.equal(child.checkpoints, 0)
   assert.ok(s.recoveredBytes >= BATCHES * PER_BATCH * VALUE_LEN, `replayed ${s.recoveredBytes} bytes`)
   await db.close()
 })

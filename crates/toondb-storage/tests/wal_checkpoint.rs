@@ -109,6 +109,10 @@ fn checkpoint_tables_are_not_read_and_the_flush_removes_them() {
     // checkpoint has not run yet (none: the engine is idle).
     assert_eq!(files_ending(dir.path(), ".wal"), 1);
     assert_eq!(files_ending(dir.path(), ".sst") as u64, s.checkpoints);
+    // `verify` reads them: the next open after a crash would.
+    let report = db.verify().unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.tables, s.checkpoints);
 
     for i in 0..3000 {
         assert_eq!(db.get(key(i)).unwrap(), Some(value(i, 1)));
