@@ -257,10 +257,42 @@ impl WriteBatch {
         batch.range_deletes = ranges;
         Ok(ts)
     }
+
+    /// Calls `each(commit_ts, op)` for every operation of a WAL record
+    /// payload, borrowed from it (no copy), in batch order, and returns the
+    /// commit timestamp. Validated as [`WriteBatch::decode_record_into`] does,
+    /// but as it goes: on an error some operations were already passed.
+    pub(crate) fn decode_record_ops<'a>(
+        payload: &'a [u8],
+        mut each: impl FnMut(Timestamp, RawOp<'a>),
+    ) -> Result<Timestamp> {
+        let bad = |what: &str| Error::corruption(format!("malformed batch record: {what}"));
+        let mut r = Reader::new(payload);
+        let ts = r.u64_le().ok_or_else(|| bad("short header"))?;
+        let count = r.u32_le().ok_or_else(|| bad("short header"))?;
+        let mut ops = RawOps {
+            reader: Reader::new(r.rest()),
+        };
+        let mut seen = 0u32;
+        while !ops.reader.is_empty() {
+            let op = ops.next_raw().ok_or_else(|| bad("bad operation"))?;
+            if let RawOp::Range(s, e) = op {
+                if s >= e || s.is_empty() {
+                    return Err(bad("empty range delete"));
+                }
+            }
+            seen = seen.checked_add(1).ok_or_else(|| bad("too many ops"))?;
+            each(ts, op);
+        }
+        if seen != count {
+            return Err(bad("operation count mismatch"));
+        }
+        Ok(ts)
+    }
 }
 
 /// One encoded operation of `rep`.
-enum RawOp<'a> {
+pub(crate) enum RawOp<'a> {
     Point(BatchOp<'a>),
     Range(&'a [u8], &'a [u8]),
 }

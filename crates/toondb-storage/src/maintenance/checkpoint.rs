@@ -23,14 +23,16 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::flush::{remove_obsolete_wal, rewrite_manifest_if_large, write_table};
-use crate::batch::WriteBatch;
+use super::flush::{remove_obsolete_wal, rewrite_manifest_if_large, write_versions};
+use crate::batch::{RawOp, WriteBatch};
 use crate::engine::{Engine, LsmState};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::key::{Timestamp, ValueKind};
 use crate::lsm::TableFile;
-use crate::memtable::Memtable;
+use crate::range_del::RangeTombstone;
 use crate::stats::Counters;
 use crate::version::{Manifest, VersionEdit};
+use crate::wal::SealedSegment;
 
 /// A rotated WAL segment: `memtable` took its writes, they end at `end`,
 /// and `next` is the segment the commit thread went on in.
@@ -63,38 +65,54 @@ pub(crate) fn checkpoint(
     if manifest.state().log_number != request.segment {
         return Ok(false);
     }
-    let expected = engine
-        .options
-        .wal_size_limit
-        .min(engine.options.memtable_size as u64);
-    let mem = Memtable::sized(0, expected as usize);
-    let mut pending = Vec::new();
-    let mut batch = WriteBatch::new();
     let built = (|| {
-        crate::wal::read_sealed(
-            &*engine.fs,
-            &engine.dir,
-            request.segment,
-            request.end,
-            |payload| {
-                let ts = WriteBatch::decode_record_into(payload, &mut batch)?;
-                mem.apply_deferred(&batch, ts, &mut pending);
+        let segment = SealedSegment::open(&*engine.fs, &engine.dir, request.segment, request.end)?;
+        let mut versions = Vec::new();
+        let mut tombstones = Vec::new();
+        let mut max_ts = 0;
+        segment.for_each_batch(|payload| {
+            let ts = WriteBatch::decode_record_ops(payload, |ts, op| match op {
+                RawOp::Point(op) => versions.push(Version {
+                    key: op.key,
+                    ts,
+                    order: versions.len(),
+                    kind: op.kind,
+                    value: op.value,
+                }),
+                RawOp::Range(start, end) => tombstones.push(RangeTombstone {
+                    start: start.to_vec(),
+                    end: end.to_vec(),
+                    ts,
+                }),
+            })?;
+            max_ts = max_ts.max(ts);
+            Ok(())
+        })?;
+        sort_versions(&mut versions);
+        tombstones.sort();
+        tombstones.dedup();
+        if versions.is_empty() && tombstones.is_empty() {
+            return Ok((None, max_ts));
+        }
+        let table = write_versions(
+            engine,
+            |builder| {
+                for v in &versions {
+                    builder.add(v.key, v.ts, v.kind, v.value)?;
+                }
                 Ok(())
             },
+            &tombstones,
         )?;
-        mem.insert_pending(std::mem::take(&mut pending));
-        if mem.is_empty() {
-            return Ok(None);
-        }
-        write_table(engine, &mem).map(Some)
+        Ok((Some(table), max_ts))
     })()
-    .map_err(|e| {
+    .map_err(|e: Error| {
         e.context(format_args!(
             "checkpointing WAL segment {} into a table",
             request.segment
         ))
     });
-    let built = match built {
+    let (built, max_ts) = match built {
         Ok(built) => built,
         Err(e) => {
             Counters::add(&engine.counters.checkpoint_errors, 1);
@@ -103,7 +121,7 @@ pub(crate) fn checkpoint(
     };
     let mut edit = VersionEdit {
         log_number: Some(request.next),
-        last_ts: Some(manifest.state().last_ts.max(mem.max_ts())),
+        last_ts: Some(manifest.state().last_ts.max(max_ts)),
         ..VersionEdit::default()
     };
     if let Some(file) = &built {
@@ -141,6 +159,30 @@ pub(crate) fn checkpoint(
 pub(super) fn retire(edit: &mut VersionEdit, checkpoints: &[Arc<TableFile>]) {
     edit.remove_tables
         .extend(checkpoints.iter().map(|t| t.number()));
+}
+
+/// One version of a segment, borrowed from its mapping.
+struct Version<'a> {
+    key: &'a [u8],
+    ts: Timestamp,
+    /// Position in the segment: of two versions of a key with one
+    /// timestamp (a batch that wrote the key twice), the later one wins,
+    /// as in the memtable.
+    order: usize,
+    kind: ValueKind,
+    value: &'a [u8],
+}
+
+/// Internal-key order (key ascending, newest first), one version per
+/// (key, timestamp): the later write of a batch that wrote a key twice.
+fn sort_versions(versions: &mut Vec<Version<'_>>) {
+    versions.sort_unstable_by(|a, b| {
+        a.key
+            .cmp(b.key)
+            .then(b.ts.cmp(&a.ts))
+            .then(b.order.cmp(&a.order))
+    });
+    versions.dedup_by(|later, kept| later.key == kept.key && later.ts == kept.ts);
 }
 
 /// After that edit is durable: the files go once nothing holds them.

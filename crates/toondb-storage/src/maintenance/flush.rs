@@ -10,6 +10,7 @@ use crate::engine::{Engine, LsmState};
 use crate::error::Result;
 use crate::lsm::TableFile;
 use crate::memtable::Memtable;
+use crate::range_del::RangeTombstone;
 use crate::sstable::{table_file_name, TableBuilder};
 use crate::stats::Counters;
 use crate::version::{Manifest, TableMeta, VersionEdit};
@@ -85,17 +86,37 @@ pub(super) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest
 }
 
 pub(super) fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
+    let table = write_versions(
+        engine,
+        |builder| {
+            for entry in imm.iter() {
+                let v = entry.key();
+                builder.add(v.user_key(), v.ts, v.kind, v.value())?;
+            }
+            Ok(())
+        },
+        &imm.range_dels().tombstones(),
+    )?;
+    Counters::add(&engine.counters.flush_bytes_written, table.file_size());
+    Ok(table)
+}
+
+/// Writes a level-0 table: `add` adds the versions in internal-key order,
+/// `tombstones` are its range tombstones; synced, with its directory entry,
+/// and opened.
+pub(super) fn write_versions(
+    engine: &Engine,
+    add: impl FnOnce(&mut TableBuilder) -> Result<()>,
+    tombstones: &[RangeTombstone],
+) -> Result<Arc<TableFile>> {
     let number = engine.alloc_file_number();
     let path = engine.dir.join(table_file_name(number));
     let result = (|| {
         let mut builder =
             TableBuilder::with_options(engine.fs.create(&path)?, engine.options.table_options());
-        for entry in imm.iter() {
-            let v = entry.key();
-            builder.add(v.user_key(), v.ts, v.kind, v.value())?;
-        }
-        for t in imm.range_dels().tombstones() {
-            builder.add_range_tombstone(t);
+        add(&mut builder)?;
+        for t in tombstones {
+            builder.add_range_tombstone(t.clone());
         }
         let summary = builder.finish()?;
         engine.fs.sync_dir(&engine.dir)?;
@@ -110,7 +131,6 @@ pub(super) fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFi
             return Err(e);
         }
     };
-    Counters::add(&engine.counters.flush_bytes_written, summary.file_size);
     let meta = TableMeta::from_summary(number, 0, summary);
     Ok(TableFile::new(&engine.tables, table, meta, path))
 }

@@ -17,7 +17,7 @@ pub(crate) use reader::sync_segment;
 // would be reported as unused.
 #[allow(unused_imports)]
 pub use reader::{replay, replay_deferring_sync, DroppedTail, ReplayReport, SegmentRead};
-pub(crate) use sealed::read_sealed;
+pub(crate) use sealed::SealedSegment;
 pub use writer::WalWriter;
 
 const SEGMENT_SUFFIX: &str = ".wal";

@@ -6,65 +6,83 @@
 //! involved.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use crate::error::{Error, Result};
-use crate::io::FileSystem;
+use crate::io::{FileBytes, FileSystem};
 use crate::record::{read_frame, Frame};
 
 use super::entry::{self, Entry};
 use super::{check_header, segment_file_name, SEGMENT_HEADER_LEN, SEGMENT_VERSION_V2};
 
-/// Calls `apply(batch_payload)` for every batch record of segment `number`
-/// before offset `end` (its logical end when it was rotated), in order, and
-/// returns how many there were. Sync points, predecessor and
-/// segment-synced records are skipped: they describe the log, not data.
-pub fn read_sealed(
-    fs: &dyn FileSystem,
-    dir: &Path,
+/// A rotated segment, mapped, checked up to the end its writer recorded.
+pub struct SealedSegment {
+    map: Arc<dyn FileBytes>,
     number: u64,
-    end: u64,
-    mut apply: impl FnMut(&[u8]) -> Result<()>,
-) -> Result<u64> {
-    let path = dir.join(segment_file_name(number));
-    let map = fs.map(&path)?;
-    map.advise_sequential();
-    let data = map.bytes();
-    let damaged = |pos: usize, why: &str| {
-        Error::corruption(format!(
-            "WAL segment {number} (rotated, records end at {end}): {why} at offset {pos}"
-        ))
-    };
-    let end = usize::try_from(end)
-        .ok()
-        .filter(|&e| e <= data.len() && e >= SEGMENT_HEADER_LEN)
-        .ok_or_else(|| damaged(data.len(), "the file is shorter than its records"))?;
-    map.will_need(0..end);
-    let version = check_header(data).map_err(|why| damaged(0, &why))?;
-    if version < SEGMENT_VERSION_V2 {
-        // This build writes only newer segments; an old one cannot be live.
-        return Err(damaged(0, &format!("format version {version}")));
-    }
-    let mut pos = SEGMENT_HEADER_LEN;
-    let mut records = 0;
-    while pos < end {
-        match read_frame(&data[pos..end]) {
-            Frame::Record { payload, consumed } => {
-                match entry::decode(payload) {
-                    Ok(Entry::Batch(batch)) => {
-                        apply(batch)?;
-                        records += 1;
-                    }
-                    Ok(_) => {}
-                    Err(why) => return Err(damaged(pos, &why)),
-                }
-                pos += consumed;
-            }
-            Frame::End => return Err(damaged(pos, "zeros before the end")),
-            Frame::Truncated => return Err(damaged(pos, "a record crossing the end")),
-            Frame::Bad(why) => return Err(damaged(pos, why)),
+    end: usize,
+}
+
+impl SealedSegment {
+    /// Maps segment `number` of `dir`, whose records end at `end`.
+    pub fn open(fs: &dyn FileSystem, dir: &Path, number: u64, end: u64) -> Result<SealedSegment> {
+        let map = fs.map(&dir.join(segment_file_name(number)))?;
+        map.advise_sequential();
+        let len = map.bytes().len();
+        let segment = SealedSegment {
+            number,
+            end: usize::try_from(end).unwrap_or(usize::MAX),
+            map,
+        };
+        if segment.end > len || segment.end < SEGMENT_HEADER_LEN {
+            return Err(segment.damaged(len, "the file is shorter than its records"));
         }
+        segment.map.will_need(0..segment.end);
+        let version = check_header(segment.map.bytes()).map_err(|why| segment.damaged(0, &why))?;
+        if version < SEGMENT_VERSION_V2 {
+            // This build writes only newer segments; an old one cannot be live.
+            return Err(segment.damaged(0, &format!("format version {version}")));
+        }
+        Ok(segment)
     }
-    Ok(records)
+
+    fn damaged(&self, pos: usize, why: &str) -> Error {
+        Error::corruption(format!(
+            "WAL segment {} (rotated, records end at {}): {why} at offset {pos}",
+            self.number, self.end
+        ))
+    }
+
+    /// Calls `apply(batch_payload)` for every batch record, in order, with
+    /// the payload borrowed from the mapping, and returns how many there
+    /// were. Sync points, predecessor and segment-synced records are
+    /// skipped: they describe the log, not data.
+    pub fn for_each_batch<'a>(
+        &'a self,
+        mut apply: impl FnMut(&'a [u8]) -> Result<()>,
+    ) -> Result<u64> {
+        let data = &self.map.bytes()[..self.end];
+        let mut pos = SEGMENT_HEADER_LEN;
+        let mut records = 0;
+        while pos < data.len() {
+            match read_frame(&data[pos..]) {
+                Frame::Record { payload, consumed } => {
+                    match entry::decode(payload) {
+                        Ok(Entry::Batch(batch)) => {
+                            apply(batch)?;
+                            records += 1;
+                        }
+                        Ok(_) => {}
+                        Err(why) => return Err(self.damaged(pos, &why)),
+                    }
+                    pos += consumed;
+                }
+                Frame::End => return Err(self.damaged(pos, "zeros before the end")),
+                Frame::Truncated => return Err(self.damaged(pos, "a record crossing the end")),
+                Frame::Bad(why) => return Err(self.damaged(pos, why)),
+            }
+        }
+        Ok(records)
+    }
 }
 
 #[cfg(test)]
@@ -97,7 +115,7 @@ mod tests {
 
     fn read_all(dir: &Path, end: u64) -> Result<Vec<Vec<u8>>> {
         let mut out = Vec::new();
-        read_sealed(FS, dir, 7, end, |b| {
+        SealedSegment::open(FS, dir, 7, end)?.for_each_batch(|b| {
             out.push(b.to_vec());
             Ok(())
         })?;
