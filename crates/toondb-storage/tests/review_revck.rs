@@ -95,3 +95,126 @@ fn checkpoint_tables_are_not_counted_as_flushed_bytes() {
     assert_eq!(s.flush_bytes_written, s.table_bytes);
     db.close().unwrap();
 }
+
+fn far_key(i: usize) -> Vec<u8> {
+    format!("zz{i:06}").into_bytes()
+}
+
+/// Puts to keys far from `key(..)` until the live segment was rotated at
+/// least `rotations` more times than `before`.
+fn fill_far(db: &Database, from: usize, rotations: u64) -> usize {
+    let before = db.stats().checkpoints;
+    let mut i = from;
+    loop {
+        let mut batch = WriteBatch::new();
+        for j in i..i + 50 {
+            batch.put(far_key(j), value(j, 9)).unwrap();
+        }
+        db.write(batch).unwrap();
+        i += 50;
+        if wait_idle(db).checkpoints >= before + rotations {
+            return i;
+        }
+        assert!(i < from + 100_000, "the segment never rotated");
+    }
+}
+
+/// Range tombstones inside a checkpointed segment, alone in their table's
+/// key range (the table's point keys lie elsewhere): after a kill the
+/// reopen reads them from the checkpoint table, and they keep hiding the
+/// older flushed and compacted versions, also after the reopen's
+/// compaction.
+#[test]
+fn range_deletes_in_a_checkpointed_segment_survive_a_kill_and_compaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), options()).unwrap();
+    load(&db, 0..2000, 1);
+    db.compact().unwrap();
+    // First in a fresh segment: the range deletes, then far puts.
+    let base = fill_far(&db, 0, 1);
+    db.delete_range(key(500), key(1500)).unwrap();
+    let mut batch = WriteBatch::new();
+    batch.delete_range(key(1700), key(1800)).unwrap();
+    batch.put(key(1750), value(1750, 3)).unwrap();
+    db.write(batch).unwrap();
+    let txn = db.transaction().unwrap();
+    txn.delete(key(1900)).unwrap();
+    txn.put(key(1901), value(1901, 3)).unwrap();
+    txn.commit().unwrap();
+    let end = fill_far(&db, base, 1);
+    let s = wait_idle(&db);
+    assert!(s.checkpoint_tables >= 2, "{s:?}");
+    let image = crash_image(dir.path());
+    db.close().unwrap();
+
+    let expect = |i: usize| match i {
+        500..=1499 => None,
+        1750 => Some(value(i, 3)),
+        1700..=1799 => None,
+        1900 => None,
+        1901 => Some(value(i, 3)),
+        _ => Some(value(i, 1)),
+    };
+    let reopened = Database::open_with(image.path(), options()).unwrap();
+    let check = |db: &Database, when: &str| {
+        for i in 0..2000 {
+            assert_eq!(db.get(key(i)).unwrap(), expect(i), "{when}: key {i}");
+        }
+        for j in (0..end).step_by(97) {
+            assert_eq!(db.get(far_key(j)).unwrap(), Some(value(j, 9)), "{when}");
+        }
+        let scanned = db
+            .iter(toondb_storage::ScanOptions::default())
+            .unwrap()
+            .map(Result::unwrap)
+            .filter(|(k, _)| k.starts_with(b"key"))
+            .count();
+        assert_eq!(
+            scanned,
+            (0..2000).filter(|&i| expect(i).is_some()).count(),
+            "{when}"
+        );
+    };
+    check(&reopened, "after the reopen");
+    wait_idle(&reopened);
+    reopened.compact().unwrap();
+    check(&reopened, "after compaction");
+    reopened.close().unwrap();
+    let again = Database::open_with(image.path(), options()).unwrap();
+    check(&again, "after a clean reopen");
+    again.close().unwrap();
+}
+
+/// A backup taken while checkpoint tables exist holds every write (from
+/// the memtable, not from the checkpoint tables) and opens cleanly.
+#[test]
+fn backup_while_checkpoint_tables_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), options()).unwrap();
+    load(&db, 0..2000, 1);
+    db.flush().unwrap();
+    load(&db, 0..1000, 2);
+    db.delete_range(key(1200), key(1300)).unwrap();
+    load(&db, 2000..3000, 2);
+    let s = wait_idle(&db);
+    assert!(s.checkpoint_tables >= 2, "{s:?}");
+    let dest = tempfile::tempdir().unwrap();
+    let target = dest.path().join("b");
+    db.backup(&target).unwrap();
+    let report = db.verify().unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    db.close().unwrap();
+    let expect = |i: usize| match i {
+        0..=999 => Some(value(i, 2)),
+        1200..=1299 => None,
+        1000..=1999 => Some(value(i, 1)),
+        _ => Some(value(i, 2)),
+    };
+    let b = Database::open_with(&target, options()).unwrap();
+    for i in 0..3000 {
+        assert_eq!(b.get(key(i)).unwrap(), expect(i), "key {i}");
+    }
+    let report = b.verify().unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    b.close().unwrap();
+}
