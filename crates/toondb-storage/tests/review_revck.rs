@@ -301,3 +301,55 @@ fn a_tiny_wal_size_limit_still_reopens() {
         reopened.close().unwrap();
     }
 }
+
+/// `verify` while segments are rotated, checkpointed and deleted and the
+/// checkpoint tables retired by flushes: no false problem (a segment
+/// deleted under it, a checkpoint table retired under it), and a second
+/// handle on the same directory closing meanwhile changes nothing.
+#[test]
+fn verify_and_a_second_handle_while_checkpoints_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .memtable_size(256 << 10)
+        .wal_size_limit(4096);
+    let db = Database::open_with(dir.path(), opts.clone()).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        let (db, stop) = (&db, &stop);
+        s.spawn(move || {
+            for round in 0..6u8 {
+                load(db, 0..1500, round + 1);
+                if round % 2 == 1 {
+                    db.flush().unwrap();
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        });
+        let path = dir.path().to_path_buf();
+        let opts = opts.clone();
+        s.spawn(move || {
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let second = Database::open_with(&path, opts.clone()).unwrap();
+                second.put(b"second", b"handle").unwrap();
+                second.close().unwrap();
+            }
+        });
+        let mut runs = 0;
+        while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+            let report = db.verify().unwrap();
+            assert!(report.ok(), "run {runs}: {:?}", report.problems);
+            runs += 1;
+        }
+        assert!(runs > 0);
+    });
+    let s = wait_idle(&db);
+    assert!(s.checkpoints > 5, "{s:?}");
+    let image = crash_image(dir.path());
+    db.close().unwrap();
+    let reopened = Database::open_with(image.path(), opts).unwrap();
+    for i in 0..1500 {
+        assert_eq!(reopened.get(key(i)).unwrap(), Some(value(i, 6)), "key {i}");
+    }
+    assert_eq!(reopened.get(b"second").unwrap(), Some(b"handle".to_vec()));
+    reopened.close().unwrap();
+}
