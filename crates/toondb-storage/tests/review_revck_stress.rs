@@ -225,7 +225,15 @@ fn check(
 fn run(seed: u64, kill: bool) -> Result<(), String> {
     let dir = unique_dir("revck-stress");
     let fs: PowerLossFs = fresh_disk(&dir);
-    let opts = options(&fs, if seed % 3 == 0 { 16 << 10 } else { 96 << 10 }).wal_size_limit(4096);
+    let opts = options(
+        &fs,
+        if seed.is_multiple_of(3) {
+            16 << 10
+        } else {
+            96 << 10
+        },
+    )
+    .wal_size_limit(4096);
     let db = Database::open_with(&dir, opts.clone()).unwrap();
     let commits = 150 + (seed as usize * 131) % 1500;
     let cut = PowerCut::random(seed, seed.is_multiple_of(2));
@@ -251,7 +259,7 @@ fn run(seed: u64, kill: bool) -> Result<(), String> {
         .map_err(|e| format!("after the crash ({checkpoints} checkpoints): {e}"))?;
     // A second crash right after the reopen (the replayed memtable may be
     // unflushed, the old checkpoint tables in level 0): a kill loses nothing.
-    if seed % 2 == 0 {
+    if seed.is_multiple_of(2) {
         wait_idle(&db);
     }
     fs.kill();
