@@ -67,7 +67,7 @@ export interface OpenOptions {
    * yet flushed, however large `memtableSize` is. The memtable stays in
    * memory and serves reads as before; those tables are read only by the
    * next open (see `stats().checkpoints`). Default 4 MiB; at least 4096;
-   * `2 ** 50` (or more) turns it off, and `memtableSize` then bounds the
+   * `2 ** 50` or more (`Infinity` too) turns it off, and `memtableSize` then bounds the
    * WAL (docs/performance.md, "Reopen: WAL checkpoints").
    */
   walSizeLimit?: number

@@ -95,13 +95,15 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
             }
         };
     }
-    if let Some(v) = positive(
-        "walSizeLimit",
-        o.wal_size_limit,
-        4096.0,
-        (1u64 << 50) as f64,
-    )? {
-        options.wal_size_limit = v as u64;
+    // 2 ** 50 or more (Infinity included) turns the limit off (index.d.ts).
+    let wal_off = (1u64 << 50) as f64;
+    match o.wal_size_limit {
+        Some(x) if x >= wal_off => options.wal_size_limit = u64::MAX,
+        x => {
+            if let Some(v) = positive("walSizeLimit", x, 4096.0, wal_off)? {
+                options.wal_size_limit = v as u64;
+            }
+        }
     }
     if let Some(v) = positive("bloomBitsPerKey", o.bloom_bits_per_key, 0.0, 32.0)? {
         options.bloom_bits_per_key = v as u32;

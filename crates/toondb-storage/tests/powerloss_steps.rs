@@ -426,6 +426,16 @@ fn checkpoint_step(
         }
     }
     wait_idle(&db);
+    // A durable put last: it waits for the rotated segment's background
+    // sync (a counted operation that `wait_idle` does not wait for), so the
+    // counting run and the crash runs issue the same operations: without
+    // it, a sync still running when the step returned made "crash after
+    // op N of N did not fire" fail now and then on a loaded machine.
+    let commit = vec![(key(199), Some(val(199, 1)))];
+    match db.write_with(batch(&[(199, Some(1))]), WriteOptions::sync(true)) {
+        Ok(_) => model.commit(commit, true),
+        Err(_) => model.commit_maybe(commit),
+    }
     (Some(db), Acked::Nothing)
 }
 

@@ -45,12 +45,21 @@ enum Outcome {
 
 impl SealSync {
     /// Starts syncing `wal` (then closing it) on a thread of its own.
+    /// A segment holding only its header is synced but not named in a
+    /// segment-synced record (replay refuses one that claims no more than
+    /// a header). Such a segment is sealed when a rotation's commit group
+    /// wrote nothing (every member failed validation) and a flush seals the
+    /// memtable right after.
     pub fn start(mut wal: WalWriter) -> SealSync {
-        let covers = vec![SegmentSynced {
-            segment: wal.number(),
+        let number = wal.number();
+        let covers = [SegmentSynced {
+            segment: number,
             end: wal.len(),
-        }];
-        Self::spawn(covers, move || wal.sync())
+        }]
+        .into_iter()
+        .filter(claims_records)
+        .collect();
+        Self::spawn(number, covers, move || wal.sync())
     }
 
     /// Starts syncing the segments an open replayed, oldest first, on a
@@ -62,12 +71,13 @@ impl SealSync {
     /// once the sync finished (segments holding no record are not named:
     /// a segment-synced record claims more than a header).
     pub fn start_replayed(segments: Vec<(SegmentSynced, Box<dyn WritableFile>)>) -> SealSync {
+        let number = segments.last().map_or(0, |(s, _)| s.segment);
         let covers = segments
             .iter()
             .map(|(s, _)| *s)
-            .filter(|s| s.end > crate::wal::SEGMENT_HEADER_LEN as u64)
+            .filter(claims_records)
             .collect();
-        Self::spawn(covers, move || {
+        Self::spawn(number, covers, move || {
             for (s, mut file) in segments {
                 file.sync_data().map_err(|e| {
                     e.context(format_args!("syncing replayed WAL segment {}", s.segment))
@@ -78,10 +88,10 @@ impl SealSync {
     }
 
     fn spawn(
+        number: u64,
         covers: Vec<SegmentSynced>,
         sync: impl FnOnce() -> Result<()> + Send + 'static,
     ) -> SealSync {
-        let number = covers.last().map_or(0, |s| s.segment);
         // The closure owns what it syncs; if the spawn fails it is dropped
         // with the closure unsynced, and that failure is this sync's error.
         let spawned = std::thread::Builder::new()
@@ -121,6 +131,13 @@ impl SealSync {
     pub fn finish(self) -> Result<Vec<SegmentSynced>> {
         join(self.number, self.outcome).map(|()| self.covers)
     }
+}
+
+/// Whether a segment-synced record may name `s`: replay accepts only ends
+/// past the header (a record claiming just a header says nothing, and the
+/// format refuses it: docs/format-wal.md, *Segment-synced records*).
+fn claims_records(s: &SegmentSynced) -> bool {
+    s.end > crate::wal::SEGMENT_HEADER_LEN as u64
 }
 
 /// The outcome of segment `number`'s sync, waiting for it if it runs.

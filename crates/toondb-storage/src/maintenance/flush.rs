@@ -39,6 +39,9 @@ fn flush(engine: &Engine, manifest: &mut Manifest, imm: &Arc<Memtable>) -> Resul
     } else {
         Some(write_table(engine, imm)?)
     };
+    if let Some(file) = &built {
+        Counters::add(&engine.counters.flush_bytes_written, file.file_size());
+    }
     let mut edit = VersionEdit {
         log_number: Some(imm.sealed_log()),
         last_ts: Some(manifest.state().last_ts.max(imm.max_ts())),
@@ -85,6 +88,8 @@ pub(super) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest
     Ok(())
 }
 
+/// Writes `imm` as a level-0 table (synced, directory synced). The caller
+/// counts its bytes: a flush's and a checkpoint's have counters of their own.
 pub(super) fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
     let table = write_versions(
         engine,
