@@ -91,7 +91,7 @@ pub(super) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest
 /// Writes `imm` as a level-0 table (synced, directory synced). The caller
 /// counts its bytes: a flush's and a checkpoint's have counters of their own.
 pub(super) fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
-    let table = write_versions(
+    write_versions(
         engine,
         |builder| {
             for entry in imm.iter() {
@@ -101,9 +101,7 @@ pub(super) fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFi
             Ok(())
         },
         &imm.range_dels().tombstones(),
-    )?;
-    Counters::add(&engine.counters.flush_bytes_written, table.file_size());
-    Ok(table)
+    )
 }
 
 /// Writes a level-0 table: `add` adds the versions in internal-key order,
