@@ -1,4 +1,5 @@
 import os
+import time
 import unittest
 
 from toondb_storage import Database, ToondbError
@@ -167,6 +168,26 @@ class Caches(DbTest):
 
 
 class Maintenance(DbTest):
+    def test_checkpoint_stats(self):
+        # Past the default 4 MiB WAL size limit the live segment is
+        # checkpointed into a table in the background; a flush removes it.
+        with Database.open(self.path()) as db:
+            value = b"c" * 1000
+            for start in range(0, 6000, 500):
+                db.batch([("put", b"key%06d" % i, value) for i in range(start, start + 500)])
+            for _ in range(3000):
+                st = db.stats()
+                if st["checkpoints"] >= 1:
+                    break
+                time.sleep(0.01)
+            self.assertGreaterEqual(st["checkpoints"], 1)
+            self.assertEqual(st["checkpoint_tables"], st["checkpoints"])
+            self.assertEqual((st["checkpoint_errors"], st["flushes"]), (0, 0))
+            db.flush()
+            st = db.stats()
+            self.assertEqual((st["checkpoint_tables"], st["flushes"]), (0, 1))
+            self.assertEqual(db.get(b"key004321"), value)
+
     def test_flush_compact_stats(self):
         with Database.open(self.path(), memtable_size=64 * 1024) as db:
             for round_ in range(3):

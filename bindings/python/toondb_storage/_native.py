@@ -114,7 +114,8 @@ class Stats(Structure):
         for name in (
             "block_cache_hits block_cache_misses block_cache_evictions block_cache_bytes "
             "block_cache_capacity open_tables table_cache_hits table_cache_misses "
-            "hash_index_checked hash_index_useful"
+            "hash_index_checked hash_index_useful checkpoints checkpoint_bytes_written "
+            "checkpoint_errors checkpoint_tables"
         ).split()
     ]
 

@@ -185,6 +185,13 @@ typedef struct {
   // them pass), and those it answered "absent" without a data block.
   uint64_t hash_index_checked;
   uint64_t hash_index_useful;
+  // WAL segments checkpointed into tables since open (`wal_size_limit`),
+  // their bytes, checkpoints that failed before changing anything, and
+  // checkpoint tables on disk now (not read while the engine runs).
+  uint64_t checkpoints;
+  uint64_t checkpoint_bytes_written;
+  uint64_t checkpoint_errors;
+  uint64_t checkpoint_tables;
 } ToondbStats;
 
 // Bounds and direction of an iterator. Zero-initialise it (`= {0}`) for a

@@ -285,6 +285,13 @@ pub struct ToondbStats {
     /// them pass), and those it answered "absent" without a data block.
     pub hash_index_checked: u64,
     pub hash_index_useful: u64,
+    /// WAL segments checkpointed into tables since open (`wal_size_limit`),
+    /// their bytes, checkpoints that failed before changing anything, and
+    /// checkpoint tables on disk now (not read while the engine runs).
+    pub checkpoints: u64,
+    pub checkpoint_bytes_written: u64,
+    pub checkpoint_errors: u64,
+    pub checkpoint_tables: u64,
 }
 
 impl ToondbStats {
@@ -332,6 +339,10 @@ impl ToondbStats {
             table_cache_misses: s.table_cache_misses,
             hash_index_checked: s.hash_index_checked,
             hash_index_useful: s.hash_index_useful,
+            checkpoints: s.checkpoints,
+            checkpoint_bytes_written: s.checkpoint_bytes_written,
+            checkpoint_errors: s.checkpoint_errors,
+            checkpoint_tables: s.checkpoint_tables,
             ..ToondbStats::default()
         };
         for (i, l) in s.levels.iter().take(TOONDB_STATS_LEVELS).enumerate() {

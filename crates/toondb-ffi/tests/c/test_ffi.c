@@ -3,10 +3,12 @@
  * handles and use after close. Run under valgrind by scripts/test-ffi.sh.
  * Usage: test_ffi <scratch-dir>
  */
+#define _POSIX_C_SOURCE 200809L /* nanosleep under -std=c11 */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "toondb.h"
 
@@ -658,6 +660,47 @@ static void test_flush_compact_stats(void) {
     free(path);
 }
 
+/* Past the default 4 MiB WAL size limit the live segment is checkpointed
+ * into a table in the background without a flush; the flush removes it. */
+static void test_checkpoint_stats(void) {
+    char *path = dir_for("checkpoint");
+    ToondbOptions o;
+    toondb_options_init(&o);
+    ToondbDb *db = NULL;
+    OK(toondb_open(path, &o, &db, err));
+    char key[32];
+    static uint8_t val[1000];
+    memset(val, 'c', sizeof val);
+    for (int i = 0; i < 6000; i++) {
+        snprintf(key, sizeof key, "key%06d", i);
+        OK(toondb_put(db, K(key), val, sizeof val, 0, err));
+    }
+    ToondbStats st;
+    memset(&st, 0, sizeof st);
+    st.struct_size = sizeof st;
+    /* The checkpoint runs on the maintenance thread: wait for it (bounded). */
+    for (int tries = 0; tries < 3000; tries++) {
+        OK(toondb_stats(db, &st, err));
+        if (st.checkpoints >= 1) break;
+        struct timespec ms10 = {0, 10 * 1000 * 1000};
+        nanosleep(&ms10, NULL);
+    }
+    CHECK(st.checkpoints >= 1 && st.checkpoint_tables == st.checkpoints);
+    CHECK(st.checkpoint_bytes_written > 0 && st.checkpoint_errors == 0 && st.flushes == 0);
+    OK(toondb_flush(db, err));
+    OK(toondb_stats(db, &st, err));
+    CHECK(st.checkpoint_tables == 0 && st.flushes == 1);
+    uint8_t *got = NULL;
+    size_t n = 0;
+    bool found = false;
+    OK(toondb_get(db, K("key004321"), &got, &n, &found, err));
+    CHECK(found && n == sizeof val && memcmp(got, val, n) == 0);
+    toondb_buffer_free(got, n);
+    OK(toondb_close(db, err));
+    toondb_db_free(db);
+    free(path);
+}
+
 static void test_null_handles(void) {
     uint8_t *v = NULL;
     size_t n = 0;
@@ -866,6 +909,7 @@ int main(int argc, char **argv) {
         {"transactions", test_transactions},
         {"snapshots", test_snapshots},
         {"flush_compact_stats", test_flush_compact_stats},
+        {"checkpoint_stats", test_checkpoint_stats},
         {"null_handles", test_null_handles},
         {"use_after_close", test_use_after_close},
         {"threads", test_threads},
