@@ -2,7 +2,7 @@
 // 16-byte keys (random order, the same generator as reopen.mjs) and
 // --value-size byte values in batches of 1000, then waits until flushes and
 // compactions are done, and prints the load time, the flushes, the bytes
-// flushes and compactions wrote, the level-0 tables left and the write
+// flushes, WAL checkpoints and compactions wrote, the level-0 tables left and the write
 // stalls. Compare options in one run with --toondb-options:
 //
 //   flock /work/bench.lock node benchmark/loadwrites.mjs --mib 1024 \
@@ -52,6 +52,6 @@ for (let idle = 0; idle < 2; ) {
 }
 const s = db.stats();
 const mb = (x) => (x / 1e6).toFixed(0);
-console.log(JSON.stringify({ options, mib: Number(opt.mib), loadMs: Math.round(loadMs), mbPerSec: +((batches * 1000 * (16 + VSIZE)) / 1e3 / loadMs).toFixed(1), flushes: s.flushes, flushMB: mb(s.flushBytesWritten), compactionMB: mb(s.compactionBytesWritten), l0AtEndOfLoad: l0AtEnd, l0Idle: s.levels[0]?.tables ?? 0, tables: s.tables, writeStalls: s.writeStalls, writeStallMs: Math.round(s.writeStallMicros / 1000), writeSlowdowns: s.writeSlowdowns }));
+console.log(JSON.stringify({ options, mib: Number(opt.mib), loadMs: Math.round(loadMs), mbPerSec: +((batches * 1000 * (16 + VSIZE)) / 1e3 / loadMs).toFixed(1), flushes: s.flushes, flushMB: mb(s.flushBytesWritten), checkpoints: s.checkpoints ?? 0, checkpointMB: mb(s.checkpointBytesWritten ?? 0), compactionMB: mb(s.compactionBytesWritten), l0AtEndOfLoad: l0AtEnd, l0Idle: s.levels[0]?.tables ?? 0, tables: s.tables, writeStalls: s.writeStalls, writeStallMs: Math.round(s.writeStallMicros / 1000), writeSlowdowns: s.writeSlowdowns }));
 await db.close();
 fs.rmSync(dir, { recursive: true, force: true });
