@@ -226,3 +226,50 @@ fn model_range_key(keys: &[Vec<u8>], s: &[u8], e: &[u8]) -> Option<Vec<u8>> {
         .find(|k| k.as_slice() >= s && k.as_slice() < e)
         .cloned()
 }
+
+/// Review probe (passes): with a WAL limit of one byte every commit group
+/// has a segment of its own, so checkpoints make tables holding one batch:
+/// one of only a range delete (a table with no point entry), one of a
+/// delete only, one of an empty value. A kill image reopens to the model,
+/// before and after a full compaction.
+#[test]
+fn one_batch_checkpoint_tables_reopen_to_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = || options().wal_size_limit(1);
+    let db = Database::open_with(dir.path(), opts()).unwrap();
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    for c in b'a'..=b'z' {
+        db.put([c], [c]).unwrap();
+        model.insert(vec![c], vec![c]);
+    }
+    db.flush().unwrap();
+    wait_idle(&db);
+    for c in b'a'..=b'z' {
+        db.put([c, c], [c]).unwrap();
+        model.insert(vec![c, c], vec![c]);
+    }
+    let mut batch = WriteBatch::new();
+    batch.delete_range(b"c", b"x").unwrap();
+    db.write(batch).unwrap();
+    model.retain(|k, _| !(k.as_slice() >= &b"c"[..] && k.as_slice() < &b"x"[..]));
+    db.delete(b"b").unwrap();
+    model.remove(&b"b"[..]);
+    db.put(b"q", b"").unwrap();
+    model.insert(b"q".to_vec(), Vec::new());
+    let mut batch = WriteBatch::new();
+    batch.delete_range(b"y", b"yy\0").unwrap();
+    db.write(batch).unwrap();
+    model.remove(&b"y"[..]);
+    model.remove(&b"yy"[..]);
+    let s = wait_idle(&db);
+    assert!(s.checkpoints >= 28, "{} checkpoints", s.checkpoints);
+    let keys: Vec<Vec<u8>> = (b'a'..=b'z').flat_map(|c| [vec![c], vec![c, c]]).collect();
+    check(&db, &model, &keys);
+    let image = crash_image(dir.path());
+    db.close().unwrap();
+    let db = Database::open_with(image.path(), opts()).unwrap();
+    check(&db, &model, &keys);
+    db.compact().unwrap();
+    check(&db, &model, &keys);
+    db.close().unwrap();
+}
