@@ -271,7 +271,11 @@ impl FileSystem for OsFileSystem {
         }
         // SAFETY: table files are written once, synced, and never modified or
         // truncated while mapped (they are only deleted, which keeps the
-        // mapping valid until it is dropped).
+        // mapping valid until it is dropped). WAL segments are mapped by
+        // replay at open, which holds the directory lock and truncates a
+        // torn tail only after its last look at the mapping, and by a
+        // checkpoint, which maps a rotated segment that no writer appends to
+        // any more and only deletion (after the checkpoint) touches.
         let map =
             unsafe { memmap2::Mmap::map(&file) }.ctx(format_args!("mapping {}", path.display()))?;
         // Point reads touch a block or two per table: without this advice a

@@ -67,30 +67,14 @@ pub(crate) fn checkpoint(
     }
     let built = (|| {
         let segment = SealedSegment::open(&*engine.fs, &engine.dir, request.segment, request.end)?;
-        let mut versions = Vec::new();
-        let mut tombstones = Vec::new();
-        let mut max_ts = 0;
-        segment.for_each_batch(|payload| {
-            let ts = WriteBatch::decode_record_ops(payload, |ts, op| match op {
-                RawOp::Point(op) => versions.push(Version {
-                    key: op.key,
-                    ts,
-                    order: versions.len(),
-                    kind: op.kind,
-                    value: op.value,
-                }),
-                RawOp::Range(start, end) => tombstones.push(RangeTombstone {
-                    start: start.to_vec(),
-                    end: end.to_vec(),
-                    ts,
-                }),
-            })?;
-            max_ts = max_ts.max(ts);
-            Ok(())
-        })?;
-        sort_versions(&mut versions);
-        tombstones.sort();
-        tombstones.dedup();
+        let mut gathered = Gathered::default();
+        segment.for_each_batch(|payload| gathered.add_record(payload))?;
+        gathered.finish();
+        let Gathered {
+            versions,
+            tombstones,
+            max_ts,
+        } = gathered;
         if versions.is_empty() && tombstones.is_empty() {
             return Ok((None, max_ts));
         }
@@ -173,16 +157,53 @@ struct Version<'a> {
     value: &'a [u8],
 }
 
-/// Internal-key order (key ascending, newest first), one version per
-/// (key, timestamp): the later write of a batch that wrote a key twice.
-fn sort_versions(versions: &mut Vec<Version<'_>>) {
-    versions.sort_unstable_by(|a, b| {
-        a.key
-            .cmp(b.key)
-            .then(b.ts.cmp(&a.ts))
-            .then(b.order.cmp(&a.order))
-    });
-    versions.dedup_by(|later, kept| later.key == kept.key && later.ts == kept.ts);
+/// What a segment's batch records hold, as a table is written: versions
+/// (borrowed from the records) and range tombstones, and the largest
+/// commit timestamp.
+#[derive(Default)]
+struct Gathered<'a> {
+    versions: Vec<Version<'a>>,
+    tombstones: Vec<RangeTombstone>,
+    max_ts: Timestamp,
+}
+
+impl<'a> Gathered<'a> {
+    /// Adds one batch record's operations.
+    fn add_record(&mut self, payload: &'a [u8]) -> Result<()> {
+        let (versions, tombstones) = (&mut self.versions, &mut self.tombstones);
+        let ts = WriteBatch::decode_record_ops(payload, |ts, op| match op {
+            RawOp::Point(op) => versions.push(Version {
+                key: op.key,
+                ts,
+                order: versions.len(),
+                kind: op.kind,
+                value: op.value,
+            }),
+            RawOp::Range(start, end) => tombstones.push(RangeTombstone {
+                start: start.to_vec(),
+                end: end.to_vec(),
+                ts,
+            }),
+        })?;
+        self.max_ts = self.max_ts.max(ts);
+        Ok(())
+    }
+
+    /// Internal-key order (key ascending, newest first), one version per
+    /// (key, timestamp): the later write of a batch that wrote a key
+    /// twice, as in the memtable. Tombstones sorted, without repeats.
+    fn finish(&mut self) {
+        self.versions.sort_unstable_by(|a, b| {
+            a.key
+                .cmp(b.key)
+                .then(b.ts.cmp(&a.ts))
+                .then(b.order.cmp(&a.order))
+        });
+        self.versions
+            .dedup_by(|later, kept| later.key == kept.key && later.ts == kept.ts);
+        self.tombstones.sort();
+        self.tombstones.dedup();
+    }
 }
 
 /// After that edit is durable: the files go once nothing holds them.
@@ -197,9 +218,8 @@ mod tests {
     use super::*;
     use crate::memtable::Memtable;
 
-    /// What a checkpoint gathers from `records` (the same steps as
-    /// `checkpoint`'s closure): versions borrowed and sorted, tombstones
-    /// sorted and deduplicated, the largest commit timestamp.
+    /// What a checkpoint gathers from `records`: versions, tombstones, the
+    /// largest commit timestamp.
     type Gathered = (
         Vec<(Vec<u8>, Timestamp, ValueKind, Vec<u8>)>,
         Vec<RangeTombstone>,
@@ -207,34 +227,17 @@ mod tests {
     );
 
     fn gathered(records: &[Vec<u8>]) -> Result<Gathered> {
-        let mut versions = Vec::new();
-        let mut tombstones = Vec::new();
-        let mut max_ts = 0;
+        let mut g = super::Gathered::default();
         for payload in records {
-            let ts = WriteBatch::decode_record_ops(payload, |ts, op| match op {
-                RawOp::Point(op) => versions.push(Version {
-                    key: op.key,
-                    ts,
-                    order: versions.len(),
-                    kind: op.kind,
-                    value: op.value,
-                }),
-                RawOp::Range(start, end) => tombstones.push(RangeTombstone {
-                    start: start.to_vec(),
-                    end: end.to_vec(),
-                    ts,
-                }),
-            })?;
-            max_ts = max_ts.max(ts);
+            g.add_record(payload)?;
         }
-        sort_versions(&mut versions);
-        tombstones.sort();
-        tombstones.dedup();
-        let versions = versions
+        g.finish();
+        let versions = g
+            .versions
             .iter()
             .map(|v| (v.key.to_vec(), v.ts, v.kind, v.value.to_vec()))
             .collect();
-        Ok((versions, tombstones, max_ts))
+        Ok((versions, g.tombstones, g.max_ts))
     }
 
     /// What replaying the records into a memtable and flushing it writes.
