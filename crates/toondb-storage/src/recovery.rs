@@ -237,9 +237,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     );
     state.next_file_number = next_file_number;
     state.last_ts = last_ts;
-    // The manifest just read is on the garbage list above, deleted by the
-    // maintenance thread like the rest, off the open's path.
-    let manifest = Manifest::create_leaving_previous(fs.clone(), dir, manifest_number, state)?;
+    let manifest = Manifest::create(fs.clone(), dir, manifest_number, state)?;
     // The state the garbage list came from is now durable (create syncs the
     // new manifest, CURRENT and the directory), so deleting cannot lose
     // anything a later open needs. The maintenance thread deletes them, off

@@ -281,29 +281,6 @@ impl Manifest {
         number: u64,
         state: ManifestState,
     ) -> Result<Manifest> {
-        Self::create_inner(fs, dir, number, state, true)
-    }
-
-    /// [`Manifest::create`] without removing the previous manifest: the
-    /// caller deletes it later (an open leaves it, with the other files it
-    /// found obsolete, to the maintenance thread: an unlink took ~4 ms of a
-    /// reopen on a busy disk).
-    pub fn create_leaving_previous(
-        fs: Arc<dyn FileSystem>,
-        dir: &Path,
-        number: u64,
-        state: ManifestState,
-    ) -> Result<Manifest> {
-        Self::create_inner(fs, dir, number, state, false)
-    }
-
-    fn create_inner(
-        fs: Arc<dyn FileSystem>,
-        dir: &Path,
-        number: u64,
-        state: ManifestState,
-        remove_previous: bool,
-    ) -> Result<Manifest> {
         // A damaged CURRENT is left for the switch below to replace; only the
         // clean-up of the old manifest depends on reading it.
         let previous = read_current(&*fs, dir).ok().flatten();
@@ -348,7 +325,7 @@ impl Manifest {
         // happened), so it is never removed on error.
         set_current(&*fs, dir, number)
             .map_err(|e| e.context(format_args!("switching CURRENT to {}", path.display())))?;
-        if let Some(old) = previous.filter(|_| remove_previous) {
+        if let Some(old) = previous {
             let _ = fs.remove(&dir.join(manifest_file_name(old)));
         }
         Ok(Manifest {
