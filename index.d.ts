@@ -63,8 +63,9 @@ export interface OpenOptions {
   /**
    * WAL segment size at which the engine starts a new segment and, in the
    * background, writes the old one out as a table file and deletes it: a
-   * reopen after a crash replays at most about this much per memtable not
-   * yet flushed, however large `memtableSize` is. The memtable stays in
+   * reopen after a crash replays about this much per memtable not yet
+   * flushed, however large `memtableSize` is, while the background thread
+   * keeps up (in a sustained load, up to about a memtable). The memtable stays in
    * memory and serves reads as before; those tables are read only by the
    * next open (see `stats().checkpoints`). Default 4 MiB; at least 4096;
    * `2 ** 50` or more (`Infinity` too) turns it off, and `memtableSize` then bounds the

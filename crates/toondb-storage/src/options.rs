@@ -36,8 +36,10 @@ pub struct Options {
     pub memtable_size: usize,
     /// WAL segment size at which the commit thread moves on to a new
     /// segment and the maintenance thread checkpoints the old one into a
-    /// table and deletes it, so a reopen after a crash replays at most about
-    /// this much per unflushed memtable whatever the memtable size. The
+    /// table and deletes it, so a reopen after a crash replays about this
+    /// much per unflushed memtable whatever the memtable size, while the
+    /// maintenance thread keeps up (a checkpoint waits for older memtables'
+    /// flushes; in a sustained load up to about a memtable is left). The
     /// memtable is not sealed by it: reads and compaction see the same
     /// memtables and tables as without it (checkpoint tables are read only
     /// by the next open). Default [`DEFAULT_WAL_SIZE_LIMIT`] (4 MiB);
