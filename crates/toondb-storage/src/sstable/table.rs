@@ -19,7 +19,7 @@ use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering as AtomicOrdering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
 use crate::cache::BlockCache;
@@ -136,15 +136,71 @@ struct Meta {
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
     /// cost of a stale read is checking a block twice.
     verified: Vec<AtomicU64>,
-    /// Entry `i` is set, once data block `i` was verified (as above) and
-    /// found stored uncompressed, to the length of its entries region plus
-    /// one (0: not yet): a point read may then decode an entry of it in
-    /// place at a byte offset from the hash index, bounded by the entries
-    /// region as a loaded block's reads are, without reading the block's
-    /// trailer, count or offsets (`Table::get_in_place`).
-    in_place: Vec<AtomicU32>,
+    /// Entry `i` is set once data block `i` was verified (as above) and
+    /// found stored uncompressed: a point read may then decode an entry of
+    /// it in place at a byte offset from the hash index, bounded by the
+    /// entries region as a loaded block's reads are, without reading the
+    /// block's trailer, count or offsets (`Table::get_in_place`).
+    in_place: Vec<InPlace>,
     /// Heap bytes this holds, charged to the block cache while the table is open.
     charge: u64,
+}
+
+/// What a point read decoding an entry in place needs of one data block:
+/// 16 bytes, so four blocks share a cache line. The read touches this
+/// instead of the block's 40-byte handle, whose array (plus the separate
+/// flags) missed the caches twice per read on a 1M-key database (`perf`,
+/// docs/performance.md "Point reads, session 29").
+struct InPlace {
+    /// The block's first byte in the file.
+    offset: usize,
+    /// 0 until the block is known to be verified and stored uncompressed;
+    /// then its stored length (high 32 bits) and the length of its entries
+    /// region plus one (low 32 bits). A block whose lengths do not fit
+    /// stays 0 and is always loaded.
+    state: AtomicU64,
+}
+
+impl InPlace {
+    fn pack(stored_len: usize, entries_len: usize) -> Option<u64> {
+        let stored = u32::try_from(stored_len).ok()?;
+        let entries = u32::try_from(entries_len.checked_add(1)?).ok()?;
+        Some(u64::from(stored) << 32 | u64::from(entries))
+    }
+
+    /// `(stored length, entries region length)` once set.
+    fn get(&self) -> Option<(usize, usize)> {
+        let state = self.state.load(AtomicOrdering::Relaxed);
+        let entries = (state & 0xffff_ffff) as usize;
+        (entries != 0).then(|| ((state >> 32) as usize, entries - 1))
+    }
+}
+
+/// Asks the CPU to start loading the cache lines of `bytes[range]` (a
+/// value the caller is about to copy out): its lines past the entry's
+/// first then arrive while the read finishes its bookkeeping, instead of
+/// one after another inside the copy. A hint only; out of range does
+/// nothing.
+#[inline]
+fn prefetch(bytes: &[u8], range: Range<usize>) {
+    #[cfg(target_arch = "x86_64")]
+    if let Some(v) = bytes.get(range) {
+        use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+        const LINE: usize = 64;
+        // A few lines at most: a large value is copied at memory speed
+        // anyway, and prefetching it all would evict what the read needs.
+        for off in (0..v.len().min(4 * LINE)).step_by(LINE) {
+            // SAFETY: `_mm_prefetch` never faults, and the pointer is in
+            // bounds of `v`.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(off).cast()) };
+        }
+        if let Some(last) = v.len().checked_sub(1) {
+            // SAFETY: as above; `last` is in bounds.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(v.as_ptr().add(last).cast()) };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (bytes, range);
 }
 
 /// An uncompressed filter is read in place from the file; a compressed one
@@ -361,8 +417,13 @@ impl Table {
                 .collect()
         };
         let verified = bitmap();
-        let in_place: Vec<AtomicU32> = (0..index.handles.len())
-            .map(|_| AtomicU32::new(0))
+        let in_place: Vec<InPlace> = index
+            .handles
+            .iter()
+            .map(|h| InPlace {
+                offset: h.offset,
+                state: AtomicU64::new(0),
+            })
             .collect();
         let key_of = |h: &BlockHandle| index.keys.get(h.last_user_key()).unwrap_or_default();
         let prefix_len = match (index.handles.first(), index.handles.last()) {
@@ -379,7 +440,7 @@ impl Table {
             + index.keys.capacity()
             + hints.capacity() * 8
             + verified.capacity() * 8
-            + in_place.capacity() * 4) as u64;
+            + in_place.capacity() * std::mem::size_of::<InPlace>()) as u64;
         Ok(Meta {
             index,
             hints,
@@ -683,37 +744,37 @@ impl Table {
         user_key: &[u8],
         snapshot: Timestamp,
     ) -> Result<Option<Walk>> {
-        let entries_len = meta
-            .in_place
-            .get(block)
-            .map_or(0, |n| n.load(AtomicOrdering::Relaxed) as usize);
-        let Some(h) = meta.index.handles.get(block).filter(|_| entries_len != 0) else {
+        let Some(slot) = meta.in_place.get(block) else {
+            return Ok(None);
+        };
+        let Some((stored_len, entries_len)) = slot.get() else {
             return Ok(None);
         };
         // Verified and stored uncompressed: the contents start at the
         // block's first byte, and the entries region is as noted then (an
         // offset past it is corruption here too, as for a loaded block).
-        let entries_end = h.offset + (entries_len - 1);
+        let entries_end = slot.offset + entries_len;
         let file = self.bytes.bytes();
-        let (pos, _) = self.entry_pos_at(block, file, h.offset + offset, entries_end)?;
+        let (pos, _) = self.entry_pos_at(block, file, slot.offset + offset, entries_end)?;
         let walk = if file.get(pos.user_key.clone()) != Some(user_key) {
             Walk::OtherKey
         } else if pos.ts <= snapshot {
+            prefetch(file, pos.value.clone());
             Walk::Found(pos)
         } else {
             // The caller loads the block (and counts it) to walk on.
             return Ok(None);
         };
-        self.count_block_read(h);
+        self.count_block_read(stored_len);
         Ok(Some(walk))
     }
 
     /// Counts a data block as read (its whole stored length), loaded or
     /// decoded in place.
-    fn count_block_read(&self, h: &BlockHandle) {
+    fn count_block_read(&self, stored_len: usize) {
         self.counters
             .bytes_read
-            .fetch_add(h.len as u64, AtomicOrdering::Relaxed);
+            .fetch_add(stored_len as u64, AtomicOrdering::Relaxed);
         self.counters
             .data_block_reads
             .fetch_add(1, AtomicOrdering::Relaxed);
@@ -1246,19 +1307,15 @@ impl Table {
             if self.version != 1 && matches!(buf, BlockBuf::Mapped) {
                 // A version-2 block read in place is stored uncompressed,
                 // its contents starting at the block's first byte.
-                let entries_len = (layout.entries_end() - layout.start())
-                    .checked_add(1)
-                    .and_then(|n| u32::try_from(n).ok());
-                if let (Some(slot), Some(n), true) = (
-                    meta.in_place.get(block),
-                    entries_len,
-                    layout.start() == h.offset,
-                ) {
-                    slot.store(n, AtomicOrdering::Relaxed);
+                let state = InPlace::pack(h.len, layout.entries_end() - layout.start());
+                if let (Some(slot), Some(state), true) =
+                    (meta.in_place.get(block), state, layout.start() == h.offset)
+                {
+                    slot.state.store(state, AtomicOrdering::Relaxed);
                 }
             }
         }
-        self.count_block_read(h);
+        self.count_block_read(h.len);
         Ok((buf, layout))
     }
 
