@@ -28,6 +28,7 @@ pub mod error;
 pub mod io;
 mod iter;
 mod key;
+mod key_hints;
 mod lsm;
 mod maintenance;
 mod memfilter;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use super::TableFile;
 use crate::error::{Error, Result};
+use crate::key_hints::KeyHints;
 use crate::range_del::RangeDelSet;
 
 /// Levels 0..NUM_LEVELS; the last one is the bottom.
@@ -24,6 +25,10 @@ pub(crate) const NUM_LEVELS: usize = 7;
 #[derive(Clone, Debug)]
 pub(crate) struct Levels {
     levels: Vec<Vec<Arc<TableFile>>>,
+    /// Per level 1.., hints over its tables' largest keys, so a point
+    /// read's search of a level compares 8-byte hints instead of chasing
+    /// each table's largest key on the way (entry 0, level 0, is unused).
+    hints: Vec<KeyHints>,
     /// Bytes per level, kept with the tables: the commit path reads them
     /// for every group (backpressure).
     bytes: Vec<u64>,
@@ -36,6 +41,7 @@ impl Default for Levels {
     fn default() -> Self {
         Levels {
             levels: vec![Vec::new(); NUM_LEVELS],
+            hints: vec![KeyHints::default(); NUM_LEVELS],
             bytes: vec![0; NUM_LEVELS],
             range_dels: Arc::new(RangeDelSet::default()),
         }
@@ -84,6 +90,15 @@ impl Levels {
             .levels
             .iter()
             .map(|l| l.iter().map(|t| t.file_size()).sum())
+            .collect();
+        self.hints = self
+            .levels
+            .iter()
+            .enumerate()
+            .map(|(n, l)| match n {
+                0 => KeyHints::default(),
+                _ => KeyHints::new(l.iter().map(|t| t.largest())),
+            })
             .collect();
         self.collect_range_dels();
     }
@@ -165,8 +180,9 @@ impl Levels {
         let rest = self
             .levels
             .iter()
+            .zip(&self.hints)
             .skip(1)
-            .filter_map(move |level| find_in_level(level, key));
+            .filter_map(move |(level, hints)| find_in_level(level, hints, key));
         l0.chain(rest)
     }
 
@@ -174,8 +190,9 @@ impl Levels {
     pub fn covered_below(&self, level: usize, key: &[u8]) -> bool {
         self.levels
             .iter()
+            .zip(&self.hints)
             .skip(level + 1)
-            .any(|l| find_in_level(l, key).is_some())
+            .any(|(l, hints)| find_in_level(l, hints, key).is_some())
     }
 
     /// Tables of level `n` (n >= 1) whose range meets `[lo, hi]`.
@@ -220,8 +237,18 @@ impl Levels {
     }
 }
 
-/// The one table of a sorted, disjoint level whose range covers `key`.
-fn find_in_level<'a>(level: &'a [Arc<TableFile>], key: &[u8]) -> Option<&'a Arc<TableFile>> {
-    let idx = level.partition_point(|t| t.largest() < key);
+/// The one table of a sorted, disjoint level whose range covers `key`;
+/// `hints` are the level's (over its tables' largest keys).
+fn find_in_level<'a>(
+    level: &'a [Arc<TableFile>],
+    hints: &KeyHints,
+    key: &[u8],
+) -> Option<&'a Arc<TableFile>> {
+    let r = hints.narrow(key);
+    let idx = match level.get(r.clone()) {
+        Some(tied) => r.start + tied.partition_point(|t| t.largest() < key),
+        // Hints out of step with the level would be a bug; search it all.
+        None => level.partition_point(|t| t.largest() < key),
+    };
     level.get(idx).filter(|t| t.smallest() <= key)
 }

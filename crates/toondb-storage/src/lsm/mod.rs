@@ -97,6 +97,69 @@ mod tests {
         assert_eq!(opener.table_cache().open_count(), Some(0));
     }
 
+    /// A level's search by hints finds the same table as a plain binary
+    /// search, for tables whose keys share a long prefix and tie on their
+    /// hints (they differ only past the hint's 8 bytes), for probes inside,
+    /// between, before and after the tables, and probes without the prefix.
+    #[test]
+    fn level_search_by_hints_matches_a_plain_search() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let key = |i: usize| format!("shared/prefix/01234567{i:04}");
+        let mut tables = Vec::new();
+        for t in 0..24usize {
+            let (lo, hi) = (key(t * 10), key(t * 10 + 5));
+            tables.push((1, table(d, t as u64 + 1, 1, &[lo.as_str(), hi.as_str()], 1)));
+        }
+        // A second level whose keys differ inside the hint.
+        for t in 0..9usize {
+            let (lo, hi) = (format!("shared/p{t}a"), format!("shared/p{t}m"));
+            tables.push((
+                2,
+                table(d, t as u64 + 100, 2, &[lo.as_str(), hi.as_str()], 1),
+            ));
+        }
+        let levels = Levels::build(tables).unwrap();
+        let plain = |n: usize, k: &[u8]| {
+            let l = levels.level(n);
+            let i = l.partition_point(|t| t.largest() < k);
+            l.get(i).filter(|t| t.smallest() <= k).map(|t| t.number())
+        };
+        let mut probes: Vec<Vec<u8>> = (0..260).map(|i| key(i).into_bytes()).collect();
+        probes.extend((0..10).map(|t| format!("shared/p{t}").into_bytes()));
+        probes.extend((0..10).map(|t| format!("shared/p{t}c").into_bytes()));
+        probes.extend((0..10).map(|t| format!("shared/p{t}z").into_bytes()));
+        for k in [
+            "",
+            "a",
+            "shared",
+            "shared/",
+            "shared/prefix",
+            "zzz",
+            "shared/prefix/01234567",
+        ] {
+            probes.push(k.as_bytes().to_vec());
+        }
+        for k in &probes {
+            let want: Vec<u64> = [plain(1, k), plain(2, k)].into_iter().flatten().collect();
+            let got: Vec<u64> = levels.candidates(k).map(|t| t.number()).collect();
+            assert_eq!(got, want, "probe {:?}", String::from_utf8_lossy(k));
+            assert_eq!(levels.covered_below(0, k), !want.is_empty());
+        }
+        // Still right after a change rebuilds the level.
+        let next = levels.with_changes(&[3, 4, 101], &[]);
+        for k in &probes {
+            let l = next.level(1);
+            let i = l.partition_point(|t| t.largest() < k.as_slice());
+            let want = l
+                .get(i)
+                .filter(|t| t.smallest() <= k.as_slice())
+                .map(|t| t.number());
+            let got = next.candidates(k).map(|t| t.number()).find(|&n| n < 100);
+            assert_eq!(got, want);
+        }
+    }
+
     #[test]
     fn levels_lookup_order_and_invariants() {
         let dir = tempfile::tempdir().unwrap();

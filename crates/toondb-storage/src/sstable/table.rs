@@ -23,6 +23,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering as AtomicOrdering};
 use std::sync::{Arc, OnceLock};
 
 use crate::cache::BlockCache;
+use crate::key_hints::KeyHints;
 
 use super::block::{entry_at, parse_v2_stored, BlockLayout, RawEntry};
 use super::bloom::{bloom_hash, may_contain_hash};
@@ -125,13 +126,10 @@ struct Locations {
 struct Meta {
     /// The decoded index block: one handle per data block, in order.
     index: Index,
-    /// Search hints: `hints[i]` is 8 bytes of block `i`'s last user key
-    /// right after the prefix all of them share (`prefix_len` bytes), big
-    /// endian, zero-padded. A dense, cache-resident array (8 bytes a block)
-    /// that narrows the index search to the blocks whose hint equals the
-    /// key's, before any index key is touched (see [`Table::find_block`]).
-    hints: Vec<u64>,
-    prefix_len: usize,
+    /// Search hints over the blocks' last user keys (key_hints.rs): they
+    /// narrow the index search to the blocks whose hint equals the key's
+    /// before any index key is touched (see [`Table::find_block`]).
+    hints: KeyHints,
     /// Bit `i` is set once data block `i` passed its CRC and consistency
     /// checks. Relaxed ordering suffices: the bytes never change, so the only
     /// cost of a stale read is checking a block twice.
@@ -425,26 +423,21 @@ impl Table {
                 state: AtomicU64::new(0),
             })
             .collect();
-        let key_of = |h: &BlockHandle| index.keys.get(h.last_user_key()).unwrap_or_default();
-        let prefix_len = match (index.handles.first(), index.handles.last()) {
-            (Some(a), Some(b)) => common_prefix(key_of(a), key_of(b)),
-            _ => 0,
-        };
-        let hints: Vec<u64> = index
-            .handles
-            .iter()
-            .map(|h| hint(key_of(h), prefix_len))
-            .collect();
+        let hints = KeyHints::new(
+            index
+                .handles
+                .iter()
+                .map(|h| index.keys.get(h.last_user_key()).unwrap_or_default()),
+        );
         let charge = (std::mem::size_of::<Meta>()
             + index.handles.capacity() * std::mem::size_of::<BlockHandle>()
             + index.keys.capacity()
-            + hints.capacity() * 8
+            + hints.heap_bytes()
             + verified.capacity() * 8
             + in_place.capacity() * std::mem::size_of::<InPlace>()) as u64;
         Ok(Meta {
             index,
             hints,
-            prefix_len,
             verified,
             in_place,
             charge,
@@ -1153,19 +1146,13 @@ impl Table {
         key: Option<&[u8]>,
     ) -> Result<usize> {
         let index = &meta.index;
-        let (mut lo, mut hi) = (0, index.handles.len());
-        if let Some(key) = key {
-            let prefix = index
-                .handles
-                .first()
-                .and_then(|h| index.keys.get(h.last_user_key()))
-                .and_then(|k| k.get(..meta.prefix_len));
-            if prefix.is_some_and(|p| key.starts_with(p)) {
-                let h = hint(key, meta.prefix_len);
-                lo = meta.hints.partition_point(|&x| x < h);
-                hi = lo + meta.hints[lo..].partition_point(|&x| x <= h);
+        let (lo, hi) = match key {
+            Some(key) => {
+                let r = meta.hints.narrow(key);
+                (r.start, r.end)
             }
-        }
+            None => (0, index.handles.len()),
+        };
         let found = partition(hi - lo, |j| {
             let i = lo + j;
             let h = index
@@ -1494,20 +1481,6 @@ fn open_v2(
         hash: meta.index_hash,
     };
     Ok((locations, summary, tombstones))
-}
-
-fn common_prefix(a: &[u8], b: &[u8]) -> usize {
-    a.iter().zip(b).take_while(|(x, y)| x == y).count()
-}
-
-/// 8 bytes of `key` after its first `skip`, big endian, zero-padded: for
-/// keys sharing those `skip` bytes, `hint(a) < hint(b)` implies `a < b`.
-fn hint(key: &[u8], skip: usize) -> u64 {
-    let mut b = [0u8; 8];
-    let tail = key.get(skip..).unwrap_or_default();
-    let n = tail.len().min(8);
-    b[..n].copy_from_slice(&tail[..n]);
-    u64::from_be_bytes(b)
 }
 
 /// The range of `inner` (a subslice of `file`) within `file`.
