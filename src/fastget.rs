@@ -199,7 +199,8 @@ pub(crate) const STACK_KEY: usize = 256;
 
 /// A key argument's bytes: a string encoded as UTF-8 into `stack` (or
 /// `heap` when longer), or a Uint8Array's own bytes; `None` for any other
-/// value.
+/// value. `stack` is filled in only for a string, so a Buffer key does
+/// not pay for zeroing it (`perf`: ~2% of a read).
 ///
 /// # Safety
 /// `v` must be a value of the current call, and no JS may run while the
@@ -207,7 +208,7 @@ pub(crate) const STACK_KEY: usize = 256;
 pub(crate) unsafe fn key_arg<'a>(
     env: sys::napi_env,
     v: sys::napi_value,
-    stack: &'a mut [u8; STACK_KEY + 1],
+    stack: &'a mut Option<[u8; STACK_KEY + 1]>,
     heap: &'a mut Vec<u8>,
 ) -> Option<&'a [u8]> {
     // Bytes first: most keys are Buffers, and asking for a typed array's
@@ -222,6 +223,7 @@ pub(crate) unsafe fn key_arg<'a>(
     if vtype != sys::ValueType::napi_string {
         return None;
     }
+    let stack = stack.insert([0; STACK_KEY + 1]);
     let mut len = 0;
     // SAFETY: `stack` has STACK_KEY + 1 bytes (room for the NUL).
     let st = unsafe {
@@ -283,7 +285,7 @@ pub unsafe extern "C" fn get_into(
         return unsafe { throw(env, "TOONDB_INVALID_ARGUMENT", "not a read handle") };
     };
 
-    let mut stack = [0u8; STACK_KEY + 1];
+    let mut stack = None;
     let mut heap = Vec::new();
     // SAFETY: `argv[1]` is a value of this call; no JS runs while `key` is used.
     let Some(key) = (unsafe { key_arg(env, argv[1], &mut stack, &mut heap) }) else {
