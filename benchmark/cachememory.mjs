@@ -8,6 +8,7 @@
 //   node benchmark/cachememory.mjs --mib 512
 //   node benchmark/cachememory.mjs --mib 2048 --dir /data/tmp
 //   TOONDB_BENCH_ENTRY=/other/worktree/index.js node benchmark/cachememory.mjs ...
+//   ... --json out.json   also write the figures as JSON
 //
 // Values: 1000 bytes, half random and half a repeated pattern, so LZ4 stores
 // blocks at about 60% of their size (a compressed database whose blocks must
@@ -31,6 +32,8 @@ const { values: opt } = parseArgs({
     phase: { type: 'string', default: 'all' },
     db: { type: 'string' },
     keep: { type: 'boolean', default: false },
+    // Also write the figures as JSON to this file (benchmark/reads.mjs reads it).
+    json: { type: 'string' },
   },
 });
 const ENTRY = process.env.TOONDB_BENCH_ENTRY ? path.resolve(process.env.TOONDB_BENCH_ENTRY) : path.resolve(here, '../index.js');
@@ -136,6 +139,7 @@ async function read(dir, n) {
   };
   await db.close();
   console.log(JSON.stringify(out));
+  if (opt.json) fs.writeFileSync(opt.json, JSON.stringify({ script: 'cachememory.mjs', targetMiB: Number(opt.mib), ...out }, null, 2) + '\n');
   console.log(`RssAnon peak ${out.rssAnonPeakMiB} MiB reading ${out.tableMiB} MiB of LZ4 tables with a ${out.cacheMiB} MiB cache (bound: 256 MiB): ${out.rssAnonPeakMiB < 256 ? 'under' : 'OVER'}`);
 }
 
@@ -149,7 +153,7 @@ if (opt.phase === 'build') {
   // nothing the load left behind.
   const dir = opt.db ?? fs.mkdtempSync(path.join(opt.dir, 'cachemem-'));
   const self = fileURLToPath(import.meta.url);
-  const pass = ['--mib', opt.mib, '--cache-mib', opt['cache-mib'], '--reads', opt.reads, '--db', dir];
+  const pass = ['--mib', opt.mib, '--cache-mib', opt['cache-mib'], '--reads', opt.reads, '--db', dir, ...(opt.json ? ['--json', opt.json] : [])];
   if (!fs.existsSync(path.join(dir, 'BENCH-KEYS'))) {
     execFileSync(process.execPath, [self, '--phase', 'build', ...pass], { stdio: 'inherit' });
   }

@@ -12,6 +12,8 @@
 //   flock /work/bench.lock node --expose-gc benchmark/largevalues.mjs --sizes 65536 --rounds 5
 //   ... --threshold 1024 --sizes 4096,16384   (zero-copy below the default threshold)
 //
+//   ... --json out.json   also write the figures as JSON
+//
 // Prints per-round rates and a Markdown summary: median (min-max) and the
 // ratios of medians, zero-copy ÷ copy and zero-copy ÷ lmdb.
 import fs from 'node:fs';
@@ -32,6 +34,8 @@ const { values: opt } = parseArgs({
     dir: { type: 'string', default: os.tmpdir() },
     // zeroCopyThreshold of the zero-copy store (default: the engine's).
     threshold: { type: 'string' },
+    // Also write the figures as JSON to this file (benchmark/reads.mjs reads it).
+    json: { type: 'string' },
   },
 });
 const ENTRY = process.env.TOONDB_BENCH_ENTRY ? path.resolve(process.env.TOONDB_BENCH_ENTRY) : path.resolve(here, '../index.js');
@@ -54,6 +58,7 @@ const stat = (a) => { const s = [...a].sort((x, y) => x - y); return { min: s[0]
 const k = (x) => (x >= 1e4 ? `${(x / 1000).toFixed(0)}K` : `${(x / 1000).toFixed(1)}K`);
 
 const rows = [];
+const jsonSizes = [];
 for (const size of opt.sizes.split(',').map(Number)) {
   const n = Math.max(100, Math.min(20000, Math.floor(Number(opt.bytes) / size)));
   const reads = Number(opt.reads);
@@ -123,8 +128,10 @@ for (const size of opt.sizes.split(',').map(Number)) {
       }
     }
   }
+  const bySize = { valueSize: size, keys: n, reads, modes: {} };
   for (const mode of ['len', 'touch']) {
     for (const unit of ['', '|cpu']) {
+      bySize.modes[`${mode}${unit ? ' per CPU-s' : ' wall'}`] = Object.fromEntries(Object.keys(stores).map((s) => [s, stat(results[`${mode}|${s}${unit}`])]));
       const z = stat(results[`${mode}|toondb zero-copy${unit}`]);
       const c = stat(results[`${mode}|toondb copy${unit}`]);
       const l = stat(results[`${mode}|lmdb getBinary${unit}`]);
@@ -132,6 +139,7 @@ for (const size of opt.sizes.split(',').map(Number)) {
       rows.push(`| ${size} | ${n} | ${mode} | ${unit ? 'per CPU-s' : 'wall'} | ${k(z.med)} (${k(z.min)}-${k(z.max)}) | ${k(c.med)} (${k(c.min)}-${k(c.max)}) | ${k(l.med)} (${k(l.min)}-${k(l.max)}) | ${ratio(z, c)} | ${ratio(z, l)} |`);
     }
   }
+  jsonSizes.push(bySize);
   await zc.close();
   await cp.close();
   await ldb.close();
@@ -141,3 +149,6 @@ console.log(`\n${opt.rounds} rounds, ${opt.reads} random getSync/getBinary per r
 console.log('| value B | keys | mode | rate | toondb zero-copy /s | toondb copy /s | lmdb getBinary /s | zero-copy ÷ copy | zero-copy ÷ lmdb |');
 console.log('|---|---|---|---|---|---|---|---|---|');
 for (const row of rows) console.log(row);
+if (opt.json) {
+  fs.writeFileSync(opt.json, JSON.stringify({ script: 'largevalues.mjs', argv: process.argv.slice(2), rounds: Number(opt.rounds), sizes: jsonSizes }, null, 2) + '\n');
+}

@@ -9,6 +9,7 @@
 //
 //   node benchmark/readpath.mjs --keys 1000000 --state compacted --rounds 3
 //   TOONDB_BENCH_ENTRY=/other/worktree/index.js node benchmark/readpath.mjs ...
+//   ... --json out.json   also write the figures (and per-read counters) as JSON
 //
 // Keys: "key" + 13-digit zero-padded 2*i (16 bytes); the absent probe reads
 // "key" + 2*i+1, which fall between present keys (so a table's key range does
@@ -39,6 +40,8 @@ const { values: opt } = parseArgs({
     compression: { type: 'string' },
     // on | off: whether toondb's tables get a hash index (builds that know it).
     'hash-index': { type: 'string' },
+    // Also write the results as JSON to this file (benchmark/reads.mjs reads it).
+    json: { type: 'string' },
   },
 });
 const N = Number(opt.keys);
@@ -104,6 +107,8 @@ let tdb = await Database.open(toondbDir, toondbOpts);
 }
 if (opt.state === 'compacted') { await tdb.flush(); await tdb.compact(); }
 if (opt.state !== 'memtable') { await tdb.close(); tdb = await Database.open(toondbDir, toondbOpts); }
+const toondbLoadSec = (performance.now() - t0) / 1000;
+const toondbLevels = tdb.stats().levels.map((l) => l.tables);
 log(`toondb loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; levels ${JSON.stringify(tdb.stats().levels.map((l) => l.tables))}`);
 t0 = performance.now();
 let ldb = openLmdb({ path: lmdbDir, keyEncoding: 'binary', encoding: 'binary', noSync: true });
@@ -118,6 +123,7 @@ let ldb = openLmdb({ path: lmdbDir, keyEncoding: 'binary', encoding: 'binary', n
 }
 await ldb.close();
 ldb = openLmdb({ path: lmdbDir, keyEncoding: 'binary', encoding: 'binary', noSync: true });
+const lmdbLoadSec = (performance.now() - t0) / 1000;
 log(`lmdb loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
 function check(v) { if (v === null || v === undefined || v.length !== VSIZE) throw new Error('bad read'); }
@@ -172,6 +178,9 @@ for (let round = 0; round < ROUNDS; round++) {
       if (before) {
         const after = tdb.stats();
         const d = (k) => after[k] - before[k];
+        for (const c of ['dataBlocksRead', 'bloomChecked', 'bloomUseful', 'hashIndexChecked', 'hashIndexUseful']) {
+          if (Number.isFinite(d(c))) (results[`${w}|toondb|${c}`] ??= []).push(d(c) / ops);
+        }
         note = ` dataBlocksRead/op=${(d('dataBlocksRead') / ops).toFixed(3)} bloomChecked/op=${(d('bloomChecked') / ops).toFixed(2)} bloomUseful/op=${(d('bloomUseful') / ops).toFixed(2)} hashChecked/op=${(d('hashIndexChecked') / ops).toFixed(2)} hashUseful/op=${(d('hashIndexUseful') / ops).toFixed(2)}`;
         if (after.blockCacheHits !== undefined) note += ` cacheHits=${d('blockCacheHits')} cacheMisses=${d('blockCacheMisses')}`;
       }
@@ -192,6 +201,27 @@ for (const w of workloads) {
   const ac = stat(results[`${w}|toondb|cpu`]);
   const bc = stat(results[`${w}|lmdb|cpu`]);
   console.log(`| ${w} | ${k(a.med)} (${k(a.min)}-${k(a.max)}) | ${k(b.med)} (${k(b.min)}-${k(b.max)}) | ${(a.med / b.med).toFixed(2)}x | ${k(ac.med)} | ${k(bc.med)} | ${(ac.med / bc.med).toFixed(2)}x |`);
+}
+if (opt.json) {
+  const doc = {
+    script: 'readpath.mjs',
+    argv: process.argv.slice(2),
+    keys: N, reads: READS, rounds: ROUNDS, state: opt.state, order: opt.order, valueSize: VSIZE,
+    toondbOptions: toondbOpts, toondbLoadSec, lmdbLoadSec, toondbLevels,
+    // Per workload: ops/s (wall and per CPU-second of this process) over the rounds,
+    // for toondb and lmdb; toondb's counters per read (over the rounds).
+    workloads: Object.fromEntries(workloads.map((w) => [w, {
+      toondb: stat(results[`${w}|toondb`]),
+      lmdb: stat(results[`${w}|lmdb`]),
+      toondbPerCpu: stat(results[`${w}|toondb|cpu`]),
+      lmdbPerCpu: stat(results[`${w}|lmdb|cpu`]),
+      toondbRounds: results[`${w}|toondb`],
+      lmdbRounds: results[`${w}|lmdb`],
+      toondbCountersPerRead: Object.fromEntries(['dataBlocksRead', 'bloomChecked', 'bloomUseful', 'hashIndexChecked', 'hashIndexUseful']
+        .filter((c) => results[`${w}|toondb|${c}`]).map((c) => [c, stat(results[`${w}|toondb|${c}`])])),
+    }])),
+  };
+  fs.writeFileSync(opt.json, JSON.stringify(doc, null, 2) + '\n');
 }
 await tdb.close();
 await ldb.close();

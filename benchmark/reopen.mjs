@@ -8,6 +8,10 @@
 //
 //   node benchmark/reopen.mjs --mib 256 --tries 2
 //   TOONDB_BENCH_ENTRY=/other/index.js node benchmark/reopen.mjs --only toondb
+//   ... --json out.json   also write the figures as JSON
+//
+// Without the right to write /proc/sys/vm/drop_caches (not root, or a
+// read-only /proc/sys) the cold figures are n/a, with the reason.
 //
 // Keys: "key" + 13-digit index in random order (16 bytes); values
 // --value-size random bytes (default 1000: 1 GiB is ~1M puts).
@@ -35,6 +39,8 @@ const { values: opt } = parseArgs({
     only: { type: 'string', default: 'toondb,lmdb' },
     base: { type: 'string', default: os.tmpdir() },
     'toondb-options': { type: 'string', default: '{}' },
+    // Also write the figures as JSON to this file (benchmark/reads.mjs reads it).
+    json: { type: 'string' },
   },
 });
 const VSIZE = Number(opt['value-size']);
@@ -92,6 +98,14 @@ if (opt.role === 'writer') {
   const target = Number(opt.mib) * 2 ** 20;
   const perBatch = 1000 * (16 + VSIZE);
   const rows = [];
+  // Can this process drop the page cache? (Writing "1" drops clean page cache only.)
+  let coldUnavailable = null;
+  try {
+    fs.writeFileSync('/proc/sys/vm/drop_caches', '1');
+  } catch (e) {
+    coldUnavailable = `cannot drop the page cache (write /proc/sys/vm/drop_caches: ${e.code ?? e.message}; needs root)`;
+    console.error(`cold reopen: n/a, ${coldUnavailable}`);
+  }
   for (const store of opt.only.split(',')) {
     const dir = fs.mkdtempSync(path.join(opt.base, `reopen-${store}-`));
     const t0 = performance.now();
@@ -124,15 +138,19 @@ if (opt.role === 'writer') {
     const cold = [];
     const warm = [];
     for (let t = 0; t < Number(opt.tries); t++) {
-      cold.push(measure(true));
+      if (!coldUnavailable) cold.push(measure(true));
       warm.push(measure(false));
     }
-    console.error(`${store}: cold ${cold.map((x) => x.toFixed(1)).join(', ')} ms; warm ${warm.map((x) => x.toFixed(1)).join(', ')} ms`);
-    rows.push({ store, mib: ((last + 1) * perBatch) / 2 ** 20, cold: Math.min(...cold), warm: Math.min(...warm) });
+    console.error(`${store}: cold ${coldUnavailable ? 'n/a' : cold.map((x) => x.toFixed(1)).join(', ')} ms; warm ${warm.map((x) => x.toFixed(1)).join(', ')} ms`);
+    rows.push({ store, mib: ((last + 1) * perBatch) / 2 ** 20, cold: cold.length ? Math.min(...cold) : null, warm: Math.min(...warm), coldTries: cold, warmTries: warm, diskMiB: Number(du) });
     fs.rmSync(dir, { recursive: true, force: true });
   }
   console.log(`\nreopen after SIGKILL, ${opt.mib} MiB target, ${VSIZE} B values, best of ${opt.tries}`);
   console.log('| store | written MiB | cold ms | warm ms |');
   console.log('|---|---|---|---|');
-  for (const r of rows) console.log(`| ${r.store} | ${r.mib.toFixed(0)} | ${r.cold.toFixed(1)} | ${r.warm.toFixed(1)} |`);
+  for (const r of rows) console.log(`| ${r.store} | ${r.mib.toFixed(0)} | ${r.cold === null ? 'n/a' : r.cold.toFixed(1)} | ${r.warm.toFixed(1)} |`);
+  if (coldUnavailable) console.log(`\ncold: n/a, ${coldUnavailable}`);
+  if (opt.json) {
+    fs.writeFileSync(opt.json, JSON.stringify({ script: 'reopen.mjs', argv: process.argv.slice(2), targetMiB: Number(opt.mib), valueSize: VSIZE, tries: Number(opt.tries), coldUnavailable, stores: rows }, null, 2) + '\n');
+  }
 }

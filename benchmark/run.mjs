@@ -142,6 +142,7 @@ const USAGE = `Usage: node benchmark/run.mjs [options]
   --seed N             PRNG seed for values and read order (default 42)
   --lmdb-sync          run lmdb with its default durability (fsync every commit) instead of noSync
   --no-json            do not write benchmark/results/*.json
+  --json-file PATH     write the JSON there instead of benchmark/results/<time>.json and latest.json
   -h, --help           this text
 `;
 
@@ -166,6 +167,7 @@ function parseCli() {
       seed: { type: 'string', default: '42' },
       'lmdb-sync': { type: 'boolean', default: false },
       'no-json': { type: 'boolean', default: false },
+      'json-file': { type: 'string' },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -221,6 +223,7 @@ function parseCli() {
     seed: int('seed', values.seed, 0),
     lmdbSync: values['lmdb-sync'],
     json: !values['no-json'],
+    jsonFile: values['json-file'],
     stores,
     workloads,
   };
@@ -663,11 +666,16 @@ async function main() {
       })),
     };
     const json = JSON.stringify(doc, null, 2) + '\n';
-    const stamp = startedAt.toISOString().replace(/:/g, '-');
-    const file = path.join(resultsDir, `${stamp}.json`);
-    fs.writeFileSync(file, json);
-    fs.writeFileSync(path.join(resultsDir, 'latest.json'), json);
-    log(`\n# wrote ${path.relative(process.cwd(), file)} and ${path.relative(process.cwd(), path.join(resultsDir, 'latest.json'))}`);
+    if (opts.jsonFile) {
+      fs.writeFileSync(opts.jsonFile, json);
+      log(`\n# wrote ${opts.jsonFile}`);
+    } else {
+      const stamp = startedAt.toISOString().replace(/:/g, '-');
+      const file = path.join(resultsDir, `${stamp}.json`);
+      fs.writeFileSync(file, json);
+      fs.writeFileSync(path.join(resultsDir, 'latest.json'), json);
+      log(`\n# wrote ${path.relative(process.cwd(), file)} and ${path.relative(process.cwd(), path.join(resultsDir, 'latest.json'))}`);
+    }
   }
 }
 
