@@ -128,7 +128,7 @@ async function stepRun() {
   raw.run = { from, startedAt: doc.startedAt, parameters: doc.parameters, results: doc.results.filter((r) => needed.includes(r.workload)) };
   const get = (w, store, variant) => doc.results.find((r) => r.workload === w && r.store === store && (!variant || r.variant === variant) && r.stats?.n);
   const n = fmtK(doc.parameters.keys);
-  const src = 'run.mjs';
+  const src = `run.mjs (median of ${doc.parameters.runs} runs; peers in the same process)`;
   // Row 1 as run.mjs measures it (lmdb `db.get`, not getBinary).
   {
     const t = get('readrandom-sync', 'toondb'); const l = get('readrandom-sync', 'lmdb');
