@@ -305,7 +305,11 @@ impl Engine {
         // No table file stays mapped by a closed engine (a handle object
         // may outlive its close for a long time, e.g. until a JS GC).
         let state = self.state();
-        for t in state.levels.all().chain(state.checkpoints.iter().map(|c| &c.table)) {
+        for t in state
+            .levels
+            .all()
+            .chain(state.checkpoints.iter().map(|c| &c.table))
+        {
             t.close_table();
         }
         drop(self.lock.lock().take());

@@ -219,7 +219,8 @@ pub(super) fn retire(
         .filter(|c| c.memtable == memtable)
         .map(|c| c.table.clone())
         .collect();
-    edit.remove_tables.extend(retired.iter().map(|t| t.number()));
+    edit.remove_tables
+        .extend(retired.iter().map(|t| t.number()));
     retired
 }
 
