@@ -641,6 +641,18 @@ impl Committer {
         let sealed = engine.state().mem.id();
         let (old, number) = self.switch_segment(engine)?;
         let flush_number = engine.alloc_file_number();
+        // Queued before the seal is installed, so that the maintenance
+        // thread never sees the sealed memtable without its tail's request
+        // and starts its flush first (checkpoints go first: a flush runs
+        // the ones queued later as it goes).
+        if let Tail::Checkpoint = tail {
+            engine.request_checkpoint(crate::maintenance::CheckpointRequest {
+                memtable: sealed,
+                segment: old.segment,
+                end: old.end,
+                next: number,
+            });
+        }
         let fresh = Arc::new(Memtable::sized(
             self.next_memtable_id,
             engine.options.memtable_size,
@@ -659,17 +671,7 @@ impl Committer {
                 compacted_ts: s.compacted_ts,
             }
         });
-        match tail {
-            // Queued after the seal is installed: the request names a
-            // sealed memtable, which its flush must cover if it is dropped.
-            Tail::Checkpoint => engine.request_checkpoint(crate::maintenance::CheckpointRequest {
-                memtable: sealed,
-                segment: old.segment,
-                end: old.end,
-                next: number,
-            }),
-            Tail::LeaveToFlush => engine.wake_maintenance(),
-        }
+        engine.wake_maintenance();
         Ok(())
     }
 
