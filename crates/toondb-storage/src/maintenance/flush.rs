@@ -38,7 +38,7 @@ fn flush(engine: &Engine, manifest: &mut Manifest, imm: &Arc<Memtable>) -> Resul
         None
     } else {
         // Checkpoints keep running while the table is written (every
-        // `wal_size_limit` bytes of it), so the WAL a reopen replays stays
+        // quarter of `wal_size_limit` bytes of it), so the WAL a reopen replays stays
         // bounded during a flush too (checkpoint.rs, *Order*).
         let mut between = || -> Result<()> {
             checkpoint::run_pending(engine, manifest);
@@ -108,14 +108,16 @@ pub(super) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest
 
 /// Writes `imm` as a level-0 table (synced, directory synced) under the
 /// file number reserved at its seal, calling `between` after about every
-/// `wal_size_limit` bytes of keys and values. The caller counts its bytes:
+/// quarter of `wal_size_limit` bytes of keys and values. The caller counts its bytes:
 /// a flush's and a checkpoint's have counters of their own.
 pub(super) fn write_table(
     engine: &Engine,
     imm: &Memtable,
     between: &mut dyn FnMut() -> Result<()>,
 ) -> Result<Arc<TableFile>> {
-    let interval = engine.options.wal_size_limit.max(1);
+    // A quarter segment's worth: a queued checkpoint waits for about that
+    // much of the table to be written, not for the whole memtable.
+    let interval = (engine.options.wal_size_limit / 4).max(1);
     let number = match imm.flush_number() {
         0 => engine.alloc_file_number(), // never sealed (not a flush: tests)
         n => n,
