@@ -253,13 +253,26 @@ impl Engine {
     pub fn request_checkpoint(&self, request: crate::maintenance::CheckpointRequest) {
         let mut m = self.maintenance.lock();
         m.checkpoints.push_back(request);
+        Self::mark_busy(&mut m);
         self.work_ready.notify_one();
     }
 
     /// Wakes the maintenance thread after a memtable was sealed.
     pub fn wake_maintenance(&self) {
-        let _guard = self.maintenance.lock();
+        let mut m = self.maintenance.lock();
+        Self::mark_busy(&mut m);
         self.work_ready.notify_one();
+    }
+
+    /// Work was just queued: the thread is busy from now on, not only once
+    /// it wakes (`stats().maintenance_busy`; a loaded machine can take
+    /// milliseconds to wake it, and a test that waited for "idle" then saw
+    /// a checkpoint still to come). It clears the flag itself when it
+    /// finds nothing to do.
+    fn mark_busy(m: &mut MaintenanceState) {
+        if !m.shutdown && !m.stopped {
+            m.busy = true;
+        }
     }
 
     /// Makes every write acknowledged so far durable without stopping the
