@@ -217,8 +217,9 @@ export interface DatabaseStats {
   /**
    * WAL segments checkpointed into table files since open: once the live
    * segment reaches `walSizeLimit` it is rotated, written out as a table
-   * and deleted, so a reopen after a crash replays little. The memtable
-   * is not flushed for it, and reads never consult these tables.
+   * and deleted, so a reopen after a crash replays little (a full
+   * memtable's last segment is written out too). The memtable is not
+   * flushed for it, and reads never consult these tables.
    */
   checkpoints: number
   /** Bytes of the table files those checkpoints wrote. */
