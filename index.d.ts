@@ -63,9 +63,10 @@ export interface OpenOptions {
   /**
    * WAL segment size at which the engine starts a new segment and, in the
    * background, writes the old one out as a table file and deletes it: a
-   * reopen after a crash replays about this much per memtable not yet
-   * flushed, however large `memtableSize` is, while the background thread
-   * keeps up (in a sustained load, up to about a memtable). The memtable stays in
+   * reopen after a crash replays about this much (plus one write, and a
+   * segment still being written out), however large `memtableSize` is and
+   * also while a full memtable waits for its flush, as long as the
+   * background thread keeps up with the load. The memtable stays in
    * memory and serves reads as before; those tables are read only by the
    * next open (see `stats().checkpoints`). Default 4 MiB; at least 4096;
    * `2 ** 50` or more (`Infinity` too) turns it off, and `memtableSize` then bounds the
@@ -216,8 +217,9 @@ export interface DatabaseStats {
   /**
    * WAL segments checkpointed into table files since open: once the live
    * segment reaches `walSizeLimit` it is rotated, written out as a table
-   * and deleted, so a reopen after a crash replays little. The memtable
-   * is not flushed for it, and reads never consult these tables.
+   * and deleted, so a reopen after a crash replays little (a full
+   * memtable's last segment is written out too). The memtable is not
+   * flushed for it, and reads never consult these tables.
    */
   checkpoints: number
   /** Bytes of the table files those checkpoints wrote. */

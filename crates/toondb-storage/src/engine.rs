@@ -15,7 +15,7 @@ use crate::commit::{CommitMsg, Committer};
 use crate::error::{Error, Result};
 use crate::io::{FileLock, FileSystem};
 use crate::key::Timestamp;
-use crate::lsm::{Levels, TableFile, TableOpener};
+use crate::lsm::{Levels, TableOpener};
 use crate::maintenance::MaintenanceState;
 use crate::memtable::Memtable;
 use crate::options::Options;
@@ -33,11 +33,12 @@ pub(crate) struct LsmState {
     /// Table files by level.
     pub levels: Levels,
     /// Checkpoint tables (maintenance/checkpoint.rs): level-0 tables in the
-    /// manifest, oldest first, holding WAL segments of the oldest unflushed
-    /// memtable, which holds all of it too. So reads and compaction never
-    /// look at them; they exist so that the segments could be deleted and a
-    /// reopen replays less. That memtable's flush removes them.
-    pub checkpoints: Vec<Arc<TableFile>>,
+    /// manifest, oldest first, each holding a WAL segment of an unflushed
+    /// memtable (sealed or live), which holds all of it too. So reads and
+    /// compaction never look at them; they exist so that the segments could
+    /// be deleted and a reopen replays less. A memtable's flush removes its
+    /// own.
+    pub checkpoints: Vec<crate::maintenance::CheckpointTable>,
     /// The newest read timestamp any compaction whose output is in `levels`
     /// retained versions for. A reader at an older timestamp that was not
     /// registered when that compaction started may miss versions, so
@@ -252,13 +253,26 @@ impl Engine {
     pub fn request_checkpoint(&self, request: crate::maintenance::CheckpointRequest) {
         let mut m = self.maintenance.lock();
         m.checkpoints.push_back(request);
+        Self::mark_busy(&mut m);
         self.work_ready.notify_one();
     }
 
     /// Wakes the maintenance thread after a memtable was sealed.
     pub fn wake_maintenance(&self) {
-        let _guard = self.maintenance.lock();
+        let mut m = self.maintenance.lock();
+        Self::mark_busy(&mut m);
         self.work_ready.notify_one();
+    }
+
+    /// Work was just queued: the thread is busy from now on, not only once
+    /// it wakes (`stats().maintenance_busy`; a loaded machine can take
+    /// milliseconds to wake it, and a test that waited for "idle" then saw
+    /// a checkpoint still to come). It clears the flag itself when it
+    /// finds nothing to do.
+    fn mark_busy(m: &mut MaintenanceState) {
+        if !m.shutdown && !m.stopped {
+            m.busy = true;
+        }
     }
 
     /// Makes every write acknowledged so far durable without stopping the
@@ -304,7 +318,11 @@ impl Engine {
         // No table file stays mapped by a closed engine (a handle object
         // may outlive its close for a long time, e.g. until a JS GC).
         let state = self.state();
-        for t in state.levels.all().chain(&state.checkpoints) {
+        for t in state
+            .levels
+            .all()
+            .chain(state.checkpoints.iter().map(|c| &c.table))
+        {
             t.close_table();
         }
         drop(self.lock.lock().take());

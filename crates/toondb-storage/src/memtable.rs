@@ -223,6 +223,11 @@ pub(crate) struct Memtable {
     /// Set when the memtable is sealed: the first WAL segment that holds
     /// none of its writes (the manifest's `log_number` once it is flushed).
     sealed_log: AtomicU64,
+    /// Set with `sealed_log`: the file number its flush table will have,
+    /// taken at the seal so that it is below every checkpoint table of a
+    /// newer memtable (level 0 is ordered by file number at open;
+    /// maintenance/checkpoint.rs, *Order*).
+    flush_number: AtomicU64,
     max_ts: AtomicU64,
     /// Range tombstones committed to this memtable. Replaced on every range
     /// delete by the one inserting thread with a set that shares all but
@@ -253,6 +258,7 @@ impl Memtable {
             approximate_bytes: AtomicUsize::new(0),
             id,
             sealed_log: AtomicU64::new(0),
+            flush_number: AtomicU64::new(0),
             max_ts: AtomicU64::new(0),
             range_dels: parking_lot::RwLock::new(Arc::new(RangeDelSet::default())),
             has_range_dels: std::sync::atomic::AtomicBool::new(false),
@@ -290,8 +296,19 @@ impl Memtable {
         self.max_ts.load(AtomicOrdering::Acquire)
     }
 
-    pub fn seal(&self, next_log: u64) {
+    /// Seals the memtable: `next_log` is the first WAL segment that holds
+    /// none of its writes, `flush_number` the file number reserved for its
+    /// flush table.
+    pub fn seal(&self, next_log: u64, flush_number: u64) {
+        self.flush_number
+            .store(flush_number, AtomicOrdering::Release);
         self.sealed_log.store(next_log, AtomicOrdering::Release);
+    }
+
+    /// The file number reserved for this memtable's flush table (0 until
+    /// it is sealed).
+    pub fn flush_number(&self) -> u64 {
+        self.flush_number.load(AtomicOrdering::Acquire)
     }
 
     pub fn sealed_log(&self) -> u64 {

@@ -37,9 +37,10 @@ pub struct Options {
     /// WAL segment size at which the commit thread moves on to a new
     /// segment and the maintenance thread checkpoints the old one into a
     /// table and deletes it, so a reopen after a crash replays about this
-    /// much per unflushed memtable whatever the memtable size, while the
-    /// maintenance thread keeps up (a checkpoint waits for older memtables'
-    /// flushes; in a sustained load up to about a memtable is left). The
+    /// much (plus one commit group, and a segment whose checkpoint was
+    /// still running) whatever the memtable size, also while a sealed
+    /// memtable waits for its flush, as long as the maintenance thread
+    /// keeps up (checkpoints run before and during flushes). The
     /// memtable is not sealed by it: reads and compaction see the same
     /// memtables and tables as without it (checkpoint tables are read only
     /// by the next open). Default [`DEFAULT_WAL_SIZE_LIMIT`] (4 MiB);

@@ -202,7 +202,10 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let mut next_file_number = max_file_number + 1;
     let wal_number = next_file_number;
     let manifest_number = next_file_number + 1;
-    next_file_number += 2;
+    // Reserved for the flush table of what replay recovered (if anything):
+    // below every checkpoint table of the memtables after it.
+    let replayed_flush_number = next_file_number + 2;
+    next_file_number += 3;
     // Its name becomes durable with the manifest switch below (which ends
     // in a directory sync) before `open` returns and anything is appended.
     let wal = WalWriter::create_unlisted(&*fs, dir, wal_number, Some(predecessor))?;
@@ -218,7 +221,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         // checkpoint to the new segment and deletes the replayed ones, so
         // WAL segments do not pile up across reopens (each would be read
         // again by every later open).
-        mem.seal(wal_number);
+        mem.seal(wal_number, replayed_flush_number);
         Some(Arc::new(mem))
     };
     state.log_number = match replayed {

@@ -148,14 +148,16 @@ pub struct Stats {
     pub flushes: u64,
     pub flush_bytes_written: u64,
     /// WAL segments checkpointed into tables since open (each rotated at
-    /// `Options::wal_size_limit`), the bytes of those tables, and the
+    /// `Options::wal_size_limit`, or the last segment of a memtable sealed
+    /// when full), the bytes of those tables, and the
     /// checkpoints that failed before their manifest edit (the segment
     /// then stays until its memtable's flush; nothing is lost).
     pub checkpoints: u64,
     pub checkpoint_bytes_written: u64,
     pub checkpoint_errors: u64,
-    /// Checkpoint tables now on disk (the live memtable's WAL, in table
-    /// form, for the next open; not read while this one runs).
+    /// Checkpoint tables now on disk (the WAL of unflushed memtables, the
+    /// live one and sealed ones waiting for their flush, in table form,
+    /// for the next open; not read while this one runs).
     pub checkpoint_tables: u64,
     /// Transaction commits rejected with `Conflict`.
     pub conflicts: u64,

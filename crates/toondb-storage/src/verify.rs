@@ -50,7 +50,11 @@ pub(crate) fn verify(engine: &Engine) -> Result<VerifyReport> {
     // Checkpoint tables are checked too: reads never use them, but the
     // next open after a crash would.
     let state = engine.state();
-    for file in state.levels.all().chain(&state.checkpoints) {
+    for file in state
+        .levels
+        .all()
+        .chain(state.checkpoints.iter().map(|c| &c.table))
+    {
         let name = table_file_name(file.number());
         let path = engine.dir.join(&name);
         report.tables += 1;

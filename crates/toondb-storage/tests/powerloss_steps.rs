@@ -467,3 +467,265 @@ fn power_cut_at_every_step_of_a_checkpoint() {
         checkpoint_step,
     ));
 }
+
+/// Holds a memtable's flush as it creates its table, recognised by its
+/// number: reserved at the seal, it is below the sealed memtable's tail
+/// checkpoint table, which is created first. Only while armed.
+#[derive(Default)]
+struct FlushHold {
+    armed: std::sync::Mutex<bool>,
+    /// The largest table number created so far.
+    newest: std::sync::atomic::AtomicU64,
+    held: std::sync::Mutex<bool>,
+    released: std::sync::Mutex<bool>,
+    cv: std::sync::Condvar,
+    /// Table creations and syncs while armed ("create 12", "sync 12").
+    events: std::sync::Mutex<Vec<String>>,
+}
+
+#[derive(Clone, Default)]
+struct FlushHook(std::sync::Arc<FlushHold>);
+
+fn table_number(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    name.strip_suffix(".sst")?.parse().ok()
+}
+
+impl toondb_storage::io::WriteHook for FlushHook {
+    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
+        let Some(number) = table_number(path) else {
+            return Ok(());
+        };
+        let newest = self
+            .0
+            .newest
+            .fetch_max(number, std::sync::atomic::Ordering::SeqCst);
+        if !*self.0.armed.lock().unwrap() {
+            return Ok(());
+        }
+        self.0
+            .events
+            .lock()
+            .unwrap()
+            .push(format!("create {number}"));
+        if number < newest && !*self.0.released.lock().unwrap() {
+            *self.0.held.lock().unwrap() = true;
+            self.0.cv.notify_all();
+            let mut released = self.0.released.lock().unwrap();
+            while !*released {
+                released = self.0.cv.wait(released).unwrap();
+            }
+        }
+        Ok(())
+    }
+
+    fn wrap(
+        &self,
+        path: &Path,
+        file: Box<dyn toondb_storage::io::WritableFile>,
+    ) -> Box<dyn toondb_storage::io::WritableFile> {
+        match table_number(path) {
+            Some(number) => Box::new(SyncNoted {
+                inner: file,
+                hold: self.0.clone(),
+                number,
+            }),
+            None => file,
+        }
+    }
+}
+
+/// Notes a table's sync (the end of its writing) in the hold's events.
+struct SyncNoted {
+    inner: Box<dyn toondb_storage::io::WritableFile>,
+    hold: std::sync::Arc<FlushHold>,
+    number: u64,
+}
+
+impl toondb_storage::io::WritableFile for SyncNoted {
+    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        self.inner.append(data)
+    }
+    fn sync_data(&mut self) -> toondb_storage::Result<()> {
+        self.inner.sync_data()?;
+        if *self.hold.armed.lock().unwrap() {
+            let event = format!("sync {}", self.number);
+            self.hold.events.lock().unwrap().push(event);
+        }
+        Ok(())
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+}
+
+impl FlushHook {
+    fn release(&self) {
+        *self.0.released.lock().unwrap() = true;
+        self.0.cv.notify_all();
+    }
+}
+
+thread_local! {
+    /// The hook of the database the running step was built with (the
+    /// options are made and the step runs on the test's thread).
+    static FLUSH_HOOK: std::cell::RefCell<FlushHook> = Default::default();
+}
+
+/// Memtable for the flush-checkpoint step: `build` does not fill it, the
+/// step's first puts do.
+const FLUSH_CHECKPOINT_MEMTABLE: usize = 6 << 10;
+
+fn flush_checkpoint_options(fs: &PowerLossFs) -> Options {
+    let hook = FlushHook::default();
+    FLUSH_HOOK.with(|h| *h.borrow_mut() = hook.clone());
+    let wrapped = toondb_storage::io::WrappedFs::new(fs.shared(), hook);
+    options(fs, FLUSH_CHECKPOINT_MEMTABLE)
+        .wal_size_limit(CHECKPOINT_LIMIT)
+        .fs(std::sync::Arc::new(wrapped))
+}
+
+fn big_val(i: u32, gen: u32) -> Vec<u8> {
+    format!("big {i} gen {gen} {}", "y".repeat(160)).into_bytes()
+}
+
+/// One unsynced put (a delete when `gen` is `None`); false once the crash
+/// fired (it may or may not have reached the WAL).
+fn try_write(db: &Database, model: &mut Model, i: u32, gen: Option<u32>) -> bool {
+    let mut b = WriteBatch::new();
+    let v = gen.map(|g| big_val(i, g));
+    match &v {
+        Some(v) => b.put(key(i), v).unwrap(),
+        None => b.delete(key(i)).unwrap(),
+    };
+    let commit = vec![(key(i), v)];
+    match db.write_with(b, WriteOptions::sync(false)) {
+        Ok(_) => {
+            model.commit(commit, false);
+            true
+        }
+        Err(_) => {
+            model.commit_maybe(commit);
+            false
+        }
+    }
+}
+
+/// Waits until `done`, or the disk is down or the engine failed (a crash
+/// already fired: what is awaited may never come).
+fn wait_unless_down(db: &Database, fs: &PowerLossFs, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !done() && !fs.is_down() && db.stats().background_error.is_none() {
+        assert!(std::time::Instant::now() < deadline, "timed out");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// Puts (with rotations and their checkpoints) until the memtable is
+/// sealed; its tail segment is checkpointed, then its flush is held as it
+/// creates its table while puts, overwrites and deletes of its keys fill
+/// and rotate the next memtable's segments; released, the flush runs
+/// their checkpoints between its writes, and its manifest edit removes
+/// only the sealed memtable's checkpoint tables. Then a durable put (it
+/// waits for the rotated segments' background syncs, as in
+/// `checkpoint_step`).
+fn flush_checkpoint_step(
+    db: Database,
+    _dir: &Path,
+    _opts: &Options,
+    fs: &PowerLossFs,
+    model: &mut Model,
+) -> StepOutcome {
+    let hook = FLUSH_HOOK.with(|h| h.borrow().clone());
+    *hook.0.armed.lock().unwrap() = true;
+    let mut up = true;
+    let mut i = 0;
+    while up && db.stats().immutable_memtables == 0 && db.stats().flushes == 1 {
+        up = try_write(&db, model, 300 + i, Some(1));
+        i += 1;
+        assert!(i < 200, "no seal");
+    }
+    wait_unless_down(&db, fs, || *hook.0.held.lock().unwrap());
+    // The next memtable: overwrites and deletes of the sealed one's keys,
+    // new keys, a delete of a flushed key; about three segments.
+    for j in 0..i.min(24) {
+        if !up {
+            break;
+        }
+        up = match j % 4 {
+            0 => try_write(&db, model, 300 + j, None),
+            1 => try_write(&db, model, 2, None),
+            _ => try_write(&db, model, 300 + j, Some(2)),
+        };
+    }
+    hook.release();
+    wait_idle(&db);
+    *hook.0.armed.lock().unwrap() = false;
+    let commit = vec![(key(199), Some(val(199, 1)))];
+    match db.write_with(batch(&[(199, Some(1))]), WriteOptions::sync(true)) {
+        Ok(_) => model.commit(commit, true),
+        Err(_) => model.commit_maybe(commit),
+    }
+    (Some(db), Acked::Nothing)
+}
+
+/// The flush-checkpoint step does what it says: the sealed memtable's
+/// segments (its tail too) are checkpointed, the next memtable's are
+/// checkpointed while the flush writes its table (between its creation
+/// and its sync), and the flush removes only the sealed memtable's.
+#[test]
+fn the_flush_checkpoint_step_checkpoints_during_the_flush() {
+    let dir = unique_dir("flush-checkpoint-once");
+    let fs = fresh_disk(&dir);
+    let opts = flush_checkpoint_options(&fs);
+    let (db, mut model) = build(&dir, &opts);
+    let before = db.stats();
+    assert_eq!((before.checkpoints, before.flushes), (0, 1));
+    let (db, _) = flush_checkpoint_step(db, &dir, &opts, &fs, &mut model);
+    let db = db.unwrap();
+    let after = db.stats();
+    assert_eq!(after.flushes, 2, "one flush: {after:?}");
+    assert!(after.checkpoints >= 4, "{after:?}");
+    assert!(after.checkpoint_tables >= 1, "{after:?}");
+    assert!(after.checkpoint_tables < after.checkpoints, "{after:?}");
+    let hook = FLUSH_HOOK.with(|h| h.borrow().clone());
+    assert!(*hook.0.held.lock().unwrap(), "the flush was not held");
+    let events = hook.0.events.lock().unwrap().clone();
+    // The flush table: the first created below an earlier one.
+    let mut newest = 0;
+    let flush = events
+        .iter()
+        .filter_map(|e| e.strip_prefix("create "))
+        .map(|n| n.parse::<u64>().unwrap())
+        .find(|&n| {
+            let below = n < newest;
+            newest = newest.max(n);
+            below
+        })
+        .expect("a flush table");
+    let created = events
+        .iter()
+        .position(|e| *e == format!("create {flush}"))
+        .unwrap();
+    let synced = events
+        .iter()
+        .position(|e| *e == format!("sync {flush}"))
+        .unwrap();
+    assert!(
+        events[created + 1..synced]
+            .iter()
+            .any(|e| e.starts_with("create ")),
+        "no checkpoint during the flush: {events:?}"
+    );
+    model.check_all(&db).unwrap();
+    db.close().unwrap();
+}
+
+#[test]
+fn power_cut_at_every_step_of_a_checkpoint_during_a_flush() {
+    report(crash_at_every_step_with(
+        "flush-checkpoint",
+        flush_checkpoint_options,
+        flush_checkpoint_step,
+    ));
+}

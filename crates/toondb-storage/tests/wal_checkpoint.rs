@@ -332,3 +332,218 @@ fn checkpoints_agree_with_a_model_across_kills() {
     assert_eq!(scan_all(&reopened), model);
     reopened.close().unwrap();
 }
+
+/// Holds a flush table while it is written: its first large append (a
+/// checkpoint table of one small segment never makes one), and then its
+/// first append after another table was created meanwhile (a checkpoint
+/// that ran during the flush).
+#[derive(Default)]
+struct FlushGate {
+    /// Which hold the flush is in (1 or 2), 0 when it is not held.
+    held: std::sync::Mutex<u32>,
+    /// Holds released so far.
+    released: std::sync::Mutex<u32>,
+    cv: std::sync::Condvar,
+    /// Tables created since the first hold was released.
+    created_since: std::sync::atomic::AtomicUsize,
+    /// The held flush table's name.
+    flush_table: std::sync::Mutex<Option<String>>,
+}
+
+#[derive(Clone, Default)]
+struct FlushHook(Arc<FlushGate>);
+
+impl FlushHook {
+    fn wait_held(&self, hold: u32) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut held = self.0.held.lock().unwrap();
+        while *held != hold {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            held = self.0.cv.wait_timeout(held, left).unwrap().0;
+        }
+        true
+    }
+
+    fn release(&self, hold: u32) {
+        let mut released = self.0.released.lock().unwrap();
+        *released = (*released).max(hold);
+        self.0.cv.notify_all();
+    }
+}
+
+/// Whatever the test does, the flush is not left waiting for it.
+struct ReleaseOnDrop(FlushHook);
+
+impl Drop for ReleaseOnDrop {
+    fn drop(&mut self) {
+        self.0.release(2);
+    }
+}
+
+impl WriteHook for FlushHook {
+    fn wrap(
+        &self,
+        path: &Path,
+        file: Box<dyn toondb_storage::io::WritableFile>,
+    ) -> Box<dyn toondb_storage::io::WritableFile> {
+        if path.extension().is_none_or(|e| e != "sst") {
+            return file;
+        }
+        if *self.0.released.lock().unwrap() >= 1 {
+            self.0.created_since.fetch_add(1, Ordering::SeqCst);
+        }
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        Box::new(GatedTable {
+            inner: file,
+            gate: self.0.clone(),
+            name,
+        })
+    }
+}
+
+struct GatedTable {
+    inner: Box<dyn toondb_storage::io::WritableFile>,
+    gate: Arc<FlushGate>,
+    name: String,
+}
+
+impl GatedTable {
+    fn hold(&self, hold: u32) {
+        *self.gate.held.lock().unwrap() = hold;
+        self.gate.cv.notify_all();
+        let mut released = self.gate.released.lock().unwrap();
+        while *released < hold {
+            released = self.gate.cv.wait(released).unwrap();
+        }
+        drop(released);
+        *self.gate.held.lock().unwrap() = 0;
+    }
+}
+
+impl toondb_storage::io::WritableFile for GatedTable {
+    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        let released = *self.gate.released.lock().unwrap();
+        let is_flush = {
+            let mut f = self.gate.flush_table.lock().unwrap();
+            if f.is_none() && released == 0 && data.len() >= 200 << 10 {
+                *f = Some(self.name.clone());
+            }
+            f.as_deref() == Some(self.name.as_str())
+        };
+        if is_flush && released == 0 {
+            self.hold(1);
+        } else if is_flush && released == 1 && self.gate.created_since.load(Ordering::SeqCst) > 0 {
+            self.hold(2);
+        }
+        self.inner.append(data)
+    }
+    fn sync_data(&mut self) -> toondb_storage::Result<()> {
+        self.inner.sync_data()
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+}
+
+/// Issue 21: a kill right after a seal replayed the sealed memtable's WAL
+/// too, because no checkpoint ran until its flush was done. Now its last
+/// segment is checkpointed and the newer memtable's segments are
+/// checkpointed while the flush waits and while it runs, so a kill image
+/// taken in the middle of that flush replays at most the live segment and
+/// one batch, and reopens to exactly the model, including overwrites and
+/// deletes of keys that are only in the sealed memtable (and its
+/// checkpoint tables).
+#[test]
+fn checkpoints_run_while_a_sealed_memtable_waits_for_its_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = FlushHook::default();
+    let _release = ReleaseOnDrop(hook.clone());
+    let fs = Arc::new(WrappedFs::new(Arc::new(OsFileSystem), hook.clone()));
+    let opts = Options::default()
+        .memtable_size(2 << 20)
+        .wal_size_limit(LIMIT)
+        .fs(fs);
+    let db = Database::open_with(dir.path(), opts.clone()).unwrap();
+    let mut model: BTreeMap<Vec<u8>, Vec<u8>> = BTreeMap::new();
+    // Generation 1 until the memtable is sealed (its flush is then held).
+    let mut n = 0;
+    while db.stats().immutable_memtables == 0 {
+        load(&db, n..n + 50, 1);
+        for i in n..n + 50 {
+            model.insert(key(i), value(i, 1));
+        }
+        n += 50;
+        assert!(n < 100_000, "no seal");
+    }
+    assert!(hook.wait_held(1), "the flush was never held");
+    let before = db.stats();
+    assert_eq!(before.immutable_memtables, 1);
+    // Generation 2 while the flush waits: overwrites and deletes of keys
+    // only the sealed memtable holds, and new keys, over several segments.
+    load(&db, 0..1000, 2);
+    let mut batch = WriteBatch::new();
+    for i in 1000..1200 {
+        batch.delete(key(i)).unwrap();
+        model.remove(&key(i));
+    }
+    db.write(batch).unwrap();
+    load(&db, n..n + 1500, 2);
+    for i in (0..1000).chain(n..n + 1500) {
+        model.insert(key(i), value(i, 2));
+    }
+    let pending = files_ending(dir.path(), ".wal") - 1;
+    assert!(pending >= 4, "{pending} segments to checkpoint");
+    hook.release(1);
+    assert!(
+        hook.wait_held(2),
+        "no checkpoint ran during the flush: {:?}",
+        db.stats()
+    );
+    let during = db.stats();
+    assert_eq!(
+        (during.immutable_memtables, during.flushes),
+        (1, before.flushes)
+    );
+    assert!(
+        during.checkpoints >= before.checkpoints + pending as u64,
+        "{} checkpoints before, {} now, {pending} segments",
+        before.checkpoints,
+        during.checkpoints
+    );
+    assert_eq!(files_ending(dir.path(), ".wal"), 1);
+    assert_eq!(scan_all(&db), model);
+    let image = crash_image(dir.path());
+
+    hook.release(2);
+    let s = wait_idle(&db);
+    assert_eq!(s.flushes, before.flushes + 1);
+    // The sealed memtable's checkpoint tables went with its flush; the
+    // newer memtable's stay until its own.
+    assert!(s.checkpoint_tables >= pending as u64, "{s:?}");
+    assert!(
+        s.checkpoint_tables <= (s.checkpoints - before.checkpoints),
+        "{s:?}"
+    );
+    assert_eq!(scan_all(&db), model);
+    let report = db.verify().unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    db.close().unwrap();
+    drop(db);
+
+    for path in [image.path(), dir.path()] {
+        let reopened = Database::open_with(path, options()).unwrap();
+        let replayed = reopened.stats().recovery.bytes;
+        assert!(replayed <= LIMIT + (16 << 10), "replayed {replayed} bytes");
+        assert_eq!(scan_all(&reopened), model, "{}", path.display());
+        for i in (0..n + 1500).step_by(97) {
+            assert_eq!(reopened.get(key(i)).unwrap().as_ref(), model.get(&key(i)));
+        }
+        wait_idle(&reopened);
+        reopened.compact().unwrap();
+        assert_eq!(scan_all(&reopened), model, "{} compacted", path.display());
+        reopened.close().unwrap();
+    }
+}

@@ -593,7 +593,7 @@ impl Committer {
             std::thread::sleep(SLOWDOWN_DELAY);
         }
         if self.memtable_full(engine, &state) {
-            self.seal(engine)
+            self.seal(engine, Tail::Checkpoint)
         } else if self.segment_full(engine) {
             self.rotate(engine, state.mem.id())
         } else {
@@ -625,22 +625,41 @@ impl Committer {
         // An explicit flush waits for the old segment's sync here: the
         // caller blocks for the flush anyway, and this keeps its file
         // operations in one order (no sync finishing after it returned).
-        self.seal(engine)
+        self.seal(engine, Tail::LeaveToFlush)
             .and_then(|()| self.finish_sealed_sync())
             .inspect_err(|e| engine.set_bg_error(e.clone()))?;
         Ok(id)
     }
 
-    fn seal(&mut self, engine: &Engine) -> Result<()> {
+    /// Seals the live memtable: its writes end in the current WAL segment
+    /// (the tail), a fresh memtable and segment take the next ones, and a
+    /// file number is reserved for the sealed memtable's flush table, below
+    /// every checkpoint table of the fresh one (maintenance/checkpoint.rs,
+    /// *Order*).
+    fn seal(&mut self, engine: &Engine, tail: Tail) -> Result<()> {
         self.wait_for_flush_capacity(engine)?;
-        let (_, number) = self.switch_segment(engine)?;
+        let sealed = engine.state().mem.id();
+        let (old, number) = self.switch_segment(engine)?;
+        let flush_number = engine.alloc_file_number();
+        // Queued before the seal is installed, so that the maintenance
+        // thread never sees the sealed memtable without its tail's request
+        // and starts its flush first (checkpoints go first: a flush runs
+        // the ones queued later as it goes).
+        if let Tail::Checkpoint = tail {
+            engine.request_checkpoint(crate::maintenance::CheckpointRequest {
+                memtable: sealed,
+                segment: old.segment,
+                end: old.end,
+                next: number,
+            });
+        }
         let fresh = Arc::new(Memtable::sized(
             self.next_memtable_id,
             engine.options.memtable_size,
         ));
         self.next_memtable_id += 1;
         engine.install(|s| {
-            s.mem.seal(number);
+            s.mem.seal(number, flush_number);
             let mut imms = Vec::with_capacity(s.imms.len() + 1);
             imms.push(s.mem.clone());
             imms.extend(s.imms.iter().cloned());
@@ -718,4 +737,16 @@ impl Committer {
         );
         Ok(())
     }
+}
+
+/// What becomes of a sealed memtable's last WAL segment.
+#[derive(Clone, Copy)]
+enum Tail {
+    /// Checkpointed like a rotated segment, so the WAL checkpoint can move
+    /// on to the next memtable's segments before this one's flush is done
+    /// (a seal during a load).
+    Checkpoint,
+    /// Left to the flush (`Database::flush`, whose caller waits for the
+    /// flush anyway: a checkpoint first would only delay it).
+    LeaveToFlush,
 }

@@ -12,14 +12,25 @@
 //! bound) removes the checkpoint tables in the same manifest edit. Only a
 //! reopen reads them, as ordinary level-0 tables, instead of the WAL.
 //!
-//! Order: a checkpoint table is the newest level-0 table in the manifest,
-//! and level 0 is ordered by file number at open. So a checkpoint runs
-//! only once every older memtable is flushed (their tables get lower
-//! numbers), and segments are checkpointed oldest first, each edit moving
-//! the manifest's checkpoint from that segment to the next; a segment that
-//! cannot be checkpointed ends checkpointing for its memtable (the flush
-//! covers it).
+//! Order: level 0 is ordered by file number at open, so among the tables
+//! that can be in the manifest together, a newer write must be in a table
+//! with a higher number. Segments are checkpointed oldest first, each edit
+//! moving the manifest's checkpoint (`log_number`) from that segment to
+//! the next, so checkpoint tables are numbered in the order of the
+//! segments they hold. A sealed memtable's flush table takes the number
+//! reserved at its seal (`Memtable::flush_number`), before any segment of
+//! a newer memtable was checkpointed, so it is below their tables; its own
+//! checkpoint tables, whatever their numbers, leave the manifest in the
+//! edit that adds the flush table. That is what lets checkpoints run while
+//! a sealed memtable waits for its flush, or during it: the seal queues
+//! its last segment too (the tail), so the checkpoint can move past the
+//! sealed memtable's WAL and on to the newer memtable's segments. A
+//! segment that cannot be checkpointed ends checkpointing until the flush
+//! of its memtable covers it: the newer memtable's requests wait for that
+//! flush (its edit moves the checkpoint to their first segment), and a
+//! request of the same memtable after the gap is dropped.
 
+use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -44,11 +55,59 @@ pub(crate) struct CheckpointRequest {
     pub next: u64,
 }
 
-/// Whether `request` is for the live memtable and next in line. A request
-/// whose memtable was sealed (and, since checkpoints run only with no
-/// sealed memtable waiting, already flushed) is covered by that flush.
-pub(crate) fn is_current(request: &CheckpointRequest, state: &LsmState) -> bool {
-    request.memtable == state.mem.id()
+/// A checkpoint table and the memtable whose writes it holds (that
+/// memtable's flush removes it).
+#[derive(Clone)]
+pub(crate) struct CheckpointTable {
+    pub memtable: u64,
+    pub table: Arc<TableFile>,
+}
+
+/// The next checkpoint to run, if one may run now. `log_number` is the
+/// manifest's checkpoint. Requests whose memtable was flushed since, or
+/// whose segment a flush already moved the checkpoint past, are dropped:
+/// that flush covered them. A request further on than the checkpoint waits
+/// while an older memtable is still unflushed (a segment of it was not
+/// checkpointed, e.g. replayed at open or failed: its flush moves the
+/// checkpoint on); with none, a checkpoint of its own memtable failed, and
+/// `checkpoint` skips it.
+pub(crate) fn next_request(
+    queue: &mut VecDeque<CheckpointRequest>,
+    state: &LsmState,
+    log_number: u64,
+) -> Option<CheckpointRequest> {
+    while let Some(request) = queue.front() {
+        let live = request.memtable == state.mem.id()
+            || state.imms.iter().any(|m| m.id() == request.memtable);
+        if !live || request.segment < log_number {
+            queue.pop_front();
+            continue;
+        }
+        let older_unflushed = state.imms.iter().any(|m| m.id() < request.memtable);
+        if request.segment > log_number && older_unflushed {
+            return None;
+        }
+        return queue.pop_front();
+    }
+    None
+}
+
+/// Runs every checkpoint that may run now (between a flush's or a
+/// compaction's outputs, and before a flush). Failures are counted or are
+/// a background error already (see [`checkpoint`]).
+pub(crate) fn run_pending(engine: &Engine, manifest: &mut Manifest) {
+    loop {
+        let log_number = manifest.state().log_number;
+        let next = next_request(
+            &mut engine.maintenance.lock().checkpoints,
+            &engine.state(),
+            log_number,
+        );
+        let Some(request) = next else { break };
+        if checkpoint(engine, manifest, request).is_err() && engine.bg_error().is_some() {
+            break;
+        }
+    }
 }
 
 /// Checkpoints `request`'s segment. `Ok(false)` when it was skipped: the
@@ -80,6 +139,7 @@ pub(crate) fn checkpoint(
         }
         let table = write_versions(
             engine,
+            engine.alloc_file_number(),
             |builder| {
                 for v in &versions {
                     builder.add(v.key, v.ts, v.kind, v.value)?;
@@ -124,7 +184,15 @@ pub(crate) fn checkpoint(
             mem: s.mem.clone(),
             imms: s.imms.clone(),
             levels: s.levels.clone(),
-            checkpoints: s.checkpoints.iter().cloned().chain([file]).collect(),
+            checkpoints: s
+                .checkpoints
+                .iter()
+                .cloned()
+                .chain([CheckpointTable {
+                    memtable: request.memtable,
+                    table: file,
+                }])
+                .collect(),
             compacted_ts: s.compacted_ts,
         });
     }
@@ -138,11 +206,22 @@ pub(crate) fn checkpoint(
     Ok(true)
 }
 
-/// The manifest edit part of a flush of the oldest unflushed memtable:
-/// the checkpoint tables (all of them hold that memtable's writes) go.
-pub(super) fn retire(edit: &mut VersionEdit, checkpoints: &[Arc<TableFile>]) {
+/// The manifest edit part of the flush of `memtable`: its checkpoint
+/// tables go (those of newer memtables stay). Returns them, for
+/// [`mark_retired`] once the edit is durable.
+pub(super) fn retire(
+    edit: &mut VersionEdit,
+    checkpoints: &[CheckpointTable],
+    memtable: u64,
+) -> Vec<Arc<TableFile>> {
+    let retired: Vec<_> = checkpoints
+        .iter()
+        .filter(|c| c.memtable == memtable)
+        .map(|c| c.table.clone())
+        .collect();
     edit.remove_tables
-        .extend(checkpoints.iter().map(|t| t.number()));
+        .extend(retired.iter().map(|t| t.number()));
+    retired
 }
 
 /// One version of a segment, borrowed from its mapping.

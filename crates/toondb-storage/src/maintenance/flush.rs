@@ -37,23 +37,36 @@ fn flush(engine: &Engine, manifest: &mut Manifest, imm: &Arc<Memtable>) -> Resul
     let built = if imm.is_empty() {
         None
     } else {
-        Some(write_table(engine, imm)?)
+        // Checkpoints keep running while the table is written (every
+        // quarter of `wal_size_limit` bytes of it), so the WAL a reopen replays stays
+        // bounded during a flush too (checkpoint.rs, *Order*).
+        let mut between = || -> Result<()> {
+            checkpoint::run_pending(engine, manifest);
+            match engine.bg_error() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
+        };
+        Some(write_table(engine, imm, &mut between)?)
     };
     if let Some(file) = &built {
         Counters::add(&engine.counters.flush_bytes_written, file.file_size());
     }
+    // Checkpoints of newer memtables may have moved the checkpoint past
+    // this memtable's WAL already: never move it back.
+    let log_number = manifest.state().log_number.max(imm.sealed_log());
     let mut edit = VersionEdit {
-        log_number: Some(imm.sealed_log()),
+        log_number: Some(log_number),
         last_ts: Some(manifest.state().last_ts.max(imm.max_ts())),
         ..VersionEdit::default()
     };
     if let Some(file) = &built {
         edit.add_tables.push(file.meta().clone());
     }
-    // This is the oldest unflushed memtable: the checkpoint tables hold
-    // some of its writes and nothing else (checkpoint.rs).
-    let retired = engine.state().checkpoints.clone();
-    checkpoint::retire(&mut edit, &retired);
+    // This memtable's checkpoint tables hold some of its writes and
+    // nothing else; they go in this edit, including any made during the
+    // flush. Newer memtables' stay.
+    let retired = checkpoint::retire(&mut edit, &engine.state().checkpoints, imm.id());
     edit.next_file_number = Some(engine.next_file_number.load(Ordering::Relaxed));
     manifest.apply(&edit)?;
     engine.install(|s| LsmState {
@@ -68,12 +81,17 @@ fn flush(engine: &Engine, manifest: &mut Manifest, imm: &Arc<Memtable>) -> Resul
             Some(file) => s.levels.with_flushed(file.clone()),
             None => s.levels.clone(),
         },
-        checkpoints: Vec::new(),
+        checkpoints: s
+            .checkpoints
+            .iter()
+            .filter(|c| c.memtable != imm.id())
+            .cloned()
+            .collect(),
         compacted_ts: s.compacted_ts,
     });
     checkpoint::mark_retired(&retired);
     Counters::add(&engine.counters.flushes, 1);
-    remove_obsolete_wal(engine, imm.sealed_log());
+    remove_obsolete_wal(engine, log_number);
     rewrite_manifest_if_large(engine, manifest)
 }
 
@@ -88,15 +106,35 @@ pub(super) fn rewrite_manifest_if_large(engine: &Engine, manifest: &mut Manifest
     Ok(())
 }
 
-/// Writes `imm` as a level-0 table (synced, directory synced). The caller
-/// counts its bytes: a flush's and a checkpoint's have counters of their own.
-pub(super) fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFile>> {
+/// Writes `imm` as a level-0 table (synced, directory synced) under the
+/// file number reserved at its seal, calling `between` after about every
+/// quarter of `wal_size_limit` bytes of keys and values. The caller counts its bytes:
+/// a flush's and a checkpoint's have counters of their own.
+pub(super) fn write_table(
+    engine: &Engine,
+    imm: &Memtable,
+    between: &mut dyn FnMut() -> Result<()>,
+) -> Result<Arc<TableFile>> {
+    // A quarter segment's worth: a queued checkpoint waits for about that
+    // much of the table to be written, not for the whole memtable.
+    let interval = (engine.options.wal_size_limit / 4).max(1);
+    let number = match imm.flush_number() {
+        0 => engine.alloc_file_number(), // never sealed (not a flush: tests)
+        n => n,
+    };
     write_versions(
         engine,
+        number,
         |builder| {
+            let mut since = 0u64;
             for entry in imm.iter() {
                 let v = entry.key();
                 builder.add(v.user_key(), v.ts, v.kind, v.value())?;
+                since += (v.user_key().len() + v.value().len()) as u64;
+                if since >= interval {
+                    since = 0;
+                    between()?;
+                }
             }
             Ok(())
         },
@@ -104,15 +142,15 @@ pub(super) fn write_table(engine: &Engine, imm: &Memtable) -> Result<Arc<TableFi
     )
 }
 
-/// Writes a level-0 table: `add` adds the versions in internal-key order,
-/// `tombstones` are its range tombstones; synced, with its directory entry,
-/// and opened.
+/// Writes level-0 table `number`: `add` adds the versions in internal-key
+/// order, `tombstones` are its range tombstones; synced, with its directory
+/// entry, and opened.
 pub(super) fn write_versions(
     engine: &Engine,
+    number: u64,
     add: impl FnOnce(&mut TableBuilder) -> Result<()>,
     tombstones: &[RangeTombstone],
 ) -> Result<Arc<TableFile>> {
-    let number = engine.alloc_file_number();
     let path = engine.dir.join(table_file_name(number));
     let result = (|| {
         let mut builder =

@@ -1,6 +1,7 @@
 //! The maintenance thread: the one scheduler of background work. Its jobs,
-//! in priority order: flush the oldest sealed memtable; checkpoint a
-//! rotated WAL segment (checkpoint.rs); run a manual compaction
+//! in priority order: checkpoint a rotated WAL segment (checkpoint.rs;
+//! they also run between a flush's and a compaction's outputs); flush the
+//! oldest sealed memtable; run a manual compaction
 //! (`Database::compact`); run the automatic compaction with the highest
 //! score. It owns the manifest, so every change to the set of
 //! tables is one synced manifest edit made here, followed by one swap of
@@ -32,7 +33,7 @@ use crate::lsm::{TableFile, NUM_LEVELS};
 use crate::stats::Counters;
 use crate::version::{Manifest, VersionEdit};
 
-pub(crate) use checkpoint::CheckpointRequest;
+pub(crate) use checkpoint::{CheckpointRequest, CheckpointTable};
 pub(crate) use flush::flush_oldest;
 
 /// First delay before an automatic compaction is retried after a failure;
@@ -183,11 +184,16 @@ impl MaintenanceThread {
                 return None;
             }
             let state = engine.state();
+            // Checkpoints first: each is at most about `wal_size_limit`
+            // of work, and a flush runs the ones queued meanwhile as it
+            // goes (checkpoint.rs, *Order*).
+            let log_number = self.manifest.state().log_number;
+            if let Some(request) = checkpoint::next_request(&mut m.checkpoints, &state, log_number)
+            {
+                return Some(Job::Checkpoint(request));
+            }
             if !state.imms.is_empty() {
                 return Some(Job::Flush);
-            }
-            if let Some(request) = pop_checkpoint(&mut m, &state) {
-                return Some(Job::Checkpoint(request));
             }
             if let Some(req) = m.manual.pop_front() {
                 return Some(Job::Manual(req));
@@ -295,11 +301,7 @@ impl MaintenanceThread {
                 .inspect_err(|e| engine.set_bg_error(e.clone().context("flushing a memtable")))?
             {
             }
-            loop {
-                let next = pop_checkpoint(&mut engine.maintenance.lock(), &engine.state());
-                let Some(request) = next else { break };
-                let _ = checkpoint::checkpoint(&engine, manifest, request);
-            }
+            checkpoint::run_pending(&engine, manifest);
             match engine.bg_error() {
                 Some(e) => Err(e),
                 None => Ok(()),
@@ -417,21 +419,6 @@ impl MaintenanceThread {
         }
         Ok(())
     }
-}
-
-/// The next checkpoint to run, if one may run now: only once every sealed
-/// memtable is flushed (checkpoint.rs, *Order*). Requests for a memtable
-/// that was flushed since are dropped: its flush covered their segments.
-fn pop_checkpoint(m: &mut MaintenanceState, state: &LsmState) -> Option<CheckpointRequest> {
-    if !state.imms.is_empty() {
-        return None;
-    }
-    while let Some(request) = m.checkpoints.pop_front() {
-        if checkpoint::is_current(&request, state) {
-            return Some(request);
-        }
-    }
-    None
 }
 
 /// Keeps a replaced table's read counters in the engine's totals.
