@@ -11,23 +11,68 @@ use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
 
-use crate::batch::WriteBatch;
+use crate::batch::{RawOp, WriteBatch};
+use crate::error::Result;
 use crate::key::{compare_versions, KeyRange, Timestamp, ValueKind};
 use crate::memfilter::MemFilter;
 use crate::range_del::{RangeDelSet, RangeTombstone};
+use crate::wal::MappedSegment;
 
 /// One version of a user key: the skiplist key. The user key and the value
 /// share one allocation (half the mallocs of separate boxes, which
-/// measurably limits batch throughput). Ordering and equality look only at
+/// measurably limits batch throughput), or, for a version replayed at
+/// open, lie in the mapped WAL segment. Ordering and equality look only at
 /// (user key, timestamp).
 #[derive(Debug, Clone)]
 pub(crate) struct MemKey {
-    bytes: Box<[u8]>,
+    bytes: VersionBytes,
     key_len: usize,
     /// The key's first bytes, kept inline (see [`KeyHead`]).
     head: KeyHead,
     pub ts: Timestamp,
     pub kind: ValueKind,
+}
+
+/// Where a version's key and value bytes are.
+#[derive(Clone)]
+enum VersionBytes {
+    /// The key, then the value, in one allocation: a committed write.
+    Owned(Box<[u8]>),
+    /// Both inside a WAL record of a segment mapped by the open that
+    /// replayed it, which the version keeps mapped. Replay used to copy
+    /// every value out of the map into a fresh allocation: a malloc, a copy
+    /// and the page faults of fresh memory per version, about half of a
+    /// replay's time (docs/performance.md, "Reopen"). Nothing rewrites a
+    /// replayed segment's records while it is mapped (`FileSystem::map`).
+    InSegment {
+        segment: MappedSegment,
+        key_at: usize,
+        /// Where the value starts, counted from the key's end (the value's
+        /// length prefix lies between them).
+        value_gap: u32,
+        value_len: u32,
+    },
+}
+
+impl std::fmt::Debug for VersionBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionBytes::Owned(b) => f.debug_tuple("Owned").field(&b.len()).finish(),
+            VersionBytes::InSegment {
+                key_at, value_len, ..
+            } => f
+                .debug_struct("InSegment")
+                .field("key_at", key_at)
+                .field("value_len", value_len)
+                .finish(),
+        }
+    }
+}
+
+/// Where `inner` starts within `outer`, if it lies wholly inside it.
+fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (start.checked_add(inner.len())? <= outer.len()).then_some(start)
 }
 
 impl Ord for MemKey {
@@ -189,7 +234,47 @@ impl MemKey {
         bytes.extend_from_slice(user_key);
         bytes.extend_from_slice(value);
         MemKey {
-            bytes: bytes.into_boxed_slice(),
+            bytes: VersionBytes::Owned(bytes.into_boxed_slice()),
+            key_len: user_key.len(),
+            head: KeyHead::of(user_key),
+            ts,
+            kind,
+        }
+    }
+
+    /// A version whose `user_key` and `value` are slices of `segment`'s
+    /// bytes, kept there (no copy); copied as [`MemKey::version`] does
+    /// when they are not inside it.
+    pub fn in_segment(
+        segment: &MappedSegment,
+        user_key: &[u8],
+        ts: Timestamp,
+        kind: ValueKind,
+        value: &[u8],
+    ) -> Self {
+        let bytes = segment.bytes();
+        let spans = offset_in(bytes, user_key).and_then(|key_at| {
+            if value.is_empty() {
+                return Some((key_at, 0, 0));
+            }
+            let value_at = offset_in(bytes, value)?;
+            let gap = value_at.checked_sub(key_at + user_key.len())?;
+            Some((
+                key_at,
+                u32::try_from(gap).ok()?,
+                u32::try_from(value.len()).ok()?,
+            ))
+        });
+        let Some((key_at, value_gap, value_len)) = spans else {
+            return Self::version(user_key, ts, kind, value);
+        };
+        MemKey {
+            bytes: VersionBytes::InSegment {
+                segment: segment.clone(),
+                key_at,
+                value_gap,
+                value_len,
+            },
             key_len: user_key.len(),
             head: KeyHead::of(user_key),
             ts,
@@ -198,11 +283,29 @@ impl MemKey {
     }
 
     pub fn user_key(&self) -> &[u8] {
-        self.bytes.get(..self.key_len).unwrap_or_default()
+        match &self.bytes {
+            VersionBytes::Owned(b) => b.get(..self.key_len),
+            VersionBytes::InSegment {
+                segment, key_at, ..
+            } => segment.bytes().get(*key_at..key_at + self.key_len),
+        }
+        .unwrap_or_default()
     }
 
     pub fn value(&self) -> &[u8] {
-        self.bytes.get(self.key_len..).unwrap_or_default()
+        match &self.bytes {
+            VersionBytes::Owned(b) => b.get(self.key_len..),
+            VersionBytes::InSegment {
+                segment,
+                key_at,
+                value_gap,
+                value_len,
+            } => {
+                let at = key_at + self.key_len + *value_gap as usize;
+                segment.bytes().get(at..at + *value_len as usize)
+            }
+        }
+        .unwrap_or_default()
     }
 }
 
@@ -314,15 +417,9 @@ impl Memtable {
         self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
     }
 
-    /// Replay's [`Memtable::apply`]: range deletes are applied at once, the
-    /// point versions are only built and pushed onto `pending`, for
-    /// [`Memtable::insert_pending`] to insert later in key order. Nothing
-    /// may read the memtable in between.
-    ///
-    /// Why: inserting a WAL's versions in commit order (random keys) made
-    /// each skiplist insert a walk of cache misses, the largest part of an
-    /// open's replay (docs/performance.md, "Reopen"); in key order every
-    /// insert walks the nodes the previous one just touched.
+    /// [`Memtable::replay_record`] of a decoded batch, copying its bytes:
+    /// for tests that check other paths against replay.
+    #[cfg(test)]
     pub fn apply_deferred(&self, batch: &WriteBatch, ts: Timestamp, pending: &mut Vec<MemKey>) {
         let mut added = self.apply_range_deletes(batch, ts);
         pending.reserve(batch.len());
@@ -335,7 +432,50 @@ impl Memtable {
         self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
     }
 
-    /// Inserts what [`Memtable::apply_deferred`] gathered, sorted first.
+    /// Replay's [`Memtable::apply`] of a WAL record's payload: range
+    /// deletes are applied at once, the point versions are only built and
+    /// pushed onto `pending`, for [`Memtable::insert_pending`] to insert
+    /// later in key order. Nothing may read the memtable in between. When
+    /// `segment` (the mapped segment the payload lies in) is given, the
+    /// versions keep their keys and values there instead of copies.
+    /// Returns the record's commit timestamp.
+    ///
+    /// Why deferred: inserting a WAL's versions in commit order (random
+    /// keys) made each skiplist insert a walk of cache misses, the largest
+    /// part of an open's replay (docs/performance.md, "Reopen"); in key
+    /// order every insert walks the nodes the previous one just touched.
+    /// On an error (a malformed record) some of its versions may already
+    /// be pending: the caller discards the memtable.
+    pub fn replay_record(
+        &self,
+        payload: &[u8],
+        segment: Option<&MappedSegment>,
+        pending: &mut Vec<MemKey>,
+    ) -> Result<Timestamp> {
+        let mut added = 0;
+        let mut ranges = Vec::new();
+        let ts = WriteBatch::decode_record_ops(payload, |ts, op| match op {
+            RawOp::Point(op) => {
+                added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
+                pending.push(match segment {
+                    Some(segment) => MemKey::in_segment(segment, op.key, ts, op.kind, op.value),
+                    None => MemKey::version(op.key, ts, op.kind, op.value),
+                });
+            }
+            RawOp::Range(start, end) => ranges.push(RangeTombstone {
+                start: start.to_vec(),
+                end: end.to_vec(),
+                ts,
+            }),
+        })?;
+        added += self.publish_range_deletes(ranges);
+        self.approximate_bytes
+            .fetch_add(added, AtomicOrdering::Relaxed);
+        self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
+        Ok(ts)
+    }
+
+    /// Inserts what [`Memtable::replay_record`] gathered, sorted first.
     /// The sort must be stable: a batch that writes one key twice gives
     /// both versions the same (key, timestamp), and the later one must win,
     /// as it does when [`Memtable::apply`] inserts them in batch order (an
@@ -363,23 +503,33 @@ impl Memtable {
 
     /// Publishes the batch's range deletes; returns their charged bytes.
     fn apply_range_deletes(&self, batch: &WriteBatch, ts: Timestamp) -> usize {
-        let mut added = 0;
-        if batch.has_range_deletes() {
-            // Published before the visible timestamp moves past `ts`, like
-            // the point versions below.
-            let mut more = Vec::new();
-            for (start, end) in batch.range_deletes() {
-                added += start.len() + end.len() + ENTRY_OVERHEAD;
-                more.push(RangeTombstone {
-                    start: start.to_vec(),
-                    end: end.to_vec(),
-                    ts,
-                });
-            }
-            let mut guard = self.range_dels.write();
-            *guard = Arc::new(guard.with(more));
-            self.has_range_dels.store(true, AtomicOrdering::Release);
+        if !batch.has_range_deletes() {
+            return 0;
         }
+        let more: Vec<_> = batch
+            .range_deletes()
+            .map(|(start, end)| RangeTombstone {
+                start: start.to_vec(),
+                end: end.to_vec(),
+                ts,
+            })
+            .collect();
+        self.publish_range_deletes(more)
+    }
+
+    /// Adds range tombstones; returns their charged bytes. Published
+    /// before the visible timestamp moves past theirs, like point versions.
+    fn publish_range_deletes(&self, more: Vec<RangeTombstone>) -> usize {
+        if more.is_empty() {
+            return 0;
+        }
+        let added = more
+            .iter()
+            .map(|t| t.start.len() + t.end.len() + ENTRY_OVERHEAD)
+            .sum();
+        let mut guard = self.range_dels.write();
+        *guard = Arc::new(guard.with(more));
+        self.has_range_dels.store(true, AtomicOrdering::Release);
         added
     }
 
