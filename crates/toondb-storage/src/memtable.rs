@@ -309,6 +309,13 @@ impl MemKey {
     }
 }
 
+/// The versions [`Memtable::replay_record`] gathered, their keys already
+/// in the memtable's filter; `None` once inserted.
+#[derive(Default)]
+pub(crate) struct Replayed {
+    versions: Vec<Option<MemKey>>,
+}
+
 /// Per-entry bookkeeping the skiplist adds beyond key and value bytes; an
 /// estimate, used only to decide when to rotate.
 const ENTRY_OVERHEAD: usize = 64;
@@ -432,35 +439,41 @@ impl Memtable {
         self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
     }
 
-    /// Replay's [`Memtable::apply`] of a WAL record's payload: range
-    /// deletes are applied at once, the point versions are only built and
-    /// pushed onto `pending`, for [`Memtable::insert_pending`] to insert
-    /// later in key order. Nothing may read the memtable in between. When
+    /// Replay's [`Memtable::apply`] of a WAL record's payload, by the
+    /// memtable's only user (replay at open, before anything can read it):
+    /// range deletes are applied at once, the point versions only noted in
+    /// the key filter and gathered into `replayed`, for
+    /// [`Memtable::insert_replayed`] to insert later in key order. When
     /// `segment` (the mapped segment the payload lies in) is given, the
     /// versions keep their keys and values there instead of copies.
-    /// Returns the record's commit timestamp.
+    /// Returns the record's commit timestamp. On an error (a malformed
+    /// record) some of its versions may already be gathered: the caller
+    /// discards the memtable.
     ///
     /// Why deferred: inserting a WAL's versions in commit order (random
     /// keys) made each skiplist insert a walk of cache misses, the largest
     /// part of an open's replay (docs/performance.md, "Reopen"); in key
     /// order every insert walks the nodes the previous one just touched.
-    /// On an error (a malformed record) some of its versions may already
-    /// be pending: the caller discards the memtable.
+    /// The keys are noted here, while the record's bytes are in the cache,
+    /// and with plain writes (`MemFilter::insert_exclusive`).
     pub fn replay_record(
-        &self,
+        &mut self,
         payload: &[u8],
         segment: Option<&MappedSegment>,
-        pending: &mut Vec<MemKey>,
+        replayed: &mut Replayed,
     ) -> Result<Timestamp> {
         let mut added = 0;
         let mut ranges = Vec::new();
+        let filter = &mut self.filter;
+        let versions = &mut replayed.versions;
         let ts = WriteBatch::decode_record_ops(payload, |ts, op| match op {
             RawOp::Point(op) => {
                 added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
-                pending.push(match segment {
+                filter.insert_exclusive(MemFilter::hash(op.key));
+                versions.push(Some(match segment {
                     Some(segment) => MemKey::in_segment(segment, op.key, ts, op.kind, op.value),
                     None => MemKey::version(op.key, ts, op.kind, op.value),
-                });
+                }));
             }
             RawOp::Range(start, end) => ranges.push(RangeTombstone {
                 start: start.to_vec(),
@@ -469,17 +482,51 @@ impl Memtable {
             }),
         })?;
         added += self.publish_range_deletes(ranges);
-        self.approximate_bytes
-            .fetch_add(added, AtomicOrdering::Relaxed);
-        self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
+        *self.approximate_bytes.get_mut() += added;
+        let max_ts = self.max_ts.get_mut();
+        *max_ts = (*max_ts).max(ts);
         Ok(ts)
     }
 
-    /// Inserts what [`Memtable::replay_record`] gathered, sorted first.
-    /// The sort must be stable: a batch that writes one key twice gives
+    /// Inserts what [`Memtable::replay_record`] gathered, in key order.
+    /// The order must be stable: a batch that writes one key twice gives
     /// both versions the same (key, timestamp), and the later one must win,
     /// as it does when [`Memtable::apply`] inserts them in batch order (an
-    /// insert replaces an equal entry).
+    /// insert replaces an equal entry), so versions that compare equal are
+    /// ordered by their position in `replayed`.
+    ///
+    /// Sorted as (key head, position) pairs, not in place: a version is 80
+    /// bytes, and a stable sort of 10K of them moved ~11 MB through a
+    /// scratch buffer of fresh memory; the pairs are 24 bytes, and two
+    /// versions are compared in full only when their heads tie.
+    pub fn insert_replayed(&mut self, replayed: Replayed) {
+        let mut versions = replayed.versions;
+        if versions.is_empty() {
+            return;
+        }
+        // The keys are in the filter already (replay_record).
+        *self.has_versions.get_mut() = true;
+        let mut order: Vec<(KeyHead, u32)> = versions
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(v, i)| Some((v.as_ref()?.head, i)))
+            .collect();
+        let version = |i: u32| versions.get(i as usize).and_then(Option::as_ref);
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| version(a.1).cmp(&version(b.1)))
+                .then(a.1.cmp(&b.1))
+        });
+        for (_, i) in order {
+            if let Some(version) = versions.get_mut(i as usize).and_then(Option::take) {
+                self.map.insert(version, ());
+            }
+        }
+    }
+
+    /// Inserts what [`Memtable::apply_deferred`] gathered, sorted first
+    /// (stably, as [`Memtable::insert_replayed`] does).
+    #[cfg(test)]
     pub fn insert_pending(&self, mut pending: Vec<MemKey>) {
         pending.sort();
         for version in pending {
@@ -697,6 +744,121 @@ mod tests {
         assert_eq!(deferred.get(b"k2", 4).unwrap().2, b"v299");
         assert_eq!(deferred.approximate_bytes(), direct.approximate_bytes());
         assert_eq!(deferred.max_ts(), direct.max_ts());
+    }
+
+    struct InMemory(Vec<u8>);
+
+    impl crate::io::FileBytes for InMemory {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    /// Replay's path (records decoded in place, keys noted as they are
+    /// read, versions inserted in key order at the end) gives the same
+    /// memtable as applying the batches in order, with the versions built
+    /// over the segment's bytes or copied; a batch writing one key several
+    /// times keeps its last write, and range deletes are kept.
+    #[test]
+    fn replayed_records_match_applying_in_order() {
+        let mut many = WriteBatch::new();
+        for i in 0..300 {
+            // Keys longer than the 16-byte head, so heads tie.
+            many.put(format!("a-long-shared-prefix/{}", i % 7), format!("v{i}"))
+                .unwrap();
+        }
+        let mut ranged = batch(&[("k1", Some("r")), ("k9", None)]);
+        ranged.delete_range("k2", "k3").unwrap();
+        let batches = [
+            batch(&[("k1", Some("a")), ("k0", Some("b")), ("k1", Some("c"))]),
+            batch(&[("k2", Some("d")), ("k1", None), ("k2", Some("e"))]),
+            many,
+            ranged,
+            batch(&[("k0", Some("g")), ("k0", None), ("k0", Some("h"))]),
+        ];
+        let mut segment = Vec::new();
+        let mut spans = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            let start = segment.len();
+            b.encode_record(i as u64 + 1, &mut segment);
+            spans.push(start..segment.len());
+        }
+        let segment: MappedSegment = Arc::new(InMemory(segment));
+        let direct = Memtable::new(1);
+        for (i, b) in batches.iter().enumerate() {
+            direct.apply(b, i as u64 + 1);
+        }
+        for mapped in [true, false] {
+            let mut replayed_mem = Memtable::new(2);
+            let mut replayed = Replayed::default();
+            for span in &spans {
+                let payload = &segment.bytes()[span.clone()];
+                let from = mapped.then_some(&segment);
+                replayed_mem
+                    .replay_record(payload, from, &mut replayed)
+                    .unwrap();
+            }
+            let in_segment = replayed
+                .versions
+                .iter()
+                .flatten()
+                .filter(|v| matches!(v.bytes, VersionBytes::InSegment { .. }))
+                .count();
+            // Every version but the deletes (no value to point at) when
+            // mapped, none otherwise.
+            assert_eq!(in_segment > 300, mapped);
+            replayed_mem.insert_replayed(replayed);
+            let keys = (0..7)
+                .map(|i| format!("a-long-shared-prefix/{i}"))
+                .chain((0..10).map(|i| format!("k{i}")));
+            for key in keys {
+                for ts in 0..=6 {
+                    assert_eq!(
+                        replayed_mem.get(key.as_bytes(), ts),
+                        direct.get(key.as_bytes(), ts),
+                        "{key} at {ts}, mapped {mapped}"
+                    );
+                }
+            }
+            let all = |m: &Memtable| {
+                m.iter()
+                    .map(|e| {
+                        let k = e.key();
+                        (k.user_key().to_vec(), k.ts, k.kind, k.value().to_vec())
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(all(&replayed_mem), all(&direct));
+            assert_eq!(replayed_mem.get(b"k0", 5).unwrap().2, b"h");
+            assert_eq!(replayed_mem.range_dels().len(), 1);
+            assert_eq!(replayed_mem.approximate_bytes(), direct.approximate_bytes());
+            assert_eq!(replayed_mem.max_ts(), direct.max_ts());
+            assert!(replayed_mem.newest_ts(b"k1").is_some());
+        }
+    }
+
+    /// A version is built over the segment only when its key and value lie
+    /// inside it; otherwise (or for a delete's empty value) it is copied or
+    /// points at no value.
+    #[test]
+    fn in_segment_versions_fall_back_to_a_copy_outside_the_segment() {
+        let segment: MappedSegment = Arc::new(InMemory(b"..key..value..".to_vec()));
+        let bytes = segment.bytes();
+        let (key, value) = (&bytes[2..5], &bytes[7..12]);
+        let v = MemKey::in_segment(&segment, key, 3, ValueKind::Put, value);
+        assert!(matches!(v.bytes, VersionBytes::InSegment { .. }));
+        assert_eq!((v.user_key(), v.value()), (&b"key"[..], &b"value"[..]));
+        let d = MemKey::in_segment(&segment, key, 4, ValueKind::Delete, &[]);
+        assert!(matches!(d.bytes, VersionBytes::InSegment { .. }));
+        assert_eq!((d.user_key(), d.value()), (&b"key"[..], &b""[..]));
+        let elsewhere = b"other".to_vec();
+        let c = MemKey::in_segment(&segment, &elsewhere, 5, ValueKind::Put, value);
+        assert!(matches!(c.bytes, VersionBytes::Owned(_)));
+        assert_eq!((c.user_key(), c.value()), (&b"other"[..], &b"value"[..]));
+        // A value before its key (never in a record) is copied too.
+        let backwards = MemKey::in_segment(&segment, value, 6, ValueKind::Put, key);
+        assert!(matches!(backwards.bytes, VersionBytes::Owned(_)));
+        assert_eq!(backwards.value(), b"key");
     }
 
     #[test]

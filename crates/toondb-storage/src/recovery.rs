@@ -154,9 +154,9 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         )));
     }
 
-    let mem = Memtable::new(1);
+    let mut mem = Memtable::new(1);
     let mut last_ts = state.last_ts;
-    let mut pending = Vec::new();
+    let mut replayed = crate::memtable::Replayed::default();
     // The replayed segments are synced in the background, not here: an
     // open after a crash would otherwise wait for up to a few memtables'
     // worth of WAL to reach the disk (a killed process leaves it in the
@@ -166,11 +166,11 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     // recovered versions stay in the mapped segments (no copy) until the
     // memtable is flushed.
     let (recovery, tail) = wal::replay_deferring_sync(&*fs, dir, &segments, |payload, segment| {
-        let ts = mem.replay_record(payload, segment, &mut pending)?;
+        let ts = mem.replay_record(payload, segment, &mut replayed)?;
         last_ts = last_ts.max(ts);
         Ok(())
     })?;
-    mem.insert_pending(pending);
+    mem.insert_replayed(replayed);
     // Opened now, so a flush that deletes a replayed segment before its
     // background sync ran does not fail that sync. A segment that replayed
     // nothing is deleted as garbage once the new manifest is durable; it
