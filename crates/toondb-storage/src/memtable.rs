@@ -26,7 +26,9 @@ use crate::wal::MappedSegment;
 #[derive(Debug, Clone)]
 pub(crate) struct MemKey {
     bytes: VersionBytes,
-    key_len: usize,
+    /// 32 bits, beside `kind`: a version is 64 bytes, not 72 (keys are at
+    /// most `MAX_KEY_LEN`, 64 KiB).
+    key_len: u32,
     /// The key's first bytes, kept inline (see [`KeyHead`]).
     head: KeyHead,
     pub ts: Timestamp,
@@ -46,7 +48,9 @@ enum VersionBytes {
     /// replayed segment's records while it is mapped (`FileSystem::map`).
     InSegment {
         segment: MappedSegment,
-        key_at: usize,
+        /// 32 bits, to keep a version at 64 bytes; a record further into
+        /// a segment than 4 GiB is copied instead.
+        key_at: u32,
         /// Where the value starts, counted from the key's end (the value's
         /// length prefix lies between them).
         value_gap: u32,
@@ -67,6 +71,12 @@ impl std::fmt::Debug for VersionBytes {
                 .finish(),
         }
     }
+}
+
+/// A key's length as stored in a [`MemKey`]. Keys are at most
+/// `MAX_KEY_LEN` (64 KiB), and a search bound one byte more.
+fn key_len_of(key: &[u8]) -> u32 {
+    u32::try_from(key.len()).unwrap_or(u32::MAX)
 }
 
 /// Where `inner` starts within `outer`, if it lies wholly inside it.
@@ -160,7 +170,7 @@ impl Version for MemKey {
         self.head
     }
     fn version_len(&self) -> usize {
-        self.key_len
+        self.key_len as usize
     }
 }
 
@@ -235,7 +245,7 @@ impl MemKey {
         bytes.extend_from_slice(value);
         MemKey {
             bytes: VersionBytes::Owned(bytes.into_boxed_slice()),
-            key_len: user_key.len(),
+            key_len: key_len_of(user_key),
             head: KeyHead::of(user_key),
             ts,
             kind,
@@ -254,13 +264,14 @@ impl MemKey {
     ) -> Self {
         let bytes = segment.bytes();
         let spans = offset_in(bytes, user_key).and_then(|key_at| {
+            let short_key_at = u32::try_from(key_at).ok()?;
             if value.is_empty() {
-                return Some((key_at, 0, 0));
+                return Some((short_key_at, 0, 0));
             }
             let value_at = offset_in(bytes, value)?;
             let gap = value_at.checked_sub(key_at + user_key.len())?;
             Some((
-                key_at,
+                short_key_at,
                 u32::try_from(gap).ok()?,
                 u32::try_from(value.len()).ok()?,
             ))
@@ -275,7 +286,7 @@ impl MemKey {
                 value_gap,
                 value_len,
             },
-            key_len: user_key.len(),
+            key_len: key_len_of(user_key),
             head: KeyHead::of(user_key),
             ts,
             kind,
@@ -284,24 +295,27 @@ impl MemKey {
 
     pub fn user_key(&self) -> &[u8] {
         match &self.bytes {
-            VersionBytes::Owned(b) => b.get(..self.key_len),
+            VersionBytes::Owned(b) => b.get(..self.key_len as usize),
             VersionBytes::InSegment {
                 segment, key_at, ..
-            } => segment.bytes().get(*key_at..key_at + self.key_len),
+            } => {
+                let at = *key_at as usize;
+                segment.bytes().get(at..at + self.key_len as usize)
+            }
         }
         .unwrap_or_default()
     }
 
     pub fn value(&self) -> &[u8] {
         match &self.bytes {
-            VersionBytes::Owned(b) => b.get(self.key_len..),
+            VersionBytes::Owned(b) => b.get(self.key_len as usize..),
             VersionBytes::InSegment {
                 segment,
                 key_at,
                 value_gap,
                 value_len,
             } => {
-                let at = key_at + self.key_len + *value_gap as usize;
+                let at = *key_at as usize + self.key_len as usize + *value_gap as usize;
                 segment.bytes().get(at..at + *value_len as usize)
             }
         }
@@ -835,6 +849,11 @@ mod tests {
             assert_eq!(replayed_mem.max_ts(), direct.max_ts());
             assert!(replayed_mem.newest_ts(b"k1").is_some());
         }
+    }
+
+    #[test]
+    fn a_version_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<MemKey>(), 64);
     }
 
     /// A version is built over the segment only when its key and value lie
