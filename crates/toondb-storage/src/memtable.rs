@@ -11,23 +11,78 @@ use std::sync::Arc;
 
 use crossbeam_skiplist::SkipMap;
 
-use crate::batch::WriteBatch;
+use crate::batch::{RawOp, WriteBatch};
+use crate::error::Result;
 use crate::key::{compare_versions, KeyRange, Timestamp, ValueKind};
 use crate::memfilter::MemFilter;
 use crate::range_del::{RangeDelSet, RangeTombstone};
+use crate::wal::MappedSegment;
 
 /// One version of a user key: the skiplist key. The user key and the value
 /// share one allocation (half the mallocs of separate boxes, which
-/// measurably limits batch throughput). Ordering and equality look only at
+/// measurably limits batch throughput), or, for a version replayed at
+/// open, lie in the mapped WAL segment. Ordering and equality look only at
 /// (user key, timestamp).
 #[derive(Debug, Clone)]
 pub(crate) struct MemKey {
-    bytes: Box<[u8]>,
-    key_len: usize,
+    bytes: VersionBytes,
+    /// 32 bits, beside `kind`: a version is 64 bytes, not 72 (keys are at
+    /// most `MAX_KEY_LEN`, 64 KiB).
+    key_len: u32,
     /// The key's first bytes, kept inline (see [`KeyHead`]).
     head: KeyHead,
     pub ts: Timestamp,
     pub kind: ValueKind,
+}
+
+/// Where a version's key and value bytes are.
+#[derive(Clone)]
+enum VersionBytes {
+    /// The key, then the value, in one allocation: a committed write.
+    Owned(Box<[u8]>),
+    /// Both inside a WAL record of a segment mapped by the open that
+    /// replayed it, which the version keeps mapped. Replay used to copy
+    /// every value out of the map into a fresh allocation: a malloc, a copy
+    /// and the page faults of fresh memory per version, about half of a
+    /// replay's time (docs/performance.md, "Reopen"). Nothing rewrites a
+    /// replayed segment's records while it is mapped (`FileSystem::map`).
+    InSegment {
+        segment: MappedSegment,
+        /// 32 bits, to keep a version at 64 bytes; a record further into
+        /// a segment than 4 GiB is copied instead.
+        key_at: u32,
+        /// Where the value starts, counted from the key's end (the value's
+        /// length prefix lies between them).
+        value_gap: u32,
+        value_len: u32,
+    },
+}
+
+impl std::fmt::Debug for VersionBytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            VersionBytes::Owned(b) => f.debug_tuple("Owned").field(&b.len()).finish(),
+            VersionBytes::InSegment {
+                key_at, value_len, ..
+            } => f
+                .debug_struct("InSegment")
+                .field("key_at", key_at)
+                .field("value_len", value_len)
+                .finish(),
+        }
+    }
+}
+
+/// A key's length as stored in a [`MemKey`]. Keys are at most
+/// `MAX_KEY_LEN` (64 KiB), and a search bound one byte more.
+fn key_len_of(key: &[u8]) -> u32 {
+    u32::try_from(key.len()).unwrap_or(u32::MAX)
+}
+
+/// Where `inner` starts within `outer`, if it lies wholly inside it.
+fn offset_in(outer: &[u8], inner: &[u8]) -> Option<usize> {
+    let start = (inner.as_ptr() as usize).checked_sub(outer.as_ptr() as usize)?;
+    (start.checked_add(inner.len())? <= outer.len()).then_some(start)
 }
 
 impl Ord for MemKey {
@@ -115,7 +170,7 @@ impl Version for MemKey {
         self.head
     }
     fn version_len(&self) -> usize {
-        self.key_len
+        self.key_len as usize
     }
 }
 
@@ -189,8 +244,49 @@ impl MemKey {
         bytes.extend_from_slice(user_key);
         bytes.extend_from_slice(value);
         MemKey {
-            bytes: bytes.into_boxed_slice(),
-            key_len: user_key.len(),
+            bytes: VersionBytes::Owned(bytes.into_boxed_slice()),
+            key_len: key_len_of(user_key),
+            head: KeyHead::of(user_key),
+            ts,
+            kind,
+        }
+    }
+
+    /// A version whose `user_key` and `value` are slices of `segment`'s
+    /// bytes, kept there (no copy); copied as [`MemKey::version`] does
+    /// when they are not inside it.
+    pub fn in_segment(
+        segment: &MappedSegment,
+        user_key: &[u8],
+        ts: Timestamp,
+        kind: ValueKind,
+        value: &[u8],
+    ) -> Self {
+        let bytes = segment.bytes();
+        let spans = offset_in(bytes, user_key).and_then(|key_at| {
+            let short_key_at = u32::try_from(key_at).ok()?;
+            if value.is_empty() {
+                return Some((short_key_at, 0, 0));
+            }
+            let value_at = offset_in(bytes, value)?;
+            let gap = value_at.checked_sub(key_at + user_key.len())?;
+            Some((
+                short_key_at,
+                u32::try_from(gap).ok()?,
+                u32::try_from(value.len()).ok()?,
+            ))
+        });
+        let Some((key_at, value_gap, value_len)) = spans else {
+            return Self::version(user_key, ts, kind, value);
+        };
+        MemKey {
+            bytes: VersionBytes::InSegment {
+                segment: segment.clone(),
+                key_at,
+                value_gap,
+                value_len,
+            },
+            key_len: key_len_of(user_key),
             head: KeyHead::of(user_key),
             ts,
             kind,
@@ -198,12 +294,40 @@ impl MemKey {
     }
 
     pub fn user_key(&self) -> &[u8] {
-        self.bytes.get(..self.key_len).unwrap_or_default()
+        match &self.bytes {
+            VersionBytes::Owned(b) => b.get(..self.key_len as usize),
+            VersionBytes::InSegment {
+                segment, key_at, ..
+            } => {
+                let at = *key_at as usize;
+                segment.bytes().get(at..at + self.key_len as usize)
+            }
+        }
+        .unwrap_or_default()
     }
 
     pub fn value(&self) -> &[u8] {
-        self.bytes.get(self.key_len..).unwrap_or_default()
+        match &self.bytes {
+            VersionBytes::Owned(b) => b.get(self.key_len as usize..),
+            VersionBytes::InSegment {
+                segment,
+                key_at,
+                value_gap,
+                value_len,
+            } => {
+                let at = *key_at as usize + self.key_len as usize + *value_gap as usize;
+                segment.bytes().get(at..at + *value_len as usize)
+            }
+        }
+        .unwrap_or_default()
     }
+}
+
+/// The versions [`Memtable::replay_record`] gathered, their keys already
+/// in the memtable's filter; `None` once inserted.
+#[derive(Default)]
+pub(crate) struct Replayed {
+    versions: Vec<Option<MemKey>>,
 }
 
 /// Per-entry bookkeeping the skiplist adds beyond key and value bytes; an
@@ -331,15 +455,9 @@ impl Memtable {
         self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
     }
 
-    /// Replay's [`Memtable::apply`]: range deletes are applied at once, the
-    /// point versions are only built and pushed onto `pending`, for
-    /// [`Memtable::insert_pending`] to insert later in key order. Nothing
-    /// may read the memtable in between.
-    ///
-    /// Why: inserting a WAL's versions in commit order (random keys) made
-    /// each skiplist insert a walk of cache misses, the largest part of an
-    /// open's replay (docs/performance.md, "Reopen"); in key order every
-    /// insert walks the nodes the previous one just touched.
+    /// [`Memtable::replay_record`] of a decoded batch, copying its bytes:
+    /// for tests that check other paths against replay.
+    #[cfg(test)]
     pub fn apply_deferred(&self, batch: &WriteBatch, ts: Timestamp, pending: &mut Vec<MemKey>) {
         let mut added = self.apply_range_deletes(batch, ts);
         pending.reserve(batch.len());
@@ -352,11 +470,94 @@ impl Memtable {
         self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
     }
 
-    /// Inserts what [`Memtable::apply_deferred`] gathered, sorted first.
-    /// The sort must be stable: a batch that writes one key twice gives
+    /// Replay's [`Memtable::apply`] of a WAL record's payload, by the
+    /// memtable's only user (replay at open, before anything can read it):
+    /// range deletes are applied at once, the point versions only noted in
+    /// the key filter and gathered into `replayed`, for
+    /// [`Memtable::insert_replayed`] to insert later in key order. When
+    /// `segment` (the mapped segment the payload lies in) is given, the
+    /// versions keep their keys and values there instead of copies.
+    /// Returns the record's commit timestamp. On an error (a malformed
+    /// record) some of its versions may already be gathered: the caller
+    /// discards the memtable.
+    ///
+    /// Why deferred: inserting a WAL's versions in commit order (random
+    /// keys) made each skiplist insert a walk of cache misses, the largest
+    /// part of an open's replay (docs/performance.md, "Reopen"); in key
+    /// order every insert walks the nodes the previous one just touched.
+    /// The keys are noted here, while the record's bytes are in the cache,
+    /// and with plain writes (`MemFilter::insert_exclusive`).
+    pub fn replay_record(
+        &mut self,
+        payload: &[u8],
+        segment: Option<&MappedSegment>,
+        replayed: &mut Replayed,
+    ) -> Result<Timestamp> {
+        let mut added = 0;
+        let mut ranges = Vec::new();
+        let filter = &mut self.filter;
+        let versions = &mut replayed.versions;
+        let ts = WriteBatch::decode_record_ops(payload, |ts, op| match op {
+            RawOp::Point(op) => {
+                added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
+                filter.insert_exclusive(MemFilter::hash(op.key));
+                versions.push(Some(match segment {
+                    Some(segment) => MemKey::in_segment(segment, op.key, ts, op.kind, op.value),
+                    None => MemKey::version(op.key, ts, op.kind, op.value),
+                }));
+            }
+            RawOp::Range(start, end) => ranges.push(RangeTombstone {
+                start: start.to_vec(),
+                end: end.to_vec(),
+                ts,
+            }),
+        })?;
+        added += self.publish_range_deletes(ranges);
+        *self.approximate_bytes.get_mut() += added;
+        let max_ts = self.max_ts.get_mut();
+        *max_ts = (*max_ts).max(ts);
+        Ok(ts)
+    }
+
+    /// Inserts what [`Memtable::replay_record`] gathered, in key order.
+    /// The order must be stable: a batch that writes one key twice gives
     /// both versions the same (key, timestamp), and the later one must win,
     /// as it does when [`Memtable::apply`] inserts them in batch order (an
-    /// insert replaces an equal entry).
+    /// insert replaces an equal entry), so versions that compare equal are
+    /// ordered by their position in `replayed`.
+    ///
+    /// Sorted as (key head, position) pairs, not in place: a version is 80
+    /// bytes, and a stable sort of 10K of them moved ~11 MB through a
+    /// scratch buffer of fresh memory; the pairs are 24 bytes, and two
+    /// versions are compared in full only when their heads tie.
+    pub fn insert_replayed(&mut self, replayed: Replayed) {
+        let mut versions = replayed.versions;
+        if versions.is_empty() {
+            return;
+        }
+        // The keys are in the filter already (replay_record).
+        *self.has_versions.get_mut() = true;
+        let mut order: Vec<(KeyHead, u32)> = versions
+            .iter()
+            .zip(0u32..)
+            .filter_map(|(v, i)| Some((v.as_ref()?.head, i)))
+            .collect();
+        let version = |i: u32| versions.get(i as usize).and_then(Option::as_ref);
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| version(a.1).cmp(&version(b.1)))
+                .then(a.1.cmp(&b.1))
+        });
+        for (_, i) in order {
+            if let Some(version) = versions.get_mut(i as usize).and_then(Option::take) {
+                self.map.insert(version, ());
+            }
+        }
+    }
+
+    /// Inserts what [`Memtable::apply_deferred`] gathered, sorted first
+    /// (stably, as [`Memtable::insert_replayed`] does).
+    #[cfg(test)]
     pub fn insert_pending(&self, mut pending: Vec<MemKey>) {
         pending.sort();
         for version in pending {
@@ -380,23 +581,33 @@ impl Memtable {
 
     /// Publishes the batch's range deletes; returns their charged bytes.
     fn apply_range_deletes(&self, batch: &WriteBatch, ts: Timestamp) -> usize {
-        let mut added = 0;
-        if batch.has_range_deletes() {
-            // Published before the visible timestamp moves past `ts`, like
-            // the point versions below.
-            let mut more = Vec::new();
-            for (start, end) in batch.range_deletes() {
-                added += start.len() + end.len() + ENTRY_OVERHEAD;
-                more.push(RangeTombstone {
-                    start: start.to_vec(),
-                    end: end.to_vec(),
-                    ts,
-                });
-            }
-            let mut guard = self.range_dels.write();
-            *guard = Arc::new(guard.with(more));
-            self.has_range_dels.store(true, AtomicOrdering::Release);
+        if !batch.has_range_deletes() {
+            return 0;
         }
+        let more: Vec<_> = batch
+            .range_deletes()
+            .map(|(start, end)| RangeTombstone {
+                start: start.to_vec(),
+                end: end.to_vec(),
+                ts,
+            })
+            .collect();
+        self.publish_range_deletes(more)
+    }
+
+    /// Adds range tombstones; returns their charged bytes. Published
+    /// before the visible timestamp moves past theirs, like point versions.
+    fn publish_range_deletes(&self, more: Vec<RangeTombstone>) -> usize {
+        if more.is_empty() {
+            return 0;
+        }
+        let added = more
+            .iter()
+            .map(|t| t.start.len() + t.end.len() + ENTRY_OVERHEAD)
+            .sum();
+        let mut guard = self.range_dels.write();
+        *guard = Arc::new(guard.with(more));
+        self.has_range_dels.store(true, AtomicOrdering::Release);
         added
     }
 
@@ -564,6 +775,126 @@ mod tests {
         assert_eq!(deferred.get(b"k2", 4).unwrap().2, b"v299");
         assert_eq!(deferred.approximate_bytes(), direct.approximate_bytes());
         assert_eq!(deferred.max_ts(), direct.max_ts());
+    }
+
+    struct InMemory(Vec<u8>);
+
+    impl crate::io::FileBytes for InMemory {
+        fn bytes(&self) -> &[u8] {
+            &self.0
+        }
+    }
+
+    /// Replay's path (records decoded in place, keys noted as they are
+    /// read, versions inserted in key order at the end) gives the same
+    /// memtable as applying the batches in order, with the versions built
+    /// over the segment's bytes or copied; a batch writing one key several
+    /// times keeps its last write, and range deletes are kept.
+    #[test]
+    fn replayed_records_match_applying_in_order() {
+        let mut many = WriteBatch::new();
+        for i in 0..300 {
+            // Keys longer than the 16-byte head, so heads tie.
+            many.put(format!("a-long-shared-prefix/{}", i % 7), format!("v{i}"))
+                .unwrap();
+        }
+        let mut ranged = batch(&[("k1", Some("r")), ("k9", None)]);
+        ranged.delete_range("k2", "k3").unwrap();
+        let batches = [
+            batch(&[("k1", Some("a")), ("k0", Some("b")), ("k1", Some("c"))]),
+            batch(&[("k2", Some("d")), ("k1", None), ("k2", Some("e"))]),
+            many,
+            ranged,
+            batch(&[("k0", Some("g")), ("k0", None), ("k0", Some("h"))]),
+        ];
+        let mut segment = Vec::new();
+        let mut spans = Vec::new();
+        for (i, b) in batches.iter().enumerate() {
+            let start = segment.len();
+            b.encode_record(i as u64 + 1, &mut segment);
+            spans.push(start..segment.len());
+        }
+        let segment: MappedSegment = Arc::new(InMemory(segment));
+        let direct = Memtable::new(1);
+        for (i, b) in batches.iter().enumerate() {
+            direct.apply(b, i as u64 + 1);
+        }
+        for mapped in [true, false] {
+            let mut replayed_mem = Memtable::new(2);
+            let mut replayed = Replayed::default();
+            for span in &spans {
+                let payload = &segment.bytes()[span.clone()];
+                let from = mapped.then_some(&segment);
+                replayed_mem
+                    .replay_record(payload, from, &mut replayed)
+                    .unwrap();
+            }
+            let in_segment = replayed
+                .versions
+                .iter()
+                .flatten()
+                .filter(|v| matches!(v.bytes, VersionBytes::InSegment { .. }))
+                .count();
+            // Every version but the deletes (no value to point at) when
+            // mapped, none otherwise.
+            assert_eq!(in_segment > 300, mapped);
+            replayed_mem.insert_replayed(replayed);
+            let keys = (0..7)
+                .map(|i| format!("a-long-shared-prefix/{i}"))
+                .chain((0..10).map(|i| format!("k{i}")));
+            for key in keys {
+                for ts in 0..=6 {
+                    assert_eq!(
+                        replayed_mem.get(key.as_bytes(), ts),
+                        direct.get(key.as_bytes(), ts),
+                        "{key} at {ts}, mapped {mapped}"
+                    );
+                }
+            }
+            let all = |m: &Memtable| {
+                m.iter()
+                    .map(|e| {
+                        let k = e.key();
+                        (k.user_key().to_vec(), k.ts, k.kind, k.value().to_vec())
+                    })
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(all(&replayed_mem), all(&direct));
+            assert_eq!(replayed_mem.get(b"k0", 5).unwrap().2, b"h");
+            assert_eq!(replayed_mem.range_dels().len(), 1);
+            assert_eq!(replayed_mem.approximate_bytes(), direct.approximate_bytes());
+            assert_eq!(replayed_mem.max_ts(), direct.max_ts());
+            assert!(replayed_mem.newest_ts(b"k1").is_some());
+        }
+    }
+
+    #[test]
+    fn a_version_is_64_bytes() {
+        assert_eq!(std::mem::size_of::<MemKey>(), 64);
+    }
+
+    /// A version is built over the segment only when its key and value lie
+    /// inside it; otherwise (or for a delete's empty value) it is copied or
+    /// points at no value.
+    #[test]
+    fn in_segment_versions_fall_back_to_a_copy_outside_the_segment() {
+        let segment: MappedSegment = Arc::new(InMemory(b"..key..value..".to_vec()));
+        let bytes = segment.bytes();
+        let (key, value) = (&bytes[2..5], &bytes[7..12]);
+        let v = MemKey::in_segment(&segment, key, 3, ValueKind::Put, value);
+        assert!(matches!(v.bytes, VersionBytes::InSegment { .. }));
+        assert_eq!((v.user_key(), v.value()), (&b"key"[..], &b"value"[..]));
+        let d = MemKey::in_segment(&segment, key, 4, ValueKind::Delete, &[]);
+        assert!(matches!(d.bytes, VersionBytes::InSegment { .. }));
+        assert_eq!((d.user_key(), d.value()), (&b"key"[..], &b""[..]));
+        let elsewhere = b"other".to_vec();
+        let c = MemKey::in_segment(&segment, &elsewhere, 5, ValueKind::Put, value);
+        assert!(matches!(c.bytes, VersionBytes::Owned(_)));
+        assert_eq!((c.user_key(), c.value()), (&b"other"[..], &b"value"[..]));
+        // A value before its key (never in a record) is copied too.
+        let backwards = MemKey::in_segment(&segment, value, 6, ValueKind::Put, key);
+        assert!(matches!(backwards.bytes, VersionBytes::Owned(_)));
+        assert_eq!(backwards.value(), b"key");
     }
 
     #[test]

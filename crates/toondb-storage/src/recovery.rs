@@ -5,7 +5,6 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use crate::batch::WriteBatch;
 use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
@@ -15,7 +14,7 @@ use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::sstable::{parse_table_name, table_file_name};
 use crate::version::{parse_manifest_name, Manifest, ManifestState, CURRENT_FILE_NAME};
-use crate::wal::{self, parse_segment_name, SegmentRead, WalWriter};
+use crate::wal::{self, parse_segment_name, WalWriter};
 
 pub(crate) const LOCK_FILE: &str = "LOCK";
 
@@ -155,24 +154,23 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         )));
     }
 
-    let mem = Memtable::new(1);
+    let mut mem = Memtable::new(1);
     let mut last_ts = state.last_ts;
-    let mut pending = Vec::new();
-    let mut batch = WriteBatch::new();
+    let mut replayed = crate::memtable::Replayed::default();
     // The replayed segments are synced in the background, not here: an
     // open after a crash would otherwise wait for up to a few memtables'
     // worth of WAL to reach the disk (a killed process leaves it in the
     // page cache). The new segment names the last of them as its
     // predecessor, and the committer syncs nothing newer before they are
-    // durable, as after a seal (docs/format-wal.md, *Replay*).
-    let (recovery, tail) =
-        wal::replay_deferring_sync(&*fs, dir, &segments, SegmentRead::Map, |payload| {
-            let ts = WriteBatch::decode_record_into(payload, &mut batch)?;
-            mem.apply_deferred(&batch, ts, &mut pending);
-            last_ts = last_ts.max(ts);
-            Ok(())
-        })?;
-    mem.insert_pending(pending);
+    // durable, as after a seal (docs/format-wal.md, *Replay*). The
+    // recovered versions stay in the mapped segments (no copy) until the
+    // memtable is flushed.
+    let (recovery, tail) = wal::replay_deferring_sync(&*fs, dir, &segments, |payload, segment| {
+        let ts = mem.replay_record(payload, segment, &mut replayed)?;
+        last_ts = last_ts.max(ts);
+        Ok(())
+    })?;
+    mem.insert_replayed(replayed);
     // Opened now, so a flush that deletes a replayed segment before its
     // background sync ran does not fail that sync. A segment that replayed
     // nothing is deleted as garbage once the new manifest is durable; it

@@ -273,7 +273,10 @@ impl FileSystem for OsFileSystem {
         // truncated while mapped (they are only deleted, which keeps the
         // mapping valid until it is dropped). WAL segments are mapped by
         // replay at open, which holds the directory lock and truncates a
-        // torn tail only after its last look at the mapping, and by a
+        // torn tail only past the last record it replayed (the recovered
+        // memtable keeps those records mapped until it is flushed; nothing
+        // writes to a replayed segment again, the open appends to a new
+        // one, and the pages before the cut stay inside the file), and by a
         // checkpoint, which maps a rotated segment that no writer appends to
         // any more and only deletion (after the checkpoint) touches.
         let map =

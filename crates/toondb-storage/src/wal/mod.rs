@@ -16,7 +16,8 @@ pub(crate) use reader::sync_segment;
 // The engine's open path is the user of these; until it is wired in they
 // would be reported as unused.
 #[allow(unused_imports)]
-pub use reader::{replay, replay_deferring_sync, DroppedTail, ReplayReport, SegmentRead};
+pub use reader::{replay, DroppedTail, ReplayReport, SegmentRead};
+pub(crate) use reader::{replay_deferring_sync, MappedSegment};
 pub(crate) use sealed::SealedSegment;
 pub use writer::WalWriter;
 

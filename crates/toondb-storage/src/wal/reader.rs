@@ -66,13 +66,20 @@ pub fn replay(
     dir: &Path,
     numbers: &[u64],
     how: SegmentRead,
-    apply: impl FnMut(&[u8]) -> Result<()>,
+    mut apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
-    replay_inner(fs, dir, numbers, how, apply, true).map(|(report, _)| report)
+    replay_inner(fs, dir, numbers, how, |p, _| apply(p), true).map(|(report, _)| report)
 }
 
 /// [`replay`] for an open, which must not wait for the device: the
-/// replayed segments are not synced here. Returns, with the report, what
+/// replayed segments are not synced here. The segments are mapped
+/// ([`SegmentRead::Map`]), and `apply` is lent, with each payload, the
+/// mapped segment it lies in, so the open can build its memtable's
+/// versions over the segment's bytes instead of copying them
+/// (`Memtable::replay_record`): the open holds the directory lock, and
+/// nothing rewrites a replayed segment's records while it is mapped
+/// (replay cuts a torn tail only after the last record it passed on; the
+/// open then appends to a new segment). Returns, with the report, what
 /// the segment the open creates next must name as its predecessor: the
 /// last replayed segment and where its records end, so that a power cut
 /// before that segment is synced reads as a lost tail of an unsynced
@@ -85,22 +92,24 @@ pub fn replay(
 /// drop the later ones (rare paths that sync every segment here as
 /// [`replay`] does); or the last one ends in a close's durable mark
 /// (synced here: the mark itself may not be durable yet).
-pub fn replay_deferring_sync(
+pub(crate) fn replay_deferring_sync(
     fs: &dyn FileSystem,
     dir: &Path,
     numbers: &[u64],
-    how: SegmentRead,
-    apply: impl FnMut(&[u8]) -> Result<()>,
+    apply: impl FnMut(&[u8], Option<&MappedSegment>) -> Result<()>,
 ) -> Result<(ReplayReport, Option<Predecessor>)> {
-    replay_inner(fs, dir, numbers, how, apply, false)
+    replay_inner(fs, dir, numbers, SegmentRead::Map, apply, false)
 }
+
+/// A segment's mapped bytes, shared with what replay built over them.
+pub(crate) type MappedSegment = std::sync::Arc<dyn crate::io::FileBytes>;
 
 fn replay_inner(
     fs: &dyn FileSystem,
     dir: &Path,
     numbers: &[u64],
     how: SegmentRead,
-    mut apply: impl FnMut(&[u8]) -> Result<()>,
+    mut apply: impl FnMut(&[u8], Option<&MappedSegment>) -> Result<()>,
     sync_each: bool,
 ) -> Result<(ReplayReport, Option<Predecessor>)> {
     if numbers.windows(2).any(|w| w[0] >= w[1]) {
@@ -279,7 +288,7 @@ const WILL_NEED_CHUNK: usize = 128 << 10;
 /// A segment's bytes, read or mapped.
 enum SegmentBytes {
     Read(Vec<u8>),
-    Mapped(std::sync::Arc<dyn crate::io::FileBytes>),
+    Mapped(MappedSegment),
 }
 
 impl SegmentBytes {
@@ -323,6 +332,13 @@ impl SegmentBytes {
             SegmentBytes::Mapped(m) => m.bytes(),
         }
     }
+
+    fn mapped(&self) -> Option<&MappedSegment> {
+        match self {
+            SegmentBytes::Read(_) => None,
+            SegmentBytes::Mapped(m) => Some(m),
+        }
+    }
 }
 
 fn replay_segment(
@@ -331,7 +347,7 @@ fn replay_segment(
     number: u64,
     later: &[u64],
     how: SegmentRead,
-    apply: &mut impl FnMut(&[u8]) -> Result<()>,
+    apply: &mut impl FnMut(&[u8], Option<&MappedSegment>) -> Result<()>,
     report: &mut ReplayReport,
 ) -> Result<Ended> {
     let is_last = later.is_empty();
@@ -407,6 +423,7 @@ fn replay_segment(
         later,
         how,
         data,
+        mapped: loaded.mapped(),
     };
     if version == SEGMENT_VERSION_V1 {
         segment.replay_v1(apply, report)?;
@@ -428,6 +445,8 @@ struct Segment<'a> {
     later: &'a [u64],
     how: SegmentRead,
     data: &'a [u8],
+    /// `data`'s mapping, when it is one (lent to `apply` with each payload).
+    mapped: Option<&'a MappedSegment>,
 }
 
 impl Segment<'_> {
@@ -440,14 +459,14 @@ impl Segment<'_> {
     /// tell whether the damaged bytes were ever synced.
     fn replay_v1(
         &self,
-        apply: &mut impl FnMut(&[u8]) -> Result<()>,
+        apply: &mut impl FnMut(&[u8], Option<&MappedSegment>) -> Result<()>,
         report: &mut ReplayReport,
     ) -> Result<()> {
         let mut pos = SEGMENT_HEADER_LEN;
         loop {
             let reason = match read_frame(&self.data[pos..]) {
                 Frame::Record { payload, consumed } => {
-                    apply(payload)?;
+                    apply(payload, self.mapped)?;
                     report.records += 1;
                     report.bytes += consumed as u64;
                     pos += consumed;
@@ -485,7 +504,7 @@ impl Segment<'_> {
     /// damaged bytes had been synced (docs/format-wal.md, *Replay*).
     fn replay_v2(
         &self,
-        apply: &mut impl FnMut(&[u8]) -> Result<()>,
+        apply: &mut impl FnMut(&[u8], Option<&MappedSegment>) -> Result<()>,
         report: &mut ReplayReport,
     ) -> Result<Ended> {
         let mut pos = SEGMENT_HEADER_LEN;
@@ -494,7 +513,7 @@ impl Segment<'_> {
                 Frame::Record { payload, consumed } => {
                     match entry::decode(payload) {
                         Ok(Entry::Batch(batch)) => {
-                            apply(batch)?;
+                            apply(batch, self.mapped)?;
                             report.records += 1;
                             report.bytes += consumed as u64;
                         }
