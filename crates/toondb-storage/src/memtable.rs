@@ -851,6 +851,44 @@ mod tests {
         }
     }
 
+    /// Review (revrf): versions over a real map of a segment larger than
+    /// 4 GiB (a sparse file). A key that starts past 4 GiB is copied; one
+    /// that starts below it with its value past it stays in the segment;
+    /// both read back their exact bytes.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn versions_past_4_gib_into_a_segment_read_back_exactly() {
+        use crate::io::{FileSystem, OsFileSystem};
+        use std::io::{Seek, SeekFrom, Write};
+        const G4: u64 = 1 << 32;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000001.wal");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.set_len(G4 + (64 << 10)).unwrap();
+        // Below 4 GiB: key "straddle" 3 bytes before the boundary, then a
+        // 1-byte length prefix, then the value past the boundary.
+        let low = G4 - 3;
+        f.seek(SeekFrom::Start(low)).unwrap();
+        f.write_all(b"straddle\x05value").unwrap();
+        let high = G4 + 100;
+        f.seek(SeekFrom::Start(high)).unwrap();
+        f.write_all(b"farkey\x08farvalue").unwrap();
+        drop(f);
+        let segment: MappedSegment = OsFileSystem.map(&path).unwrap();
+        let bytes = segment.bytes();
+        let at = |o: u64, n: usize| &bytes[o as usize..o as usize + n];
+        let v = MemKey::in_segment(&segment, at(low, 8), 1, ValueKind::Put, at(low + 9, 5));
+        assert!(matches!(v.bytes, VersionBytes::InSegment { .. }));
+        assert_eq!((v.user_key(), v.value()), (&b"straddle"[..], &b"value"[..]));
+        let far = MemKey::in_segment(&segment, at(high, 6), 2, ValueKind::Put, at(high + 7, 8));
+        assert!(matches!(far.bytes, VersionBytes::Owned(_)));
+        assert_eq!((far.user_key(), far.value()), (&b"farkey"[..], &b"farvalue"[..]));
+        let del = MemKey::in_segment(&segment, at(high, 6), 3, ValueKind::Delete, &[]);
+        assert_eq!((del.user_key(), del.value()), (&b"farkey"[..], &b""[..]));
+        let empty = MemKey::in_segment(&segment, at(high, 6), 4, ValueKind::Put, at(high + 7, 0));
+        assert_eq!((empty.user_key(), empty.value()), (&b"farkey"[..], &b""[..]));
+    }
+
     #[test]
     fn a_version_is_64_bytes() {
         assert_eq!(std::mem::size_of::<MemKey>(), 64);
