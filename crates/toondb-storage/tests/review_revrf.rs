@@ -45,7 +45,7 @@ impl Rng {
 const KEYS: u64 = 150;
 
 fn key_named(i: u64) -> Vec<u8> {
-    if i % 3 == 0 {
+    if i.is_multiple_of(3) {
         format!("a/shared/sixteen+/{i:04}").into_bytes()
     } else if i % 3 == 1 {
         format!("k{i:04}").into_bytes()
