@@ -483,3 +483,103 @@ fn flushed_replay_leaves_no_deleted_segment_mapped() {
         db.close().unwrap();
     }
 }
+
+/// More writes over the same keys (deletes, puts, batches writing one key
+/// three times), mirrored in `model`.
+fn more_history(db: &Database, seed: u64, ops: usize, model: &mut Model) {
+    let mut rng = Rng(seed | 1);
+    for tag in 0..ops as u64 {
+        let k = key_named(rng.below(KEYS));
+        match rng.below(4) {
+            0 => {
+                db.delete(&k).unwrap();
+                model.remove(&k);
+            }
+            1 => {
+                let mut batch = WriteBatch::new();
+                batch.put(&k, b"first").unwrap();
+                batch.delete(&k).unwrap();
+                let v = value(&mut rng, tag + 1_000_000);
+                batch.put(&k, &v).unwrap();
+                db.write(batch).unwrap();
+                model.insert(k, v);
+            }
+            _ => {
+                let v = value(&mut rng, tag + 1_000_000);
+                db.put(&k, &v).unwrap();
+                model.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Reader threads check every key against the model while the replayed
+/// memtable is flushed and its segments deleted under them; writes after
+/// the open (before and after the flush) read back as the model too.
+#[test]
+fn readers_across_the_flush_of_a_replayed_memtable_see_the_model() {
+    for seed in [8u64, 88] {
+        let (image, mut model) = crash_image(seed, 800, Options::default());
+        let gate = TableGate::default();
+        let held = Held(gate.clone());
+        let db = Arc::new(
+            Database::open_with(
+                image.path(),
+                Options::default().fs(Arc::new(WrappedFs::os(gate))),
+            )
+            .unwrap(),
+        );
+        assert!(db.stats().recovery.records > 0);
+        more_history(&db, seed + 1, 200, &mut model);
+        check(
+            &db,
+            &model,
+            "written after the open, replayed memtable held",
+        );
+        let stop = Arc::new(AtomicBool::new(false));
+        let frozen = Arc::new(model.clone());
+        let readers: Vec<_> = (0..2)
+            .map(|r| {
+                let (db, stop, model) = (db.clone(), stop.clone(), frozen.clone());
+                std::thread::spawn(move || {
+                    let mut rounds = 0u64;
+                    while !stop.load(Ordering::SeqCst) || rounds < 3 {
+                        if r == 0 {
+                            for i in 0..KEYS {
+                                let k = key_named(i);
+                                assert_eq!(db.get(&k).unwrap().as_ref(), model.get(&k));
+                            }
+                        } else {
+                            let got: Vec<_> = db
+                                .iter(ScanOptions::default())
+                                .unwrap()
+                                .map(|e| e.unwrap())
+                                .collect();
+                            let want: Vec<_> =
+                                model.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                            assert_eq!(got, want);
+                        }
+                        rounds += 1;
+                    }
+                    rounds
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(30));
+        let flushes = db.stats().flushes;
+        drop(held);
+        wait_for_flush(&db, flushes);
+        std::thread::sleep(Duration::from_millis(30));
+        stop.store(true, Ordering::SeqCst);
+        for r in readers {
+            assert!(r.join().unwrap() > 0);
+        }
+        more_history(&db, seed + 2, 200, &mut model);
+        check(&db, &model, "after the flush");
+        db.close().unwrap();
+        drop(db);
+        let db = Database::open(image.path()).unwrap();
+        check(&db, &model, "reopened");
+        db.close().unwrap();
+    }
+}
