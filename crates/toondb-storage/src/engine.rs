@@ -315,6 +315,20 @@ impl Engine {
         if let Some(t) = self.maintenance_thread.lock().take() {
             panicked |= t.join().is_err();
         }
+        // No WAL segment either: a replayed memtable that was never
+        // flushed (its flush failed, or the close came first) holds its
+        // versions in the mapped segments; readers still holding it keep
+        // it, the state gets a copy that owns its bytes.
+        self.install(|s| {
+            let own = |m: &Arc<Memtable>| m.without_segments().map_or_else(|| m.clone(), Arc::new);
+            LsmState {
+                mem: own(&s.mem),
+                imms: s.imms.iter().map(own).collect(),
+                levels: s.levels.clone(),
+                checkpoints: s.checkpoints.clone(),
+                compacted_ts: s.compacted_ts,
+            }
+        });
         // No table file stays mapped by a closed engine (a handle object
         // may outlive its close for a long time, e.g. until a JS GC).
         let state = self.state();

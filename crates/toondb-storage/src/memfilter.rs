@@ -92,6 +92,18 @@ impl MemFilter {
         }
     }
 
+    /// A filter holding the same keys (no insert may run meanwhile).
+    pub(crate) fn copy(&self) -> MemFilter {
+        MemFilter {
+            words: self
+                .words
+                .iter()
+                .map(|w| AtomicU64::new(w.load(Ordering::Relaxed)))
+                .collect(),
+            word_mask: self.word_mask,
+        }
+    }
+
     /// False only if no key with this hash was inserted.
     pub(crate) fn may_contain(&self, hash: u64) -> bool {
         let bits = Self::bits(hash);

@@ -361,6 +361,9 @@ pub(crate) struct Memtable {
     /// Whether `range_dels` is non-empty: point reads check this flag, not
     /// the lock, so a memtable without range deletes costs them one load.
     has_range_dels: std::sync::atomic::AtomicBool,
+    /// Whether versions lie in mapped WAL segments (replay at open):
+    /// [`Memtable::without_segments`] copies them out at close.
+    in_segment: bool,
 }
 
 /// The filter size of a memtable made without a size (recovery, tests): the
@@ -386,6 +389,7 @@ impl Memtable {
             max_ts: AtomicU64::new(0),
             range_dels: parking_lot::RwLock::new(Arc::new(RangeDelSet::default())),
             has_range_dels: std::sync::atomic::AtomicBool::new(false),
+            in_segment: false,
         }
     }
 
@@ -526,7 +530,7 @@ impl Memtable {
     /// insert replaces an equal entry), so versions that compare equal are
     /// ordered by their position in `replayed`.
     ///
-    /// Sorted as (key head, position) pairs, not in place: a version is 80
+    /// Sorted as (key head, position) pairs, not in place: a version is 64
     /// bytes, and a stable sort of 10K of them moved ~11 MB through a
     /// scratch buffer of fresh memory; the pairs are 24 bytes, and two
     /// versions are compared in full only when their heads tie.
@@ -537,6 +541,10 @@ impl Memtable {
         }
         // The keys are in the filter already (replay_record).
         *self.has_versions.get_mut() = true;
+        self.in_segment |= versions
+            .iter()
+            .flatten()
+            .any(|v| matches!(v.bytes, VersionBytes::InSegment { .. }));
         let mut order: Vec<(KeyHead, u32)> = versions
             .iter()
             .zip(0u32..)
@@ -548,11 +556,57 @@ impl Memtable {
                 .then_with(|| version(a.1).cmp(&version(b.1)))
                 .then(a.1.cmp(&b.1))
         });
-        for (_, i) in order {
+        // Versions that compare equal are adjacent now, the last written
+        // last, and only it is inserted: inserting the others too made the
+        // skiplist replace them, and a replaced entry is freed only when
+        // the epoch collector gets to it, which kept its mapped segment
+        // (and, once the flush deleted it, the file's disk space) alive
+        // for as long as that took (tests/review_revrf.rs).
+        let keep: Vec<u32> = order
+            .iter()
+            .zip(order.iter().skip(1).map(Some).chain([None]))
+            .filter(|(a, next)| {
+                next.is_none_or(|b| version(a.1).cmp(&version(b.1)) != Ordering::Equal)
+            })
+            .map(|(a, _)| a.1)
+            .collect();
+        drop(order);
+        for i in keep {
             if let Some(version) = versions.get_mut(i as usize).and_then(Option::take) {
                 self.map.insert(version, ());
             }
         }
+    }
+
+    /// A copy of this memtable whose versions own their bytes, when some
+    /// lie in mapped WAL segments (`None` otherwise). A closed engine
+    /// swaps it in for a replayed memtable it never flushed, so it keeps no
+    /// segment mapped or open while its handle lives on (a JS handle lives
+    /// until a GC; tests/review_revrf.rs), as it keeps no table mapped.
+    pub fn without_segments(&self) -> Option<Memtable> {
+        if !self.in_segment {
+            return None;
+        }
+        let copy = Memtable {
+            map: SkipMap::new(),
+            filter: self.filter.copy(),
+            has_versions: std::sync::atomic::AtomicBool::new(
+                self.has_versions.load(AtomicOrdering::Acquire),
+            ),
+            approximate_bytes: AtomicUsize::new(self.approximate_bytes()),
+            id: self.id,
+            sealed_log: AtomicU64::new(self.sealed_log()),
+            max_ts: AtomicU64::new(self.max_ts()),
+            range_dels: parking_lot::RwLock::new(self.range_dels()),
+            has_range_dels: std::sync::atomic::AtomicBool::new(self.has_range_dels()),
+            in_segment: false,
+        };
+        for entry in self.map.iter() {
+            let v = entry.key();
+            copy.map
+                .insert(MemKey::version(v.user_key(), v.ts, v.kind, v.value()), ());
+        }
+        Some(copy)
     }
 
     /// Inserts what [`Memtable::apply_deferred`] gathered, sorted first
@@ -865,7 +919,74 @@ mod tests {
             assert_eq!(replayed_mem.approximate_bytes(), direct.approximate_bytes());
             assert_eq!(replayed_mem.max_ts(), direct.max_ts());
             assert!(replayed_mem.newest_ts(b"k1").is_some());
+            // Review (revrf): the copy a closed engine swaps in owns its
+            // bytes and reads the same.
+            let copy = replayed_mem.without_segments();
+            assert_eq!(copy.is_some(), mapped);
+            if let Some(copy) = copy {
+                assert!(copy
+                    .map
+                    .iter()
+                    .all(|e| matches!(e.key().bytes, VersionBytes::Owned(_))));
+                assert_eq!(all(&copy), all(&direct));
+                for key in (0..10).map(|i| format!("k{i}")) {
+                    for ts in 0..=6 {
+                        assert_eq!(copy.get(key.as_bytes(), ts), direct.get(key.as_bytes(), ts));
+                    }
+                }
+                assert_eq!(copy.range_dels().len(), 1);
+                assert_eq!(copy.approximate_bytes(), direct.approximate_bytes());
+                assert_eq!(
+                    (copy.max_ts(), copy.id()),
+                    (direct.max_ts(), replayed_mem.id())
+                );
+                assert!(copy.without_segments().is_none());
+            }
         }
+    }
+
+    /// Review (revrf): versions over a real map of a segment larger than
+    /// 4 GiB (a sparse file). A key that starts past 4 GiB is copied; one
+    /// that starts below it with its value past it stays in the segment;
+    /// both read back their exact bytes.
+    #[cfg(target_pointer_width = "64")]
+    #[test]
+    fn versions_past_4_gib_into_a_segment_read_back_exactly() {
+        use crate::io::{FileSystem, OsFileSystem};
+        use std::io::{Seek, SeekFrom, Write};
+        const G4: u64 = 1 << 32;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("000001.wal");
+        let mut f = std::fs::File::create(&path).unwrap();
+        f.set_len(G4 + (64 << 10)).unwrap();
+        // Below 4 GiB: key "straddle" 3 bytes before the boundary, then a
+        // 1-byte length prefix, then the value past the boundary.
+        let low = G4 - 3;
+        f.seek(SeekFrom::Start(low)).unwrap();
+        f.write_all(b"straddle\x05value").unwrap();
+        let high = G4 + 100;
+        f.seek(SeekFrom::Start(high)).unwrap();
+        f.write_all(b"farkey\x08farvalue").unwrap();
+        drop(f);
+        let segment: MappedSegment = OsFileSystem.map(&path).unwrap();
+        let bytes = segment.bytes();
+        let at = |o: u64, n: usize| &bytes[o as usize..o as usize + n];
+        let v = MemKey::in_segment(&segment, at(low, 8), 1, ValueKind::Put, at(low + 9, 5));
+        assert!(matches!(v.bytes, VersionBytes::InSegment { .. }));
+        assert_eq!((v.user_key(), v.value()), (&b"straddle"[..], &b"value"[..]));
+        let far = MemKey::in_segment(&segment, at(high, 6), 2, ValueKind::Put, at(high + 7, 8));
+        assert!(matches!(far.bytes, VersionBytes::Owned(_)));
+        assert_eq!(
+            (far.user_key(), far.value()),
+            (&b"farkey"[..], &b"farvalue"[..])
+        );
+        let del = MemKey::in_segment(&segment, at(high, 6), 3, ValueKind::Delete, &[]);
+        assert_eq!((del.user_key(), del.value()), (&b"farkey"[..], &b""[..]));
+        let empty = MemKey::in_segment(&segment, at(high, 6), 4, ValueKind::Put, at(high + 7, 0));
+        assert_eq!(
+            (empty.user_key(), empty.value()),
+            (&b"farkey"[..], &b""[..])
+        );
     }
 
     #[test]
