@@ -596,6 +596,7 @@ impl Memtable {
             approximate_bytes: AtomicUsize::new(self.approximate_bytes()),
             id: self.id,
             sealed_log: AtomicU64::new(self.sealed_log()),
+            flush_number: AtomicU64::new(self.flush_number()),
             max_ts: AtomicU64::new(self.max_ts()),
             range_dels: parking_lot::RwLock::new(self.range_dels()),
             has_range_dels: std::sync::atomic::AtomicBool::new(self.has_range_dels()),
