@@ -20,66 +20,12 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
 
 use tempfile::TempDir;
-use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, ErrorKind, Options, ScanOptions};
 
-/// Holds every table file creation until released: an open's background
-/// flush of what it recovered waits, so a crash image taken meanwhile still
-/// has the previous session's WAL segment (as a crash that came before
-/// that flush would leave it).
-#[derive(Clone, Default)]
-struct TableGate(Arc<(Mutex<bool>, Condvar)>);
-
-impl TableGate {
-    fn release(&self) {
-        *self.0 .0.lock().unwrap() = true;
-        self.0 .1.notify_all();
-    }
-}
-
-impl WriteHook for TableGate {
-    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
-        if path.extension().is_some_and(|e| e == "sst") {
-            let mut open = self.0 .0.lock().unwrap();
-            while !*open {
-                open = self.0 .1.wait(open).unwrap();
-            }
-        }
-        Ok(())
-    }
-
-    fn wrap(&self, _: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-        file
-    }
-}
-
-/// A test's hold on a [`TableGate`]: released when dropped too, so a test
-/// that fails (unwinds) while holding it does not hang in the database's
-/// drop, which waits for a maintenance thread stuck at the gate. Bind it
-/// after the database (`let (db, gate) = ...`), so it drops first.
-struct HeldGate(TableGate);
-
-impl HeldGate {
-    fn release(&self) {
-        self.0.release();
-    }
-}
-
-impl Drop for HeldGate {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
-
-/// Opens `dir` with table creation held by a new gate.
-fn open_with_tables_held(dir: &Path) -> (Database, HeldGate) {
-    let gate = TableGate::default();
-    let options = Options::default().fs(Arc::new(WrappedFs::os(gate.clone())));
-    (Database::open_with(dir, options).unwrap(), HeldGate(gate))
-}
+mod support;
+use support::{copy_dir, open_with_tables_held};
 
 fn key(i: usize) -> String {
     format!("key{i:04}")
@@ -90,24 +36,6 @@ fn value(i: usize) -> Vec<u8> {
     let mut v = format!("val-{i:04}-").into_bytes();
     v.extend(std::iter::repeat_n(b'a' + (i % 26) as u8, 20 + i % 13));
     v
-}
-
-/// Copies every file of `src` into a new temporary directory. A file the
-/// engine deletes while this runs (obsolete, so a crash image may or may
-/// not hold it) is skipped instead of failing the copy.
-fn copy_dir(src: &Path) -> TempDir {
-    let dst = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            match fs::copy(entry.path(), dst.path().join(entry.file_name())) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => panic!("copying {:?}: {e}", entry.path()),
-            }
-        }
-    }
-    dst
 }
 
 fn files_with_suffix(dir: &Path, suffix: &str) -> Vec<PathBuf> {

@@ -15,74 +15,12 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
-use toondb_storage::{Database, Options, ScanOptions, WriteBatch};
+use toondb_storage::{Database, ScanOptions, WriteBatch};
 
-/// Holds every table file creation until released, so the open's flush of
-/// what it recovered waits and reads are served by the replayed memtable.
-#[derive(Clone, Default)]
-struct TableGate(Arc<(Mutex<bool>, Condvar)>);
-
-impl TableGate {
-    fn release(&self) {
-        *self.0 .0.lock().unwrap() = true;
-        self.0 .1.notify_all();
-    }
-}
-
-impl WriteHook for TableGate {
-    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
-        if path.extension().is_some_and(|e| e == "sst") {
-            let mut open = self.0 .0.lock().unwrap();
-            while !*open {
-                open = self.0 .1.wait(open).unwrap();
-            }
-        }
-        Ok(())
-    }
-
-    fn wrap(&self, _: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-        file
-    }
-}
-
-/// Releases the gate when dropped, so a failed assertion (which drops it
-/// before the database, declared first) does not leave the database's
-/// close waiting on a held flush.
-struct Held(TableGate);
-
-impl Held {
-    fn release(&self) {
-        self.0.release();
-    }
-}
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
-
-fn open_with_tables_held(dir: &Path) -> (Database, Held) {
-    let gate = TableGate::default();
-    let options = Options::default().fs(Arc::new(WrappedFs::os(gate.clone())));
-    (Database::open_with(dir, options).unwrap(), Held(gate))
-}
-
-fn copy_dir(src: &Path) -> TempDir {
-    let dst = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), dst.path().join(entry.file_name())).unwrap();
-        }
-    }
-    dst
-}
+mod support;
+use support::{copy_dir, open_with_tables_held, Rng};
 
 fn wal_segments(dir: &Path) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = fs::read_dir(dir)
@@ -94,22 +32,6 @@ fn wal_segments(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
-
-/// Keys from a small set, so overwrites and deletes hit existing keys;
-/// half share a 20-byte prefix (their 16-byte heads tie).
 fn key(rng: &mut Rng) -> Vec<u8> {
     key_named(rng.below(KEYS))
 }

@@ -19,28 +19,17 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, Options, ScanOptions, WriteBatch};
 
+mod support;
+use support::{HeldGate, Rng, TableGate};
+
 type Model = BTreeMap<Vec<u8>, Vec<u8>>;
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 const KEYS: u64 = 150;
 
@@ -203,40 +192,6 @@ impl WriteHook for FailTables {
     }
 }
 
-/// Holds every table file creation until released.
-#[derive(Clone, Default)]
-struct TableGate(Arc<(Mutex<bool>, Condvar)>);
-
-impl TableGate {
-    fn release(&self) {
-        *self.0 .0.lock().unwrap() = true;
-        self.0 .1.notify_all();
-    }
-}
-
-impl WriteHook for TableGate {
-    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
-        if path.extension().is_some_and(|e| e == "sst") {
-            let mut open = self.0 .0.lock().unwrap();
-            while !*open {
-                open = self.0 .1.wait(open).unwrap();
-            }
-        }
-        Ok(())
-    }
-    fn wrap(&self, _: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-        file
-    }
-}
-
-struct Held(TableGate);
-
-impl Drop for Held {
-    fn drop(&mut self) {
-        self.0.release();
-    }
-}
-
 /// A crash image of a database that wrote `ops` random operations.
 fn crash_image(seed: u64, ops: usize, options: Options) -> (TempDir, Model) {
     let live = tempfile::tempdir().unwrap();
@@ -386,7 +341,7 @@ fn replay_of_many_segments_with_a_torn_tail_matches_the_model() {
         // segments pile up, and nothing is deleted while the image is
         // copied (a consistent crash image).
         let live_gate = TableGate::default();
-        let live_held = Held(live_gate.clone());
+        let live_held = HeldGate(live_gate.clone());
         let db = Database::open_with(
             live.path(),
             options
@@ -415,7 +370,7 @@ fn replay_of_many_segments_with_a_torn_tail_matches_the_model() {
         }
 
         let gate = TableGate::default();
-        let held = Held(gate.clone());
+        let held = HeldGate(gate.clone());
         let db = Database::open_with(
             image.path(),
             options.clone().fs(Arc::new(WrappedFs::os(gate.clone()))),
@@ -521,7 +476,7 @@ fn readers_across_the_flush_of_a_replayed_memtable_see_the_model() {
     for seed in [8u64, 88] {
         let (image, mut model) = crash_image(seed, 800, Options::default());
         let gate = TableGate::default();
-        let held = Held(gate.clone());
+        let held = HeldGate(gate.clone());
         let db = Arc::new(
             Database::open_with(
                 image.path(),

@@ -1,0 +1,99 @@
+//! Helpers shared by integration tests (each test file that uses them says
+//! `mod support;`; not every file uses every helper).
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use tempfile::TempDir;
+use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
+use toondb_storage::{Database, Options};
+
+/// Holds every table file creation until released: a flush (or an open's
+/// flush of what it recovered) waits, so the memtable keeps serving reads
+/// and a crash image taken meanwhile still has its WAL segments.
+#[derive(Clone, Default)]
+pub struct TableGate(Arc<(Mutex<bool>, Condvar)>);
+
+impl TableGate {
+    pub fn release(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+}
+
+impl WriteHook for TableGate {
+    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
+        if path.extension().is_some_and(|e| e == "sst") {
+            let mut open = self.0 .0.lock().unwrap();
+            while !*open {
+                open = self.0 .1.wait(open).unwrap();
+            }
+        }
+        Ok(())
+    }
+
+    fn wrap(&self, _: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
+    }
+}
+
+/// A test's hold on a [`TableGate`]: released when dropped too, so a test
+/// that fails (unwinds) while holding it does not hang in the database's
+/// drop, which waits for a maintenance thread stuck at the gate. Bind it
+/// after the database (`let (db, gate) = ...`), so it drops first.
+pub struct HeldGate(pub TableGate);
+
+impl HeldGate {
+    pub fn release(&self) {
+        self.0.release();
+    }
+}
+
+impl Drop for HeldGate {
+    fn drop(&mut self) {
+        self.0.release();
+    }
+}
+
+/// Opens `dir` with table creation held by a new gate.
+pub fn open_with_tables_held(dir: &Path) -> (Database, HeldGate) {
+    let gate = TableGate::default();
+    let options = Options::default().fs(Arc::new(WrappedFs::os(gate.clone())));
+    (Database::open_with(dir, options).unwrap(), HeldGate(gate))
+}
+
+/// Copies every file of `src` into a new temporary directory. A file the
+/// engine deletes while this runs (obsolete, so a crash image may or may
+/// not hold it) is skipped instead of failing the copy.
+pub fn copy_dir(src: &Path) -> TempDir {
+    let dst = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(src).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_file() {
+            match fs::copy(entry.path(), dst.path().join(entry.file_name())) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => panic!("copying {:?}: {e}", entry.path()),
+            }
+        }
+    }
+    dst
+}
+
+/// A small deterministic generator (xorshift64) for test workloads.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
