@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use toondb_storage::io::{FileSystem, PowerCut, WritableFile, WrappedFs, WriteHook};
+use toondb_storage::io::{FileSystem, PowerCut, WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
 
 use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
@@ -385,13 +385,19 @@ fn check_reopened(db: &Database, model: &mut Model, power_cut: bool) -> Result<(
         model.check_all(db)?;
     }
     db.compact().map_err(|e| e.to_string())?;
-    model.check_all(db).map_err(|e| format!("after compact: {e}"))
+    model
+        .check_all(db)
+        .map_err(|e| format!("after compact: {e}"))
 }
 
 /// Kills (or cuts the power) at arbitrary points of a load whose table
 /// syncs are slow, several times in a row, reopening each time.
 fn crash_cycles(seed: u64, power_cut: bool, cycles: usize) -> Seen {
-    let dir = unique_dir(if power_cut { "revckf-cut" } else { "revckf-kill" });
+    let dir = unique_dir(if power_cut {
+        "revckf-cut"
+    } else {
+        "revckf-kill"
+    });
     let disk = fresh_disk(&dir);
     let hook = SlowTables::new(Duration::from_millis(2));
     let fs: Arc<dyn FileSystem> = Arc::new(WrappedFs::new(disk.shared(), hook));
@@ -535,8 +541,7 @@ fn fault_run(seed: u64, fault: Fault) -> (bool, bool) {
     let opts2 = opts_on(fs2.clone(), 4 << 10, 8);
     let db = Database::open_with(&dir, opts2)
         .unwrap_or_else(|e| panic!("{fault:?} seed {seed}: reopen failed: {e}"));
-    check_reopened(&db, &mut model, false)
-        .unwrap_or_else(|e| panic!("{fault:?} seed {seed}: {e}"));
+    check_reopened(&db, &mut model, false).unwrap_or_else(|e| panic!("{fault:?} seed {seed}: {e}"));
     check_manifest_history(&*fs2, &dir, (String::new(), 0))
         .unwrap_or_else(|e| panic!("{fault:?} seed {seed}: after reopen: {e}"));
     db.close().unwrap();
@@ -832,4 +837,42 @@ fn clean_closes_with_flushes_and_checkpoints_pending() {
             .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
     }
     assert!(pending_at_close >= 2, "{pending_at_close}");
+}
+
+/// `wal_size_limit = u64::MAX` turns WAL checkpoints off (options.rs;
+/// index.d.ts: `walSizeLimit: Infinity`): the memtable size bounds the
+/// WAL. A seal during a load queued its tail for a checkpoint regardless,
+/// so with checkpoints off every memtable was written twice (its whole
+/// WAL as a checkpoint table, then its flush), the flush waited behind
+/// that checkpoint, and `stats().checkpoints` counted them.
+#[test]
+fn checkpoints_off_means_no_checkpoints_at_a_seal() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options::default()
+        .memtable_size(64 << 10)
+        .wal_size_limit(u64::MAX)
+        .auto_compaction(false);
+    let db = Database::open_with(dir.path(), opts.clone()).unwrap();
+    for i in 0..4000u64 {
+        let mut b = WriteBatch::new();
+        b.put(key(i), val(i, 1, 100)).unwrap();
+        db.write(b).unwrap();
+    }
+    let s = wait_idle(&db);
+    assert!(s.flushes >= 4, "{s:?}");
+    assert_eq!(
+        (
+            s.checkpoints,
+            s.checkpoint_bytes_written,
+            s.checkpoint_tables
+        ),
+        (0, 0, 0),
+        "checkpoints ran with walSizeLimit off: {s:?}"
+    );
+    db.close().unwrap();
+    let db = Database::open_with(dir.path(), opts).unwrap();
+    for i in (0..4000u64).step_by(37) {
+        assert_eq!(db.get(key(i)).unwrap(), Some(val(i, 1, 100)));
+    }
+    db.close().unwrap();
 }
