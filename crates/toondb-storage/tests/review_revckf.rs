@@ -342,6 +342,14 @@ fn step(db: &Database, model: &mut Model, rng: &mut Rng, gen: u64, seen: &mut Se
     }
     let mut b = WriteBatch::new();
     let mut commit: Commit = Vec::new();
+    if rng.next(15) == 0 {
+        // A range delete over keys sealed memtables and checkpoint tables
+        // hold (it takes effect before the batch's own writes).
+        let lo = rng.next(KEYS);
+        let hi = (lo + 1 + rng.next(8)).min(KEYS);
+        b.delete_range(key(lo), key(hi)).unwrap();
+        commit.extend((lo..hi).map(|i| (key(i), None)));
+    }
     for _ in 0..1 + rng.next(3) {
         let i = rng.next(KEYS);
         if rng.next(5) == 0 {
