@@ -426,6 +426,17 @@ fn crash_cycles(seed: u64, power_cut: bool, cycles: usize) -> Seen {
             if gen % 8 == 0 {
                 sample(&db, &mut seen);
             }
+            if gen % 64 == 0 {
+                // Live reads while sealed memtables wait and checkpoints
+                // run: every acknowledged write, get agreeing with a scan.
+                let keys = (0..KEYS).map(key).collect();
+                let live = powerloss_support::contents(&db, &keys)
+                    .unwrap_or_else(|e| panic!("seed {seed} cycle {cycle} live: {e}"));
+                assert!(
+                    live == model.current(),
+                    "seed {seed} cycle {cycle}: live reads differ from the model"
+                );
+            }
         }
         if power_cut {
             disk.power_cut(PowerCut::random(seed ^ cycle as u64, false));
