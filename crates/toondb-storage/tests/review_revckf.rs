@@ -400,7 +400,7 @@ fn check_reopened(db: &Database, model: &mut Model, power_cut: bool) -> Result<(
 
 /// Kills (or cuts the power) at arbitrary points of a load whose table
 /// syncs are slow, several times in a row, reopening each time.
-fn crash_cycles(seed: u64, power_cut: bool, cycles: usize) -> Seen {
+fn crash_cycles(seed: u64, power_cut: bool, cycles: usize, max_imm: usize) -> Seen {
     let dir = unique_dir(if power_cut {
         "revckf-cut"
     } else {
@@ -409,7 +409,7 @@ fn crash_cycles(seed: u64, power_cut: bool, cycles: usize) -> Seen {
     let disk = fresh_disk(&dir);
     let hook = SlowTables::new(Duration::from_millis(2));
     let fs: Arc<dyn FileSystem> = Arc::new(WrappedFs::new(disk.shared(), hook));
-    let opts = opts_on(fs.clone(), 4 << 10, 8);
+    let opts = opts_on(fs.clone(), 4 << 10, 8).max_immutable_memtables(max_imm);
     let mut rng = Rng(seed | 1);
     let mut model = Model::default();
     let mut seen = Seen::default();
@@ -478,7 +478,7 @@ fn crash_cycles(seed: u64, power_cut: bool, cycles: usize) -> Seen {
 fn kills_while_sealed_memtables_wait_reopen_to_the_model() {
     let mut total = Seen::default();
     for seed in 1..=6u64 {
-        let seen = crash_cycles(seed * 0x9e37_79b9, false, 6);
+        let seen = crash_cycles(seed * 0x9e37_79b9, false, 6, 3);
         total.sealed_with_checkpoints += seen.sealed_with_checkpoints;
         total.two_sealed += seen.two_sealed;
         total.explicit_flushes += seen.explicit_flushes;
@@ -489,12 +489,23 @@ fn kills_while_sealed_memtables_wait_reopen_to_the_model() {
     assert!(total.two_sealed > 0, "{total:?}");
 }
 
+/// One sealed memtable at most (every seal waits for the previous flush),
+/// and five.
+#[test]
+fn kills_with_one_and_with_five_sealed_memtables_allowed() {
+    for seed in 1..=3u64 {
+        crash_cycles(seed * 0x51ed_2701, false, 5, 1);
+        let seen = crash_cycles(seed * 0x6c8e_9cf5, seed % 2 == 0, 5, 5);
+        eprintln!("five: {seen:?}");
+    }
+}
+
 /// The same with power cuts that tear unsynced data at random: the
 /// database is the durable state plus a prefix of the rest.
 #[test]
 fn power_cuts_while_sealed_memtables_wait_reopen_to_a_prefix() {
     for seed in 1..=6u64 {
-        crash_cycles(seed * 0x2545_f491, true, 6);
+        crash_cycles(seed * 0x2545_f491, true, 6, 3);
     }
 }
 
