@@ -12,6 +12,20 @@
 //! memtables run while older ones wait for or are in their flush, then
 //! kill or cut the power at arbitrary moments and reopen against a model
 //! (with `get` cross-checked against a scan, before and after `compact`).
+//!
+//! Outcomes (review revckf):
+//! - defect, fixed: with checkpoints off (`wal_size_limit` u64::MAX,
+//!   `walSizeLimit: Infinity`) a seal still queued its tail, so every
+//!   memtable was written twice and `checkpoints` counted them
+//!   (`checkpoints_off_means_no_checkpoints_at_a_seal`);
+//! - disproven (kept as regression tests): level-0 order or log_number
+//!   broken by a kill or power cut at any point with one to five sealed
+//!   memtables waiting, range deletes included; a failed table creation or
+//!   manifest sync anywhere in a checkpoint chain across memtables;
+//!   `Database::flush` racing load seals; manifest rewrites during a flush
+//!   with a reserved number; orphans at open; clean closes with work
+//!   pending; verify and backup during it; exact stats; maintenance_busy
+//!   going false.
 
 mod powerloss_support;
 
