@@ -843,6 +843,7 @@ fn manifest_rewrites_while_a_flush_with_a_reserved_number_runs() {
             .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
     }
     db.close().unwrap();
+    eprintln!("manifests: {manifests:?}");
     // Opens make 5 manifests; the rest are rewrites during the load.
     assert!(manifests.len() > 6, "{manifests:?}");
 }
@@ -880,6 +881,7 @@ fn clean_closes_with_flushes_and_checkpoints_pending() {
         floor = check_manifest_history(&*fs, &dir, floor)
             .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
     }
+    eprintln!("closes with work pending: {pending_at_close} of 12");
     assert!(pending_at_close >= 2, "{pending_at_close}");
 }
 
