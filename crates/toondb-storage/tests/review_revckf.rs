@@ -983,3 +983,48 @@ fn verify_and_backup_while_checkpoints_run_behind_flushes() {
     assert!(seen.sealed_with_checkpoints > 5, "{seen:?}");
     db.close().unwrap();
 }
+
+/// Snapshots taken at many points keep reading exactly the state of their
+/// point while later writes seal memtables, checkpoint their segments
+/// (tails included) and flush them with reserved numbers, and compaction
+/// runs.
+#[test]
+fn snapshots_stay_put_across_seals_checkpoints_and_flushes() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = SlowTables::new(Duration::from_millis(1));
+    let fs: Arc<dyn FileSystem> = Arc::new(WrappedFs::os(hook));
+    let db = Database::open_with(dir.path(), opts_on(fs, 4 << 10, 8)).unwrap();
+    let mut model = Model::default();
+    let mut seen = Seen::default();
+    let mut rng = Rng(0x5a95);
+    let mut snaps = Vec::new();
+    for gen in 1..=1500u64 {
+        assert!(step(&db, &mut model, &mut rng, gen, &mut seen));
+        if gen % 8 == 0 {
+            sample(&db, &mut seen);
+        }
+        if gen % 100 == 0 {
+            snaps.push((db.snapshot().unwrap(), model.current()));
+        }
+        if gen % 250 == 0 {
+            for (snap, want) in &snaps {
+                for i in 0..KEYS {
+                    assert_eq!(
+                        snap.get(key(i)).unwrap().as_ref(),
+                        want.get(&key(i)),
+                        "gen {gen}"
+                    );
+                }
+            }
+        }
+    }
+    db.compact().unwrap();
+    for (snap, want) in &snaps {
+        for i in 0..KEYS {
+            assert_eq!(snap.get(key(i)).unwrap().as_ref(), want.get(&key(i)));
+        }
+    }
+    assert!(seen.sealed_with_checkpoints > 5, "{seen:?}");
+    drop(snaps);
+    db.close().unwrap();
+}
