@@ -1028,3 +1028,62 @@ fn snapshots_stay_put_across_seals_checkpoints_and_flushes() {
     drop(snaps);
     db.close().unwrap();
 }
+
+/// A crash armed at the n-th file-system mutation of a load, for n across
+/// the whole load (every kind of step of seals, tail checkpoints,
+/// checkpoints inside flushes, reserved-number flushes, compactions and
+/// manifest edits is hit at some n), alternating kills and random power
+/// cuts: the reopen holds an allowed state, level 0 in order in every
+/// manifest state, and `get` agrees with a scan before and after compact.
+#[test]
+fn a_crash_at_the_nth_mutation_of_a_load_with_checkpoints_behind_flushes() {
+    use toondb_storage::io::Crash;
+    let mut crashed = 0;
+    for (round, n) in (40..4000u64).step_by(53).enumerate() {
+        let dir = unique_dir("revckf-nth");
+        let disk = fresh_disk(&dir);
+        let hook = SlowTables::new(Duration::from_millis(1));
+        let fs: Arc<dyn FileSystem> = Arc::new(WrappedFs::new(disk.shared(), hook));
+        let opts = opts_on(fs.clone(), 4 << 10, 8);
+        let mut db = Database::open_with(&dir, opts.clone()).unwrap();
+        let power_cut = round % 2 == 1;
+        let crash = if power_cut {
+            Crash::PowerCut(PowerCut::random(n, false))
+        } else {
+            Crash::Kill
+        };
+        disk.crash_after(n, crash);
+        let mut rng = Rng(n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+        let mut model = Model::default();
+        let mut seen = Seen::default();
+        for gen in 1..=500 {
+            if !step(&db, &mut model, &mut rng, gen, &mut seen) {
+                break;
+            }
+        }
+        // Let the background work run into the crash too.
+        let deadline = std::time::Instant::now() + Duration::from_millis(300);
+        while !disk.is_down() && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if !disk.is_down() {
+            disk.disarm();
+            disk.kill();
+        } else {
+            crashed += 1;
+        }
+        let _ = db.close();
+        drop(db);
+        disk.restart();
+        let what = format!("n {n} ({})", if power_cut { "power cut" } else { "kill" });
+        check_manifest_history(&*fs, &dir, Default::default())
+            .unwrap_or_else(|e| panic!("{what}: crash image: {e}"));
+        db = Database::open_with(&dir, opts.clone())
+            .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}\n{}", disk.trace().join("\n")));
+        check_reopened(&db, &mut model, power_cut).unwrap_or_else(|e| panic!("{what}: {e}"));
+        check_manifest_history(&*fs, &dir, Default::default())
+            .unwrap_or_else(|e| panic!("{what}: reopened: {e}"));
+        db.close().unwrap();
+    }
+    assert!(crashed > 40, "{crashed} armed crashes fired");
+}
