@@ -644,8 +644,10 @@ impl Committer {
         // Queued before the seal is installed, so that the maintenance
         // thread never sees the sealed memtable without its tail's request
         // and starts its flush first (checkpoints go first: a flush runs
-        // the ones queued later as it goes).
-        if let Tail::Checkpoint = tail {
+        // the ones queued later as it goes). Not with checkpoints off
+        // (`wal_size_limit` u64::MAX: the memtable size bounds the WAL),
+        // where it would write every memtable twice.
+        if matches!(tail, Tail::Checkpoint) && engine.options.wal_size_limit != u64::MAX {
             engine.request_checkpoint(crate::maintenance::CheckpointRequest {
                 memtable: sealed,
                 segment: old.segment,

@@ -138,6 +138,9 @@ impl MaintenanceThread {
         }
         let mut m = self.engine.maintenance.lock();
         m.stopped = true;
+        // A request queued between `next_job` giving up and here marked
+        // the thread busy (`Engine::mark_busy`); it will never run it.
+        m.busy = false;
         let err = self.engine.bg_error().unwrap_or_else(Error::closed);
         for req in m.manual.drain(..) {
             let _ = req.done.send(Err(err.clone()));
