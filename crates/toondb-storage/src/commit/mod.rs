@@ -644,10 +644,13 @@ impl Committer {
         // Queued before the seal is installed, so that the maintenance
         // thread never sees the sealed memtable without its tail's request
         // and starts its flush first (checkpoints go first: a flush runs
-        // the ones queued later as it goes). Not with checkpoints off
-        // (`wal_size_limit` u64::MAX: the memtable size bounds the WAL),
-        // where it would write every memtable twice.
-        if matches!(tail, Tail::Checkpoint) && engine.options.wal_size_limit != u64::MAX {
+        // the ones queued later as it goes). Only when segments rotate
+        // within a memtable (`wal_size_limit` below `memtable_size`): with
+        // checkpoints off (u64::MAX) or a memtable no larger than the
+        // limit, the tail is the whole memtable, and checkpointing it
+        // would write every memtable twice (tests/review_revckf.rs).
+        let rotates = engine.options.wal_size_limit < engine.options.memtable_size as u64;
+        if matches!(tail, Tail::Checkpoint) && rotates {
             engine.request_checkpoint(crate::maintenance::CheckpointRequest {
                 memtable: sealed,
                 segment: old.segment,
