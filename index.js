@@ -170,9 +170,22 @@ function readFast(db, handle, key) {
   } catch (err) {
     throw normalizeError(err)
   }
-  if (typeof n !== 'number') return n
+  if (typeof n !== 'number') return n instanceof ArrayBuffer ? viewOfChunk(n) : n
   if (n < 0) return null
   return takeFromPool(n)
+}
+
+// A zero-copy value arrives as the ArrayBuffer over its whole table
+// mapping (one per mapping, src/values.rs `chunk_view`), with the value's
+// offset, its length and whether the ArrayBuffer is new written at the
+// read pool's free space. A new one is marked untransferable, as the read
+// pools are: transferring it would empty every value viewing it.
+function viewOfChunk(ab) {
+  const at = readPoolUsed
+  const offset = readPool.readUInt32LE(at)
+  const length = readPool.readUInt32LE(at + 4)
+  if (readPool[at + 8] === 1) markAsUntransferable(ab)
+  return new BatchView(ab, offset, length)
 }
 
 // `readMany`'s packed answer (src/fastmany.rs): the values back to back,
@@ -212,7 +225,7 @@ function readAsync(db, handle, key) {
   } catch (err) {
     return Promise.reject(normalizeError(err))
   }
-  if (typeof n !== 'number') return Promise.resolve(n)
+  if (typeof n !== 'number') return Promise.resolve(n instanceof ArrayBuffer ? viewOfChunk(n) : n)
   if (n === WOULD_BLOCK) return db.getAsync(key).catch((err) => { throw normalizeError(err) })
   if (n < 0) return Promise.resolve(null)
   return Promise.resolve(takeFromPool(n))

@@ -67,6 +67,43 @@ describe('zero-copy values', { skip: !native.externalBuffers() && 'no external b
     await again.close()
   })
 
+  test('values of one table are views of one mapping; none shares bytes with another read', async () => {
+    const dir = tmp.dir()
+    const db = await Database.open(dir, { autoCompaction: false })
+    const values = Array.from({ length: 4 }, (_, i) => big(10 + i))
+    for (let i = 0; i < 4; i++) await db.put(`k${i}`, values[i])
+    await db.flush()
+    await settleMaps(0)
+    const base = native.liveValueMaps()
+    const reads = [0, 1, 2, 3].map((i) => db.getSync(`k${i}`))
+    assert.equal(native.liveValueMaps(), base + 1, 'one mapping serves every value of the table')
+    for (let i = 1; i < 4; i++) assert.equal(reads[i].buffer, reads[0].buffer, 'views of one ArrayBuffer')
+    // A second read of a value still held is another mapping: the two must
+    // never alias, or a write into one would show in the other.
+    const again = db.getSync('k1')
+    assert.notEqual(again.buffer, reads[1].buffer)
+    assert.equal(native.liveValueMaps(), base + 2)
+    for (const v of reads) v.fill(0x5a)
+    assert.deepEqual(again, values[1], 'a write into the first read does not reach the second')
+    again.fill(0x3c)
+    for (let i = 0; i < 4; i++) {
+      assert.deepEqual(db.getSync(`k${i}`), values[i], `k${i} reads as stored after the writes`)
+      assert.deepEqual(await db.get(`k${i}`), values[i])
+    }
+    for (const v of reads) assert.ok(v.every((x) => x === 0x5a), 'each write stayed in its own Buffer')
+    // Transferring a view's ArrayBuffer must not empty the values viewing it.
+    const kept = db.getSync('k2')
+    const moved = db.getSync('k3')
+    try {
+      structuredClone(moved, { transfer: [moved.buffer] })
+    } catch {
+      // Refusing the transfer is fine; detaching the mapping is not.
+    }
+    assert.deepEqual(kept, values[2], 'a view of the same mapping is intact after a transfer')
+    assert.deepEqual(moved, values[3])
+    await db.close()
+  })
+
   test('a mapped value stays intact after compaction deleted its file', async () => {
     const dir = tmp.dir()
     const db = await Database.open(dir, { autoCompaction: false })

@@ -364,6 +364,12 @@ fn reply(env: sys::napi_env, value: Option<ValueRef<'_>>, out: &mut [u8]) -> nap
             Ok(Reply::Len(v.len() as i64))
         }
         // SAFETY: on the JS thread with its env.
+        Some(ValueRef::Mapped(m)) => match unsafe { crate::values::chunk_view(env, m, out) } {
+            Ok(view) => view.map(Reply::Value),
+            // SAFETY: as above.
+            Err(m) => unsafe { crate::values::buffer_mapped(env, m) }.map(Reply::Value),
+        },
+        // SAFETY: on the JS thread with its env.
         Some(v) => unsafe { crate::values::value_to_js(env, Some(v)) }.map(Reply::Value),
     }
 }

@@ -10,13 +10,15 @@
 //! are detected once at load: then nothing is mapped and every value is
 //! copied. `TOONDB_NO_EXTERNAL_BUFFERS=1` forces that path (tests).
 
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::ffi::c_void;
 use std::ptr;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use napi::bindgen_prelude::ToNapiValue;
 use napi::sys;
-use toondb_storage::{ValueMap, ValueRef};
+use toondb_storage::{MappedChunk, ValueMap, ValueRef};
 
 /// Whether this runtime takes external buffers (decided at load).
 static EXTERNAL_OK: AtomicBool = AtomicBool::new(false);
@@ -132,6 +134,162 @@ pub unsafe fn buffer_mapped(env: sys::napi_env, map: ValueMap) -> napi::Result<s
     }
     // SAFETY: see the caller.
     unsafe { buffer_copy(env, map.bytes()) }
+}
+
+/// What [`chunk_view`] writes at the start of `out`: the value's offset in
+/// the returned ArrayBuffer, its length, and 1 when the ArrayBuffer is new
+/// (JS marks it untransferable), as little-endian u32s.
+pub const CHUNK_VIEW_HEADER: usize = 12;
+
+/// A chunk's ArrayBuffer this JS thread made, held weakly, with the
+/// generation that tells it apart from a later one over the same chunk.
+struct ChunkBuffer {
+    reference: sys::napi_ref,
+    generation: u64,
+}
+
+thread_local! {
+    /// Per JS thread (an env lives on one thread, and its finalizers run
+    /// there): the ArrayBuffer over each mapping values were viewed from,
+    /// by `MappedChunk::id`. An entry is removed by its ArrayBuffer's
+    /// finalizer, which also holds the chunk, so an id here always names a
+    /// live chunk.
+    static CHUNK_BUFFERS: RefCell<(HashMap<usize, ChunkBuffer>, u64)> =
+        RefCell::new((HashMap::new(), 0));
+}
+
+/// An ArrayBuffer's finalizer hint: the chunk it keeps mapped.
+struct ChunkHold {
+    chunk: MappedChunk,
+    generation: u64,
+}
+
+unsafe extern "C" fn drop_chunk(env: sys::napi_env, _data: *mut c_void, hint: *mut c_void) {
+    if hint.is_null() {
+        return;
+    }
+    // SAFETY: `hint` came from `Box::into_raw` in `chunk_view`, and N-API
+    // calls the finalizer once, after the ArrayBuffer is unreachable.
+    let hold = unsafe { Box::from_raw(hint.cast::<ChunkHold>()) };
+    let stale = CHUNK_BUFFERS.with(|c| {
+        let mut c = c.borrow_mut();
+        let mine =
+            c.0.get(&hold.chunk.id())
+                .is_some_and(|b| b.generation == hold.generation);
+        if mine {
+            c.0.remove(&hold.chunk.id()).map(|b| b.reference)
+        } else {
+            None
+        }
+    });
+    if let Some(reference) = stale {
+        // SAFETY: the reference was made on this env and is deleted once
+        // (its entry is gone).
+        unsafe { sys::napi_delete_reference(env, reference) };
+    }
+    drop(hold);
+}
+
+/// A zero-copy value as a view of one ArrayBuffer over its whole chunk
+/// (the private mapping it was handed out of): the ArrayBuffer is made
+/// once per chunk, and each value read from it costs JS a Buffer view
+/// instead of an external Buffer and a finalizer of its own (64 KiB values:
+/// most of a zero-copy read's cost; docs/performance.md, "Zero-copy values
+/// as views of one mapping"). Returns the ArrayBuffer and writes
+/// [`CHUNK_VIEW_HEADER`] into `out`; `None` hands the value back when it
+/// cannot be viewed this way (`out` too small, a chunk past u32 offsets),
+/// for an external Buffer of its own.
+///
+/// The chunk never hands a value's range out twice, so views of different
+/// reads never share bytes: writing into a returned Buffer changes only
+/// that Buffer (and never the file). As with Node's pooled Buffers, the
+/// `.buffer` a view exposes is larger than the value.
+///
+/// # Safety
+/// `env` is the current JS thread's env.
+pub unsafe fn chunk_view(
+    env: sys::napi_env,
+    map: ValueMap,
+    out: &mut [u8],
+) -> Result<napi::Result<sys::napi_value>, ValueMap> {
+    if out.len() < CHUNK_VIEW_HEADER || u32::try_from(map.chunk_len()).is_err() {
+        return Err(map);
+    }
+    let len = map.len();
+    let (chunk, offset) = map.into_chunk();
+    let header = |out: &mut [u8], new: u32| {
+        out[0..4].copy_from_slice(&(offset as u32).to_le_bytes());
+        out[4..8].copy_from_slice(&(len as u32).to_le_bytes());
+        out[8..12].copy_from_slice(&new.to_le_bytes());
+    };
+    let known = CHUNK_BUFFERS.with(|c| c.borrow().0.get(&chunk.id()).map(|b| b.reference));
+    if let Some(reference) = known {
+        let mut ab = ptr::null_mut();
+        // SAFETY: a reference of this env; a collected ArrayBuffer gives null.
+        let status = unsafe { sys::napi_get_reference_value(env, reference, &mut ab) };
+        if status == sys::Status::napi_ok && !ab.is_null() {
+            header(out, 0);
+            return Ok(Ok(ab));
+        }
+    }
+    let (ptr, chunk_len, id) = (chunk.as_mut_ptr(), chunk.len(), chunk.id());
+    let generation = CHUNK_BUFFERS.with(|c| {
+        let mut c = c.borrow_mut();
+        c.1 += 1;
+        c.1
+    });
+    let hint = Box::into_raw(Box::new(ChunkHold { chunk, generation }));
+    let mut ab = ptr::null_mut();
+    // SAFETY: `ptr` is valid and writable for `chunk_len` bytes (a private
+    // mapping: writes stay in it) for as long as `hint` lives, which the
+    // finalizer frees only once the ArrayBuffer is gone.
+    let status = unsafe {
+        sys::napi_create_external_arraybuffer(
+            env,
+            ptr.cast(),
+            chunk_len,
+            Some(drop_chunk),
+            hint.cast(),
+            &mut ab,
+        )
+    };
+    if status != sys::Status::napi_ok {
+        // SAFETY: no ArrayBuffer was made, so nothing else owns `hint`.
+        let hold = unsafe { Box::from_raw(hint) };
+        if status == NO_EXTERNAL_BUFFERS {
+            EXTERNAL_OK.store(false, Ordering::Relaxed);
+        }
+        // SAFETY: `offset..offset + len` lies in the chunk (it was handed
+        // out of it), which `hold` keeps mapped.
+        let bytes = unsafe { std::slice::from_raw_parts(ptr.add(offset), len) };
+        // SAFETY: see the caller.
+        let copy = unsafe { buffer_copy(env, bytes) };
+        drop(hold);
+        return Ok(copy);
+    }
+    let mut reference = ptr::null_mut();
+    // SAFETY: plain N-API call; a weak reference (count 0).
+    if unsafe { sys::napi_create_reference(env, ab, 0, &mut reference) } == sys::Status::napi_ok {
+        let old = CHUNK_BUFFERS.with(|c| {
+            c.borrow_mut().0.insert(
+                id,
+                ChunkBuffer {
+                    reference,
+                    generation,
+                },
+            )
+        });
+        if let Some(old) = old {
+            // SAFETY: the replaced entry's reference (its ArrayBuffer was
+            // collected; its finalizer no longer finds it) is deleted once.
+            unsafe { sys::napi_delete_reference(env, old.reference) };
+        }
+    }
+    let mut total = 0;
+    // SAFETY: plain N-API call on the JS thread (see `buffer_mapped`).
+    unsafe { sys::napi_adjust_external_memory(env, -(chunk_len as i64), &mut total) };
+    header(out, 1);
+    Ok(Ok(ab))
 }
 
 /// `null`, or a Buffer with the value (zero-copy for a mapped one).

@@ -57,7 +57,7 @@ pub use columnar::{
 };
 pub use db::{range_delete_spans, Database};
 pub use error::{Error, ErrorKind, Result};
-pub use io::{live_value_maps, max_live_value_maps, ValueMap};
+pub use io::{live_value_maps, max_live_value_maps, MappedChunk, ValueMap};
 pub use iter::{
     prefix_successor, scan_bound, BatchScan, DbIter, EntrySink, PackedBatch, Scan, ScanOptions,
 };

@@ -18,7 +18,7 @@ use crate::error::Result;
 pub use os::OsFileSystem;
 pub use powerloss::{Crash, PowerCut, PowerLossFs, Tail};
 pub(crate) use value_map::is_resident;
-pub use value_map::{live_value_maps, max_live_value_maps, ValueMap};
+pub use value_map::{live_value_maps, max_live_value_maps, MappedChunk, ValueMap};
 pub use wrapped::{WrappedFs, WriteHook};
 
 /// A file opened for appending (WAL segments, table files, manifests).

@@ -197,6 +197,61 @@ impl ValueMap {
     }
 }
 
+impl ValueMap {
+    /// Length of the whole private mapping the value was handed out of.
+    pub fn chunk_len(&self) -> usize {
+        self.chunk.len
+    }
+
+    /// The whole private mapping this value was handed out of, and where
+    /// in it the value starts. A caller may expose the chunk to code that
+    /// views each value it hands out (the Node binding returns views of one
+    /// ArrayBuffer per chunk instead of one external Buffer per value); the
+    /// chunk never hands a range out twice, so two values still never
+    /// share bytes.
+    pub fn into_chunk(self) -> (MappedChunk, usize) {
+        (MappedChunk(self.chunk), self.offset)
+    }
+}
+
+/// A whole private mapping of a table file that values are handed out of
+/// ([`ValueMap::into_chunk`]); it stays mapped while any `MappedChunk` or
+/// `ValueMap` of it lives.
+pub struct MappedChunk(Arc<Chunk>);
+
+impl MappedChunk {
+    /// Identifies the mapping among those alive: two `MappedChunk`s with
+    /// the same id are the same mapping (an id can be reused only after
+    /// every holder of its chunk is gone).
+    pub fn id(&self) -> usize {
+        Arc::as_ptr(&self.0) as usize
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.len == 0
+    }
+
+    /// Start of the mapping: writable for `len()` bytes for as long as this
+    /// `MappedChunk` lives. Writes are private to this mapping; code that
+    /// exposes it must write only inside the ranges of values it was given
+    /// (each handed out once), or a later value of the chunk shows them.
+    pub fn as_mut_ptr(&self) -> *mut u8 {
+        self.0.base.as_ptr()
+    }
+}
+
+impl std::fmt::Debug for MappedChunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MappedChunk")
+            .field("len", &self.0.len)
+            .finish()
+    }
+}
+
 impl std::fmt::Debug for ValueMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ValueMap")
