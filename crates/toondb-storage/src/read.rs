@@ -123,13 +123,21 @@ impl LsmState {
         };
         // The tables' key hash (filters and hash indexes), computed once.
         let mut table_hash = None;
+        let mut now = None;
         for file in self.levels.candidates(key) {
             if resident_only && !file.is_open() {
                 return Ok(None); // opening reads the file's footer
             }
             let table = file.table()?;
             let hash = *table_hash.get_or_insert_with(|| bloom_hash(key));
-            if resident_only && !table.get_is_resident(key, hash, snapshot)? {
+            if resident_only
+                && !table.get_is_resident(
+                    key,
+                    hash,
+                    snapshot,
+                    *now.get_or_insert_with(crate::sstable::clock_ms),
+                )?
+            {
                 return Ok(None);
             }
             if let Some(found) = table.get_with_hash(key, hash, snapshot)? {

@@ -41,6 +41,7 @@ pub use compress::Compression;
 #[allow(unused_imports)]
 pub use iter::TableIter;
 pub use readahead::Readahead;
+pub(crate) use table::clock_ms;
 #[allow(unused_imports)]
 pub use table::{Table, TableCounters, TableEntry, TableGet};
 

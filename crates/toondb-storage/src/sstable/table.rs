@@ -95,8 +95,10 @@ pub struct Table {
 /// trusted to still be there by reads that must not wait for the device.
 pub(crate) const RESIDENT_TRUST_MS: u64 = 100;
 
-/// Milliseconds on a monotonic clock private to this process.
-fn clock_ms() -> u64 {
+/// Milliseconds on a monotonic clock private to this process. A read asks
+/// once and passes the answer to each table's [`Table::get_is_resident`]:
+/// a clock read per table probed was ~30% of a warm `await db.get`.
+pub(crate) fn clock_ms() -> u64 {
     static START: OnceLock<std::time::Instant> = OnceLock::new();
     START
         .get_or_init(std::time::Instant::now)
@@ -867,8 +869,8 @@ impl Table {
         user_key: &[u8],
         hash: u64,
         snapshot: Timestamp,
+        now: u64,
     ) -> Result<bool> {
-        let now = clock_ms();
         if now < self.resident.trusted_until.load(AtomicOrdering::Relaxed) {
             return Ok(true);
         }

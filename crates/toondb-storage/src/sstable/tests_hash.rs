@@ -536,7 +536,9 @@ fn residency_follows_the_hash_index() {
     .unwrap();
     let mut cold_keys = 0;
     for r in &rows {
-        let resident = table.get_is_resident(&r.0, bloom_hash(&r.0), 5).unwrap();
+        let resident = table
+            .get_is_resident(&r.0, bloom_hash(&r.0), 5, super::table::clock_ms())
+            .unwrap();
         let in_cold_block = layout.block_holding(&r.0) == 3;
         assert_eq!(resident, !in_cold_block, "{:?}", r.0.escape_ascii());
         cold_keys += usize::from(in_cold_block);
@@ -546,7 +548,12 @@ fn residency_follows_the_hash_index() {
     for i in 0..2000u32 {
         let key = format!("key{:06}", 2 * i + 1);
         assert!(table
-            .get_is_resident(key.as_bytes(), bloom_hash(key.as_bytes()), 5)
+            .get_is_resident(
+                key.as_bytes(),
+                bloom_hash(key.as_bytes()),
+                5,
+                super::table::clock_ms()
+            )
             .unwrap());
     }
     // A cold hash index block: not decoded, a read that passes the filter
@@ -562,6 +569,11 @@ fn residency_follows_the_hash_index() {
     // (A present key passes the filter; an absent one it rules out never
     // needs the hash index.)
     assert!(!table
-        .get_is_resident(b"key000000", bloom_hash(b"key000000"), 5)
+        .get_is_resident(
+            b"key000000",
+            bloom_hash(b"key000000"),
+            5,
+            super::table::clock_ms()
+        )
         .unwrap());
 }
