@@ -2,12 +2,14 @@
 //! fresh-context review, each proved by a test here, and the probes that
 //! found nothing (kept, since they pin down behaviour the branch promises).
 
+mod support;
+use support::{copy_dir, wait_idle};
+
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
-use toondb_storage::{Database, Options, Stats, WriteBatch};
+use toondb_storage::{Database, Options, WriteBatch};
 
 const LIMIT: u64 = 64 << 10;
 
@@ -35,38 +37,6 @@ fn load(db: &Database, range: std::ops::Range<usize>, gen: u8) {
         }
         db.write(batch).unwrap();
     }
-}
-
-fn wait_idle(db: &Database) -> Stats {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut idle = 0;
-    loop {
-        let s = db.stats();
-        assert!(s.background_error.is_none(), "{:?}", s.background_error);
-        if s.immutable_memtables == 0 && !s.maintenance_busy {
-            idle += 1;
-            if idle == 2 {
-                return s;
-            }
-        } else {
-            idle = 0;
-        }
-        assert!(Instant::now() < deadline, "the engine never went idle");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-/// A copy of the directory while the engine is open and idle: what a kill
-/// leaves.
-fn crash_image(src: &Path) -> TempDir {
-    let dst = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), dst.path().join(entry.file_name())).unwrap();
-        }
-    }
-    dst
 }
 
 /// `flush_bytes_written` is "bytes of the table files those flushes wrote"
@@ -144,7 +114,7 @@ fn range_deletes_in_a_checkpointed_segment_survive_a_kill_and_compaction() {
     let end = fill_far(&db, base, 1);
     let s = wait_idle(&db);
     assert!(s.checkpoint_tables >= 2, "{s:?}");
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
     db.close().unwrap();
 
     let expect = |i: usize| match i {
@@ -344,7 +314,7 @@ fn verify_and_a_second_handle_while_checkpoints_run() {
     });
     let s = wait_idle(&db);
     assert!(s.checkpoints > 5, "{s:?}");
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
     db.close().unwrap();
     let reopened = Database::open_with(image.path(), opts).unwrap();
     for i in 0..1500 {
@@ -470,7 +440,7 @@ fn checkpoints_of_segments_with_durable_appends_on_the_os_file_system() {
     assert!(s.checkpoints >= 10, "{s:?}");
     assert_eq!(s.checkpoint_errors, 0, "{s:?}");
     assert_eq!(s.checkpoint_tables, s.checkpoints);
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
     db.close().unwrap();
     let reopened = Database::open_with(image.path(), opts).unwrap();
     for i in 0..1500 {
@@ -522,7 +492,7 @@ fn clean_close_amid_checkpoints_then_reopen() {
         check(&db, "after the clean close");
         // A copy is a consistent crash image only while nothing runs.
         wait_idle(&db);
-        let image = crash_image(dir.path());
+        let image = copy_dir(dir.path());
         db.close().unwrap();
         drop(db);
         let db = Database::open_with(image.path(), opts).unwrap();

@@ -2,13 +2,12 @@
 //! batches whose decoding a checkpoint must get exactly right, checkpointed
 //! and read back by a reopen of a kill image, against a `BTreeMap` model.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::path::Path;
-use std::time::{Duration, Instant};
+mod support;
+use support::{copy_dir, wait_idle};
 
-use tempfile::TempDir;
-use toondb_storage::{Database, Options, ScanOptions, Stats, WriteBatch};
+use std::collections::BTreeMap;
+
+use toondb_storage::{Database, Options, ScanOptions, WriteBatch};
 
 const MAX_KEY: usize = 64 * 1024;
 
@@ -16,36 +15,6 @@ fn options() -> Options {
     Options::default()
         .memtable_size(64 << 20)
         .wal_size_limit(16 << 10)
-}
-
-fn wait_idle(db: &Database) -> Stats {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut idle = 0;
-    loop {
-        let s = db.stats();
-        assert!(s.background_error.is_none(), "{:?}", s.background_error);
-        if s.immutable_memtables == 0 && !s.maintenance_busy {
-            idle += 1;
-            if idle == 2 {
-                return s;
-            }
-        } else {
-            idle = 0;
-        }
-        assert!(Instant::now() < deadline, "the engine never went idle");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
-fn crash_image(src: &Path) -> TempDir {
-    let dst = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), dst.path().join(entry.file_name())).unwrap();
-        }
-    }
-    dst
 }
 
 fn scan_all(db: &Database) -> BTreeMap<Vec<u8>, Vec<u8>> {
@@ -194,7 +163,7 @@ fn tricky_batches_survive_checkpoint_and_reopen() {
     assert!(s.checkpoints >= 20, "{} checkpoints", s.checkpoints);
     assert_eq!(s.flushes, 0);
     check(&db, &model, &keys);
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
     db.close().unwrap();
 
     let db = Database::open_with(image.path(), options()).unwrap();
@@ -208,7 +177,7 @@ fn tricky_batches_survive_checkpoint_and_reopen() {
     }
     check(&db, &model, &keys);
     wait_idle(&db);
-    let image2 = crash_image(image.path());
+    let image2 = copy_dir(image.path());
     db.close().unwrap();
     let db = Database::open_with(image2.path(), options()).unwrap();
     check(&db, &model, &keys);
@@ -265,7 +234,7 @@ fn one_batch_checkpoint_tables_reopen_to_the_model() {
     assert!(s.checkpoints >= 28, "{} checkpoints", s.checkpoints);
     let keys: Vec<Vec<u8>> = (b'a'..=b'z').flat_map(|c| [vec![c], vec![c, c]]).collect();
     check(&db, &model, &keys);
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
     db.close().unwrap();
     let db = Database::open_with(image.path(), opts()).unwrap();
     check(&db, &model, &keys);

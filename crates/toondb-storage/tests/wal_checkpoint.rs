@@ -14,6 +14,9 @@
 //! `powerloss_steps.rs`; model-based runs with checkpoints in
 //! `model_powerloss.rs`.
 
+mod support;
+use support::{copy_dir, wait_idle};
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
@@ -21,9 +24,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tempfile::TempDir;
 use toondb_storage::io::{OsFileSystem, WrappedFs, WriteHook};
-use toondb_storage::{Database, ErrorKind, Options, ScanOptions, Stats, WriteBatch};
+use toondb_storage::{Database, ErrorKind, Options, ScanOptions, WriteBatch};
 
 const LIMIT: u64 = 64 << 10;
 
@@ -53,25 +55,6 @@ fn load(db: &Database, range: std::ops::Range<usize>, gen: u8) {
     }
 }
 
-fn wait_idle(db: &Database) -> Stats {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut idle = 0;
-    loop {
-        let s = db.stats();
-        assert!(s.background_error.is_none(), "{:?}", s.background_error);
-        if s.immutable_memtables == 0 && !s.maintenance_busy {
-            idle += 1;
-            if idle == 2 {
-                return s;
-            }
-        } else {
-            idle = 0;
-        }
-        assert!(Instant::now() < deadline, "the engine never went idle");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 fn files_ending(dir: &Path, suffix: &str) -> usize {
     fs::read_dir(dir)
         .unwrap()
@@ -83,18 +66,6 @@ fn files_ending(dir: &Path, suffix: &str) -> usize {
                 .ends_with(suffix)
         })
         .count()
-}
-
-/// A copy of the directory while the engine is open: what a kill leaves.
-fn crash_image(src: &Path) -> TempDir {
-    let dst = tempfile::tempdir().unwrap();
-    for entry in fs::read_dir(src).unwrap() {
-        let entry = entry.unwrap();
-        if entry.file_type().unwrap().is_file() {
-            fs::copy(entry.path(), dst.path().join(entry.file_name())).unwrap();
-        }
-    }
-    dst
 }
 
 #[test]
@@ -156,7 +127,7 @@ fn after_a_kill_checkpointed_writes_shadow_older_tables() {
     load(&db, 2000..3000, 2);
     let s = wait_idle(&db);
     assert!(s.checkpoints >= 3, "{} checkpoints", s.checkpoints);
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
     db.close().unwrap();
 
     let reopened = Database::open_with(image.path(), options()).unwrap();
@@ -231,7 +202,7 @@ fn a_failed_checkpoint_keeps_the_wal_and_stops_nothing() {
     let s = wait_idle(&db);
     assert_eq!(s.checkpoints, before.checkpoints, "skipped past the gap");
     // A kill now replays the segments the checkpoints did not cover.
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
     db.flush().unwrap();
     let s = wait_idle(&db);
     assert_eq!((s.checkpoint_tables, s.tables), (0, 1));
@@ -319,7 +290,7 @@ fn checkpoints_agree_with_a_model_across_kills() {
     assert!(s.checkpoints >= 5, "{} checkpoints", s.checkpoints);
     assert_eq!(s.flushes, 0);
     assert_eq!(scan_all(&db), model);
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
     db.close().unwrap();
 
     let reopened = Database::open_with(image.path(), options()).unwrap();
@@ -515,7 +486,7 @@ fn checkpoints_run_while_a_sealed_memtable_waits_for_its_flush() {
     );
     assert_eq!(files_ending(dir.path(), ".wal"), 1);
     assert_eq!(scan_all(&db), model);
-    let image = crash_image(dir.path());
+    let image = copy_dir(dir.path());
 
     hook.release(2);
     let s = wait_idle(&db);

@@ -8,7 +8,7 @@ use std::sync::{Arc, Condvar, Mutex};
 
 use tempfile::TempDir;
 use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
-use toondb_storage::{Database, Options};
+use toondb_storage::{Database, Options, Stats};
 
 /// Holds every table file creation until released: a flush (or an open's
 /// flush of what it recovered) waits, so the memtable keeps serving reads
@@ -80,6 +80,30 @@ pub fn copy_dir(src: &Path) -> TempDir {
         }
     }
     dst
+}
+
+/// Waits until no memtable waits for a flush and the maintenance thread is
+/// idle, seen twice in a row; fails on a background error or after 60 s.
+pub fn wait_idle(db: &Database) -> Stats {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut idle = 0;
+    loop {
+        let s = db.stats();
+        assert!(s.background_error.is_none(), "{:?}", s.background_error);
+        if s.immutable_memtables == 0 && !s.maintenance_busy {
+            idle += 1;
+            if idle == 2 {
+                return s;
+            }
+        } else {
+            idle = 0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the engine never went idle"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }
 
 /// A small deterministic generator (xorshift64) for test workloads.
