@@ -128,7 +128,11 @@ export interface OpenOptions {
    * points into a private copy-on-write mapping of the value's file pages,
    * valid until it is garbage-collected (also after compaction deleted the
    * file). Writing into it changes neither the database nor other reads.
-   * Smaller values, and values in the memtable or in compressed tables, are
+   * From `getSync`/`get` the Buffer is a view of one ArrayBuffer over the
+   * table's whole mapping (like a Buffer from Node's pool, its `.buffer` is
+   * larger than the value): `structuredClone`/`postMessage` of it copies
+   * that whole ArrayBuffer, so send `Buffer.from(value)` (a copy of the
+   * value alone) to another thread. Smaller values, and values in the memtable or in compressed tables, are
    * copied. `Infinity`: always copy. Default 16384 (docs/performance.md,
    * "Read path"). Runtimes that refuse external buffers (Electron) always
    * get copies.
