@@ -62,7 +62,9 @@ struct Sst {
 
 impl WritableFile for Sst {
     fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        if self.held && self.shared.appends.fetch_add(1, Ordering::SeqCst) == 3 {
+        // The second append: the table builder writes 2 MiB at a time, so
+        // this is mid-output (the output is ~8 MB, below).
+        if self.held && self.shared.appends.fetch_add(1, Ordering::SeqCst) == 1 {
             *self.shared.waiting.lock().unwrap() = true;
             self.shared.cv.notify_all();
             let mut released = self.shared.released.lock().unwrap();
@@ -104,12 +106,13 @@ fn a_sealed_memtable_is_flushed_while_a_compaction_output_is_being_written() {
         .fs(Arc::new(WrappedFs::os(hook.clone())));
     let db = Arc::new(Database::open_with(dir.path(), options).unwrap());
     // ~20,000 versions in level 0 (several flushes), so the compaction
-    // reads many times 1024 versions into its one output.
+    // reads many times 1024 versions into its one output (~8 MB: several
+    // of the table builder's 2 MiB writes).
     for b in 0..40 {
         let mut batch = WriteBatch::new();
         for i in 0..500 {
             batch
-                .put(format!("key{:06}", (i * 40 + b) % 20_000), [b as u8; 40])
+                .put(format!("key{:06}", (i * 40 + b) % 20_000), [b as u8; 400])
                 .unwrap();
         }
         db.write(batch).unwrap();
