@@ -146,8 +146,11 @@ function newReadPool() {
   return pool
 }
 
+// A pool whose ArrayBuffer was detached (length 0: ArrayBuffer#transfer,
+// Node >= 22, ignores markAsUntransferable) is replaced too; reading into it
+// failed every later read with TOONDB_INVALID_ARGUMENT.
 function readPoolRoom() {
-  if (READ_POOL_BYTES - readPoolUsed < DIRECT_COPY_MIN) {
+  if (READ_POOL_BYTES - readPoolUsed < DIRECT_COPY_MIN || readPool.length === 0) {
     readPool = newReadPool()
     readPoolAb = readPool.buffer
     readPoolUsed = 0

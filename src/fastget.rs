@@ -11,9 +11,11 @@
 //!
 //! JS side (index.js): `native.readHandle()` returns an external holding the
 //! engine handle; `readInto(handle, key, out, offset?)` returns the length
-//! of the value copied into `out` at `offset` (default 0), -1 when absent, or a Buffer of the value's own:
-//! zero-copy (values.rs) for a large value in an uncompressed table, else a
-//! copy when it is large or does not fit `out`. `readIfResident` is the
+//! of the value copied into `out` at `offset` (default 0), -1 when absent,
+//! for a large value in an uncompressed table the ArrayBuffer over its whole
+//! mapping with the value's place in it written at `out[offset..]`
+//! (values.rs `chunk_view`; index.js `viewOfChunk`), or else a Buffer of the
+//! value's own: a copy when it is large or does not fit `out`. `readIfResident` is the
 //! same read for `db.get()`, except that it returns -2, having read
 //! nothing, when the read would wait for the device. Errors throw a JS
 //! Error whose `code` is the TOONDB_* code; a panic becomes TOONDB_INTERNAL.

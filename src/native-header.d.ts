@@ -5,17 +5,22 @@
  * Registered by hand in src/fastget.rs (a raw N-API callback, so napi-rs
  * does not generate it): reads the value of `key` through the handle from
  * `NativeDatabase#readHandle()`. Returns the length copied into `out` at
- * `offset` (default 0), -1 when absent, or a Buffer of the value's own
- * (zero-copy over a private mapping for a large table value, else a copy)
- * when it is large or does not fit `out`.
+ * `offset` (default 0), -1 when absent, a Buffer of the value's own (a
+ * copy, or zero-copy when the value cannot be viewed as below) when it is
+ * large or does not fit `out`, or, for a zero-copy table value, the
+ * ArrayBuffer over the whole private mapping it was read from (one per
+ * mapping and JS thread, src/values.rs `chunk_view`), with the value's
+ * offset in it, its length and 1 when the ArrayBuffer is new (the caller
+ * marks it untransferable) written at `out[offset..]` as little-endian
+ * u32s (index.js `viewOfChunk`).
  */
-export declare function readInto(handle: unknown, key: string | Uint8Array, out: Uint8Array, offset?: number): number | Buffer
+export declare function readInto(handle: unknown, key: string | Uint8Array, out: Uint8Array, offset?: number): number | Buffer | ArrayBuffer
 
 /**
  * `readInto` that never waits for the device: -2 (nothing read) when the
  * read would need a table page that is not in memory.
  */
-export declare function readIfResident(handle: unknown, key: string | Uint8Array, out: Uint8Array, offset?: number): number | Buffer
+export declare function readIfResident(handle: unknown, key: string | Uint8Array, out: Uint8Array, offset?: number): number | Buffer | ArrayBuffer
 
 /**
  * Registered by hand in src/fastmany.rs: the values of `keys` from one

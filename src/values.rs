@@ -228,8 +228,22 @@ pub unsafe fn chunk_view(
         // SAFETY: a reference of this env; a collected ArrayBuffer gives null.
         let status = unsafe { sys::napi_get_reference_value(env, reference, &mut ab) };
         if status == sys::Status::napi_ok && !ab.is_null() {
-            header(out, 0);
-            return Ok(Ok(ab));
+            let (mut data, mut ab_len) = (ptr::null_mut(), 0);
+            // SAFETY: plain N-API call on an ArrayBuffer of this env.
+            unsafe { sys::napi_get_arraybuffer_info(env, ab, &mut data, &mut ab_len) };
+            if data.cast::<u8>() == chunk.as_mut_ptr() && ab_len == chunk.len() {
+                header(out, 0);
+                return Ok(Ok(ab));
+            }
+            // Detached (ArrayBuffer#transfer ignores markAsUntransferable;
+            // its emptied views keep it reachable): a view of it would
+            // throw, and a new ArrayBuffer over the chunk would share bytes
+            // with whatever took the old one's contents. Copy the value.
+            // SAFETY: `offset..offset + len` lies in the chunk (it was
+            // handed out of it), which `chunk` keeps mapped.
+            let bytes = unsafe { std::slice::from_raw_parts(chunk.as_mut_ptr().add(offset), len) };
+            // SAFETY: see the caller.
+            return Ok(unsafe { buffer_copy(env, bytes) });
         }
     }
     let (ptr, chunk_len, id) = (chunk.as_mut_ptr(), chunk.len(), chunk.id());

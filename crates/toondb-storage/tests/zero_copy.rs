@@ -261,3 +261,57 @@ fn mapped_values_never_alias_and_share_a_mapping_only_when_disjoint() {
         "all mappings gone with their values"
     );
 }
+
+/// What the Node binding's chunk views (src/values.rs `chunk_view`) rely on:
+/// `into_chunk` gives the mapping the value came out of and its offset; the
+/// chunk keeps the mapping alive once the `ValueMap` is gone; values of one
+/// chunk have the same id and disjoint ranges; a value read again while the
+/// chunk lives (even when no `ValueMap` of it is left, only the chunk) comes
+/// out of another chunk; and an id names one live mapping only.
+#[test]
+fn chunks_keep_their_mapping_and_never_hand_out_a_range_twice() {
+    let _g = lock();
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), opts()).unwrap();
+    for i in 0..4u8 {
+        db.put(format!("k{i}"), value(i, 20_000)).unwrap();
+    }
+    db.flush().unwrap();
+    let base = live_value_maps();
+    let (c0, off0) = mapped(&db, "k0").into_chunk();
+    let (c1, off1) = mapped(&db, "k1").into_chunk();
+    assert_eq!(live_value_maps(), base + 1);
+    assert_eq!(c0.id(), c1.id(), "values of one table share the chunk");
+    assert!(
+        off0 + 20_000 <= off1 || off1 + 20_000 <= off0,
+        "disjoint ranges"
+    );
+    assert!(off0 + 20_000 <= c0.len() && off1 + 20_000 <= c0.len());
+    // SAFETY: the chunk is mapped for `len()` bytes while `c0` lives.
+    let at = |c: &toondb_storage::MappedChunk, off: usize| unsafe {
+        std::slice::from_raw_parts(c.as_mut_ptr().add(off), 20_000)
+    };
+    assert_eq!(at(&c0, off0), value(0, 20_000).as_slice());
+    assert_eq!(at(&c1, off1), value(1, 20_000).as_slice());
+    // Write into k0's range, as a JS view of it may.
+    // SAFETY: k0's range was handed out once, to `c0`'s value.
+    unsafe { std::ptr::write_bytes(c0.as_mut_ptr().add(off0), 0x77, 20_000) };
+    drop(c1);
+    // Only the chunk is left (no ValueMap): k0 again must not come out of
+    // it, or the new read would see the write above.
+    let (again, off_again) = mapped(&db, "k0").into_chunk();
+    assert_ne!(again.id(), c0.id(), "a re-read comes out of a new chunk");
+    assert_eq!(at(&again, off_again), value(0, 20_000).as_slice());
+    assert_eq!(live_value_maps(), base + 2);
+    // k2 comes out of the newest chunk (the table's current one).
+    let (c2, _) = mapped(&db, "k2").into_chunk();
+    assert_eq!(c2.id(), again.id());
+    drop(c0);
+    assert_eq!(
+        live_value_maps(),
+        base + 1,
+        "the old chunk is unmapped with its last holder"
+    );
+    drop((again, c2));
+    assert_eq!(live_value_maps(), base);
+}
