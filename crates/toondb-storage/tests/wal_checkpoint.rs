@@ -433,8 +433,10 @@ fn checkpoints_run_while_a_sealed_memtable_waits_for_its_flush() {
     let hook = FlushHook::default();
     let _release = ReleaseOnDrop(hook.clone());
     let fs = Arc::new(WrappedFs::new(Arc::new(OsFileSystem), hook.clone()));
+    // 8 MiB: the flush's table is several of the builder's 2 MiB writes,
+    // so a checkpoint can land between two of them.
     let opts = Options::default()
-        .memtable_size(2 << 20)
+        .memtable_size(8 << 20)
         .wal_size_limit(LIMIT)
         .fs(fs);
     let db = Database::open_with(dir.path(), opts.clone()).unwrap();
