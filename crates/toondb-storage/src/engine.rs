@@ -3,7 +3,7 @@
 //! variables that connect the commit and maintenance threads, and counters.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -89,6 +89,11 @@ pub(crate) struct Engine {
     /// `verify` pins the segments so that the checkpoint segment the
     /// manifest names cannot vanish while it checks (see verify.rs).
     pub wal_pins: AtomicUsize,
+    /// Set while the WAL segment an open created may have no durable
+    /// directory entry: the open leaves the directory sync to its manifest
+    /// switch on the maintenance thread, and a durable commit that comes
+    /// first syncs the directory itself (`ensure_names_durable`).
+    names_unsynced: AtomicBool,
     commit_thread: Mutex<Option<JoinHandle<()>>>,
     maintenance_thread: Mutex<Option<JoinHandle<()>>>,
     lock: Mutex<Option<Box<dyn FileLock>>>,
@@ -105,6 +110,8 @@ pub(crate) struct EngineParts {
     pub recovery: ReplayReport,
     pub commit_tx: Sender<CommitMsg>,
     pub lock: Box<dyn FileLock>,
+    /// See `Engine::names_unsynced`.
+    pub names_unsynced: bool,
 }
 
 impl Engine {
@@ -136,10 +143,30 @@ impl Engine {
             snapshots: SnapshotList::default(),
             recovery: parts.recovery,
             wal_pins: AtomicUsize::new(0),
+            names_unsynced: AtomicBool::new(parts.names_unsynced),
             commit_thread: Mutex::new(None),
             maintenance_thread: Mutex::new(None),
             lock: Mutex::new(Some(parts.lock)),
         }
+    }
+
+    /// Makes the directory entries of files the open created durable, if
+    /// the open's manifest switch has not done it yet. Called before a
+    /// commit is acknowledged as durable: its WAL segment must still be
+    /// found after a power cut.
+    pub fn ensure_names_durable(&self) -> Result<()> {
+        if self.names_unsynced.load(Ordering::Acquire) {
+            self.fs.sync_dir(&self.dir).map_err(|e| {
+                e.context("syncing the directory of the WAL segment the open created")
+            })?;
+            self.names_unsynced.store(false, Ordering::Release);
+        }
+        Ok(())
+    }
+
+    /// The open's manifest switch ended in a directory sync.
+    pub fn names_synced(&self) {
+        self.names_unsynced.store(false, Ordering::Release);
     }
 
     pub fn set_threads(&self, commit: JoinHandle<()>, maintenance: JoinHandle<()>) {
