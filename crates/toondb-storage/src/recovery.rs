@@ -11,7 +11,7 @@ use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lsm::{Levels, TableFile, TableOpener};
-use crate::maintenance::{MaintenanceThread, ManifestSwitch};
+use crate::maintenance::{MaintenanceThread, OpenManifest};
 use crate::memtable::Memtable;
 use crate::options::Options;
 use crate::sstable::{parse_table_name, table_file_name};
@@ -54,6 +54,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let names = fs.list(dir)?;
 
     let loaded = Manifest::load(&*fs, dir)?;
+    let fresh = loaded.is_none();
     let mut state = match loaded {
         Some(_) if options.error_if_exists => {
             return Err(Error::invalid_argument(format!(
@@ -244,17 +245,24 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     state.next_file_number = next_file_number;
     state.last_ts = last_ts;
     // Written, synced and named by CURRENT on the maintenance thread, before
-    // anything else it does: those four syncs (manifest, CURRENT.tmp, the
-    // directory after the rename) took 1-15 ms of every open depending on
-    // the disk's load. Until then CURRENT names the manifest just read, which
+    // anything else it does: those three syncs (manifest, CURRENT.tmp, the
+    // directory after the rename) and the old manifest's unlink took 1-15
+    // ms of every open depending on the disk's load. Until then CURRENT names the manifest just read, which
     // still describes a directory that recovers everything (nothing is
     // deleted before the switch, and every segment replay needed is still
     // there). The garbage is deleted after the switch made the state it
     // came from durable; file numbers are never reused, so a name on this
     // list can only ever mean the obsolete file.
-    let switch = ManifestSwitch {
-        number: manifest_number,
-        state,
+    let manifest = if fresh {
+        // A new database exists once `open` returns (a later open without
+        // createIfMissing must find it), so its first manifest is written
+        // and named here.
+        OpenManifest::Live(Manifest::create(fs.clone(), dir, manifest_number, state)?)
+    } else {
+        OpenManifest::Pending {
+            number: manifest_number,
+            state,
+        }
     };
     let garbage: Vec<_> = garbage.into_iter().map(|name| dir.join(name)).collect();
 
@@ -277,13 +285,13 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         commit_tx,
         lock,
         // The new segment's name waits for the switch's directory sync.
-        names_unsynced: true,
+        names_unsynced: !fresh,
     }));
 
     *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3, unsynced));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
     let for_maintenance = engine.clone();
-    let maintainer = move || MaintenanceThread::switch_then_run(for_maintenance, switch, garbage);
+    let maintainer = move || MaintenanceThread::switch_then_run(for_maintenance, manifest, garbage);
     let commit = match spawn(COMMIT_THREAD_NAME, move || commit_thread.run()) {
         Ok(t) => t,
         Err(e) => {

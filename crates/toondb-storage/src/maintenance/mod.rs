@@ -50,12 +50,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// "Reopen"). Flushes and manual compactions do not wait.
 const OPEN_COMPACTION_GRACE: Duration = Duration::from_millis(200);
 
-/// The fresh manifest an open computed and left to the maintenance thread
-/// to write and switch CURRENT to, so that the open returns without
-/// waiting for those syncs.
-pub(crate) struct ManifestSwitch {
-    pub number: u64,
-    pub state: ManifestState,
+/// The manifest an open hands to the maintenance thread.
+pub(crate) enum OpenManifest {
+    /// Written and named by CURRENT before the open returned (a new
+    /// database: it must exist once `open` returns).
+    Live(Manifest),
+    /// The fresh manifest snapshot the open computed, for this thread to
+    /// write and switch CURRENT to before anything else, so that the open
+    /// returns without waiting for those syncs.
+    Pending { number: u64, state: ManifestState },
 }
 
 /// A `Database::compact_range` waiting for the maintenance thread.
@@ -140,11 +143,14 @@ impl MaintenanceThread {
     /// segment after it are still on disk (nothing is deleted before the
     /// switch), so a power cut meanwhile recovers as if the open had not
     /// happened, plus whatever was made durable in the new segment.
-    pub fn switch_then_run(engine: Arc<Engine>, switch: ManifestSwitch, garbage: Vec<PathBuf>) {
-        let created = catch_unwind(AssertUnwindSafe(|| {
-            Manifest::create(engine.fs.clone(), &engine.dir, switch.number, switch.state)
-        }))
-        .unwrap_or_else(|_| Err(Error::internal("the manifest switch panicked")));
+    pub fn switch_then_run(engine: Arc<Engine>, manifest: OpenManifest, garbage: Vec<PathBuf>) {
+        let created = match manifest {
+            OpenManifest::Live(manifest) => Ok(manifest),
+            OpenManifest::Pending { number, state } => catch_unwind(AssertUnwindSafe(|| {
+                Manifest::create(engine.fs.clone(), &engine.dir, number, state)
+            }))
+            .unwrap_or_else(|_| Err(Error::internal("the manifest switch panicked"))),
+        };
         match created {
             Ok(manifest) => {
                 // `Manifest::create` ends with a directory sync.
