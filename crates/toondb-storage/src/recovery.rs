@@ -53,9 +53,17 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let lock = fs.lock(&dir.join(LOCK_FILE))?;
     let names = fs.list(dir)?;
 
-    let loaded = Manifest::load(&*fs, dir)?;
+    let loaded = Manifest::load_numbered(&*fs, dir)?;
     let fresh = loaded.is_none();
-    let mut state = match loaded {
+    // The manifest just read may end in an edit that a killed process
+    // appended but never synced: what this open serves (the tables that
+    // edit lists, replay starting at its checkpoint) is durable only once
+    // that file is synced, by the switch's successor or before a durable
+    // commit that comes first (`Engine::ensure_names_durable`).
+    let read_manifest = loaded
+        .as_ref()
+        .map(|&(number, _)| dir.join(crate::version::manifest_file_name(number)));
+    let mut state = match loaded.map(|(_, state)| state) {
         Some(_) if options.error_if_exists => {
             return Err(Error::invalid_argument(format!(
                 "a database already exists at {} (errorIfExists is on)",
@@ -284,8 +292,10 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         recovery,
         commit_tx,
         lock,
-        // The new segment's name waits for the switch's directory sync.
+        // The new segment's name waits for the switch's directory sync,
+        // and the manifest read for the switch's successor.
         names_unsynced: !fresh,
+        read_manifest,
     }));
 
     *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3, unsynced));

@@ -1,0 +1,410 @@
+//! Review of branch `warmopen` (the open's manifest switch moved onto the
+//! maintenance thread). On a [`PowerLossFs`], the open's switch is held
+//! for a random number of writes (a small memtable, so seals create new
+//! WAL segments and queue flushes and checkpoints before the switch), then
+//! released while writes go on, and the power is cut (or the process
+//! killed) after a random number of file-system operations counted from
+//! the start of the open: inside the open, before the switch, during it,
+//! or in the first flushes after it. Sometimes two opens in a row are
+//! killed before their switch. Every reopen must succeed and hold an
+//! allowed prefix of the commits that includes every durable one, and a
+//! power cut right after a clean reopen must lose nothing durable.
+
+mod powerloss_support;
+
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+
+use toondb_storage::io::WriteHook;
+use toondb_storage::io::{Crash, FileSystem, PowerCut, PowerLossFs, WrappedFs, WritableFile};
+use toondb_storage::{Database, ErrorKind, Options, WriteBatch, WriteOptions};
+
+use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
+
+/// Holds manifest creation (the open's switch) until released.
+#[derive(Clone, Default)]
+struct HoldSwitch(Arc<(Mutex<bool>, Condvar)>);
+
+impl HoldSwitch {
+    fn release(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_all();
+    }
+}
+
+impl WriteHook for HoldSwitch {
+    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("MANIFEST-") {
+            let (lock, cv) = &*self.0;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+        }
+        Ok(())
+    }
+
+    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
+    }
+}
+
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+fn put(n: u64) -> (WriteBatch, Commit) {
+    let key = format!("key{:03}", n % 97).into_bytes();
+    let value = format!("v{n}-{}", "x".repeat((n * 13 % 150) as usize)).into_bytes();
+    let mut batch = WriteBatch::new();
+    batch.put(&key, &value).unwrap();
+    (batch, vec![(key, Some(value))])
+}
+
+fn options(fs: Arc<dyn FileSystem>) -> Options {
+    Options::default()
+        .memtable_size(2048)
+        .wal_size_limit(1024)
+        // Flushes wait for the held switch: no writer may stall for one.
+        .max_immutable_memtables(256)
+        .l0_slowdown_writes(1000)
+        .l0_stop_writes(1000)
+        .block_size(128)
+        .fs(fs)
+}
+
+fn crash_kind(rng: &mut Rng) -> Crash {
+    let seed = rng.next();
+    match rng.below(5) {
+        0 => Crash::Kill,
+        1 => Crash::PowerCut(PowerCut::drop_unsynced()),
+        2 => Crash::PowerCut(PowerCut::pages(seed)),
+        3 => Crash::PowerCut(PowerCut::random(seed, false)),
+        _ => Crash::PowerCut(PowerCut::random(seed, true)),
+    }
+}
+
+/// One session: open with the switch held, `writes` writes (the switch
+/// released after `release_at` of them, never if `None`), the crash armed
+/// `crash_at` operations after the open starts. Returns whether the crash
+/// happened (else the caller crashes the process itself).
+#[allow(clippy::too_many_arguments)]
+fn session(
+    fs: &PowerLossFs,
+    dir: &Path,
+    model: &mut Model,
+    rng: &mut Rng,
+    next: &mut u64,
+    writes: u64,
+    release_at: Option<u64>,
+    crash: Option<(u64, Crash)>,
+) -> bool {
+    let hold = HoldSwitch::default();
+    let wrapped = Arc::new(WrappedFs::new(fs.shared(), hold.clone()));
+    if let Some((at, crash)) = crash {
+        fs.crash_after(at, crash);
+    }
+    let db = match Database::open_with(dir, options(wrapped)) {
+        Ok(db) => db,
+        Err(e) => {
+            assert!(fs.is_down(), "open failed without a crash: {e}");
+            hold.release();
+            fs.disarm();
+            fs.restart();
+            return true;
+        }
+    };
+    for i in 0..writes {
+        if release_at == Some(i) {
+            hold.release();
+        }
+        let durable = rng.below(4) == 0;
+        let (batch, commit) = put(*next);
+        *next += 1;
+        match db.write_with(batch, WriteOptions::sync(durable)) {
+            Ok(_) => model.commit(commit, durable),
+            Err(_) => {
+                assert!(fs.is_down(), "a write failed without a crash");
+                model.commit_maybe(commit);
+                break;
+            }
+        }
+    }
+    if release_at.is_some() {
+        hold.release();
+        // Let the switch and the flushes it unblocks run into the crash.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(200);
+        while !fs.is_down() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+    let fired = fs.is_down();
+    if !fired {
+        fs.kill();
+    }
+    hold.release();
+    let _ = db.close();
+    drop(db);
+    fs.disarm();
+    fs.restart();
+    fired
+}
+
+fn check_reopen(fs: &PowerLossFs, dir: &Path, model: &mut Model, power_cut: bool, what: &str) {
+    let db = Database::open_with(dir, options(fs.shared()))
+        .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}\n{}", fs.trace().join("\n")));
+    if power_cut {
+        model
+            .settle_power_cut(&db)
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", fs.trace().join("\n")));
+    } else {
+        model
+            .check_all(&db)
+            .unwrap_or_else(|e| panic!("{what}: {e}\n{}", fs.trace().join("\n")));
+    }
+    // What the reopen acknowledged (it serves it) survives a power cut
+    // once a durable write follows.
+    let (batch, commit) = put(1_000_000);
+    db.write_with(batch, WriteOptions::sync(true)).unwrap();
+    model.commit(commit, true);
+    let before = fs.shared().list(dir).unwrap();
+    let trace_before = fs.trace().join("\n");
+    fs.power_cut(PowerCut::drop_unsynced());
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+    let db = Database::open_with(dir, options(fs.shared()))
+        .unwrap_or_else(|e| panic!("{what}: second reopen failed: {e}"));
+    model.check_all(&db).unwrap_or_else(|e| {
+        panic!(
+            "{what}, after a power cut following a durable write: {e}\nbefore the cut: {before:?}\n{trace_before}\nafter: {:?}",
+            fs.shared().list(dir).unwrap()
+        )
+    });
+    db.close().unwrap();
+    model.all_durable();
+}
+
+#[test]
+fn crashes_around_a_held_manifest_switch_keep_every_durable_write() {
+    let seeds: u64 = std::env::var("REVWO_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let first: u64 = std::env::var("REVWO_FIRST")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    for seed in first..first + seeds {
+        let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        let dir = unique_dir("revwo");
+        let fs = fresh_disk(&dir);
+        let mut model = Model::default();
+        let mut next = 0u64;
+        // A first session leaves WAL to replay (killed, nothing synced).
+        {
+            let db = Database::open_with(&dir, options(fs.shared())).unwrap();
+            for _ in 0..20 + rng.below(40) {
+                let (batch, commit) = put(next);
+                next += 1;
+                db.write_with(batch, WriteOptions::sync(false)).unwrap();
+                model.commit(commit, false);
+            }
+            fs.kill();
+            let _ = db.close();
+            drop(db);
+            fs.restart();
+        }
+        // Sometimes an open killed before its switch first (writes only in
+        // the page cache), so the next open replays its segments too.
+        let twice = rng.below(3) == 0;
+        if twice {
+            let writes = rng.below(30);
+            session(
+                &fs, &dir, &mut model, &mut rng, &mut next, writes, None, None,
+            );
+        }
+        let writes = 5 + rng.below(40);
+        let release_at = if rng.below(4) == 0 {
+            None
+        } else {
+            Some(rng.below(writes + 1))
+        };
+        let crash = crash_kind(&mut rng);
+        let at = 1 + rng.below(120);
+        let fired = session(
+            &fs,
+            &dir,
+            &mut model,
+            &mut rng,
+            &mut next,
+            writes,
+            release_at,
+            Some((at, crash)),
+        );
+        let power_cut = fired && matches!(crash, Crash::PowerCut(_));
+        let what = format!(
+            "seed {seed} (twice {twice}, writes {writes}, release at {release_at:?}, crash {crash:?} after {at} ops)"
+        );
+        check_reopen(&fs, &dir, &mut model, power_cut, &what);
+    }
+}
+
+/// Sanity: the error kind a crashed engine reports is I/O.
+#[test]
+fn a_crashed_write_is_an_io_error() {
+    let dir = unique_dir("revwo-io");
+    let fs = fresh_disk(&dir);
+    let db = Database::open_with(&dir, options(fs.shared())).unwrap();
+    fs.kill();
+    let (batch, _) = put(1);
+    let err = db.write_with(batch, WriteOptions::sync(true)).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    let _ = db.close();
+}
+
+/// Session A's file-system hook: holds every WAL sync past a segment's
+/// header (so a sealed segment's background sync never runs), and kills
+/// the process right after the first manifest edit is appended (before
+/// its fdatasync): the state a flush left is then only in the page cache.
+#[derive(Clone)]
+struct KillAfterEdit {
+    fs: PowerLossFs,
+    gate: HoldSwitch,
+}
+
+struct KillFile {
+    inner: Box<dyn WritableFile>,
+    hook: KillAfterEdit,
+    manifest: bool,
+}
+
+impl WritableFile for KillFile {
+    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        let edit = self.manifest && !self.inner.is_empty();
+        self.inner.append(data)?;
+        if edit {
+            self.hook.fs.kill();
+        }
+        Ok(())
+    }
+    fn sync_data(&mut self) -> toondb_storage::Result<()> {
+        if !self.manifest && self.inner.len() > 16 {
+            // Released once the process is dead: the sync then fails.
+            let (lock, cv) = &*self.hook.gate.0;
+            let mut open = lock.lock().unwrap();
+            while !*open {
+                open = cv.wait(open).unwrap();
+            }
+        }
+        self.inner.sync_data()
+    }
+    fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        self.inner.append_durable(data)
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
+        self.inner.preallocate(len)
+    }
+}
+
+impl WriteHook for KillAfterEdit {
+    fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let manifest = name.starts_with("MANIFEST-");
+        if !manifest && !name.ends_with(".wal") {
+            return file;
+        }
+        Box::new(KillFile {
+            inner: file,
+            hook: self.clone(),
+            manifest,
+        })
+    }
+}
+
+/// A flush's manifest edit was appended but not synced when the process
+/// was killed, and the sealed WAL segment it made redundant was never
+/// synced either. The next open reads the edit (the page cache has it),
+/// serves the flushed writes from the table it lists, and starts replay
+/// after the segment. A durable write acknowledged before that open's
+/// manifest switch promises every earlier write too; a power cut then must
+/// not lose the flushed writes (the edit that lists their table must be
+/// durable by then), nor leave the durable write without them.
+#[test]
+fn a_durable_write_before_the_switch_makes_the_manifest_the_open_read_durable() {
+    let dir = unique_dir("revwo-edit");
+    let fs = fresh_disk(&dir);
+    let mut model = Model::default();
+    let opts = |fs: Arc<dyn FileSystem>| {
+        Options::default()
+            .memtable_size(2048)
+            .wal_size_limit(u64::MAX)
+            .max_immutable_memtables(64)
+            .block_size(128)
+            .fs(fs)
+    };
+    // Session A: unsynced writes until a seal and its flush; killed at the
+    // flush's manifest edit.
+    let hook = KillAfterEdit {
+        fs: fs.clone(),
+        gate: HoldSwitch::default(),
+    };
+    let db = Database::open_with(
+        &dir,
+        opts(Arc::new(WrappedFs::new(fs.shared(), hook.clone()))),
+    )
+    .unwrap();
+    let mut n = 0;
+    while !fs.is_down() {
+        assert!(n < 10_000, "no flush edit");
+        let (batch, commit) = put(n);
+        n += 1;
+        match db.write_with(batch, WriteOptions::sync(false)) {
+            Ok(_) => model.commit(commit, false),
+            Err(_) => model.commit_maybe(commit),
+        }
+        std::thread::sleep(std::time::Duration::from_micros(200));
+    }
+    hook.gate.release();
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+
+    // Session B: the switch held, every write is there (a kill loses
+    // nothing), then one durable write and a power cut.
+    let hold = HoldSwitch::default();
+    let db = Database::open_with(
+        &dir,
+        opts(Arc::new(WrappedFs::new(fs.shared(), hold.clone()))),
+    )
+    .unwrap();
+    model.check_all(&db).unwrap();
+    let (batch, commit) = put(1_000_000);
+    db.write_with(batch, WriteOptions::sync(true)).unwrap();
+    model.commit(commit, true);
+    fs.power_cut(PowerCut::drop_unsynced());
+    hold.release();
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+
+    let db = Database::open_with(&dir, opts(fs.shared())).unwrap();
+    model
+        .check_all(&db)
+        .unwrap_or_else(|e| panic!("a write acknowledged before a durable one was lost: {e}"));
+    db.close().unwrap();
+}
