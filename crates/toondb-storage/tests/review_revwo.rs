@@ -274,6 +274,197 @@ fn a_crashed_write_is_an_io_error() {
     let _ = db.close();
 }
 
+/// Where the open's manifest switch is made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SwitchFault {
+    CreateManifest,
+    SyncManifest,
+    CreateCurrentTmp,
+    SyncCurrentTmp,
+    SyncDir,
+}
+
+const SWITCH_FAULTS: [SwitchFault; 5] = [
+    SwitchFault::CreateManifest,
+    SwitchFault::SyncManifest,
+    SwitchFault::CreateCurrentTmp,
+    SwitchFault::SyncCurrentTmp,
+    SwitchFault::SyncDir,
+];
+
+/// Holds the switch, then fails it once at `fault`.
+#[derive(Clone)]
+struct FailSwitch {
+    hold: HoldSwitch,
+    fault: SwitchFault,
+    armed: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl FailSwitch {
+    fn fire(&self, at: SwitchFault) -> toondb_storage::Result<()> {
+        if self.fault == at && self.armed.swap(false, std::sync::atomic::Ordering::SeqCst) {
+            return Err(toondb_storage::Error::new(
+                ErrorKind::Io,
+                format!("injected: {at:?}"),
+            ));
+        }
+        Ok(())
+    }
+}
+
+struct FailingFile {
+    inner: Box<dyn WritableFile>,
+    hook: FailSwitch,
+    on_sync: SwitchFault,
+}
+
+impl WritableFile for FailingFile {
+    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        self.inner.append(data)
+    }
+    fn sync_data(&mut self) -> toondb_storage::Result<()> {
+        self.hook.fire(self.on_sync)?;
+        self.inner.sync_data()
+    }
+    fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        self.hook.fire(self.on_sync)?;
+        self.inner.append_durable(data)
+    }
+    fn len(&self) -> u64 {
+        self.inner.len()
+    }
+    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
+        self.inner.preallocate(len)
+    }
+}
+
+impl WriteHook for FailSwitch {
+    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
+        self.hold.before_create(path)?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        if name.starts_with("MANIFEST-") {
+            self.fire(SwitchFault::CreateManifest)?;
+        }
+        if name == "CURRENT.tmp" {
+            self.fire(SwitchFault::CreateCurrentTmp)?;
+        }
+        Ok(())
+    }
+
+    fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let on_sync = if name.starts_with("MANIFEST-") {
+            SwitchFault::SyncManifest
+        } else if name == "CURRENT.tmp" {
+            SwitchFault::SyncCurrentTmp
+        } else {
+            return file;
+        };
+        Box::new(FailingFile {
+            inner: file,
+            hook: self.clone(),
+            on_sync,
+        })
+    }
+
+    fn before_sync_dir(&self, _dir: &Path) -> toondb_storage::Result<()> {
+        self.fire(SwitchFault::SyncDir)
+    }
+}
+
+fn wait_for_background_error(db: &Database) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(e) = db.stats().background_error {
+            return e;
+        }
+        assert!(std::time::Instant::now() < deadline, "no background error");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
+/// The open's manifest switch fails at each of its steps, after writes
+/// (durable and not, with seals) were acknowledged while it was held: the
+/// failure becomes a background error, later writes of both kinds and the
+/// close report it, CURRENT names a complete manifest, and a reopen (after
+/// a kill, or after a power cut) holds every acknowledged (durable) write.
+#[test]
+fn a_failed_manifest_switch_stops_writes_and_loses_nothing() {
+    for fault in SWITCH_FAULTS {
+        for power_cut in [false, true] {
+            let what = format!("{fault:?}, power cut {power_cut}");
+            let dir = unique_dir("revwo-fail");
+            let fs = fresh_disk(&dir);
+            let mut model = Model::default();
+            let mut next = 0u64;
+            {
+                let db = Database::open_with(&dir, options(fs.shared())).unwrap();
+                for _ in 0..30 {
+                    let (batch, commit) = put(next);
+                    next += 1;
+                    db.write_with(batch, WriteOptions::sync(false)).unwrap();
+                    model.commit(commit, false);
+                }
+                fs.kill();
+                let _ = db.close();
+                drop(db);
+                fs.restart();
+            }
+            let hook = FailSwitch {
+                hold: HoldSwitch::default(),
+                fault,
+                armed: Arc::default(),
+            };
+            let wrapped = Arc::new(WrappedFs::new(fs.shared(), hook.clone()));
+            let db = Database::open_with(&dir, options(wrapped)).unwrap();
+            model.check_all(&db).unwrap();
+            for i in 0..40 {
+                let durable = i % 7 == 3;
+                let (batch, commit) = put(next);
+                next += 1;
+                db.write_with(batch, WriteOptions::sync(durable)).unwrap();
+                model.commit(commit, durable);
+            }
+            hook.armed.store(true, std::sync::atomic::Ordering::SeqCst);
+            hook.hold.release();
+            let bg = wait_for_background_error(&db);
+            assert!(bg.contains("injected"), "{what}: {bg}");
+            assert!(!hook.armed.load(std::sync::atomic::Ordering::SeqCst));
+            for durable in [false, true] {
+                let (batch, commit) = put(next);
+                next += 1;
+                let r = db.write_with(batch, WriteOptions::sync(durable));
+                assert!(r.is_err(), "{what}: a write after a failed switch: {r:?}");
+                model.commit_maybe(commit);
+            }
+            assert!(db.flush().is_err(), "{what}: flush after a failed switch");
+            let closed = db.close();
+            assert!(closed.is_err(), "{what}: close after a failed switch");
+            drop(db);
+            // CURRENT names a complete manifest.
+            let current = fs.shared().read(&dir.join("CURRENT")).unwrap();
+            let name = String::from_utf8(current).unwrap();
+            assert!(
+                fs.shared().exists(&dir.join(name.trim_end())),
+                "{what}: CURRENT names {name:?}, missing"
+            );
+            if power_cut {
+                fs.power_cut(PowerCut::drop_unsynced());
+                fs.restart();
+            }
+            let db = Database::open_with(&dir, options(fs.shared()))
+                .unwrap_or_else(|e| panic!("{what}: reopen: {e}"));
+            if power_cut {
+                model.settle_power_cut(&db)
+            } else {
+                model.check_all(&db).map(|()| 0)
+            }
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+            db.close().unwrap();
+        }
+    }
+}
+
 /// Session A's file-system hook: holds every WAL sync past a segment's
 /// header (so a sealed segment's background sync never runs), and kills
 /// the process right after the first manifest edit is appended (before
