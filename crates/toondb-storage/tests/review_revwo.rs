@@ -109,6 +109,7 @@ fn session(
     writes: u64,
     release_at: Option<u64>,
     crash: Option<(u64, Crash)>,
+    close_clean: bool,
 ) -> bool {
     let hold = HoldSwitch::default();
     let wrapped = Arc::new(WrappedFs::new(fs.shared(), hold.clone()));
@@ -122,7 +123,7 @@ fn session(
             hold.release();
             fs.disarm();
             fs.restart();
-            return true;
+            return matches!(crash, Some((_, Crash::PowerCut(_))));
         }
     };
     for i in 0..writes {
@@ -150,7 +151,21 @@ fn session(
         }
     }
     let fired = fs.is_down();
-    if !fired {
+    let mut power_cut = fired && matches!(crash, Some((_, Crash::PowerCut(_))));
+    if !fired && close_clean {
+        // A close (maybe before the switch ran): everything it acknowledged
+        // is durable; then the power is cut.
+        hold.release();
+        fs.disarm();
+        if db.close().is_ok() {
+            model.all_durable();
+        }
+        fs.power_cut(match crash_kind(rng) {
+            Crash::PowerCut(cut) => cut,
+            Crash::Kill => PowerCut::drop_unsynced(),
+        });
+        power_cut = true;
+    } else if !fired {
         fs.kill();
     }
     hold.release();
@@ -158,7 +173,7 @@ fn session(
     drop(db);
     fs.disarm();
     fs.restart();
-    fired
+    power_cut
 }
 
 fn check_reopen(fs: &PowerLossFs, dir: &Path, model: &mut Model, power_cut: bool, what: &str) {
@@ -212,8 +227,12 @@ fn crashes_around_a_held_manifest_switch_keep_every_durable_write() {
         let fs = fresh_disk(&dir);
         let mut model = Model::default();
         let mut next = 0u64;
-        // A first session leaves WAL to replay (killed, nothing synced).
-        {
+        // A first session leaves WAL to replay (killed, nothing synced),
+        // sometimes killed right after a flush's manifest edit was appended
+        // and before it was synced.
+        if rng.below(3) == 0 {
+            next = kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model, next);
+        } else {
             let db = Database::open_with(&dir, options(fs.shared())).unwrap();
             for _ in 0..20 + rng.below(40) {
                 let (batch, commit) = put(next);
@@ -232,7 +251,7 @@ fn crashes_around_a_held_manifest_switch_keep_every_durable_write() {
         if twice {
             let writes = rng.below(30);
             session(
-                &fs, &dir, &mut model, &mut rng, &mut next, writes, None, None,
+                &fs, &dir, &mut model, &mut rng, &mut next, writes, None, None, false,
             );
         }
         let writes = 5 + rng.below(40);
@@ -243,6 +262,7 @@ fn crashes_around_a_held_manifest_switch_keep_every_durable_write() {
         };
         let crash = crash_kind(&mut rng);
         let at = 1 + rng.below(120);
+        let close_clean = rng.below(3) == 0;
         let fired = session(
             &fs,
             &dir,
@@ -252,10 +272,11 @@ fn crashes_around_a_held_manifest_switch_keep_every_durable_write() {
             writes,
             release_at,
             Some((at, crash)),
+            close_clean,
         );
-        let power_cut = fired && matches!(crash, Crash::PowerCut(_));
+        let power_cut = fired;
         let what = format!(
-            "seed {seed} (twice {twice}, writes {writes}, release at {release_at:?}, crash {crash:?} after {at} ops)"
+            "seed {seed} (twice {twice}, writes {writes}, release at {release_at:?}, crash {crash:?} after {at} ops, close {close_clean})"
         );
         check_reopen(&fs, &dir, &mut model, power_cut, &what);
     }
@@ -547,7 +568,12 @@ fn edit_opts(fs: Arc<dyn FileSystem>) -> Options {
 /// Session A of the tests below: unsynced writes until a seal and its
 /// flush; the process killed right after the flush's manifest edit was
 /// appended, the sealed segment never synced.
-fn kill_after_an_unsynced_flush_edit(fs: &PowerLossFs, dir: &Path, model: &mut Model) {
+fn kill_after_an_unsynced_flush_edit(
+    fs: &PowerLossFs,
+    dir: &Path,
+    model: &mut Model,
+    first: u64,
+) -> u64 {
     let hook = KillAfterEdit {
         fs: fs.clone(),
         gate: HoldSwitch::default(),
@@ -557,9 +583,9 @@ fn kill_after_an_unsynced_flush_edit(fs: &PowerLossFs, dir: &Path, model: &mut M
         edit_opts(Arc::new(WrappedFs::new(fs.shared(), hook.clone()))),
     )
     .unwrap();
-    let mut n = 0;
+    let mut n = first;
     while !fs.is_down() {
-        assert!(n < 10_000, "no flush edit");
+        assert!(n < first + 10_000, "no flush edit");
         let (batch, commit) = put(n);
         n += 1;
         match db.write_with(batch, WriteOptions::sync(false)) {
@@ -572,6 +598,7 @@ fn kill_after_an_unsynced_flush_edit(fs: &PowerLossFs, dir: &Path, model: &mut M
     let _ = db.close();
     drop(db);
     fs.restart();
+    n
 }
 
 fn wal_count(fs: &PowerLossFs, dir: &Path) -> usize {
@@ -601,7 +628,7 @@ fn unsynced_writes_and_seals_before_the_switch_then_a_power_cut_reopen() {
         let dir = unique_dir("revwo-edit-seal");
         let fs = fresh_disk(&dir);
         let mut model = Model::default();
-        kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model);
+        kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model, 0);
         let hold = HoldSwitch::default();
         let db = Database::open_with(
             &dir,
@@ -648,7 +675,7 @@ fn a_durable_write_before_the_switch_makes_the_manifest_the_open_read_durable() 
     let dir = unique_dir("revwo-edit");
     let fs = fresh_disk(&dir);
     let mut model = Model::default();
-    kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model);
+    kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model, 0);
 
     // Session B: the switch held, every write is there (a kill loses
     // nothing), then one durable write and a power cut.
