@@ -245,6 +245,20 @@ fn crashes_around_a_held_manifest_switch_keep_every_durable_write() {
             drop(db);
             fs.restart();
         }
+        // Commits that failed in that kill may or may not be there: look
+        // (an open killed before its switch), so the model knows before
+        // later sessions commit after them.
+        {
+            let hold = HoldSwitch::default();
+            let wrapped = Arc::new(WrappedFs::new(fs.shared(), hold.clone()));
+            let db = Database::open_with(&dir, options(wrapped)).unwrap();
+            model.check_all(&db).unwrap();
+            fs.kill();
+            hold.release();
+            let _ = db.close();
+            drop(db);
+            fs.restart();
+        }
         // Sometimes an open killed before its switch first (writes only in
         // the page cache), so the next open replays its segments too.
         let twice = rng.below(3) == 0;
