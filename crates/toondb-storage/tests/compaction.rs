@@ -1034,3 +1034,55 @@ fn maintenance_reads_busy_from_open_until_it_has_nothing_left_to_do() {
         db.close().unwrap();
     }
 }
+
+/// `compact()` of a tree larger than the bottom level's target writes every
+/// table into one level deep enough to hold them, so the automatic
+/// compactions afterwards find nothing to do and a point read probes one
+/// table (before, the output went to the bottom level in use, overflowed
+/// it, and was at once rewritten half a level down).
+#[test]
+fn compact_writes_one_level_that_automatic_compaction_leaves_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = tiny().level_size_ratio(4).target_file_size(8 << 10);
+    let db = Database::open_with(dir.path(), opts.clone()).unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..6000u32 {
+        let i = (i * 7919) % 6000;
+        db.put(key(i), value(i, 0)).unwrap();
+        model.insert(key(i), value(i, 0));
+    }
+    db.compact().unwrap();
+    let after = support_levels(&db);
+    let used: Vec<usize> = (0..after.len()).filter(|&n| after[n].0 > 0).collect();
+    assert_eq!(
+        used.len(),
+        1,
+        "compact() left tables in several levels: {after:?}"
+    );
+    let level = used[0];
+    let bytes = after[level].1;
+    // The level is the first (from 1) whose target holds the data.
+    let target = |n: usize| (8u64 << 10) * 4u64.pow(n as u32 - 1);
+    assert!(bytes <= target(level), "{after:?}");
+    assert!(level == 1 || bytes > target(level - 1), "{after:?}");
+    assert!(
+        level > 1,
+        "the test wants data larger than level 1's target"
+    );
+    settle(&db);
+    assert_eq!(
+        support_levels(&db),
+        after,
+        "automatic compaction moved tables"
+    );
+    assert_eq!(all(&db), model_vec(&model));
+    db.close().unwrap();
+}
+
+fn support_levels(db: &Database) -> Vec<(u64, u64)> {
+    db.stats()
+        .levels
+        .iter()
+        .map(|l| (l.tables, l.bytes))
+        .collect()
+}

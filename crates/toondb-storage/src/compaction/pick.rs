@@ -132,16 +132,18 @@ impl Policy {
 }
 
 /// Everything in `[lo, hi]` (`None` = unbounded), from every level, merged
-/// into the bottom level in use (at least level 1). All of level 0 goes
-/// when any of it overlaps (its tables overlap each other in time order),
-/// and the key span grows until no table outside the inputs overlaps it,
-/// so no table left in any level holds keys of the outputs.
+/// into one level: the bottom level in use (at least level 1), or a deeper
+/// one when the output would push that level over its target
+/// ([`manual_output_level`]). All of level 0 goes when any of it overlaps
+/// (its tables overlap each other in time order), and the key span grows
+/// until no table outside the inputs overlaps it, so no table left in any
+/// level holds keys of the outputs.
 pub(crate) fn pick_manual(
+    policy: &Policy,
     levels: &Levels,
     lo: Option<&[u8]>,
     hi: Option<&[u8]>,
 ) -> Option<Compaction> {
-    let bottom = levels.deepest_nonempty().max(1);
     let mut span: (Option<Vec<u8>>, Option<Vec<u8>>) =
         (lo.map(<[u8]>::to_vec), hi.map(<[u8]>::to_vec));
     let mut chosen: Vec<Vec<Arc<TableFile>>> = vec![Vec::new(); NUM_LEVELS];
@@ -193,9 +195,53 @@ pub(crate) fn pick_manual(
     if inputs.is_empty() {
         return None;
     }
+    let output_level = manual_output_level(policy, levels, &inputs);
     Some(Compaction {
         inputs,
-        output_level: bottom,
+        output_level,
         manual: true,
     })
+}
+
+/// The level a manual compaction writes: the bottom level in use (at least
+/// level 1), or the first deeper level whose target holds what that level
+/// would hold afterwards (its tables outside the inputs plus the inputs'
+/// bytes, an upper bound on the output). Writing to the bottom level
+/// alone would leave it over its target after a `compact()` of a large
+/// tree, and the automatic compactions would at once rewrite most of it a
+/// level down, spreading the keys over two levels that every read probes
+/// (1M keys, 145 MB: levels [0, 7, 1] right after `compact()`, then
+/// [0, 3, 5]). Going deeper is safe: nothing lies below the bottom level in
+/// use, and no table left in a shallower level overlaps the outputs.
+fn manual_output_level(
+    policy: &Policy,
+    levels: &Levels,
+    inputs: &[(usize, Vec<Arc<TableFile>>)],
+) -> usize {
+    let bottom = levels.deepest_nonempty().max(1);
+    let input_bytes: u64 = inputs
+        .iter()
+        .flat_map(|(_, t)| t.iter())
+        .map(|t| t.file_size())
+        .sum();
+    let staying = |n: usize| -> u64 {
+        let moving: u64 = inputs
+            .iter()
+            .filter(|(level, _)| *level == n)
+            .flat_map(|(_, t)| t.iter())
+            .map(|t| t.file_size())
+            .sum();
+        levels.level_bytes(n).saturating_sub(moving)
+    };
+    let mut level = bottom;
+    // The bottom level in use keeps its tables outside the range; a deeper
+    // one is empty.
+    let mut resident = staying(bottom);
+    while level + 1 < NUM_LEVELS
+        && resident.saturating_add(input_bytes) > policy.level_target(level)
+    {
+        level += 1;
+        resident = 0;
+    }
+    level
 }

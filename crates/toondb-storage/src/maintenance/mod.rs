@@ -239,7 +239,7 @@ impl MaintenanceThread {
             }
         }
         let levels = self.engine.state().levels.clone();
-        match pick_manual(&levels, lo.as_deref(), hi.as_deref()) {
+        match pick_manual(&self.policy, &levels, lo.as_deref(), hi.as_deref()) {
             Some(c) => self.run_compaction(c),
             None => Ok(()),
         }
