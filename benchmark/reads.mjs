@@ -18,6 +18,7 @@
 //   200k    rows 1 and 4 (one at a time): readpath.mjs --keys 200000 --state loaded --workloads present,async1
 //   1m      row 2: readpath.mjs --keys 1000000 --reads 300000 --state compacted --workloads present,absent
 //   10m     row 3: readpath.mjs --keys 10000000 --reads 1000000 --state loaded --workloads present, then --keys 1000000
+//           and keycost.mjs --keys 10000000, then 1000000 (the same cold keys on empty databases: the harness's own cost)
 //   large   row 6: largevalues.mjs --sizes 65536 --rounds 3
 //   reopen  row 7: reopen.mjs --mib 1024 --tries 2, then --mib 256 --tries 2 (cold needs root)
 //   memory  row 8: cachememory.mjs --mib 2048 (64 MiB cache)
@@ -199,6 +200,16 @@ async function step10m() {
   const src = `readpath.mjs, two processes (${big.rounds} rounds each)`;
   const growth = b.toondb.med / s.toondb.med;
   row({ id: '3', what: `cost growth: random \`getSync\`, ${fmtK(big.keys)} vs ${fmtK(small.keys)} keys, both random-order load, not compacted (levels ${JSON.stringify(big.toondbLevels)} / ${JSON.stringify(small.toondbLevels)})`, toondb: `${fmtRate(b.toondb.med)} vs ${fmtRate(s.toondb.med)}`, peer: `(lmdb ${fmtRate(b.lmdb.med)} vs ${fmtRate(s.lmdb.med)}: ${fmtX(b.lmdb.med / s.lmdb.med)})`, ratio: `${fmtX(growth)} of the ${fmtK(small.keys)} rate`, target: '≥ 0.7x', met: growth >= 0.7, source: src });
+  // The harness alone: the same cold key Buffers read against empty
+  // databases, at both sizes (what no store's read path can avoid).
+  const kb = await runScript('keycost-10m', ['--max-old-space-size=12000'], 'keycost.mjs', ['--keys', String(SZ.big), '--dir', work]);
+  const ks = await runScript('keycost-1m', [], 'keycost.mjs', ['--keys', String(SZ.small), '--dir', work]);
+  raw['keycost-10m'] = kb;
+  raw['keycost-1m'] = ks;
+  const kt = (k) => k.stores['toondb getSync'].med;
+  const kl = (k) => k.stores['lmdb getBinary'].med;
+  const us = (n) => `${(n / 1000).toFixed(2)} µs`;
+  row({ id: '3 (info)', what: `the benchmark's own keys: random \`getSync\` on an empty database with the same cold key Buffers, ${fmtK(big.keys)} vs ${fmtK(small.keys)} keys (CPU per read)`, toondb: `${us(kt(kb))} vs ${us(kt(ks))}`, peer: `lmdb getBinary ${us(kl(kb))} vs ${us(kl(ks))}`, ratio: `${fmtX(kt(ks) / kt(kb))} (rate growth of the harness alone)`, target: '—', met: null, source: 'keycost.mjs (5 rounds each, median)' });
   row({ id: '3', what: `random \`getSync\`, ${fmtK(big.keys)} keys (same db) vs lmdb`, toondb: range(b.toondb), peer: `lmdb getBinary ${range(b.lmdb)}`, ratio: fmtX(lmdbRatio(b)), target: '≥ 2x lmdb', met: lmdbRatio(b) >= 2, source: `readpath.mjs (${big.rounds} rounds; load ${big.toondbLoadSec.toFixed(0)} s toondb, ${big.lmdbLoadSec.toFixed(0)} s lmdb)` });
 }
 
