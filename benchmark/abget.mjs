@@ -12,6 +12,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
+import { permutation } from './common.mjs';
 
 const require = createRequire(import.meta.url);
 const { values: opt, positionals } = parseArgs({
@@ -26,16 +27,7 @@ const { values: opt, positionals } = parseArgs({
 if (positionals.length < 1) throw new Error('usage: abget.mjs A/index.js [B/index.js ...]');
 const N = Number(opt.keys);
 const keyOf = (i) => Buffer.from('key' + String(i).padStart(13, '0'));
-const perm = (n, seed) => {
-  let a = seed;
-  const r = () => (a = (Math.imul(a, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-  const p = Uint32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-};
+const perm = permutation;
 const base = fs.mkdtempSync(path.join(os.tmpdir(), 'abget-'));
 const load = perm(N, 1);
 // The probe keys are made in load order and read in other orders, so each

@@ -83,6 +83,17 @@ export function prng(seed) {
   };
 }
 
+/** A random permutation of 0..n-1 (Fisher-Yates over `prng(seed)`). */
+export function permutation(n, seed) {
+  const r = prng(seed);
+  const p = Uint32Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(r() * (i + 1));
+    [p[i], p[j]] = [p[j], p[i]];
+  }
+  return p;
+}
+
 /**
  * The data set shared by every store in a process:
  *  keys[i]     16-byte Buffer "key" + 13-digit zero-padded i (ascending = key order)

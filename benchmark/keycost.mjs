@@ -11,6 +11,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { createRequire } from 'node:module';
+import { permutation } from './common.mjs';
 import { fileURLToPath } from 'node:url';
 
 const require = createRequire(import.meta.url);
@@ -31,16 +32,7 @@ const dir = fs.mkdtempSync(path.join(opt.dir, 'keycost-'));
 const db = await Database.open(path.join(dir, 'toondb'));
 const ldb = openLmdb({ path: path.join(dir, 'lmdb'), keyEncoding: 'binary', encoding: 'binary', noSync: true });
 const keyOf = (i) => Buffer.from('key' + String(i).padStart(13, '0'));
-const perm = (n, seed) => {
-  let a = seed;
-  const r = () => (a = (Math.imul(a, 1664525) + 1013904223) >>> 0) / 2 ** 32;
-  const p = Uint32Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = Math.floor(r() * (i + 1));
-    [p[i], p[j]] = [p[j], p[i]];
-  }
-  return p;
-};
+const perm = permutation;
 const load = perm(N, 1);
 const probe = Array.from({ length: N }, (_, i) => keyOf(2 * load[i]));
 const stores = [['toondb getSync', (k) => db.getSync(k)], ['lmdb getBinary', (k) => ldb.getBinary(k)]];
