@@ -474,9 +474,7 @@ impl Database {
     }
 
     /// Compacts every table into one level (the bottom level in use, or the
-    /// first deeper one whose size target holds the input tables' bytes:
-    /// garbage the compaction drops still counts, so the level chosen may
-    /// be deeper than the result needs), dropping every
+    /// first deeper one whose size target holds the result), dropping every
     /// version no live snapshot, transaction or scan can see, and every
     /// tombstone with nothing left below it. Memtables are flushed first.
     /// Returns once the result is installed (or with the error that

@@ -1086,3 +1086,39 @@ fn support_levels(db: &Database) -> Vec<(u64, u64)> {
         .map(|l| (l.tables, l.bytes))
         .collect()
 }
+
+/// The level is chosen from what the merge keeps, not from what it reads:
+/// a tree of mostly overwritten versions compacts into the bottom level in
+/// use when the live data fits there, however large the garbage was
+/// (compaction never moves tables up, so too deep would be for good).
+#[test]
+fn compact_of_mostly_garbage_stays_at_the_bottom_level_in_use() {
+    let dir = tempfile::tempdir().unwrap();
+    // Automatic compaction off, so the garbage is still there to read.
+    let opts = tiny().level_size_ratio(4).auto_compaction(false);
+    let db = Database::open_with(dir.path(), opts).unwrap();
+    for round in 0..60u32 {
+        for i in 0..20u32 {
+            db.put(key(i), value(i, round)).unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let before = support_levels(&db);
+    let total: u64 = before.iter().map(|l| l.1).sum();
+    let bottom = (1..before.len())
+        .rev()
+        .find(|&n| before[n].0 > 0)
+        .unwrap_or(1);
+    db.compact().unwrap();
+    let after = support_levels(&db);
+    let used: Vec<usize> = (0..after.len()).filter(|&n| after[n].0 > 0).collect();
+    assert_eq!(used, vec![bottom], "before {before:?}, after {after:?}");
+    assert!(
+        after[bottom].1 * 10 < total,
+        "the test wants mostly garbage: {before:?} {after:?}"
+    );
+    for i in 0..20u32 {
+        assert_eq!(db.get(key(i)).unwrap(), Some(value(i, 59)));
+    }
+    db.close().unwrap();
+}

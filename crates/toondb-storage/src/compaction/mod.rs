@@ -10,4 +10,4 @@ pub(crate) mod pick;
 pub(crate) mod retention;
 
 pub(crate) use job::run_job;
-pub(crate) use pick::{pick_manual, Compaction, Policy};
+pub(crate) use pick::{manual_output_level, pick_manual, Compaction, Policy};

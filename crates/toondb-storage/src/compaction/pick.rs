@@ -134,12 +134,11 @@ impl Policy {
 /// Everything in `[lo, hi]` (`None` = unbounded), from every level, merged
 /// into one level: the bottom level in use (at least level 1), or a deeper
 /// one when the output would push that level over its target
-/// ([`manual_output_level`]). All of level 0 goes when any of it overlaps
+/// ([`manual_output_level`], once the merge is done). All of level 0 goes when any of it overlaps
 /// (its tables overlap each other in time order), and the key span grows
 /// until no table outside the inputs overlaps it, so no table left in any
 /// level holds keys of the outputs.
 pub(crate) fn pick_manual(
-    policy: &Policy,
     levels: &Levels,
     lo: Option<&[u8]>,
     hi: Option<&[u8]>,
@@ -195,50 +194,50 @@ pub(crate) fn pick_manual(
     if inputs.is_empty() {
         return None;
     }
-    let output_level = manual_output_level(policy, levels, &inputs);
+    // The bottom level in use for the merge itself (nothing lies below
+    // it, so what the merge drops is the same at any level from there
+    // down); the level the outputs go to is chosen from their real size
+    // when the merge is done ([`manual_output_level`]).
     Some(Compaction {
         inputs,
-        output_level,
+        output_level: levels.deepest_nonempty().max(1),
         manual: true,
     })
 }
 
-/// The level a manual compaction writes: the bottom level in use (at least
-/// level 1), or the first deeper level whose target holds what that level
-/// would hold afterwards (its tables outside the inputs plus the inputs'
-/// bytes, an upper bound on the output). Writing to the bottom level
-/// alone would leave it over its target after a `compact()` of a large
-/// tree, and the automatic compactions would at once rewrite most of it a
-/// level down, spreading the keys over two levels that every read probes
-/// (1M keys, 145 MB: levels [0, 7, 1] right after `compact()`, then
-/// [0, 3, 5]). Going deeper is safe: nothing lies below the bottom level in
-/// use, and no table left in a shallower level overlaps the outputs.
-fn manual_output_level(
+/// The level a manual compaction's outputs (`output_bytes` in all) go to:
+/// the bottom level in use (at least level 1), or the first deeper level
+/// whose target holds what that level would hold afterwards (its tables
+/// outside the inputs plus the outputs). Writing to the bottom level alone
+/// would leave it over its target after a `compact()` of a large tree, and
+/// the automatic compactions would at once rewrite most of it a level
+/// down, spreading the keys over two levels that every read probes (1M
+/// keys, 145 MB: levels [0, 7, 1] right after `compact()`, then
+/// [0, 3, 5]). Chosen from the outputs, not the inputs: garbage the merge
+/// dropped must not push live data deeper than it needs (compaction never
+/// moves tables up). Going deeper is safe: nothing lies below the bottom
+/// level in use, and no table left in a shallower level overlaps the
+/// outputs.
+pub(crate) fn manual_output_level(
     policy: &Policy,
     levels: &Levels,
-    inputs: &[(usize, Vec<Arc<TableFile>>)],
+    c: &Compaction,
+    output_bytes: u64,
 ) -> usize {
     let bottom = levels.deepest_nonempty().max(1);
-    let input_bytes: u64 = inputs
+    let moving: u64 = c
+        .inputs
         .iter()
+        .filter(|(level, _)| *level == bottom)
         .flat_map(|(_, t)| t.iter())
         .map(|t| t.file_size())
         .sum();
-    let staying = |n: usize| -> u64 {
-        let moving: u64 = inputs
-            .iter()
-            .filter(|(level, _)| *level == n)
-            .flat_map(|(_, t)| t.iter())
-            .map(|t| t.file_size())
-            .sum();
-        levels.level_bytes(n).saturating_sub(moving)
-    };
     let mut level = bottom;
     // The bottom level in use keeps its tables outside the range; a deeper
     // one is empty.
-    let mut resident = staying(bottom);
+    let mut resident = levels.level_bytes(bottom).saturating_sub(moving);
     while level + 1 < NUM_LEVELS
-        && resident.saturating_add(input_bytes) > policy.level_target(level)
+        && resident.saturating_add(output_bytes) > policy.level_target(level)
     {
         level += 1;
         resident = 0;

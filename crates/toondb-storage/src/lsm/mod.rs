@@ -45,7 +45,7 @@ mod tests {
 
     use super::testutil::table;
     use super::*;
-    use crate::compaction::{pick_manual, Policy};
+    use crate::compaction::{manual_output_level, pick_manual, Compaction, Policy};
     use crate::error::ErrorKind;
     use crate::merge::{Cursor, LevelCursor, MergeIter};
 
@@ -270,50 +270,36 @@ mod tests {
             (2, table(d, 12, 2, &["r", "s"], 1)),
         ])
         .unwrap();
-        let c = pick_manual(&policy, &levels, Some(b"e"), Some(b"f")).unwrap();
+        let c = pick_manual(&levels, Some(b"e"), Some(b"f")).unwrap();
         let mut n = c.input_numbers();
         n.sort_unstable();
         assert_eq!((c.output_level, n), (2, vec![8, 10, 11]));
-        assert!(pick_manual(&policy, &levels, Some(b"t"), None).is_none());
+        assert!(pick_manual(&levels, Some(b"t"), None).is_none());
 
-        // A manual compaction whose output would overflow the bottom level
-        // in use goes to the first level whose target holds it (targets
-        // here: level n holds 100 * 10^(n-1) bytes).
+        // The merge runs at the bottom level in use; its outputs go to the
+        // first level whose target holds them with what stays there
+        // (targets here: level n holds 100 * 10^(n-1) bytes).
         let small = Policy {
             base_bytes: 100,
             ..policy
         };
-        let all = pick_manual(&small, &levels, None, None).unwrap();
-        let bytes = all.input_bytes();
-        let fits = (2..NUM_LEVELS - 1)
-            .find(|&n| small.level_target(n) >= bytes)
-            .unwrap_or(NUM_LEVELS - 1);
-        assert!(
-            fits > 2,
-            "the test's tables are larger than level 2's target"
-        );
-        assert_eq!(all.output_level, fits);
+        let all = pick_manual(&levels, None, None).unwrap();
+        assert_eq!(all.output_level, 2, "the merge runs at the bottom level");
+        let place = |c: &Compaction, bytes: u64| manual_output_level(&small, &levels, c, bytes);
+        assert_eq!(place(&all, 100 * 10), 2, "fits level 2");
+        assert_eq!(place(&all, 100 * 10 + 1), 3);
+        assert_eq!(place(&all, 100 * 10_000), 5);
+        assert_eq!(place(&all, u64::MAX), NUM_LEVELS - 1);
         // The bottom level's tables outside the range stay and count: a
-        // range whose own bytes fit still goes deeper when they do not.
-        let part = pick_manual(&small, &levels, Some(b"e"), Some(b"f")).unwrap();
-        let staying: u64 = levels.level_bytes(2)
-            - levels.level(2)[..2]
-                .iter()
-                .map(|t| t.file_size())
-                .sum::<u64>();
-        let expect = if small.level_target(2) >= part.input_bytes() + staying {
-            2
-        } else {
-            (3..NUM_LEVELS - 1)
-                .find(|&n| small.level_target(n) >= part.input_bytes())
-                .unwrap_or(NUM_LEVELS - 1)
-        };
-        assert_eq!(part.output_level, expect);
+        // range whose outputs alone fit still goes deeper when they do not.
+        let part = pick_manual(&levels, Some(b"e"), Some(b"f")).unwrap();
+        let staying = levels.level(2)[2].file_size();
+        assert!(staying > 0 && staying < 1000);
+        assert_eq!(place(&part, 1000 - staying), 2);
+        assert_eq!(place(&part, 1000 - staying + 1), 3);
         // With room in the bottom level, it stays there.
         assert_eq!(
-            pick_manual(&policy, &levels, None, None)
-                .unwrap()
-                .output_level,
+            manual_output_level(&policy, &levels, &all, all.input_bytes()),
             2
         );
     }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 
 use crate::compaction::job::JobContext;
-use crate::compaction::{pick_manual, run_job, Compaction, Policy};
+use crate::compaction::{manual_output_level, pick_manual, run_job, Compaction, Policy};
 use crate::engine::{Engine, LsmState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lsm::{TableFile, NUM_LEVELS};
@@ -239,7 +239,7 @@ impl MaintenanceThread {
             }
         }
         let levels = self.engine.state().levels.clone();
-        match pick_manual(&self.policy, &levels, lo.as_deref(), hi.as_deref()) {
+        match pick_manual(&levels, lo.as_deref(), hi.as_deref()) {
             Some(c) => self.run_compaction(c),
             None => Ok(()),
         }
@@ -331,6 +331,17 @@ impl MaintenanceThread {
         })?;
         Counters::add(&engine.counters.compaction_bytes_read, out.bytes_read);
         Counters::add(&engine.counters.compaction_bytes_written, out.bytes_written);
+        if c.manual {
+            // Only this thread changes levels 1 and deeper, so the state now
+            // is the one the merge started from, plus level-0 flushes.
+            let written = out.tables.iter().map(|t| t.file_size()).sum();
+            let levels = engine.state().levels.clone();
+            let placed = Compaction {
+                output_level: manual_output_level(&self.policy, &levels, c, written),
+                ..c.clone()
+            };
+            return self.install(&placed, out.tables, visible);
+        }
         self.install(c, out.tables, visible)
     }
 
