@@ -265,7 +265,7 @@ impl Committer {
     /// what a handle that closes while others stay open needs (see
     /// `Engine::sync_wal`, and `WalWriter::sync_and_mark` for why the mark).
     pub(crate) fn sync_wal(&mut self, engine: &Engine) -> Result<()> {
-        self.sync_and_mark()?;
+        self.sync_and_mark(engine)?;
         Counters::add(&engine.counters.wal_syncs, 1);
         Ok(())
     }
@@ -273,7 +273,7 @@ impl Committer {
     /// Every segment durable, the live one marked so (close), including
     /// which sealed segments' syncs finished: close promises that they
     /// are durable, so damage found in them later must be corruption.
-    pub(crate) fn sync_and_mark(&mut self) -> Result<()> {
+    pub(crate) fn sync_and_mark(&mut self, engine: &Engine) -> Result<()> {
         // An older segment's sync failed (reported already, by the write
         // or seal that waited for it): its records may be lost, so the
         // live segment must not say it is durable (tests/review_revwal.rs,
@@ -288,6 +288,7 @@ impl Committer {
             self.record_finished_syncs();
             self.wal.append(&self.frames)?;
         }
+        engine.ensure_names_durable()?;
         self.wal.sync_and_mark()
     }
 
@@ -569,6 +570,7 @@ impl Committer {
         }
         self.record_finished_syncs();
         if sync {
+            engine.ensure_names_durable()?;
             self.wal.preallocate_for(self.frames.len() as u64)?;
             self.wal.append_durable(&self.frames)?;
             Counters::add(&engine.counters.wal_syncs, 1);
