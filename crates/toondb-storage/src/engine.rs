@@ -3,7 +3,7 @@
 //! variables that connect the commit and maintenance threads, and counters.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -18,6 +18,7 @@ use crate::key::Timestamp;
 use crate::lsm::{Levels, TableOpener};
 use crate::maintenance::MaintenanceState;
 use crate::memtable::Memtable;
+use crate::open_durability::OpenDurability;
 use crate::options::Options;
 use crate::stats::Counters;
 use crate::txn::snapshots::SnapshotList;
@@ -89,16 +90,9 @@ pub(crate) struct Engine {
     /// `verify` pins the segments so that the checkpoint segment the
     /// manifest names cannot vanish while it checks (see verify.rs).
     pub wal_pins: AtomicUsize,
-    /// Set while the WAL segment an open created may have no durable
-    /// directory entry: the open leaves the directory sync to its manifest
-    /// switch on the maintenance thread, and a durable commit that comes
-    /// first syncs the directory itself (`ensure_names_durable`).
-    names_unsynced: AtomicBool,
-    /// The manifest the open read (`None` for a new database). Until the
-    /// switch has made its successor durable, its last edit may be only in
-    /// the page cache (a process killed between the edit's append and its
-    /// fdatasync), and what this engine serves depends on that edit.
-    read_manifest: Option<PathBuf>,
+    /// What the open relied on and left to its manifest switch on the
+    /// maintenance thread (open_durability.rs).
+    pub open_durability: OpenDurability,
     commit_thread: Mutex<Option<JoinHandle<()>>>,
     maintenance_thread: Mutex<Option<JoinHandle<()>>>,
     lock: Mutex<Option<Box<dyn FileLock>>>,
@@ -115,10 +109,8 @@ pub(crate) struct EngineParts {
     pub recovery: ReplayReport,
     pub commit_tx: Sender<CommitMsg>,
     pub lock: Box<dyn FileLock>,
-    /// See `Engine::names_unsynced`.
-    pub names_unsynced: bool,
-    /// See `Engine::read_manifest`.
-    pub read_manifest: Option<PathBuf>,
+    /// See `Engine::open_durability`.
+    pub open_durability: OpenDurability,
 }
 
 impl Engine {
@@ -150,8 +142,7 @@ impl Engine {
             snapshots: SnapshotList::default(),
             recovery: parts.recovery,
             wal_pins: AtomicUsize::new(0),
-            names_unsynced: AtomicBool::new(parts.names_unsynced),
-            read_manifest: parts.read_manifest,
+            open_durability: parts.open_durability,
             commit_thread: Mutex::new(None),
             maintenance_thread: Mutex::new(None),
             lock: Mutex::new(Some(parts.lock)),
@@ -159,38 +150,17 @@ impl Engine {
     }
 
     /// Makes what the open relied on durable, if the open's manifest
-    /// switch has not done it yet: the manifest the open read (its last
-    /// edit may never have been synced: a process killed after appending
-    /// it, and this open serves the tables it lists and replayed only the
-    /// WAL after its checkpoint) and the directory entries of the files the
-    /// open created. Called before a commit is acknowledged as durable:
-    /// after a power cut, its WAL segment must still be found, and every
-    /// write before it too (tests/review_revwo.rs).
+    /// switch has not done it yet (open_durability.rs). Called before a
+    /// commit is acknowledged as durable: after a power cut, its WAL
+    /// segment must still be found, and every write before it too
+    /// (tests/review_revwo.rs).
     pub fn ensure_names_durable(&self) -> Result<()> {
-        if self.names_unsynced.load(Ordering::Acquire) {
-            if let Some(path) = &self.read_manifest {
-                match self.fs.open_append(path) {
-                    Ok(mut file) => file.sync_data(),
-                    // Only a successful switch removes it, after its
-                    // successor and CURRENT were durable.
-                    Err(_) if !self.fs.exists(path) => Ok(()),
-                    Err(e) => Err(e),
-                }
-                .map_err(|e| {
-                    e.context(format_args!("syncing {}, read by the open", path.display()))
-                })?;
-            }
-            self.fs.sync_dir(&self.dir).map_err(|e| {
-                e.context("syncing the directory of the WAL segment the open created")
-            })?;
-            self.names_unsynced.store(false, Ordering::Release);
-        }
-        Ok(())
+        self.open_durability.ensure_all()
     }
 
     /// The open's manifest switch ended in a directory sync.
     pub fn names_synced(&self) {
-        self.names_unsynced.store(false, Ordering::Release);
+        self.open_durability.switched();
     }
 
     pub fn set_threads(&self, commit: JoinHandle<()>, maintenance: JoinHandle<()>) {

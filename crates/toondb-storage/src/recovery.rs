@@ -13,6 +13,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lsm::{Levels, TableFile, TableOpener};
 use crate::maintenance::{MaintenanceThread, OpenManifest};
 use crate::memtable::Memtable;
+use crate::open_durability::OpenDurability;
 use crate::options::Options;
 use crate::sstable::{parse_table_name, table_file_name};
 use crate::version::{parse_manifest_name, Manifest, ManifestState, CURRENT_FILE_NAME};
@@ -58,11 +59,12 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     // The manifest just read may end in an edit that a killed process
     // appended but never synced: what this open serves (the tables that
     // edit lists, replay starting at its checkpoint) is durable only once
-    // that file is synced, by the switch's successor or before a durable
-    // commit that comes first (`Engine::ensure_names_durable`).
+    // that file is synced, by the switch's successor or before this
+    // engine's first WAL write, whichever comes first (open_durability.rs).
     let read_manifest = loaded
         .as_ref()
         .map(|&(number, _)| dir.join(crate::version::manifest_file_name(number)));
+    let open_durability = OpenDurability::new(fs.clone(), dir.to_path_buf(), read_manifest);
     let mut state = match loaded.map(|(_, state)| state) {
         Some(_) if options.error_if_exists => {
             return Err(Error::invalid_argument(format!(
@@ -294,8 +296,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         lock,
         // The new segment's name waits for the switch's directory sync,
         // and the manifest read for the switch's successor.
-        names_unsynced: !fresh,
-        read_manifest,
+        open_durability,
     }));
 
     *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3, unsynced));

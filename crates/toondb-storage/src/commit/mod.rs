@@ -56,7 +56,12 @@ pub(crate) fn try_commit_inline(
     let Some(c) = guard.as_mut() else {
         return Err((batch, check));
     };
-    if engine.queued.load(Ordering::Acquire) != 0 || !c.has_room(engine) {
+    // Until the open's manifest is durable, the first group syncs it
+    // (open_durability.rs): an fsync that must not run on an event loop.
+    if engine.queued.load(Ordering::Acquire) != 0
+        || !c.has_room(engine)
+        || engine.open_durability.manifest_owed()
+    {
         return Err((batch, check));
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -575,6 +580,11 @@ impl Committer {
             self.wal.append_durable(&self.frames)?;
             Counters::add(&engine.counters.wal_syncs, 1);
         } else {
+            // Even unsynced, these records may reach the disk (writeback)
+            // and survive a power cut that loses the writes the open's
+            // manifest accounts for without having made them durable
+            // (open_durability.rs). A no-op once the open's switch ran.
+            engine.open_durability.ensure_manifest()?;
             self.wal.append(&self.frames)?;
         }
         Counters::add(&engine.counters.wal_bytes_written, self.frames.len() as u64);
