@@ -18,6 +18,7 @@ use crate::key::Timestamp;
 use crate::lsm::{Levels, TableOpener};
 use crate::maintenance::MaintenanceState;
 use crate::memtable::Memtable;
+use crate::open_durability::OpenDurability;
 use crate::options::Options;
 use crate::stats::Counters;
 use crate::txn::snapshots::SnapshotList;
@@ -89,6 +90,9 @@ pub(crate) struct Engine {
     /// `verify` pins the segments so that the checkpoint segment the
     /// manifest names cannot vanish while it checks (see verify.rs).
     pub wal_pins: AtomicUsize,
+    /// What the open relied on and left to its manifest switch on the
+    /// maintenance thread (open_durability.rs).
+    pub open_durability: OpenDurability,
     commit_thread: Mutex<Option<JoinHandle<()>>>,
     maintenance_thread: Mutex<Option<JoinHandle<()>>>,
     lock: Mutex<Option<Box<dyn FileLock>>>,
@@ -105,6 +109,8 @@ pub(crate) struct EngineParts {
     pub recovery: ReplayReport,
     pub commit_tx: Sender<CommitMsg>,
     pub lock: Box<dyn FileLock>,
+    /// See `Engine::open_durability`.
+    pub open_durability: OpenDurability,
 }
 
 impl Engine {
@@ -136,10 +142,25 @@ impl Engine {
             snapshots: SnapshotList::default(),
             recovery: parts.recovery,
             wal_pins: AtomicUsize::new(0),
+            open_durability: parts.open_durability,
             commit_thread: Mutex::new(None),
             maintenance_thread: Mutex::new(None),
             lock: Mutex::new(Some(parts.lock)),
         }
+    }
+
+    /// Makes what the open relied on durable, if the open's manifest
+    /// switch has not done it yet (open_durability.rs). Called before a
+    /// commit is acknowledged as durable: after a power cut, its WAL
+    /// segment must still be found, and every write before it too
+    /// (tests/review_revwo.rs).
+    pub fn ensure_names_durable(&self) -> Result<()> {
+        self.open_durability.ensure_all()
+    }
+
+    /// The open's manifest switch ended in a directory sync.
+    pub fn names_synced(&self) {
+        self.open_durability.switched();
     }
 
     pub fn set_threads(&self, commit: JoinHandle<()>, maintenance: JoinHandle<()>) {

@@ -34,6 +34,7 @@ mod maintenance;
 mod memfilter;
 mod memtable;
 mod merge;
+mod open_durability;
 mod options;
 mod range_del;
 mod read;

@@ -1,6 +1,8 @@
 //! Opening a database: lock the directory, load the manifest, open the
 //! table files, replay the WAL segments the manifest does not cover into a
-//! memtable, write a fresh manifest, and start the engine's threads.
+//! memtable, create the next WAL segment, and start the engine's threads;
+//! the maintenance thread writes the fresh manifest and switches CURRENT
+//! to it before its other work.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -9,8 +11,9 @@ use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lsm::{Levels, TableFile, TableOpener};
-use crate::maintenance::MaintenanceThread;
+use crate::maintenance::{MaintenanceThread, OpenManifest};
 use crate::memtable::Memtable;
+use crate::open_durability::OpenDurability;
 use crate::options::Options;
 use crate::sstable::{parse_table_name, table_file_name};
 use crate::version::{parse_manifest_name, Manifest, ManifestState, CURRENT_FILE_NAME};
@@ -51,8 +54,18 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let lock = fs.lock(&dir.join(LOCK_FILE))?;
     let names = fs.list(dir)?;
 
-    let loaded = Manifest::load(&*fs, dir)?;
-    let mut state = match loaded {
+    let loaded = Manifest::load_numbered(&*fs, dir)?;
+    let fresh = loaded.is_none();
+    // The manifest just read may end in an edit that a killed process
+    // appended but never synced: what this open serves (the tables that
+    // edit lists, replay starting at its checkpoint) is durable only once
+    // that file is synced, by the switch's successor or before this
+    // engine's first WAL write, whichever comes first (open_durability.rs).
+    let read_manifest = loaded
+        .as_ref()
+        .map(|&(number, _)| dir.join(crate::version::manifest_file_name(number)));
+    let open_durability = OpenDurability::new(fs.clone(), dir.to_path_buf(), read_manifest);
+    let mut state = match loaded.map(|(_, state)| state) {
         Some(_) if options.error_if_exists => {
             return Err(Error::invalid_argument(format!(
                 "a database already exists at {} (errorIfExists is on)",
@@ -204,8 +217,11 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     // below every checkpoint table of the memtables after it.
     let replayed_flush_number = next_file_number + 2;
     next_file_number += 3;
-    // Its name becomes durable with the manifest switch below (which ends
-    // in a directory sync) before `open` returns and anything is appended.
+    // Its header is synced here; its name becomes durable with the manifest
+    // switch's directory sync on the maintenance thread, or with a sync of
+    // the directory before the first durable commit if that comes first
+    // (`Engine::ensure_names_durable`). A power cut before either may lose
+    // the name: the segment then held nothing acknowledged as durable.
     let wal = WalWriter::create_unlisted(&*fs, dir, wal_number, Some(predecessor))?;
     // The checkpoint names an existing segment from now on: the oldest one
     // replay still needs, or the new one (see the check above). Segments
@@ -238,12 +254,26 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     );
     state.next_file_number = next_file_number;
     state.last_ts = last_ts;
-    let manifest = Manifest::create(fs.clone(), dir, manifest_number, state)?;
-    // The state the garbage list came from is now durable (create syncs the
-    // new manifest, CURRENT and the directory), so deleting cannot lose
-    // anything a later open needs. The maintenance thread deletes them, off
-    // the open's path; file numbers are never reused, so a name on this
+    // Written, synced and named by CURRENT on the maintenance thread, before
+    // anything else it does: those three syncs (manifest, CURRENT.tmp, the
+    // directory after the rename) and the old manifest's unlink took 1-15
+    // ms of every open depending on the disk's load. Until then CURRENT names the manifest just read, which
+    // still describes a directory that recovers everything (nothing is
+    // deleted before the switch, and every segment replay needed is still
+    // there). The garbage is deleted after the switch made the state it
+    // came from durable; file numbers are never reused, so a name on this
     // list can only ever mean the obsolete file.
+    let manifest = if fresh {
+        // A new database exists once `open` returns (a later open without
+        // createIfMissing must find it), so its first manifest is written
+        // and named here.
+        OpenManifest::Live(Manifest::create(fs.clone(), dir, manifest_number, state)?)
+    } else {
+        OpenManifest::Pending {
+            number: manifest_number,
+            state,
+        }
+    };
     let garbage: Vec<_> = garbage.into_iter().map(|name| dir.join(name)).collect();
 
     let (commit_tx, commit_rx) = crossbeam_channel::bounded(options.commit_queue_len.max(1));
@@ -264,11 +294,15 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         recovery,
         commit_tx,
         lock,
+        // The new segment's name waits for the switch's directory sync,
+        // and the manifest read for the switch's successor.
+        open_durability,
     }));
 
     *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3, unsynced));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
-    let maintainer = MaintenanceThread::new(engine.clone(), manifest).with_garbage(garbage);
+    let for_maintenance = engine.clone();
+    let maintainer = move || MaintenanceThread::switch_then_run(for_maintenance, manifest, garbage);
     let commit = match spawn(COMMIT_THREAD_NAME, move || commit_thread.run()) {
         Ok(t) => t,
         Err(e) => {
@@ -276,7 +310,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
             return Err(e);
         }
     };
-    let maintenance = match spawn("toondb-maintenance", move || maintainer.run()) {
+    let maintenance = match spawn("toondb-maintenance", maintainer) {
         Ok(t) => t,
         Err(e) => {
             engine.set_threads(commit, std::thread::spawn(|| {}));

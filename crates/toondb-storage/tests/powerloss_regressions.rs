@@ -244,6 +244,12 @@ fn kill_during_manifest_switch_leaves_no_stale_manifest() {
     // Past the create, its sync and the directory sync; before the rename.
     fs.crash_after(n + 3, Crash::Kill);
     let crashed = Database::open_with(&dir, opts.clone()).ok();
+    // The switch runs on the maintenance thread after the open returned
+    // (docs/architecture.md, "Recovery (open)", step 5): wait for it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !fs.is_down() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
     assert!(fs.is_down());
     let db = match crashed {
         Some(db) => reopen_after_crash(&fs, db, &dir, &opts).unwrap(),

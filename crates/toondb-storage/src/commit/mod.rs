@@ -56,7 +56,12 @@ pub(crate) fn try_commit_inline(
     let Some(c) = guard.as_mut() else {
         return Err((batch, check));
     };
-    if engine.queued.load(Ordering::Acquire) != 0 || !c.has_room(engine) {
+    // Until the open's manifest is durable, the first group syncs it
+    // (open_durability.rs): an fsync that must not run on an event loop.
+    if engine.queued.load(Ordering::Acquire) != 0
+        || !c.has_room(engine)
+        || engine.open_durability.manifest_owed()
+    {
         return Err((batch, check));
     }
     let (tx, rx) = crossbeam_channel::bounded(1);
@@ -265,7 +270,7 @@ impl Committer {
     /// what a handle that closes while others stay open needs (see
     /// `Engine::sync_wal`, and `WalWriter::sync_and_mark` for why the mark).
     pub(crate) fn sync_wal(&mut self, engine: &Engine) -> Result<()> {
-        self.sync_and_mark()?;
+        self.sync_and_mark(engine)?;
         Counters::add(&engine.counters.wal_syncs, 1);
         Ok(())
     }
@@ -273,7 +278,7 @@ impl Committer {
     /// Every segment durable, the live one marked so (close), including
     /// which sealed segments' syncs finished: close promises that they
     /// are durable, so damage found in them later must be corruption.
-    pub(crate) fn sync_and_mark(&mut self) -> Result<()> {
+    pub(crate) fn sync_and_mark(&mut self, engine: &Engine) -> Result<()> {
         // An older segment's sync failed (reported already, by the write
         // or seal that waited for it): its records may be lost, so the
         // live segment must not say it is durable (tests/review_revwal.rs,
@@ -288,6 +293,7 @@ impl Committer {
             self.record_finished_syncs();
             self.wal.append(&self.frames)?;
         }
+        engine.ensure_names_durable()?;
         self.wal.sync_and_mark()
     }
 
@@ -569,10 +575,16 @@ impl Committer {
         }
         self.record_finished_syncs();
         if sync {
+            engine.ensure_names_durable()?;
             self.wal.preallocate_for(self.frames.len() as u64)?;
             self.wal.append_durable(&self.frames)?;
             Counters::add(&engine.counters.wal_syncs, 1);
         } else {
+            // Even unsynced, these records may reach the disk (writeback)
+            // and survive a power cut that loses the writes the open's
+            // manifest accounts for without having made them durable
+            // (open_durability.rs). A no-op once the open's switch ran.
+            engine.open_durability.ensure_manifest()?;
             self.wal.append(&self.frames)?;
         }
         Counters::add(&engine.counters.wal_bytes_written, self.frames.len() as u64);

@@ -71,7 +71,7 @@ impl CommitThread {
             // The sync point after the sync records that the whole segment
             // is durable, so later damage to it reads as corruption rather
             // than as an unsynced tail (WalWriter::sync_and_mark).
-            if let Err(e) = c.sync_and_mark() {
+            if let Err(e) = c.sync_and_mark(&self.engine) {
                 self.engine
                     .set_bg_error(e.context("syncing the WAL at close"));
             }

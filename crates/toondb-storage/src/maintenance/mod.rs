@@ -19,6 +19,7 @@ mod flush;
 use std::collections::VecDeque;
 use std::ops::Bound;
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,7 +32,7 @@ use crate::engine::{Engine, LsmState};
 use crate::error::{Error, ErrorKind, Result};
 use crate::lsm::{TableFile, NUM_LEVELS};
 use crate::stats::Counters;
-use crate::version::{Manifest, VersionEdit};
+use crate::version::{Manifest, ManifestState, VersionEdit};
 
 pub(crate) use checkpoint::{CheckpointRequest, CheckpointTable};
 pub(crate) use flush::flush_oldest;
@@ -48,6 +49,17 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// 45-52 ms cold with it and 24-27 ms without (docs/performance.md,
 /// "Reopen"). Flushes and manual compactions do not wait.
 const OPEN_COMPACTION_GRACE: Duration = Duration::from_millis(200);
+
+/// The manifest an open hands to the maintenance thread.
+pub(crate) enum OpenManifest {
+    /// Written and named by CURRENT before the open returned (a new
+    /// database: it must exist once `open` returns).
+    Live(Manifest),
+    /// The fresh manifest snapshot the open computed, for this thread to
+    /// write and switch CURRENT to before anything else, so that the open
+    /// returns without waiting for those syncs.
+    Pending { number: u64, state: ManifestState },
+}
 
 /// A `Database::compact_range` waiting for the maintenance thread.
 pub(crate) struct ManualRequest {
@@ -99,7 +111,7 @@ pub(crate) struct MaintenanceThread {
     /// manifests, tables a crashed job left), deleted by this thread first
     /// thing: unlinking them took tens of milliseconds of an open on a busy
     /// disk, and nothing the first read needs depends on them.
-    garbage: Vec<std::path::PathBuf>,
+    garbage: Vec<PathBuf>,
 }
 
 impl MaintenanceThread {
@@ -119,9 +131,41 @@ impl MaintenanceThread {
 
     /// Files to delete when the thread starts; they must be obsolete in
     /// the state the (already durable) manifest records.
-    pub fn with_garbage(mut self, garbage: Vec<std::path::PathBuf>) -> Self {
+    pub fn with_garbage(mut self, garbage: Vec<PathBuf>) -> Self {
         self.garbage = garbage;
         self
+    }
+
+    /// The thread's body after an open: first the manifest switch the open
+    /// left to it (docs/architecture.md, *Open*), then the garbage the open
+    /// found, then jobs. Until the switch is durable, CURRENT still names
+    /// the manifest the open read, whose checkpoint segment and every
+    /// segment after it are still on disk (nothing is deleted before the
+    /// switch), so a power cut meanwhile recovers as if the open had not
+    /// happened, plus whatever was made durable in the new segment.
+    pub fn switch_then_run(engine: Arc<Engine>, manifest: OpenManifest, garbage: Vec<PathBuf>) {
+        let created = match manifest {
+            OpenManifest::Live(manifest) => Ok(manifest),
+            OpenManifest::Pending { number, state } => catch_unwind(AssertUnwindSafe(|| {
+                Manifest::create(engine.fs.clone(), &engine.dir, number, state)
+            }))
+            .unwrap_or_else(|_| Err(Error::internal("the manifest switch panicked"))),
+        };
+        match created {
+            Ok(manifest) => {
+                // `Manifest::create` ends with a directory sync.
+                engine.names_synced();
+                MaintenanceThread::new(engine, manifest)
+                    .with_garbage(garbage)
+                    .run();
+            }
+            Err(e) => {
+                // Writes stop; the directory still opens as it was before
+                // this open (plus the new segment's acknowledged writes).
+                engine.set_bg_error(e.context("switching to the manifest written at open"));
+                Self::stopped(&engine);
+            }
+        }
     }
 
     pub fn run(mut self) {
@@ -136,16 +180,21 @@ impl MaintenanceThread {
                     .set_bg_error(Error::internal("the maintenance thread panicked"));
             }
         }
-        let mut m = self.engine.maintenance.lock();
+        Self::stopped(&self.engine);
+    }
+
+    /// Marks the thread gone and fails what waits for it.
+    fn stopped(engine: &Engine) {
+        let mut m = engine.maintenance.lock();
         m.stopped = true;
         // A request queued between `next_job` giving up and here marked
         // the thread busy (`Engine::mark_busy`); it will never run it.
         m.busy = false;
-        let err = self.engine.bg_error().unwrap_or_else(Error::closed);
+        let err = engine.bg_error().unwrap_or_else(Error::closed);
         for req in m.manual.drain(..) {
             let _ = req.done.send(Err(err.clone()));
         }
-        self.engine.flush_done.notify_all();
+        engine.flush_done.notify_all();
     }
 
     fn run_job(&mut self, job: Job) {

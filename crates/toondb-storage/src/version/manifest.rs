@@ -250,6 +250,11 @@ impl Manifest {
     /// missing manifest file, or a CURRENT without trailing newline is
     /// corruption.
     pub fn load(fs: &dyn FileSystem, dir: &Path) -> Result<Option<ManifestState>> {
+        Ok(Self::load_numbered(fs, dir)?.map(|(_, state)| state))
+    }
+
+    /// [`load`](Self::load), with the number of the manifest CURRENT named.
+    pub fn load_numbered(fs: &dyn FileSystem, dir: &Path) -> Result<Option<(u64, ManifestState)>> {
         let Some(number) = read_current(fs, dir)? else {
             return Ok(None);
         };
@@ -263,7 +268,7 @@ impl Manifest {
         }
         let bytes = fs.read(&path)?;
         replay(&bytes)
-            .map(Some)
+            .map(|state| Some((number, state)))
             .map_err(|e| e.context(format_args!("replaying {}", path.display())))
     }
 
