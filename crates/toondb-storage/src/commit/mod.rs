@@ -286,6 +286,10 @@ impl Committer {
         if let Some(e) = &self.sync_failed {
             return Err(e.clone());
         }
+        // Before the append below: no record goes into the WAL while the
+        // manifest the open read may still be only in the page cache
+        // (open_durability.rs).
+        engine.ensure_names_durable()?;
         self.finish_sealed_sync()?;
         if !self.synced_unrecorded.is_empty() {
             self.frames.clear();
@@ -293,7 +297,6 @@ impl Committer {
             self.record_finished_syncs();
             self.wal.append(&self.frames)?;
         }
-        engine.ensure_names_durable()?;
         self.wal.sync_and_mark()
     }
 
