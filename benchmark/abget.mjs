@@ -65,7 +65,7 @@ for (let r = 0; r < Number(opt.rounds); r++) {
     const c0 = process.cpuUsage();
     const t0 = performance.now();
     let found = 0;
-    for (let i = 0; i < N; i++) if (b.db.getSync(probe[order[i]]) !== undefined) found++;
+    for (let i = 0; i < N; i++) if (b.db.getSync(probe[order[i]]) != null) found++;
     const wall = performance.now() - t0;
     const c = process.cpuUsage(c0);
     if (found !== (opt.absent ? 0 : N)) throw new Error(`${b.entry}: found ${found} of ${N}`);
