@@ -17,25 +17,28 @@ mod powerloss_support;
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use toondb_storage::io::{PowerCut, PowerLossFs, WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, ErrorKind, Options, WriteBatch, WriteOptions};
 
-use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
+use powerloss_support::gates;
+use powerloss_support::{
+    cut_for_seed, fresh_disk, settle_then_write_and_reopen, unique_dir, Commit, Model,
+};
 
 /// Holds, until released, every sync of the WAL segments named in `held`
 /// and every table creation; logs the WAL syncs that finished, in order.
 #[derive(Clone, Default)]
 struct Gate {
-    open: Arc<(Mutex<bool>, Condvar)>,
+    open: gates::Gate,
     /// Set: table creation is held until `release_tables` (else it
     /// follows `open`).
-    tables: Option<Arc<(Mutex<bool>, Condvar)>>,
+    tables: Option<gates::Gate>,
     /// Set: manifest creation is held until `release_manifests` (the open's
     /// manifest switch, which runs on the maintenance thread).
-    manifests: Option<Arc<(Mutex<bool>, Condvar)>>,
+    manifests: Option<gates::Gate>,
     held: Arc<Mutex<BTreeSet<String>>>,
     synced: Arc<Mutex<Vec<String>>>,
 }
@@ -48,38 +51,23 @@ impl Gate {
     }
 
     fn wait(&self) {
-        wait_on(&self.open);
+        self.open.wait();
     }
 
     fn release_manifests(&self) {
         if let Some(m) = &self.manifests {
-            *m.0.lock().unwrap() = true;
-            m.1.notify_all();
+            m.release();
         }
     }
 
     fn release_tables(&self) {
         if let Some(t) = &self.tables {
-            *t.0.lock().unwrap() = true;
-            t.1.notify_all();
+            t.release();
         }
     }
-}
 
-fn wait_on(gate: &(Mutex<bool>, Condvar)) {
-    {
-        let (lock, cv) = gate;
-        let mut open = lock.lock().unwrap();
-        while !*open {
-            open = cv.wait(open).unwrap();
-        }
-    }
-}
-
-impl Gate {
     fn release(&self) {
-        *self.open.0.lock().unwrap() = true;
-        self.open.1.notify_all();
+        self.open.release();
     }
 
     fn synced(&self) -> Vec<String> {
@@ -91,11 +79,11 @@ impl WriteHook for Gate {
     fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
         let name = path.file_name().unwrap_or_default().to_string_lossy();
         if let (Some(m), true) = (&self.manifests, name.starts_with("MANIFEST-")) {
-            wait_on(m);
+            m.wait();
         }
         if path.extension().is_some_and(|e| e == "sst") {
             match &self.tables {
-                Some(t) => wait_on(t),
+                Some(t) => t.wait(),
                 None => self.wait(),
             }
         }
@@ -269,6 +257,36 @@ fn an_open_does_not_wait_for_the_replayed_segments_but_a_durable_write_does() {
     db.close().unwrap();
 }
 
+/// Cuts the power under `db` with seed `seed`'s cut, then `release` lets
+/// what the test held run (against the dead disk, so it fails). The
+/// reopen must hold a prefix of the commits, and be writable and
+/// consistent across a clean reopen. Returns how many commits the cut lost.
+fn cut_reopen_write_and_reopen(
+    fs: &PowerLossFs,
+    dir: &Path,
+    db: Database,
+    model: &mut Model,
+    seed: u64,
+    release: impl FnOnce(),
+) -> usize {
+    let cut = cut_for_seed(seed);
+    fs.power_cut(cut);
+    release();
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+    let what = format!("seed {seed}, {cut:?}");
+    let db = Database::open_with(dir, options(fs.shared(), 1 << 20))
+        .unwrap_or_else(|e| panic!("{what}: {e}\n{}", fs.trace().join("\n")));
+    settle_then_write_and_reopen(
+        db,
+        model,
+        put(10_000 + seed),
+        || Database::open_with(dir, options(fs.shared(), 1 << 20)).unwrap(),
+        &what,
+    )
+}
+
 /// A power cut while the replayed segments' syncs are held, with unsynced
 /// writes in the open's new segment: every image opens to a prefix in
 /// commit order, and across seeds some cut loses bytes of a replayed
@@ -293,34 +311,9 @@ fn a_power_cut_before_the_replayed_segments_were_synced() {
             db.write_with(batch, WriteOptions::sync(false)).unwrap();
             model.commit(commit, false);
         }
-        let cut = match seed % 3 {
-            0 => PowerCut::pages(seed),
-            1 => PowerCut::random(seed, seed % 2 == 0),
-            _ => PowerCut::drop_unsynced(),
-        };
-        fs.power_cut(cut);
-        // The held syncs and flush now run against a dead disk and fail.
-        gate.release();
-        let _ = db.close();
-        drop(db);
-        fs.restart();
-        let db = Database::open_with(&dir, options(fs.shared(), 1 << 20))
-            .unwrap_or_else(|e| panic!("seed {seed}, {cut:?}: {e}\n{}", fs.trace().join("\n")));
-        let lost = model
-            .settle_power_cut(&db)
-            .unwrap_or_else(|e| panic!("seed {seed}, {cut:?}: {e}"));
+        // The held syncs and flush run against the dead disk and fail.
+        let lost = cut_reopen_write_and_reopen(&fs, &dir, db, &mut model, seed, || gate.release());
         lost_any += u64::from(lost > 0);
-        // Writable and consistent after the repair, across a clean reopen.
-        let (batch, commit) = put(10_000 + seed);
-        db.write(batch).unwrap();
-        model.commit(commit, false);
-        db.close().unwrap();
-        model.all_durable();
-        let db = Database::open_with(&dir, options(fs.shared(), 1 << 20)).unwrap();
-        model
-            .check_all(&db)
-            .unwrap_or_else(|e| panic!("seed {seed}, after a clean reopen: {e}"));
-        db.close().unwrap();
     }
     assert!(lost_any > 0, "no power cut lost a write");
 }
@@ -340,7 +333,7 @@ fn rot_in_a_replayed_segment_after_its_background_sync_is_corruption() {
     // Syncs run freely; tables stay held, so the flush does not delete
     // the replayed segments before the rot.
     let mut gate = Gate::holding(BTreeSet::new());
-    gate.tables = Some(Arc::default());
+    gate.tables = Some(gates::Gate::default());
     gate.release();
     let wrapped = Arc::new(WrappedFs::new(fs.shared(), gate.clone()));
     let db = Database::open_with(&dir, options(wrapped, 1 << 20)).unwrap();
@@ -380,7 +373,7 @@ fn current(fs: &PowerLossFs, dir: &Path) -> String {
 /// A gate that lets WAL syncs run and holds the open's manifest switch.
 fn holding_the_switch() -> Gate {
     let mut gate = Gate::holding(BTreeSet::new());
-    gate.manifests = Some(Arc::default());
+    gate.manifests = Some(gates::Gate::default());
     gate.release();
     gate
 }
@@ -442,31 +435,7 @@ fn power_cuts_before_the_open_s_manifest_switch_keep_every_durable_write() {
             db.write_with(batch, WriteOptions::sync(durable)).unwrap();
             model.commit(commit, durable);
         }
-        let cut = match seed % 3 {
-            0 => PowerCut::pages(seed),
-            1 => PowerCut::random(seed, seed % 2 == 0),
-            _ => PowerCut::drop_unsynced(),
-        };
-        fs.power_cut(cut);
-        gate.release_manifests();
-        let _ = db.close();
-        drop(db);
-        fs.restart();
-        let db = Database::open_with(&dir, options(fs.shared(), 1 << 20))
-            .unwrap_or_else(|e| panic!("seed {seed}, {cut:?}: {e}\n{}", fs.trace().join("\n")));
-        model
-            .settle_power_cut(&db)
-            .unwrap_or_else(|e| panic!("seed {seed}, {cut:?}: {e}"));
-        let (batch, commit) = put(10_000 + seed);
-        db.write(batch).unwrap();
-        model.commit(commit, false);
-        db.close().unwrap();
-        model.all_durable();
-        let db = Database::open_with(&dir, options(fs.shared(), 1 << 20)).unwrap();
-        model
-            .check_all(&db)
-            .unwrap_or_else(|e| panic!("seed {seed}, after a clean reopen: {e}"));
-        db.close().unwrap();
+        cut_reopen_write_and_reopen(&fs, &dir, db, &mut model, seed, || gate.release_manifests());
     }
 }
 

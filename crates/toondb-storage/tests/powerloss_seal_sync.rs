@@ -14,12 +14,15 @@
 mod powerloss_support;
 
 use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use toondb_storage::io::{Crash, PowerCut, PowerLossFs, WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
 
-use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
+use powerloss_support::gates;
+use powerloss_support::{
+    cut_for_seed, fresh_disk, settle_then_write_and_reopen, unique_dir, Commit, Model,
+};
 
 /// Memtable size: small, so a few commits seal the memtable.
 const LIMIT: u64 = 4096;
@@ -29,23 +32,18 @@ const LIMIT: u64 = 4096;
 /// header, and every table creation; logs the WAL syncs that finished.
 #[derive(Clone, Default)]
 struct Gate {
-    open: Arc<(Mutex<bool>, Condvar)>,
+    open: gates::Gate,
     first: Arc<Mutex<Option<String>>>,
     synced: Arc<Mutex<Vec<String>>>,
 }
 
 impl Gate {
     fn wait(&self) {
-        let (lock, cv) = &*self.open;
-        let mut open = lock.lock().unwrap();
-        while !*open {
-            open = cv.wait(open).unwrap();
-        }
+        self.open.wait();
     }
 
     fn release(&self) {
-        *self.open.0.lock().unwrap() = true;
-        self.open.1.notify_all();
+        self.open.release();
     }
 }
 
@@ -189,11 +187,7 @@ fn power_cut_before_a_sealed_segment_was_synced() {
         let db = Database::open_with(&dir, gated_options(&fs, &gate)).unwrap();
         let mut model = Model::default();
         seal_once_then(&db, &mut model, seed % 12);
-        let cut = match seed % 3 {
-            0 => PowerCut::pages(seed),
-            1 => PowerCut::random(seed, seed % 2 == 0),
-            _ => PowerCut::drop_unsynced(),
-        };
+        let cut = cut_for_seed(seed);
         fs.power_cut(cut);
         // The held sync and flush now run against a dead disk and fail.
         gate.release();
@@ -205,21 +199,14 @@ fn power_cut_before_a_sealed_segment_was_synced() {
                 older_cut += 1;
             }
         }
-        let lost = model
-            .settle_power_cut(&db)
-            .unwrap_or_else(|e| panic!("seed {seed}, {cut:?}: {e}"));
+        let lost = settle_then_write_and_reopen(
+            db,
+            &mut model,
+            put(10_000 + seed),
+            || reopen(&fs, &dir),
+            &format!("seed {seed}, {cut:?}"),
+        );
         lost_any += u64::from(lost > 0);
-        // Writable and consistent after the repair, across a clean reopen.
-        let (batch, commit) = put(10_000 + seed);
-        db.write(batch).unwrap();
-        model.commit(commit, false);
-        db.close().unwrap();
-        model.all_durable();
-        let db = reopen(&fs, &dir);
-        model
-            .check_all(&db)
-            .unwrap_or_else(|e| panic!("seed {seed}, after a clean reopen: {e}"));
-        db.close().unwrap();
     }
     assert!(
         older_cut >= SEEDS / 6,
@@ -276,18 +263,14 @@ fn a_durable_write_waits_for_the_sealed_segment_sync() {
 /// created.
 #[derive(Clone, Default)]
 struct HoldTables {
-    open: Arc<(Mutex<bool>, Condvar)>,
+    open: gates::Gate,
     wals: Arc<Mutex<Vec<std::path::PathBuf>>>,
 }
 
 impl WriteHook for HoldTables {
     fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
         if path.extension().is_some_and(|e| e == "sst") {
-            let (lock, cv) = &*self.open;
-            let mut open = lock.lock().unwrap();
-            while !*open {
-                open = cv.wait(open).unwrap();
-            }
+            self.open.wait();
         }
         Ok(())
     }
@@ -302,8 +285,7 @@ impl WriteHook for HoldTables {
 
 impl HoldTables {
     fn release(&self) {
-        *self.open.0.lock().unwrap() = true;
-        self.open.1.notify_all();
+        self.open.release();
     }
 }
 
@@ -354,11 +336,7 @@ fn power_cut_around_the_segment_synced_record() {
         let _release = ReleaseTables(hold.clone());
         let mut model = Model::default();
         let first = seal_once_then(&db, &mut model, seed % 3);
-        let cut = match seed % 3 {
-            0 => PowerCut::pages(seed),
-            1 => PowerCut::random(seed, seed % 2 == 0),
-            _ => PowerCut::drop_unsynced(),
-        };
+        let cut = cut_for_seed(seed);
         fs.crash_after(1 + (seed / 3) % 10, Crash::PowerCut(cut));
         for (i, n) in (first..first + 8).enumerate() {
             let (batch, commit) = put(n);
@@ -386,19 +364,13 @@ fn power_cut_around_the_segment_synced_record() {
         });
         with_record += u64::from(kept);
         let db = reopen(&fs, &dir);
-        model
-            .settle_power_cut(&db)
-            .unwrap_or_else(|e| panic!("seed {seed}, {cut:?}: {e}"));
-        let (batch, commit) = put(10_000 + seed);
-        db.write(batch).unwrap();
-        model.commit(commit, false);
-        db.close().unwrap();
-        model.all_durable();
-        let db = reopen(&fs, &dir);
-        model
-            .check_all(&db)
-            .unwrap_or_else(|e| panic!("seed {seed}, after a clean reopen: {e}"));
-        db.close().unwrap();
+        settle_then_write_and_reopen(
+            db,
+            &mut model,
+            put(10_000 + seed),
+            || reopen(&fs, &dir),
+            &format!("seed {seed}, {cut:?}"),
+        );
     }
     assert!(
         with_record > 0 && with_record < SEEDS,

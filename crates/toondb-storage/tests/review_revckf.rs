@@ -28,6 +28,7 @@
 //!   going false.
 
 mod powerloss_support;
+mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -39,6 +40,7 @@ use toondb_storage::io::{FileSystem, PowerCut, WrappedFs, WritableFile, WriteHoo
 use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
 
 use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
+use support::wait_idle_seen;
 
 // ---------------------------------------------------------------------
 // Manifest decoding (docs/format-manifest.md), independent of the engine.
@@ -474,7 +476,7 @@ fn crash_cycles(seed: u64, power_cut: bool, cycles: usize, max_imm: usize) -> Se
         // checkpoint tables the crash orphaned) is gone once the reopen's
         // own work is done, and nothing live is missing.
         if cycle % 2 == 0 {
-            wait_idle(&db);
+            wait_idle_seen(&db, 3);
             powerloss_support::check_no_orphans(&disk, &dir, Default::default())
                 .unwrap_or_else(|e| panic!("seed {seed} cycle {cycle}: {e}"));
         }
@@ -643,28 +645,6 @@ impl WriteHook for CountTables {
     }
 }
 
-fn wait_idle(db: &Database) -> toondb_storage::Stats {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut idle = 0;
-    loop {
-        let s = db.stats();
-        assert!(s.background_error.is_none(), "{:?}", s.background_error);
-        if s.immutable_memtables == 0 && !s.maintenance_busy {
-            idle += 1;
-            if idle == 3 {
-                return s;
-            }
-        } else {
-            idle = 0;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "maintenance_busy stuck: {s:?}"
-        );
-        std::thread::sleep(Duration::from_millis(2));
-    }
-}
-
 /// Writers on three threads and a fourth calling `Database::flush` (its
 /// seal leaves the tail to the flush) while seals during the load queue
 /// theirs: the engine goes idle (maintenance_busy not stuck), the stats
@@ -733,7 +713,7 @@ fn explicit_flushes_racing_load_seals_and_checkpoints() {
             }
         }
     }
-    let s = wait_idle(&db);
+    let s = wait_idle_seen(&db, 3);
     assert!(flushes > 5 && s.flushes > 5, "{flushes} flush calls, {s:?}");
     assert!(s.checkpoints > 10, "{s:?}");
     assert_eq!(s.checkpoint_errors, 0);
@@ -838,7 +818,7 @@ fn manifest_rewrites_while_a_flush_with_a_reserved_number_runs() {
         check_reopened(&db, &mut model, false).unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
         floor = check_manifest_history(&*fs, &dir, floor)
             .unwrap_or_else(|e| panic!("cycle {cycle}, reopened: {e}"));
-        wait_idle(&db);
+        wait_idle_seen(&db, 3);
         powerloss_support::check_no_orphans(&disk, &dir, Default::default())
             .unwrap_or_else(|e| panic!("cycle {cycle}: {e}"));
     }
@@ -904,7 +884,7 @@ fn checkpoints_off_means_no_checkpoints_at_a_seal() {
         b.put(key(i), val(i, 1, 100)).unwrap();
         db.write(b).unwrap();
     }
-    let s = wait_idle(&db);
+    let s = wait_idle_seen(&db, 3);
     assert!(s.flushes >= 4, "{s:?}");
     assert_eq!(
         (

@@ -11,66 +11,20 @@
 //! power cut right after a clean reopen must lose nothing durable.
 
 mod powerloss_support;
+mod support;
 
-use std::path::Path;
-use std::sync::{Arc, Condvar, Mutex};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use toondb_storage::io::WriteHook;
-use toondb_storage::io::{Crash, FileSystem, PowerCut, PowerLossFs, WrappedFs, WritableFile};
-use toondb_storage::{Database, ErrorKind, Options, WriteBatch, WriteOptions};
+use toondb_storage::io::{
+    Crash, FileSystem, PowerCut, PowerLossFs, WrappedFs, WritableFile, WriteHook,
+};
+use toondb_storage::{Database, ErrorKind, Options, WriteOptions};
 
-use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
-
-/// Holds manifest creation (the open's switch) until released.
-#[derive(Clone, Default)]
-struct HoldSwitch(Arc<(Mutex<bool>, Condvar)>);
-
-impl HoldSwitch {
-    fn release(&self) {
-        *self.0 .0.lock().unwrap() = true;
-        self.0 .1.notify_all();
-    }
-}
-
-impl WriteHook for HoldSwitch {
-    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with("MANIFEST-") {
-            let (lock, cv) = &*self.0;
-            let mut open = lock.lock().unwrap();
-            while !*open {
-                open = cv.wait(open).unwrap();
-            }
-        }
-        Ok(())
-    }
-
-    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-        file
-    }
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-fn put(n: u64) -> (WriteBatch, Commit) {
-    let key = format!("key{:03}", n % 97).into_bytes();
-    let value = format!("v{n}-{}", "x".repeat((n * 13 % 150) as usize)).into_bytes();
-    let mut batch = WriteBatch::new();
-    batch.put(&key, &value).unwrap();
-    (batch, vec![(key, Some(value))])
-}
+use powerloss_support::gates::{HoldSwitch, OnSync};
+use powerloss_support::unsynced_edit::{hooked_opts, opts as edit_opts, put, KillAfterEdit};
+use powerloss_support::{fresh_disk, unique_dir, Model};
+use support::Rng;
 
 fn options(fs: Arc<dyn FileSystem>) -> Options {
     Options::default()
@@ -176,6 +130,23 @@ fn session(
     power_cut
 }
 
+/// A session of `writes` unsynced writes (keys from `next` on), then the
+/// process is killed: they are left in the page cache, for the next open
+/// to replay.
+fn write_then_kill(fs: &PowerLossFs, dir: &Path, model: &mut Model, next: &mut u64, writes: u64) {
+    let db = Database::open_with(dir, options(fs.shared())).unwrap();
+    for _ in 0..writes {
+        let (batch, commit) = put(*next);
+        *next += 1;
+        db.write_with(batch, WriteOptions::sync(false)).unwrap();
+        model.commit(commit, false);
+    }
+    fs.kill();
+    let _ = db.close();
+    drop(db);
+    fs.restart();
+}
+
 fn check_reopen(fs: &PowerLossFs, dir: &Path, model: &mut Model, power_cut: bool, what: &str) {
     let db = Database::open_with(dir, options(fs.shared()))
         .unwrap_or_else(|e| panic!("{what}: reopen failed: {e}\n{}", fs.trace().join("\n")));
@@ -233,17 +204,8 @@ fn crashes_around_a_held_manifest_switch_keep_every_durable_write() {
         if rng.below(3) == 0 {
             next = kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model, next);
         } else {
-            let db = Database::open_with(&dir, options(fs.shared())).unwrap();
-            for _ in 0..20 + rng.below(40) {
-                let (batch, commit) = put(next);
-                next += 1;
-                db.write_with(batch, WriteOptions::sync(false)).unwrap();
-                model.commit(commit, false);
-            }
-            fs.kill();
-            let _ = db.close();
-            drop(db);
-            fs.restart();
+            let writes = 20 + rng.below(40);
+            write_then_kill(&fs, &dir, &mut model, &mut next, writes);
         }
         // Commits that failed in that kill may or may not be there: look
         // (an open killed before its switch), so the model knows before
@@ -347,32 +309,6 @@ impl FailSwitch {
     }
 }
 
-struct FailingFile {
-    inner: Box<dyn WritableFile>,
-    hook: FailSwitch,
-    on_sync: SwitchFault,
-}
-
-impl WritableFile for FailingFile {
-    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        self.inner.append(data)
-    }
-    fn sync_data(&mut self) -> toondb_storage::Result<()> {
-        self.hook.fire(self.on_sync)?;
-        self.inner.sync_data()
-    }
-    fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        self.hook.fire(self.on_sync)?;
-        self.inner.append_durable(data)
-    }
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
-        self.inner.preallocate(len)
-    }
-}
-
 impl WriteHook for FailSwitch {
     fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
         self.hold.before_create(path)?;
@@ -395,11 +331,8 @@ impl WriteHook for FailSwitch {
         } else {
             return file;
         };
-        Box::new(FailingFile {
-            inner: file,
-            hook: self.clone(),
-            on_sync,
-        })
+        let hook = self.clone();
+        OnSync::boxed_with_durable_appends(file, move |_| hook.fire(on_sync))
     }
 
     fn before_sync_dir(&self, _dir: &Path) -> toondb_storage::Result<()> {
@@ -432,19 +365,7 @@ fn a_failed_manifest_switch_stops_writes_and_loses_nothing() {
             let fs = fresh_disk(&dir);
             let mut model = Model::default();
             let mut next = 0u64;
-            {
-                let db = Database::open_with(&dir, options(fs.shared())).unwrap();
-                for _ in 0..30 {
-                    let (batch, commit) = put(next);
-                    next += 1;
-                    db.write_with(batch, WriteOptions::sync(false)).unwrap();
-                    model.commit(commit, false);
-                }
-                fs.kill();
-                let _ = db.close();
-                drop(db);
-                fs.restart();
-            }
+            write_then_kill(&fs, &dir, &mut model, &mut next, 30);
             let hook = FailSwitch {
                 hold: HoldSwitch::default(),
                 fault,
@@ -500,85 +421,6 @@ fn a_failed_manifest_switch_stops_writes_and_loses_nothing() {
     }
 }
 
-/// Session A's file-system hook: holds every WAL sync past a segment's
-/// header (so a sealed segment's background sync never runs), and kills
-/// the process right after the first manifest edit is appended (before
-/// its fdatasync): the state a flush left is then only in the page cache.
-#[derive(Clone)]
-struct KillAfterEdit {
-    fs: PowerLossFs,
-    gate: HoldSwitch,
-}
-
-struct KillFile {
-    inner: Box<dyn WritableFile>,
-    hook: KillAfterEdit,
-    manifest: bool,
-}
-
-impl WritableFile for KillFile {
-    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        let edit = self.manifest && !self.inner.is_empty();
-        self.inner.append(data)?;
-        if edit {
-            self.hook.fs.kill();
-        }
-        Ok(())
-    }
-    fn sync_data(&mut self) -> toondb_storage::Result<()> {
-        if !self.manifest && self.inner.len() > 16 {
-            // Released once the process is dead: the sync then fails.
-            let (lock, cv) = &*self.hook.gate.0;
-            let mut open = lock.lock().unwrap();
-            while !*open {
-                open = cv.wait(open).unwrap();
-            }
-        }
-        self.inner.sync_data()
-    }
-    fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        self.inner.append_durable(data)
-    }
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
-        self.inner.preallocate(len)
-    }
-}
-
-impl WriteHook for KillAfterEdit {
-    fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let manifest = name.starts_with("MANIFEST-");
-        if !manifest && !name.ends_with(".wal") {
-            return file;
-        }
-        Box::new(KillFile {
-            inner: file,
-            hook: self.clone(),
-            manifest,
-        })
-    }
-}
-
-/// A flush's manifest edit was appended but not synced when the process
-/// was killed, and the sealed WAL segment it made redundant was never
-/// synced either. The next open reads the edit (the page cache has it),
-/// serves the flushed writes from the table it lists, and starts replay
-/// after the segment. A durable write acknowledged before that open's
-/// manifest switch promises every earlier write too; a power cut then must
-/// not lose the flushed writes (the edit that lists their table must be
-/// durable by then), nor leave the durable write without them.
-fn edit_opts(fs: Arc<dyn FileSystem>) -> Options {
-    Options::default()
-        .memtable_size(2048)
-        .wal_size_limit(u64::MAX)
-        .max_immutable_memtables(64)
-        .block_size(128)
-        .fs(fs)
-}
-
 /// Session A of the tests below: unsynced writes until a seal and its
 /// flush; the process killed right after the flush's manifest edit was
 /// appended, the sealed segment never synced.
@@ -588,15 +430,12 @@ fn kill_after_an_unsynced_flush_edit(
     model: &mut Model,
     first: u64,
 ) -> u64 {
-    let hook = KillAfterEdit {
-        fs: fs.clone(),
-        gate: HoldSwitch::default(),
-    };
-    let db = Database::open_with(
-        dir,
-        edit_opts(Arc::new(WrappedFs::new(fs.shared(), hook.clone()))),
-    )
-    .unwrap();
+    // Every WAL sync past a segment's header is held (a sealed segment's
+    // background sync never runs; released once the process is dead, so
+    // it fails); table creation is not.
+    let hook = KillAfterEdit::new(fs);
+    hook.flush.release();
+    let db = Database::open_with(dir, hooked_opts(fs, hook.clone())).unwrap();
     let mut n = first;
     while !fs.is_down() {
         assert!(n < first + 10_000, "no flush edit");
@@ -608,11 +447,25 @@ fn kill_after_an_unsynced_flush_edit(
         }
         std::thread::sleep(std::time::Duration::from_micros(200));
     }
-    hook.gate.release();
+    hook.wal.release();
     let _ = db.close();
     drop(db);
     fs.restart();
     n
+}
+
+/// A fresh disk (the directory `unique_dir(name)`) after
+/// `kill_after_an_unsynced_flush_edit`, and the next open, with its switch
+/// held, which must find every write.
+fn held_open_after_the_kill(name: &str) -> (PathBuf, PowerLossFs, Model, HoldSwitch, Database) {
+    let dir = unique_dir(name);
+    let fs = fresh_disk(&dir);
+    let mut model = Model::default();
+    kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model, 0);
+    let hold = HoldSwitch::default();
+    let db = Database::open_with(&dir, hooked_opts(&fs, hold.clone())).unwrap();
+    model.check_all(&db).unwrap();
+    (dir, fs, model, hold, db)
 }
 
 fn wal_count(fs: &PowerLossFs, dir: &Path) -> usize {
@@ -639,17 +492,7 @@ fn unsynced_writes_and_seals_before_the_switch_then_a_power_cut_reopen() {
         PowerCut::random(7, false),
         PowerCut::pages(3),
     ] {
-        let dir = unique_dir("revwo-edit-seal");
-        let fs = fresh_disk(&dir);
-        let mut model = Model::default();
-        kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model, 0);
-        let hold = HoldSwitch::default();
-        let db = Database::open_with(
-            &dir,
-            edit_opts(Arc::new(WrappedFs::new(fs.shared(), hold.clone()))),
-        )
-        .unwrap();
-        model.check_all(&db).unwrap();
+        let (dir, fs, mut model, hold, db) = held_open_after_the_kill("revwo-edit-seal");
         let start = wal_count(&fs, &dir);
         let mut n = 5000;
         while wal_count(&fs, &dir) < start + 2 {
@@ -684,22 +527,19 @@ fn unsynced_writes_and_seals_before_the_switch_then_a_power_cut_reopen() {
     }
 }
 
+/// A flush's manifest edit was appended but not synced when the process
+/// was killed, and the sealed WAL segment it made redundant was never
+/// synced either. The next open reads the edit (the page cache has it),
+/// serves the flushed writes from the table it lists, and starts replay
+/// after the segment. A durable write acknowledged before that open's
+/// manifest switch promises every earlier write too; a power cut then must
+/// not lose the flushed writes (the edit that lists their table must be
+/// durable by then), nor leave the durable write without them.
 #[test]
 fn a_durable_write_before_the_switch_makes_the_manifest_the_open_read_durable() {
-    let dir = unique_dir("revwo-edit");
-    let fs = fresh_disk(&dir);
-    let mut model = Model::default();
-    kill_after_an_unsynced_flush_edit(&fs, &dir, &mut model, 0);
-
     // Session B: the switch held, every write is there (a kill loses
     // nothing), then one durable write and a power cut.
-    let hold = HoldSwitch::default();
-    let db = Database::open_with(
-        &dir,
-        edit_opts(Arc::new(WrappedFs::new(fs.shared(), hold.clone()))),
-    )
-    .unwrap();
-    model.check_all(&db).unwrap();
+    let (dir, fs, mut model, hold, db) = held_open_after_the_kill("revwo-edit");
     let (batch, commit) = put(1_000_000);
     db.write_with(batch, WriteOptions::sync(true)).unwrap();
     model.commit(commit, true);

@@ -1,280 +1,20 @@
 //! Session 31 review of warmopen (d63e595 + b31d7db): paths around the
 //! rule that no WAL record is appended before the manifest the open read
-//! is durable. Helpers are copied from powerloss_open_manifest.rs (test
-//! crates cannot share them without a support module, and that file's
-//! session helpers are private to it).
-#![allow(dead_code)]
+//! is durable. Sessions A and B are powerloss_open_manifest.rs's
+//! (powerloss_support/unsynced_edit.rs).
 
 mod powerloss_support;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
 
-use toondb_storage::io::{FileSystem, PowerCut, PowerLossFs, WrappedFs, WritableFile, WriteHook};
-use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
+use toondb_storage::io::{PowerCut, PowerLossFs, WritableFile, WriteHook};
+use toondb_storage::{Database, WriteOptions};
 
-use powerloss_support::{fresh_disk, unique_dir, Commit, Model};
-
-/// A gate that blocks until released.
-#[derive(Clone, Default)]
-struct Gate(Arc<(Mutex<bool>, Condvar)>);
-
-impl Gate {
-    fn release(&self) {
-        *self.0 .0.lock().unwrap() = true;
-        self.0 .1.notify_all();
-    }
-
-    fn wait(&self) {
-        let (lock, cv) = &*self.0;
-        let mut open = lock.lock().unwrap();
-        while !*open {
-            open = cv.wait(open).unwrap();
-        }
-    }
-}
-
-/// Session A's hook: WAL syncs past a segment's header wait for `wal`
-/// (released only once the process is dead, so the sealed segment is
-/// never synced), table creation waits for `flush` (so the test decides
-/// what the new live segment holds before the flush runs), and the
-/// process is killed right after the first manifest edit is appended.
-#[derive(Clone)]
-struct KillAfterEdit {
-    fs: PowerLossFs,
-    wal: Gate,
-    flush: Gate,
-}
-
-struct KillFile {
-    inner: Box<dyn WritableFile>,
-    hook: KillAfterEdit,
-    manifest: bool,
-}
-
-impl WritableFile for KillFile {
-    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        let edit = self.manifest && !self.inner.is_empty();
-        self.inner.append(data)?;
-        if edit {
-            self.hook.fs.kill();
-        }
-        Ok(())
-    }
-    fn sync_data(&mut self) -> toondb_storage::Result<()> {
-        if !self.manifest && self.inner.len() > 16 {
-            self.hook.wal.wait();
-        }
-        self.inner.sync_data()
-    }
-    fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        self.inner.append_durable(data)
-    }
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
-        self.inner.preallocate(len)
-    }
-}
-
-impl WriteHook for KillAfterEdit {
-    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
-        if path.extension().is_some_and(|e| e == "sst") {
-            self.flush.wait();
-        }
-        Ok(())
-    }
-
-    fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        let manifest = name.starts_with("MANIFEST-");
-        if !manifest && !name.ends_with(".wal") {
-            return file;
-        }
-        Box::new(KillFile {
-            inner: file,
-            hook: self.clone(),
-            manifest,
-        })
-    }
-}
-
-/// Holds the open's manifest switch (warmopen: the maintenance thread
-/// creates the fresh manifest) until released.
-#[derive(Clone, Default)]
-struct HoldSwitch(Gate);
-
-impl WriteHook for HoldSwitch {
-    fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with("MANIFEST-") {
-            self.0.wait();
-        }
-        Ok(())
-    }
-
-    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-        file
-    }
-}
-
-fn put(n: u64) -> (WriteBatch, Commit) {
-    let key = format!("key{:03}", n % 97).into_bytes();
-    let value = format!("v{n}-{}", "x".repeat((n * 13 % 150) as usize)).into_bytes();
-    let mut batch = WriteBatch::new();
-    batch.put(&key, &value).unwrap();
-    (batch, vec![(key, Some(value))])
-}
-
-fn opts(fs: Arc<dyn FileSystem>) -> Options {
-    Options::default()
-        .memtable_size(2048)
-        .wal_size_limit(u64::MAX)
-        .max_immutable_memtables(64)
-        .block_size(128)
-        .fs(fs)
-}
-
-/// WAL segments in `dir`, ascending (none once the file system is down).
-fn segments(fs: &PowerLossFs, dir: &Path) -> Vec<PathBuf> {
-    let mut names: Vec<String> = fs
-        .shared()
-        .list(dir)
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|n| n.ends_with(".wal"))
-        .collect();
-    names.sort();
-    names.into_iter().map(|n| dir.join(n)).collect()
-}
-
-/// Whether sealed segment `live` is durable past its header, or gone (a
-/// flush, once the switch ran, made it redundant and deleted it).
-fn sealed_synced(fs: &PowerLossFs, live: &Path) -> bool {
-    fs.durable_contents(live).is_none_or(|d| d.len() > 16)
-}
-
-fn wait_until(what: &str, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(1));
-    }
-}
-
-/// Session A: a few unsynced writes and a seal, then, if `after_seal`,
-/// more writes (in the new live segment), then the seal's flush, killed
-/// right after its manifest edit was appended. Nothing of it was synced
-/// but the segments' headers, the table and the directory.
-fn session_a(fs: &PowerLossFs, dir: &Path, model: &mut Model, after_seal: bool) {
-    let hook = KillAfterEdit {
-        fs: fs.clone(),
-        wal: Gate::default(),
-        flush: Gate::default(),
-    };
-    let db = Database::open_with(
-        dir,
-        opts(Arc::new(WrappedFs::new(fs.shared(), hook.clone()))),
-    )
-    .unwrap();
-    let start = segments(fs, dir).len();
-    let mut n = 0;
-    let mut write = |model: &mut Model| {
-        let (batch, commit) = put(n);
-        n += 1;
-        db.write_with(batch, WriteOptions::sync(false)).unwrap();
-        model.commit(commit, false);
-    };
-    if after_seal {
-        // A write that finds the memtable full seals it first and goes to
-        // the new segment.
-        while segments(fs, dir).len() == start {
-            write(model);
-        }
-        write(model);
-        hook.flush.release();
-        wait_until("the flush's manifest edit", || fs.is_down());
-        hook.wal.release();
-    } else {
-        for _ in 0..5 {
-            write(model);
-        }
-        // A flush seals without a write: the new segment holds no record.
-        // It waits for the old segment's sync, released once the process
-        // is dead (so that sync fails).
-        std::thread::scope(|s| {
-            let flushing = s.spawn(|| db.flush());
-            hook.flush.release();
-            wait_until("the flush's manifest edit", || fs.is_down());
-            hook.wal.release();
-            assert!(flushing.join().unwrap().is_err());
-        });
-    }
-    let _ = db.close();
-    drop(db);
-    fs.restart();
-    let live = segments(fs, dir).pop().unwrap();
-    let len = fs.shared().read(&live).unwrap().len();
-    assert_eq!(
-        len > 16,
-        after_seal,
-        "{}: {len} bytes (after_seal {after_seal})",
-        live.display()
-    );
-}
-
-/// Session B, with the manifest switch held if `held` (else it runs when
-/// the maintenance thread gets to it, or, before warmopen, inside the
-/// open): unsynced writes until a seal, then waits for the sealed
-/// segment's background sync, and cuts the power (`cut`). The reopen must
-/// hold a prefix of every commit.
-fn session_b_then_power_cut(
-    fs: &PowerLossFs,
-    dir: &Path,
-    model: &mut Model,
-    cut: PowerCut,
-    held: bool,
-) {
-    let hold = HoldSwitch::default();
-    if !held {
-        hold.0.release();
-    }
-    let db = Database::open_with(
-        dir,
-        opts(Arc::new(WrappedFs::new(fs.shared(), hold.clone()))),
-    )
-    .unwrap();
-    model.check_all(&db).unwrap();
-    // The open's segment (the newest); a seal creates a newer one. (The
-    // count of segments is no sign: the switch deletes replayed ones.)
-    let live = segments(fs, dir).pop().unwrap();
-    let mut n = 5000;
-    while segments(fs, dir).last() == Some(&live) {
-        assert!(n < 15_000, "no seal");
-        let (batch, commit) = put(n);
-        n += 1;
-        db.write_with(batch, WriteOptions::sync(false)).unwrap();
-        model.commit(commit, false);
-    }
-    // The open's segment was sealed; its sync runs in the background.
-    wait_until("the sealed segment's background sync", || {
-        sealed_synced(fs, &live)
-    });
-    let trace = fs.trace().join("\n");
-    fs.power_cut(cut);
-    hold.0.release();
-    let _ = db.close();
-    drop(db);
-    fs.restart();
-    let db = Database::open_with(dir, opts(fs.shared()))
-        .unwrap_or_else(|e| panic!("{cut:?}: reopen failed: {e}\n{trace}"));
-    model
-        .settle_power_cut(&db)
-        .unwrap_or_else(|e| panic!("{cut:?}: {e}\nbefore the cut:\n{trace}"));
-    db.close().unwrap();
-}
+use powerloss_support::gates::{wait_until, Gate, HoldSwitch, OnSync};
+use powerloss_support::unsynced_edit::{
+    after_session_a, hooked_opts, opts, put, segments, session_b_then_power_cut,
+};
 
 /// The cuts each scenario is run with: the fixed ones and a few seeds of
 /// out-of-order page writeback and random survival (bounded: 2 cores).
@@ -303,49 +43,22 @@ struct FailReadManifestSync {
     attempts: Arc<Mutex<u32>>,
 }
 
-struct FailSyncFile {
-    inner: Box<dyn WritableFile>,
-    attempts: Arc<Mutex<u32>>,
-}
-
-impl WritableFile for FailSyncFile {
-    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        self.inner.append(data)
-    }
-    fn sync_data(&mut self) -> toondb_storage::Result<()> {
-        *self.attempts.lock().unwrap() += 1;
-        Err(toondb_storage::Error::new(
-            toondb_storage::ErrorKind::Io,
-            "injected: manifest fdatasync failed",
-        ))
-    }
-    fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        self.inner.append_durable(data)
-    }
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
-        self.inner.preallocate(len)
-    }
-}
-
 impl WriteHook for FailReadManifestSync {
     fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with("MANIFEST-") {
-            self.hold.wait();
-        }
-        Ok(())
+        HoldSwitch(self.hold.clone()).before_create(path)
     }
 
     fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
         if path != self.manifest {
             return file;
         }
-        Box::new(FailSyncFile {
-            inner: file,
-            attempts: self.attempts.clone(),
+        let attempts = self.attempts.clone();
+        OnSync::boxed(file, move |_| {
+            *attempts.lock().unwrap() += 1;
+            Err(toondb_storage::Error::new(
+                toondb_storage::ErrorKind::Io,
+                "injected: manifest fdatasync failed",
+            ))
         })
     }
 }
@@ -359,20 +72,13 @@ impl WriteHook for FailReadManifestSync {
 #[test]
 fn a_failed_read_manifest_sync_fails_the_first_write_and_stops_writes() {
     for cut in std::iter::once(None).chain(cuts().into_iter().map(Some)) {
-        let dir = unique_dir("s31-failed-manifest-sync");
-        let fs = fresh_disk(&dir);
-        let mut model = Model::default();
-        session_a(&fs, &dir, &mut model, false);
+        let (dir, fs, mut model) = after_session_a("s31-failed-manifest-sync", false);
         let hook = FailReadManifestSync {
             hold: Gate::default(),
             manifest: current_manifest(&fs, &dir),
             attempts: Arc::default(),
         };
-        let db = Database::open_with(
-            &dir,
-            opts(Arc::new(WrappedFs::new(fs.shared(), hook.clone()))),
-        )
-        .unwrap();
+        let db = Database::open_with(&dir, hooked_opts(&fs, hook.clone())).unwrap();
         model.check_all(&db).unwrap();
         let live = segments(&fs, &dir).pop().unwrap();
         let header = fs.shared().read(&live).unwrap().len();
@@ -426,20 +132,13 @@ fn a_failed_read_manifest_sync_fails_the_first_write_and_stops_writes() {
 /// still in the page cache) and accepts writes.
 #[test]
 fn a_failed_read_manifest_sync_then_the_switch_then_close_and_reopen() {
-    let dir = unique_dir("s31-failed-manifest-sync-switch");
-    let fs = fresh_disk(&dir);
-    let mut model = Model::default();
-    session_a(&fs, &dir, &mut model, false);
+    let (dir, fs, mut model) = after_session_a("s31-failed-manifest-sync-switch", false);
     let hook = FailReadManifestSync {
         hold: Gate::default(),
         manifest: current_manifest(&fs, &dir),
         attempts: Arc::default(),
     };
-    let db = Database::open_with(
-        &dir,
-        opts(Arc::new(WrappedFs::new(fs.shared(), hook.clone()))),
-    )
-    .unwrap();
+    let db = Database::open_with(&dir, hooked_opts(&fs, hook.clone())).unwrap();
     let (batch, commit) = put(9000);
     assert!(db.write_with(batch, WriteOptions::sync(false)).is_err());
     model.commit_maybe(commit);
@@ -471,16 +170,9 @@ fn a_failed_read_manifest_sync_then_the_switch_then_close_and_reopen() {
 #[test]
 fn a_second_open_after_an_open_killed_before_its_switch() {
     for (cut, b0_writes) in cuts().into_iter().flat_map(|c| [(c, false), (c, true)]) {
-        let dir = unique_dir("s31-two-opens");
-        let fs = fresh_disk(&dir);
-        let mut model = Model::default();
-        session_a(&fs, &dir, &mut model, false);
+        let (dir, fs, mut model) = after_session_a("s31-two-opens", false);
         let hold = HoldSwitch::default();
-        let db = Database::open_with(
-            &dir,
-            opts(Arc::new(WrappedFs::new(fs.shared(), hold.clone()))),
-        )
-        .unwrap();
+        let db = Database::open_with(&dir, hooked_opts(&fs, hold.clone())).unwrap();
         if b0_writes {
             for n in 7000..7003 {
                 let (batch, commit) = put(n);
@@ -489,7 +181,7 @@ fn a_second_open_after_an_open_killed_before_its_switch() {
             }
         }
         fs.kill();
-        hold.0.release();
+        hold.release();
         let _ = db.close();
         drop(db);
         fs.restart();
@@ -506,18 +198,14 @@ fn a_second_open_after_an_open_killed_before_its_switch() {
 #[test]
 fn an_open_after_an_open_killed_between_its_current_rename_and_dir_sync() {
     for (cut, held) in cuts().into_iter().flat_map(|c| [(c, false), (c, true)]) {
-        let dir = unique_dir("s31-rename-unsynced");
-        let fs = fresh_disk(&dir);
-        let mut model = Model::default();
-        session_a(&fs, &dir, &mut model, false);
+        let (dir, fs, mut model) = after_session_a("s31-rename-unsynced", false);
         let before = current_manifest(&fs, &dir);
         let hook = KillOnDirSyncAfterSwitch {
             fs: fs.clone(),
             dir: dir.clone(),
             before: before.clone(),
         };
-        let db =
-            Database::open_with(&dir, opts(Arc::new(WrappedFs::new(fs.shared(), hook)))).unwrap();
+        let db = Database::open_with(&dir, hooked_opts(&fs, hook)).unwrap();
         wait_until("the kill in the switch", || fs.is_down());
         let _ = db.close();
         drop(db);
@@ -564,48 +252,21 @@ struct CutAtReadManifestSync {
     cut: PowerCut,
 }
 
-struct CutAtSyncFile {
-    inner: Box<dyn WritableFile>,
-    hook: CutAtReadManifestSync,
-}
-
-impl WritableFile for CutAtSyncFile {
-    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        self.inner.append(data)
-    }
-    fn sync_data(&mut self) -> toondb_storage::Result<()> {
-        if !self.hook.fs.is_down() {
-            self.hook.fs.power_cut(self.hook.cut);
-        }
-        self.inner.sync_data()
-    }
-    fn append_durable(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
-        self.inner.append_durable(data)
-    }
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
-        self.inner.preallocate(len)
-    }
-}
-
 impl WriteHook for CutAtReadManifestSync {
     fn before_create(&self, path: &Path) -> toondb_storage::Result<()> {
-        let name = path.file_name().unwrap_or_default().to_string_lossy();
-        if name.starts_with("MANIFEST-") {
-            self.hold.wait();
-        }
-        Ok(())
+        HoldSwitch(self.hold.clone()).before_create(path)
     }
 
     fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
         if path != self.manifest {
             return file;
         }
-        Box::new(CutAtSyncFile {
-            inner: file,
-            hook: self.clone(),
+        let (fs, cut) = (self.fs.clone(), self.cut);
+        OnSync::boxed(file, move |_| {
+            if !fs.is_down() {
+                fs.power_cut(cut);
+            }
+            Ok(())
         })
     }
 }
@@ -631,10 +292,7 @@ fn a_power_cut_at_the_read_manifest_sync_of_the_first_act() {
     ] {
         for after_seal in [false, true] {
             for cut in cuts() {
-                let dir = unique_dir("s31-cut-at-manifest-sync");
-                let fs = fresh_disk(&dir);
-                let mut model = Model::default();
-                session_a(&fs, &dir, &mut model, after_seal);
+                let (dir, fs, mut model) = after_session_a("s31-cut-at-manifest-sync", after_seal);
                 // A's live segment, which the open replays (its older one
                 // is before the edit's checkpoint and never synced).
                 let replayed: Vec<PathBuf> = segments(&fs, &dir).pop().into_iter().collect();
@@ -644,11 +302,7 @@ fn a_power_cut_at_the_read_manifest_sync_of_the_first_act() {
                     manifest: current_manifest(&fs, &dir),
                     cut,
                 };
-                let db = Database::open_with(
-                    &dir,
-                    opts(Arc::new(WrappedFs::new(fs.shared(), hook.clone()))),
-                )
-                .unwrap();
+                let db = Database::open_with(&dir, hooked_opts(&fs, hook.clone())).unwrap();
                 model.check_all(&db).unwrap();
                 // The replayed segments' background syncs.
                 wait_until("the replayed segments' syncs", || {

@@ -21,13 +21,16 @@
 
 #![allow(dead_code)] // each test file uses a different part of this module
 
+pub mod gates;
+pub mod unsynced_edit;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use toondb_storage::io::{FileSystem, PowerCut, PowerLossFs};
-use toondb_storage::{Database, Options, ScanOptions};
+use toondb_storage::{Database, Options, ScanOptions, WriteBatch};
 
 pub type Map = BTreeMap<Vec<u8>, Vec<u8>>;
 /// One committed batch: key and new value (`None`: deleted), in order.
@@ -95,6 +98,45 @@ pub fn wait_idle(db: &Database) {
         );
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// The cut a seeded test uses for `seed`: out-of-order page writeback,
+/// random survival (torn writes with garbage for even seeds), or dropping
+/// every unsynced byte, in turn.
+pub fn cut_for_seed(seed: u64) -> PowerCut {
+    match seed % 3 {
+        0 => PowerCut::pages(seed),
+        1 => PowerCut::random(seed, seed.is_multiple_of(2)),
+        _ => PowerCut::drop_unsynced(),
+    }
+}
+
+/// After a power cut's reopen `db`: the model settles it (`what` names the
+/// case in a failure), then one more commit (`write`, unsynced) and a clean
+/// close, and `reopen` must find everything. Returns how many commits the
+/// cut lost.
+pub fn settle_then_write_and_reopen(
+    db: Database,
+    model: &mut Model,
+    write: (WriteBatch, Commit),
+    reopen: impl FnOnce() -> Database,
+    what: &str,
+) -> usize {
+    let lost = model
+        .settle_power_cut(&db)
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    // Writable and consistent after the repair, across a clean reopen.
+    let (batch, commit) = write;
+    db.write(batch).unwrap();
+    model.commit(commit, false);
+    db.close().unwrap();
+    model.all_durable();
+    let db = reopen();
+    model
+        .check_all(&db)
+        .unwrap_or_else(|e| panic!("{what}, after a clean reopen: {e}"));
+    db.close().unwrap();
+    lost
 }
 
 #[derive(Debug, Clone, Default)]

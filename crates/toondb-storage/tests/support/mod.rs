@@ -85,6 +85,12 @@ pub fn copy_dir(src: &Path) -> TempDir {
 /// Waits until no memtable waits for a flush and the maintenance thread is
 /// idle, seen twice in a row; fails on a background error or after 60 s.
 pub fn wait_idle(db: &Database) -> Stats {
+    wait_idle_seen(db, 2)
+}
+
+/// `wait_idle`, but idle must be seen `times` in a row (more for a test
+/// whose maintenance jobs lead to further jobs with short gaps between).
+pub fn wait_idle_seen(db: &Database, times: u32) -> Stats {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     let mut idle = 0;
     loop {
@@ -92,7 +98,7 @@ pub fn wait_idle(db: &Database) -> Stats {
         assert!(s.background_error.is_none(), "{:?}", s.background_error);
         if s.immutable_memtables == 0 && !s.maintenance_busy {
             idle += 1;
-            if idle == 2 {
+            if idle == times {
                 return s;
             }
         } else {
@@ -100,7 +106,7 @@ pub fn wait_idle(db: &Database) -> Stats {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "the engine never went idle"
+            "the engine never went idle: {s:?}"
         );
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
