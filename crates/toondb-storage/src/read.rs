@@ -125,10 +125,14 @@ impl LsmState {
         let mut table_hash = None;
         let mut now = None;
         for file in self.levels.candidates(key) {
-            if resident_only && !file.is_open() {
-                return Ok(None); // opening reads the file's footer
-            }
-            let table = file.table()?;
+            let table = if resident_only {
+                match file.table_if_open() {
+                    Some(table) => table,
+                    None => return Ok(None), // opening reads the file's footer
+                }
+            } else {
+                file.table()?
+            };
             let hash = *table_hash.get_or_insert_with(|| bloom_hash(key));
             if resident_only
                 && !table.get_is_resident(

@@ -146,8 +146,16 @@ impl TableFile {
         self.opener.tables.close(&self.slot);
     }
 
-    /// Whether the table is open now (a read that may not wait for the
-    /// device skips a closed one: reopening reads its footer).
+    /// The table if it is open now, without opening it (a read that may
+    /// not wait for the device skips a closed one: reopening reads its
+    /// footer).
+    pub fn table_if_open(&self) -> Option<Arc<Table>> {
+        self.opener.tables.get_if_open(&self.slot)
+    }
+
+    /// Whether the table is open now, without counting a use (tests of
+    /// the table cache's recency order).
+    #[cfg(test)]
     pub fn is_open(&self) -> bool {
         self.slot.is_open()
     }
