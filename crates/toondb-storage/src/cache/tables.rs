@@ -77,15 +77,7 @@ impl TableCache {
         open: impl FnOnce() -> Result<Table>,
     ) -> Result<Arc<Table>> {
         if let Some(t) = slot.table.read().as_ref() {
-            self.hits.fetch_add(1, Ordering::Relaxed);
-            if self.bounded() {
-                // Store only on change: most hits find the stamp current,
-                // and skipping the store keeps the slot's line shared.
-                let now = self.clock.load(Ordering::Relaxed);
-                if slot.last_use.load(Ordering::Relaxed) != now {
-                    slot.last_use.store(now, Ordering::Relaxed);
-                }
-            }
+            self.count_hit(slot);
             return Ok(t.clone());
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
@@ -107,14 +99,21 @@ impl TableCache {
     /// opened): one lock where `is_open` then `get` took two.
     pub fn get_if_open(&self, slot: &Arc<OpenSlot>) -> Option<Arc<Table>> {
         let table = slot.table.read().clone()?;
+        self.count_hit(slot);
+        Some(table)
+    }
+
+    /// A use of `slot`'s open table: counted, and stamped for recency.
+    fn count_hit(&self, slot: &OpenSlot) {
         self.hits.fetch_add(1, Ordering::Relaxed);
         if self.bounded() {
+            // Store only on change: most hits find the stamp current, and
+            // skipping the store keeps the slot's line shared.
             let now = self.clock.load(Ordering::Relaxed);
             if slot.last_use.load(Ordering::Relaxed) != now {
                 slot.last_use.store(now, Ordering::Relaxed);
             }
         }
-        Some(table)
     }
 
     /// Advances the clock for an open and returns the new time.
