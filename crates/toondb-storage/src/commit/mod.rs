@@ -392,7 +392,7 @@ impl Committer {
             return;
         }
         if let Err(err) = self.make_room(engine) {
-            engine.set_bg_error(err.clone());
+            engine.set_commit_error(err.clone());
             for r in writes {
                 r.done.complete(Err(err.clone()));
             }
@@ -407,7 +407,7 @@ impl Committer {
             // The WAL may now end in a partial record and the OS may have
             // dropped dirty pages; acknowledging anything more would risk
             // acknowledging lost data, so the engine stops taking writes.
-            engine.set_bg_error(err.clone());
+            engine.set_commit_error(err.clone());
             for p in pending {
                 p.done.complete(Err(err.clone()));
             }
