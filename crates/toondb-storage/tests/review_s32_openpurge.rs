@@ -907,3 +907,68 @@ fn s32_the_open_verdict_on_a_failed_replayed_segment_sync_ignores_the_sync_optio
         "same fault, different open outcome by the sync option: {verdicts:?}"
     );
 }
+
+// ---------------------------------------------------------------------
+// Opens and closes of the same and other paths, interleaved
+// ---------------------------------------------------------------------
+
+/// Bounded churn: threads open, write, and close (or drop) handles on one
+/// path that starts with a pending drop, and on another path, with no
+/// hang, no failed open, and every acknowledged write there at the end.
+#[test]
+fn s32_open_close_churn_on_a_path_with_a_pending_drop() {
+    let _g = serial();
+    let root = fresh_dir();
+    let dir = other_dir(&root, "db");
+    let other = other_dir(&root, "other");
+    leave_a_pending_drop(&dir);
+    let before = settle_threads(0);
+    const THREADS: usize = 4;
+    const ROUNDS: usize = 12;
+    let (tx, rx) = mpsc::channel();
+    for t in 0..=THREADS {
+        let (dir, other, tx) = (dir.clone(), other.clone(), tx.clone());
+        std::thread::spawn(move || {
+            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                for n in 0..ROUNDS {
+                    let path = if t == THREADS { &other } else { &dir };
+                    let db = Database::open(path).unwrap();
+                    assert!(db.table("blobs").is_err() || t == THREADS);
+                    db.put(format!("t{t}-{n}"), b"1").unwrap();
+                    assert!(db.get(format!("t{t}-{n}")).unwrap().is_some());
+                    if n % 3 == 0 {
+                        drop(db); // without close: syncs nothing
+                    } else {
+                        db.close().unwrap();
+                    }
+                }
+            }));
+            let _ = tx.send(r.is_ok());
+        });
+    }
+    drop(tx);
+    for _ in 0..=THREADS {
+        assert!(
+            join_within(&rx, Duration::from_secs(120), "a churning thread"),
+            "a churning thread panicked"
+        );
+    }
+    assert_eq!(
+        settle_threads(before),
+        before,
+        "engine threads left running"
+    );
+    let db = Database::open(&dir).unwrap();
+    check_intact(&db);
+    for t in 0..THREADS {
+        for n in 0..ROUNDS {
+            assert!(db.get(format!("t{t}-{n}")).unwrap().is_some(), "t{t}-{n}");
+        }
+    }
+    db.close().unwrap();
+    let db = Database::open(&other).unwrap();
+    for n in 0..ROUNDS {
+        assert!(db.get(format!("t{THREADS}-{n}")).unwrap().is_some());
+    }
+    db.close().unwrap();
+}
