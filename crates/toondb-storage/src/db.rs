@@ -125,14 +125,15 @@ impl Database {
         drop(open);
         let db = Database::handle(engine, sync);
         // Table drops a crash interrupted (columnar/catalog.rs), finished
-        // with one range delete each. Best effort (a failure leaves them on
-        // the list for the next open), unless that write's own failure
-        // stopped the engine (since warmopen it is the first to fdatasync
-        // the manifest the open read): the open then fails rather than hand
-        // out a database that can no longer write, and closing this
-        // handle, the only one,
-        // unregisters the engine and releases the directory lock, so a
-        // later open of the path starts afresh.
+        // with one range delete each, written durably whatever `sync` says.
+        // Best effort (a failure leaves them on the list for the next
+        // open), unless that write's own commit stopped the engine: it is
+        // the first to fdatasync the manifest the open read and the WAL
+        // segments the open replayed, so their failure (or a failed WAL
+        // append, or a panic in the commit) fails the open rather than hand
+        // out a database that can no longer write. Closing this handle, the
+        // only one, unregisters the engine and releases the directory lock,
+        // so a later open of the path starts afresh.
         if let Err(e) = db.purge_dropped_tables_at_open() {
             // The close fails with the same stopped-engine error, which
             // `e` already carries with the open's context.

@@ -73,10 +73,11 @@ pub(crate) struct Engine {
     /// after a failed fsync could acknowledge data the disk never got.
     bg_error: Mutex<Option<Error>>,
     /// Whether `bg_error` came from a commit's own work (its WAL append,
-    /// the fdatasync of the open's manifest before it, a seal), not from a
-    /// flush, a compaction or the open's manifest switch. While an open's
-    /// own write is the only writer (`Database::open_with`), this tells
-    /// whether that write is what stopped the engine.
+    /// the fdatasync of the open's manifest or of older WAL segments
+    /// before it, a seal, a panic while committing), not from a flush, a
+    /// compaction, a close's WAL sync or the open's manifest switch. While
+    /// an open's own write is the only writer (`Database::open_with`),
+    /// this tells whether that write is what stopped the engine.
     stopped_by_commit: AtomicBool,
     pub maintenance: Mutex<MaintenanceState>,
     /// Signalled when there is work for the maintenance thread (a sealed
