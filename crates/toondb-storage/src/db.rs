@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::batch::WriteBatch;
 use crate::commit::{CommitMsg, Completion};
@@ -28,12 +28,23 @@ use crate::txn::{Snapshot, Transaction, TransactionOptions};
 struct Registered {
     engine: Arc<Engine>,
     handles: usize,
+    /// Its open is still doing its own writes (`Database::open_with`):
+    /// other opens of the path wait, so none shares an engine that open
+    /// may yet close.
+    opening: bool,
 }
 
 /// Engines open in this process, by absolute directory path.
 fn registry() -> &'static Mutex<HashMap<PathBuf, Registered>> {
     static REGISTRY: OnceLock<Mutex<HashMap<PathBuf, Registered>>> = OnceLock::new();
     REGISTRY.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Signalled (with the registry lock) when an entry stops `opening` or is
+/// removed.
+fn registry_changed() -> &'static Condvar {
+    static CHANGED: Condvar = Condvar::new();
+    &CHANGED
 }
 
 /// An open database. Cheap to share across threads (`Send + Sync`); all
@@ -79,7 +90,14 @@ impl Database {
                 .ctx(format_args!("resolving {}", path.as_ref().display()))?,
         };
         let mut open = registry().lock();
-        if let Some(entry) = open.get_mut(&dir) {
+        while let Some(entry) = open.get_mut(&dir) {
+            // Another open of this path is still finishing (see below):
+            // share its engine only once it stands, or open afresh if it
+            // failed.
+            if entry.opening {
+                registry_changed().wait(&mut open);
+                continue;
+            }
             if options.error_if_exists {
                 return Err(Error::invalid_argument(format!(
                     "a database already exists at {} (errorIfExists is on)",
@@ -91,20 +109,41 @@ impl Database {
         }
         let sync = options.sync;
         let engine = open_engine(&dir, options)?;
+        // Registered before the open's own writes but marked `opening`:
+        // the writes run without the registry lock (one may stall behind
+        // compaction, and the lock also serves every other path's opens and
+        // closes), and a concurrent open of this path waits for them rather
+        // than taking the directory lock itself.
         open.insert(
-            dir,
+            dir.clone(),
             Registered {
                 engine: engine.clone(),
                 handles: 1,
+                opening: true,
             },
         );
         drop(open);
         let db = Database::handle(engine, sync);
         // Table drops a crash interrupted (columnar/catalog.rs), finished
-        // with one range delete each. Best effort: the dropped tables are
-        // already invisible, so a failure (a full disk, say) leaves them on
-        // the list for the next open instead of refusing this one.
-        let _ = db.purge_dropped_tables();
+        // with one range delete each, written durably whatever `sync` says.
+        // Best effort (a failure leaves them on the list for the next
+        // open), unless that write's own commit stopped the engine: it is
+        // the first to fdatasync the manifest the open read and the WAL
+        // segments the open replayed, so their failure (or a failed WAL
+        // append, or a panic in the commit) fails the open rather than hand
+        // out a database that can no longer write. Closing this handle, the
+        // only one, unregisters the engine and releases the directory lock,
+        // so a later open of the path starts afresh.
+        if let Err(e) = db.purge_dropped_tables_at_open() {
+            // The close fails with the same stopped-engine error, which
+            // `e` already carries with the open's context.
+            let _ = db.close();
+            return Err(e);
+        }
+        if let Some(entry) = registry().lock().get_mut(&dir) {
+            entry.opening = false;
+        }
+        registry_changed().notify_all();
         Ok(db)
     }
 
@@ -637,6 +676,9 @@ impl Database {
         };
         if last {
             open.remove(&self.engine.dir);
+            // An open of the path may wait for an entry that was still
+            // `opening` (its open failed, or it panicked).
+            registry_changed().notify_all();
             // Shut down under the registry lock so a concurrent open of the
             // same path waits for the directory lock to be released.
             return self.engine.shutdown();

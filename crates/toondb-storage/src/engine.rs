@@ -3,7 +3,7 @@
 //! variables that connect the commit and maintenance threads, and counters.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 
@@ -72,6 +72,13 @@ pub(crate) struct Engine {
     /// fsync, a failed flush). Once set, writes fail with it: continuing
     /// after a failed fsync could acknowledge data the disk never got.
     bg_error: Mutex<Option<Error>>,
+    /// Whether `bg_error` came from a commit's own work (its WAL append,
+    /// the fdatasync of the open's manifest or of older WAL segments
+    /// before it, a seal, a panic while committing), not from a flush, a
+    /// compaction, a close's WAL sync or the open's manifest switch. While
+    /// an open's own write is the only writer (`Database::open_with`),
+    /// this tells whether that write is what stopped the engine.
+    stopped_by_commit: AtomicBool,
     pub maintenance: Mutex<MaintenanceState>,
     /// Signalled when there is work for the maintenance thread (a sealed
     /// memtable, a manual compaction) or it should stop.
@@ -128,6 +135,7 @@ impl Engine {
             queued: AtomicUsize::new(0),
             committer: Mutex::new(None),
             bg_error: Mutex::new(None),
+            stopped_by_commit: AtomicBool::new(false),
             maintenance: Mutex::new(MaintenanceState {
                 flushed_id: parts.flushed_id,
                 // Busy until the thread first finds nothing to do: an open
@@ -240,15 +248,35 @@ impl Engine {
     /// Records the first background failure and wakes everyone who waits on
     /// background progress so they can report it.
     pub fn set_bg_error(&self, err: Error) {
-        {
+        self.record_bg_error(err);
+    }
+
+    /// [`Engine::set_bg_error`] for a failure of a commit's own work.
+    pub fn set_commit_error(&self, err: Error) {
+        if self.record_bg_error(err) {
+            self.stopped_by_commit.store(true, Ordering::Release);
+        }
+    }
+
+    /// See `stopped_by_commit`.
+    pub fn stopped_by_commit(&self) -> bool {
+        self.stopped_by_commit.load(Ordering::Acquire)
+    }
+
+    /// Whether `err` is the one recorded (the first).
+    fn record_bg_error(&self, err: Error) -> bool {
+        let first = {
             let mut slot = self.bg_error.lock();
-            if slot.is_none() {
+            let first = slot.is_none();
+            if first {
                 *slot = Some(err);
             }
-        }
+            first
+        };
         let _guard = self.maintenance.lock();
         self.flush_done.notify_all();
         self.work_ready.notify_all();
+        first
     }
 
     pub fn is_closed(&self) -> bool {

@@ -8,6 +8,7 @@ use crate::batch::WriteBatch;
 use crate::db::Database;
 use crate::error::{Error, ErrorKind, Result};
 use crate::iter::ScanOptions;
+use crate::options::WriteOptions;
 
 use super::counters::{ColumnStats, TableStats};
 use super::schema::Schema;
@@ -168,10 +169,50 @@ impl Database {
         self.purge_table_cells(table.id)
     }
 
+    /// [`Database::purge_dropped_tables`] as the open runs it. Best effort
+    /// (the dropped tables are already invisible, so a failure, a full disk
+    /// say, leaves them on the list for the next open instead of refusing
+    /// this one), except when its own commit stopped the engine: that
+    /// write (always durable, see `purge_dropped_tables`) is the first to
+    /// fdatasync the manifest the open read (open_durability.rs) and the
+    /// WAL segments its recovery replayed, and a failure there, in the WAL
+    /// append, or a panic in the commit refuses every later write, so the
+    /// open would hand out a database that cannot write. The engine's
+    /// error is returned, for the open to fail with
+    /// (tests/open_purge_failure.rs, tests/review_s32_openpurge.rs).
+    pub(crate) fn purge_dropped_tables_at_open(&self) -> Result<()> {
+        match self.purge_dropped_tables() {
+            // The purge's write is the engine's only one yet, so a commit
+            // failure is its own. A background failure (the flush of what
+            // replay recovered, on a full disk say) stops the engine
+            // whether or not a drop is pending, and may land while the
+            // purge's write waits: the open then stays as it was before
+            // this rule (tests/review_s23.rs, `drop_open`).
+            Err(e) if self.engine_ref().stopped_by_commit() => {
+                // The recorded error rather than the write's own: a panic
+                // on the commit thread completes the write with `Closed`,
+                // which would hide what happened.
+                let err = self.engine_ref().bg_error().unwrap_or(e);
+                Err(err.context("finishing an interrupted table drop at open"))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Finishes every drop a crash interrupted: deletes the cells of each
     /// table on the dropped-tables list with a range delete that takes it
-    /// off the list too (space is reclaimed by compaction). Runs at open;
-    /// returns how many tables it purged.
+    /// off the list too (space is reclaimed by compaction). Runs at open
+    /// (through [`Database::purge_dropped_tables_at_open`]); returns how
+    /// many tables it purged.
+    ///
+    /// Its writes are durable whatever the handle's `sync` option: a
+    /// durable write first waits for the background fdatasync of the WAL
+    /// segments the open replayed (commit/mod.rs, `write_wal`), so a
+    /// failure of the open's own recovery durability fails the open
+    /// either way, instead of only with `sync` on
+    /// (tests/review_s32_openpurge.rs). The cost (one synced WAL write,
+    /// after a wait for a sync the open started anyway) is paid only by an
+    /// open that finds a drop pending.
     pub(crate) fn purge_dropped_tables(&self) -> Result<usize> {
         let prefix = tagged(DROPPED_TAG);
         let mut ids = Vec::new();
@@ -197,7 +238,7 @@ impl Database {
         // Only the range delete at open: cheap whatever the table's size,
         // and compaction reclaims the space in its own time.
         for &id in &ids {
-            self.forget_table_cells(id)?;
+            self.forget_table_cells(id, WriteOptions::sync(true))?;
         }
         Ok(ids.len())
     }
@@ -208,21 +249,22 @@ impl Database {
     /// cost does not grow with the table), then compacts the range so the
     /// space is freed.
     fn purge_table_cells(&self, id: u32) -> Result<()> {
-        self.forget_table_cells(id)?;
+        self.forget_table_cells(id, WriteOptions::default())?;
         for (start, end) in [table_range(id), chunk_table_range(id)] {
             self.compact_range(Bound::Included(start), Bound::Excluded(end))?;
         }
         Ok(())
     }
 
-    /// The range delete of `purge_table_cells`, without the compaction.
-    fn forget_table_cells(&self, id: u32) -> Result<()> {
+    /// The range delete of `purge_table_cells`, without the compaction,
+    /// written with `options`.
+    fn forget_table_cells(&self, id: u32, options: WriteOptions) -> Result<()> {
         let mut batch = WriteBatch::new();
         for (start, end) in [table_range(id), chunk_table_range(id)] {
             batch.delete_range_raw(&start, &end)?;
         }
         batch.delete_raw(dropped_key(id))?;
-        self.write(batch).map(drop)
+        self.write_with(batch, options).map(drop)
     }
 
     /// Bytes and cells read through the table API, per table and column,

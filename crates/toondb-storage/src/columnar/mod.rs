@@ -20,6 +20,8 @@ mod schema;
 mod table;
 #[cfg(test)]
 mod tests_layout;
+#[cfg(test)]
+mod tests_open_purge;
 mod value;
 
 pub use catalog::lookup_table;

@@ -70,8 +70,9 @@ pub(crate) fn try_commit_inline(
     });
     let request = Request { batch, check, done };
     if catch_unwind(AssertUnwindSafe(|| c.commit(engine, vec![request], sync))).is_err() {
+        // The commit's own failure (as on the commit thread, thread.rs).
         let err = Error::internal("a commit panicked");
-        engine.set_bg_error(err.clone());
+        engine.set_commit_error(err.clone());
         return Ok(Err(err));
     }
     Ok(rx.try_recv().unwrap_or_else(|_| Err(Error::closed())))
@@ -392,7 +393,7 @@ impl Committer {
             return;
         }
         if let Err(err) = self.make_room(engine) {
-            engine.set_bg_error(err.clone());
+            engine.set_commit_error(err.clone());
             for r in writes {
                 r.done.complete(Err(err.clone()));
             }
@@ -407,7 +408,7 @@ impl Committer {
             // The WAL may now end in a partial record and the OS may have
             // dropped dirty pages; acknowledging anything more would risk
             // acknowledging lost data, so the engine stops taking writes.
-            engine.set_bg_error(err.clone());
+            engine.set_commit_error(err.clone());
             for p in pending {
                 p.done.complete(Err(err.clone()));
             }
@@ -640,9 +641,11 @@ impl Committer {
         // An explicit flush waits for the old segment's sync here: the
         // caller blocks for the flush anyway, and this keeps its file
         // operations in one order (no sync finishing after it returned).
+        // A seal's failure is the commit path's own, as when `make_room`
+        // seals (`Engine::stopped_by_commit`).
         self.seal(engine, Tail::LeaveToFlush)
             .and_then(|()| self.finish_sealed_sync())
-            .inspect_err(|e| engine.set_bg_error(e.clone()))?;
+            .inspect_err(|e| engine.set_commit_error(e.clone()))?;
         Ok(id)
     }
 

@@ -51,9 +51,12 @@ impl CommitThread {
                     if catch_unwind(AssertUnwindSafe(|| c.process(&self.engine, group))).is_err() {
                         // The group's completions were dropped during
                         // unwinding and so report `Closed`; later writes
-                        // report this error.
+                        // report this error. A failure of the commit's own
+                        // work, like a failed WAL append: an open whose
+                        // purge write this was must fail
+                        // (`purge_dropped_tables_at_open`).
                         self.engine
-                            .set_bg_error(Error::internal("the commit thread panicked"));
+                            .set_commit_error(Error::internal("the commit thread panicked"));
                     }
                 }
                 None => drop(group), // completes every member with `Closed`
