@@ -123,6 +123,10 @@ impl WalWriter {
         if framed.is_empty() {
             return Ok(());
         }
+        // Failed until the call returns: one that panics (a file-system
+        // bug) may have left a partial record, and a later sync point must
+        // not claim the segment past it.
+        self.failed = true;
         let result = self.file.append(framed);
         self.failed = result.is_err();
         result.map_err(|e| e.context(format_args!("appending to WAL segment {}", self.number)))
@@ -132,6 +136,7 @@ impl WalWriter {
     /// in one direct write when the file system allows (io/direct.rs).
     pub fn append_durable(&mut self, framed: &[u8]) -> Result<()> {
         self.check_usable()?;
+        self.failed = true; // as in `append`, until the call returns
         let result = self.file.append_durable(framed);
         self.failed = result.is_err();
         if result.is_ok() {
@@ -171,6 +176,7 @@ impl WalWriter {
     /// fdatasync.
     pub fn sync(&mut self) -> Result<()> {
         self.check_usable()?;
+        self.failed = true; // as in `append`, until the call returns
         let result = self.file.sync_data();
         self.failed = result.is_err();
         if result.is_ok() {
@@ -245,11 +251,14 @@ mod tests {
     /// that fits (a short write) and then fails.
     struct FailingFs {
         budget: u64,
+        /// Panic after the short write instead of failing.
+        panic: bool,
     }
 
     struct FailingFile {
         inner: Box<dyn WritableFile>,
         budget: u64,
+        panic: bool,
     }
 
     impl WritableFile for FailingFile {
@@ -261,6 +270,7 @@ mod tests {
             }
             self.inner.append(&data[..fits])?;
             self.budget = 0;
+            assert!(!self.panic, "injected: a panic after a short write");
             Err(Error::io(
                 io::Error::other("injected: no space left"),
                 "writing",
@@ -279,6 +289,7 @@ mod tests {
             Box::new(FailingFile {
                 inner,
                 budget: self.budget,
+                panic: self.panic,
             })
         }
     }
@@ -346,7 +357,10 @@ mod tests {
         let half = record.len() / 2;
         assert!(half > SYNC_POINT_FRAME_LEN);
         let budget = (SEGMENT_HEADER_LEN + 2 * record.len() + half) as u64;
-        let fs = WrappedFs::os(FailingFs { budget });
+        let fs = WrappedFs::os(FailingFs {
+            budget,
+            panic: false,
+        });
         let mut w = WalWriter::create(&fs, dir.path(), 99).unwrap();
         w.append(&group(&w, payload)).unwrap();
         w.append(&group(&w, payload)).unwrap();
@@ -424,8 +438,36 @@ mod tests {
     #[test]
     fn header_write_failure_is_io_error() {
         let dir = tempfile::tempdir().unwrap();
-        let fs = WrappedFs::os(FailingFs { budget: 5 });
+        let fs = WrappedFs::os(FailingFs {
+            budget: 5,
+            panic: false,
+        });
         let err = WalWriter::create(&fs, dir.path(), 1).err().unwrap();
         assert_eq!(err.kind(), ErrorKind::Io);
+    }
+
+    /// An append that panics after a short write (a file-system bug) leaves
+    /// the writer as unusable as one that failed: a sync point written
+    /// after it would claim the segment past a partial record.
+    #[test]
+    fn a_panic_inside_append_makes_the_writer_unusable() {
+        let dir = tempfile::tempdir().unwrap();
+        let payload = b"a record of some length";
+        let probe = WalWriter::create(&OsFileSystem, dir.path(), 7).unwrap();
+        let record = group(&probe, payload);
+        let budget = (SEGMENT_HEADER_LEN + record.len() + record.len() / 2) as u64;
+        let fs = WrappedFs::os(FailingFs {
+            budget,
+            panic: true,
+        });
+        let mut w = WalWriter::create(&fs, dir.path(), 7).unwrap();
+        w.append(&group(&w, payload)).unwrap();
+        let next = group(&w, payload);
+        let panicked =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| w.append(&next))).is_err();
+        assert!(panicked, "the injected panic did not happen");
+        assert_eq!(w.sync().unwrap_err().kind(), ErrorKind::Io);
+        assert_eq!(w.sync_and_mark().unwrap_err().kind(), ErrorKind::Io);
+        assert_eq!(w.append(&record).unwrap_err().kind(), ErrorKind::Io);
     }
 }
