@@ -7,69 +7,18 @@
 //! learnt of it at their first write. Now such an open fails, closes its
 //! engine, and a later open of the same path (fault gone) finishes the drop.
 
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
-use toondb_storage::{
-    ColumnDef, ColumnType, Database, Error, ErrorKind, Options, Result, Schema, Value,
+use support::pending_drop::{
+    assert_purge_error, drop_interrupted_after_commit, noise, open_must_fail, open_with_wal_budget,
+    schema, settled_bytes,
 };
-
-/// WAL appends allowed before every later one fails (negative: no limit):
-/// how tests/columnar_drop.rs interrupts a drop after its catalog commit.
-#[derive(Clone, Default)]
-struct WalBudget(Arc<AtomicI64>);
-
-impl WalBudget {
-    fn take(&self) -> Result<()> {
-        let left = self.0.load(Ordering::SeqCst);
-        if left < 0 {
-            return Ok(());
-        }
-        if left == 0 {
-            return Err(Error::new(ErrorKind::Io, "injected: WAL write failed"));
-        }
-        self.0.fetch_sub(1, Ordering::SeqCst);
-        Ok(())
-    }
-}
-
-struct BudgetedWal {
-    inner: Box<dyn WritableFile>,
-    budget: WalBudget,
-}
-
-impl WritableFile for BudgetedWal {
-    fn append(&mut self, data: &[u8]) -> Result<()> {
-        self.budget.take()?;
-        self.inner.append(data)
-    }
-    fn append_durable(&mut self, data: &[u8]) -> Result<()> {
-        self.budget.take()?;
-        self.inner.append_durable(data)
-    }
-    fn sync_data(&mut self) -> Result<()> {
-        self.inner.sync_data()
-    }
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-}
-
-impl WriteHook for WalBudget {
-    fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-        if path.extension().is_some_and(|e| e == "wal") {
-            Box::new(BudgetedWal {
-                inner: file,
-                budget: self.clone(),
-            })
-        } else {
-            file
-        }
-    }
-}
+use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
+use toondb_storage::{Database, Error, ErrorKind, Options, Result, Value};
 
 /// Fails every fdatasync of `manifest` (the one the open reads), counting
 /// them, and holds the open's manifest switch until the first of them was
@@ -165,52 +114,9 @@ impl WriteHook for FailReadManifestSync {
     }
 }
 
-fn schema() -> Schema {
-    Schema::new(
-        vec![
-            ColumnDef::new("id", ColumnType::I64),
-            ColumnDef::new("v", ColumnType::Bytes),
-        ],
-        "id",
-    )
-}
-
-/// `n` pseudo-random bytes (xorshift seeded by `seed`): incompressible, so
-/// cells a purge failed to delete show in `table_bytes`.
-fn noise(seed: u64, n: usize) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
-}
-
 fn rows(ids: std::ops::Range<i64>, len: usize) -> Vec<Vec<Value>> {
     ids.map(|i| vec![Value::I64(i), Value::Bytes(noise(i as u64, len))])
         .collect()
-}
-
-fn wait_idle(db: &Database) {
-    for _ in 0..3000 {
-        let s = db.stats();
-        if !s.maintenance_busy && s.immutable_memtables == 0 {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("maintenance never went idle");
-}
-
-/// Bytes in table files once everything is flushed and compacted.
-fn settled_bytes(db: &Database) -> u64 {
-    db.flush().unwrap();
-    db.compact().unwrap();
-    wait_idle(db);
-    db.stats().table_bytes
 }
 
 /// The manifest CURRENT names (the one the next open reads).
@@ -226,9 +132,7 @@ const KEPT_ROWS: i64 = 200;
 /// WAL failed every write after it). Returns the settled table bytes
 /// before the drop.
 fn leave_a_pending_drop(dir: &Path) -> u64 {
-    let budget = WalBudget(Arc::new(AtomicI64::new(-1)));
-    let options = Options::default().fs(Arc::new(WrappedFs::os(budget.clone())));
-    let db = Database::open_with(dir, options).unwrap();
+    let (db, budget) = open_with_wal_budget(dir);
     let blobs = db.create_table("blobs", schema()).unwrap();
     for chunk in rows(0..1000, 400).chunks(250) {
         blobs.upsert(&db, chunk).unwrap();
@@ -238,45 +142,22 @@ fn leave_a_pending_drop(dir: &Path) -> u64 {
     db.put(b"kept", b"yes").unwrap();
     let full = settled_bytes(&db);
     assert!(full > 300_000, "{full}");
-    budget.0.store(1, Ordering::SeqCst);
-    let err = db.drop_table("blobs").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    drop_interrupted_after_commit(&db, &budget, "blobs");
     let _ = db.close();
     full
 }
 
 /// Everything but the dropped table is there, and the database writes.
 fn check_intact(db: &Database) {
-    assert_eq!(db.table("blobs").unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(db.get(b"kept").unwrap().as_deref(), Some(&b"yes"[..]));
-    let kept = db.table("kept").unwrap();
-    for row in rows(0..KEPT_ROWS, 50) {
-        let got = kept.get(db, &row[0], None).unwrap();
-        let got = got.map(|cells| cells.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
-        assert_eq!(got.as_ref(), Some(&row), "row {:?}", row[0]);
-    }
-    db.put(b"after", b"1").unwrap();
+    support::pending_drop::check_intact(db, rows(0..KEPT_ROWS, 50));
 }
 
 /// Opens with `hook`, which must fail the open the right way.
 fn open_with_the_fault(dir: &Path, hook: &FailReadManifestSync) -> Error {
     let options = Options::default().fs(Arc::new(WrappedFs::os(hook.clone())));
-    let err = match Database::open_with(dir, options) {
-        Ok(db) => {
-            let first = db.put(b"x", b"1");
-            let _ = db.close();
-            panic!("the open returned a database; its first write: {first:?}");
-        }
-        Err(e) => e,
-    };
+    let err = open_must_fail(dir, options);
     assert!(hook.attempts() >= 1, "the read manifest was never synced");
-    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("finishing an interrupted table drop at open")
-            && msg.contains("injected: manifest fdatasync failed"),
-        "{msg}"
-    );
+    assert_purge_error(&err, "injected: manifest fdatasync failed");
     err
 }
 

@@ -1,6 +1,8 @@
 //! Review s23 of 6073875..main: memtable key heads, scan readahead, reserved
 //! point reads, maintenance `busy` at open, dropped-tables list.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
@@ -748,11 +750,13 @@ mod drop_crash {
 
 mod drop_open {
     use super::*;
+    use crate::support::pending_drop::schema;
+    use crate::support::OnAppend;
     use std::path::Path;
     use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
     use std::sync::Arc;
     use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
-    use toondb_storage::{ColumnDef, ColumnType, Error, Result, Schema, Value};
+    use toondb_storage::{Error, Result, Value};
 
     /// WAL appends left before they fail (negative: no limit), and whether
     /// table-file appends fail ("no space").
@@ -762,43 +766,22 @@ mod drop_open {
         sst_full: Arc<AtomicBool>,
     }
 
-    struct Faulty {
-        inner: Box<dyn WritableFile>,
-        faults: Faults,
-        wal: bool,
-    }
-
-    impl Faulty {
-        fn check(&self) -> Result<()> {
-            if self.wal {
-                let left = self.faults.wal_left.load(Ordering::SeqCst);
+    impl Faults {
+        /// Fails an append to a WAL segment (`wal`) or a table file, as
+        /// the device would.
+        fn check(&self, wal: bool) -> Result<()> {
+            if wal {
+                let left = self.wal_left.load(Ordering::SeqCst);
                 if left == 0 {
                     return Err(Error::new(ErrorKind::Io, "injected: no space (wal)"));
                 }
                 if left > 0 {
-                    self.faults.wal_left.fetch_sub(1, Ordering::SeqCst);
+                    self.wal_left.fetch_sub(1, Ordering::SeqCst);
                 }
-            } else if self.faults.sst_full.load(Ordering::SeqCst) {
+            } else if self.sst_full.load(Ordering::SeqCst) {
                 return Err(Error::new(ErrorKind::Io, "injected: no space (table)"));
             }
             Ok(())
-        }
-    }
-
-    impl WritableFile for Faulty {
-        fn append(&mut self, data: &[u8]) -> Result<()> {
-            self.check()?;
-            self.inner.append(data)
-        }
-        fn append_durable(&mut self, data: &[u8]) -> Result<()> {
-            self.check()?;
-            self.inner.append_durable(data)
-        }
-        fn sync_data(&mut self) -> Result<()> {
-            self.inner.sync_data()
-        }
-        fn len(&self) -> u64 {
-            self.inner.len()
         }
     }
 
@@ -806,25 +789,12 @@ mod drop_open {
         fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
             let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
             if ext == "wal" || ext == "sst" {
-                Box::new(Faulty {
-                    inner: file,
-                    faults: self.clone(),
-                    wal: ext == "wal",
-                })
+                let (faults, wal) = (self.clone(), ext == "wal");
+                OnAppend::boxed(file, move |_, _| faults.check(wal))
             } else {
                 file
             }
         }
-    }
-
-    fn schema() -> Schema {
-        Schema::new(
-            vec![
-                ColumnDef::new("id", ColumnType::I64),
-                ColumnDef::new("v", ColumnType::Bytes),
-            ],
-            "id",
-        )
     }
 
     fn build(dir: &Path, faults: &Faults, interrupt_a_drop: bool) {
@@ -899,67 +869,15 @@ mod drop_open {
 #[test]
 #[ignore]
 fn measure_open_with_a_pending_drop() {
-    use std::sync::atomic::{AtomicI64, Ordering};
+    use std::sync::atomic::Ordering;
     use std::sync::Arc;
-    use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
-    use toondb_storage::{ColumnDef, ColumnType, Error, Result, Schema, Value};
+    use support::pending_drop::{open_with_wal_budget, schema, WalBudget};
+    use toondb_storage::io::WrappedFs;
+    use toondb_storage::Value;
 
-    #[derive(Clone)]
-    struct Budget(Arc<AtomicI64>);
-    struct W(Box<dyn WritableFile>, Budget);
-    impl W {
-        fn take(&self) -> Result<()> {
-            let left = self.1 .0.load(Ordering::SeqCst);
-            if left == 0 {
-                return Err(Error::new(ErrorKind::Io, "injected"));
-            }
-            if left > 0 {
-                self.1 .0.fetch_sub(1, Ordering::SeqCst);
-            }
-            Ok(())
-        }
-    }
-    impl WritableFile for W {
-        fn append(&mut self, d: &[u8]) -> Result<()> {
-            self.take()?;
-            self.0.append(d)
-        }
-        fn append_durable(&mut self, d: &[u8]) -> Result<()> {
-            self.take()?;
-            self.0.append_durable(d)
-        }
-        fn sync_data(&mut self) -> Result<()> {
-            self.0.sync_data()
-        }
-        fn len(&self) -> u64 {
-            self.0.len()
-        }
-    }
-    impl WriteHook for Budget {
-        fn wrap(&self, p: &std::path::Path, f: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
-            if p.extension().is_some_and(|e| e == "wal") {
-                Box::new(W(f, self.clone()))
-            } else {
-                f
-            }
-        }
-    }
     let dir = tempfile::tempdir().unwrap();
-    let budget = Budget(Arc::new(AtomicI64::new(-1)));
-    let opts = Options::default().fs(Arc::new(WrappedFs::os(budget.clone())));
-    let db = Database::open_with(dir.path(), opts).unwrap();
-    let t = db
-        .create_table(
-            "big",
-            Schema::new(
-                vec![
-                    ColumnDef::new("id", ColumnType::I64),
-                    ColumnDef::new("v", ColumnType::Bytes),
-                ],
-                "id",
-            ),
-        )
-        .unwrap();
+    let (db, budget) = open_with_wal_budget(dir.path());
+    let t = db.create_table("big", schema()).unwrap();
     let mut x = 1u64;
     for chunk in 0..40 {
         let rows: Vec<Vec<Value>> = (0..1000)
@@ -985,7 +903,7 @@ fn measure_open_with_a_pending_drop() {
     let t0 = Instant::now();
     let db = Database::open(dir.path()).unwrap();
     let plain = t0.elapsed();
-    let budget2 = Budget(Arc::new(AtomicI64::new(-1)));
+    let budget2 = WalBudget::unlimited();
     db.close().unwrap();
     drop(db);
     let db = Database::open_with(

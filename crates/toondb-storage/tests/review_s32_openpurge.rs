@@ -10,16 +10,20 @@
 //! The tests here take one lock each (they count the engine's threads in
 //! this process) and bound every wait.
 
+mod support;
+
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, Ordering};
 use std::sync::{mpsc, Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
-use toondb_storage::{
-    ColumnDef, ColumnType, Database, Error, ErrorKind, Options, Result, Schema, Value,
+use support::pending_drop::{
+    drop_interrupted_after_commit, open_must_fail, open_with_wal_budget, schema,
 };
+use support::OnAppend;
+use toondb_storage::io::{WrappedFs, WritableFile, WriteHook};
+use toondb_storage::{Database, Error, ErrorKind, Options, Result, Value};
 
 /// Serializes the tests of this file (thread counts are process-wide).
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -140,53 +144,26 @@ impl WalHook {
             _ => Ok(()),
         }
     }
-}
 
-struct HookedWal {
-    inner: Box<dyn WritableFile>,
-    hook: WalHook,
-}
-
-impl HookedWal {
-    /// A torn write: half of `data` reaches the file (and the disk).
-    fn tear(&mut self, data: &[u8]) -> Result<()> {
-        if self.hook.budget.load(Ordering::SeqCst) <= 0
-            && self.hook.mode.load(Ordering::SeqCst) == TORN
-        {
-            self.hook.hits.fetch_add(1, Ordering::SeqCst);
-            self.inner.append(&data[..data.len() / 2])?;
-            self.inner.sync_data()?;
+    /// A torn write: half of `data` reaches `file` (and the disk).
+    fn tear(&self, file: &mut dyn WritableFile, data: &[u8]) -> Result<()> {
+        if self.budget.load(Ordering::SeqCst) <= 0 && self.mode.load(Ordering::SeqCst) == TORN {
+            self.hits.fetch_add(1, Ordering::SeqCst);
+            file.append(&data[..data.len() / 2])?;
+            file.sync_data()?;
             return Err(Error::new(ErrorKind::Io, "injected: WAL write failed"));
         }
         Ok(())
     }
 }
 
-impl WritableFile for HookedWal {
-    fn append(&mut self, data: &[u8]) -> Result<()> {
-        self.tear(data)?;
-        self.hook.check()?;
-        self.inner.append(data)
-    }
-    fn append_durable(&mut self, data: &[u8]) -> Result<()> {
-        self.tear(data)?;
-        self.hook.check()?;
-        self.inner.append_durable(data)
-    }
-    fn sync_data(&mut self) -> Result<()> {
-        self.inner.sync_data()
-    }
-    fn len(&self) -> u64 {
-        self.inner.len()
-    }
-}
-
 impl WriteHook for WalHook {
     fn wrap(&self, path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
         if path.extension().is_some_and(|e| e == "wal") {
-            Box::new(HookedWal {
-                inner: file,
-                hook: self.clone(),
+            let hook = self.clone();
+            OnAppend::boxed(file, move |inner, data| {
+                hook.tear(inner, data)?;
+                hook.check()
             })
         } else {
             file
@@ -202,16 +179,6 @@ fn with_hook<H: WriteHook + Clone>(hook: &H) -> Options {
 // Data
 // ---------------------------------------------------------------------
 
-fn schema() -> Schema {
-    Schema::new(
-        vec![
-            ColumnDef::new("id", ColumnType::I64),
-            ColumnDef::new("v", ColumnType::Bytes),
-        ],
-        "id",
-    )
-}
-
 fn rows(ids: std::ops::Range<i64>, len: usize) -> Vec<Vec<Value>> {
     ids.map(|i| vec![Value::I64(i), Value::Bytes(vec![i as u8; len])])
         .collect()
@@ -222,33 +189,29 @@ const KEPT_ROWS: i64 = 50;
 /// Table `kept`, key `kept`, and a drop of table `blobs` interrupted after
 /// its catalog commit (the WAL failed every write after it).
 fn leave_a_pending_drop(dir: &Path) {
-    let hook = WalHook::new(OFF);
-    let db = Database::open_with(dir, with_hook(&hook)).unwrap();
+    let (db, budget) = open_with_wal_budget(dir);
     let blobs = db.create_table("blobs", schema()).unwrap();
     blobs.upsert(&db, &rows(0..200, 100)).unwrap();
     let kept = db.create_table("kept", schema()).unwrap();
     kept.upsert(&db, &rows(0..KEPT_ROWS, 20)).unwrap();
     db.put(b"kept", b"yes").unwrap();
     db.flush().unwrap();
-    // The catalog commit passes, everything after fails.
-    hook.budget.store(1, Ordering::SeqCst);
-    hook.mode.store(FAIL, Ordering::SeqCst);
-    let err = db.drop_table("blobs").unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
+    drop_interrupted_after_commit(&db, &budget, "blobs");
     let _ = db.close();
+}
+
+/// A fresh directory (`db` in the returned root) left by
+/// [`leave_a_pending_drop`].
+fn pending_drop_dir() -> (tempfile::TempDir, PathBuf) {
+    let root = fresh_dir();
+    let dir = other_dir(&root, "db");
+    leave_a_pending_drop(&dir);
+    (root, dir)
 }
 
 /// Everything but the dropped table is there, and the database writes.
 fn check_intact(db: &Database) {
-    assert_eq!(db.table("blobs").unwrap_err().kind(), ErrorKind::NotFound);
-    assert_eq!(db.get(b"kept").unwrap().as_deref(), Some(&b"yes"[..]));
-    let kept = db.table("kept").unwrap();
-    for row in rows(0..KEPT_ROWS, 20) {
-        let got = kept.get(db, &row[0], None).unwrap();
-        let got = got.map(|cells| cells.into_iter().map(|(_, v)| v).collect::<Vec<_>>());
-        assert_eq!(got.as_ref(), Some(&row), "row {:?}", row[0]);
-    }
-    db.put(b"after", b"1").unwrap();
+    support::pending_drop::check_intact(db, rows(0..KEPT_ROWS, 20));
 }
 
 /// Threads of this process whose name starts with `toondb-` (the engine's
@@ -276,14 +239,13 @@ fn settle_threads(n: usize) -> usize {
     }
 }
 
+/// The engine thread count comes back (bounded) to `before`.
+fn assert_threads_back_to(before: usize, msg: &str) {
+    assert_eq!(settle_threads(before), before, "{msg}");
+}
+
 fn assert_purge_error(err: &Error) {
-    assert_eq!(err.kind(), ErrorKind::Io, "{err}");
-    let msg = err.to_string();
-    assert!(
-        msg.contains("finishing an interrupted table drop at open")
-            && msg.contains("injected: WAL write failed"),
-        "{msg}"
-    );
+    support::pending_drop::assert_purge_error(err, "injected: WAL write failed");
 }
 
 fn fresh_dir() -> tempfile::TempDir {
@@ -303,27 +265,14 @@ fn other_dir(root: &tempfile::TempDir, name: &str) -> PathBuf {
 /// directory lock are gone (the next open in this process starts afresh
 /// and finishes the drop).
 fn wal_failure_fails_the_open(sync: bool) {
-    let root = fresh_dir();
-    let dir = other_dir(&root, "db");
-    leave_a_pending_drop(&dir);
+    let (_root, dir) = pending_drop_dir();
     let before = settle_threads(0);
 
     let hook = WalHook::at_open(FAIL);
-    let err = match Database::open_with(&dir, with_hook(&hook).sync(sync)) {
-        Ok(db) => {
-            let first = db.put(b"x", b"1");
-            let _ = db.close();
-            panic!("the open returned a database; its first write: {first:?}");
-        }
-        Err(e) => e,
-    };
+    let err = open_must_fail(&dir, with_hook(&hook).sync(sync));
     assert!(hook.hits.load(Ordering::SeqCst) >= 1);
     assert_purge_error(&err);
-    assert_eq!(
-        settle_threads(before),
-        before,
-        "the failed open left engine threads running"
-    );
+    assert_threads_back_to(before, "the failed open left engine threads running");
 
     let db = Database::open(&dir).unwrap();
     check_intact(&db);
@@ -355,9 +304,7 @@ fn s32_wal_append_failure_in_a_durable_purge_fails_the_open_too() {
 #[test]
 fn s32_a_panic_in_the_purge_commit_must_fail_the_open() {
     let _g = serial();
-    let root = fresh_dir();
-    let dir = other_dir(&root, "db");
-    leave_a_pending_drop(&dir);
+    let (_root, dir) = pending_drop_dir();
 
     let hook = WalHook::at_open(PANIC);
     let outcome = Database::open_with(&dir, with_hook(&hook));
@@ -420,9 +367,7 @@ fn spawn_open(
 #[test]
 fn s32_opens_during_a_successful_purge() {
     let _g = serial();
-    let root = fresh_dir();
-    let dir = other_dir(&root, "db");
-    leave_a_pending_drop(&dir);
+    let (root, dir) = pending_drop_dir();
     let other = other_dir(&root, "other");
     let already = Database::open(other_dir(&root, "already")).unwrap();
     let before = settle_threads(usize::MAX);
@@ -489,9 +434,7 @@ fn s32_opens_during_a_successful_purge() {
 #[test]
 fn s32_opens_waiting_for_a_failing_purge_open_afresh() {
     let _g = serial();
-    let root = fresh_dir();
-    let dir = other_dir(&root, "db");
-    leave_a_pending_drop(&dir);
+    let (_root, dir) = pending_drop_dir();
     let before = settle_threads(0);
 
     let hook = WalHook::at_open(GATE_FAIL);
@@ -539,11 +482,7 @@ fn s32_opens_waiting_for_a_failing_purge_open_afresh() {
         db.close().unwrap();
     }
     drop(dbs);
-    assert_eq!(
-        settle_threads(before),
-        before,
-        "engine threads left running"
-    );
+    assert_threads_back_to(before, "engine threads left running");
     let db = Database::open(&dir).unwrap();
     check_intact(&db);
     db.close().unwrap();
@@ -554,9 +493,7 @@ fn s32_opens_waiting_for_a_failing_purge_open_afresh() {
 #[test]
 fn s32_a_failing_open_leaves_other_paths_alone() {
     let _g = serial();
-    let root = fresh_dir();
-    let dir = other_dir(&root, "db");
-    leave_a_pending_drop(&dir);
+    let (root, dir) = pending_drop_dir();
     let other = Database::open(other_dir(&root, "other")).unwrap();
     other.put(b"a", b"1").unwrap();
     let hook = WalHook::at_open(FAIL);
@@ -579,18 +516,9 @@ fn s32_a_failing_open_leaves_other_paths_alone() {
 /// more reopens (the torn record in an older segment is not mistaken for
 /// corruption, nor does it hide later writes).
 fn torn_purge_record(sync: bool) {
-    let root = fresh_dir();
-    let dir = other_dir(&root, "db");
-    leave_a_pending_drop(&dir);
+    let (_root, dir) = pending_drop_dir();
     let hook = WalHook::at_open(TORN);
-    let err = match Database::open_with(&dir, with_hook(&hook).sync(sync)) {
-        Ok(db) => {
-            let first = db.put(b"x", b"1");
-            let _ = db.close();
-            panic!("the open returned a database; its first write: {first:?}");
-        }
-        Err(e) => e,
-    };
+    let err = open_must_fail(&dir, with_hook(&hook).sync(sync));
     assert_eq!(hook.hits.load(Ordering::SeqCst), 1);
     assert_purge_error(&err);
     for round in 0..3 {
@@ -625,45 +553,33 @@ fn s32_a_torn_durable_purge_record_loses_nothing_later() {
 // A panic on the opening thread while it is in its purge
 // ---------------------------------------------------------------------
 
-/// The OS file system, except that on the thread named `s32-opener`, once
-/// that thread created a WAL segment (the open's recovery is then done),
-/// the next map of a table file waits at `gate`, then panics.
-struct PanicMapFs {
-    inner: Arc<dyn toondb_storage::io::FileSystem>,
+/// On the thread named `s32-opener`, once that thread created a WAL
+/// segment (the open's recovery is then done), the next map of a table
+/// file waits at `gate`, then panics.
+struct PanicMap {
     armed: AtomicBool,
     gate: Arc<Gate>,
 }
 
-impl PanicMapFs {
+impl PanicMap {
     fn on_opener() -> bool {
         std::thread::current().name() == Some("s32-opener")
     }
-    fn arm_on_wal(&self, path: &Path) {
+}
+
+impl WriteHook for PanicMap {
+    fn before_create(&self, path: &Path) -> Result<()> {
         if Self::on_opener() && path.extension().is_some_and(|e| e == "wal") {
             self.armed.store(true, Ordering::SeqCst);
         }
+        Ok(())
     }
-}
 
-impl toondb_storage::io::FileSystem for PanicMapFs {
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.create_dir_all(path)
+    fn wrap(&self, _: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
     }
-    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.arm_on_wal(path);
-        self.inner.create(path)
-    }
-    fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.arm_on_wal(path);
-        self.inner.create_log(path)
-    }
-    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.open_append(path)
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn map(&self, path: &Path) -> Result<Arc<dyn toondb_storage::io::FileBytes>> {
+
+    fn before_map(&self, path: &Path) -> Result<()> {
         if Self::on_opener()
             && path.extension().is_some_and(|e| e == "sst")
             && self.armed.swap(false, Ordering::SeqCst)
@@ -671,34 +587,7 @@ impl toondb_storage::io::FileSystem for PanicMapFs {
             self.gate.pass();
             panic!("injected: a panic on the opening thread in its purge");
         }
-        self.inner.map(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> Result<()> {
-        self.inner.remove(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> Result<()> {
-        self.inner.truncate(path, len)
-    }
-    fn sync_dir(&self, dir: &Path) -> Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.hard_link(from, to)
-    }
-    fn create_new(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create_new(path)
-    }
-    fn lock(&self, path: &Path) -> Result<Box<dyn toondb_storage::io::FileLock>> {
-        self.inner.lock(path)
+        Ok(())
     }
 }
 
@@ -710,9 +599,7 @@ impl toondb_storage::io::FileSystem for PanicMapFs {
 #[test]
 fn s32_a_panic_in_the_purge_on_the_opening_thread_releases_the_waiters() {
     let _g = serial();
-    let root = fresh_dir();
-    let dir = other_dir(&root, "db");
-    leave_a_pending_drop(&dir);
+    let (root, dir) = pending_drop_dir();
     {
         // More table files than the one the purging open may keep open.
         let db = Database::open(&dir).unwrap();
@@ -725,13 +612,14 @@ fn s32_a_panic_in_the_purge_on_the_opening_thread_releases_the_waiters() {
     leave_a_pending_drop_again(&dir);
     let before = settle_threads(0);
 
-    let fs = Arc::new(PanicMapFs {
-        inner: Arc::new(toondb_storage::io::OsFileSystem),
+    let gate = Arc::<Gate>::default();
+    let hook = PanicMap {
         armed: AtomicBool::new(false),
-        gate: Arc::default(),
-    });
-    let gate = fs.gate.clone();
-    let options = Options::default().fs(fs.clone()).max_open_files(1);
+        gate: gate.clone(),
+    };
+    let options = Options::default()
+        .fs(Arc::new(WrappedFs::os(hook)))
+        .max_open_files(1);
     let (tx, opener_rx) = mpsc::channel();
     let opener_dir = dir.clone();
     std::thread::Builder::new()
@@ -775,24 +663,17 @@ fn s32_a_panic_in_the_purge_on_the_opening_thread_releases_the_waiters() {
         db.close().unwrap();
     }
     drop(dbs);
-    assert_eq!(
-        settle_threads(before),
-        before,
-        "engine threads left running"
-    );
+    assert_threads_back_to(before, "engine threads left running");
 }
 
 /// A second interrupted drop (table `blobs2`), so the open has one to
 /// purge after the extra flushes.
 fn leave_a_pending_drop_again(dir: &Path) {
-    let hook = WalHook::new(OFF);
-    let db = Database::open_with(dir, with_hook(&hook)).unwrap();
+    let (db, budget) = open_with_wal_budget(dir);
     let t = db.create_table("blobs2", schema()).unwrap();
     t.upsert(&db, &rows(0..50, 10)).unwrap();
     db.flush().unwrap();
-    hook.budget.store(1, Ordering::SeqCst);
-    hook.mode.store(FAIL, Ordering::SeqCst);
-    assert_eq!(db.drop_table("blobs2").unwrap_err().kind(), ErrorKind::Io);
+    drop_interrupted_after_commit(&db, &budget, "blobs2");
     let _ = db.close();
 }
 
@@ -887,9 +768,7 @@ fn s32_the_open_verdict_on_a_failed_replayed_segment_sync_ignores_the_sync_optio
     let _g = serial();
     let mut verdicts = Vec::new();
     for sync in [false, true] {
-        let root = fresh_dir();
-        let dir = other_dir(&root, "db");
-        leave_a_pending_drop(&dir);
+        let (_root, dir) = pending_drop_dir();
         let (outcome, hits) = open_with_failing_replayed_sync(&dir, sync);
         // Whatever the verdict, the path reopens cleanly afterwards.
         let db = Database::open(&dir).unwrap();
@@ -918,10 +797,8 @@ fn s32_the_open_verdict_on_a_failed_replayed_segment_sync_ignores_the_sync_optio
 #[test]
 fn s32_open_close_churn_on_a_path_with_a_pending_drop() {
     let _g = serial();
-    let root = fresh_dir();
-    let dir = other_dir(&root, "db");
+    let (root, dir) = pending_drop_dir();
     let other = other_dir(&root, "other");
-    leave_a_pending_drop(&dir);
     let before = settle_threads(0);
     const THREADS: usize = 4;
     const ROUNDS: usize = 12;
@@ -953,11 +830,7 @@ fn s32_open_close_churn_on_a_path_with_a_pending_drop() {
             "a churning thread panicked"
         );
     }
-    assert_eq!(
-        settle_threads(before),
-        before,
-        "engine threads left running"
-    );
+    assert_threads_back_to(before, "engine threads left running");
     let db = Database::open(&dir).unwrap();
     check_intact(&db);
     for t in 0..THREADS {

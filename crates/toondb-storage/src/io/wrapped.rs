@@ -23,12 +23,21 @@ pub trait WriteHook: Send + Sync + 'static {
         let _ = dir;
         Ok(())
     }
+
+    /// Runs before a file is mapped for reading; an error fails `map`
+    /// and nothing is mapped. Lets a test stall or fail the reads of a
+    /// chosen file without a whole [`FileSystem`] of its own.
+    fn before_map(&self, path: &Path) -> Result<()> {
+        let _ = path;
+        Ok(())
+    }
 }
 
 /// A file system that delegates everything to `inner` and passes every
-/// file it opens for writing through a [`WriteHook`]: the seam for fault
-/// injection (failing, short or lost writes and syncs) in tests, without
-/// re-implementing the rest of [`FileSystem`].
+/// file it opens for writing (and every map, directory sync and creation)
+/// through a [`WriteHook`]: the seam for fault injection (failing, short
+/// or lost writes and syncs) in tests, without re-implementing the rest of
+/// [`FileSystem`].
 pub struct WrappedFs<H> {
     inner: Arc<dyn FileSystem>,
     hook: H,
@@ -64,6 +73,7 @@ impl<H: WriteHook> FileSystem for WrappedFs<H> {
         self.inner.read(path)
     }
     fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
+        self.hook.before_map(path)?;
         self.inner.map(path)
     }
     fn exists(&self, path: &Path) -> bool {
