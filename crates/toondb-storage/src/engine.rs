@@ -258,9 +258,19 @@ impl Engine {
         }
     }
 
-    /// See `stopped_by_commit`.
+    /// See `stopped_by_commit`. After a failed write, ask only once
+    /// [`Engine::commit_settled`] returned: a panic on the commit thread
+    /// completes the write (with `Closed`, while unwinding) before the
+    /// thread records the panic.
     pub fn stopped_by_commit(&self) -> bool {
         self.stopped_by_commit.load(Ordering::Acquire)
+    }
+
+    /// Returns once the commit thread is between groups: it records a
+    /// group's panic while still holding the committer, so whatever a
+    /// failed write's group did to the engine's error is recorded by then.
+    pub fn commit_settled(&self) {
+        drop(self.committer.lock());
     }
 
     /// Whether `err` is the one recorded (the first).

@@ -181,7 +181,11 @@ impl Database {
     /// error is returned, for the open to fail with
     /// (tests/open_purge_failure.rs, tests/review_s32_openpurge.rs).
     pub(crate) fn purge_dropped_tables_at_open(&self) -> Result<()> {
-        match self.purge_dropped_tables() {
+        let purged = self.purge_dropped_tables();
+        if purged.is_err() {
+            self.engine_ref().commit_settled();
+        }
+        match purged {
             // The purge's write is the engine's only one yet, so a commit
             // failure is its own. A background failure (the flush of what
             // replay recovered, on a full disk say) stops the engine
