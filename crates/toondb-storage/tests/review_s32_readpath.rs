@@ -43,7 +43,9 @@ fn tiny_tables_and_last_entries_read_right_through_the_in_place_path() {
             .block_size(block_size)
             .compression(toondb_storage::Compression::None);
         let db = Database::open_with(dir.path(), options).unwrap();
-        let sizes = [0usize, 1, 15, 16, 63, 64, 100, 150, 175, 191, 192, 193, 255, 1000];
+        let sizes = [
+            0usize, 1, 15, 16, 63, 64, 100, 150, 175, 191, 192, 193, 255, 1000,
+        ];
         // One table per value size, holding a single key (the table's only
         // and last entry).
         for (i, &n) in sizes.iter().enumerate() {
@@ -103,7 +105,8 @@ fn eight_tables(dir: &Path, max_open: usize) -> Database {
             } else {
                 db.put(format!("k{i:04}"), format!("r{r}-k{i}")).unwrap();
             }
-            db.put(format!("o{r}-{i:04}"), format!("only{r}-{i}")).unwrap();
+            db.put(format!("o{r}-{i:04}"), format!("only{r}-{i}"))
+                .unwrap();
         }
         db.flush().unwrap();
     }
@@ -113,7 +116,7 @@ fn eight_tables(dir: &Path, max_open: usize) -> Database {
 fn expected(key: &str) -> Option<Vec<u8>> {
     if let Some(i) = key.strip_prefix('k') {
         let i: usize = i.parse().unwrap();
-        if i % 3 == 0 {
+        if i.is_multiple_of(3) {
             return None;
         }
         return Some(format!("r{}-k{i}", ROUNDS - 1).into_bytes());
@@ -328,9 +331,7 @@ fn the_residency_window_ends_and_an_evicted_table_is_asked_again() {
         cold: cold.clone(),
         asked: asked.clone(),
     };
-    let options = Options::default()
-        .auto_compaction(false)
-        .fs(Arc::new(fs));
+    let options = Options::default().auto_compaction(false).fs(Arc::new(fs));
     let db = Database::open_with(dir.path(), options).unwrap();
     for i in 0..2000u32 {
         db.put(format!("key{i:06}"), value("v", 100)).unwrap();
@@ -441,15 +442,25 @@ fn wal_panic_then_close(sync: bool) {
     }
     hook.armed.store(true, Ordering::SeqCst);
     let failed = db.put("panicked", value("p", 300));
-    assert_eq!(hook.panics.load(Ordering::SeqCst), 1, "the injected panic ran");
-    assert!(failed.is_err(), "a write whose WAL append panicked succeeded");
+    assert_eq!(
+        hook.panics.load(Ordering::SeqCst),
+        1,
+        "the injected panic ran"
+    );
+    assert!(
+        failed.is_err(),
+        "a write whose WAL append panicked succeeded"
+    );
     // Later writes fail (the writer is unusable), reads still answer.
     assert!(db.put("after", b"x").is_err());
     assert_eq!(db.get("a007").unwrap(), Some(value("a", 300)));
     // Close reports the failure, without hanging or panicking.
     let closed = db.close();
     eprintln!("REVIEW close after a WAL panic (sync {sync}): {closed:?}");
-    assert!(closed.is_err(), "close after a panicked WAL append reported success");
+    assert!(
+        closed.is_err(),
+        "close after a panicked WAL append reported success"
+    );
     drop(db);
     // Reopen without the hook: every acknowledged write is there.
     let db = Database::open_with(dir.path(), Options::default().auto_compaction(false))
@@ -473,8 +484,7 @@ fn a_panic_inside_a_wal_append_fails_the_write_and_close_and_loses_nothing_ackno
 }
 
 #[test]
-fn a_panic_inside_a_durable_wal_append_fails_the_write_and_close_and_loses_nothing_acknowledged()
-{
+fn a_panic_inside_a_durable_wal_append_fails_the_write_and_close_and_loses_nothing_acknowledged() {
     wal_panic_then_close(true);
 }
 
@@ -498,7 +508,12 @@ fn a_normal_close_still_marks_the_segment_synced() {
         logs.sort();
         let last = logs.pop().expect("a WAL segment");
         let mut bytes = std::fs::read(&last).unwrap();
-        assert!(bytes.len() > 5000, "{} bytes in {}", bytes.len(), last.display());
+        assert!(
+            bytes.len() > 5000,
+            "{} bytes in {}",
+            bytes.len(),
+            last.display()
+        );
         // A byte in a record's value, well inside the records (a durable
         // writer's segment also holds preallocated zeros past its end).
         let at = 3000;
@@ -515,7 +530,9 @@ fn a_normal_close_still_marks_the_segment_synced() {
                 let missing: Vec<u32> = (0..50u32)
                     .filter(|i| db.get(format!("a{i:03}")).unwrap().is_none())
                     .collect();
-                panic!("sync {sync}: damage after a normal close was accepted; missing {missing:?}");
+                panic!(
+                    "sync {sync}: damage after a normal close was accepted; missing {missing:?}"
+                );
             }
         }
     }
@@ -565,7 +582,10 @@ fn a_panic_inside_a_wal_append_on_the_commit_thread_loses_nothing_acknowledged()
             acked.len()
         );
         if panicked == 1 {
-            assert!(closed.is_err(), "close after a panicked WAL append reported success");
+            assert!(
+                closed.is_err(),
+                "close after a panicked WAL append reported success"
+            );
         }
         drop(db);
         let db = Database::open_with(dir.path(), Options::default().auto_compaction(false))
@@ -574,7 +594,10 @@ fn a_panic_inside_a_wal_append_on_the_commit_thread_loses_nothing_acknowledged()
             .iter()
             .filter(|k| db.get(k).unwrap().as_deref() != Some(&value(k, 200)[..]))
             .collect();
-        assert!(missing.is_empty(), "sync {sync}: acknowledged writes lost: {missing:?}");
+        assert!(
+            missing.is_empty(),
+            "sync {sync}: acknowledged writes lost: {missing:?}"
+        );
         db.close().unwrap();
     }
 }
