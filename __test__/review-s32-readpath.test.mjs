@@ -251,10 +251,20 @@ async function settlesAtOnce(p) {
 function evict(file) {
   execFileSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0'], { stdio: 'ignore' })
 }
+
+// Bytes of `file` in the page cache (util-linux `fincore`), or null where
+// the tool is missing.
+function residentBytes(file) {
+  try {
+    return Number(execFileSync('fincore', ['-b', '-n', '-o', 'RES', file], { stdio: ['ignore', 'pipe', 'ignore'] }).toString().trim())
+  } catch {
+    return null
+  }
+}
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms))
 
 describe('the residency window, coarse clock', { skip: process.platform !== 'linux' && 'Linux only' }, () => {
-  test('a table evicted while open: past the 100 ms window get() goes to the pool again', async () => {
+  test('a table evicted while open: past the 100 ms window get() goes to the pool again', async (t) => {
     const dir = tmp.dir()
     let db = await Database.open(dir, { autoCompaction: false })
     const value = (i) => Buffer.alloc(1000, i % 251)
@@ -274,20 +284,28 @@ describe('the residency window, coarse clock', { skip: process.platform !== 'lin
       // keeps its whole folio in the page cache): keys ~2000 apart.
       const cold = []
       const tries = 4
-      for (let t = 0; t < tries; t++) {
+      for (let r = 0; r < tries; r++) {
         // Fully resident, then a read starts a trust window.
         fs.readFileSync(sst[0])
         await sleep(150)
-        assert.ok(await settlesAtOnce(db.get(`key${pad(15000)}`)), `round ${t}: warm read at once`)
+        assert.ok(await settlesAtOnce(db.get(`key${pad(15000)}`)), `round ${r}: warm read at once`)
         for (const f of sst) evict(f)
-        const after = execFileSync('fincore', ['-b', '-n', '-o', 'RES', sst[0]]).toString().trim()
+        const after = residentBytes(sst[0])
+        const size = fs.statSync(sst[0]).size
         await sleep(150)
-        const i = 300 + t * 2500
+        const i = 300 + r * 2500
         const p = db.get(`key${pad(i)}`)
-        cold.push([await settlesAtOnce(p) ? 'inline' : 'pool', `resident after evict ${after} of ${fs.statSync(sst[0]).size}`])
+        const how = (await settlesAtOnce(p)) ? 'inline' : 'pool'
         assert.deepEqual(await p, value(i))
+        // Judged only where the page cache really let go of the file (not
+        // on tmpfs, say, or without fincore to tell).
+        if (after !== null && after < size / 2) cold.push([how, `resident after evict ${after} of ${size}`])
       }
       console.log('REVIEW', JSON.stringify(cold))
+      if (cold.length === 0) {
+        t.skip('could not evict the table from the page cache here')
+        return
+      }
       assert.ok(cold.every(([how]) => how === 'pool'), `past the window, reads of an evicted table ran inline: ${JSON.stringify(cold)}`)
     } finally {
       await db.close()
