@@ -7,15 +7,14 @@ use std::ops::{Bound, Range};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use toondb_storage::io::{FileBytes, FileLock, FileSystem, OsFileSystem, WritableFile};
-use toondb_storage::{Compression, Database, Options, Result, ScanOptions, WriteBatch};
+use toondb_storage::io::{FileBytes, WrappedFs, WritableFile, WriteHook};
+use toondb_storage::{Compression, Database, Options, ScanOptions, WriteBatch};
 
 type Requests = Arc<Mutex<Vec<(PathBuf, Range<usize>)>>>;
 
 /// The OS file system, with mapped files that record readahead requests
 /// (and still pass them on).
 struct RecordingFs {
-    inner: Arc<dyn FileSystem>,
     requests: Requests,
 }
 
@@ -38,49 +37,16 @@ impl FileBytes for RecordingBytes {
     }
 }
 
-impl FileSystem for RecordingFs {
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.create_dir_all(path)
+impl WriteHook for RecordingFs {
+    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
     }
-    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create(path)
-    }
-    fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create_log(path)
-    }
-    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.open_append(path)
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
-        Ok(Arc::new(RecordingBytes {
-            inner: self.inner.map(path)?,
+    fn wrap_map(&self, path: &Path, bytes: Arc<dyn FileBytes>) -> Arc<dyn FileBytes> {
+        Arc::new(RecordingBytes {
+            inner: bytes,
             path: path.to_path_buf(),
             requests: self.requests.clone(),
-        }))
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> Result<()> {
-        self.inner.remove(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> Result<()> {
-        self.inner.truncate(path, len)
-    }
-    fn sync_dir(&self, dir: &Path) -> Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {
-        self.inner.lock(path)
+        })
     }
 }
 
@@ -97,10 +63,9 @@ fn database(dir: &Path, compression: Compression) -> (Database, Requests) {
     let options = Options::default()
         .auto_compaction(false)
         .compression(compression)
-        .fs(Arc::new(RecordingFs {
-            inner: OsFileSystem::shared(),
+        .fs(Arc::new(WrappedFs::os(RecordingFs {
             requests: requests.clone(),
-        }));
+        })));
     let db = Database::open_with(dir, options.clone()).unwrap();
     for chunk in (0..KEYS).collect::<Vec<_>>().chunks(1000) {
         let mut batch = WriteBatch::new();

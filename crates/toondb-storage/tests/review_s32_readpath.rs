@@ -9,9 +9,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use toondb_storage::io::{
-    FileBytes, FileLock, FileSystem, OsFileSystem, ValueMap, WrappedFs, WritableFile, WriteHook,
-};
+use toondb_storage::io::{FileBytes, ValueMap, WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, Options, Result};
 
 fn value(tag: &str, len: usize) -> Vec<u8> {
@@ -239,7 +237,6 @@ fn resident_only_reads_count_table_cache_uses_sensibly() {
 /// Maps files through the OS, with a switch that makes every mapping say
 /// its pages are not in memory (as after the kernel evicted them).
 struct ColdSwitchFs {
-    inner: Arc<dyn FileSystem>,
     cold: Arc<AtomicBool>,
     asked: Arc<AtomicU64>,
 }
@@ -269,55 +266,16 @@ impl FileBytes for Switchable {
     }
 }
 
-impl FileSystem for ColdSwitchFs {
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.create_dir_all(path)
+impl WriteHook for ColdSwitchFs {
+    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
     }
-    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create(path)
-    }
-    fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create_log(path)
-    }
-    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.open_append(path)
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
-        Ok(Arc::new(Switchable {
-            inner: self.inner.map(path)?,
+    fn wrap_map(&self, _path: &Path, bytes: Arc<dyn FileBytes>) -> Arc<dyn FileBytes> {
+        Arc::new(Switchable {
+            inner: bytes,
             cold: self.cold.clone(),
             asked: self.asked.clone(),
-        }))
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> Result<()> {
-        self.inner.remove(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> Result<()> {
-        self.inner.truncate(path, len)
-    }
-    fn sync_dir(&self, dir: &Path) -> Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.hard_link(from, to)
-    }
-    fn create_new(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create_new(path)
-    }
-    fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {
-        self.inner.lock(path)
+        })
     }
 }
 
@@ -326,11 +284,10 @@ fn the_residency_window_ends_and_an_evicted_table_is_asked_again() {
     let dir = tempfile::tempdir().unwrap();
     let cold = Arc::new(AtomicBool::new(false));
     let asked = Arc::new(AtomicU64::new(0));
-    let fs = ColdSwitchFs {
-        inner: OsFileSystem::shared(),
+    let fs = WrappedFs::os(ColdSwitchFs {
         cold: cold.clone(),
         asked: asked.clone(),
-    };
+    });
     let options = Options::default().auto_compaction(false).fs(Arc::new(fs));
     let db = Database::open_with(dir.path(), options).unwrap();
     for i in 0..2000u32 {

@@ -31,6 +31,13 @@ pub trait WriteHook: Send + Sync + 'static {
         let _ = path;
         Ok(())
     }
+
+    /// Wraps a file mapped for reading (to record or fake what its reads
+    /// ask of the page cache, say).
+    fn wrap_map(&self, path: &Path, bytes: Arc<dyn FileBytes>) -> Arc<dyn FileBytes> {
+        let _ = path;
+        bytes
+    }
 }
 
 /// A file system that delegates everything to `inner` and passes every
@@ -74,7 +81,7 @@ impl<H: WriteHook> FileSystem for WrappedFs<H> {
     }
     fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
         self.hook.before_map(path)?;
-        self.inner.map(path)
+        Ok(self.hook.wrap_map(path, self.inner.map(path)?))
     }
     fn exists(&self, path: &Path) -> bool {
         self.inner.exists(path)
