@@ -14,6 +14,8 @@
 // Keys: "key" + 13-digit zero-padded 2*i (16 bytes); the absent probe reads
 // "key" + 2*i+1, which fall between present keys (so a table's key range does
 // not rule them out: only its filter can). Values: 100 random bytes.
+// Workloads (--workloads): present, scattered (present keys, held the pre-
+// session-33 way: see readKeys below), absent, async1, async64, getmany.
 // Prints one line per round and store, then a summary (median/min/max and the
 // toondb ÷ lmdb ratio of medians) as Markdown.
 import fs from 'node:fs';
@@ -76,15 +78,25 @@ function permutation(n, seed) {
   return p;
 }
 const keyOf = (i) => Buffer.from('key' + String(i).padStart(13, '0'));
-const keys = new Array(N);
-const absent = new Array(N);
-for (let i = 0; i < N; i++) { keys[i] = keyOf(2 * i); absent[i] = keyOf(2 * i + 1); }
 const r = rng(7);
 const valueFor = (i) => { const v = Buffer.allocUnsafe(VSIZE); for (let j = 0; j < VSIZE; j++) v[j] = (r() * 256) | 0; v.writeUInt32LE(i, 0); return v; };
 const loadOrder = opt.order === 'random' ? permutation(N, 1) : Uint32Array.from({ length: N }, (_, i) => i);
 const readOrder = permutation(N, 2);
-const readKeys = Array.from({ length: READS }, (_, i) => keys[readOrder[i % N]]);
-const absentKeys = Array.from({ length: READS }, (_, i) => absent[readOrder[i % N]]);
+// The keys a loop reads are made in the order it reads them, as an
+// application makes each key just before its get: consecutive Buffers, so
+// fetching the next key costs the same at 200K keys as at 10M and what
+// grows with N is the store's read path alone. (Until session 33 the loops
+// read references into one N-long array of key Buffers made in key order:
+// each read's key object and bytes were cache and TLB misses in a heap that
+// grows with N, 0.62 µs per read at 1M keys and 1.20 µs at 10M on empty
+// databases. That layout stays as the `scattered` workload, for comparison.)
+const readKeys = Array.from({ length: READS }, (_, i) => keyOf(2 * readOrder[i % N]));
+const absentKeys = workloads.includes('absent') ? Array.from({ length: READS }, (_, i) => keyOf(2 * readOrder[i % N] + 1)) : [];
+let scatteredKeys = [];
+if (workloads.includes('scattered')) {
+  const all = Array.from({ length: N }, (_, i) => keyOf(2 * i));
+  scatteredKeys = Array.from({ length: READS }, (_, i) => all[readOrder[i % N]]);
+}
 const log = (...a) => console.error(...a);
 
 const base = fs.mkdtempSync(path.join(opt.dir, 'readpath-'));
@@ -101,14 +113,14 @@ let tdb = await Database.open(toondbDir, toondbOpts);
   let batch = [];
   for (let n = 0; n < N; n++) {
     const i = loadOrder[n];
-    batch.push({ type: 'put', key: keys[i], value: valueFor(i) });
+    batch.push({ type: 'put', key: keyOf(2 * i), value: valueFor(i) });
     if (batch.length === 1000 || n === N - 1) { await tdb.batch(batch); batch = []; }
   }
 }
 if (opt.state === 'compacted') { await tdb.flush(); await tdb.compact(); }
 if (opt.state !== 'memtable') { await tdb.close(); tdb = await Database.open(toondbDir, toondbOpts); }
 const toondbLoadSec = (performance.now() - t0) / 1000;
-const toondbLevels = tdb.stats().levels.map((l) => l.tables);
+const levelsAtReopen = tdb.stats().levels.map((l) => l.tables);
 log(`toondb loaded in ${((performance.now() - t0) / 1000).toFixed(1)} s; levels ${JSON.stringify(tdb.stats().levels.map((l) => l.tables))}`);
 t0 = performance.now();
 let ldb = openLmdb({ path: lmdbDir, keyEncoding: 'binary', encoding: 'binary', noSync: true });
@@ -116,7 +128,7 @@ let ldb = openLmdb({ path: lmdbDir, keyEncoding: 'binary', encoding: 'binary', n
   const r2 = rng(7);
   for (let n = 0; n < N; n += 1000) {
     await ldb.transaction(() => {
-      for (let m = n; m < Math.min(N, n + 1000); m++) { const i = loadOrder[m]; ldb.put(keys[i], valueFor(i)); }
+      for (let m = n; m < Math.min(N, n + 1000); m++) { const i = loadOrder[m]; ldb.put(keyOf(2 * i), valueFor(i)); }
     });
   }
   void r2;
@@ -137,6 +149,10 @@ const W = {
     toondb: () => { for (let i = 0; i < READS; i++) check(tdb.getSync(readKeys[i])); return READS; },
     lmdb: () => { for (let i = 0; i < READS; i++) check(ldb.getBinary(readKeys[i])); return READS; },
   },
+  scattered: {
+    toondb: () => { for (let i = 0; i < READS; i++) check(tdb.getSync(scatteredKeys[i])); return READS; },
+    lmdb: () => { for (let i = 0; i < READS; i++) check(ldb.getBinary(scatteredKeys[i])); return READS; },
+  },
   absent: {
     toondb: () => { for (let i = 0; i < READS; i++) if (tdb.getSync(absentKeys[i]) !== null) throw new Error('found absent'); return READS; },
     lmdb: () => { for (let i = 0; i < READS; i++) if (ldb.getBinary(absentKeys[i]) !== undefined) throw new Error('found absent'); return READS; },
@@ -156,6 +172,19 @@ const W = {
 };
 // lmdb's getMany/async get return decoded values: with encoding 'binary' they are Buffers.
 
+// The reads see the tree background compaction leaves once it is done
+// (under --state loaded it is often still merging level 0 at the reopen):
+// wait until it has been idle for three polls in a row, so neither store's
+// rounds share the machine with a compaction and both sizes of the growth
+// row read a settled tree.
+const settleStart = performance.now();
+for (let idle = 0; idle < 3;) {
+  const st = tdb.stats();
+  idle = st.maintenanceBusy || st.immutableMemtables > 0 ? 0 : idle + 1;
+  await new Promise((res) => setTimeout(res, 200));
+}
+const toondbLevels = tdb.stats().levels.map((l) => l.tables);
+log(`toondb levels when reads start ${JSON.stringify(toondbLevels)} (at the reopen ${JSON.stringify(levelsAtReopen)}; settled ${((performance.now() - settleStart) / 1000).toFixed(1)} s after lmdb's load)`);
 const results = {};
 // Warm-up: one untimed pass of each workload per store (V8 compiles, pages fault in).
 for (const w of workloads) for (const s of ['toondb', 'lmdb']) await W[w][s]();
@@ -207,7 +236,7 @@ if (opt.json) {
     script: 'readpath.mjs',
     argv: process.argv.slice(2),
     keys: N, reads: READS, rounds: ROUNDS, state: opt.state, order: opt.order, valueSize: VSIZE,
-    toondbOptions: toondbOpts, toondbLoadSec, lmdbLoadSec, toondbLevels,
+    toondbOptions: toondbOpts, toondbLoadSec, lmdbLoadSec, toondbLevels, levelsAtReopen,
     // Per workload: ops/s (wall and per CPU-second of this process) over the rounds,
     // for toondb and lmdb; toondb's counters per read (over the rounds).
     workloads: Object.fromEntries(workloads.map((w) => [w, {

@@ -17,8 +17,8 @@
 //           run.mjs just before this script); otherwise run.mjs is run here on the read workloads only.
 //   200k    rows 1 and 4 (one at a time): readpath.mjs --keys 200000 --state loaded --workloads present,async1
 //   1m      row 2: readpath.mjs --keys 1000000 --reads 300000 --state compacted --workloads present,absent
-//   10m     row 3: readpath.mjs --keys 10000000 --reads 1000000 --state loaded --workloads present, then --keys 1000000
-//           and keycost.mjs --keys 10000000, then 1000000 (the same cold keys on empty databases: the harness's own cost)
+//   10m     row 3: readpath.mjs --keys 10000000 --reads 1000000 --state loaded --workloads present,scattered, then
+//           --keys 1000000 (scattered: the same reads with the pre-session-33 key layout, an info row)
 //   large   row 6: largevalues.mjs --sizes 65536 --rounds 3
 //   reopen  row 7: reopen.mjs --mib 1024 --tries 2, then --mib 256 --tries 2 (cold needs root)
 //   memory  row 8: cachememory.mjs --mib 2048 (64 MiB cache)
@@ -192,24 +192,19 @@ async function step1m() {
 }
 
 async function step10m() {
-  const big = await runScript('10m', ['--expose-gc', '--max-old-space-size=12000'], 'readpath.mjs', readpathArgs(SZ.big, SZ.rbig, 'loaded', 'present'));
+  const big = await runScript('10m', ['--expose-gc', '--max-old-space-size=12000'], 'readpath.mjs', readpathArgs(SZ.big, SZ.rbig, 'loaded', 'present,scattered'));
   raw['10m'] = big;
-  const small = await runScript('10m-base', ['--expose-gc'], 'readpath.mjs', readpathArgs(SZ.small, SZ.rsmall, 'loaded', 'present'));
+  const small = await runScript('10m-base', ['--expose-gc'], 'readpath.mjs', readpathArgs(SZ.small, SZ.rsmall, 'loaded', 'present,scattered'));
   raw['10m-base'] = small;
   const b = big.workloads.present; const s = small.workloads.present;
   const src = `readpath.mjs, two processes (${big.rounds} rounds each)`;
   const growth = b.toondb.med / s.toondb.med;
-  row({ id: '3', what: `cost growth: random \`getSync\`, ${fmtK(big.keys)} vs ${fmtK(small.keys)} keys, both random-order load, not compacted (levels ${JSON.stringify(big.toondbLevels)} / ${JSON.stringify(small.toondbLevels)})`, toondb: `${fmtRate(b.toondb.med)} vs ${fmtRate(s.toondb.med)}`, peer: `(lmdb ${fmtRate(b.lmdb.med)} vs ${fmtRate(s.lmdb.med)}: ${fmtX(b.lmdb.med / s.lmdb.med)})`, ratio: `${fmtX(growth)} of the ${fmtK(small.keys)} rate`, target: '≥ 0.7x', met: growth >= 0.7, source: src });
-  // The harness alone: the same cold key Buffers read against empty
-  // databases, at both sizes (what no store's read path can avoid).
-  const kb = await runScript('keycost-10m', ['--max-old-space-size=12000'], 'keycost.mjs', ['--keys', String(SZ.big), '--dir', work]);
-  const ks = await runScript('keycost-1m', [], 'keycost.mjs', ['--keys', String(SZ.small), '--dir', work]);
-  raw['keycost-10m'] = kb;
-  raw['keycost-1m'] = ks;
-  const kt = (k) => k.stores['toondb getSync'].med;
-  const kl = (k) => k.stores['lmdb getBinary'].med;
-  const us = (n) => `${(n / 1000).toFixed(2)} µs`;
-  row({ id: '3 (info)', what: `the benchmark's own keys: random \`getSync\` on an empty database with the same cold key Buffers, ${fmtK(big.keys)} vs ${fmtK(small.keys)} keys (CPU per read)`, toondb: `${us(kt(kb))} vs ${us(kt(ks))}`, peer: `lmdb getBinary ${us(kl(kb))} vs ${us(kl(ks))}`, ratio: `${fmtX(kt(ks) / kt(kb))} (rate growth of the harness alone)`, target: '—', met: null, source: 'keycost.mjs (5 rounds each, median)' });
+  row({ id: '3', what: `cost growth: random \`getSync\`, ${fmtK(big.keys)} vs ${fmtK(small.keys)} keys, both random-order load, not compacted (levels ${JSON.stringify(big.toondbLevels)} / ${JSON.stringify(small.toondbLevels)} once background compaction was idle)`, toondb: `${fmtRate(b.toondb.med)} vs ${fmtRate(s.toondb.med)}`, peer: `(lmdb ${fmtRate(b.lmdb.med)} vs ${fmtRate(s.lmdb.med)}: ${fmtX(b.lmdb.med / s.lmdb.med)})`, ratio: `${fmtX(growth)} of the ${fmtK(small.keys)} rate`, target: '≥ 0.7x', met: growth >= 0.7, source: src });
+  // The same reads with the key Buffers held as before session 33: one
+  // N-long array made in key order, read at random, so the harness's own
+  // cache and TLB misses grow with N (readpath.mjs, readKeys).
+  const bs = big.workloads.scattered; const ss = small.workloads.scattered;
+  row({ id: '3 (info)', what: `the same, with the key Buffers scattered over an N-long array (the harness until session 33)`, toondb: `${fmtRate(bs.toondb.med)} vs ${fmtRate(ss.toondb.med)}`, peer: `(lmdb ${fmtRate(bs.lmdb.med)} vs ${fmtRate(ss.lmdb.med)}: ${fmtX(bs.lmdb.med / ss.lmdb.med)}; at 10M toondb ÷ lmdb ${fmtX(lmdbRatio(bs))})`, ratio: `${fmtX(bs.toondb.med / ss.toondb.med)} of the ${fmtK(small.keys)} rate`, target: '—', met: null, source: src });
   row({ id: '3', what: `random \`getSync\`, ${fmtK(big.keys)} keys (same db) vs lmdb`, toondb: range(b.toondb), peer: `lmdb getBinary ${range(b.lmdb)}`, ratio: fmtX(lmdbRatio(b)), target: '≥ 2x lmdb', met: lmdbRatio(b) >= 2, source: `readpath.mjs (${big.rounds} rounds; load ${big.toondbLoadSec.toFixed(0)} s toondb, ${big.lmdbLoadSec.toFixed(0)} s lmdb)` });
 }
 
