@@ -630,7 +630,13 @@ impl Database {
             pending_compaction_bytes: Policy::new(&engine.options).pending_bytes(&state.levels),
             live_bytes_estimate: state.levels.live_bytes_estimate(),
             compaction_error: maintenance.compaction_error.as_ref().map(|e| e.to_string()),
-            maintenance_busy: maintenance.busy,
+            // Due by reads and not yet picked up (the thread looks every
+            // L0_READ_CHARGE_POLL) is busy too: the work is there.
+            maintenance_busy: maintenance.busy
+                || (engine.options.auto_compaction
+                    && !maintenance.stopped
+                    && !state.levels.level(0).is_empty()
+                    && state.levels.l0_due_by_reads()),
             recovery: engine.recovery.clone(),
             background_error: engine.bg_error().map(|e| e.to_string()),
             range_tombstones: state.range_del_sets().map(|s| s.len() as u64).sum(),

@@ -124,7 +124,10 @@ impl LsmState {
         // The tables' key hash (filters and hash indexes), computed once.
         let mut table_hash = None;
         let mut now = None;
-        for file in self.levels.candidates(key) {
+        // Level-0 tables probed without finding the key: charged when the
+        // read ends (lsm/levels.rs, `charge_l0_probes`).
+        let mut l0_vain = 0;
+        for (in_l0, file) in self.levels.candidates_by_level(key) {
             let table = if resident_only {
                 match file.table_if_open() {
                     Some(table) => table,
@@ -145,6 +148,7 @@ impl LsmState {
                 return Ok(None);
             }
             if let Some(found) = table.get_with_hash(key, hash, snapshot)? {
+                self.levels.charge_l0_probes(l0_vain);
                 let entry = found.entry();
                 if deleted_at.is_some_and(|t| t > entry.ts) {
                     return Ok(Some(f(None)));
@@ -152,7 +156,9 @@ impl LsmState {
                 let value = visible(entry.kind, entry.value);
                 return Ok(Some(f(value.map(|v| Found::Table(v, &found)))));
             }
+            l0_vain += u64::from(in_l0);
         }
+        self.levels.charge_l0_probes(l0_vain);
         Ok(Some(f(None)))
     }
 

@@ -105,6 +105,22 @@ impl Policy {
         if score < 1.0 {
             return None;
         }
+        Self::compaction_of(levels, level, pointers)
+    }
+
+    /// All of level 0 into level 1 when point reads have paid for it
+    /// (`Levels::l0_due_by_reads`), though it is below its trigger: the
+    /// tables a bulk load or a write burst leaves there would otherwise be
+    /// probed by every read for as long as no more writes come (docs/
+    /// compaction.md, "Read-triggered compaction of level 0").
+    pub fn pick_l0_by_reads(&self, levels: &Levels) -> Option<Compaction> {
+        if levels.level(0).is_empty() || !levels.l0_due_by_reads() {
+            return None;
+        }
+        Self::compaction_of(levels, 0, &[])
+    }
+
+    fn compaction_of(levels: &Levels, level: usize, pointers: &[Vec<u8>]) -> Option<Compaction> {
         let picked: Vec<Arc<TableFile>> = if level == 0 {
             levels.level(0).to_vec()
         } else {

@@ -12,6 +12,7 @@
 //! versions; so the first source that has a version at or below a read
 //! timestamp holds the newest such version.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::TableFile;
@@ -35,6 +36,32 @@ pub(crate) struct Levels {
     /// Every table's range tombstones in one fragmented set: readers apply
     /// them without probing tables one by one (range_del.rs).
     range_dels: Arc<RangeDelSet>,
+    /// Level-0 probes point reads of these levels made in vain (docs/
+    /// compaction.md, "Read-triggered compaction of level 0").
+    l0_probes: L0ProbeCharge,
+}
+
+/// Bytes of level 0 one vain probe of a level-0 table pays for: once point
+/// reads have made `level 0 bytes / L0_BYTES_PER_PROBE` of them (at least
+/// [`L0_MIN_PROBES`]), level 0 is compacted into level 1 even below the
+/// trigger. A vain probe costs a read 65-80 ns on the reference VM and
+/// compacting a byte ~10 ns, so by then reads have spent about a ninth of
+/// what rewriting level 0 costs, and would go on paying for as long as the
+/// tables stay (docs/compaction.md).
+pub(crate) const L0_BYTES_PER_PROBE: u64 = 64;
+pub(crate) const L0_MIN_PROBES: u64 = 4096;
+
+/// The vain level-0 probes of one `Levels`. A new `Levels` (every flush and
+/// compaction builds one) starts at zero. On a line of its own: readers of
+/// the other fields on other threads do not see it change under them.
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct L0ProbeCharge(AtomicU64);
+
+impl Clone for L0ProbeCharge {
+    fn clone(&self) -> Self {
+        L0ProbeCharge::default()
+    }
 }
 
 impl Default for Levels {
@@ -44,6 +71,7 @@ impl Default for Levels {
             hints: vec![KeyHints::default(); NUM_LEVELS],
             bytes: vec![0; NUM_LEVELS],
             range_dels: Arc::new(RangeDelSet::default()),
+            l0_probes: L0ProbeCharge::default(),
         }
     }
 }
@@ -176,14 +204,57 @@ impl Levels {
 
     /// The tables that may hold `key`, in the order a read must probe them.
     pub fn candidates<'a>(&'a self, key: &'a [u8]) -> impl Iterator<Item = &'a Arc<TableFile>> {
-        let l0 = self.level(0).iter().filter(move |t| t.contains(key));
+        self.candidates_by_level(key).map(|(_, t)| t)
+    }
+
+    /// [`Levels::candidates`], each with whether it is in level 0.
+    pub fn candidates_by_level<'a>(
+        &'a self,
+        key: &'a [u8],
+    ) -> impl Iterator<Item = (bool, &'a Arc<TableFile>)> {
+        let l0 = self
+            .level(0)
+            .iter()
+            .filter(move |t| t.contains(key))
+            .map(|t| (true, t));
         let rest = self
             .levels
             .iter()
             .zip(&self.hints)
             .skip(1)
-            .filter_map(move |(level, hints)| find_in_level(level, hints, key));
+            .filter_map(move |(level, hints)| find_in_level(level, hints, key))
+            .map(|t| (false, t));
         l0.chain(rest)
+    }
+
+    /// How many vain level-0 probes make level 0 due for compaction
+    /// ([`L0_BYTES_PER_PROBE`]); `u64::MAX` with level 0 empty.
+    fn l0_probe_budget(&self) -> u64 {
+        if self.level(0).is_empty() {
+            return u64::MAX;
+        }
+        (self.level_bytes(0) / L0_BYTES_PER_PROBE).max(L0_MIN_PROBES)
+    }
+
+    /// Counts `n` level-0 probes a point read made in vain. Stops counting
+    /// once level 0 is due, so the shared counter is written only until
+    /// then.
+    pub fn charge_l0_probes(&self, n: u64) {
+        if n > 0 && self.l0_probes.0.load(Ordering::Relaxed) < self.l0_probe_budget() {
+            self.l0_probes.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether point reads have paid for compacting level 0 (below its
+    /// trigger) into level 1.
+    pub fn l0_due_by_reads(&self) -> bool {
+        self.l0_probes.0.load(Ordering::Relaxed) >= self.l0_probe_budget()
+    }
+
+    /// Vain level-0 probes counted so far.
+    #[cfg(test)]
+    pub fn l0_vain_probes(&self) -> u64 {
+        self.l0_probes.0.load(Ordering::Relaxed)
     }
 
     /// Whether any table in a level deeper than `level` covers `key`.

@@ -160,6 +160,37 @@ mod tests {
         }
     }
 
+    /// The vain-probe charge: counted up to the budget (level 0 bytes / 64,
+    /// at least 4096), due from there, and zero again in any `Levels`
+    /// built from this one; never due with level 0 empty.
+    #[test]
+    fn level_0_read_charge_is_per_levels_and_stops_at_its_budget() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let levels = Levels::build(vec![
+            (0, table(d, 10, 0, &["b", "m"], 9)),
+            (1, table(d, 3, 1, &["k", "z"], 2)),
+        ])
+        .unwrap();
+        let budget =
+            (levels.level_bytes(0) / levels::L0_BYTES_PER_PROBE).max(levels::L0_MIN_PROBES);
+        assert!(!levels.l0_due_by_reads());
+        levels.charge_l0_probes(0);
+        assert_eq!(levels.l0_vain_probes(), 0);
+        levels.charge_l0_probes(budget - 1);
+        assert!(!levels.l0_due_by_reads());
+        levels.charge_l0_probes(1);
+        assert!(levels.l0_due_by_reads());
+        levels.charge_l0_probes(5);
+        assert_eq!(levels.l0_vain_probes(), budget, "no counting once due");
+        let next = levels.with_changes(&[3], &[]);
+        assert_eq!(next.l0_vain_probes(), 0);
+        assert!(!next.l0_due_by_reads());
+        let empty = levels.with_changes(&[10], &[]);
+        empty.charge_l0_probes(u64::MAX / 2);
+        assert!(!empty.l0_due_by_reads(), "nothing to compact");
+    }
+
     #[test]
     fn levels_lookup_order_and_invariants() {
         let dir = tempfile::tempdir().unwrap();

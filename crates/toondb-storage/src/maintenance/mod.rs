@@ -50,6 +50,10 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// "Reopen"). Flushes and manual compactions do not wait.
 const OPEN_COMPACTION_GRACE: Duration = Duration::from_millis(200);
 
+/// How often an idle maintenance thread looks whether point reads have
+/// paid for compacting level 0 below its trigger (`Policy::pick_l0_by_reads`).
+const L0_READ_CHARGE_POLL: Duration = Duration::from_millis(500);
+
 /// The manifest an open hands to the maintenance thread.
 pub(crate) enum OpenManifest {
     /// Written and named by CURRENT before the open returned (a new
@@ -229,8 +233,9 @@ impl MaintenanceThread {
         // Busy until this finds nothing to do; a job that finishes comes
         // straight back here, so `busy` never reads false between a job
         // and the one it leads to (stats: `maintenance_busy`).
-        m.busy = true;
         loop {
+            // Also after a timed wait ran out, which nothing marked.
+            m.busy = true;
             if m.shutdown || engine.bg_error().is_some() {
                 m.busy = false;
                 return None;
@@ -253,7 +258,11 @@ impl MaintenanceThread {
             let now = Instant::now();
             let waiting = self.retry_at.is_some_and(|t| now < t);
             if engine.options.auto_compaction && !waiting {
-                if let Some(c) = self.policy.pick(&state.levels, &self.pointers) {
+                let picked = self
+                    .policy
+                    .pick(&state.levels, &self.pointers)
+                    .or_else(|| self.policy.pick_l0_by_reads(&state.levels));
+                if let Some(c) = picked {
                     match self.grace_until.filter(|&t| now < t) {
                         Some(t) => {
                             // Still busy (`stats().maintenance_busy`): a
@@ -266,11 +275,21 @@ impl MaintenanceThread {
                 }
             }
             m.busy = false;
-            match self.retry_at {
-                Some(t) if waiting => {
+            // Level 0 below its trigger may yet be paid for by reads, which
+            // do not wake this thread: look again now and then.
+            let reads_may_pay = engine.options.auto_compaction
+                && !state.levels.level(0).is_empty()
+                && !state.levels.l0_due_by_reads();
+            let until = match self.retry_at {
+                Some(t) if waiting => Some(t),
+                _ if reads_may_pay => Some(now + L0_READ_CHARGE_POLL),
+                _ => None,
+            };
+            match until {
+                Some(t) => {
                     engine.work_ready.wait_until(&mut m, t);
                 }
-                _ => engine.work_ready.wait(&mut m),
+                None => engine.work_ready.wait(&mut m),
             }
         }
     }
