@@ -252,7 +252,6 @@ impl Levels {
     }
 
     /// Vain level-0 probes counted so far.
-    #[cfg(test)]
     pub fn l0_vain_probes(&self) -> u64 {
         self.l0_probes.0.load(Ordering::Relaxed)
     }

@@ -53,6 +53,7 @@ const OPEN_COMPACTION_GRACE: Duration = Duration::from_millis(200);
 /// How often an idle maintenance thread looks whether point reads have
 /// paid for compacting level 0 below its trigger (`Policy::pick_l0_by_reads`).
 const L0_READ_CHARGE_POLL: Duration = Duration::from_millis(500);
+const L0_READ_CHARGE_POLL_MAX: Duration = Duration::from_secs(8);
 
 /// The manifest an open hands to the maintenance thread.
 pub(crate) enum OpenManifest {
@@ -116,6 +117,10 @@ pub(crate) struct MaintenanceThread {
     /// thing: unlinking them took tens of milliseconds of an open on a busy
     /// disk, and nothing the first read needs depends on them.
     garbage: Vec<PathBuf>,
+    /// The vain level-0 probes seen at the last look and the wait before
+    /// the next one (`L0_READ_CHARGE_POLL`, doubled up to
+    /// `L0_READ_CHARGE_POLL_MAX` while no read adds to the count).
+    l0_look: (u64, Duration),
 }
 
 impl MaintenanceThread {
@@ -130,6 +135,7 @@ impl MaintenanceThread {
             retry_at: None,
             grace_until: Some(Instant::now() + OPEN_COMPACTION_GRACE),
             garbage: Vec::new(),
+            l0_look: (0, L0_READ_CHARGE_POLL),
         }
     }
 
@@ -282,7 +288,7 @@ impl MaintenanceThread {
                 && !state.levels.l0_due_by_reads();
             let until = match self.retry_at {
                 Some(t) if waiting => Some(t),
-                _ if reads_may_pay => Some(now + L0_READ_CHARGE_POLL),
+                _ if reads_may_pay => Some(now + self.next_l0_look(&state.levels)),
                 _ => None,
             };
             match until {
@@ -292,6 +298,20 @@ impl MaintenanceThread {
                 None => engine.work_ready.wait(&mut m),
             }
         }
+    }
+
+    /// How long to wait before looking at level 0's read charge again: a
+    /// database nobody reads wakes this thread ever more rarely.
+    fn next_l0_look(&mut self, levels: &crate::lsm::Levels) -> Duration {
+        let count = levels.l0_vain_probes();
+        let (last, wait) = self.l0_look;
+        let wait = if count == last {
+            (wait * 2).min(L0_READ_CHARGE_POLL_MAX)
+        } else {
+            L0_READ_CHARGE_POLL
+        };
+        self.l0_look = (count, wait);
+        wait
     }
 
     /// Compacts everything in the request's range into the bottom level.
