@@ -26,12 +26,41 @@ use crate::stats::{LevelStats, Stats};
 use crate::txn::{Snapshot, Transaction, TransactionOptions};
 
 struct Registered {
-    engine: Arc<Engine>,
+    /// `None` while its first open is still recovering (`open_engine`).
+    engine: Option<Arc<Engine>>,
     handles: usize,
-    /// Its open is still doing its own writes (`Database::open_with`):
-    /// other opens of the path wait, so none shares an engine that open
-    /// may yet close.
-    opening: bool,
+    /// Its open is still recovering or doing its own writes
+    /// (`Database::open_with`), or its last handle is still shutting it
+    /// down (`close_handle`): other opens of the path wait, so none shares
+    /// an engine that may yet close, or takes the directory lock before it
+    /// is released. Opens and closes of other paths do not wait: this
+    /// runs without the registry lock.
+    changing: bool,
+}
+
+/// Removes a registry entry whose engine is `ours` (or, for `None`, the
+/// placeholder of an open still recovering) when dropped, and wakes the
+/// opens waiting for it: also when the open or the shutdown panics.
+struct Unregister<'a> {
+    dir: &'a Path,
+    ours: Option<Arc<Engine>>,
+}
+
+impl Drop for Unregister<'_> {
+    fn drop(&mut self) {
+        let mut open = registry().lock();
+        let is_ours = open
+            .get(self.dir)
+            .is_some_and(|e| match (&e.engine, &self.ours) {
+                (None, None) => true,
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                _ => false,
+            });
+        if is_ours {
+            open.remove(self.dir);
+        }
+        registry_changed().notify_all();
+    }
 }
 
 /// Engines open in this process, by absolute directory path.
@@ -91,13 +120,18 @@ impl Database {
         };
         let mut open = registry().lock();
         while let Some(entry) = open.get_mut(&dir) {
-            // Another open of this path is still finishing (see below):
-            // share its engine only once it stands, or open afresh if it
-            // failed.
-            if entry.opening {
+            // Another open or the last close of this path is still running
+            // (see `Registered::changing`): share its engine only once it
+            // stands, or open afresh once it is gone.
+            if entry.changing {
                 registry_changed().wait(&mut open);
                 continue;
             }
+            let Some(engine) = entry.engine.clone() else {
+                return Err(Error::internal(
+                    "a registered database has no engine and no open running",
+                ));
+            };
             if options.error_if_exists {
                 return Err(Error::invalid_argument(format!(
                     "a database already exists at {} (errorIfExists is on)",
@@ -105,24 +139,41 @@ impl Database {
                 )));
             }
             entry.handles += 1;
-            return Ok(Database::handle(entry.engine.clone(), options.sync));
+            return Ok(Database::handle(engine, options.sync));
         }
         let sync = options.sync;
-        let engine = open_engine(&dir, options)?;
-        // Registered before the open's own writes but marked `opening`:
-        // the writes run without the registry lock (one may stall behind
+        // Registered before the recovery but marked `changing`: the
+        // recovery and the open's own writes run without the registry lock
+        // (a recovery can replay a large WAL, a write may stall behind
         // compaction, and the lock also serves every other path's opens and
         // closes), and a concurrent open of this path waits for them rather
         // than taking the directory lock itself.
         open.insert(
             dir.clone(),
             Registered {
-                engine: engine.clone(),
-                handles: 1,
-                opening: true,
+                engine: None,
+                handles: 0,
+                changing: true,
             },
         );
         drop(open);
+        let placeholder = Unregister {
+            dir: &dir,
+            ours: None,
+        };
+        let engine = open_engine(&dir, options)?;
+        match registry().lock().get_mut(&dir) {
+            Some(entry) => {
+                entry.engine = Some(engine.clone());
+                entry.handles = 1;
+            }
+            None => {
+                // Only this open removes its placeholder.
+                let _ = engine.shutdown();
+                return Err(Error::internal("an opening database left the registry"));
+            }
+        }
+        std::mem::forget(placeholder);
         let db = Database::handle(engine, sync);
         // Table drops a crash interrupted (columnar/catalog.rs), finished
         // with one range delete each, written durably whatever `sync` says.
@@ -141,7 +192,7 @@ impl Database {
             return Err(e);
         }
         if let Some(entry) = registry().lock().get_mut(&dir) {
-            entry.opening = false;
+            entry.changing = false;
         }
         registry_changed().notify_all();
         Ok(db)
@@ -674,22 +725,31 @@ impl Database {
         }
         let mut open = registry().lock();
         let last = match open.get_mut(&self.engine.dir) {
-            Some(entry) if Arc::ptr_eq(&entry.engine, &self.engine) => {
+            Some(entry)
+                if entry
+                    .engine
+                    .as_ref()
+                    .is_some_and(|e| Arc::ptr_eq(e, &self.engine)) =>
+            {
                 entry.handles -= 1;
+                if entry.handles == 0 {
+                    // An open of the path waits until the shutdown has
+                    // released the directory lock; other paths do not
+                    // (a shutdown waits for a running compaction).
+                    entry.changing = true;
+                }
                 entry.handles == 0
             }
             _ => false,
         };
+        drop(open);
         if last {
-            open.remove(&self.engine.dir);
-            // An open of the path may wait for an entry that was still
-            // `opening` (its open failed, or it panicked).
-            registry_changed().notify_all();
-            // Shut down under the registry lock so a concurrent open of the
-            // same path waits for the directory lock to be released.
+            let _unregister = Unregister {
+                dir: &self.engine.dir,
+                ours: Some(self.engine.clone()),
+            };
             return self.engine.shutdown();
         }
-        drop(open);
         if !sync_if_not_last {
             return Ok(());
         }
