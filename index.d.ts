@@ -272,9 +272,11 @@ export interface DatabaseStats {
   /** Estimated bytes compaction must rewrite to bring every level under its target. */
   pendingCompactionBytes: number
   /**
-   * The maintenance thread is flushing or compacting (false only while it
-   * has nothing to do). With `immutableMemtables` 0 and this false, every
-   * table file in the directory is a live one.
+   * The maintenance thread is flushing or compacting, or has such work due
+   * (false only while it has nothing to do; point reads can make a
+   * compaction of level 0 due, docs/compaction.md). With
+   * `immutableMemtables` 0 and this false, every table file in the
+   * directory is a live one.
    */
   maintenanceBusy: boolean
   /** Compactions installed since open (trivial moves included). */

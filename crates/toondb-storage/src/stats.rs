@@ -111,9 +111,11 @@ pub struct Stats {
     /// copies of keys already counted). Exact after `compact()` with no
     /// snapshot held.
     pub live_bytes_estimate: u64,
-    /// The maintenance thread is flushing or compacting (false only while
-    /// it has nothing to do): with no sealed memtables, false means every
-    /// table file in the directory is in the manifest.
+    /// The maintenance thread is flushing or compacting, or has such work
+    /// due (false only while it has nothing to do; point reads can make a
+    /// compaction of level 0 due, docs/compaction.md): with no sealed
+    /// memtables, false means every table file in the directory is in the
+    /// manifest.
     pub maintenance_busy: bool,
     /// Bytes of table data blocks read since open: by gets, scans,
     /// transaction conflict checks and compaction inputs.
