@@ -28,10 +28,15 @@ fn options(auto: bool) -> Options {
         .auto_compaction(auto)
 }
 
-/// Three flushes of interleaved keys: three level-0 tables (below the
-/// trigger of 4), each covering the whole key range, so every read of a
-/// key probes all three unless an earlier one holds it.
-fn three_l0_tables(db: &Database, model: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()> {
+type Model = BTreeMap<Vec<u8>, Vec<u8>>;
+
+/// A database with three flushes of interleaved keys: three level-0 tables
+/// (below the trigger of 4), each covering the whole key range, so every
+/// read of a key probes all three unless an earlier one holds it.
+fn three_l0_tables(auto: bool) -> Result<(tempfile::TempDir, Database, Model)> {
+    let dir = tempfile::tempdir().unwrap();
+    let db = Database::open_with(dir.path(), options(auto))?;
+    let mut model = BTreeMap::new();
     for t in 0..3u32 {
         for i in (t..3000).step_by(3) {
             db.put(key(i), value(i))?;
@@ -39,7 +44,9 @@ fn three_l0_tables(db: &Database, model: &mut BTreeMap<Vec<u8>, Vec<u8>>) -> Res
         }
         db.flush()?;
     }
-    Ok(())
+    wait_idle(&db);
+    assert_eq!(l0_tables(&db), 3, "{:?}", db.stats().levels);
+    Ok((dir, db, model))
 }
 
 fn l0_tables(db: &Database) -> u64 {
@@ -54,7 +61,7 @@ fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn check_all(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()> {
+fn check_all(db: &Database, model: &Model) -> Result<()> {
     for (k, v) in model {
         assert_eq!(db.get(k)?.as_deref(), Some(v.as_slice()));
     }
@@ -68,12 +75,7 @@ fn check_all(db: &Database, model: &BTreeMap<Vec<u8>, Vec<u8>>) -> Result<()> {
 
 #[test]
 fn reads_that_probe_level_0_in_vain_get_it_compacted() -> Result<()> {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(dir.path(), options(true))?;
-    let mut model = BTreeMap::new();
-    three_l0_tables(&db, &mut model)?;
-    wait_idle(&db);
-    assert_eq!(l0_tables(&db), 3, "{:?}", db.stats().levels);
+    let (dir, db, model) = three_l0_tables(true)?;
     // Absent keys inside the tables' range: every read probes all three.
     let reads = MIN_PROBES / 3 + 10;
     for i in 0..reads as u32 {
@@ -94,12 +96,7 @@ fn reads_that_probe_level_0_in_vain_get_it_compacted() -> Result<()> {
 
 #[test]
 fn reads_of_keys_found_in_the_newest_table_charge_nothing() -> Result<()> {
-    let dir = tempfile::tempdir().unwrap();
-    let db = Database::open_with(dir.path(), options(true))?;
-    let mut model = BTreeMap::new();
-    three_l0_tables(&db, &mut model)?;
-    wait_idle(&db);
-    assert_eq!(l0_tables(&db), 3);
+    let (_dir, db, model) = three_l0_tables(true)?;
     // Keys 2, 5, 8, ... are in the newest table: found at the first probe.
     for round in 0..4 {
         for i in (2..3000u32).step_by(3) {
@@ -115,11 +112,7 @@ fn reads_of_keys_found_in_the_newest_table_charge_nothing() -> Result<()> {
 #[test]
 fn without_reads_or_with_auto_compaction_off_level_0_stays() -> Result<()> {
     for auto in [true, false] {
-        let dir = tempfile::tempdir().unwrap();
-        let db = Database::open_with(dir.path(), options(auto))?;
-        let mut model = BTreeMap::new();
-        three_l0_tables(&db, &mut model)?;
-        wait_idle(&db);
+        let (_dir, db, model) = three_l0_tables(auto)?;
         if !auto {
             for i in 0..(MIN_PROBES as u32) * 2 {
                 assert_eq!(db.get(format!("key{:07}x", i % 3000))?, None);

@@ -129,6 +129,20 @@ fn other_path_round_trip(dir: &Path) -> Result<(), RecvTimeoutError> {
     rx.recv_timeout(BLOCKED)
 }
 
+/// Starts an open of `dir` on another thread and checks it is still
+/// waiting a moment later (it may only be slow, so this can miss a defect,
+/// never invent one); the receiver gets its outcome.
+fn open_waiting(dir: &Path, went_ahead: &str) -> Receiver<toondb_storage::Result<Database>> {
+    let (tx, rx) = channel();
+    let dir = dir.to_path_buf();
+    thread::spawn(move || {
+        let _ = tx.send(Database::open(dir));
+    });
+    thread::sleep(Duration::from_millis(100));
+    assert!(rx.try_recv().is_err(), "{went_ahead}");
+    rx
+}
+
 #[test]
 fn an_open_still_recovering_holds_up_its_own_path_only() {
     let a = tempfile::tempdir().unwrap();
@@ -148,18 +162,7 @@ fn an_open_still_recovering_holds_up_its_own_path_only() {
     other_path_round_trip(b.path()).expect("an open of another path waited for this one");
     // The same path waits: it may not take the directory lock or share an
     // engine that is not there yet.
-    let (tx, second) = channel();
-    {
-        let dir = a.path().to_path_buf();
-        thread::spawn(move || {
-            let _ = tx.send(Database::open(dir));
-        });
-    }
-    thread::sleep(Duration::from_millis(100));
-    assert!(
-        second.try_recv().is_err(),
-        "a second open of the path went ahead"
-    );
+    let second = open_waiting(a.path(), "a second open of the path went ahead");
     hook.release();
     let first = opening.join().unwrap().unwrap();
     let second = second.recv_timeout(BLOCKED).unwrap().unwrap();
@@ -199,18 +202,7 @@ fn a_close_waiting_for_a_flush_holds_up_its_own_path_only() {
         "the close did not wait for the flush"
     );
     other_path_round_trip(b.path()).expect("an open of another path waited for this close");
-    let (tx, reopened) = channel();
-    {
-        let dir = a.path().to_path_buf();
-        thread::spawn(move || {
-            let _ = tx.send(Database::open(dir));
-        });
-    }
-    thread::sleep(Duration::from_millis(100));
-    assert!(
-        reopened.try_recv().is_err(),
-        "an open of the path went ahead of its close"
-    );
+    let reopened = open_waiting(a.path(), "an open of the path went ahead of its close");
     gate.release();
     closed.recv_timeout(BLOCKED).unwrap().unwrap();
     let db = reopened.recv_timeout(BLOCKED).unwrap().unwrap();
