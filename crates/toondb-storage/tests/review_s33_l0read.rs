@@ -471,9 +471,12 @@ fn the_idle_thread_does_not_spin_with_level_0_unpaid_or_backing_off() {
 /// from then on, in order.
 #[derive(Clone, Default)]
 struct HoldNextTable(
-    Arc<(Mutex<(bool, bool, bool)>, std::sync::Condvar)>,
+    Arc<(Mutex<Hold>, std::sync::Condvar)>,
     Arc<Mutex<Vec<std::path::PathBuf>>>,
 );
+
+/// (armed, held, released).
+type Hold = (bool, bool, bool);
 
 impl HoldNextTable {
     fn arm(&self) {
