@@ -682,10 +682,15 @@ impl Database {
             live_bytes_estimate: state.levels.live_bytes_estimate(),
             compaction_error: maintenance.compaction_error.as_ref().map(|e| e.to_string()),
             // Due by reads and not yet picked up (the thread looks every
-            // L0_READ_CHARGE_POLL) is busy too: the work is there.
+            // L0_READ_CHARGE_POLL) is busy too: the work is there. Not
+            // while a failed compaction backs off: idle, as for a due
+            // trigger compaction, with `compaction_error` saying why.
             maintenance_busy: maintenance.busy
                 || (engine.options.auto_compaction
                     && !maintenance.stopped
+                    && maintenance
+                        .retry_at
+                        .is_none_or(|t| std::time::Instant::now() >= t)
                     && !state.levels.level(0).is_empty()
                     && state.levels.l0_due_by_reads()),
             recovery: engine.recovery.clone(),

@@ -88,6 +88,11 @@ pub(crate) struct MaintenanceState {
     /// The last compaction failure, cleared by the next success. Writers
     /// stalled on compaction debt fail with it instead of waiting.
     pub compaction_error: Option<Error>,
+    /// After a failed compaction, automatic compactions wait until then
+    /// (backoff). Shared, not the thread's own: `stats()` must not report a
+    /// level 0 due by reads as busy while the thread is only backing off,
+    /// or waiting for idle would last as long as the failures do.
+    pub retry_at: Option<Instant>,
     /// The thread is running a job or about to pick one (false only while
     /// it waits for work). Starts true: a new engine's thread has not looked
     /// for work yet.
@@ -108,7 +113,6 @@ pub(crate) struct MaintenanceThread {
     /// Per level, the largest key of the last table compacted out of it.
     pointers: Vec<Vec<u8>>,
     failures: u32,
-    retry_at: Option<Instant>,
     /// Until then (`OPEN_COMPACTION_GRACE` after the open) automatic
     /// compaction is held back.
     grace_until: Option<Instant>,
@@ -132,7 +136,6 @@ impl MaintenanceThread {
             policy,
             pointers: vec![Vec::new(); NUM_LEVELS],
             failures: 0,
-            retry_at: None,
             grace_until: Some(Instant::now() + OPEN_COMPACTION_GRACE),
             garbage: Vec::new(),
             l0_look: (0, L0_READ_CHARGE_POLL),
@@ -262,7 +265,7 @@ impl MaintenanceThread {
                 return Some(Job::Manual(req));
             }
             let now = Instant::now();
-            let waiting = self.retry_at.is_some_and(|t| now < t);
+            let waiting = m.retry_at.is_some_and(|t| now < t);
             if engine.options.auto_compaction && !waiting {
                 let picked = self
                     .policy
@@ -286,7 +289,7 @@ impl MaintenanceThread {
             let reads_may_pay = engine.options.auto_compaction
                 && !state.levels.level(0).is_empty()
                 && !state.levels.l0_due_by_reads();
-            let until = match self.retry_at {
+            let until = match m.retry_at {
                 Some(t) if waiting => Some(t),
                 _ if reads_may_pay => Some(now + self.next_l0_look(&state.levels)),
                 _ => None,
@@ -342,7 +345,7 @@ impl MaintenanceThread {
             Ok(()) => {
                 m.compaction_error = None;
                 self.failures = 0;
-                self.retry_at = None;
+                m.retry_at = None;
             }
             Err(e) if e.kind() == ErrorKind::Closed => {}
             Err(e) => {
@@ -352,7 +355,7 @@ impl MaintenanceThread {
                 let backoff = FIRST_BACKOFF
                     .saturating_mul(1 << self.failures.min(10))
                     .min(MAX_BACKOFF);
-                self.retry_at = Some(Instant::now() + backoff);
+                m.retry_at = Some(Instant::now() + backoff);
             }
         }
         // Stalled writers re-check the level-0 count and pending bytes.
