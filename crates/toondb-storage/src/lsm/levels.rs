@@ -51,18 +51,18 @@ pub(crate) struct Levels {
 pub(crate) const L0_BYTES_PER_PROBE: u64 = 64;
 pub(crate) const L0_MIN_PROBES: u64 = 4096;
 
-/// The vain level-0 probes of one `Levels`. A new `Levels` (every flush and
-/// compaction builds one) starts at zero. On a line of its own: readers of
-/// the other fields on other threads do not see it change under them.
+/// The vain level-0 probes made against one set of level-0 tables: shared
+/// by every `Levels` cloned from one with the same level 0 (a memtable
+/// seal, a WAL checkpoint, a compaction of deeper levels), started afresh
+/// when level 0 changes (`with_flushed`, `with_changes`). On a line of its
+/// own: readers of the other fields on other threads do not see it change
+/// under them.
+#[derive(Debug, Default, Clone)]
+struct L0ProbeCharge(Arc<PaddedCount>);
+
 #[derive(Debug, Default)]
 #[repr(align(128))]
-struct L0ProbeCharge(AtomicU64);
-
-impl Clone for L0ProbeCharge {
-    fn clone(&self) -> Self {
-        L0ProbeCharge::default()
-    }
-}
+struct PaddedCount(AtomicU64);
 
 impl Default for Levels {
     fn default() -> Self {
@@ -240,20 +240,20 @@ impl Levels {
     /// once level 0 is due, so the shared counter is written only until
     /// then.
     pub fn charge_l0_probes(&self, n: u64) {
-        if n > 0 && self.l0_probes.0.load(Ordering::Relaxed) < self.l0_probe_budget() {
-            self.l0_probes.0.fetch_add(n, Ordering::Relaxed);
+        if n > 0 && self.l0_probes.0 .0.load(Ordering::Relaxed) < self.l0_probe_budget() {
+            self.l0_probes.0 .0.fetch_add(n, Ordering::Relaxed);
         }
     }
 
     /// Whether point reads have paid for compacting level 0 (below its
     /// trigger) into level 1.
     pub fn l0_due_by_reads(&self) -> bool {
-        self.l0_probes.0.load(Ordering::Relaxed) >= self.l0_probe_budget()
+        self.l0_probes.0 .0.load(Ordering::Relaxed) >= self.l0_probe_budget()
     }
 
     /// Vain level-0 probes counted so far.
     pub fn l0_vain_probes(&self) -> u64 {
-        self.l0_probes.0.load(Ordering::Relaxed)
+        self.l0_probes.0 .0.load(Ordering::Relaxed)
     }
 
     /// Whether any table in a level deeper than `level` covers `key`.
@@ -286,6 +286,7 @@ impl Levels {
             *bytes += table.file_size();
             l0.insert(0, table);
         }
+        next.l0_probes = L0ProbeCharge::default();
         next.collect_range_dels();
         next
     }
@@ -301,6 +302,9 @@ impl Levels {
             if let Some(level) = next.levels.get_mut(*n) {
                 level.push(t.clone());
             }
+        }
+        if next.level(0).len() != self.level(0).len() || added.iter().any(|(n, _)| *n == 0) {
+            next.l0_probes = L0ProbeCharge::default();
         }
         next.sort();
         next

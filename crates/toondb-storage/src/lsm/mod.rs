@@ -161,8 +161,9 @@ mod tests {
     }
 
     /// The vain-probe charge: counted up to the budget (level 0 bytes / 64,
-    /// at least 4096), due from there, and zero again in any `Levels`
-    /// built from this one; never due with level 0 empty.
+    /// at least 4096), due from there; shared with `Levels` built from this
+    /// one with the same level 0, zero again where level 0 changed; never
+    /// due with level 0 empty.
     #[test]
     fn level_0_read_charge_is_per_levels_and_stops_at_its_budget() {
         let dir = tempfile::tempdir().unwrap();
@@ -183,10 +184,21 @@ mod tests {
         assert!(levels.l0_due_by_reads());
         levels.charge_l0_probes(5);
         assert_eq!(levels.l0_vain_probes(), budget, "no counting once due");
-        let next = levels.with_changes(&[3], &[]);
-        assert_eq!(next.l0_vain_probes(), 0);
-        assert!(!next.l0_due_by_reads());
+        // Level 0 unchanged (a seal's or a checkpoint's clone, a compaction
+        // of deeper levels): the same count.
+        assert_eq!(levels.clone().l0_vain_probes(), budget);
+        let deeper = levels.with_changes(&[3], &[]);
+        assert!(deeper.l0_due_by_reads());
+        deeper.charge_l0_probes(1);
+        assert_eq!(levels.l0_vain_probes(), budget, "shared, and still full");
+        // Level 0 changed: from zero.
+        let flushed = levels.with_flushed(table(d, 12, 0, &["c", "d"], 11));
+        assert_eq!(flushed.l0_vain_probes(), 0);
+        assert!(!flushed.l0_due_by_reads());
+        flushed.charge_l0_probes(7);
+        assert_eq!(levels.l0_vain_probes(), budget, "not shared after a change");
         let empty = levels.with_changes(&[10], &[]);
+        assert_eq!(empty.l0_vain_probes(), 0);
         empty.charge_l0_probes(u64::MAX / 2);
         assert!(!empty.l0_due_by_reads(), "nothing to compact");
     }
