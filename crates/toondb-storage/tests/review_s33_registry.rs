@@ -766,3 +766,64 @@ fn an_open_waits_for_the_shutdown_of_a_last_handle_dropped_elsewhere() {
     db.close().unwrap();
     assert_eq!(watch.held(), 0);
 }
+
+/// Suspicion (not from 0d2a193: `closed` is swapped before the registry
+/// is consulted, as before it): two threads closing the same handle (the
+/// Node binding's `close()` runs on the libuv pool and JS may call it, or
+/// `closeSync`, again meanwhile) — the second returns `Ok` at once, while
+/// the first is still shutting down, and even when that shutdown fails.
+/// A clean close is documented as "every acknowledged write is on disk"
+/// (`Engine::shutdown`), so the second caller is told so too early, and
+/// wrongly when the shutdown fails.
+///
+/// DEFECT (misreported outcome), pre-existing: ignored so the suite stays
+/// green; run with `--ignored` to see it fail.
+#[test]
+#[ignore = "defect: a second concurrent close of one handle reports Ok before (and despite) the first close's failing shutdown"]
+fn a_second_close_of_a_closing_handle_reports_the_shutdown_outcome() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = PanickingFlush::default();
+    let release = ReleaseFlush(hook.clone());
+    let db = Arc::new(
+        Database::open_with(
+            dir.path(),
+            Options::default()
+                .memtable_size(4 << 10)
+                .fs(Arc::new(WrappedFs::os(hook.clone()))),
+        )
+        .unwrap(),
+    );
+    let mut n = 0;
+    while db.stats().immutable_memtables == 0 {
+        db.put(key(n), val(n)).unwrap();
+        n += 1;
+    }
+    let first = {
+        let db = db.clone();
+        spawn_send(move || db.close())
+    };
+    thread::sleep(SETTLE);
+    assert!(
+        first.try_recv().is_err(),
+        "the close did not wait for the flush"
+    );
+    let second = {
+        let db = db.clone();
+        spawn_send(move || db.close())
+    };
+    thread::sleep(SETTLE);
+    // Whatever the second close says must not come before the shutdown it
+    // vouches for: look at it only after the first close is done.
+    let early = second.try_recv().ok();
+    drop(release);
+    let first = first.recv_timeout(BLOCKED).expect("the close hung");
+    assert!(
+        first.is_err(),
+        "a close whose flush panicked reported success"
+    );
+    let second = early.unwrap_or_else(|| second.recv_timeout(BLOCKED).expect("hung"));
+    assert!(
+        second.is_err(),
+        "a second close reported Ok although the shutdown failed"
+    );
+}
