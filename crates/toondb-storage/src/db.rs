@@ -81,6 +81,9 @@ fn registry_changed() -> &'static Condvar {
 pub struct Database {
     engine: Arc<Engine>,
     closed: AtomicBool,
+    /// The outcome of this handle's close, once it has run
+    /// (`close_handle`).
+    close_outcome: Mutex<Option<Result<()>>>,
     /// This handle's default durability (its own `Options::sync`): handles
     /// sharing an engine each keep the option they were opened with.
     sync: bool,
@@ -162,16 +165,19 @@ impl Database {
             ours: None,
         };
         let engine = open_engine(&dir, options)?;
-        match registry().lock().get_mut(&dir) {
+        let registered = match registry().lock().get_mut(&dir) {
             Some(entry) => {
                 entry.engine = Some(engine.clone());
                 entry.handles = 1;
+                true
             }
-            None => {
-                // Only this open removes its placeholder.
-                let _ = engine.shutdown();
-                return Err(Error::internal("an opening database left the registry"));
-            }
+            None => false,
+        };
+        if !registered {
+            // Only this open removes its placeholder. Shut down without the
+            // registry lock, which every other path's opens need.
+            let _ = engine.shutdown();
+            return Err(Error::internal("an opening database left the registry"));
         }
         std::mem::forget(placeholder);
         let db = Database::handle(engine, sync);
@@ -202,6 +208,7 @@ impl Database {
         Database {
             engine,
             closed: AtomicBool::new(false),
+            close_outcome: Mutex::new(None),
             sync,
         }
     }
@@ -717,7 +724,7 @@ impl Database {
     /// Closes this handle. The engine stops (after finishing queued writes
     /// and syncing the WAL) when the last handle on the directory closes;
     /// an earlier handle's close syncs the WAL too.
-    /// Closing twice is a no-op.
+    /// Closing again returns the first close's outcome, once it is known.
     pub fn close(&self) -> Result<()> {
         self.close_handle(true)
     }
@@ -725,9 +732,22 @@ impl Database {
     /// `sync_if_not_last`: whether closing a handle that is not the last
     /// one syncs the WAL (an explicit close does; a drop does not).
     fn close_handle(&self, sync_if_not_last: bool) -> Result<()> {
-        if self.closed.swap(true, Ordering::AcqRel) {
-            return Ok(());
+        // Held through the close: a second close of this handle (the Node
+        // binding's `close()` runs on the libuv pool, and JS may close
+        // again meanwhile) waits for the first and reports its outcome,
+        // never an early or a wrong `Ok`.
+        let mut outcome = self.close_outcome.lock();
+        if let Some(done) = &*outcome {
+            return done.clone();
         }
+        let result = self.close_once(sync_if_not_last);
+        *outcome = Some(result.clone());
+        result
+    }
+
+    fn close_once(&self, sync_if_not_last: bool) -> Result<()> {
+        // Set first: new calls on this handle fail as closed at once.
+        self.closed.store(true, Ordering::Release);
         let mut open = registry().lock();
         let last = match open.get_mut(&self.engine.dir) {
             Some(entry)

@@ -776,10 +776,9 @@ fn an_open_waits_for_the_shutdown_of_a_last_handle_dropped_elsewhere() {
 /// (`Engine::shutdown`), so the second caller is told so too early, and
 /// wrongly when the shutdown fails.
 ///
-/// DEFECT (misreported outcome), pre-existing: ignored so the suite stays
-/// green; run with `--ignored` to see it fail.
+/// Was a defect (misreported outcome), older than session 33: a second
+/// close now waits for the first and returns its outcome.
 #[test]
-#[ignore = "defect: a second concurrent close of one handle reports Ok before (and despite) the first close's failing shutdown"]
 fn a_second_close_of_a_closing_handle_reports_the_shutdown_outcome() {
     let dir = tempfile::tempdir().unwrap();
     let hook = PanickingFlush::default();
