@@ -21,9 +21,7 @@ use std::thread;
 use std::time::Duration;
 
 use support::TableGate;
-use toondb_storage::io::{
-    FileBytes, FileLock, FileSystem, OsFileSystem, WrappedFs, WritableFile, WriteHook,
-};
+use toondb_storage::io::{FileLock, FileSystem, OsFileSystem, WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, Error, ErrorKind, Options, Result};
 
 /// Long enough for any open or close of a tiny database on a loaded VM;
@@ -35,7 +33,7 @@ const BLOCKED: Duration = Duration::from_secs(20);
 /// to assert that something was fast.
 const SETTLE: Duration = Duration::from_millis(150);
 
-/// LOCKs held through a `WatchFs`: now, the most at once, and how many
+/// LOCKs held through a `WatchLocks` hook: now, the most at once, and how many
 /// were ever taken.
 #[derive(Default)]
 struct Watch {
@@ -56,7 +54,7 @@ impl Watch {
     }
 }
 
-/// What a `WatchFs` does once it holds the LOCK.
+/// What a `WatchLocks` hook does once it holds the LOCK.
 #[derive(Clone, Copy, PartialEq)]
 enum OnLock {
     Pass,
@@ -92,10 +90,9 @@ impl Drop for Released {
     }
 }
 
-/// The OS file system, counting LOCKs into `watch` and stopping at the
-/// LOCK as `gate` says.
-struct WatchFs {
-    inner: Arc<dyn FileSystem>,
+/// A hook counting LOCKs into `watch` and stopping at the LOCK as `gate`
+/// says.
+struct WatchLocks {
     watch: Arc<Watch>,
     gate: Arc<LockGate>,
 }
@@ -119,12 +116,15 @@ fn watched_over(
         cv: Condvar::new(),
         entered: Mutex::new(tx),
     });
-    let fs = WatchFs {
-        inner,
+    let hook = WatchLocks {
         watch: watch.clone(),
         gate: gate.clone(),
     };
-    (Options::default().fs(Arc::new(fs)), Released(gate), rx)
+    (
+        Options::default().fs(Arc::new(WrappedFs::new(inner, hook))),
+        Released(gate),
+        rx,
+    )
 }
 
 struct WatchedLock {
@@ -143,51 +143,12 @@ impl Drop for WatchedLock {
     }
 }
 
-impl FileSystem for WatchFs {
-    fn create_dir_all(&self, path: &Path) -> Result<()> {
-        self.inner.create_dir_all(path)
+impl WriteHook for WatchLocks {
+    fn wrap(&self, _: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        file
     }
-    fn create(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create(path)
-    }
-    fn create_log(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create_log(path)
-    }
-    fn open_append(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.open_append(path)
-    }
-    fn read(&self, path: &Path) -> Result<Vec<u8>> {
-        self.inner.read(path)
-    }
-    fn map(&self, path: &Path) -> Result<Arc<dyn FileBytes>> {
-        self.inner.map(path)
-    }
-    fn exists(&self, path: &Path) -> bool {
-        self.inner.exists(path)
-    }
-    fn list(&self, dir: &Path) -> Result<Vec<String>> {
-        self.inner.list(dir)
-    }
-    fn rename(&self, from: &Path, to: &Path) -> Result<()> {
-        self.inner.rename(from, to)
-    }
-    fn remove(&self, path: &Path) -> Result<()> {
-        self.inner.remove(path)
-    }
-    fn truncate(&self, path: &Path, len: u64) -> Result<()> {
-        self.inner.truncate(path, len)
-    }
-    fn sync_dir(&self, dir: &Path) -> Result<()> {
-        self.inner.sync_dir(dir)
-    }
-    fn hard_link(&self, from: &Path, to: &Path) -> std::io::Result<()> {
-        self.inner.hard_link(from, to)
-    }
-    fn create_new(&self, path: &Path) -> Result<Box<dyn WritableFile>> {
-        self.inner.create_new(path)
-    }
-    fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {
-        let inner = self.inner.lock(path)?;
+
+    fn wrap_lock(&self, _: &Path, inner: Box<dyn FileLock>) -> Result<Box<dyn FileLock>> {
         {
             let mut c = self.watch.counts.lock().unwrap();
             c.0 += 1;

@@ -38,6 +38,14 @@ pub trait WriteHook: Send + Sync + 'static {
         let _ = path;
         bytes
     }
+
+    /// Wraps the directory lock the file system took (to watch how many
+    /// are held at once, say); an error fails `lock` and the lock taken is
+    /// released.
+    fn wrap_lock(&self, path: &Path, lock: Box<dyn FileLock>) -> Result<Box<dyn FileLock>> {
+        let _ = path;
+        Ok(lock)
+    }
 }
 
 /// A file system that delegates everything to `inner` and passes every
@@ -103,6 +111,6 @@ impl<H: WriteHook> FileSystem for WrappedFs<H> {
         self.inner.sync_dir(dir)
     }
     fn lock(&self, path: &Path) -> Result<Box<dyn FileLock>> {
-        self.inner.lock(path)
+        self.hook.wrap_lock(path, self.inner.lock(path)?)
     }
 }
