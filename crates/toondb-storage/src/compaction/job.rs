@@ -148,6 +148,23 @@ pub(crate) fn run_job(ctx: &mut JobContext<'_>, c: &Compaction) -> Result<JobOut
     }
 }
 
+/// Targets from which outputs are cut where their end pad is small.
+const ALIGNED_CUT_MIN_TARGET: u64 = 4 << 20;
+
+/// An output is cut once it holds `target` bytes of keys and values and,
+/// for a target of at least [`ALIGNED_CUT_MIN_TARGET`], also ends just
+/// before a 2 MiB boundary, so the pad that puts its end in a huge page is
+/// small (docs/compaction.md, "Output size"), or has overshot by a quarter
+/// (values so large that one entry steps over the window).
+fn output_full(o: &Output, target: u64) -> bool {
+    if o.bytes < target {
+        return false;
+    }
+    target < ALIGNED_CUT_MIN_TARGET
+        || o.bytes >= target + target / 4
+        || o.builder.ends_near_boundary()
+}
+
 fn merge_into(
     ctx: &mut JobContext<'_>,
     c: &Compaction,
@@ -212,7 +229,7 @@ fn merge_into(
                 true => partitions.before(v.key, current.as_ref().map(|o| o.bytes)),
                 false => Cut::None,
             };
-            let full = current.as_ref().is_some_and(|o| o.bytes >= target);
+            let full = current.as_ref().is_some_and(|o| output_full(o, target));
             if new_key && (full || cut == Cut::File) {
                 partitions.cut_before(v.key);
                 if let Some(out) = current.take() {

@@ -64,13 +64,25 @@ impl BloomBuilder {
         self.hashes.push(hash);
     }
 
+    /// Blocks of the filter [`BloomBuilder::finish`] would make now.
+    fn blocks(&self, bits_per_key: u32) -> usize {
+        let bpk = bits_per_key.clamp(MIN_BITS_PER_KEY, MAX_BITS_PER_KEY);
+        let bits = (self.hashes.len() as u64 * u64::from(bpk)).max(512);
+        bits.div_ceil(8 * BLOCK_BYTES as u64) as usize
+    }
+
+    /// The stored length (contents and trailer) of the filter
+    /// [`BloomBuilder::finish`] would make now.
+    pub(crate) fn finished_len(&self, bits_per_key: u32) -> usize {
+        self.blocks(bits_per_key) * BLOCK_BYTES + 1 + super::block::V2_TRAILER_LEN
+    }
+
     /// The filter contents for `bits_per_key` (clamped to the sane range),
     /// in the cache-local encoding.
     pub(crate) fn finish(&self, bits_per_key: u32) -> Vec<u8> {
         let bpk = bits_per_key.clamp(MIN_BITS_PER_KEY, MAX_BITS_PER_KEY);
         let probes = probes_for(bpk);
-        let bits = (self.hashes.len() as u64 * u64::from(bpk)).max(512);
-        let blocks = bits.div_ceil(8 * BLOCK_BYTES as u64) as usize;
+        let blocks = self.blocks(bits_per_key);
         let mut out = vec![0u8; blocks * BLOCK_BYTES + 1];
         for &hash in &self.hashes {
             let base = block_of(hash, blocks) * BLOCK_BYTES;

@@ -6,14 +6,14 @@
 
 use std::cmp::Ordering;
 
-use super::block::{put_v2_trailer, BlockBuilder};
+use super::block::{put_v2_trailer, BlockBuilder, V2_TRAILER_LEN};
 use super::bloom::{bloom_hash, BloomBuilder};
 use super::compress::{compress_into, Compression, TYPE_NONE};
 use super::footer::{encode_footer_v2, FooterV2};
 use super::hash_index::HashIndexBuilder;
 use super::{
-    DEFAULT_BLOCK_SIZE, DEFAULT_BLOOM_BITS_PER_KEY, META_FILTER_BLOOM, META_INDEX_HASH,
-    META_PROPERTIES, META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS,
+    DEFAULT_BLOCK_SIZE, DEFAULT_BLOOM_BITS_PER_KEY, FOOTER_LEN, META_FILTER_BLOOM, META_INDEX_HASH,
+    META_PAD, META_PROPERTIES, META_RANGEDEL, PROP_ENTRIES, PROP_LARGEST, PROP_MAX_TS, PROP_MIN_TS,
     PROP_SMALLEST, TABLE_KIND_KV, TABLE_KIND_KV_RANGEDEL,
 };
 use crate::error::{Error, Result};
@@ -28,7 +28,23 @@ use crate::range_del::RangeTombstone;
 /// kernel maps with one huge-page entry each, so reads of a cached table
 /// take no TLB miss per 4 KiB page (docs/performance.md, "Tables in huge
 /// pages").
-const WRITE_BUFFER: usize = 2 << 20;
+pub(super) const WRITE_BUFFER: usize = 2 << 20;
+
+/// The most of a table's length its end pad may take: 1/8. A pad makes
+/// the last 2 MiB of the file (where the filter, hash index and index lie,
+/// the blocks every point read touches) a whole 2 MiB folio, mapped with a
+/// huge-page entry like the data before it (docs/performance.md, "The
+/// table's end in huge pages"). Compaction cuts its outputs where the pad
+/// is small ([`TableBuilder::ends_near_boundary`]); a flush takes what its
+/// memtable gives, so its pad averages 1 MiB.
+pub(super) const MAX_PAD_FRACTION: u64 = 8;
+
+/// Compaction cuts an output once its projected end lies this close
+/// before a 2 MiB boundary ([`TableBuilder::ends_near_boundary`]) ...
+pub(super) const CUT_WINDOW: u64 = 64 << 10;
+/// ... but not closer than this, which the projection's error (the open
+/// data block's compression, a range tombstone block) cannot cross.
+pub(super) const CUT_MARGIN: u64 = 8 << 10;
 
 /// What the manifest records about a finished table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -90,6 +106,9 @@ pub struct TableBuilder {
     /// meet meta blocks they do not know.
     #[cfg(test)]
     extra_meta: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Leaves the end pad out (tests of the length it is computed from).
+    #[cfg(test)]
+    no_end_pad: bool,
     /// Encoded internal key of the last entry added: the order check and the
     /// index entry of the current block both need it.
     last_key: Vec<u8>,
@@ -137,6 +156,8 @@ impl TableBuilder {
             blocks: 0,
             #[cfg(test)]
             extra_meta: Vec::new(),
+            #[cfg(test)]
+            no_end_pad: false,
             last_key: Vec::new(),
             last_ts: 0,
             entries: 0,
@@ -271,6 +292,10 @@ impl TableBuilder {
         props.add(PROP_SMALLEST, &self.smallest)?;
         let handle = self.write_entries(&mut props, Compression::None)?;
         metas.push((META_PROPERTIES.to_vec(), handle));
+        if let Some(zeros) = self.end_pad(&metas)? {
+            let handle = self.write_stored(&vec![0u8; zeros], Compression::None)?;
+            metas.push((META_PAD.to_vec(), handle));
+        }
         metas.sort();
         let mut meta = BlockBuilder::new_v2();
         for (name, handle) in &metas {
@@ -306,6 +331,67 @@ impl TableBuilder {
         };
         crate::range_del::widen_summary(&mut summary, &range_dels);
         Ok(summary)
+    }
+
+    /// The `pad` block's contents length (zeros) that makes the file end on
+    /// a [`WRITE_BUFFER`] boundary, given the meta blocks written so far;
+    /// `None` for a table shorter than one boundary or a pad over
+    /// 1/[`MAX_PAD_FRACTION`] of it. Only the metaindex (whose length does
+    /// not depend on the handles in it), the index and the footer follow.
+    fn end_pad(&self, metas: &[(Vec<u8>, [u8; 12])]) -> Result<Option<usize>> {
+        #[cfg(test)]
+        if self.no_end_pad {
+            return Ok(None);
+        }
+        let mut names: Vec<&[u8]> = metas.iter().map(|(n, _)| n.as_slice()).collect();
+        names.push(META_PAD);
+        names.sort();
+        let mut metaindex = BlockBuilder::new_v2();
+        for name in names {
+            metaindex.add(name, &[0u8; 12])?;
+        }
+        let rest = metaindex.contents_len() + self.index.contents_len() + 2 * V2_TRAILER_LEN;
+        let at = self.offset + self.out.len() as u64;
+        Ok(end_pad_len(at, (rest + FOOTER_LEN) as u64))
+    }
+
+    /// The file's length if the table were finished now, without an end
+    /// pad: exact for what is written, estimated (within a few KiB) for
+    /// the open data block and the meta blocks.
+    pub(crate) fn projected_len(&self) -> u64 {
+        let mut len = self.offset + self.out.len() as u64;
+        if !self.data.is_empty() {
+            len += (self.data.contents_len() + V2_TRAILER_LEN) as u64;
+        }
+        if self.options.bloom_bits_per_key > 0 {
+            len += self.bloom.finished_len(self.options.bloom_bits_per_key) as u64;
+        }
+        if self.options.hash_index {
+            len += self.hash.finished_len() as u64;
+        }
+        // Index: one entry per block, about a key and a handle each; then
+        // properties, metaindex and footer (a few hundred bytes).
+        let index_entry = (self.last_key.len() + 16) as u64;
+        len + self.index.contents_len() as u64
+            + index_entry
+            + 2 * self.smallest.len() as u64
+            + 512
+            + FOOTER_LEN as u64
+    }
+
+    /// Whether the table, finished now, would end just before a 2 MiB
+    /// boundary, so its end pad would be small: compaction cuts its outputs
+    /// there once they reach their target size.
+    pub(crate) fn ends_near_boundary(&self) -> bool {
+        let short = (WRITE_BUFFER as u64 - self.projected_len() % WRITE_BUFFER as u64)
+            % WRITE_BUFFER as u64;
+        (CUT_MARGIN..=CUT_WINDOW).contains(&short)
+    }
+
+    /// Finishes without an end pad (tests only).
+    #[cfg(test)]
+    pub(crate) fn without_end_pad(&mut self) {
+        self.no_end_pad = true;
     }
 
     /// Adds a raw meta block named `name` to the table (tests only).
@@ -416,6 +502,20 @@ impl TableBuilder {
         self.out.clear();
         Ok(())
     }
+}
+
+/// Zeros for a `pad` block placed at file offset `at`, followed by `rest`
+/// bytes, so the file ends on a [`WRITE_BUFFER`] boundary (see
+/// [`MAX_PAD_FRACTION`]).
+pub(super) fn end_pad_len(at: u64, rest: u64) -> Option<usize> {
+    let align = WRITE_BUFFER as u64;
+    let unpadded = at + rest;
+    if unpadded < align {
+        return None;
+    }
+    let zeros = (align - (unpadded + V2_TRAILER_LEN as u64) % align) % align;
+    let padded = unpadded + zeros + V2_TRAILER_LEN as u64;
+    ((zeros + V2_TRAILER_LEN as u64) * MAX_PAD_FRACTION <= padded).then_some(zeros as usize)
 }
 
 /// A 12-byte handle as (offset, length) for the footer.

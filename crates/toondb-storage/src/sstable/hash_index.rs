@@ -125,15 +125,32 @@ impl HashIndexBuilder {
         }
     }
 
+    /// Buckets of the index [`HashIndexBuilder::finish`] would make now.
+    fn buckets(&self) -> u64 {
+        let slots = (self.keys.len() as u64 * SLOTS_PER_KEY_NUM).div_ceil(SLOTS_PER_KEY_DEN);
+        slots.div_ceil(SLOTS_PER_BUCKET as u64).max(1)
+    }
+
+    /// The most the block [`HashIndexBuilder::finish`] would make now can
+    /// take, stored (pad, buckets, tail and block trailer); 0 when it would
+    /// write none.
+    pub(crate) fn finished_len(&self) -> usize {
+        if self.unfit {
+            return 0;
+        }
+        (BUCKET_BYTES - 1)
+            + self.buckets() as usize * BUCKET_BYTES
+            + TAIL_LEN
+            + super::block::V2_TRAILER_LEN
+    }
+
     /// The block contents for a block whose payload starts at file offset
     /// `at`, or `None` when some key did not fit a slot.
     pub(crate) fn finish(&self, at: u64) -> Option<Vec<u8>> {
         if self.unfit {
             return None;
         }
-        let slots = (self.keys.len() as u64 * SLOTS_PER_KEY_NUM).div_ceil(SLOTS_PER_KEY_DEN);
-        let buckets = slots.div_ceil(SLOTS_PER_BUCKET as u64).max(1);
-        let bucket_count = u32::try_from(buckets).ok()?;
+        let bucket_count = u32::try_from(self.buckets()).ok()?;
         let buckets = bucket_count as usize;
         let pad = ((BUCKET_BYTES as u64 - at % BUCKET_BYTES as u64) % BUCKET_BYTES as u64) as usize;
         let mut out = vec![0u8; pad + buckets * BUCKET_BYTES + TAIL_LEN];

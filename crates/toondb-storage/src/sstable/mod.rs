@@ -75,6 +75,9 @@ const META_FILTER_BLOOM: &[u8] = b"filter.bloom";
 const META_INDEX_HASH: &[u8] = b"index.hash";
 const META_PROPERTIES: &[u8] = b"properties";
 const META_RANGEDEL: &[u8] = b"rangedel";
+/// Zeros that make the file end on a 2 MiB boundary (docs/format-table.md,
+/// "End pad"); readers never read it.
+const META_PAD: &[u8] = b"pad";
 
 // Property names in the properties block, in the ascending byte order the
 // builder writes them.

@@ -1056,6 +1056,41 @@ impl Table {
         self.filter_bytes().unwrap().is_some()
     }
 
+    /// Every meta block the metaindex lists, known to this build or not, as
+    /// (name, stored length), for tests.
+    #[cfg(test)]
+    pub(crate) fn meta_blocks(&self) -> Vec<(String, usize)> {
+        let file = self.bytes.bytes();
+        let Ok(Footer::V2(f)) = decode_footer(file) else {
+            return Vec::new();
+        };
+        let range = f.metaindex_offset as usize..(f.metaindex_offset + f.metaindex_len) as usize;
+        let block = read_v2_entries(file, range).unwrap();
+        (0..block.layout.count())
+            .map(|i| {
+                let e = block.layout.entry(&block.bytes, i).unwrap();
+                let name = String::from_utf8_lossy(&block.bytes[e.key]).into_owned();
+                let value = &block.bytes[e.value];
+                let len = u32::from_le_bytes(value[8..12].try_into().unwrap()) as usize;
+                (name, len)
+            })
+            .collect()
+    }
+
+    /// The names of [`Table::meta_blocks`], for tests.
+    #[cfg(test)]
+    pub(crate) fn meta_block_names(&self) -> Vec<String> {
+        self.meta_blocks().into_iter().map(|(n, _)| n).collect()
+    }
+
+    /// The stored length of the meta block `name`, for tests.
+    #[cfg(test)]
+    pub(crate) fn meta_block_len(&self, name: &str) -> Option<usize> {
+        self.meta_blocks()
+            .into_iter()
+            .find_map(|(n, len)| (n == name).then_some(len))
+    }
+
     /// End of the last data block (0 without blocks), for tests.
     #[cfg(test)]
     pub(crate) fn data_end(&self) -> usize {

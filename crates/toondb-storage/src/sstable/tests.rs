@@ -640,3 +640,6 @@ mod hash;
 
 #[path = "tests_review_s26.rs"]
 mod review_s26;
+
+#[path = "tests_end_pad.rs"]
+mod end_pad;
