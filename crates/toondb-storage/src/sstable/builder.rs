@@ -369,6 +369,18 @@ impl TableBuilder {
         if self.options.hash_index {
             len += self.hash.finished_len() as u64;
         }
+        if !self.range_dels.is_empty() {
+            // The count, and per tombstone two length-prefixed keys and a
+            // timestamp (`range_del::encode_block`; duplicates, dropped
+            // at finish, are counted).
+            let prefixed = |n: usize| n + (n.max(1).ilog2() as usize / 7 + 1);
+            let tombstones: usize = self
+                .range_dels
+                .iter()
+                .map(|t| prefixed(t.start.len()) + prefixed(t.end.len()) + 8)
+                .sum();
+            len += (4 + tombstones + V2_TRAILER_LEN) as u64;
+        }
         // Index: one entry per block, about a key and a handle each; then
         // properties, metaindex and footer (a few hundred bytes).
         let index_entry = (self.last_key.len() + 16) as u64;

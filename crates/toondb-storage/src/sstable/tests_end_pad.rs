@@ -159,3 +159,32 @@ fn a_table_cut_near_a_boundary_gets_a_small_pad() {
     let pad = table.meta_block_len("pad").unwrap();
     assert!(pad as u64 <= CUT_WINDOW + CUT_MARGIN, "pad {pad}");
 }
+
+/// Range tombstones count toward the projection too.
+#[test]
+fn projected_length_counts_range_tombstones() {
+    let rows = rows_100(9_000);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.sst");
+    let mut b = TableBuilder::with_options(
+        OsFileSystem.create(&path).unwrap(),
+        opts(4096, Compression::None),
+    );
+    b.without_end_pad();
+    for (k, ts, kind, v) in &rows {
+        b.add(k, *ts, *kind, v).unwrap();
+    }
+    for i in 0..2_000u64 {
+        b.add_range_tombstone(crate::range_del::RangeTombstone {
+            start: format!("key{:013}", i * 4).into_bytes(),
+            end: format!("key{:013}x{}", i * 4, "y".repeat(i as usize % 300)).into_bytes(),
+            ts: 3 + i,
+        });
+    }
+    let projected = b.projected_len();
+    let written = b.finish().unwrap().file_size;
+    assert!(
+        projected.abs_diff(written) < CUT_MARGIN,
+        "projected {projected}, written {written}"
+    );
+}
