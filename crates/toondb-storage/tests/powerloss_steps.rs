@@ -257,8 +257,9 @@ fn flush_step(
 }
 
 /// The open under test, including the background flush of what it
-/// recovered (so every run of a step makes the same file-system calls and
-/// a crash can land inside that flush too).
+/// recovered and the background sync of the WAL segments it replayed
+/// (`wait_idle` waits for both), so every run of a step makes the same
+/// file-system calls and a crash can land inside that flush or sync too.
 fn open_settled(dir: &Path, opts: &Options) -> Option<Database> {
     let db = Database::open_with(dir, opts.clone()).ok()?;
     wait_idle(&db);
