@@ -276,9 +276,21 @@ export interface DatabaseStats {
    * (false only while it has nothing to do; point reads can make a
    * compaction of level 0 due, docs/compaction.md). With
    * `immutableMemtables` 0 and this false, every table file in the
-   * directory is a live one.
+   * directory is a live one. Background syncs of WAL segments are not
+   * maintenance work: see `pendingWalSyncs`.
    */
   maintenanceBusy: boolean
+  /**
+   * WAL segments whose fdatasync runs in the background and has not
+   * returned yet: one the engine moved on from (a memtable seal or a WAL
+   * rotation), or those an open replayed (synced after the open resolved).
+   * Counted until the sync returned, whether it succeeded or not (a failed
+   * one makes the next durable write, or the close, fail, and stops
+   * writes: `backgroundError`). With this 0, `maintenanceBusy` false and
+   * `immutableMemtables` 0, no background work that writes or syncs files
+   * is left.
+   */
+  pendingWalSyncs: number
   /** Compactions installed since open (trivial moves included). */
   compactions: number
   /** Of those, trivial moves: a table moved down a level without rewriting it. */

@@ -700,6 +700,7 @@ impl Database {
                         .is_none_or(|t| std::time::Instant::now() >= t)
                     && !state.levels.level(0).is_empty()
                     && state.levels.l0_due_by_reads()),
+            pending_wal_syncs: engine.pending_wal_syncs.get(),
             recovery: engine.recovery.clone(),
             background_error: engine.bg_error().map(|e| e.to_string()),
             range_tombstones: state.range_del_sets().map(|s| s.len() as u64).sum(),

@@ -68,6 +68,10 @@ pub(crate) struct Engine {
     pub queued: AtomicUsize,
     /// The commit state; `None` once the commit thread has stopped.
     pub committer: Mutex<Option<Committer>>,
+    /// WAL segments (sealed, or replayed by the open) whose background
+    /// sync has not finished (`Stats::pending_wal_syncs`); the committer
+    /// counts them, their sync threads uncount them.
+    pub pending_wal_syncs: crate::commit::PendingSyncs,
     /// The first unrecoverable background failure (a failed WAL write or
     /// fsync, a failed flush). Once set, writes fail with it: continuing
     /// after a failed fsync could acknowledge data the disk never got.
@@ -134,6 +138,7 @@ impl Engine {
             commit_tx: RwLock::new(Some(parts.commit_tx)),
             queued: AtomicUsize::new(0),
             committer: Mutex::new(None),
+            pending_wal_syncs: crate::commit::PendingSyncs::default(),
             bg_error: Mutex::new(None),
             stopped_by_commit: AtomicBool::new(false),
             maintenance: Mutex::new(MaintenanceState {

@@ -299,7 +299,13 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         open_durability,
     }));
 
-    *engine.committer.lock() = Some(Committer::new(wal, last_ts, 3, unsynced));
+    *engine.committer.lock() = Some(Committer::new(
+        wal,
+        last_ts,
+        3,
+        unsynced,
+        engine.pending_wal_syncs.clone(),
+    ));
     let commit_thread = CommitThread::new(engine.clone(), commit_rx);
     let for_maintenance = engine.clone();
     let maintainer = move || MaintenanceThread::switch_then_run(for_maintenance, manifest, garbage);

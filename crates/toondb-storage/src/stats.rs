@@ -117,6 +117,18 @@ pub struct Stats {
     /// memtables, false means every table file in the directory is in the
     /// manifest.
     pub maintenance_busy: bool,
+    /// WAL segments whose fdatasync runs in the background and has not
+    /// returned yet: a segment the commit thread moved on from (a memtable
+    /// seal or a WAL rotation), or the segments an open replayed (synced
+    /// after the open returned). Counted from before the sync is handed to
+    /// its thread until it returned, whether it succeeded or not: a failed
+    /// one counts no more, and the commit that next waits for it (a
+    /// durable write, a close, a seal with several in flight) fails with
+    /// its error, which stops writes (`background_error`). Not part of
+    /// `maintenance_busy` (no flush or compaction); with this 0,
+    /// `maintenance_busy` false and no sealed memtable, no background work
+    /// that writes or syncs files is left.
+    pub pending_wal_syncs: u64,
     /// Bytes of table data blocks read since open: by gets, scans,
     /// transaction conflict checks and compaction inputs.
     pub table_bytes_read: u64,

@@ -21,8 +21,9 @@
 mod powerloss_support;
 
 use std::path::Path;
+use std::sync::Arc;
 
-use toondb_storage::io::{Crash, PowerCut, PowerLossFs};
+use toondb_storage::io::{Crash, PowerCut, PowerLossFs, WrappedFs, WritableFile, WriteHook};
 use toondb_storage::{Database, Options, WriteBatch, WriteOptions};
 
 use powerloss_support::{
@@ -257,8 +258,9 @@ fn flush_step(
 }
 
 /// The open under test, including the background flush of what it
-/// recovered (so every run of a step makes the same file-system calls and
-/// a crash can land inside that flush too).
+/// recovered and the background sync of the WAL segments it replayed
+/// (`wait_idle` waits for both), so every run of a step makes the same
+/// file-system calls and a crash can land inside that flush or sync too.
 fn open_settled(dir: &Path, opts: &Options) -> Option<Database> {
     let db = Database::open_with(dir, opts.clone()).ok()?;
     wait_idle(&db);
@@ -369,6 +371,66 @@ fn a_torn_tail_seed_tears() {
         db.stats().recovery
     );
     db.close().unwrap();
+}
+
+/// Delays every fdatasync on a background WAL sync thread, so the sync of
+/// the segments an open replayed comes after the maintenance thread's
+/// flush of what they held (on a loaded machine that can happen at any
+/// time).
+struct SlowWalSync;
+
+impl WriteHook for SlowWalSync {
+    fn wrap(&self, _path: &Path, file: Box<dyn WritableFile>) -> Box<dyn WritableFile> {
+        Box::new(SlowWalSyncFile(file))
+    }
+}
+
+struct SlowWalSyncFile(Box<dyn WritableFile>);
+
+impl WritableFile for SlowWalSyncFile {
+    fn append(&mut self, data: &[u8]) -> toondb_storage::Result<()> {
+        self.0.append(data)
+    }
+    fn sync_data(&mut self) -> toondb_storage::Result<()> {
+        if std::thread::current().name() == Some("toondb-walsync") {
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        self.0.sync_data()
+    }
+    fn len(&self) -> u64 {
+        self.0.len()
+    }
+    fn preallocate(&mut self, len: u64) -> toondb_storage::Result<()> {
+        self.0.preallocate(len)
+    }
+}
+
+/// The reopen step makes as many file-system calls when the background
+/// sync of the segments it replayed is slow as when it is not: the step's
+/// `open_settled` waits for that sync (`stats().pending_wal_syncs`). When
+/// it waited for the maintenance thread alone, a slow sync landed after the
+/// step returned (22 calls instead of 23), and `crash_at_every_step`, which
+/// counts them in one run and crashes after each in the others, reported
+/// "crash after op 23 of 23 did not fire" (1 CI run in 3).
+#[test]
+fn a_slow_replayed_segment_sync_stays_inside_the_reopen_step() {
+    let step_ops = |slow: bool| {
+        let dir = unique_dir("reopen-torn-slow-sync");
+        let fs = fresh_disk(&dir);
+        let mut opts = options(&fs, 1 << 20);
+        if slow {
+            opts = opts.fs(Arc::new(WrappedFs::new(fs.shared(), SlowWalSync)));
+        }
+        let (db, mut model) = build(&dir, &opts);
+        let before = fs.mutations();
+        let (db, _) = reopen_after_torn_tail_step(db, &dir, &opts, &fs, &mut model);
+        let ops = fs.mutations() - before;
+        let db = db.expect("the reopen under test failed");
+        assert_eq!(db.stats().pending_wal_syncs, 0);
+        db.close().unwrap();
+        ops
+    };
+    assert_eq!(step_ops(true), step_ops(false));
 }
 
 /// `compact()`: flushes the memtable `build` leaves (a second table over

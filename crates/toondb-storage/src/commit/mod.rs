@@ -31,6 +31,7 @@ use crate::wal::{
     begin_batch_frame, encode_segment_synced, finish_batch_frame, Predecessor, SegmentSynced,
     WalWriter,
 };
+pub(crate) use seal_sync::PendingSyncs;
 use seal_sync::SealSync;
 
 /// Commits `batch` on the calling thread when that is cheap and cannot
@@ -210,6 +211,9 @@ pub(crate) struct Committer {
     wal: WalWriter,
     /// Sealed segments whose background sync may still run, oldest first.
     sealed_syncs: VecDeque<SealSync>,
+    /// The engine's count of segments those syncs have not finished
+    /// (`Stats::pending_wal_syncs`).
+    pending_syncs: PendingSyncs,
     /// Sealed segments whose sync finished but that the live segment does
     /// not say so yet (segment-synced records, written with the next group).
     synced_unrecorded: Vec<SegmentSynced>,
@@ -239,20 +243,23 @@ impl Committer {
     /// A committer whose first segment follows segments an open replayed
     /// without syncing them (`replayed`, oldest first, opened for the
     /// sync): they are synced in the background, and nothing in the new
-    /// segment is synced before that finished, as after a seal.
+    /// segment is synced before that finished, as after a seal. Every
+    /// background sync is counted in `pending_syncs` while it runs.
     pub fn new(
         wal: WalWriter,
         last_ts: Timestamp,
         next_memtable_id: u64,
         replayed: Vec<(SegmentSynced, Box<dyn crate::io::WritableFile>)>,
+        pending_syncs: PendingSyncs,
     ) -> Self {
         let mut sealed_syncs = VecDeque::new();
         if !replayed.is_empty() {
-            sealed_syncs.push_back(SealSync::start_replayed(replayed));
+            sealed_syncs.push_back(SealSync::start_replayed(replayed, &pending_syncs));
         }
         Committer {
             wal,
             sealed_syncs,
+            pending_syncs,
             synced_unrecorded: Vec::new(),
             sync_failed: None,
             last_ts,
@@ -733,7 +740,8 @@ impl Committer {
         let number = engine.alloc_file_number();
         let wal = WalWriter::create_after(&*engine.fs, &engine.dir, number, previous)?;
         let old = std::mem::replace(&mut self.wal, wal);
-        self.sealed_syncs.push_back(SealSync::start(old));
+        self.sealed_syncs
+            .push_back(SealSync::start(old, &self.pending_syncs));
         Ok((previous, number))
     }
 

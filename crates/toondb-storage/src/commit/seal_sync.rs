@@ -21,6 +21,8 @@
 //! synced segment (bit rot) for a lost unsynced tail and drops the newer
 //! segments' acknowledged writes with it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 
 use crate::error::{Error, Result};
@@ -50,7 +52,10 @@ impl SealSync {
     /// a header). Such a segment is sealed when a rotation's commit group
     /// wrote nothing (every member failed validation) and a flush seals the
     /// memtable right after.
-    pub fn start(mut wal: WalWriter) -> SealSync {
+    ///
+    /// `pending` counts the segment until the sync has returned and the
+    /// file is closed.
+    pub fn start(mut wal: WalWriter, pending: &PendingSyncs) -> SealSync {
         let number = wal.number();
         let covers = [SegmentSynced {
             segment: number,
@@ -59,7 +64,13 @@ impl SealSync {
         .into_iter()
         .filter(claims_records)
         .collect();
-        Self::spawn(number, covers, move || wal.sync())
+        let mut counted = pending.add(1);
+        Self::spawn(number, covers, move || {
+            let result = wal.sync();
+            drop(wal);
+            counted.done(1);
+            result
+        })
     }
 
     /// Starts syncing the segments an open replayed, oldest first, on a
@@ -70,18 +81,30 @@ impl SealSync {
     /// comes with where its records end, which the live segment records
     /// once the sync finished (segments holding no record are not named:
     /// a segment-synced record claims more than a header).
-    pub fn start_replayed(segments: Vec<(SegmentSynced, Box<dyn WritableFile>)>) -> SealSync {
+    ///
+    /// `pending` counts each segment until its sync has returned and its
+    /// file is closed (all that are left once one fails).
+    pub fn start_replayed(
+        segments: Vec<(SegmentSynced, Box<dyn WritableFile>)>,
+        pending: &PendingSyncs,
+    ) -> SealSync {
         let number = segments.last().map_or(0, |(s, _)| s.segment);
         let covers = segments
             .iter()
             .map(|(s, _)| *s)
             .filter(claims_records)
             .collect();
+        let mut counted = pending.add(segments.len() as u64);
         Self::spawn(number, covers, move || {
             for (s, mut file) in segments {
-                file.sync_data().map_err(|e| {
+                let result = file.sync_data();
+                drop(file);
+                // A failure leaves the rest of `segments` unsynced; the
+                // guard's drop stops counting them.
+                result.map_err(|e| {
                     e.context(format_args!("syncing replayed WAL segment {}", s.segment))
                 })?;
+                counted.done(1);
             }
             Ok(())
         })
@@ -130,6 +153,55 @@ impl SealSync {
     /// On success, what the live segment should record.
     pub fn finish(self) -> Result<Vec<SegmentSynced>> {
         join(self.number, self.outcome).map(|()| self.covers)
+    }
+}
+
+/// How many WAL segments a background sync has been started for and not
+/// finished (`Stats::pending_wal_syncs`): counted before the work is handed
+/// to its thread, so there is no moment at which it is queued but not
+/// counted, and no longer counted once the sync returned, whether it
+/// succeeded or not (a failure is the committer's to report, when it
+/// collects the outcome: `SealSync::finish`). Shared by the committer and
+/// the sync threads; the stats read it without taking any lock.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct PendingSyncs(Arc<AtomicU64>);
+
+impl PendingSyncs {
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Counts `n` segments until the returned guard says they are done or
+    /// is dropped (also when the sync's thread could not be started, or
+    /// the sync panicked: a stuck count would hang whoever waits for it).
+    fn add(&self, n: u64) -> Counted {
+        self.0.fetch_add(n, Ordering::SeqCst);
+        Counted {
+            pending: self.clone(),
+            left: n,
+        }
+    }
+}
+
+/// Segments a sync thread still has to sync, in the count of
+/// [`PendingSyncs`] until done or dropped.
+struct Counted {
+    pending: PendingSyncs,
+    left: u64,
+}
+
+impl Counted {
+    fn done(&mut self, n: u64) {
+        let n = n.min(self.left);
+        self.left -= n;
+        self.pending.0.fetch_sub(n, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        let left = self.left;
+        self.done(left);
     }
 }
 

@@ -72,14 +72,18 @@ pub fn options(fs: &PowerLossFs, memtable_size: usize) -> Options {
         .fs(fs.shared())
 }
 
-/// Waits until no sealed memtable is waiting for the maintenance thread,
-/// so a crash between steps does not land at a random point of a
-/// background flush (the step tests cover those points one by one).
+/// Waits until no sealed memtable is waiting for the maintenance thread
+/// and no WAL segment's background sync is running, so a crash between
+/// steps does not land at a random point of a background flush or sync
+/// (the step tests cover those points one by one), and a step that ends
+/// with this makes the same file-system calls in every run.
 pub fn wait_idle(db: &Database) {
-    // Idle: no sealed memtable and the maintenance thread waiting for work
+    // Idle: no sealed memtable, the maintenance thread waiting for work
     // (it stays busy from a job to the one that job leads to, such as the
     // flush a reopen starts, a compaction after it, or removing obsolete
-    // WAL segments). Seen twice in a row, to be safe.
+    // WAL segments) and no sealed or replayed WAL segment still being
+    // synced (an open syncs what it replayed after it returned). Seen
+    // twice in a row, to be safe.
     let deadline = Instant::now() + Duration::from_secs(20);
     let mut idle = 0;
     while idle < 2 {
@@ -87,7 +91,7 @@ pub fn wait_idle(db: &Database) {
         if s.background_error.is_some() {
             return;
         }
-        if s.immutable_memtables == 0 && !s.maintenance_busy {
+        if s.immutable_memtables == 0 && !s.maintenance_busy && s.pending_wal_syncs == 0 {
             idle += 1;
         } else {
             idle = 0;

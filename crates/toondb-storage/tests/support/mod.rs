@@ -125,8 +125,9 @@ pub fn copy_dir(src: &Path) -> TempDir {
     dst
 }
 
-/// Waits until no memtable waits for a flush and the maintenance thread is
-/// idle, seen twice in a row; fails on a background error or after 60 s.
+/// Waits until no memtable waits for a flush, the maintenance thread is
+/// idle and no WAL segment's background sync runs, seen twice in a row;
+/// fails on a background error or after 60 s.
 pub fn wait_idle(db: &Database) -> Stats {
     wait_idle_seen(db, 2)
 }
@@ -139,7 +140,7 @@ pub fn wait_idle_seen(db: &Database, times: u32) -> Stats {
     loop {
         let s = db.stats();
         assert!(s.background_error.is_none(), "{:?}", s.background_error);
-        if s.immutable_memtables == 0 && !s.maintenance_busy {
+        if s.immutable_memtables == 0 && !s.maintenance_busy && s.pending_wal_syncs == 0 {
             idle += 1;
             if idle == times {
                 return s;
