@@ -150,25 +150,19 @@ pub(crate) fn run_job(ctx: &mut JobContext<'_>, c: &Compaction) -> Result<JobOut
 
 /// Targets from which outputs are cut where their end pad is small.
 const ALIGNED_CUT_MIN_TARGET: u64 = 4 << 20;
-/// How far before and past its target an output may be cut where its end
-/// pad is small: one 2 MiB span of the file lies inside, so one such place.
-const ALIGNED_CUT_SPAN: u64 = 2 << 20;
 
-/// Whether output `o` is full: it holds `target` bytes of keys and values
-/// or, for a target of at least [`ALIGNED_CUT_MIN_TARGET`] in a compaction
-/// that writes no range tombstones, it is within [`ALIGNED_CUT_SPAN`] of
-/// its target and would end just before a 2 MiB boundary, so the pad that
-/// puts its end in a huge page is small (docs/compaction.md, "Output
-/// tables"). Outputs of such a compaction are cut past the span regardless
-/// (values so large that one entry steps over the window). The tombstones
-/// an output gets are only known when it is finished, so with any kept the
-/// cut is at the target.
-fn output_full(o: &Output, target: u64, tombstones: bool) -> bool {
-    if target < ALIGNED_CUT_MIN_TARGET || tombstones {
-        return o.bytes >= target;
+/// An output is cut once it holds `target` bytes of keys and values and,
+/// for a target of at least [`ALIGNED_CUT_MIN_TARGET`], also ends just
+/// before a 2 MiB boundary, so the pad that puts its end in a huge page is
+/// small (docs/compaction.md, "Output size"), or has overshot by a quarter
+/// (values so large that one entry steps over the window).
+fn output_full(o: &Output, target: u64) -> bool {
+    if o.bytes < target {
+        return false;
     }
-    o.bytes >= target + ALIGNED_CUT_SPAN
-        || (o.bytes + ALIGNED_CUT_SPAN >= target && o.builder.ends_near_boundary())
+    target < ALIGNED_CUT_MIN_TARGET
+        || o.bytes >= target + target / 4
+        || o.builder.ends_near_boundary()
 }
 
 fn merge_into(
@@ -235,9 +229,7 @@ fn merge_into(
                 true => partitions.before(v.key, current.as_ref().map(|o| o.bytes)),
                 false => Cut::None,
             };
-            let full = current
-                .as_ref()
-                .is_some_and(|o| output_full(o, target, !range_dels.kept.is_empty()));
+            let full = current.as_ref().is_some_and(|o| output_full(o, target));
             if new_key && (full || cut == Cut::File) {
                 partitions.cut_before(v.key);
                 if let Some(out) = current.take() {

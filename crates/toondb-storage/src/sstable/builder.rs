@@ -30,25 +30,21 @@ use crate::range_del::RangeTombstone;
 /// pages").
 pub(super) const WRITE_BUFFER: usize = 2 << 20;
 
-/// The most of a table's length its end pad may take: 1/16. A pad makes
+/// The most of a table's length its end pad may take: 1/8. A pad makes
 /// the last 2 MiB of the file (where the filter, hash index and index lie,
 /// the blocks every point read touches) a whole 2 MiB folio, mapped with a
 /// huge-page entry like the data before it (docs/performance.md, "The
 /// table's end in huge pages"). Compaction cuts its outputs where the pad
 /// is small ([`TableBuilder::ends_near_boundary`]); a flush takes what its
-/// memtable gives (and so does a compaction's last output), so it pads
-/// only when the pad is at most 1/16.
-pub(super) const MAX_PAD_FRACTION: u64 = 16;
+/// memtable gives, so its pad averages 1 MiB.
+pub(super) const MAX_PAD_FRACTION: u64 = 8;
 
 /// Compaction cuts an output once its projected end lies this close
 /// before a 2 MiB boundary ([`TableBuilder::ends_near_boundary`]) ...
-pub(super) const CUT_WINDOW: u64 = 16 << 10;
-/// ... but not closer than this: the projection may fall short of the
-/// real length by a few hundred bytes (the properties and metaindex are
-/// estimated), and a table that ends past the boundary gets no pad. (It
-/// overshoots by up to one compressed data block, which only makes the pad
-/// that much larger.)
-pub(super) const CUT_MARGIN: u64 = 4 << 10;
+pub(super) const CUT_WINDOW: u64 = 64 << 10;
+/// ... but not closer than this, which the projection's error (the open
+/// data block's compression, a range tombstone block) cannot cross.
+pub(super) const CUT_MARGIN: u64 = 8 << 10;
 
 /// What the manifest records about a finished table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -390,7 +386,7 @@ impl TableBuilder {
         let index_entry = (self.last_key.len() + 16) as u64;
         len + self.index.contents_len() as u64
             + index_entry
-            + (self.smallest.len() + self.last_key.len()) as u64
+            + 2 * self.smallest.len() as u64
             + 512
             + FOOTER_LEN as u64
     }

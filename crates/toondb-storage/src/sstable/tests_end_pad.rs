@@ -43,7 +43,7 @@ fn a_table_over_2_mib_ends_on_a_boundary_unless_the_pad_is_too_big() {
                     "{n} rows: pad {pad} of {len}"
                 );
             }
-            // The pad it would have needed: over a sixteenth of the table.
+            // The pad it would have needed: over an eighth of the table.
             None => assert!(
                 (ALIGN - len % ALIGN) * MAX_PAD_FRACTION > len,
                 "{n} rows: {len}"
@@ -79,7 +79,7 @@ fn small_tables_get_no_pad() {
 }
 
 #[test]
-fn the_pad_is_never_more_than_a_sixteenth() {
+fn the_pad_is_never_more_than_an_eighth() {
     // Just past a boundary: the pad would be nearly 2 MiB of a 2 MiB table.
     assert_eq!(end_pad_len(ALIGN - 10, 20), None);
     // Exactly on one, after the pad block's own 5-byte trailer.
