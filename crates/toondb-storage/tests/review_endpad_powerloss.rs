@@ -37,25 +37,35 @@ fn has_pad(file: &[u8]) -> bool {
     meta.windows(3).any(|w| w == b"pad")
 }
 
+/// An 8 MiB target: compaction cuts its first output near a 2 MiB
+/// boundary, where it is padded (only such outputs are, besides flushes).
 fn opts(fs: &PowerLossFs) -> Options {
     options(fs, 256 << 20)
         .block_size(4096)
-        .target_file_size(4 << 20)
+        .target_file_size(8 << 20)
         .auto_compaction(false)
 }
 
-const N: u32 = 29_000;
+/// Keys per generation: a ~3.9 MiB flush (padded to 4 MiB), or ~12 MiB
+/// for a compaction whose first output is cut near 10 MiB.
+fn keys(flush_only: bool) -> u32 {
+    if flush_only {
+        29_000
+    } else {
+        90_000
+    }
+}
 
-/// Writes `N` keys of generation `gen` (the last one synced).
-fn load(db: &Database, model: &mut Model, gen: u32) {
-    for chunk in (0..N).collect::<Vec<_>>().chunks(1000) {
+/// Writes `n` keys of generation `gen` (the last one synced).
+fn load(db: &Database, model: &mut Model, gen: u32, n: u32) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
         let mut b = WriteBatch::new();
         let mut commit = Vec::new();
         for &i in chunk {
             b.put(key(i), val(i, gen)).unwrap();
             commit.push((key(i), Some(val(i, gen))));
         }
-        let last = *chunk.last().unwrap() == N - 1;
+        let last = *chunk.last().unwrap() == n - 1;
         db.write_with(b, WriteOptions::sync(last)).unwrap();
         model.commit(commit, last);
     }
@@ -78,10 +88,11 @@ fn padded_tables(fs: &PowerLossFs, dir: &Path) -> usize {
 fn build(fs: &PowerLossFs, dir: &Path, flush_only: bool) -> (Database, Model) {
     let db = Database::open_with(dir, opts(fs)).unwrap();
     let mut model = Model::default();
-    load(&db, &mut model, 1);
+    let n = keys(flush_only);
+    load(&db, &mut model, 1, n);
     db.flush().unwrap();
     model.all_durable();
-    load(&db, &mut model, 2);
+    load(&db, &mut model, 2, n);
     if !flush_only {
         db.flush().unwrap();
         model.all_durable();
