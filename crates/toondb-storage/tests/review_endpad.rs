@@ -12,7 +12,7 @@ use std::ops::Bound;
 use std::path::Path;
 
 use support::Rng;
-use toondb_storage::{Database, Options, ScanOptions};
+use toondb_storage::{Compression, Database, Options, ScanOptions};
 
 const ALIGN: u64 = 2 << 20;
 /// The most pad the docs promise for a compaction output cut where the
@@ -117,9 +117,16 @@ fn key(i: u64) -> Vec<u8> {
 }
 
 fn value(i: u64, len: usize) -> Vec<u8> {
-    // Incompressible, reproducible from `i`.
+    // Reproducible from `i`; the first half random, the rest one byte, so
+    // compressed tables compress to about half (tables are uncompressed
+    // by default).
     let mut rng = Rng(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
-    (0..len).map(|_| rng.next() as u8).collect()
+    (0..len)
+        .map(|j| match j < len / 2 {
+            true => rng.next() as u8,
+            false => i as u8,
+        })
+        .collect()
 }
 
 fn fill(db: &Database, n: u64, len: usize) {
@@ -191,11 +198,22 @@ fn load_and_compact(opts: Options, n: u64, len: usize) -> (tempfile::TempDir, Ve
     db.compact().unwrap();
     support::wait_idle(&db);
     let infos = check_pads(&db, dir.path());
+    // "Exact after compact() with no snapshot held".
+    let s = db.stats();
+    assert_eq!(s.live_bytes_estimate, s.table_bytes, "{infos:?}");
     check_reads(&db, n, len);
     db.close().unwrap();
     drop(db);
     let db = Database::open_with(dir.path(), opts).unwrap();
     check_pads(&db, dir.path());
+    check_reads(&db, n, len);
+    // A backup (hard links) opens, verifies and reads the same.
+    let dest = tempfile::tempdir().unwrap();
+    let copy = dest.path().join("copy");
+    db.backup(&copy).unwrap();
+    db.close().unwrap();
+    let db = Database::open(&copy).unwrap();
+    check_pads(&db, &copy);
     check_reads(&db, n, len);
     db.close().unwrap();
     (dir, infos)
@@ -360,5 +378,32 @@ fn endpad_large_values_bound_output_size() {
             t.len <= target + target / 4 + (2 << 20) + 2 * 200_000,
             "{t:?}"
         );
+    }
+}
+
+/// Compressed tables (LZ4, zstd) and tables without a filter or a hash
+/// index: padded where the rules say, every read path, reopen, backup.
+#[test]
+fn endpad_compressed_and_filterless_tables() {
+    for (name, opts) in [
+        ("lz4", options(16 << 20).compression(Compression::Lz4)),
+        ("zstd", options(16 << 20).compression(Compression::Zstd)),
+        (
+            "no filter, no hash index",
+            options(16 << 20).bloom_bits_per_key(0).hash_index(false),
+        ),
+        ("lz4 64 KiB blocks", {
+            options(8 << 20)
+                .compression(Compression::Lz4)
+                .block_size(64 << 10)
+        }),
+    ] {
+        let (_dir, infos) = load_and_compact(opts, 300_000, 100);
+        let shown = describe(&infos);
+        eprintln!("{name}:\n{shown}");
+        assert!(pad_share(&infos) <= 0.01, "{name}:\n{shown}");
+        for t in &infos {
+            assert!(t.pad.is_none_or(|p| p <= PROMISED_PAD), "{name}: {t:?}");
+        }
     }
 }
