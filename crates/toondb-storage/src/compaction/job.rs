@@ -63,6 +63,14 @@ struct Output {
     lower: Option<Vec<u8>>,
     /// The last user key added.
     last_key: Vec<u8>,
+    /// About the length of the `rangedel` block `finish` will add (the
+    /// pieces of the kept tombstones that start in this output's share so
+    /// far, or reach into it from before), which the cut's projection
+    /// must count: the tombstones are only added when the output is
+    /// finished ([`RangeDels::add_share`]).
+    tomb_bytes: u64,
+    /// The first kept tombstone (by start) not yet counted in `tomb_bytes`.
+    tomb_next: usize,
 }
 
 /// The range tombstones of a compaction's inputs that survive it, and how
@@ -103,6 +111,43 @@ impl RangeDels {
         kept.sort();
         kept.dedup();
         RangeDels { kept }
+    }
+
+    /// The encoded length of one tombstone piece (`range_del::encode_block`:
+    /// two length-prefixed keys and a timestamp); the piece that reaches
+    /// past the output's last key is clipped shorter when it is finished.
+    fn piece_len(t: &RangeTombstone, lower: Option<&[u8]>) -> u64 {
+        let prefixed = |n: usize| n + (n.max(1).ilog2() as usize / 7 + 1);
+        let start = lower.map_or(t.start.len(), |l| l.len().max(t.start.len()));
+        (prefixed(start) + prefixed(t.end.len()) + 8) as u64
+    }
+
+    /// Starts counting an output's share from `lower`: the pieces of
+    /// tombstones that begin below it and reach into it, and the index of
+    /// the first that begins at or above it.
+    fn share_start(&self, lower: Option<&[u8]>) -> (u64, usize) {
+        let Some(lower) = lower else {
+            return (0, 0);
+        };
+        let next = self.kept.partition_point(|t| t.start.as_slice() < lower);
+        let carried = self.kept[..next]
+            .iter()
+            .filter(|t| t.end.as_slice() > lower)
+            .map(|t| Self::piece_len(t, Some(lower)))
+            .sum();
+        (carried, next)
+    }
+
+    /// Counts the tombstones that begin at or before `key` (now in the
+    /// output's share) into `out`.
+    fn count_through(&self, out: &mut Output, key: &[u8]) {
+        while let Some(t) = self.kept.get(out.tomb_next) {
+            if t.start.as_slice() > key {
+                break;
+            }
+            out.tomb_bytes += Self::piece_len(t, None);
+            out.tomb_next += 1;
+        }
     }
 
     /// Adds the pieces in `[lower, upper)` to `builder`.
@@ -148,8 +193,19 @@ pub(crate) fn run_job(ctx: &mut JobContext<'_>, c: &Compaction) -> Result<JobOut
     }
 }
 
-/// Targets from which outputs are cut where their end pad is small.
-const ALIGNED_CUT_MIN_TARGET: u64 = 4 << 20;
+/// Targets from which outputs are cut where their end pad is small. The
+/// quarter overshoot the cut may wait for must span a 2 MiB boundary's
+/// window: a table is about 1.0-1.1 times the key and value bytes it holds
+/// (uncompressed), so below 8 MiB the next window is often out of reach
+/// (at 4 MiB, outputs held 5-5.5 MiB and ended unaligned anyway).
+const ALIGNED_CUT_MIN_TARGET: u64 = 8 << 20;
+
+/// The longest end pad block a compaction output gets: what a cut where
+/// `ends_near_boundary` said gives (the window and the projection's
+/// margin). Any other output (the job's last, one cut for overshooting,
+/// one whose range tombstones, added at `finish`, pushed it past the
+/// boundary) would otherwise take up to an eighth of its length in zeros.
+const END_PAD_MAX: u64 = crate::sstable::CUT_WINDOW + crate::sstable::CUT_MARGIN;
 
 /// An output is cut once it holds `target` bytes of keys and values and,
 /// for a target of at least [`ALIGNED_CUT_MIN_TARGET`], also ends just
@@ -160,9 +216,14 @@ fn output_full(o: &Output, target: u64) -> bool {
     if o.bytes < target {
         return false;
     }
+    // The rangedel block (count, pieces, trailer) comes with `finish`.
+    let tombstones = match o.tomb_bytes {
+        0 => 0,
+        n => n + 4 + 5,
+    };
     target < ALIGNED_CUT_MIN_TARGET
         || o.bytes >= target + target / 4
-        || o.builder.ends_near_boundary()
+        || o.builder.ends_near_boundary_with(tombstones)
 }
 
 fn merge_into(
@@ -258,9 +319,12 @@ fn merge_into(
                     }
                     out
                 }
-                None => current.insert(start(engine, next_lower.take())?),
+                None => current.insert(start(engine, next_lower.take(), &range_dels)?),
             };
             out.builder.add(v.key, v.ts, v.kind, v.value)?;
+            if new_key {
+                range_dels.count_through(out, v.key);
+            }
             if new_key {
                 partitions.added(v.key);
             }
@@ -279,7 +343,7 @@ fn merge_into(
     // Tombstones that outlive the job with no version kept: one output of
     // tombstones only.
     if done.is_empty() && current.is_none() && !range_dels.kept.is_empty() {
-        *current = Some(start(engine, None)?);
+        *current = Some(start(engine, None, &range_dels)?);
     }
     if let Some(out) = current.take() {
         done.push(finish(engine, out, c.output_level, &range_dels, None)?);
@@ -290,17 +354,23 @@ fn merge_into(
     Ok(())
 }
 
-fn start(engine: &Engine, lower: Option<Vec<u8>>) -> Result<Output> {
+fn start(engine: &Engine, lower: Option<Vec<u8>>, range_dels: &RangeDels) -> Result<Output> {
+    let (tomb_bytes, tomb_next) = range_dels.share_start(lower.as_deref());
     let number = engine.alloc_file_number();
     let path = engine.dir.join(table_file_name(number));
     let file = engine.fs.create(&path)?;
+    let mut builder = TableBuilder::with_options(file, engine.options.table_options());
+    // Only the small pad of a cut near a 2 MiB boundary (see `output_full`).
+    builder.limit_end_pad(END_PAD_MAX);
     Ok(Output {
-        builder: TableBuilder::with_options(file, engine.options.table_options()),
+        builder,
         number,
         path,
         bytes: 0,
         lower,
         last_key: Vec::new(),
+        tomb_bytes,
+        tomb_next,
     })
 }
 

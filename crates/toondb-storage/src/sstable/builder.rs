@@ -41,10 +41,10 @@ pub(super) const MAX_PAD_FRACTION: u64 = 8;
 
 /// Compaction cuts an output once its projected end lies this close
 /// before a 2 MiB boundary ([`TableBuilder::ends_near_boundary`]) ...
-pub(super) const CUT_WINDOW: u64 = 64 << 10;
+pub(crate) const CUT_WINDOW: u64 = 64 << 10;
 /// ... but not closer than this, which the projection's error (the open
 /// data block's compression, a range tombstone block) cannot cross.
-pub(super) const CUT_MARGIN: u64 = 8 << 10;
+pub(crate) const CUT_MARGIN: u64 = 8 << 10;
 
 /// What the manifest records about a finished table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -102,6 +102,11 @@ pub struct TableBuilder {
     hash: HashIndexBuilder,
     /// Data blocks finished so far: the number of the block being filled.
     blocks: usize,
+    /// Contents and stored bytes (payload and trailer) of the data blocks
+    /// finished so far: the compression ratio [`TableBuilder::projected_len`]
+    /// applies to the open block.
+    data_contents: u64,
+    data_stored: u64,
     /// Extra raw meta blocks (name, contents), for tests of readers that
     /// meet meta blocks they do not know.
     #[cfg(test)]
@@ -122,6 +127,9 @@ pub struct TableBuilder {
     /// Set once a write fails; the file then has a hole, so every later call
     /// fails instead of producing a table that looks whole.
     failed: bool,
+    /// The longest end pad block (zeros and trailer) `finish` may write,
+    /// besides the 1/[`MAX_PAD_FRACTION`] rule ([`TableBuilder::limit_end_pad`]).
+    max_pad: u64,
 }
 
 impl TableBuilder {
@@ -154,6 +162,8 @@ impl TableBuilder {
             bloom: BloomBuilder::default(),
             hash: HashIndexBuilder::default(),
             blocks: 0,
+            data_contents: 0,
+            data_stored: 0,
             #[cfg(test)]
             extra_meta: Vec::new(),
             #[cfg(test)]
@@ -166,7 +176,18 @@ impl TableBuilder {
             max_ts: 0,
             range_dels: Vec::new(),
             failed: false,
+            max_pad: u64::MAX,
         }
+    }
+
+    /// Writes an end pad only if its block (zeros and trailer) is at most
+    /// `max` bytes: compaction, which cuts its outputs where the pad is
+    /// small, passes what such a cut gives, so an output it could not cut
+    /// there (the last one, one cut for overshooting its target, or one
+    /// whose range tombstones pushed it past the boundary) is not padded
+    /// by up to an eighth.
+    pub(crate) fn limit_end_pad(&mut self, max: u64) {
+        self.max_pad = max;
     }
 
     /// Adds a range tombstone (any order); written to the `rangedel` block
@@ -352,7 +373,8 @@ impl TableBuilder {
         }
         let rest = metaindex.contents_len() + self.index.contents_len() + 2 * V2_TRAILER_LEN;
         let at = self.offset + self.out.len() as u64;
-        Ok(end_pad_len(at, (rest + FOOTER_LEN) as u64))
+        Ok(end_pad_len(at, (rest + FOOTER_LEN) as u64)
+            .filter(|&zeros| (zeros + V2_TRAILER_LEN) as u64 <= self.max_pad))
     }
 
     /// The file's length if the table were finished now, without an end
@@ -361,7 +383,15 @@ impl TableBuilder {
     pub(crate) fn projected_len(&self) -> u64 {
         let mut len = self.offset + self.out.len() as u64;
         if !self.data.is_empty() {
-            len += (self.data.contents_len() + V2_TRAILER_LEN) as u64;
+            // Stored as the finished blocks were, on average (compressed
+            // blocks of 64 KiB would otherwise be overestimated by tens of
+            // KiB, past the cut window).
+            let contents = self.data.contents_len() as u64;
+            let stored = match (self.options.compression, self.data_contents) {
+                (Compression::None, _) | (_, 0) => contents,
+                _ => (contents * self.data_stored).div_ceil(self.data_contents),
+            };
+            len += stored.min(contents) + V2_TRAILER_LEN as u64;
         }
         if self.options.bloom_bits_per_key > 0 {
             len += self.bloom.finished_len(self.options.bloom_bits_per_key) as u64;
@@ -381,12 +411,17 @@ impl TableBuilder {
                 .sum();
             len += (4 + tombstones + V2_TRAILER_LEN) as u64;
         }
-        // Index: one entry per block, about a key and a handle each; then
-        // properties, metaindex and footer (a few hundred bytes).
-        let index_entry = (self.last_key.len() + 16) as u64;
+        // Index: one entry per block, about a key and a handle each (the
+        // open block's only if there is one); then properties (which hold
+        // the smallest and the largest user key, the last one added, which
+        // may be far longer), metaindex and footer (a few hundred bytes).
+        let index_entry = match self.data.is_empty() {
+            true => 0,
+            false => (self.last_key.len() + 16) as u64,
+        };
         len + self.index.contents_len() as u64
             + index_entry
-            + 2 * self.smallest.len() as u64
+            + (self.smallest.len() + self.last_user_key().len()) as u64
             + 512
             + FOOTER_LEN as u64
     }
@@ -394,9 +429,17 @@ impl TableBuilder {
     /// Whether the table, finished now, would end just before a 2 MiB
     /// boundary, so its end pad would be small: compaction cuts its outputs
     /// there once they reach their target size.
+    #[cfg(test)]
     pub(crate) fn ends_near_boundary(&self) -> bool {
-        let short = (WRITE_BUFFER as u64 - self.projected_len() % WRITE_BUFFER as u64)
-            % WRITE_BUFFER as u64;
+        self.ends_near_boundary_with(0)
+    }
+
+    /// [`TableBuilder::ends_near_boundary`] for a table that will also get
+    /// `extra` bytes of blocks not added yet (compaction adds an output's
+    /// range tombstones only when it finishes it).
+    pub(crate) fn ends_near_boundary_with(&self, extra: u64) -> bool {
+        let len = self.projected_len() + extra;
+        let short = (WRITE_BUFFER as u64 - len % WRITE_BUFFER as u64) % WRITE_BUFFER as u64;
         (CUT_MARGIN..=CUT_WINDOW).contains(&short)
     }
 
@@ -436,8 +479,12 @@ impl TableBuilder {
 
     fn finish_data_block(&mut self) -> Result<()> {
         let mut data = std::mem::take(&mut self.data);
+        let contents = data.contents_len() as u64;
+        let before = self.out.len();
         let handle = self.write_entries(&mut data, self.options.compression);
         self.data = data;
+        self.data_contents += contents;
+        self.data_stored += (self.out.len() - before - V2_TRAILER_LEN) as u64;
         self.index.add(&self.last_key, &handle?)?;
         self.blocks += 1;
         if self.out.len() >= WRITE_BUFFER {

@@ -37,6 +37,7 @@ mod table;
 pub(crate) use bloom::bloom_hash;
 #[allow(unused_imports)]
 pub use builder::{TableBuilder, TableOptions, TableSummary};
+pub(crate) use builder::{CUT_MARGIN, CUT_WINDOW};
 pub use compress::Compression;
 #[allow(unused_imports)]
 pub use iter::TableIter;

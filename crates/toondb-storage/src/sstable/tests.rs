@@ -643,3 +643,6 @@ mod review_s26;
 
 #[path = "tests_end_pad.rs"]
 mod end_pad;
+
+#[path = "tests_review_endpad.rs"]
+mod review_endpad;
