@@ -480,12 +480,13 @@ impl TableBuilder {
     fn finish_data_block(&mut self) -> Result<()> {
         let mut data = std::mem::take(&mut self.data);
         let contents = data.contents_len() as u64;
-        let before = self.out.len();
         let handle = self.write_entries(&mut data, self.options.compression);
         self.data = data;
+        let handle = handle?;
         self.data_contents += contents;
-        self.data_stored += (self.out.len() - before - V2_TRAILER_LEN) as u64;
-        self.index.add(&self.last_key, &handle?)?;
+        // The handle's length is the stored block: payload and trailer.
+        self.data_stored += split(handle).1 - V2_TRAILER_LEN as u64;
+        self.index.add(&self.last_key, &handle)?;
         self.blocks += 1;
         if self.out.len() >= WRITE_BUFFER {
             self.flush_aligned()?;
