@@ -302,6 +302,13 @@ pub(crate) fn widen_summary(
     }
 }
 
+/// The bytes a tombstone with keys of these lengths takes in a `rangedel`
+/// block ([`encode_block`]): two length-prefixed keys and a timestamp.
+pub(crate) fn encoded_len(start_len: usize, end_len: usize) -> usize {
+    let prefixed = |n: usize| n + (n.max(1).ilog2() as usize / 7 + 1);
+    prefixed(start_len) + prefixed(end_len) + 8
+}
+
 /// Encodes tombstones as the contents of a table's `rangedel` block:
 /// `count u32 LE`, then per tombstone `start_len varint | start | end_len
 /// varint | end | ts u64 LE` (docs/format-table.md).

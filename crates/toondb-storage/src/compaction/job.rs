@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::key::Timestamp;
 use crate::lsm::{Levels, TableFile, NUM_LEVELS};
 use crate::merge::{Cursor, LevelCursor, MergeIter};
-use crate::range_del::RangeTombstone;
+use crate::range_del::{self, RangeTombstone};
 use crate::sstable::{table_file_name, Readahead, TableBuilder, TableIter};
 use crate::version::TableMeta;
 
@@ -117,9 +117,8 @@ impl RangeDels {
     /// two length-prefixed keys and a timestamp); the piece that reaches
     /// past the output's last key is clipped shorter when it is finished.
     fn piece_len(t: &RangeTombstone, lower: Option<&[u8]>) -> u64 {
-        let prefixed = |n: usize| n + (n.max(1).ilog2() as usize / 7 + 1);
         let start = lower.map_or(t.start.len(), |l| l.len().max(t.start.len()));
-        (prefixed(start) + prefixed(t.end.len()) + 8) as u64
+        range_del::encoded_len(start, t.end.len()) as u64
     }
 
     /// Starts counting an output's share from `lower`: the pieces of
@@ -210,7 +209,7 @@ const END_PAD_MAX: u64 = crate::sstable::CUT_WINDOW + crate::sstable::CUT_MARGIN
 /// An output is cut once it holds `target` bytes of keys and values and,
 /// for a target of at least [`ALIGNED_CUT_MIN_TARGET`], also ends just
 /// before a 2 MiB boundary, so the pad that puts its end in a huge page is
-/// small (docs/compaction.md, "Output size"), or has overshot by a quarter
+/// small (docs/compaction.md, "Output tables"), or has overshot by a quarter
 /// (values so large that one entry steps over the window).
 fn output_full(o: &Output, target: u64) -> bool {
     if o.bytes < target {

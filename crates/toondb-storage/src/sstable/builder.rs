@@ -403,11 +403,10 @@ impl TableBuilder {
             // The count, and per tombstone two length-prefixed keys and a
             // timestamp (`range_del::encode_block`; duplicates, dropped
             // at finish, are counted).
-            let prefixed = |n: usize| n + (n.max(1).ilog2() as usize / 7 + 1);
             let tombstones: usize = self
                 .range_dels
                 .iter()
-                .map(|t| prefixed(t.start.len()) + prefixed(t.end.len()) + 8)
+                .map(|t| crate::range_del::encoded_len(t.start.len(), t.end.len()))
                 .sum();
             len += (4 + tombstones + V2_TRAILER_LEN) as u64;
         }
