@@ -32,6 +32,7 @@ mod key_hints;
 mod lsm;
 mod maintenance;
 mod memfilter;
+mod memindex;
 mod memtable;
 mod merge;
 mod open_durability;

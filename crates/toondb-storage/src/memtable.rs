@@ -15,6 +15,7 @@ use crate::batch::{RawOp, WriteBatch};
 use crate::error::Result;
 use crate::key::{compare_versions, KeyRange, Timestamp, ValueKind};
 use crate::memfilter::MemFilter;
+use crate::memindex::{Lookup, MemIndex};
 use crate::range_del::{RangeDelSet, RangeTombstone};
 use crate::wal::MappedSegment;
 
@@ -338,6 +339,10 @@ pub(crate) struct Memtable {
     map: SkipMap<MemKey, ()>,
     /// Every user key in `map`: point reads of other keys skip the search.
     filter: MemFilter,
+    /// Each user key's newest version in `map`, by hash: point reads of
+    /// keys it holds skip the search too (memindex.rs). Its addresses point
+    /// into `map`'s nodes, so no version is ever removed from `map`.
+    index: MemIndex,
     /// Set before the first version is inserted (like the filter's bits,
     /// see memfilter.rs): an empty memtable answers a read at once.
     has_versions: std::sync::atomic::AtomicBool,
@@ -381,6 +386,7 @@ impl Memtable {
         Memtable {
             map: SkipMap::new(),
             filter: MemFilter::for_memtable(memtable_size),
+            index: MemIndex::for_memtable(memtable_size),
             has_versions: std::sync::atomic::AtomicBool::new(false),
             approximate_bytes: AtomicUsize::new(0),
             id,
@@ -444,19 +450,31 @@ impl Memtable {
     }
 
     /// Inserts every operation of `batch` as a version at `ts`. A key that
-    /// appears twice in one batch keeps its last operation, because the
-    /// skiplist replaces an equal (key, ts) entry.
+    /// appears twice in one batch keeps its last operation: the operations
+    /// are inserted last first, and an earlier one of a key already
+    /// inserted at `ts` is skipped. (Replacing the equal entry instead would
+    /// remove a version from the skiplist, which the point index forbids;
+    /// see memindex.rs.)
     pub fn apply(&self, batch: &WriteBatch, ts: Timestamp) {
         let mut added = self.apply_range_deletes(batch, ts);
-        for op in batch.iter() {
+        let ops: Vec<_> = batch.iter().collect();
+        for op in ops.iter().rev() {
             added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
-            self.note_key(op.key);
-            self.map
-                .insert(MemKey::version(op.key, ts, op.kind, op.value), ());
+            let hash = self.note_key(op.key);
+            self.insert_new(MemKey::version(op.key, ts, op.kind, op.value), hash);
         }
         self.approximate_bytes
             .fetch_add(added, AtomicOrdering::Relaxed);
         self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
+    }
+
+    /// Inserts `version` (its key already noted: `hash` is what
+    /// [`Memtable::note_key`] returned) unless an equal one (same key and
+    /// timestamp) is in the map already, and records it in the index. The
+    /// one way versions enter the map, so none is ever replaced.
+    fn insert_new(&self, version: MemKey, hash: u64) {
+        let entry = self.map.get_or_insert(version, ());
+        self.index.note(hash, entry.key());
     }
 
     /// [`Memtable::replay_record`] of a decoded batch, copying its bytes:
@@ -573,7 +591,9 @@ impl Memtable {
         drop(order);
         for i in keep {
             if let Some(version) = versions.get_mut(i as usize).and_then(Option::take) {
-                self.map.insert(version, ());
+                // The filter has the key already (replay_record).
+                let hash = MemFilter::hash(version.user_key());
+                self.insert_new(version, hash);
             }
         }
     }
@@ -590,6 +610,7 @@ impl Memtable {
         let copy = Memtable {
             map: SkipMap::new(),
             filter: self.filter.copy(),
+            index: self.index.empty_copy(),
             has_versions: std::sync::atomic::AtomicBool::new(
                 self.has_versions.load(AtomicOrdering::Acquire),
             ),
@@ -604,8 +625,8 @@ impl Memtable {
         };
         for entry in self.map.iter() {
             let v = entry.key();
-            copy.map
-                .insert(MemKey::version(v.user_key(), v.ts, v.kind, v.value()), ());
+            let hash = copy.note_key(v.user_key());
+            copy.insert_new(MemKey::version(v.user_key(), v.ts, v.kind, v.value()), hash);
         }
         Some(copy)
     }
@@ -615,23 +636,27 @@ impl Memtable {
     #[cfg(test)]
     pub fn insert_pending(&self, mut pending: Vec<MemKey>) {
         pending.sort();
-        for version in pending {
-            self.note_key(version.user_key());
-            self.map.insert(version, ());
+        // Last first, as `apply` does: of equal versions the last one wins.
+        for version in pending.into_iter().rev() {
+            let hash = self.note_key(version.user_key());
+            self.insert_new(version, hash);
         }
     }
 
-    /// Records `key` in the key filter and marks the memtable non-empty.
-    /// Every insert into `map` calls this first, so any reader that can
-    /// find the version also sees both (see memfilter.rs); a key left out
-    /// would be a version point reads cannot see.
-    fn note_key(&self, key: &[u8]) {
+    /// Records `key` in the key filter and marks the memtable non-empty;
+    /// returns the key's [`MemFilter::hash`]. Every insert into `map` calls
+    /// this first, so any reader that can find the version also sees both
+    /// (see memfilter.rs); a key left out would be a version point reads
+    /// cannot see.
+    fn note_key(&self, key: &[u8]) -> u64 {
         // Stored once: a store per insert would take the line from every
         // reader's cache each time.
         if !self.has_versions.load(AtomicOrdering::Relaxed) {
             self.has_versions.store(true, AtomicOrdering::Relaxed);
         }
-        self.filter.insert(MemFilter::hash(key));
+        let hash = MemFilter::hash(key);
+        self.filter.insert(hash);
+        hash
     }
 
     /// Publishes the batch's range deletes; returns their charged bytes.
@@ -689,6 +714,12 @@ impl Memtable {
         self.get_ref_hashed(key, MemFilter::hash(key), snapshot, f)
     }
 
+    /// Whether the point index gave up (tests).
+    #[cfg(test)]
+    pub fn index_is_incomplete(&self) -> bool {
+        self.index.is_incomplete()
+    }
+
     /// `get_ref` with the key's [`MemFilter::hash`] already computed (a
     /// read probes several memtables with one hash).
     pub fn get_ref_hashed<R>(
@@ -703,6 +734,13 @@ impl Memtable {
         if !self.has_versions.load(AtomicOrdering::Relaxed) || !self.filter.may_contain(hash) {
             return None;
         }
+        match self.index.find(key, hash) {
+            Lookup::Newest(v) if v.ts <= snapshot => return Some(f(v.ts, v.kind, v.value())),
+            Lookup::Absent => return None,
+            // Newer than the snapshot (an older version may be visible),
+            // or the index is incomplete: search.
+            Lookup::Newest(_) | Lookup::Unknown => {}
+        }
         let probe = Probe::new(key, snapshot);
         let entry = self
             .map
@@ -716,8 +754,14 @@ impl Memtable {
 
     /// Timestamp of the newest version of `key`, if any.
     pub fn newest_ts(&self, key: &[u8]) -> Option<Timestamp> {
-        if !self.filter.may_contain(MemFilter::hash(key)) {
+        let hash = MemFilter::hash(key);
+        if !self.filter.may_contain(hash) {
             return None;
+        }
+        match self.index.find(key, hash) {
+            Lookup::Newest(v) => return Some(v.ts),
+            Lookup::Absent => return None,
+            Lookup::Unknown => {}
         }
         let probe = Probe::new(key, Timestamp::MAX);
         let entry = self
