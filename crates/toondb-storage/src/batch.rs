@@ -206,6 +206,40 @@ impl WriteBatch {
         }
     }
 
+    /// [`WriteBatch::iter`], each operation with the byte offset it starts
+    /// at in the batch's encoding ([`WriteBatch::op_at`] decodes it again).
+    pub(crate) fn iter_with_offsets(&self) -> impl Iterator<Item = (usize, BatchOp<'_>)> {
+        let mut ops = RawOps {
+            reader: Reader::new(&self.rep),
+        };
+        let mut left = self.count - self.range_deletes;
+        std::iter::from_fn(move || {
+            while left > 0 {
+                let at = self.rep.len() - ops.reader.remaining();
+                match ops.next_raw()? {
+                    RawOp::Point(op) => {
+                        left -= 1;
+                        return Some((at, op));
+                    }
+                    RawOp::Range(..) => continue,
+                }
+            }
+            None
+        })
+    }
+
+    /// The operation starting `offset` bytes into the batch's encoding (an
+    /// offset [`WriteBatch::iter_with_offsets`] gave).
+    pub(crate) fn op_at(&self, offset: usize) -> Option<BatchOp<'_>> {
+        let mut ops = RawOps {
+            reader: Reader::new(self.rep.get(offset..)?),
+        };
+        match ops.next_raw()? {
+            RawOp::Point(op) => Some(op),
+            RawOp::Range(..) => None,
+        }
+    }
+
     /// Appends the WAL record payload for this batch committed at `ts`:
     /// `commit_ts u64 LE | count u32 LE | rep`.
     pub fn encode_record(&self, ts: Timestamp, out: &mut Vec<u8>) {

@@ -156,6 +156,20 @@ impl MemIndex {
         self.incomplete.store(true, Ordering::Release);
     }
 
+    /// Starts loading the home slot of `hash` (a hint, for an insert about
+    /// to be made).
+    pub(crate) fn prefetch(&self, hash: u64) {
+        #[cfg(target_arch = "x86_64")]
+        if let Some(slot) = self.slots.get(self.home(hash)) {
+            use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
+            // SAFETY: `_mm_prefetch` never faults; the pointer is to a slot
+            // of this index.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(slot.as_ptr().cast_const().cast()) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = hash;
+    }
+
     /// The newest version of `key` (whose `MemFilter::hash` is `hash`).
     pub(crate) fn find(&self, key: &[u8], hash: u64) -> Lookup<'_> {
         if self.incomplete.load(Ordering::Acquire) {

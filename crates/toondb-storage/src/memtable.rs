@@ -343,6 +343,9 @@ pub(crate) struct Memtable {
     /// keys it holds skip the search too (memindex.rs). Its addresses point
     /// into `map`'s nodes, so no version is ever removed from `map`.
     index: MemIndex,
+    /// [`Memtable::apply`]'s (offset, hash) of each operation of the batch
+    /// it is inserting, kept for the next batch.
+    apply_order: parking_lot::Mutex<Vec<(usize, u64)>>,
     /// Set before the first version is inserted (like the filter's bits,
     /// see memfilter.rs): an empty memtable answers a read at once.
     has_versions: std::sync::atomic::AtomicBool,
@@ -387,6 +390,7 @@ impl Memtable {
             map: SkipMap::new(),
             filter: MemFilter::for_memtable(memtable_size),
             index: MemIndex::for_memtable(memtable_size),
+            apply_order: parking_lot::Mutex::new(Vec::new()),
             has_versions: std::sync::atomic::AtomicBool::new(false),
             approximate_bytes: AtomicUsize::new(0),
             id,
@@ -457,12 +461,27 @@ impl Memtable {
     /// see memindex.rs.)
     pub fn apply(&self, batch: &WriteBatch, ts: Timestamp) {
         let mut added = self.apply_range_deletes(batch, ts);
-        let ops: Vec<_> = batch.iter().collect();
-        for op in ops.iter().rev() {
-            added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
+        // Hashed (and their index slots prefetched) first: a slot is a
+        // random line of a large array, and its miss would otherwise come
+        // on top of each insert's skiplist search. The (offset, hash) list
+        // is reused: a fresh one per batch was a large allocation, which
+        // made glibc consolidate its free lists each time (7% of a
+        // `db.batch` load's CPU).
+        let mut order = self.apply_order.lock();
+        order.clear();
+        for (at, op) in batch.iter_with_offsets() {
             let hash = self.note_key(op.key);
+            self.index.prefetch(hash);
+            order.push((at, hash));
+        }
+        for &(at, hash) in order.iter().rev() {
+            let Some(op) = batch.op_at(at) else {
+                continue;
+            };
+            added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
             self.insert_new(MemKey::version(op.key, ts, op.kind, op.value), hash);
         }
+        drop(order);
         self.approximate_bytes
             .fetch_add(added, AtomicOrdering::Relaxed);
         self.max_ts.fetch_max(ts, AtomicOrdering::AcqRel);
@@ -611,6 +630,7 @@ impl Memtable {
             map: SkipMap::new(),
             filter: self.filter.copy(),
             index: self.index.empty_copy(),
+            apply_order: parking_lot::Mutex::new(Vec::new()),
             has_versions: std::sync::atomic::AtomicBool::new(
                 self.has_versions.load(AtomicOrdering::Acquire),
             ),
