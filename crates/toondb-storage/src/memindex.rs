@@ -221,7 +221,7 @@ mod tests {
 
     fn key(i: u8) -> Vec<u8> {
         // Some keys share their first 16 bytes (the skiplist's inline head).
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             format!("k{i:02}").into_bytes()
         } else {
             format!("a-long-shared-prefix-{i:02}").into_bytes()
