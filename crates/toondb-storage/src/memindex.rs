@@ -32,6 +32,57 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::memtable::MemKey;
 
+/// The slot array, in pages of its own: an anonymous map, which the kernel
+/// zeroes lazily, so an index costs memory only for the pages keys hash to
+/// and creating one clears nothing (a heap allocation this size can come
+/// back from `calloc` as memory it clears first). Unmapped with the index.
+/// If the map cannot be made, the array is empty: every insert gives up
+/// and every lookup says "unknown", so reads search the skiplist.
+struct Slots {
+    /// Keeps the pages mapped; only reached through `ptr`.
+    _map: Option<memmap2::MmapMut>,
+    ptr: *const AtomicU64,
+    len: usize,
+}
+
+// SAFETY: the slots are atomics, shared by reference like any
+// `[AtomicU64]`; the map they live in is owned here and unmapped on drop.
+unsafe impl Send for Slots {}
+// SAFETY: as above.
+unsafe impl Sync for Slots {}
+
+impl Slots {
+    fn zeroed(n: usize) -> Slots {
+        match memmap2::MmapMut::map_anon(n * 8) {
+            Ok(mut map) => Slots {
+                ptr: map.as_mut_ptr().cast::<AtomicU64>().cast_const(),
+                _map: Some(map),
+                len: n,
+            },
+            Err(_) => Slots {
+                _map: None,
+                ptr: std::ptr::null(),
+                len: 0,
+            },
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.len
+    }
+
+    fn get(&self, i: usize) -> Option<&AtomicU64> {
+        if i >= self.len {
+            return None;
+        }
+        // SAFETY: `ptr` is the start of a page-aligned map of `len * 8`
+        // zeroed bytes that lives as long as `self`, so slot `i` is an
+        // aligned, in-bounds u64, valid as an `AtomicU64` (same layout, any
+        // bits valid); it is only ever accessed through such atomics.
+        Some(unsafe { &*self.ptr.add(i) })
+    }
+}
+
 const ADDR_BITS: u32 = 48;
 const ADDR_MASK: u64 = (1 << ADDR_BITS) - 1;
 /// Probing stops being worth it past this load; an insert that would pass it
@@ -40,7 +91,7 @@ const MAX_LOAD_NUM: usize = 7;
 const MAX_LOAD_DEN: usize = 8;
 
 pub(crate) struct MemIndex {
-    slots: Box<[AtomicU64]>,
+    slots: Slots,
     mask: usize,
     /// Slots taken (written by the inserting thread only).
     used: AtomicU64,
@@ -63,17 +114,13 @@ pub(crate) enum Lookup<'a> {
 impl MemIndex {
     /// An index for a memtable that rotates at about `memtable_size` bytes:
     /// one slot per 64 bytes of it (the least a version is charged), so a
-    /// memtable of small versions still fits. The slots are allocated
-    /// zeroed by the allocator, so pages no key hashes to are never touched.
+    /// memtable of small versions still fits.
     pub(crate) fn for_memtable(memtable_size: usize) -> MemIndex {
         let n = (memtable_size / 64).clamp(64, 1 << 27).next_power_of_two();
-        let zeroed = vec![0u64; n].into_boxed_slice();
-        // SAFETY: `AtomicU64` has the same size, alignment and bit validity
-        // as `u64`, so a boxed slice of one is a boxed slice of the other.
-        let slots = unsafe { Box::from_raw(Box::into_raw(zeroed) as *mut [AtomicU64]) };
+        let slots = Slots::zeroed(n);
         MemIndex {
+            mask: slots.len().max(1) - 1,
             slots,
-            mask: n - 1,
             used: AtomicU64::new(0),
             incomplete: AtomicBool::new(false),
         }
@@ -154,6 +201,12 @@ impl MemIndex {
 
     fn give_up(&self) {
         self.incomplete.store(true, Ordering::Release);
+    }
+
+    /// Turns the index off for good (a memtable that is not worth indexing):
+    /// readers search the skiplist, and `note` returns at once.
+    pub(crate) fn disable(&self) {
+        self.give_up();
     }
 
     /// Starts loading the home slot of `hash` (a hint, for an insert about

@@ -479,7 +479,7 @@ impl Memtable {
                 continue;
             };
             added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
-            self.insert_new(MemKey::version(op.key, ts, op.kind, op.value), hash);
+            self.insert_new(MemKey::version(op.key, ts, op.kind, op.value), Some(hash));
         }
         drop(order);
         self.approximate_bytes
@@ -489,11 +489,14 @@ impl Memtable {
 
     /// Inserts `version` (its key already noted: `hash` is what
     /// [`Memtable::note_key`] returned) unless an equal one (same key and
-    /// timestamp) is in the map already, and records it in the index. The
-    /// one way versions enter the map, so none is ever replaced.
-    fn insert_new(&self, version: MemKey, hash: u64) {
+    /// timestamp) is in the map already, and records it in the index (with
+    /// a hash). The one way versions enter the map, so none is ever
+    /// replaced.
+    fn insert_new(&self, version: MemKey, hash: Option<u64>) {
         let entry = self.map.get_or_insert(version, ());
-        self.index.note(hash, entry.key());
+        if let Some(hash) = hash {
+            self.index.note(hash, entry.key());
+        }
     }
 
     /// [`Memtable::replay_record`] of a decoded batch, copying its bytes:
@@ -576,8 +579,13 @@ impl Memtable {
         if versions.is_empty() {
             return;
         }
-        // The keys are in the filter already (replay_record).
+        // The keys are in the filter already (replay_record). The point
+        // index is left out: indexing every replayed version (a random slot
+        // of a 4 MiB array each, its pages first touched here) tripled a
+        // warm reopen's time, and a replayed memtable is only read until
+        // its flush; its reads search the skiplist.
         *self.has_versions.get_mut() = true;
+        self.index.disable();
         self.in_segment |= versions
             .iter()
             .flatten()
@@ -610,9 +618,7 @@ impl Memtable {
         drop(order);
         for i in keep {
             if let Some(version) = versions.get_mut(i as usize).and_then(Option::take) {
-                // The filter has the key already (replay_record).
-                let hash = MemFilter::hash(version.user_key());
-                self.insert_new(version, hash);
+                self.insert_new(version, None);
             }
         }
     }
@@ -646,7 +652,10 @@ impl Memtable {
         for entry in self.map.iter() {
             let v = entry.key();
             let hash = copy.note_key(v.user_key());
-            copy.insert_new(MemKey::version(v.user_key(), v.ts, v.kind, v.value()), hash);
+            copy.insert_new(
+                MemKey::version(v.user_key(), v.ts, v.kind, v.value()),
+                Some(hash),
+            );
         }
         Some(copy)
     }
@@ -659,7 +668,7 @@ impl Memtable {
         // Last first, as `apply` does: of equal versions the last one wins.
         for version in pending.into_iter().rev() {
             let hash = self.note_key(version.user_key());
-            self.insert_new(version, hash);
+            self.insert_new(version, Some(hash));
         }
     }
 
