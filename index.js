@@ -172,7 +172,7 @@ function readFast(db, handle, key) {
   readPoolRoom()
   let n
   try {
-    n = native.readInto(handle, key, readPool, readPoolUsed)
+    n = native.readInto(handle, key, readPoolAb, readPoolUsed)
   } catch (err) {
     throw normalizeError(err)
   }
@@ -227,7 +227,7 @@ function readAsync(db, handle, key) {
   readPoolRoom()
   let n
   try {
-    n = native.readIfResident(handle, key, readPool, readPoolUsed)
+    n = native.readIfResident(handle, key, readPoolAb, readPoolUsed)
   } catch (err) {
     return Promise.reject(normalizeError(err))
   }

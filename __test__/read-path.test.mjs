@@ -105,6 +105,22 @@ describe('getSync fast path', () => {
       // No room left at the offset: the value comes back as a Buffer of its own.
       assert.deepEqual(native.readInto(handle, 'a', out, 8), Buffer.from('b'))
       assert.equal(native.readInto(handle, 'zz', out, 8), -1)
+      // `out` may be an ArrayBuffer (what index.js passes: its read pool's);
+      // other views and values are refused.
+      const ab = new ArrayBuffer(8)
+      assert.equal(native.readInto(handle, 'a', ab, 6), 1)
+      assert.deepEqual([...new Uint8Array(ab)], [0, 0, 0, 0, 0, 0, 0x62, 0])
+      assert.deepEqual(native.readInto(handle, 'a', ab, 8), Buffer.from('b'))
+      assert.throws(() => native.readInto(handle, 'a', ab, 9), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+      for (const bad of [new Uint16Array(8), new DataView(new ArrayBuffer(8)), 42, 'out', null]) {
+        assert.throws(() => native.readInto(handle, 'a', bad, 0), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
+      }
+      // A detached ArrayBuffer has no room: the value comes back on its own.
+      const gone = new ArrayBuffer(8)
+      structuredClone(gone, { transfer: [gone] })
+      assert.equal(gone.byteLength, 0)
+      assert.deepEqual(native.readInto(handle, 'a', gone, 0), Buffer.from('b'))
+      assert.throws(() => native.readInto(handle, 'a', gone, 1), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))
       // An external of the wrong kind is refused, not read as another type.
       const scan = native.scanOpen(handle, undefined, undefined, undefined, undefined, undefined, false, undefined, true, true)
       assert.throws(() => native.readInto(scan, 'a', out), (err) => (assertCode(err, 'TOONDB_INVALID_ARGUMENT'), true))

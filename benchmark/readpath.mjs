@@ -2,7 +2,8 @@
 // getBinary on the same keys, in the same process, rounds alternating between
 // the stores. The data set is built once per process (untimed): N keys loaded
 // in batches of 1000 in random (or key) order, then, per --state:
-//   memtable   toondb keeps everything in memory (no reopen, no flush);
+//   memtable   toondb keeps everything in memory (no reopen, no flush; what
+//              does not fit --memtable-size is still flushed to tables);
 //   compacted  toondb flushes and compacts everything, then both stores reopen;
 //   loaded     both stores reopen without a manual compaction (whatever the
 //              background compaction left).
@@ -38,6 +39,7 @@ const { values: opt } = parseArgs({
     workloads: { type: 'string', default: 'present,absent,async1,async64,getmany' },
     dir: { type: 'string', default: os.tmpdir() },
     'cache-size': { type: 'string' },
+    'memtable-size': { type: 'string' },
     // none | lz4 | zstd: how toondb's tables are written.
     compression: { type: 'string' },
     // on | off: whether toondb's tables get a hash index (builds that know it).
@@ -105,6 +107,9 @@ const lmdbDir = path.join(base, 'lmdb');
 const toondbOpts = opt['cache-size'] ? { cacheSize: Number(opt['cache-size']) } : {};
 if (opt.compression) toondbOpts.compression = opt.compression;
 if (opt['hash-index']) toondbOpts.hashIndex = opt['hash-index'] === 'on';
+// --state memtable --memtable-size 268435456: every key stays in one memtable
+// (the default 32 MiB rotates 200K 116-byte entries into a table).
+if (opt['memtable-size']) toondbOpts.memtableSize = Number(opt['memtable-size']);
 
 log(`# ${N} keys (${opt.order} order) x ${VSIZE} B values, state=${opt.state}, ${READS} reads per loop, toondb ${JSON.stringify(toondbOpts)} from ${ENTRY}`);
 let t0 = performance.now();
