@@ -179,11 +179,19 @@ pub(crate) unsafe fn u8_view<'a>(env: sys::napi_env, v: sys::napi_value) -> Opti
     let mut kind = 0;
     let mut len = 0;
     let mut data = ptr::null_mut();
-    let mut ab = ptr::null_mut();
-    let mut off = 0;
-    // SAFETY: plain N-API call; a non-typed-array fails with a status.
+    // SAFETY: plain N-API call; a non-typed-array fails with a status. The
+    // ArrayBuffer and the offset are not asked for (null): each costs V8
+    // calls, and `data` already includes the offset.
     let status = unsafe {
-        sys::napi_get_typedarray_info(env, v, &mut kind, &mut len, &mut data, &mut ab, &mut off)
+        sys::napi_get_typedarray_info(
+            env,
+            v,
+            &mut kind,
+            &mut len,
+            &mut data,
+            ptr::null_mut(),
+            ptr::null_mut(),
+        )
     };
     if status != sys::Status::napi_ok || kind != sys::TypedarrayType::uint8_array {
         return None;
@@ -360,8 +368,12 @@ pub unsafe extern "C" fn get_into(
         Reply::Value(v) => v,
         Reply::Len(n) => {
             let mut ret = ptr::null_mut();
-            // SAFETY: plain N-API call.
-            unsafe { sys::napi_create_int64(env, n, &mut ret) };
+            // SAFETY: plain N-API calls. An int32 is a small integer to V8
+            // (no double to check and convert, as for an int64).
+            match i32::try_from(n) {
+                Ok(n) => unsafe { sys::napi_create_int32(env, n, &mut ret) },
+                Err(_) => unsafe { sys::napi_create_int64(env, n, &mut ret) },
+            };
             ret
         }
     }

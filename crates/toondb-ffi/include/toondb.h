@@ -192,6 +192,13 @@ typedef struct {
   uint64_t checkpoint_bytes_written;
   uint64_t checkpoint_errors;
   uint64_t checkpoint_tables;
+  // 1 while a flush or compaction is running or queued. With this 0,
+  // `pending_wal_syncs` 0 and no immutable memtable, no background work
+  // is left (what a test or tool waits for before it looks at files).
+  uint64_t maintenance_busy;
+  // WAL segments whose background sync (a sealed segment, or one
+  // replayed at open) has not returned yet.
+  uint64_t pending_wal_syncs;
 } ToondbStats;
 
 // Bounds and direction of an iterator. Zero-initialise it (`= {0}`) for a

@@ -292,6 +292,13 @@ pub struct ToondbStats {
     pub checkpoint_bytes_written: u64,
     pub checkpoint_errors: u64,
     pub checkpoint_tables: u64,
+    /// 1 while a flush or compaction is running or queued. With this 0,
+    /// `pending_wal_syncs` 0 and no immutable memtable, no background work
+    /// is left (what a test or tool waits for before it looks at files).
+    pub maintenance_busy: u64,
+    /// WAL segments whose background sync (a sealed segment, or one
+    /// replayed at open) has not returned yet.
+    pub pending_wal_syncs: u64,
 }
 
 impl ToondbStats {
@@ -343,6 +350,8 @@ impl ToondbStats {
             checkpoint_bytes_written: s.checkpoint_bytes_written,
             checkpoint_errors: s.checkpoint_errors,
             checkpoint_tables: s.checkpoint_tables,
+            maintenance_busy: u64::from(s.maintenance_busy),
+            pending_wal_syncs: s.pending_wal_syncs,
             ..ToondbStats::default()
         };
         for (i, l) in s.levels.iter().take(TOONDB_STATS_LEVELS).enumerate() {
@@ -350,5 +359,25 @@ impl ToondbStats {
             out.level_bytes[i] = l.bytes;
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stats_carry_the_background_work_fields() {
+        let mut s = Stats::default();
+        s.maintenance_busy = true;
+        s.pending_wal_syncs = 3;
+        s.checkpoint_tables = 2;
+        let out = ToondbStats::from_engine(&s);
+        assert_eq!(out.maintenance_busy, 1);
+        assert_eq!(out.pending_wal_syncs, 3);
+        assert_eq!(out.checkpoint_tables, 2);
+        assert_eq!(out.struct_size, std::mem::size_of::<ToondbStats>());
+        let idle = ToondbStats::from_engine(&Stats::default());
+        assert_eq!((idle.maintenance_busy, idle.pending_wal_syncs), (0, 0));
     }
 }

@@ -647,6 +647,13 @@ static void test_flush_compact_stats(void) {
     OK(toondb_compact(db, err));
     OK(toondb_stats(db, &st, err));
     CHECK(st.compactions + st.trivial_moves >= 1);
+    /* Background work ends: the two fields a caller waits on read 0. */
+    for (int i = 0; i < 2000 && (st.maintenance_busy || st.pending_wal_syncs || st.immutable_memtables); i++) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+        OK(toondb_stats(db, &st, err));
+    }
+    CHECK(st.maintenance_busy == 0 && st.pending_wal_syncs == 0);
     CHECK(has_value(db, "key00042", "value-2-42-padding-padding"));
     /* A caller compiled against a shorter struct gets only its part. */
     uint64_t small[3] = {2 * sizeof(uint64_t), 0, 0xdeadbeef};
