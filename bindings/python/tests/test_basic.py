@@ -203,6 +203,13 @@ class Maintenance(DbTest):
             self.assertEqual(sum(l["tables"] for l in st["levels"]), st["tables"])
             self.assertFalse(st["background_error"])
             self.assertEqual(db.get(b"key0042"), b"value-2-42")
+            # The background-work fields are there, and read 0 once it ends.
+            for _ in range(2000):
+                st = db.stats()
+                if not (st["maintenance_busy"] or st["pending_wal_syncs"] or st["immutable_memtables"]):
+                    break
+                time.sleep(0.001)
+            self.assertEqual((st["maintenance_busy"], st["pending_wal_syncs"]), (0, 0))
 
 
 if __name__ == "__main__":
