@@ -277,12 +277,15 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     let garbage: Vec<_> = garbage.into_iter().map(|name| dir.join(name)).collect();
 
     let (commit_tx, commit_rx) = crossbeam_channel::bounded(options.commit_queue_len.max(1));
+    // Sized like every later memtable (its key filter and point index),
+    // not for the default rotation size.
+    let first = Arc::new(Memtable::sized(2, options.memtable_size));
     let engine = Arc::new(Engine::new(EngineParts {
         dir: dir.to_path_buf(),
         tables: opener,
         options,
         state: LsmState {
-            mem: Arc::new(Memtable::new(2)),
+            mem: first,
             imms: replayed.into_iter().collect(),
             levels,
             checkpoints: Vec::new(),
