@@ -205,6 +205,28 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Waits until no background work is left, or it failed (a kill).
+fn settle(db: &Database) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut idle = 0;
+    while idle < 2 {
+        let s = db.stats();
+        if s.background_error.is_some() {
+            return;
+        }
+        if s.immutable_memtables == 0 && !s.maintenance_busy && s.pending_wal_syncs == 0 {
+            idle += 1;
+        } else {
+            idle = 0;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "background work did not finish: {s:?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+}
+
 fn chunk_and_compact(dir: &Path, at: u64) -> (u64, Result<()>) {
     let kill = Arc::new(Kill {
         inner: Arc::new(OsFileSystem),
@@ -215,9 +237,18 @@ fn chunk_and_compact(dir: &Path, at: u64) -> (u64, Result<()>) {
     let options = Options::default().fs(Arc::new(KillFs(kill.clone())));
     let result = (|| {
         let db = Database::open_with(dir, options)?;
+        // Background work (the open's manifest switch and the sync of the
+        // WAL it replayed, flushes) is let finish before the next step and
+        // before the close, so every run takes the same file-system steps
+        // in the same order: the kill at step N of the counted run then
+        // always fires. (Left to run alongside, a background sync could
+        // still be in flight at the close, and a run counted one step
+        // fewer now and then under load.)
+        settle(&db);
         let t = db.table("t")?;
         t.chunk(&db)?;
         db.compact()?;
+        settle(&db);
         db.close()
     })();
     (kill.steps.load(Ordering::SeqCst), result)
