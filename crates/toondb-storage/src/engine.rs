@@ -64,6 +64,11 @@ pub(crate) struct Engine {
     /// `None` once shutdown began; senders hold the read lock while sending
     /// so no request can slip in behind the shutdown.
     commit_tx: RwLock<Option<Sender<CommitMsg>>>,
+    /// Set when shutdown begins, just before `commit_tx` is taken: what
+    /// [`Engine::is_closed`] reads. Every read checks it, and a plain load
+    /// costs nothing, where taking `commit_tx`'s read lock was two locked
+    /// instructions per read (1.7% of a cached `getSync`, `perf`).
+    closing: AtomicBool,
     /// Requests sent to the commit thread and not yet fully committed.
     pub queued: AtomicUsize,
     /// The commit state; `None` once the commit thread has stopped.
@@ -136,6 +141,7 @@ impl Engine {
             visible_ts: AtomicU64::new(parts.last_ts),
             next_file_number: AtomicU64::new(parts.next_file_number),
             commit_tx: RwLock::new(Some(parts.commit_tx)),
+            closing: AtomicBool::new(false),
             queued: AtomicUsize::new(0),
             committer: Mutex::new(None),
             pending_wal_syncs: crate::commit::PendingSyncs::default(),
@@ -295,7 +301,7 @@ impl Engine {
     }
 
     pub fn is_closed(&self) -> bool {
-        self.commit_tx.read().is_none()
+        self.closing.load(Ordering::Acquire)
     }
 
     /// Hands a request to the commit thread. When the engine is closed the
@@ -362,6 +368,7 @@ impl Engine {
     /// error, if there is one (the final WAL sync's included): a clean
     /// return means every acknowledged write is on disk.
     pub fn shutdown(&self) -> Result<()> {
+        self.closing.store(true, Ordering::Release);
         drop(self.commit_tx.write().take());
         let mut panicked = false;
         // The commit thread goes first: a write stalled on a full set of
