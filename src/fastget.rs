@@ -215,7 +215,9 @@ pub(crate) unsafe fn out_view<'a>(env: sys::napi_env, v: sys::napi_value) -> Opt
     let mut data = ptr::null_mut();
     let mut len = 0;
     // SAFETY: plain N-API call; a non-ArrayBuffer fails with a status.
-    if unsafe { sys::napi_get_arraybuffer_info(env, v, &mut data, &mut len) } == sys::Status::napi_ok {
+    if unsafe { sys::napi_get_arraybuffer_info(env, v, &mut data, &mut len) }
+        == sys::Status::napi_ok
+    {
         if len == 0 || data.is_null() {
             return Some(&mut []);
         }
