@@ -4,6 +4,8 @@
 //! chunking's commit is there whole or not at all. (Kill file system as in
 //! review17_kill.rs.)
 
+mod powerloss_support;
+
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,6 +15,9 @@ use toondb_storage::{
     ColumnDef, ColumnType, Database, Error, ErrorKind, Options, Result, Schema, TableScanOptions,
     Value,
 };
+
+// Returns once no background work is left, or it failed (a kill).
+use powerloss_support::wait_idle;
 
 struct Kill {
     inner: Arc<dyn FileSystem>,
@@ -205,28 +210,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-/// Waits until no background work is left, or it failed (a kill).
-fn settle(db: &Database) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    let mut idle = 0;
-    while idle < 2 {
-        let s = db.stats();
-        if s.background_error.is_some() {
-            return;
-        }
-        if s.immutable_memtables == 0 && !s.maintenance_busy && s.pending_wal_syncs == 0 {
-            idle += 1;
-        } else {
-            idle = 0;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "background work did not finish: {s:?}"
-        );
-        std::thread::sleep(std::time::Duration::from_millis(2));
-    }
-}
-
 fn chunk_and_compact(dir: &Path, at: u64) -> (u64, Result<()>) {
     let kill = Arc::new(Kill {
         inner: Arc::new(OsFileSystem),
@@ -244,11 +227,11 @@ fn chunk_and_compact(dir: &Path, at: u64) -> (u64, Result<()>) {
         // always fires. (Left to run alongside, a background sync could
         // still be in flight at the close, and a run counted one step
         // fewer now and then under load.)
-        settle(&db);
+        wait_idle(&db);
         let t = db.table("t")?;
         t.chunk(&db)?;
         db.compact()?;
-        settle(&db);
+        wait_idle(&db);
         db.close()
     })();
     (kill.steps.load(Ordering::SeqCst), result)
