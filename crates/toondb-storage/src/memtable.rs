@@ -827,18 +827,45 @@ impl Memtable {
 
     /// Versions in internal order between the bounds (see `read.rs` for how
     /// user-key bounds become version bounds).
-    pub fn range(
-        &self,
-        lower: Bound<MemKey>,
-        upper: Bound<MemKey>,
-    ) -> crossbeam_skiplist::map::Range<'_, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>
-    {
-        self.map.range((lower, upper))
+    pub fn range(&self, lower: Bound<MemKey>, upper: Bound<MemKey>) -> VersionRange<'_> {
+        VersionRange(self.map.range((lower, upper)))
     }
 
     /// All versions in internal order (for flushing to a table file).
-    pub fn iter(&self) -> crossbeam_skiplist::map::Iter<'_, MemKey, ()> {
-        self.map.iter()
+    pub fn iter(&self) -> impl DoubleEndedIterator<Item = VersionEntry<'_>> {
+        self.map.iter().map(VersionEntry)
+    }
+}
+
+/// A version a memtable iterator lends: its skiplist entry without the
+/// entry's `remove`. No version may leave a memtable's skiplist while the
+/// memtable lives (the point index holds addresses into its nodes,
+/// memindex.rs), so nothing outside this module gets a way to remove one.
+pub(crate) struct VersionEntry<'a>(crossbeam_skiplist::map::Entry<'a, MemKey, ()>);
+
+impl VersionEntry<'_> {
+    pub fn key(&self) -> &MemKey {
+        self.0.key()
+    }
+}
+
+type MapRange<'a> =
+    crossbeam_skiplist::map::Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>;
+
+/// [`Memtable::range`]'s versions, as [`VersionEntry`]s.
+pub(crate) struct VersionRange<'a>(MapRange<'a>);
+
+impl<'a> Iterator for VersionRange<'a> {
+    type Item = VersionEntry<'a>;
+
+    fn next(&mut self) -> Option<VersionEntry<'a>> {
+        self.0.next().map(VersionEntry)
+    }
+}
+
+impl<'a> DoubleEndedIterator for VersionRange<'a> {
+    fn next_back(&mut self) -> Option<VersionEntry<'a>> {
+        self.0.next_back().map(VersionEntry)
     }
 }
 

@@ -11,15 +11,13 @@ use std::cmp::Ordering;
 use std::ops::Bound;
 use std::sync::Arc;
 
-use crossbeam_skiplist::map::{Entry, Range};
-
 use crate::error::Result;
 use crate::key::{compare_versions, Timestamp, ValueKind};
 use crate::lsm::TableFile;
-use crate::memtable::MemKey;
+use crate::memtable::{VersionEntry, VersionRange};
 use crate::sstable::{Readahead, TableIter};
 
-type MemRange<'a> = Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>;
+type MemRange<'a> = VersionRange<'a>;
 
 /// One version, borrowed from its source.
 #[derive(Debug, Clone, Copy)]
@@ -34,7 +32,7 @@ pub(crate) struct Version<'s> {
 pub(crate) enum Cursor<'a> {
     Mem {
         range: MemRange<'a>,
-        current: Option<Entry<'a, MemKey, ()>>,
+        current: Option<VersionEntry<'a>>,
     },
     Table(TableIter),
     /// A sorted level with disjoint tables, walked as one run: only the
