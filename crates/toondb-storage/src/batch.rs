@@ -203,29 +203,15 @@ impl WriteBatch {
                 reader: Reader::new(&self.rep),
             },
             left: self.count - self.range_deletes,
+            len: self.rep.len(),
         }
     }
 
     /// [`WriteBatch::iter`], each operation with the byte offset it starts
     /// at in the batch's encoding ([`WriteBatch::op_at`] decodes it again).
     pub(crate) fn iter_with_offsets(&self) -> impl Iterator<Item = (usize, BatchOp<'_>)> {
-        let mut ops = RawOps {
-            reader: Reader::new(&self.rep),
-        };
-        let mut left = self.count - self.range_deletes;
-        std::iter::from_fn(move || {
-            while left > 0 {
-                let at = self.rep.len() - ops.reader.remaining();
-                match ops.next_raw()? {
-                    RawOp::Point(op) => {
-                        left -= 1;
-                        return Some((at, op));
-                    }
-                    RawOp::Range(..) => continue,
-                }
-            }
-            None
-        })
+        let mut it = self.iter();
+        std::iter::from_fn(move || it.next_at())
     }
 
     /// The operation starting `offset` bytes into the batch's encoding (an
@@ -356,26 +342,38 @@ impl<'a> RawOps<'a> {
 pub struct BatchIter<'a> {
     ops: RawOps<'a>,
     left: u32,
+    /// The encoding's whole length (an operation's offset is this minus
+    /// what is left to read).
+    len: usize,
 }
 
-impl<'a> Iterator for BatchIter<'a> {
-    type Item = BatchOp<'a>;
-
-    fn next(&mut self) -> Option<BatchOp<'a>> {
+impl<'a> BatchIter<'a> {
+    /// The next operation and the offset it starts at in the batch's
+    /// encoding.
+    fn next_at(&mut self) -> Option<(usize, BatchOp<'a>)> {
         if self.left == 0 {
             return None;
         }
         // Batches are validated on construction and on decode, so a failure
         // here would mean a bug; ending the iteration is the safe response.
         loop {
+            let at = self.len - self.ops.reader.remaining();
             match self.ops.next_raw()? {
                 RawOp::Point(op) => {
                     self.left -= 1;
-                    return Some(op);
+                    return Some((at, op));
                 }
                 RawOp::Range(..) => continue,
             }
         }
+    }
+}
+
+impl<'a> Iterator for BatchIter<'a> {
+    type Item = BatchOp<'a>;
+
+    fn next(&mut self) -> Option<BatchOp<'a>> {
+        self.next_at().map(|(_, op)| op)
     }
 }
 

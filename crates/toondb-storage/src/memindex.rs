@@ -131,14 +131,14 @@ impl MemIndex {
         MemIndex::for_memtable(self.slots.len() * 64)
     }
 
-    /// Bytes of slot memory (tests and stats).
-    #[allow(dead_code)]
+    /// Bytes of slot memory.
+    #[cfg(test)]
     pub(crate) fn bytes(&self) -> usize {
         self.slots.len() * 8
     }
 
     /// Whether some version could not be indexed.
-    #[allow(dead_code)]
+    #[cfg(test)]
     pub(crate) fn is_incomplete(&self) -> bool {
         self.incomplete.load(Ordering::Acquire)
     }
@@ -199,14 +199,11 @@ impl MemIndex {
         self.give_up();
     }
 
-    fn give_up(&self) {
+    /// Turns the index off for good (it is full, or its memtable is not
+    /// worth indexing): readers search the skiplist, and `note` returns at
+    /// once.
+    pub(crate) fn give_up(&self) {
         self.incomplete.store(true, Ordering::Release);
-    }
-
-    /// Turns the index off for good (a memtable that is not worth indexing):
-    /// readers search the skiplist, and `note` returns at once.
-    pub(crate) fn disable(&self) {
-        self.give_up();
     }
 
     /// Starts loading the home slot of `hash` (a hint, for an insert about

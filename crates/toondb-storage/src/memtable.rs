@@ -585,7 +585,7 @@ impl Memtable {
         // warm reopen's time, and a replayed memtable is only read until
         // its flush; its reads search the skiplist.
         *self.has_versions.get_mut() = true;
-        self.index.disable();
+        self.index.give_up();
         self.in_segment |= versions
             .iter()
             .flatten()
