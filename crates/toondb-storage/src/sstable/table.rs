@@ -165,18 +165,32 @@ struct Meta {
     /// entries region as a loaded block's reads are, without reading the
     /// block's trailer, count or offsets (`Table::get_in_place`).
     in_place: Vec<InPlace>,
+    /// Each data block's first byte in the file, 4 bytes a block (empty
+    /// for a file of 4 GiB or more, whose reads take it from the handle):
+    /// a hash-index read finds the entry's address here and starts loading
+    /// its lines before it reads the block's [`InPlace`] state. On a tree
+    /// larger than the CPU caches that state is a miss of its own, and the
+    /// entry's load no longer waits for it (docs/performance.md, "Session
+    /// 36").
+    starts: Vec<u32>,
     /// Heap bytes this holds, charged to the block cache while the table is open.
     charge: u64,
 }
 
-/// What a point read decoding an entry in place needs of one data block:
-/// 16 bytes, so four blocks share a cache line. The read touches this
-/// instead of the block's 40-byte handle, whose array (plus the separate
-/// flags) missed the caches twice per read on a 1M-key database (`perf`,
-/// docs/performance.md "Point reads, session 29").
+#[cfg(test)]
+thread_local! {
+    /// Tests: tables whose index is decoded on this thread keep no
+    /// [`Meta::starts`], as for a file of 4 GiB or more.
+    pub(crate) static NO_BLOCK_STARTS: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a point read decoding an entry in place needs of one data block
+/// besides its start ([`Meta::starts`]): 8 bytes, so eight blocks share a
+/// cache line. The read touches this instead of the block's 40-byte
+/// handle, whose array (plus the separate flags) missed the caches twice
+/// per read on a 1M-key database (`perf`, docs/performance.md "Point
+/// reads, session 29").
 struct InPlace {
-    /// The block's first byte in the file.
-    offset: usize,
     /// 0 until the block is known to be verified and stored uncompressed;
     /// then its stored length (high 32 bits) and the length of its entries
     /// region plus one (low 32 bits). A block whose lengths do not fit
@@ -448,11 +462,22 @@ impl Table {
         let in_place: Vec<InPlace> = index
             .handles
             .iter()
-            .map(|h| InPlace {
-                offset: h.offset,
+            .map(|_| InPlace {
                 state: AtomicU64::new(0),
             })
             .collect();
+        let starts: Vec<u32> = index
+            .handles
+            .iter()
+            .map(|h| u32::try_from(h.offset).ok())
+            .collect::<Option<_>>()
+            .unwrap_or_default();
+        #[cfg(test)]
+        let starts = if NO_BLOCK_STARTS.with(std::cell::Cell::get) {
+            Vec::new()
+        } else {
+            starts
+        };
         let hints = KeyHints::new(
             index
                 .handles
@@ -464,12 +489,14 @@ impl Table {
             + index.keys.capacity()
             + hints.heap_bytes()
             + verified.capacity() * 8
-            + in_place.capacity() * std::mem::size_of::<InPlace>()) as u64;
+            + in_place.capacity() * std::mem::size_of::<InPlace>()
+            + starts.capacity() * 4) as u64;
         Ok(Meta {
             index,
             hints,
             verified,
             in_place,
+            starts,
             charge,
         })
     }
@@ -579,6 +606,12 @@ impl Table {
     /// Data block reads and bloom filter use so far (summed into `Stats`
     /// through the table's handle, which shares them).
     #[allow(dead_code)] // tests and tools
+    /// Tests: whether the decoded index keeps the blocks' starts.
+    #[cfg(test)]
+    pub(crate) fn keeps_block_starts(&self) -> Result<bool> {
+        Ok(!self.meta()?.starts.is_empty())
+    }
+
     pub fn counters(&self) -> &TableCounters {
         &self.counters
     }
@@ -767,6 +800,21 @@ impl Table {
         user_key: &[u8],
         snapshot: Timestamp,
     ) -> Result<Option<Walk>> {
+        let file = self.bytes.bytes();
+        let start = match meta.starts.get(block) {
+            Some(&start) => start as usize,
+            None => match meta.index.handles.get(block) {
+                Some(h) => h.offset,
+                None => return Ok(None),
+            },
+        };
+        let at = start + offset;
+        // All of a small entry's lines at once, and before the block's state
+        // is known: decoding the header and key first and only then touching
+        // the value took one miss after the other (docs/performance.md,
+        // "Prefetching the entry"), and so did reading the state first. A
+        // hint only: for a block not readable in place they load for nothing.
+        prefetch(file, at..(at + ENTRY_PREFETCH).min(file.len()));
         let Some(slot) = meta.in_place.get(block) else {
             return Ok(None);
         };
@@ -776,13 +824,7 @@ impl Table {
         // Verified and stored uncompressed: the contents start at the
         // block's first byte, and the entries region is as noted then (an
         // offset past it is corruption here too, as for a loaded block).
-        let entries_end = slot.offset + entries_len;
-        let file = self.bytes.bytes();
-        let at = slot.offset + offset;
-        // All of a small entry's lines at once: decoding the header and key
-        // first and only then touching the value took one miss after the
-        // other (docs/performance.md, "Prefetching the entry").
-        prefetch(file, at..(at + ENTRY_PREFETCH).min(entries_end));
+        let entries_end = start + entries_len;
         let (pos, _) = self.entry_pos_at(block, file, at, entries_end)?;
         let walk = if file.get(pos.user_key.clone()) != Some(user_key) {
             Walk::OtherKey

@@ -140,6 +140,23 @@ fn hash_index_reads_match_for_seed(seed: u64) {
     }
 }
 
+/// Without the blocks' starts (a file of 4 GiB or more keeps none), a read
+/// decoding an entry in place takes its block's start from the handle:
+/// the same answers as the model, on the second read of each block too.
+#[test]
+fn reads_without_block_starts_match_the_model() {
+    let rows = random_rows(5, 400);
+    super::table::NO_BLOCK_STARTS.with(|c| c.set(true));
+    let (table, _) = build_mapped_with(&rows, with_hash(512, Compression::None, true));
+    let kept = table.keeps_block_starts();
+    let agreed = check_against_unhashed(&rows, 512, Compression::None);
+    super::table::NO_BLOCK_STARTS.with(|c| c.set(false));
+    assert!(!kept.unwrap(), "the hook left the starts in place");
+    assert!(agreed, "no hash index written");
+    let (table, _) = build_mapped_with(&rows, with_hash(512, Compression::None, true));
+    assert!(table.keeps_block_starts().unwrap());
+}
+
 // Seeds 1..=4, one test each so the test harness runs them in parallel
 // (this was the lib suite's longest test, ~36 s alone at opt-level 1,
 // most of it decompressing the one-block tables on every read).
