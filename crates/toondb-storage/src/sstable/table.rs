@@ -603,15 +603,15 @@ impl Table {
         self.version
     }
 
-    /// Data block reads and bloom filter use so far (summed into `Stats`
-    /// through the table's handle, which shares them).
-    #[allow(dead_code)] // tests and tools
     /// Tests: whether the decoded index keeps the blocks' starts.
     #[cfg(test)]
     pub(crate) fn keeps_block_starts(&self) -> Result<bool> {
         Ok(!self.meta()?.starts.is_empty())
     }
 
+    /// Data block reads and bloom filter use so far (summed into `Stats`
+    /// through the table's handle, which shares them).
+    #[allow(dead_code)] // tests and tools
     pub fn counters(&self) -> &TableCounters {
         &self.counters
     }
