@@ -335,6 +335,10 @@ pub(crate) struct Replayed {
 /// estimate, used only to decide when to rotate.
 const ENTRY_OVERHEAD: usize = 64;
 
+/// Operations [`Memtable::apply`]'s reused list keeps room for between
+/// batches: 1 MiB.
+const APPLY_ORDER_KEPT: usize = 1 << 16;
+
 pub(crate) struct Memtable {
     map: SkipMap<MemKey, ()>,
     /// Every user key in `map`: point reads of other keys skip the search.
@@ -344,7 +348,8 @@ pub(crate) struct Memtable {
     /// into `map`'s nodes, so no version is ever removed from `map`.
     index: MemIndex,
     /// [`Memtable::apply`]'s (offset, hash) of each operation of the batch
-    /// it is inserting, kept for the next batch.
+    /// it is inserting, kept for the next batch (up to
+    /// [`APPLY_ORDER_KEPT`] operations).
     apply_order: parking_lot::Mutex<Vec<(usize, u64)>>,
     /// Set before the first version is inserted (like the filter's bits,
     /// see memfilter.rs): an empty memtable answers a read at once.
@@ -480,6 +485,12 @@ impl Memtable {
             };
             added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
             self.insert_new(MemKey::version(op.key, ts, op.kind, op.value), Some(hash));
+        }
+        // A list an unusually large batch grew is not kept for the rest of
+        // the memtable's life (16 bytes an operation); such a batch pays
+        // for its allocation many times over anyway.
+        if order.capacity() > APPLY_ORDER_KEPT {
+            *order = Vec::new();
         }
         drop(order);
         self.approximate_bytes
@@ -882,6 +893,28 @@ mod tests {
             };
         }
         b
+    }
+
+    /// The reused (offset, hash) list keeps room for ordinary batches only:
+    /// after a batch larger than [`APPLY_ORDER_KEPT`] operations its room
+    /// is given back, and every version of both batches reads.
+    #[test]
+    fn a_huge_batch_does_not_keep_its_apply_list() {
+        let mem = Memtable::new(1);
+        mem.apply(&batch(&[("a", Some("1")), ("b", Some("2"))]), 1);
+        let kept = mem.apply_order.lock().capacity();
+        assert!((2..=APPLY_ORDER_KEPT).contains(&kept), "{kept}");
+        let mut huge = WriteBatch::new();
+        for i in 0..APPLY_ORDER_KEPT + 1 {
+            huge.put(format!("k{i:06}"), "v").unwrap();
+        }
+        mem.apply(&huge, 2);
+        assert_eq!(mem.apply_order.lock().capacity(), 0);
+        assert_eq!(mem.get(b"a", 2), Some((1, ValueKind::Put, b"1".to_vec())));
+        assert_eq!(
+            mem.get(format!("k{APPLY_ORDER_KEPT:06}").as_bytes(), 2),
+            Some((2, ValueKind::Put, b"v".to_vec()))
+        );
     }
 
     /// Replay's deferred, sorted inserts give the same memtable as applying
