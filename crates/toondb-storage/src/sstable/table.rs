@@ -466,12 +466,14 @@ impl Table {
                 state: AtomicU64::new(0),
             })
             .collect();
-        let starts: Vec<u32> = index
-            .handles
-            .iter()
-            .map(|h| u32::try_from(h.offset).ok())
-            .collect::<Option<_>>()
-            .unwrap_or_default();
+        let mut starts = Vec::with_capacity(index.handles.len());
+        for h in &index.handles {
+            let Ok(start) = u32::try_from(h.offset) else {
+                starts = Vec::new();
+                break;
+            };
+            starts.push(start);
+        }
         #[cfg(test)]
         let starts = if NO_BLOCK_STARTS.with(std::cell::Cell::get) {
             Vec::new()

@@ -646,3 +646,6 @@ mod end_pad;
 
 #[path = "tests_review_endpad.rs"]
 mod review_endpad;
+
+#[path = "tests_review_starts.rs"]
+mod review_starts;
