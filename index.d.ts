@@ -194,6 +194,13 @@ export interface DatabaseStats {
   memtableBytes: number
   /** Full memtables waiting to be written to table files. */
   immutableMemtables: number
+  /**
+   * Address space the memtables' point indexes map (the active one and
+   * those waiting to be written): 8 bytes per 64 bytes of `memtableSize`
+   * each, 4 MiB at the default 32 MiB. Memory is committed page by page as
+   * keys are written, so it becomes resident as a memtable fills.
+   */
+  memtableIndexBytes: number
   /** Live table files (all levels). */
   tables: number
   /** Total size in bytes of the live table files. */

@@ -719,12 +719,32 @@ describe('lifecycle', { timeout: TIMEOUT }, () => {
     }
   })
 
+  test('stats().memtableIndexBytes is the memtable point index: 8 bytes per 64 of memtableSize', async () => {
+    const dir = tmp.dir()
+    let db = await Database.open(dir, { memtableSize: 1 << 20 })
+    try {
+      assert.equal(db.stats().memtableIndexBytes, (1 << 20) / 8)
+      await db.put('k', 'v')
+    } finally {
+      await db.close()
+    }
+    // Reopened with the default 32 MiB: the new memtable's index, and the
+    // replayed one's while it waits for its flush.
+    db = await Database.open(dir)
+    try {
+      const s = db.stats()
+      assert.equal(s.memtableIndexBytes, (4 << 20) * (1 + s.immutableMemtables))
+    } finally {
+      await db.close()
+    }
+  })
+
   test('stats() fields make sense', async () => {
     const db = await Database.open(tmp.dir())
     try {
       const s0 = db.stats()
       for (const f of [
-        'visibleTs', 'memtableBytes', 'immutableMemtables', 'tables', 'tableBytes', 'commits', 'commitGroups',
+        'visibleTs', 'memtableBytes', 'immutableMemtables', 'memtableIndexBytes', 'tables', 'tableBytes', 'commits', 'commitGroups',
         'walBytesWritten', 'walSyncs', 'writeStalls', 'writeStallMicros', 'flushes', 'flushBytesWritten',
         'recoveredRecords', 'recoveredSegments', 'droppedTailBytes', 'pendingWrites',
       ]) {

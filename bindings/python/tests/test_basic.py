@@ -210,6 +210,8 @@ class Maintenance(DbTest):
                     break
                 time.sleep(0.001)
             self.assertEqual((st["maintenance_busy"], st["pending_wal_syncs"]), (0, 0))
+            # The active memtable's point index: 8 bytes per 64 of memtable_size.
+            self.assertEqual(st["memtable_index_bytes"], 64 * 1024 // 8)
 
 
 if __name__ == "__main__":

@@ -115,7 +115,7 @@ class Stats(Structure):
             "block_cache_hits block_cache_misses block_cache_evictions block_cache_bytes "
             "block_cache_capacity open_tables table_cache_hits table_cache_misses "
             "hash_index_checked hash_index_useful checkpoints checkpoint_bytes_written "
-            "checkpoint_errors checkpoint_tables maintenance_busy pending_wal_syncs"
+            "checkpoint_errors checkpoint_tables maintenance_busy pending_wal_syncs memtable_index_bytes"
         ).split()
     ]
 

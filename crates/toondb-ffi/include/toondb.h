@@ -199,6 +199,9 @@ typedef struct {
   // WAL segments whose background sync (a sealed segment, or one
   // replayed at open) has not returned yet.
   uint64_t pending_wal_syncs;
+  // Address space the memtables' point indexes map (8 bytes per 64 of
+  // `memtable_size` each), committed page by page as keys are written.
+  uint64_t memtable_index_bytes;
 } ToondbStats;
 
 // Bounds and direction of an iterator. Zero-initialise it (`= {0}`) for a

@@ -299,6 +299,9 @@ pub struct ToondbStats {
     /// WAL segments whose background sync (a sealed segment, or one
     /// replayed at open) has not returned yet.
     pub pending_wal_syncs: u64,
+    /// Address space the memtables' point indexes map (8 bytes per 64 of
+    /// `memtable_size` each), committed page by page as keys are written.
+    pub memtable_index_bytes: u64,
 }
 
 impl ToondbStats {
@@ -352,6 +355,7 @@ impl ToondbStats {
             checkpoint_tables: s.checkpoint_tables,
             maintenance_busy: u64::from(s.maintenance_busy),
             pending_wal_syncs: s.pending_wal_syncs,
+            memtable_index_bytes: s.memtable_index_bytes,
             ..ToondbStats::default()
         };
         for (i, l) in s.levels.iter().take(TOONDB_STATS_LEVELS).enumerate() {
@@ -372,7 +376,9 @@ mod tests {
         s.maintenance_busy = true;
         s.pending_wal_syncs = 3;
         s.checkpoint_tables = 2;
+        s.memtable_index_bytes = 4 << 20;
         let out = ToondbStats::from_engine(&s);
+        assert_eq!(out.memtable_index_bytes, 4 << 20);
         assert_eq!(out.maintenance_busy, 1);
         assert_eq!(out.pending_wal_syncs, 3);
         assert_eq!(out.checkpoint_tables, 2);

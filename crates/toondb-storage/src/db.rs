@@ -662,6 +662,10 @@ impl Database {
             visible_ts: engine.visible_ts(),
             memtable_bytes: state.mem.approximate_bytes() as u64,
             immutable_memtables: state.imms.len() as u64,
+            memtable_index_bytes: std::iter::once(&state.mem)
+                .chain(state.imms.iter())
+                .map(|m| m.index_bytes() as u64)
+                .sum(),
             tables: state.levels.table_count() as u64,
             checkpoint_tables: state.checkpoints.len() as u64,
             table_bytes: state.levels.total_bytes(),

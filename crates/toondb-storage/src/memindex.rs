@@ -131,8 +131,7 @@ impl MemIndex {
         MemIndex::for_memtable(self.slots.len() * 64)
     }
 
-    /// Bytes of slot memory.
-    #[cfg(test)]
+    /// Bytes of slot memory mapped (committed only where keys hashed).
     pub(crate) fn bytes(&self) -> usize {
         self.slots.len() * 8
     }

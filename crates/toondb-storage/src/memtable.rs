@@ -731,6 +731,13 @@ impl Memtable {
         added
     }
 
+    /// Bytes of address space the point index maps: one slot of 8 bytes
+    /// per 64 bytes of the rotation size, committed by the kernel only for
+    /// the pages keys hash to.
+    pub fn index_bytes(&self) -> usize {
+        self.index.bytes()
+    }
+
     /// The newest version of `key` with a timestamp <= `snapshot`.
     #[cfg(test)]
     pub fn get(&self, key: &[u8], snapshot: Timestamp) -> Option<(Timestamp, ValueKind, Vec<u8>)> {

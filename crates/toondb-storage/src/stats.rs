@@ -86,6 +86,11 @@ pub struct Stats {
     pub memtable_bytes: u64,
     /// Sealed memtables waiting to be flushed.
     pub immutable_memtables: u64,
+    /// Address space the memtables' point indexes map (active and sealed):
+    /// one 8-byte slot per 64 bytes of `memtable_size` each, 4 MiB for the
+    /// default 32 MiB. The kernel commits it page by page as keys hash
+    /// there, so it becomes resident as a memtable fills.
+    pub memtable_index_bytes: u64,
     /// Live table files and their total size.
     pub tables: u64,
     pub table_bytes: u64,

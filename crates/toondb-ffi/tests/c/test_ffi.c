@@ -654,6 +654,8 @@ static void test_flush_compact_stats(void) {
         OK(toondb_stats(db, &st, err));
     }
     CHECK(st.maintenance_busy == 0 && st.pending_wal_syncs == 0);
+    /* The active memtable's point index: 8 bytes per 64 of memtable_size. */
+    CHECK(st.memtable_index_bytes >= 64 * 8 && st.memtable_index_bytes % 512 == 0);
     CHECK(has_value(db, "key00042", "value-2-42-padding-padding"));
     /* A caller compiled against a shorter struct gets only its part. */
     uint64_t small[3] = {2 * sizeof(uint64_t), 0, 0xdeadbeef};
