@@ -95,6 +95,14 @@ pub struct Options {
     pub level_base_bytes: u64,
     /// Size ratio between adjacent levels (default 10).
     pub level_size_ratio: u64,
+    /// Size the levels from the bottom up (default true; RocksDB's
+    /// `level_compaction_dynamic_level_bytes`): the last level holds most
+    /// of the data and each level above it a `level_size_ratio`-th of the
+    /// next, level 0 compacts into the shallowest level needed, and levels
+    /// above that are emptied downwards. `false`: level 1 targets
+    /// `level_base_bytes` and each deeper level `level_size_ratio` times
+    /// more (docs/compaction.md, "Level targets").
+    pub dynamic_level_bytes: bool,
     /// The file system; tests inject faults through it.
     pub fs: Arc<dyn FileSystem>,
     /// Bytes of decoded table data held in memory (default 32 MiB): the
@@ -142,6 +150,7 @@ impl Default for Options {
             target_file_size: 16 << 20,
             level_base_bytes: 64 << 20,
             level_size_ratio: 10,
+            dynamic_level_bytes: true,
             fs: OsFileSystem::shared(),
             cache_size: 32 << 20,
             max_open_files: 1000,
@@ -187,6 +196,7 @@ setters! {
     target_file_size: u64,
     level_base_bytes: u64,
     level_size_ratio: u64,
+    dynamic_level_bytes: bool,
     fs: Arc<dyn FileSystem>,
     cache_size: usize,
     max_open_files: usize,
@@ -240,6 +250,7 @@ impl fmt::Debug for Options {
             .field("target_file_size", &self.target_file_size)
             .field("level_base_bytes", &self.level_base_bytes)
             .field("level_size_ratio", &self.level_size_ratio)
+            .field("dynamic_level_bytes", &self.dynamic_level_bytes)
             .field("cache_size", &self.cache_size)
             .field("max_open_files", &self.max_open_files)
             .field("zero_copy_threshold", &self.zero_copy_threshold)

@@ -47,6 +47,19 @@ pub(crate) struct Policy {
     pub l0_trigger: usize,
     pub base_bytes: u64,
     pub ratio: u64,
+    /// Targets sized from the bottom up (`Options::dynamic_level_bytes`).
+    pub dynamic: bool,
+}
+
+/// Where level 0 compacts to and what each level 1.. may hold, for one
+/// state of the tree ([`Policy::targets`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Targets {
+    /// The level level 0 compacts into when nothing lies above it.
+    pub base: usize,
+    /// Per level: its target in bytes; 0 for a level above `base` (to be
+    /// emptied downwards), `u64::MAX` for the bottom (no target).
+    pub bytes: [u64; NUM_LEVELS],
 }
 
 impl Policy {
@@ -55,10 +68,11 @@ impl Policy {
             l0_trigger: options.l0_compaction_trigger.max(1),
             base_bytes: options.level_base_bytes.max(1),
             ratio: options.level_size_ratio.max(2),
+            dynamic: options.dynamic_level_bytes,
         }
     }
 
-    /// Target size of level `n` >= 1.
+    /// Target size of level `n` >= 1 under the static policy.
     pub fn level_target(&self, n: usize) -> u64 {
         let mut target = self.base_bytes;
         for _ in 1..n {
@@ -67,13 +81,49 @@ impl Policy {
         target
     }
 
+    /// The levels' targets for `levels` (docs/compaction.md, "Level
+    /// targets"). Static: level n targets `base_bytes × ratio^(n-1)` and
+    /// level 0 compacts into level 1. Dynamic: the bottom level (the last)
+    /// has no target; each level above it targets a `ratio`-th of the
+    /// largest level's bytes per step up, and the base (where level 0
+    /// compacts to) is the deepest level whose target is at most
+    /// `base_bytes`, or the bottom while the whole tree is that small.
+    /// Levels above the base target 0, so whatever they hold (a tree
+    /// written under the static policy, or one that shrank) moves down.
+    pub fn targets(&self, levels: &Levels) -> Targets {
+        let bottom = NUM_LEVELS - 1;
+        let mut bytes = [0u64; NUM_LEVELS];
+        bytes[bottom] = u64::MAX;
+        if !self.dynamic {
+            for (n, t) in bytes.iter_mut().enumerate().take(bottom).skip(1) {
+                *t = self.level_target(n);
+            }
+            return Targets { base: 1, bytes };
+        }
+        let largest = (1..NUM_LEVELS)
+            .map(|n| levels.level_bytes(n))
+            .max()
+            .unwrap_or(0);
+        let (mut base, mut target) = (bottom, largest);
+        while base > 1 && target > self.base_bytes {
+            base -= 1;
+            target /= self.ratio;
+        }
+        let mut t = target.max(1);
+        for slot in bytes.iter_mut().take(bottom).skip(base) {
+            *slot = t;
+            t = t.saturating_mul(self.ratio);
+        }
+        Targets { base, bytes }
+    }
+
     /// How urgently level `n` needs compaction; >= 1 means it does. The
     /// bottom level is never compacted automatically (it has no target).
-    pub fn score(&self, levels: &Levels, n: usize) -> f64 {
+    pub fn score(&self, levels: &Levels, targets: &Targets, n: usize) -> f64 {
         if n == 0 {
             levels.level(0).len() as f64 / self.l0_trigger as f64
         } else if n + 1 < NUM_LEVELS {
-            levels.level_bytes(n) as f64 / self.level_target(n) as f64
+            levels.level_bytes(n) as f64 / targets.bytes[n].max(1) as f64
         } else {
             0.0
         }
@@ -83,15 +133,25 @@ impl Policy {
     /// under its threshold: all of level 0 once it reaches the trigger,
     /// plus every level's excess over its target.
     pub fn pending_bytes(&self, levels: &Levels) -> u64 {
+        let targets = self.targets(levels);
         let mut pending = 0u64;
         if levels.level(0).len() >= self.l0_trigger {
             pending = pending.saturating_add(levels.level_bytes(0));
         }
         for n in 1..NUM_LEVELS - 1 {
             pending =
-                pending.saturating_add(levels.level_bytes(n).saturating_sub(self.level_target(n)));
+                pending.saturating_add(levels.level_bytes(n).saturating_sub(targets.bytes[n]));
         }
         pending
+    }
+
+    /// Where level 0 compacts to: the base, or the first level above it
+    /// that holds tables (their versions are older than level 0's, so
+    /// level 0 must not pass them).
+    pub(crate) fn l0_output(levels: &Levels, targets: &Targets) -> usize {
+        (1..targets.base)
+            .find(|&n| !levels.level(n).is_empty())
+            .unwrap_or(targets.base)
     }
 
     /// The level with the highest score >= 1 and the tables to merge from
@@ -99,13 +159,14 @@ impl Policy {
     /// of level n, so successive compactions of a level walk its key space
     /// round-robin.
     pub fn pick(&self, levels: &Levels, pointers: &[Vec<u8>]) -> Option<Compaction> {
+        let targets = self.targets(levels);
         let (level, score) = (0..NUM_LEVELS - 1)
-            .map(|n| (n, self.score(levels, n)))
+            .map(|n| (n, self.score(levels, &targets, n)))
             .max_by(|a, b| a.1.total_cmp(&b.1))?;
         if score < 1.0 {
             return None;
         }
-        Self::compaction_of(levels, level, pointers)
+        Self::compaction_of(levels, &targets, level, pointers)
     }
 
     /// All of level 0 into level 1 when point reads have paid for it
@@ -117,10 +178,20 @@ impl Policy {
         if levels.level(0).is_empty() || !levels.l0_due_by_reads() {
             return None;
         }
-        Self::compaction_of(levels, 0, &[])
+        Self::compaction_of(levels, &self.targets(levels), 0, &[])
     }
 
-    fn compaction_of(levels: &Levels, level: usize, pointers: &[Vec<u8>]) -> Option<Compaction> {
+    fn compaction_of(
+        levels: &Levels,
+        targets: &Targets,
+        level: usize,
+        pointers: &[Vec<u8>],
+    ) -> Option<Compaction> {
+        let output_level = if level == 0 {
+            Self::l0_output(levels, targets)
+        } else {
+            level + 1
+        };
         let picked: Vec<Arc<TableFile>> = if level == 0 {
             levels.level(0).to_vec()
         } else {
@@ -134,14 +205,14 @@ impl Policy {
         };
         let lo = picked.iter().map(|t| t.smallest()).min()?.to_vec();
         let hi = picked.iter().map(|t| t.largest()).max()?.to_vec();
-        let below = levels.overlapping(level + 1, Some(&lo), Some(&hi));
+        let below = levels.overlapping(output_level, Some(&lo), Some(&hi));
         let mut inputs = vec![(level, picked)];
         if !below.is_empty() {
-            inputs.push((level + 1, below));
+            inputs.push((output_level, below));
         }
         Some(Compaction {
             inputs,
-            output_level: level + 1,
+            output_level,
             manual: false,
         })
     }
@@ -240,6 +311,11 @@ pub(crate) fn manual_output_level(
     c: &Compaction,
     output_bytes: u64,
 ) -> usize {
+    if policy.dynamic {
+        // The bottom has no target: everything compacted goes there, and
+        // the targets above it follow from its size.
+        return NUM_LEVELS - 1;
+    }
     let bottom = levels.deepest_nonempty().max(1);
     let moving: u64 = c
         .inputs

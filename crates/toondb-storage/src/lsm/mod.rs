@@ -279,6 +279,7 @@ mod tests {
             l0_trigger: 2,
             base_bytes: 1 << 30,
             ratio: 10,
+            dynamic: false,
         };
         let levels = Levels::build(vec![
             (0, table(d, 5, 0, &["a", "c"], 5)),
@@ -345,5 +346,90 @@ mod tests {
             manual_output_level(&policy, &levels, &all, all.input_bytes()),
             2
         );
+    }
+
+    /// Dynamic level targets: the bottom first, the base (where level 0
+    /// goes) moving up as the tree grows, and whatever lies above the base
+    /// moving down.
+    #[test]
+    fn dynamic_targets_start_at_the_bottom() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let bottom = NUM_LEVELS - 1;
+        let policy = Policy {
+            l0_trigger: 2,
+            base_bytes: 1 << 30,
+            ratio: 10,
+            dynamic: true,
+        };
+        // Small tree: level 0 compacts straight into the bottom, and no
+        // level above it may hold anything.
+        let l0 = Levels::build(vec![
+            (0, table(d, 1, 0, &["a", "c"], 1)),
+            (0, table(d, 2, 0, &["b", "d"], 2)),
+        ])
+        .unwrap();
+        let t = policy.targets(&l0);
+        assert_eq!(t.base, bottom);
+        assert!(t.bytes[1..bottom].iter().all(|&b| b == 0));
+        assert_eq!(t.bytes[bottom], u64::MAX);
+        let c = policy.pick(&l0, &[]).unwrap();
+        assert_eq!((c.output_level, c.input_numbers()), (bottom, vec![2, 1]));
+
+        // A bottom larger than base_bytes: the base moves up one level per
+        // ratio, its target the bottom's bytes divided down.
+        let big = table(d, 3, bottom as u32, &["a", "b", "c", "d", "e"], 1);
+        let s = big.file_size();
+        let levels = Levels::build(vec![(bottom, big.clone())]).unwrap();
+        let grown = Policy {
+            base_bytes: s / 10,
+            ratio: 4,
+            ..policy
+        };
+        let t = grown.targets(&levels);
+        let (base, base_target) = if s / 4 <= s / 10 {
+            (bottom - 1, s / 4)
+        } else {
+            (bottom - 2, s / 16)
+        };
+        assert_eq!((t.base, t.bytes[base]), (base, base_target.max(1)));
+        assert!(t.bytes[1..base].iter().all(|&b| b == 0));
+        for n in base..bottom - 1 {
+            assert_eq!(t.bytes[n + 1], t.bytes[n] * 4);
+        }
+        assert!(
+            grown.pick(&levels, &[]).is_none(),
+            "the bottom has no target"
+        );
+
+        // A table above the base (a tree written under the static policy)
+        // moves down, and level 0 stops at it rather than passing it.
+        let levels = Levels::build(vec![
+            (0, table(d, 4, 0, &["a", "z"], 9)),
+            (0, table(d, 5, 0, &["b", "y"], 8)),
+            (2, table(d, 6, 2, &["c", "x"], 3)),
+            (bottom, big),
+        ])
+        .unwrap();
+        let c = grown.pick(&levels, &[]).unwrap();
+        assert_eq!((c.output_level, c.input_numbers()), (3, vec![6]));
+        assert!(c.is_trivial_move());
+        let c = grown.pick_l0_by_reads(&levels).is_none();
+        assert!(c, "level 0 is not due by reads here");
+        let l0_only = Policy {
+            l0_trigger: 1,
+            ..grown
+        };
+        let levels_l0 = Levels::build(vec![
+            (0, table(d, 7, 0, &["a", "z"], 9)),
+            (2, table(d, 8, 2, &["c", "x"], 3)),
+        ])
+        .unwrap();
+        // Level 0 (score 1) against level 2 (score = bytes / 0 target):
+        // level 2 goes first; level 0 alone would go into level 2.
+        assert_eq!(l0_only.pick(&levels_l0, &[]).unwrap().output_level, 3);
+        let targets = l0_only.targets(&levels_l0);
+        assert_eq!(Policy::l0_output(&levels_l0, &targets), 2);
+        assert!(l0_only.pending_bytes(&levels_l0) >= levels_l0.level_bytes(2));
     }
 }
