@@ -8,7 +8,6 @@ use crate::engine::LsmState;
 use crate::error::Result;
 use crate::io::ValueMap;
 use crate::key::{KeyRange, Timestamp, ValueKind};
-use crate::lsm::Candidate;
 use crate::memfilter::MemFilter;
 use crate::range_del::{RangeDelSet, RangeDelView};
 use crate::sstable::{bloom_hash, TableGet, TableIter};
@@ -128,7 +127,7 @@ impl LsmState {
         // Level-0 tables probed without finding the key: charged when the
         // read ends (lsm/levels.rs, `charge_l0_probes`).
         let mut l0_vain = 0;
-        for (at, file) in self.levels.candidates_by_level(key) {
+        for (in_l0, file) in self.levels.candidates_by_level(key) {
             let table = if resident_only {
                 match file.table_if_open() {
                     Some(table) => table,
@@ -148,12 +147,7 @@ impl LsmState {
             {
                 return Ok(None);
             }
-            let found = if at == Candidate::Last {
-                table.get_last_with_hash(key, hash, snapshot)?
-            } else {
-                table.get_with_hash(key, hash, snapshot)?
-            };
-            if let Some(found) = found {
+            if let Some(found) = table.get_with_hash(key, hash, snapshot)? {
                 self.levels.charge_l0_probes(l0_vain);
                 let entry = found.entry();
                 if deleted_at.is_some_and(|t| t > entry.ts) {
@@ -162,7 +156,7 @@ impl LsmState {
                 let value = visible(entry.kind, entry.value);
                 return Ok(Some(f(value.map(|v| Found::Table(v, &found)))));
             }
-            l0_vain += u64::from(at == Candidate::LevelZero);
+            l0_vain += u64::from(in_l0);
         }
         self.levels.charge_l0_probes(l0_vain);
         Ok(Some(f(None)))

@@ -20,18 +20,6 @@ use crate::error::{Error, Result};
 use crate::key_hints::KeyHints;
 use crate::range_del::RangeDelSet;
 
-/// Where a point read's candidate table lies ([`Levels::candidates_by_level`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Candidate {
-    /// In level 0: tables whose ranges may overlap, probed newest first.
-    LevelZero,
-    /// In a level below which some level holds tables.
-    Level,
-    /// In the deepest level holding tables: no table after it can hold
-    /// the key.
-    Last,
-}
-
 /// Levels 0..NUM_LEVELS; the last one is the bottom.
 pub(crate) const NUM_LEVELS: usize = 7;
 
@@ -219,33 +207,23 @@ impl Levels {
         self.candidates_by_level(key).map(|(_, t)| t)
     }
 
-    /// [`Levels::candidates`], each with where it lies.
+    /// [`Levels::candidates`], each with whether it is in level 0.
     pub fn candidates_by_level<'a>(
         &'a self,
         key: &'a [u8],
-    ) -> impl Iterator<Item = (Candidate, &'a Arc<TableFile>)> {
-        // Nothing lies below the deepest level that holds tables, so its
-        // candidate is the last one a read can probe.
-        let bottom = self.deepest_nonempty();
+    ) -> impl Iterator<Item = (bool, &'a Arc<TableFile>)> {
         let l0 = self
             .level(0)
             .iter()
             .filter(move |t| t.contains(key))
-            .map(|t| (Candidate::LevelZero, t));
+            .map(|t| (true, t));
         let rest = self
             .levels
             .iter()
             .zip(&self.hints)
-            .enumerate()
             .skip(1)
-            .filter_map(move |(n, (level, hints))| {
-                let at = if n == bottom {
-                    Candidate::Last
-                } else {
-                    Candidate::Level
-                };
-                find_in_level(level, hints, key).map(|t| (at, t))
-            });
+            .filter_map(move |(level, hints)| find_in_level(level, hints, key))
+            .map(|t| (false, t));
         l0.chain(rest)
     }
 

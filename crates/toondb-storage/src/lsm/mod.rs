@@ -5,7 +5,7 @@
 mod levels;
 mod table_file;
 
-pub(crate) use levels::{Candidate, Levels, NUM_LEVELS};
+pub(crate) use levels::{Levels, NUM_LEVELS};
 pub(crate) use table_file::{TableFile, TableOpener};
 
 #[cfg(test)]

@@ -658,40 +658,9 @@ impl Table {
         hash: u64,
         snapshot: Timestamp,
     ) -> Result<Option<TableGet<'_>>> {
-        self.probe(user_key, hash, snapshot, true)
-    }
-
-    /// [`Table::get_with_hash`] for the last table a read can probe: no
-    /// deeper table could answer, so the filter would only spare absent
-    /// keys the hash index's bucket, and the hash index rules those out
-    /// as well (0.01% false matches against the filter's 1%). Present
-    /// keys, most of the bottom level's reads, skip a filter line that is
-    /// a cache miss once the tables outgrow the CPU caches. A table
-    /// without a hash index is probed through its filter as before.
-    pub(crate) fn get_last_with_hash(
-        &self,
-        user_key: &[u8],
-        hash: u64,
-        snapshot: Timestamp,
-    ) -> Result<Option<TableGet<'_>>> {
-        self.probe(user_key, hash, snapshot, false)
-    }
-
-    fn probe(
-        &self,
-        user_key: &[u8],
-        hash: u64,
-        snapshot: Timestamp,
-        filter_first: bool,
-    ) -> Result<Option<TableGet<'_>>> {
         // The index first, so a damaged one fails every read, even of keys
         // the filter rules out.
         let meta = self.meta()?;
-        if !filter_first {
-            if let Some((buckets, version)) = self.hash_buckets()? {
-                return self.get_hashed(meta, buckets, version, user_key, hash, snapshot);
-            }
-        }
         if let Some(filter) = self.filter_bytes()? {
             self.counters
                 .bloom_checked
