@@ -1047,7 +1047,12 @@ fn maintenance_reads_busy_from_open_until_it_has_nothing_left_to_do() {
 #[test]
 fn compact_writes_one_level_that_automatic_compaction_leaves_alone() {
     let dir = tempfile::tempdir().unwrap();
-    let opts = tiny().level_size_ratio(4).target_file_size(8 << 10);
+    // The static targets' placement (the dynamic ones put every output in
+    // the bottom level: the test after this one).
+    let opts = tiny()
+        .level_size_ratio(4)
+        .target_file_size(8 << 10)
+        .dynamic_level_bytes(false);
     let db = Database::open_with(dir.path(), opts.clone()).unwrap();
     let mut model = BTreeMap::new();
     for i in 0..6000u32 {
@@ -1083,6 +1088,44 @@ fn compact_writes_one_level_that_automatic_compaction_leaves_alone() {
     db.close().unwrap();
 }
 
+/// With the dynamic targets (the default), `compact()` writes every table
+/// into the bottom level, which has no target, so automatic compaction
+/// leaves it alone; and a tree loaded without `compact()` settles with
+/// most of its bytes there.
+#[test]
+fn dynamic_targets_compact_into_the_bottom_and_keep_most_bytes_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = tiny().level_size_ratio(4).target_file_size(8 << 10);
+    let db = Database::open_with(dir.path(), opts.clone()).unwrap();
+    let mut model = BTreeMap::new();
+    for i in 0..6000u32 {
+        let i = (i * 7919) % 6000;
+        db.put(key(i), value(i, 0)).unwrap();
+        model.insert(key(i), value(i, 0));
+    }
+    settle(&db);
+    let loaded = support_levels(&db);
+    let total: u64 = loaded.iter().map(|l| l.1).sum();
+    let bottom = loaded.len() - 1;
+    assert!(
+        loaded[bottom].1 * 2 > total,
+        "most bytes in the bottom level: {loaded:?}"
+    );
+    assert_eq!(all(&db), model_vec(&model));
+    db.compact().unwrap();
+    let after = support_levels(&db);
+    let used: Vec<usize> = (0..after.len()).filter(|&n| after[n].0 > 0).collect();
+    assert_eq!(used, vec![bottom], "{after:?}");
+    settle(&db);
+    assert_eq!(
+        support_levels(&db),
+        after,
+        "automatic compaction moved tables"
+    );
+    assert_eq!(all(&db), model_vec(&model));
+    db.close().unwrap();
+}
+
 fn support_levels(db: &Database) -> Vec<(u64, u64)> {
     db.stats()
         .levels
@@ -1099,7 +1142,11 @@ fn support_levels(db: &Database) -> Vec<(u64, u64)> {
 fn compact_of_mostly_garbage_stays_at_the_bottom_level_in_use() {
     let dir = tempfile::tempdir().unwrap();
     // Automatic compaction off, so the garbage is still there to read.
-    let opts = tiny().level_size_ratio(4).auto_compaction(false);
+    // The static targets' placement (the dynamic ones: the bottom level).
+    let opts = tiny()
+        .level_size_ratio(4)
+        .auto_compaction(false)
+        .dynamic_level_bytes(false);
     let db = Database::open_with(dir.path(), opts).unwrap();
     for round in 0..60u32 {
         for i in 0..20u32 {

@@ -86,7 +86,9 @@ fn reads_that_probe_level_0_in_vain_get_it_compacted() -> Result<()> {
     wait_for("level 0 to be compacted", || l0_tables(&db) == 0);
     let s = wait_idle(&db);
     assert_eq!(s.levels[0].tables, 0);
-    assert!(s.levels[1].tables > 0, "{:?}", s.levels);
+    // Into the base level: level 1 under the static targets, the bottom
+    // (level 6) for a tree this small under the dynamic ones.
+    assert!(s.levels[1..].iter().any(|l| l.tables > 0), "{:?}", s.levels);
     check_all(&db, &model)?;
     drop(db);
     let db = Database::open_with(dir.path(), options(true))?;

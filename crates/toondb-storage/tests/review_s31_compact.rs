@@ -39,8 +39,13 @@ fn tiny(auto: bool) -> Options {
     tiny_base(auto, 1024)
 }
 
+/// The static level targets: these tests check where `compact()` places
+/// its outputs under them (the first level whose target holds them). The
+/// dynamic targets (the default) put them in the bottom level; the
+/// `..._dynamic_targets` model tests below run the same steps under them.
 fn tiny_base(auto: bool, base: u64) -> Options {
     Options::default()
+        .dynamic_level_bytes(false)
         .memtable_size(4 << 10)
         .block_size(256)
         .target_file_size(2 << 10)
@@ -139,6 +144,12 @@ fn random_bound(rng: &mut Rng) -> Bound<Vec<u8>> {
 /// step, so the caller can check the runs did exercise middle and deep
 /// outputs.
 fn run(seed: u64, steps: usize, auto: bool) -> u32 {
+    run_with(seed, steps, auto, false)
+}
+
+/// [`run`] under the static (`dynamic` false) or the dynamic level targets.
+fn run_with(seed: u64, steps: usize, auto: bool, dynamic: bool) -> u32 {
+    let tiny = |auto: bool| tiny(auto).dynamic_level_bytes(dynamic);
     // Level targets from 1 KiB (everything ends in level 6) to 8 KiB
     // (the ~30 KiB of live data fits level 3 or 4).
     let base = 1024u64 << (seed % 4);
@@ -268,6 +279,14 @@ fn random_compact_ranges_agree_with_a_model_without_automatic_compaction() {
         used.push(run(seed, 2500, false));
     }
     levels_exercised(&used);
+}
+
+#[test]
+fn random_compact_ranges_agree_with_a_model_dynamic_targets() {
+    for seed in 201..=206u64 {
+        run_with(seed, 2500, true, true);
+        run_with(seed + 100, 1500, false, true);
+    }
 }
 
 #[test]
