@@ -68,7 +68,8 @@ describe('level 0 compacted once reads have paid for it', () => {
       try {
         await read(db)
         const s = await waitForLevel0Empty(db)
-        assert.ok(s.levels[1].tables > 0, JSON.stringify(s.levels))
+        // Into the base level (the bottom, for a tree this small).
+        assert.ok(s.levels.slice(1).some((l) => l.tables > 0), JSON.stringify(s.levels))
         checkAll(db)
       } finally {
         await db.close()

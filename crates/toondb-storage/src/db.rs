@@ -570,8 +570,10 @@ impl Database {
         Ok(())
     }
 
-    /// Compacts every table into one level (the bottom level in use, or the
-    /// first deeper one whose size target holds the result), dropping every
+    /// Compacts every table into one level (the bottom, level 6, with
+    /// `dynamic_level_bytes`; with the static targets the bottom level in
+    /// use, or the first deeper one whose size target holds the result),
+    /// dropping every
     /// version no live snapshot, transaction or scan can see, and every
     /// tombstone with nothing left below it. Memtables are flushed first.
     /// Returns once the result is installed (or with the error that

@@ -73,7 +73,8 @@ pub struct Options {
     /// level-0 and pending-bytes write stalls are not applied (nothing
     /// would end them).
     pub auto_compaction: bool,
-    /// Level-0 table count at which level 0 is compacted into level 1
+    /// Level-0 table count at which level 0 is compacted into the base
+    /// level (level 1 with the static targets; see `dynamic_level_bytes`)
     /// (default 4). See docs/compaction.md.
     pub l0_compaction_trigger: usize,
     /// Level-0 table count at which each commit group is delayed 1 ms
@@ -90,8 +91,10 @@ pub struct Options {
     pub pending_compaction_bytes_stop: u64,
     /// Size at which compaction cuts an output table (default 16 MiB).
     pub target_file_size: u64,
-    /// Target size of level 1 (default 64 MiB); level n+1 targets
-    /// `level_size_ratio` times level n.
+    /// The base level's target (default 64 MiB): with `dynamic_level_bytes`
+    /// the most the base level (where level 0 compacts to) targets before
+    /// the base moves up a level; with the static targets, level 1's, and
+    /// level n+1 targets `level_size_ratio` times level n.
     pub level_base_bytes: u64,
     /// Size ratio between adjacent levels (default 10).
     pub level_size_ratio: u64,

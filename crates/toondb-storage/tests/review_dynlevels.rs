@@ -407,7 +407,11 @@ fn static_tree_reopened_dynamic_drains_with_reads_correct_throughout() {
             // hold tables: its outputs go to level 6.
             db.compact_range(Bound::Included(key(500)), Bound::Excluded(key(900)))
                 .unwrap();
-            assert_eq!(scan_all(&db), vec_of(&model), "after compact_range mid-drain");
+            assert_eq!(
+                scan_all(&db),
+                vec_of(&model),
+                "after compact_range mid-drain"
+            );
         }
         let s = db.stats();
         let base = dynamic_base(&s, 8 << 10, 3);

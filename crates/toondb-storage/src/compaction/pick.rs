@@ -41,6 +41,9 @@ impl Compaction {
     }
 }
 
+/// The most a level above the base scores ([`Policy::score`]).
+pub(crate) const DRAIN_SCORE_MAX: f64 = 2.0;
+
 /// The thresholds of docs/compaction.md, from `Options`.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Policy {
@@ -119,11 +122,22 @@ impl Policy {
 
     /// How urgently level `n` needs compaction; >= 1 means it does. The
     /// bottom level is never compacted automatically (it has no target).
+    /// A level above the base (target 0) that holds tables scores between
+    /// 1 and [`DRAIN_SCORE_MAX`]: always due, but level 0 at twice its
+    /// trigger goes first, so a large tree written under the static
+    /// targets drains down without holding writers at `l0_stop_writes`
+    /// until it is done.
     pub fn score(&self, levels: &Levels, targets: &Targets, n: usize) -> f64 {
         if n == 0 {
             levels.level(0).len() as f64 / self.l0_trigger as f64
         } else if n + 1 < NUM_LEVELS {
-            levels.level_bytes(n) as f64 / targets.bytes[n].max(1) as f64
+            let bytes = levels.level_bytes(n);
+            match targets.bytes[n] {
+                0 if bytes > 0 => {
+                    1.0 + (bytes as f64 / self.base_bytes as f64).min(DRAIN_SCORE_MAX - 1.0)
+                }
+                target => bytes as f64 / target.max(1) as f64,
+            }
         } else {
             0.0
         }

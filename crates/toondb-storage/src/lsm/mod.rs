@@ -431,5 +431,17 @@ mod tests {
         let targets = l0_only.targets(&levels_l0);
         assert_eq!(Policy::l0_output(&levels_l0, &targets), 2);
         assert!(l0_only.pending_bytes(&levels_l0) >= levels_l0.level_bytes(2));
+        // Level 0 at more than twice its trigger goes before a level that
+        // drains (its score is at most 2), and into that level, not past it.
+        let busy_l0 = Levels::build(vec![
+            (0, table(d, 9, 0, &["a", "z"], 12)),
+            (0, table(d, 10, 0, &["b", "y"], 11)),
+            (0, table(d, 11, 0, &["c", "w"], 10)),
+            (2, table(d, 12, 2, &["c", "x"], 3)),
+            (bottom, table(d, 13, bottom as u32, &["a", "b", "c", "d", "e"], 1)),
+        ])
+        .unwrap();
+        let c = l0_only.pick(&busy_l0, &[]).unwrap();
+        assert_eq!((c.output_level, c.input_numbers()), (2, vec![11, 10, 9, 12]));
     }
 }
