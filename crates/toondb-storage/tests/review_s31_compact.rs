@@ -149,11 +149,10 @@ fn run(seed: u64, steps: usize, auto: bool) -> u32 {
 
 /// [`run`] under the static (`dynamic` false) or the dynamic level targets.
 fn run_with(seed: u64, steps: usize, auto: bool, dynamic: bool) -> u32 {
-    let tiny = |auto: bool| tiny(auto).dynamic_level_bytes(dynamic);
     // Level targets from 1 KiB (everything ends in level 6) to 8 KiB
     // (the ~30 KiB of live data fits level 3 or 4).
     let base = 1024u64 << (seed % 4);
-    let tiny = |auto| tiny_base(auto, base);
+    let tiny = |auto| tiny_base(auto, base).dynamic_level_bytes(dynamic);
     let dir = tempfile::tempdir().unwrap();
     let mut rng = Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
     let mut db = Database::open_with(dir.path(), tiny(auto)).unwrap();

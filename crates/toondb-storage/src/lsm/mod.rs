@@ -438,10 +438,16 @@ mod tests {
             (0, table(d, 10, 0, &["b", "y"], 11)),
             (0, table(d, 11, 0, &["c", "w"], 10)),
             (2, table(d, 12, 2, &["c", "x"], 3)),
-            (bottom, table(d, 13, bottom as u32, &["a", "b", "c", "d", "e"], 1)),
+            (
+                bottom,
+                table(d, 13, bottom as u32, &["a", "b", "c", "d", "e"], 1),
+            ),
         ])
         .unwrap();
         let c = l0_only.pick(&busy_l0, &[]).unwrap();
-        assert_eq!((c.output_level, c.input_numbers()), (2, vec![11, 10, 9, 12]));
+        assert_eq!(
+            (c.output_level, c.input_numbers()),
+            (2, vec![11, 10, 9, 12])
+        );
     }
 }
