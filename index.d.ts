@@ -98,9 +98,15 @@ export interface OpenOptions {
   autoCompaction?: boolean
   /** Size at which compaction cuts its output tables. Default 16 MiB. */
   targetFileSize?: number
-  /** Target size of level 1; each deeper level is 10 times larger. Default 64 MiB. */
+  /**
+   * The most the base level (where level 0 compacts to) targets. Levels are
+   * sized from the last one up: the last level holds most of the data and
+   * each level above it a tenth of the next; the base moves up a level
+   * when its target would exceed this. Default 64 MiB (docs/compaction.md,
+   * "Level targets").
+   */
   levelBaseBytes?: number
-  /** Level-0 tables that trigger a compaction into level 1. Default 4. */
+  /** Level-0 tables that trigger a compaction into the base level. Default 4. */
   l0CompactionTrigger?: number
   /** Level-0 tables at which writes are slowed down. Default 20. */
   l0SlowdownWrites?: number
