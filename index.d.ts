@@ -96,6 +96,15 @@ export interface OpenOptions {
   hashIndex?: boolean
   /** Run leveled compaction in the background. Default `true` (see docs/compaction.md). */
   autoCompaction?: boolean
+  /**
+   * Size the levels from the last one up (default `true`): the last level
+   * holds most of the data, each level above it a tenth of the next, and
+   * level 0 compacts into the shallowest level needed. `false`: level 1
+   * targets `levelBaseBytes` and each deeper level 10 times more, which
+   * writes less at the cost of more space and of reads that probe more
+   * levels (docs/compaction.md, "Level targets"; docs/performance.md).
+   */
+  dynamicLevelBytes?: boolean
   /** Size at which compaction cuts its output tables. Default 16 MiB. */
   targetFileSize?: number
   /**

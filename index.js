@@ -347,7 +347,7 @@ class Database {
       throw invalid(`path must be a non-empty string, got ${describe(path)}`)
     }
     const o = checkOptions(options, 'options')
-    for (const flag of ['sync', 'createIfMissing', 'errorIfExists', 'autoCompaction', 'hashIndex']) {
+    for (const flag of ['sync', 'createIfMissing', 'errorIfExists', 'autoCompaction', 'hashIndex', 'dynamicLevelBytes']) {
       if (o[flag] !== undefined && typeof o[flag] !== 'boolean') throw invalid(`${flag} must be a boolean`)
     }
     for (const num of NUMERIC_OPEN_OPTIONS) {
@@ -368,6 +368,7 @@ class Database {
       bloomBitsPerKey: o.bloomBitsPerKey,
       hashIndex: o.hashIndex,
       autoCompaction: o.autoCompaction,
+      dynamicLevelBytes: o.dynamicLevelBytes,
       targetFileSize: o.targetFileSize,
       levelBaseBytes: o.levelBaseBytes,
       l0CompactionTrigger: o.l0CompactionTrigger,

@@ -34,6 +34,7 @@ pub struct OpenOptions {
     pub bloom_bits_per_key: Option<f64>,
     pub hash_index: Option<bool>,
     pub auto_compaction: Option<bool>,
+    pub dynamic_level_bytes: Option<bool>,
     pub target_file_size: Option<f64>,
     pub level_base_bytes: Option<f64>,
     pub l0_compaction_trigger: Option<f64>,
@@ -113,6 +114,9 @@ fn engine_options(o: Option<OpenOptions>) -> Result<Options> {
     }
     if let Some(v) = o.auto_compaction {
         options.auto_compaction = v;
+    }
+    if let Some(v) = o.dynamic_level_bytes {
+        options.dynamic_level_bytes = v;
     }
     let big = (1u64 << 50) as f64;
     if let Some(v) = positive("targetFileSize", o.target_file_size, 4096.0, big)? {
