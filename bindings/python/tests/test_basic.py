@@ -153,6 +153,18 @@ class Caches(DbTest):
             self.assertLessEqual(st["open_tables"], 2)
             self.assertGreater(st["table_cache_hits"], 0)
 
+    def test_dynamic_level_bytes_option(self):
+        # compact() writes the bottom (level 6) with the default; level 1
+        # with the static targets, for data this small.
+        for setting, deepest in ((None, 6), (True, 6), (False, 1)):
+            path = self.path("dynlevels-%s" % setting)
+            with Database.open(path, dynamic_level_bytes=setting) as db:
+                db.batch([("put", b"key%04d" % i, b"v") for i in range(300)])
+                db.compact()
+                used = [i for i, l in enumerate(db.stats()["levels"]) if l["tables"]]
+                self.assertEqual(used, [deepest])
+                self.assertEqual(db.get(b"key0299"), b"v")
+
     def test_hash_index_option(self):
         for on in (False, True):
             with Database.open(self.path(), hash_index=on, memtable_size=64 * 1024) as db:

@@ -203,6 +203,7 @@ class Database(_Handle):
         cache_size=None,
         max_open_files=None,
         hash_index=None,
+        dynamic_level_bytes=None,
     ):
         """Opens (creating if missing) the database in directory ``path``.
         ``sync=True`` makes every write wait for fsync by default.
@@ -232,6 +233,8 @@ class Database(_Handle):
             o.max_open_files = int(max_open_files)
         if hash_index is not None:
             o.hash_index = 1 if hash_index else 0
+        if dynamic_level_bytes is not None:
+            o.dynamic_level_bytes = 1 if dynamic_level_bytes else 0
         handle = c_void_p()
         s = _scratch()
         p = os.fsencode(path)

@@ -71,6 +71,7 @@ class Options(Structure):
         ("cache_size", c_int64),
         ("max_open_files", c_int64),
         ("hash_index", c_int32),
+        ("dynamic_level_bytes", c_int32),
     ]
 
 

@@ -127,6 +127,10 @@ typedef struct {
   // the key's hash to its entry; ~10 bytes per key): 1 yes (default), 0
   // no, negative keeps the default. Every setting reads all tables.
   int32_t hash_index;
+  // Size the levels from the last one up (docs/compaction.md, "Level
+  // targets"): 1 yes (default), 0 no (the static targets: fewer bytes
+  // written, more space), negative keeps the default.
+  int32_t dynamic_level_bytes;
 } ToondbOptions;
 
 // A snapshot of the engine's counters (see the Rust `Stats` docs). Set

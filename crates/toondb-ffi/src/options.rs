@@ -44,6 +44,10 @@ pub struct ToondbOptions {
     /// the key's hash to its entry; ~10 bytes per key): 1 yes (default), 0
     /// no, negative keeps the default. Every setting reads all tables.
     pub hash_index: i32,
+    /// Size the levels from the last one up (docs/compaction.md, "Level
+    /// targets"): 1 yes (default), 0 no (the static targets: fewer bytes
+    /// written, more space), negative keeps the default.
+    pub dynamic_level_bytes: i32,
 }
 
 impl ToondbOptions {
@@ -62,6 +66,7 @@ impl ToondbOptions {
             cache_size: -1,
             max_open_files: -1,
             hash_index: -1,
+            dynamic_level_bytes: -1,
         }
     }
 
@@ -112,6 +117,16 @@ impl ToondbOptions {
             0 => o.hash_index = false,
             1 => o.hash_index = true,
             h => return Err(invalid(format!("hash_index must be 0 or 1, got {h}"))),
+        }
+        match self.dynamic_level_bytes {
+            d if d < 0 => {}
+            0 => o.dynamic_level_bytes = false,
+            1 => o.dynamic_level_bytes = true,
+            d => {
+                return Err(invalid(format!(
+                    "dynamic_level_bytes must be 0 or 1, got {d}"
+                )))
+            }
         }
         Ok(o)
     }

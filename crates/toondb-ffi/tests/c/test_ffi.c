@@ -206,6 +206,48 @@ static void test_hash_index_option(void) {
     free(path);
 }
 
+/* dynamic_level_bytes: the default sizes levels from the bottom, so a
+ * compact() writes level 6; 0 keeps the static targets (level 1 for data
+ * this small); 2 is refused. */
+static void test_dynamic_level_bytes_option(void) {
+    ToondbOptions o;
+    toondb_options_init(&o);
+    CHECK(o.dynamic_level_bytes < 0); /* the engine's default */
+    const int settings[3] = {-1, 1, 0};
+    const int deepest[3] = {6, 6, 1};
+    for (int s = 0; s < 3; s++) {
+        char name[32];
+        snprintf(name, sizeof name, "dynlevels%d", s);
+        char *path = dir_for(name);
+        o.dynamic_level_bytes = settings[s];
+        ToondbDb *db = NULL;
+        OK(toondb_open(path, &o, &db, err));
+        char key[32];
+        for (int i = 0; i < 300; i++) {
+            snprintf(key, sizeof key, "key%05d", i);
+            OK(toondb_put(db, K(key), K("v"), 0, err));
+        }
+        OK(toondb_compact(db, err));
+        ToondbStats st;
+        memset(&st, 0, sizeof st);
+        st.struct_size = sizeof st;
+        OK(toondb_stats(db, &st, err));
+        CHECK(st.level_count == 7);
+        for (uint64_t l = 0; l < st.level_count; l++) {
+            CHECK((st.level_tables[l] > 0) == (l == (uint64_t)deepest[s]));
+        }
+        CHECK(has_value(db, "key00299", "v"));
+        OK(toondb_close(db, err));
+        toondb_db_free(db);
+        free(path);
+    }
+    o.dynamic_level_bytes = 2;
+    char *path = dir_for("dynlevels-bad");
+    ToondbDb *db = NULL;
+    EXPECT_CODE(TOONDB_INVALID_ARGUMENT, toondb_open(path, &o, &db, err));
+    free(path);
+}
+
 static void test_put_get_delete(void) {
     ToondbDb *db = open_db("crud");
     OK(toondb_put(db, K("users/1"), K("Alice"), 0, err));
@@ -911,6 +953,7 @@ int main(int argc, char **argv) {
         {"panic_is_caught", test_panic_is_caught},
         {"open_options_and_errors", test_open_options_and_errors},
         {"hash_index_option", test_hash_index_option},
+        {"dynamic_level_bytes_option", test_dynamic_level_bytes_option},
         {"put_get_delete", test_put_get_delete},
         {"get_buf_and_get_many", test_get_buf_and_get_many},
         {"batches", test_batches},
