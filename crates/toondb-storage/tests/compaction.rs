@@ -1054,12 +1054,7 @@ fn compact_writes_one_level_that_automatic_compaction_leaves_alone() {
         .target_file_size(8 << 10)
         .dynamic_level_bytes(false);
     let db = Database::open_with(dir.path(), opts.clone()).unwrap();
-    let mut model = BTreeMap::new();
-    for i in 0..6000u32 {
-        let i = (i * 7919) % 6000;
-        db.put(key(i), value(i, 0)).unwrap();
-        model.insert(key(i), value(i, 0));
-    }
+    let model = load_scattered(&db, 6000);
     db.compact().unwrap();
     let after = support_levels(&db);
     let used: Vec<usize> = (0..after.len()).filter(|&n| after[n].0 > 0).collect();
@@ -1097,12 +1092,7 @@ fn dynamic_targets_compact_into_the_bottom_and_keep_most_bytes_there() {
     let dir = tempfile::tempdir().unwrap();
     let opts = tiny().level_size_ratio(4).target_file_size(8 << 10);
     let db = Database::open_with(dir.path(), opts.clone()).unwrap();
-    let mut model = BTreeMap::new();
-    for i in 0..6000u32 {
-        let i = (i * 7919) % 6000;
-        db.put(key(i), value(i, 0)).unwrap();
-        model.insert(key(i), value(i, 0));
-    }
+    let model = load_scattered(&db, 6000);
     settle(&db);
     let loaded = support_levels(&db);
     let total: u64 = loaded.iter().map(|l| l.1).sum();
@@ -1124,6 +1114,17 @@ fn dynamic_targets_compact_into_the_bottom_and_keep_most_bytes_there() {
     );
     assert_eq!(all(&db), model_vec(&model));
     db.close().unwrap();
+}
+
+/// Puts keys 0..n in a scattered order (7919 is prime to n); the model.
+fn load_scattered(db: &Database, n: u32) -> BTreeMap<Vec<u8>, Vec<u8>> {
+    let mut model = BTreeMap::new();
+    for i in 0..n {
+        let i = (i * 7919) % n;
+        db.put(key(i), value(i, 0)).unwrap();
+        model.insert(key(i), value(i, 0));
+    }
+    model
 }
 
 fn support_levels(db: &Database) -> Vec<(u64, u64)> {

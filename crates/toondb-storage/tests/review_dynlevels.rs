@@ -8,6 +8,8 @@
 
 mod support;
 
+use support::Rng;
+
 use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::time::{Duration, Instant};
@@ -38,19 +40,6 @@ fn value(i: u64, step: u64, len: u64) -> Vec<u8> {
     let mut v = format!("v{i}-{step}-").into_bytes();
     v.resize(v.len() + len as usize, b'a' + (step % 26) as u8);
     v
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
 }
 
 fn scan_all(db: &Database) -> Vec<(Vec<u8>, Vec<u8>)> {
