@@ -1,6 +1,6 @@
 //! Opening a database: lock the directory, load the manifest, open the
-//! table files, replay the WAL segments the manifest does not cover into a
-//! memtable, create the next WAL segment, and start the engine's threads;
+//! table files while the WAL segments the manifest does not cover replay
+//! into a memtable, create the next WAL segment, and start the engine's threads;
 //! the maintenance thread writes the fresh manifest and switches CURRENT
 //! to it before its other work.
 
@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lsm::{Levels, TableFile, TableOpener};
+use crate::lsm::{open_listed_during, Levels, TableFile, TableOpener};
 use crate::maintenance::{MaintenanceThread, OpenManifest};
 use crate::memtable::Memtable;
 use crate::open_durability::OpenDurability;
@@ -95,33 +95,6 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
     };
 
-    let opener = TableOpener::new(&options);
-    let mut tables = Vec::with_capacity(state.tables.len());
-    for meta in &state.tables {
-        let path = dir.join(table_file_name(meta.number));
-        if !fs.exists(&path) {
-            return Err(Error::corruption(format!(
-                "table {} is listed in the manifest but missing",
-                path.display()
-            )));
-        }
-        let table = opener
-            .open(meta.number, &path)
-            .map_err(|e| e.context(format_args!("opening table {}", path.display())))?;
-        // Levels are ordered by the manifest's key ranges; a file that
-        // disagrees would be searched in the wrong place.
-        let summary = table.summary();
-        if summary.smallest != meta.smallest || summary.largest != meta.largest {
-            return Err(Error::corruption(format!(
-                "table {} holds a different key range than the manifest records",
-                path.display()
-            )));
-        }
-        let file = TableFile::new(&opener, table, meta.clone(), path);
-        tables.push((meta.level as usize, file));
-    }
-    let levels = Levels::build(tables)?;
-
     let mut max_file_number = state.next_file_number.saturating_sub(1);
     let mut segments = Vec::new();
     // Files the manifest makes redundant. They are deleted only after the
@@ -167,9 +140,9 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         )));
     }
 
+    let opener = TableOpener::new(&options);
     let mut mem = Memtable::new(1);
     let mut last_ts = state.last_ts;
-    let mut replayed = crate::memtable::Replayed::default();
     // The replayed segments are synced in the background, not here: an
     // open after a crash would otherwise wait for up to a few memtables'
     // worth of WAL to reach the disk (a killed process leaves it in the
@@ -177,13 +150,27 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     // predecessor, and the committer syncs nothing newer before they are
     // durable, as after a seal (docs/format-wal.md, *Replay*). The
     // recovered versions stay in the mapped segments (no copy) until the
-    // memtable is flushed.
-    let (recovery, tail) = wal::replay_deferring_sync(&*fs, dir, &segments, |payload, segment| {
-        let ts = mem.replay_record(payload, segment, &mut replayed)?;
-        last_ts = last_ts.max(ts);
-        Ok(())
-    })?;
-    mem.insert_replayed(replayed);
+    // memtable is flushed. Replay needs nothing from the tables, so a
+    // database of many tables opens them meanwhile (lsm/open_listed.rs).
+    let replay = || {
+        let mut replayed = crate::memtable::Replayed::default();
+        let outcome = wal::replay_deferring_sync(&*fs, dir, &segments, |payload, segment| {
+            let ts = mem.replay_record(payload, segment, &mut replayed)?;
+            last_ts = last_ts.max(ts);
+            Ok(())
+        })?;
+        mem.insert_replayed(replayed);
+        Ok::<_, Error>(outcome)
+    };
+    let (tables, replayed) = open_listed_during(&opener, &*fs, dir, &state.tables, replay);
+    let tables = tables?;
+    let (recovery, tail) = replayed?;
+    let tables = tables.into_iter().zip(&state.tables).map(|(table, meta)| {
+        let path = dir.join(table_file_name(meta.number));
+        let file = TableFile::new(&opener, table, meta.clone(), path);
+        (meta.level as usize, file)
+    });
+    let levels = Levels::build(tables)?;
     // Opened now, so a flush that deletes a replayed segment before its
     // background sync ran does not fail that sync. A segment that replayed
     // nothing is deleted as garbage once the new manifest is durable; it
