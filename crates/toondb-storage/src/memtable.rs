@@ -1,7 +1,9 @@
 //! The memtable: a lock-free skiplist (crossbeam-skiplist) of versions keyed
 //! by (user key ascending, commit timestamp descending). Only the commit
 //! thread inserts; any thread reads. A version is never modified once
-//! inserted, so readers need no lock.
+//! inserted, so readers need no lock. The memtable a replay fills at open
+//! (sealed at once, never written) keeps its versions in a sorted array
+//! instead.
 
 use std::borrow::Borrow;
 use std::cmp::Ordering;
@@ -341,6 +343,12 @@ const APPLY_ORDER_KEPT: usize = 1 << 16;
 
 pub(crate) struct Memtable {
     map: SkipMap<MemKey, ()>,
+    /// The versions a replay recovered, in internal order, when it found
+    /// the memtable empty; `map` then stays empty (a replayed memtable is
+    /// sealed at open and never written). Inserting them into `map` took
+    /// about a third of a replay's time, sorted as they already were
+    /// (docs/performance.md, "Reopen: replayed versions kept sorted").
+    sorted: Box<[MemKey]>,
     /// Every user key in `map`: point reads of other keys skip the search.
     filter: MemFilter,
     /// Each user key's newest version in `map`, by hash: point reads of
@@ -393,6 +401,7 @@ impl Memtable {
     pub fn sized(id: u64, memtable_size: usize) -> Self {
         Memtable {
             map: SkipMap::new(),
+            sorted: Box::default(),
             filter: MemFilter::for_memtable(memtable_size),
             index: MemIndex::for_memtable(memtable_size),
             apply_order: parking_lot::Mutex::new(Vec::new()),
@@ -418,12 +427,12 @@ impl Memtable {
 
     #[cfg(test)]
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.sorted.len()
     }
 
     /// True when the memtable holds no version and no range tombstone.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty() && !self.has_range_dels()
+        self.map.is_empty() && self.sorted.is_empty() && !self.has_range_dels()
     }
 
     pub fn has_range_dels(&self) -> bool {
@@ -594,7 +603,7 @@ impl Memtable {
         // index is left out: indexing every replayed version (a random slot
         // of a 4 MiB array each, its pages first touched here) tripled a
         // warm reopen's time, and a replayed memtable is only read until
-        // its flush; its reads search the skiplist.
+        // its flush; its reads search its sorted versions.
         *self.has_versions.get_mut() = true;
         self.index.give_up();
         self.in_segment |= versions
@@ -627,8 +636,15 @@ impl Memtable {
             .map(|(a, _)| a.1)
             .collect();
         drop(order);
-        for i in keep {
-            if let Some(version) = versions.get_mut(i as usize).and_then(Option::take) {
+        let kept = keep
+            .into_iter()
+            .filter_map(|i| versions.get_mut(i as usize).and_then(Option::take));
+        if self.map.is_empty() && self.sorted.is_empty() {
+            self.sorted = kept.collect();
+        } else {
+            // Not what an open does (it replays into a new memtable), but
+            // versions are never kept in both places.
+            for version in kept {
                 self.insert_new(version, None);
             }
         }
@@ -643,8 +659,9 @@ impl Memtable {
         if !self.in_segment {
             return None;
         }
-        let copy = Memtable {
+        let mut copy = Memtable {
             map: SkipMap::new(),
+            sorted: Box::default(),
             filter: self.filter.copy(),
             index: self.index.empty_copy(),
             apply_order: parking_lot::Mutex::new(Vec::new()),
@@ -660,13 +677,16 @@ impl Memtable {
             has_range_dels: std::sync::atomic::AtomicBool::new(self.has_range_dels()),
             in_segment: false,
         };
+        let owned = |v: &MemKey| MemKey::version(v.user_key(), v.ts, v.kind, v.value());
+        copy.sorted = self.sorted.iter().map(owned).collect();
+        if !copy.sorted.is_empty() {
+            // The point index knows none of them: reads must search.
+            copy.index.give_up();
+        }
         for entry in self.map.iter() {
             let v = entry.key();
             let hash = copy.note_key(v.user_key());
-            copy.insert_new(
-                MemKey::version(v.user_key(), v.ts, v.kind, v.value()),
-                Some(hash),
-            );
+            copy.insert_new(owned(v), Some(hash));
         }
         Some(copy)
     }
@@ -742,10 +762,9 @@ impl Memtable {
     #[cfg(test)]
     pub fn get(&self, key: &[u8], snapshot: Timestamp) -> Option<(Timestamp, ValueKind, Vec<u8>)> {
         self.get_ref(key, snapshot, |_, _, _| ())?;
-        let probe = MemKey::new(key, snapshot);
-        let entry = self.map.lower_bound(Bound::Included(&probe))?;
-        let k = entry.key();
-        Some((k.ts, k.kind, k.value().to_vec()))
+        let probe = Probe::new(key, snapshot);
+        let k = self.first_at_or_after(&probe)?;
+        Some((k.key().ts, k.key().kind, k.key().value().to_vec()))
     }
 
     /// Like `get`, but lends the version to `f` instead of copying it.
@@ -789,9 +808,7 @@ impl Memtable {
             Lookup::Newest(_) | Lookup::Unknown => {}
         }
         let probe = Probe::new(key, snapshot);
-        let entry = self
-            .map
-            .lower_bound(Bound::Included(&probe as &dyn Version))?;
+        let entry = self.first_at_or_after(&probe)?;
         let version = entry.key();
         if version.user_key() != key {
             return None;
@@ -811,10 +828,22 @@ impl Memtable {
             Lookup::Unknown => {}
         }
         let probe = Probe::new(key, Timestamp::MAX);
-        let entry = self
-            .map
-            .lower_bound(Bound::Included(&probe as &dyn Version))?;
+        let entry = self.first_at_or_after(&probe)?;
         (entry.key().user_key() == key).then_some(entry.key().ts)
+    }
+
+    /// The first version at or after `probe` in internal order.
+    fn first_at_or_after(&self, probe: &Probe<'_>) -> Option<VersionEntry<'_>> {
+        if self.sorted.is_empty() {
+            let entry = self
+                .map
+                .lower_bound(Bound::Included(probe as &dyn Version))?;
+            return Some(VersionEntry(Lent::Node(entry)));
+        }
+        let at = self
+            .sorted
+            .partition_point(|v| compare(v, probe) == Ordering::Less);
+        self.sorted.get(at).map(|v| VersionEntry(Lent::Sorted(v)))
     }
 
     /// Calls `f` with the key of every version newer than `since` in
@@ -835,7 +864,7 @@ impl Memtable {
             Bound::Excluded(k) => Bound::Excluded(MemKey::new(k, Timestamp::MAX)),
             Bound::Unbounded => Bound::Unbounded,
         };
-        for e in self.map.range((lower, upper)) {
+        for e in self.range(lower, upper) {
             if e.key().ts > since && !f(e.key().user_key()) {
                 return false;
             }
@@ -846,24 +875,54 @@ impl Memtable {
     /// Versions in internal order between the bounds (see `read.rs` for how
     /// user-key bounds become version bounds).
     pub fn range(&self, lower: Bound<MemKey>, upper: Bound<MemKey>) -> VersionRange<'_> {
-        VersionRange(self.map.range((lower, upper)))
+        if self.sorted.is_empty() {
+            return VersionRange(Versions::Nodes(self.map.range((lower, upper))));
+        }
+        let before = |bound: &MemKey, inclusive: bool| {
+            self.sorted.partition_point(|v| match v.cmp(bound) {
+                Ordering::Less => true,
+                Ordering::Equal => inclusive,
+                Ordering::Greater => false,
+            })
+        };
+        let start = match &lower {
+            Bound::Included(k) => before(k, false),
+            Bound::Excluded(k) => before(k, true),
+            Bound::Unbounded => 0,
+        };
+        let end = match &upper {
+            Bound::Included(k) => before(k, true),
+            Bound::Excluded(k) => before(k, false),
+            Bound::Unbounded => self.sorted.len(),
+        };
+        let slice = self.sorted.get(start..end.max(start)).unwrap_or_default();
+        VersionRange(Versions::Sorted(slice.iter()))
     }
 
     /// All versions in internal order (for flushing to a table file).
-    pub fn iter(&self) -> impl DoubleEndedIterator<Item = VersionEntry<'_>> {
-        self.map.iter().map(VersionEntry)
+    pub fn iter(&self) -> VersionRange<'_> {
+        self.range(Bound::Unbounded, Bound::Unbounded)
     }
 }
 
 /// A version a memtable iterator lends: its skiplist entry without the
-/// entry's `remove`. No version may leave a memtable's skiplist while the
-/// memtable lives (the point index holds addresses into its nodes,
-/// memindex.rs), so nothing outside this module gets a way to remove one.
-pub(crate) struct VersionEntry<'a>(crossbeam_skiplist::map::Entry<'a, MemKey, ()>);
+/// entry's `remove`, or a replayed version. No version may leave a
+/// memtable's skiplist while the memtable lives (the point index holds
+/// addresses into its nodes, memindex.rs), so nothing outside this module
+/// gets a way to remove one.
+pub(crate) struct VersionEntry<'a>(Lent<'a>);
+
+enum Lent<'a> {
+    Node(crossbeam_skiplist::map::Entry<'a, MemKey, ()>),
+    Sorted(&'a MemKey),
+}
 
 impl VersionEntry<'_> {
     pub fn key(&self) -> &MemKey {
-        self.0.key()
+        match &self.0 {
+            Lent::Node(entry) => entry.key(),
+            Lent::Sorted(version) => version,
+        }
     }
 }
 
@@ -871,19 +930,30 @@ type MapRange<'a> =
     crossbeam_skiplist::map::Range<'a, MemKey, (Bound<MemKey>, Bound<MemKey>), MemKey, ()>;
 
 /// [`Memtable::range`]'s versions, as [`VersionEntry`]s.
-pub(crate) struct VersionRange<'a>(MapRange<'a>);
+pub(crate) struct VersionRange<'a>(Versions<'a>);
+
+enum Versions<'a> {
+    Nodes(MapRange<'a>),
+    Sorted(std::slice::Iter<'a, MemKey>),
+}
 
 impl<'a> Iterator for VersionRange<'a> {
     type Item = VersionEntry<'a>;
 
     fn next(&mut self) -> Option<VersionEntry<'a>> {
-        self.0.next().map(VersionEntry)
+        Some(VersionEntry(match &mut self.0 {
+            Versions::Nodes(range) => Lent::Node(range.next()?),
+            Versions::Sorted(versions) => Lent::Sorted(versions.next()?),
+        }))
     }
 }
 
 impl<'a> DoubleEndedIterator for VersionRange<'a> {
     fn next_back(&mut self) -> Option<VersionEntry<'a>> {
-        self.0.next_back().map(VersionEntry)
+        Some(VersionEntry(match &mut self.0 {
+            Versions::Nodes(range) => Lent::Node(range.next_back()?),
+            Versions::Sorted(versions) => Lent::Sorted(versions.next_back()?),
+        }))
     }
 }
 
@@ -1066,7 +1136,6 @@ mod tests {
             assert_eq!(copy.is_some(), mapped);
             if let Some(copy) = copy {
                 assert!(copy
-                    .map
                     .iter()
                     .all(|e| matches!(e.key().bytes, VersionBytes::Owned(_))));
                 assert_eq!(all(&copy), all(&direct));
@@ -1267,5 +1336,116 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A replayed memtable (versions in a sorted array) answers every
+    /// range, forward and backward, every `each_newer` and every point
+    /// read as a memtable that applied the same batches (skiplist).
+    #[test]
+    fn replayed_ranges_match_the_skiplist() {
+        let mut rng = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        let key = |i: u64| format!("k{i:03}");
+        let batches: Vec<WriteBatch> = (0..40)
+            .map(|_| {
+                let mut b = WriteBatch::new();
+                for _ in 0..1 + next(6) {
+                    let k = key(next(60));
+                    if next(4) == 0 {
+                        b.delete(&k).unwrap();
+                    } else {
+                        b.put(&k, format!("v{}", next(1000))).unwrap();
+                    }
+                }
+                b
+            })
+            .collect();
+        let direct = Memtable::new(1);
+        let mut replayed_mem = Memtable::new(2);
+        let mut replayed = Replayed::default();
+        for (i, b) in batches.iter().enumerate() {
+            let ts = i as u64 + 1;
+            direct.apply(b, ts);
+            let mut record = Vec::new();
+            b.encode_record(ts, &mut record);
+            replayed_mem
+                .replay_record(&record, None, &mut replayed)
+                .unwrap();
+        }
+        replayed_mem.insert_replayed(replayed);
+        assert!(!replayed_mem.sorted.is_empty() && replayed_mem.map.is_empty());
+        assert_eq!(replayed_mem.len(), direct.len());
+        let versions = |r: VersionRange<'_>, back: bool| {
+            let v: Vec<_> = if back {
+                r.rev()
+                    .map(|e| (e.key().user_key().to_vec(), e.key().ts))
+                    .collect()
+            } else {
+                r.map(|e| (e.key().user_key().to_vec(), e.key().ts))
+                    .collect()
+            };
+            v
+        };
+        for _ in 0..2000 {
+            // Bounds on keys present and absent, at timestamps inside and
+            // outside the versions', including empty and inverted ranges.
+            let mut bound = || {
+                let k = MemKey::new(key(next(64)).as_bytes(), next(45));
+                match next(3) {
+                    0 => Bound::Included(k),
+                    1 => Bound::Excluded(k),
+                    _ => Bound::Unbounded,
+                }
+            };
+            let (lower, upper) = (bound(), bound());
+            let back = next(2) == 0;
+            let copy = |b: &Bound<MemKey>| match b {
+                Bound::Included(k) => Bound::Included(MemKey::new(k.user_key(), k.ts)),
+                Bound::Excluded(k) => Bound::Excluded(MemKey::new(k.user_key(), k.ts)),
+                Bound::Unbounded => Bound::Unbounded,
+            };
+            assert_eq!(
+                versions(replayed_mem.range(copy(&lower), copy(&upper)), back),
+                versions(direct.range(lower, upper), back)
+            );
+        }
+        for lo in 0..62 {
+            let range: KeyRange = (
+                Bound::Included(key(lo).into_bytes()),
+                Bound::Excluded(key(lo + next(5)).into_bytes()),
+            );
+            let since = next(42);
+            let newer = |m: &Memtable| {
+                let mut keys = Vec::new();
+                m.each_newer(&range, since, |k| {
+                    keys.push(k.to_vec());
+                    true
+                });
+                keys
+            };
+            assert_eq!(newer(&replayed_mem), newer(&direct));
+        }
+        for i in 0..64 {
+            for ts in 0..=42 {
+                let k = key(i);
+                assert_eq!(
+                    replayed_mem.get(k.as_bytes(), ts),
+                    direct.get(k.as_bytes(), ts)
+                );
+            }
+            assert_eq!(
+                replayed_mem.newest_ts(key(i).as_bytes()),
+                direct.newest_ts(key(i).as_bytes())
+            );
+        }
+        assert_eq!(
+            versions(replayed_mem.iter(), true),
+            versions(direct.iter(), true)
+        );
     }
 }
