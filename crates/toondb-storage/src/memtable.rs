@@ -347,7 +347,7 @@ pub(crate) struct Memtable {
     /// the memtable empty; `map` then stays empty (a replayed memtable is
     /// sealed at open and never written). Inserting them into `map` took
     /// about a third of a replay's time, sorted as they already were
-    /// (docs/performance.md, "Reopen: replayed versions kept sorted").
+    /// (docs/performance.md, "Session 37").
     sorted: Box<[MemKey]>,
     /// Every user key in `map`: point reads of other keys skip the search.
     filter: MemFilter,
@@ -643,8 +643,10 @@ impl Memtable {
             self.sorted = kept.collect();
         } else {
             // Not what an open does (it replays into a new memtable), but
-            // versions are never kept in both places.
-            for version in kept {
+            // versions are never kept in both places: reads search `sorted`
+            // alone when it holds any.
+            let earlier = std::mem::take(&mut self.sorted).into_vec();
+            for version in earlier.into_iter().chain(kept) {
                 self.insert_new(version, None);
             }
         }
@@ -1447,5 +1449,29 @@ mod tests {
             versions(replayed_mem.iter(), true),
             versions(direct.iter(), true)
         );
+    }
+
+    /// A second replay into the same memtable (no open does that) keeps
+    /// every version readable: versions are never split between the
+    /// sorted array and the skiplist.
+    #[test]
+    fn a_second_replay_into_one_memtable_keeps_every_version() {
+        let mut mem = Memtable::new(1);
+        for (ts, b) in [
+            (1, batch(&[("a", Some("1")), ("c", Some("3"))])),
+            (2, batch(&[("b", Some("2")), ("a", Some("4"))])),
+        ] {
+            let mut replayed = Replayed::default();
+            let mut record = Vec::new();
+            b.encode_record(ts, &mut record);
+            mem.replay_record(&record, None, &mut replayed).unwrap();
+            mem.insert_replayed(replayed);
+        }
+        assert!(mem.sorted.is_empty());
+        assert_eq!(mem.len(), 4);
+        assert_eq!(mem.get(b"a", 9).unwrap().2, b"4");
+        assert_eq!(mem.get(b"a", 1).unwrap().2, b"1");
+        assert_eq!(mem.get(b"c", 9).unwrap().2, b"3");
+        assert_eq!(mem.get(b"b", 9).unwrap().2, b"2");
     }
 }

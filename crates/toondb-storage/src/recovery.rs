@@ -10,7 +10,7 @@ use std::sync::Arc;
 use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lsm::{open_listed_during, Levels, TableFile, TableOpener};
+use crate::lsm::{open_listed_during, Levels, TableFile, TableOpener, TablesOpening};
 use crate::maintenance::{MaintenanceThread, OpenManifest};
 use crate::memtable::Memtable;
 use crate::open_durability::OpenDurability;
@@ -125,20 +125,6 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         }
     }
     segments.sort_unstable();
-    // The checkpoint segment is kept until an edit moves the checkpoint
-    // past it, so it is missing only when such an edit existed and is gone:
-    // a damaged final manifest record that had been acknowledged (and the
-    // segments it made obsolete deleted). Opening would silently lose the
-    // writes those segments held. Databases written before this rule may
-    // have checkpoint 0 (never flushed), which names no segment.
-    if state.log_number != 0 && segments.first() != Some(&state.log_number) {
-        return Err(Error::corruption(format!(
-            "WAL segment {} (the manifest's checkpoint) is missing from {}: \
-             a manifest edit that moved the checkpoint may be damaged",
-            crate::wal::segment_file_name(state.log_number),
-            dir.display()
-        )));
-    }
 
     let opener = TableOpener::new(&options);
     let mut mem = Memtable::new(1);
@@ -151,20 +137,41 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
     // durable, as after a seal (docs/format-wal.md, *Replay*). The
     // recovered versions stay in the mapped segments (no copy) until the
     // memtable is flushed. Replay needs nothing from the tables, so a
-    // database of many tables opens them meanwhile (lsm/open_listed.rs).
-    let replay = || {
+    // database of many tables opens them meanwhile (lsm/open_listed.rs);
+    // it waits for them before it repairs the WAL (a failed open changes
+    // no file).
+    let replay = |tables: &TablesOpening<'_, '_>| {
+        // The checkpoint segment is kept until an edit moves the checkpoint
+        // past it, so it is missing only when such an edit existed and is
+        // gone: a damaged final manifest record that had been acknowledged
+        // (and the segments it made obsolete deleted). Opening would
+        // silently lose the writes those segments held. Databases written
+        // before this rule may have checkpoint 0 (never flushed), which
+        // names no segment.
+        if state.log_number != 0 && segments.first() != Some(&state.log_number) {
+            return Err(Error::corruption(format!(
+                "WAL segment {} (the manifest's checkpoint) is missing from {}: \
+                 a manifest edit that moved the checkpoint may be damaged",
+                crate::wal::segment_file_name(state.log_number),
+                dir.display()
+            )));
+        }
         let mut replayed = crate::memtable::Replayed::default();
-        let outcome = wal::replay_deferring_sync(&*fs, dir, &segments, |payload, segment| {
-            let ts = mem.replay_record(payload, segment, &mut replayed)?;
-            last_ts = last_ts.max(ts);
-            Ok(())
-        })?;
+        let outcome = wal::replay_deferring_sync(
+            &*fs,
+            dir,
+            &segments,
+            |payload, segment| {
+                let ts = mem.replay_record(payload, segment, &mut replayed)?;
+                last_ts = last_ts.max(ts);
+                Ok(())
+            },
+            &|| tables.wait(),
+        )?;
         mem.insert_replayed(replayed);
-        Ok::<_, Error>(outcome)
+        Ok(outcome)
     };
-    let (tables, replayed) = open_listed_during(&opener, &*fs, dir, &state.tables, replay);
-    let tables = tables?;
-    let (recovery, tail) = replayed?;
+    let (tables, (recovery, tail)) = open_listed_during(&opener, &*fs, dir, &state.tables, replay)?;
     let tables = tables.into_iter().zip(&state.tables).map(|(table, meta)| {
         let path = dir.join(table_file_name(meta.number));
         let file = TableFile::new(&opener, table, meta.clone(), path);

@@ -7,7 +7,7 @@ mod open_listed;
 mod table_file;
 
 pub(crate) use levels::{Levels, NUM_LEVELS};
-pub(crate) use open_listed::open_listed_during;
+pub(crate) use open_listed::{open_listed_during, TablesOpening};
 pub(crate) use table_file::{TableFile, TableOpener};
 
 #[cfg(test)]

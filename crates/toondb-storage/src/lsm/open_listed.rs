@@ -8,8 +8,18 @@
 //! has ~60 tables). So a database with many tables opens them on a few
 //! threads, each waiting on its own reads, while the opening thread
 //! replays the WAL, which needs nothing from the tables
-//! (docs/performance.md, "Reopen: tables opened beside the replay").
+//! (docs/performance.md, "Session 37").
+//!
+//! What the open reports is what it reported when it opened the tables
+//! first and replayed after: the first damaged table in the manifest's
+//! order, ahead of anything the replay met; and a failed open changes no
+//! file, so the replay waits for the tables ([`TablesOpening::wait`])
+//! before it repairs the WAL (cuts a torn tail, rewrites a torn header,
+//! empties segments).
 
+use std::any::Any;
+use std::cell::RefCell;
+use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::thread::{Scope, ScopedJoinHandle};
 
@@ -22,50 +32,127 @@ use crate::version::TableMeta;
 /// Fewer tables than this open on the calling thread: a thread costs more
 /// than the few opens it would take over.
 const TABLES_PER_THREAD_MIN: usize = 8;
-/// At most this many opening threads. Measured on 2 cores (a 1 GiB kill
-/// image, 64 tables, engine-only open): 2 took a cold open from a median of
-/// 22.5-27.9 ms to 16.2-20.0 ms and 4 did no better; with files cached,
-/// 4 threads crowded the replay (+1.4 ms) and 2 were within noise.
+/// At most this many opening threads (one per `TABLES_PER_THREAD_MIN`
+/// tables). Measured on 2 cores (a 1 GiB kill image, 64 tables,
+/// engine-only open): 2 took a cold open from a median of 22.5-27.9 ms to
+/// 16.2-20.0 ms and 4 did no better; with files cached, 4 threads crowded
+/// the replay (+1.4 ms) and 2 were within noise.
 const THREADS_MAX: usize = 2;
 
-/// Opens every table in `listed` while `during` runs on the calling
-/// thread, and returns both outcomes; the tables in `listed`'s order.
-/// When opening fails, the error is that of the first failing table in
-/// that order, whatever order the threads got to them in.
-pub(crate) fn open_listed_during<R>(
+/// Opens every table in `listed` while `during` runs on the calling thread
+/// (`during` calls [`TablesOpening::wait`] before it changes any file).
+/// Returns the tables in `listed`'s order and what `during` returned; a
+/// failing table's error (the first in `listed`'s order) wins over
+/// whatever `during` returned or how it ended, as does a panic opening a
+/// table listed before any failing one.
+pub(crate) fn open_listed_during<T>(
     opener: &TableOpener,
     fs: &dyn FileSystem,
     dir: &Path,
     listed: &[TableMeta],
-    during: impl FnOnce() -> R,
-) -> (Result<Vec<Table>>, R) {
+    during: impl FnOnce(&TablesOpening<'_, '_>) -> Result<T>,
+) -> Result<(Vec<Table>, T)> {
     let threads = (listed.len() / TABLES_PER_THREAD_MIN).min(THREADS_MAX);
     if threads == 0 {
-        // Tables first, as before this module: a damaged table is reported
-        // ahead of a damaged WAL.
-        let tables = open_all(opener, fs, dir, listed);
-        return (tables, during());
+        let tables = open_all(opener, fs, dir, listed)?;
+        let opened = TablesOpening {
+            state: RefCell::new(Opening::Done(Joined::Opened)),
+            opener,
+            fs,
+            dir,
+        };
+        return Ok((tables, during(&opened)?));
     }
     std::thread::scope(|scope| {
         let chunk = listed.len().div_ceil(threads);
-        let workers: Vec<Worker<'_, '_>> = listed
+        let workers = listed
             .chunks(chunk)
             .map(|part| Worker::start(scope, opener, fs, dir, part))
             .collect();
-        let outcome = during();
-        let mut tables = Vec::with_capacity(listed.len());
-        let mut failed = None;
-        for worker in workers {
+        let opening = TablesOpening {
+            state: RefCell::new(Opening::Running(workers, Vec::new())),
+            opener,
+            fs,
+            dir,
+        };
+        // Caught so that a table listed before it can still be reported;
+        // re-raised otherwise. Nothing `during` built survives a panic.
+        let outcome = catch_unwind(AssertUnwindSafe(|| during(&opening)));
+        opening.join();
+        match opening.state.into_inner() {
+            Opening::Done(Joined::Failed(e)) => Err(e),
+            Opening::Done(Joined::Panicked(panic)) => resume_unwind(panic),
+            Opening::Done(Joined::Opened) | Opening::Running(..) => Err(Error::internal(
+                "the table-opening threads were joined without an outcome",
+            )),
+            Opening::Tables(tables) => match outcome {
+                Ok(during) => Ok((tables, during?)),
+                Err(panic) => resume_unwind(panic),
+            },
+        }
+    })
+}
+
+/// The tables being opened beside the replay.
+pub(crate) struct TablesOpening<'scope, 'env> {
+    state: RefCell<Opening<'scope, 'env>>,
+    opener: &'env TableOpener,
+    fs: &'env dyn FileSystem,
+    dir: &'env Path,
+}
+
+enum Opening<'scope, 'env> {
+    /// The threads, and the tables their joins have brought in so far.
+    Running(Vec<Worker<'scope, 'env>>, Vec<Table>),
+    /// Every table opened (kept until the caller takes them).
+    Tables(Vec<Table>),
+    Done(Joined),
+}
+
+enum Joined {
+    /// Every table opened, and the caller has them (the inline path).
+    Opened,
+    Failed(Error),
+    Panicked(Box<dyn Any + Send>),
+}
+
+impl TablesOpening<'_, '_> {
+    /// Waits until every table is open: `Ok` if all opened, an error (not
+    /// the one the open reports, which is the table's) otherwise.
+    pub(crate) fn wait(&self) -> Result<()> {
+        self.join();
+        match &*self.state.borrow() {
+            Opening::Tables(_) | Opening::Done(Joined::Opened) => Ok(()),
+            _ => Err(Error::internal("a table failed to open")),
+        }
+    }
+
+    /// Joins every thread, in `listed`'s order: the first failing table's
+    /// error, or a panic in a share before it, is the outcome; later
+    /// shares' errors and panics are dropped.
+    fn join(&self) {
+        let (opener, fs, dir) = (self.opener, self.fs, self.dir);
+        let mut state = self.state.borrow_mut();
+        let Opening::Running(workers, tables) = &mut *state else {
+            return;
+        };
+        let mut outcome = None;
+        for worker in std::mem::take(workers) {
             match worker.finish(opener, fs, dir) {
-                Ok(part) if failed.is_none() => tables.extend(part),
-                Ok(_) => {}
-                Err(e) => {
-                    failed.get_or_insert(e);
+                Ok(Ok(part)) => tables.extend(part),
+                Ok(Err(e)) => {
+                    outcome.get_or_insert(Joined::Failed(e));
+                }
+                Err(panic) => {
+                    outcome.get_or_insert(Joined::Panicked(panic));
                 }
             }
         }
-        (failed.map_or(Ok(tables), Err), outcome)
-    })
+        *state = match outcome {
+            Some(joined) => Opening::Done(joined),
+            None => Opening::Tables(std::mem::take(tables)),
+        };
+    }
 }
 
 /// One thread's share of the tables, or the share itself when its thread
@@ -89,14 +176,19 @@ impl<'scope, 'env> Worker<'scope, 'env> {
             .map_or(Worker::NotStarted(part), Worker::Started)
     }
 
-    fn finish(self, opener: &TableOpener, fs: &dyn FileSystem, dir: &Path) -> Result<Vec<Table>> {
+    /// The share's tables, or the first failing one's error; `Err` if
+    /// opening one panicked.
+    fn finish(
+        self,
+        opener: &TableOpener,
+        fs: &dyn FileSystem,
+        dir: &Path,
+    ) -> std::thread::Result<Result<Vec<Table>>> {
         match self {
-            // A panic opening a table unwinds the open, as it did when the
-            // opening thread opened them all.
-            Worker::Started(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Worker::NotStarted(part) => open_all(opener, fs, dir, part),
+            Worker::Started(handle) => handle.join(),
+            Worker::NotStarted(part) => {
+                catch_unwind(AssertUnwindSafe(|| open_all(opener, fs, dir, part)))
+            }
         }
     }
 }

@@ -68,7 +68,7 @@ pub fn replay(
     how: SegmentRead,
     mut apply: impl FnMut(&[u8]) -> Result<()>,
 ) -> Result<ReplayReport> {
-    replay_inner(fs, dir, numbers, how, |p, _| apply(p), true).map(|(report, _)| report)
+    replay_inner(fs, dir, numbers, how, |p, _| apply(p), true, &|| Ok(())).map(|(report, _)| report)
 }
 
 /// [`replay`] for an open, which must not wait for the device: the
@@ -92,13 +92,27 @@ pub fn replay(
 /// drop the later ones (rare paths that sync every segment here as
 /// [`replay`] does); or the last one ends in a close's durable mark
 /// (synced here: the mark itself may not be durable yet).
+///
+/// `before_repair` runs before replay changes any file (cuts a torn
+/// tail, rewrites a torn header, empties segments); its error stops
+/// replay there. The open waits there for its tables: a failed open
+/// changes no file.
 pub(crate) fn replay_deferring_sync(
     fs: &dyn FileSystem,
     dir: &Path,
     numbers: &[u64],
     apply: impl FnMut(&[u8], Option<&MappedSegment>) -> Result<()>,
+    before_repair: &dyn Fn() -> Result<()>,
 ) -> Result<(ReplayReport, Option<Predecessor>)> {
-    replay_inner(fs, dir, numbers, SegmentRead::Map, apply, false)
+    replay_inner(
+        fs,
+        dir,
+        numbers,
+        SegmentRead::Map,
+        apply,
+        false,
+        before_repair,
+    )
 }
 
 /// A segment's mapped bytes, shared with what replay built over them.
@@ -111,6 +125,7 @@ fn replay_inner(
     how: SegmentRead,
     mut apply: impl FnMut(&[u8], Option<&MappedSegment>) -> Result<()>,
     sync_each: bool,
+    before_repair: &dyn Fn() -> Result<()>,
 ) -> Result<(ReplayReport, Option<Predecessor>)> {
     if numbers.windows(2).any(|w| w[0] >= w[1]) {
         return Err(Error::invalid_argument(format!(
@@ -120,7 +135,15 @@ fn replay_inner(
     let mut report = ReplayReport::default();
     for (i, &number) in numbers.iter().enumerate() {
         let later = &numbers[i + 1..];
-        let ended = replay_segment(fs, dir, number, later, how, &mut apply, &mut report)?;
+        let ended = replay_segment(
+            fs,
+            dir,
+            &numbers[i..],
+            how,
+            &mut apply,
+            &mut report,
+            before_repair,
+        )?;
         report.segment_ends.push((number, report.records_end));
         if sync_each {
             sync_segment(fs, dir, number)?;
@@ -344,12 +367,15 @@ impl SegmentBytes {
 fn replay_segment(
     fs: &dyn FileSystem,
     dir: &Path,
-    number: u64,
-    later: &[u64],
+    this_and_later: &[u64],
     how: SegmentRead,
     apply: &mut impl FnMut(&[u8], Option<&MappedSegment>) -> Result<()>,
     report: &mut ReplayReport,
+    before_repair: &dyn Fn() -> Result<()>,
 ) -> Result<Ended> {
+    let Some((&number, later)) = this_and_later.split_first() else {
+        return Err(Error::internal("replay_segment was given no segment"));
+    };
     let is_last = later.is_empty();
     let path = dir.join(segment_file_name(number));
     if !fs.exists(&path) {
@@ -371,6 +397,7 @@ fn replay_segment(
         // to zero bytes) matters: the engine opens a newer segment after
         // recovery, and a headerless file that is no longer last would be
         // corruption on the next replay.
+        before_repair()?;
         WalWriter::create(fs, dir, number)?;
         report.records_end = SEGMENT_HEADER_LEN as u64;
         report.last_version = SEGMENT_VERSION;
@@ -424,6 +451,7 @@ fn replay_segment(
         how,
         data,
         mapped: loaded.mapped(),
+        before_repair,
     };
     if version == SEGMENT_VERSION_V1 {
         segment.replay_v1(apply, report)?;
@@ -447,6 +475,8 @@ struct Segment<'a> {
     data: &'a [u8],
     /// `data`'s mapping, when it is one (lent to `apply` with each payload).
     mapped: Option<&'a MappedSegment>,
+    /// Runs before this segment is cut ([`replay_deferring_sync`]).
+    before_repair: &'a dyn Fn() -> Result<()>,
 }
 
 impl Segment<'_> {
@@ -739,6 +769,7 @@ impl Segment<'_> {
     /// Cuts the segment at `pos` (so segments written after recovery do not
     /// leave this damage in the middle of the log) and reports the drop.
     fn drop_tail(&self, pos: usize, reason: String, report: &mut ReplayReport) -> Result<()> {
+        (self.before_repair)()?;
         self.fs.truncate(self.path, pos as u64)?;
         report.records_end = pos as u64;
         report.dropped_tail = Some(DroppedTail {
