@@ -10,12 +10,12 @@ use std::sync::Arc;
 use crate::commit::{CommitThread, Committer, COMMIT_THREAD_NAME};
 use crate::engine::{Engine, EngineParts, LsmState};
 use crate::error::{Error, ErrorKind, Result};
-use crate::lsm::{open_listed_during, Levels, TableFile, TableOpener, TablesOpening};
+use crate::lsm::{open_listed_during, TableOpener, TablesOpening};
 use crate::maintenance::{MaintenanceThread, OpenManifest};
 use crate::memtable::Memtable;
 use crate::open_durability::OpenDurability;
 use crate::options::Options;
-use crate::sstable::{parse_table_name, table_file_name};
+use crate::sstable::parse_table_name;
 use crate::version::{parse_manifest_name, Manifest, ManifestState, CURRENT_FILE_NAME};
 use crate::wal::{self, parse_segment_name, WalWriter};
 
@@ -171,13 +171,7 @@ pub(crate) fn open_engine(dir: &Path, options: Options) -> Result<Arc<Engine>> {
         mem.insert_replayed(replayed);
         Ok(outcome)
     };
-    let (tables, (recovery, tail)) = open_listed_during(&opener, &*fs, dir, &state.tables, replay)?;
-    let tables = tables.into_iter().zip(&state.tables).map(|(table, meta)| {
-        let path = dir.join(table_file_name(meta.number));
-        let file = TableFile::new(&opener, table, meta.clone(), path);
-        (meta.level as usize, file)
-    });
-    let levels = Levels::build(tables)?;
+    let (levels, (recovery, tail)) = open_listed_during(&opener, &*fs, dir, &state.tables, replay)?;
     // Opened now, so a flush that deletes a replayed segment before its
     // background sync ran does not fail that sync. A segment that replayed
     // nothing is deleted as garbage once the new manifest is durable; it

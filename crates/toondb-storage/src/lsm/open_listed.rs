@@ -11,11 +11,11 @@
 //! (docs/performance.md, "Session 37").
 //!
 //! What the open reports is what it reported when it opened the tables
-//! first and replayed after: the first damaged table in the manifest's
-//! order, ahead of anything the replay met; and a failed open changes no
-//! file, so the replay waits for the tables ([`TablesOpening::wait`])
-//! before it repairs the WAL (cuts a torn tail, rewrites a torn header,
-//! empties segments).
+//! and built the levels first and replayed after: the first damaged table
+//! in the manifest's order, or levels the tables cannot form, ahead of
+//! anything the replay met; and a failed open changes no file, so the
+//! replay waits for the levels ([`TablesOpening::wait`]) before it repairs
+//! the WAL (cuts a torn tail, rewrites a torn header, empties segments).
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -23,7 +23,8 @@ use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::thread::{Scope, ScopedJoinHandle};
 
-use super::table_file::TableOpener;
+use super::table_file::{TableFile, TableOpener};
+use super::Levels;
 use crate::error::{Error, Result};
 use crate::io::FileSystem;
 use crate::sstable::{table_file_name, Table};
@@ -39,29 +40,32 @@ const TABLES_PER_THREAD_MIN: usize = 8;
 /// the replay (+1.4 ms) and 2 were within noise.
 const THREADS_MAX: usize = 2;
 
-/// Opens every table in `listed` while `during` runs on the calling thread
-/// (`during` calls [`TablesOpening::wait`] before it changes any file).
-/// Returns the tables in `listed`'s order and what `during` returned; a
-/// failing table's error (the first in `listed`'s order) wins over
-/// whatever `during` returned or how it ended, as does a panic opening a
-/// table listed before any failing one.
+/// Opens every table in `listed` and builds the levels they form while
+/// `during` runs on the calling thread (`during` calls
+/// [`TablesOpening::wait`] before it changes any file). Returns the levels
+/// and what `during` returned; a failing table's error (the first in
+/// `listed`'s order) or the levels' wins over whatever `during` returned
+/// or how it ended, as does a panic opening a table listed before any
+/// failing one.
 pub(crate) fn open_listed_during<T>(
     opener: &TableOpener,
     fs: &dyn FileSystem,
     dir: &Path,
     listed: &[TableMeta],
     during: impl FnOnce(&TablesOpening<'_, '_>) -> Result<T>,
-) -> Result<(Vec<Table>, T)> {
+) -> Result<(Levels, T)> {
     let threads = (listed.len() / TABLES_PER_THREAD_MIN).min(THREADS_MAX);
     if threads == 0 {
         let tables = open_all(opener, fs, dir, listed)?;
+        let levels = into_levels(opener, dir, listed, tables)?;
         let opened = TablesOpening {
             state: RefCell::new(Opening::Done(Joined::Opened)),
             opener,
             fs,
             dir,
+            listed,
         };
-        return Ok((tables, during(&opened)?));
+        return Ok((levels, during(&opened)?));
     }
     std::thread::scope(|scope| {
         let chunk = listed.len().div_ceil(threads);
@@ -74,6 +78,7 @@ pub(crate) fn open_listed_during<T>(
             opener,
             fs,
             dir,
+            listed,
         };
         // Caught so that a table listed before it can still be reported;
         // re-raised otherwise. Nothing `during` built survives a panic.
@@ -85,8 +90,8 @@ pub(crate) fn open_listed_during<T>(
             Opening::Done(Joined::Opened) | Opening::Running(..) => Err(Error::internal(
                 "the table-opening threads were joined without an outcome",
             )),
-            Opening::Tables(tables) => match outcome {
-                Ok(during) => Ok((tables, during?)),
+            Opening::Levels(levels) => match outcome {
+                Ok(during) => Ok((levels, during?)),
                 Err(panic) => resume_unwind(panic),
             },
         }
@@ -99,37 +104,41 @@ pub(crate) struct TablesOpening<'scope, 'env> {
     opener: &'env TableOpener,
     fs: &'env dyn FileSystem,
     dir: &'env Path,
+    listed: &'env [TableMeta],
 }
 
 enum Opening<'scope, 'env> {
     /// The threads, and the tables their joins have brought in so far.
     Running(Vec<Worker<'scope, 'env>>, Vec<Table>),
-    /// Every table opened (kept until the caller takes them).
-    Tables(Vec<Table>),
+    /// Every table opened and the levels built (kept until the caller
+    /// takes them).
+    Levels(Levels),
     Done(Joined),
 }
 
 enum Joined {
-    /// Every table opened, and the caller has them (the inline path).
+    /// Every table opened and the levels built, and the caller has them
+    /// (the inline path).
     Opened,
     Failed(Error),
     Panicked(Box<dyn Any + Send>),
 }
 
 impl TablesOpening<'_, '_> {
-    /// Waits until every table is open: `Ok` if all opened, an error (not
-    /// the one the open reports, which is the table's) otherwise.
+    /// Waits until every table is open and the levels are built: `Ok` if
+    /// they are, an error otherwise (never the one the open reports, which
+    /// is the tables' or the levels').
     pub(crate) fn wait(&self) -> Result<()> {
         self.join();
         match &*self.state.borrow() {
-            Opening::Tables(_) | Opening::Done(Joined::Opened) => Ok(()),
+            Opening::Levels(_) | Opening::Done(Joined::Opened) => Ok(()),
             _ => Err(Error::internal("a table failed to open")),
         }
     }
 
     /// Joins every thread, in `listed`'s order: the first failing table's
     /// error, or a panic in a share before it, is the outcome; later
-    /// shares' errors and panics are dropped.
+    /// shares' errors and panics are dropped. Then builds the levels.
     fn join(&self) {
         let (opener, fs, dir) = (self.opener, self.fs, self.dir);
         let mut state = self.state.borrow_mut();
@@ -150,7 +159,10 @@ impl TablesOpening<'_, '_> {
         }
         *state = match outcome {
             Some(joined) => Opening::Done(joined),
-            None => Opening::Tables(std::mem::take(tables)),
+            None => match into_levels(opener, dir, self.listed, std::mem::take(tables)) {
+                Ok(levels) => Opening::Levels(levels),
+                Err(e) => Opening::Done(Joined::Failed(e)),
+            },
         };
     }
 }
@@ -191,6 +203,21 @@ impl<'scope, 'env> Worker<'scope, 'env> {
             }
         }
     }
+}
+
+/// The levels `tables` (opened from `listed`, in its order) form.
+fn into_levels(
+    opener: &TableOpener,
+    dir: &Path,
+    listed: &[TableMeta],
+    tables: Vec<Table>,
+) -> Result<Levels> {
+    let files = tables.into_iter().zip(listed).map(|(table, meta)| {
+        let path = dir.join(table_file_name(meta.number));
+        let file = TableFile::new(opener, table, meta.clone(), path);
+        (meta.level as usize, file)
+    });
+    Levels::build(files)
 }
 
 fn open_all(

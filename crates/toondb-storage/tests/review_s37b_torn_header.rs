@@ -1,0 +1,145 @@
+//! Review of 04cddf1: the torn-header rewrite (WalWriter::create on the
+//! last segment) waits for the tables, so a failed open leaves the stub;
+//! and a panic in the replay does not hide a failing table in the second
+//! thread's share. Both pass at 04cddf1 (kept as coverage).
+
+mod support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use support::copy_dir;
+use toondb_storage::{Database, ErrorKind, Options};
+
+fn keep_tables() -> Options {
+    Options::default()
+        .auto_compaction(false)
+        .l0_slowdown_writes(10_000)
+        .l0_stop_writes(10_000)
+}
+
+fn with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "LOCK")
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn image(tables: usize) -> tempfile::TempDir {
+    let live = tempfile::tempdir().unwrap();
+    let db = Database::open_with(live.path(), keep_tables()).unwrap();
+    for t in 0..tables {
+        for i in 0..20u32 {
+            db.put(format!("key{t:03}-{i:03}"), format!("v{t}-{i}"))
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    db.put("wal", "w").unwrap();
+    let image = copy_dir(live.path());
+    db.close().unwrap();
+    image
+}
+
+/// A stub segment after the last: a torn creation the replay rewrites.
+fn add_torn_stub(dir: &Path) -> PathBuf {
+    let last = with_ext(dir, "wal").pop().unwrap();
+    let n: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();
+    let stub = dir.join(format!("{:06}.wal", n + 1000));
+    fs::write(&stub, [0u8; 5]).unwrap();
+    stub
+}
+
+#[test]
+fn a_failed_open_leaves_a_torn_last_header_as_it_was() {
+    for tables in [3, 20] {
+        let image = image(tables);
+        let stub = add_torn_stub(image.path());
+        {
+            let copy = copy_dir(image.path());
+            let db = Database::open_with(copy.path(), keep_tables()).unwrap();
+            let dropped = db.stats().recovery.dropped_tail.clone();
+            assert!(dropped.is_some(), "the stub is not a torn header");
+            db.close().unwrap();
+        }
+        let gone = with_ext(image.path(), "sst")[tables - 1].clone();
+        fs::remove_file(&gone).unwrap();
+        let before = contents(image.path());
+        let err = Database::open_with(image.path(), keep_tables()).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
+        assert!(err.to_string().contains(&*gone.to_string_lossy()), "{err}");
+        assert_eq!(
+            before,
+            contents(image.path()),
+            "{tables} tables: files changed"
+        );
+        assert_eq!(fs::read(&stub).unwrap().len(), 5);
+    }
+}
+
+struct FailThenPanic {
+    fail: PathBuf,
+    panic: PathBuf,
+}
+
+impl toondb_storage::io::WriteHook for FailThenPanic {
+    fn before_map(&self, path: &Path) -> toondb_storage::Result<()> {
+        if path.file_name() == self.fail.file_name() {
+            return Err(toondb_storage::Error::new(
+                ErrorKind::Io,
+                "injected map failure",
+            ));
+        }
+        if path.file_name() == self.panic.file_name() {
+            panic!("injected: a panic mapping {path:?}");
+        }
+        Ok(())
+    }
+    fn wrap(
+        &self,
+        _: &Path,
+        file: Box<dyn toondb_storage::io::WritableFile>,
+    ) -> Box<dyn toondb_storage::io::WritableFile> {
+        file
+    }
+}
+
+#[test]
+fn a_panic_in_the_replay_does_not_hide_a_table_failing_in_the_second_share() {
+    let image = image(20);
+    let listed = with_ext(image.path(), "sst");
+    let wal = with_ext(image.path(), "wal").remove(0);
+    let hook = FailThenPanic {
+        fail: listed[17].clone(),
+        panic: wal,
+    };
+    let options = keep_tables().fs(std::sync::Arc::new(toondb_storage::io::WrappedFs::os(hook)));
+    let path = image.path().to_path_buf();
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+        Database::open_with(&path, options).map(drop)
+    }));
+    match outcome {
+        Ok(Err(e)) => assert!(e.to_string().contains("injected map failure"), "{e}"),
+        Ok(Ok(())) => panic!("opened over a failing table"),
+        Err(_) => panic!("the replay's panic hid the failing table"),
+    }
+}
