@@ -9,16 +9,9 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use support::open_images::{keep_tables, with_ext};
 use support::{copy_dir, Rng};
-use toondb_storage::{Database, ErrorKind, Options};
-
-/// Options that keep every flush as its own level-0 table.
-fn keep_tables() -> Options {
-    Options::default()
-        .auto_compaction(false)
-        .l0_slowdown_writes(10_000)
-        .l0_stop_writes(10_000)
-}
+use toondb_storage::{Database, ErrorKind};
 
 fn key(i: u64) -> Vec<u8> {
     format!("key{i:06}").into_bytes()
@@ -60,13 +53,7 @@ fn image(tables: usize, seed: u64) -> (tempfile::TempDir, BTreeMap<Vec<u8>, Opti
 /// The table files of `dir`, lowest number first: the manifest's order for
 /// a database that only ever flushed.
 fn tables_in(dir: &Path) -> Vec<PathBuf> {
-    let mut names: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sst"))
-        .collect();
-    names.sort();
-    names
+    with_ext(dir, "sst")
 }
 
 fn listing(dir: &Path) -> Vec<(String, u64)> {

@@ -12,73 +12,11 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use support::copy_dir;
-use toondb_storage::{Database, ErrorKind, Options};
-
-fn keep_tables() -> Options {
-    Options::default()
-        .auto_compaction(false)
-        .l0_slowdown_writes(10_000)
-        .l0_stop_writes(10_000)
-}
-
-fn with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
-    v.sort();
-    v
-}
-
-fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "LOCK")
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-/// A crash image of `tables` flushed tables and a WAL whose last record is
-/// cut in half (tests/review_s37_open.rs).
-fn torn_image(tables: usize) -> tempfile::TempDir {
-    let live = tempfile::tempdir().unwrap();
-    let db = Database::open_with(live.path(), keep_tables()).unwrap();
-    for t in 0..tables {
-        for i in 0..20u32 {
-            db.put(format!("key{t:03}-{i:03}"), format!("v{t}-{i}"))
-                .unwrap();
-        }
-        db.flush().unwrap();
-    }
-    for i in 0..50u32 {
-        db.put(format!("wal{i:03}"), vec![b'w'; 200]).unwrap();
-    }
-    let segment = with_ext(live.path(), "wal").pop().unwrap();
-    let len = fs::metadata(&segment).unwrap().len();
-    db.put("torn", vec![b't'; 4000]).unwrap();
-    let image = copy_dir(live.path());
-    db.close().unwrap();
-    let torn = image.path().join(segment.file_name().unwrap());
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&torn)
-        .unwrap()
-        .set_len(len + 2000)
-        .unwrap();
-    image
-}
+use support::open_images::{contents, keep_tables, torn_image, with_ext};
+use toondb_storage::{Database, ErrorKind};
 
 fn varint(b: &[u8], pos: &mut usize) -> u64 {
     let mut v = 0u64;

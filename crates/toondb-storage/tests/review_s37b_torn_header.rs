@@ -9,58 +9,15 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use support::copy_dir;
-use toondb_storage::{Database, ErrorKind, Options};
-
-fn keep_tables() -> Options {
-    Options::default()
-        .auto_compaction(false)
-        .l0_slowdown_writes(10_000)
-        .l0_stop_writes(10_000)
-}
-
-fn with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == ext))
-        .collect();
-    v.sort();
-    v
-}
-
-fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
-    let mut v: Vec<_> = fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap())
-        .filter(|e| e.file_name() != "LOCK")
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                fs::read(e.path()).unwrap(),
-            )
-        })
-        .collect();
-    v.sort();
-    v
-}
-
-fn image(tables: usize) -> tempfile::TempDir {
-    let live = tempfile::tempdir().unwrap();
-    let db = Database::open_with(live.path(), keep_tables()).unwrap();
-    for t in 0..tables {
-        for i in 0..20u32 {
-            db.put(format!("key{t:03}-{i:03}"), format!("v{t}-{i}"))
-                .unwrap();
-        }
-        db.flush().unwrap();
-    }
-    db.put("wal", "w").unwrap();
-    let image = copy_dir(live.path());
-    db.close().unwrap();
-    image
-}
+use support::open_images::{contents, image_with, keep_tables, with_ext};
+use toondb_storage::{Database, ErrorKind};
 
 /// A stub segment after the last: a torn creation the replay rewrites.
+/// A crash image of `tables` tables and one put only the WAL holds.
+fn image(tables: usize) -> tempfile::TempDir {
+    image_with(tables, |db| db.put("wal", "w").unwrap())
+}
+
 fn add_torn_stub(dir: &Path) -> PathBuf {
     let last = with_ext(dir, "wal").pop().unwrap();
     let n: u64 = last.file_stem().unwrap().to_str().unwrap().parse().unwrap();

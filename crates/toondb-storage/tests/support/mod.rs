@@ -2,6 +2,7 @@
 //! `mod support;`; not every file uses every helper).
 #![allow(dead_code)]
 
+pub mod open_images;
 pub mod pending_drop;
 
 use std::fs;

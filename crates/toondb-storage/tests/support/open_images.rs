@@ -1,0 +1,90 @@
+//! Crash images for the tests of an open's tables and replay (session 37:
+//! tables open beside the WAL replay): each flush kept as its own level-0
+//! table, files listed and read back to check that a failed open changed
+//! nothing.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use toondb_storage::{Database, Options};
+
+/// Options that keep every flush as its own level-0 table.
+pub fn keep_tables() -> Options {
+    Options::default()
+        .auto_compaction(false)
+        .l0_slowdown_writes(10_000)
+        .l0_stop_writes(10_000)
+}
+
+/// The files of `dir` ending in `.ext`, in name order (for table files,
+/// lowest number first: the manifest's order for a database that only
+/// ever flushed).
+pub fn with_ext(dir: &Path, ext: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Every file of `dir` but the lock, with its bytes.
+pub fn contents(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut v: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.file_name() != "LOCK")
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// A crash image (the directory copied while the database is open) of
+/// `tables` flushed tables of 20 keys each, then `wal` (run on the open
+/// database) for what only the WAL holds.
+pub fn image_with(tables: usize, wal: impl FnOnce(&Database)) -> tempfile::TempDir {
+    let live = tempfile::tempdir().unwrap();
+    let db = Database::open_with(live.path(), keep_tables()).unwrap();
+    for t in 0..tables {
+        for i in 0..20u32 {
+            db.put(format!("key{t:03}-{i:03}"), format!("v{t}-{i}"))
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    wal(&db);
+    let image = super::copy_dir(live.path());
+    db.close().unwrap();
+    image
+}
+
+/// [`image_with`] whose WAL's last record is cut in half: a torn tail
+/// that replay cuts off.
+pub fn torn_image(tables: usize) -> tempfile::TempDir {
+    let mut cut = None;
+    let image = image_with(tables, |db| {
+        for i in 0..50u32 {
+            db.put(format!("wal{i:03}"), vec![b'w'; 200]).unwrap();
+        }
+        let segment = with_ext(db.path(), "wal").pop().unwrap();
+        let len = fs::metadata(&segment).unwrap().len();
+        db.put("torn", vec![b't'; 4000]).unwrap();
+        cut = Some((segment, len + 2000));
+    });
+    let (segment, len) = cut.unwrap();
+    let torn = image.path().join(segment.file_name().unwrap());
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&torn)
+        .unwrap()
+        .set_len(len)
+        .unwrap();
+    image
+}
