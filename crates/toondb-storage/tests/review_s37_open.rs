@@ -21,10 +21,9 @@
 mod support;
 
 use std::fs;
-use std::path::{Path, PathBuf};
 
 use support::copy_dir;
-use support::open_images::{contents, keep_tables, torn_image, with_ext};
+use support::open_images::{contents, keep_tables, torn_image, with_ext, FailThenPanic};
 use toondb_storage::{Database, ErrorKind};
 
 fn failed_open_changes_no_file(tables: usize) {
@@ -97,35 +96,6 @@ fn a_missing_table_is_reported_ahead_of_a_missing_checkpoint_segment() {
         err.to_string().contains(&*gone.to_string_lossy()),
         "the missing table is not the error reported: {err}"
     );
-}
-
-/// Fails the map of one table file and panics on the map of another file
-/// (a later table, or a WAL segment).
-struct FailThenPanic {
-    fail: PathBuf,
-    panic: PathBuf,
-}
-
-impl toondb_storage::io::WriteHook for FailThenPanic {
-    fn before_map(&self, path: &Path) -> toondb_storage::Result<()> {
-        if path.file_name() == self.fail.file_name() {
-            return Err(toondb_storage::Error::new(
-                ErrorKind::Io,
-                "injected map failure",
-            ));
-        }
-        if path.file_name() == self.panic.file_name() {
-            panic!("injected: a panic mapping {path:?}");
-        }
-        Ok(())
-    }
-    fn wrap(
-        &self,
-        _: &Path,
-        file: Box<dyn toondb_storage::io::WritableFile>,
-    ) -> Box<dyn toondb_storage::io::WritableFile> {
-        file
-    }
 }
 
 /// A crash image of `tables` tables and a WAL; then an open whose map of

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use support::copy_dir;
-use support::open_images::{contents, image_with, keep_tables, with_ext};
+use support::open_images::{contents, image_with, keep_tables, with_ext, FailThenPanic};
 use toondb_storage::{Database, ErrorKind};
 
 /// A stub segment after the last: a torn creation the replay rewrites.
@@ -50,33 +50,6 @@ fn a_failed_open_leaves_a_torn_last_header_as_it_was() {
             "{tables} tables: files changed"
         );
         assert_eq!(fs::read(&stub).unwrap().len(), 5);
-    }
-}
-
-struct FailThenPanic {
-    fail: PathBuf,
-    panic: PathBuf,
-}
-
-impl toondb_storage::io::WriteHook for FailThenPanic {
-    fn before_map(&self, path: &Path) -> toondb_storage::Result<()> {
-        if path.file_name() == self.fail.file_name() {
-            return Err(toondb_storage::Error::new(
-                ErrorKind::Io,
-                "injected map failure",
-            ));
-        }
-        if path.file_name() == self.panic.file_name() {
-            panic!("injected: a panic mapping {path:?}");
-        }
-        Ok(())
-    }
-    fn wrap(
-        &self,
-        _: &Path,
-        file: Box<dyn toondb_storage::io::WritableFile>,
-    ) -> Box<dyn toondb_storage::io::WritableFile> {
-        file
     }
 }
 

@@ -88,3 +88,32 @@ pub fn torn_image(tables: usize) -> tempfile::TempDir {
         .unwrap();
     image
 }
+
+/// Fails the map of one table file and panics on the map of another file
+/// (a later table, or a WAL segment).
+pub struct FailThenPanic {
+    pub fail: PathBuf,
+    pub panic: PathBuf,
+}
+
+impl toondb_storage::io::WriteHook for FailThenPanic {
+    fn before_map(&self, path: &Path) -> toondb_storage::Result<()> {
+        if path.file_name() == self.fail.file_name() {
+            return Err(toondb_storage::Error::new(
+                toondb_storage::ErrorKind::Io,
+                "injected map failure",
+            ));
+        }
+        if path.file_name() == self.panic.file_name() {
+            panic!("injected: a panic mapping {path:?}");
+        }
+        Ok(())
+    }
+    fn wrap(
+        &self,
+        _: &Path,
+        file: Box<dyn toondb_storage::io::WritableFile>,
+    ) -> Box<dyn toondb_storage::io::WritableFile> {
+        file
+    }
+}
