@@ -37,6 +37,7 @@ mod memtable;
 mod merge;
 mod open_durability;
 mod options;
+mod prefetch;
 mod range_del;
 mod read;
 mod record;

@@ -326,12 +326,22 @@ impl MemKey {
     }
 }
 
-/// The versions [`Memtable::replay_record`] gathered, their keys already
-/// in the memtable's filter; `None` once inserted.
+/// The versions [`Memtable::replay_record`] gathered (`None` once
+/// inserted) and their keys' filter hashes, for
+/// [`Memtable::insert_replayed`].
 #[derive(Default)]
 pub(crate) struct Replayed {
     versions: Vec<Option<MemKey>>,
+    /// Set in the key filter by `insert_replayed`, not by `replay_record`:
+    /// there, each key's filter word was a cache miss (the record's values
+    /// streaming through the caches evict the filter), about a fifth of a
+    /// replay of 1 KiB values (docs/performance.md, "Session 38").
+    hashes: Vec<u64>,
 }
+
+/// How many versions ahead [`Memtable::insert_replayed`] prefetches while
+/// gathering them in key order (each is a random line of the batch order).
+const GATHER_AHEAD: usize = 8;
 
 /// Per-entry bookkeeping the skiplist adds beyond key and value bytes; an
 /// estimate, used only to decide when to rotate.
@@ -559,12 +569,11 @@ impl Memtable {
     ) -> Result<Timestamp> {
         let mut added = 0;
         let mut ranges = Vec::new();
-        let filter = &mut self.filter;
-        let versions = &mut replayed.versions;
+        let Replayed { versions, hashes } = replayed;
         let ts = WriteBatch::decode_record_ops(payload, |ts, op| match op {
             RawOp::Point(op) => {
                 added += op.key.len() + op.value.len() + ENTRY_OVERHEAD;
-                filter.insert_exclusive(MemFilter::hash(op.key));
+                hashes.push(MemFilter::hash(op.key));
                 versions.push(Some(match segment {
                     Some(segment) => MemKey::in_segment(segment, op.key, ts, op.kind, op.value),
                     None => MemKey::version(op.key, ts, op.kind, op.value),
@@ -595,12 +604,18 @@ impl Memtable {
     /// scratch buffer of fresh memory; the pairs are 24 bytes, and two
     /// versions are compared in full only when their heads tie.
     pub fn insert_replayed(&mut self, replayed: Replayed) {
-        let mut versions = replayed.versions;
+        let Replayed {
+            mut versions,
+            hashes,
+        } = replayed;
+        // All at once: the filter stays in the cache for the whole loop.
+        for hash in hashes {
+            self.filter.insert_exclusive(hash);
+        }
         if versions.is_empty() {
             return;
         }
-        // The keys are in the filter already (replay_record). The point
-        // index is left out: indexing every replayed version (a random slot
+        // The point index is left out: indexing every replayed version (a random slot
         // of a 4 MiB array each, its pages first touched here) tripled a
         // warm reopen's time, and a replayed memtable is only read until
         // its flush; its reads search its sorted versions.
@@ -627,18 +642,28 @@ impl Memtable {
         // the epoch collector gets to it, which kept its mapped segment
         // (and, once the flush deleted it, the file's disk space) alive
         // for as long as that took (tests/review_revrf.rs).
+        // Different heads are different keys: the versions (random lines
+        // of `versions`) are compared only when the heads tie.
         let keep: Vec<u32> = order
             .iter()
             .zip(order.iter().skip(1).map(Some).chain([None]))
             .filter(|(a, next)| {
-                next.is_none_or(|b| version(a.1).cmp(&version(b.1)) != Ordering::Equal)
+                next.is_none_or(|b| {
+                    a.0 != b.0 || version(a.1).cmp(&version(b.1)) != Ordering::Equal
+                })
             })
             .map(|(a, _)| a.1)
             .collect();
         drop(order);
-        let kept = keep
-            .into_iter()
-            .filter_map(|i| versions.get_mut(i as usize).and_then(Option::take));
+        let kept = keep.iter().enumerate().filter_map(|(n, &i)| {
+            if let Some(ahead) = keep
+                .get(n + GATHER_AHEAD)
+                .and_then(|&j| versions.get(j as usize))
+            {
+                crate::prefetch::prefetch_value(ahead);
+            }
+            versions.get_mut(i as usize).and_then(Option::take)
+        });
         if self.map.is_empty() && self.sorted.is_empty() {
             self.sorted = kept.collect();
         } else {
