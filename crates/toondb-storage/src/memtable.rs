@@ -546,9 +546,10 @@ impl Memtable {
 
     /// Replay's [`Memtable::apply`] of a WAL record's payload, by the
     /// memtable's only user (replay at open, before anything can read it):
-    /// range deletes are applied at once, the point versions only noted in
-    /// the key filter and gathered into `replayed`, for
-    /// [`Memtable::insert_replayed`] to insert later in key order. When
+    /// range deletes are applied at once, the point versions and their
+    /// keys' filter hashes gathered into `replayed`, for
+    /// [`Memtable::insert_replayed`] to set in the filter and insert in key
+    /// order later. When
     /// `segment` (the mapped segment the payload lies in) is given, the
     /// versions keep their keys and values there instead of copies.
     /// Returns the record's commit timestamp. On an error (a malformed
@@ -559,8 +560,9 @@ impl Memtable {
     /// keys) made each skiplist insert a walk of cache misses, the largest
     /// part of an open's replay (docs/performance.md, "Reopen"); in key
     /// order every insert walks the nodes the previous one just touched.
-    /// The keys are noted here, while the record's bytes are in the cache,
-    /// and with plain writes (`MemFilter::insert_exclusive`).
+    /// The keys are hashed here, while the record's bytes are in the cache;
+    /// their filter words are written later, all together, because here
+    /// each was a cache miss ([`Replayed::hashes`]).
     pub fn replay_record(
         &mut self,
         payload: &[u8],
