@@ -15,7 +15,7 @@ use std::fs;
 use std::path::Path;
 
 use support::copy_dir;
-use support::open_images::{contents, keep_tables, torn_image, with_ext};
+use support::open_images::{assert_same_files, contents, keep_tables, torn_image, with_ext};
 use toondb_storage::{Database, ErrorKind};
 
 fn varint(b: &[u8], pos: &mut usize) -> u64 {
@@ -97,21 +97,10 @@ fn bad_level_open_changes_no_file(tables: usize) {
     assert_eq!(err.kind(), ErrorKind::Corruption, "{err}");
     assert!(err.to_string().contains("at level 9"), "{err}");
     let after = contents(image.path());
-    let changed: Vec<_> = before
-        .iter()
-        .zip(&after)
-        .filter(|(b, a)| b != a)
-        .map(|(b, a)| (b.0.clone(), b.1.len(), a.1.len()))
-        .collect();
-    assert_eq!(
-        before.len(),
-        after.len(),
-        "a failed open added or removed files"
-    );
-    assert!(
-        changed.is_empty(),
-        "an open that failed building the levels ({tables} tables) changed files \
-         (name, len before, len after): {changed:?}"
+    assert_same_files(
+        &before,
+        &after,
+        &format!("an open that failed building the levels ({tables} tables)"),
     );
 }
 

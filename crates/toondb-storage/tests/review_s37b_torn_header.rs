@@ -62,11 +62,7 @@ fn a_panic_in_the_replay_does_not_hide_a_table_failing_in_the_second_share() {
         fail: listed[17].clone(),
         panic: wal,
     };
-    let options = keep_tables().fs(std::sync::Arc::new(toondb_storage::io::WrappedFs::os(hook)));
-    let path = image.path().to_path_buf();
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        Database::open_with(&path, options).map(drop)
-    }));
+    let outcome = hook.open(image.path());
     match outcome {
         Ok(Err(e)) => assert!(e.to_string().contains("injected map failure"), "{e}"),
         Ok(Ok(())) => panic!("opened over a failing table"),

@@ -117,3 +117,32 @@ impl toondb_storage::io::WriteHook for FailThenPanic {
         file
     }
 }
+
+impl FailThenPanic {
+    /// Opens `dir` through this hook, catching the open's panic: the
+    /// caller tells the injected failure from a panic that hid it.
+    pub fn open(self, dir: &Path) -> std::thread::Result<toondb_storage::Result<()>> {
+        let options =
+            keep_tables().fs(std::sync::Arc::new(toondb_storage::io::WrappedFs::os(self)));
+        let path = dir.to_path_buf();
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            Database::open_with(&path, options).map(drop)
+        }))
+    }
+}
+
+/// Fails unless `after` lists the same files with the same bytes as
+/// `before` (both from [`contents`]); `what` names the open in the message.
+pub fn assert_same_files(before: &[(String, Vec<u8>)], after: &[(String, Vec<u8>)], what: &str) {
+    let changed: Vec<_> = before
+        .iter()
+        .zip(after)
+        .filter(|(b, a)| b != a)
+        .map(|(b, a)| (b.0.clone(), b.1.len(), a.1.len()))
+        .collect();
+    assert_eq!(before.len(), after.len(), "{what} added or removed files");
+    assert!(
+        changed.is_empty(),
+        "{what} changed files (name, len before, len after): {changed:?}"
+    );
+}
